@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/node"
+)
+
+// serveFlags are the flags of serve (and, in part, demo and bench).
+type serveFlags struct {
+	cfg      node.Config
+	logLevel string
+	check    bool
+}
+
+func newServeFlags(fs *flag.FlagSet) *serveFlags {
+	f := &serveFlags{}
+	c := &f.cfg
+	fs.StringVar(&c.DataDir, "data-dir", "", "directory of the embedded JetStream store and the key files (required)")
+	fs.StringVar(&c.MQTTAddr, "mqtt-addr", ":8883", "gateway listener: MQTT over TLS with client certificates")
+	fs.StringVar(&c.APIAddr, "api-addr", ":8443", "HTTPS API listener")
+	fs.BoolVar(&c.Dev, "dev", false, "development mode: create tenant dev, gateway "+node.DevGateway+" and its certificate files, certificates for localhost")
+	fs.Var((*listFlag)(&c.ServerNames), "server-name", "comma-separated DNS names and IPs of the server certificate (dev: localhost,127.0.0.1)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "server certificate chain PEM (instead of the internal server CA)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "server private key PEM")
+	fs.Var((*listFlag)(&c.NATSURLs), "nats-url", "comma-separated URLs of an external NATS JetStream cluster (default: embedded)")
+	fs.StringVar(&c.NATSCreds, "nats-creds", "", "credentials file for --nats-url")
+	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of every stream and bucket (3 in a cluster)")
+	fs.StringVar(&c.Fsync, "fsync", node.FsyncDefault, "durability: default (acked once written to the OS; survives kill -9; JetStream fsyncs every 2m) or always (fsync before every ack; survives power loss)")
+	fs.DurationVar(&c.CertValidity, "cert-validity", 365*24*time.Hour, "lifetime of issued gateway certificates")
+	fs.IntVar(&c.Ingest.MaxPayload, "max-payload", 256<<10, "largest MQTT publish payload in bytes")
+	fs.Float64Var(&c.Ingest.MsgRate, "msg-rate", 500, "Thingsee messages per second allowed per gateway")
+	fs.IntVar(&c.Ingest.MsgBurst, "msg-burst", 5000, "burst of messages allowed above --msg-rate")
+	fs.DurationVar(&c.Ingest.ConnectTimeout, "connect-timeout", 10*time.Second, "deadline for the TLS handshake plus the MQTT CONNECT")
+	fs.IntVar(&c.Ingest.MaxConnsPerTenant, "max-conns-per-tenant", 10000, "concurrent gateway connections per tenant")
+	fs.DurationVar(&c.Ingest.MaxFutureSkew, "max-future-skew", 10*time.Minute, "how far ahead of the server clock a tsmTs may be")
+	fs.DurationVar(&c.Store.Retention, "retention", 7*24*time.Hour, "how long messages are kept")
+	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", time.Hour, "how long a message's content id is remembered to store resends once")
+	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", 0, "bytes of messages kept per tenant; oldest go first (0: unlimited)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&f.check, "check-config", false, "check the configuration, report every problem, and exit")
+	return f
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := newServeFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	f.cfg.Logger = log
+	if f.check {
+		if err := f.cfg.Validate(); err != nil {
+			return fmt.Errorf("configuration:\n%w", err)
+		}
+		fmt.Fprintln(stdout, "configuration ok")
+		return nil
+	}
+	n, err := node.Start(ctx, f.cfg)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	if f.cfg.Dev {
+		printDevBanner(stdout, n, f.cfg.DataDir)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+func printDevBanner(w io.Writer, n *node.Node, dataDir string) {
+	ca := filepath.Join(n.DevGatewayDir(), "ca.pem")
+	host, port := node.LocalHostPort(n.APIAddr())
+	fmt.Fprintf(w, `iotransit is running in dev mode.
+  gateway MQTT (mTLS): %s
+  API (HTTPS):         https://%s:%s  (operator key: %s)
+  gateway files:       %s/{ca.pem,cert.pem,key.pem}
+
+Publish a message as gateway %s:
+  %s
+
+Read it back:
+  curl --cacert %s -H "Authorization: Bearer $(cat %s)" https://%s:%s/v1/tenants/dev/messages?limit=5
+`, n.MQTTAddr(), host, port, filepath.Join(dataDir, "operator.key"), n.DevGatewayDir(),
+		node.DevGateway, n.DevPublishCommand(), ca, filepath.Join(dataDir, "operator.key"), host, port)
+}

@@ -1,0 +1,95 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+
+	"github.com/iotransit/iotransit/internal/fault"
+)
+
+// Faults of the API itself.
+var (
+	ErrUnauthenticated = fault.Define("api.unauthenticated", fault.Unauthenticated, "a valid bearer credential is required")
+	ErrNotFound        = fault.Define("api.not_found", fault.NotFound, "no such resource")
+	ErrBadParameter    = fault.Define("api.bad_parameter", fault.InvalidArgument, "a query parameter is not valid")
+	ErrMethod          = fault.Define("api.method_not_allowed", fault.InvalidArgument, "the method is not allowed on this resource")
+	ErrUnavailable     = fault.Define("api.unavailable", fault.Unavailable, "the service is not ready")
+)
+
+// statusOf maps a fault kind to its HTTP status, the one place that does.
+func statusOf(k fault.Kind) int {
+	switch k {
+	case fault.InvalidArgument:
+		return http.StatusBadRequest
+	case fault.Unauthenticated:
+		return http.StatusUnauthorized
+	case fault.PermissionDenied:
+		return http.StatusForbidden
+	case fault.NotFound:
+		return http.StatusNotFound
+	case fault.Conflict:
+		return http.StatusConflict
+	case fault.TooLarge:
+		return http.StatusRequestEntityTooLarge
+	case fault.UnsupportedMedia:
+		return http.StatusUnsupportedMediaType
+	case fault.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case fault.Unavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// Problem is an RFC 9457 problem details object with iotransit's extensions.
+type Problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Code      string `json:"code"`
+	RequestID string `json:"requestId"`
+}
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// writeError answers with problem+json (RFC 9457 §3). Only the fault's
+// public message reaches the client; the cause goes to the log once.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	f := fault.From(err)
+	status := statusOf(f.Kind())
+	rid := requestID(r)
+	if status >= 500 {
+		log.Error("request failed", "request_id", rid, "error_code", f.Code(), "error", err, "path", r.URL.Path)
+	} else {
+		log.Info("request refused", "request_id", rid, "error_code", f.Code(), "path", r.URL.Path)
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="iotransit"`)
+	}
+	p := Problem{
+		Type:      "https://iotransit.dev/problems/" + f.Code(),
+		Title:     f.Definition().Message(),
+		Status:    status,
+		Detail:    f.Detail(),
+		Code:      f.Code(),
+		RequestID: rid,
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

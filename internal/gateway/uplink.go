@@ -1,0 +1,176 @@
+// Package gateway is the gateway side of iotransit: the uplink that speaks
+// MQTT 5 over mutual TLS to the ingest (used by the agent, the demo, the
+// load generator and the tests). The mesh receiver, store-and-forward buffer
+// and firmware updater join it in later issues.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// UplinkConfig is how a gateway reaches the ingest.
+type UplinkConfig struct {
+	// Addr is the ingest's host:port.
+	Addr string
+	// Serial is the gateway serial (the certificate CN and MQTT client id).
+	Serial string
+	// TLS holds the client certificate and the CA that verifies the server.
+	TLS *tls.Config
+	// KeepAlive in seconds (default 30).
+	KeepAlive uint16
+	// OnReport is called with each payload received on the gateway's
+	// down/errors topic (subscribed when non-nil).
+	OnReport func([]byte)
+	// OnDisconnect is called when the server ends the session with a
+	// DISCONNECT packet (its reason code) or the connection drops.
+	OnDisconnect func(reason byte, err error)
+}
+
+// TLSFiles builds the client TLS configuration from PEM files: the
+// gateway's certificate and key, and the CA that verifies the server.
+func TLSFiles(certFile, keyFile, caFile, serverName string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: load certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("gateway: no certificate in CA file")
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ServerName:   serverName,
+	}, nil
+}
+
+// Uplink is a connected gateway session.
+type Uplink struct {
+	c       *paho.Client
+	serial  string
+	connack *paho.Connack
+	once    sync.Once
+}
+
+// ConnectError is a CONNACK refusal.
+type ConnectError struct {
+	ReasonCode byte
+	Reason     string
+}
+
+func (e *ConnectError) Error() string {
+	return fmt.Sprintf("gateway: connect refused: reason 0x%02x %s", e.ReasonCode, e.Reason)
+}
+
+// Dial connects and sends CONNECT with the serial as client id.
+func Dial(ctx context.Context, cfg UplinkConfig) (*Uplink, error) {
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 30
+	}
+	d := tls.Dialer{Config: cfg.TLS, NetDialer: &net.Dialer{Timeout: 10 * time.Second}}
+	conn, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: dial %s: %w", cfg.Addr, err)
+	}
+	u := &Uplink{serial: cfg.Serial}
+	pc := paho.ClientConfig{
+		ClientID: cfg.Serial,
+		Conn:     packets.NewThreadSafeConn(conn),
+	}
+	if cfg.OnReport != nil {
+		pc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) {
+				cfg.OnReport(pr.Packet.Payload)
+				return true, nil
+			},
+		}
+	}
+	if cfg.OnDisconnect != nil {
+		pc.OnServerDisconnect = func(d *paho.Disconnect) {
+			u.once.Do(func() { cfg.OnDisconnect(d.ReasonCode, nil) })
+		}
+		pc.OnClientError = func(err error) {
+			u.once.Do(func() { cfg.OnDisconnect(0, err) })
+		}
+	}
+	u.c = paho.NewClient(pc)
+	ca, err := u.c.Connect(ctx, &paho.Connect{ClientID: cfg.Serial, KeepAlive: cfg.KeepAlive, CleanStart: true})
+	if ca != nil && ca.ReasonCode != 0 {
+		conn.Close()
+		reason := ""
+		if ca.Properties != nil {
+			reason = ca.Properties.ReasonString
+		}
+		return nil, &ConnectError{ReasonCode: ca.ReasonCode, Reason: reason}
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("gateway: connect: %w", err)
+	}
+	u.connack = ca
+	if cfg.OnReport != nil {
+		if _, err := u.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "v1/gw/" + cfg.Serial + "/down/errors", QoS: 1}}}); err != nil {
+			u.Close()
+			return nil, fmt.Errorf("gateway: subscribe to reports: %w", err)
+		}
+	}
+	return u, nil
+}
+
+// Connack returns the server's CONNACK.
+func (u *Uplink) Connack() *paho.Connack { return u.connack }
+
+// Client returns the underlying paho client (for tests of the MQTT contract).
+func (u *Uplink) Client() *paho.Client { return u.c }
+
+// PublishResult is the server's answer to a QoS 1 publish.
+type PublishResult struct {
+	ReasonCode byte
+	Reason     string
+}
+
+// Publish sends payload to the gateway's up topic with qos (0 or 1) and, for
+// QoS 1, waits for the PUBACK.
+func (u *Uplink) Publish(ctx context.Context, payload []byte, qos byte) (PublishResult, error) {
+	return u.PublishTo(ctx, "v1/gw/"+u.serial+"/up", payload, qos)
+}
+
+// PublishTo is Publish to any topic (tests of the ACL use it).
+func (u *Uplink) PublishTo(ctx context.Context, topic string, payload []byte, qos byte) (PublishResult, error) {
+	pr, err := u.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
+	if pr == nil {
+		return PublishResult{}, err
+	}
+	res := PublishResult{ReasonCode: pr.ReasonCode}
+	if pr.Properties != nil {
+		res.Reason = pr.Properties.ReasonString
+	}
+	if err != nil && pr.ReasonCode < 0x80 {
+		return res, err
+	}
+	return res, nil
+}
+
+// Done is closed when the connection ends.
+func (u *Uplink) Done() <-chan struct{} { return u.c.Done() }
+
+// Close sends DISCONNECT and closes the connection.
+func (u *Uplink) Close() error {
+	return u.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+}

@@ -1,0 +1,405 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
+
+	"github.com/iotransit/iotransit/internal/store"
+	"github.com/iotransit/iotransit/internal/thingsee"
+)
+
+// Topics of the gateway MQTT contract (DESIGN §5).
+const (
+	topicPrefix = "v1/gw/"
+	upSuffix    = "/up"
+	downSuffix  = "/down"
+)
+
+// UpTopic is the only topic a gateway may publish to.
+func UpTopic(serial string) string { return topicPrefix + serial + upSuffix }
+
+// ErrorsTopic is where a gateway learns which of its messages were rejected.
+func ErrorsTopic(serial string) string { return topicPrefix + serial + downSuffix + "/errors" }
+
+// session is one authenticated gateway connection.
+type session struct {
+	id      Identity
+	cl      *mqtt.Client
+	limiter *rate.Limiter
+}
+
+// hook adapts mochi's Hook to the ingest: identity, ACL, validation and
+// persist-before-ack. It is the only file that knows mochi's hook API.
+type hook struct {
+	mqtt.HookBase
+	cfg     Config
+	broker  *mqtt.Server
+	dir     Directory
+	st      Store
+	m       *metrics
+	log     *slog.Logger
+	lenient *thingsee.Validator
+	strict  *thingsee.Validator
+	now     func() time.Time
+
+	mu        sync.Mutex
+	byClient  map[*mqtt.Client]*session
+	byGateway map[string]*session // tenant/serial
+	perTenant map[string]int
+}
+
+func newHook(cfg Config, broker *mqtt.Server, dir Directory, st Store, m *metrics, log *slog.Logger) *hook {
+	return &hook{
+		cfg: cfg, broker: broker, dir: dir, st: st, m: m, log: log,
+		lenient:   thingsee.NewValidator(validatorOptions(cfg, false)),
+		strict:    thingsee.NewValidator(validatorOptions(cfg, true)),
+		now:       time.Now,
+		byClient:  map[*mqtt.Client]*session{},
+		byGateway: map[string]*session{},
+		perTenant: map[string]int{},
+	}
+}
+
+// ID names the hook.
+func (h *hook) ID() string { return "iotransit-ingest" }
+
+// Provides lists exactly the events the hook handles.
+func (h *hook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
+		mqtt.OnPacketRead, mqtt.OnPublish:
+		return true
+	}
+	return false
+}
+
+func gatewayKey(tenant, serial string) string { return tenant + "/" + serial }
+
+func (h *hook) session(tenant, serial string) (*session, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.byGateway[gatewayKey(tenant, serial)]
+	return s, ok
+}
+
+func (h *hook) clientSession(cl *mqtt.Client) (*session, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.byClient[cl]
+	return s, ok
+}
+
+func v5(cl *mqtt.Client) bool { return cl.Properties.ProtocolVersion == 5 }
+
+// refuseConnect answers CONNECT with a reason code and ends the connection.
+func (h *hook) refuseConnect(cl *mqtt.Client, code packets.Code, reason string) error {
+	h.m.connRefused.WithLabelValues(reason).Inc()
+	_ = h.broker.SendConnack(cl, code, false, nil)
+	return code
+}
+
+// OnConnect binds the MQTT client id to the certificate: a gateway's client
+// id is its serial. An empty client id is given the serial (MQTT 5 returns
+// it as the assigned client identifier). Any other id is refused with 0x85
+// (MQTT 3.1.1: 0x02), so no connection can take over another gateway's
+// session.
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	gc, ok := cl.Net.Conn.(*gatewayConn)
+	if !ok {
+		return h.refuseConnect(cl, packets.ErrNotAuthorized, "no_identity")
+	}
+	id := gc.id
+	switch pk.Connect.ClientIdentifier {
+	case id.Serial:
+	case "":
+		cl.ID = id.Serial
+		if v5(cl) {
+			cl.Properties.Props.AssignedClientID = id.Serial
+		}
+	default:
+		h.log.Info("client id refused", "tenant_id", id.Tenant, "gateway_id", id.Serial)
+		return h.refuseConnect(cl, packets.ErrClientIdentifierNotValid, "client_id_mismatch")
+	}
+	// Keepalive 0 (never time out) or longer than allowed is lowered; MQTT 5
+	// clients are told through Server Keep Alive.
+	if max := uint16(h.cfg.MaxKeepalive / time.Second); cl.State.Keepalive == 0 || cl.State.Keepalive > max {
+		cl.State.Keepalive = max
+		cl.State.ServerKeepalive = v5(cl)
+	}
+	s := &session{id: id, cl: cl, limiter: rate.NewLimiter(rate.Limit(h.cfg.MsgRate), h.cfg.MsgBurst)}
+	h.mu.Lock()
+	if h.perTenant[id.Tenant] >= h.cfg.MaxConnsPerTenant {
+		h.mu.Unlock()
+		return h.refuseConnect(cl, packets.ErrQuotaExceeded, "tenant_connections")
+	}
+	h.perTenant[id.Tenant]++
+	h.byClient[cl] = s
+	h.byGateway[gatewayKey(id.Tenant, id.Serial)] = s
+	h.mu.Unlock()
+	h.m.connAccepted.Inc()
+	h.log.Info("gateway connected", "tenant_id", id.Tenant, "gateway_id", id.Serial, "remote", cl.Net.Remote)
+	return nil
+}
+
+// OnConnectAuthenticate accepts exactly the connections OnConnect bound to an
+// identity (proved at the TLS handshake).
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	_, ok := h.clientSession(cl)
+	return ok
+}
+
+// OnDisconnect forgets the session.
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.mu.Lock()
+	s, ok := h.byClient[cl]
+	if ok {
+		delete(h.byClient, cl)
+		h.perTenant[s.id.Tenant]--
+		if h.perTenant[s.id.Tenant] <= 0 {
+			delete(h.perTenant, s.id.Tenant)
+		}
+		k := gatewayKey(s.id.Tenant, s.id.Serial)
+		if h.byGateway[k] == s { // not taken over by a newer connection
+			delete(h.byGateway, k)
+		}
+	}
+	h.mu.Unlock()
+	if ok {
+		h.log.Info("gateway disconnected", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial)
+	}
+}
+
+// OnACLCheck allows publishing only to v1/gw/{own serial}/up and subscribing
+// only under v1/gw/{own serial}/down/.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	s, ok := h.clientSession(cl)
+	if !ok {
+		return false
+	}
+	var allowed bool
+	if write {
+		allowed = topic == UpTopic(s.id.Serial)
+	} else {
+		down := topicPrefix + s.id.Serial + downSuffix
+		allowed = topic == down || strings.HasPrefix(topic, down+"/")
+	}
+	if !allowed {
+		reason := "subscribe_denied"
+		if write {
+			reason = "publish_denied"
+		}
+		h.m.publishRefused.WithLabelValues(reason).Inc()
+		h.log.Info("topic refused", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "write", write)
+	}
+	return allowed
+}
+
+// deniedTopic stands in for publish topics mochi would drop without any
+// answer ($-prefixed ones), so that they reach the ACL and get 0x87.
+const deniedTopic = "iotransit/denied"
+
+// OnPacketRead refuses QoS 2 publishes before mochi would downgrade them
+// (and answer with a PUBACK the client does not expect), and routes
+// $-topic publishes to the ACL refusal.
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return pk, nil
+	}
+	if pk.FixedHeader.Qos > 1 {
+		h.m.publishRefused.WithLabelValues("qos_not_supported").Inc()
+		_ = h.broker.DisconnectClient(cl, packets.ErrQosNotSupported)
+		return pk, packets.ErrRejectPacket
+	}
+	if strings.HasPrefix(pk.TopicName, "$") {
+		pk.TopicName = deniedTopic
+	}
+	return pk, nil
+}
+
+// errorReport is what a gateway receives on v1/gw/{serial}/down/errors.
+type errorReport struct {
+	ReceivedAt time.Time        `json:"receivedAt"`
+	PacketID   uint16           `json:"packetId,omitempty"`
+	Accepted   int              `json:"accepted"`
+	Rejected   []reportedReject `json:"rejected"`
+}
+
+type reportedReject struct {
+	Index  int    `json:"index"`
+	Code   string `json:"code"`
+	Field  string `json:"field,omitempty"`
+	Reason string `json:"reason"`
+	TsmID  int    `json:"tsmId,omitempty"`
+	Tuid   string `json:"tsmTuid,omitempty"`
+}
+
+// Publish outcome codes (MQTT 5 PUBACK reason codes with a reason string).
+func payloadTooLarge(max int) packets.Code {
+	return packets.Code{Code: packets.ErrPacketTooLarge.Code, Reason: fmt.Sprintf("payload larger than %d bytes", max)}
+}
+
+func rateTooHigh(rate float64) packets.Code {
+	return packets.Code{Code: packets.ErrMessageRateTooHigh.Code, Reason: fmt.Sprintf("over %g messages per second for this gateway; retry later", rate)}
+}
+
+// OnPublish validates and persists a gateway upload. It returns only after
+// JetStream acknowledged every accepted and rejected message; mochi writes
+// the PUBACK after it returns. A payload that could not be persisted is not
+// acknowledged: the connection is closed (MQTT 5: DISCONNECT 0x89) so the
+// gateway resends, and the content-derived ids store the resend once.
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // our own reports on down/errors
+	}
+	s, ok := h.clientSession(cl)
+	if !ok {
+		return pk, packets.ErrRejectPacket
+	}
+	received := h.now()
+	qos1 := pk.FixedHeader.Qos == 1
+
+	var res thingsee.Result
+	if len(pk.Payload) > h.cfg.MaxPayload {
+		code := payloadTooLarge(h.cfg.MaxPayload)
+		res.Rejected = []thingsee.Rejection{{Index: -1, Code: "ingest.payload_too_large", Reason: code.Reason, Raw: pk.Payload[:min(len(pk.Payload), 1024)]}}
+	} else {
+		v := h.lenient
+		if t, ok := h.dir.Tenant(s.id.Tenant); ok && t.RejectUnknownIDs {
+			v = h.strict
+		}
+		res = v.Validate(pk.Payload, s.id.Serial)
+	}
+	n := len(res.Accepted) + len(res.Rejected)
+	if !s.limiter.AllowN(received, min(n, h.cfg.MsgBurst)) {
+		h.m.publishRefused.WithLabelValues("rate").Inc()
+		if v5(cl) && qos1 {
+			return pk, rateTooHigh(h.cfg.MsgRate)
+		}
+		if qos1 { // MQTT 3.1.1 has no reason code: withhold the ack, the gateway resends later
+			_ = h.broker.DisconnectClient(cl, packets.ErrMessageRateTooHigh)
+		}
+		return pk, packets.ErrRejectPacket
+	}
+
+	if err := h.persist(s, res, received); err != nil {
+		h.m.publishRefused.WithLabelValues("persist").Inc()
+		h.log.Error("publish not persisted", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "error", err)
+		if qos1 {
+			_ = h.broker.DisconnectClient(cl, packets.ErrServerBusy)
+		}
+		return pk, packets.ErrRejectPacket
+	}
+	if len(res.Rejected) > 0 {
+		h.report(s, pk.PacketID, res, received)
+	}
+
+	pkx := pk
+	pkx.Ignore = true // uplinks are not routed to MQTT subscribers
+	pkx.FixedHeader.Retain = false
+	if len(res.Accepted) == 0 && v5(cl) && qos1 {
+		if len(pk.Payload) > h.cfg.MaxPayload {
+			return pk, payloadTooLarge(h.cfg.MaxPayload)
+		}
+		return pk, packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: noneValidReason(res, s.id.Serial)}
+	}
+	// MQTT 3.1.1 has no reason code: a publish with nothing valid is
+	// acknowledged once its rejections are stored (resending cannot fix it);
+	// the gateway learns why on down/errors.
+	return pkx, nil
+}
+
+// noneValidReason is the PUBACK reason string when nothing was valid: the
+// first rejection and where to read the rest, bounded in size.
+func noneValidReason(res thingsee.Result, serial string) string {
+	r := res.Rejected[0]
+	s := r.Reason
+	if len(s) > 160 {
+		s = s[:160]
+	}
+	where := "payload"
+	if r.Index >= 0 {
+		where = fmt.Sprintf("message %d", r.Index)
+	}
+	more := ""
+	if len(res.Rejected) > 1 {
+		more = fmt.Sprintf(" (and %d more)", len(res.Rejected)-1)
+	}
+	return fmt.Sprintf("no valid message: %s: %s [%s]%s; details on %s", where, s, r.Code, more, ErrorsTopic(serial))
+}
+
+func (h *hook) persist(s *session, res thingsee.Result, received time.Time) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PersistTimeout)
+	defer cancel()
+	if len(res.Accepted) > 0 {
+		var dg string
+		if gw, ok := h.dir.Gateway(s.id.Tenant, s.id.Serial); ok {
+			dg = gw.DeploymentGroupID
+		}
+		recs := make([]store.Record, len(res.Accepted))
+		for i, m := range res.Accepted {
+			recs[i] = store.Record{
+				ID: m.ContentID(s.id.Serial), Gateway: s.id.Serial, Tuid: m.Tuid, TsmID: m.TsmID,
+				ReceivedAt: received,
+				Body:       m.Normalize(thingsee.CloudFields{ReceivedAt: received, Gateway: s.id.Serial, DeploymentGroupID: dg}),
+			}
+		}
+		out, err := h.st.Append(ctx, s.id.Tenant, recs)
+		if err != nil {
+			return err
+		}
+		h.m.messages.WithLabelValues("stored").Add(float64(out.Stored))
+		h.m.messages.WithLabelValues("duplicate").Add(float64(out.Duplicates))
+	}
+	if len(res.Rejected) > 0 {
+		recs := make([]store.Rejected, len(res.Rejected))
+		for i, r := range res.Rejected {
+			recs[i] = store.Rejected{
+				Gateway: s.id.Serial, ReceivedAt: received, Index: r.Index, Code: r.Code,
+				Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid, Raw: r.Raw,
+			}
+		}
+		if err := h.st.AppendRejected(ctx, s.id.Tenant, recs); err != nil {
+			return err
+		}
+		h.m.messages.WithLabelValues("rejected").Add(float64(len(recs)))
+	}
+	h.m.persistDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// report publishes the rejections of one publish on the gateway's errors topic.
+func (h *hook) report(s *session, packetID uint16, res thingsee.Result, received time.Time) {
+	rep := errorReport{ReceivedAt: received.UTC(), PacketID: packetID, Accepted: len(res.Accepted)}
+	for _, r := range res.Rejected {
+		rep.Rejected = append(rep.Rejected, reportedReject{Index: r.Index, Code: r.Code, Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid})
+	}
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(rep); err != nil {
+		h.log.Error("encode error report", "error", err)
+		return
+	}
+	if err := h.broker.Publish(ErrorsTopic(s.id.Serial), bytes.TrimSpace(buf.Bytes()), false, 1); err != nil {
+		h.log.Warn("publish error report", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "error", err)
+	}
+}
+
+// kick disconnects the gateway's live session, if any.
+func (h *hook) kick(tenant, serial string) bool {
+	s, ok := h.session(tenant, serial)
+	if !ok {
+		return false
+	}
+	_ = h.broker.DisconnectClient(s.cl, packets.ErrAdministrativeAction)
+	return true
+}

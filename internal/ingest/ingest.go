@@ -1,0 +1,186 @@
+// Package ingest is the gateway-facing MQTT broker: mochi-mqtt behind a TLS
+// listener that requires and checks client certificates, a hook that binds
+// the MQTT client id to the certificate, enforces the topic ACL, rate and
+// size limits, validates Thingsee messages, and acknowledges a QoS 1 publish
+// only after JetStream has stored it.
+//
+// See README.md in this directory for the acknowledgement path.
+package ingest
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iotransit/iotransit/internal/store"
+	"github.com/iotransit/iotransit/internal/thingsee"
+)
+
+// Config configures the ingest.
+type Config struct {
+	// Addr is the MQTT over TLS listen address (default ":8883").
+	Addr string
+	// MaxPayload is the largest publish payload accepted, in bytes (default 256 KiB).
+	MaxPayload int
+	// MsgRate is the sustained Thingsee messages per second allowed per
+	// gateway (default 500); MsgBurst the burst above it (default 5000).
+	MsgRate  float64
+	MsgBurst int
+	// ConnectTimeout bounds the TLS handshake plus the CONNECT packet (default 10s).
+	ConnectTimeout time.Duration
+	// MaxConnsPerTenant bounds concurrent gateway connections of one tenant (default 10000).
+	MaxConnsPerTenant int
+	// MaxPendingHandshakes bounds connections not yet past their handshake (default 1024).
+	MaxPendingHandshakes int
+	// MaxFutureSkew is how far ahead of the server clock a tsmTs may be (default 10m).
+	MaxFutureSkew time.Duration
+	// PersistTimeout bounds the wait for JetStream's acknowledgement (default 10s).
+	PersistTimeout time.Duration
+	// MaxKeepalive is the longest keepalive granted; 0 (none) is raised to it (default 20m).
+	MaxKeepalive time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Addr == "" {
+		c.Addr = ":8883"
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = 256 << 10
+	}
+	if c.MsgRate == 0 {
+		c.MsgRate = 500
+	}
+	if c.MsgBurst == 0 {
+		c.MsgBurst = 5000
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxConnsPerTenant == 0 {
+		c.MaxConnsPerTenant = 10000
+	}
+	if c.MaxPendingHandshakes == 0 {
+		c.MaxPendingHandshakes = 1024
+	}
+	if c.MaxFutureSkew == 0 {
+		c.MaxFutureSkew = 10 * time.Minute
+	}
+	if c.PersistTimeout == 0 {
+		c.PersistTimeout = 10 * time.Second
+	}
+	if c.MaxKeepalive == 0 {
+		c.MaxKeepalive = 20 * time.Minute
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxPayload < 0 || c.MaxPayload > 16<<20 {
+		errs = append(errs, fmt.Errorf("ingest: max payload %d out of range 1..16MiB", c.MaxPayload))
+	}
+	if c.MsgRate < 0 || c.MsgBurst < 0 {
+		errs = append(errs, errors.New("ingest: message rate and burst must not be negative"))
+	}
+	if c.ConnectTimeout < 0 || c.PersistTimeout < 0 {
+		errs = append(errs, errors.New("ingest: timeouts must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is where accepted and rejected messages go (store.Store).
+type Store interface {
+	Append(ctx context.Context, tenant string, recs []store.Record) (store.AppendResult, error)
+	AppendRejected(ctx context.Context, tenant string, recs []store.Rejected) error
+}
+
+// Server is the running ingest.
+type Server struct {
+	cfg    Config
+	broker *mqtt.Server
+	ln     *tlsListener
+	hook   *hook
+	log    *slog.Logger
+}
+
+// New builds the ingest. base is the listener's TLS configuration from
+// pki.GatewayTLSConfig without its verification, which the ingest adds.
+func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log = log.With("component", "ingest")
+	m := newMetrics(reg)
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumQos = 1 // gateways publish QoS 0 or 1 only
+	caps.RetainAvailable = 0
+	caps.SharedSubAvailable = 0
+	caps.SubIDAvailable = 0
+	// A hard cap for the whole packet; payloads over MaxPayload but under it
+	// get a reasoned refusal from the hook.
+	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10)
+	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
+	caps.MaximumClientWritesPending = 1024
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	broker := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		InlineClient: true, // for reports on v1/gw/{serial}/down/errors
+		Logger:       slog.New(quietHandler{log.Handler()}),
+	})
+	h := newHook(cfg, broker, dir, st, m, log)
+	if err := broker.AddHook(h, nil); err != nil {
+		return nil, fmt.Errorf("ingest: add hook: %w", err)
+	}
+	tlsCfg := base.Clone()
+	tlsCfg.ClientAuth = tls.RequireAnyClientCert
+	ln := &tlsListener{
+		id: "gateways", addr: cfg.Addr, base: tlsCfg,
+		auth: func(cs tls.ConnectionState) (Identity, error) {
+			return Authenticate(dir, cs, time.Now())
+		},
+		timeout: cfg.ConnectTimeout, pending: make(chan struct{}, cfg.MaxPendingHandshakes),
+		m: m, log: log,
+	}
+	if err := broker.AddListener(ln); err != nil {
+		return nil, fmt.Errorf("ingest: listen on %s: %w", cfg.Addr, err)
+	}
+	return &Server{cfg: cfg, broker: broker, ln: ln, hook: h, log: log}, nil
+}
+
+// Start starts serving gateways.
+func (s *Server) Start() error {
+	return s.broker.Serve()
+}
+
+// Addr returns the bound listen address.
+func (s *Server) Addr() string { return s.ln.Address() }
+
+// Close disconnects every gateway and stops the listener.
+func (s *Server) Close() error {
+	return s.broker.Close()
+}
+
+// Kick disconnects a live session of the gateway, if any, with the MQTT 5
+// reason "administrative action". It is called when a gateway is revoked or
+// isolated; its reconnects are refused at the handshake.
+func (s *Server) Kick(tenant, serial string) bool {
+	return s.hook.kick(tenant, serial)
+}
+
+// Connected reports whether the gateway has a live session here.
+func (s *Server) Connected(tenant, serial string) bool {
+	_, ok := s.hook.session(tenant, serial)
+	return ok
+}
+
+// Validator options of the ingest's Thingsee validation.
+func validatorOptions(cfg Config, rejectUnknown bool) thingsee.Options {
+	return thingsee.Options{MaxFutureSkew: cfg.MaxFutureSkew, RejectUnknownIDs: rejectUnknown}
+}

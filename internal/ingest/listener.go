@@ -1,0 +1,167 @@
+package ingest
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// gatewayConn is a TLS connection whose peer proved its identity.
+type gatewayConn struct {
+	*tls.Conn
+	id Identity
+}
+
+// tlsListener is a mochi listener that owns the TLS handshake: each accepted
+// connection gets one deadline for its handshake and its CONNECT packet
+// (mochi applies none before CONNECT), identity is decided during the
+// handshake, and refusals are counted by reason.
+type tlsListener struct {
+	id      string
+	addr    string
+	base    *tls.Config
+	auth    func(tls.ConnectionState) (Identity, error)
+	timeout time.Duration
+	pending chan struct{} // bounds connections not yet past CONNECT
+	m       *metrics
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	ln     net.Listener
+	closed atomic.Bool
+}
+
+var _ listeners.Listener = (*tlsListener)(nil)
+
+func (l *tlsListener) ID() string       { return l.id }
+func (l *tlsListener) Protocol() string { return "mqtts" }
+
+// Address returns the bound address once Init has run.
+func (l *tlsListener) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.addr
+}
+
+// Init opens the network address.
+func (l *tlsListener) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	return nil
+}
+
+// Serve accepts connections until Close.
+func (l *tlsListener) Serve(establish listeners.EstablishFn) {
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if l.closed.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			l.log.Error("accept", "error", err)
+			return
+		}
+		select {
+		case l.pending <- struct{}{}:
+		default:
+			l.m.connRefused.WithLabelValues("overload").Inc()
+			conn.Close()
+			continue
+		}
+		go l.handle(conn, establish)
+	}
+}
+
+func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-l.pending
+		}
+	}
+	defer release()
+	// One deadline for the handshake and the CONNECT packet; mochi replaces
+	// it with the keepalive deadline once CONNECT is processed.
+	deadline := time.Now().Add(l.timeout)
+	_ = raw.SetDeadline(deadline)
+
+	var id Identity
+	cfg := l.base.Clone()
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		got, err := l.auth(cs)
+		if err == nil {
+			id = got
+		}
+		return err
+	}
+	tc := tls.Server(raw, cfg)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		reason := handshakeReason(err)
+		l.m.connRefused.WithLabelValues(reason).Inc()
+		l.log.Info("gateway connection refused", "reason", reason, "remote", raw.RemoteAddr().String())
+		_ = tc.Close()
+		return
+	}
+	release() // past the handshake; mochi's CONNECT deadline still applies
+	if err := establish(l.id, &gatewayConn{Conn: tc, id: id}); err != nil && !l.closed.Load() {
+		l.log.Debug("gateway connection ended", "gateway_id", id.Serial, "tenant_id", id.Tenant, "error", err)
+	}
+}
+
+// handshakeReason classifies a failed handshake for metrics.
+func handshakeReason(err error) string {
+	var re *RefusedError
+	if errors.As(err, &re) {
+		return re.Reason
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return "handshake_timeout"
+	}
+	// crypto/tls exports no sentinel errors for these; the text is only a
+	// metrics label here, never a decision.
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "didn't provide a certificate"):
+		return ReasonNoCertificate
+	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"):
+		return "tls_version"
+	}
+	return "handshake_failed"
+}
+
+// Close stops accepting and closes every client of the listener.
+func (l *tlsListener) Close(closeClients listeners.CloseFn) {
+	if l.closed.CompareAndSwap(false, true) {
+		closeClients(l.id)
+		l.mu.Lock()
+		if l.ln != nil {
+			_ = l.ln.Close()
+		}
+		l.mu.Unlock()
+	}
+}

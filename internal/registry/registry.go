@@ -1,0 +1,665 @@
+// Package registry owns the records of tenants and gateways: each tenant's
+// CA (its key sealed by kms), its gateways, their state and the
+// certificates issued to them. Records live in JetStream KV buckets (one
+// bucket of gateways per tenant); every node keeps an in-memory copy fed by
+// KV watches, so identity checks at connect time read memory and changes
+// made on one node reach the others within milliseconds.
+package registry
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/pki"
+)
+
+// Faults a client can see.
+var (
+	ErrTenantInvalid    = fault.Define("registry.tenant_invalid", fault.InvalidArgument, "a tenant id is 2 to 32 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
+	ErrTenantExists     = fault.Define("registry.tenant_exists", fault.Conflict, "the tenant exists")
+	ErrTenantNotFound   = fault.Define("registry.tenant_not_found", fault.NotFound, "no such tenant")
+	ErrSerialInvalid    = fault.Define("registry.serial_invalid", fault.InvalidArgument, "a gateway serial is 17 characters: 4 uppercase letters, 2 digits, then 11 of A-Z and 0-9")
+	ErrGatewayExists    = fault.Define("registry.gateway_exists", fault.Conflict, "a gateway with this serial is registered")
+	ErrGatewayNotFound  = fault.Define("registry.gateway_not_found", fault.NotFound, "no such gateway")
+	ErrGatewayNotActive = fault.Define("registry.gateway_not_active", fault.PermissionDenied, "the gateway is not active")
+	ErrStateInvalid     = fault.Define("registry.state_invalid", fault.InvalidArgument, "a gateway state is active, isolated or revoked")
+)
+
+// Sealer encrypts secrets under a tenant's data key (kms.Keyring).
+type Sealer interface {
+	EnsureTenant(ctx context.Context, tenant string) error
+	Seal(ctx context.Context, tenant string, plaintext, aad []byte) ([]byte, error)
+	Open(ctx context.Context, tenant string, sealed, aad []byte) ([]byte, error)
+}
+
+// KVProvider creates or opens KV buckets (backbone.Backbone).
+type KVProvider interface {
+	KV(ctx context.Context, bucket string, history uint8) (jetstream.KeyValue, error)
+}
+
+// Tenant is one customer's isolated environment.
+type Tenant struct {
+	ID        string    `json:"id"`
+	CreatedAt time.Time `json:"createdAt"`
+	// CACert is the PEM of the tenant CA that issues its gateways' certificates.
+	CACert string `json:"caCert"`
+	// CAKey is the CA's PKCS#8 key sealed by kms under the tenant's data key.
+	CAKey []byte `json:"caKey"`
+	// RejectUnknownIDs refuses Thingsee messages whose tsmId has no schema
+	// (default false: they are accepted with only the header checked).
+	RejectUnknownIDs bool `json:"rejectUnknownIds"`
+}
+
+// GatewayState is the lifecycle state of a gateway.
+type GatewayState string
+
+// Gateway states.
+const (
+	// StateActive gateways may connect and publish.
+	StateActive GatewayState = "active"
+	// StateIsolated gateways are refused until made active again.
+	StateIsolated GatewayState = "isolated"
+	// StateRevoked gateways are refused for good; all their certificates are revoked.
+	StateRevoked GatewayState = "revoked"
+)
+
+// Valid reports whether s is a known state.
+func (s GatewayState) Valid() bool {
+	return s == StateActive || s == StateIsolated || s == StateRevoked
+}
+
+// Certificate records one certificate issued to a gateway.
+type Certificate struct {
+	Serial      string     `json:"serial"`
+	Fingerprint string     `json:"fingerprint"`
+	NotBefore   time.Time  `json:"notBefore"`
+	NotAfter    time.Time  `json:"notAfter"`
+	IssuedAt    time.Time  `json:"issuedAt"`
+	RevokedAt   *time.Time `json:"revokedAt,omitempty"`
+}
+
+// Gateway is a registered gateway.
+type Gateway struct {
+	Tenant            string            `json:"tenant"`
+	Serial            string            `json:"serial"`
+	State             GatewayState      `json:"state"`
+	CreatedAt         time.Time         `json:"createdAt"`
+	UpdatedAt         time.Time         `json:"updatedAt"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	DeploymentGroupID string            `json:"deploymentGroupId,omitempty"`
+	Certificates      []Certificate     `json:"certificates,omitempty"`
+}
+
+// Certificate returns the record of the certificate with the given serial.
+func (g *Gateway) Certificate(serial string) (Certificate, bool) {
+	for _, c := range g.Certificates {
+		if c.Serial == serial {
+			return c, true
+		}
+	}
+	return Certificate{}, false
+}
+
+// ValidTenantID reports whether id is a well-formed tenant id.
+func ValidTenantID(id string) bool {
+	if len(id) < 2 || len(id) > 32 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0 && i < len(id)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidSerial reports whether s is a well-formed gateway serial (the Thingsee
+// TUID format: 4 uppercase letters, 2 digits, 11 of A-Z0-9).
+func ValidSerial(s string) bool {
+	if len(s) != 17 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		upper, digit := c >= 'A' && c <= 'Z', c >= '0' && c <= '9'
+		switch {
+		case i < 4 && !upper, i >= 4 && i < 6 && !digit, i >= 6 && !upper && !digit:
+			return false
+		}
+	}
+	return true
+}
+
+const (
+	tenantsBucket = "iotransit_tenants"
+	serialsBucket = "iotransit_serials"
+	caValidity    = 20 * 365 * 24 * time.Hour
+	caKeyAAD      = "registry/ca-key"
+)
+
+func gatewaysBucket(tenant string) string { return "iot_" + tenant + "_gateways" }
+
+// Registry is the tenant and gateway registry with its in-memory copy.
+type Registry struct {
+	kvs   KVProvider
+	keys  Sealer
+	log   *slog.Logger
+	now   func() time.Time
+	ctx   context.Context
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+	tenKV jetstream.KeyValue
+	serKV jetstream.KeyValue
+
+	mu       sync.RWMutex
+	tenants  map[string]*tenantEntry
+	byCAKey  map[string]string // tenant CA subject key id (hex) -> tenant
+	watchers []func(Gateway)
+}
+
+type tenantEntry struct {
+	rec      Tenant
+	caCert   *x509.Certificate
+	ca       *pki.CA // loaded on first issue
+	kv       jetstream.KeyValue
+	gateways map[string]*Gateway
+	revs     map[string]uint64 // revision of each cached gateway record
+}
+
+// Open opens the registry and starts watching for changes made anywhere.
+func Open(ctx context.Context, kvs KVProvider, keys Sealer, log *slog.Logger) (*Registry, error) {
+	tenKV, err := kvs.KV(ctx, tenantsBucket, 1)
+	if err != nil {
+		return nil, err
+	}
+	serKV, err := kvs.KV(ctx, serialsBucket, 1)
+	if err != nil {
+		return nil, err
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	r := &Registry{
+		kvs: kvs, keys: keys, log: log.With("component", "registry"), now: time.Now,
+		ctx: wctx, stop: stop, tenKV: tenKV, serKV: serKV,
+		tenants: map[string]*tenantEntry{}, byCAKey: map[string]string{},
+	}
+	// Load what exists, then follow changes.
+	w, err := tenKV.WatchAll(ctx)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("registry: watch tenants: %w", err)
+	}
+	for e := range w.Updates() {
+		if e == nil {
+			break // initial values done
+		}
+		if err := r.applyTenant(ctx, e); err != nil {
+			w.Stop()
+			stop()
+			return nil, err
+		}
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer w.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					if err := r.applyTenant(wctx, e); err != nil {
+						r.log.Error("apply tenant change", "error", err)
+					}
+				}
+			}
+		}
+	}()
+	return r, nil
+}
+
+// Close stops the watches.
+func (r *Registry) Close() {
+	r.stop()
+	r.wg.Wait()
+}
+
+// OnGatewayChange registers fn to be called with every gateway record change
+// seen by this node (from any node), for example to drop live sessions of a
+// revoked gateway.
+func (r *Registry) OnGatewayChange(fn func(Gateway)) {
+	r.mu.Lock()
+	r.watchers = append(r.watchers, fn)
+	r.mu.Unlock()
+}
+
+func (r *Registry) applyTenant(ctx context.Context, e jetstream.KeyValueEntry) error {
+	if e.Operation() != jetstream.KeyValuePut {
+		return nil // tenant deletion is a later issue
+	}
+	var t Tenant
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		return fmt.Errorf("registry: decode tenant %s: %w", e.Key(), err)
+	}
+	return r.addTenant(ctx, t)
+}
+
+func (r *Registry) addTenant(ctx context.Context, t Tenant) error {
+	r.mu.RLock()
+	_, known := r.tenants[t.ID]
+	r.mu.RUnlock()
+	if known {
+		return nil
+	}
+	caCert, err := pki.ParseCertPEM([]byte(t.CACert))
+	if err != nil {
+		return fmt.Errorf("registry: tenant %s CA: %w", t.ID, err)
+	}
+	kv, err := r.kvs.KV(ctx, gatewaysBucket(t.ID), 1)
+	if err != nil {
+		return err
+	}
+	te := &tenantEntry{rec: t, caCert: caCert, kv: kv, gateways: map[string]*Gateway{}, revs: map[string]uint64{}}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: watch gateways of %s: %w", t.ID, err)
+	}
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		r.applyGateway(te, e, false)
+	}
+	r.mu.Lock()
+	if _, known := r.tenants[t.ID]; known {
+		r.mu.Unlock()
+		w.Stop()
+		return nil
+	}
+	r.tenants[t.ID] = te
+	r.byCAKey[hex.EncodeToString(caCert.SubjectKeyId)] = t.ID
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer w.Stop()
+		for {
+			select {
+			case <-r.ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					r.applyGateway(te, e, true)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+func (r *Registry) applyGateway(te *tenantEntry, e jetstream.KeyValueEntry, notify bool) {
+	var g Gateway
+	if e.Operation() == jetstream.KeyValuePut {
+		if err := json.Unmarshal(e.Value(), &g); err != nil {
+			r.log.Error("decode gateway", "tenant_id", te.rec.ID, "gateway_id", e.Key(), "error", err)
+			return
+		}
+	}
+	r.mu.Lock()
+	if e.Revision() <= te.revs[e.Key()] {
+		r.mu.Unlock() // this node already wrote a newer revision through
+		return
+	}
+	te.revs[e.Key()] = e.Revision()
+	if e.Operation() == jetstream.KeyValuePut {
+		te.gateways[e.Key()] = &g
+	} else {
+		delete(te.gateways, e.Key())
+		g = Gateway{Tenant: te.rec.ID, Serial: e.Key(), State: StateRevoked}
+	}
+	watchers := slices.Clone(r.watchers)
+	r.mu.Unlock()
+	if notify {
+		for _, fn := range watchers {
+			fn(g)
+		}
+	}
+}
+
+// CreateTenant creates a tenant with a new CA whose key is sealed by kms.
+func (r *Registry) CreateTenant(ctx context.Context, id string) (Tenant, error) {
+	if !ValidTenantID(id) {
+		return Tenant{}, ErrTenantInvalid.New()
+	}
+	if _, ok := r.Tenant(id); ok {
+		return Tenant{}, ErrTenantExists.New()
+	}
+	if err := r.keys.EnsureTenant(ctx, id); err != nil {
+		return Tenant{}, fmt.Errorf("registry: tenant key: %w", err)
+	}
+	now := r.now().UTC()
+	ca, err := pki.NewCA("iotransit tenant "+id+" CA", caValidity, now)
+	if err != nil {
+		return Tenant{}, err
+	}
+	der, err := ca.KeyDER()
+	if err != nil {
+		return Tenant{}, fmt.Errorf("registry: marshal CA key: %w", err)
+	}
+	sealed, err := r.keys.Seal(ctx, id, der, []byte(caKeyAAD))
+	if err != nil {
+		return Tenant{}, fmt.Errorf("registry: seal CA key: %w", err)
+	}
+	t := Tenant{ID: id, CreatedAt: now, CACert: string(ca.CertPEM), CAKey: sealed}
+	b, err := json.Marshal(t)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if _, err := r.tenKV.Create(ctx, id, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Tenant{}, ErrTenantExists.New()
+		}
+		return Tenant{}, fmt.Errorf("registry: store tenant: %w", err)
+	}
+	if err := r.addTenant(ctx, t); err != nil {
+		return Tenant{}, err
+	}
+	r.mu.Lock()
+	r.tenants[id].ca = ca
+	r.mu.Unlock()
+	return t, nil
+}
+
+// Tenant returns a tenant by id.
+func (r *Registry) Tenant(id string) (Tenant, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	te, ok := r.tenants[id]
+	if !ok {
+		return Tenant{}, false
+	}
+	return te.rec, true
+}
+
+// Tenants returns every tenant, sorted by id.
+func (r *Registry) Tenants() []Tenant {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Tenant, 0, len(r.tenants))
+	for _, te := range r.tenants {
+		out = append(out, te.rec)
+	}
+	slices.SortFunc(out, func(a, b Tenant) int { return cmpString(a.ID, b.ID) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// TenantByCA returns the tenant whose CA has the given subject key id (a
+// client certificate's authority key id) and that CA's certificate.
+func (r *Registry) TenantByCA(authorityKeyID []byte) (string, *x509.Certificate, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	id, ok := r.byCAKey[hex.EncodeToString(authorityKeyID)]
+	if !ok {
+		return "", nil, false
+	}
+	return id, r.tenants[id].caCert, true
+}
+
+// Gateway returns a copy of a gateway record from memory.
+func (r *Registry) Gateway(tenant, serial string) (Gateway, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	te, ok := r.tenants[tenant]
+	if !ok {
+		return Gateway{}, false
+	}
+	g, ok := te.gateways[serial]
+	if !ok {
+		return Gateway{}, false
+	}
+	c := *g
+	c.Certificates = slices.Clone(g.Certificates)
+	return c, true
+}
+
+// Gateways returns a tenant's gateways sorted by serial.
+func (r *Registry) Gateways(tenant string) ([]Gateway, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	te, ok := r.tenants[tenant]
+	if !ok {
+		return nil, ErrTenantNotFound.New()
+	}
+	out := make([]Gateway, 0, len(te.gateways))
+	for _, g := range te.gateways {
+		out = append(out, *g)
+	}
+	slices.SortFunc(out, func(a, b Gateway) int { return cmpString(a.Serial, b.Serial) })
+	return out, nil
+}
+
+func (r *Registry) entry(tenant string) (*tenantEntry, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	te, ok := r.tenants[tenant]
+	if !ok {
+		return nil, ErrTenantNotFound.New()
+	}
+	return te, nil
+}
+
+// RegisterGateway registers a gateway serial with a tenant. Serials are
+// unique across all tenants.
+func (r *Registry) RegisterGateway(ctx context.Context, tenant, serial string) (Gateway, error) {
+	if !ValidSerial(serial) {
+		return Gateway{}, ErrSerialInvalid.New()
+	}
+	te, err := r.entry(tenant)
+	if err != nil {
+		return Gateway{}, err
+	}
+	if _, err := r.serKV.Create(ctx, serial, []byte(tenant)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Gateway{}, ErrGatewayExists.New()
+		}
+		return Gateway{}, fmt.Errorf("registry: reserve serial: %w", err)
+	}
+	now := r.now().UTC()
+	g := Gateway{Tenant: tenant, Serial: serial, State: StateActive, CreatedAt: now, UpdatedAt: now}
+	b, err := json.Marshal(g)
+	if err != nil {
+		return Gateway{}, err
+	}
+	rev, err := te.kv.Create(ctx, serial, b)
+	if err != nil {
+		return Gateway{}, fmt.Errorf("registry: store gateway: %w", err)
+	}
+	r.cache(te, g, rev)
+	return g, nil
+}
+
+// update applies fn to the stored gateway record with optimistic concurrency
+// and returns the new record.
+func (r *Registry) update(ctx context.Context, tenant, serial string, fn func(*Gateway) error) (Gateway, error) {
+	te, err := r.entry(tenant)
+	if err != nil {
+		return Gateway{}, err
+	}
+	for attempt := 0; attempt < 10; attempt++ {
+		e, err := te.kv.Get(ctx, serial)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return Gateway{}, ErrGatewayNotFound.New()
+		}
+		if err != nil {
+			return Gateway{}, fmt.Errorf("registry: read gateway: %w", err)
+		}
+		var g Gateway
+		if err := json.Unmarshal(e.Value(), &g); err != nil {
+			return Gateway{}, fmt.Errorf("registry: decode gateway: %w", err)
+		}
+		if err := fn(&g); err != nil {
+			return Gateway{}, err
+		}
+		g.UpdatedAt = r.now().UTC()
+		b, err := json.Marshal(g)
+		if err != nil {
+			return Gateway{}, err
+		}
+		rev, err := te.kv.Update(ctx, serial, b, e.Revision())
+		if errors.Is(err, jetstream.ErrKeyExists) { // revision conflict: retry
+			continue
+		}
+		if err != nil {
+			return Gateway{}, fmt.Errorf("registry: store gateway: %w", err)
+		}
+		r.cache(te, g, rev)
+		return g, nil
+	}
+	return Gateway{}, errors.New("registry: gateway update kept conflicting")
+}
+
+// cache writes a record this node stored through to memory, unless the
+// watch already delivered a newer revision.
+func (r *Registry) cache(te *tenantEntry, g Gateway, rev uint64) {
+	r.mu.Lock()
+	if rev <= te.revs[g.Serial] {
+		r.mu.Unlock()
+		return
+	}
+	te.revs[g.Serial] = rev
+	c := g
+	te.gateways[g.Serial] = &c
+	watchers := slices.Clone(r.watchers)
+	r.mu.Unlock()
+	for _, fn := range watchers {
+		fn(g)
+	}
+}
+
+// SetGatewayState changes a gateway's state. Revoking also revokes every
+// certificate of the gateway.
+func (r *Registry) SetGatewayState(ctx context.Context, tenant, serial string, state GatewayState) (Gateway, error) {
+	if !state.Valid() {
+		return Gateway{}, ErrStateInvalid.New()
+	}
+	return r.update(ctx, tenant, serial, func(g *Gateway) error {
+		if g.State == StateRevoked && state != StateRevoked {
+			return ErrGatewayNotActive.WithDetail("a revoked gateway cannot be reactivated; register it again")
+		}
+		g.State = state
+		if state == StateRevoked {
+			now := r.now().UTC()
+			for i := range g.Certificates {
+				if g.Certificates[i].RevokedAt == nil {
+					g.Certificates[i].RevokedAt = &now
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// CA returns the tenant's certificate authority with its key opened.
+func (r *Registry) CA(ctx context.Context, tenant string) (*pki.CA, error) {
+	te, err := r.entry(tenant)
+	if err != nil {
+		return nil, err
+	}
+	return r.loadCA(ctx, te)
+}
+
+func (r *Registry) loadCA(ctx context.Context, te *tenantEntry) (*pki.CA, error) {
+	r.mu.RLock()
+	ca := te.ca
+	r.mu.RUnlock()
+	if ca != nil {
+		return ca, nil
+	}
+	der, err := r.keys.Open(ctx, te.rec.ID, te.rec.CAKey, []byte(caKeyAAD))
+	if err != nil {
+		return nil, fmt.Errorf("registry: open CA key of %s: %w", te.rec.ID, err)
+	}
+	ca, err = pki.LoadCA([]byte(te.rec.CACert), der)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	te.ca = ca
+	r.mu.Unlock()
+	return ca, nil
+}
+
+// IssueCertificate signs a gateway certificate from a PEM CSR whose subject
+// common name must be the gateway serial, records it, and returns the
+// certificate PEM and its record. The gateway must be active.
+func (r *Registry) IssueCertificate(ctx context.Context, tenant, serial string, csrPEM []byte, validity time.Duration) ([]byte, Certificate, error) {
+	te, err := r.entry(tenant)
+	if err != nil {
+		return nil, Certificate{}, err
+	}
+	csr, err := pki.ParseCSR(csrPEM)
+	if err != nil {
+		return nil, Certificate{}, err
+	}
+	g, ok := r.Gateway(tenant, serial)
+	if !ok {
+		return nil, Certificate{}, ErrGatewayNotFound.New()
+	}
+	if g.State != StateActive {
+		return nil, Certificate{}, ErrGatewayNotActive.New()
+	}
+	ca, err := r.loadCA(ctx, te)
+	if err != nil {
+		return nil, Certificate{}, err
+	}
+	now := r.now().UTC()
+	cert, certPEM, err := ca.SignClient(csr, serial, validity, now)
+	if err != nil {
+		return nil, Certificate{}, err
+	}
+	rec := Certificate{
+		Serial: pki.SerialHex(cert), Fingerprint: pki.Fingerprint(cert),
+		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), IssuedAt: now,
+	}
+	if _, err := r.update(ctx, tenant, serial, func(g *Gateway) error {
+		if g.State != StateActive {
+			return ErrGatewayNotActive.New()
+		}
+		g.Certificates = append(g.Certificates, rec)
+		return nil
+	}); err != nil {
+		return nil, Certificate{}, err
+	}
+	return certPEM, rec, nil
+}

@@ -1,0 +1,366 @@
+// Package store keeps each tenant's messages and rejected messages in its
+// own JetStream streams, sealed under the tenant's data key. A message is
+// stored once per content-derived id (the stream's de-duplication window
+// catches MQTT redeliveries and replays), and Append returns only after
+// JetStream acknowledged every write: the ingest acknowledges a gateway only
+// then.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Sealer encrypts payloads under a tenant's data key (kms.Keyring).
+type Sealer interface {
+	Seal(ctx context.Context, tenant string, plaintext, aad []byte) ([]byte, error)
+	Open(ctx context.Context, tenant string, sealed, aad []byte) ([]byte, error)
+}
+
+// StreamProvider creates or updates streams (backbone.Backbone).
+type StreamProvider interface {
+	Stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error)
+}
+
+// Config sets retention and de-duplication.
+type Config struct {
+	// Retention is how long messages are kept (default 7 days).
+	Retention time.Duration
+	// RejectedRetention is how long rejected messages are kept (default 30 days).
+	RejectedRetention time.Duration
+	// MaxBytes bounds each tenant's message stream; the oldest go first (0: unlimited).
+	MaxBytes int64
+	// DedupeWindow is how long a content id is remembered (default 1 hour).
+	DedupeWindow time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Retention == 0 {
+		c.Retention = 7 * 24 * time.Hour
+	}
+	if c.RejectedRetention == 0 {
+		c.RejectedRetention = 30 * 24 * time.Hour
+	}
+	if c.DedupeWindow == 0 {
+		c.DedupeWindow = time.Hour
+	}
+}
+
+// Store reads and writes tenants' message streams.
+type Store struct {
+	cfg     Config
+	streams StreamProvider
+	js      jetstream.JetStream
+	keys    Sealer
+}
+
+// New returns a store.
+func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer) *Store {
+	cfg.defaults()
+	return &Store{cfg: cfg, streams: streams, js: js, keys: keys}
+}
+
+// MessageStream returns the name of a tenant's message stream.
+func MessageStream(tenant string) string { return "MSG_" + tenant }
+
+// RejectedStream returns the name of a tenant's rejected-message stream.
+func RejectedStream(tenant string) string { return "REJ_" + tenant }
+
+// MessageSubject returns the subject of a stored message. Every part must be
+// validated before (tenant id, gateway serial, TUID: [a-z0-9-] / [A-Z0-9]).
+func MessageSubject(tenant, gateway, tuid string, tsmID int) string {
+	return "iot." + tenant + ".msg." + gateway + "." + tuid + "." + strconv.Itoa(tsmID)
+}
+
+func rejectedSubject(tenant, gateway string) string {
+	return "iot." + tenant + ".rej." + gateway
+}
+
+// EnsureTenant creates or updates the tenant's streams. It is idempotent.
+func (s *Store) EnsureTenant(ctx context.Context, tenant string) error {
+	if _, err := s.streams.Stream(ctx, jetstream.StreamConfig{
+		Name:        MessageStream(tenant),
+		Description: "accepted Thingsee messages of tenant " + tenant,
+		Subjects:    []string{"iot." + tenant + ".msg.>"},
+		MaxAge:      s.cfg.Retention,
+		MaxBytes:    orUnlimited(s.cfg.MaxBytes),
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  s.cfg.DedupeWindow,
+		AllowDirect: true,
+	}); err != nil {
+		return err
+	}
+	_, err := s.streams.Stream(ctx, jetstream.StreamConfig{
+		Name:        RejectedStream(tenant),
+		Description: "rejected messages of tenant " + tenant + ", with reasons",
+		Subjects:    []string{"iot." + tenant + ".rej.>"},
+		MaxAge:      s.cfg.RejectedRetention,
+		MaxBytes:    orUnlimited(s.cfg.MaxBytes),
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  s.cfg.DedupeWindow,
+		AllowDirect: true,
+	})
+	return err
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// Headers of a stored message (metadata only; the body is sealed).
+const (
+	hdrGateway  = "Iot-Gateway"
+	hdrReceived = "Iot-Received"
+	hdrTuid     = "Iot-Tuid"
+	hdrTsmID    = "Iot-Tsm-Id"
+)
+
+// Record is an accepted message to store.
+type Record struct {
+	// ID is the content-derived id (de-duplication key).
+	ID         string
+	Gateway    string
+	Tuid       string
+	TsmID      int
+	ReceivedAt time.Time
+	// Body is the Thingsee message as forwarded: as accepted plus the
+	// cloud-added fields.
+	Body []byte
+}
+
+// AppendResult tells what Append did.
+type AppendResult struct {
+	Stored     int // newly stored
+	Duplicates int // already stored (same content id within the window)
+}
+
+// Append stores records and returns once JetStream acknowledged every one.
+// Any error means some may not be stored: the caller must not acknowledge,
+// and a resend is stored once.
+func (s *Store) Append(ctx context.Context, tenant string, recs []Record) (AppendResult, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(recs))
+	for _, r := range recs {
+		sealed, err := s.keys.Seal(ctx, tenant, r.Body, []byte(r.ID))
+		if err != nil {
+			return AppendResult{}, fmt.Errorf("store: seal: %w", err)
+		}
+		m := nats.NewMsg(MessageSubject(tenant, r.Gateway, r.Tuid, r.TsmID))
+		m.Data = sealed
+		m.Header.Set(jetstream.MsgIDHeader, r.ID)
+		m.Header.Set(hdrGateway, r.Gateway)
+		m.Header.Set(hdrTuid, r.Tuid)
+		m.Header.Set(hdrTsmID, strconv.Itoa(r.TsmID))
+		m.Header.Set(hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
+		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(MessageStream(tenant)))
+		if err != nil {
+			return AppendResult{}, fmt.Errorf("store: publish: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	return wait(ctx, futures)
+}
+
+func wait(ctx context.Context, futures []jetstream.PubAckFuture) (AppendResult, error) {
+	var res AppendResult
+	for _, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if ack.Duplicate {
+				res.Duplicates++
+			} else {
+				res.Stored++
+			}
+		case err := <-f.Err():
+			return res, fmt.Errorf("store: not persisted: %w", err)
+		case <-ctx.Done():
+			return res, fmt.Errorf("store: not persisted: %w", ctx.Err())
+		}
+	}
+	return res, nil
+}
+
+// Rejected is a message (or a whole payload) that failed validation, kept
+// with its reason.
+type Rejected struct {
+	Gateway    string    `json:"gateway"`
+	ReceivedAt time.Time `json:"receivedAt"`
+	Index      int       `json:"index"`
+	Code       string    `json:"code"`
+	Field      string    `json:"field,omitempty"`
+	Reason     string    `json:"reason"`
+	TsmID      int       `json:"tsmId,omitempty"`
+	Tuid       string    `json:"tsmTuid,omitempty"`
+	Raw        []byte    `json:"raw"`
+}
+
+// AppendRejected stores rejected messages and returns once all are persisted.
+func (s *Store) AppendRejected(ctx context.Context, tenant string, recs []Rejected) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(recs))
+	for _, r := range recs {
+		body, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("store: encode rejected: %w", err)
+		}
+		sealed, err := s.keys.Seal(ctx, tenant, body, []byte(rejectedAAD))
+		if err != nil {
+			return fmt.Errorf("store: seal: %w", err)
+		}
+		m := nats.NewMsg(rejectedSubject(tenant, r.Gateway))
+		m.Data = sealed
+		m.Header.Set(jetstream.MsgIDHeader, r.contentID())
+		m.Header.Set(hdrGateway, r.Gateway)
+		m.Header.Set(hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
+		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(RejectedStream(tenant)))
+		if err != nil {
+			return fmt.Errorf("store: publish rejected: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	_, err := wait(ctx, futures)
+	return err
+}
+
+const rejectedAAD = "store/rejected"
+
+// contentID identifies a rejection by what was rejected, so that a resent
+// publish stores its rejections once.
+func (r Rejected) contentID() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00%s\x00", r.Gateway, r.Index, r.Code)
+	h.Write(r.Raw)
+	return "rej-" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Message is a stored message as read back.
+type Message struct {
+	ID         string          `json:"id"`
+	Seq        uint64          `json:"seq"`
+	ReceivedAt time.Time       `json:"receivedAt"`
+	Gateway    string          `json:"gateway"`
+	Message    json.RawMessage `json:"message"`
+}
+
+// StoredRejected is a rejected message as read back.
+type StoredRejected struct {
+	Seq uint64 `json:"seq"`
+	Rejected
+}
+
+// Messages returns up to limit of the tenant's newest messages, newest first.
+func (s *Store) Messages(ctx context.Context, tenant string, limit int) ([]Message, error) {
+	var out []Message
+	err := s.newest(ctx, MessageStream(tenant), limit, func(m *jetstream.RawStreamMsg) error {
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		body, err := s.keys.Open(ctx, tenant, m.Data, []byte(id))
+		if err != nil {
+			return fmt.Errorf("store: open message %d: %w", m.Sequence, err)
+		}
+		out = append(out, Message{
+			ID: id, Seq: m.Sequence, ReceivedAt: receivedAt(m.Header),
+			Gateway: m.Header.Get(hdrGateway), Message: body,
+		})
+		return nil
+	})
+	return out, err
+}
+
+// RejectedMessages returns up to limit of the tenant's newest rejected
+// messages, newest first.
+func (s *Store) RejectedMessages(ctx context.Context, tenant string, limit int) ([]StoredRejected, error) {
+	var out []StoredRejected
+	err := s.newest(ctx, RejectedStream(tenant), limit, func(m *jetstream.RawStreamMsg) error {
+		body, err := s.keys.Open(ctx, tenant, m.Data, []byte(rejectedAAD))
+		if err != nil {
+			return fmt.Errorf("store: open rejected %d: %w", m.Sequence, err)
+		}
+		var r StoredRejected
+		if err := json.Unmarshal(body, &r.Rejected); err != nil {
+			return fmt.Errorf("store: decode rejected %d: %w", m.Sequence, err)
+		}
+		r.Seq = m.Sequence
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+func receivedAt(h nats.Header) time.Time {
+	n, err := strconv.ParseInt(h.Get(hdrReceived), 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// ErrNoStream is returned when a tenant has no streams.
+var ErrNoStream = errors.New("store: tenant has no stream")
+
+func (s *Store) newest(ctx context.Context, stream string, limit int, fn func(*jetstream.RawStreamMsg) error) error {
+	st, err := s.js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return ErrNoStream
+	}
+	if err != nil {
+		return fmt.Errorf("store: stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("store: stream %s info: %w", stream, err)
+	}
+	n := 0
+	for seq := info.State.LastSeq; seq >= info.State.FirstSeq && seq > 0 && n < limit; seq-- {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted or expired
+		}
+		if err != nil {
+			return fmt.Errorf("store: get %s/%d: %w", stream, seq, err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+		n++
+	}
+	return nil
+}
+
+// Follow calls fn with each message stored from now on, until ctx ends.
+func (s *Store) Follow(ctx context.Context, tenant string, fn func(Message)) error {
+	c, err := s.js.OrderedConsumer(ctx, MessageStream(tenant), jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("store: follow %s: %w", tenant, err)
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		h := m.Headers()
+		id := h.Get(jetstream.MsgIDHeader)
+		body, err := s.keys.Open(ctx, tenant, m.Data(), []byte(id))
+		if err != nil {
+			return
+		}
+		var seq uint64
+		if md, err := m.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		fn(Message{ID: id, Seq: seq, ReceivedAt: receivedAt(h), Gateway: h.Get(hdrGateway), Message: body})
+	})
+	if err != nil {
+		return fmt.Errorf("store: follow %s: %w", tenant, err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}
