@@ -161,10 +161,32 @@ func (s *Server) routes() http.Handler {
 			return nil
 		})
 	}
-	handle("/", false, func(w http.ResponseWriter, r *http.Request) error {
-		return ErrNotFound.New()
-	})
-	return s.middleware(mux)
+	return s.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			s.unrouted(w, r, mux)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+}
+
+// unrouted answers a request no route takes: 405 with Allow when the path
+// exists for other methods, else 404, both as problem+json.
+func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) == 0 {
+		writeError(w, r, s.log, ErrNotFound.New())
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	writeError(w, r, s.log, ErrMethod.New())
 }
 
 // middleware sets the request id and the security headers of every answer.

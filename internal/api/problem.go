@@ -15,7 +15,7 @@ var (
 	ErrUnauthenticated = fault.Define("api.unauthenticated", fault.Unauthenticated, "a valid bearer credential is required")
 	ErrNotFound        = fault.Define("api.not_found", fault.NotFound, "no such resource")
 	ErrBadParameter    = fault.Define("api.bad_parameter", fault.InvalidArgument, "a query parameter is not valid")
-	ErrMethod          = fault.Define("api.method_not_allowed", fault.InvalidArgument, "the method is not allowed on this resource")
+	ErrMethod          = fault.Define("api.method_not_allowed", fault.MethodNotAllowed, "the method is not allowed on this resource")
 	ErrUnavailable     = fault.Define("api.unavailable", fault.Unavailable, "the service is not ready")
 )
 
@@ -36,6 +36,8 @@ func statusOf(k fault.Kind) int {
 		return http.StatusRequestEntityTooLarge
 	case fault.UnsupportedMedia:
 		return http.StatusUnsupportedMediaType
+	case fault.MethodNotAllowed:
+		return http.StatusMethodNotAllowed
 	case fault.ResourceExhausted:
 		return http.StatusTooManyRequests
 	case fault.Unavailable:

@@ -25,6 +25,7 @@ const (
 	Conflict
 	TooLarge
 	UnsupportedMedia
+	MethodNotAllowed
 	ResourceExhausted
 	Unavailable
 	Internal
@@ -38,6 +39,7 @@ var kindNames = map[Kind]string{
 	Conflict:          "conflict",
 	TooLarge:          "too_large",
 	UnsupportedMedia:  "unsupported_media",
+	MethodNotAllowed:  "method_not_allowed",
 	ResourceExhausted: "resource_exhausted",
 	Unavailable:       "unavailable",
 	Internal:          "internal",
@@ -139,7 +141,9 @@ func (e *Error) Unwrap() error { return e.cause }
 
 // Is reports whether target is the same definition (or an Error of it).
 func (e *Error) Is(target error) bool {
-	if t, ok := target.(*Error); ok {
+	// A nil *Error target has no definition: it matches nothing (it used to
+	// dereference nil and panic inside errors.Is).
+	if t, ok := target.(*Error); ok && t != nil {
 		return t.def == e.def
 	}
 	return false
@@ -174,8 +178,10 @@ func (e *Error) WithDetail(format string, args ...any) *Error {
 
 // Is reports whether err is (or wraps) an Error of definition d.
 func (d *Definition) Is(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.def == d
+	// Walk the whole chain as errors.Is does: errors.As stops at the first
+	// *Error, so a fault wrapping another fault (ErrA.Wrap(ErrB.New()))
+	// used to report false for the inner definition.
+	return errors.Is(err, &Error{def: d})
 }
 
 // As finds the first *Error in err's chain.

@@ -131,7 +131,7 @@ type Node struct {
 }
 
 // Start starts a node. On error everything started is stopped again.
-func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Dev && len(cfg.ServerNames) == 0 {
 		cfg.ServerNames = []string{"localhost", "127.0.0.1"}
 	}
@@ -150,11 +150,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), metrics: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), metrics: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
-			n.Close()
-			n = nil
+			n.Close() // a return statement has already set the result to nil
 		}
 	}()
 	n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

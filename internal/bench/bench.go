@@ -1,0 +1,462 @@
+// Package bench is iotransit's load generator. It connects many gateways
+// over MQTT 5 with mutual TLS, each with its own client certificate, through
+// the same paho.golang uplink the gateway agent uses (internal/gateway),
+// publishes Thingsee messages with QoS 1 to v1/gw/{serial}/up, and measures
+// publish-to-PUBACK latency and throughput.
+//
+// Two load shapes: a closed loop, where each gateway sends its next publish
+// as soon as the previous one is acknowledged (one in flight, like a real
+// gateway), and an open loop, where publishes are due on a fixed Schedule
+// whatever the server does and latency counts from the due time, so a stall
+// shows in the percentiles instead of silently lowering the offered load
+// (no coordinated omission).
+//
+// What it measures is a Target: an address and one TLS identity per
+// gateway. cmd/iotransit wires an in-process node into one; StartMosquitto
+// runs a mosquitto broker as the reference peer for the same load.
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/gateway"
+)
+
+// Gateway is one simulated gateway: its serial (the MQTT client id and the
+// certificate's CN) and its client TLS configuration, which presents its
+// certificate and verifies the server.
+type Gateway struct {
+	Serial string
+	TLS    *tls.Config
+}
+
+// Target is an MQTT 5 server under load.
+type Target struct {
+	// Name labels the results ("iotransit", "mosquitto").
+	Name string
+	// Addr is the server's host:port.
+	Addr string
+	// Gateways are the identities to connect, one connection each.
+	Gateways []Gateway
+}
+
+// Config is the shape of one load run.
+type Config struct {
+	// Warmup is run but not measured; Duration is measured after it.
+	Warmup, Duration time.Duration
+	// Rate is the total publishes per second on an open-loop Schedule;
+	// 0 runs a closed loop (each gateway one publish in flight).
+	Rate float64
+	// Payload is what each publish carries (default PayloadTypical).
+	Payload PayloadKind
+	// MaxInflight bounds the publishes in flight per gateway in the open
+	// loop (default 100). A gateway at the bound waits; its due publishes
+	// are then sent late and measured from their due time.
+	MaxInflight int
+	// ConnectParallel bounds concurrent connection attempts (default 8).
+	ConnectParallel int
+	// Progress, when set, is told what the run is doing.
+	Progress func(format string, args ...any)
+}
+
+func (c *Config) defaults() error {
+	if c.Payload == "" {
+		c.Payload = PayloadTypical
+	}
+	if _, err := ParsePayloadKind(string(c.Payload)); err != nil {
+		return err
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 100
+	}
+	if c.ConnectParallel <= 0 {
+		c.ConnectParallel = 8
+	}
+	if c.Duration <= 0 {
+		return errors.New("bench: the measured duration must be positive")
+	}
+	if c.Warmup < 0 || c.Rate < 0 {
+		return errors.New("bench: warmup and rate must not be negative")
+	}
+	if c.Progress == nil {
+		c.Progress = func(string, ...any) {}
+	}
+	return nil
+}
+
+// Errors counts what went wrong during a run (warmup included).
+type Errors struct {
+	// Total is the sum of the counts below.
+	Total int64 `json:"total"`
+	// Refused publishes: a PUBACK with a reason code of 0x80 or more.
+	Refused int64 `json:"refused"`
+	// Timeouts: no PUBACK within the client's packet timeout (10 s).
+	Timeouts int64 `json:"timeouts"`
+	// Other publish errors (connection closed while waiting, write errors).
+	Other int64 `json:"other"`
+	// ConnectionsLost: gateways whose connection ended during the run.
+	ConnectionsLost int64 `json:"connections_lost"`
+	// Samples are the first few error texts.
+	Samples []string `json:"samples,omitempty"`
+}
+
+// Result is what one run measured.
+type Result struct {
+	System             string  `json:"system"`
+	Addr               string  `json:"addr"`
+	Gateways           int     `json:"gateways"`
+	Mode               string  `json:"mode"` // "closed-loop" or "open-loop"
+	TargetRate         float64 `json:"target_rate,omitempty"`
+	Payload            string  `json:"payload"`
+	PayloadBytes       int     `json:"payload_bytes"`
+	MessagesPerPublish int     `json:"messages_per_publish"`
+	WarmupSeconds      float64 `json:"warmup_s"`
+	DurationSeconds    float64 `json:"duration_s"`
+	// Sent counts the publishes sent whose due time (open loop) or send
+	// time (closed loop) is in the measured window; Acked those of them
+	// acknowledged with a success code.
+	Sent  int64 `json:"sent"`
+	Acked int64 `json:"acked"`
+	// Missed counts open-loop publishes due in the measured window that
+	// were not sent by its end (the gateway was at MaxInflight): offered
+	// load the server did not get to see. They are not in Latency.
+	Missed int64 `json:"missed,omitempty"`
+	// PublishesPerSecond is Acked per second of the measured window;
+	// MessagesPerSecond counts Thingsee messages (x10 for array10).
+	PublishesPerSecond float64 `json:"publishes_per_s"`
+	MessagesPerSecond  float64 `json:"messages_per_s"`
+	// Latency is publish (or due time) to PUBACK of the Acked publishes.
+	Latency LatencySummary `json:"latency"`
+	// TotalAcked counts every acknowledged publish, warmup included
+	// (compare with what the server stored), TotalMessagesAcked their
+	// Thingsee messages.
+	TotalAcked         int64 `json:"total_acked"`
+	TotalMessagesAcked int64 `json:"total_messages_acked"`
+	// ReasonCodes counts non-zero PUBACK reason codes by hex code, the
+	// successful ones below 0x80 (mosquitto answers 0x10 "no matching
+	// subscribers") included.
+	ReasonCodes map[string]int64 `json:"reason_codes,omitempty"`
+	Errors      Errors           `json:"errors"`
+}
+
+// publisher is one connected gateway session.
+type publisher interface {
+	// publish sends one QoS 1 publish and waits for its PUBACK.
+	publish(ctx context.Context, payload []byte) (reason byte, err error)
+	// done is closed when the connection ends.
+	done() <-chan struct{}
+	close() error
+}
+
+type uplinkPublisher struct{ u *gateway.Uplink }
+
+func (p uplinkPublisher) publish(ctx context.Context, payload []byte) (byte, error) {
+	res, err := p.u.Publish(ctx, payload, 1)
+	return res.ReasonCode, err
+}
+func (p uplinkPublisher) done() <-chan struct{} { return p.u.Done() }
+func (p uplinkPublisher) close() error          { return p.u.Close() }
+
+// Run connects every gateway of t, runs the load of cfg, disconnects and
+// returns the measurements. It fails if any gateway cannot connect; errors
+// during the load are counted in the result, not returned. Cancelling ctx
+// ends the run early.
+func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if len(t.Gateways) == 0 {
+		return nil, errors.New("bench: no gateways to connect")
+	}
+	cfg.Progress("%s: connecting %d gateways to %s", t.Name, len(t.Gateways), t.Addr)
+	pubs, err := connect(ctx, t, cfg.ConnectParallel)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		var wg sync.WaitGroup
+		for _, p := range pubs {
+			wg.Go(func() { _ = p.close() })
+		}
+		wg.Wait()
+	}()
+	serials := make([]string, len(t.Gateways))
+	for i, g := range t.Gateways {
+		serials[i] = g.Serial
+	}
+	res := run(ctx, pubs, serials, cfg)
+	res.System, res.Addr = t.Name, t.Addr
+	return res, nil
+}
+
+// connect dials every gateway, at most parallel at once.
+func connect(ctx context.Context, t Target, parallel int) ([]publisher, error) {
+	pubs := make([]publisher, len(t.Gateways))
+	errs := make([]error, len(t.Gateways))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, g := range t.Gateways {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			u, err := gateway.Dial(dctx, gateway.UplinkConfig{Addr: t.Addr, Serial: g.Serial, TLS: g.TLS})
+			if err != nil {
+				errs[i] = fmt.Errorf("bench: connect gateway %s to %s %s: %w", g.Serial, t.Name, t.Addr, err)
+				return
+			}
+			pubs[i] = uplinkPublisher{u}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, p := range pubs {
+			if p != nil {
+				_ = p.close()
+			}
+		}
+		return nil, err
+	}
+	return pubs, nil
+}
+
+// maxSamples bounds Errors.Samples.
+const maxSamples = 5
+
+// gwStats are one gateway's counts; the open loop updates them from many
+// goroutines, hence the lock.
+type gwStats struct {
+	mu         sync.Mutex
+	lat        []time.Duration
+	sent       int64
+	acked      int64
+	totalAcked int64
+	missed     int64
+	codes      map[byte]int64
+	errs       Errors
+	lost       bool
+}
+
+// window is the measured part of a run.
+type window struct{ start, end time.Time }
+
+func (w window) measured(t time.Time) bool { return !t.Before(w.start) && t.Before(w.end) }
+
+// record counts the outcome of one publish that was due (or sent) at due
+// and answered at done.
+func (s *gwStats) record(w window, due, done time.Time, reason byte, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := w.measured(due)
+	if reason != 0 {
+		if s.codes == nil {
+			s.codes = map[byte]int64{}
+		}
+		s.codes[reason]++
+	}
+	switch {
+	case err == nil && reason < 0x80:
+		s.totalAcked++
+		if in {
+			s.acked++
+			s.lat = append(s.lat, done.Sub(due))
+		}
+		return
+	case err == nil:
+		s.errs.Refused++
+		s.sample(fmt.Sprintf("PUBACK reason 0x%02x", reason))
+	case errors.Is(err, context.Canceled):
+		return // the run was interrupted: not the server's failure
+	case errors.Is(err, context.DeadlineExceeded):
+		s.errs.Timeouts++
+		s.sample(err.Error())
+	default:
+		s.errs.Other++
+		s.sample(err.Error())
+	}
+}
+
+func (s *gwStats) sample(msg string) {
+	if len(s.errs.Samples) < maxSamples {
+		s.errs.Samples = append(s.errs.Samples, msg)
+	}
+}
+
+// run drives the connected publishers and merges their stats.
+func run(ctx context.Context, pubs []publisher, serials []string, cfg Config) *Result {
+	start := time.Now()
+	w := window{start: start.Add(cfg.Warmup), end: start.Add(cfg.Warmup + cfg.Duration)}
+	mode := "closed-loop"
+	if cfg.Rate > 0 {
+		mode = "open-loop"
+		cfg.Progress("open loop at %g publishes/s: warmup %s, measuring %s", cfg.Rate, cfg.Warmup, cfg.Duration)
+	} else {
+		cfg.Progress("closed loop, one publish in flight per gateway: warmup %s, measuring %s", cfg.Warmup, cfg.Duration)
+	}
+	sched := Schedule{Start: start, Rate: cfg.Rate, Gateways: len(pubs)}
+	stats := make([]*gwStats, len(pubs))
+	var wg sync.WaitGroup
+	for i, p := range pubs {
+		stats[i] = &gwStats{}
+		gen := newPayloadGen(cfg.Payload, i, serials[i])
+		wg.Go(func() {
+			if cfg.Rate > 0 {
+				openLoop(ctx, p, gen, stats[i], sched, i, w, cfg.MaxInflight)
+			} else {
+				closedLoop(ctx, p, gen, stats[i], w)
+			}
+		})
+	}
+	wg.Wait()
+
+	res := &Result{
+		Gateways: len(pubs), Mode: mode, TargetRate: cfg.Rate,
+		Payload: string(cfg.Payload), MessagesPerPublish: cfg.Payload.Messages(),
+		PayloadBytes:  len(newPayloadGen(cfg.Payload, 0, serialOr(serials)).next(start)),
+		WarmupSeconds: cfg.Warmup.Seconds(), DurationSeconds: cfg.Duration.Seconds(),
+	}
+	var lat []time.Duration
+	codes := map[byte]int64{}
+	for _, s := range stats {
+		lat = append(lat, s.lat...)
+		res.Sent += s.sent
+		res.Acked += s.acked
+		res.Missed += s.missed
+		res.TotalAcked += s.totalAcked
+		for c, n := range s.codes {
+			codes[c] += n
+		}
+		e := &res.Errors
+		e.Refused += s.errs.Refused
+		e.Timeouts += s.errs.Timeouts
+		e.Other += s.errs.Other
+		if s.lost {
+			e.ConnectionsLost++
+		}
+		for _, m := range s.errs.Samples {
+			if len(e.Samples) < maxSamples {
+				e.Samples = append(e.Samples, m)
+			}
+		}
+	}
+	res.Errors.Total = res.Errors.Refused + res.Errors.Timeouts + res.Errors.Other + res.Errors.ConnectionsLost
+	if len(codes) > 0 {
+		res.ReasonCodes = map[string]int64{}
+		keys := make([]int, 0, len(codes))
+		for c := range codes {
+			keys = append(keys, int(c))
+		}
+		sort.Ints(keys)
+		for _, c := range keys {
+			res.ReasonCodes[fmt.Sprintf("0x%02x", c)] = codes[byte(c)]
+		}
+	}
+	res.TotalMessagesAcked = res.TotalAcked * int64(res.MessagesPerPublish)
+	res.PublishesPerSecond = float64(res.Acked) / cfg.Duration.Seconds()
+	res.MessagesPerSecond = res.PublishesPerSecond * float64(res.MessagesPerPublish)
+	res.Latency = Summarize(lat)
+	return res
+}
+
+func serialOr(serials []string) string {
+	if len(serials) > 0 {
+		return serials[0]
+	}
+	return "TSGW06BNC00000000"
+}
+
+// lost marks the gateway's connection as ended, if it has.
+func lost(p publisher, s *gwStats) bool {
+	select {
+	case <-p.done():
+		s.mu.Lock()
+		s.lost = true
+		s.mu.Unlock()
+		return true
+	default:
+		return false
+	}
+}
+
+// closedLoop publishes one message at a time until the window ends.
+func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, w window) {
+	for ctx.Err() == nil {
+		sent := time.Now()
+		if !sent.Before(w.end) {
+			return
+		}
+		payload := gen.next(sent)
+		if w.measured(sent) {
+			s.mu.Lock()
+			s.sent++
+			s.mu.Unlock()
+		}
+		reason, err := p.publish(ctx, payload)
+		s.record(w, sent, time.Now(), reason, err)
+		if err != nil && lost(p, s) {
+			return
+		}
+	}
+}
+
+// openLoop sends gateway g's publishes at their due times until the window
+// ends, each from its own goroutine, at most maxInflight at once.
+func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sched Schedule, g int, w window, maxInflight int) {
+	sem := make(chan struct{}, maxInflight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	due := sched.Count(g, w.end)
+	for j := range due {
+		at := sched.At(g, j)
+		if d := time.Until(at); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.done():
+				lost(p, s)
+				return
+			case <-timer.C:
+			}
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		case <-p.done():
+			lost(p, s)
+			return
+		}
+		now := time.Now()
+		if !now.Before(w.end) { // behind schedule at the end: the rest is never sent
+			<-sem
+			s.mu.Lock()
+			s.missed += int64(due - max(j, sched.Count(g, w.start)))
+			s.mu.Unlock()
+			return
+		}
+		if w.measured(at) {
+			s.mu.Lock()
+			s.sent++
+			s.mu.Unlock()
+		}
+		payload := gen.next(now)
+		wg.Go(func() {
+			defer func() { <-sem }()
+			reason, err := p.publish(ctx, payload)
+			s.record(w, at, time.Now(), reason, err)
+			if err != nil {
+				lost(p, s)
+			}
+		})
+	}
+}
