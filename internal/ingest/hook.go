@@ -130,6 +130,13 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.log.Info("client id refused", "tenant_id", id.Tenant, "gateway_id", id.Serial)
 		return h.refuseConnect(cl, packets.ErrClientIdentifierNotValid, "client_id_mismatch")
 	}
+	// A will message would be published by the broker on the gateway's
+	// behalf without an ACL check (mochi), to any topic, for example another
+	// gateway's down/errors. Gateways have no use for one: it is dropped.
+	if cl.Properties.Will.TopicName != "" {
+		h.log.Info("will message dropped", "tenant_id", id.Tenant, "gateway_id", id.Serial)
+		cl.Properties.Will = mqtt.Will{}
+	}
 	// Keepalive 0 (never time out) or longer than allowed is lowered; MQTT 5
 	// clients are told through Server Keep Alive.
 	if max := uint16(h.cfg.MaxKeepalive / time.Second); cl.State.Keepalive == 0 || cl.State.Keepalive > max {

@@ -494,3 +494,33 @@ func TestIngestRevocationDropsLiveSession(t *testing.T) {
 		t.Fatal("revoked gateway reconnected")
 	}
 }
+
+// TestIngestDropsWillMessages checks that a gateway cannot make the broker
+// publish on its behalf: a will aimed at another gateway's errors topic is
+// never delivered.
+func TestIngestDropsWillMessages(t *testing.T) {
+	n := tu.StartNode(t, nil)
+	got := make(chan []byte, 1)
+	if _, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwB), gwB, func(c *gateway.UplinkConfig) {
+		c.OnReport = func(b []byte) { got <- b }
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", n.MQTTAddr(), tu.ClientTLS(t, n, tu.Gateway(t, n, tenant, gwA)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	if _, err := c.Connect(ctx(t), &paho.Connect{
+		ClientID: gwA, KeepAlive: 30, CleanStart: true,
+		WillMessage: &paho.WillMessage{Topic: ingest.ErrorsTopic(gwB), QoS: 1, Payload: []byte(`{"forged":true}`)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close() // abrupt: a will would be sent now
+	select {
+	case b := <-got:
+		t.Fatalf("gateway B received a will of gateway A: %s", b)
+	case <-time.After(time.Second):
+	}
+}

@@ -166,6 +166,10 @@ type Registry struct {
 	tenKV jetstream.KeyValue
 	serKV jetstream.KeyValue
 
+	// notifyMu serialises OnGatewayChange callbacks; it is taken before mu,
+	// never while holding it.
+	notifyMu sync.Mutex
+
 	mu       sync.RWMutex
 	tenants  map[string]*tenantEntry
 	byCAKey  map[string]string // tenant CA subject key id (hex) -> tenant
@@ -197,21 +201,19 @@ func Open(ctx context.Context, kvs KVProvider, keys Sealer, log *slog.Logger) (*
 		ctx: wctx, stop: stop, tenKV: tenKV, serKV: serKV,
 		tenants: map[string]*tenantEntry{}, byCAKey: map[string]string{},
 	}
-	// Load what exists, then follow changes.
-	w, err := tenKV.WatchAll(ctx)
+	// Load what exists, then follow changes. The watch lives as long as the
+	// registry: it is bound to wctx, not to ctx, because nats.go unsubscribes
+	// a watch when its context ends, and ctx is only the caller's (a start-up
+	// timeout), which used to stop every later change from reaching this node.
+	w, err := tenKV.WatchAll(wctx)
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("registry: watch tenants: %w", err)
 	}
-	for e := range w.Updates() {
-		if e == nil {
-			break // initial values done
-		}
-		if err := r.applyTenant(ctx, e); err != nil {
-			w.Stop()
-			stop()
-			return nil, err
-		}
+	if err := initialValues(ctx, w, func(e jetstream.KeyValueEntry) error { return r.applyTenant(ctx, e) }); err != nil {
+		w.Stop()
+		r.Close() // stops the gateway watches already started
+		return nil, err
 	}
 	r.wg.Add(1)
 	go func() {
@@ -236,6 +238,24 @@ func Open(ctx context.Context, kvs KVProvider, keys Sealer, log *slog.Logger) (*
 	return r, nil
 }
 
+// initialValues applies the values a new watch delivers before its nil
+// marker, giving up when ctx ends.
+func initialValues(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry) error) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("registry: initial values: %w", ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok || e == nil {
+				return nil // initial values done
+			}
+			if err := apply(e); err != nil {
+				return err
+			}
+		}
+	}
+}
+
 // Close stops the watches.
 func (r *Registry) Close() {
 	r.stop()
@@ -244,7 +264,10 @@ func (r *Registry) Close() {
 
 // OnGatewayChange registers fn to be called with every gateway record change
 // seen by this node (from any node), for example to drop live sessions of a
-// revoked gateway.
+// revoked gateway. Calls are serialised and never go back in time: a change
+// superseded by a newer one before its call may be skipped, and the newest
+// state of a gateway is always the last one reported. fn must not change the
+// registry.
 func (r *Registry) OnGatewayChange(fn func(Gateway)) {
 	r.mu.Lock()
 	r.watchers = append(r.watchers, fn)
@@ -278,15 +301,18 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant) error {
 		return err
 	}
 	te := &tenantEntry{rec: t, caCert: caCert, kv: kv, gateways: map[string]*Gateway{}, revs: map[string]uint64{}}
-	w, err := kv.WatchAll(ctx)
+	// Bound to the registry's context, not the caller's (CreateTenant's
+	// request context used to end this tenant's watch on this node).
+	w, err := kv.WatchAll(r.ctx)
 	if err != nil {
 		return fmt.Errorf("registry: watch gateways of %s: %w", t.ID, err)
 	}
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
+	if err := initialValues(ctx, w, func(e jetstream.KeyValueEntry) error {
 		r.applyGateway(te, e, false)
+		return nil
+	}); err != nil {
+		w.Stop()
+		return err
 	}
 	r.mu.Lock()
 	if _, known := r.tenants[t.ID]; known {
@@ -338,12 +364,28 @@ func (r *Registry) applyGateway(te *tenantEntry, e jetstream.KeyValueEntry, noti
 		delete(te.gateways, e.Key())
 		g = Gateway{Tenant: te.rec.ID, Serial: e.Key(), State: StateRevoked}
 	}
-	watchers := slices.Clone(r.watchers)
 	r.mu.Unlock()
 	if notify {
-		for _, fn := range watchers {
-			fn(g)
-		}
+		r.notify(te, g, e.Revision())
+	}
+}
+
+// notify calls the OnGatewayChange callbacks with g, stored at revision rev,
+// unless a newer revision of the gateway has been applied meanwhile (its own
+// call reports the newer state). Callbacks used to run unordered outside the
+// lock, so a slow call with an older state could land after a newer one.
+func (r *Registry) notify(te *tenantEntry, g Gateway, rev uint64) {
+	r.notifyMu.Lock()
+	defer r.notifyMu.Unlock()
+	r.mu.RLock()
+	stale := rev < te.revs[g.Serial]
+	watchers := slices.Clone(r.watchers)
+	r.mu.RUnlock()
+	if stale {
+		return
+	}
+	for _, fn := range watchers {
+		fn(g)
 	}
 }
 
@@ -560,11 +602,8 @@ func (r *Registry) cache(te *tenantEntry, g Gateway, rev uint64) {
 	te.revs[g.Serial] = rev
 	c := g
 	te.gateways[g.Serial] = &c
-	watchers := slices.Clone(r.watchers)
 	r.mu.Unlock()
-	for _, fn := range watchers {
-		fn(g)
-	}
+	r.notify(te, g, rev)
 }
 
 // SetGatewayState changes a gateway's state. Revoking also revokes every
