@@ -193,7 +193,7 @@ func As(err error) (*Error, bool) {
 
 // ErrInternal is the definition used for anything that is not a fault: the
 // client learns only that something failed and the request id.
-var ErrInternal = Define("internal", Internal, "internal error")
+var ErrInternal = Define("server.internal", Internal, "internal error")
 
 // From returns err as an *Error, mapping anything unknown to ErrInternal
 // (keeping it as the cause, for logs).

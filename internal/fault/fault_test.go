@@ -153,8 +153,8 @@ func TestFaultFromMapsUnknownErrorsToInternal(t *testing.T) {
 		wantCode string
 		wantKind fault.Kind
 	}{
-		{name: "plain", err: cause, wantCode: "internal", wantKind: fault.Internal},
-		{name: "plain wrapped", err: fmt.Errorf("open stream: %w", cause), wantCode: "internal", wantKind: fault.Internal},
+		{name: "plain", err: cause, wantCode: "server.internal", wantKind: fault.Internal},
+		{name: "plain wrapped", err: fmt.Errorf("open stream: %w", cause), wantCode: "server.internal", wantKind: fault.Internal},
 		{name: "fault", err: errB.Wrap(cause), wantCode: "faulttest.b", wantKind: fault.NotFound},
 		{name: "fault wrapped", err: fmt.Errorf("handler: %w", errA.WithDetail("field x")), wantCode: "faulttest.a", wantKind: fault.InvalidArgument},
 	}
@@ -260,7 +260,7 @@ func TestFaultDefinitionsSortedAndComplete(t *testing.T) {
 	if !slices.IsSorted(codes) {
 		t.Fatalf("Definitions() not sorted by code: %v", codes)
 	}
-	for _, want := range []string{"internal", "faulttest.a", "faulttest.b"} {
+	for _, want := range []string{"server.internal", "faulttest.a", "faulttest.b"} {
 		if !slices.Contains(codes, want) {
 			t.Errorf("Definitions() lacks %q: %v", want, codes)
 		}

@@ -235,8 +235,12 @@ func ParseCSR(b []byte) (*x509.CertificateRequest, error) {
 	if len(b) > maxCSRBytes {
 		return nil, ErrCSRInvalid.WithDetail("the CSR is larger than %d bytes", maxCSRBytes)
 	}
+	b = bytes.TrimSpace(b)
+	if !bytes.HasPrefix(b, []byte("-----BEGIN ")) { // nothing may precede the block
+		return nil, ErrCSRInvalid.New()
+	}
 	block, rest := pem.Decode(b)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" || len(bytes.TrimSpace(rest)) != 0 {
+	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") || len(bytes.TrimSpace(rest)) != 0 {
 		return nil, ErrCSRInvalid.New()
 	}
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
@@ -310,6 +314,12 @@ func (ca *CA) IssueServer(pub crypto.PublicKey, hosts []string, validity time.Du
 }
 
 func (ca *CA) issue(pub crypto.PublicKey, tmpl *x509.Certificate, validity time.Duration, now time.Time) (*x509.Certificate, []byte, error) {
+	if validity <= 0 {
+		return nil, nil, fmt.Errorf("pki: validity %s must be positive", validity)
+	}
+	if !now.Before(ca.Cert.NotAfter) || now.Before(ca.Cert.NotBefore) {
+		return nil, nil, errors.New("pki: the CA is not valid now")
+	}
 	sn, err := serialNumber()
 	if err != nil {
 		return nil, nil, err

@@ -32,7 +32,12 @@ var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func newCA(t testing.TB, validity time.Duration) *pki.CA {
 	t.Helper()
-	ca, err := pki.NewCA("test tenant CA", validity, now)
+	return newCAAt(t, validity, now)
+}
+
+func newCAAt(t testing.TB, validity time.Duration, at time.Time) *pki.CA {
+	t.Helper()
+	ca, err := pki.NewCA("test tenant CA", validity, at)
 	if err != nil {
 		t.Fatalf("new CA: %v", err)
 	}
@@ -428,10 +433,18 @@ func TestPKIIssueServer(t *testing.T) {
 	if _, _, err := ca.IssueServer(newKey(t).Public(), nil, time.Hour, now); err == nil {
 		t.Fatal("a server certificate without hosts was issued")
 	}
+	if _, _, err := ca.IssueServer(newKey(t).Public(), []string{"localhost"}, 0, now); err == nil {
+		t.Fatal("a certificate with zero validity was issued")
+	}
+	if _, _, err := ca.IssueServer(newKey(t).Public(), []string{"localhost"}, time.Hour, ca.Cert.NotAfter.Add(time.Second)); err == nil {
+		t.Fatal("an expired CA issued a certificate")
+	}
 }
 
 func TestPKIVerifyClient(t *testing.T) {
-	ca := newCA(t, 10*365*24*time.Hour)
+	// Made a week before now, so that a certificate backdated two days is
+	// issued while the CA was valid.
+	ca := newCAAt(t, 10*365*24*time.Hour, now.Add(-7*24*time.Hour))
 	foreign := newCA(t, 10*365*24*time.Hour)
 	ok, _ := signClient(t, ca, now, 24*time.Hour)
 	expired, _ := signClient(t, ca, now.Add(-48*time.Hour), 24*time.Hour)

@@ -13,10 +13,6 @@ import (
 // codeFormat is STYLE §2.3/§2.9: snake_case, namespaced by component.
 var codeFormat = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*\.[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
-// unnamespaced lists the codes allowed without a component: only fault's
-// own catch-all for errors that are not faults.
-var unnamespaced = map[string]bool{"internal": true}
-
 // The faults of the packages linked into this test: the walk must see them,
 // or a package defines its faults somewhere the catalogue cannot reach.
 var linked = []*fault.Definition{
@@ -37,7 +33,7 @@ func TestFaultCatalogueCodes(t *testing.T) {
 			t.Errorf("code %q has two definitions", code)
 		}
 		byCode[code] = d
-		if !codeFormat.MatchString(code) && !unnamespaced[code] {
+		if !codeFormat.MatchString(code) {
 			t.Errorf("code %q is not snake_case component.name", code)
 		}
 		if strings.Contains(code, "failed_to_") || strings.Contains(code, "fail_to_") {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -109,6 +110,14 @@ func (g *Gateway) Certificate(serial string) (Certificate, bool) {
 		}
 	}
 	return Certificate{}, false
+}
+
+// clone returns a copy sharing nothing with g.
+func (g *Gateway) clone() Gateway {
+	c := *g
+	c.Certificates = slices.Clone(g.Certificates)
+	c.Labels = maps.Clone(g.Labels)
+	return c
 }
 
 // ValidTenantID reports whether id is a well-formed tenant id.
@@ -490,9 +499,7 @@ func (r *Registry) Gateway(tenant, serial string) (Gateway, bool) {
 	if !ok {
 		return Gateway{}, false
 	}
-	c := *g
-	c.Certificates = slices.Clone(g.Certificates)
-	return c, true
+	return g.clone(), true
 }
 
 // Gateways returns a tenant's gateways sorted by serial.
@@ -505,7 +512,7 @@ func (r *Registry) Gateways(tenant string) ([]Gateway, error) {
 	}
 	out := make([]Gateway, 0, len(te.gateways))
 	for _, g := range te.gateways {
-		out = append(out, *g)
+		out = append(out, g.clone())
 	}
 	slices.SortFunc(out, func(a, b Gateway) int { return cmpString(a.Serial, b.Serial) })
 	return out, nil
