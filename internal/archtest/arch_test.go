@@ -1,0 +1,99 @@
+package archtest
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// root returns the repository root (two levels up from this package).
+func root(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(filepath.Dir(wd))
+}
+
+// TestEveryPackageHasDocComment fails when a package has no package comment.
+func TestEveryPackageHasDocComment(t *testing.T) {
+	r := root(t)
+	err := filepath.WalkDir(r, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if name := d.Name(); name == "testdata" || strings.HasPrefix(name, ".") && path != r {
+			return filepath.SkipDir
+		}
+		pkgs, err := parser.ParseDir(token.NewFileSet(), path, func(fi os.FileInfo) bool {
+			return !strings.HasSuffix(fi.Name(), "_test.go")
+		}, parser.ParseComments|parser.PackageClauseOnly)
+		if err != nil {
+			return err
+		}
+		for name, p := range pkgs {
+			documented := false
+			for _, f := range p.Files {
+				if f.Doc != nil && strings.TrimSpace(f.Doc.Text()) != "" {
+					documented = true
+				}
+			}
+			if !documented {
+				rel, _ := filepath.Rel(r, path)
+				t.Errorf("package %s (%s) has no doc comment", name, rel)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deps returns the transitive imports of a package (production code only).
+func deps(t *testing.T, pkg string) map[string]bool {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg)
+	cmd.Dir = root(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %s: %v", pkg, err)
+	}
+	m := map[string]bool{}
+	for _, l := range strings.Fields(string(out)) {
+		m[l] = true
+	}
+	return m
+}
+
+// TestPackageBoundaries keeps test code out of the binary and the gateway
+// side free of server internals.
+func TestPackageBoundaries(t *testing.T) {
+	const mod = "github.com/iotransit/iotransit/"
+	rules := []struct {
+		pkg       string
+		forbidden []string
+		why       string
+	}{
+		{"./cmd/iotransit", []string{"testing", mod + "internal/testutil"}, "test code does not ship in the binary"},
+		{"./internal/gateway", []string{mod + "internal/api", mod + "internal/ingest", mod + "internal/registry", "github.com/nats-io/nats-server/v2/server"}, "the gateway side knows only the MQTT contract"},
+		{"./internal/thingsee", []string{mod + "internal/ingest", "github.com/nats-io/nats.go"}, "the message model does not know transport or storage"},
+		{"./internal/pki", []string{"github.com/nats-io/nats.go", mod + "internal/registry"}, "pki is stateless crypto"},
+	}
+	for _, r := range rules {
+		d := deps(t, r.pkg)
+		for _, f := range r.forbidden {
+			if d[f] {
+				t.Errorf("%s imports %s: %s", r.pkg, f, r.why)
+			}
+		}
+	}
+}

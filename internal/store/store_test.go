@@ -1,0 +1,116 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/kms"
+	"github.com/iotransit/iotransit/internal/store"
+)
+
+func newStore(t *testing.T) (*store.Store, *backbone.Backbone) {
+	t.Helper()
+	ctx := context.Background()
+	bb, err := backbone.Start(ctx, backbone.Config{DataDir: t.TempDir(), Replicas: 1}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bb.Close)
+	kv, err := bb.KV(ctx, "iotransit_kms", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kms.New(bytes.Repeat([]byte{1}, 32), backbone.KeyStore{KV: kv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.EnsureTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	s := store.New(store.Config{}, bb, bb.JS, keys)
+	if err := s.EnsureTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	return s, bb
+}
+
+func rec(id string, body string) store.Record {
+	return store.Record{ID: id, Gateway: "TSGW06ACM00000001", Tuid: "TSEN01ABC12345678", TsmID: 12100, ReceivedAt: time.Now(), Body: []byte(body)}
+}
+
+func TestStoreSealsPayloadsAtRest(t *testing.T) {
+	s, bb := newStore(t)
+	ctx := context.Background()
+	secret := `{"tsmId":12100,"temp":21.123456}`
+	if _, err := s.Append(ctx, "acme", []store.Record{rec("id1", secret)}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := bb.JS.Stream(ctx, store.MessageStream("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw.Data, []byte("21.123456")) {
+		t.Fatal("the stored message is plaintext")
+	}
+	msgs, err := s.Messages(ctx, "acme", 10)
+	if err != nil || len(msgs) != 1 || string(msgs[0].Message) != secret || msgs[0].ID != "id1" {
+		t.Fatalf("read back %+v, %v", msgs, err)
+	}
+}
+
+func TestStoreAppendsOncePerContentID(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	res, err := s.Append(ctx, "acme", []store.Record{rec("a", `{"n":1}`), rec("b", `{"n":2}`), rec("a", `{"n":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stored != 2 || res.Duplicates != 1 {
+		t.Fatalf("result %+v, want 2 stored and 1 duplicate", res)
+	}
+	msgs, err := s.Messages(ctx, "acme", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 || msgs[0].ID != "b" || msgs[1].ID != "a" {
+		t.Fatalf("messages %+v, want b then a (newest first)", msgs)
+	}
+}
+
+func TestStoreRejected(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	r := store.Rejected{Gateway: "TSGW06ACM00000001", ReceivedAt: time.Now().UTC(), Index: 2, Code: "thingsee.field_range", Field: "temp", Reason: "temp: 120 is out of range", Raw: []byte(`{"temp":120}`)}
+	for i := 0; i < 2; i++ { // a resent publish stores its rejection once
+		if err := s.AppendRejected(ctx, "acme", []store.Rejected{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.RejectedMessages(ctx, "acme", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Code != r.Code || got[0].Index != 2 || string(got[0].Raw) != string(r.Raw) {
+		t.Fatalf("rejected %+v", got)
+	}
+}
+
+func TestStoreUnknownTenant(t *testing.T) {
+	s, _ := newStore(t)
+	if _, err := s.Messages(context.Background(), "nobody", 10); !errors.Is(err, store.ErrNoStream) {
+		t.Fatalf("messages of an unknown tenant: %v, want ErrNoStream", err)
+	}
+	if _, err := s.Append(context.Background(), "nobody", []store.Record{rec("x", "{}")}); err == nil {
+		t.Fatal("append to a tenant without stream succeeded")
+	}
+}
