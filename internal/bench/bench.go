@@ -21,7 +21,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"sort"
+	"runtime"
 	"sync"
 	"time"
 
@@ -44,6 +44,9 @@ type Target struct {
 	Addr string
 	// Gateways are the identities to connect, one connection each.
 	Gateways []Gateway
+	// PID is the server's process when it is not this one (0: in-process
+	// or unknown), to tell its CPU time apart in Result.CPU.
+	PID int
 }
 
 // Config is the shape of one load run.
@@ -59,6 +62,10 @@ type Config struct {
 	// loop (default 100). A gateway at the bound waits; its due publishes
 	// are then sent late and measured from their due time.
 	MaxInflight int
+	// LateGrace is how long after the measured window an open-loop
+	// publish due in it may still be sent, late (default 1 s); one not
+	// sent by then is counted as missed.
+	LateGrace time.Duration
 	// ConnectParallel bounds concurrent connection attempts (default 8).
 	ConnectParallel int
 	// Progress, when set, is told what the run is doing.
@@ -74,6 +81,9 @@ func (c *Config) defaults() error {
 	}
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 100
+	}
+	if c.LateGrace <= 0 {
+		c.LateGrace = time.Second
 	}
 	if c.ConnectParallel <= 0 {
 		c.ConnectParallel = 8
@@ -124,8 +134,9 @@ type Result struct {
 	Sent  int64 `json:"sent"`
 	Acked int64 `json:"acked"`
 	// Missed counts open-loop publishes due in the measured window that
-	// were not sent by its end (the gateway was at MaxInflight): offered
-	// load the server did not get to see. They are not in Latency.
+	// were not sent by LateGrace after its end (the gateway was at
+	// MaxInflight): offered load the server did not get to see. They are
+	// not in Latency.
 	Missed int64 `json:"missed,omitempty"`
 	// PublishesPerSecond is Acked per second of the measured window;
 	// MessagesPerSecond counts Thingsee messages (x10 for array10).
@@ -133,11 +144,18 @@ type Result struct {
 	MessagesPerSecond  float64 `json:"messages_per_s"`
 	// Latency is publish (or due time) to PUBACK of the Acked publishes.
 	Latency LatencySummary `json:"latency"`
+	// SendLag (open loop) is how late after their due time the measured
+	// publishes were handed to the client: the load generator's own timer
+	// and scheduling delay, part of Latency.
+	SendLag *LatencySummary `json:"send_lag,omitempty"`
 	// TotalAcked counts every acknowledged publish, warmup included
 	// (compare with what the server stored), TotalMessagesAcked their
 	// Thingsee messages.
 	TotalAcked         int64 `json:"total_acked"`
 	TotalMessagesAcked int64 `json:"total_messages_acked"`
+	// CPU is how the machine's CPU was used during the measured window
+	// (Linux only).
+	CPU *CPUUsage `json:"cpu,omitempty"`
 	// ReasonCodes counts non-zero PUBACK reason codes by hex code, the
 	// successful ones below 0x80 (mosquitto answers 0x10 "no matching
 	// subscribers") included.
@@ -190,7 +208,7 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 	for i, g := range t.Gateways {
 		serials[i] = g.Serial
 	}
-	res := run(ctx, pubs, serials, cfg)
+	res := run(ctx, pubs, serials, cfg, t.PID)
 	res.System, res.Addr = t.Name, t.Addr
 	return res, nil
 }
@@ -235,6 +253,7 @@ const maxSamples = 5
 type gwStats struct {
 	mu         sync.Mutex
 	lat        []time.Duration
+	lag        []time.Duration
 	sent       int64
 	acked      int64
 	totalAcked int64
@@ -290,9 +309,22 @@ func (s *gwStats) sample(msg string) {
 }
 
 // run drives the connected publishers and merges their stats.
-func run(ctx context.Context, pubs []publisher, serials []string, cfg Config) *Result {
+func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pid int) *Result {
 	start := time.Now()
 	w := window{start: start.Add(cfg.Warmup), end: start.Add(cfg.Warmup + cfg.Duration)}
+	var cpu *CPUUsage
+	cpuDone := make(chan struct{})
+	go func() { // CPU use over the measured window
+		defer close(cpuDone)
+		if !sleepUntil(ctx, w.start) {
+			return
+		}
+		a := readCPU(pid)
+		if !sleepUntil(ctx, w.end) {
+			return
+		}
+		cpu = usage(a, readCPU(pid), runtime.NumCPU())
+	}()
 	mode := "closed-loop"
 	if cfg.Rate > 0 {
 		mode = "open-loop"
@@ -308,24 +340,27 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config) *R
 		gen := newPayloadGen(cfg.Payload, i, serials[i])
 		wg.Go(func() {
 			if cfg.Rate > 0 {
-				openLoop(ctx, p, gen, stats[i], sched, i, w, cfg.MaxInflight)
+				openLoop(ctx, p, gen, stats[i], sched, i, w, cfg.MaxInflight, cfg.LateGrace)
 			} else {
 				closedLoop(ctx, p, gen, stats[i], w)
 			}
 		})
 	}
 	wg.Wait()
+	<-cpuDone
 
 	res := &Result{
+		CPU:      cpu,
 		Gateways: len(pubs), Mode: mode, TargetRate: cfg.Rate,
 		Payload: string(cfg.Payload), MessagesPerPublish: cfg.Payload.Messages(),
 		PayloadBytes:  len(newPayloadGen(cfg.Payload, 0, serialOr(serials)).next(start)),
 		WarmupSeconds: cfg.Warmup.Seconds(), DurationSeconds: cfg.Duration.Seconds(),
 	}
-	var lat []time.Duration
+	var lat, lag []time.Duration
 	codes := map[byte]int64{}
 	for _, s := range stats {
 		lat = append(lat, s.lat...)
+		lag = append(lag, s.lag...)
 		res.Sent += s.sent
 		res.Acked += s.acked
 		res.Missed += s.missed
@@ -349,20 +384,31 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config) *R
 	res.Errors.Total = res.Errors.Refused + res.Errors.Timeouts + res.Errors.Other + res.Errors.ConnectionsLost
 	if len(codes) > 0 {
 		res.ReasonCodes = map[string]int64{}
-		keys := make([]int, 0, len(codes))
-		for c := range codes {
-			keys = append(keys, int(c))
-		}
-		sort.Ints(keys)
-		for _, c := range keys {
-			res.ReasonCodes[fmt.Sprintf("0x%02x", c)] = codes[byte(c)]
+		for c, n := range codes {
+			res.ReasonCodes[fmt.Sprintf("0x%02x", c)] = n
 		}
 	}
 	res.TotalMessagesAcked = res.TotalAcked * int64(res.MessagesPerPublish)
 	res.PublishesPerSecond = float64(res.Acked) / cfg.Duration.Seconds()
 	res.MessagesPerSecond = res.PublishesPerSecond * float64(res.MessagesPerPublish)
 	res.Latency = Summarize(lat)
+	if cfg.Rate > 0 {
+		l := Summarize(lag)
+		res.SendLag = &l
+	}
 	return res
+}
+
+// sleepUntil waits until t; it reports false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func serialOr(serials []string) string {
@@ -406,9 +452,10 @@ func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, w
 	}
 }
 
-// openLoop sends gateway g's publishes at their due times until the window
-// ends, each from its own goroutine, at most maxInflight at once.
-func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sched Schedule, g int, w window, maxInflight int) {
+// openLoop sends gateway g's publishes due before the window ends at their
+// due times, each from its own goroutine, at most maxInflight at once; a
+// publish still unsent grace after the window is missed, with the rest.
+func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sched Schedule, g int, w window, maxInflight int, grace time.Duration) {
 	sem := make(chan struct{}, maxInflight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -437,7 +484,7 @@ func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sch
 			return
 		}
 		now := time.Now()
-		if !now.Before(w.end) { // behind schedule at the end: the rest is never sent
+		if !now.Before(w.end.Add(grace)) { // far behind schedule: the rest is never sent
 			<-sem
 			s.mu.Lock()
 			s.missed += int64(due - max(j, sched.Count(g, w.start)))
@@ -447,6 +494,7 @@ func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sch
 		if w.measured(at) {
 			s.mu.Lock()
 			s.sent++
+			s.lag = append(s.lag, now.Sub(at))
 			s.mu.Unlock()
 		}
 		payload := gen.next(now)

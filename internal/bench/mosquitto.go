@@ -7,10 +7,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +83,7 @@ func (l *lockedBuffer) String() string {
 
 // StartMosquitto starts a broker for the gateways with these serials and
 // waits until it accepts connections. Close stops it and removes its files.
-func StartMosquitto(ctx context.Context, serials []string) (m *Mosquitto, err error) {
+func StartMosquitto(ctx context.Context, serials []string) (_ *Mosquitto, err error) {
 	bin, err := MosquittoBinary()
 	if err != nil {
 		return nil, err
@@ -89,11 +92,10 @@ func StartMosquitto(ctx context.Context, serials []string) (m *Mosquitto, err er
 	if err != nil {
 		return nil, fmt.Errorf("bench: mosquitto directory: %w", err)
 	}
-	m = &Mosquitto{dir: dir, exited: make(chan struct{}), log: &lockedBuffer{}}
+	m := &Mosquitto{dir: dir, exited: make(chan struct{}), log: &lockedBuffer{}}
 	defer func() {
 		if err != nil {
-			m.Close()
-			m = nil
+			_ = m.Close()
 		}
 	}()
 	m.Version = mosquittoVersion(ctx, bin)
@@ -139,7 +141,14 @@ func StartMosquitto(ctx context.Context, serials []string) (m *Mosquitto, err er
 			return nil, fmt.Errorf("bench: write mosquitto %s: %w", name, err)
 		}
 	}
-	conf := mosquittoConfig(dir, port, os.Geteuid() == 0)
+	stayRoot := false
+	if os.Geteuid() == 0 {
+		// As root, mosquitto switches to user mosquitto before it reads the
+		// certificate files: hand them over, or stay root if there is no
+		// such user.
+		stayRoot = chownTo(dir, "mosquitto", append(slices.Collect(maps.Keys(files)), "")...) != nil
+	}
+	conf := mosquittoConfig(dir, port, stayRoot)
 	confPath := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("bench: write mosquitto.conf: %w", err)
@@ -162,14 +171,35 @@ func StartMosquitto(ctx context.Context, serials []string) (m *Mosquitto, err er
 	return m, nil
 }
 
+// chownTo gives dir and the named files in it to the user.
+func chownTo(dir, username string, names ...string) error {
+	u, err := user.Lookup(username)
+	if err != nil {
+		return err
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return err
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := os.Chown(filepath.Join(dir, name), uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // mosquittoConfig is the broker configuration: one TLS listener on the
 // loopback port that requires a client certificate from the bench CA and
-// takes its CN as the user name; no persistence, no ACL. As root, mosquitto
-// would switch to user mosquitto, which cannot read the 0600 key files, so
-// it stays root then.
-func mosquittoConfig(dir string, port int, root bool) string {
+// takes its CN as the user name; no persistence, no ACL. stayRoot keeps a
+// broker started as root from switching to user mosquitto.
+func mosquittoConfig(dir string, port int, stayRoot bool) string {
 	var b strings.Builder
-	if root {
+	if stayRoot {
 		b.WriteString("user root\n")
 	}
 	fmt.Fprintf(&b, `persistence false
@@ -236,16 +266,26 @@ func mosquittoVersion(ctx context.Context, bin string) string {
 	return "mosquitto (version unknown)"
 }
 
-// waitReady polls the port until the broker accepts a TCP connection, the
-// process exits, or timeout passes.
+// waitReady polls the port until the broker completes a TLS handshake
+// with the first gateway's certificate (a bare TCP probe would make it log
+// an error), the process exits, or timeout passes.
 func (m *Mosquitto) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	var lastErr error
 	for {
-		c, err := net.DialTimeout("tcp", m.addr, time.Second)
+		var c net.Conn
+		var err error
+		d := &net.Dialer{Timeout: time.Second}
+		if len(m.gateways) > 0 {
+			c, err = tls.DialWithDialer(d, "tcp", m.addr, m.gateways[0].TLS)
+		} else {
+			c, err = d.DialContext(ctx, "tcp", m.addr)
+		}
 		if err == nil {
 			c.Close()
 			return nil
 		}
+		lastErr = err
 		select {
 		case <-m.exited:
 			return fmt.Errorf("bench: mosquitto exited at start (%v): %s", m.waitErr, strings.TrimSpace(m.log.String()))
@@ -254,7 +294,7 @@ func (m *Mosquitto) waitReady(ctx context.Context, timeout time.Duration) error 
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: mosquitto not listening on %s after %s: %s", m.addr, timeout, strings.TrimSpace(m.log.String()))
+			return fmt.Errorf("bench: mosquitto not ready on %s after %s (%v): %s", m.addr, timeout, lastErr, strings.TrimSpace(m.log.String()))
 		}
 	}
 }
@@ -264,7 +304,7 @@ func (m *Mosquitto) Addr() string { return m.addr }
 
 // Target returns the broker with its gateways as a load target.
 func (m *Mosquitto) Target() Target {
-	return Target{Name: "mosquitto", Addr: m.addr, Gateways: m.gateways}
+	return Target{Name: "mosquitto", Addr: m.addr, Gateways: m.gateways, PID: m.cmd.Process.Pid}
 }
 
 // Log returns what the broker wrote (errors and warnings).

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	loadgen "github.com/iotransit/iotransit/internal/bench"
+)
+
+// runBenchCmd runs `iotransit bench args...` in-process.
+func runBenchCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err = run(ctx, append([]string{"bench"}, args...), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func decodeBenchReport(t *testing.T, stdout, stderr string) benchReport {
+	t.Helper()
+	var rep benchReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("decode JSON: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	return rep
+}
+
+// TestBenchIotransit is the smoke test: 3 gateways for a second against an
+// in-process node; everything acknowledged is stored.
+func TestBenchIotransit(t *testing.T) {
+	stdout, stderr, err := runBenchCmd(t, "--gateways", "3", "--duration", "1s", "--warmup", "200ms", "-o", "json")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	rep := decodeBenchReport(t, stdout, stderr)
+	if len(rep.Results) != 1 {
+		t.Fatalf("%d results, want 1", len(rep.Results))
+	}
+	r := rep.Results[0]
+	if r.Name != "iotransit" || r.Result == nil {
+		t.Fatalf("result %+v", r)
+	}
+	if r.Gateways != 3 || r.Mode != "closed-loop" || r.Payload != "typical" {
+		t.Errorf("gateways %d, mode %s, payload %s", r.Gateways, r.Mode, r.Payload)
+	}
+	if r.Acked == 0 || r.Errors.Total != 0 {
+		t.Fatalf("acked %d, errors %+v\n%s", r.Acked, r.Errors, stderr)
+	}
+	if r.Stored == nil || r.Stored.Stored != uint64(r.TotalMessagesAcked) || !r.Stored.OK || r.TotalMessagesAcked < r.Acked {
+		t.Fatalf("stored %+v, acknowledged %d (measured %d)", r.Stored, r.TotalMessagesAcked, r.Acked)
+	}
+	if r.Stored.Duplicates != 0 || r.Stored.Rejected != 0 || r.Stored.Refused != 0 {
+		t.Errorf("duplicates/rejected/refused: %+v", r.Stored)
+	}
+	if r.Latency.Count != int(r.Acked) || r.Latency.P50Ms <= 0 || r.Latency.P99Ms < r.Latency.P50Ms {
+		t.Errorf("latency %+v", r.Latency)
+	}
+	if rep.GOMAXPROCS < 1 || rep.GoVersion == "" || !strings.Contains(rep.Command, "--gateways 3") {
+		t.Errorf("context: %+v", rep)
+	}
+}
+
+// TestBenchMosquittoPeer runs the same load against mosquitto; skipped when
+// it is not installed unless IOTRANSIT_REQUIRE_PEERS=1.
+func TestBenchMosquittoPeer(t *testing.T) {
+	if _, err := loadgen.MosquittoBinary(); err != nil {
+		if os.Getenv("IOTRANSIT_REQUIRE_PEERS") == "1" {
+			t.Fatalf("mosquitto is required (IOTRANSIT_REQUIRE_PEERS=1): %v", err)
+		}
+		t.Skip(err)
+	}
+	stdout, stderr, err := runBenchCmd(t, "--gateways", "2", "--duration", "1s", "--warmup", "100ms", "--rate", "400", "--peer", "mosquitto")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	for _, want := range []string{"mosquitto (version 2.", "open loop at 400", "iotransit / mosquitto: throughput", "yes: "} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "skipped") {
+		t.Errorf("peer skipped:\n%s", stdout)
+	}
+	t.Log("\n" + stdout)
+
+	stdout, stderr, err = runBenchCmd(t, "--gateways", "2", "--duration", "1s", "--warmup", "100ms", "--peer", "mosquitto", "-o", "json")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	rep := decodeBenchReport(t, stdout, stderr)
+	if len(rep.Results) != 2 || rep.Results[1].Result == nil {
+		t.Fatalf("results: %s", stdout)
+	}
+	m := rep.Results[1]
+	if m.Name != "mosquitto" || m.Acked == 0 || m.Errors.Total != 0 || m.Gateways != 2 {
+		t.Fatalf("mosquitto: %+v", m.Result)
+	}
+	if rep.Ratio == nil || rep.Ratio.Throughput <= 0 {
+		t.Errorf("ratio %+v", rep.Ratio)
+	}
+}
+
+func TestBenchRefusesBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--gateways", "0"},
+		{"--duration", "0s"},
+		{"--warmup", "-1s"},
+		{"--rate", "-5"},
+		{"--payload", "huge"},
+		{"--fsync", "sometimes"},
+		{"--peer", "emqx"},
+		{"-o", "xml"},
+		{"--max-inflight", "0"},
+		{"stray"},
+	} {
+		_, _, err := runBenchCmd(t, args...)
+		if err == nil {
+			t.Errorf("bench %v: no error", args)
+			continue
+		}
+		if !strings.Contains(err.Error(), strings.TrimLeft(args[0], "-")) {
+			t.Errorf("bench %v: error %q does not name the flag", args, err)
+		}
+	}
+	// Every problem at once.
+	_, _, err := runBenchCmd(t, "--gateways", "0", "--payload", "huge")
+	if err == nil || !strings.Contains(err.Error(), "--gateways") || !strings.Contains(err.Error(), "--payload") {
+		t.Errorf("error %v does not report both problems", err)
+	}
+}
+
+func TestBenchFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("IOTRANSIT_PAYLOAD", "nonsense")
+	_, _, err := runBenchCmd(t)
+	if err == nil || !strings.Contains(err.Error(), "nonsense") {
+		t.Errorf("IOTRANSIT_PAYLOAD not used: %v", err)
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	got := commandLine([]string{"--gateways", "50", "--duration=20s", "--tmp-dir", "/my dir", "it's"})
+	want := `iotransit bench --gateways 50 --duration=20s --tmp-dir '/my dir' 'it'\''s'`
+	if got != want {
+		t.Errorf("commandLine = %s, want %s", got, want)
+	}
+}
