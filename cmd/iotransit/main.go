@@ -23,6 +23,17 @@ Usage:
   iotransit demo  [flags]   run everything embedded, with a simulated gateway
   iotransit bench [flags]   measure ingest throughput and latency
 
+Administration, through the HTTPS API (local or remote):
+  iotransit tenant  create|list|get                 tenants (operator key)
+  iotransit gateway register|list|get|isolate|activate|revoke|delete
+  iotransit token   create <serial> [--ttl 24h]     one-time enrollment token
+  iotransit apikey  create|list|get|revoke          a tenant's API keys
+  iotransit audit   list|verify                     the tenant's audit log
+  iotransit enroll  --token T --serial S --out DIR  enroll a gateway: key made here
+  They take --server (IOTRANSIT_SERVER), --ca (IOTRANSIT_CA), --key-file
+  (IOTRANSIT_KEY_FILE) or --key (IOTRANSIT_KEY), --tenant (IOTRANSIT_TENANT),
+  -o table|json; see iotransit <command> -h.
+
 Every flag can also be set with an environment variable: --data-dir is
 IOTRANSIT_DATA_DIR, --mqtt-addr is IOTRANSIT_MQTT_ADDR, and so on.
 `
@@ -50,6 +61,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return demo(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return bench(ctx, args[1:], stdout, stderr)
+	case "tenant":
+		return runAdmin(ctx, tenantGroup, args[1:], stdout, stderr)
+	case "gateway":
+		return runAdmin(ctx, gatewayGroup, args[1:], stdout, stderr)
+	case "token":
+		return runAdmin(ctx, tokenGroup, args[1:], stdout, stderr)
+	case "apikey":
+		return runAdmin(ctx, apikeyGroup, args[1:], stdout, stderr)
+	case "audit":
+		return runAdmin(ctx, auditGroup, args[1:], stdout, stderr)
+	case "enroll":
+		return adminEnroll(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

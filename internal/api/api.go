@@ -1,28 +1,26 @@
 // Package api is iotransit's HTTPS management API: JSON over TLS 1.2+,
-// bearer authentication, RFC 9457 problem+json errors with a stable code and
-// a request id, and nothing internal in any response.
+// authentication by the operator key, API keys and OAuth2 access tokens,
+// least-privilege scopes declared per route, tenant isolation (another
+// tenant's resources answer 404, as if they did not exist), token-bucket
+// rate limits, strict request decoding, RFC 9457 problem+json errors with a
+// stable code and a request id, and an audit entry for every change.
 package api
 
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/json"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/audit"
+	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/store"
 )
@@ -33,27 +31,85 @@ type Config struct {
 	Addr string
 	// OperatorKey is the operator credential (from the data directory).
 	OperatorKey string
+	// Limits are the rate limits; zero values take the defaults.
+	Limits Limits
+	// MaxBody is the largest request body in bytes (default 64 KiB).
+	MaxBody int64
+	// CertValidity is the lifetime of certificates issued by enrollment (default 365 days).
+	CertValidity time.Duration
 }
 
-// Messages reads stored messages (store.Store).
-type Messages interface {
-	Messages(ctx context.Context, tenant string, limit int) ([]store.Message, error)
-	RejectedMessages(ctx context.Context, tenant string, limit int) ([]store.StoredRejected, error)
-}
-
-// Tenants looks tenants up (registry.Registry).
-type Tenants interface {
+// Registry is what the API uses of the registry (registry.Registry).
+type Registry interface {
 	Tenant(id string) (registry.Tenant, bool)
+	Tenants() []registry.Tenant
+	Gateway(tenant, serial string) (registry.Gateway, bool)
+	Gateways(tenant string) ([]registry.Gateway, error)
+	RegisterGateway(ctx context.Context, tenant, serial string) (registry.Gateway, error)
+	SetGatewayState(ctx context.Context, tenant, serial string, state registry.GatewayState) (registry.Gateway, error)
+	SetLabels(ctx context.Context, tenant, serial string, labels map[string]string) (registry.Gateway, error)
+	DeleteGateway(ctx context.Context, tenant, serial string) error
+	CreateEnrollmentToken(ctx context.Context, tenant, serial string, ttl time.Duration, createdBy string) (registry.EnrollmentToken, string, error)
+	EnrollmentTokens(ctx context.Context, tenant string) ([]registry.EnrollmentToken, error)
+	Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
+	Reenroll(ctx context.Context, id registry.Identity, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
+	Authenticate(chain []*x509.Certificate, now time.Time) (registry.Identity, error)
+}
+
+// Credentials is what the API uses of the credential store (credential.Store).
+type Credentials interface {
+	CreateAPIKey(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, createdBy string) (credential.APIKey, string, error)
+	APIKeys(ctx context.Context, tenant string) ([]credential.APIKey, error)
+	APIKey(ctx context.Context, tenant, id string) (credential.APIKey, error)
+	RevokeAPIKey(ctx context.Context, tenant, id string) (credential.APIKey, error)
+	VerifyAPIKey(ctx context.Context, token string) (credential.APIKey, error)
+	CreateClient(ctx context.Context, tenant, name string, scopes, held []string, createdBy string) (credential.Client, string, error)
+	Clients(ctx context.Context, tenant string) ([]credential.Client, error)
+	Client(ctx context.Context, tenant, clientID string) (credential.Client, error)
+	RevokeClient(ctx context.Context, tenant, clientID string) (credential.Client, error)
+	VerifyClient(ctx context.Context, clientID, secret string) (credential.Client, error)
+	ActiveClient(ctx context.Context, tenant, clientID string) (credential.Client, error)
+}
+
+// Tokens issues and verifies OAuth2 access tokens (credential.Issuer).
+type Tokens interface {
+	Issue(c credential.Client) (string, error)
+	Verify(token string) (credential.Claims, error)
+	TTL() time.Duration
+}
+
+// Messages queries stored messages (store.Store).
+type Messages interface {
+	QueryMessages(ctx context.Context, tenant string, q store.Query) (store.Page[store.Message], error)
+	QueryRejected(ctx context.Context, tenant string, q store.RejectedQuery) (store.Page[store.StoredRejected], error)
+}
+
+// Audit records and reads the audit log (audit.Log).
+type Audit interface {
+	Append(ctx context.Context, tenant string, e audit.Event) (audit.Entry, error)
+	List(ctx context.Context, tenant string, f audit.Filter) ([]audit.Entry, uint64, error)
+	Verify(ctx context.Context, tenant string) (audit.Report, error)
 }
 
 // Deps are the parts the API serves.
 type Deps struct {
-	Tenants  Tenants
-	Messages Messages
+	Registry    Registry
+	Credentials Credentials
+	Tokens      Tokens
+	Messages    Messages
+	Audit       Audit
+	// CreateTenant provisions a tenant: CA, streams, audit log.
+	CreateTenant func(ctx context.Context, id string) (registry.Tenant, error)
+	// ServerCA is the PEM that verifies the server certificates, returned by enrollment.
+	ServerCA []byte
+	// Connected reports whether a gateway has a live MQTT session on this node.
+	Connected func(tenant, serial string) bool
 	// Ready reports whether the node can serve (backbone and listeners up).
 	Ready func(context.Context) error
 	// Gatherer exposes metrics at /metrics (operator only).
 	Gatherer prometheus.Gatherer
+	// Registerer receives the API's own metrics.
+	Registerer prometheus.Registerer
 }
 
 // Server is the running API.
@@ -64,27 +120,41 @@ type Server struct {
 	srv     *http.Server
 	ln      net.Listener
 	opKey   [32]byte
+	limits  *limiter
 	handler http.Handler
+	routes  []Route
 }
 
-// MaxLimit is the largest page a list endpoint returns.
-const MaxLimit = 1000
-
 // New builds the API on a listener with tlsCfg (from pki.ServerTLSConfig).
+// The listener asks for, but does not require, a client certificate: only
+// POST /v1/reenroll uses one.
 func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = ":8443"
 	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 64 << 10
+	}
+	if cfg.CertValidity == 0 {
+		cfg.CertValidity = 365 * 24 * time.Hour
+	}
 	if len(cfg.OperatorKey) < 32 {
 		return nil, errors.New("api: the operator key must be at least 32 characters")
 	}
-	s := &Server{cfg: cfg, deps: deps, log: log.With("component", "api"), opKey: sha256.Sum256([]byte(cfg.OperatorKey))}
-	s.handler = s.routes()
+	s := &Server{
+		cfg: cfg, deps: deps, log: log.With("component", "api"),
+		opKey:  sha256.Sum256([]byte(cfg.OperatorKey)),
+		limits: newLimiter(cfg.Limits),
+	}
+	s.routes = s.routeTable()
+	s.handler = s.buildHandler()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
-	s.ln = tls.NewListener(ln, tlsCfg)
+	tc := tlsCfg.Clone()
+	tc.ClientAuth = tls.RequestClientCert
+	s.ln = tls.NewListener(ln, tc)
 	s.srv = &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -97,7 +167,7 @@ func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, 
 	return s, nil
 }
 
-// Handler returns the HTTP handler (for tests).
+// Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Addr returns the bound address.
@@ -117,222 +187,4 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.srv.Shutdown(ctx)
-}
-
-type ctxKey int
-
-const requestIDKey ctxKey = 1
-
-func requestID(r *http.Request) string {
-	if v, ok := r.Context().Value(requestIDKey).(string); ok {
-		return v
-	}
-	return ""
-}
-
-// handlerFunc is a handler that returns its error; one place turns errors
-// into responses.
-type handlerFunc func(w http.ResponseWriter, r *http.Request) error
-
-func (s *Server) routes() http.Handler {
-	mux := http.NewServeMux()
-	handle := func(pattern string, auth bool, h handlerFunc) {
-		mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if auth && !s.operator(r) {
-				writeError(w, r, s.log, ErrUnauthenticated.New())
-				return
-			}
-			if err := h(w, r); err != nil {
-				writeError(w, r, s.log, err)
-			}
-		}))
-	}
-	handle("GET /healthz", false, func(w http.ResponseWriter, r *http.Request) error {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-		return nil
-	})
-	handle("GET /readyz", false, s.readyz)
-	handle("GET /v1/tenants/{tenant}/messages", true, s.listMessages)
-	handle("GET /v1/tenants/{tenant}/rejected", true, s.listRejected)
-	if s.deps.Gatherer != nil {
-		metrics := promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})
-		handle("GET /metrics", true, func(w http.ResponseWriter, r *http.Request) error {
-			metrics.ServeHTTP(w, r)
-			return nil
-		})
-	}
-	return s.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern == "" {
-			s.unrouted(w, r, mux)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	}))
-}
-
-// unrouted answers a request no route takes: 405 with Allow when the path
-// exists for other methods, else 404, both as problem+json.
-func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
-	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		probe := r.Clone(r.Context())
-		probe.Method = m
-		if _, pattern := mux.Handler(probe); pattern != "" {
-			allowed = append(allowed, m)
-		}
-	}
-	if len(allowed) == 0 {
-		writeError(w, r, s.log, ErrNotFound.New())
-		return
-	}
-	w.Header().Set("Allow", strings.Join(allowed, ", "))
-	writeError(w, r, s.log, ErrMethod.New())
-}
-
-// middleware sets the request id and the security headers of every answer.
-func (s *Server) middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rid := newRequestID()
-		h := w.Header()
-		h.Set("X-Request-Id", rid)
-		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Cache-Control", "no-store")
-		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-		h.Set("Referrer-Policy", "no-referrer")
-		ctx := context.WithValue(r.Context(), requestIDKey, rid)
-		defer func() {
-			if v := recover(); v != nil {
-				s.log.Error("handler panic", "request_id", rid, "panic", v)
-				writeError(w, r.WithContext(ctx), s.log, fault.ErrInternal.New())
-			}
-		}()
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
-}
-
-// operator reports whether the request carries the operator key, compared
-// in constant time.
-func (s *Server) operator(r *http.Request) bool {
-	auth := r.Header.Get("Authorization")
-	const prefix = "Bearer "
-	if len(auth) <= len(prefix) || !strings.EqualFold(auth[:len(prefix)], prefix) {
-		return false
-	}
-	got := sha256.Sum256([]byte(auth[len(prefix):]))
-	return subtle.ConstantTimeCompare(got[:], s.opKey[:]) == 1
-}
-
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	if s.deps.Ready != nil {
-		if err := s.deps.Ready(r.Context()); err != nil {
-			return ErrUnavailable.Wrap(err)
-		}
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	return nil
-}
-
-func (s *Server) tenant(r *http.Request) (string, error) {
-	t := r.PathValue("tenant")
-	if !registry.ValidTenantID(t) {
-		return "", registry.ErrTenantNotFound.New()
-	}
-	if _, ok := s.deps.Tenants.Tenant(t); !ok {
-		return "", registry.ErrTenantNotFound.New()
-	}
-	return t, nil
-}
-
-func limitParam(r *http.Request) (int, error) {
-	v := r.URL.Query().Get("limit")
-	if v == "" {
-		return 100, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > MaxLimit {
-		return 0, ErrBadParameter.WithDetail("limit must be an integer from 1 to %d", MaxLimit)
-	}
-	return n, nil
-}
-
-// list is the envelope of every list answer.
-type list[T any] struct {
-	Items []T `json:"items"`
-}
-
-func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
-	t, err := s.tenant(r)
-	if err != nil {
-		return err
-	}
-	limit, err := limitParam(r)
-	if err != nil {
-		return err
-	}
-	msgs, err := s.deps.Messages.Messages(r.Context(), t, limit)
-	if err != nil && !errors.Is(err, store.ErrNoStream) {
-		return err
-	}
-	if msgs == nil {
-		msgs = []store.Message{}
-	}
-	writeJSON(w, http.StatusOK, list[store.Message]{Items: msgs})
-	return nil
-}
-
-// rejectedItem is a rejected message as the API shows it: the message
-// itself when it is a JSON object, otherwise the raw payload as text or
-// base64.
-type rejectedItem struct {
-	Seq           uint64          `json:"seq"`
-	ReceivedAt    time.Time       `json:"receivedAt"`
-	Gateway       string          `json:"gateway"`
-	Index         int             `json:"index"`
-	Code          string          `json:"code"`
-	Field         string          `json:"field,omitempty"`
-	Reason        string          `json:"reason"`
-	TsmID         int             `json:"tsmId,omitempty"`
-	Tuid          string          `json:"tsmTuid,omitempty"`
-	Message       json.RawMessage `json:"message,omitempty"`
-	Payload       string          `json:"payload,omitempty"`
-	PayloadBase64 string          `json:"payloadBase64,omitempty"`
-}
-
-func (s *Server) listRejected(w http.ResponseWriter, r *http.Request) error {
-	t, err := s.tenant(r)
-	if err != nil {
-		return err
-	}
-	limit, err := limitParam(r)
-	if err != nil {
-		return err
-	}
-	recs, err := s.deps.Messages.RejectedMessages(r.Context(), t, limit)
-	if err != nil && !errors.Is(err, store.ErrNoStream) {
-		return err
-	}
-	items := make([]rejectedItem, 0, len(recs))
-	for _, rec := range recs {
-		it := rejectedItem{
-			Seq: rec.Seq, ReceivedAt: rec.ReceivedAt, Gateway: rec.Gateway, Index: rec.Index,
-			Code: rec.Code, Field: rec.Field, Reason: rec.Reason, TsmID: rec.TsmID, Tuid: rec.Tuid,
-		}
-		switch {
-		case isJSONObject(rec.Raw):
-			it.Message = rec.Raw
-		case utf8.Valid(rec.Raw):
-			it.Payload = string(rec.Raw)
-		default:
-			it.PayloadBase64 = base64.StdEncoding.EncodeToString(rec.Raw)
-		}
-		items = append(items, it)
-	}
-	writeJSON(w, http.StatusOK, list[rejectedItem]{Items: items})
-	return nil
-}
-
-func isJSONObject(b []byte) bool {
-	t := strings.TrimSpace(string(b))
-	return strings.HasPrefix(t, "{") && json.Valid(b)
 }

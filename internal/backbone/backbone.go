@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/iotransit/iotransit/internal/kms"
 )
@@ -63,6 +65,13 @@ type Backbone struct {
 	srv *server.Server // nil when external
 	NC  *nats.Conn
 	JS  jetstream.JetStream
+
+	// create collapses concurrent creations of one stream or bucket: on a
+	// cluster, a second create of a stream whose creation is still being
+	// proposed can go unanswered until it times out.
+	create singleflight.Group
+	mu     sync.Mutex
+	kvs    map[string]jetstream.KeyValue // buckets made by this process
 }
 
 // Start starts the embedded server (or connects to the cluster) and returns
@@ -112,6 +121,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Backbone, error)
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(1<<16),
 		jetstream.WithPublishAsyncTimeout(10*time.Second),
+		jetstream.WithDefaultTimeout(15*time.Second), // replicated stream creation can be slow
 	)
 	if err != nil {
 		b.Close()
@@ -167,24 +177,41 @@ func (b *Backbone) Close() {
 func (b *Backbone) Stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	cfg.Replicas = b.cfg.Replicas
 	cfg.Storage = jetstream.FileStorage
-	s, err := b.JS.CreateOrUpdateStream(ctx, cfg)
+	v, err, _ := b.create.Do("stream:"+cfg.Name, func() (any, error) {
+		return b.JS.CreateOrUpdateStream(ctx, cfg)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("backbone: stream %s: %w", cfg.Name, err)
 	}
-	return s, nil
+	return v.(jetstream.Stream), nil
 }
 
 // KV creates (or opens) a key-value bucket with the configured replication.
 func (b *Backbone) KV(ctx context.Context, bucket string, history uint8) (jetstream.KeyValue, error) {
-	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:   bucket,
-		History:  history,
-		Replicas: b.cfg.Replicas,
-		Storage:  jetstream.FileStorage,
+	b.mu.Lock()
+	kv, ok := b.kvs[bucket]
+	b.mu.Unlock()
+	if ok {
+		return kv, nil
+	}
+	v, err, _ := b.create.Do("kv:"+bucket, func() (any, error) {
+		return b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:   bucket,
+			History:  history,
+			Replicas: b.cfg.Replicas,
+			Storage:  jetstream.FileStorage,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("backbone: kv %s: %w", bucket, err)
 	}
+	kv = v.(jetstream.KeyValue)
+	b.mu.Lock()
+	if b.kvs == nil {
+		b.kvs = map[string]jetstream.KeyValue{}
+	}
+	b.kvs[bucket] = kv
+	b.mu.Unlock()
 	return kv, nil
 }
 

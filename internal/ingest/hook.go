@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -102,8 +104,9 @@ func (h *hook) clientSession(cl *mqtt.Client) (*session, bool) {
 func v5(cl *mqtt.Client) bool { return cl.Properties.ProtocolVersion == 5 }
 
 // refuseConnect answers CONNECT with a reason code and ends the connection.
-func (h *hook) refuseConnect(cl *mqtt.Client, code packets.Code, reason string) error {
+func (h *hook) refuseConnect(cl *mqtt.Client, id Identity, code packets.Code, reason string) error {
 	h.m.connRefused.WithLabelValues(reason).Inc()
+	h.cfg.emit(Event{Kind: EventRefused, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote, Reason: reason})
 	_ = h.broker.SendConnack(cl, code, false, nil)
 	return code
 }
@@ -116,7 +119,7 @@ func (h *hook) refuseConnect(cl *mqtt.Client, code packets.Code, reason string) 
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	gc, ok := cl.Net.Conn.(*gatewayConn)
 	if !ok {
-		return h.refuseConnect(cl, packets.ErrNotAuthorized, "no_identity")
+		return h.refuseConnect(cl, Identity{}, packets.ErrNotAuthorized, "no_identity")
 	}
 	id := gc.id
 	switch pk.Connect.ClientIdentifier {
@@ -128,7 +131,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 	default:
 		h.log.Info("client id refused", "tenant_id", id.Tenant, "gateway_id", id.Serial)
-		return h.refuseConnect(cl, packets.ErrClientIdentifierNotValid, "client_id_mismatch")
+		return h.refuseConnect(cl, id, packets.ErrClientIdentifierNotValid, "client_id_mismatch")
 	}
 	// A will message would be published by the broker on the gateway's
 	// behalf without an ACL check (mochi), to any topic, for example another
@@ -147,7 +150,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	h.mu.Lock()
 	if h.perTenant[id.Tenant] >= h.cfg.MaxConnsPerTenant {
 		h.mu.Unlock()
-		return h.refuseConnect(cl, packets.ErrQuotaExceeded, "tenant_connections")
+		return h.refuseConnect(cl, id, packets.ErrQuotaExceeded, "tenant_connections")
 	}
 	h.perTenant[id.Tenant]++
 	h.byClient[cl] = s
@@ -155,6 +158,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	h.mu.Unlock()
 	h.m.connAccepted.Inc()
 	h.log.Info("gateway connected", "tenant_id", id.Tenant, "gateway_id", id.Serial, "remote", cl.Net.Remote)
+	h.cfg.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
 	return nil
 }
 
@@ -183,7 +187,24 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.mu.Unlock()
 	if ok {
 		h.log.Info("gateway disconnected", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial)
+		reason := "closed"
+		if err != nil {
+			reason = disconnectReason(err)
+		}
+		h.cfg.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
 	}
+}
+
+// disconnectReason is a short label for why a session ended.
+func disconnectReason(err error) string {
+	var code packets.Code
+	if errors.As(err, &code) {
+		return code.Reason
+	}
+	if errors.Is(err, io.EOF) {
+		return "connection closed by the gateway"
+	}
+	return "connection lost"
 }
 
 // OnACLCheck allows publishing only to v1/gw/{own serial}/up and subscribing

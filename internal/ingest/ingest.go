@@ -44,6 +44,32 @@ type Config struct {
 	PersistTimeout time.Duration
 	// MaxKeepalive is the longest keepalive granted; 0 (none) is raised to it (default 20m).
 	MaxKeepalive time.Duration
+	// OnEvent, when set, is told of every gateway connect, disconnect and
+	// refused connection (for the audit log). It must not block.
+	OnEvent func(Event)
+}
+
+// Event kinds.
+const (
+	EventConnect    = "connect"
+	EventDisconnect = "disconnect"
+	EventRefused    = "refused"
+)
+
+// Event is a gateway connection event. Tenant and Serial are empty for a
+// refused connection that cannot be attributed to a tenant.
+type Event struct {
+	Kind   string
+	Tenant string
+	Serial string
+	Remote string
+	Reason string // refusal reason (EventRefused)
+}
+
+func (c *Config) emit(e Event) {
+	if c.OnEvent != nil {
+		c.OnEvent(e)
+	}
 }
 
 func (c *Config) defaults() {
@@ -143,10 +169,10 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	ln := &tlsListener{
 		id: "gateways", addr: cfg.Addr, base: tlsCfg,
 		auth: func(cs tls.ConnectionState) (Identity, error) {
-			return Authenticate(dir, cs, time.Now())
+			return dir.Authenticate(cs.PeerCertificates, time.Now())
 		},
 		timeout: cfg.ConnectTimeout, pending: make(chan struct{}, cfg.MaxPendingHandshakes),
-		m: m, log: log,
+		m: m, log: log, emit: cfg.emit,
 	}
 	if err := broker.AddListener(ln); err != nil {
 		return nil, fmt.Errorf("ingest: listen on %s: %w", cfg.Addr, err)

@@ -301,15 +301,15 @@ func TestIngestRefusesBadCertificates(t *testing.T) {
 		serial string
 		reason string
 	}{
-		{"no client certificate", nil, gwA, ingest.ReasonNoCertificate},
-		{"another tenant's CA", tu.SignWith(t, otherCA, gwA, time.Now(), time.Hour), gwA, ingest.ReasonUnregistered},
-		{"unknown CA", tu.SignWith(t, strangerCA, gwA, time.Now(), time.Hour), gwA, ingest.ReasonUnknownCA},
-		{"self-signed with a registered serial", tu.SelfSigned(t, gwA), gwA, ingest.ReasonUnknownCA},
-		{"expired", short, "TSGW06ACM00000003", ingest.ReasonExpired},
-		{"revoked gateway", revoked, "TSGW06ACM00000004", ingest.ReasonRevoked},
-		{"isolated gateway", isolated, "TSGW06ACM00000005", ingest.ReasonIsolated},
-		{"unregistered serial", tu.SignWith(t, acmeCA, "TSGW06ACM00000099", time.Now(), time.Hour), "TSGW06ACM00000099", ingest.ReasonUnregistered},
-		{"certificate the registry never issued", tu.SignWith(t, acmeCA, gwA, time.Now(), time.Hour), gwA, ingest.ReasonCertUnknown},
+		{"no client certificate", nil, gwA, registry.ReasonNoCertificate},
+		{"another tenant's CA", tu.SignWith(t, otherCA, gwA, time.Now(), time.Hour), gwA, registry.ReasonUnregistered},
+		{"unknown CA", tu.SignWith(t, strangerCA, gwA, time.Now(), time.Hour), gwA, registry.ReasonUnknownCA},
+		{"self-signed with a registered serial", tu.SelfSigned(t, gwA), gwA, registry.ReasonUnknownCA},
+		{"expired", short, "TSGW06ACM00000003", registry.ReasonExpired},
+		{"revoked gateway", revoked, "TSGW06ACM00000004", registry.ReasonRevoked},
+		{"isolated gateway", isolated, "TSGW06ACM00000005", registry.ReasonIsolated},
+		{"unregistered serial", tu.SignWith(t, acmeCA, "TSGW06ACM00000099", time.Now(), time.Hour), "TSGW06ACM00000099", registry.ReasonUnregistered},
+		{"certificate the registry never issued", tu.SignWith(t, acmeCA, gwA, time.Now(), time.Hour), gwA, registry.ReasonCertUnknown},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

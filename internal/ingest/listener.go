@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/iotransit/iotransit/internal/registry"
 )
 
 // gatewayConn is a TLS connection whose peer proved its identity.
@@ -33,6 +35,7 @@ type tlsListener struct {
 	pending chan struct{} // bounds connections not yet past CONNECT
 	m       *metrics
 	log     *slog.Logger
+	emit    func(Event)
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -122,6 +125,12 @@ func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
 	if err != nil {
 		reason := handshakeReason(err)
 		l.m.connRefused.WithLabelValues(reason).Inc()
+		ev := Event{Kind: EventRefused, Remote: raw.RemoteAddr().String(), Reason: reason}
+		var re *registry.RefusedError
+		if errors.As(err, &re) {
+			ev.Tenant, ev.Serial = re.Tenant, re.Serial
+		}
+		l.emit(ev)
 		l.log.Info("gateway connection refused", "reason", reason, "remote", raw.RemoteAddr().String())
 		_ = tc.Close()
 		return
@@ -134,7 +143,7 @@ func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
 
 // handshakeReason classifies a failed handshake for metrics.
 func handshakeReason(err error) string {
-	var re *RefusedError
+	var re *registry.RefusedError
 	if errors.As(err, &re) {
 		return re.Reason
 	}
@@ -147,7 +156,7 @@ func handshakeReason(err error) string {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "didn't provide a certificate"):
-		return ReasonNoCertificate
+		return registry.ReasonNoCertificate
 	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"):
 		return "tls_version"
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -56,6 +57,9 @@ func startCluster(t *testing.T) ([]*server.Server, []string) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if os.Getenv("IOTRANSIT_TEST_NATSLOG") != "" {
+			s.ConfigureLogger()
+		}
 		s.Start()
 		t.Cleanup(s.Shutdown)
 		srvs = append(srvs, s)
@@ -92,7 +96,7 @@ func TestNodeReplicatedDurability(t *testing.T) {
 		defer cancel()
 		var err error
 		n, err = node.Start(ctx, node.Config{
-			DataDir: dataDir, MQTTAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Dev: true,
+			DataDir: dataDir, MQTTAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", ServerNames: []string{"127.0.0.1"},
 			NATSURLs: urls, Replicas: 3, Logger: tu.Logger(t),
 		})
 		return err
@@ -100,7 +104,8 @@ func TestNodeReplicatedDurability(t *testing.T) {
 	t.Cleanup(n.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := n.JetStream().Stream(ctx, store.MessageStream(node.DevTenant))
+	cert := tu.Gateway(t, n, "acme", "TSGW06ACM00000001")
+	st, err := n.JetStream().Stream(ctx, store.MessageStream("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +117,6 @@ func TestNodeReplicatedDurability(t *testing.T) {
 		t.Fatalf("message stream has %d replicas, want 3", info.Config.Replicas)
 	}
 
-	cert := tu.Gateway(t, n, "acme", "TSGW06ACM00000001")
 	// publish behaves like a gateway: a publish that is not acknowledged
 	// (the node closes the connection when it cannot persist) is resent on
 	// a new connection.

@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,7 +27,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/iotransit/iotransit/internal/api"
+	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/ingest"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/pki"
@@ -65,7 +68,11 @@ type Config struct {
 	CertValidity time.Duration
 	Ingest       ingest.Config
 	Store        store.Config
-	Logger       *slog.Logger
+	// APILimits are the API's rate limits (zero values: defaults).
+	APILimits api.Limits
+	// Audit configures checkpoints of the audit log.
+	Audit  audit.Config
+	Logger *slog.Logger
 }
 
 // DevTenant and DevGateway are what --dev creates.
@@ -120,14 +127,21 @@ type Node struct {
 	keys     *kms.Keyring
 	reg      *registry.Registry
 	st       *store.Store
+	creds    *credential.Store
+	audit    *audit.Log
+	events   chan auditEvent
 	ing      *ingest.Server
 	api      *api.Server
 	serverCA []byte
 	opKey    string
 	metrics  *prometheus.Registry
 
-	stopOnce sync.Once
-	stop     chan struct{}
+	eventsMu     sync.RWMutex
+	eventsClosed bool
+
+	stopOnce  sync.Once
+	stop      chan struct{}
+	auditDone chan struct{}
 }
 
 // Start starts a node. On error everything started is stopped again.
@@ -150,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), metrics: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), auditDone: make(chan struct{}), metrics: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			n.Close() // a return statement has already set the result to nil
@@ -181,11 +195,37 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.st = store.New(cfg.Store, n.bb, n.bb.JS, n.keys)
+	if n.creds, err = credential.Open(ctx, n.bb); err != nil {
+		return nil, err
+	}
+	jwtKey, err := n.systemKey(ctx, "jwt-ed25519")
+	if err != nil {
+		return nil, err
+	}
+	auditKey, err := n.systemKey(ctx, "audit-ed25519")
+	if err != nil {
+		return nil, err
+	}
+	if n.audit, err = audit.Open(ctx, cfg.Audit, n.bb, n.bb.JS, auditKey, n.log); err != nil {
+		return nil, err
+	}
+	if err := n.audit.EnsureTenant(ctx, systemKeys); err != nil {
+		return nil, err
+	}
 	for _, t := range n.reg.Tenants() {
 		if err := n.st.EnsureTenant(ctx, t.ID); err != nil {
 			return nil, err
 		}
+		if err := n.audit.EnsureTenant(ctx, t.ID); err != nil {
+			return nil, err
+		}
 	}
+	// Tenants created anywhere get their streams here too (and a tenant whose
+	// creation was cut short is repaired), retried until it works.
+	n.reg.OnTenantAdded(func(t registry.Tenant) { go n.ensureTenant(t.ID) })
+	n.events = make(chan auditEvent, 4096)
+	go n.auditLoop()
+	cfg.Ingest.OnEvent = n.ingestEvent
 	certs, err := n.serverCertificate(ctx)
 	if err != nil {
 		return nil, err
@@ -201,8 +241,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}
-	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey}, pki.ServerTLSConfig(certs), api.Deps{
-		Tenants: n.reg, Messages: n.st, Ready: n.Ready, Gatherer: n.metrics,
+	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity}, pki.ServerTLSConfig(certs), api.Deps{
+		Registry: n.reg, Credentials: n.creds, Messages: n.st, Audit: n.audit,
+		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
+		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected,
+		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}
@@ -225,6 +268,16 @@ func (n *Node) Close() {
 		}
 		if n.ing != nil {
 			_ = n.ing.Close()
+		}
+		if n.events != nil {
+			n.eventsMu.Lock()
+			n.eventsClosed = true
+			close(n.events)
+			n.eventsMu.Unlock()
+			<-n.auditDone
+		}
+		if n.audit != nil {
+			n.audit.Close()
 		}
 		if n.reg != nil {
 			n.reg.Close()
@@ -268,7 +321,125 @@ func (n *Node) CreateTenant(ctx context.Context, id string) (registry.Tenant, er
 	if err != nil {
 		return t, err
 	}
-	return t, n.st.EnsureTenant(ctx, id)
+	if err := n.st.EnsureTenant(ctx, id); err != nil {
+		return t, err
+	}
+	return t, n.audit.EnsureTenant(ctx, id)
+}
+
+// ensureTenant creates a tenant's streams, retrying with backoff until it
+// works or the node stops.
+func (n *Node) ensureTenant(id string) {
+	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := errors.Join(n.st.EnsureTenant(ctx, id), n.audit.EnsureTenant(ctx, id))
+		cancel()
+		if err == nil {
+			return
+		}
+		n.log.Warn("tenant streams not ready; retrying", "tenant_id", id, "error", err, "retry_in", wait.String())
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Audit returns the audit log.
+func (n *Node) Audit() *audit.Log { return n.audit }
+
+// Credentials returns the credential store.
+func (n *Node) Credentials() *credential.Store { return n.creds }
+
+// auditEvent is a gateway connection event waiting to be audited.
+type auditEvent struct {
+	tenant string
+	ev     audit.Event
+}
+
+// ingestEvent queues a gateway connection event for the audit log without
+// blocking the connection; when the queue is full the event is counted
+// and logged as dropped.
+func (n *Node) ingestEvent(e ingest.Event) {
+	tenant := e.Tenant
+	if tenant == "" {
+		tenant = systemKeys
+	}
+	actor, target := "gateway:"+e.Serial, "gateway:"+e.Serial
+	if e.Serial == "" {
+		actor, target = "anonymous", "listener:mqtt"
+	}
+	outcome := "ok"
+	if e.Kind == ingest.EventRefused {
+		outcome = e.Reason
+	}
+	ev := audit.Event{Actor: actor, Action: "ingest.connection." + e.Kind, Target: target, Source: e.Remote, Outcome: outcome}
+	if e.Kind == ingest.EventDisconnect {
+		ev.Detail = map[string]string{"reason": e.Reason}
+	}
+	n.eventsMu.RLock()
+	defer n.eventsMu.RUnlock()
+	if n.eventsClosed { // shutting down: sessions closing now are not audited
+		return
+	}
+	select {
+	case n.events <- auditEvent{tenant: tenant, ev: ev}:
+	default:
+		n.log.Error("audit queue full: connection event dropped", "tenant_id", tenant, "action", ev.Action)
+	}
+}
+
+func (n *Node) auditLoop() {
+	defer close(n.auditDone)
+	for e := range n.events {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := n.audit.Append(ctx, e.tenant, e.ev); err != nil {
+			n.log.Error("audit append failed", "tenant_id", e.tenant, "action", e.ev.Action, "error", err)
+		}
+		cancel()
+	}
+}
+
+// systemKey returns the platform Ed25519 key called name, creating it on
+// first start; it is kept in KV sealed by kms.
+func (n *Node) systemKey(ctx context.Context, name string) (ed25519.PrivateKey, error) {
+	kv, err := n.bb.KV(ctx, "iotransit_system", 1)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.keys.EnsureTenant(ctx, systemKeys); err != nil {
+		return nil, err
+	}
+	aad := []byte("node/system-key/" + name)
+	for {
+		e, err := kv.Get(ctx, name)
+		if err == nil {
+			seed, err := n.keys.Open(ctx, systemKeys, e.Value(), aad)
+			if err != nil {
+				return nil, fmt.Errorf("open %s: %w", name, err)
+			}
+			if len(seed) != ed25519.SeedSize {
+				return nil, fmt.Errorf("%s has a bad size", name)
+			}
+			return ed25519.NewKeyFromSeed(seed), nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		seed := make([]byte, ed25519.SeedSize)
+		if _, err := rand.Read(seed); err != nil {
+			return nil, err
+		}
+		sealed, err := n.keys.Seal(ctx, systemKeys, seed, aad)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := kv.Create(ctx, name, sealed); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("store %s: %w", name, err)
+		}
+		// Loop: read back whichever node's key won.
+	}
 }
 
 // loadOrCreateSecret reads a secret file, creating it (0600) with prefix and
@@ -472,13 +643,23 @@ func (n *Node) DevGatewayDir() string {
 // devBootstrap creates (or reuses) tenant dev, gateway DevGateway, its key,
 // CSR and certificate, and writes ca.pem, cert.pem and key.pem (0600).
 func (n *Node) devBootstrap(ctx context.Context) error {
+	record := func(tenant, action, target string) error {
+		_, err := n.audit.Append(ctx, tenant, audit.Event{Actor: "system", Action: action, Target: target, Outcome: "ok", Detail: map[string]string{"by": "dev bootstrap"}})
+		return err
+	}
 	if _, ok := n.reg.Tenant(DevTenant); !ok {
 		if _, err := n.CreateTenant(ctx, DevTenant); err != nil {
+			return err
+		}
+		if err := errors.Join(record(systemKeys, "registry.tenant.create", "tenant:"+DevTenant), record(DevTenant, "registry.tenant.create", "tenant:"+DevTenant)); err != nil {
 			return err
 		}
 	}
 	if _, ok := n.reg.Gateway(DevTenant, DevGateway); !ok {
 		if _, err := n.reg.RegisterGateway(ctx, DevTenant, DevGateway); err != nil {
+			return err
+		}
+		if err := record(DevTenant, "registry.gateway.register", "gateway:"+DevGateway); err != nil {
 			return err
 		}
 	}
@@ -504,6 +685,9 @@ func (n *Node) devBootstrap(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := record(DevTenant, "pki.cert.issue", "gateway:"+DevGateway); err != nil {
+		return err
+	}
 	keyPEM, err := pki.EncodeKeyPEM(key)
 	if err != nil {
 		return err
@@ -525,7 +709,7 @@ func (n *Node) devCertUsable(dir string) bool {
 	if err != nil {
 		return false
 	}
-	_, err = ingest.Authenticate(n.reg, tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}, time.Now().Add(24*time.Hour))
+	_, err = n.reg.Authenticate([]*x509.Certificate{leaf}, time.Now().Add(24*time.Hour))
 	return err == nil
 }
 
@@ -554,3 +738,6 @@ func (n *Node) DevPublishCommand() string {
 
 // JetStream returns the node's JetStream context (operations and tests).
 func (n *Node) JetStream() jetstream.JetStream { return n.bb.JS }
+
+// API returns the API server.
+func (n *Node) API() *api.Server { return n.api }

@@ -183,6 +183,8 @@ type Registry struct {
 	tenants  map[string]*tenantEntry
 	byCAKey  map[string]string // tenant CA subject key id (hex) -> tenant
 	watchers []func(Gateway)
+	// tenantWatchers are told of every tenant this node learns of.
+	tenantWatchers []func(Tenant)
 }
 
 type tenantEntry struct {
@@ -271,6 +273,15 @@ func (r *Registry) Close() {
 	r.wg.Wait()
 }
 
+// OnTenantAdded registers fn to be called with every tenant this node
+// learns of after the call (created here or on another node). fn runs in
+// the registry's watch; it must not block or change the registry.
+func (r *Registry) OnTenantAdded(fn func(Tenant)) {
+	r.mu.Lock()
+	r.tenantWatchers = append(r.tenantWatchers, fn)
+	r.mu.Unlock()
+}
+
 // OnGatewayChange registers fn to be called with every gateway record change
 // seen by this node (from any node), for example to drop live sessions of a
 // revoked gateway. Calls are serialised and never go back in time: a change
@@ -331,7 +342,11 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant) error {
 	}
 	r.tenants[t.ID] = te
 	r.byCAKey[hex.EncodeToString(caCert.SubjectKeyId)] = t.ID
+	added := slices.Clone(r.tenantWatchers)
 	r.mu.Unlock()
+	for _, fn := range added {
+		fn(t)
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -621,7 +636,7 @@ func (r *Registry) SetGatewayState(ctx context.Context, tenant, serial string, s
 	}
 	return r.update(ctx, tenant, serial, func(g *Gateway) error {
 		if g.State == StateRevoked && state != StateRevoked {
-			return ErrGatewayNotActive.WithDetail("a revoked gateway cannot be reactivated; register it again")
+			return ErrGatewayNotActive.WithDetail("a revoked gateway cannot be reactivated; delete it and register it again")
 		}
 		g.State = state
 		if state == StateRevoked {
@@ -708,4 +723,66 @@ func (r *Registry) IssueCertificate(ctx context.Context, tenant, serial string, 
 		return nil, Certificate{}, err
 	}
 	return certPEM, rec, nil
+}
+
+// ErrLabelsInvalid is returned for labels that break the rules.
+var ErrLabelsInvalid = fault.Define("registry.labels_invalid", fault.InvalidArgument, "labels: at most 32, keys of 1 to 63 characters [a-z0-9._/-] starting with a letter or digit, values of at most 256 printable characters")
+
+// ValidLabels reports whether labels keep the rules of ErrLabelsInvalid.
+func ValidLabels(labels map[string]string) bool {
+	if len(labels) > 32 {
+		return false
+	}
+	for k, v := range labels {
+		if len(k) == 0 || len(k) > 63 || len(v) > 256 {
+			return false
+		}
+		for i := 0; i < len(k); i++ {
+			c := k[i]
+			ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '/' || c == '-')
+			if !ok {
+				return false
+			}
+		}
+		for _, r := range v {
+			if r < 0x20 || r == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// SetLabels replaces a gateway's labels.
+func (r *Registry) SetLabels(ctx context.Context, tenant, serial string, labels map[string]string) (Gateway, error) {
+	if !ValidLabels(labels) {
+		return Gateway{}, ErrLabelsInvalid.New()
+	}
+	return r.update(ctx, tenant, serial, func(g *Gateway) error {
+		g.Labels = maps.Clone(labels)
+		return nil
+	})
+}
+
+// DeleteGateway removes a gateway: its certificates stop working at once
+// (its live session is dropped through the change watch) and its serial
+// may be registered again.
+func (r *Registry) DeleteGateway(ctx context.Context, tenant, serial string) error {
+	te, err := r.entry(tenant)
+	if err != nil {
+		return err
+	}
+	if _, ok := r.Gateway(tenant, serial); !ok {
+		return ErrGatewayNotFound.New()
+	}
+	if err := te.kv.Delete(ctx, serial); err != nil {
+		return fmt.Errorf("registry: delete gateway: %w", err)
+	}
+	r.mu.Lock()
+	delete(te.gateways, serial)
+	r.mu.Unlock()
+	if err := r.serKV.Delete(ctx, serial); err != nil {
+		return fmt.Errorf("registry: release serial: %w", err)
+	}
+	return nil
 }

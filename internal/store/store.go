@@ -245,55 +245,42 @@ func (r Rejected) contentID() string {
 
 // Message is a stored message as read back.
 type Message struct {
-	ID         string          `json:"id"`
-	Seq        uint64          `json:"seq"`
-	ReceivedAt time.Time       `json:"receivedAt"`
-	Gateway    string          `json:"gateway"`
-	Message    json.RawMessage `json:"message"`
+	ID         string    `json:"id"`
+	Seq        uint64    `json:"seq"`
+	ReceivedAt time.Time `json:"receivedAt"`
+	// StoredAt is when JetStream stored it (the clock of query time
+	// ranges): ReceivedAt plus the persist latency.
+	StoredAt time.Time       `json:"storedAt"`
+	Gateway  string          `json:"gateway"`
+	Message  json.RawMessage `json:"message"`
 }
 
 // StoredRejected is a rejected message as read back.
 type StoredRejected struct {
 	Seq uint64 `json:"seq"`
+	// StoredAt is when JetStream stored it (the clock of query time ranges).
+	StoredAt time.Time `json:"storedAt"`
 	Rejected
 }
 
-// Messages returns up to limit of the tenant's newest messages, newest first.
+// Messages returns up to limit (at most MaxLimit) of the tenant's newest
+// messages, newest first.
 func (s *Store) Messages(ctx context.Context, tenant string, limit int) ([]Message, error) {
-	var out []Message
-	err := s.newest(ctx, MessageStream(tenant), limit, func(m *jetstream.RawStreamMsg) error {
-		id := m.Header.Get(jetstream.MsgIDHeader)
-		body, err := s.keys.Open(ctx, tenant, m.Data, []byte(id))
-		if err != nil {
-			return fmt.Errorf("store: open message %d: %w", m.Sequence, err)
-		}
-		out = append(out, Message{
-			ID: id, Seq: m.Sequence, ReceivedAt: receivedAt(m.Header),
-			Gateway: m.Header.Get(hdrGateway), Message: body,
-		})
-		return nil
-	})
-	return out, err
+	if limit <= 0 {
+		return nil, s.exists(ctx, MessageStream(tenant))
+	}
+	p, err := s.QueryMessages(ctx, tenant, Query{Limit: min(limit, MaxLimit)})
+	return p.Items, err
 }
 
-// RejectedMessages returns up to limit of the tenant's newest rejected
-// messages, newest first.
+// RejectedMessages returns up to limit (at most MaxLimit) of the tenant's
+// newest rejected messages, newest first.
 func (s *Store) RejectedMessages(ctx context.Context, tenant string, limit int) ([]StoredRejected, error) {
-	var out []StoredRejected
-	err := s.newest(ctx, RejectedStream(tenant), limit, func(m *jetstream.RawStreamMsg) error {
-		body, err := s.keys.Open(ctx, tenant, m.Data, []byte(rejectedAAD))
-		if err != nil {
-			return fmt.Errorf("store: open rejected %d: %w", m.Sequence, err)
-		}
-		var r StoredRejected
-		if err := json.Unmarshal(body, &r.Rejected); err != nil {
-			return fmt.Errorf("store: decode rejected %d: %w", m.Sequence, err)
-		}
-		r.Seq = m.Sequence
-		out = append(out, r)
-		return nil
-	})
-	return out, err
+	if limit <= 0 {
+		return nil, s.exists(ctx, RejectedStream(tenant))
+	}
+	p, err := s.QueryRejected(ctx, tenant, RejectedQuery{Limit: min(limit, MaxLimit)})
+	return p.Items, err
 }
 
 func receivedAt(h nats.Header) time.Time {
@@ -307,31 +294,13 @@ func receivedAt(h nats.Header) time.Time {
 // ErrNoStream is returned when a tenant has no streams.
 var ErrNoStream = errors.New("store: tenant has no stream")
 
-func (s *Store) newest(ctx context.Context, stream string, limit int, fn func(*jetstream.RawStreamMsg) error) error {
-	st, err := s.js.Stream(ctx, stream)
+func (s *Store) exists(ctx context.Context, stream string) error {
+	_, err := s.js.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return ErrNoStream
 	}
 	if err != nil {
 		return fmt.Errorf("store: stream %s: %w", stream, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("store: stream %s info: %w", stream, err)
-	}
-	n := 0
-	for seq := info.State.LastSeq; seq >= info.State.FirstSeq && seq > 0 && n < limit; seq-- {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // deleted or expired
-		}
-		if err != nil {
-			return fmt.Errorf("store: get %s/%d: %w", stream, seq, err)
-		}
-		if err := fn(m); err != nil {
-			return err
-		}
-		n++
 	}
 	return nil
 }
@@ -352,10 +321,11 @@ func (s *Store) Follow(ctx context.Context, tenant string, fn func(Message)) err
 			return
 		}
 		var seq uint64
+		var stored time.Time
 		if md, err := m.Metadata(); err == nil {
-			seq = md.Sequence.Stream
+			seq, stored = md.Sequence.Stream, md.Timestamp.UTC()
 		}
-		fn(Message{ID: id, Seq: seq, ReceivedAt: receivedAt(h), Gateway: h.Get(hdrGateway), Message: body})
+		fn(Message{ID: id, Seq: seq, ReceivedAt: receivedAt(h), StoredAt: stored, Gateway: h.Get(hdrGateway), Message: body})
 	})
 	if err != nil {
 		return fmt.Errorf("store: follow %s: %w", tenant, err)

@@ -6,6 +6,7 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iotransit/iotransit/internal/api"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/pki"
@@ -354,4 +356,76 @@ func Counter(t testing.TB, g prometheus.Gatherer, name string, labels map[string
 		}
 	}
 	return 0
+}
+
+// Response is an API answer.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// Problem decodes a problem+json answer.
+func (r Response) Problem() (code, requestID string) {
+	var p struct{ Code, RequestID string }
+	_ = json.Unmarshal(r.Body, &p)
+	return p.Code, p.RequestID
+}
+
+// Decode decodes a JSON answer into out.
+func (r Response) Decode(t testing.TB, out any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, out); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+// Do sends a request with bearer credential key ("" for none) and body
+// (nil for none; a []byte is sent as is, anything else as JSON).
+func (a *API) Do(method, path, key string, body any) Response {
+	a.t.Helper()
+	var rd io.Reader
+	var ct string
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd, ct = bytes.NewReader(b), "application/json"
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		rd, ct = bytes.NewReader(j), "application/json"
+	}
+	req, err := http.NewRequest(method, a.base+path, rd)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// Key returns the operator key of the API client.
+func (a *API) Key() string { return a.key }
+
+// Base returns the API's base URL.
+func (a *API) Base() string { return a.base }
+
+// NoLimits lifts the API's rate limits (for tests that send many requests).
+func NoLimits(c *node.Config) {
+	c.APILimits = api.Limits{PerCredential: 1e6, CredentialBurst: 1e6, PerIP: 1e6, IPBurst: 1e6, AuthFailures: 1e6}
 }

@@ -1,0 +1,232 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/fault"
+)
+
+type createAPIKeyRequest struct {
+	Name   string   `json:"name,omitempty"`
+	Scopes []string `json:"scopes"`
+	// TTL is a Go duration ("720h"); empty means the key does not expire.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// apiKeyView is an API key; Key (the bearer token) is present only in the
+// answer that creates it.
+type apiKeyView struct {
+	Key string `json:"key,omitempty"`
+	credential.APIKey
+}
+
+func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	var req createAPIKeyRequest
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
+		return err
+	}
+	ttl, err := parseTTL(req.TTL)
+	if err != nil {
+		return err
+	}
+	tenant := r.PathValue("tenant")
+	k, token, err := s.deps.Credentials.CreateAPIKey(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.Actor())
+	s.record(r.Context(), r, tenant, p, "credential.apikey.create", "apikey:"+k.ID, err, map[string]string{"scopes": strings.Join(k.Scopes, " ")})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, apiKeyView{Key: token, APIKey: k})
+	return nil
+}
+
+func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	keys, err := s.deps.Credentials.APIKeys(r.Context(), r.PathValue("tenant"))
+	if err != nil {
+		return err
+	}
+	items := make([]apiKeyView, 0, len(keys))
+	for _, k := range keys {
+		items = append(items, apiKeyView{APIKey: k})
+	}
+	writeJSON(w, http.StatusOK, list[apiKeyView]{Items: items})
+	return nil
+}
+
+func (s *Server) getAPIKey(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	k, err := s.deps.Credentials.APIKey(r.Context(), r.PathValue("tenant"), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, apiKeyView{APIKey: k})
+	return nil
+}
+
+func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
+		return err
+	}
+	tenant, id := r.PathValue("tenant"), r.PathValue("id")
+	k, err := s.deps.Credentials.RevokeAPIKey(r.Context(), tenant, id)
+	if !credential.ErrNotFound.Is(err) {
+		s.record(r.Context(), r, tenant, p, "credential.apikey.revoke", "apikey:"+id, err, nil)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, apiKeyView{APIKey: k})
+	return nil
+}
+
+type createClientRequest struct {
+	Name   string   `json:"name,omitempty"`
+	Scopes []string `json:"scopes"`
+}
+
+// clientView is an OAuth2 client; ClientSecret is present only in the
+// answer that creates it.
+type clientView struct {
+	ClientSecret string `json:"clientSecret,omitempty"`
+	credential.Client
+}
+
+func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	var req createClientRequest
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
+		return err
+	}
+	tenant := r.PathValue("tenant")
+	c, secret, err := s.deps.Credentials.CreateClient(r.Context(), tenant, req.Name, req.Scopes, p.held(), p.Actor())
+	s.record(r.Context(), r, tenant, p, "credential.oauth2.create", "oauth2:"+c.ID, err, map[string]string{"scopes": strings.Join(c.Scopes, " ")})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, clientView{ClientSecret: secret, Client: c})
+	return nil
+}
+
+func (s *Server) listClients(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	cs, err := s.deps.Credentials.Clients(r.Context(), r.PathValue("tenant"))
+	if err != nil {
+		return err
+	}
+	items := make([]clientView, 0, len(cs))
+	for _, c := range cs {
+		items = append(items, clientView{Client: c})
+	}
+	writeJSON(w, http.StatusOK, list[clientView]{Items: items})
+	return nil
+}
+
+func (s *Server) getClient(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	c, err := s.deps.Credentials.Client(r.Context(), r.PathValue("tenant"), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, clientView{Client: c})
+	return nil
+}
+
+func (s *Server) revokeClient(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
+		return err
+	}
+	tenant, id := r.PathValue("tenant"), r.PathValue("id")
+	c, err := s.deps.Credentials.RevokeClient(r.Context(), tenant, id)
+	if !credential.ErrNotFound.Is(err) {
+		s.record(r.Context(), r, tenant, p, "credential.oauth2.revoke", "oauth2:"+id, err, nil)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, clientView{Client: c})
+	return nil
+}
+
+// oauthError is an RFC 6749 §5.2 error answer of the token endpoint, which
+// OAuth2 client libraries parse; it carries the request id too.
+type oauthError struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+	RequestID   string `json:"requestId"`
+}
+
+func writeOAuthError(w http.ResponseWriter, r *http.Request, status int, code, desc string) {
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="iotransit"`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(oauthError{Error: code, Description: desc, RequestID: requestID(r)})
+}
+
+// token is the OAuth2 token endpoint: client credentials grant (RFC 6749
+// §4.4), client authentication by HTTP Basic or form fields (§2.3.1). The
+// optional scope parameter narrows the client's scopes.
+func (s *Server) token(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	now := nowFunc()
+	ip := clientIP(r)
+	if locked, wait := s.limits.throttled(ip, now); locked {
+		retryAfter(w, wait)
+		writeOAuthError(w, r, http.StatusTooManyRequests, "slow_down", ErrAuthThrottle.Message())
+		return nil
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		writeOAuthError(w, r, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+		return nil
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		writeOAuthError(w, r, http.StatusBadRequest, "invalid_request", "the form could not be read")
+		return nil
+	}
+	form := r.PostForm
+	if form.Get("grant_type") != "client_credentials" {
+		writeOAuthError(w, r, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported")
+		return nil
+	}
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		id, _ = url.QueryUnescape(id)
+		secret, _ = url.QueryUnescape(secret)
+	} else {
+		id, secret = form.Get("client_id"), form.Get("client_secret")
+	}
+	c, err := s.deps.Credentials.VerifyClient(r.Context(), id, secret)
+	if err != nil {
+		if fault.From(err).Kind() != fault.Unauthenticated {
+			return err
+		}
+		s.limits.failed(ip, now)
+		if c.Tenant != "" {
+			s.record(r.Context(), r, c.Tenant, &Principal{Kind: "oauth2", ID: c.ID}, "credential.oauth2.token", "oauth2:"+c.ID, err, nil)
+		}
+		writeOAuthError(w, r, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return nil
+	}
+	if want := strings.Fields(form.Get("scope")); len(want) > 0 {
+		for _, sc := range want {
+			if !slices.Contains(c.Scopes, sc) {
+				writeOAuthError(w, r, http.StatusBadRequest, "invalid_scope", "the client does not hold "+quote(sc))
+				return nil
+			}
+		}
+		c.Scopes = want
+	}
+	tok, err := s.deps.Tokens.Issue(c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": tok,
+		"token_type":   "Bearer",
+		"expires_in":   int(s.deps.Tokens.TTL() / time.Second),
+		"scope":        strings.Join(c.Scopes, " "),
+	})
+	return nil
+}

@@ -1,0 +1,233 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/iotransit/iotransit/internal/audit"
+	"github.com/iotransit/iotransit/internal/store"
+)
+
+// Query parameter helpers: each failure names the parameter.
+
+func intParam(r *http.Request, name string, min, max, def int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		return 0, ErrBadParameter.WithDetail("%s must be an integer from %d to %d", name, min, max)
+	}
+	return n, nil
+}
+
+func timeParam(r *http.Request, name string) (time.Time, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, ErrBadParameter.WithDetail("%s must be an RFC 3339 time such as 2026-01-02T15:04:05Z", name)
+	}
+	return t, nil
+}
+
+func orderParam(r *http.Request) (oldest bool, err error) {
+	switch r.URL.Query().Get("order") {
+	case "", "newest":
+		return false, nil
+	case "oldest":
+		return true, nil
+	}
+	return false, ErrBadParameter.WithDetail("order must be newest or oldest")
+}
+
+func stringParam(r *http.Request, name string, max int) (string, error) {
+	v := r.URL.Query().Get(name)
+	if len(v) > max {
+		return "", ErrBadParameter.WithDetail("%s is longer than %d characters", name, max)
+	}
+	return v, nil
+}
+
+// page is the envelope of paged answers: pass Next as ?cursor= for the
+// next page; no Next means the end.
+type page[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	var q store.Query
+	var err error
+	if q.Limit, err = intParam(r, "limit", 1, MaxLimit, 100); err != nil {
+		return err
+	}
+	if q.TsmID, err = intParam(r, "tsmId", 1000, 999999, 0); err != nil {
+		return err
+	}
+	if q.From, err = timeParam(r, "from"); err != nil {
+		return err
+	}
+	if q.To, err = timeParam(r, "to"); err != nil {
+		return err
+	}
+	if q.Oldest, err = orderParam(r); err != nil {
+		return err
+	}
+	if q.Tuid, err = stringParam(r, "tsmTuid", 32); err != nil {
+		return err
+	}
+	if q.Gateway, err = stringParam(r, "gateway", 32); err != nil {
+		return err
+	}
+	if q.Cursor, err = stringParam(r, "cursor", 512); err != nil {
+		return err
+	}
+	pg, err := s.deps.Messages.QueryMessages(r.Context(), r.PathValue("tenant"), q)
+	if err != nil {
+		return err
+	}
+	out := page[store.Message]{Items: pg.Items, Next: pg.Next}
+	if out.Items == nil {
+		out.Items = []store.Message{}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// rejectedItem is a rejected message as the API shows it: the message
+// itself when it is a JSON object, otherwise the raw payload as text or
+// base64.
+type rejectedItem struct {
+	Seq           uint64          `json:"seq"`
+	ReceivedAt    time.Time       `json:"receivedAt"`
+	StoredAt      time.Time       `json:"storedAt"`
+	Gateway       string          `json:"gateway"`
+	Index         int             `json:"index"`
+	Code          string          `json:"code"`
+	Field         string          `json:"field,omitempty"`
+	Reason        string          `json:"reason"`
+	TsmID         int             `json:"tsmId,omitempty"`
+	Tuid          string          `json:"tsmTuid,omitempty"`
+	Message       json.RawMessage `json:"message,omitempty"`
+	Payload       string          `json:"payload,omitempty"`
+	PayloadBase64 string          `json:"payloadBase64,omitempty"`
+}
+
+func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	var q store.RejectedQuery
+	var err error
+	if q.Limit, err = intParam(r, "limit", 1, MaxLimit, 100); err != nil {
+		return err
+	}
+	if q.From, err = timeParam(r, "from"); err != nil {
+		return err
+	}
+	if q.To, err = timeParam(r, "to"); err != nil {
+		return err
+	}
+	if q.Oldest, err = orderParam(r); err != nil {
+		return err
+	}
+	if q.Gateway, err = stringParam(r, "gateway", 32); err != nil {
+		return err
+	}
+	if q.Code, err = stringParam(r, "code", 64); err != nil {
+		return err
+	}
+	if q.Cursor, err = stringParam(r, "cursor", 512); err != nil {
+		return err
+	}
+	pg, err := s.deps.Messages.QueryRejected(r.Context(), r.PathValue("tenant"), q)
+	if err != nil {
+		return err
+	}
+	out := page[rejectedItem]{Items: make([]rejectedItem, 0, len(pg.Items)), Next: pg.Next}
+	for _, rec := range pg.Items {
+		it := rejectedItem{
+			Seq: rec.Seq, ReceivedAt: rec.ReceivedAt, StoredAt: rec.StoredAt, Gateway: rec.Gateway, Index: rec.Index,
+			Code: rec.Code, Field: rec.Field, Reason: rec.Reason, TsmID: rec.TsmID, Tuid: rec.Tuid,
+		}
+		switch {
+		case isJSONObject(rec.Raw):
+			it.Message = rec.Raw
+		case utf8.Valid(rec.Raw):
+			it.Payload = string(rec.Raw)
+		default:
+			it.PayloadBase64 = base64.StdEncoding.EncodeToString(rec.Raw)
+		}
+		out.Items = append(out.Items, it)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func isJSONObject(b []byte) bool {
+	t := strings.TrimSpace(string(b))
+	return strings.HasPrefix(t, "{") && json.Valid(b)
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	var f audit.Filter
+	var err error
+	if f.Limit, err = intParam(r, "limit", 1, MaxLimit, 100); err != nil {
+		return err
+	}
+	if f.From, err = timeParam(r, "from"); err != nil {
+		return err
+	}
+	if f.To, err = timeParam(r, "to"); err != nil {
+		return err
+	}
+	oldest, err := orderParam(r)
+	if err != nil {
+		return err
+	}
+	f.Newest = !oldest
+	for name, dst := range map[string]*string{"action": &f.Action, "actor": &f.Actor, "target": &f.Target, "outcome": &f.Outcome} {
+		if *dst, err = stringParam(r, name, 128); err != nil {
+			return err
+		}
+	}
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		n, err := strconv.ParseUint(c, 10, 64)
+		if err != nil || n == 0 {
+			return ErrBadParameter.WithDetail("cursor must be a value from a previous page's next")
+		}
+		if oldest {
+			f.After = n
+		} else {
+			f.Before = n
+		}
+	}
+	entries, next, err := s.deps.Audit.List(r.Context(), r.PathValue("tenant"), f)
+	if err != nil {
+		return err
+	}
+	out := page[audit.Entry]{Items: entries}
+	if out.Items == nil {
+		out.Items = []audit.Entry{}
+	}
+	if next != 0 {
+		out.Next = strconv.FormatUint(next, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	rep, err := s.deps.Audit.Verify(r.Context(), r.PathValue("tenant"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}

@@ -1,0 +1,60 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/iotransit/iotransit/internal/fault"
+)
+
+// FuzzDecodeJSON feeds arbitrary bodies to the strict decoder for every
+// request type: it never panics, refuses with a client fault (never an
+// internal one) whose detail is bounded, and accepts only a single JSON
+// object without unknown fields.
+func FuzzDecodeJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"acme"}`, `{"serial":"TSGW06DEV00000042","labels":{"a":"b"}}`, `{"scopes":["messages:read"],"ttl":"24h"}`,
+		`{"token":"iet_x","csr":"-----BEGIN"}`, `{"id":"a"} {}`, `{"id":`, `[]`, `null`, `{"unknown":1}`, "\xff\xfe", `{"labels":null}`,
+		`{"id":"a","id":"b"}`, `{"scopes":[1,2]}`, `   `, `{"ttl":"1e400h"}`,
+	} {
+		f.Add([]byte(s), uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, kind uint8) {
+		targets := []func() any{
+			func() any { return &createTenantRequest{} },
+			func() any { return &registerGatewayRequest{} },
+			func() any { return &updateGatewayRequest{} },
+			func() any { return &createTokenRequest{} },
+			func() any { return &createAPIKeyRequest{} },
+			func() any { return &createClientRequest{} },
+			func() any { return &enrollRequest{} },
+			func() any { return &reenrollRequest{} },
+		}
+		v := targets[int(kind)%len(targets)]()
+		r := httptest.NewRequest("POST", "/x", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		err := decodeJSON(w, r, 4096, v, false)
+		if err == nil {
+			var obj map[string]json.RawMessage
+			if json.Unmarshal(bytes.TrimSpace(body), &obj) != nil {
+				t.Fatalf("accepted a body that is not one JSON object: %q", body)
+			}
+			return
+		}
+		fe, ok := fault.As(err)
+		if !ok {
+			t.Fatalf("not a fault: %v", err)
+		}
+		switch fe.Kind() {
+		case fault.InvalidArgument, fault.TooLarge, fault.UnsupportedMedia:
+		default:
+			t.Fatalf("refusal of kind %v: %v", fe.Kind(), err)
+		}
+		if len(fe.PublicMessage()) > 300 {
+			t.Fatalf("public message too long: %q", fe.PublicMessage())
+		}
+	})
+}

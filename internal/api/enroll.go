@@ -1,0 +1,83 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/registry"
+)
+
+type enrollRequest struct {
+	Token string `json:"token"`
+	CSR   string `json:"csr"`
+}
+
+type reenrollRequest struct {
+	CSR string `json:"csr"`
+}
+
+// enrollResponse is what a gateway gets from (re)enrollment (like EST
+// simpleenroll, RFC 7030 §4.2): its certificate chain and the CA that
+// verifies the server.
+type enrollResponse struct {
+	Certificate string    `json:"certificate"`
+	CA          string    `json:"ca"`
+	Tenant      string    `json:"tenant"`
+	Serial      string    `json:"serial"`
+	CertSerial  string    `json:"certificateSerial"`
+	NotAfter    time.Time `json:"notAfter"`
+	UpTopic     string    `json:"upTopic"`
+}
+
+func (s *Server) enrollResponse(e registry.Enrollment) enrollResponse {
+	return enrollResponse{
+		Certificate: string(e.Chain), CA: string(s.deps.ServerCA), Tenant: e.Tenant, Serial: e.Serial,
+		CertSerial: e.Certificate.Serial, NotAfter: e.Certificate.NotAfter, UpTopic: "v1/gw/" + e.Serial + "/up",
+	}
+}
+
+// enroll spends an enrollment token on a CSR. Unauthenticated by design
+// (the token is the credential), so failed attempts count toward the
+// address's authentication throttle.
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	now := nowFunc()
+	ip := clientIP(r)
+	if locked, wait := s.limits.throttled(ip, now); locked {
+		retryAfter(w, wait)
+		return ErrAuthThrottle.New()
+	}
+	var req enrollRequest
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
+		return err
+	}
+	e, err := s.deps.Registry.Enroll(r.Context(), req.Token, []byte(req.CSR), s.cfg.CertValidity)
+	actor := &Principal{Kind: "gateway", ID: e.Serial}
+	if e.Tenant != "" {
+		s.record(r.Context(), r, e.Tenant, actor, "pki.cert.enroll", "gateway:"+e.Serial, err, map[string]string{"certificate": e.Certificate.Serial})
+	}
+	if err != nil {
+		if fault.From(err).Kind() == fault.Unauthenticated {
+			s.limits.failed(ip, now)
+		}
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.enrollResponse(e))
+	return nil
+}
+
+// reenroll renews an authenticated gateway's certificate (mutual TLS with
+// its current certificate; RFC 7030 §4.2.2).
+func (s *Server) reenroll(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	var req reenrollRequest
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
+		return err
+	}
+	e, err := s.deps.Registry.Reenroll(r.Context(), p.Identity, []byte(req.CSR), s.cfg.CertValidity)
+	s.record(r.Context(), r, p.Identity.Tenant, p, "pki.cert.renew", "gateway:"+p.Identity.Serial, err, map[string]string{"previous": p.Identity.CertSerial, "certificate": e.Certificate.Serial})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.enrollResponse(e))
+	return nil
+}

@@ -1,0 +1,204 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/iotransit/iotransit/internal/audit"
+	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/registry"
+)
+
+// Access says who may call a route.
+type Access int
+
+// Access levels.
+const (
+	// Public routes need no credential (health, the spec, enrollment, the token endpoint).
+	Public Access = iota
+	// Operator routes need the operator key.
+	Operator
+	// Tenant routes need a credential of the path's tenant (or the operator)
+	// holding the route's scope.
+	Tenant
+	// Gateway routes need a gateway client certificate (mutual TLS).
+	Gateway
+)
+
+// Route is one entry of the API: method, path pattern, who may call it and
+// with which scope. Every route declares its scope; the route table is
+// checked against the OpenAPI document by a test.
+type Route struct {
+	Method  string
+	Pattern string
+	Access  Access
+	Scope   string
+	handle  handlerFunc
+}
+
+// Routes returns the route table.
+func (s *Server) Routes() []Route { return slices.Clone(s.routes) }
+
+// handlerFunc is a handler that returns its error; one place turns errors
+// into responses.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p *Principal) error
+
+// Principal is an authenticated caller.
+type Principal struct {
+	// Kind is "operator", "apikey", "oauth2" or "gateway".
+	Kind string
+	// ID is the key id, OAuth2 client id or gateway serial.
+	ID string
+	// Tenant is the credential's tenant, "" for the operator.
+	Tenant string
+	// Scopes are the credential's scopes, nil for the operator (all).
+	Scopes []string
+	// Identity is the gateway identity for Kind "gateway".
+	Identity registry.Identity
+}
+
+// Actor names the principal in audit entries.
+func (p *Principal) Actor() string {
+	if p == nil {
+		return "anonymous"
+	}
+	if p.Kind == "operator" {
+		return "operator"
+	}
+	return p.Kind + ":" + p.ID
+}
+
+// held returns the scopes the principal may delegate (nil: all).
+func (p *Principal) held() []string { return p.Scopes }
+
+// can reports whether the principal holds scope.
+func (p *Principal) can(scope string) bool {
+	return p.Scopes == nil || slices.Contains(p.Scopes, scope)
+}
+
+// Faults of authentication and authorisation.
+var (
+	ErrScopeMissing = fault.Define("api.scope_missing", fault.PermissionDenied, "the credential lacks the scope this route needs")
+	ErrOperatorOnly = fault.Define("api.operator_only", fault.PermissionDenied, "only the operator may do this")
+	ErrRateLimited  = fault.Define("api.rate_limited", fault.ResourceExhausted, "too many requests; retry after the time in Retry-After")
+	ErrAuthThrottle = fault.Define("api.auth_throttled", fault.ResourceExhausted, "too many failed authentications from this address; retry after the time in Retry-After")
+	ErrClientCert   = fault.Define("api.client_certificate_required", fault.Unauthenticated, "a valid gateway client certificate is required")
+)
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// bearer returns the bearer token of the request, "" if none.
+func bearer(r *http.Request) string {
+	auth := r.Header.Get("Authorization")
+	const prefix = "Bearer "
+	if len(auth) <= len(prefix) || !strings.EqualFold(auth[:len(prefix)], prefix) {
+		return ""
+	}
+	return strings.TrimSpace(auth[len(prefix):])
+}
+
+// authenticate resolves the request's credential. A failure names, where it
+// can, the tenant the credential belongs to (for that tenant's audit log).
+func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
+	tok := bearer(r)
+	if tok == "" {
+		return nil, "", ErrUnauthenticated.New()
+	}
+	got := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(got[:], s.opKey[:]) == 1 {
+		return &Principal{Kind: "operator"}, "", nil
+	}
+	ctx := r.Context()
+	switch {
+	case credential.IsAPIKeyToken(tok):
+		k, err := s.deps.Credentials.VerifyAPIKey(ctx, tok)
+		if err != nil {
+			if fault.From(err).Kind() == fault.Unauthenticated {
+				return nil, k.Tenant, ErrUnauthenticated.Wrap(err)
+			}
+			return nil, "", err
+		}
+		return &Principal{Kind: "apikey", ID: k.ID, Tenant: k.Tenant, Scopes: k.Scopes}, "", nil
+	case credential.IsJWT(tok):
+		c, err := s.deps.Tokens.Verify(tok)
+		if err != nil {
+			return nil, "", ErrUnauthenticated.Wrap(err)
+		}
+		// A revoked client's tokens stop working at once.
+		if _, err := s.deps.Credentials.ActiveClient(ctx, c.Tenant, c.Subject); err != nil {
+			return nil, c.Tenant, ErrUnauthenticated.Wrap(err)
+		}
+		return &Principal{Kind: "oauth2", ID: c.Subject, Tenant: c.Tenant, Scopes: c.Scopes()}, "", nil
+	}
+	return nil, "", ErrUnauthenticated.New()
+}
+
+// authenticateGateway resolves a gateway client certificate.
+func (s *Server) authenticateGateway(r *http.Request) (*Principal, string, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, "", ErrClientCert.New()
+	}
+	id, err := s.deps.Registry.Authenticate(r.TLS.PeerCertificates, nowFunc())
+	if err != nil {
+		tenant := ""
+		if re, ok := err.(*registry.RefusedError); ok {
+			tenant = re.Tenant
+		}
+		return nil, tenant, ErrClientCert.Wrap(err)
+	}
+	return &Principal{Kind: "gateway", ID: id.Serial, Tenant: id.Tenant, Identity: id}, "", nil
+}
+
+// authorize applies a route's access rule to the principal. A tenant
+// credential asking for another tenant gets the same 404 as for a tenant
+// that does not exist, so existence does not leak.
+func (s *Server) authorize(rt Route, p *Principal, r *http.Request) error {
+	switch rt.Access {
+	case Operator:
+		if p.Kind != "operator" {
+			return ErrOperatorOnly.New()
+		}
+	case Tenant:
+		t := r.PathValue("tenant")
+		if p.Kind != "operator" && p.Tenant != t {
+			return registry.ErrTenantNotFound.New()
+		}
+		if !registry.ValidTenantID(t) {
+			return registry.ErrTenantNotFound.New()
+		}
+		if _, ok := s.deps.Registry.Tenant(t); !ok {
+			return registry.ErrTenantNotFound.New()
+		}
+		if !p.can(rt.Scope) {
+			return ErrScopeMissing.WithDetail("this route needs %s", rt.Scope)
+		}
+	}
+	return nil
+}
+
+// record writes an audit entry; a failure to audit is logged, not hidden.
+func (s *Server) record(ctx context.Context, r *http.Request, tenant string, p *Principal, action, target string, err error, detail map[string]string) {
+	if s.deps.Audit == nil || tenant == "" {
+		return
+	}
+	outcome := "ok"
+	if err != nil {
+		outcome = fault.From(err).Code()
+	}
+	ev := audit.Event{Actor: p.Actor(), Action: action, Target: target, Source: r.RemoteAddr, Outcome: outcome, Detail: detail}
+	if _, aerr := s.deps.Audit.Append(context.WithoutCancel(ctx), tenant, ev); aerr != nil {
+		s.log.Error("audit append failed", "tenant_id", tenant, "action", action, "request_id", requestID(r), "error", aerr)
+	}
+}

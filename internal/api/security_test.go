@@ -1,0 +1,276 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/iotransit/iotransit/internal/api"
+	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/node"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+)
+
+// world is two tenants with a gateway, keys and clients each.
+type world struct {
+	t     *testing.T
+	n     *node.Node
+	api   *tu.API
+	seq   atomic.Int64
+	byTen map[string]*tenantFix
+}
+
+type tenantFix struct {
+	id     string
+	allKey string // API key holding every tenant scope
+}
+
+func newWorld(t *testing.T) *world {
+	n := tu.StartNode(t, tu.NoLimits)
+	w := &world{t: t, n: n, api: tu.NewAPI(t, n), byTen: map[string]*tenantFix{}}
+	for _, id := range []string{"acme", "beta"} {
+		if r := w.api.Do("POST", "/v1/tenants", w.api.Key(), map[string]string{"id": id}); r.Status != 201 {
+			t.Fatalf("create tenant %s: %d %s", id, r.Status, r.Body)
+		}
+		w.byTen[id] = &tenantFix{id: id, allKey: w.key(id, credential.TenantScopes)}
+	}
+	return w
+}
+
+// key makes an API key of tenant with scopes (by the operator).
+func (w *world) key(tenant string, scopes []string) string {
+	w.t.Helper()
+	r := w.api.Do("POST", "/v1/tenants/"+tenant+"/api-keys", w.api.Key(), map[string]any{"scopes": scopes})
+	if r.Status != 201 {
+		w.t.Fatalf("create key: %d %s", r.Status, r.Body)
+	}
+	var k struct{ Key, ID string }
+	r.Decode(w.t, &k)
+	return k.Key
+}
+
+// serial returns a fresh serial registered in tenant.
+func (w *world) gateway(tenant string) string {
+	w.t.Helper()
+	s := fmt.Sprintf("TSGW06%s%08d", strings.ToUpper(tenant[:3]), w.seq.Add(1))
+	if r := w.api.Do("POST", "/v1/tenants/"+tenant+"/gateways", w.api.Key(), map[string]string{"serial": s}); r.Status != 201 {
+		w.t.Fatalf("register %s: %d %s", s, r.Status, r.Body)
+	}
+	return s
+}
+
+func (w *world) keyID(tenant string) string {
+	w.t.Helper()
+	r := w.api.Do("POST", "/v1/tenants/"+tenant+"/api-keys", w.api.Key(), map[string]any{"scopes": []string{"messages:read"}})
+	var k struct{ ID string }
+	r.Decode(w.t, &k)
+	return k.ID
+}
+
+func (w *world) clientID(tenant string) string {
+	w.t.Helper()
+	r := w.api.Do("POST", "/v1/tenants/"+tenant+"/oauth2-clients", w.api.Key(), map[string]any{"scopes": []string{"messages:read"}})
+	if r.Status != 201 {
+		w.t.Fatalf("create client: %d %s", r.Status, r.Body)
+	}
+	var c struct{ ClientID string }
+	r.Decode(w.t, &c)
+	return c.ClientID
+}
+
+// request fills a route's path parameters with fresh resources of tenant
+// and gives it a valid body.
+func (w *world) request(rt api.Route, tenant string) (path string, body any) {
+	path = strings.ReplaceAll(rt.Pattern, "{tenant}", tenant)
+	if strings.Contains(path, "{serial}") {
+		path = strings.ReplaceAll(path, "{serial}", w.gateway(tenant))
+	}
+	if strings.Contains(path, "{id}") {
+		id := w.keyID(tenant)
+		if strings.Contains(path, "oauth2-clients") {
+			id = w.clientID(tenant)
+		}
+		path = strings.ReplaceAll(path, "{id}", id)
+	}
+	switch {
+	case rt.Method == "POST" && strings.HasSuffix(rt.Pattern, "/gateways"):
+		body = map[string]string{"serial": fmt.Sprintf("TSGW06NEW%08d", w.seq.Add(1))}
+	case rt.Method == "PATCH":
+		body = map[string]any{"labels": map[string]string{"site": "hq"}}
+	case strings.HasSuffix(rt.Pattern, "/enrollment-tokens") && rt.Method == "POST":
+		body = map[string]string{"serial": w.gateway(tenant)}
+	case strings.HasSuffix(rt.Pattern, "/api-keys") && rt.Method == "POST",
+		strings.HasSuffix(rt.Pattern, "/oauth2-clients") && rt.Method == "POST":
+		body = map[string]any{"scopes": []string{rt.Scope}} // a credential can grant only what it holds
+	}
+	return path, body
+}
+
+func tenantRoutes(n *node.Node) []api.Route {
+	var out []api.Route
+	for _, rt := range n.API().Routes() {
+		if rt.Access == api.Tenant {
+			out = append(out, rt)
+		}
+	}
+	return out
+}
+
+var leaks = []string{"nats", "jetstream", ".go:", "goroutine", "runtime.", "panic", "kms:", "registry:", "store:"}
+
+func checkNoLeak(t *testing.T, r tu.Response) {
+	t.Helper()
+	low := strings.ToLower(string(r.Body))
+	for _, l := range leaks {
+		if strings.Contains(low, l) {
+			t.Errorf("answer leaks %q: %s", l, r.Body)
+		}
+	}
+}
+
+// TestAPITenantIsolation sends every tenant route, with tenant acme's
+// credential holding every scope, at tenant beta's resources: each answers
+// 404 tenant_not_found, exactly as for a tenant that does not exist, names
+// nothing of beta, and changes nothing.
+func TestAPITenantIsolation(t *testing.T) {
+	w := newWorld(t)
+	acme := w.byTen["acme"]
+	before := w.api.Do("GET", "/v1/tenants/beta/gateways", w.api.Key(), nil)
+	for _, rt := range tenantRoutes(w.n) {
+		t.Run(rt.Method+" "+rt.Pattern, func(t *testing.T) {
+			path, body := w.request(rt, "beta")
+			r := w.api.Do(rt.Method, path, acme.allKey, body)
+			ghost := w.api.Do(rt.Method, strings.Replace(path, "/beta", "/ghost", 1), acme.allKey, body)
+			code, _ := r.Problem()
+			if r.Status != http.StatusNotFound || code != "registry.tenant_not_found" {
+				t.Fatalf("status %d code %q, want 404 registry.tenant_not_found: %s", r.Status, code, r.Body)
+			}
+			gcode, _ := ghost.Problem()
+			if ghost.Status != r.Status || gcode != code {
+				t.Errorf("a foreign tenant (%d %s) answers differently from a missing one (%d %s)", r.Status, code, ghost.Status, gcode)
+			}
+			if strings.Contains(string(r.Body), "beta") || strings.Contains(string(r.Body), "TSGW06BET") {
+				t.Errorf("answer names beta's resources: %s", r.Body)
+			}
+			checkNoLeak(t, r)
+		})
+	}
+	// The operator's view of beta's gateways is what it was, plus the ones
+	// this test registered as the operator (no state changed by acme).
+	after := w.api.Do("GET", "/v1/tenants/beta/gateways", w.api.Key(), nil)
+	var b, a struct {
+		Items []struct{ Serial, State string }
+	}
+	before.Decode(t, &b)
+	after.Decode(t, &a)
+	for _, g := range a.Items {
+		if g.State != "active" {
+			t.Errorf("beta's gateway %s is %s after acme's requests", g.Serial, g.State)
+		}
+	}
+	// An OAuth2 token of acme is refused the same way.
+	cid, secret := clientWithSecret(t, w, "acme", credential.TenantScopes)
+	tok := accessToken(t, w, cid, secret)
+	if r := w.api.Do("GET", "/v1/tenants/beta/messages", tok, nil); r.Status != 404 {
+		t.Errorf("acme's OAuth2 token on beta: %d", r.Status)
+	}
+	if r := w.api.Do("GET", "/v1/tenants/acme/messages", tok, nil); r.Status != 200 {
+		t.Errorf("acme's OAuth2 token on acme: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestAPIScopes sends every tenant route with a credential of the same
+// tenant that holds every scope but the route's: 403 scope_missing. With
+// only the route's scope, the route is not refused.
+func TestAPIScopes(t *testing.T) {
+	w := newWorld(t)
+	keys := map[string]string{}
+	only := map[string]string{}
+	for _, s := range credential.TenantScopes {
+		keys[s] = w.key("acme", slices.DeleteFunc(slices.Clone(credential.TenantScopes), func(x string) bool { return x == s }))
+		only[s] = w.key("acme", []string{s})
+	}
+	for _, rt := range tenantRoutes(w.n) {
+		t.Run(rt.Method+" "+rt.Pattern, func(t *testing.T) {
+			if rt.Scope == "" {
+				t.Fatal("tenant route without a scope")
+			}
+			path, body := w.request(rt, "acme")
+			r := w.api.Do(rt.Method, path, keys[rt.Scope], body)
+			if code, _ := r.Problem(); r.Status != 403 || code != "api.scope_missing" || !strings.Contains(string(r.Body), rt.Scope) {
+				t.Fatalf("without %s: %d %s", rt.Scope, r.Status, r.Body)
+			}
+			path, body = w.request(rt, "acme")
+			if r := w.api.Do(rt.Method, path, only[rt.Scope], body); r.Status >= 400 {
+				t.Errorf("with only %s: %d %s", rt.Scope, r.Status, r.Body)
+			}
+		})
+	}
+	for _, rt := range w.n.API().Routes() {
+		if rt.Access != api.Operator {
+			continue
+		}
+		path := strings.ReplaceAll(rt.Pattern, "{tenant}", "acme")
+		if r := w.api.Do(rt.Method, path, w.byTen["acme"].allKey, map[string]string{"id": "zeta"}); r.Status != 403 {
+			t.Errorf("%s %s with a tenant key: %d, want 403", rt.Method, rt.Pattern, r.Status)
+		}
+	}
+}
+
+// TestAPIKeysCannotEscalate checks that a credential can only grant scopes
+// it holds.
+func TestAPIKeysCannotEscalate(t *testing.T) {
+	w := newWorld(t)
+	k := w.key("acme", []string{credential.ScopeKeysWrite, credential.ScopeMessagesRead})
+	r := w.api.Do("POST", "/v1/tenants/acme/api-keys", k, map[string]any{"scopes": []string{"gateways:write"}})
+	if code, _ := r.Problem(); r.Status != 403 || code != "credential.scope_exceeds" {
+		t.Fatalf("escalation: %d %s", r.Status, r.Body)
+	}
+	if r := w.api.Do("POST", "/v1/tenants/acme/api-keys", k, map[string]any{"scopes": []string{"messages:read"}}); r.Status != 201 {
+		t.Fatalf("subset: %d %s", r.Status, r.Body)
+	}
+	r = w.api.Do("POST", "/v1/tenants/acme/oauth2-clients", k, map[string]any{"scopes": []string{"audit:read"}})
+	if code, _ := r.Problem(); r.Status != 403 || code != "credential.scope_exceeds" {
+		t.Fatalf("client escalation: %d %s", r.Status, r.Body)
+	}
+}
+
+func clientWithSecret(t *testing.T, w *world, tenant string, scopes []string) (string, string) {
+	t.Helper()
+	r := w.api.Do("POST", "/v1/tenants/"+tenant+"/oauth2-clients", w.api.Key(), map[string]any{"scopes": scopes})
+	if r.Status != 201 {
+		t.Fatalf("create client: %d %s", r.Status, r.Body)
+	}
+	var c struct{ ClientID, ClientSecret string }
+	r.Decode(t, &c)
+	return c.ClientID, c.ClientSecret
+}
+
+func accessToken(t *testing.T, w *world, id, secret string) string {
+	t.Helper()
+	req, err := http.NewRequest("POST", w.api.Base()+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(id, secret)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, w.n, nil)}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("token: %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
+		t.Fatal(err)
+	}
+	return tok.AccessToken
+}

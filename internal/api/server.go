@@ -1,0 +1,218 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/iotransit/iotransit/apispec"
+	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/fault"
+)
+
+// nowFunc is the API's clock.
+var nowFunc = time.Now
+
+// routeTable lists every route. Keep it in step with apispec/openapi.yaml (a
+// test checks both directions).
+func (s *Server) routeTable() []Route {
+	t := func(method, pattern, scope string, h handlerFunc) Route {
+		return Route{Method: method, Pattern: pattern, Access: Tenant, Scope: scope, handle: h}
+	}
+	return []Route{
+		{Method: "GET", Pattern: "/healthz", Access: Public, handle: s.healthz},
+		{Method: "GET", Pattern: "/readyz", Access: Public, handle: s.readyz},
+		{Method: "GET", Pattern: "/v1/openapi.yaml", Access: Public, handle: s.openapi},
+		{Method: "GET", Pattern: "/metrics", Access: Operator, handle: s.metrics},
+		{Method: "POST", Pattern: "/v1/enroll", Access: Public, handle: s.enroll},
+		{Method: "POST", Pattern: "/v1/reenroll", Access: Gateway, handle: s.reenroll},
+		{Method: "POST", Pattern: "/oauth2/token", Access: Public, handle: s.token},
+
+		{Method: "POST", Pattern: "/v1/tenants", Access: Operator, handle: s.createTenant},
+		{Method: "GET", Pattern: "/v1/tenants", Access: Operator, handle: s.listTenants},
+		t("GET", "/v1/tenants/{tenant}", credential.ScopeGatewaysRead, s.getTenant),
+
+		t("POST", "/v1/tenants/{tenant}/gateways", credential.ScopeGatewaysWrite, s.registerGateway),
+		t("GET", "/v1/tenants/{tenant}/gateways", credential.ScopeGatewaysRead, s.listGateways),
+		t("GET", "/v1/tenants/{tenant}/gateways/{serial}", credential.ScopeGatewaysRead, s.getGateway),
+		t("PATCH", "/v1/tenants/{tenant}/gateways/{serial}", credential.ScopeGatewaysWrite, s.updateGateway),
+		t("DELETE", "/v1/tenants/{tenant}/gateways/{serial}", credential.ScopeGatewaysWrite, s.deleteGateway),
+		t("POST", "/v1/tenants/{tenant}/gateways/{serial}/isolate", credential.ScopeGatewaysWrite, s.gatewayState("isolate")),
+		t("POST", "/v1/tenants/{tenant}/gateways/{serial}/activate", credential.ScopeGatewaysWrite, s.gatewayState("activate")),
+		t("POST", "/v1/tenants/{tenant}/gateways/{serial}/revoke", credential.ScopeGatewaysWrite, s.gatewayState("revoke")),
+		t("GET", "/v1/tenants/{tenant}/gateways/{serial}/certificates", credential.ScopeGatewaysRead, s.listCertificates),
+
+		t("POST", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysWrite, s.createEnrollmentToken),
+		t("GET", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysRead, s.listEnrollmentTokens),
+
+		t("GET", "/v1/tenants/{tenant}/messages", credential.ScopeMessagesRead, s.listMessages),
+		t("GET", "/v1/tenants/{tenant}/rejected", credential.ScopeMessagesRead, s.listRejected),
+
+		t("POST", "/v1/tenants/{tenant}/api-keys", credential.ScopeKeysWrite, s.createAPIKey),
+		t("GET", "/v1/tenants/{tenant}/api-keys", credential.ScopeKeysRead, s.listAPIKeys),
+		t("GET", "/v1/tenants/{tenant}/api-keys/{id}", credential.ScopeKeysRead, s.getAPIKey),
+		t("POST", "/v1/tenants/{tenant}/api-keys/{id}/revoke", credential.ScopeKeysWrite, s.revokeAPIKey),
+
+		t("POST", "/v1/tenants/{tenant}/oauth2-clients", credential.ScopeKeysWrite, s.createClient),
+		t("GET", "/v1/tenants/{tenant}/oauth2-clients", credential.ScopeKeysRead, s.listClients),
+		t("GET", "/v1/tenants/{tenant}/oauth2-clients/{id}", credential.ScopeKeysRead, s.getClient),
+		t("POST", "/v1/tenants/{tenant}/oauth2-clients/{id}/revoke", credential.ScopeKeysWrite, s.revokeClient),
+
+		t("GET", "/v1/tenants/{tenant}/audit", credential.ScopeAuditRead, s.listAudit),
+		t("GET", "/v1/tenants/{tenant}/audit/verify", credential.ScopeAuditRead, s.verifyAudit),
+	}
+}
+
+// buildHandler assembles the mux: per-address limit, authentication (with
+// failed-authentication throttling), per-credential limit, authorisation,
+// then the route's handler.
+func (s *Server) buildHandler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.routes {
+		mux.Handle(rt.Method+" "+rt.Pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.serveRoute(rt, w, r)
+		}))
+	}
+	return s.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			s.unrouted(w, r, mux)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+}
+
+func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
+	now := nowFunc()
+	ip := clientIP(r)
+	if ok, wait := s.limits.allowIP(ip, now); !ok {
+		retryAfter(w, wait)
+		writeError(w, r, s.log, ErrRateLimited.New())
+		return
+	}
+	var p *Principal
+	if rt.Access != Public {
+		if locked, wait := s.limits.throttled(ip, now); locked {
+			retryAfter(w, wait)
+			writeError(w, r, s.log, ErrAuthThrottle.New())
+			return
+		}
+		var tenant string
+		var err error
+		if rt.Access == Gateway {
+			p, tenant, err = s.authenticateGateway(r)
+		} else {
+			p, tenant, err = s.authenticate(r)
+		}
+		if err != nil {
+			if k := fault.From(err).Kind(); k == fault.Unauthenticated {
+				s.limits.failed(ip, now)
+				s.record(r.Context(), r, tenant, nil, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, nil)
+			}
+			writeError(w, r, s.log, err)
+			return
+		}
+		if ok, wait := s.limits.allowCredential(p.Actor(), now); !ok {
+			retryAfter(w, wait)
+			writeError(w, r, s.log, ErrRateLimited.New())
+			return
+		}
+		if err := s.authorize(rt, p, r); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+	}
+	if err := rt.handle(w, r, p); err != nil {
+		writeError(w, r, s.log, err)
+	}
+}
+
+// unrouted answers a request no route takes: 405 with Allow when the path
+// exists for other methods, else 404, both as problem+json.
+func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) == 0 {
+		writeError(w, r, s.log, ErrNotFound.New())
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	writeError(w, r, s.log, ErrMethod.New())
+}
+
+type ctxKey int
+
+const requestIDKey ctxKey = 1
+
+func requestID(r *http.Request) string {
+	if v, ok := r.Context().Value(requestIDKey).(string); ok {
+		return v
+	}
+	return ""
+}
+
+// middleware sets the request id and the security headers of every answer
+// and turns a panic into a 500 without detail.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rid := newRequestID()
+		h := w.Header()
+		h.Set("X-Request-Id", rid)
+		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, rid))
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("handler panic", "request_id", rid, "panic", v)
+				writeError(w, r, s.log, fault.ErrInternal.New())
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	if s.deps.Ready != nil {
+		if err := s.deps.Ready(r.Context()); err != nil {
+			return ErrUnavailable.Wrap(err)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(apispec.OpenAPI)
+	return nil
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	if s.deps.Gatherer == nil {
+		return ErrNotFound.New()
+	}
+	promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	return nil
+}

@@ -1,0 +1,560 @@
+// Package credential owns the API credentials of tenants: API keys (the
+// secret shown once, stored as a SHA-256 hash, tenant-bound, scoped,
+// expiring, revocable, with last use) and OAuth2 clients (client
+// credentials grant), plus the short-lived EdDSA-signed JWTs issued to
+// those clients. Records live in a JetStream KV bucket per tenant, with a
+// global index from credential id to tenant.
+package credential
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotransit/iotransit/internal/fault"
+)
+
+// Scopes. A route declares the one it needs; the operator holds all.
+const (
+	ScopeGatewaysRead      = "gateways:read"
+	ScopeGatewaysWrite     = "gateways:write"
+	ScopeMessagesRead      = "messages:read"
+	ScopeKeysRead          = "keys:read"
+	ScopeKeysWrite         = "keys:write"
+	ScopeAuditRead         = "audit:read"
+	ScopeIntegrationsRead  = "integrations:read"
+	ScopeIntegrationsWrite = "integrations:write"
+)
+
+// TenantScopes are the scopes a tenant credential may hold.
+var TenantScopes = []string{
+	ScopeGatewaysRead, ScopeGatewaysWrite, ScopeMessagesRead, ScopeKeysRead,
+	ScopeKeysWrite, ScopeAuditRead, ScopeIntegrationsRead, ScopeIntegrationsWrite,
+}
+
+// Faults a client can see.
+var (
+	ErrScopeInvalid   = fault.Define("credential.scope_invalid", fault.InvalidArgument, "unknown scope")
+	ErrScopeExceeds   = fault.Define("credential.scope_exceeds", fault.PermissionDenied, "a credential can only grant scopes it holds itself")
+	ErrNameInvalid    = fault.Define("credential.name_invalid", fault.InvalidArgument, "a name is 1 to 64 printable characters")
+	ErrTTLInvalid     = fault.Define("credential.ttl_invalid", fault.InvalidArgument, "expiry must be between 1 minute and 2 years from now")
+	ErrNotFound       = fault.Define("credential.not_found", fault.NotFound, "no such credential")
+	ErrInvalid        = fault.Define("credential.invalid", fault.Unauthenticated, "the credential is not valid")
+	ErrNoScopes       = fault.Define("credential.scopes_required", fault.InvalidArgument, "at least one scope is required")
+	errMalformedToken = errors.New("credential: malformed token")
+)
+
+// APIKey is an API key record. Hash is never shown.
+type APIKey struct {
+	ID         string     `json:"id"`
+	Tenant     string     `json:"tenant"`
+	Name       string     `json:"name,omitempty"`
+	Scopes     []string   `json:"scopes"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	CreatedBy  string     `json:"createdBy,omitempty"`
+	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	RevokedAt  *time.Time `json:"revokedAt,omitempty"`
+	Hash       []byte     `json:"hash,omitempty"`
+}
+
+// Public returns the key without its hash.
+func (k APIKey) Public() APIKey { k.Hash = nil; return k }
+
+// Active reports whether the key may be used at now.
+func (k APIKey) Active(now time.Time) bool {
+	return k.RevokedAt == nil && (k.ExpiresAt == nil || now.Before(*k.ExpiresAt))
+}
+
+// Client is an OAuth2 client (client credentials grant). Hash is never shown.
+type Client struct {
+	ID        string     `json:"clientId"`
+	Tenant    string     `json:"tenant"`
+	Name      string     `json:"name,omitempty"`
+	Scopes    []string   `json:"scopes"`
+	CreatedAt time.Time  `json:"createdAt"`
+	CreatedBy string     `json:"createdBy,omitempty"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	Hash      []byte     `json:"hash,omitempty"`
+}
+
+// Public returns the client without its hash.
+func (c Client) Public() Client { c.Hash = nil; return c }
+
+// KVProvider creates or opens KV buckets (backbone.Backbone).
+type KVProvider interface {
+	KV(ctx context.Context, bucket string, history uint8) (jetstream.KeyValue, error)
+}
+
+// Store keeps credential records.
+type Store struct {
+	kvs   KVProvider
+	index jetstream.KeyValue
+	now   func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]jetstream.KeyValue
+	used    map[string]time.Time // last recorded use per key id
+}
+
+const (
+	indexBucket   = "iotransit_credentials"
+	apiKeyPrefix  = "itk_"
+	clientPrefix  = "itc_"
+	secretPrefix  = "its_"
+	lastUseWindow = time.Minute
+)
+
+func tenantBucket(tenant string) string { return "iot_" + tenant + "_credentials" }
+
+// Open opens the credential store.
+func Open(ctx context.Context, kvs KVProvider) (*Store, error) {
+	idx, err := kvs.KV(ctx, indexBucket, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{kvs: kvs, index: idx, now: time.Now, buckets: map[string]jetstream.KeyValue{}, used: map[string]time.Time{}}, nil
+}
+
+func (s *Store) bucket(ctx context.Context, tenant string) (jetstream.KeyValue, error) {
+	s.mu.Lock()
+	kv, ok := s.buckets[tenant]
+	s.mu.Unlock()
+	if ok {
+		return kv, nil
+	}
+	kv, err := s.kvs.KV(ctx, tenantBucket(tenant), 1)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.buckets[tenant] = kv
+	s.mu.Unlock()
+	return kv, nil
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("credential: random: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func newSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("credential: random: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func hashSecret(secret string) []byte {
+	h := sha256.Sum256([]byte("iotransit/credential/v1\x00" + secret))
+	return h[:]
+}
+
+// CheckScopes validates requested scopes and that held (the creator's
+// scopes; nil means all, for the operator) covers them.
+func CheckScopes(requested, held []string) ([]string, error) {
+	if len(requested) == 0 {
+		return nil, ErrNoScopes.New()
+	}
+	out := make([]string, 0, len(requested))
+	for _, s := range requested {
+		if !slices.Contains(TenantScopes, s) {
+			return nil, ErrScopeInvalid.WithDetail("%q is not a scope; scopes are %s", truncate(s, 40), strings.Join(TenantScopes, ", "))
+		}
+		if held != nil && !slices.Contains(held, s) {
+			return nil, ErrScopeExceeds.WithDetail("the caller does not hold %s", s)
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// ValidName reports whether a credential name is acceptable (1 to 64
+// printable characters, or empty).
+func ValidName(name string) bool {
+	if len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// CreateAPIKey makes an API key and returns it with its token, shown once.
+// scopes must be covered by held (nil: the operator). ttl 0 means no expiry.
+func (s *Store) CreateAPIKey(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, createdBy string) (APIKey, string, error) {
+	if !ValidName(name) {
+		return APIKey{}, "", ErrNameInvalid.New()
+	}
+	scopes, err := CheckScopes(scopes, held)
+	if err != nil {
+		return APIKey{}, "", err
+	}
+	if ttl != 0 && (ttl < time.Minute || ttl > 2*365*24*time.Hour) {
+		return APIKey{}, "", ErrTTLInvalid.New()
+	}
+	id, err := randomHex(8)
+	if err != nil {
+		return APIKey{}, "", err
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return APIKey{}, "", err
+	}
+	now := s.now().UTC()
+	k := APIKey{ID: id, Tenant: tenant, Name: name, Scopes: scopes, CreatedAt: now, CreatedBy: createdBy, Hash: hashSecret(secret)}
+	if ttl != 0 {
+		exp := now.Add(ttl)
+		k.ExpiresAt = &exp
+	}
+	if err := s.put(ctx, tenant, "apikey."+id, id, k); err != nil {
+		return APIKey{}, "", err
+	}
+	return k.Public(), apiKeyPrefix + id + "_" + secret, nil
+}
+
+func (s *Store) put(ctx context.Context, tenant, key, id string, v any) error {
+	kv, err := s.bucket(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := s.index.Create(ctx, id, []byte(tenant)); err != nil {
+		return fmt.Errorf("credential: index %s: %w", id, err)
+	}
+	if _, err := kv.Create(ctx, key, b); err != nil {
+		return fmt.Errorf("credential: store %s: %w", id, err)
+	}
+	return nil
+}
+
+func get[T any](ctx context.Context, s *Store, tenant, key string) (T, uint64, error) {
+	var v T
+	kv, err := s.bucket(ctx, tenant)
+	if err != nil {
+		return v, 0, err
+	}
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return v, 0, ErrNotFound.New()
+	}
+	if err != nil {
+		return v, 0, fmt.Errorf("credential: read %s: %w", key, err)
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, 0, fmt.Errorf("credential: decode %s: %w", key, err)
+	}
+	return v, e.Revision(), nil
+}
+
+func list[T any](ctx context.Context, s *Store, tenant, prefix string) ([]T, error) {
+	kv, err := s.bucket(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	lister, err := kv.ListKeysFiltered(ctx, prefix+".>")
+	if err != nil {
+		return nil, fmt.Errorf("credential: list: %w", err)
+	}
+	out := []T{}
+	for key := range lister.Keys() {
+		v, _, err := get[T](ctx, s, tenant, key)
+		if err != nil {
+			if ErrNotFound.Is(err) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// update applies fn to a record with optimistic concurrency.
+func update[T any](ctx context.Context, s *Store, tenant, key string, fn func(*T)) (T, error) {
+	kv, err := s.bucket(ctx, tenant)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	for attempt := 0; ; attempt++ {
+		v, rev, err := get[T](ctx, s, tenant, key)
+		if err != nil {
+			return v, err
+		}
+		fn(&v)
+		b, err := json.Marshal(v)
+		if err != nil {
+			return v, err
+		}
+		if _, err := kv.Update(ctx, key, b, rev); err == nil {
+			return v, nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 10 {
+			return v, fmt.Errorf("credential: update %s: %w", key, err)
+		}
+	}
+}
+
+// validID reports whether id is a credential id this package made (hex).
+func validID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}
+
+// APIKeys lists a tenant's API keys (without hashes), oldest first.
+func (s *Store) APIKeys(ctx context.Context, tenant string) ([]APIKey, error) {
+	keys, err := list[APIKey](ctx, s, tenant, "apikey")
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(keys, func(a, b APIKey) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	for i := range keys {
+		keys[i] = keys[i].Public()
+	}
+	return keys, nil
+}
+
+// APIKey returns one API key (without hash).
+func (s *Store) APIKey(ctx context.Context, tenant, id string) (APIKey, error) {
+	if !validID(id) {
+		return APIKey{}, ErrNotFound.New()
+	}
+	k, _, err := get[APIKey](ctx, s, tenant, "apikey."+id)
+	return k.Public(), err
+}
+
+// RevokeAPIKey revokes an API key; it stops working at once.
+func (s *Store) RevokeAPIKey(ctx context.Context, tenant, id string) (APIKey, error) {
+	if !validID(id) {
+		return APIKey{}, ErrNotFound.New()
+	}
+	now := s.now().UTC()
+	k, err := update(ctx, s, tenant, "apikey."+id, func(k *APIKey) {
+		if k.RevokedAt == nil {
+			k.RevokedAt = &now
+		}
+	})
+	return k.Public(), err
+}
+
+// ParseAPIKeyToken splits an API key token into id and secret.
+func ParseAPIKeyToken(token string) (id, secret string, ok bool) {
+	rest, found := strings.CutPrefix(token, apiKeyPrefix)
+	if !found {
+		return "", "", false
+	}
+	id, secret, found = strings.Cut(rest, "_")
+	if !found || !validID(id) || len(secret) != 43 {
+		return "", "", false
+	}
+	return id, secret, true
+}
+
+// IsAPIKeyToken reports whether a bearer token has the API key form.
+func IsAPIKeyToken(token string) bool { return strings.HasPrefix(token, apiKeyPrefix) }
+
+// VerifyAPIKey authenticates an API key token. The tenant of a key whose
+// id exists is returned even when the secret is wrong (for the audit log).
+func (s *Store) VerifyAPIKey(ctx context.Context, token string) (APIKey, error) {
+	id, secret, ok := ParseAPIKeyToken(token)
+	if !ok {
+		return APIKey{}, ErrInvalid.Wrap(errMalformedToken)
+	}
+	tenant, err := s.tenantOf(ctx, id)
+	if err != nil {
+		return APIKey{}, err
+	}
+	k, _, err := get[APIKey](ctx, s, tenant, "apikey."+id)
+	if err != nil {
+		if ErrNotFound.Is(err) {
+			return APIKey{}, ErrInvalid.New()
+		}
+		return APIKey{}, err
+	}
+	if subtle.ConstantTimeCompare(hashSecret(secret), k.Hash) != 1 {
+		return APIKey{Tenant: tenant, ID: id}, ErrInvalid.New()
+	}
+	now := s.now()
+	if !k.Active(now) {
+		return APIKey{Tenant: tenant, ID: id}, ErrInvalid.WithDetail("the key is revoked or expired")
+	}
+	s.noteUse(tenant, id, now)
+	return k.Public(), nil
+}
+
+func (s *Store) tenantOf(ctx context.Context, id string) (string, error) {
+	e, err := s.index.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", ErrInvalid.New()
+	}
+	if err != nil {
+		return "", fmt.Errorf("credential: index: %w", err)
+	}
+	return string(e.Value()), nil
+}
+
+// noteUse records the last use of a key, at most once a minute per key,
+// without delaying the request.
+func (s *Store) noteUse(tenant, id string, now time.Time) {
+	s.mu.Lock()
+	last := s.used[id]
+	if now.Sub(last) < lastUseWindow {
+		s.mu.Unlock()
+		return
+	}
+	s.used[id] = now
+	s.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		t := now.UTC()
+		_, _ = update(ctx, s, tenant, "apikey."+id, func(k *APIKey) { k.LastUsedAt = &t })
+	}()
+}
+
+// CreateClient makes an OAuth2 client and returns it with its secret,
+// shown once.
+func (s *Store) CreateClient(ctx context.Context, tenant, name string, scopes, held []string, createdBy string) (Client, string, error) {
+	if !ValidName(name) {
+		return Client{}, "", ErrNameInvalid.New()
+	}
+	scopes, err := CheckScopes(scopes, held)
+	if err != nil {
+		return Client{}, "", err
+	}
+	id, err := randomHex(8)
+	if err != nil {
+		return Client{}, "", err
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return Client{}, "", err
+	}
+	c := Client{ID: clientPrefix + id, Tenant: tenant, Name: name, Scopes: scopes, CreatedAt: s.now().UTC(), CreatedBy: createdBy, Hash: hashSecret(secret)}
+	if err := s.put(ctx, tenant, "oauth."+id, id, c); err != nil {
+		return Client{}, "", err
+	}
+	return c.Public(), secretPrefix + secret, nil
+}
+
+func clientKey(clientID string) (string, bool) {
+	id, ok := strings.CutPrefix(clientID, clientPrefix)
+	if !ok || !validID(id) {
+		return "", false
+	}
+	return id, true
+}
+
+// Clients lists a tenant's OAuth2 clients (without hashes), oldest first.
+func (s *Store) Clients(ctx context.Context, tenant string) ([]Client, error) {
+	cs, err := list[Client](ctx, s, tenant, "oauth")
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(cs, func(a, b Client) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	for i := range cs {
+		cs[i] = cs[i].Public()
+	}
+	return cs, nil
+}
+
+// Client returns one OAuth2 client of a tenant (without hash).
+func (s *Store) Client(ctx context.Context, tenant, clientID string) (Client, error) {
+	id, ok := clientKey(clientID)
+	if !ok {
+		return Client{}, ErrNotFound.New()
+	}
+	c, _, err := get[Client](ctx, s, tenant, "oauth."+id)
+	return c.Public(), err
+}
+
+// RevokeClient revokes an OAuth2 client: it gets no new tokens and its
+// issued tokens stop working at once.
+func (s *Store) RevokeClient(ctx context.Context, tenant, clientID string) (Client, error) {
+	id, ok := clientKey(clientID)
+	if !ok {
+		return Client{}, ErrNotFound.New()
+	}
+	now := s.now().UTC()
+	c, err := update(ctx, s, tenant, "oauth."+id, func(c *Client) {
+		if c.RevokedAt == nil {
+			c.RevokedAt = &now
+		}
+	})
+	return c.Public(), err
+}
+
+// VerifyClient authenticates a client id and secret (token endpoint).
+func (s *Store) VerifyClient(ctx context.Context, clientID, secret string) (Client, error) {
+	id, ok := clientKey(clientID)
+	if !ok {
+		return Client{}, ErrInvalid.New()
+	}
+	tenant, err := s.tenantOf(ctx, id)
+	if err != nil {
+		return Client{}, err
+	}
+	c, _, err := get[Client](ctx, s, tenant, "oauth."+id)
+	if err != nil {
+		if ErrNotFound.Is(err) {
+			return Client{}, ErrInvalid.New()
+		}
+		return Client{}, err
+	}
+	raw, ok := strings.CutPrefix(secret, secretPrefix)
+	if !ok || subtle.ConstantTimeCompare(hashSecret(raw), c.Hash) != 1 {
+		return Client{ID: c.ID, Tenant: tenant}, ErrInvalid.New()
+	}
+	if c.RevokedAt != nil {
+		return Client{ID: c.ID, Tenant: tenant}, ErrInvalid.WithDetail("the client is revoked")
+	}
+	return c.Public(), nil
+}
+
+// ActiveClient reports whether a client still exists and is not revoked
+// (checked on every use of its tokens).
+func (s *Store) ActiveClient(ctx context.Context, tenant, clientID string) (Client, error) {
+	c, err := s.Client(ctx, tenant, clientID)
+	if err != nil {
+		return Client{}, err
+	}
+	if c.RevokedAt != nil {
+		return Client{}, ErrInvalid.WithDetail("the client is revoked")
+	}
+	return c, nil
+}

@@ -1,0 +1,218 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/pki"
+)
+
+// Enrollment faults a client can see.
+var (
+	ErrTokenInvalid        = fault.Define("registry.token_invalid", fault.Unauthenticated, "the enrollment token is not valid")
+	ErrTokenUsed           = fault.Define("registry.token_used", fault.Unauthenticated, "the enrollment token has been used")
+	ErrTokenExpired        = fault.Define("registry.token_expired", fault.Unauthenticated, "the enrollment token has expired")
+	ErrTokenSerialMismatch = fault.Define("registry.token_serial_mismatch", fault.PermissionDenied, "the enrollment token was issued for another gateway serial")
+	ErrTokenTTLInvalid     = fault.Define("registry.token_ttl_invalid", fault.InvalidArgument, "a token lives between 1 minute and 30 days")
+)
+
+// EnrollmentToken is a one-time secret that lets the gateway with Serial get
+// its first certificate. Its hash is stored, never the token.
+type EnrollmentToken struct {
+	ID        string     `json:"id"`
+	Tenant    string     `json:"tenant"`
+	Serial    string     `json:"serial"`
+	CreatedAt time.Time  `json:"createdAt"`
+	CreatedBy string     `json:"createdBy,omitempty"`
+	ExpiresAt time.Time  `json:"expiresAt"`
+	UsedAt    *time.Time `json:"usedAt,omitempty"`
+	Hash      []byte     `json:"hash,omitempty"`
+}
+
+const (
+	tokensBucket  = "iotransit_enrollment"
+	tokenPrefix   = "iet_"
+	maxTokenTTL   = 30 * 24 * time.Hour
+	defaultTokTTL = 24 * time.Hour
+)
+
+func tokenHash(secret string) []byte {
+	h := sha256.Sum256([]byte("iotransit/enrollment/v1\x00" + secret))
+	return h[:]
+}
+
+func (r *Registry) tokens(ctx context.Context) (jetstream.KeyValue, error) {
+	return r.kvs.KV(ctx, tokensBucket, 1)
+}
+
+// CreateEnrollmentToken makes a one-time token for a registered, active
+// gateway. ttl 0 means 24 hours. The token is returned once.
+func (r *Registry) CreateEnrollmentToken(ctx context.Context, tenant, serial string, ttl time.Duration, createdBy string) (EnrollmentToken, string, error) {
+	if ttl == 0 {
+		ttl = defaultTokTTL
+	}
+	if ttl < time.Minute || ttl > maxTokenTTL {
+		return EnrollmentToken{}, "", ErrTokenTTLInvalid.New()
+	}
+	if !ValidSerial(serial) {
+		return EnrollmentToken{}, "", ErrSerialInvalid.New()
+	}
+	if _, err := r.entry(tenant); err != nil {
+		return EnrollmentToken{}, "", err
+	}
+	g, ok := r.Gateway(tenant, serial)
+	if !ok {
+		return EnrollmentToken{}, "", ErrGatewayNotFound.New()
+	}
+	if g.State != StateActive {
+		return EnrollmentToken{}, "", ErrGatewayNotActive.New()
+	}
+	b := make([]byte, 8+32)
+	if _, err := rand.Read(b); err != nil {
+		return EnrollmentToken{}, "", fmt.Errorf("registry: random: %w", err)
+	}
+	id, secret := hex.EncodeToString(b[:8]), base64.RawURLEncoding.EncodeToString(b[8:])
+	now := r.now().UTC()
+	t := EnrollmentToken{ID: id, Tenant: tenant, Serial: serial, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: now.Add(ttl), Hash: tokenHash(secret)}
+	kv, err := r.tokens(ctx)
+	if err != nil {
+		return EnrollmentToken{}, "", err
+	}
+	v, err := json.Marshal(t)
+	if err != nil {
+		return EnrollmentToken{}, "", err
+	}
+	if _, err := kv.Create(ctx, id, v); err != nil {
+		return EnrollmentToken{}, "", fmt.Errorf("registry: store token: %w", err)
+	}
+	t.Hash = nil
+	return t, tokenPrefix + id + "_" + secret, nil
+}
+
+// EnrollmentTokens lists a tenant's tokens (without hashes), newest first.
+func (r *Registry) EnrollmentTokens(ctx context.Context, tenant string) ([]EnrollmentToken, error) {
+	if _, err := r.entry(tenant); err != nil {
+		return nil, err
+	}
+	kv, err := r.tokens(ctx)
+	if err != nil {
+		return nil, err
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("registry: list tokens: %w", err)
+	}
+	out := []EnrollmentToken{}
+	for key := range lister.Keys() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		var t EnrollmentToken
+		if json.Unmarshal(e.Value(), &t) == nil && t.Tenant == tenant {
+			t.Hash = nil
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b EnrollmentToken) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return out, nil
+}
+
+// Enrollment is the result of a successful enrollment.
+type Enrollment struct {
+	Tenant      string
+	Serial      string
+	Certificate Certificate
+	// Chain is the PEM of the gateway certificate followed by the tenant CA.
+	Chain []byte
+}
+
+// Enroll spends a token: the CSR's subject common name must be the token's
+// serial, and the token works once. A CSR problem does not spend it.
+func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (Enrollment, error) {
+	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	id, secret, ok2 := strings.Cut(rest, "_")
+	if !ok || !ok2 || len(id) != 16 || len(secret) != 43 {
+		return Enrollment{}, ErrTokenInvalid.New()
+	}
+	if _, err := hex.DecodeString(id); err != nil {
+		return Enrollment{}, ErrTokenInvalid.New()
+	}
+	kv, err := r.tokens(ctx)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	e, err := kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Enrollment{}, ErrTokenInvalid.New()
+	}
+	if err != nil {
+		return Enrollment{}, fmt.Errorf("registry: read token: %w", err)
+	}
+	var t EnrollmentToken
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		return Enrollment{}, fmt.Errorf("registry: decode token: %w", err)
+	}
+	if subtle.ConstantTimeCompare(tokenHash(secret), t.Hash) != 1 {
+		return Enrollment{}, ErrTokenInvalid.New()
+	}
+	if t.UsedAt != nil {
+		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenUsed.New()
+	}
+	now := r.now().UTC()
+	if !now.Before(t.ExpiresAt) {
+		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenExpired.New()
+	}
+	csr, err := pki.ParseCSR(csrPEM)
+	if err != nil {
+		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, err
+	}
+	if cn := csr.Subject.CommonName; cn != t.Serial {
+		if ValidSerial(cn) {
+			return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenSerialMismatch.New()
+		}
+		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, pki.ErrCSRCNMismatch.New()
+	}
+	// Spend the token: only one of concurrent requests wins the revision.
+	t.UsedAt = &now
+	v, err := json.Marshal(t)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if _, err := kv.Update(ctx, id, v, e.Revision()); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenUsed.New()
+		}
+		return Enrollment{}, fmt.Errorf("registry: spend token: %w", err)
+	}
+	certPEM, rec, err := r.IssueCertificate(ctx, t.Tenant, t.Serial, csrPEM, validity)
+	if err != nil {
+		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, err
+	}
+	ten, _ := r.Tenant(t.Tenant)
+	return Enrollment{Tenant: t.Tenant, Serial: t.Serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}, nil
+}
+
+// Reenroll issues a new certificate to an authenticated gateway from a CSR
+// with its serial. The current certificate stays valid until it expires.
+func (r *Registry) Reenroll(ctx context.Context, id Identity, csrPEM []byte, validity time.Duration) (Enrollment, error) {
+	certPEM, rec, err := r.IssueCertificate(ctx, id.Tenant, id.Serial, csrPEM, validity)
+	if err != nil {
+		return Enrollment{Tenant: id.Tenant, Serial: id.Serial}, err
+	}
+	ten, _ := r.Tenant(id.Tenant)
+	return Enrollment{Tenant: id.Tenant, Serial: id.Serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}, nil
+}
