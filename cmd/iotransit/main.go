@@ -34,7 +34,11 @@ Administration, through the HTTPS API (local or remote):
   (IOTRANSIT_KEY_FILE) or --key (IOTRANSIT_KEY), --tenant (IOTRANSIT_TENANT),
   -o table|json; see iotransit <command> -h.
 
-Every flag can also be set with an environment variable: --data-dir is
+Payload encryption, on the customer's side (no server needed):
+  iotransit keygen  --out DIR                       key pair an integration seals to
+  iotransit decrypt --key K [--in F] [--out F]      open a payload sealed to the key
+
+Every flag but decrypt's can also be set with an environment variable: --data-dir is
 IOTRANSIT_DATA_DIR, --mqtt-addr is IOTRANSIT_MQTT_ADDR, and so on.
 `
 
@@ -73,6 +77,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAdmin(ctx, auditGroup, args[1:], stdout, stderr)
 	case "enroll":
 		return adminEnroll(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		return keygen(ctx, args[1:], stdout, stderr)
+	case "decrypt":
+		return decrypt(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

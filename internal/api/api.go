@@ -21,6 +21,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/store"
 )
@@ -48,6 +49,7 @@ type Registry interface {
 	RegisterGateway(ctx context.Context, tenant, serial string) (registry.Gateway, error)
 	SetGatewayState(ctx context.Context, tenant, serial string, state registry.GatewayState) (registry.Gateway, error)
 	SetLabels(ctx context.Context, tenant, serial string, labels map[string]string) (registry.Gateway, error)
+	SetDeploymentGroup(ctx context.Context, tenant, serial, id string) (registry.Gateway, error)
 	DeleteGateway(ctx context.Context, tenant, serial string) error
 	CreateEnrollmentToken(ctx context.Context, tenant, serial string, ttl time.Duration, createdBy string) (registry.EnrollmentToken, string, error)
 	EnrollmentTokens(ctx context.Context, tenant string) ([]registry.EnrollmentToken, error)
@@ -98,6 +100,12 @@ type Deps struct {
 	Tokens      Tokens
 	Messages    Messages
 	Audit       Audit
+	// Integrations manages forwarding (nil: the routes answer 404).
+	Integrations Integrations
+	// Stream feeds the WebSocket stream (nil: the route answers 404).
+	Stream Stream
+	// ParseKey turns an integration's public key into a Sealer (HPKE).
+	ParseKey func(pemBytes []byte) (forward.Sealer, string, error)
 	// CreateTenant provisions a tenant: CA, streams, audit log.
 	CreateTenant func(ctx context.Context, id string) (registry.Tenant, error)
 	// ServerCA is the PEM that verifies the server certificates, returned by enrollment.

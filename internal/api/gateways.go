@@ -218,7 +218,8 @@ func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, _ *Principal
 }
 
 type updateGatewayRequest struct {
-	Labels *map[string]string `json:"labels"`
+	Labels            *map[string]string `json:"labels"`
+	DeploymentGroupID *string            `json:"deploymentGroupId"`
 }
 
 func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p *Principal) error {
@@ -233,6 +234,13 @@ func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p *Princi
 	if req.Labels != nil {
 		g, err = s.deps.Registry.SetLabels(r.Context(), g.Tenant, g.Serial, *req.Labels)
 		s.record(r.Context(), r, g.Tenant, p, "registry.gateway.update", "gateway:"+g.Serial, err, map[string]string{"field": "labels"})
+		if err != nil {
+			return err
+		}
+	}
+	if req.DeploymentGroupID != nil {
+		g, err = s.deps.Registry.SetDeploymentGroup(r.Context(), g.Tenant, g.Serial, *req.DeploymentGroupID)
+		s.record(r.Context(), r, g.Tenant, p, "registry.gateway.update", "gateway:"+g.Serial, err, map[string]string{"field": "deploymentGroupId", "value": *req.DeploymentGroupID})
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ type world struct {
 	api   *tu.API
 	seq   atomic.Int64
 	byTen map[string]*tenantFix
+	rcv   *tu.Receiver
 }
 
 type tenantFix struct {
@@ -71,6 +72,24 @@ func (w *world) keyID(tenant string) string {
 	return k.ID
 }
 
+// integration makes a webhook integration of tenant to the world's receiver.
+func (w *world) integration(tenant string) string {
+	w.t.Helper()
+	if w.rcv == nil {
+		w.rcv = tu.NewReceiver(w.t)
+	}
+	r := w.api.Do("POST", "/v1/tenants/"+tenant+"/integrations", w.api.Key(), map[string]any{
+		"name": fmt.Sprintf("int%d", w.seq.Add(1)), "type": "webhook",
+		"webhook": map[string]any{"url": w.rcv.URL, "caPem": w.rcv.CAPEM},
+	})
+	if r.Status != 201 {
+		w.t.Fatalf("create integration: %d %s", r.Status, r.Body)
+	}
+	var out struct{ ID string }
+	r.Decode(w.t, &out)
+	return out.ID
+}
+
 func (w *world) clientID(tenant string) string {
 	w.t.Helper()
 	r := w.api.Do("POST", "/v1/tenants/"+tenant+"/oauth2-clients", w.api.Key(), map[string]any{"scopes": []string{"messages:read"}})
@@ -90,15 +109,22 @@ func (w *world) request(rt api.Route, tenant string) (path string, body any) {
 		path = strings.ReplaceAll(path, "{serial}", w.gateway(tenant))
 	}
 	if strings.Contains(path, "{id}") {
-		id := w.keyID(tenant)
-		if strings.Contains(path, "oauth2-clients") {
+		var id string
+		switch {
+		case strings.Contains(path, "oauth2-clients"):
 			id = w.clientID(tenant)
+		case strings.Contains(path, "integrations"):
+			id = w.integration(tenant)
+		default:
+			id = w.keyID(tenant)
 		}
 		path = strings.ReplaceAll(path, "{id}", id)
 	}
 	switch {
 	case rt.Method == "POST" && strings.HasSuffix(rt.Pattern, "/gateways"):
 		body = map[string]string{"serial": fmt.Sprintf("TSGW06NEW%08d", w.seq.Add(1))}
+	case rt.Method == "PATCH" && strings.Contains(rt.Pattern, "/integrations/"):
+		body = map[string]any{"batch": map[string]any{"maxMessages": 50}}
 	case rt.Method == "PATCH":
 		body = map[string]any{"labels": map[string]string{"site": "hq"}}
 	case strings.HasSuffix(rt.Pattern, "/enrollment-tokens") && rt.Method == "POST":
@@ -106,6 +132,8 @@ func (w *world) request(rt api.Route, tenant string) (path string, body any) {
 	case strings.HasSuffix(rt.Pattern, "/api-keys") && rt.Method == "POST",
 		strings.HasSuffix(rt.Pattern, "/oauth2-clients") && rt.Method == "POST":
 		body = map[string]any{"scopes": []string{rt.Scope}} // a credential can grant only what it holds
+	case strings.HasSuffix(rt.Pattern, "/integrations") && rt.Method == "POST":
+		body = map[string]any{"name": fmt.Sprintf("ws%d", w.seq.Add(1)), "type": "websocket"}
 	}
 	return path, body
 }
@@ -205,7 +233,15 @@ func TestAPIScopes(t *testing.T) {
 				t.Fatalf("without %s: %d %s", rt.Scope, r.Status, r.Body)
 			}
 			path, body = w.request(rt, "acme")
-			if r := w.api.Do(rt.Method, path, only[rt.Scope], body); r.Status >= 400 {
+			r = w.api.Do(rt.Method, path, only[rt.Scope], body)
+			if strings.HasSuffix(rt.Pattern, "/stream") {
+				// Authorised, then refused by the WebSocket layer: not a WebSocket request.
+				if r.Status == 401 || r.Status == 403 || r.Status == 404 {
+					t.Errorf("with only %s: %d %s", rt.Scope, r.Status, r.Body)
+				}
+				return
+			}
+			if r.Status >= 400 {
 				t.Errorf("with only %s: %d %s", rt.Scope, r.Status, r.Body)
 			}
 		})

@@ -215,6 +215,20 @@ func (b *Backbone) KV(ctx context.Context, bucket string, history uint8) (jetstr
 	return kv, nil
 }
 
+// KVWithTTL creates (or opens) a bucket whose keys expire ttl after their
+// last write (leases).
+func (b *Backbone) KVWithTTL(ctx context.Context, bucket string, ttl time.Duration) (jetstream.KeyValue, error) {
+	v, err, _ := b.create.Do("kv:"+bucket, func() (any, error) {
+		return b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: bucket, History: 1, TTL: ttl, Replicas: b.cfg.Replicas, Storage: jetstream.FileStorage,
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backbone: kv %s: %w", bucket, err)
+	}
+	return v.(jetstream.KeyValue), nil
+}
+
 // KeyStore adapts a KV bucket to kms.KeyStore.
 type KeyStore struct{ KV jetstream.KeyValue }
 

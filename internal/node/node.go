@@ -30,6 +30,8 @@ import (
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/forward"
+	"github.com/iotransit/iotransit/internal/forward/egress"
 	"github.com/iotransit/iotransit/internal/ingest"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/pki"
@@ -71,8 +73,13 @@ type Config struct {
 	// APILimits are the API's rate limits (zero values: defaults).
 	APILimits api.Limits
 	// Audit configures checkpoints of the audit log.
-	Audit  audit.Config
-	Logger *slog.Logger
+	Audit audit.Config
+	// AllowPrivateTargets lets integrations reach loopback, private and
+	// link-local addresses (on in dev mode).
+	AllowPrivateTargets bool
+	// Forward tunes delivery (zero values: defaults).
+	Forward forward.Config
+	Logger  *slog.Logger
 }
 
 // DevTenant and DevGateway are what --dev creates.
@@ -130,6 +137,7 @@ type Node struct {
 	creds    *credential.Store
 	audit    *audit.Log
 	events   chan auditEvent
+	fwd      *forward.Engine
 	ing      *ingest.Server
 	api      *api.Server
 	serverCA []byte
@@ -220,9 +228,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	fcfg := cfg.Forward
+	fcfg.Policy = egress.Policy{AllowPrivate: cfg.AllowPrivateTargets || cfg.Dev}
+	fcfg.ParseKey = parseKey
+	n.fwd = forward.New(fcfg, n.bb.JS, n.bb, n.bb, n.keys, n.st, factories(), n.metrics, n.log)
+	for _, t := range n.reg.Tenants() {
+		n.fwd.AddTenant(t.ID)
+	}
 	// Tenants created anywhere get their streams here too (and a tenant whose
 	// creation was cut short is repaired), retried until it works.
-	n.reg.OnTenantAdded(func(t registry.Tenant) { go n.ensureTenant(t.ID) })
+	n.reg.OnTenantAdded(func(t registry.Tenant) {
+		go n.ensureTenant(t.ID)
+		n.fwd.AddTenant(t.ID)
+	})
 	n.events = make(chan auditEvent, 4096)
 	go n.auditLoop()
 	cfg.Ingest.OnEvent = n.ingestEvent
@@ -243,6 +261,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: n.creds, Messages: n.st, Audit: n.audit,
+		Integrations: n.fwd, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics,
@@ -268,6 +287,9 @@ func (n *Node) Close() {
 		}
 		if n.ing != nil {
 			_ = n.ing.Close()
+		}
+		if n.fwd != nil {
+			n.fwd.Close()
 		}
 		if n.events != nil {
 			n.eventsMu.Lock()

@@ -786,3 +786,49 @@ func (r *Registry) DeleteGateway(ctx context.Context, tenant, serial string) err
 	}
 	return nil
 }
+
+// ErrDeploymentGroupInvalid is returned for a malformed deploymentGroupId.
+var ErrDeploymentGroupInvalid = fault.Define("registry.deployment_group_invalid", fault.InvalidArgument, "a deploymentGroupId is {env}{country}00{customer part}: env un, pr, dm or rd; country an ISO 3166-1 alpha-2 code in lowercase or xx; customer part at most 32 of a-z and 0-9")
+
+// iso3166 holds the ISO 3166-1 alpha-2 codes, lowercase, concatenated.
+const iso3166 = "adaeafagaialamaoaqarasatauawaxazbabbbdbebfbgbhbibjblbmbnbobqbrbsbtbvbwbybzcacccdcfcgchcickclcmcncocrcucvcwcxcyczdedjdkdmdodzeceeegeheresetfifjfkfmfofrgagbgdgegfggghgiglgmgngpgqgrgsgtgugwgyhkhmhnhrhthuidieiliminioiqirisitjejmjojpkekgkhkikmknkpkrkwkykzlalblclilklrlsltlulvlymamcmdmemfmgmhmkmlmmmnmompmqmrmsmtmumvmwmxmymznancnenfngninlnonpnrnunzompapepfpgphpkplpmpnprpsptpwpyqarerorsrurwsasbscsdsesgshsisjskslsmsnsosrssstsvsxsysztctdtftgthtjtktltmtntotrtttvtwtzuaugumusuyuzvavcvevgvivnvuwfwsyeytzazmzw"
+
+// ValidDeploymentGroupID reports whether id has Thingsee's deployment
+// group form: {env 2}{country 2}{reserved 2}{customer part}.
+func ValidDeploymentGroupID(id string) bool {
+	if len(id) < 6 || len(id) > 38 {
+		return false
+	}
+	switch id[:2] {
+	case "un", "pr", "dm", "rd":
+	default:
+		return false
+	}
+	country := id[2:4]
+	known := country == "xx"
+	for i := 0; i+2 <= len(iso3166) && !known; i += 2 {
+		known = iso3166[i:i+2] == country
+	}
+	if !known || id[4:6] != "00" {
+		return false
+	}
+	for i := 6; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// SetDeploymentGroup sets (or with "" clears) a gateway's Thingsee
+// deployment group, added by the cloud to the messages it uploads.
+func (r *Registry) SetDeploymentGroup(ctx context.Context, tenant, serial, id string) (Gateway, error) {
+	if id != "" && !ValidDeploymentGroupID(id) {
+		return Gateway{}, ErrDeploymentGroupInvalid.New()
+	}
+	return r.update(ctx, tenant, serial, func(g *Gateway) error {
+		g.DeploymentGroupID = id
+		return nil
+	})
+}

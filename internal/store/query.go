@@ -260,15 +260,7 @@ func (s *Store) QueryRejected(ctx context.Context, tenant string, q RejectedQuer
 }
 
 func (s *Store) openMessage(ctx context.Context, tenant string, m *jetstream.RawStreamMsg) (Message, error) {
-	id := m.Header.Get(jetstream.MsgIDHeader)
-	body, err := s.keys.Open(ctx, tenant, m.Data, []byte(id))
-	if err != nil {
-		return Message{}, fmt.Errorf("store: open message %d: %w", m.Sequence, err)
-	}
-	return Message{
-		ID: id, Seq: m.Sequence, ReceivedAt: receivedAt(m.Header), StoredAt: m.Time.UTC(),
-		Gateway: m.Header.Get(hdrGateway), Message: body,
-	}, nil
+	return s.Decode(ctx, tenant, m.Sequence, m.Time, m.Header, m.Data)
 }
 
 func (s *Store) openRejected(ctx context.Context, tenant string, m *jetstream.RawStreamMsg) (StoredRejected, error) {

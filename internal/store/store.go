@@ -7,6 +7,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -90,7 +91,7 @@ func (s *Store) EnsureTenant(ctx context.Context, tenant string) error {
 	if _, err := s.streams.Stream(ctx, jetstream.StreamConfig{
 		Name:        MessageStream(tenant),
 		Description: "accepted Thingsee messages of tenant " + tenant,
-		Subjects:    []string{"iot." + tenant + ".msg.>"},
+		Subjects:    []string{"iot." + tenant + ".msg.>", "iot." + tenant + ".redrive.>"},
 		MaxAge:      s.cfg.Retention,
 		MaxBytes:    orUnlimited(s.cfg.MaxBytes),
 		Discard:     jetstream.DiscardOld,
@@ -121,10 +122,13 @@ func orUnlimited(n int64) int64 {
 
 // Headers of a stored message (metadata only; the body is sealed).
 const (
-	hdrGateway  = "Iot-Gateway"
-	hdrReceived = "Iot-Received"
-	hdrTuid     = "Iot-Tuid"
-	hdrTsmID    = "Iot-Tsm-Id"
+	// hdrContentID carries the content id of a re-driven message, whose
+	// Nats-Msg-Id must differ from the original's (de-duplication).
+	hdrContentID = "Iot-Content-Id"
+	hdrGateway   = "Iot-Gateway"
+	hdrReceived  = "Iot-Received"
+	hdrTuid      = "Iot-Tuid"
+	hdrTsmID     = "Iot-Tsm-Id"
 )
 
 // Record is an accepted message to store.
@@ -253,6 +257,10 @@ type Message struct {
 	StoredAt time.Time       `json:"storedAt"`
 	Gateway  string          `json:"gateway"`
 	Message  json.RawMessage `json:"message"`
+	// Tuid and TsmID come from the headers (for routing; the message has
+	// them too).
+	Tuid  string `json:"-"`
+	TsmID int    `json:"-"`
 }
 
 // StoredRejected is a rejected message as read back.
@@ -333,4 +341,128 @@ func (s *Store) Follow(ctx context.Context, tenant string, fn func(Message)) err
 	<-ctx.Done()
 	cc.Stop()
 	return nil
+}
+
+// ContentID returns the content id of a stored message from its headers.
+func ContentID(h nats.Header) string {
+	if id := h.Get(hdrContentID); id != "" {
+		return id
+	}
+	return h.Get(jetstream.MsgIDHeader)
+}
+
+// Decode opens a message of the tenant's message stream, as read by a
+// consumer (sequence, store time, headers, sealed data).
+func (s *Store) Decode(ctx context.Context, tenant string, seq uint64, stored time.Time, h nats.Header, data []byte) (Message, error) {
+	id := ContentID(h)
+	body, err := s.keys.Open(ctx, tenant, data, []byte(id))
+	if err != nil {
+		return Message{}, fmt.Errorf("store: open message %d: %w", seq, err)
+	}
+	tsmID, _ := strconv.Atoi(h.Get(hdrTsmID))
+	return Message{
+		ID: id, Seq: seq, ReceivedAt: receivedAt(h), StoredAt: stored.UTC(),
+		Gateway: h.Get(hdrGateway), Tuid: h.Get(hdrTuid), TsmID: tsmID, Message: body,
+	}, nil
+}
+
+// RedriveSubjectPrefix is the subject prefix of messages re-driven to one
+// integration: only that integration's consumer reads them.
+func RedriveSubjectPrefix(tenant, integration string) string {
+	return "iot." + tenant + ".redrive." + integration
+}
+
+// Redrive puts a message (headers and sealed data as stored) back into the
+// tenant's message stream for one integration only.
+func (s *Store) Redrive(ctx context.Context, tenant, integration string, h nats.Header, data []byte) error {
+	id := ContentID(h)
+	tsmID := h.Get(hdrTsmID)
+	if _, err := strconv.Atoi(tsmID); err != nil {
+		return fmt.Errorf("store: redrive: bad tsmId header")
+	}
+	m := nats.NewMsg(RedriveSubjectPrefix(tenant, integration) + "." + h.Get(hdrGateway) + "." + h.Get(hdrTuid) + "." + tsmID)
+	m.Data = data
+	for _, k := range []string{hdrGateway, hdrTuid, hdrTsmID, hdrReceived} {
+		m.Header.Set(k, h.Get(k))
+	}
+	m.Header.Set(hdrContentID, id)
+	m.Header.Set(jetstream.MsgIDHeader, "rd-"+integration+"-"+id+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(MessageStream(tenant))); err != nil {
+		return fmt.Errorf("store: redrive: %w", err)
+	}
+	return nil
+}
+
+// Tail calls fn with batches of the tenant's messages on subjects (nil: all
+// messages), starting at stream sequence start (0: only messages stored from
+// now on), in stream order, until ctx ends or fn fails. A batch holds what
+// arrived within maxWait, at most max messages.
+func (s *Store) Tail(ctx context.Context, tenant string, start uint64, subjects []string, max int, maxWait time.Duration, fn func([]Message) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverNewPolicy}
+	if len(subjects) == 0 {
+		cfg.FilterSubjects = []string{"iot." + tenant + ".msg.>"}
+	}
+	if start > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	c, err := s.js.OrderedConsumer(ctx, MessageStream(tenant), cfg)
+	if err != nil {
+		return fmt.Errorf("store: tail %s: %w", tenant, err)
+	}
+	for ctx.Err() == nil {
+		fb, err := c.Fetch(max, jetstream.FetchMaxWait(maxWait))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("store: tail %s: %w", tenant, err)
+		}
+		var batch []Message
+		for m := range fb.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			msg, err := s.Decode(ctx, tenant, md.Sequence.Stream, md.Timestamp, m.Headers(), m.Data())
+			if err != nil {
+				return err
+			}
+			batch = append(batch, msg)
+		}
+		if len(batch) > 0 {
+			if err := fn(batch); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// FindByKey returns the stream sequence of the newest message of a sensor
+// with tsmId and the exact tsmTs text (Thingsee's de-duplication key
+// tsmTuid:tsmId:tsmTs), looking at most at the sensor's newest 1000
+// messages of that tsmId. ok is false when it is not there.
+func (s *Store) FindByKey(ctx context.Context, tenant, tuid string, tsmID int, tsmTs string) (uint64, bool, error) {
+	q := Query{Tuid: tuid, TsmID: tsmID, Limit: 100}
+	for page := 0; page < 10; page++ {
+		pg, err := s.QueryMessages(ctx, tenant, q)
+		if err != nil {
+			return 0, false, err
+		}
+		for _, m := range pg.Items {
+			var v struct {
+				TsmTs json.Number `json:"tsmTs"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(m.Message))
+			dec.UseNumber()
+			if dec.Decode(&v) == nil && string(v.TsmTs) == tsmTs {
+				return m.Seq, true, nil
+			}
+		}
+		if pg.Next == "" {
+			break
+		}
+		q.Cursor = pg.Next
+	}
+	return 0, false, nil
 }

@@ -1,0 +1,245 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/forward"
+)
+
+// Integrations manages integrations (forward.Engine).
+type Integrations interface {
+	Create(ctx context.Context, tenant string, in forward.Integration) (forward.Integration, forward.Shown, error)
+	List(ctx context.Context, tenant string) ([]forward.Integration, error)
+	Get(ctx context.Context, tenant, id string) (forward.View, error)
+	Update(ctx context.Context, tenant, id string, in forward.Integration) (forward.Integration, error)
+	SetPaused(ctx context.Context, tenant, id string, paused bool) (forward.Integration, error)
+	RotateSecret(ctx context.Context, tenant, id string, overlap time.Duration) (forward.Integration, string, error)
+	Delete(ctx context.Context, tenant, id string) error
+	TestSend(ctx context.Context, tenant, id string) (forward.TestResult, error)
+	DeadLetters(ctx context.Context, tenant, id string, after uint64, limit int) ([]forward.DeadLetter, uint64, error)
+	Redrive(ctx context.Context, tenant, id string, seqs []uint64) (int, error)
+}
+
+func (s *Server) integrationID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !forward.ValidID(id) {
+		return "", forward.ErrIntegrationNotFound.New()
+	}
+	return id, nil
+}
+
+// audit an integration change.
+func (s *Server) recordIntegration(r *http.Request, p *Principal, action, id string, err error, detail map[string]string) {
+	if forward.ErrIntegrationNotFound.Is(err) {
+		return
+	}
+	s.record(r.Context(), r, r.PathValue("tenant"), p, "forward.integration."+action, "integration:"+id, err, detail)
+}
+
+func (s *Server) createIntegration(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	var in forward.Integration
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &in, false); err != nil {
+		return err
+	}
+	out, shown, err := s.deps.Integrations.Create(r.Context(), r.PathValue("tenant"), in)
+	s.recordIntegration(r, p, "create", out.ID, err, map[string]string{"type": in.Type, "name": in.Name})
+	if err != nil {
+		return err
+	}
+	// A secret the server generated is in the answer once.
+	if sec := shown["webhook.secret"]; sec != "" && out.Webhook != nil {
+		out.Webhook.Secret = sec
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	items, err := s.deps.Integrations.List(r.Context(), r.PathValue("tenant"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, list[forward.Integration]{Items: items})
+	return nil
+}
+
+func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	id, err := s.integrationID(r)
+	if err != nil {
+		return err
+	}
+	v, err := s.deps.Integrations.Get(r.Context(), r.PathValue("tenant"), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// updateIntegration merges the body's fields over the current settings
+// (secrets given replace, secrets omitted stay) and saves them.
+func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	id, err := s.integrationID(r)
+	if err != nil {
+		return err
+	}
+	tenant := r.PathValue("tenant")
+	cur, err := s.deps.Integrations.Get(r.Context(), tenant, id)
+	if err != nil {
+		return err
+	}
+	in := cur.Integration
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &in, false); err != nil {
+		return err
+	}
+	out, err := s.deps.Integrations.Update(r.Context(), tenant, id, in)
+	s.recordIntegration(r, p, "update", id, err, nil)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) pauseIntegration(paused bool) handlerFunc {
+	action := map[bool]string{true: "pause", false: "resume"}[paused]
+	return func(w http.ResponseWriter, r *http.Request, p *Principal) error {
+		id, err := s.integrationID(r)
+		if err != nil {
+			return err
+		}
+		if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
+			return err
+		}
+		out, err := s.deps.Integrations.SetPaused(r.Context(), r.PathValue("tenant"), id, paused)
+		s.recordIntegration(r, p, action, id, err, nil)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+func (s *Server) deleteIntegration(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	id, err := s.integrationID(r)
+	if err != nil {
+		return err
+	}
+	err = s.deps.Integrations.Delete(r.Context(), r.PathValue("tenant"), id)
+	s.recordIntegration(r, p, "delete", id, err, nil)
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) testIntegration(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	id, err := s.integrationID(r)
+	if err != nil {
+		return err
+	}
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
+		return err
+	}
+	res, err := s.deps.Integrations.TestSend(r.Context(), r.PathValue("tenant"), id)
+	outcome := err
+	if err == nil && !res.OK {
+		outcome = forward.ErrIntegrationInvalid.WithDetail("%s", res.Error)
+	}
+	s.recordIntegration(r, p, "test", id, outcome, nil)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+type rotateRequest struct {
+	// Overlap is how long the previous secret keeps signing (default 24h).
+	Overlap string `json:"overlap,omitempty"`
+}
+
+func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	id, err := s.integrationID(r)
+	if err != nil {
+		return err
+	}
+	var req rotateRequest
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, true); err != nil {
+		return err
+	}
+	overlap := 24 * time.Hour
+	if req.Overlap != "" {
+		if overlap, err = time.ParseDuration(req.Overlap); err != nil {
+			return ErrBadParameter.WithDetail("overlap must be a duration such as \"24h\"")
+		}
+	}
+	out, secret, err := s.deps.Integrations.RotateSecret(r.Context(), r.PathValue("tenant"), id, overlap)
+	s.recordIntegration(r, p, "rotate_secret", id, err, map[string]string{"overlap": overlap.String()})
+	if err != nil {
+		return err
+	}
+	if out.Webhook != nil {
+		out.Webhook.Secret = secret
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	id, err := s.integrationID(r)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(r, "limit", 1, MaxLimit, 100)
+	if err != nil {
+		return err
+	}
+	var after uint64
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		if after, err = strconv.ParseUint(c, 10, 64); err != nil {
+			return ErrBadParameter.WithDetail("cursor must be a value from a previous page's next")
+		}
+	}
+	items, next, err := s.deps.Integrations.DeadLetters(r.Context(), r.PathValue("tenant"), id, after, limit)
+	if err != nil {
+		return err
+	}
+	out := page[forward.DeadLetter]{Items: items}
+	if next != 0 && len(items) == limit {
+		out.Next = strconv.FormatUint(next, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+type redriveRequest struct {
+	// Seqs are the dead letters to re-drive; empty means all.
+	Seqs []uint64 `json:"seqs,omitempty"`
+}
+
+func (s *Server) redrive(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	id, err := s.integrationID(r)
+	if err != nil {
+		return err
+	}
+	var req redriveRequest
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, true); err != nil {
+		return err
+	}
+	if len(req.Seqs) > 10000 {
+		return ErrBadParameter.WithDetail("at most 10000 dead letters at once")
+	}
+	n, err := s.deps.Integrations.Redrive(r.Context(), r.PathValue("tenant"), id, req.Seqs)
+	s.recordIntegration(r, p, "redrive", id, err, map[string]string{"count": strconv.Itoa(n)})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"redriven": n})
+	return nil
+}

@@ -1,0 +1,147 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/forward"
+	"github.com/iotransit/iotransit/internal/store"
+)
+
+// Stream feeds the WebSocket stream (store.Store).
+type Stream interface {
+	Tail(ctx context.Context, tenant string, start uint64, subjects []string, max int, maxWait time.Duration, fn func([]store.Message) error) error
+	FindByKey(ctx context.Context, tenant, tuid string, tsmID int, tsmTs string) (uint64, bool, error)
+}
+
+// ErrAfterUnknown is returned when the message to resume after is gone.
+var ErrAfterUnknown = fault.Define("api.after_unknown", fault.NotFound, "the message to resume after is not in the stream (it may have expired)")
+
+var thingseeKey = regexp.MustCompile(`^([A-Z]{4}[0-9]{2}[A-Z0-9]{11}):([0-9]{4,6}):([0-9]{1,12}(\.[0-9]{1,9})?)$`)
+
+// resumeAfter turns ?after= into the first stream sequence to send: empty
+// means only new messages (0); a number is a stream sequence (the seq of
+// the messages API); tsmTuid:tsmId:tsmTs is Thingsee's message key, which a
+// receiver has from the last message it got.
+func (s *Server) resumeAfter(ctx context.Context, tenant, after string) (uint64, error) {
+	if after == "" {
+		return 0, nil
+	}
+	if n, err := strconv.ParseUint(after, 10, 64); err == nil {
+		return n + 1, nil
+	}
+	m := thingseeKey.FindStringSubmatch(after)
+	if m == nil {
+		return 0, ErrBadParameter.WithDetail("after must be a message seq or tsmTuid:tsmId:tsmTs")
+	}
+	id, _ := strconv.Atoi(m[2])
+	seq, ok, err := s.deps.Stream.FindByKey(ctx, tenant, m[1], id, m[3])
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, ErrAfterUnknown.New()
+	}
+	return seq + 1, nil
+}
+
+// stream upgrades to a WebSocket and sends the tenant's messages as they
+// are stored: each frame is a JSON array of Thingsee messages exactly as
+// forwarded (a binary HPKE-sealed array when the websocket integration named
+// by ?integration= has a key). ?after= resumes without a gap.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	if s.deps.Stream == nil {
+		return ErrNotFound.New()
+	}
+	tenant := r.PathValue("tenant")
+	var filter forward.Filter
+	var sealer forward.Sealer
+	if id := r.URL.Query().Get("integration"); id != "" {
+		if s.deps.Integrations == nil || !forward.ValidID(id) {
+			return forward.ErrIntegrationNotFound.New()
+		}
+		v, err := s.deps.Integrations.Get(r.Context(), tenant, id)
+		if err != nil {
+			return err
+		}
+		if v.Type != forward.TypeWebsocket {
+			return ErrBadParameter.WithDetail("integration %s is not a websocket integration", id)
+		}
+		if v.Paused {
+			return ErrBadParameter.WithDetail("integration %s is paused", id)
+		}
+		filter = v.Filter
+		if v.Encryption != nil && s.deps.ParseKey != nil {
+			if sealer, _, err = s.deps.ParseKey([]byte(v.Encryption.PublicKeyPEM)); err != nil {
+				return err
+			}
+		}
+	}
+	start, err := s.resumeAfter(r.Context(), tenant, r.URL.Query().Get("after"))
+	if err != nil {
+		return err
+	}
+	subjects, inProcess := forward.StreamSubjects(tenant, filter)
+	// The server's read and write timeouts protect request/response routes;
+	// a stream lives on (it has its own write timeout and pings).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return nil // Accept has answered
+	}
+	defer c.CloseNow()
+	ctx := c.CloseRead(r.Context())
+	go func() { // keep idle connections alive through proxies
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_ = c.Ping(pctx)
+				cancel()
+			}
+		}
+	}()
+	err = s.deps.Stream.Tail(ctx, tenant, start, subjects, 100, 200*time.Millisecond, func(batch []store.Message) error {
+		var b forward.Batch
+		for _, m := range batch {
+			if inProcess && !filter.Matches(m) {
+				continue
+			}
+			b.Messages = append(b.Messages, forward.Message{Seq: m.Seq, Body: m.Message})
+		}
+		if len(b.Messages) == 0 {
+			return nil
+		}
+		typ, payload := websocket.MessageText, b.JSON()
+		if sealer != nil {
+			sealed, err := sealer.Seal(payload)
+			if err != nil {
+				return err
+			}
+			typ, payload = websocket.MessageBinary, sealed
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return c.Write(wctx, typ, payload)
+	})
+	if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "closed") {
+		s.log.Warn("stream ended", "tenant_id", tenant, "request_id", requestID(r), "error", err)
+		c.Close(websocket.StatusInternalError, "stream interrupted; resume with ?after=")
+		return nil
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	return nil
+}

@@ -1,0 +1,381 @@
+package forward_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/iotransit/iotransit/internal/forward"
+	"github.com/iotransit/iotransit/internal/gateway"
+	"github.com/iotransit/iotransit/internal/node"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+)
+
+const (
+	tenant = "acme"
+	gwSer  = "TSGW06ACM00000001"
+)
+
+var devices = []string{"TSEN01ABC00000001", "TSEN01ABC00000002", "TSPR04ABC00000003"}
+
+type env struct {
+	next map[string]int // next moveCount per device
+	t    *testing.T
+	n    *node.Node
+	api  *tu.API
+	up   *gateway.Uplink
+	rcv  *tu.Receiver
+}
+
+func newEnv(t *testing.T, mod func(*node.Config)) *env {
+	t.Helper()
+	n := tu.StartNode(t, func(c *node.Config) {
+		tu.NoLimits(c)
+		c.Forward.RetryBase, c.Forward.RetryMax = 50*time.Millisecond, 300*time.Millisecond
+		c.Forward.DeliveryTimeout = 2 * time.Second
+		if mod != nil {
+			mod(c)
+		}
+	})
+	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwSer), gwSer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, n: n, api: tu.NewAPI(t, n), up: up, rcv: tu.NewReceiver(t), next: map[string]int{}}
+}
+
+// integration creates a webhook integration to the receiver with the exact
+// request of the issue's contract, plus extra fields.
+func (e *env) integration(extra map[string]any) (id, secret string) {
+	e.t.Helper()
+	body := map[string]any{"name": fmt.Sprintf("n%d", time.Now().UnixNano()), "type": "webhook",
+		"webhook": map[string]any{"url": e.rcv.URL, "caPem": e.rcv.CAPEM}}
+	for k, v := range extra {
+		body[k] = v
+	}
+	r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations", e.api.Key(), body)
+	if r.Status != 201 {
+		e.t.Fatalf("create integration: %d %s", r.Status, r.Body)
+	}
+	var out struct {
+		ID      string
+		Webhook struct{ Secret string }
+	}
+	r.Decode(e.t, &out)
+	if out.ID == "" || !strings.HasPrefix(out.Webhook.Secret, "whsec_") {
+		e.t.Fatalf("answer %s", r.Body)
+	}
+	return out.ID, out.Webhook.Secret
+}
+
+var tsmTs atomic.Int64
+
+func init() { tsmTs.Store(1700000000) }
+
+// publish sends count messages per device (one publish each), returning
+// the bodies published in order.
+func (e *env) publish(count int) []string {
+	e.t.Helper()
+	var sent []string
+	for i := 0; i < count; i++ {
+		for _, d := range devices {
+			m := fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"%s","moveCount":%d}`, tsmTs.Add(1), d, e.next[d])
+			e.next[d]++
+			res, err := e.up.Publish(context.Background(), []byte(m), 1)
+			if err != nil || res.ReasonCode != 0 {
+				e.t.Fatalf("publish: %v %x", err, res.ReasonCode)
+			}
+			sent = append(sent, m)
+		}
+	}
+	return sent
+}
+
+// arrived returns the messages the receiver got, in arrival order, each
+// once (by Thingsee key), after verifying every request's signature.
+func arrived(t *testing.T, r *tu.Receiver, secret string) []map[string]any {
+	t.Helper()
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var out []map[string]any
+	for _, d := range r.Got() {
+		if err := wh.Verify(d.Body, d.Header); err != nil {
+			t.Fatalf("signature does not verify with the reference library: %v", err)
+		}
+		var batch []map[string]any
+		if err := json.Unmarshal(d.Body, &batch); err != nil {
+			t.Fatalf("body is not a JSON array: %v: %.200s", err, d.Body)
+		}
+		for _, m := range batch {
+			k := fmt.Sprintf("%v:%v:%v", m["tsmTuid"], m["tsmId"], m["tsmTs"])
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+func waitArrived(t *testing.T, r *tu.Receiver, secret string, n int, within time.Duration) []map[string]any {
+	t.Helper()
+	var got []map[string]any
+	tu.Eventually(t, within, 50*time.Millisecond, func() error {
+		got = arrived(t, r, secret)
+		if len(got) < n {
+			return fmt.Errorf("%d of %d messages arrived", len(got), n)
+		}
+		return nil
+	})
+	return got
+}
+
+// checkOrder checks that each device's messages arrived in publish order.
+func checkOrder(t *testing.T, got []map[string]any) {
+	t.Helper()
+	last := map[string]float64{}
+	for _, m := range got {
+		d := m["tsmTuid"].(string)
+		c := m["moveCount"].(float64)
+		if prev, ok := last[d]; ok && c != prev+1 {
+			t.Fatalf("device %s: moveCount %v after %v", d, c, prev)
+		}
+		last[d] = c
+	}
+}
+
+// TestForwardWebhookDeliversSignedThingseeBatches: batches arrive signed
+// per Standard Webhooks (checked with the reference library), in order
+// per device, byte for byte the stored messages.
+func TestForwardWebhookDeliversSignedThingseeBatches(t *testing.T) {
+	e := newEnv(t, nil)
+	_, secret := e.integration(nil)
+	e.publish(10)
+	got := waitArrived(t, e.rcv, secret, 30, 10*time.Second)
+	checkOrder(t, got)
+	// Byte for byte: every delivered object is a stored message's body.
+	stored := map[string]bool{}
+	for _, m := range tu.NewAPI(t, e.n).Messages(tenant, 100) {
+		stored[string(m.Message)] = true
+	}
+	for _, d := range e.rcv.Got() {
+		var batch []json.RawMessage
+		if err := json.Unmarshal(d.Body, &batch); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range batch {
+			if !stored[string(m)] {
+				t.Errorf("delivered %s is not byte-for-byte a stored message", m)
+			}
+			var v map[string]any
+			_ = json.Unmarshal(m, &v)
+			if v["tsmCloudTs"] == nil || v["tsmGw"] != gwSer {
+				t.Errorf("cloud fields missing: %s", m)
+			}
+		}
+		if d.Header.Get("Content-Type") != "application/json" || d.Header.Get("webhook-id") == "" {
+			t.Errorf("headers %v", d.Header)
+		}
+	}
+	if len(e.rcv.Got()) >= 30 {
+		t.Errorf("30 messages took %d requests: no batching", len(e.rcv.Got()))
+	}
+}
+
+// TestForwardSurvivesOutage: the endpoint refuses connections, then answers
+// 500, then times out, then recovers: everything arrives, in order.
+func TestForwardSurvivesOutage(t *testing.T) {
+	e := newEnv(t, nil)
+	id, secret := e.integration(map[string]any{"batch": map[string]any{"maxMessages": 5, "maxWait": "50ms"}})
+	addr := e.rcv.Addr
+	e.rcv.Stop() // connections refused
+	sent := e.publish(4)
+	waitState(t, e, id, func(s forward.State) bool { return strings.Contains(s.LastError, "connection refused") })
+
+	var mode atomic.Int32 // 0: 500, 1: hang, 2: ok
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, _ []byte) bool {
+		switch mode.Load() {
+		case 0:
+			w.WriteHeader(500)
+			return true
+		case 1:
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+			return true
+		}
+		return false
+	})
+	e.rcv.Start(t, addr)
+	waitState(t, e, id, func(s forward.State) bool { return s.LastError == "HTTP 500" })
+	sent = append(sent, e.publish(2)...)
+	mode.Store(1)
+	waitState(t, e, id, func(s forward.State) bool { return s.LastError == "timeout" })
+	mode.Store(2)
+	got := waitArrived(t, e.rcv, secret, len(sent), 20*time.Second)
+	checkOrder(t, got)
+	if len(got) != len(sent) {
+		t.Fatalf("%d arrived, %d sent", len(got), len(sent))
+	}
+	v := getView(t, e, id)
+	if v.State.Delivered < uint64(len(sent)) || v.State.LastSuccessAt == nil || v.State.Failed == 0 || v.Backlog != 0 {
+		t.Errorf("state %+v backlog %d", v.State, v.Backlog)
+	}
+}
+
+func getView(t *testing.T, e *env, id string) forward.View {
+	t.Helper()
+	var v forward.View
+	r := e.api.Do("GET", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), nil)
+	if r.Status != 200 {
+		t.Fatalf("get: %d %s", r.Status, r.Body)
+	}
+	r.Decode(t, &v)
+	return v
+}
+
+func waitState(t *testing.T, e *env, id string, ok func(forward.State) bool) forward.View {
+	t.Helper()
+	var v forward.View
+	tu.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
+		v = getView(t, e, id)
+		if !ok(v.State) {
+			return fmt.Errorf("state %+v", v.State)
+		}
+		return nil
+	})
+	return v
+}
+
+// TestForwardDeadLettersAndRedrive: past the max age, failing messages go
+// to the dead-letter stream, are listed with the reason, and re-drive
+// delivers them once the endpoint works.
+func TestForwardDeadLettersAndRedrive(t *testing.T) {
+	e := newEnv(t, nil)
+	var down atomic.Bool
+	down.Store(true)
+	e.rcv.Handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+		if down.Load() {
+			w.WriteHeader(503)
+			return true
+		}
+		return false
+	})
+	id, secret := e.integration(map[string]any{"maxAge": "1s"})
+	sent := e.publish(2)
+	v := waitState(t, e, id, func(s forward.State) bool { return s.DeadLettered == uint64(len(sent)) })
+	if v.DeadLetters != uint64(len(sent)) || v.Backlog != 0 {
+		t.Fatalf("view %+v", v)
+	}
+	var dl struct {
+		Items []forward.DeadLetter
+	}
+	e.api.Do("GET", "/v1/tenants/"+tenant+"/integrations/"+id+"/dead-letters", e.api.Key(), nil).Decode(t, &dl)
+	if len(dl.Items) != len(sent) || dl.Items[0].Reason != "HTTP 503" || !bytes.Contains(dl.Items[0].Message, []byte(`"moveCount":0`)) {
+		t.Fatalf("dead letters %+v", dl.Items)
+	}
+	down.Store(false)
+	r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/dead-letters/redrive", e.api.Key(), nil)
+	if r.Status != 200 || !strings.Contains(string(r.Body), fmt.Sprintf(`"redriven":%d`, len(sent))) {
+		t.Fatalf("redrive: %d %s", r.Status, r.Body)
+	}
+	got := waitArrived(t, e.rcv, secret, len(sent), 10*time.Second)
+	checkOrder(t, got)
+	if v := getView(t, e, id); v.DeadLetters != 0 {
+		t.Errorf("dead letters left: %d", v.DeadLetters)
+	}
+}
+
+// TestForwardFiltersPauseAndTest covers filters, pause/resume with its
+// backlog, test-send, and secret rotation (two signatures that verify with
+// each secret).
+func TestForwardFiltersPauseAndTest(t *testing.T) {
+	e := newEnv(t, nil)
+	id, secret := e.integration(map[string]any{"filter": map[string]any{"devices": []string{devices[1]}}})
+	r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/test", e.api.Key(), nil)
+	if r.Status != 200 || !strings.Contains(string(r.Body), `"ok":true`) {
+		t.Fatalf("test-send: %d %s", r.Status, r.Body)
+	}
+	e.publish(3)
+	got := waitArrived(t, e.rcv, secret, 4, 10*time.Second) // the test message + 3
+	for _, m := range got {
+		if m["tsmTuid"] != devices[1] && m["tsmTuid"] != "XXXX00TESTMESSAGE" {
+			t.Errorf("filtered-out device delivered: %v", m["tsmTuid"])
+		}
+	}
+	if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/pause", e.api.Key(), nil); r.Status != 200 {
+		t.Fatalf("pause: %d", r.Status)
+	}
+	before := len(e.rcv.Got())
+	e.publish(2)
+	tu.Eventually(t, 5*time.Second, 50*time.Millisecond, func() error {
+		if v := getView(t, e, id); v.Backlog != 2 {
+			return fmt.Errorf("backlog %d, want 2", v.Backlog)
+		}
+		return nil
+	})
+	if len(e.rcv.Got()) != before {
+		t.Fatal("a paused integration delivered")
+	}
+	rot := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/rotate-secret", e.api.Key(), map[string]string{"overlap": "1h"})
+	var rv struct{ Webhook struct{ Secret string } }
+	rot.Decode(t, &rv)
+	if rot.Status != 200 || rv.Webhook.Secret == "" || rv.Webhook.Secret == secret {
+		t.Fatalf("rotate: %d %s", rot.Status, rot.Body)
+	}
+	if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/resume", e.api.Key(), nil); r.Status != 200 {
+		t.Fatalf("resume: %d", r.Status)
+	}
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if len(e.rcv.Got()) <= before {
+			return errors.New("nothing after resume")
+		}
+		return nil
+	})
+	last := e.rcv.Got()[len(e.rcv.Got())-1]
+	if n := len(strings.Fields(last.Header.Get("webhook-signature"))); n != 2 {
+		t.Errorf("%d signatures during rotation, want 2", n)
+	}
+	for _, s := range []string{secret, rv.Webhook.Secret} {
+		wh, _ := standardwebhooks.NewWebhook(s)
+		if err := wh.Verify(last.Body, last.Header); err != nil {
+			t.Errorf("does not verify with one of the secrets: %v", err)
+		}
+	}
+	// The API never returns a secret again.
+	g := e.api.Do("GET", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), nil)
+	if bytes.Contains(g.Body, []byte("whsec_")) {
+		t.Errorf("GET shows a secret: %s", g.Body)
+	}
+}
+
+// TestForwardRefusesPrivateTargetsOutsideDev is the SSRF guard.
+func TestForwardRefusesPrivateTargetsOutsideDev(t *testing.T) {
+	n := tu.StartNode(t, func(c *node.Config) {
+		tu.NoLimits(c)
+		c.Dev, c.ServerNames = false, []string{"127.0.0.1"}
+	})
+	a := tu.NewAPI(t, n)
+	if r := a.Do("POST", "/v1/tenants", a.Key(), map[string]string{"id": tenant}); r.Status != 201 {
+		t.Fatalf("tenant: %d", r.Status)
+	}
+	for _, u := range []string{"https://127.0.0.1:9443/hook", "https://localhost/hook", "https://169.254.169.254/latest/meta-data", "https://10.1.2.3/x", "https://[::1]/x"} {
+		r := a.Do("POST", "/v1/tenants/"+tenant+"/integrations", a.Key(), map[string]any{"name": "x", "type": "webhook", "webhook": map[string]any{"url": u}})
+		if code, _ := r.Problem(); r.Status != 400 || code != "forward.target_private" {
+			t.Errorf("%s: %d %s", u, r.Status, r.Body)
+		}
+	}
+}

@@ -1,0 +1,47 @@
+package webhook
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Standard Webhooks headers.
+const (
+	HeaderID        = "webhook-id"
+	HeaderTimestamp = "webhook-timestamp"
+	HeaderSignature = "webhook-signature"
+	// HeaderEncryption marks a body sealed with HPKE.
+	HeaderEncryption = "iotransit-encryption"
+)
+
+// Sign returns the webhook-signature header value for a request: for each
+// key, v1,<base64 HMAC-SHA256(key, id.timestamp.body)> with the timestamp
+// in Unix seconds, separated by spaces. A receiver accepts the request when
+// any one of them matches, which is what lets a secret be rotated.
+func Sign(keys [][]byte, id string, ts time.Time, body []byte) string {
+	var prefix [24]byte
+	stamp := strconv.AppendInt(prefix[:0], ts.Unix(), 10)
+	var sb strings.Builder
+	sb.Grow(len(keys) * (4 + base64.StdEncoding.EncodedLen(sha256.Size)))
+	var sum [sha256.Size]byte
+	var enc [44]byte // base64 of 32 bytes
+	for i, k := range keys {
+		h := hmac.New(sha256.New, k)
+		h.Write([]byte(id))
+		h.Write([]byte{'.'})
+		h.Write(stamp)
+		h.Write([]byte{'.'})
+		h.Write(body)
+		base64.StdEncoding.Encode(enc[:], h.Sum(sum[:0]))
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString("v1,")
+		sb.Write(enc[:])
+	}
+	return sb.String()
+}

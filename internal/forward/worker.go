@@ -1,0 +1,358 @@
+package forward
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// worker delivers one integration. One batch is in flight at a time, so
+// messages reach the endpoint in stream order, which keeps every device's
+// order.
+type worker struct {
+	e      *Engine
+	tenant string
+	id     string
+	rev    uint64
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	state State
+}
+
+// run holds the lease and delivers until ctx ends, starting over after a
+// failure of the session (lost lease, bad configuration, JetStream trouble).
+func (w *worker) run(ctx context.Context) {
+	for wait := time.Second; ctx.Err() == nil; wait = min(2*wait, time.Minute) {
+		err := w.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			w.e.log.Warn("integration session ended", "tenant_id", w.tenant, "integration_id", w.id, "error", err)
+			w.noteError(ctx, Summary(err), err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (w *worker) session(ctx context.Context) error {
+	lctx, release, err := w.e.lease(ctx, w.tenant, w.id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	r, _, err := w.e.load(lctx, w.tenant, w.id)
+	if err != nil {
+		return err
+	}
+	sec, err := w.e.secrets(lctx, r)
+	if err != nil {
+		return err
+	}
+	var sealer Sealer
+	if r.Encryption != nil && w.e.cfg.ParseKey != nil {
+		if sealer, _, err = w.e.cfg.ParseKey([]byte(r.Encryption.PublicKeyPEM)); err != nil {
+			return err
+		}
+	}
+	target, err := w.e.factories[r.Type].New(lctx, r.Integration, sec, w.e.cfg.Policy, sealer)
+	if err != nil {
+		return &DeliveryError{Summary: "configuration refused", Err: err}
+	}
+	defer target.Close()
+	cons, inProcess, err := w.e.ensureStreams(lctx, r.Integration)
+	if err != nil {
+		return err
+	}
+	if w.state, err = w.e.loadState(lctx, w.tenant, w.id); err != nil {
+		return err
+	}
+	w.state.Node = w.e.cfg.NodeID
+	for lctx.Err() == nil {
+		if err := w.batch(lctx, cons, r.Integration, inProcess, target); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// held is a fetched message with its decoded form.
+type held struct {
+	msg jetstream.Msg
+	md  *jetstream.MsgMetadata
+	m   Message
+}
+
+// batch fetches up to MaxMessages (waiting at most MaxWait) and delivers
+// them, retrying until delivered or dead-lettered.
+func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integration, inProcess bool, target Target) error {
+	fb, err := cons.Fetch(in.Batch.MaxMessages, jetstream.FetchMaxWait(time.Duration(in.Batch.MaxWait)))
+	if err != nil {
+		return err
+	}
+	var msgs []held
+	for jm := range fb.Messages() {
+		md, err := jm.Metadata()
+		if err != nil {
+			return err
+		}
+		sm, err := w.e.msgs.Decode(ctx, w.tenant, md.Sequence.Stream, md.Timestamp, jm.Headers(), jm.Data())
+		if err != nil { // unreadable: it can never be delivered
+			w.e.log.Error("undecodable message dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "seq", md.Sequence.Stream, "error", err)
+			if derr := w.deadLetter(ctx, []held{{msg: jm, md: md}}, "message cannot be decoded", 0); derr != nil {
+				return derr
+			}
+			continue
+		}
+		if inProcess && !in.Filter.Matches(sm) {
+			if err := jm.Ack(); err != nil {
+				return err
+			}
+			continue
+		}
+		msgs = append(msgs, held{msg: jm, md: md, m: Message{
+			Seq: sm.Seq, ID: sm.ID, Gateway: sm.Gateway, Tuid: sm.Tuid, TsmID: sm.TsmID, ReceivedAt: sm.ReceivedAt, Body: sm.Message,
+		}})
+	}
+	if err := fb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return w.deliver(ctx, in, target, msgs)
+}
+
+func newBatchID() string {
+	b := make([]byte, 12)
+	_, _ = crand.Read(b)
+	return "msg_" + hex.EncodeToString(b)
+}
+
+// deliver hands a batch to the target until it is accepted, or dead-letters
+// it once its oldest message is older than the integration's max age and
+// delivery still fails. While it retries, the messages are kept from being
+// redelivered (in progress).
+func (w *worker) deliver(ctx context.Context, in Integration, target Target, msgs []held) error {
+	first, last := msgs[0].m.Seq, msgs[len(msgs)-1].m.Seq
+	b := &Batch{Tenant: w.tenant, Integration: w.id}
+	w.mu.Lock()
+	p := w.state.Pending
+	w.mu.Unlock()
+	if p != nil && p.FirstSeq == first && last >= p.LastSeq {
+		// The batch interrupted by a restart, redelivered: same id.
+		for i, h := range msgs {
+			if h.m.Seq > p.LastSeq {
+				msgs = msgs[:i] // the rest waits for the next batch (redelivered later)
+				break
+			}
+		}
+		b.ID = p.ID
+	} else {
+		b.ID = newBatchID()
+		p = &Pending{ID: b.ID, FirstSeq: first, LastSeq: last, StartedAt: time.Now().UTC()}
+	}
+	b.Messages = make([]Message, len(msgs))
+	oldest := msgs[0].m.ReceivedAt
+	for i, h := range msgs {
+		b.Messages[i] = h.m
+		if h.m.ReceivedAt.Before(oldest) {
+			oldest = h.m.ReceivedAt
+		}
+	}
+	p.LastSeq = b.Messages[len(b.Messages)-1].Seq
+	w.update(ctx, func(s *State) { s.Pending = p })
+
+	stop := w.keepAlive(ctx, msgs)
+	defer stop()
+	for ctx.Err() == nil {
+		p.Attempts++
+		b.Attempt = p.Attempts
+		start := time.Now()
+		dctx, cancel := context.WithTimeout(ctx, w.e.cfg.DeliveryTimeout)
+		err := target.Deliver(dctx, b)
+		cancel()
+		if ctx.Err() != nil {
+			return nil // stopping: the messages are redelivered to whoever runs next
+		}
+		now := time.Now().UTC()
+		if err == nil {
+			if err := ack(ctx, msgs); err != nil {
+				return err
+			}
+			w.e.m.attempts.WithLabelValues(in.Type, "ok").Inc()
+			w.e.m.messages.WithLabelValues(in.Type, "delivered").Add(float64(len(msgs)))
+			for _, m := range b.Messages {
+				w.e.m.latency.Observe(now.Sub(m.ReceivedAt).Seconds())
+			}
+			w.update(ctx, func(s *State) {
+				s.Delivered += uint64(len(msgs))
+				s.Batches++
+				s.ConsecutiveFailures = 0
+				s.LastSuccessAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = &now, &now, nil, nil
+			})
+			w.e.log.Debug("batch delivered", "tenant_id", w.tenant, "integration_id", w.id, "batch_id", b.ID, "messages", len(msgs), "took", time.Since(start).String())
+			return nil
+		}
+		w.e.m.attempts.WithLabelValues(in.Type, "failed").Inc()
+		summary := Summary(err)
+		if now.Sub(oldest) > time.Duration(in.MaxAge) {
+			return w.deadLetter(ctx, msgs, summary, p.Attempts)
+		}
+		wait := w.backoff(p.Attempts, RetryAfter(err))
+		next := now.Add(wait)
+		w.update(ctx, func(s *State) {
+			s.Failed++
+			s.ConsecutiveFailures++
+			s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt = summary, &now, &now, &next
+			s.Pending = p
+		})
+		w.e.log.Info("delivery failed; retrying", "tenant_id", w.tenant, "integration_id", w.id, "batch_id", b.ID, "attempt", p.Attempts, "error", err, "retry_in", wait.String())
+		// Never wait past the point where the batch is due for the dead-letter
+		// stream: the next attempt decides.
+		if due := time.Until(oldest.Add(time.Duration(in.MaxAge))); due > 0 && due < wait {
+			wait = due + 10*time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+// backoff is exponential with full jitter between RetryBase and RetryMax,
+// and at least what the endpoint asked for (capped at an hour).
+func (w *worker) backoff(attempt int, asked time.Duration) time.Duration {
+	ceil := w.e.cfg.RetryBase << min(attempt-1, 20)
+	if ceil > w.e.cfg.RetryMax || ceil <= 0 {
+		ceil = w.e.cfg.RetryMax
+	}
+	d := w.e.cfg.RetryBase/2 + time.Duration(rand.Int64N(int64(ceil)))
+	if asked > d {
+		d = min(asked, time.Hour)
+	}
+	return d
+}
+
+// keepAlive tells JetStream the held messages are in progress, so they are
+// not redelivered while the batch is retried; it stops when the batch ends.
+func (w *worker) keepAlive(ctx context.Context, msgs []held) func() {
+	kctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(w.e.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-kctx.Done():
+				return
+			case <-t.C:
+				for _, h := range msgs {
+					_ = h.msg.InProgress()
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// ack acknowledges every message and waits for the server to confirm the
+// last one.
+func ack(ctx context.Context, msgs []held) error {
+	for _, h := range msgs[:len(msgs)-1] {
+		if err := h.msg.Ack(); err != nil {
+			return err
+		}
+	}
+	return msgs[len(msgs)-1].msg.DoubleAck(ctx)
+}
+
+// Dead-letter headers.
+const (
+	hdrDeadReason   = "Iot-Dead-Reason"
+	hdrDeadAttempts = "Iot-Dead-Attempts"
+	hdrDeadAt       = "Iot-Dead-At"
+	hdrOrigSeq      = "Iot-Orig-Seq"
+)
+
+// deadLetter moves messages to the integration's dead-letter stream (as
+// stored: sealed, with their headers and why), then acknowledges them.
+func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, attempts int) error {
+	subject := deadLetterSubject(w.tenant, w.id)
+	now := time.Now().UTC()
+	for _, h := range msgs {
+		m := nats.NewMsg(subject)
+		m.Data = h.msg.Data()
+		for k, v := range h.msg.Headers() {
+			if k != jetstream.MsgIDHeader {
+				m.Header[k] = v
+			}
+		}
+		seq := strconv.FormatUint(h.md.Sequence.Stream, 10)
+		m.Header.Set("Iot-Content-Id", contentID(h.msg.Headers()))
+		m.Header.Set(jetstream.MsgIDHeader, "dlq-"+seq)
+		m.Header.Set(hdrOrigSeq, seq)
+		m.Header.Set(hdrDeadReason, reason)
+		m.Header.Set(hdrDeadAttempts, strconv.Itoa(attempts))
+		m.Header.Set(hdrDeadAt, now.Format(time.RFC3339Nano))
+		if _, err := w.e.js.PublishMsg(ctx, m, jetstream.WithExpectStream(deadLetterStream(w.tenant, w.id))); err != nil {
+			return err
+		}
+	}
+	if err := ack(ctx, msgs); err != nil {
+		return err
+	}
+	w.e.m.messages.WithLabelValues("", "dead_lettered").Add(float64(len(msgs)))
+	w.update(ctx, func(s *State) {
+		s.DeadLettered += uint64(len(msgs))
+		s.Failed++
+		s.ConsecutiveFailures++
+		s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = reason, &now, &now, nil, nil
+	})
+	w.e.log.Warn("messages dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "messages", len(msgs), "reason", reason)
+	return nil
+}
+
+func contentID(h nats.Header) string {
+	if id := h.Get("Iot-Content-Id"); id != "" {
+		return id
+	}
+	return h.Get(jetstream.MsgIDHeader)
+}
+
+// update changes the state and stores it (best effort: a failed write is
+// logged; the next one carries the state).
+func (w *worker) update(ctx context.Context, fn func(*State)) {
+	w.mu.Lock()
+	fn(&w.state)
+	s := w.state
+	w.mu.Unlock()
+	if err := w.e.saveState(context.WithoutCancel(ctx), w.tenant, w.id, s); err != nil {
+		w.e.log.Warn("save integration state", "tenant_id", w.tenant, "integration_id", w.id, "error", err)
+	}
+}
+
+// noteError records a session failure in the state.
+func (w *worker) noteError(ctx context.Context, summary string, err error) {
+	now := time.Now().UTC()
+	w.update(ctx, func(s *State) {
+		s.LastError, s.LastErrorAt = summary, &now
+	})
+}

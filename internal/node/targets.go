@@ -1,0 +1,134 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/forward"
+	"github.com/iotransit/iotransit/internal/forward/awsiot"
+	"github.com/iotransit/iotransit/internal/forward/azure"
+	"github.com/iotransit/iotransit/internal/forward/egress"
+	"github.com/iotransit/iotransit/internal/forward/mqttout"
+	"github.com/iotransit/iotransit/internal/forward/seal"
+	"github.com/iotransit/iotransit/internal/forward/webhook"
+)
+
+// factories maps integration types to their targets: the closed set of
+// forwarders (STYLE §2.7), wired here.
+func factories() map[string]forward.Factory {
+	return map[string]forward.Factory{
+		forward.TypeWebhook: webhookFactory{},
+		forward.TypeMQTT:    mqttFactory{},
+		forward.TypeAzure:   azureFactory{},
+		forward.TypeAWS:     awsFactory{},
+	}
+}
+
+// parseKey turns an integration's public key into its HPKE sealer.
+func parseKey(pemBytes []byte) (forward.Sealer, string, error) {
+	s, err := seal.ParsePublicKey(pemBytes)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, s.KeyID(), nil
+}
+
+type webhookFactory struct{}
+
+func webhookConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) webhook.Config {
+	w := in.Webhook
+	if w == nil {
+		w = &forward.WebhookConfig{}
+	}
+	secrets := []webhook.Secret{{Value: sec.WebhookSecret}}
+	if sec.WebhookPrevious != "" && time.Now().Before(sec.WebhookPreviousUntil) {
+		secrets = append(secrets, webhook.Secret{Value: sec.WebhookPrevious, NotAfter: sec.WebhookPreviousUntil})
+	}
+	auth := webhook.Auth{Kind: webhook.AuthNone}
+	if a := w.Auth; a != nil {
+		auth = webhook.Auth{
+			Kind: webhook.AuthKind(a.Kind), HeaderName: a.HeaderName, HeaderValue: sec.AuthHeaderValue,
+			TokenURL: a.TokenURL, ClientID: a.ClientID, ClientSecret: sec.OAuthClientSecret, Scopes: a.Scopes,
+		}
+	}
+	return webhook.Config{
+		URL: w.URL, Secrets: secrets, Auth: auth, Sealer: sealer, Policy: pol,
+		TLS: egress.TLSOptions{CAPEM: w.CAPEM, CertPEM: w.ClientCertPEM, KeyPEM: sec.ClientKeyPEM},
+	}
+}
+
+func (webhookFactory) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
+	return webhookConfig(*in, *sec, pol, nil).Validate(ctx)
+}
+
+func (webhookFactory) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
+	return webhook.New(ctx, webhookConfig(in, sec, pol, sealer))
+}
+
+type mqttFactory struct{}
+
+func mqttConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) mqttout.Config {
+	m := in.MQTT
+	if m == nil {
+		m = &forward.MQTTConfig{}
+	}
+	c := mqttout.Config{
+		Broker: m.Broker, ClientID: m.ClientID, Username: m.Username, Topic: m.Topic, PerMessage: true,
+		TLS:    egress.TLSOptions{CAPEM: m.CAPEM, CertPEM: m.ClientCertPEM, KeyPEM: sec.ClientKeyPEM},
+		Sealer: sealer, Policy: pol,
+	}
+	if pw := sec.MQTTPassword; pw != "" {
+		c.Password = func() (string, error) { return pw, nil }
+	}
+	return c
+}
+
+func (mqttFactory) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
+	return mqttConfig(*in, *sec, pol, nil).Validate(ctx)
+}
+
+func (mqttFactory) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
+	return mqttout.New(ctx, mqttConfig(in, sec, pol, sealer))
+}
+
+type azureFactory struct{}
+
+func azureConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) azure.Config {
+	a := in.Azure
+	if a == nil {
+		a = &forward.AzureConfig{}
+	}
+	return azure.Config{
+		HostName: a.HostName, DeviceID: a.DeviceID, DeviceKey: sec.AzureDeviceKey, Port: a.Port,
+		TLS: egress.TLSOptions{CAPEM: a.CAPEM}, Sealer: sealer, Policy: pol,
+	}
+}
+
+func (azureFactory) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
+	return azureConfig(*in, *sec, pol, nil).Validate(ctx)
+}
+
+func (azureFactory) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
+	return azure.New(ctx, azureConfig(in, sec, pol, sealer))
+}
+
+type awsFactory struct{}
+
+func awsConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) awsiot.Config {
+	a := in.AWS
+	if a == nil {
+		a = &forward.AWSConfig{}
+	}
+	return awsiot.Config{
+		Endpoint: a.Endpoint, Port: a.Port, ClientID: a.ClientID, CertPEM: a.CertPEM, KeyPEM: sec.AWSKeyPEM,
+		CAPEM: a.CAPEM, Topic: a.Topic, Sealer: sealer, Policy: pol,
+	}
+}
+
+func (awsFactory) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
+	return awsConfig(*in, *sec, pol, nil).Validate(ctx)
+}
+
+func (awsFactory) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
+	return awsiot.New(ctx, awsConfig(in, sec, pol, sealer))
+}
