@@ -61,13 +61,26 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer n.Close()
 	printDevBanner(stdout, n, dir)
-	fmt.Fprintf(stdout, "\nA simulated gateway now uploads data of %d sensors every %s. Stored messages appear below (Ctrl-C to stop).\n\n", *sensors, *interval)
+	fmt.Fprintf(stdout, "\nA simulated gateway now uploads data of %d sensors every %s. Stored messages appear below, and the batches a local HTTPS receiver gets through a webhook integration (Ctrl-C to stop).\n\n", *sensors, *interval)
 
 	var mu sync.Mutex // one line at a time
 	say := func(format string, a ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		fmt.Fprintf(stdout, format+"\n", a...)
+	}
+	// The demo gateway sits in a Thingsee deployment group, which the cloud
+	// adds to its messages.
+	if _, err := n.Registry().SetDeploymentGroup(ctx, node.DevTenant, node.DevGateway, "dmfi00demo"); err != nil {
+		return err
+	}
+	rcv, err := startDemoReceiver(say)
+	if err != nil {
+		return err
+	}
+	defer rcv.close()
+	if err := rcv.connect(ctx, n); err != nil {
+		return err
 	}
 	go func() {
 		err := n.Store().Follow(ctx, node.DevTenant, func(m store.Message) {

@@ -287,7 +287,7 @@ func (f Filter) Matches(m store.Message) bool {
 
 // ensureStreams makes the integration's durable consumer and dead-letter
 // stream. A new integration receives messages stored from its creation on.
-func (e *Engine) ensureStreams(ctx context.Context, r Integration) (jetstream.Consumer, bool, error) {
+func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) (jetstream.Consumer, bool, error) {
 	if _, err := e.streams.Stream(ctx, jetstream.StreamConfig{
 		Name:        deadLetterStream(r.Tenant, r.ID),
 		Description: "dead letters of integration " + r.ID + " of tenant " + r.Tenant,
@@ -330,18 +330,29 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration) (jetstream.Co
 	// Messages a previous session fetched and did not acknowledge (it died
 	// or lost its lease mid-batch) would be redelivered only after AckWait,
 	// and after newer ones: order would break. Batches are acknowledged in
-	// order, so the ack floor is the whole position: start again right after
-	// it, at once and in order.
+	// order, so one sequence is the whole position: start again there, at
+	// once and in order. The engine's own record (written through to the
+	// stream before it acknowledges) wins over the consumer's ack floor,
+	// which JetStream writes to disk lazily and a crash can roll back: that
+	// would resend delivered batches, and the interrupted batch under a new
+	// id.
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("forward: consumer info: %w", err)
 	}
-	if info.NumAckPending > 0 {
+	start := info.AckFloor.Stream + 1
+	if state.AckedThrough+1 > start {
+		start = state.AckedThrough + 1
+	}
+	if p := state.Pending; p != nil && p.FirstSeq > state.AckedThrough {
+		start = p.FirstSeq
+	}
+	if info.NumAckPending > 0 || start != info.AckFloor.Stream+1 {
 		if err := st.DeleteConsumer(ctx, consumerName(r.ID)); err != nil {
 			return nil, false, fmt.Errorf("forward: reset consumer: %w", err)
 		}
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, nil
-		cfg.OptStartSeq = info.AckFloor.Stream + 1
+		cfg.OptStartSeq = start
 		if cons, err = st.CreateConsumer(ctx, cfg); err != nil {
 			return nil, false, fmt.Errorf("forward: reset consumer: %w", err)
 		}
@@ -362,7 +373,10 @@ type State struct {
 	LastAttemptAt       *time.Time `json:"lastAttemptAt,omitempty"`
 	NextRetryAt         *time.Time `json:"nextRetryAt,omitempty"`
 	Node                string     `json:"node,omitempty"`
-	Pending             *Pending   `json:"pending,omitempty"`
+	// AckedThrough is the stream sequence up to which this integration's
+	// messages are delivered or dead-lettered.
+	AckedThrough uint64   `json:"ackedThrough,omitempty"`
+	Pending      *Pending `json:"pending,omitempty"`
 }
 
 // Pending is the batch being delivered: its id survives restarts.
@@ -428,6 +442,13 @@ func (e *Engine) lease(ctx context.Context, tenant, id string) (context.Context,
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, nil, err
+		}
+		// Our own lease from before a restart (same node id): take it back.
+		if ent, gerr := kv.Get(ctx, key); gerr == nil && string(ent.Value()) == e.cfg.NodeID {
+			if r, uerr := kv.Update(ctx, key, []byte(e.cfg.NodeID), ent.Revision()); uerr == nil {
+				rev = r
+				break
+			}
 		}
 		select { // another node holds it; it expires if that node dies
 		case <-ctx.Done():

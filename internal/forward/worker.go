@@ -74,11 +74,11 @@ func (w *worker) session(ctx context.Context) error {
 		return &DeliveryError{Summary: "configuration refused", Err: err}
 	}
 	defer target.Close()
-	cons, inProcess, err := w.e.ensureStreams(lctx, r.Integration)
-	if err != nil {
+	if w.state, err = w.e.loadState(lctx, w.tenant, w.id); err != nil {
 		return err
 	}
-	if w.state, err = w.e.loadState(lctx, w.tenant, w.id); err != nil {
+	cons, inProcess, err := w.e.ensureStreams(lctx, r.Integration, w.state)
+	if err != nil {
 		return err
 	}
 	w.state.Node = w.e.cfg.NodeID
@@ -157,7 +157,10 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 		// The batch interrupted by a restart, redelivered: same id.
 		for i, h := range msgs {
 			if h.m.Seq > p.LastSeq {
-				msgs = msgs[:i] // the rest waits for the next batch (redelivered later)
+				for _, rest := range msgs[i:] { // for the next batch, at once
+					_ = rest.msg.Nak()
+				}
+				msgs = msgs[:i]
 				break
 			}
 		}
@@ -202,6 +205,7 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 			w.update(ctx, func(s *State) {
 				s.Delivered += uint64(len(msgs))
 				s.Batches++
+				s.AckedThrough = max(s.AckedThrough, p.LastSeq)
 				s.ConsecutiveFailures = 0
 				s.LastSuccessAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = &now, &now, nil, nil
 			})
@@ -322,6 +326,7 @@ func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, att
 	w.e.m.messages.WithLabelValues("", "dead_lettered").Add(float64(len(msgs)))
 	w.update(ctx, func(s *State) {
 		s.DeadLettered += uint64(len(msgs))
+		s.AckedThrough = max(s.AckedThrough, msgs[len(msgs)-1].md.Sequence.Stream)
 		s.Failed++
 		s.ConsecutiveFailures++
 		s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = reason, &now, &now, nil, nil

@@ -230,6 +230,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	fcfg := cfg.Forward
 	fcfg.Policy = egress.Policy{AllowPrivate: cfg.AllowPrivateTargets || cfg.Dev}
+	if fcfg.NodeID == "" { // stable across restarts: a restarted node takes its leases back at once
+		id, err := loadOrCreateSecret(filepath.Join(cfg.DataDir, "node.id"), "node-")
+		if err != nil {
+			return nil, err
+		}
+		fcfg.NodeID = id[:17]
+	}
 	fcfg.ParseKey = parseKey
 	n.fwd = forward.New(fcfg, n.bb.JS, n.bb, n.bb, n.keys, n.st, factories(), n.metrics, n.log)
 	for _, t := range n.reg.Tenants() {
@@ -763,3 +770,6 @@ func (n *Node) JetStream() jetstream.JetStream { return n.bb.JS }
 
 // API returns the API server.
 func (n *Node) API() *api.Server { return n.api }
+
+// Forward returns the forwarding engine.
+func (n *Node) Forward() *forward.Engine { return n.fwd }

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	tu "github.com/iotransit/iotransit/internal/testutil"
+)
+
+// apiCall sends an operator request to a server process.
+func (s *server) apiCall(t *testing.T, method, path string, body any) (int, []byte) {
+	t.Helper()
+	caPEM, err := os.ReadFile(s.gatewayFile("ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(s.dir, "operator.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	var rd *bytes.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, _ := http.NewRequest(method, "https://"+s.api+path, rd)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out bytes.Buffer
+	_, _ = out.ReadFrom(resp.Body)
+	return resp.StatusCode, out.Bytes()
+}
+
+// TestServeKill9DuringForwarding kills the server while a batch is at the
+// webhook receiver: after the restart every stored message is delivered at
+// least once, and the interrupted batch comes again with its webhook-id.
+func TestServeKill9DuringForwarding(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	mqttAddr, apiAddr := freeAddr(t), freeAddr(t)
+	s := startServer(t, bin, dir, mqttAddr, apiAddr)
+
+	rcv := tu.NewReceiver(t)
+	var mu sync.Mutex
+	requests, hung := 0, tu.Delivery{}
+	release := make(chan struct{})
+	hangNow := make(chan struct{}, 1)
+	rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		mu.Lock()
+		requests++
+		n := requests
+		if n == 4 {
+			hung = tu.Delivery{Header: r.Header.Clone(), Body: body}
+		}
+		mu.Unlock()
+		if n == 4 { // the fourth batch never gets its answer before the kill
+			hangNow <- struct{}{}
+			<-release
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	defer close(release)
+	status, body := s.apiCall(t, "POST", "/v1/tenants/dev/integrations", map[string]any{
+		"name": "receiver", "type": "webhook",
+		"webhook": map[string]any{"url": rcv.URL, "caPem": rcv.CAPEM},
+		"batch":   map[string]any{"maxMessages": 10, "maxWait": "20ms"},
+	})
+	if status != 201 {
+		t.Fatalf("integration: %d %s", status, body)
+	}
+
+	up := s.uplink(t)
+	const total = 120
+	for i := 0; i < total; i++ {
+		msg := fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"TSPR04KIL00000001","moveCount":%d}`, 1700000000+i, i)
+		if res, err := up.Publish(context.Background(), []byte(msg), 1); err != nil || res.ReasonCode != 0 {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	select {
+	case <-hangNow:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the fourth batch never came")
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	_ = s.cmd.Wait()
+	_ = up.Close()
+
+	s2 := startServer(t, bin, dir, mqttAddr, apiAddr)
+	_ = s2
+	seen := map[float64]bool{}
+	tu.Eventually(t, 90*time.Second, 200*time.Millisecond, func() error {
+		for _, d := range rcv.Got() {
+			var batch []map[string]any
+			if json.Unmarshal(d.Body, &batch) != nil {
+				continue
+			}
+			for _, m := range batch {
+				seen[m["moveCount"].(float64)] = true
+			}
+		}
+		if len(seen) < total {
+			return fmt.Errorf("%d of %d messages delivered", len(seen), total)
+		}
+		return nil
+	})
+	// The interrupted batch came again, with the same id and the same bytes.
+	id := hung.Header.Get("webhook-id")
+	again := false
+	got := rcv.Got()
+	for _, d := range got[4:] {
+		if d.Header.Get("webhook-id") == id {
+			again = true
+			if !bytes.Equal(d.Body, hung.Body) {
+				t.Errorf("the retried batch %s has other bytes", id)
+			}
+		}
+	}
+	if os.Getenv("IOTRANSIT_TEST_DEBUG") != "" {
+		for i, d := range got {
+			var batch []map[string]any
+			_ = json.Unmarshal(d.Body, &batch)
+			first, last := -1.0, -1.0
+			if len(batch) > 0 {
+				first, last = batch[0]["moveCount"].(float64), batch[len(batch)-1]["moveCount"].(float64)
+			}
+			t.Logf("request %d: id %s, %d messages %v..%v", i, d.Header.Get("webhook-id"), len(batch), first, last)
+		}
+		_, b := s2.apiCall(t, "GET", "/v1/tenants/dev/integrations", nil)
+		t.Logf("integrations: %s", b)
+	}
+	if id == "" || !again {
+		t.Fatalf("batch %q was not retried with its webhook-id after the restart", id)
+	}
+}
