@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// The admin subcommands (tenant, gateway, token, apikey, audit) call the
-// HTTPS management API, so they work against a remote deployment. Each one
-// is a group of commands sharing the connection flags below.
+// The admin subcommands (tenant, gateway, token, apikey, audit, integration)
+// call the HTTPS management API, so they work against a remote deployment.
+// Each one is a group of commands sharing the connection flags below.
 
 // errUsage marks a command line that is wrong; the message says how.
 var errUsage = errors.New("usage")

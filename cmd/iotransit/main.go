@@ -29,6 +29,8 @@ Administration, through the HTTPS API (local or remote):
   iotransit token   create <serial> [--ttl 24h]     one-time enrollment token
   iotransit apikey  create|list|get|revoke          a tenant's API keys
   iotransit audit   list|verify                     the tenant's audit log
+  iotransit integration add|list|get|pause|resume|delete|test|rotate-secret|dead-letters|redrive
+                                                    forward messages: webhook, MQTT, Azure, AWS, WebSocket
   iotransit enroll  --token T --serial S --out DIR  enroll a gateway: key made here
   They take --server (IOTRANSIT_SERVER), --ca (IOTRANSIT_CA), --key-file
   (IOTRANSIT_KEY_FILE) or --key (IOTRANSIT_KEY), --tenant (IOTRANSIT_TENANT),
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAdmin(ctx, apikeyGroup, args[1:], stdout, stderr)
 	case "audit":
 		return runAdmin(ctx, auditGroup, args[1:], stdout, stderr)
+	case "integration":
+		return runAdmin(ctx, integrationGroup, args[1:], stdout, stderr)
 	case "enroll":
 		return adminEnroll(ctx, args[1:], stdout, stderr)
 	case "keygen":

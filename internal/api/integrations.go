@@ -149,7 +149,7 @@ func (s *Server) testIntegration(w http.ResponseWriter, r *http.Request, p *Prin
 	res, err := s.deps.Integrations.TestSend(r.Context(), r.PathValue("tenant"), id)
 	outcome := err
 	if err == nil && !res.OK {
-		outcome = forward.ErrIntegrationInvalid.WithDetail("%s", res.Error)
+		outcome = forward.ErrTestFailed.WithDetail("%s", res.Error)
 	}
 	s.recordIntegration(r, p, "test", id, outcome, nil)
 	if err != nil {

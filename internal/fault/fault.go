@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -197,7 +198,32 @@ var ErrInternal = Define("server.internal", Internal, "internal error")
 
 // From returns err as an *Error, mapping anything unknown to ErrInternal
 // (keeping it as the cause, for logs).
+//
+// Several client faults joined (errors.Join, a validation reporting every
+// problem at once) become the first one with every public message in its
+// detail, so the client learns all of them in one answer.
 func From(err error) *Error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var first *Error
+		var msgs []string
+		for _, e := range j.Unwrap() {
+			f, ok := As(e)
+			if !ok || f.Kind() == Internal {
+				first = nil
+				break
+			}
+			if first == nil {
+				first = f
+			}
+			msgs = append(msgs, f.PublicMessage())
+		}
+		if first != nil && len(msgs) > 1 {
+			c := *first
+			c.detail = strings.Join(msgs, "; ")
+			c.cause = err
+			return &c
+		}
+	}
 	if e, ok := As(err); ok {
 		return e
 	}

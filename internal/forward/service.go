@@ -17,8 +17,12 @@ import (
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
-// ErrNotWebhook is returned by webhook-only operations on other types.
-var ErrNotWebhook = fault.Define("forward.not_webhook", fault.InvalidArgument, "only webhook integrations have a signing secret")
+// Faults of integration operations.
+var (
+	ErrNotWebhook       = fault.Define("forward.not_webhook", fault.InvalidArgument, "only webhook integrations have a signing secret")
+	ErrTestFailed       = fault.Define("forward.test_failed", fault.Unavailable, "the test delivery failed")
+	ErrDeadLetterAbsent = fault.Define("forward.dead_letter_not_found", fault.NotFound, "no such dead letter")
+)
 
 // GenerateWebhookSecret makes a Standard Webhooks secret: whsec_ and the
 // base64 of 32 random bytes.
@@ -351,7 +355,11 @@ func (e *Engine) TestSend(ctx context.Context, tenant, id string) (TestResult, e
 	start := time.Now()
 	t, err := f.New(tctx, r.Integration, sec, e.cfg.Policy, sealer)
 	if err != nil {
-		return TestResult{BatchID: b.ID, Error: "configuration refused"}, nil
+		msg := "configuration refused"
+		if fe, ok := fault.As(err); ok && fe.Kind() != fault.Internal {
+			msg += ": " + fe.PublicMessage()
+		}
+		return TestResult{BatchID: b.ID, Error: msg}, nil
 	}
 	defer t.Close()
 	err = t.Deliver(tctx, b)
@@ -441,14 +449,19 @@ func (e *Engine) Redrive(ctx context.Context, tenant, id string, seqs []uint64) 
 		return nil
 	}
 	if len(seqs) > 0 {
-		for _, s := range seqs {
+		// All or nothing on the request's side: every one must exist first.
+		msgs := make([]*jetstream.RawStreamMsg, 0, len(seqs))
+		for _, s := range slices.Compact(seqs) {
 			m, err := st.GetMsg(ctx, s)
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				return n, ErrIntegrationInvalid.WithDetail("dead letter %d does not exist", s)
+				return 0, ErrDeadLetterAbsent.WithDetail("dead letter %d does not exist", s)
 			}
 			if err != nil {
-				return n, err
+				return 0, err
 			}
+			msgs = append(msgs, m)
+		}
+		for _, m := range msgs {
 			if err := redrive(m); err != nil {
 				return n, err
 			}

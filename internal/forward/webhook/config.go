@@ -219,7 +219,7 @@ func (c Config) checkAuth(ctx context.Context, resolve bool) []error {
 		}
 	case AuthMTLS:
 		if c.TLS.CertPEM == "" || c.TLS.KeyPEM == "" {
-			errs = append(errs, ErrAuthInvalid.WithDetail("mtls needs tls.certPem and tls.keyPem"))
+			errs = append(errs, ErrAuthInvalid.WithDetail("mtls needs a client certificate and key (clientCertPem, clientKeyPem)"))
 		}
 	default:
 		errs = append(errs, ErrAuthInvalid.WithDetail("auth.kind %q is not one of none, apikey, oauth2, mtls", truncate(string(a.Kind), 32)))

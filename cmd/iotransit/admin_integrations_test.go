@@ -1,0 +1,472 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/gateway"
+	"github.com/iotransit/iotransit/internal/node"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+)
+
+var (
+	whsecPattern = regexp.MustCompile(`whsec_[A-Za-z0-9+/=]+`)
+	devTenant    = "--tenant=" + node.DevTenant
+)
+
+// writeTemp writes data to a new file in a test directory.
+func writeTemp(t *testing.T, name, data string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// integrationID returns the id in the table row of the integration named name.
+func integrationID(t *testing.T, out, name string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^([0-9a-f]{12})\s+` + regexp.QuoteMeta(name) + `\s`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no integration %s in:\n%s", name, out)
+	}
+	return m[1]
+}
+
+// noSecret fails the test if out shows any of the secrets.
+func noSecret(t *testing.T, what, out string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(out, s) {
+			t.Fatalf("%s shows a secret:\n%s", what, out)
+		}
+	}
+}
+
+// getRow runs integration get and returns the value cells of the row
+// that starts with field (e.g. "DELIVERED:").
+func (a *adminNode) getRow(t *testing.T, id, field string) []string {
+	t.Helper()
+	return tableRow(t, a.mustOp(t, "integration", "get", id, devTenant), field)[1:]
+}
+
+func (a *adminNode) getCount(t *testing.T, id, field string) int {
+	t.Helper()
+	n, err := strconv.Atoi(a.getRow(t, id, field)[0])
+	if err != nil {
+		t.Fatalf("%s is not a number: %v", field, err)
+	}
+	return n
+}
+
+// integrationGateway connects a gateway of the dev tenant over MQTT.
+func integrationGateway(t *testing.T, a *adminNode, serial string) *gateway.Uplink {
+	t.Helper()
+	up, err := tu.Dial(t, a.n, tu.Gateway(t, a.n, node.DevTenant, serial), serial, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up
+}
+
+func publish(t *testing.T, up *gateway.Uplink, tuid string) {
+	t.Helper()
+	res, err := up.Publish(context.Background(), []byte(tu.Thingsee(tuid, time.Now().Unix(), 21.5)), 1)
+	if err != nil || res.ReasonCode != 0 {
+		t.Fatalf("publish: %v, reason %#x %s", err, res.ReasonCode, res.Reason)
+	}
+}
+
+// received reports whether one of the requests holds a message of tuid.
+func received(ds []tu.Delivery, tuid string) bool {
+	for _, d := range ds {
+		if bytes.Contains(d.Body, []byte(`"tsmTuid":"`+tuid+`"`)) {
+			return true
+		}
+	}
+	return false
+}
+
+func answer(status int) func(http.ResponseWriter, *http.Request, []byte) bool {
+	return func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+		w.WriteHeader(status)
+		return true
+	}
+}
+
+func TestAdminIntegrationWebhookLifecycle(t *testing.T) {
+	a := startAdminNode(t)
+	rcv := tu.NewReceiver(t)
+	caFile := writeTemp(t, "receiver-ca.pem", rcv.CAPEM)
+	const (
+		serial = "TSGW06INTG0000001"
+		tuid   = "TSEN01INT00000001"
+	)
+	up := integrationGateway(t, a, serial)
+
+	// Flags before and after nothing positional; the secret is generated
+	// and shown once, with its warning.
+	out := a.mustOp(t, "integration", "add", "--name", "hook", "--type", "webhook", "--url", rcv.URL, "--ca-file", caFile, devTenant)
+	wantLines(t, out, "ID", "NAME", "TYPE", "PAUSED", "TARGET", "shown only once")
+	secret := whsecPattern.FindString(out)
+	if secret == "" {
+		t.Fatalf("add printed no whsec_ secret:\n%s", out)
+	}
+	id := integrationID(t, out, "hook")
+	if row := tableRow(t, out, id); strings.Join(row, " ") != id+" hook webhook no "+rcv.URL {
+		t.Fatalf("add row %q", row)
+	}
+
+	// No output after the creation shows the secret.
+	out = a.mustOp(t, "integration", "list", devTenant)
+	if row := tableRow(t, out, id); strings.Join(row, " ") != id+" hook webhook no "+rcv.URL {
+		t.Fatalf("list row %q", row)
+	}
+	noSecret(t, "list", out, secret)
+	var list struct {
+		Items []struct {
+			ID         string   `json:"id"`
+			SecretsSet []string `json:"secretsSet"`
+		} `json:"items"`
+	}
+	a.mustJSON(t, &list, "integration", "list", devTenant)
+	if len(list.Items) != 1 || list.Items[0].ID != id || strings.Join(list.Items[0].SecretsSet, ",") != "webhook.secret" {
+		t.Fatalf("list -o json: %+v", list)
+	}
+	out = a.mustOp(t, "integration", "get", id, devTenant)
+	wantLines(t, out, "NAME:", "hook", "TARGET:", rcv.URL, "AUTH:", "SERVER-CA:", "pinned CA", "SECRETS-SET:", "webhook.secret",
+		"MAX-AGE:", "24h0m0s", "DELIVERED:", "FAILED-ATTEMPTS:", "DEAD-LETTERS:", "BACKLOG:", "LAST-ERROR:", "LAST-SUCCESS:")
+	noSecret(t, "get", out, secret)
+	jsonOut := a.mustOp(t, "integration", "get", id, devTenant, "-o", "json")
+	noSecret(t, "get -o json", jsonOut, secret)
+
+	// A message published by a gateway is delivered.
+	publish(t, up, tuid)
+	tu.Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if n := a.getCount(t, id, "DELIVERED:"); n < 1 {
+			return fmt.Errorf("delivered %d", n)
+		}
+		return nil
+	})
+	if !received(rcv.Got(), tuid) {
+		t.Fatal("the receiver did not get the message")
+	}
+	if got := a.getRow(t, id, "LAST-SUCCESS:")[0]; got == "-" {
+		t.Fatal("get shows no last success after a delivery")
+	}
+
+	// test: ok, then a failing receiver makes it fail with the status.
+	out = a.mustOp(t, "integration", "test", id, devTenant)
+	wantLines(t, out, "ok: the test delivery was accepted in", " ms")
+	rcv.Handle(answer(http.StatusInternalServerError))
+	out, _, err := a.op(t, "integration", "test", id, devTenant)
+	if !errors.Is(err, errTestFailed) || !strings.Contains(err.Error(), "HTTP 500") {
+		t.Fatalf("test against a failing receiver: %v", err)
+	}
+	wantLines(t, out, "failed:", "HTTP 500")
+	var res struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	out, _, err = a.op(t, "integration", "test", id, devTenant, "-o", "json")
+	if !errors.Is(err, errTestFailed) || json.Unmarshal([]byte(out), &res) != nil || res.OK || res.Error != "HTTP 500" {
+		t.Fatalf("test -o json against a failing receiver: %v %q", err, out)
+	}
+	rcv.Handle(nil)
+
+	// pause and resume.
+	out = a.mustOp(t, "integration", "pause", id, devTenant)
+	if row := tableRow(t, out, id); row[3] != "yes" {
+		t.Fatalf("pause row %q", row)
+	}
+	if got := a.getRow(t, id, "PAUSED:")[0]; got != "yes" {
+		t.Fatalf("get after pause: PAUSED %s", got)
+	}
+	out = a.mustOp(t, "integration", "resume", id, devTenant)
+	if row := tableRow(t, out, id); row[3] != "no" {
+		t.Fatalf("resume row %q", row)
+	}
+
+	// rotate-secret prints a new secret once, flags after the id.
+	out = a.mustOp(t, "integration", "rotate-secret", id, devTenant, "--overlap", "1h")
+	wantLines(t, out, "new webhook signing secret (shown only once", "previous secret keeps signing too until")
+	secret2 := whsecPattern.FindString(out)
+	if secret2 == "" || secret2 == secret {
+		t.Fatalf("rotate-secret: no new secret:\n%s", out)
+	}
+	noSecret(t, "rotate-secret", out, secret)
+	out = a.mustOp(t, "integration", "get", id, devTenant)
+	wantLines(t, out, "PREVIOUS-SECRET:", "webhook.secret,webhook.previousSecret")
+	noSecret(t, "get after rotation", out, secret, secret2)
+	noSecret(t, "list after rotation", a.mustOp(t, "integration", "list", devTenant, "-o", "json"), secret, secret2)
+
+	// A second integration of the name is refused with the API's code.
+	_, _, err = a.op(t, "integration", "add", "--name", "hook", "--type", "webhook", "--url", rcv.URL, "--ca-file", caFile, devTenant)
+	wantProblem(t, err, "forward.name_taken")
+
+	out = a.mustOp(t, "integration", "delete", id, devTenant)
+	wantLines(t, out, "integration "+id+" deleted")
+	_, _, err = a.op(t, "integration", "get", id, devTenant)
+	wantProblem(t, err, "forward.integration_not_found")
+	_, _, err = a.op(t, "integration", "test", id, devTenant)
+	wantProblem(t, err, "forward.integration_not_found")
+}
+
+func TestAdminIntegrationDeadLettersAndRedrive(t *testing.T) {
+	a := startAdminNode(t)
+	rcv := tu.NewReceiver(t)
+	rcv.Handle(answer(http.StatusServiceUnavailable))
+	caFile := writeTemp(t, "receiver-ca.pem", rcv.CAPEM)
+	const (
+		serial = "TSGW06INTG0000002"
+		tuid   = "TSEN01INT00000002"
+	)
+	up := integrationGateway(t, a, serial)
+
+	out := a.mustOp(t, "integration", "add", "--name", "fragile", "--type", "webhook", "--url", rcv.URL, "--ca-file", caFile,
+		"--max-age", "1s", "--batch-wait", "10ms", "--batch-max", "10", devTenant)
+	id := integrationID(t, out, "fragile")
+	out = a.mustOp(t, "integration", "get", id, devTenant)
+	wantLines(t, out, "up to 10 messages, waiting up to 10ms", "1s")
+
+	out = a.mustOp(t, "integration", "dead-letters", id, devTenant)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 {
+		t.Fatalf("dead letters before any message:\n%s", out)
+	}
+
+	publish(t, up, tuid)
+	var row []string
+	tu.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+		out := a.mustOp(t, "integration", "dead-letters", id, devTenant)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if strings.Join(strings.Fields(lines[0]), " ") != "SEQ DEAD-AT REASON ATTEMPTS GATEWAY MESSAGE-ID" {
+			t.Fatalf("dead-letters header %q", lines[0])
+		}
+		if len(lines) < 2 {
+			return errors.New("no dead letter yet")
+		}
+		row = strings.Fields(lines[1])
+		return nil
+	})
+	// SEQ DEAD-AT HTTP 503 ATTEMPTS GATEWAY MESSAGE-ID
+	if len(row) != 7 || row[0] != "1" || row[2]+" "+row[3] != "HTTP 503" || row[5] != serial {
+		t.Fatalf("dead letter row %q", row)
+	}
+	if n, err := strconv.Atoi(row[4]); err != nil || n < 1 {
+		t.Fatalf("dead letter attempts %q", row[4])
+	}
+	if n := a.getCount(t, id, "DEAD-LETTERS:"); n != 1 {
+		t.Fatalf("get: %d dead letters, want 1", n)
+	}
+	wantLines(t, strings.Join(a.getRow(t, id, "LAST-ERROR:"), " "), "HTTP 503")
+
+	var page struct {
+		Items []struct {
+			Seq     uint64          `json:"seq"`
+			Message json.RawMessage `json:"message"`
+		} `json:"items"`
+	}
+	a.mustJSON(t, &page, "integration", "dead-letters", id, devTenant, "--limit", "1")
+	if len(page.Items) != 1 || !bytes.Contains(page.Items[0].Message, []byte(tuid)) {
+		t.Fatalf("dead-letters -o json: %+v", page)
+	}
+
+	// Re-drive to a receiver that accepts again: it gets the message.
+	_, _, err := a.op(t, "integration", "redrive", id, devTenant, "--seq", "999")
+	wantProblem(t, err, "forward.dead_letter_not_found")
+	_, _, err = a.op(t, "integration", "redrive", id, devTenant, "--seq", "first")
+	if !errors.Is(err, errUsage) {
+		t.Fatalf("redrive --seq first: %v", err)
+	}
+	rcv.Handle(nil)
+	before := len(rcv.Got())
+	out = a.mustOp(t, "integration", "redrive", id, devTenant)
+	wantLines(t, out, "re-drove 1 dead letter(s) of integration "+id)
+	tu.Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if !received(rcv.Got()[before:], tuid) {
+			return errors.New("the re-driven message has not arrived")
+		}
+		return nil
+	})
+	tu.Eventually(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if n := a.getCount(t, id, "DELIVERED:"); n < 1 {
+			return fmt.Errorf("delivered %d", n)
+		}
+		return nil
+	})
+	if n := a.getCount(t, id, "DEAD-LETTERS:"); n != 0 {
+		t.Fatalf("%d dead letters after redrive", n)
+	}
+}
+
+func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
+	a := startAdminNode(t)
+
+	t.Run("websocket with filters", func(t *testing.T) {
+		out := a.mustOp(t, "integration", "add", devTenant, "--name", "live", "--type", "websocket",
+			"--filter-tsmid", "12100", "--filter-tsmid", "13100", "--filter-device", "TSEN01ABC00000001", "--filter-gateway", node.DevGateway)
+		id := integrationID(t, out, "live")
+		if row := tableRow(t, out, id); strings.Join(row, " ") != id+" live websocket no -" {
+			t.Fatalf("add row %q", row)
+		}
+		if strings.Contains(out, "shown only once") {
+			t.Fatalf("a websocket integration has no secret to show:\n%s", out)
+		}
+		got := strings.Join(a.getRow(t, id, "FILTER:"), " ")
+		if got != "tsmIds=12100,13100 devices=TSEN01ABC00000001 gateways="+node.DevGateway {
+			t.Fatalf("FILTER %q", got)
+		}
+		_, _, err := a.op(t, "integration", "add", devTenant, "--name", "bad", "--type", "websocket", "--filter-device", "nope")
+		wantProblem(t, err, "forward.integration_invalid")
+	})
+
+	t.Run("mqtt plaintext refused", func(t *testing.T) {
+		_, _, err := a.op(t, "integration", "add", devTenant, "--name", "broker", "--type", "mqtt", "--broker", "mqtt://127.0.0.1:1883")
+		wantProblem(t, err, "forward.target_invalid")
+		if !strings.Contains(err.Error(), "plaintext mqtt://") {
+			t.Fatalf("the refusal does not say why: %v", err)
+		}
+	})
+
+	t.Run("secrets from files", func(t *testing.T) {
+		pw := "mqtt-password-from-a-file"
+		out := a.mustOp(t, "integration", "add", devTenant, "--name", "broker", "--type", "mqtt", "--broker", "mqtts://127.0.0.1:8883",
+			"--username", "iot", "--password-file", writeTemp(t, "pw", pw+"\n"), "--topic", "sensors/{tsmTuid}")
+		id := integrationID(t, out, "broker")
+		noSecret(t, "add", out, pw)
+		out = a.mustOp(t, "integration", "get", id, devTenant, "-o", "json")
+		noSecret(t, "get", out, pw)
+		var v struct {
+			SecretsSet []string `json:"secretsSet"`
+			MQTT       struct {
+				Broker, Username, Topic string
+			} `json:"mqtt"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(v.SecretsSet, ",") != "mqtt.password" || v.MQTT.Username != "iot" || v.MQTT.Topic != "sensors/{tsmTuid}" {
+			t.Fatalf("mqtt integration: %+v", v)
+		}
+
+		rcv := tu.NewReceiver(t)
+		key, whsec := "api-key-from-a-file", "whsec_"+strings.Repeat("QUJD", 8)
+		out = a.mustOp(t, "integration", "add", devTenant, "--name", "keyed", "--type", "webhook", "--url", rcv.URL,
+			"--ca-file", writeTemp(t, "ca.pem", rcv.CAPEM), "--secret-file", writeTemp(t, "secret", whsec),
+			"--auth", "apikey", "--header-name", "X-Key", "--header-value-file", writeTemp(t, "key", key))
+		id = integrationID(t, out, "keyed")
+		noSecret(t, "add with --secret-file", out, key, whsec)
+		if strings.Contains(out, "shown only once") {
+			t.Fatalf("add printed a secret it did not generate:\n%s", out)
+		}
+		out = a.mustOp(t, "integration", "get", id, devTenant)
+		wantLines(t, out, "apikey (header X-Key)", "webhook.secret,auth.headerValue")
+		noSecret(t, "get", out, key, whsec)
+		out = a.mustOp(t, "integration", "test", id, devTenant)
+		wantLines(t, out, "ok:")
+		if got := rcv.Got(); len(got) != 1 || got[0].Header.Get("X-Key") != key {
+			t.Fatalf("the receiver did not get the key: %d requests", len(got))
+		}
+	})
+
+	t.Run("command line mistakes", func(t *testing.T) {
+		tests := []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"wrong type", []string{"--name", "x", "--type", "ftp"}, `--type "ftp": want one of webhook, mqtt, azure-iothub, aws-iot, websocket`},
+			{"no type", []string{"--name", "x"}, "needs --type"},
+			{"no name", []string{"--type", "websocket"}, "needs --name"},
+			{"flag of another type", []string{"--name", "x", "--type", "websocket", "--url", "https://example.com"}, "--url (or IOTRANSIT_URL) does not apply to --type websocket"},
+			{"no url", []string{"--name", "x", "--type", "webhook"}, "--type webhook needs --url"},
+			{"auth flag without auth", []string{"--name", "x", "--type", "webhook", "--url", "https://example.com", "--header-value", "k"}, "--header-value needs --auth apikey"},
+			{"mtls without cert", []string{"--name", "x", "--type", "webhook", "--url", "https://example.com", "--auth", "mtls"}, "--auth mtls needs --client-cert and --client-key"},
+			{"secret twice", []string{"--name", "x", "--type", "webhook", "--url", "https://example.com", "--secret", "whsec_x", "--secret-file", "f"}, "give --secret or --secret-file, not both"},
+			{"bad tsmid", []string{"--name", "x", "--type", "websocket", "--filter-tsmid", "weather"}, `--filter-tsmid "weather"`},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				_, _, err := a.op(t, append([]string{"integration", "add", devTenant}, tc.args...)...)
+				if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want usage error with %q", err, tc.want)
+				}
+			})
+		}
+		_, _, err := a.op(t, "integration", "add", devTenant, "--name", "x", "--type", "webhook", "--url", "https://example.com", "--secret-file", filepath.Join(t.TempDir(), "missing"))
+		if err == nil || !strings.Contains(err.Error(), "--secret-file") {
+			t.Fatalf("missing --secret-file: %v", err)
+		}
+		_, _, err = a.op(t, "integration", "get", "not-an-id", devTenant)
+		wantProblem(t, err, "forward.integration_not_found")
+		_, _, err = a.op(t, "integration", "rotate-secret", integrationID(t, a.mustOp(t, "integration", "list", devTenant), "live"), devTenant)
+		wantProblem(t, err, "forward.not_webhook")
+	})
+
+	t.Run("help", func(t *testing.T) {
+		out, _, err := a.cli(t, "integration", "-h")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []string{"add", "list", "get <id>", "pause <id>", "resume <id>", "delete <id>", "test <id>", "rotate-secret <id>", "dead-letters <id>", "redrive <id>"} {
+			wantLines(t, out, "iotransit integration "+c)
+		}
+		wantLines(t, out, "shell history")
+		out, _, err = a.cli(t, "help")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantLines(t, out, "iotransit integration add|list|get")
+	})
+}
+
+// TestAdminIntegrationRequestBodies checks the bodies of the types the
+// tests cannot reach (Azure IoT Hub and AWS IoT Core need their clouds).
+func TestAdminIntegrationRequestBodies(t *testing.T) {
+	cert, key, ca := writeTemp(t, "cert.pem", "CERT PEM"), writeTemp(t, "key.pem", "KEY PEM"), writeTemp(t, "ca.pem", "CA PEM")
+	tests := []struct {
+		name string
+		f    integrationAddFlags
+		want string
+	}{
+		{name: "azure", f: integrationAddFlags{name: "az", typ: "azure-iothub", hubHost: "myhub.azure-devices.net", deviceID: "dev1", deviceKeyFile: writeTemp(t, "dk", "c2VjcmV0\n"), port: 443},
+			want: `{"name":"az","type":"azure-iothub","azureIothub":{"deviceId":"dev1","deviceKey":"c2VjcmV0","hostName":"myhub.azure-devices.net","port":443}}`},
+		{name: "aws", f: integrationAddFlags{name: "aws", typ: "aws-iot", endpoint: "abc-ats.iot.eu-west-1.amazonaws.com", clientID: "thing", topic: "t/1", clientCert: cert, clientKey: key, caFile: ca},
+			want: `{"name":"aws","type":"aws-iot","awsIot":{"caPem":"CA PEM","certPem":"CERT PEM","clientId":"thing","endpoint":"abc-ats.iot.eu-west-1.amazonaws.com","keyPem":"KEY PEM","topic":"t/1"}}`},
+		{name: "oauth2 webhook", f: integrationAddFlags{name: "o", typ: "webhook", url: "https://example.com/h", auth: "oauth2", tokenURL: "https://example.com/token", clientID: "cid", clientSecret: "cs", scopes: multiFlag{"a", "b"},
+			batchMax: 5, batchWait: 2 * time.Second, maxAge: time.Hour, filterTsmIDs: multiFlag{"12100"}},
+			want: `{"name":"o","type":"webhook","filter":{"tsmIds":[12100]},"batch":{"maxMessages":5,"maxWait":"2s"},"maxAge":"1h0m0s","webhook":{"auth":{"clientId":"cid","clientSecret":"cs","kind":"oauth2","scopes":["a","b"],"tokenUrl":"https://example.com/token"},"url":"https://example.com/h"}}`},
+		{name: "websocket", f: integrationAddFlags{name: "w", typ: "websocket"}, want: `{"name":"w","type":"websocket"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := tc.f.request(map[string]bool{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := json.Marshal(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tc.want {
+				t.Fatalf("body\n %s\nwant\n %s", b, tc.want)
+			}
+		})
+	}
+	f := integrationAddFlags{name: "aws", typ: "aws-iot", endpoint: "e", clientID: "c", topic: "t"}
+	if _, err := f.request(map[string]bool{}); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--client-cert") {
+		t.Fatalf("aws-iot without a certificate: %v", err)
+	}
+}
