@@ -38,6 +38,8 @@ type Config struct {
 	MaxBody int64
 	// CertValidity is the lifetime of certificates issued by enrollment (default 365 days).
 	CertValidity time.Duration
+	// StreamRecheck is how often an open stream re-checks its credential (default 10s).
+	StreamRecheck time.Duration
 }
 
 // Registry is what the API uses of the registry (registry.Registry).
@@ -145,6 +147,9 @@ func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, 
 	}
 	if cfg.CertValidity == 0 {
 		cfg.CertValidity = 365 * 24 * time.Hour
+	}
+	if cfg.StreamRecheck == 0 {
+		cfg.StreamRecheck = 10 * time.Second
 	}
 	if len(cfg.OperatorKey) < 32 {
 		return nil, errors.New("api: the operator key must be at least 32 characters")

@@ -176,7 +176,7 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *Princip
 	overlap := 24 * time.Hour
 	if req.Overlap != "" {
 		if overlap, err = time.ParseDuration(req.Overlap); err != nil {
-			return ErrBadParameter.WithDetail("overlap must be a duration such as \"24h\"")
+			return forward.ErrIntegrationInvalid.WithDetail("overlap must be a duration such as \"24h\"")
 		}
 	}
 	out, secret, err := s.deps.Integrations.RotateSecret(r.Context(), r.PathValue("tenant"), id, overlap)
@@ -233,7 +233,7 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request, p *Principal) e
 		return err
 	}
 	if len(req.Seqs) > 10000 {
-		return ErrBadParameter.WithDetail("at most 10000 dead letters at once")
+		return forward.ErrIntegrationInvalid.WithDetail("at most 10000 dead letters at once")
 	}
 	n, err := s.deps.Integrations.Redrive(r.Context(), r.PathValue("tenant"), id, req.Seqs)
 	s.recordIntegration(r, p, "redrive", id, err, map[string]string{"count": strconv.Itoa(n)})

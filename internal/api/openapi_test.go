@@ -2,8 +2,12 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,11 +22,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/iotransit/iotransit/apispec"
 	"github.com/iotransit/iotransit/internal/api"
 	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/forward/seal"
 	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
@@ -71,6 +77,13 @@ type openAPIDoc struct {
 			} `yaml:"flows"`
 		} `yaml:"securitySchemes"`
 	} `yaml:"components"`
+}
+
+// upgrade reports whether the operation upgrades to a WebSocket: its
+// success answer is 101 Switching Protocols.
+func (op operation) upgrade() bool {
+	_, ok := op.Responses["101"]
+	return ok
 }
 
 // operation is the part of an Operation Object the test reads.
@@ -360,8 +373,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		for code := range op.Responses {
 			has2xx = has2xx || len(code) == 3 && code[0] == '2'
 		}
-		if !has2xx {
-			t.Errorf("%s: %s has no 2xx response", specFile, key)
+		if !has2xx && !op.upgrade() {
+			t.Errorf("%s: %s has no 2xx response (nor a 101 WebSocket upgrade)", specFile, key)
 		}
 	}
 }
@@ -399,7 +412,8 @@ func checkParams(t *testing.T, s *spec, key, pattern string, params []*yaml.Node
 // checkResponses checks the error responses an operation must declare:
 // 429 with Retry-After and 500 everywhere, 401 where a credential is
 // needed, 403 and 404 on tenant routes, each with a problem+json body (the
-// token endpoint may answer RFC 6749 JSON instead).
+// token endpoint may answer RFC 6749 JSON instead, and the 426 of a
+// WebSocket upgrade comes from the WebSocket layer in text/plain).
 func checkResponses(t *testing.T, s *spec, key string, rt api.Route, op operation) {
 	t.Helper()
 	need := []string{"429", "500"}
@@ -431,7 +445,8 @@ func checkResponses(t *testing.T, s *spec, key string, rt api.Route, op operatio
 		content := child(r, "content")
 		problem := child(content, "application/problem+json")
 		oauth := rt.Pattern == "/oauth2/token" && child(content, "application/json") != nil
-		if problem == nil && !oauth {
+		handshake := code == "426" && op.upgrade() && child(content, "text/plain") != nil
+		if problem == nil && !oauth && !handshake {
 			t.Errorf("%s: %s response %s has no application/problem+json content", specFile, key, code)
 			continue
 		}
@@ -499,7 +514,8 @@ func TestOpenAPIServed(t *testing.T) {
 // types, required and declared properties (an object schema that declares
 // properties is closed unless it has additionalProperties), allOf, oneOf,
 // enum, pattern, minimum and date-time. It is enough to keep the response
-// shapes of the document in step with the handlers.
+// shapes of the document in step with the handlers. Values are answers, so
+// a writeOnly property (a secret) must not be in them.
 func (s *spec) checkValue(schema *yaml.Node, v any, at string, errs *[]string) {
 	schema, err := s.resolve(schema)
 	if err != nil {
@@ -544,10 +560,13 @@ func (s *spec) checkValue(schema *yaml.Node, v any, at string, errs *[]string) {
 				*errs = append(*errs, fmt.Sprintf("%s: property name %q does not match %s", at, k, names.Value))
 			}
 			switch p := props[k]; {
+			case p != nil && s.writeOnly(p):
+				*errs = append(*errs, fmt.Sprintf("%s: write-only property %q is in an answer", at, k))
 			case p != nil:
 				s.checkValue(p, m[k], at+"."+k, errs)
 			case extra != nil && extra.Kind == yaml.MappingNode:
 				s.checkValue(extra, m[k], at+"."+k, errs)
+			case extra != nil && extra.Value == "true":
 			case len(props) > 0 || extra != nil && extra.Value == "false":
 				*errs = append(*errs, fmt.Sprintf("%s: property %q is not in the schema", at, k))
 			}
@@ -605,8 +624,23 @@ func (s *spec) checkValue(schema *yaml.Node, v any, at string, errs *[]string) {
 	}
 }
 
+// writeOnly reports whether a property schema is marked writeOnly, on the
+// property or on the schema it refers to.
+func (s *spec) writeOnly(p *yaml.Node) bool {
+	if w := child(p, "writeOnly"); w != nil {
+		return w.Value == "true"
+	}
+	r, err := s.resolve(p)
+	if err != nil {
+		return false
+	}
+	w := child(r, "writeOnly")
+	return w != nil && w.Value == "true"
+}
+
 // objectView returns a schema's type and, for objects, its properties and
-// required names merged over allOf.
+// required names merged over allOf (a schema's own properties override
+// those of its allOf, later allOf branches those of earlier ones).
 func (s *spec) objectView(schema *yaml.Node) (props map[string]*yaml.Node, required []string, typ string) {
 	props = map[string]*yaml.Node{}
 	var add func(n *yaml.Node)
@@ -614,6 +648,11 @@ func (s *spec) objectView(schema *yaml.Node) (props map[string]*yaml.Node, requi
 		n, err := s.resolve(n)
 		if err != nil {
 			return
+		}
+		if all := child(n, "allOf"); all != nil {
+			for _, c := range all.Content {
+				add(c)
+			}
 		}
 		if t := child(n, "type"); t != nil && t.Kind == yaml.ScalarNode {
 			typ = t.Value
@@ -626,11 +665,6 @@ func (s *spec) objectView(schema *yaml.Node) (props map[string]*yaml.Node, requi
 		if r := child(n, "required"); r != nil {
 			for _, c := range r.Content {
 				required = append(required, c.Value)
-			}
-		}
-		if all := child(n, "allOf"); all != nil {
-			for _, c := range all.Content {
-				add(c)
 			}
 		}
 	}
@@ -812,9 +846,108 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	a.call("GET /v1/tenants/{tenant}/audit", "/v1/tenants/acme/audit?limit=2", jwt, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/audit/verify", "/v1/tenants/acme/audit/verify", jwt, "", "", 200)
 
+	// Integrations, made before the gateway below sends messages (an
+	// integration receives the messages stored after its creation): a
+	// webhook to a local HTTPS receiver, a webhook whose receiver always
+	// fails (for dead letters), and two websocket integrations, one sealed.
+	const ints = "/v1/tenants/acme/integrations"
+	const intRoute = "/v1/tenants/{tenant}/integrations/{id}"
+	js := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	obj := func(m map[string]any, k string) map[string]any {
+		t.Helper()
+		v, ok := m[k].(map[string]any)
+		if !ok {
+			t.Fatalf("answer has no object %s: %v", k, m)
+		}
+		return v
+	}
+	code := func(m map[string]any, want string) {
+		t.Helper()
+		if got, _ := m["code"].(string); got != want {
+			t.Errorf("problem code %q, want %q: %v", got, want, m)
+		}
+	}
+	rcv := tu.NewReceiver(t)
+	hook := a.call("POST /v1/tenants/{tenant}/integrations", ints, op, "", js(map[string]any{
+		"name": "hook", "type": "webhook", "batch": map[string]any{"maxWait": "20ms"},
+		"webhook": map[string]any{"url": rcv.URL, "caPem": rcv.CAPEM},
+	}), 201)
+	hookID := str(hook, "id")
+	secrets := []string{str(obj(hook, "webhook"), "secret")} // generated, shown once
+	down := tu.NewReceiver(t)
+	down.Handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+		w.WriteHeader(http.StatusInternalServerError)
+		return true
+	})
+	failing := a.call("POST /v1/tenants/{tenant}/integrations", ints, op, "", js(map[string]any{
+		"name": "failing", "type": "webhook", "maxAge": "1s", "batch": map[string]any{"maxWait": "10ms"},
+		"webhook": map[string]any{"url": down.URL, "caPem": down.CAPEM, "secret": "whsec_" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))},
+	}), 201)
+	failingID := str(failing, "id")
+	if _, shown := obj(failing, "webhook")["secret"]; shown {
+		t.Errorf("a secret the client gave is in the answer: %v", failing)
+	}
+	liveID := str(a.call("POST /v1/tenants/{tenant}/integrations", ints, op, "", `{"name":"live","type":"websocket","filter":{"tsmIds":[12100]}}`, 201), "id")
+	sealPriv, sealPub, err := seal.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := a.call("POST /v1/tenants/{tenant}/integrations", ints, op, "", js(map[string]any{
+		"name": "sealed", "type": "websocket", "encryption": map[string]any{"publicKeyPem": string(sealPub)},
+	}), 201)
+	sealedID := str(sealed, "id")
+	str(obj(sealed, "encryption"), "keyId")
+	code(a.call("POST /v1/tenants/{tenant}/integrations", ints, op, "", `{"name":"hook","type":"websocket"}`, 409), "forward.name_taken")
+	code(a.call("POST /v1/tenants/{tenant}/integrations", ints, op, "", `{"name":"plain","type":"webhook","webhook":{"url":"http://example.com/hook"}}`, 400), "forward.target_invalid")
+	code(a.call("POST /v1/tenants/{tenant}/integrations", ints, op, "", `{"name":"odd","type":"mqtt"}`, 400), "forward.integration_invalid")
+	code(a.call("POST /v1/tenants/{tenant}/integrations", ints, op, "", `{"name":"odd","type":"websocket","x":1}`, 400), "api.json_invalid")
+	a.call("POST /v1/tenants/{tenant}/integrations", ints, apiKey, "", `{"name":"odd","type":"websocket"}`, 403)
+	a.call("GET /v1/tenants/{tenant}/integrations", ints, op, "", "", 200)
+	a.call("GET "+intRoute, ints+"/"+hookID, op, "", "", 200)
+	code(a.call("GET "+intRoute, ints+"/000000000000", op, "", "", 404), "forward.integration_not_found")
+	code(a.call("GET "+intRoute, ints+"/NOT-AN-ID", op, "", "", 404), "forward.integration_not_found")
+	patched := a.call("PATCH "+intRoute, ints+"/"+hookID, op, "", `{"batch":{"maxMessages":50},"webhook":{"auth":{"kind":"apikey","headerValue":"k-1"}}}`, 200)
+	if set, _ := patched["secretsSet"].([]any); !slices.Contains(set, any("auth.headerValue")) || !slices.Contains(set, any("webhook.secret")) {
+		t.Errorf("secretsSet after PATCH: %v", patched["secretsSet"])
+	}
+	code(a.call("PATCH "+intRoute, ints+"/"+hookID, op, "", `{"type":"mqtt"}`, 400), "forward.integration_invalid")
+	code(a.call("PATCH "+intRoute, ints+"/"+hookID, op, "", `{"state":{}}`, 400), "api.json_invalid")
+	code(a.call("PATCH "+intRoute, ints+"/"+hookID, op, "", `{"name":"live"}`, 409), "forward.name_taken")
+	if res := a.call("POST "+intRoute+"/test", ints+"/"+hookID+"/test", op, "", "", 200); res["ok"] != true {
+		t.Errorf("test delivery to the receiver: %v", res)
+	}
+	if res := a.call("POST "+intRoute+"/test", ints+"/"+failingID+"/test", op, "", "{}", 200); res["ok"] != false || res["error"] != "HTTP 500" {
+		t.Errorf("test delivery to the failing receiver: %v", res)
+	}
+	code(a.call("POST "+intRoute+"/test", ints+"/"+liveID+"/test", op, "", "", 400), "forward.integration_invalid")
+	rotated := a.call("POST "+intRoute+"/rotate-secret", ints+"/"+hookID+"/rotate-secret", op, "", `{"overlap":"1h"}`, 200)
+	secrets = append(secrets, str(obj(rotated, "webhook"), "secret"))
+	str(rotated, "previousSecretUntil")
+	code(a.call("POST "+intRoute+"/rotate-secret", ints+"/"+liveID+"/rotate-secret", op, "", "", 400), "forward.not_webhook")
+	code(a.call("POST "+intRoute+"/rotate-secret", ints+"/"+hookID+"/rotate-secret", op, "", `{"overlap":"soon"}`, 400), "forward.integration_invalid")
+	if p := a.call("POST "+intRoute+"/pause", ints+"/"+liveID+"/pause", op, "", "", 200); p["paused"] != true {
+		t.Errorf("pause: %v", p)
+	}
+	code(a.call("GET /v1/tenants/{tenant}/stream", "/v1/tenants/acme/stream?integration="+liveID, apiKey, "", "", 400), "api.bad_parameter")
+	a.call("POST "+intRoute+"/resume", ints+"/"+liveID+"/resume", op, "", "{}", 200)
+	a.call("GET "+intRoute+"/dead-letters", ints+"/"+hookID+"/dead-letters", op, "", "", 200)
+	a.call("GET "+intRoute+"/dead-letters", ints+"/"+hookID+"/dead-letters?cursor=x", op, "", "", 400)
+	a.call("GET "+intRoute+"/dead-letters", ints+"/"+hookID+"/dead-letters?limit=0", op, "", "", 400)
+
 	// Renewal over mutual TLS, and messages of a connected gateway.
 	const serial2 = "TSGW06DEV00000043"
 	cert := tu.Gateway(t, n, tenant, serial2)
+	gw2 := "/v1/tenants/" + tenant + "/gateways/" + serial2
+	if g := a.call("PATCH /v1/tenants/{tenant}/gateways/{serial}", gw2, op, "", `{"deploymentGroupId":"prfi00acme"}`, 200); g["deploymentGroupId"] != "prfi00acme" {
+		t.Errorf("deploymentGroupId not set: %v", g)
+	}
+	code(a.call("PATCH /v1/tenants/{tenant}/gateways/{serial}", gw2, op, "", `{"deploymentGroupId":"zzfi00acme"}`, 400), "registry.deployment_group_invalid")
 	csr2, err := pki.MakeCSR(cert.PrivateKey.(crypto.Signer), serial2)
 	if err != nil {
 		t.Fatal(err)
@@ -846,6 +979,108 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	a.call("GET /v1/tenants/{tenant}/rejected", "/v1/tenants/acme/rejected?limit=5", apiKey, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/messages", "/v1/tenants/acme/messages?gateway=nope", apiKey, "", "", 400)
 
+	// The stream: errors before the upgrade, then frames of the messages
+	// above, plain and sealed.
+	const streamRoute = "GET /v1/tenants/{tenant}/stream"
+	const stream = "/v1/tenants/acme/stream"
+	a.call(streamRoute, stream, apiKey, "", "", 426) // not a WebSocket request
+	a.call(streamRoute, stream, "", "", "", 401)
+	code(a.call(streamRoute, stream+"?after=yesterday", apiKey, "", "", 400), "api.bad_parameter")
+	code(a.call(streamRoute, stream+"?after=TSEN01ABC12345678:12100:1600000000", apiKey, "", "", 404), "api.after_unknown")
+	code(a.call(streamRoute, stream+"?integration=000000000000", apiKey, "", "", 404), "forward.integration_not_found")
+	code(a.call(streamRoute, stream+"?integration="+hookID, apiKey, "", "", 400), "api.bad_parameter")
+	frame := a.frameSchema(streamRoute, "text")
+	batch := func(b []byte, at string) []any {
+		t.Helper()
+		var v []any
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatalf("%s is not a JSON array: %v: %.300s", at, err, b)
+		}
+		var errs []string
+		s.checkValue(frame, v, at, &errs)
+		for _, e := range errs {
+			t.Errorf("%s: %s", specFile, e)
+		}
+		return v
+	}
+	ws := a.dial(streamRoute, stream+"?after=0&integration="+liveID, apiKey)
+	typ, b := a.read(ws)
+	if typ != websocket.MessageText {
+		t.Fatalf("stream frame of type %v, want text", typ)
+	}
+	msgs := batch(b, "stream frame")
+	if m, _ := msgs[0].(map[string]any); m["tsmTuid"] != "TSEN01ABC12345678" || m["deploymentGroupId"] != "prfi00acme" || m["tsmGw"] != serial2 {
+		t.Errorf("stream message: %v", m)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+	a.dial(streamRoute, stream+"?after=TSEN01ABC12345678:12100:1700000000", apiKey).Close(websocket.StatusNormalClosure, "")
+	ws = a.dial(streamRoute, stream+"?after=0&integration="+sealedID, apiKey)
+	if typ, b = a.read(ws); typ != websocket.MessageBinary {
+		t.Fatalf("sealed stream frame of type %v, want binary", typ)
+	}
+	opener, err := seal.ParsePrivateKey(sealPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := opener.Open(b)
+	if err != nil {
+		t.Fatalf("open a sealed frame: %v", err)
+	}
+	batch(plain, "sealed stream frame")
+	ws.Close(websocket.StatusNormalClosure, "")
+
+	// The webhook deliveries, as the document's webhooks describe them.
+	delivery := child(child(child(child(child(child(child(s.root, "webhooks"), "messages"), "post"), "requestBody"), "content"), "application/json"), "schema")
+	if delivery == nil {
+		t.Fatalf("%s has no webhooks.messages with an application/json body", specFile)
+	}
+	var got []tu.Delivery
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if got = rcv.Got(); len(got) < 2 { // the test message and a batch
+			return fmt.Errorf("%d deliveries", len(got))
+		}
+		return nil
+	})
+	for i, d := range got {
+		at := fmt.Sprintf("delivery %d", i)
+		s.checkHeaders(t, child(child(child(s.root, "webhooks"), "messages"), "post"), d.Header, at)
+		var v any
+		if err := json.Unmarshal(d.Body, &v); err != nil {
+			t.Fatalf("%s is not JSON: %v", at, err)
+		}
+		var errs []string
+		s.checkValue(delivery, v, at, &errs)
+		for _, e := range errs {
+			t.Errorf("%s: %s", specFile, e)
+		}
+		if !signedWith(d, secrets) {
+			t.Errorf("%s: no webhook-signature verifies with the integration's secrets: %v", at, d.Header)
+		}
+	}
+
+	// Dead letters of the failing integration.
+	dl := ints + "/" + failingID + "/dead-letters"
+	var page map[string]any
+	tu.Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if page = a.call("GET "+intRoute+"/dead-letters", dl+"?limit=1", op, "", "", 200); len(page["items"].([]any)) == 0 {
+			return fmt.Errorf("no dead letter yet")
+		}
+		return nil
+	})
+	next := str(page, "next")
+	if rest := a.call("GET "+intRoute+"/dead-letters", dl+"?limit=1&cursor="+next, op, "", "", 200); len(rest["items"].([]any)) != 0 || rest["next"] != nil {
+		t.Errorf("the page after the only dead letter: %v", rest)
+	}
+	if v := a.call("GET "+intRoute, ints+"/"+failingID, op, "", "", 200); obj(v, "state")["lastError"] != "HTTP 500" {
+		t.Errorf("state of the failing integration: %v", v["state"])
+	}
+	seq := page["items"].([]any)[0].(map[string]any)["seq"]
+	if r := a.call("POST "+intRoute+"/dead-letters/redrive", dl+"/redrive", op, "", js(map[string]any{"seqs": []any{seq}}), 200); r["redriven"] != float64(1) {
+		t.Errorf("redrive: %v", r)
+	}
+	code(a.call("POST "+intRoute+"/dead-letters/redrive", dl+"/redrive", op, "", js(map[string]any{"seqs": []any{seq}}), 404), "forward.dead_letter_not_found")
+	a.call("POST "+intRoute+"/dead-letters/redrive", dl+"/redrive", op, "", "", 200)
+
 	// Lifecycle.
 	a.call("POST /v1/tenants/{tenant}/gateways/{serial}/isolate", gw+"/isolate", op, "", "", 200)
 	a.call("POST /v1/tenants/{tenant}/gateways/{serial}/activate", gw+"/activate", op, "", "{}", 200)
@@ -856,4 +1091,115 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	a.call("GET /v1/tenants/{tenant}/audit", "/v1/tenants/acme/audit", jwt, "", "", 401) // the client is revoked
 	a.call("DELETE /v1/tenants/{tenant}/gateways/{serial}", gw, op, "", "", 204)
 	a.call("GET /v1/tenants/{tenant}/gateways/{serial}", gw, op, "", "", 404)
+	for _, id := range []string{hookID, failingID, liveID, sealedID} {
+		a.call("DELETE "+intRoute, ints+"/"+id, op, "", "", 204)
+	}
+	a.call("DELETE "+intRoute, ints+"/"+hookID, op, "", "", 404)
+	a.call("GET "+intRoute+"/dead-letters", dl, op, "", "", 404)
+}
+
+// dial opens the WebSocket of route at path and checks the upgrade answer
+// against the document: 101 is declared, with X-Request-Id.
+func (a *apiClient) dial(route, path, bearer string) *websocket.Conn {
+	a.t.Helper()
+	h := http.Header{}
+	if bearer != "" {
+		h.Set("Authorization", "Bearer "+bearer)
+	}
+	c, resp, err := websocket.Dial(a.t.Context(), "wss://"+strings.TrimPrefix(a.base, "https://")+path,
+		&websocket.DialOptions{HTTPClient: a.c, HTTPHeader: h})
+	if err != nil {
+		a.t.Fatalf("WebSocket %s: %v", path, err)
+	}
+	a.t.Cleanup(func() { _ = c.CloseNow() })
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		a.t.Fatalf("WebSocket %s: status %d", path, resp.StatusCode)
+	}
+	if _, ok := a.ops[route].Responses["101"]; !ok {
+		a.t.Errorf("%s: %s upgrades, but does not declare 101", specFile, route)
+	}
+	if resp.Header.Get("X-Request-Id") == "" {
+		a.t.Errorf("WebSocket %s: 101 without X-Request-Id", path)
+	}
+	return c
+}
+
+// read returns the next frame of a WebSocket.
+func (a *apiClient) read(c *websocket.Conn) (websocket.MessageType, []byte) {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(a.t.Context(), 10*time.Second)
+	defer cancel()
+	typ, b, err := c.Read(ctx)
+	if err != nil {
+		a.t.Fatalf("read a frame: %v", err)
+	}
+	return typ, b
+}
+
+// frameSchema returns the schema the document declares for the frames of
+// one kind (text, binary) of a WebSocket route (x-iotransit-frames of its
+// 101 response).
+func (a *apiClient) frameSchema(route, kind string) *yaml.Node {
+	a.t.Helper()
+	r, err := a.s.resolve(a.ops[route].Responses["101"])
+	if err != nil || r == nil {
+		a.t.Fatalf("%s: %s has no 101 response", specFile, route)
+	}
+	schema := child(child(child(r, "x-iotransit-frames"), kind), "schema")
+	if schema == nil {
+		a.t.Fatalf("%s: %s 101 declares no x-iotransit-frames.%s.schema", specFile, route, kind)
+	}
+	return schema
+}
+
+// checkHeaders checks the headers of a request the node sent against the
+// header parameters of an operation of the document (a webhook): required
+// ones are present, patterns and enums match.
+func (s *spec) checkHeaders(t *testing.T, op *yaml.Node, h http.Header, at string) {
+	t.Helper()
+	ps := child(op, "parameters")
+	if ps == nil {
+		t.Fatalf("%s: %s: the operation declares no parameters", specFile, at)
+	}
+	for _, p := range ps.Content {
+		p, err := s.resolve(p)
+		if err != nil || child(p, "in").Value != "header" {
+			continue
+		}
+		name := child(p, "name").Value
+		v := h.Get(name)
+		if v == "" {
+			if req := child(p, "required"); req != nil && req.Value == "true" {
+				t.Errorf("%s: required header %s is missing", at, name)
+			}
+			continue
+		}
+		schema, _ := s.resolve(child(p, "schema"))
+		if pat := child(schema, "pattern"); pat != nil && !regexp.MustCompile(pat.Value).MatchString(v) {
+			t.Errorf("%s: header %s: %q does not match %s", at, name, v, pat.Value)
+		}
+		if enum := child(schema, "enum"); enum != nil && !slices.ContainsFunc(enum.Content, func(e *yaml.Node) bool { return e.Value == v }) {
+			t.Errorf("%s: header %s: %q is not one of the enum", at, name, v)
+		}
+	}
+}
+
+// signedWith reports whether one of the Standard Webhooks signatures of a
+// delivery verifies with one of the secrets.
+func signedWith(d tu.Delivery, secrets []string) bool {
+	id, ts := d.Header.Get("webhook-id"), d.Header.Get("webhook-timestamp")
+	for _, secret := range secrets {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+		if err != nil {
+			continue
+		}
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte(id + "." + ts + "."))
+		mac.Write(d.Body)
+		want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+		if slices.Contains(strings.Fields(d.Header.Get("webhook-signature")), want) {
+			return true
+		}
+	}
+	return false
 }

@@ -38,6 +38,8 @@ func statusOf(k fault.Kind) int {
 		return http.StatusUnsupportedMediaType
 	case fault.MethodNotAllowed:
 		return http.StatusMethodNotAllowed
+	case fault.UpgradeRequired:
+		return http.StatusUpgradeRequired
 	case fault.ResourceExhausted:
 		return http.StatusTooManyRequests
 	case fault.Unavailable:

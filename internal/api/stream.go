@@ -19,10 +19,14 @@ import (
 type Stream interface {
 	Tail(ctx context.Context, tenant string, start uint64, subjects []string, max int, maxWait time.Duration, fn func([]store.Message) error) error
 	FindByKey(ctx context.Context, tenant, tuid string, tsmID int, tsmTs string) (uint64, bool, error)
+	Bounds(ctx context.Context, tenant string) (first, last uint64, err error)
 }
 
-// ErrAfterUnknown is returned when the message to resume after is gone.
-var ErrAfterUnknown = fault.Define("api.after_unknown", fault.NotFound, "the message to resume after is not in the stream (it may have expired)")
+// Faults of the stream.
+var (
+	ErrAfterUnknown    = fault.Define("api.after_unknown", fault.NotFound, "the message to resume after is not in the stream (it may have expired)")
+	ErrUpgradeRequired = fault.Define("api.upgrade_required", fault.UpgradeRequired, "this route is a WebSocket: send an Upgrade: websocket request")
+)
 
 var thingseeKey = regexp.MustCompile(`^([A-Z]{4}[0-9]{2}[A-Z0-9]{11}):([0-9]{4,6}):([0-9]{1,12}(\.[0-9]{1,9})?)$`)
 
@@ -35,6 +39,14 @@ func (s *Server) resumeAfter(ctx context.Context, tenant, after string) (uint64,
 		return 0, nil
 	}
 	if n, err := strconv.ParseUint(after, 10, 64); err == nil {
+		// Resuming after a message that has expired would leave a silent gap.
+		first, last, err := s.deps.Stream.Bounds(ctx, tenant)
+		if err != nil {
+			return 0, err
+		}
+		if n+1 < first || n > last {
+			return 0, ErrAfterUnknown.New()
+		}
 		return n + 1, nil
 	}
 	m := thingseeKey.FindStringSubmatch(after)
@@ -89,6 +101,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ *Principal) er
 		return err
 	}
 	subjects, inProcess := forward.StreamSubjects(tenant, filter)
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		return ErrUpgradeRequired.New()
+	}
 	// The server's read and write timeouts protect request/response routes;
 	// a stream lives on (it has its own write timeout and pings).
 	rc := http.NewResponseController(w)
@@ -100,17 +116,28 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ *Principal) er
 	}
 	defer c.CloseNow()
 	ctx := c.CloseRead(r.Context())
-	go func() { // keep idle connections alive through proxies
-		t := time.NewTicker(30 * time.Second)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		// Keep idle connections alive through proxies, and end the stream
+		// once its credential is revoked or expires (checked every StreamRecheck).
+		t := time.NewTicker(s.cfg.StreamRecheck)
 		defer t.Stop()
-		for {
+		for i := 1; ; i++ {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				_ = c.Ping(pctx)
-				cancel()
+				if _, _, err := s.authenticate(r); err != nil {
+					c.Close(websocket.StatusPolicyViolation, "credential no longer valid")
+					stop()
+					return
+				}
+				if time.Duration(i)*s.cfg.StreamRecheck%(30*time.Second) < s.cfg.StreamRecheck {
+					pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					_ = c.Ping(pctx)
+					cancel()
+				}
 			}
 		}
 	}()

@@ -72,6 +72,6 @@ func httpStatus(k fault.Kind) int {
 	return map[fault.Kind]int{
 		fault.InvalidArgument: 400, fault.Unauthenticated: 401, fault.PermissionDenied: 403,
 		fault.NotFound: 404, fault.Conflict: 409, fault.TooLarge: 413, fault.UnsupportedMedia: 415,
-		fault.MethodNotAllowed: 405, fault.ResourceExhausted: 429, fault.Unavailable: 503, fault.Internal: 500,
+		fault.MethodNotAllowed: 405, fault.UpgradeRequired: 426, fault.ResourceExhausted: 429, fault.Unavailable: 503, fault.Internal: 500,
 	}[k]
 }

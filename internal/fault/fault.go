@@ -27,6 +27,7 @@ const (
 	TooLarge
 	UnsupportedMedia
 	MethodNotAllowed
+	UpgradeRequired
 	ResourceExhausted
 	Unavailable
 	Internal
@@ -41,6 +42,7 @@ var kindNames = map[Kind]string{
 	TooLarge:          "too_large",
 	UnsupportedMedia:  "unsupported_media",
 	MethodNotAllowed:  "method_not_allowed",
+	UpgradeRequired:   "upgrade_required",
 	ResourceExhausted: "resource_exhausted",
 	Unavailable:       "unavailable",
 	Internal:          "internal",

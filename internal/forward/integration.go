@@ -151,6 +151,9 @@ type Integration struct {
 	SecretsSet []string `json:"secretsSet,omitempty"`
 	// SecretRotation tells until when the previous webhook secret still signs.
 	PreviousSecretUntil *time.Time `json:"previousSecretUntil,omitempty"`
+	// ClearSecrets (write only, in an update) names secrets to remove, as
+	// listed in SecretsSet; secrets omitted from an update are kept.
+	ClearSecrets []string `json:"clearSecrets,omitempty"`
 }
 
 // Secrets are an integration's credentials, stored sealed.
@@ -164,6 +167,24 @@ type Secrets struct {
 	MQTTPassword         string    `json:"mqttPassword,omitempty"`
 	AzureDeviceKey       string    `json:"azureDeviceKey,omitempty"`
 	AWSKeyPEM            string    `json:"awsKeyPem,omitempty"`
+}
+
+// clear removes the named secrets (names as in names()).
+func (s *Secrets) clear(names []string) error {
+	fields := map[string]*string{
+		"webhook.secret": &s.WebhookSecret, "webhook.previousSecret": &s.WebhookPrevious,
+		"auth.headerValue": &s.AuthHeaderValue, "auth.clientSecret": &s.OAuthClientSecret,
+		"clientKeyPem": &s.ClientKeyPEM, "mqtt.password": &s.MQTTPassword,
+		"azureIothub.deviceKey": &s.AzureDeviceKey, "awsIot.keyPem": &s.AWSKeyPEM,
+	}
+	for _, n := range names {
+		f, ok := fields[n]
+		if !ok {
+			return ErrIntegrationInvalid.WithDetail("clearSecrets: %q is not a secret name", truncate(n, 40))
+		}
+		*f = ""
+	}
+	return nil
 }
 
 // names lists the secrets that are set.

@@ -71,7 +71,7 @@ func (e *Engine) Create(ctx context.Context, tenant string, in Integration) (Int
 	}
 	now := time.Now().UTC()
 	in.ID, in.Tenant, in.CreatedAt, in.UpdatedAt, in.Paused = id, tenant, now, now, false
-	in.SecretsSet, in.PreviousSecretUntil = nil, nil
+	in.SecretsSet, in.PreviousSecretUntil, in.ClearSecrets = nil, nil, nil
 	sec := extractSecrets(&in, Secrets{})
 	shown := Shown{}
 	if in.Type == TypeWebhook && in.Webhook != nil && sec.WebhookSecret == "" {
@@ -220,6 +220,10 @@ func (e *Engine) Update(ctx context.Context, tenant, id string, in Integration) 
 	in.ID, in.Tenant, in.Type, in.CreatedAt, in.Paused = r.ID, r.Tenant, r.Type, r.CreatedAt, r.Paused
 	in.UpdatedAt = time.Now().UTC()
 	in.SecretsSet, in.PreviousSecretUntil = nil, nil
+	if err := old.clear(in.ClearSecrets); err != nil {
+		return Integration{}, err
+	}
+	in.ClearSecrets = nil
 	sec := extractSecrets(&in, old)
 	if err := e.prepare(ctx, &in, &sec); err != nil {
 		return Integration{}, err
@@ -407,8 +411,8 @@ func (e *Engine) DeadLetters(ctx context.Context, tenant, id string, after uint6
 			return nil, 0, err
 		}
 		sm, err := e.msgs.Decode(ctx, tenant, m.Sequence, m.Time, m.Header, m.Data)
-		if err != nil {
-			return nil, 0, err
+		if err != nil { // listed without its message (it could not be read when it died either)
+			sm.ID, sm.Gateway, sm.Message = contentID(m.Header), m.Header.Get("Iot-Gateway"), nil
 		}
 		orig, _ := strconv.ParseUint(m.Header.Get(hdrOrigSeq), 10, 64)
 		attempts, _ := strconv.Atoi(m.Header.Get(hdrDeadAttempts))
@@ -431,6 +435,9 @@ func (e *Engine) Redrive(ctx context.Context, tenant, id string, seqs []uint64) 
 	}
 	st, err := e.js.Stream(ctx, deadLetterStream(tenant, id))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if len(seqs) > 0 {
+			return 0, ErrDeadLetterAbsent.WithDetail("dead letter %d does not exist", seqs[0])
+		}
 		return 0, nil
 	}
 	if err != nil {

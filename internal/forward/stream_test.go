@@ -13,6 +13,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/iotransit/iotransit/internal/forward/seal"
+	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
@@ -175,5 +176,32 @@ func TestForwardEncryptedWebhookOpensWithPrivateKey(t *testing.T) {
 	}
 	if err := wh.Verify(d.Body, d.Header); err != nil {
 		t.Fatalf("signature over the sealed body: %v", err)
+	}
+}
+
+// TestForwardWebSocketEndsWhenKeyRevoked: an open stream stops once its
+// API key is revoked.
+func TestForwardWebSocketEndsWhenKeyRevoked(t *testing.T) {
+	e := newEnv(t, func(c *node.Config) { c.StreamRecheck = 100 * time.Millisecond })
+	r := e.api.Do("POST", "/v1/tenants/"+tenant+"/api-keys", e.api.Key(), map[string]any{"scopes": []string{"messages:read"}})
+	var k struct{ Key, ID string }
+	r.Decode(t, &k)
+	c, _, err := dialStream(t, e, k.Key, "?after=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/api-keys/"+k.ID+"/revoke", e.api.Key(), nil); r.Status != 200 {
+		t.Fatal(r.Status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err = c.Read(ctx)
+	if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("stream after revocation: %v", err)
+	}
+	// A plain GET is told to upgrade, as problem+json.
+	g := e.api.Do("GET", "/v1/tenants/"+tenant+"/stream", e.api.Key(), nil)
+	if code, _ := g.Problem(); g.Status != 426 || code != "api.upgrade_required" {
+		t.Errorf("plain GET: %d %s", g.Status, g.Body)
 	}
 }

@@ -18,7 +18,18 @@ type Message struct {
 	Tuid       string
 	TsmID      int
 	ReceivedAt time.Time
+	// RedrivenAt is when the message was re-driven from the dead letters
+	// (zero otherwise): its max age counts from then.
+	RedrivenAt time.Time
 	Body       []byte
+}
+
+// ageFrom is the time a message's max age counts from.
+func (m Message) ageFrom() time.Time {
+	if m.RedrivenAt.After(m.ReceivedAt) {
+		return m.RedrivenAt
+	}
+	return m.ReceivedAt
 }
 
 // Batch is what one delivery hands to a target. ID is stable across every

@@ -125,7 +125,7 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 			continue
 		}
 		msgs = append(msgs, held{msg: jm, md: md, m: Message{
-			Seq: sm.Seq, ID: sm.ID, Gateway: sm.Gateway, Tuid: sm.Tuid, TsmID: sm.TsmID, ReceivedAt: sm.ReceivedAt, Body: sm.Message,
+			Seq: sm.Seq, ID: sm.ID, Gateway: sm.Gateway, Tuid: sm.Tuid, TsmID: sm.TsmID, ReceivedAt: sm.ReceivedAt, RedrivenAt: sm.RedrivenAt, Body: sm.Message,
 		}})
 	}
 	if err := fb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
@@ -170,11 +170,11 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 		p = &Pending{ID: b.ID, FirstSeq: first, LastSeq: last, StartedAt: time.Now().UTC()}
 	}
 	b.Messages = make([]Message, len(msgs))
-	oldest := msgs[0].m.ReceivedAt
+	oldest := msgs[0].m.ageFrom()
 	for i, h := range msgs {
 		b.Messages[i] = h.m
-		if h.m.ReceivedAt.Before(oldest) {
-			oldest = h.m.ReceivedAt
+		if a := h.m.ageFrom(); a.Before(oldest) {
+			oldest = a
 		}
 	}
 	p.LastSeq = b.Messages[len(b.Messages)-1].Seq

@@ -72,6 +72,9 @@ type Config struct {
 	Store        store.Config
 	// APILimits are the API's rate limits (zero values: defaults).
 	APILimits api.Limits
+	// StreamRecheck is how often an open WebSocket stream re-checks its
+	// credential (default 10s).
+	StreamRecheck time.Duration
 	// Audit configures checkpoints of the audit log.
 	Audit audit.Config
 	// AllowPrivateTargets lets integrations reach loopback, private and
@@ -266,7 +269,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}
-	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity}, pki.ServerTLSConfig(certs), api.Deps{
+	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: n.creds, Messages: n.st, Audit: n.audit,
 		Integrations: n.fwd, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),

@@ -72,8 +72,12 @@ func mqttConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, 
 	if m == nil {
 		m = &forward.MQTTConfig{}
 	}
+	clientID := m.ClientID
+	if clientID == "" { // stable across restarts (brokers and policies key on it)
+		clientID = "iotransit-" + in.ID
+	}
 	c := mqttout.Config{
-		Broker: m.Broker, ClientID: m.ClientID, Username: m.Username, Topic: m.Topic, PerMessage: true,
+		Broker: m.Broker, ClientID: clientID, Username: m.Username, Topic: m.Topic, PerMessage: true,
 		TLS:    egress.TLSOptions{CAPEM: m.CAPEM, CertPEM: m.ClientCertPEM, KeyPEM: sec.ClientKeyPEM},
 		Sealer: sealer, Policy: pol,
 	}

@@ -125,6 +125,9 @@ const (
 	// hdrContentID carries the content id of a re-driven message, whose
 	// Nats-Msg-Id must differ from the original's (de-duplication).
 	hdrContentID = "Iot-Content-Id"
+	// hdrRedriven is when a dead letter was re-driven (its age for the
+	// integration's max age starts again then).
+	hdrRedriven = "Iot-Redriven"
 	hdrGateway   = "Iot-Gateway"
 	hdrReceived  = "Iot-Received"
 	hdrTuid      = "Iot-Tuid"
@@ -261,6 +264,8 @@ type Message struct {
 	// them too).
 	Tuid  string `json:"-"`
 	TsmID int    `json:"-"`
+	// RedrivenAt is when a dead letter was re-driven (zero otherwise).
+	RedrivenAt time.Time `json:"-"`
 }
 
 // StoredRejected is a rejected message as read back.
@@ -360,10 +365,14 @@ func (s *Store) Decode(ctx context.Context, tenant string, seq uint64, stored ti
 		return Message{}, fmt.Errorf("store: open message %d: %w", seq, err)
 	}
 	tsmID, _ := strconv.Atoi(h.Get(hdrTsmID))
-	return Message{
+	m := Message{
 		ID: id, Seq: seq, ReceivedAt: receivedAt(h), StoredAt: stored.UTC(),
 		Gateway: h.Get(hdrGateway), Tuid: h.Get(hdrTuid), TsmID: tsmID, Message: body,
-	}, nil
+	}
+	if n, err := strconv.ParseInt(h.Get(hdrRedriven), 10, 64); err == nil {
+		m.RedrivenAt = time.Unix(0, n).UTC()
+	}
+	return m, nil
 }
 
 // RedriveSubjectPrefix is the subject prefix of messages re-driven to one
@@ -385,6 +394,7 @@ func (s *Store) Redrive(ctx context.Context, tenant, integration string, h nats.
 	for _, k := range []string{hdrGateway, hdrTuid, hdrTsmID, hdrReceived} {
 		m.Header.Set(k, h.Get(k))
 	}
+	m.Header.Set(hdrRedriven, strconv.FormatInt(time.Now().UnixNano(), 10))
 	m.Header.Set(hdrContentID, id)
 	m.Header.Set(jetstream.MsgIDHeader, "rd-"+integration+"-"+id+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(MessageStream(tenant))); err != nil {
@@ -465,4 +475,18 @@ func (s *Store) FindByKey(ctx context.Context, tenant, tuid string, tsmID int, t
 		q.Cursor = pg.Next
 	}
 	return 0, false, nil
+}
+
+// Bounds returns the first and last sequence of the tenant's message stream
+// (first > last when it is empty).
+func (s *Store) Bounds(ctx context.Context, tenant string) (first, last uint64, err error) {
+	st, err := s.js.Stream(ctx, MessageStream(tenant))
+	if err != nil {
+		return 0, 0, fmt.Errorf("store: stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("store: stream info: %w", err)
+	}
+	return info.State.FirstSeq, info.State.LastSeq, nil
 }
