@@ -41,6 +41,10 @@ type benchOptions struct {
 	logLevel    string
 	maxInflight int
 	tmpDir      string
+	// The forward benchmark (--forward): integration type, batching.
+	forward      string
+	forwardBatch int
+	forwardWait  time.Duration
 }
 
 // benchReport is the whole output of one bench command.
@@ -72,6 +76,8 @@ type systemReport struct {
 	Stored *storedCheck `json:"stored,omitempty"`
 	// ServerLog counts iotransit's warnings and errors during the run.
 	ServerLog *loadgen.LogCounts `json:"server_log,omitempty"`
+	// Forward is what a receiver got of the run's messages (--forward).
+	Forward *loadgen.ForwardResult `json:"forward,omitempty"`
 }
 
 // storedCheck is the durability check: every acknowledged message must be
@@ -116,6 +122,9 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.logLevel, "log-level", "warn", "iotransit server log level (debug, info, warn, error)")
 	fs.IntVar(&o.maxInflight, "max-inflight", 100, "open loop: publishes in flight per gateway at most")
 	fs.StringVar(&o.tmpDir, "tmp-dir", "", "where the node's temporary data directory goes (default: the system's; put it on the disk to measure)")
+	fs.StringVar(&o.forward, "forward", "", "measure forwarding to an in-process HTTPS receiver instead: webhook (needs --rate: a steady phase at that rate, then a closed-loop throughput phase)")
+	fs.IntVar(&o.forwardBatch, "forward-batch", 100, "--forward: the integration's batch.maxMessages (1 to 1000)")
+	fs.DurationVar(&o.forwardWait, "forward-wait", 50*time.Millisecond, "--forward: the integration's batch.maxWait (10ms to 1m)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -144,13 +153,26 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	var failures []error
-	it, err := benchIotransit(ctx, o, cfg, log.Handler(), progress)
-	if err != nil {
-		return err
-	}
-	rep.Results = append(rep.Results, it)
-	if it.Stored != nil && !it.Stored.OK {
-		failures = append(failures, fmt.Errorf("DURABILITY: iotransit acknowledged %d messages but stored %d", it.Stored.Acked, it.Stored.Stored))
+	if o.forward != "" {
+		reports, errs, err := benchForward(ctx, o, cfg, log.Handler(), progress)
+		if err != nil {
+			return err
+		}
+		rep.Results, failures = reports, errs
+		for _, r := range reports {
+			if r.Stored != nil && !r.Stored.OK {
+				failures = append(failures, fmt.Errorf("DURABILITY: iotransit acknowledged %d messages but stored %d", r.Stored.Acked, r.Stored.Stored))
+			}
+		}
+	} else {
+		it, err := benchIotransit(ctx, o, cfg, log.Handler(), progress)
+		if err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, it)
+		if it.Stored != nil && !it.Stored.OK {
+			failures = append(failures, fmt.Errorf("DURABILITY: iotransit acknowledged %d messages but stored %d", it.Stored.Acked, it.Stored.Stored))
+		}
 	}
 	if o.peer != "" && ctx.Err() == nil {
 		p, err := benchMosquitto(ctx, o, cfg, progress)
@@ -159,7 +181,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			p = &systemReport{Name: "mosquitto", Skipped: "failed: " + err.Error()}
 		}
 		rep.Results = append(rep.Results, p)
-		if p.Result != nil && p.Acked > 0 && it.Acked > 0 {
+		if it := rep.Results[0]; p.Result != nil && p.Acked > 0 && it.Result != nil && it.Acked > 0 {
 			rep.Ratio = &benchRatio{
 				Peer:       p.Name,
 				Throughput: it.PublishesPerSecond / p.PublishesPerSecond,
@@ -175,6 +197,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := enc.Encode(rep); err != nil {
 			return err
 		}
+	} else if o.forward != "" {
+		printForwardTable(stdout, rep)
 	} else {
 		printBenchTable(stdout, rep)
 	}
@@ -220,6 +244,24 @@ func (o *benchOptions) validate() (loadgen.PayloadKind, error) {
 	default:
 		errs = append(errs, fmt.Errorf("-o %q: want table or json", o.output))
 	}
+	switch o.forward {
+	case "":
+	case "webhook":
+		if o.rate <= 0 {
+			errs = append(errs, errors.New("--forward needs --rate: the steady phase's publishes per second in total"))
+		}
+		if o.peer != "" {
+			errs = append(errs, fmt.Errorf("--forward and --peer %s: a peer broker does not forward; measure them apart", o.peer))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--forward %q: the only forwarding measured is webhook", o.forward))
+	}
+	if o.forwardBatch < 1 || o.forwardBatch > 1000 {
+		errs = append(errs, fmt.Errorf("--forward-batch %d: want 1 to 1000", o.forwardBatch))
+	}
+	if o.forwardWait < 10*time.Millisecond || o.forwardWait > time.Minute {
+		errs = append(errs, fmt.Errorf("--forward-wait %s: want 10ms to 1m", o.forwardWait))
+	}
 	return payload, errors.Join(errs...)
 }
 
@@ -236,11 +278,46 @@ func benchSerials(n int) []string {
 // provisions the gateways, runs the load and checks that every
 // acknowledged message was stored.
 func benchIotransit(ctx context.Context, o benchOptions, cfg loadgen.Config, logHandler slog.Handler, progress func(string, ...any)) (*systemReport, error) {
+	bn, err := startBenchNode(ctx, o, logHandler, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer bn.close()
+	n, counter := bn.n, bn.counter
+
+	rep := &systemReport{Name: "iotransit", Fsync: o.fsync, LoadAvg: loadAvg()}
+	res, err := loadgen.Run(ctx, loadgen.Target{Name: "iotransit", Addr: n.MQTTAddr(), Gateways: bn.gws}, cfg)
+	if err != nil {
+		return nil, err
+	}
+	rep.Result = res
+	if rep.Stored, err = checkStored(ctx, n, res.TotalMessagesAcked); err != nil {
+		return nil, err
+	}
+	logs := counter.Counts()
+	rep.ServerLog = &logs
+	if !rep.Stored.OK {
+		progress("!!! DURABILITY BUG: %d messages acknowledged, only %d stored !!!", rep.Stored.Acked, rep.Stored.Stored)
+	}
+	return rep, nil
+}
+
+// benchNode is an in-process node in a temporary directory with the bench
+// gateways provisioned.
+type benchNode struct {
+	n       *node.Node
+	counter *loadgen.LogCounter
+	gws     []loadgen.Gateway
+	close   func()
+}
+
+// startBenchNode starts a development node (loopback integration targets
+// allowed) without the per-gateway rate limit and provisions the gateways.
+func startBenchNode(ctx context.Context, o benchOptions, logHandler slog.Handler, progress func(string, ...any)) (_ *benchNode, err error) {
 	dir, err := os.MkdirTemp(o.tmpDir, "iotransit-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: data directory: %w", err)
 	}
-	defer os.RemoveAll(dir)
 	counter := loadgen.NewLogCounter(logHandler)
 	ncfg := node.Config{
 		DataDir: dir, MQTTAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Dev: true,
@@ -251,31 +328,21 @@ func benchIotransit(ctx context.Context, o benchOptions, cfg loadgen.Config, log
 	progress("starting iotransit (fsync %s) in %s", o.fsync, dir)
 	n, err := node.Start(ctx, ncfg)
 	if err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("bench: start node: %w", err)
 	}
-	defer n.Close()
+	bn := &benchNode{n: n, counter: counter, close: func() { n.Close(); _ = os.RemoveAll(dir) }}
+	defer func() {
+		if err != nil {
+			bn.close()
+		}
+	}()
 	start := time.Now()
-	gws, err := provision(ctx, n, benchSerials(o.gateways))
-	if err != nil {
+	if bn.gws, err = provision(ctx, n, benchSerials(o.gateways)); err != nil {
 		return nil, err
 	}
-	progress("provisioned %d gateways in tenant %s in %s", len(gws), benchTenant, time.Since(start).Round(time.Millisecond))
-
-	rep := &systemReport{Name: "iotransit", Fsync: o.fsync, LoadAvg: loadAvg()}
-	res, err := loadgen.Run(ctx, loadgen.Target{Name: "iotransit", Addr: n.MQTTAddr(), Gateways: gws}, cfg)
-	if err != nil {
-		return nil, err
-	}
-	rep.Result = res
-	if rep.Stored, err = checkStored(ctx, n, res); err != nil {
-		return nil, err
-	}
-	logs := counter.Counts()
-	rep.ServerLog = &logs
-	if !rep.Stored.OK {
-		progress("!!! DURABILITY BUG: %d messages acknowledged, only %d stored !!!", rep.Stored.Acked, rep.Stored.Stored)
-	}
-	return rep, nil
+	progress("provisioned %d gateways in tenant %s in %s", len(bn.gws), benchTenant, time.Since(start).Round(time.Millisecond))
+	return bn, nil
 }
 
 // provision registers the gateways in the bench tenant and issues each a
@@ -334,9 +401,9 @@ func enroll(ctx context.Context, n *node.Node, serial string) (*tls.Certificate,
 	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 }
 
-// checkStored compares the bench tenant's message stream with what was
-// acknowledged.
-func checkStored(ctx context.Context, n *node.Node, res *loadgen.Result) (*storedCheck, error) {
+// checkStored compares the bench tenant's message stream with the Thingsee
+// messages acknowledged since the node started.
+func checkStored(ctx context.Context, n *node.Node, acked int64) (*storedCheck, error) {
 	name := store.MessageStream(benchTenant)
 	st, err := n.JetStream().Stream(ctx, name)
 	if err != nil {
@@ -346,7 +413,7 @@ func checkStored(ctx context.Context, n *node.Node, res *loadgen.Result) (*store
 	if err != nil {
 		return nil, fmt.Errorf("bench: stream %s info: %w", name, err)
 	}
-	c := &storedCheck{Stream: name, Stored: info.State.Msgs, Acked: res.TotalMessagesAcked}
+	c := &storedCheck{Stream: name, Stored: info.State.Msgs, Acked: acked}
 	c.OK = c.Stored >= uint64(max(c.Acked, 0))
 	mfs, err := n.Metrics().Gather()
 	if err != nil {
@@ -573,5 +640,337 @@ func fmtMs(v float64) string {
 		return fmt.Sprintf("%.1f ms", v)
 	default:
 		return fmt.Sprintf("%.2f ms", v)
+	}
+}
+
+// forwardDrainLimit is how long a forward phase waits after its load for
+// the acknowledged messages still on their way to arrive.
+const forwardDrainLimit = 30 * time.Second
+
+// forwardPhase is one measurement of the forward benchmark.
+type forwardPhase struct {
+	name string
+	// rate is the open-loop rate; 0 runs a closed loop.
+	rate float64
+}
+
+// benchForward measures forwarding: an in-process node forwards every
+// message the gateways publish to a webhook receiver in this process,
+// first at the steady --rate (open loop), then as fast as the gateways
+// publish (closed loop), each phase through its own integration. It
+// returns a report per phase and the problems that make the run fail.
+func benchForward(ctx context.Context, o benchOptions, cfg loadgen.Config, logHandler slog.Handler, progress func(string, ...any)) ([]*systemReport, []error, error) {
+	bn, err := startBenchNode(ctx, o, logHandler, progress)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer bn.close()
+	recv, err := loadgen.StartWebhookReceiver()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer recv.Close()
+	client, err := loadgen.NewAPIClient(bn.n.APIAddr(), bn.n.OperatorKey(), bn.n.ServerCAPEM())
+	if err != nil {
+		return nil, nil, err
+	}
+	defer client.Close()
+
+	var reports []*systemReport
+	var failures []error
+	var acked int64 // Thingsee messages acknowledged since the node started
+	for _, ph := range []forwardPhase{{"steady", o.rate}, {"throughput", 0}} {
+		if ctx.Err() != nil {
+			break
+		}
+		rep, errs, err := benchForwardPhase(ctx, o, cfg, bn, recv, client, ph, &acked, progress)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench: forward %s phase: %w", ph.name, err)
+		}
+		reports = append(reports, rep)
+		failures = append(failures, errs...)
+	}
+	if n := recv.Stray(); n > 0 {
+		failures = append(failures, fmt.Errorf("FORWARD: the receiver got %d requests on no integration's path", n))
+	}
+	return reports, failures, nil
+}
+
+// benchForwardPhase creates a webhook integration to the receiver, runs the
+// phase's load, waits up to forwardDrainLimit for the rest to arrive and
+// deletes the integration again.
+func benchForwardPhase(ctx context.Context, o benchOptions, cfg loadgen.Config, bn *benchNode, recv *loadgen.WebhookReceiver,
+	client *loadgen.APIClient, ph forwardPhase, acked *int64, progress func(string, ...any)) (*systemReport, []error, error) {
+	trace := loadgen.NewForwardTrace(len(bn.gws), cfg.Payload.Messages())
+	path := "/hook/" + ph.name
+	integ, err := client.CreateWebhook(ctx, benchTenant, "bench-"+ph.name, recv.URL(path), recv.CAPEM, o.forwardBatch, o.forwardWait)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := recv.Route(path, trace, integ.Secret); err != nil {
+		return nil, nil, err
+	}
+	progress("%s: webhook integration %s to %s, batches of at most %d messages or %s", ph.name, integ.ID, recv.URL(path), o.forwardBatch, o.forwardWait)
+	logsBefore := bn.counter.Counts()
+
+	// A run's payloads are made of its publish numbers, which start at 0
+	// each run, and of the second of the publish (tsmTs): a message of this
+	// phase repeating one of the previous phase's last second would be
+	// stored once, as a duplicate. Start in a new second.
+	if !sleepCtx(ctx, time.Until(time.Now().Truncate(time.Second).Add(time.Second))) {
+		return nil, nil, ctx.Err()
+	}
+	cfg.Rate, cfg.Tracker = ph.rate, trace
+	rep := &systemReport{Name: "iotransit", Fsync: o.fsync, LoadAvg: loadAvg()}
+	res, err := loadgen.Run(ctx, loadgen.Target{Name: "iotransit", Addr: bn.n.MQTTAddr(), Gateways: bn.gws}, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep.Result = res
+	var failures []error
+	atEnd, err := client.Integration(ctx, benchTenant, integ.ID)
+	if err != nil {
+		failures = append(failures, err)
+	}
+	if atEnd != nil {
+		progress("%s: load done; the integration's backlog is %d messages; waiting up to %s for every acknowledged message to arrive", ph.name, atEnd.Backlog, forwardDrainLimit)
+	}
+	drained, waited := trace.WaitDelivered(ctx, forwardDrainLimit)
+	// The node acknowledges a batch and saves the integration's state after
+	// the receiver answered: give it a moment to show everything delivered.
+	var after *loadgen.IntegrationStatus
+	for settle := time.Now().Add(2 * time.Second); ; {
+		arrived, _ := trace.Progress()
+		if after, err = client.Integration(ctx, benchTenant, integ.ID); err != nil {
+			failures = append(failures, err)
+			break
+		}
+		if !drained || after.Backlog == 0 && after.State.Delivered >= uint64(arrived) || time.Now().After(settle) {
+			break
+		}
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			break
+		}
+	}
+	fr := trace.Result(res.WindowStart, res.WindowEnd)
+	fr.Phase, fr.Type, fr.BatchMaxMessages, fr.BatchMaxWait = ph.name, o.forward, o.forwardBatch, o.forwardWait.String()
+	fr.WaitedSeconds, fr.Drained, fr.AtLoadEnd, fr.AfterWait = waited.Seconds(), drained, atEnd, after
+	rep.Forward = fr
+
+	*acked += res.TotalMessagesAcked
+	if rep.Stored, err = checkStored(ctx, bn.n, *acked); err != nil {
+		return nil, nil, err
+	}
+	logs := subtractLogs(bn.counter.Counts(), logsBefore)
+	rep.ServerLog = &logs
+	if err := client.DeleteIntegration(ctx, benchTenant, integ.ID); err != nil {
+		failures = append(failures, err)
+	}
+
+	// What makes the run fail, said loudly.
+	fail := func(format string, a ...any) {
+		err := fmt.Errorf("FORWARD %s: "+format, append([]any{ph.name}, a...)...)
+		progress("!!! %v !!!", err)
+		failures = append(failures, err)
+	}
+	var backlog, dead uint64
+	if after != nil {
+		backlog, dead = after.Backlog, after.DeadLetters
+	}
+	switch {
+	case fr.Missing == 0:
+	case ph.rate > 0:
+		fail("%d of %d acknowledged messages did not arrive within %s after the load (backlog %d, dead letters %d)",
+			fr.Missing, fr.Acked, forwardDrainLimit, backlog, dead)
+	case uint64(fr.Missing) > backlog:
+		fail("%d acknowledged messages did not arrive within %s after the load and only %d are in the backlog (dead letters %d)",
+			fr.Missing, forwardDrainLimit, backlog, dead)
+	default:
+		progress("%s: %d messages still in the backlog %s after the load: forwarding is slower than ingest", ph.name, fr.Missing, forwardDrainLimit)
+	}
+	if fr.SignatureFailures > 0 {
+		fail("%d requests failed the Standard Webhooks signature check", fr.SignatureFailures)
+	}
+	if fr.Unknown > 0 || fr.BadRequests > 0 {
+		fail("%d received messages match no publish and %d requests were not a JSON array", fr.Unknown, fr.BadRequests)
+	}
+	if fr.Duplicates > 0 {
+		progress("%s: %d duplicate deliveries (at-least-once redelivery)", ph.name, fr.Duplicates)
+	}
+	return rep, failures, nil
+}
+
+// sleepCtx waits d; it reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// subtractLogs returns the warnings and errors logged after before was taken.
+func subtractLogs(now, before loadgen.LogCounts) loadgen.LogCounts {
+	d := loadgen.LogCounts{Warnings: now.Warnings - before.Warnings, Errors: now.Errors - before.Errors, Messages: map[string]int{}}
+	for k, v := range now.Messages {
+		if v -= before.Messages[k]; v > 0 {
+			d.Messages[k] = v
+		}
+	}
+	return d
+}
+
+func printForwardTable(w io.Writer, rep *benchReport) {
+	s := rep.Settings
+	fmt.Fprintf(w, "iotransit bench --forward %s: %s %s, GOMAXPROCS=%d, NumCPU=%d\n", s["forward"], rep.GoVersion, rep.Platform, rep.GOMAXPROCS, rep.NumCPU)
+	fmt.Fprintf(w, "command:  %s\n", rep.Command)
+	fmt.Fprintf(w, "load:     %s gateways; payload %s; warmup %s, measured %s; fsync %s\n", s["gateways"], s["payload"], s["warmup"], s["duration"], s["fsync"])
+	fmt.Fprintf(w, "forward:  a %s integration per phase to an HTTPS receiver in this process; batches of at most %s messages or %s\n", s["forward"], s["forward-batch"], s["forward-wait"])
+	fmt.Fprintf(w, "note:     the node, the gateways and the receiver share this process; e2e latency is from the\n")
+	fmt.Fprintf(w, "          publish (payload handed to the MQTT client) to the receipt of the whole webhook request.\n\n")
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(label string, f func(r *systemReport, fr *loadgen.ForwardResult) string) {
+		fmt.Fprint(tw, label)
+		for _, r := range rep.Results {
+			v := "-"
+			if r.Result != nil && r.Forward != nil {
+				v = f(r, r.Forward)
+			}
+			fmt.Fprint(tw, "\t", v)
+		}
+		fmt.Fprintln(tw)
+	}
+	row("phase", func(_ *systemReport, fr *loadgen.ForwardResult) string { return fr.Phase })
+	row("load", func(r *systemReport, _ *loadgen.ForwardResult) string {
+		if r.Mode == "open-loop" {
+			return fmt.Sprintf("open loop, %g publishes/s", r.TargetRate)
+		}
+		return "closed loop, 1 in flight per gateway"
+	})
+	row("load avg before (1/5/15m)", func(r *systemReport, _ *loadgen.ForwardResult) string { return r.LoadAvg })
+	row("CPU cores used: process/others", func(r *systemReport, _ *loadgen.ForwardResult) string {
+		if c := r.CPU; c != nil {
+			return fmt.Sprintf("%.2f / %.2f of %d", c.Self, c.Others, c.Cores)
+		}
+		return "n/a"
+	})
+	row("ingest: Thingsee messages/s", func(r *systemReport, _ *loadgen.ForwardResult) string {
+		return fmt.Sprintf("%.0f", r.MessagesPerSecond)
+	})
+	row("ingest: PUBACK latency p50 / p99", func(r *systemReport, _ *loadgen.ForwardResult) string {
+		return fmtMs(r.Latency.P50Ms) + " / " + fmtMs(r.Latency.P99Ms)
+	})
+	row("forward: delivered messages/s", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		return fmt.Sprintf("%.0f", fr.DeliveredPerSecond)
+	})
+	row("forward: batches, mean / max size", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		return fmt.Sprintf("%d, %.1f / %d", fr.Batches, fr.MeanBatch, fr.MaxBatch)
+	})
+	for _, p := range []struct {
+		label string
+		f     func(loadgen.LatencySummary) float64
+	}{
+		{"e2e latency p50", func(l loadgen.LatencySummary) float64 { return l.P50Ms }},
+		{"e2e latency p90", func(l loadgen.LatencySummary) float64 { return l.P90Ms }},
+		{"e2e latency p99", func(l loadgen.LatencySummary) float64 { return l.P99Ms }},
+		{"e2e latency max", func(l loadgen.LatencySummary) float64 { return l.MaxMs }},
+	} {
+		row(p.label, func(_ *systemReport, fr *loadgen.ForwardResult) string { return fmtMs(p.f(fr.E2E)) })
+	}
+	row("  of it tsmCloudTs→receiver p50 / p99", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		return fmtMs(fr.CloudToReceiver.P50Ms) + " / " + fmtMs(fr.CloudToReceiver.P99Ms)
+	})
+	row("not yet received at window end", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		v := fmt.Sprint(fr.PendingAtWindowEnd)
+		if fr.AtLoadEnd != nil {
+			v += fmt.Sprintf(" (API backlog after the load: %d)", fr.AtLoadEnd.Backlog)
+		}
+		return v
+	})
+	row("published / acked / arrived", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		return fmt.Sprintf("%d / %d / %d", fr.Published, fr.Acked, fr.Arrived)
+	})
+	row("missing (acked, not arrived)", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		after := fmt.Sprintf("after waiting %.1fs", fr.WaitedSeconds)
+		switch {
+		case fr.Missing == 0:
+			return "0, " + after
+		case fr.AfterWait != nil:
+			return fmt.Sprintf("!!! %d, %s (backlog %d) !!!", fr.Missing, after, fr.AfterWait.Backlog)
+		default:
+			return fmt.Sprintf("!!! %d, %s !!!", fr.Missing, after)
+		}
+	})
+	row("duplicates / retried batches", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		return fmt.Sprintf("%d / %d", fr.Duplicates, fr.RetriedBatches)
+	})
+	row("signature failures", func(_ *systemReport, fr *loadgen.ForwardResult) string { return fmt.Sprint(fr.SignatureFailures) })
+	row("unknown messages / bad requests", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		return fmt.Sprintf("%d / %d", fr.Unknown, fr.BadRequests)
+	})
+	row("API: failed attempts / dead letters", func(_ *systemReport, fr *loadgen.ForwardResult) string {
+		a := fr.AfterWait
+		if a == nil {
+			return "n/a"
+		}
+		v := fmt.Sprintf("%d / %d", a.State.Failed, a.DeadLetters)
+		if a.State.LastError != "" {
+			v += " (last: " + a.State.LastError + ")"
+		}
+		return v
+	})
+	row("ingest errors", func(r *systemReport, _ *loadgen.ForwardResult) string {
+		if e := r.Errors; e.Total > 0 {
+			return fmt.Sprintf("%d (refused %d, timeouts %d, other %d, connections lost %d)", e.Total, e.Refused, e.Timeouts, e.Other, e.ConnectionsLost)
+		}
+		return "0"
+	})
+	row("stored == acked (cumulative)", func(r *systemReport, _ *loadgen.ForwardResult) string {
+		c := r.Stored
+		switch {
+		case c == nil:
+			return "n/a"
+		case !c.OK:
+			return fmt.Sprintf("!!! NO: %d stored < %d acked !!!", c.Stored, c.Acked)
+		case c.Stored == uint64(c.Acked):
+			return fmt.Sprintf("yes: %d", c.Stored)
+		default:
+			return fmt.Sprintf("%d stored > %d acked", c.Stored, c.Acked)
+		}
+	})
+	row("ingest duplicates/rejected/refused", func(r *systemReport, _ *loadgen.ForwardResult) string {
+		if r.Stored == nil {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.0f / %.0f / %.0f", r.Stored.Duplicates, r.Stored.Rejected, r.Stored.Refused)
+	})
+	row("server log (warn/error)", func(r *systemReport, _ *loadgen.ForwardResult) string {
+		if r.ServerLog == nil {
+			return "n/a"
+		}
+		return fmt.Sprintf("%d / %d", r.ServerLog.Warnings, r.ServerLog.Errors)
+	})
+	_ = tw.Flush()
+	for _, r := range rep.Results {
+		fr := r.Forward
+		if fr == nil {
+			continue
+		}
+		if len(fr.Samples) > 0 {
+			fmt.Fprintf(w, "\n%s: receiver problems, first ones:\n  %s\n", fr.Phase, strings.Join(fr.Samples, "\n  "))
+		}
+		if r.ServerLog != nil && r.ServerLog.Warnings+r.ServerLog.Errors > 0 {
+			fmt.Fprintf(w, "\n%s: server log:\n  %s\n", fr.Phase, strings.Join(r.ServerLog.Top(10), "\n  "))
+		}
+		if r.Result != nil && len(r.Errors.Samples) > 0 {
+			fmt.Fprintf(w, "\n%s: ingest errors, first ones:\n  %s\n", fr.Phase, strings.Join(r.Errors.Samples, "\n  "))
+		}
+		if fr.Missing > 0 {
+			fmt.Fprintf(w, "\n!!! %s: %d acknowledged messages had not arrived %.1fs after the load !!!\n", fr.Phase, fr.Missing, fr.WaitedSeconds)
+		}
 	}
 }

@@ -117,6 +117,12 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--peer", "emqx"},
 		{"-o", "xml"},
 		{"--max-inflight", "0"},
+		{"--forward", "mqtt", "--rate", "100"},
+		{"--forward", "webhook"}, // no --rate
+		{"--forward", "webhook", "--rate", "100", "--peer", "mosquitto"},
+		{"--forward-batch", "0"},
+		{"--forward-batch", "1001"},
+		{"--forward-wait", "5ms"},
 		{"stray"},
 	} {
 		_, _, err := runBenchCmd(t, args...)
@@ -148,5 +154,72 @@ func TestCommandLine(t *testing.T) {
 	want := `iotransit bench --gateways 50 --duration=20s --tmp-dir '/my dir' 'it'\''s'`
 	if got != want {
 		t.Errorf("commandLine = %s, want %s", got, want)
+	}
+}
+
+// TestBenchForward is the forwarding smoke test: 3 gateways publish for a
+// second at 200/s, then as fast as they can; the in-process node forwards
+// every message to the in-process webhook receiver, signed.
+func TestBenchForward(t *testing.T) {
+	start := time.Now()
+	stdout, stderr, err := runBenchCmd(t, "--forward", "webhook", "--gateways", "3", "--duration", "1s", "--warmup", "200ms", "--rate", "200", "-o", "json")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
+	rep := decodeBenchReport(t, stdout, stderr)
+	if len(rep.Results) != 2 {
+		t.Fatalf("%d results, want the steady and the throughput phase", len(rep.Results))
+	}
+	for i, phase := range []string{"steady", "throughput"} {
+		r := rep.Results[i]
+		f := r.Forward
+		if r.Result == nil || f == nil || f.Phase != phase {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+		if f.Published == 0 || f.Acked != f.Published || f.Arrived != f.Published || f.Missing != 0 {
+			t.Errorf("%s: published %d, acked %d, arrived %d, missing %d\n%s", phase, f.Published, f.Acked, f.Arrived, f.Missing, stderr)
+		}
+		if f.Acked != r.TotalMessagesAcked {
+			t.Errorf("%s: the trace saw %d messages acknowledged, the load %d", phase, f.Acked, r.TotalMessagesAcked)
+		}
+		if f.SignatureFailures != 0 || f.Unknown != 0 || f.BadRequests != 0 {
+			t.Errorf("%s: signature failures %d, unknown %d, bad requests %d: %v", phase, f.SignatureFailures, f.Unknown, f.BadRequests, f.Samples)
+		}
+		if f.E2E.Count == 0 || f.E2E.P50Ms <= 0 || f.E2E.P99Ms < f.E2E.P50Ms || f.DeliveredPerSecond <= 0 {
+			t.Errorf("%s: e2e %+v, delivered %.0f/s", phase, f.E2E, f.DeliveredPerSecond)
+		}
+		if f.Batches == 0 || f.MeanBatch < 1 || f.MaxBatch > 100 || f.BatchMaxMessages != 100 || f.BatchMaxWait != "50ms" {
+			t.Errorf("%s: batches %d, mean %.1f, max %d (limit %d, %s)", phase, f.Batches, f.MeanBatch, f.MaxBatch, f.BatchMaxMessages, f.BatchMaxWait)
+		}
+		if f.AfterWait == nil || f.AfterWait.Backlog != 0 || f.AfterWait.State.Delivered != uint64(f.Arrived) {
+			t.Errorf("%s: integration after the wait %+v, %d arrived", phase, f.AfterWait, f.Arrived)
+		}
+		if f.Duplicates != 0 {
+			t.Logf("%s: %d duplicate deliveries (at-least-once)", phase, f.Duplicates)
+		}
+		if r.Stored == nil || !r.Stored.OK || r.Stored.Duplicates != 0 {
+			t.Errorf("%s: stored %+v", phase, r.Stored)
+		}
+	}
+	if r := rep.Results[0]; r.Mode != "open-loop" || r.TargetRate != 200 {
+		t.Errorf("steady phase: mode %s at %g", r.Mode, r.TargetRate)
+	}
+	if r := rep.Results[1]; r.Mode != "closed-loop" {
+		t.Errorf("throughput phase: mode %s", r.Mode)
+	}
+
+	// The table.
+	stdout, stderr, err = runBenchCmd(t, "--forward", "webhook", "--gateways", "2", "--duration", "500ms", "--warmup", "100ms", "--rate", "100", "--forward-batch", "10")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr)
+	}
+	for _, want := range []string{"forward: delivered messages/s", "e2e latency p99", "batches of at most 10 messages", "signature failures", "0, after waiting"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "!!!") {
+		t.Errorf("table reports a problem:\n%s", stdout)
 	}
 }

@@ -70,7 +70,28 @@ type Config struct {
 	ConnectParallel int
 	// Progress, when set, is told what the run is doing.
 	Progress func(format string, args ...any)
+	// Tracker, when set, follows every publish of the run (warmup
+	// included): the forward benchmark matches what a receiver got with it.
+	Tracker Tracker
 }
+
+// Tracker follows each publish of a run beyond its PUBACK. Gateway g is the
+// index in Target.Gateways, seq the gateway's publish number from 0 (dense:
+// every number is Published once, in order, from one goroutine per gateway).
+// Its methods are called from many goroutines at once.
+type Tracker interface {
+	// Published: the payload is handed to the MQTT client at at. The
+	// payload's tsmTs is at.Unix() and every message in it has
+	// lght = seq mod 200000 (see the payload generator).
+	Published(g int, seq int64, at time.Time)
+	// Answered: the publish ended; ok is a success PUBACK (code < 0x80).
+	Answered(g int, seq int64, ok bool)
+}
+
+type noTracker struct{}
+
+func (noTracker) Published(int, int64, time.Time) {}
+func (noTracker) Answered(int, int64, bool)       {}
 
 func (c *Config) defaults() error {
 	if c.Payload == "" {
@@ -96,6 +117,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Progress == nil {
 		c.Progress = func(string, ...any) {}
+	}
+	if c.Tracker == nil {
+		c.Tracker = noTracker{}
 	}
 	return nil
 }
@@ -156,6 +180,9 @@ type Result struct {
 	// CPU is how the machine's CPU was used during the measured window
 	// (Linux only).
 	CPU *CPUUsage `json:"cpu,omitempty"`
+	// WindowStart and WindowEnd bound the measured window.
+	WindowStart time.Time `json:"-"`
+	WindowEnd   time.Time `json:"-"`
 	// ReasonCodes counts non-zero PUBACK reason codes by hex code, the
 	// successful ones below 0x80 (mosquitto answers 0x10 "no matching
 	// subscribers") included.
@@ -340,9 +367,9 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pi
 		gen := newPayloadGen(cfg.Payload, i, serials[i])
 		wg.Go(func() {
 			if cfg.Rate > 0 {
-				openLoop(ctx, p, gen, stats[i], sched, i, w, cfg.MaxInflight, cfg.LateGrace)
+				openLoop(ctx, p, gen, stats[i], sched, i, w, cfg.MaxInflight, cfg.LateGrace, cfg.Tracker)
 			} else {
-				closedLoop(ctx, p, gen, stats[i], w)
+				closedLoop(ctx, p, gen, stats[i], i, w, cfg.Tracker)
 			}
 		})
 	}
@@ -350,7 +377,7 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pi
 	<-cpuDone
 
 	res := &Result{
-		CPU:      cpu,
+		CPU: cpu, WindowStart: w.start, WindowEnd: w.end,
 		Gateways: len(pubs), Mode: mode, TargetRate: cfg.Rate,
 		Payload: string(cfg.Payload), MessagesPerPublish: cfg.Payload.Messages(),
 		PayloadBytes:  len(newPayloadGen(cfg.Payload, 0, serialOr(serials)).next(start)),
@@ -432,19 +459,22 @@ func lost(p publisher, s *gwStats) bool {
 }
 
 // closedLoop publishes one message at a time until the window ends.
-func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, w window) {
+func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g int, w window, tr Tracker) {
 	for ctx.Err() == nil {
 		sent := time.Now()
 		if !sent.Before(w.end) {
 			return
 		}
+		seq := gen.seq
 		payload := gen.next(sent)
 		if w.measured(sent) {
 			s.mu.Lock()
 			s.sent++
 			s.mu.Unlock()
 		}
+		tr.Published(g, seq, sent)
 		reason, err := p.publish(ctx, payload)
+		tr.Answered(g, seq, err == nil && reason < 0x80)
 		s.record(w, sent, time.Now(), reason, err)
 		if err != nil && lost(p, s) {
 			return
@@ -455,7 +485,7 @@ func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, w
 // openLoop sends gateway g's publishes due before the window ends at their
 // due times, each from its own goroutine, at most maxInflight at once; a
 // publish still unsent grace after the window is missed, with the rest.
-func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sched Schedule, g int, w window, maxInflight int, grace time.Duration) {
+func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sched Schedule, g int, w window, maxInflight int, grace time.Duration, tr Tracker) {
 	sem := make(chan struct{}, maxInflight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -497,10 +527,13 @@ func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sch
 			s.lag = append(s.lag, now.Sub(at))
 			s.mu.Unlock()
 		}
+		seq := gen.seq
 		payload := gen.next(now)
+		tr.Published(g, seq, now)
 		wg.Go(func() {
 			defer func() { <-sem }()
 			reason, err := p.publish(ctx, payload)
+			tr.Answered(g, seq, err == nil && reason < 0x80)
 			s.record(w, at, time.Now(), reason, err)
 			if err != nil {
 				lost(p, s)

@@ -230,8 +230,9 @@ func TestForwardSurvivesOutage(t *testing.T) {
 	if len(got) != len(sent) {
 		t.Fatalf("%d arrived, %d sent", len(got), len(sent))
 	}
-	v := getView(t, e, id)
-	if v.State.Delivered < uint64(len(sent)) || v.State.LastSuccessAt == nil || v.State.Failed == 0 || v.Backlog != 0 {
+	// The state is stored when the worker goes idle: poll for it.
+	v := waitState(t, e, id, func(s forward.State) bool { return s.Delivered >= uint64(len(sent)) })
+	if v.State.LastSuccessAt == nil || v.State.Failed == 0 || v.Backlog != 0 {
 		t.Errorf("state %+v backlog %d", v.State, v.Backlog)
 	}
 }

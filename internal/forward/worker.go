@@ -27,6 +27,7 @@ type worker struct {
 
 	mu    sync.Mutex
 	state State
+	dirty bool // state changed since it was last stored
 }
 
 // run holds the lease and delivers until ctx ends, starting over after a
@@ -81,6 +82,7 @@ func (w *worker) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer w.flush(lctx)
 	w.state.Node = w.e.cfg.NodeID
 	for lctx.Err() == nil {
 		if err := w.batch(lctx, cons, r.Integration, inProcess, target); err != nil {
@@ -132,6 +134,7 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 		return err
 	}
 	if len(msgs) == 0 {
+		w.flush(ctx)
 		return nil
 	}
 	return w.deliver(ctx, in, target, msgs)
@@ -202,7 +205,10 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 			for _, m := range b.Messages {
 				w.e.m.latency.Observe(now.Sub(m.ReceivedAt).Seconds())
 			}
-			w.update(ctx, func(s *State) {
+			// Stored with the next batch's pending record, or when idle: one
+			// KV write per batch. A crash before that resends this batch,
+			// under its id (at least once).
+			w.updateLazy(func(s *State) {
 				s.Delivered += uint64(len(msgs))
 				s.Batches++
 				s.AckedThrough = max(s.AckedThrough, p.LastSeq)
@@ -347,10 +353,34 @@ func contentID(h nats.Header) string {
 func (w *worker) update(ctx context.Context, fn func(*State)) {
 	w.mu.Lock()
 	fn(&w.state)
+	w.dirty = true
+	w.mu.Unlock()
+	w.flush(ctx)
+}
+
+// updateLazy changes the state; it is stored by the next update or flush.
+func (w *worker) updateLazy(fn func(*State)) {
+	w.mu.Lock()
+	fn(&w.state)
+	w.dirty = true
+	w.mu.Unlock()
+}
+
+// flush stores the state if it changed.
+func (w *worker) flush(ctx context.Context) {
+	w.mu.Lock()
+	if !w.dirty {
+		w.mu.Unlock()
+		return
+	}
 	s := w.state
+	w.dirty = false
 	w.mu.Unlock()
 	if err := w.e.saveState(context.WithoutCancel(ctx), w.tenant, w.id, s); err != nil {
 		w.e.log.Warn("save integration state", "tenant_id", w.tenant, "integration_id", w.id, "error", err)
+		w.mu.Lock()
+		w.dirty = true
+		w.mu.Unlock()
 	}
 }
 

@@ -1,0 +1,470 @@
+package bench
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The forward benchmark: every message a run publishes is followed with a
+// ForwardTrace (the run's Tracker) from the gateway's publish to its
+// arrival at a WebhookReceiver, which the node under load forwards to.
+// A message is recognised at the receiver by what the payload generator
+// put in it: its tsmTuid names the gateway and the sensor, its tsmTs is the
+// second of its publish and its lght is the gateway's publish number modulo
+// 200000, which together pick one publish of the run.
+
+// lghtModulus is how the payload generator folds the publish number into lght.
+const lghtModulus = 200000
+
+// ForwardTrace follows every message of one run from publish to receipt.
+// It is the run's Config.Tracker and the receiver's sink. Safe for
+// concurrent use.
+type ForwardTrace struct {
+	perPublish int
+	gws        []*gwTrace
+
+	mu sync.Mutex
+	rc receiverCounts
+}
+
+// gwTrace is one gateway's publishes and their messages.
+type gwTrace struct {
+	mu   sync.Mutex
+	pubs []pubTrace // by publish number
+	msgs []msgTrace // by publish number × messages per publish + sensor
+}
+
+// Publish states.
+const (
+	pubInFlight uint8 = iota
+	pubAcked
+	pubFailed
+)
+
+type pubTrace struct {
+	at    time.Time // handed to the client
+	state uint8
+}
+
+type msgTrace struct {
+	first    time.Time     // first receipt
+	cloudLag time.Duration // first receipt minus its tsmCloudTs
+	n        uint32        // receipts
+}
+
+// receiverCounts are what the receiver saw, message identity aside.
+type receiverCounts struct {
+	requests     int64
+	messages     int64
+	batchIDs     map[string]int
+	maxBatch     int
+	sigFailures  int64
+	badRequests  int64
+	unknown      int64
+	samples      []string
+	lastArrival  time.Time
+	firstArrival time.Time
+}
+
+// maxForwardSamples bounds ForwardResult.Samples.
+const maxForwardSamples = 8
+
+// NewForwardTrace returns the trace of a run of gateways gateways whose
+// publishes carry perPublish Thingsee messages each.
+func NewForwardTrace(gateways, perPublish int) *ForwardTrace {
+	t := &ForwardTrace{perPublish: max(perPublish, 1), gws: make([]*gwTrace, gateways)}
+	for i := range t.gws {
+		t.gws[i] = &gwTrace{}
+	}
+	t.rc.batchIDs = map[string]int{}
+	return t
+}
+
+// Published implements Tracker.
+func (t *ForwardTrace) Published(g int, seq int64, at time.Time) {
+	if g < 0 || g >= len(t.gws) || seq < 0 {
+		return
+	}
+	gw := t.gws[g]
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	for int64(len(gw.pubs)) <= seq { // dense: one append, except if a number was skipped
+		gw.pubs = append(gw.pubs, pubTrace{})
+		gw.msgs = append(gw.msgs, make([]msgTrace, t.perPublish)...)
+	}
+	gw.pubs[seq] = pubTrace{at: at}
+}
+
+// Answered implements Tracker.
+func (t *ForwardTrace) Answered(g int, seq int64, ok bool) {
+	if g < 0 || g >= len(t.gws) {
+		return
+	}
+	gw := t.gws[g]
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	if seq < 0 || seq >= int64(len(gw.pubs)) {
+		return
+	}
+	if ok {
+		gw.pubs[seq].state = pubAcked
+	} else {
+		gw.pubs[seq].state = pubFailed
+	}
+}
+
+func (t *ForwardTrace) sample(format string, args ...any) {
+	if len(t.rc.samples) < maxForwardSamples {
+		t.rc.samples = append(t.rc.samples, fmt.Sprintf(format, args...))
+	}
+}
+
+// forwardedMessage is what the receiver reads of each Thingsee object.
+type forwardedMessage struct {
+	Tuid    string      `json:"tsmTuid"`
+	TsmID   *int        `json:"tsmId"`
+	Ts      json.Number `json:"tsmTs"`
+	CloudTs json.Number `json:"tsmCloudTs"`
+	Lght    json.Number `json:"lght"`
+}
+
+// receive records one delivery (a webhook request) that arrived at at:
+// the batch id, whether its signature verified (sigErr), and every message
+// of body, a JSON array of Thingsee objects.
+func (t *ForwardTrace) receive(at time.Time, batchID string, body []byte, sigErr error) {
+	var msgs []forwardedMessage
+	decodeErr := json.Unmarshal(body, &msgs)
+
+	t.mu.Lock()
+	t.rc.requests++
+	if t.rc.firstArrival.IsZero() {
+		t.rc.firstArrival = at
+	}
+	t.rc.lastArrival = at
+	t.rc.batchIDs[batchID]++
+	if sigErr != nil {
+		t.rc.sigFailures++
+		t.sample("signature of batch %s: %v", batchID, sigErr)
+	}
+	if decodeErr != nil {
+		t.rc.badRequests++
+		t.sample("batch %s is not a JSON array of objects: %v", batchID, decodeErr)
+		t.mu.Unlock()
+		return
+	}
+	t.rc.messages += int64(len(msgs))
+	t.rc.maxBatch = max(t.rc.maxBatch, len(msgs))
+	t.mu.Unlock()
+
+	var unknown []string
+	for _, m := range msgs {
+		if why := t.arrive(at, m); why != "" {
+			unknown = append(unknown, why)
+		}
+	}
+	if len(unknown) > 0 {
+		t.mu.Lock()
+		t.rc.unknown += int64(len(unknown))
+		for _, u := range unknown {
+			t.sample("batch %s: %s", batchID, u)
+		}
+		t.mu.Unlock()
+	}
+}
+
+// arrive matches one received message with its publish and records its
+// receipt; it returns why it could not.
+func (t *ForwardTrace) arrive(at time.Time, m forwardedMessage) string {
+	g, sensor, ok := parseBenchTuid(m.Tuid)
+	ts, errTs := strconv.ParseInt(m.Ts.String(), 10, 64)
+	lght, errL := strconv.ParseInt(m.Lght.String(), 10, 64)
+	cloud, errC := strconv.ParseFloat(m.CloudTs.String(), 64)
+	switch {
+	case !ok || g >= len(t.gws) || sensor >= t.perPublish:
+		return fmt.Sprintf("message of unknown sensor %q", m.Tuid)
+	case m.TsmID == nil:
+		return fmt.Sprintf("message of %s without tsmId", m.Tuid)
+	case errTs != nil || errL != nil || lght < 0:
+		return fmt.Sprintf("message of %s: tsmTs %q, lght %q", m.Tuid, m.Ts, m.Lght)
+	case errC != nil:
+		return fmt.Sprintf("message of %s: tsmCloudTs %q missing or not a number", m.Tuid, m.CloudTs)
+	}
+	gw := t.gws[g]
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	for seq := lght; seq < int64(len(gw.pubs)); seq += lghtModulus {
+		if gw.pubs[seq].at.Unix() != ts {
+			continue
+		}
+		mt := &gw.msgs[seq*int64(t.perPublish)+int64(sensor)]
+		if mt.n == 0 {
+			mt.first = at
+			// tsmCloudTs is the ingest's receipt truncated to the
+			// millisecond: take the middle of that millisecond.
+			mt.cloudLag = at.Sub(time.UnixMilli(int64(math.Round(cloud * 1000))).Add(500 * time.Microsecond))
+		}
+		mt.n++
+		return ""
+	}
+	return fmt.Sprintf("message of %s with tsmTs %d, lght %d was never published", m.Tuid, ts, lght)
+}
+
+// parseBenchTuid returns the gateway and sensor numbers of a TUID the
+// payload generator made: TSEN01B, 2 digits of sensor, 8 of gateway.
+func parseBenchTuid(tuid string) (g, sensor int, ok bool) {
+	if len(tuid) != 17 || !strings.HasPrefix(tuid, "TSEN01B") {
+		return 0, 0, false
+	}
+	s, err1 := strconv.Atoi(tuid[7:9])
+	n, err2 := strconv.Atoi(tuid[9:])
+	if err1 != nil || err2 != nil || s < 0 || n < 0 {
+		return 0, 0, false
+	}
+	return n, s, true
+}
+
+// Progress returns how many distinct published messages have arrived and
+// how many acknowledged ones have not (yet).
+func (t *ForwardTrace) Progress() (arrived, undelivered int64) {
+	for _, gw := range t.gws {
+		gw.mu.Lock()
+		for seq, p := range gw.pubs {
+			for _, m := range gw.msgs[seq*t.perPublish : (seq+1)*t.perPublish] {
+				switch {
+				case m.n > 0:
+					arrived++
+				case p.state == pubAcked:
+					undelivered++
+				}
+			}
+		}
+		gw.mu.Unlock()
+	}
+	return arrived, undelivered
+}
+
+// WaitDelivered waits until every acknowledged message has arrived, at
+// most limit (or until ctx ends); it reports whether all did and how long
+// it waited.
+func (t *ForwardTrace) WaitDelivered(ctx context.Context, limit time.Duration) (bool, time.Duration) {
+	start := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, undelivered := t.Progress(); undelivered == 0 {
+			return true, time.Since(start)
+		}
+		if time.Since(start) >= limit {
+			return false, time.Since(start)
+		}
+		select {
+		case <-ctx.Done():
+			return false, time.Since(start)
+		case <-tick.C:
+		}
+	}
+}
+
+// ForwardResult is what one forwarding run measured at the receiver.
+type ForwardResult struct {
+	// Phase is "steady" (open loop at a fixed rate) or "throughput"
+	// (closed loop: as fast as the gateways can publish).
+	Phase            string `json:"phase"`
+	Type             string `json:"type"`
+	BatchMaxMessages int    `json:"batch_max_messages"`
+	BatchMaxWait     string `json:"batch_max_wait"`
+
+	// Published counts the Thingsee messages handed to the MQTT client
+	// during the whole run (warmup included), Acked those in acknowledged
+	// publishes.
+	Published int64 `json:"published"`
+	Acked     int64 `json:"acked"`
+	// Arrived counts the distinct published messages the receiver got;
+	// Missing the acknowledged ones it had not got when the wait after the
+	// load ended; ArrivedUnacked the received ones whose publish was not
+	// acknowledged (possible: stored, then the PUBACK was lost).
+	Arrived        int64 `json:"arrived"`
+	Missing        int64 `json:"missing"`
+	ArrivedUnacked int64 `json:"arrived_unacked,omitempty"`
+	// Duplicates counts receipts of a message beyond its first (allowed by
+	// at-least-once delivery, but each is a redelivery).
+	Duplicates int64 `json:"duplicates"`
+	// Unknown counts received messages that match no publish of the run.
+	Unknown int64 `json:"unknown"`
+
+	// Batches counts the webhook requests, RetriedBatches the webhook-ids
+	// received more than once; MessagesReceived the Thingsee objects in all
+	// requests (duplicates included).
+	Batches          int64   `json:"batches"`
+	RetriedBatches   int64   `json:"retried_batches"`
+	MessagesReceived int64   `json:"messages_received"`
+	MeanBatch        float64 `json:"mean_batch"`
+	MaxBatch         int     `json:"max_batch"`
+	// SignatureFailures counts requests whose Standard Webhooks signature
+	// did not verify with the integration's secret; BadRequests those
+	// whose body is not a JSON array of objects.
+	SignatureFailures int64    `json:"signature_failures"`
+	BadRequests       int64    `json:"bad_requests"`
+	Samples           []string `json:"samples,omitempty"`
+
+	// DeliveredInWindow counts the messages first received during the
+	// measured window; DeliveredPerSecond is that per second.
+	DeliveredInWindow  int64   `json:"delivered_in_window"`
+	DeliveredPerSecond float64 `json:"delivered_per_s"`
+	// E2E is publish (handed to the client) to first receipt of the
+	// messages published during the measured window; CloudToReceiver is
+	// tsmCloudTs (the ingest's receipt, millisecond resolution) to first
+	// receipt of the same messages: the forwarding part of E2E.
+	E2E             LatencySummary `json:"e2e_latency"`
+	CloudToReceiver LatencySummary `json:"cloud_to_receiver_latency"`
+	// PendingAtWindowEnd counts messages published before the window's end
+	// and not yet received then: the whole pipeline's backlog.
+	PendingAtWindowEnd int64 `json:"pending_at_window_end"`
+	// WaitedSeconds is how long after the load the run waited for the
+	// rest to arrive; Drained is whether everything acknowledged did.
+	WaitedSeconds float64 `json:"waited_s"`
+	Drained       bool    `json:"drained"`
+
+	// The integration as the node's API showed it right after the load and
+	// after the wait.
+	AtLoadEnd *IntegrationStatus `json:"integration_at_load_end,omitempty"`
+	AfterWait *IntegrationStatus `json:"integration_after_wait,omitempty"`
+}
+
+// Result summarises the trace; windowStart and windowEnd bound the
+// measured window.
+func (t *ForwardTrace) Result(windowStart, windowEnd time.Time) *ForwardResult {
+	r := &ForwardResult{}
+	w := window{start: windowStart, end: windowEnd}
+	var e2e, cloud []time.Duration
+	for _, gw := range t.gws {
+		gw.mu.Lock()
+		for seq, p := range gw.pubs {
+			for _, m := range gw.msgs[seq*t.perPublish : (seq+1)*t.perPublish] {
+				r.Published++
+				if p.state == pubAcked {
+					r.Acked++
+				}
+				if m.n == 0 {
+					if p.state == pubAcked {
+						r.Missing++
+					}
+					if p.at.Before(w.end) {
+						r.PendingAtWindowEnd++
+					}
+					continue
+				}
+				r.Arrived++
+				r.Duplicates += int64(m.n - 1)
+				if p.state != pubAcked {
+					r.ArrivedUnacked++
+				}
+				if w.measured(m.first) {
+					r.DeliveredInWindow++
+				}
+				if p.at.Before(w.end) && !m.first.Before(w.end) {
+					r.PendingAtWindowEnd++
+				}
+				if w.measured(p.at) {
+					e2e = append(e2e, m.first.Sub(p.at))
+					cloud = append(cloud, m.cloudLag)
+				}
+			}
+		}
+		gw.mu.Unlock()
+	}
+	r.E2E, r.CloudToReceiver = Summarize(e2e), Summarize(cloud)
+	if d := w.end.Sub(w.start).Seconds(); d > 0 {
+		r.DeliveredPerSecond = float64(r.DeliveredInWindow) / d
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r.Batches, r.MessagesReceived, r.MaxBatch = t.rc.requests, t.rc.messages, t.rc.maxBatch
+	r.SignatureFailures, r.BadRequests, r.Unknown = t.rc.sigFailures, t.rc.badRequests, t.rc.unknown
+	r.Samples = append([]string(nil), t.rc.samples...)
+	for _, n := range t.rc.batchIDs {
+		if n > 1 {
+			r.RetriedBatches++
+		}
+	}
+	if r.Batches > 0 {
+		r.MeanBatch = float64(r.MessagesReceived) / float64(r.Batches)
+	}
+	return r
+}
+
+// Standard Webhooks: https://www.standardwebhooks.com (the signature
+// scheme).
+const (
+	headerWebhookID        = "webhook-id"
+	headerWebhookTimestamp = "webhook-timestamp"
+	headerWebhookSignature = "webhook-signature"
+	// webhookTolerance is how far a webhook-timestamp may be from the
+	// receiver's clock (the specification's recommended 5 minutes).
+	webhookTolerance = 5 * time.Minute
+)
+
+// ParseWebhookSecret decodes a Standard Webhooks secret, whsec_ followed by
+// base64, into the HMAC key.
+func ParseWebhookSecret(secret string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return nil, errors.New("bench: a webhook secret starts with whsec_")
+	}
+	key, err := base64.StdEncoding.DecodeString(rest)
+	if err != nil || len(key) == 0 {
+		return nil, fmt.Errorf("bench: webhook secret: not base64 after whsec_")
+	}
+	return key, nil
+}
+
+// VerifyWebhook checks a Standard Webhooks signature: one of the
+// space-separated "v1,<base64>" entries of signature must be the base64 of
+// HMAC-SHA256(key, id "." timestamp "." body), and timestamp (Unix seconds)
+// must be within 5 minutes of now.
+func VerifyWebhook(key []byte, id, timestamp, signature string, body []byte, now time.Time) error {
+	if id == "" || timestamp == "" || signature == "" {
+		return fmt.Errorf("missing header: %s %q, %s %q, %s present %t",
+			headerWebhookID, id, headerWebhookTimestamp, timestamp, headerWebhookSignature, signature != "")
+	}
+	ts, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s %q is not Unix seconds", headerWebhookTimestamp, timestamp)
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > webhookTolerance || d < -webhookTolerance {
+		return fmt.Errorf("%s %d is %s away from the receiver's clock", headerWebhookTimestamp, ts, d.Round(time.Second))
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(id))
+	mac.Write([]byte{'.'})
+	mac.Write([]byte(timestamp))
+	mac.Write([]byte{'.'})
+	mac.Write(body)
+	want := base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	versions := 0
+	for _, entry := range strings.Fields(signature) {
+		v, sig, ok := strings.Cut(entry, ",")
+		if !ok || v != "v1" {
+			continue
+		}
+		versions++
+		if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) == 1 {
+			return nil
+		}
+	}
+	if versions == 0 {
+		return fmt.Errorf("%s has no v1 signature", headerWebhookSignature)
+	}
+	return fmt.Errorf("none of %d v1 signatures matches", versions)
+}

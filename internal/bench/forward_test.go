@@ -1,0 +1,259 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/forward/webhook"
+)
+
+// TestVerifyWebhook checks the Standard Webhooks verification with the
+// specification's own example and against the signer iotransit uses.
+func TestVerifyWebhook(t *testing.T) {
+	// The example of the Standard Webhooks reference libraries.
+	key, err := ParseWebhookSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id, ts, sig = "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+	body := []byte(`{"test": 2432232314}`)
+	now := time.Unix(1614265330, 0).Add(time.Minute)
+	if err := VerifyWebhook(key, id, ts, sig, body, now); err != nil {
+		t.Fatalf("reference example: %v", err)
+	}
+	// One matching signature among several (a secret being rotated).
+	if err := VerifyWebhook(key, id, ts, "v1,AAAA v2,xyz "+sig, body, now); err != nil {
+		t.Errorf("rotation: %v", err)
+	}
+	for name, c := range map[string]struct {
+		id, ts, sig string
+		body        []byte
+		now         time.Time
+	}{
+		"tampered body":    {id, ts, sig, []byte(`{"test": 2432232315}`), now},
+		"other id":         {"msg_other", ts, sig, body, now},
+		"other timestamp":  {id, "1614265331", sig, body, now},
+		"too old":          {id, ts, sig, body, now.Add(10 * time.Minute)},
+		"from the future":  {id, ts, sig, body, now.Add(-7 * time.Minute)},
+		"no v1":            {id, ts, "v2," + strings.TrimPrefix(sig, "v1,"), body, now},
+		"no signature":     {id, ts, "", body, now},
+		"no id":            {"", ts, sig, body, now},
+		"bad timestamp":    {id, "yesterday", sig, body, now},
+		"truncated base64": {id, ts, sig[:len(sig)-2], body, now},
+	} {
+		if err := VerifyWebhook(key, c.id, c.ts, c.sig, c.body, c.now); err == nil {
+			t.Errorf("%s: verified", name)
+		}
+	}
+	other, _ := ParseWebhookSecret("whsec_" + strings.Repeat("QUJD", 8))
+	if err := VerifyWebhook(other, id, ts, sig, body, now); err == nil {
+		t.Error("verified with another key")
+	}
+	for _, bad := range []string{"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_!!!", "whsec_"} {
+		if _, err := ParseWebhookSecret(bad); err == nil {
+			t.Errorf("ParseWebhookSecret(%q) accepted", bad)
+		}
+	}
+
+	// iotransit's signer, as the webhook target uses it.
+	secretValue, err := webhook.GenerateSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ParseWebhookSecret(secretValue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	h := webhook.Sign([][]byte{k}, "msg_1", at, body)
+	if err := VerifyWebhook(k, "msg_1", strconv.FormatInt(at.Unix(), 10), h, body, at); err != nil {
+		t.Errorf("iotransit's signature: %v", err)
+	}
+}
+
+// forwarded returns the webhook body the node would make of payloads:
+// their messages with tsmCloudTs appended, as one JSON array.
+func forwarded(t *testing.T, cloud time.Time, payloads ...[]byte) []byte {
+	t.Helper()
+	var msgs [][]byte
+	for _, p := range payloads {
+		p = bytes.TrimSpace(p)
+		if p[0] == '[' {
+			for m := range bytes.SplitSeq(p[1:len(p)-1], []byte("},{")) {
+				m = bytes.TrimPrefix(bytes.TrimSuffix(m, []byte("}")), []byte("{"))
+				msgs = append(msgs, []byte("{"+string(m)+"}"))
+			}
+		} else {
+			msgs = append(msgs, p)
+		}
+	}
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, m := range msgs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(m[:len(m)-1])
+		fmt.Fprintf(&b, `,"tsmCloudTs":%.3f}`, float64(cloud.UnixMilli())/1000)
+	}
+	b.WriteByte(']')
+	return b.Bytes()
+}
+
+// TestForwardTrace matches received messages with their publishes:
+// arrivals, duplicates, unknown messages, missing ones and the latencies.
+func TestForwardTrace(t *testing.T) {
+	for _, kind := range []PayloadKind{PayloadTypical, PayloadArray10} {
+		t.Run(string(kind), func(t *testing.T) {
+			const gateways, pubs = 3, 20
+			tr := NewForwardTrace(gateways, kind.Messages())
+			t0 := time.Now().Truncate(time.Second)
+			payloads := make([][][]byte, gateways)
+			for g := range gateways {
+				gen := newPayloadGen(kind, g, fmt.Sprintf("TSGW06BNC%08d", g))
+				for j := range pubs {
+					at := t0.Add(time.Duration(j) * 100 * time.Millisecond) // 10 per second: tsmTs changes
+					tr.Published(g, int64(j), at)
+					payloads[g] = append(payloads[g], gen.next(at))
+					tr.Answered(g, int64(j), j != pubs-1) // the last one failed
+				}
+			}
+			// Everything arrives 20 ms after its publish except gateway 2's
+			// publish 5 (never) and 6 (twice); one message is foreign.
+			for g := range gateways {
+				for j := range pubs {
+					if g == 2 && j == 5 {
+						continue
+					}
+					at := t0.Add(time.Duration(j)*100*time.Millisecond + 20*time.Millisecond)
+					body := forwarded(t, at.Add(-5*time.Millisecond), payloads[g][j])
+					tr.receive(at, fmt.Sprintf("msg_%d_%d", g, j), body, nil)
+					if g == 2 && j == 6 {
+						tr.receive(at.Add(time.Second), fmt.Sprintf("msg_%d_%d", g, j), body, nil)
+					}
+				}
+			}
+			foreign := []byte(`[{"tsmId":12100,"tsmEv":10,"temp":1.0,"tsmTs":1,"tsmTuid":"TSEN01ABC00000001","tsmCloudTs":2}]`)
+			tr.receive(t0.Add(3*time.Second), "msg_foreign", foreign, nil)
+			tr.receive(t0.Add(3*time.Second), "msg_bad", []byte(`{"not":"an array"}`), fmt.Errorf("bad signature"))
+
+			per := int64(kind.Messages())
+			arrived, undelivered := tr.Progress()
+			if arrived != (gateways*pubs-1)*per || undelivered != per {
+				t.Errorf("progress: arrived %d, undelivered %d", arrived, undelivered)
+			}
+			// The window holds publishes 0..9 (the first second).
+			r := tr.Result(t0, t0.Add(time.Second))
+			if r.Published != gateways*pubs*per || r.Acked != gateways*(pubs-1)*per {
+				t.Errorf("published %d, acked %d", r.Published, r.Acked)
+			}
+			if r.Arrived != (gateways*pubs-1)*per || r.Missing != per || r.ArrivedUnacked != gateways*per {
+				t.Errorf("arrived %d, missing %d, arrived unacked %d", r.Arrived, r.Missing, r.ArrivedUnacked)
+			}
+			if r.Duplicates != per || r.RetriedBatches != 1 || r.Unknown != 1 || r.BadRequests != 1 || r.SignatureFailures != 1 {
+				t.Errorf("duplicates %d, retried %d, unknown %d, bad %d, signature failures %d",
+					r.Duplicates, r.RetriedBatches, r.Unknown, r.BadRequests, r.SignatureFailures)
+			}
+			if r.Batches != gateways*pubs+1-1+2 || r.MaxBatch != int(per) {
+				t.Errorf("batches %d, max %d", r.Batches, r.MaxBatch)
+			}
+			// In the window: 10 publishes per gateway, gateway 2's publish 5 missing.
+			if want := int((gateways*10 - 1) * per); r.E2E.Count != want || r.E2E.P50Ms != 20 || r.E2E.MaxMs != 20 {
+				t.Errorf("e2e %+v, want %d samples of 20 ms", r.E2E, want)
+			}
+			if r.CloudToReceiver.P50Ms < 4 || r.CloudToReceiver.P50Ms > 6 {
+				t.Errorf("cloud to receiver %+v, want about 5 ms", r.CloudToReceiver)
+			}
+			// Received in the window: publishes 0..9 of each gateway (the last
+			// at 920 ms) but gateway 2's 5, which is still pending at its end.
+			if want := (gateways*10 - 1) * per; r.DeliveredInWindow != want || r.PendingAtWindowEnd != per {
+				t.Errorf("delivered in window %d (want %d), pending at its end %d", r.DeliveredInWindow, want, r.PendingAtWindowEnd)
+			}
+			if len(r.Samples) == 0 {
+				t.Error("no samples")
+			}
+		})
+	}
+}
+
+// TestForwardTraceWrap: lght repeats every 200000 publishes; tsmTs tells
+// them apart.
+func TestForwardTraceWrap(t *testing.T) {
+	tr := NewForwardTrace(1, 1)
+	t0 := time.Unix(1_800_000_000, 0)
+	gen := newPayloadGen(PayloadTypical, 0, "TSGW06BNC00000000")
+	var last []byte
+	for j := range lghtModulus + 2 {
+		at := t0.Add(time.Duration(j) * time.Millisecond)
+		tr.Published(0, int64(j), at)
+		tr.Answered(0, int64(j), true)
+		p := gen.next(at)
+		if j == lghtModulus+1 {
+			last = p
+		}
+	}
+	tr.receive(t0.Add(time.Hour), "msg_1", forwarded(t, t0, last), nil)
+	gw := tr.gws[0]
+	if gw.msgs[lghtModulus+1].n != 1 || gw.msgs[1].n != 0 {
+		t.Errorf("matched the wrong publish: %d, %d", gw.msgs[lghtModulus+1].n, gw.msgs[1].n)
+	}
+}
+
+// TestWebhookReceiver posts signed and unsigned batches over HTTPS.
+func TestWebhookReceiver(t *testing.T) {
+	rc, err := StartWebhookReceiver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	secret, _ := webhook.GenerateSecret()
+	key, _ := ParseWebhookSecret(secret)
+	tr := NewForwardTrace(1, 1)
+	if err := rc.Route("/hook/x", tr, secret); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(rc.CAPEM))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	now := time.Now()
+	tr.Published(0, 0, now)
+	tr.Answered(0, 0, true)
+	body := forwarded(t, now, newPayloadGen(PayloadTypical, 0, "TSGW06BNC00000000").next(now))
+	post := func(path string, sign bool) int {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, rc.URL(path), bytes.NewReader(body))
+		req.Header.Set("webhook-id", "msg_1")
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+		if sign {
+			req.Header.Set("webhook-signature", webhook.Sign([][]byte{key}, "msg_1", now, body))
+		} else {
+			req.Header.Set("webhook-signature", "v1,bm9wZQ==")
+		}
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if c := post("/hook/x", true); c != 200 {
+		t.Fatalf("HTTP %d", c)
+	}
+	if c := post("/hook/x", false); c != 200 {
+		t.Fatalf("HTTP %d", c)
+	}
+	if c := post("/elsewhere", true); c != 404 {
+		t.Errorf("stray path: HTTP %d", c)
+	}
+	r := tr.Result(now.Add(-time.Second), now.Add(time.Second))
+	if r.Arrived != 1 || r.Duplicates != 1 || r.SignatureFailures != 1 || r.Batches != 2 || r.RetriedBatches != 1 || rc.Stray() != 1 {
+		t.Errorf("%+v, stray %d", r, rc.Stray())
+	}
+}
