@@ -128,10 +128,10 @@ const (
 	// hdrRedriven is when a dead letter was re-driven (its age for the
 	// integration's max age starts again then).
 	hdrRedriven = "Iot-Redriven"
-	hdrGateway   = "Iot-Gateway"
-	hdrReceived  = "Iot-Received"
-	hdrTuid      = "Iot-Tuid"
-	hdrTsmID     = "Iot-Tsm-Id"
+	hdrGateway  = "Iot-Gateway"
+	hdrReceived = "Iot-Received"
+	hdrTuid     = "Iot-Tuid"
+	hdrTsmID    = "Iot-Tsm-Id"
 )
 
 // Record is an accepted message to store.
