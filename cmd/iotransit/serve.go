@@ -42,6 +42,7 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&c.Store.Retention, "retention", 7*24*time.Hour, "how long messages are kept")
 	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", time.Hour, "how long a message's content id is remembered to store resends once")
 	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", 0, "bytes of messages kept per tenant; oldest go first (0: unlimited)")
+	fs.BoolVar(&c.AllowPrivateTargets, "allow-private-targets", false, "let integrations reach loopback, private and link-local addresses (on with --dev)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.check, "check-config", false, "check the configuration, report every problem, and exit")
 	return f
