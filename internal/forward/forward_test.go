@@ -380,3 +380,48 @@ func TestForwardRefusesPrivateTargetsOutsideDev(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardHonoursRetryAfter: a 429 with Retry-After: 2 makes the engine
+// wait at least that long before the next attempt (the backoff alone would
+// retry within 300 ms here).
+func TestForwardHonoursRetryAfter(t *testing.T) {
+	e := newEnv(t, nil)
+	var calls atomic.Int32
+	e.rcv.Handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return true
+		}
+		return false
+	})
+	e.integration(nil)
+	e.publish(1)
+	var got []tu.Delivery
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if got = e.rcv.Got(); len(got) < 2 {
+			return fmt.Errorf("%d requests", len(got))
+		}
+		return nil
+	})
+	if gap := got[1].At.Sub(got[0].At); gap < 2*time.Second {
+		t.Errorf("retried after %s, the endpoint asked for 2s", gap)
+	}
+	if got[0].Header.Get("webhook-id") != got[1].Header.Get("webhook-id") {
+		t.Error("the retry has another webhook-id")
+	}
+}
+
+func TestForwardDeploymentGroupValidation(t *testing.T) {
+	e := newEnv(t, nil)
+	for dg, ok := range map[string]bool{
+		"prfi00samplegroup": true, "unxx00": true, "rdus00lab1": true, "dmfi00demo": true,
+		"foo": false, "zzfi00x": false, "prqq00x": false, "prfi01x": false, "prfi00UPPER": false,
+		"prfi00" + strings.Repeat("a", 33): false, "prfi00a.b": false, "": true,
+	} {
+		r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/gateways/"+gwSer, e.api.Key(), map[string]any{"deploymentGroupId": dg})
+		if ok && r.Status != 200 || !ok && r.Status != 400 {
+			t.Errorf("%q: %d %s", dg, r.Status, r.Body)
+		}
+	}
+}
