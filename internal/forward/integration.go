@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
 // Integration types.
@@ -286,7 +287,7 @@ func normalize(in *Integration) error {
 		}
 	}
 	for _, d := range slices.Concat(f.Devices, f.Gateways) {
-		if !validTUID(d) {
+		if !thingsee.ValidTUID(d) {
 			errs = append(errs, fmt.Sprintf("filter: %q is not a 17-character TUID", truncate(d, 32)))
 			break
 		}
@@ -312,21 +313,6 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
-}
-
-// validTUID reports whether s has the Thingsee TUID form.
-func validTUID(s string) bool {
-	if len(s) != 17 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		upper, digit := c >= 'A' && c <= 'Z', c >= '0' && c <= '9'
-		if i < 4 && !upper || i >= 4 && i < 6 && !digit || i >= 6 && !upper && !digit {
-			return false
-		}
-	}
-	return true
 }
 
 func newID() (string, error) {

@@ -17,11 +17,29 @@ import (
 // forwarders (STYLE §2.7), wired here.
 func factories() map[string]forward.Factory {
 	return map[string]forward.Factory{
-		forward.TypeWebhook: webhookFactory{},
-		forward.TypeMQTT:    mqttFactory{},
-		forward.TypeAzure:   azureFactory{},
-		forward.TypeAWS:     awsFactory{},
+		forward.TypeWebhook: factory[webhook.Config]{webhookConfig, func(ctx context.Context, c webhook.Config) (forward.Target, error) { return webhook.New(ctx, c) }},
+		forward.TypeMQTT:    factory[mqttout.Config]{mqttConfig, func(ctx context.Context, c mqttout.Config) (forward.Target, error) { return mqttout.New(ctx, c) }},
+		forward.TypeAzure:   factory[azure.Config]{azureConfig, func(ctx context.Context, c azure.Config) (forward.Target, error) { return azure.New(ctx, c) }},
+		forward.TypeAWS:     factory[awsiot.Config]{awsConfig, func(ctx context.Context, c awsiot.Config) (forward.Target, error) { return awsiot.New(ctx, c) }},
 	}
+}
+
+// factory adapts a target package to forward.Factory: config maps an
+// integration and its secrets to the package's Config, which validates
+// itself, and build makes the target.
+type factory[C interface{ Validate(context.Context) error }] struct {
+	config func(forward.Integration, forward.Secrets, egress.Policy, forward.Sealer) C
+	build  func(context.Context, C) (forward.Target, error)
+}
+
+// Prepare validates the settings (every problem at once).
+func (f factory[C]) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
+	return f.config(*in, *sec, pol, nil).Validate(ctx)
+}
+
+// New builds the target.
+func (f factory[C]) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
+	return f.build(ctx, f.config(in, sec, pol, sealer))
 }
 
 // parseKey turns an integration's public key into its HPKE sealer.
@@ -32,8 +50,6 @@ func parseKey(pemBytes []byte) (forward.Sealer, string, error) {
 	}
 	return s, s.KeyID(), nil
 }
-
-type webhookFactory struct{}
 
 func webhookConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) webhook.Config {
 	w := in.Webhook
@@ -57,16 +73,6 @@ func webhookConfig(in forward.Integration, sec forward.Secrets, pol egress.Polic
 	}
 }
 
-func (webhookFactory) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
-	return webhookConfig(*in, *sec, pol, nil).Validate(ctx)
-}
-
-func (webhookFactory) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
-	return webhook.New(ctx, webhookConfig(in, sec, pol, sealer))
-}
-
-type mqttFactory struct{}
-
 func mqttConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) mqttout.Config {
 	m := in.MQTT
 	if m == nil {
@@ -87,16 +93,6 @@ func mqttConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, 
 	return c
 }
 
-func (mqttFactory) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
-	return mqttConfig(*in, *sec, pol, nil).Validate(ctx)
-}
-
-func (mqttFactory) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
-	return mqttout.New(ctx, mqttConfig(in, sec, pol, sealer))
-}
-
-type azureFactory struct{}
-
 func azureConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) azure.Config {
 	a := in.Azure
 	if a == nil {
@@ -108,16 +104,6 @@ func azureConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy,
 	}
 }
 
-func (azureFactory) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
-	return azureConfig(*in, *sec, pol, nil).Validate(ctx)
-}
-
-func (azureFactory) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
-	return azure.New(ctx, azureConfig(in, sec, pol, sealer))
-}
-
-type awsFactory struct{}
-
 func awsConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) awsiot.Config {
 	a := in.AWS
 	if a == nil {
@@ -127,12 +113,4 @@ func awsConfig(in forward.Integration, sec forward.Secrets, pol egress.Policy, s
 		Endpoint: a.Endpoint, Port: a.Port, ClientID: a.ClientID, CertPEM: a.CertPEM, KeyPEM: sec.AWSKeyPEM,
 		CAPEM: a.CAPEM, Topic: a.Topic, Sealer: sealer, Policy: pol,
 	}
-}
-
-func (awsFactory) Prepare(ctx context.Context, in *forward.Integration, sec *forward.Secrets, pol egress.Policy) error {
-	return awsConfig(*in, *sec, pol, nil).Validate(ctx)
-}
-
-func (awsFactory) New(ctx context.Context, in forward.Integration, sec forward.Secrets, pol egress.Policy, sealer forward.Sealer) (forward.Target, error) {
-	return awsiot.New(ctx, awsConfig(in, sec, pol, sealer))
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
 // Faults a client can see.
@@ -139,20 +140,7 @@ func ValidTenantID(id string) bool {
 
 // ValidSerial reports whether s is a well-formed gateway serial (the Thingsee
 // TUID format: 4 uppercase letters, 2 digits, 11 of A-Z0-9).
-func ValidSerial(s string) bool {
-	if len(s) != 17 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		upper, digit := c >= 'A' && c <= 'Z', c >= '0' && c <= '9'
-		switch {
-		case i < 4 && !upper, i >= 4 && i < 6 && !digit, i >= 6 && !upper && !digit:
-			return false
-		}
-	}
-	return true
-}
+func ValidSerial(s string) bool { return thingsee.ValidTUID(s) }
 
 const (
 	tenantsBucket = "iotransit_tenants"

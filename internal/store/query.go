@@ -1,6 +1,8 @@
 package store
 
 import (
+	"github.com/iotransit/iotransit/internal/thingsee"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,10 +159,10 @@ func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page
 	if err != nil {
 		return page, err
 	}
-	if q.Gateway != "" && !validSerial(q.Gateway) {
+	if q.Gateway != "" && !thingsee.ValidTUID(q.Gateway) {
 		return page, ErrQueryInvalid.WithDetail("gateway must be 17 characters: 4 uppercase letters, 2 digits, then 11 of A-Z and 0-9")
 	}
-	if q.Tuid != "" && !validSerial(q.Tuid) {
+	if q.Tuid != "" && !thingsee.ValidTUID(q.Tuid) {
 		return page, ErrQueryInvalid.WithDetail("tsmTuid must be 17 characters: 4 uppercase letters, 2 digits, then 11 of A-Z and 0-9")
 	}
 	if q.TsmID != 0 && (q.TsmID < MinTsmID || q.TsmID > MaxTsmID) {
@@ -221,7 +223,7 @@ func (s *Store) QueryRejected(ctx context.Context, tenant string, q RejectedQuer
 	if err != nil {
 		return page, err
 	}
-	if q.Gateway != "" && !validSerial(q.Gateway) {
+	if q.Gateway != "" && !thingsee.ValidTUID(q.Gateway) {
 		return page, ErrQueryInvalid.WithDetail("gateway must be 17 characters: 4 uppercase letters, 2 digits, then 11 of A-Z and 0-9")
 	}
 	if q.Code != "" && !validCode(q.Code) {
@@ -287,23 +289,6 @@ func checkCommon(limit int, from, to time.Time) (int, error) {
 		return 0, ErrQueryInvalid.WithDetail("from must be before to")
 	}
 	return limit, nil
-}
-
-// validSerial is registry.ValidSerial (copied: the store does not depend
-// on the registry): 4 uppercase letters, 2 digits, 11 of A-Z0-9.
-func validSerial(s string) bool {
-	if len(s) != 17 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		upper, digit := c >= 'A' && c <= 'Z', c >= '0' && c <= '9'
-		switch {
-		case i < 4 && !upper, i >= 4 && i < 6 && !digit, i >= 6 && !upper && !digit:
-			return false
-		}
-	}
-	return true
 }
 
 // validTenant is registry.ValidTenantID: a tenant id goes into stream names

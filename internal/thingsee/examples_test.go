@@ -87,7 +87,7 @@ func withRealBody(tb testing.TB, msg json.RawMessage, uploader string) []byte {
 	}
 	if tuid, ok := m["tsmTuid"].(string); ok {
 		prefix := "XXXX00"
-		if len(tuid) >= 6 && validTUID(tuid[:6]+"BODY0000001") {
+		if len(tuid) >= 6 && ValidTUID(tuid[:6]+"BODY0000001") {
 			prefix = tuid[:6]
 		}
 		m["tsmTuid"] = prefix + "BODY0000001"

@@ -137,7 +137,7 @@ func checkAccepted(t *testing.T, m Message, gateway string) {
 	if h.TsmGw != nil && *h.TsmGw != gateway {
 		t.Fatalf("accepted tsmGw %q from gateway %q", *h.TsmGw, gateway)
 	}
-	if !validTUID(m.Tuid) {
+	if !ValidTUID(m.Tuid) {
 		t.Fatalf("accepted malformed tuid %q", m.Tuid)
 	}
 	out := m.Normalize(CloudFields{ReceivedAt: time.Unix(1764273600, 5e6), Gateway: gateway, DeploymentGroupID: "prfi00x"})

@@ -266,7 +266,7 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 		return rej(CodeFieldMissing, "tsmTuid", "tsmTuid is missing; every uplink message names its sensor")
 	case tuid.kind != jString:
 		return rej(CodeFieldType, "tsmTuid", mismatch("tsmTuid", tuid, "a string"))
-	case !validTUID(tuid.s):
+	case !ValidTUID(tuid.s):
 		return rej(CodeTuidFormat, "tsmTuid", fmt.Sprintf(
 			"tsmTuid: %s is not a TUID: it must be 17 characters, 4 uppercase letters, 2 digits, then 11 uppercase letters or digits", quote(tuid.s)))
 	}
@@ -521,7 +521,7 @@ func checkProp(field string, val *jval, sp prop, id int) *problem {
 		if val.kind != jString {
 			return &problem{CodeFieldType, field, mismatch(field, val, "a string")}
 		}
-		if !validTUID(val.s) {
+		if !ValidTUID(val.s) {
 			return &problem{CodeTuidFormat, field, fmt.Sprintf("%s: %s is not a 17-character TUID", field, quote(val.s))}
 		}
 		return nil
@@ -631,8 +631,9 @@ func counterName(key string) bool {
 	return true
 }
 
-// validTUID reports whether s matches ^[A-Z]{4}[0-9]{2}[A-Z0-9]{11}$.
-func validTUID(s string) bool {
+// ValidTUID reports whether s is a Thingsee Thing Unique ID:
+// ^[A-Z]{4}[0-9]{2}[A-Z0-9]{11}$ (gateway serials have the same form).
+func ValidTUID(s string) bool {
 	if len(s) != 17 {
 		return false
 	}
