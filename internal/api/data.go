@@ -57,6 +57,30 @@ func stringParam(r *http.Request, name string, max int) (string, error) {
 	return v, nil
 }
 
+// listWindow is the paging and time range every list of a stream shares.
+type listWindow struct {
+	limit    int
+	from, to time.Time
+	oldest   bool
+}
+
+// windowParams reads limit, from, to and order.
+func windowParams(r *http.Request) (listWindow, error) {
+	var w listWindow
+	var err error
+	if w.limit, err = intParam(r, "limit", 1, MaxLimit, 100); err != nil {
+		return w, err
+	}
+	if w.from, err = timeParam(r, "from"); err != nil {
+		return w, err
+	}
+	if w.to, err = timeParam(r, "to"); err != nil {
+		return w, err
+	}
+	w.oldest, err = orderParam(r)
+	return w, err
+}
+
 // page is the envelope of paged answers: pass Next as ?cursor= for the
 // next page; no Next means the end.
 type page[T any] struct {
@@ -65,21 +89,12 @@ type page[T any] struct {
 }
 
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	var q store.Query
-	var err error
-	if q.Limit, err = intParam(r, "limit", 1, MaxLimit, 100); err != nil {
+	win, err := windowParams(r)
+	if err != nil {
 		return err
 	}
+	q := store.Query{Limit: win.limit, From: win.from, To: win.to, Oldest: win.oldest}
 	if q.TsmID, err = intParam(r, "tsmId", 1000, 999999, 0); err != nil {
-		return err
-	}
-	if q.From, err = timeParam(r, "from"); err != nil {
-		return err
-	}
-	if q.To, err = timeParam(r, "to"); err != nil {
-		return err
-	}
-	if q.Oldest, err = orderParam(r); err != nil {
 		return err
 	}
 	if q.Tuid, err = stringParam(r, "tsmTuid", 32); err != nil {
@@ -123,20 +138,11 @@ type rejectedItem struct {
 }
 
 func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	var q store.RejectedQuery
-	var err error
-	if q.Limit, err = intParam(r, "limit", 1, MaxLimit, 100); err != nil {
+	win, err := windowParams(r)
+	if err != nil {
 		return err
 	}
-	if q.From, err = timeParam(r, "from"); err != nil {
-		return err
-	}
-	if q.To, err = timeParam(r, "to"); err != nil {
-		return err
-	}
-	if q.Oldest, err = orderParam(r); err != nil {
-		return err
-	}
+	q := store.RejectedQuery{Limit: win.limit, From: win.from, To: win.to, Oldest: win.oldest}
 	if q.Gateway, err = stringParam(r, "gateway", 32); err != nil {
 		return err
 	}
@@ -176,22 +182,12 @@ func isJSONObject(b []byte) bool {
 }
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	var f audit.Filter
-	var err error
-	if f.Limit, err = intParam(r, "limit", 1, MaxLimit, 100); err != nil {
-		return err
-	}
-	if f.From, err = timeParam(r, "from"); err != nil {
-		return err
-	}
-	if f.To, err = timeParam(r, "to"); err != nil {
-		return err
-	}
-	oldest, err := orderParam(r)
+	win, err := windowParams(r)
 	if err != nil {
 		return err
 	}
-	f.Newest = !oldest
+	oldest := win.oldest
+	f := audit.Filter{Limit: win.limit, From: win.from, To: win.to, Newest: !oldest}
 	for name, dst := range map[string]*string{"action": &f.Action, "actor": &f.Actor, "target": &f.Target, "outcome": &f.Outcome} {
 		if *dst, err = stringParam(r, name, 128); err != nil {
 			return err
