@@ -689,6 +689,16 @@ type apiClient struct {
 	ops  map[string]operation
 	base string
 	c    *http.Client
+	// header is sent with every request while set.
+	header http.Header
+}
+
+// callWith is call with the extra request headers h.
+func (a *apiClient) callWith(h http.Header, route, path, bearer string, want int) map[string]any {
+	a.t.Helper()
+	a.header = h
+	defer func() { a.header = nil }()
+	return a.call(route, path, bearer, "", "", want)
 }
 
 // call sends body (JSON unless contentType says otherwise) to the route
@@ -707,6 +717,9 @@ func (a *apiClient) call(route, path, bearer, contentType, body string, want int
 	}
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	for k, v := range a.header {
+		req.Header[k] = v
 	}
 	if body != "" {
 		if contentType == "" {
@@ -984,6 +997,23 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	const streamRoute = "GET /v1/tenants/{tenant}/stream"
 	const stream = "/v1/tenants/acme/stream"
 	a.call(streamRoute, stream, apiKey, "", "", 426) // not a WebSocket request
+	// Handshake violations are problem+json too, never the WebSocket
+	// library's text/plain.
+	upgrade := func(version, origin string, keys ...string) http.Header {
+		h := http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {version}, "Sec-Websocket-Key": keys}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		return h
+	}
+	const wsKey = "dGhlIHNhbXBsZSBub25jZQ==" // RFC 6455 §1.3
+	code(a.callWith(http.Header{"Upgrade": {"websocket"}}, streamRoute, stream, apiKey, 426), "api.upgrade_required") // no Connection: Upgrade
+	code(a.callWith(upgrade("8", "", wsKey), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
+	code(a.callWith(upgrade("13", ""), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
+	code(a.callWith(upgrade("13", "", "c2hvcnQ="), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
+	code(a.callWith(upgrade("13", "", wsKey, wsKey), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
+	code(a.callWith(upgrade("13", "https://evil.example", wsKey), streamRoute, stream, apiKey, 403), "api.websocket_origin")
+	code(a.callWith(upgrade("13", "null", wsKey), streamRoute, stream, apiKey, 403), "api.websocket_origin")
 	a.call(streamRoute, stream, "", "", "", 401)
 	code(a.call(streamRoute, stream+"?after=yesterday", apiKey, "", "", 400), "api.bad_parameter")
 	code(a.call(streamRoute, stream+"?after=TSEN01ABC12345678:12100:1600000000", apiKey, "", "", 404), "api.after_unknown")

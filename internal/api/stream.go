@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,7 +28,52 @@ type Stream interface {
 var (
 	ErrAfterUnknown    = fault.Define("api.after_unknown", fault.NotFound, "the message to resume after is not in the stream (it may have expired)")
 	ErrUpgradeRequired = fault.Define("api.upgrade_required", fault.UpgradeRequired, "this route is a WebSocket: send an Upgrade: websocket request")
+	ErrBadHandshake    = fault.Define("api.websocket_handshake", fault.InvalidArgument, "the WebSocket handshake is not valid (RFC 6455 section 4.1)")
+	ErrOrigin          = fault.Define("api.websocket_origin", fault.PermissionDenied, "a browser page of another origin may not open this stream")
 )
+
+// checkHandshake refuses, as problem+json like every other error of the
+// API, each handshake the WebSocket library would refuse with a text/plain
+// answer of its own: websocket.Accept is only called once this passed.
+func checkHandshake(w http.ResponseWriter, r *http.Request) error {
+	if !r.ProtoAtLeast(1, 1) || !hasToken(r.Header, "Connection", "upgrade") || !hasToken(r.Header, "Upgrade", "websocket") {
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "websocket")
+		return ErrUpgradeRequired.New()
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		return ErrBadHandshake.WithDetail("Sec-WebSocket-Version must be 13")
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return ErrBadHandshake.WithDetail("send exactly one Sec-WebSocket-Key header")
+	}
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+		return ErrBadHandshake.WithDetail("Sec-WebSocket-Key must be 16 bytes in base64")
+	}
+	// Browsers send Origin; a page of another site must not use a visitor's
+	// credentials here. Programs send none, or their own host.
+	if o := r.Header.Get("Origin"); o != "" {
+		if u, err := url.Parse(o); err != nil || !strings.EqualFold(u.Host, r.Host) {
+			return ErrOrigin.New()
+		}
+	}
+	return nil
+}
+
+// hasToken reports whether the comma-separated header key holds token,
+// case-insensitively.
+func hasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 var thingseeKey = regexp.MustCompile(`^([A-Z]{4}[0-9]{2}[A-Z0-9]{11}):([0-9]{4,6}):([0-9]{1,12}(\.[0-9]{1,9})?)$`)
 
@@ -101,9 +148,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ *Principal) er
 		return err
 	}
 	subjects, inProcess := forward.StreamSubjects(tenant, filter)
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		w.Header().Set("Upgrade", "websocket")
-		return ErrUpgradeRequired.New()
+	if err := checkHandshake(w, r); err != nil {
+		return err
 	}
 	// The server's read and write timeouts protect request/response routes;
 	// a stream lives on (it has its own write timeout and pings).
