@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,17 +44,36 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// syncBuffer is a buffer the process's output copier writes while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // server is an iotransit serve process.
 type server struct {
 	cmd       *exec.Cmd
-	out       *bytes.Buffer
+	out       *syncBuffer
 	dir, mqtt string
 	api       string
 }
 
 func startServer(t *testing.T, bin, dir, mqttAddr, apiAddr string) *server {
 	t.Helper()
-	s := &server{dir: dir, mqtt: mqttAddr, api: apiAddr, out: &bytes.Buffer{}}
+	s := &server{dir: dir, mqtt: mqttAddr, api: apiAddr, out: &syncBuffer{}}
 	s.cmd = exec.Command(bin, "serve", "--dev", "--data-dir", dir, "--mqtt-addr", mqttAddr, "--api-addr", apiAddr, "--log-level", "warn")
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {

@@ -319,9 +319,10 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		cons, err = st.CreateConsumer(ctx, cfg)
 	} else if err == nil {
-		// The start position is fixed at creation; filters and limits follow updates.
+		// The start position is fixed at creation (by time, or by sequence
+		// after a reset below); filters and limits follow updates.
 		info := cons.CachedInfo()
-		cfg.DeliverPolicy, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartTime
+		cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = info.Config.DeliverPolicy, info.Config.OptStartTime, info.Config.OptStartSeq
 		cons, err = st.UpdateConsumer(ctx, cfg)
 	}
 	if err != nil {

@@ -237,6 +237,41 @@ func TestForwardSurvivesOutage(t *testing.T) {
 	}
 }
 
+// TestForwardUpdatesWhileFailing: updating an integration restarts its
+// delivery at the first undelivered message, however often: a failing
+// batch in flight makes the engine reset the consumer to a start sequence,
+// and a later update must keep that start (it once lost it, and the
+// integration never delivered again).
+func TestForwardUpdatesWhileFailing(t *testing.T) {
+	e := newEnv(t, nil)
+	id, secret := e.integration(map[string]any{"batch": map[string]any{"maxMessages": 5, "maxWait": "50ms"}})
+	var fail atomic.Bool
+	fail.Store(true)
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, _ []byte) bool {
+		if fail.Load() {
+			w.WriteHeader(503)
+			return true
+		}
+		return false
+	})
+	sent := e.publish(2)
+	for i := range 3 {
+		before := getView(t, e, id).State.Failed
+		waitState(t, e, id, func(s forward.State) bool { return s.Failed > before })
+		name := fmt.Sprintf("renamed-%d", i)
+		if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"name": name}); r.Status != 200 {
+			t.Fatalf("update %d: %d %s", i, r.Status, r.Body)
+		}
+		sent = append(sent, e.publish(1)...)
+	}
+	fail.Store(false)
+	got := waitArrived(t, e.rcv, secret, len(sent), 20*time.Second)
+	checkOrder(t, got)
+	if v := waitState(t, e, id, func(s forward.State) bool { return s.Delivered >= uint64(len(sent)) }); v.Backlog != 0 || strings.Contains(v.State.LastError, "consumer") {
+		t.Errorf("state %+v backlog %d", v.State, v.Backlog)
+	}
+}
+
 func getView(t *testing.T, e *env, id string) forward.View {
 	t.Helper()
 	var v forward.View
@@ -360,6 +395,68 @@ func TestForwardFiltersPauseAndTest(t *testing.T) {
 	g := e.api.Do("GET", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), nil)
 	if bytes.Contains(g.Body, []byte("whsec_")) {
 		t.Errorf("GET shows a secret: %s", g.Body)
+	}
+}
+
+// TestForwardWebhookURLQueryIsSecret: a key in the webhook URL's query
+// (Azure Functions' ?code=, signed URLs) is sealed like every credential:
+// the API shows the URL with its values redacted, deliveries carry the
+// real query, an update that copies the shown URL keeps it, a new query
+// replaces it.
+func TestForwardWebhookURLQueryIsSecret(t *testing.T) {
+	e := newEnv(t, nil)
+	const query = "code=s3cr3t-functions-key&clientId=default"
+	id, secret := e.integration(map[string]any{"webhook": map[string]any{"url": e.rcv.URL + "?" + query, "caPem": e.rcv.CAPEM}})
+	shown := func() string {
+		t.Helper()
+		g := e.api.Do("GET", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), nil)
+		if bytes.Contains(g.Body, []byte("s3cr3t")) || bytes.Contains(g.Body, []byte("newkey")) {
+			t.Fatalf("GET shows the URL's key: %s", g.Body)
+		}
+		var v struct {
+			Webhook    struct{ URL string }
+			SecretsSet []string
+		}
+		g.Decode(t, &v)
+		if !strings.Contains(strings.Join(v.SecretsSet, ","), "webhook.urlQuery") {
+			t.Errorf("secretsSet %v lacks webhook.urlQuery", v.SecretsSet)
+		}
+		return v.Webhook.URL
+	}
+	if got, want := shown(), e.rcv.URL+"?code=redacted&clientId=redacted"; got != want {
+		t.Fatalf("shown URL %q, want %q", got, want)
+	}
+	lastURI := func(n int) string {
+		t.Helper()
+		waitArrived(t, e.rcv, secret, n, 10*time.Second)
+		got := e.rcv.Got()
+		return got[len(got)-1].URI
+	}
+	e.publish(1)
+	if uri := lastURI(3); !strings.HasSuffix(uri, "?"+query) {
+		t.Fatalf("delivered to %q, want the real query", uri)
+	}
+	// A PATCH that leaves the URL as shown keeps the sealed query.
+	if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"name": "renamed"}); r.Status != 200 {
+		t.Fatalf("rename: %d %s", r.Status, r.Body)
+	}
+	if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"webhook": map[string]any{"url": shown()}}); r.Status != 200 {
+		t.Fatalf("patch with the shown URL: %d %s", r.Status, r.Body)
+	}
+	e.publish(1)
+	if uri := lastURI(6); !strings.HasSuffix(uri, "?"+query) {
+		t.Fatalf("after updates delivered to %q, want the real query", uri)
+	}
+	// A new query replaces it.
+	if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"webhook": map[string]any{"url": e.rcv.URL + "?code=newkey"}}); r.Status != 200 {
+		t.Fatalf("patch with a new key: %d %s", r.Status, r.Body)
+	}
+	if got := shown(); !strings.HasSuffix(got, "?code=redacted") {
+		t.Errorf("shown URL %q", got)
+	}
+	e.publish(1)
+	if uri := lastURI(9); !strings.HasSuffix(uri, "?code=newkey") {
+		t.Fatalf("after a new key delivered to %q", uri)
 	}
 }
 

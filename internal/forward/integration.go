@@ -168,6 +168,32 @@ type Secrets struct {
 	MQTTPassword         string    `json:"mqttPassword,omitempty"`
 	AzureDeviceKey       string    `json:"azureDeviceKey,omitempty"`
 	AWSKeyPEM            string    `json:"awsKeyPem,omitempty"`
+	// WebhookURLQuery is the query of the webhook URL: endpoints such as
+	// Azure Functions (?code=) or signed URLs carry their key there.
+	WebhookURLQuery string `json:"webhookUrlQuery,omitempty"`
+}
+
+// WebhookURL is the URL to post to: the shown URL with its sealed query.
+func (s Secrets) WebhookURL(shown string) string {
+	if s.WebhookURLQuery == "" {
+		return shown
+	}
+	base, _, _ := strings.Cut(shown, "?")
+	return base + "?" + s.WebhookURLQuery
+}
+
+// redactedValue stands for every query value of a shown webhook URL.
+const redactedValue = "redacted"
+
+// redactQuery keeps a query's parameter names and hides its values.
+func redactQuery(q string) string {
+	parts := strings.Split(q, "&")
+	for i, p := range parts {
+		if k, _, ok := strings.Cut(p, "="); ok {
+			parts[i] = k + "=" + redactedValue
+		}
+	}
+	return strings.Join(parts, "&")
 }
 
 // clear removes the named secrets (names as in names()).
@@ -177,6 +203,7 @@ func (s *Secrets) clear(names []string) error {
 		"auth.headerValue": &s.AuthHeaderValue, "auth.clientSecret": &s.OAuthClientSecret,
 		"clientKeyPem": &s.ClientKeyPEM, "mqtt.password": &s.MQTTPassword,
 		"azureIothub.deviceKey": &s.AzureDeviceKey, "awsIot.keyPem": &s.AWSKeyPEM,
+		"webhook.urlQuery": &s.WebhookURLQuery,
 	}
 	for _, n := range names {
 		f, ok := fields[n]
@@ -204,6 +231,7 @@ func (s Secrets) names() []string {
 	add("mqtt.password", s.MQTTPassword)
 	add("azureIothub.deviceKey", s.AzureDeviceKey)
 	add("awsIot.keyPem", s.AWSKeyPEM)
+	add("webhook.urlQuery", s.WebhookURLQuery)
 	return out
 }
 
@@ -219,6 +247,19 @@ func extractSecrets(in *Integration, old Secrets) Secrets {
 	}
 	if w := in.Webhook; w != nil {
 		take(&s.WebhookSecret, &w.Secret)
+		// The URL's query is sealed; the URL keeps it redacted. Sending
+		// back the redacted form (as an update copied from GET does)
+		// keeps the sealed query; a URL without a query has none.
+		base, q, hasQuery := strings.Cut(w.URL, "?")
+		switch {
+		case !hasQuery:
+			s.WebhookURLQuery = ""
+		case q != redactQuery(q) || old.WebhookURLQuery == "" || q != redactQuery(old.WebhookURLQuery):
+			s.WebhookURLQuery = q
+		}
+		if s.WebhookURLQuery != "" {
+			w.URL = base + "?" + redactQuery(s.WebhookURLQuery)
+		}
 		take(&s.ClientKeyPEM, &w.ClientKeyPEM)
 		if w.Auth != nil {
 			take(&s.AuthHeaderValue, &w.Auth.HeaderValue)

@@ -68,7 +68,7 @@ func webhookConfig(in forward.Integration, sec forward.Secrets, pol egress.Polic
 		}
 	}
 	return webhook.Config{
-		URL: w.URL, Secrets: secrets, Auth: auth, Sealer: sealer, Policy: pol,
+		URL: sec.WebhookURL(w.URL), Secrets: secrets, Auth: auth, Sealer: sealer, Policy: pol,
 		TLS: egress.TLSOptions{CAPEM: w.CAPEM, CertPEM: w.ClientCertPEM, KeyPEM: sec.ClientKeyPEM},
 	}
 }

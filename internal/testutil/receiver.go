@@ -14,6 +14,7 @@ import (
 
 // Delivery is one request a Receiver got.
 type Delivery struct {
+	URI    string // the request target: path and query
 	Header http.Header
 	Body   []byte
 	At     time.Time
@@ -115,7 +116,7 @@ func (r *Receiver) Handle(fn func(w http.ResponseWriter, req *http.Request, body
 func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(req.Body, 16<<20))
 	r.mu.Lock()
-	r.got = append(r.got, Delivery{Header: req.Header.Clone(), Body: body, At: time.Now()})
+	r.got = append(r.got, Delivery{URI: req.RequestURI, Header: req.Header.Clone(), Body: body, At: time.Now()})
 	h := r.handle
 	r.mu.Unlock()
 	if h != nil && h(w, req, body) {
