@@ -1006,7 +1006,7 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 		}
 		return h
 	}
-	const wsKey = "dGhlIHNhbXBsZSBub25jZQ==" // RFC 6455 §1.3
+	const wsKey = "dGhlIHNhbXBsZSBub25jZQ=="                                                                          // RFC 6455 §1.3
 	code(a.callWith(http.Header{"Upgrade": {"websocket"}}, streamRoute, stream, apiKey, 426), "api.upgrade_required") // no Connection: Upgrade
 	code(a.callWith(upgrade("8", "", wsKey), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
 	code(a.callWith(upgrade("13", ""), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
