@@ -1006,8 +1006,9 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 		}
 		return h
 	}
-	const wsKey = "dGhlIHNhbXBsZSBub25jZQ=="                                                                          // RFC 6455 §1.3
-	code(a.callWith(http.Header{"Upgrade": {"websocket"}}, streamRoute, stream, apiKey, 426), "api.upgrade_required") // no Connection: Upgrade
+	const wsKey = "dGhlIHNhbXBsZSBub25jZQ==" // RFC 6455 §1.3
+	// Upgrade without Connection: Upgrade.
+	code(a.callWith(http.Header{"Upgrade": {"websocket"}}, streamRoute, stream, apiKey, 426), "api.upgrade_required")
 	code(a.callWith(upgrade("8", "", wsKey), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
 	code(a.callWith(upgrade("13", ""), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
 	code(a.callWith(upgrade("13", "", "c2hvcnQ="), streamRoute, stream, apiKey, 400), "api.websocket_handshake")
