@@ -346,7 +346,7 @@ type integrationAddFlags struct {
 	name, typ                                             string
 	url, secret, secretFile                               string
 	auth, headerName, headerValue, headerValueFile        string
-	tokenURL, clientSecret, clientSecretFile              string
+	tokenURL, tokenCAFile, clientSecret, clientSecretFile string
 	scopes                                                multiFlag
 	caFile, clientCert, clientKey, clientID, topic        string
 	broker, username, password, passwordFile              string
@@ -370,6 +370,7 @@ func (f *integrationAddFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.headerValue, "header-value", "", "webhook --auth apikey: the key (prefer --header-value-file)")
 	fs.StringVar(&f.headerValueFile, "header-value-file", "", "webhook --auth apikey: file holding the key")
 	fs.StringVar(&f.tokenURL, "token-url", "", "webhook --auth oauth2: the https token endpoint (client credentials grant)")
+	fs.StringVar(&f.tokenCAFile, "token-ca-file", "", "webhook --auth oauth2: PEM file of the CA that verifies --token-url (default: the system's roots and --ca-file)")
 	fs.StringVar(&f.clientSecret, "client-secret", "", "webhook --auth oauth2: the client secret (prefer --client-secret-file)")
 	fs.StringVar(&f.clientSecretFile, "client-secret-file", "", "webhook --auth oauth2: file holding the client secret")
 	fs.Var(&f.scopes, "scope", "webhook --auth oauth2: a scope to request (repeatable, or comma-separated)")
@@ -405,7 +406,7 @@ func (f *integrationAddFlags) define(fs *flag.FlagSet) {
 var integrationFlagTypes = map[string][]string{
 	"url": {integWebhook}, "secret": {integWebhook}, "secret-file": {integWebhook}, "auth": {integWebhook},
 	"header-name": {integWebhook}, "header-value": {integWebhook}, "header-value-file": {integWebhook},
-	"token-url": {integWebhook}, "client-secret": {integWebhook}, "client-secret-file": {integWebhook}, "scope": {integWebhook},
+	"token-url": {integWebhook}, "token-ca-file": {integWebhook}, "client-secret": {integWebhook}, "client-secret-file": {integWebhook}, "scope": {integWebhook},
 	"ca-file":     {integWebhook, integMQTT, integAzure, integAWS},
 	"client-cert": {integWebhook, integMQTT, integAWS}, "client-key": {integWebhook, integMQTT, integAWS},
 	"client-id": {integWebhook, integMQTT, integAWS}, "topic": {integMQTT, integAWS},
@@ -417,7 +418,7 @@ var integrationFlagTypes = map[string][]string{
 // webhookAuthFlags says which --auth kind each webhook auth flag needs.
 var webhookAuthFlags = map[string]string{
 	"header-name": "apikey", "header-value": "apikey", "header-value-file": "apikey",
-	"token-url": "oauth2", "client-id": "oauth2", "client-secret": "oauth2", "client-secret-file": "oauth2", "scope": "oauth2",
+	"token-url": "oauth2", "token-ca-file": "oauth2", "client-id": "oauth2", "client-secret": "oauth2", "client-secret-file": "oauth2", "scope": "oauth2",
 }
 
 // integrationFilter is the filter of a request; empty lists match all.
@@ -594,6 +595,13 @@ func (f *integrationAddFlags) request(given map[string]bool) (*integrationReques
 					return nil, usageError("--auth oauth2 needs --token-url, --client-id and --client-secret-file (or --client-secret)")
 				}
 				auth["tokenUrl"], auth["clientId"], auth["clientSecret"] = f.tokenURL, f.clientID, v
+				if f.tokenCAFile != "" {
+					pem, err := readFlagFile("token-ca-file", f.tokenCAFile)
+					if err != nil {
+						return nil, err
+					}
+					auth["tokenCaPem"] = pem
+				}
 				set(auth, "scopes", []string(f.scopes))
 			}
 			w["auth"] = auth

@@ -448,6 +448,8 @@ func TestAdminIntegrationRequestBodies(t *testing.T) {
 		{name: "oauth2 webhook", f: integrationAddFlags{name: "o", typ: "webhook", url: "https://example.com/h", auth: "oauth2", tokenURL: "https://example.com/token", clientID: "cid", clientSecret: "cs", scopes: multiFlag{"a", "b"},
 			batchMax: 5, batchWait: 2 * time.Second, maxAge: time.Hour, filterTsmIDs: multiFlag{"12100"}},
 			want: `{"name":"o","type":"webhook","filter":{"tsmIds":[12100]},"batch":{"maxMessages":5,"maxWait":"2s"},"maxAge":"1h0m0s","webhook":{"auth":{"clientId":"cid","clientSecret":"cs","kind":"oauth2","scopes":["a","b"],"tokenUrl":"https://example.com/token"},"url":"https://example.com/h"}}`},
+		{name: "oauth2 with its own CA", f: integrationAddFlags{name: "o2", typ: "webhook", url: "https://example.com/h", auth: "oauth2", tokenURL: "https://idp.example.com/token", tokenCAFile: ca, clientID: "cid", clientSecret: "cs"},
+			want: `{"name":"o2","type":"webhook","webhook":{"auth":{"clientId":"cid","clientSecret":"cs","kind":"oauth2","tokenCaPem":"CA PEM","tokenUrl":"https://idp.example.com/token"},"url":"https://example.com/h"}}`},
 		{name: "websocket", f: integrationAddFlags{name: "w", typ: "websocket"}, want: `{"name":"w","type":"websocket"}`},
 	}
 	for _, tc := range tests {

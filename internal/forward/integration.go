@@ -84,6 +84,7 @@ type AuthConfig struct {
 	ClientID     string   `json:"clientId,omitempty"`
 	ClientSecret string   `json:"clientSecret,omitempty"` // secret: write only
 	Scopes       []string `json:"scopes,omitempty"`
+	TokenCAPEM   string   `json:"tokenCaPem,omitempty"`
 }
 
 // WebhookConfig is an HTTPS POST target.

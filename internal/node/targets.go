@@ -65,6 +65,7 @@ func webhookConfig(in forward.Integration, sec forward.Secrets, pol egress.Polic
 		auth = webhook.Auth{
 			Kind: webhook.AuthKind(a.Kind), HeaderName: a.HeaderName, HeaderValue: sec.AuthHeaderValue,
 			TokenURL: a.TokenURL, ClientID: a.ClientID, ClientSecret: sec.OAuthClientSecret, Scopes: a.Scopes,
+			TokenCAPEM: a.TokenCAPEM,
 		}
 	}
 	return webhook.Config{

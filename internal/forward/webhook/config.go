@@ -11,6 +11,7 @@ package webhook
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -84,6 +85,10 @@ type Auth struct {
 	// authenticates with HTTP Basic (RFC 6749 §2.3.1).
 	TokenURL, ClientID, ClientSecret string
 	Scopes                           []string
+	// TokenCAPEM pins the CAs that verify the token endpoint. Empty: the
+	// system roots plus Config.TLS.CAPEM, so a public identity provider
+	// works next to a receiver with a private CA.
+	TokenCAPEM string
 	// mtls authenticates with Config.TLS.CertPEM and KeyPEM, which are then
 	// required. A client certificate configured with another kind is
 	// presented too (e.g. mTLS plus an API key).
@@ -216,6 +221,9 @@ func (c Config) checkAuth(ctx context.Context, resolve bool) []error {
 			if err := c.Policy.CheckHost(ctx, host); err != nil {
 				errs = append(errs, withField(err, "auth.tokenUrl"))
 			}
+		}
+		if a.TokenCAPEM != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(a.TokenCAPEM)) {
+			errs = append(errs, ErrAuthInvalid.WithDetail("auth.tokenCaPem holds no certificate"))
 		}
 	case AuthMTLS:
 		if c.TLS.CertPEM == "" || c.TLS.KeyPEM == "" {

@@ -160,3 +160,37 @@ func TestWebhookOAuth2SharesTokenAcrossConcurrentDeliveries(t *testing.T) {
 		t.Errorf("%d requests, want 40", n)
 	}
 }
+
+// TestWebhookOAuth2TokenEndpointHasItsOwnCA: a token server whose CA is not
+// the receiver's is refused unless auth.tokenCaPem names its CA.
+func TestWebhookOAuth2TokenEndpointHasItsOwnCA(t *testing.T) {
+	receiverCA, idpCA := newCA(t, "receiver CA"), newCA(t, "identity provider CA")
+	secret := newSecret(t)
+	ts := newTokenServer(t, idpCA, "iotransit", "pw", 3600)
+	rc := newReceiver(t, receiverCA, receiverOpts{Secrets: []string{secret}})
+	rc.setRespond(ts.requireToken)
+	c := config(rc.URL, receiverCA, secret)
+	c.Auth = webhook.Auth{Kind: webhook.AuthOAuth2, TokenURL: ts.URL, ClientID: "iotransit", ClientSecret: "pw"}
+	if s := summary(t, newTarget(t, c).Deliver(context.Background(), newBatch("b1", thingsee...))); s != "OAuth2 token request failed" {
+		t.Errorf("token server of an unknown CA: %q", s)
+	}
+	if n := ts.requests.Load(); n != 0 {
+		t.Errorf("%d token requests reached a server whose certificate does not verify", n)
+	}
+	c.Auth.TokenCAPEM = string(idpCA.CertPEM)
+	if err := newTarget(t, c).Deliver(context.Background(), newBatch("b2", thingsee...)); err != nil {
+		t.Fatalf("with auth.tokenCaPem: %v", err)
+	}
+	if d := rc.deliveries(); len(d) != 1 || !d[0].Verified {
+		t.Errorf("deliveries %+v", d)
+	}
+	// The token CA does not verify the receiver.
+	c.TLS.CAPEM = string(idpCA.CertPEM)
+	if err := newTarget(t, c).Deliver(context.Background(), newBatch("b3", thingsee...)); err == nil {
+		t.Error("receiver verified with the token endpoint's CA")
+	}
+	c.Auth.TokenCAPEM = "not a certificate"
+	if err := c.Validate(context.Background()); !slices.Contains(codes(err), "webhook.auth_invalid") {
+		t.Errorf("tokenCaPem without a certificate: %v", err)
+	}
+}

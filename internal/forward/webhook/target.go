@@ -117,16 +117,37 @@ func New(ctx context.Context, c Config) (*Target, error) {
 	t.client = &http.Client{Transport: t.transport, CheckRedirect: noRedirect}
 	if c.Auth.Kind == AuthOAuth2 {
 		// The token request goes through the same egress guard and TLS
-		// settings; the ServerName override is the endpoint's, not the
-		// token server's.
+		// settings, but for the roots that verify the token server; the
+		// ServerName override is the endpoint's, not the token server's.
 		tokTLS := tlsConf.Clone()
 		tokTLS.ServerName = ""
+		tokTLS.RootCAs = tokenRoots(c.Auth.TokenCAPEM, c.TLS.CAPEM)
 		tokTLS.GetClientCertificate, tokTLS.Certificates = nil, certs
 		t.tokenTr = newTransport(c.Policy, t.timeout, tokTLS)
 		t.tokenTr.MaxIdleConnsPerHost = 1
 		t.tokens = newTokenCache(c.Auth, &http.Client{Transport: t.tokenTr, CheckRedirect: noRedirect})
 	}
 	return t, nil
+}
+
+// tokenRoots are the CAs that verify the OAuth2 token endpoint: the pinned
+// token CA, or else the system roots plus the endpoint's pinned CA (nil:
+// the system roots alone).
+func tokenRoots(tokenCA, endpointCA string) *x509.CertPool {
+	if tokenCA != "" {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM([]byte(tokenCA)) // checked
+		return pool
+	}
+	if endpointCA == "" {
+		return nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	pool.AppendCertsFromPEM([]byte(endpointCA)) // checked
+	return pool
 }
 
 func newTransport(p egress.Policy, timeout time.Duration, tlsConf *tls.Config) *http.Transport {
