@@ -174,6 +174,9 @@ func (e *Engine) watch(tenant string) error {
 			if ent == nil {
 				continue // end of initial values
 			}
+			if !validID(ent.Key()) {
+				continue // a name claim (nameKey), not an integration
+			}
 			if ent.Operation() != jetstream.KeyValuePut {
 				e.stopWorker(tenant, ent.Key())
 				continue

@@ -3,7 +3,9 @@ package forward
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,7 +94,11 @@ func (e *Engine) Create(ctx context.Context, tenant string, in Integration) (Int
 			return Integration{}, nil, ErrNameTaken.New()
 		}
 	}
+	if err := e.reserveName(ctx, tenant, in.Name, id); err != nil {
+		return Integration{}, nil, err
+	}
 	if err := e.store(ctx, in, sec, 0); err != nil {
+		e.releaseName(ctx, tenant, in.Name, id)
 		return Integration{}, nil, err
 	}
 	return e.public(in, sec), shown, nil
@@ -238,9 +244,18 @@ func (e *Engine) Update(ctx context.Context, tenant, id string, in Integration) 
 				return Integration{}, ErrNameTaken.New()
 			}
 		}
+		if err := e.reserveName(ctx, tenant, in.Name, id); err != nil {
+			return Integration{}, err
+		}
 	}
 	if err := e.store(ctx, in, sec, rev); err != nil {
+		if in.Name != r.Name {
+			e.releaseName(ctx, tenant, in.Name, id)
+		}
 		return Integration{}, err
+	}
+	if in.Name != r.Name {
+		e.releaseName(ctx, tenant, r.Name, id)
 	}
 	return e.public(in, sec), nil
 }
@@ -294,7 +309,8 @@ func (e *Engine) RotateSecret(ctx context.Context, tenant, id string, overlap ti
 
 // Delete removes an integration, its consumer, dead letters and state.
 func (e *Engine) Delete(ctx context.Context, tenant, id string) error {
-	if _, _, err := e.load(ctx, tenant, id); err != nil {
+	r, _, err := e.load(ctx, tenant, id)
+	if err != nil {
 		return err
 	}
 	kv, err := e.bucket(ctx, tenant)
@@ -304,6 +320,7 @@ func (e *Engine) Delete(ctx context.Context, tenant, id string) error {
 	if err := kv.Delete(ctx, id); err != nil {
 		return fmt.Errorf("forward: delete integration: %w", err)
 	}
+	e.releaseName(ctx, tenant, r.Name, id)
 	e.stopWorker(tenant, id)
 	if st, err := e.js.Stream(ctx, "MSG_"+tenant); err == nil {
 		if err := st.DeleteConsumer(ctx, consumerName(id)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -492,3 +509,78 @@ func (e *Engine) Redrive(ctx context.Context, tenant, id string, seqs []uint64) 
 
 // ValidID reports whether id has the form of an integration id.
 func ValidID(id string) bool { return validID(id) && strings.ToLower(id) == id }
+
+// Names are unique in a tenant across nodes: a name is claimed by creating
+// the key nameKey(name) in the integrations bucket (atomic in JetStream),
+// whose value is the owner's id. A claim left behind by a crash between the
+// claim and the write of the integration (its owner missing, or named
+// otherwise) is taken over once it is older than staleClaim.
+var staleClaim = time.Minute
+
+func nameKey(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return "name." + hex.EncodeToString(h[:16])
+}
+
+// reserveName claims name for integration id (ErrNameTaken if another
+// holds it).
+func (e *Engine) reserveName(ctx context.Context, tenant, name, id string) error {
+	kv, err := e.bucket(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	k := nameKey(name)
+	for range 3 {
+		_, err := kv.Create(ctx, k, []byte(id))
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("forward: claim name: %w", err)
+		}
+		ent, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("forward: claim name: %w", err)
+		}
+		owner := string(ent.Value())
+		if owner == id {
+			return nil
+		}
+		if time.Since(ent.Created()) < staleClaim {
+			return ErrNameTaken.New()
+		}
+		r, _, err := e.load(ctx, tenant, owner)
+		if err == nil && r.Name == name {
+			return ErrNameTaken.New()
+		}
+		if err != nil && !ErrIntegrationNotFound.Is(err) {
+			return err
+		}
+		if _, err := kv.Update(ctx, k, []byte(id), ent.Revision()); err == nil {
+			return nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("forward: claim name: %w", err)
+		}
+	}
+	return ErrNameTaken.New()
+}
+
+// releaseName gives up id's claim on name. A failure leaves a claim that
+// reserveName takes over later.
+func (e *Engine) releaseName(ctx context.Context, tenant, name, id string) {
+	kv, err := e.bucket(ctx, tenant)
+	if err != nil {
+		return
+	}
+	k := nameKey(name)
+	ent, err := kv.Get(ctx, k)
+	if err != nil || string(ent.Value()) != id {
+		return
+	}
+	if err := kv.Delete(ctx, k, jetstream.LastRevision(ent.Revision())); err != nil {
+		e.log.Warn("release integration name", "tenant_id", tenant, "integration_id", id, "error", err)
+	}
+}

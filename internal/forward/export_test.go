@@ -1,0 +1,17 @@
+package forward
+
+import "time"
+
+// SetStaleClaim sets how old a name claim must be before it can be taken
+// over, until the returned func restores it.
+func SetStaleClaim(d time.Duration) (restore func()) {
+	old := staleClaim
+	staleClaim = d
+	return func() { staleClaim = old }
+}
+
+// IntegrationsBucket and NameKey expose where name claims live.
+var (
+	IntegrationsBucket = integrationsBucket
+	NameKey            = nameKey
+)
