@@ -555,6 +555,8 @@ func (r *Registry) RegisterGateway(ctx context.Context, tenant, serial string) (
 	}
 	rev, err := te.kv.Create(ctx, serial, b)
 	if err != nil {
+		// Give the serial back, or it stays taken by a gateway that never was.
+		_ = r.serKV.Delete(ctx, serial)
 		return Gateway{}, fmt.Errorf("registry: store gateway: %w", err)
 	}
 	r.cache(te, g, rev)
