@@ -62,12 +62,14 @@ type Registry interface {
 
 // Credentials is what the API uses of the credential store (credential.Store).
 type Credentials interface {
-	CreateAPIKey(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, createdBy string) (credential.APIKey, string, error)
+	// CreateAPIKeyWithin and CreateClientWithin make credentials that
+	// expire no later than notAfter (zero: no bound).
+	CreateAPIKeyWithin(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, notAfter time.Time, createdBy string) (credential.APIKey, string, error)
+	CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, notAfter time.Time, createdBy string) (credential.Client, string, error)
 	APIKeys(ctx context.Context, tenant string) ([]credential.APIKey, error)
 	APIKey(ctx context.Context, tenant, id string) (credential.APIKey, error)
 	RevokeAPIKey(ctx context.Context, tenant, id string) (credential.APIKey, error)
 	VerifyAPIKey(ctx context.Context, token string) (credential.APIKey, error)
-	CreateClient(ctx context.Context, tenant, name string, scopes, held []string, createdBy string) (credential.Client, string, error)
 	Clients(ctx context.Context, tenant string) ([]credential.Client, error)
 	Client(ctx context.Context, tenant, clientID string) (credential.Client, error)
 	RevokeClient(ctx context.Context, tenant, clientID string) (credential.Client, error)

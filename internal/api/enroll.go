@@ -67,7 +67,9 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request, _ *Principal) er
 }
 
 // reenroll renews an authenticated gateway's certificate (mutual TLS with
-// its current certificate; RFC 7030 §4.2.2).
+// its current certificate; RFC 7030 §4.2.2). Only the newest
+// registry.MaxValidCertificates certificates of a gateway stay valid, and
+// renewing too often answers 429 with Retry-After.
 func (s *Server) reenroll(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	var req reenrollRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
@@ -76,6 +78,9 @@ func (s *Server) reenroll(w http.ResponseWriter, r *http.Request, p *Principal) 
 	e, err := s.deps.Registry.Reenroll(r.Context(), p.Identity, []byte(req.CSR), s.cfg.CertValidity)
 	s.record(r.Context(), r, p.Identity.Tenant, p, "pki.cert.renew", "gateway:"+p.Identity.Serial, err, map[string]string{"previous": p.Identity.CertSerial, "certificate": e.Certificate.Serial})
 	if err != nil {
+		if registry.ErrRenewalRateLimited.Is(err) {
+			retryAfter(w, registry.RenewalWindow)
+		}
 		return err
 	}
 	writeJSON(w, http.StatusOK, s.enrollResponse(e))

@@ -2,10 +2,12 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/forward"
 )
 
@@ -191,7 +193,34 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *Princip
 	return nil
 }
 
-func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+// envelopeMembers are the members of a Thingsee message that say what it is
+// (type, event, sensor, times, gateway) and not what it measured.
+var envelopeMembers = []string{"tsmId", "tsmEv", "tsmTuid", "tsmTs", "tsmCloudTs", "tsmGw", "deploymentGroupId"}
+
+// envelope returns a message with only its envelope members; nil if it is
+// not a JSON object.
+func envelope(msg json.RawMessage) json.RawMessage {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(msg, &all); err != nil || all == nil {
+		return nil
+	}
+	kept := make(map[string]json.RawMessage, len(envelopeMembers))
+	for _, k := range envelopeMembers {
+		if v, ok := all[k]; ok {
+			kept[k] = v
+		}
+	}
+	b, err := json.Marshal(kept)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// listDeadLetters lists dead letters. Their message payloads are what
+// messages:read guards: a caller without it gets each message's envelope
+// only (type, sensor, times, gateway), not its measurements.
+func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	id, err := s.integrationID(r)
 	if err != nil {
 		return err
@@ -209,6 +238,11 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, _ *Prin
 	items, next, err := s.deps.Integrations.DeadLetters(r.Context(), r.PathValue("tenant"), id, after, limit)
 	if err != nil {
 		return err
+	}
+	if !p.can(credential.ScopeMessagesRead) {
+		for i := range items {
+			items[i].Message = envelope(items[i].Message)
+		}
 	}
 	out := page[forward.DeadLetter]{Items: items}
 	if next != 0 && len(items) == limit {

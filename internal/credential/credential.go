@@ -53,6 +53,7 @@ var (
 	ErrNotFound       = fault.Define("credential.not_found", fault.NotFound, "no such credential")
 	ErrInvalid        = fault.Define("credential.invalid", fault.Unauthenticated, "the credential is not valid")
 	ErrNoScopes       = fault.Define("credential.scopes_required", fault.InvalidArgument, "at least one scope is required")
+	ErrCreatorExpired = fault.Define("credential.creator_expired", fault.Unauthenticated, "the credential making this one has expired")
 	errMalformedToken = errors.New("credential: malformed token")
 )
 
@@ -79,6 +80,8 @@ func (k APIKey) Active(now time.Time) bool {
 }
 
 // Client is an OAuth2 client (client credentials grant). Hash is never shown.
+// ExpiresAt is set only on a client made by a credential that expires (it
+// never outlives its creator); nil means it does not expire.
 type Client struct {
 	ID        string     `json:"clientId"`
 	Tenant    string     `json:"tenant"`
@@ -86,12 +89,40 @@ type Client struct {
 	Scopes    []string   `json:"scopes"`
 	CreatedAt time.Time  `json:"createdAt"`
 	CreatedBy string     `json:"createdBy,omitempty"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 	RevokedAt *time.Time `json:"revokedAt,omitempty"`
 	Hash      []byte     `json:"hash,omitempty"`
 }
 
 // Public returns the client without its hash.
 func (c Client) Public() Client { c.Hash = nil; return c }
+
+// Active reports whether the client may be used at now.
+func (c Client) Active(now time.Time) bool {
+	return c.RevokedAt == nil && (c.ExpiresAt == nil || now.Before(*c.ExpiresAt))
+}
+
+// expiry returns when a credential made at now with ttl (0: none) by a
+// creator expiring at notAfter (zero: never) expires: the earlier of the
+// two, nil for never. A creator already expired is refused.
+func expiry(now time.Time, ttl time.Duration, notAfter time.Time) (*time.Time, error) {
+	var exp *time.Time
+	if ttl != 0 {
+		t := now.Add(ttl)
+		exp = &t
+	}
+	if notAfter.IsZero() {
+		return exp, nil
+	}
+	if !now.Before(notAfter) {
+		return nil, ErrCreatorExpired.New()
+	}
+	if exp == nil || exp.After(notAfter) {
+		t := notAfter.UTC()
+		exp = &t
+	}
+	return exp, nil
+}
 
 // KVProvider creates or opens KV buckets (backbone.Backbone).
 type KVProvider interface {
@@ -212,6 +243,13 @@ func ValidName(name string) bool {
 // CreateAPIKey makes an API key and returns it with its token, shown once.
 // scopes must be covered by held (nil: the operator). ttl 0 means no expiry.
 func (s *Store) CreateAPIKey(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, createdBy string) (APIKey, string, error) {
+	return s.CreateAPIKeyWithin(ctx, tenant, name, scopes, held, ttl, time.Time{}, createdBy)
+}
+
+// CreateAPIKeyWithin is CreateAPIKey for a creator that itself expires at
+// notAfter (zero: never): the key expires at notAfter at the latest, even
+// when ttl is 0 or longer.
+func (s *Store) CreateAPIKeyWithin(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, notAfter time.Time, createdBy string) (APIKey, string, error) {
 	if !ValidName(name) {
 		return APIKey{}, "", ErrNameInvalid.New()
 	}
@@ -231,11 +269,11 @@ func (s *Store) CreateAPIKey(ctx context.Context, tenant, name string, scopes, h
 		return APIKey{}, "", err
 	}
 	now := s.now().UTC()
-	k := APIKey{ID: id, Tenant: tenant, Name: name, Scopes: scopes, CreatedAt: now, CreatedBy: createdBy, Hash: hashSecret(secret)}
-	if ttl != 0 {
-		exp := now.Add(ttl)
-		k.ExpiresAt = &exp
+	exp, err := expiry(now, ttl, notAfter)
+	if err != nil {
+		return APIKey{}, "", err
 	}
+	k := APIKey{ID: id, Tenant: tenant, Name: name, Scopes: scopes, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: exp, Hash: hashSecret(secret)}
 	if err := s.put(ctx, tenant, "apikey."+id, id, k); err != nil {
 		return APIKey{}, "", err
 	}
@@ -450,6 +488,12 @@ func (s *Store) noteUse(tenant, id string, now time.Time) {
 // CreateClient makes an OAuth2 client and returns it with its secret,
 // shown once.
 func (s *Store) CreateClient(ctx context.Context, tenant, name string, scopes, held []string, createdBy string) (Client, string, error) {
+	return s.CreateClientWithin(ctx, tenant, name, scopes, held, time.Time{}, createdBy)
+}
+
+// CreateClientWithin is CreateClient for a creator that itself expires at
+// notAfter (zero: never): the client expires then too.
+func (s *Store) CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, notAfter time.Time, createdBy string) (Client, string, error) {
 	if !ValidName(name) {
 		return Client{}, "", ErrNameInvalid.New()
 	}
@@ -465,7 +509,12 @@ func (s *Store) CreateClient(ctx context.Context, tenant, name string, scopes, h
 	if err != nil {
 		return Client{}, "", err
 	}
-	c := Client{ID: clientPrefix + id, Tenant: tenant, Name: name, Scopes: scopes, CreatedAt: s.now().UTC(), CreatedBy: createdBy, Hash: hashSecret(secret)}
+	now := s.now().UTC()
+	exp, err := expiry(now, 0, notAfter)
+	if err != nil {
+		return Client{}, "", err
+	}
+	c := Client{ID: clientPrefix + id, Tenant: tenant, Name: name, Scopes: scopes, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: exp, Hash: hashSecret(secret)}
 	if err := s.put(ctx, tenant, "oauth."+id, id, c); err != nil {
 		return Client{}, "", err
 	}
@@ -540,21 +589,21 @@ func (s *Store) VerifyClient(ctx context.Context, clientID, secret string) (Clie
 	if !ok || subtle.ConstantTimeCompare(hashSecret(raw), c.Hash) != 1 {
 		return Client{ID: c.ID, Tenant: tenant}, ErrInvalid.New()
 	}
-	if c.RevokedAt != nil {
-		return Client{ID: c.ID, Tenant: tenant}, ErrInvalid.WithDetail("the client is revoked")
+	if !c.Active(s.now()) {
+		return Client{ID: c.ID, Tenant: tenant}, ErrInvalid.WithDetail("the client is revoked or expired")
 	}
 	return c.Public(), nil
 }
 
-// ActiveClient reports whether a client still exists and is not revoked
-// (checked on every use of its tokens).
+// ActiveClient reports whether a client still exists and is neither
+// revoked nor expired (checked on every use of its tokens).
 func (s *Store) ActiveClient(ctx context.Context, tenant, clientID string) (Client, error) {
 	c, err := s.Client(ctx, tenant, clientID)
 	if err != nil {
 		return Client{}, err
 	}
-	if c.RevokedAt != nil {
-		return Client{}, ErrInvalid.WithDetail("the client is revoked")
+	if !c.Active(s.now()) {
+		return Client{}, ErrInvalid.WithDetail("the client is revoked or expired")
 	}
 	return c, nil
 }

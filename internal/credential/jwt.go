@@ -38,9 +38,14 @@ func NewIssuer(key ed25519.PrivateKey, issuer string, ttl time.Duration) *Issuer
 // TTL returns the lifetime of issued tokens.
 func (i *Issuer) TTL() time.Duration { return i.ttl }
 
-// Issue signs a token for the client with its scopes.
+// Issue signs a token for the client with its scopes. It expires after
+// the issuer's ttl, or when the client does if that is sooner.
 func (i *Issuer) Issue(c Client) (string, error) {
 	now := i.now()
+	exp := now.Add(i.ttl)
+	if c.ExpiresAt != nil && c.ExpiresAt.Before(exp) {
+		exp = *c.ExpiresAt
+	}
 	jti, err := randomHex(12)
 	if err != nil {
 		return "", err
@@ -54,7 +59,7 @@ func (i *Issuer) Issue(c Client) (string, error) {
 			Audience:  jwt.ClaimStrings{i.issuer},
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
-			ExpiresAt: jwt.NewNumericDate(now.Add(i.ttl)),
+			ExpiresAt: jwt.NewNumericDate(exp),
 			ID:        jti,
 		},
 	}

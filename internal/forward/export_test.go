@@ -13,5 +13,6 @@ func SetStaleClaim(d time.Duration) (restore func()) {
 // IntegrationsBucket and NameKey expose where name claims live.
 var (
 	IntegrationsBucket = integrationsBucket
+	StateBucket        = stateBucket
 	NameKey            = nameKey
 )

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -236,6 +237,47 @@ func (s Secrets) names() []string {
 	return out
 }
 
+// origin is the scheme and authority of a URL, the place its secrets go.
+func origin(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return raw
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host)
+}
+
+// forgetRetargeted drops the secrets that would be sent to, or derived
+// for, an endpoint the update moves elsewhere: who may change an
+// integration must not be able to point its stored credentials at a server
+// of their own. Secrets given in the update are taken afterwards; one that
+// is not given again is missing, and the update is refused as incomplete.
+// Keys that only sign (the webhook secret, TLS client keys) stay.
+func (s *Secrets) forgetRetargeted(old, upd Integration) {
+	if ow, nw := old.Webhook, upd.Webhook; ow != nil && nw != nil {
+		if origin(ow.URL) != origin(nw.URL) {
+			// The API key header, the OAuth2 access token and the URL's
+			// query all go to the webhook URL.
+			s.AuthHeaderValue, s.OAuthClientSecret, s.WebhookURLQuery = "", "", ""
+		}
+		var ot, nt string
+		if ow.Auth != nil {
+			ot = origin(ow.Auth.TokenURL)
+		}
+		if nw.Auth != nil {
+			nt = origin(nw.Auth.TokenURL)
+		}
+		if ot != nt {
+			s.OAuthClientSecret = ""
+		}
+	}
+	if om, nm := old.MQTT, upd.MQTT; om != nil && nm != nil && origin(om.Broker) != origin(nm.Broker) {
+		s.MQTTPassword = ""
+	}
+	if oa, na := old.Azure, upd.Azure; oa != nil && na != nil && (!strings.EqualFold(oa.HostName, na.HostName) || oa.Port != na.Port) {
+		s.AzureDeviceKey = ""
+	}
+}
+
 // extractSecrets moves the write-only fields of in into a Secrets value
 // (keeping old's where in leaves them empty) and blanks them in in.
 func extractSecrets(in *Integration, old Secrets) Secrets {
@@ -319,6 +361,14 @@ func normalize(in *Integration) error {
 		errs = append(errs, "maxAge must be 1s to 720h")
 	}
 	f := &in.Filter
+	// Each value once (a repeated one would make overlapping consumer
+	// filters, which JetStream refuses), in a stable order.
+	slices.Sort(f.TsmIDs)
+	f.TsmIDs = slices.Compact(f.TsmIDs)
+	slices.Sort(f.Devices)
+	f.Devices = slices.Compact(f.Devices)
+	slices.Sort(f.Gateways)
+	f.Gateways = slices.Compact(f.Gateways)
 	if len(f.TsmIDs) > maxFilterValues || len(f.Devices) > maxFilterValues || len(f.Gateways) > maxFilterValues {
 		errs = append(errs, fmt.Sprintf("a filter list holds at most %d values", maxFilterValues))
 	}

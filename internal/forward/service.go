@@ -230,6 +230,7 @@ func (e *Engine) Update(ctx context.Context, tenant, id string, in Integration) 
 		return Integration{}, err
 	}
 	in.ClearSecrets = nil
+	old.forgetRetargeted(r.Integration, in)
 	sec := extractSecrets(&in, old)
 	if err := e.prepare(ctx, &in, &sec); err != nil {
 		return Integration{}, err

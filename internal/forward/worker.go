@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotransit/iotransit/internal/store"
 )
 
 // worker delivers one integration. One batch is in flight at a time, so
@@ -28,6 +30,10 @@ type worker struct {
 	mu    sync.Mutex
 	state State
 	dirty bool // state changed since it was last stored
+	// How far the last session got: leased (held the lease) and loaded
+	// (state holds the stored state). A session that failed earlier must
+	// not store its empty state over the stored one.
+	leased, loaded bool
 }
 
 // run holds the lease and delivers until ctx ends, starting over after a
@@ -51,11 +57,17 @@ func (w *worker) run(ctx context.Context) {
 }
 
 func (w *worker) session(ctx context.Context) error {
+	w.mu.Lock()
+	w.leased, w.loaded = false, false
+	w.mu.Unlock()
 	lctx, release, err := w.e.lease(ctx, w.tenant, w.id)
 	if err != nil {
 		return err
 	}
 	defer release()
+	w.mu.Lock()
+	w.leased = true
+	w.mu.Unlock()
 	r, _, err := w.e.load(lctx, w.tenant, w.id)
 	if err != nil {
 		return err
@@ -75,9 +87,13 @@ func (w *worker) session(ctx context.Context) error {
 		return &DeliveryError{Summary: "configuration refused", Err: err}
 	}
 	defer target.Close()
-	if w.state, err = w.e.loadState(lctx, w.tenant, w.id); err != nil {
+	st, err := w.e.loadState(lctx, w.tenant, w.id)
+	if err != nil {
 		return err
 	}
+	w.mu.Lock()
+	w.state, w.dirty, w.loaded = st, false, true
+	w.mu.Unlock()
 	cons, inProcess, err := w.e.ensureStreams(lctx, r.Integration, w.state)
 	if err != nil {
 		return err
@@ -102,25 +118,46 @@ type held struct {
 // batch fetches up to MaxMessages (waiting at most MaxWait) and delivers
 // them, retrying until delivered or dead-lettered.
 func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integration, inProcess bool, target Target) error {
-	fb, err := cons.Fetch(in.Batch.MaxMessages, jetstream.FetchMaxWait(time.Duration(in.Batch.MaxWait)))
+	// The fetch ends with the session (a node that lost its lease must not
+	// take messages from the new holder) and well within AckWait: nothing
+	// marks fetched messages in progress until the batch is complete, and
+	// JetStream would redeliver them into the same batch.
+	fctx, cancel := context.WithTimeout(ctx, min(time.Duration(in.Batch.MaxWait), w.e.cfg.AckWait/2))
+	defer cancel()
+	fb, err := cons.Fetch(in.Batch.MaxMessages, jetstream.FetchContext(fctx))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	var msgs []held
+	seen := map[uint64]bool{}
 	for jm := range fb.Messages() {
 		md, err := jm.Metadata()
 		if err != nil {
 			return err
 		}
+		if seen[md.Sequence.Stream] {
+			continue // a redelivery of a message already in this batch
+		}
+		seen[md.Sequence.Stream] = true
 		sm, err := w.e.msgs.Decode(ctx, w.tenant, md.Sequence.Stream, md.Timestamp, jm.Headers(), jm.Data())
-		if err != nil { // unreadable: it can never be delivered
+		if errors.Is(err, store.ErrUnreadable) { // it can never be delivered
 			w.e.log.Error("undecodable message dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "seq", md.Sequence.Stream, "error", err)
-			if derr := w.deadLetter(ctx, []held{{msg: jm, md: md}}, "message cannot be decoded", 0); derr != nil {
+			// The delivery position moves past it only if no earlier
+			// message of this batch is still to be delivered.
+			if derr := w.deadLetter(ctx, []held{{msg: jm, md: md}}, "message cannot be decoded", 0, len(msgs) == 0); derr != nil {
 				return derr
 			}
 			continue
 		}
-		if inProcess && !in.Filter.Matches(sm) {
+		if err != nil { // the key store is unavailable: the session starts over
+			return err
+		}
+		// A re-driven message was chosen for this integration by name:
+		// the filter (which may have changed since) does not apply.
+		if inProcess && sm.RedrivenAt.IsZero() && !in.Filter.Matches(sm) {
 			if err := jm.Ack(); err != nil {
 				return err
 			}
@@ -129,6 +166,9 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 		msgs = append(msgs, held{msg: jm, md: md, m: Message{
 			Seq: sm.Seq, ID: sm.ID, Gateway: sm.Gateway, Tuid: sm.Tuid, TsmID: sm.TsmID, ReceivedAt: sm.ReceivedAt, RedrivenAt: sm.RedrivenAt, Body: sm.Message,
 		}})
+	}
+	if ctx.Err() != nil {
+		return nil // stopping: what was fetched is redelivered to the next holder
 	}
 	if err := fb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -151,6 +191,9 @@ func newBatchID() string {
 // delivery still fails. While it retries, the messages are kept from being
 // redelivered (in progress).
 func (w *worker) deliver(ctx context.Context, in Integration, target Target, msgs []held) error {
+	if ctx.Err() != nil {
+		return nil // the lease is gone: the next holder delivers these
+	}
 	first, last := msgs[0].m.Seq, msgs[len(msgs)-1].m.Seq
 	b := &Batch{Tenant: w.tenant, Integration: w.id}
 	w.mu.Lock()
@@ -221,7 +264,7 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 		w.e.m.attempts.WithLabelValues(in.Type, "failed").Inc()
 		summary := Summary(err)
 		if now.Sub(oldest) > time.Duration(in.MaxAge) {
-			return w.deadLetter(ctx, msgs, summary, p.Attempts)
+			return w.deadLetter(ctx, msgs, summary, p.Attempts, true)
 		}
 		wait := w.backoff(p.Attempts, RetryAfter(err))
 		next := now.Add(wait)
@@ -303,8 +346,10 @@ const (
 )
 
 // deadLetter moves messages to the integration's dead-letter stream (as
-// stored: sealed, with their headers and why), then acknowledges them.
-func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, attempts int) error {
+// stored: sealed, with their headers and why), then acknowledges them;
+// advance moves the delivery position past them (not while earlier
+// messages are still held).
+func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, attempts int, advance bool) error {
 	subject := deadLetterSubject(w.tenant, w.id)
 	now := time.Now().UTC()
 	for _, h := range msgs {
@@ -332,7 +377,9 @@ func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, att
 	w.e.m.messages.WithLabelValues("", "dead_lettered").Add(float64(len(msgs)))
 	w.update(ctx, func(s *State) {
 		s.DeadLettered += uint64(len(msgs))
-		s.AckedThrough = max(s.AckedThrough, msgs[len(msgs)-1].md.Sequence.Stream)
+		if advance {
+			s.AckedThrough = max(s.AckedThrough, msgs[len(msgs)-1].md.Sequence.Stream)
+		}
 		s.Failed++
 		s.ConsecutiveFailures++
 		s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = reason, &now, &now, nil, nil
@@ -384,10 +431,28 @@ func (w *worker) flush(ctx context.Context) {
 	}
 }
 
-// noteError records a session failure in the state.
+// noteError records a session failure in the state. A session that never
+// held the lease records nothing (another node may be delivering); one that
+// failed before it loaded the state changes only the error of the stored
+// state, never its counters or delivery position.
 func (w *worker) noteError(ctx context.Context, summary string, err error) {
 	now := time.Now().UTC()
-	w.update(ctx, func(s *State) {
+	w.mu.Lock()
+	leased, loaded := w.leased, w.loaded
+	w.mu.Unlock()
+	switch {
+	case loaded:
+		w.update(ctx, func(s *State) {
+			s.LastError, s.LastErrorAt = summary, &now
+		})
+	case leased:
+		s, lerr := w.e.loadState(ctx, w.tenant, w.id)
+		if lerr != nil {
+			return
+		}
 		s.LastError, s.LastErrorAt = summary, &now
-	})
+		if serr := w.e.saveState(ctx, w.tenant, w.id, s); serr != nil {
+			w.e.log.Warn("save integration state", "tenant_id", w.tenant, "integration_id", w.id, "error", serr)
+		}
+	}
 }

@@ -27,10 +27,22 @@ var (
 	ErrTokenExpired        = fault.Define("registry.token_expired", fault.Unauthenticated, "the enrollment token has expired")
 	ErrTokenSerialMismatch = fault.Define("registry.token_serial_mismatch", fault.PermissionDenied, "the enrollment token was issued for another gateway serial")
 	ErrTokenTTLInvalid     = fault.Define("registry.token_ttl_invalid", fault.InvalidArgument, "a token lives between 1 minute and 30 days")
+	ErrRenewalRateLimited  = fault.Define("registry.renewal_rate_limited", fault.ResourceExhausted, "the gateway renews its certificate too often; try again later")
+)
+
+// Renewal rate limit: a gateway that was issued RenewalBurst certificates
+// within RenewalWindow is refused renewal until the oldest of them leaves
+// the window. RenewalBurst must not exceed keptCertificateRecords, the
+// entries a record always keeps, or they could not be counted.
+const (
+	RenewalBurst  = 10
+	RenewalWindow = time.Minute
 )
 
 // EnrollmentToken is a one-time secret that lets the gateway with Serial get
-// its first certificate. Its hash is stored, never the token.
+// its first certificate. Its hash is stored, never the token. It is bound
+// to the gateway registered when it was made: once that gateway is deleted,
+// the token does not work for a gateway registered again with the serial.
 type EnrollmentToken struct {
 	ID        string     `json:"id"`
 	Tenant    string     `json:"tenant"`
@@ -40,6 +52,20 @@ type EnrollmentToken struct {
 	ExpiresAt time.Time  `json:"expiresAt"`
 	UsedAt    *time.Time `json:"usedAt,omitempty"`
 	Hash      []byte     `json:"hash,omitempty"`
+	// GatewayIncarnation is the Incarnation of the gateway the token was
+	// made for. Stored only, like Hash: cleared in what callers are given.
+	GatewayIncarnation string `json:"gatewayIncarnation,omitempty"`
+}
+
+// boundTo reports whether t was made for g (and not for an earlier gateway
+// with its serial).
+func (t *EnrollmentToken) boundTo(g *Gateway) bool {
+	if t.GatewayIncarnation != "" || g.Incarnation != "" {
+		return t.GatewayIncarnation == g.Incarnation
+	}
+	// Token and gateway both from before incarnations: a gateway registered
+	// after the token was made is a later one.
+	return !g.CreatedAt.After(t.CreatedAt)
 }
 
 const (
@@ -86,7 +112,7 @@ func (r *Registry) CreateEnrollmentToken(ctx context.Context, tenant, serial str
 	}
 	id, secret := hex.EncodeToString(b[:8]), base64.RawURLEncoding.EncodeToString(b[8:])
 	now := r.now().UTC()
-	t := EnrollmentToken{ID: id, Tenant: tenant, Serial: serial, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: now.Add(ttl), Hash: tokenHash(secret)}
+	t := EnrollmentToken{ID: id, Tenant: tenant, Serial: serial, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: now.Add(ttl), Hash: tokenHash(secret), GatewayIncarnation: g.Incarnation}
 	kv, err := r.tokens(ctx)
 	if err != nil {
 		return EnrollmentToken{}, "", err
@@ -98,7 +124,7 @@ func (r *Registry) CreateEnrollmentToken(ctx context.Context, tenant, serial str
 	if _, err := kv.Create(ctx, id, v); err != nil {
 		return EnrollmentToken{}, "", fmt.Errorf("registry: store token: %w", err)
 	}
-	t.Hash = nil
+	t.Hash, t.GatewayIncarnation = nil, ""
 	return t, tokenPrefix + id + "_" + secret, nil
 }
 
@@ -123,7 +149,7 @@ func (r *Registry) EnrollmentTokens(ctx context.Context, tenant string) ([]Enrol
 		}
 		var t EnrollmentToken
 		if json.Unmarshal(e.Value(), &t) == nil && t.Tenant == tenant {
-			t.Hash = nil
+			t.Hash, t.GatewayIncarnation = nil, ""
 			out = append(out, t)
 		}
 	}
@@ -141,7 +167,9 @@ type Enrollment struct {
 }
 
 // Enroll spends a token: the CSR's subject common name must be the token's
-// serial, and the token works once. A CSR problem does not spend it.
+// serial, and the token works once. A CSR problem does not spend it. A
+// token whose gateway was deleted (even if the serial was registered again
+// since) is refused as ErrTokenInvalid, like an unknown token.
 func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (Enrollment, error) {
 	rest, ok := strings.CutPrefix(token, tokenPrefix)
 	id, secret, ok2 := strings.Cut(rest, "_")
@@ -176,6 +204,11 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 	if !now.Before(t.ExpiresAt) {
 		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenExpired.New()
 	}
+	// The gateway the token was made for must still be registered. Refused
+	// as an unknown token: the caller learns nothing of the gateway.
+	if g, ok := r.Gateway(t.Tenant, t.Serial); !ok || !t.boundTo(&g) {
+		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenInvalid.New()
+	}
 	csr, err := pki.ParseCSR(csrPEM)
 	if err != nil {
 		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, err
@@ -198,7 +231,17 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 		}
 		return Enrollment{}, fmt.Errorf("registry: spend token: %w", err)
 	}
-	certPEM, rec, err := r.IssueCertificate(ctx, t.Tenant, t.Serial, csrPEM, validity)
+	// Checked again where the certificate is recorded: the gateway may have
+	// been deleted and registered again since the check above.
+	certPEM, rec, err := r.issue(ctx, t.Tenant, t.Serial, csrPEM, validity, func(g *Gateway, _ time.Time) error {
+		if !t.boundTo(g) {
+			return ErrTokenInvalid.New()
+		}
+		return nil
+	})
+	if ErrGatewayNotFound.Is(err) {
+		err = ErrTokenInvalid.New()
+	}
 	if err != nil {
 		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, err
 	}
@@ -207,9 +250,23 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 }
 
 // Reenroll issues a new certificate to an authenticated gateway from a CSR
-// with its serial. The current certificate stays valid until it expires.
+// with its serial. The current certificate stays valid until it expires or
+// is superseded: only the newest MaxValidCertificates certificates of a
+// gateway stay valid. A gateway issued RenewalBurst certificates within
+// RenewalWindow is refused with ErrRenewalRateLimited.
 func (r *Registry) Reenroll(ctx context.Context, id Identity, csrPEM []byte, validity time.Duration) (Enrollment, error) {
-	certPEM, rec, err := r.IssueCertificate(ctx, id.Tenant, id.Serial, csrPEM, validity)
+	certPEM, rec, err := r.issue(ctx, id.Tenant, id.Serial, csrPEM, validity, func(g *Gateway, now time.Time) error {
+		recent := 0
+		for _, c := range g.Certificates {
+			if now.Sub(c.IssuedAt) < RenewalWindow {
+				recent++
+			}
+		}
+		if recent >= RenewalBurst {
+			return ErrRenewalRateLimited.New()
+		}
+		return nil
+	})
 	if err != nil {
 		return Enrollment{Tenant: id.Tenant, Serial: id.Serial}, err
 	}

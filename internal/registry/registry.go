@@ -8,6 +8,7 @@ package registry
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -89,13 +90,80 @@ type Certificate struct {
 	NotAfter    time.Time  `json:"notAfter"`
 	IssuedAt    time.Time  `json:"issuedAt"`
 	RevokedAt   *time.Time `json:"revokedAt,omitempty"`
+	// RevocationReason says why RevokedAt is set: RevocationSuperseded or
+	// RevocationGatewayRevoked (empty in records written before it existed).
+	RevocationReason string `json:"revocationReason,omitempty"`
+}
+
+// Certificate revocation reasons.
+const (
+	// RevocationSuperseded: newer certificates were issued to the gateway
+	// (at most MaxValidCertificates stay valid).
+	RevocationSuperseded = "superseded"
+	// RevocationGatewayRevoked: the gateway was revoked.
+	RevocationGatewayRevoked = "gateway_revoked"
+)
+
+// Bounds of a gateway's certificate list. Issuing a certificate revokes
+// (as superseded) every valid one but the newest MaxValidCertificates, so a
+// gateway can move to its new certificate while the previous one still
+// works; revoked or expired entries older than the newest
+// keptCertificateRecords are dropped from the record, which would otherwise
+// grow with every renewal until it no longer fits a KV message.
+const (
+	MaxValidCertificates   = 2
+	keptCertificateRecords = 10
+)
+
+// valid reports whether c is neither revoked nor expired at now.
+func (c *Certificate) valid(now time.Time) bool {
+	return c.RevokedAt == nil && now.Before(c.NotAfter)
+}
+
+// boundCertificates supersedes all valid certificates of g but the newest
+// MaxValidCertificates (the list is in issue order) and drops the revoked
+// or expired entries that are not among the newest keptCertificateRecords.
+func boundCertificates(g *Gateway, now time.Time) {
+	valid := 0
+	for i := len(g.Certificates) - 1; i >= 0; i-- {
+		c := &g.Certificates[i]
+		if !c.valid(now) {
+			continue
+		}
+		if valid++; valid > MaxValidCertificates {
+			at := now
+			c.RevokedAt, c.RevocationReason = &at, RevocationSuperseded
+		}
+	}
+	pruneCertificates(g, now)
+}
+
+// pruneCertificates drops the revoked or expired entries of g that are not
+// among the newest keptCertificateRecords.
+func pruneCertificates(g *Gateway, now time.Time) {
+	if len(g.Certificates) <= keptCertificateRecords {
+		return
+	}
+	old := len(g.Certificates) - keptCertificateRecords
+	kept := make([]Certificate, 0, keptCertificateRecords+MaxValidCertificates)
+	for i, c := range g.Certificates {
+		if i >= old || c.valid(now) {
+			kept = append(kept, c)
+		}
+	}
+	g.Certificates = kept
 }
 
 // Gateway is a registered gateway.
 type Gateway struct {
-	Tenant            string            `json:"tenant"`
-	Serial            string            `json:"serial"`
-	State             GatewayState      `json:"state"`
+	Tenant string       `json:"tenant"`
+	Serial string       `json:"serial"`
+	State  GatewayState `json:"state"`
+	// Incarnation is a random id given at registration: it tells a gateway
+	// apart from an earlier one registered with the same serial and deleted
+	// (enrollment tokens are bound to it). Empty in records written before
+	// it existed.
+	Incarnation       string            `json:"incarnation,omitempty"`
 	CreatedAt         time.Time         `json:"createdAt"`
 	UpdatedAt         time.Time         `json:"updatedAt"`
 	Labels            map[string]string `json:"labels,omitempty"`
@@ -547,8 +615,13 @@ func (r *Registry) RegisterGateway(ctx context.Context, tenant, serial string) (
 		}
 		return Gateway{}, fmt.Errorf("registry: reserve serial: %w", err)
 	}
+	inc := make([]byte, 16)
+	if _, err := rand.Read(inc); err != nil {
+		_ = r.serKV.Delete(ctx, serial)
+		return Gateway{}, fmt.Errorf("registry: random: %w", err)
+	}
 	now := r.now().UTC()
-	g := Gateway{Tenant: tenant, Serial: serial, State: StateActive, CreatedAt: now, UpdatedAt: now}
+	g := Gateway{Tenant: tenant, Serial: serial, State: StateActive, Incarnation: hex.EncodeToString(inc), CreatedAt: now, UpdatedAt: now}
 	b, err := json.Marshal(g)
 	if err != nil {
 		return Gateway{}, err
@@ -634,8 +707,12 @@ func (r *Registry) SetGatewayState(ctx context.Context, tenant, serial string, s
 			for i := range g.Certificates {
 				if g.Certificates[i].RevokedAt == nil {
 					g.Certificates[i].RevokedAt = &now
+					g.Certificates[i].RevocationReason = RevocationGatewayRevoked
 				}
 			}
+			// Keep the record small (one bloated before the list was
+			// bounded could otherwise be too large to store revoked).
+			pruneCertificates(g, now)
 		}
 		return nil
 	})
@@ -673,8 +750,17 @@ func (r *Registry) loadCA(ctx context.Context, te *tenantEntry) (*pki.CA, error)
 
 // IssueCertificate signs a gateway certificate from a PEM CSR whose subject
 // common name must be the gateway serial, records it, and returns the
-// certificate PEM and its record. The gateway must be active.
+// certificate PEM and its record. The gateway must be active. Older
+// certificates beyond the newest MaxValidCertificates valid ones are revoked
+// as superseded.
 func (r *Registry) IssueCertificate(ctx context.Context, tenant, serial string, csrPEM []byte, validity time.Duration) ([]byte, Certificate, error) {
+	return r.issue(ctx, tenant, serial, csrPEM, validity, nil)
+}
+
+// issue is IssueCertificate with check, if not nil, run on the gateway
+// record before signing and again in the update that records the
+// certificate, so what it checks cannot change in between.
+func (r *Registry) issue(ctx context.Context, tenant, serial string, csrPEM []byte, validity time.Duration, check func(g *Gateway, now time.Time) error) ([]byte, Certificate, error) {
 	te, err := r.entry(tenant)
 	if err != nil {
 		return nil, Certificate{}, err
@@ -686,6 +772,11 @@ func (r *Registry) IssueCertificate(ctx context.Context, tenant, serial string, 
 	g, ok := r.Gateway(tenant, serial)
 	if !ok {
 		return nil, Certificate{}, ErrGatewayNotFound.New()
+	}
+	if check != nil {
+		if err := check(&g, r.now().UTC()); err != nil {
+			return nil, Certificate{}, err
+		}
 	}
 	if g.State != StateActive {
 		return nil, Certificate{}, ErrGatewayNotActive.New()
@@ -704,10 +795,16 @@ func (r *Registry) IssueCertificate(ctx context.Context, tenant, serial string, 
 		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), IssuedAt: now,
 	}
 	if _, err := r.update(ctx, tenant, serial, func(g *Gateway) error {
+		if check != nil {
+			if err := check(g, now); err != nil {
+				return err
+			}
+		}
 		if g.State != StateActive {
 			return ErrGatewayNotActive.New()
 		}
 		g.Certificates = append(g.Certificates, rec)
+		boundCertificates(g, now)
 		return nil
 	}); err != nil {
 		return nil, Certificate{}, err

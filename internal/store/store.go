@@ -19,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotransit/iotransit/internal/kms"
 )
 
 // Sealer encrypts payloads under a tenant's data key (kms.Keyring).
@@ -361,7 +363,10 @@ func ContentID(h nats.Header) string {
 func (s *Store) Decode(ctx context.Context, tenant string, seq uint64, stored time.Time, h nats.Header, data []byte) (Message, error) {
 	id := ContentID(h)
 	body, err := s.keys.Open(ctx, tenant, data, []byte(id))
-	if err != nil {
+	if errors.Is(err, kms.ErrOpen) {
+		return Message{}, fmt.Errorf("store: open message %d: %w: %w", seq, ErrUnreadable, err)
+	}
+	if err != nil { // the data key could not be read: try again later
 		return Message{}, fmt.Errorf("store: open message %d: %w", seq, err)
 	}
 	tsmID, _ := strconv.Atoi(h.Get(hdrTsmID))
@@ -374,6 +379,11 @@ func (s *Store) Decode(ctx context.Context, tenant string, seq uint64, stored ti
 	}
 	return m, nil
 }
+
+// ErrUnreadable marks a stored message that can never be opened (damaged, or
+// sealed under another key): unlike a failure to reach the key store, trying
+// again does not help.
+var ErrUnreadable = errors.New("store: message cannot be opened")
 
 // RedriveSubjectPrefix is the subject prefix of messages re-driven to one
 // integration: only that integration's consumer reads them.
