@@ -40,6 +40,10 @@ type Config struct {
 	CertValidity time.Duration
 	// StreamRecheck is how often an open stream re-checks its credential (default 10s).
 	StreamRecheck time.Duration
+	// MaxStreamsPerCredential and MaxStreamsPerTenant bound the WebSocket
+	// streams open at once on this node (defaults 8 and 64): each holds a
+	// JetStream consumer.
+	MaxStreamsPerCredential, MaxStreamsPerTenant int
 }
 
 // Registry is what the API uses of the registry (registry.Registry).
@@ -135,6 +139,7 @@ type Server struct {
 	limits  *limiter
 	handler http.Handler
 	routes  []Route
+	streams streamCount
 }
 
 // New builds the API on a listener with tlsCfg (from pki.ServerTLSConfig).
@@ -149,6 +154,12 @@ func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, 
 	}
 	if cfg.CertValidity == 0 {
 		cfg.CertValidity = 365 * 24 * time.Hour
+	}
+	if cfg.MaxStreamsPerCredential == 0 {
+		cfg.MaxStreamsPerCredential = 8
+	}
+	if cfg.MaxStreamsPerTenant == 0 {
+		cfg.MaxStreamsPerTenant = 64
 	}
 	if cfg.StreamRecheck == 0 {
 		cfg.StreamRecheck = 10 * time.Second

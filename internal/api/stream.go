@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -30,7 +31,43 @@ var (
 	ErrUpgradeRequired = fault.Define("api.upgrade_required", fault.UpgradeRequired, "this route is a WebSocket: send an Upgrade: websocket request")
 	ErrBadHandshake    = fault.Define("api.websocket_handshake", fault.InvalidArgument, "the WebSocket handshake is not valid (RFC 6455 section 4.1)")
 	ErrOrigin          = fault.Define("api.websocket_origin", fault.PermissionDenied, "a browser page of another origin may not open this stream")
+	ErrTooManyStreams  = fault.Define("api.too_many_streams", fault.ResourceExhausted, "too many streams are open for this credential or tenant; close one first")
 )
+
+// streamCount counts the open streams per credential and per tenant.
+type streamCount struct {
+	mu     sync.Mutex
+	byCred map[string]int
+	byTen  map[string]int
+}
+
+// acquire takes a stream slot for credential cred of tenant, or reports
+// false when either is at its limit; release gives it back.
+func (c *streamCount) acquire(tenant, cred string, perCred, perTenant int) (release func(), ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byCred == nil {
+		c.byCred, c.byTen = map[string]int{}, map[string]int{}
+	}
+	if c.byCred[cred] >= perCred || c.byTen[tenant] >= perTenant {
+		return nil, false
+	}
+	c.byCred[cred]++
+	c.byTen[tenant]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.byCred[cred]--; c.byCred[cred] <= 0 {
+				delete(c.byCred, cred)
+			}
+			if c.byTen[tenant]--; c.byTen[tenant] <= 0 {
+				delete(c.byTen, tenant)
+			}
+		})
+	}, true
+}
 
 // checkHandshake refuses, as problem+json like every other error of the
 // API, each handshake the WebSocket library would refuse with a text/plain
@@ -115,7 +152,7 @@ func (s *Server) resumeAfter(ctx context.Context, tenant, after string) (uint64,
 // are stored: each frame is a JSON array of Thingsee messages exactly as
 // forwarded (a binary HPKE-sealed array when the websocket integration named
 // by ?integration= has a key). ?after= resumes without a gap.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	if s.deps.Stream == nil {
 		return ErrNotFound.New()
 	}
@@ -151,6 +188,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ *Principal) er
 	if err := checkHandshake(w, r); err != nil {
 		return err
 	}
+	release, ok := s.streams.acquire(tenant, p.Kind+":"+p.ID, s.cfg.MaxStreamsPerCredential, s.cfg.MaxStreamsPerTenant)
+	if !ok {
+		retryAfter(w, 10*time.Second)
+		return ErrTooManyStreams.New()
+	}
+	defer release()
 	// The server's read and write timeouts protect request/response routes;
 	// a stream lives on (it has its own write timeout and pings).
 	rc := http.NewResponseController(w)

@@ -205,3 +205,46 @@ func TestForwardWebSocketEndsWhenKeyRevoked(t *testing.T) {
 		t.Errorf("plain GET: %d %s", g.Status, g.Body)
 	}
 }
+
+// TestForwardWebSocketStreamsAreBounded: one credential can hold only so
+// many streams open (each holds a JetStream consumer); beyond it 429 with
+// Retry-After, and a closed stream frees its slot. Another credential of
+// the tenant has its own slots until the tenant's limit.
+func TestForwardWebSocketStreamsAreBounded(t *testing.T) {
+	e := newEnv(t, func(c *node.Config) { c.MaxStreamsPerCredential, c.MaxStreamsPerTenant = 2, 3 })
+	k1, k2 := apiKey(t, e, tenant, "messages:read"), apiKey(t, e, tenant, "messages:read")
+	var open []*websocket.Conn
+	for range 2 {
+		c, _, err := dialStream(t, e, k1, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	refused := func(key, why string) {
+		t.Helper()
+		_, resp, err := dialStream(t, e, key, "")
+		if err == nil || resp == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("%s: %v %+v", why, err, resp)
+		}
+	}
+	refused(k1, "a third stream of one credential")
+	c3, _, err := dialStream(t, e, k2, "")
+	if err != nil {
+		t.Fatalf("another credential: %v", err)
+	}
+	refused(k2, "a fourth stream of the tenant")
+	c3.Close(websocket.StatusNormalClosure, "")
+	open[0].Close(websocket.StatusNormalClosure, "")
+	tu.Eventually(t, 5*time.Second, 50*time.Millisecond, func() error {
+		c, _, err := dialStream(t, e, k1, "")
+		if err != nil {
+			return err
+		}
+		open[0] = c
+		return nil
+	})
+	for _, c := range open {
+		c.Close(websocket.StatusNormalClosure, "")
+	}
+}

@@ -75,6 +75,9 @@ type Config struct {
 	// StreamRecheck is how often an open WebSocket stream re-checks its
 	// credential (default 10s).
 	StreamRecheck time.Duration
+	// MaxStreamsPerCredential and MaxStreamsPerTenant bound the WebSocket
+	// streams open at once (0: the API's defaults).
+	MaxStreamsPerCredential, MaxStreamsPerTenant int
 	// Audit configures checkpoints of the audit log.
 	Audit audit.Config
 	// AllowPrivateTargets lets integrations reach loopback, private and
@@ -269,7 +272,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}
-	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck}, pki.ServerTLSConfig(certs), api.Deps{
+	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
+		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: n.creds, Messages: n.st, Audit: n.audit,
 		Integrations: n.fwd, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
