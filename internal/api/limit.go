@@ -25,6 +25,13 @@ type Limits struct {
 	// window ends.
 	AuthFailures int
 	AuthWindow   time.Duration
+	// AuditRefusals is how many refused authentications per minute are
+	// written to one tenant's audit log (default 10, burst AuditBurst,
+	// default 20); the rest are counted, and the next entry written says
+	// how many were left out. Anyone who knows a key id can cause a
+	// refusal; they must not be able to flood the tenant's log.
+	AuditRefusals float64
+	AuditBurst    int
 }
 
 func (l *Limits) defaults() {
@@ -46,6 +53,12 @@ func (l *Limits) defaults() {
 	if l.AuthWindow == 0 {
 		l.AuthWindow = time.Minute
 	}
+	if l.AuditRefusals == 0 {
+		l.AuditRefusals = 10
+	}
+	if l.AuditBurst == 0 {
+		l.AuditBurst = 20
+	}
 }
 
 // limiter holds token buckets per credential and per address, and failed
@@ -53,10 +66,11 @@ func (l *Limits) defaults() {
 type limiter struct {
 	cfg Limits
 
-	mu       sync.Mutex
-	buckets  map[string]*bucket
-	failures map[string]*window
-	swept    time.Time
+	mu         sync.Mutex
+	buckets    map[string]*bucket
+	failures   map[string]*window
+	suppressed map[string]int // refusals left out of a tenant's audit log
+	swept      time.Time
 }
 
 type bucket struct {
@@ -71,7 +85,23 @@ type window struct {
 
 func newLimiter(cfg Limits) *limiter {
 	cfg.defaults()
-	return &limiter{cfg: cfg, buckets: map[string]*bucket{}, failures: map[string]*window{}}
+	return &limiter{cfg: cfg, buckets: map[string]*bucket{}, failures: map[string]*window{}, suppressed: map[string]int{}}
+}
+
+// auditRefusal reports whether a refused authentication naming tenant is
+// written to its audit log, and then how many earlier ones were left out.
+func (l *limiter) auditRefusal(tenant string, now time.Time) (write bool, leftOut int) {
+	if ok, _ := l.allow("audit:"+tenant, l.cfg.AuditRefusals/60, l.cfg.AuditBurst, now); !ok {
+		l.mu.Lock()
+		l.suppressed[tenant]++
+		l.mu.Unlock()
+		return false, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	leftOut = l.suppressed[tenant]
+	delete(l.suppressed, tenant)
+	return true, leftOut
 }
 
 // allow takes a token from the bucket key (made with r and burst if new);

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -166,5 +167,42 @@ func TestAPIRateLimits(t *testing.T) {
 	r := a.Do("GET", "/v1/tenants/dev/messages", k2, nil)
 	if code, _ := r.Problem(); r.Status != 429 || code != "api.auth_throttled" || r.Header.Get("Retry-After") == "" {
 		t.Errorf("after 5 failures: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestAPIAuditRefusalsBounded: anyone who knows a key id can make refused
+// authentications that name its tenant; they are written to the tenant's
+// audit log only up to a budget, and the next entry written says how many
+// were left out.
+func TestAPIAuditRefusalsBounded(t *testing.T) {
+	n := tu.StartNode(t, func(c *node.Config) {
+		c.APILimits = api.Limits{AuthFailures: 1000, AuditRefusals: 0.001, AuditBurst: 3}
+	})
+	a := tu.NewAPI(t, n)
+	r := a.Do("POST", "/v1/tenants/dev/api-keys", a.Key(), map[string]any{"scopes": []string{"messages:read"}})
+	var k struct{ ID string }
+	r.Decode(t, &k)
+	forged := "itk_" + k.ID + "_" + strings.Repeat("x", 43)
+	for i := range 30 {
+		if r := a.Do("GET", "/v1/tenants/dev/messages", forged, nil); r.Status != 401 {
+			t.Fatalf("forged key %d: %d", i, r.Status)
+		}
+	}
+	var entries struct {
+		Items []struct {
+			Action string
+			Detail map[string]string
+		}
+	}
+	tu.Eventually(t, 5*time.Second, 50*time.Millisecond, func() error {
+		entries.Items = nil
+		a.Do("GET", "/v1/tenants/dev/audit?action=api.auth.refuse&limit=100", a.Key(), nil).Decode(t, &entries)
+		if len(entries.Items) < 3 {
+			return fmt.Errorf("%d refusal entries", len(entries.Items))
+		}
+		return nil
+	})
+	if len(entries.Items) != 3 {
+		t.Errorf("%d refusal entries for 30 refusals with a budget of 3", len(entries.Items))
 	}
 }
