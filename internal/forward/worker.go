@@ -126,7 +126,9 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 	defer cancel()
 	fb, err := cons.Fetch(in.Batch.MaxMessages, jetstream.FetchContext(fctx))
 	if err != nil {
-		if ctx.Err() != nil {
+		if fctx.Err() != nil {
+			// Stopping, or a busy machine spent the whole wait before the
+			// request went out: an empty fetch, not a failure.
 			return nil
 		}
 		return err
