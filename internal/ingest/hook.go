@@ -423,9 +423,9 @@ func (h *hook) report(s *session, packetID uint16, res thingsee.Result, received
 }
 
 // kick disconnects the gateway's live session, if any.
-func (h *hook) kick(tenant, serial string) bool {
+func (h *hook) kick(tenant, serial string, stale func(certSerial string) bool) bool {
 	s, ok := h.session(tenant, serial)
-	if !ok {
+	if !ok || (stale != nil && !stale(s.id.CertSerial)) {
 		return false
 	}
 	_ = h.broker.DisconnectClient(s.cl, packets.ErrAdministrativeAction)

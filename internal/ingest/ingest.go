@@ -197,7 +197,14 @@ func (s *Server) Close() error {
 // reason "administrative action". It is called when a gateway is revoked or
 // isolated; its reconnects are refused at the handshake.
 func (s *Server) Kick(tenant, serial string) bool {
-	return s.hook.kick(tenant, serial)
+	return s.hook.kick(tenant, serial, nil)
+}
+
+// KickStale closes the gateway's live session on this node if stale says
+// the certificate it authenticated with (by serial number) is no longer
+// good, and reports whether it did.
+func (s *Server) KickStale(tenant, serial string, stale func(certSerial string) bool) bool {
+	return s.hook.kick(tenant, serial, stale)
 }
 
 // Connected reports whether the gateway has a live session here.

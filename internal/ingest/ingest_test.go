@@ -524,3 +524,30 @@ func TestIngestDropsWillMessages(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 }
+
+// TestIngestDropsSessionOnSupersededCertificate: a gateway keeps two valid
+// certificates; a renewal that supersedes the one a live session uses ends
+// that session, and the certificate cannot connect again.
+func TestIngestDropsSessionOnSupersededCertificate(t *testing.T) {
+	n := tu.StartNode(t, nil)
+	first := tu.Gateway(t, n, tenant, gwA)
+	up, err := tu.Dial(t, n, first, gwA, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu.Enroll(t, n, tenant, gwA, 24*time.Hour) // the first stays valid
+	select {
+	case <-up.Done():
+		t.Fatal("a session on a still valid certificate was closed")
+	case <-time.After(500 * time.Millisecond):
+	}
+	tu.Enroll(t, n, tenant, gwA, 24*time.Hour) // supersedes the first
+	select {
+	case <-up.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session on a superseded certificate is still open")
+	}
+	if _, err := tu.Dial(t, n, first, gwA, nil); err == nil {
+		t.Fatal("a superseded certificate connected")
+	}
+}

@@ -265,8 +265,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.reg.OnGatewayChange(func(g registry.Gateway) {
-		if g.State != registry.StateActive && n.ing.Kick(g.Tenant, g.Serial) {
-			n.log.Info("live session closed", "tenant_id", g.Tenant, "gateway_id", g.Serial, "state", string(g.State))
+		if g.State != registry.StateActive {
+			if n.ing.Kick(g.Tenant, g.Serial) {
+				n.log.Info("live session closed", "tenant_id", g.Tenant, "gateway_id", g.Serial, "state", string(g.State))
+			}
+			return
+		}
+		// A renewal supersedes older certificates: a session still on one
+		// of them ends too (the gateway reconnects with its new one).
+		if n.ing.KickStale(g.Tenant, g.Serial, func(certSerial string) bool { return !g.CertificateValid(certSerial, time.Now()) }) {
+			n.log.Info("live session closed: its certificate was revoked", "tenant_id", g.Tenant, "gateway_id", g.Serial)
 		}
 	})
 	if err := n.ing.Start(); err != nil {

@@ -115,6 +115,13 @@ const (
 	keptCertificateRecords = 10
 )
 
+// CertificateValid reports whether the certificate with serial number
+// certSerial was issued to g and is neither revoked nor expired at now.
+func (g Gateway) CertificateValid(certSerial string, now time.Time) bool {
+	c, ok := g.Certificate(certSerial)
+	return ok && c.valid(now)
+}
+
 // valid reports whether c is neither revoked nor expired at now.
 func (c *Certificate) valid(now time.Time) bool {
 	return c.RevokedAt == nil && now.Before(c.NotAfter)
