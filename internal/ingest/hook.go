@@ -11,11 +11,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/time/rate"
 
+	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/store"
 	"github.com/iotransit/iotransit/internal/thingsee"
 )
@@ -35,10 +37,25 @@ func ErrorsTopic(serial string) string { return topicPrefix + serial + downSuffi
 
 // session is one authenticated gateway connection.
 type session struct {
-	id      Identity
-	cl      *mqtt.Client
-	limiter *rate.Limiter
+	id          Identity
+	cl          *mqtt.Client
+	limiter     *rate.Limiter
+	established bool // mochi sent the CONNACK: OnDisconnect follows
 }
+
+// limiterEntry is a gateway's message rate limiter, kept across its
+// connections so that reconnecting does not grant a fresh burst.
+type limiterEntry struct {
+	l    *rate.Limiter
+	seen time.Time
+}
+
+// Bounds of what one gateway may subscribe to under its down/ prefix.
+const (
+	maxSubscriptions = 16
+	maxFilterLen     = 256
+	maxFilterLevels  = 3 // below down/
+)
 
 // hook adapts mochi's Hook to the ingest: identity, ACL, validation and
 // persist-before-ack. It is the only file that knows mochi's hook API.
@@ -58,6 +75,9 @@ type hook struct {
 	byClient  map[*mqtt.Client]*session
 	byGateway map[string]*session // tenant/serial
 	perTenant map[string]int
+	limiters  map[string]*limiterEntry // tenant/serial
+	swept     time.Time
+	owners    map[string]string // client id → tenant/incarnation of its mochi session
 }
 
 func newHook(cfg Config, broker *mqtt.Server, dir Directory, st Store, m *metrics, log *slog.Logger) *hook {
@@ -69,6 +89,82 @@ func newHook(cfg Config, broker *mqtt.Server, dir Directory, st Store, m *metric
 		byClient:  map[*mqtt.Client]*session{},
 		byGateway: map[string]*session{},
 		perTenant: map[string]int{},
+		limiters:  map[string]*limiterEntry{},
+		owners:    map[string]string{},
+	}
+}
+
+// limiterFor returns the gateway's rate limiter (h.mu held).
+func (h *hook) limiterFor(key string, now time.Time) *rate.Limiter {
+	if now.Sub(h.swept) > time.Minute {
+		h.swept = now
+		for k, e := range h.limiters {
+			if now.Sub(e.seen) > 10*time.Minute {
+				delete(h.limiters, k)
+			}
+		}
+	}
+	e, ok := h.limiters[key]
+	if !ok {
+		e = &limiterEntry{l: rate.NewLimiter(rate.Limit(h.cfg.MsgRate), h.cfg.MsgBurst)}
+		h.limiters[key] = e
+	}
+	e.seen = now
+	return e.l
+}
+
+// unregister forgets cl's session; it reports the session if there was one.
+func (h *hook) unregister(cl *mqtt.Client) (*session, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.byClient[cl]
+	if !ok {
+		return nil, false
+	}
+	delete(h.byClient, cl)
+	h.perTenant[s.id.Tenant]--
+	if h.perTenant[s.id.Tenant] <= 0 {
+		delete(h.perTenant, s.id.Tenant)
+	}
+	k := gatewayKey(s.id.Tenant, s.id.Serial)
+	if h.byGateway[k] == s { // not taken over by a newer connection
+		delete(h.byGateway, k)
+	}
+	return s, true
+}
+
+// stillValid re-reads the gateway after its session is registered: a
+// revocation (or a renewal superseding the certificate) between the TLS
+// handshake and CONNECT found no session to close, so it is caught here.
+func (h *hook) stillValid(id Identity) bool {
+	g, ok := h.dir.Gateway(id.Tenant, id.Serial)
+	return ok && g.State == registry.StateActive && g.CertificateValid(id.CertSerial, h.now())
+}
+
+// prepareSession cleans the broker's stored session of this client id
+// before mochi hands it to the new connection: a session left by another
+// gateway with the same serial (deleted and registered again, here or in
+// another tenant) is emptied, and no stored PUBACK is ever resent (it would
+// acknowledge a packet id the new connection may reuse for a message not
+// yet stored).
+func (h *hook) prepareSession(clientID, owner string) {
+	existing, ok := h.broker.Clients.Get(clientID)
+	h.mu.Lock()
+	prev := h.owners[clientID]
+	h.owners[clientID] = owner
+	h.mu.Unlock()
+	if !ok {
+		return
+	}
+	if prev != owner {
+		h.broker.UnsubscribeClient(existing)
+		existing.ClearInflights()
+		return
+	}
+	for _, p := range existing.State.Inflight.GetAll(false) {
+		if p.FixedHeader.Type == packets.Puback {
+			existing.State.Inflight.Delete(p.PacketID)
+		}
 	}
 }
 
@@ -78,7 +174,7 @@ func (h *hook) ID() string { return "iotransit-ingest" }
 // Provides lists exactly the events the hook handles.
 func (h *hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect,
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck, mqtt.OnDisconnect,
 		mqtt.OnPacketRead, mqtt.OnPublish:
 		return true
 	}
@@ -146,16 +242,37 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = max
 		cl.State.ServerKeepalive = v5(cl)
 	}
-	s := &session{id: id, cl: cl, limiter: rate.NewLimiter(rate.Limit(h.cfg.MsgRate), h.cfg.MsgBurst)}
+	s := &session{id: id, cl: cl}
 	h.mu.Lock()
 	if h.perTenant[id.Tenant] >= h.cfg.MaxConnsPerTenant {
 		h.mu.Unlock()
 		return h.refuseConnect(cl, id, packets.ErrQuotaExceeded, "tenant_connections")
 	}
+	s.limiter = h.limiterFor(gatewayKey(id.Tenant, id.Serial), h.now())
 	h.perTenant[id.Tenant]++
 	h.byClient[cl] = s
 	h.byGateway[gatewayKey(id.Tenant, id.Serial)] = s
 	h.mu.Unlock()
+	// A session whose CONNACK never goes out (the write fails) gets no
+	// OnDisconnect from mochi: closing the connection forgets it.
+	gc.setOnClose(func() {
+		h.mu.Lock()
+		established := s.established
+		h.mu.Unlock()
+		if !established {
+			h.unregister(cl)
+		}
+	})
+	if !h.stillValid(id) {
+		h.unregister(cl)
+		h.log.Info("gateway refused at CONNECT: revoked, isolated or certificate superseded since the handshake", "tenant_id", id.Tenant, "gateway_id", id.Serial)
+		return h.refuseConnect(cl, id, packets.ErrNotAuthorized, "revoked_after_handshake")
+	}
+	owner := id.Tenant
+	if g, ok := h.dir.Gateway(id.Tenant, id.Serial); ok {
+		owner += "/" + g.Incarnation + "/" + g.CreatedAt.String()
+	}
+	h.prepareSession(cl.ID, owner)
 	h.m.connAccepted.Inc()
 	h.log.Info("gateway connected", "tenant_id", id.Tenant, "gateway_id", id.Serial, "remote", cl.Net.Remote)
 	h.cfg.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
@@ -169,22 +286,19 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	return ok
 }
 
-// OnDisconnect forgets the session.
-func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+// OnSessionEstablished marks the session as one mochi will end with
+// OnDisconnect.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Lock()
-	s, ok := h.byClient[cl]
-	if ok {
-		delete(h.byClient, cl)
-		h.perTenant[s.id.Tenant]--
-		if h.perTenant[s.id.Tenant] <= 0 {
-			delete(h.perTenant, s.id.Tenant)
-		}
-		k := gatewayKey(s.id.Tenant, s.id.Serial)
-		if h.byGateway[k] == s { // not taken over by a newer connection
-			delete(h.byGateway, k)
-		}
+	if s, ok := h.byClient[cl]; ok {
+		s.established = true
 	}
 	h.mu.Unlock()
+}
+
+// OnDisconnect forgets the session.
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	s, ok := h.unregister(cl)
 	if ok {
 		h.log.Info("gateway disconnected", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial)
 		reason := "closed"
@@ -218,8 +332,14 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		allowed = topic == UpTopic(s.id.Serial)
 	} else {
+		// Under down/ only, and small: mochi builds one topic-tree node
+		// per level under a global lock, so deep or many filters would
+		// cost every tenant.
 		down := topicPrefix + s.id.Serial + downSuffix
-		allowed = topic == down || strings.HasPrefix(topic, down+"/")
+		rest, under := strings.CutPrefix(topic, down+"/")
+		allowed = (topic == down || under) && len(topic) <= maxFilterLen &&
+			strings.Count(rest, "/") < maxFilterLevels &&
+			(cl.State.Subscriptions.Len() < maxSubscriptions || subscribed(cl, topic))
 	}
 	if !allowed {
 		reason := "subscribe_denied"
@@ -260,6 +380,20 @@ type errorReport struct {
 	PacketID   uint16           `json:"packetId,omitempty"`
 	Accepted   int              `json:"accepted"`
 	Rejected   []reportedReject `json:"rejected"`
+	// More counts the rejections beyond the first maxReported (all are
+	// stored: GET /v1/tenants/{t}/rejected lists them).
+	More int `json:"more,omitempty"`
+}
+
+// maxReported bounds a report's size: reports wait in the gateway's
+// session until it acknowledges them.
+const maxReported = 50
+
+// subscribed reports whether cl already holds the filter (a re-subscribe
+// does not count against the limit).
+func subscribed(cl *mqtt.Client, filter string) bool {
+	_, ok := cl.State.Subscriptions.Get(filter)
+	return ok
 }
 
 type reportedReject struct {
@@ -351,8 +485,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 func noneValidReason(res thingsee.Result, serial string) string {
 	r := res.Rejected[0]
 	s := r.Reason
-	if len(s) > 160 {
-		s = s[:160]
+	if len(s) > 160 { // cut on a character boundary: the reason must stay UTF-8
+		i := 160
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i]
 	}
 	where := "payload"
 	if r.Index >= 0 {
@@ -409,9 +547,10 @@ func (h *hook) persist(s *session, res thingsee.Result, received time.Time) erro
 // report publishes the rejections of one publish on the gateway's errors topic.
 func (h *hook) report(s *session, packetID uint16, res thingsee.Result, received time.Time) {
 	rep := errorReport{ReceivedAt: received.UTC(), PacketID: packetID, Accepted: len(res.Accepted)}
-	for _, r := range res.Rejected {
+	for _, r := range res.Rejected[:min(len(res.Rejected), maxReported)] {
 		rep.Rejected = append(rep.Rejected, reportedReject{Index: r.Index, Code: r.Code, Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid})
 	}
+	rep.More = len(res.Rejected) - len(rep.Rejected)
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(rep); err != nil {
 		h.log.Error("encode error report", "error", err)

@@ -154,6 +154,10 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10)
 	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
 	caps.MaximumClientWritesPending = 1024
+	// Error reports wait in a gateway's session until it acknowledges them:
+	// at most this many (each at most maxReported rejections), so one
+	// gateway that never acknowledges holds about a megabyte, not gigabytes.
+	caps.MaximumInflight = 64
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	broker := mqtt.New(&mqtt.Options{
 		Capabilities: caps,

@@ -20,6 +20,30 @@ import (
 type gatewayConn struct {
 	*tls.Conn
 	id Identity
+
+	closeOnce sync.Once
+	mu        sync.Mutex
+	onClose   func() // set by the hook once CONNECT is accepted
+}
+
+// Close closes the connection and runs the hook's cleanup once.
+func (c *gatewayConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		f := c.onClose
+		c.mu.Unlock()
+		if f != nil {
+			f()
+		}
+	})
+	return err
+}
+
+func (c *gatewayConn) setOnClose(f func()) {
+	c.mu.Lock()
+	c.onClose = f
+	c.mu.Unlock()
 }
 
 // tlsListener is a mochi listener that owns the TLS handshake: each accepted
