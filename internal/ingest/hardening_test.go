@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -234,4 +235,47 @@ func TestIngestSessionNotInheritedAcrossTenants(t *testing.T) {
 		t.Fatalf("the other tenant's gateway (session present %v) received the old tenant's report: %s", ca.SessionPresent, b)
 	case <-time.After(time.Second):
 	}
+}
+
+// One host holding silent connections (no TLS handshake) cannot take every
+// pending-handshake slot: it is bounded per address, and gateways from
+// other addresses still connect.
+func TestIngestPendingHandshakesBoundedPerAddress(t *testing.T) {
+	n := tu.StartNode(t, func(c *node.Config) { c.Ingest.MaxPendingHandshakes, c.Ingest.MaxPendingPerAddress = 8, 4 })
+	cert := tu.Gateway(t, n, tenant, gwA)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: time.Second}
+	var silent []net.Conn
+	for range 10 {
+		c, err := d.Dial("tcp", n.MQTTAddr())
+		if err != nil {
+			t.Skipf("no second loopback address: %v", err)
+		}
+		silent = append(silent, c)
+	}
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	// Beyond 4, the host's connections are closed at once.
+	closed := 0
+	for _, c := range silent {
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+			closed++
+		}
+	}
+	if closed != 6 {
+		t.Errorf("%d of 10 silent connections closed at once, want 6", closed)
+	}
+	up, err := tu.Dial(t, n, cert, gwA, nil)
+	if err != nil {
+		t.Fatalf("a gateway is locked out by one host's silent connections: %v", err)
+	}
+	up.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

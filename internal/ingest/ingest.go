@@ -38,6 +38,9 @@ type Config struct {
 	MaxConnsPerTenant int
 	// MaxPendingHandshakes bounds connections not yet past their handshake (default 1024).
 	MaxPendingHandshakes int
+	// MaxPendingPerAddress bounds them per client address (default 32), so
+	// that one host cannot hold every slot and lock all gateways out.
+	MaxPendingPerAddress int
 	// MaxFutureSkew is how far ahead of the server clock a tsmTs may be (default 10m).
 	MaxFutureSkew time.Duration
 	// PersistTimeout bounds the wait for JetStream's acknowledgement (default 10s).
@@ -93,6 +96,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxPendingHandshakes == 0 {
 		c.MaxPendingHandshakes = 1024
+	}
+	if c.MaxPendingPerAddress == 0 {
+		c.MaxPendingPerAddress = 32
 	}
 	if c.MaxFutureSkew == 0 {
 		c.MaxFutureSkew = 10 * time.Minute
@@ -176,6 +182,7 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 			return dir.Authenticate(cs.PeerCertificates, time.Now())
 		},
 		timeout: cfg.ConnectTimeout, pending: make(chan struct{}, cfg.MaxPendingHandshakes),
+		perAddrMax: cfg.MaxPendingPerAddress, perAddr: map[string]int{},
 		m: m, log: log, emit: cfg.emit,
 	}
 	if err := broker.AddListener(ln); err != nil {

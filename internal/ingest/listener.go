@@ -57,9 +57,13 @@ type tlsListener struct {
 	auth    func(tls.ConnectionState) (Identity, error)
 	timeout time.Duration
 	pending chan struct{} // bounds connections not yet past CONNECT
-	m       *metrics
-	log     *slog.Logger
-	emit    func(Event)
+	// perAddr counts pending handshakes per client IP (bounded by perAddrMax).
+	perAddrMu  sync.Mutex
+	perAddr    map[string]int
+	perAddrMax int
+	m          *metrics
+	log        *slog.Logger
+	emit       func(Event)
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -108,23 +112,60 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 			l.log.Error("accept", "error", err)
 			return
 		}
+		ip := addrIP(conn.RemoteAddr())
+		if !l.takeAddr(ip) {
+			l.m.connRefused.WithLabelValues("overload_address").Inc()
+			conn.Close()
+			continue
+		}
 		select {
 		case l.pending <- struct{}{}:
 		default:
+			l.releaseAddr(ip)
 			l.m.connRefused.WithLabelValues("overload").Inc()
 			conn.Close()
 			continue
 		}
-		go l.handle(conn, establish)
+		go l.handle(conn, ip, establish)
 	}
 }
 
-func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
+// addrIP is the IP of a remote address (the whole address if it has no port).
+func addrIP(a net.Addr) string {
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// takeAddr counts a pending handshake of ip, or reports false when ip has
+// perAddrMax already.
+func (l *tlsListener) takeAddr(ip string) bool {
+	l.perAddrMu.Lock()
+	defer l.perAddrMu.Unlock()
+	if l.perAddrMax > 0 && l.perAddr[ip] >= l.perAddrMax {
+		return false
+	}
+	l.perAddr[ip]++
+	return true
+}
+
+func (l *tlsListener) releaseAddr(ip string) {
+	l.perAddrMu.Lock()
+	defer l.perAddrMu.Unlock()
+	if l.perAddr[ip]--; l.perAddr[ip] <= 0 {
+		delete(l.perAddr, ip)
+	}
+}
+
+func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.EstablishFn) {
 	released := false
 	release := func() {
 		if !released {
 			released = true
 			<-l.pending
+			l.releaseAddr(ip)
 		}
 	}
 	defer release()
