@@ -38,7 +38,7 @@ type Config struct {
 	MaxConnsPerTenant int
 	// MaxPendingHandshakes bounds connections not yet past their handshake (default 1024).
 	MaxPendingHandshakes int
-	// MaxPendingPerAddress bounds them per client address (default 32), so
+	// MaxPendingPerAddress bounds them per client address (default 128), so
 	// that one host cannot hold every slot and lock all gateways out.
 	MaxPendingPerAddress int
 	// MaxFutureSkew is how far ahead of the server clock a tsmTs may be (default 10m).
@@ -98,7 +98,7 @@ func (c *Config) defaults() {
 		c.MaxPendingHandshakes = 1024
 	}
 	if c.MaxPendingPerAddress == 0 {
-		c.MaxPendingPerAddress = 32
+		c.MaxPendingPerAddress = 128
 	}
 	if c.MaxFutureSkew == 0 {
 		c.MaxFutureSkew = 10 * time.Minute
