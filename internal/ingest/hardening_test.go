@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -241,7 +243,9 @@ func TestIngestSessionNotInheritedAcrossTenants(t *testing.T) {
 // pending-handshake slot: it is bounded per address, and gateways from
 // other addresses still connect.
 func TestIngestPendingHandshakesBoundedPerAddress(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) { c.Ingest.MaxPendingHandshakes, c.Ingest.MaxPendingPerAddress = 8, 4 })
+	n := tu.StartNode(t, func(c *node.Config) {
+		c.Ingest.MaxPendingHandshakes, c.Ingest.MaxPendingPerAddress, c.Ingest.ConnectTimeout = 8, 4, 10*time.Second
+	})
 	cert := tu.Gateway(t, n, tenant, gwA)
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: time.Second}
 	var silent []net.Conn
@@ -257,15 +261,20 @@ func TestIngestPendingHandshakesBoundedPerAddress(t *testing.T) {
 			c.Close()
 		}
 	}()
-	// Beyond 4, the host's connections are closed at once.
-	closed := 0
+	// Beyond 4, the host's connections are closed at once; the 4 pending
+	// ones stay open until the connect timeout (10 s), past this wait.
+	var closed atomic.Int32
+	var wg sync.WaitGroup
 	for _, c := range silent {
-		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
-			closed++
-		}
+		wg.Go(func() {
+			_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+				closed.Add(1)
+			}
+		})
 	}
-	if closed != 6 {
+	wg.Wait()
+	if closed := closed.Load(); closed != 6 {
 		t.Errorf("%d of 10 silent connections closed at once, want 6", closed)
 	}
 	up, err := tu.Dial(t, n, cert, gwA, nil)
