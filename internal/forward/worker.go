@@ -118,17 +118,16 @@ type held struct {
 // batch fetches up to MaxMessages (waiting at most MaxWait) and delivers
 // them, retrying until delivered or dead-lettered.
 func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integration, inProcess bool, target Target) error {
-	// The fetch ends with the session (a node that lost its lease must not
-	// take messages from the new holder) and well within AckWait: nothing
-	// marks fetched messages in progress until the batch is complete, and
-	// JetStream would redeliver them into the same batch.
-	fctx, cancel := context.WithTimeout(ctx, min(time.Duration(in.Batch.MaxWait), w.e.cfg.AckWait/2))
-	defer cancel()
-	fb, err := cons.Fetch(in.Batch.MaxMessages, jetstream.FetchContext(fctx))
+	// The fetch waits well within AckWait: nothing marks fetched messages
+	// in progress until the batch is complete, and JetStream would
+	// redeliver them into the same batch. The wait is the server's, and the
+	// fetch is seen to its end: a fetch abandoned early (a client-side
+	// deadline, or a session that stops) leaves its pull request open on
+	// the server, and messages stored meanwhile go to nobody until AckWait.
+	// A session that ended meanwhile delivers nothing it fetched (below).
+	fb, err := cons.Fetch(in.Batch.MaxMessages, jetstream.FetchMaxWait(min(time.Duration(in.Batch.MaxWait), w.e.cfg.AckWait/2)))
 	if err != nil {
-		if fctx.Err() != nil {
-			// Stopping, or a busy machine spent the whole wait before the
-			// request went out: an empty fetch, not a failure.
+		if ctx.Err() != nil {
 			return nil
 		}
 		return err
