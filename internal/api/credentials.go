@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -17,34 +16,8 @@ type createAPIKeyRequest struct {
 	Name   string   `json:"name,omitempty"`
 	Scopes []string `json:"scopes"`
 	// TTL is a Go duration ("720h"); empty means the key does not expire
-	// (unless the caller's own credential does: see creatorExpiry).
+	// (unless the caller's own credential does: Principal.ExpiresAt).
 	TTL string `json:"ttl,omitempty"`
-}
-
-// creatorExpiry returns when the caller's own credential expires (zero:
-// never). A credential it creates must not outlive it: an API key with an
-// expiry, or an OAuth2 client with one (its tokens are capped anyway),
-// bounds what it makes. The operator key is unbounded.
-func (s *Server) creatorExpiry(ctx context.Context, p *Principal) (time.Time, error) {
-	switch p.Kind {
-	case "apikey":
-		k, err := s.deps.Credentials.APIKey(ctx, p.Tenant, p.ID)
-		if err != nil {
-			return time.Time{}, err
-		}
-		if k.ExpiresAt != nil {
-			return *k.ExpiresAt, nil
-		}
-	case "oauth2":
-		c, err := s.deps.Credentials.Client(ctx, p.Tenant, p.ID)
-		if err != nil {
-			return time.Time{}, err
-		}
-		if c.ExpiresAt != nil {
-			return *c.ExpiresAt, nil
-		}
-	}
-	return time.Time{}, nil
 }
 
 // apiKeyView is an API key; Key (the bearer token) is present only in the
@@ -64,11 +37,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	tenant := r.PathValue("tenant")
-	notAfter, err := s.creatorExpiry(r.Context(), p)
-	if err != nil {
-		return err
-	}
-	k, token, err := s.deps.Credentials.CreateAPIKeyWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, notAfter, p.Actor())
+	k, token, err := s.deps.Credentials.CreateAPIKeyWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.ExpiresAt, p.Actor())
 	s.record(r.Context(), r, tenant, p, "credential.apikey.create", "apikey:"+k.ID, err, map[string]string{"scopes": strings.Join(k.Scopes, " ")})
 	if err != nil {
 		return err
@@ -133,11 +102,7 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	tenant := r.PathValue("tenant")
-	notAfter, err := s.creatorExpiry(r.Context(), p)
-	if err != nil {
-		return err
-	}
-	c, secret, err := s.deps.Credentials.CreateClientWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), notAfter, p.Actor())
+	c, secret, err := s.deps.Credentials.CreateClientWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), p.ExpiresAt, p.Actor())
 	s.record(r.Context(), r, tenant, p, "credential.oauth2.create", "oauth2:"+c.ID, err, map[string]string{"scopes": strings.Join(c.Scopes, " ")})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/credential"
@@ -61,6 +62,10 @@ type Principal struct {
 	Scopes []string
 	// Identity is the gateway identity for Kind "gateway".
 	Identity registry.Identity
+	// ExpiresAt is when the credential expires (an API key's expiry, an
+	// OAuth2 token's client's); zero: never. Credentials it creates expire
+	// then at the latest.
+	ExpiresAt time.Time
 }
 
 // Actor names the principal in audit entries.
@@ -130,17 +135,26 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 			}
 			return nil, "", err
 		}
-		return &Principal{Kind: "apikey", ID: k.ID, Tenant: k.Tenant, Scopes: k.Scopes}, "", nil
+		p := &Principal{Kind: "apikey", ID: k.ID, Tenant: k.Tenant, Scopes: k.Scopes}
+		if k.ExpiresAt != nil {
+			p.ExpiresAt = *k.ExpiresAt
+		}
+		return p, "", nil
 	case credential.IsJWT(tok):
 		c, err := s.deps.Tokens.Verify(tok)
 		if err != nil {
 			return nil, "", ErrUnauthenticated.Wrap(err)
 		}
 		// A revoked client's tokens stop working at once.
-		if _, err := s.deps.Credentials.ActiveClient(ctx, c.Tenant, c.Subject); err != nil {
+		cl, err := s.deps.Credentials.ActiveClient(ctx, c.Tenant, c.Subject)
+		if err != nil {
 			return nil, c.Tenant, ErrUnauthenticated.Wrap(err)
 		}
-		return &Principal{Kind: "oauth2", ID: c.Subject, Tenant: c.Tenant, Scopes: c.Scopes()}, "", nil
+		p := &Principal{Kind: "oauth2", ID: c.Subject, Tenant: c.Tenant, Scopes: c.Scopes()}
+		if cl.ExpiresAt != nil {
+			p.ExpiresAt = *cl.ExpiresAt
+		}
+		return p, "", nil
 	}
 	return nil, "", ErrUnauthenticated.New()
 }
