@@ -136,9 +136,9 @@ func (h *hook) unregister(cl *mqtt.Client) (*session, bool) {
 // stillValid re-reads the gateway after its session is registered: a
 // revocation (or a renewal superseding the certificate) between the TLS
 // handshake and CONNECT found no session to close, so it is caught here.
-func (h *hook) stillValid(id Identity) bool {
+func (h *hook) stillValid(id Identity) (registry.Gateway, bool) {
 	g, ok := h.dir.Gateway(id.Tenant, id.Serial)
-	return ok && g.State == registry.StateActive && g.CertificateValid(id.CertSerial, h.now())
+	return g, ok && g.State == registry.StateActive && g.CertificateValid(id.CertSerial, h.now())
 }
 
 // prepareSession cleans the broker's stored session of this client id
@@ -263,16 +263,13 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			h.unregister(cl)
 		}
 	})
-	if !h.stillValid(id) {
+	g, valid := h.stillValid(id)
+	if !valid {
 		h.unregister(cl)
 		h.log.Info("gateway refused at CONNECT: revoked, isolated or certificate superseded since the handshake", "tenant_id", id.Tenant, "gateway_id", id.Serial)
 		return h.refuseConnect(cl, id, packets.ErrNotAuthorized, "revoked_after_handshake")
 	}
-	owner := id.Tenant
-	if g, ok := h.dir.Gateway(id.Tenant, id.Serial); ok {
-		owner += "/" + g.Incarnation + "/" + g.CreatedAt.String()
-	}
-	h.prepareSession(cl.ID, owner)
+	h.prepareSession(cl.ID, id.Tenant+"/"+g.Incarnation+"/"+g.CreatedAt.String())
 	h.m.connAccepted.Inc()
 	h.log.Info("gateway connected", "tenant_id", id.Tenant, "gateway_id", id.Serial, "remote", cl.Net.Remote)
 	h.cfg.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
