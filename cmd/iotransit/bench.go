@@ -19,10 +19,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	loadgen "github.com/iotransit/iotransit/internal/bench"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/pki"
-	"github.com/iotransit/iotransit/internal/store"
 )
 
 // benchTenant is the tenant bench provisions its gateways in.
@@ -404,7 +404,7 @@ func enroll(ctx context.Context, n *node.Node, serial string) (*tls.Certificate,
 // checkStored compares the bench tenant's message stream with the Thingsee
 // messages acknowledged since the node started.
 func checkStored(ctx context.Context, n *node.Node, acked int64) (*storedCheck, error) {
-	name := store.MessageStream(benchTenant)
+	name := names.MessageStream(benchTenant)
 	st, err := n.JetStream().Stream(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("bench: stream %s: %w", name, err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -198,7 +199,7 @@ func weakCSR(t *testing.T, cn string) string {
 func expireToken(t *testing.T, w *world, tok string) {
 	t.Helper()
 	ctx := context.Background()
-	kv, err := w.n.JetStream().KeyValue(ctx, "iotransit_enrollment")
+	kv, err := w.n.JetStream().KeyValue(ctx, names.EnrollmentBucket)
 	if err != nil {
 		t.Fatal(err)
 	}

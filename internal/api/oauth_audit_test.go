@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/iotransit/iotransit/internal/audit"
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/credential"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
@@ -91,7 +92,7 @@ func rewriteAudit(t *testing.T, w *world, tenant string, mutate func(i int, e *a
 	t.Helper()
 	ctx := context.Background()
 	js := w.n.JetStream()
-	st, err := js.Stream(ctx, "AUD_"+tenant)
+	st, err := js.Stream(ctx, names.AuditStream(tenant))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func rewriteAudit(t *testing.T, w *world, tenant string, mutate func(i int, e *a
 		}
 		msgs = append(msgs, msg{m.Subject, m.Data})
 	}
-	if err := js.DeleteStream(ctx, "AUD_"+tenant); err != nil {
+	if err := js.DeleteStream(ctx, names.AuditStream(tenant)); err != nil {
 		t.Fatal(err)
 	}
 	cfg := info.Config

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
@@ -51,12 +52,6 @@ func checkTenant(tenant string) error {
 	}
 	return nil
 }
-
-// streamName returns the name of a tenant's audit stream.
-func streamName(tenant string) string { return "AUD_" + tenant }
-
-func entrySubject(tenant string) string      { return "audit." + tenant + ".entry" }
-func checkpointSubject(tenant string) string { return "audit." + tenant + ".checkpoint" }
 
 // Event is what a caller records. Every field is text for people: callers
 // must never put secrets in it. Append makes every field valid UTF-8 and
@@ -305,9 +300,9 @@ func (l *Log) EnsureTenant(ctx context.Context, tenant string) error {
 		return nil
 	}
 	st, err := l.streams.Stream(ctx, jetstream.StreamConfig{
-		Name:        streamName(tenant),
+		Name:        names.AuditStream(tenant),
 		Description: "audit log of tenant " + tenant + ": hash-chained entries and signed checkpoints",
-		Subjects:    []string{entrySubject(tenant), checkpointSubject(tenant)},
+		Subjects:    []string{names.AuditEntry(tenant), names.AuditCheckpoint(tenant)},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      l.cfg.Retention,
 		MaxMsgs:     -1,
@@ -332,7 +327,7 @@ func (l *Log) stream(ctx context.Context, tenant string, ts *tenantState) (jetst
 	if ts.st != nil {
 		return ts.st, nil
 	}
-	st, err := l.js.Stream(ctx, streamName(tenant))
+	st, err := l.js.Stream(ctx, names.AuditStream(tenant))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, ErrNotFound.New()
 	}
@@ -400,7 +395,7 @@ func (l *Log) appendLocked(ctx context.Context, tenant string, ts *tenantState, 
 			return err
 		}
 	}
-	subject := entrySubject(tenant)
+	subject := names.AuditEntry(tenant)
 	for attempt := 1; ; attempt++ {
 		e.Seq = ts.seq + 1
 		e.Prev = ts.hash
@@ -408,7 +403,7 @@ func (l *Log) appendLocked(ctx context.Context, tenant string, ts *tenantState, 
 		e.Hash = hashEntry(e)
 		msg := &nats.Msg{Subject: subject, Data: appendEntryJSON(nil, e)}
 		ack, err := l.js.PublishMsg(ctx, msg,
-			jetstream.WithExpectStream(streamName(tenant)),
+			jetstream.WithExpectStream(names.AuditStream(tenant)),
 			jetstream.WithExpectLastSequencePerSubject(ts.streamSeq))
 		if err == nil {
 			ts.seq, ts.hash, ts.streamSeq = e.Seq, e.Hash, ack.Sequence
@@ -466,7 +461,7 @@ func wrongLastSequence(err error) bool {
 // chained to (verification names it); a head that cannot be read at all
 // stops appends.
 func (l *Log) loadHead(ctx context.Context, tenant string, ts *tenantState, st jetstream.Stream) error {
-	m, err := st.GetLastMsgForSubject(ctx, entrySubject(tenant))
+	m, err := st.GetLastMsgForSubject(ctx, names.AuditEntry(tenant))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		ts.seq, ts.hash, ts.streamSeq = 0, zeroHash, 0
@@ -498,7 +493,7 @@ func (l *Log) loadHead(ctx context.Context, tenant string, ts *tenantState, st j
 
 // lastCheckpoint returns the last stored checkpoint, nil if none.
 func lastCheckpoint(ctx context.Context, st jetstream.Stream, tenant string) (*Checkpoint, error) {
-	m, err := st.GetLastMsgForSubject(ctx, checkpointSubject(tenant))
+	m, err := st.GetLastMsgForSubject(ctx, names.AuditCheckpoint(tenant))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
@@ -550,8 +545,8 @@ func (l *Log) checkpointLocked(ctx context.Context, tenant string, ts *tenantSta
 	}
 	c := &Checkpoint{Tenant: tenant, Seq: ts.seq, Hash: ts.hash, Time: time.Now().UTC().Round(0)}
 	signCheckpoint(c, l.signer)
-	if _, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: checkpointSubject(tenant), Data: appendCheckpointJSON(nil, c)},
-		jetstream.WithExpectStream(streamName(tenant))); err != nil {
+	if _, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: names.AuditCheckpoint(tenant), Data: appendCheckpointJSON(nil, c)},
+		jetstream.WithExpectStream(names.AuditStream(tenant))); err != nil {
 		return nil, errUnavailable.Wrap(fmt.Errorf("audit: store checkpoint of %s: %w", tenant, err))
 	}
 	ts.signedSeq = c.Seq

@@ -16,6 +16,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
@@ -422,7 +423,7 @@ func TestAuditStreamRefusesDeleteAndPurge(t *testing.T) {
 	ctx := context.Background()
 	ensure(t, l, "acme")
 	appendN(t, l, "acme", 3)
-	st, err := bb.JS.Stream(ctx, "AUD_acme")
+	st, err := bb.JS.Stream(ctx, names.AuditStream("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -61,7 +62,7 @@ func (l *Log) List(ctx context.Context, tenant string, f Filter) ([]Entry, uint6
 		limit = defaultLimit
 	}
 	limit = min(limit, maxLimit)
-	st, err := l.js.Stream(ctx, streamName(tenant))
+	st, err := l.js.Stream(ctx, names.AuditStream(tenant))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, 0, ErrNotFound.New()
 	}
@@ -76,7 +77,7 @@ func (l *Log) List(ctx context.Context, tenant string, f Filter) ([]Entry, uint6
 	if info.State.Msgs == 0 {
 		return nil, 0, nil
 	}
-	subject := entrySubject(tenant)
+	subject := names.AuditEntry(tenant)
 	var out []Entry
 	var next uint64
 	// take adds a match and reports whether to go on. A match beyond the page

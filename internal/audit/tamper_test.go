@@ -16,6 +16,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/names"
 )
 
 // storedMsg is a message of an audit stream as an attacker reads it.
@@ -77,7 +78,7 @@ func indexOfEntry(t *testing.T, msgs []storedMsg, seq uint64) int {
 func rebuild(t *testing.T, bb *backbone.Backbone, tenant string, mutate func([]storedMsg) []storedMsg) jetstream.Stream {
 	t.Helper()
 	ctx := context.Background()
-	st, err := bb.JS.Stream(ctx, "AUD_"+tenant)
+	st, err := bb.JS.Stream(ctx, names.AuditStream(tenant))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func rebuild(t *testing.T, bb *backbone.Backbone, tenant string, mutate func([]s
 		}
 		msgs = append(msgs, storedMsg{subject: m.Subject, data: m.Data, header: m.Header})
 	}
-	if err := bb.JS.DeleteStream(ctx, "AUD_"+tenant); err != nil {
+	if err := bb.JS.DeleteStream(ctx, names.AuditStream(tenant)); err != nil {
 		t.Fatal(err)
 	}
 	cfg := info.Config

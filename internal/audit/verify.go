@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -82,7 +83,7 @@ func (l *Log) Verify(ctx context.Context, tenant string) (Report, error) {
 		}
 		ts.mu.Unlock()
 	}
-	st, err := l.js.Stream(ctx, streamName(tenant))
+	st, err := l.js.Stream(ctx, names.AuditStream(tenant))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return Report{}, ErrNotFound.New()
 	}
@@ -95,7 +96,7 @@ func (l *Log) Verify(ctx context.Context, tenant string) (Report, error) {
 	}
 	v := newVerifier(tenant, l.pub, l.cfg.Retention > 0)
 	if info.State.Msgs > 0 {
-		entrySubj, cpSubj := entrySubject(tenant), checkpointSubject(tenant)
+		entrySubj, cpSubj := names.AuditEntry(tenant), names.AuditCheckpoint(tenant)
 		err = readRange(ctx, st, "", info.State.FirstSeq, info.State.LastSeq, func(m rawMsg) bool {
 			switch m.subject {
 			case entrySubj:

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/node"
-	"github.com/iotransit/iotransit/internal/store"
 	"github.com/iotransit/iotransit/internal/testutil"
 )
 
@@ -38,7 +38,7 @@ func TestRunAgainstNode(t *testing.T) {
 	if res.Latency.Count != int(res.Acked) || res.Latency.P50Ms <= 0 || res.Latency.MaxMs < res.Latency.P99Ms {
 		t.Errorf("latency %+v for %d acked", res.Latency, res.Acked)
 	}
-	st, err := n.JetStream().Stream(ctx, store.MessageStream("bench"))
+	st, err := n.JetStream().Stream(ctx, names.MessageStream("bench"))
 	if err != nil {
 		t.Fatal(err)
 	}

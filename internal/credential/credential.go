@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
@@ -141,18 +142,15 @@ type Store struct {
 }
 
 const (
-	indexBucket   = "iotransit_credentials"
 	apiKeyPrefix  = "itk_"
 	clientPrefix  = "itc_"
 	secretPrefix  = "its_"
 	lastUseWindow = time.Minute
 )
 
-func tenantBucket(tenant string) string { return "iot_" + tenant + "_credentials" }
-
 // Open opens the credential store.
 func Open(ctx context.Context, kvs KVProvider) (*Store, error) {
-	idx, err := kvs.KV(ctx, indexBucket, 1)
+	idx, err := kvs.KV(ctx, names.CredentialIndexBucket, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +164,7 @@ func (s *Store) bucket(ctx context.Context, tenant string) (jetstream.KeyValue, 
 	if ok {
 		return kv, nil
 	}
-	kv, err := s.kvs.KV(ctx, tenantBucket(tenant), 1)
+	kv, err := s.kvs.KV(ctx, names.CredentialsBucket(tenant), 1)
 	if err != nil {
 		return nil, err
 	}

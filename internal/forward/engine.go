@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/forward/egress"
 	"github.com/iotransit/iotransit/internal/store"
 )
@@ -233,16 +234,17 @@ func (e *Engine) stopWorker(tenant, id string) {
 	}
 }
 
-// Names of an integration's JetStream objects.
-func consumerName(id string) string              { return "fwd_" + id }
-func deadLetterStream(tenant, id string) string  { return "DLQ_" + tenant + "_" + id }
-func deadLetterSubject(tenant, id string) string { return "iot." + tenant + ".dlq." + id }
-func stateBucket(tenant string) string           { return "iot_" + tenant + "_integration_state" }
-
-// filterSubjects returns the consumer's subject filters and whether the
+// filterSubjects returns the consumer's subject filters (the messages the
+// filter selects and those re-driven to the integration) and whether the
 // filter must also be applied in process (too many combinations).
 func filterSubjects(tenant, id string, f Filter) ([]string, bool) {
-	redrive := store.RedriveSubjectPrefix(tenant, id) + ".>"
+	subjects, inProcess := StreamSubjects(tenant, f)
+	return append(subjects, names.RedrivenTo(tenant, id)), inProcess
+}
+
+// StreamSubjects returns the subjects of a tenant's messages a filter
+// selects, and whether it must also be applied in process (Matches).
+func StreamSubjects(tenant string, f Filter) ([]string, bool) {
 	any := func(v []string) []string {
 		if len(v) == 0 {
 			return []string{"*"}
@@ -258,27 +260,20 @@ func filterSubjects(tenant, id string, f Filter) ([]string, bool) {
 	}
 	gws, devs := any(f.Gateways), any(f.Devices)
 	if len(gws)*len(devs)*len(ids) > 256 {
-		return []string{"iot." + tenant + ".msg.>", redrive}, true
+		return []string{names.Messages(tenant)}, true
 	}
 	var out []string
 	for _, g := range gws {
 		for _, d := range devs {
 			for _, t := range ids {
-				out = append(out, "iot."+tenant+".msg."+g+"."+d+"."+t)
+				out = append(out, names.MessageFilter(tenant, g, d, t))
 			}
 		}
 	}
-	if len(out) == 1 && out[0] == "iot."+tenant+".msg.*.*.*" {
-		out[0] = "iot." + tenant + ".msg.>"
+	if len(out) == 1 && out[0] == names.MessageFilter(tenant, "*", "*", "*") {
+		out[0] = names.Messages(tenant)
 	}
-	return append(out, redrive), false
-}
-
-// StreamSubjects returns the subjects of a tenant's messages a filter
-// selects, and whether it must also be applied in process (Matches).
-func StreamSubjects(tenant string, f Filter) ([]string, bool) {
-	subjects, inProcess := filterSubjects(tenant, "", f)
-	return subjects[:len(subjects)-1], inProcess // without the re-drive subject
+	return out, false
 }
 
 // Matches applies the filter in process.
@@ -292,16 +287,16 @@ func (f Filter) Matches(m store.Message) bool {
 // stream. A new integration receives messages stored from its creation on.
 func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) (jetstream.Consumer, bool, error) {
 	if _, err := e.streams.Stream(ctx, jetstream.StreamConfig{
-		Name:        deadLetterStream(r.Tenant, r.ID),
+		Name:        names.DeadLetterStream(r.Tenant, r.ID),
 		Description: "dead letters of integration " + r.ID + " of tenant " + r.Tenant,
-		Subjects:    []string{deadLetterSubject(r.Tenant, r.ID)},
+		Subjects:    []string{names.DeadLetter(r.Tenant, r.ID)},
 		Duplicates:  time.Hour,
 	}); err != nil {
 		return nil, false, err
 	}
 	subjects, inProcess := filterSubjects(r.Tenant, r.ID, r.Filter)
 	cfg := jetstream.ConsumerConfig{
-		Durable:        consumerName(r.ID),
+		Durable:        names.IntegrationConsumer(r.ID),
 		Description:    "delivery of integration " + r.ID,
 		FilterSubjects: subjects,
 		AckPolicy:      jetstream.AckExplicitPolicy,
@@ -314,11 +309,11 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 	if len(subjects) == 1 {
 		cfg.FilterSubject, cfg.FilterSubjects = subjects[0], nil
 	}
-	st, err := e.js.Stream(ctx, store.MessageStream(r.Tenant))
+	st, err := e.js.Stream(ctx, names.MessageStream(r.Tenant))
 	if err != nil {
 		return nil, false, fmt.Errorf("forward: message stream: %w", err)
 	}
-	cons, err := st.Consumer(ctx, consumerName(r.ID))
+	cons, err := st.Consumer(ctx, names.IntegrationConsumer(r.ID))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		cons, err = st.CreateConsumer(ctx, cfg)
 	} else if err == nil {
@@ -352,7 +347,7 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 		start = p.FirstSeq
 	}
 	if info.NumAckPending > 0 || start != info.AckFloor.Stream+1 {
-		if err := st.DeleteConsumer(ctx, consumerName(r.ID)); err != nil {
+		if err := st.DeleteConsumer(ctx, names.IntegrationConsumer(r.ID)); err != nil {
 			return nil, false, fmt.Errorf("forward: reset consumer: %w", err)
 		}
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, nil
@@ -393,7 +388,7 @@ type Pending struct {
 }
 
 func (e *Engine) loadState(ctx context.Context, tenant, id string) (State, error) {
-	kv, err := e.kvs.KV(ctx, stateBucket(tenant), 1)
+	kv, err := e.kvs.KV(ctx, names.IntegrationStateBucket(tenant), 1)
 	if err != nil {
 		return State{}, err
 	}
@@ -409,7 +404,7 @@ func (e *Engine) loadState(ctx context.Context, tenant, id string) (State, error
 }
 
 func (e *Engine) saveState(ctx context.Context, tenant, id string, s State) error {
-	kv, err := e.kvs.KV(ctx, stateBucket(tenant), 1)
+	kv, err := e.kvs.KV(ctx, names.IntegrationStateBucket(tenant), 1)
 	if err != nil {
 		return err
 	}
@@ -429,7 +424,7 @@ func (e *Engine) lease(ctx context.Context, tenant, id string) (context.Context,
 	e.mu.Unlock()
 	if kv == nil {
 		var err error
-		if kv, err = e.streams.KVWithTTL(ctx, "iotransit_leases", e.cfg.LeaseTTL); err != nil {
+		if kv, err = e.streams.KVWithTTL(ctx, names.LeasesBucket, e.cfg.LeaseTTL); err != nil {
 			return nil, nil, err
 		}
 		e.mu.Lock()

@@ -1,6 +1,10 @@
 package forward
 
-import "time"
+import (
+	"time"
+
+	"github.com/iotransit/iotransit/internal/backbone/names"
+)
 
 // SetStaleClaim sets how old a name claim must be before it can be taken
 // over, until the returned func restores it.
@@ -12,7 +16,7 @@ func SetStaleClaim(d time.Duration) (restore func()) {
 
 // IntegrationsBucket and NameKey expose where name claims live.
 var (
-	IntegrationsBucket = integrationsBucket
-	StateBucket        = stateBucket
+	IntegrationsBucket = names.IntegrationsBucket
+	StateBucket        = names.IntegrationStateBucket
 	NameKey            = nameKey
 )

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/thingsee"
 )
@@ -430,8 +431,6 @@ type record struct {
 	Sealed []byte `json:"sealedSecrets,omitempty"`
 }
 
-func integrationsBucket(tenant string) string { return "iot_" + tenant + "_integrations" }
-
 // Keys seals integration secrets under the tenant's data key (kms.Keyring).
 type Keys interface {
 	Seal(ctx context.Context, tenant string, plaintext, aad []byte) ([]byte, error)
@@ -446,7 +445,7 @@ type KVProvider interface {
 func secretsAAD(id string) []byte { return []byte("forward/integration-secrets/" + id) }
 
 func (e *Engine) bucket(ctx context.Context, tenant string) (jetstream.KeyValue, error) {
-	return e.kvs.KV(ctx, integrationsBucket(tenant), 1)
+	return e.kvs.KV(ctx, names.IntegrationsBucket(tenant), 1)
 }
 
 func (e *Engine) load(ctx context.Context, tenant, id string) (record, uint64, error) {

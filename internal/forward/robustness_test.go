@@ -12,9 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/node"
-	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
@@ -77,7 +77,7 @@ func TestForwardUnreadableMessageInAFailingBatch(t *testing.T) {
 	})
 	id, _ := e.integration(map[string]any{"batch": map[string]any{"maxMessages": 50, "maxWait": "2s"}})
 	sent := e.publish(1)
-	m := nats.NewMsg(store.MessageSubject(tenant, gwSer, devices[0], 13100))
+	m := nats.NewMsg(names.Message(tenant, gwSer, devices[0], 13100))
 	m.Data = []byte("not a sealed message")
 	m.Header.Set("Iot-Tsm-Id", "13100")
 	if _, err := e.n.JetStream().PublishMsg(context.Background(), m); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
@@ -194,14 +195,14 @@ func (e *Engine) Get(ctx context.Context, tenant, id string) (View, error) {
 	if r.Type == TypeWebsocket {
 		return v, nil
 	}
-	if st, err := e.js.Stream(ctx, "MSG_"+tenant); err == nil {
-		if c, err := st.Consumer(ctx, consumerName(id)); err == nil {
+	if st, err := e.js.Stream(ctx, names.MessageStream(tenant)); err == nil {
+		if c, err := st.Consumer(ctx, names.IntegrationConsumer(id)); err == nil {
 			if info, err := c.Info(ctx); err == nil {
 				v.Backlog = info.NumPending + uint64(info.NumAckPending)
 			}
 		}
 	}
-	if st, err := e.js.Stream(ctx, deadLetterStream(tenant, id)); err == nil {
+	if st, err := e.js.Stream(ctx, names.DeadLetterStream(tenant, id)); err == nil {
 		if info, err := st.Info(ctx); err == nil {
 			v.DeadLetters = info.State.Msgs
 		}
@@ -323,15 +324,15 @@ func (e *Engine) Delete(ctx context.Context, tenant, id string) error {
 	}
 	e.releaseName(ctx, tenant, r.Name, id)
 	e.stopWorker(tenant, id)
-	if st, err := e.js.Stream(ctx, "MSG_"+tenant); err == nil {
-		if err := st.DeleteConsumer(ctx, consumerName(id)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if st, err := e.js.Stream(ctx, names.MessageStream(tenant)); err == nil {
+		if err := st.DeleteConsumer(ctx, names.IntegrationConsumer(id)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("forward: delete consumer: %w", err)
 		}
 	}
-	if err := e.js.DeleteStream(ctx, deadLetterStream(tenant, id)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+	if err := e.js.DeleteStream(ctx, names.DeadLetterStream(tenant, id)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("forward: delete dead letters: %w", err)
 	}
-	if skv, err := e.kvs.KV(ctx, stateBucket(tenant), 1); err == nil {
+	if skv, err := e.kvs.KV(ctx, names.IntegrationStateBucket(tenant), 1); err == nil {
 		_ = skv.Delete(ctx, id)
 	}
 	return nil
@@ -411,7 +412,7 @@ func (e *Engine) DeadLetters(ctx context.Context, tenant, id string, after uint6
 	if _, _, err := e.load(ctx, tenant, id); err != nil {
 		return nil, 0, err
 	}
-	st, err := e.js.Stream(ctx, deadLetterStream(tenant, id))
+	st, err := e.js.Stream(ctx, names.DeadLetterStream(tenant, id))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return []DeadLetter{}, 0, nil
 	}
@@ -421,7 +422,7 @@ func (e *Engine) DeadLetters(ctx context.Context, tenant, id string, after uint6
 	out := []DeadLetter{}
 	seq := after + 1
 	for len(out) < limit {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(deadLetterSubject(tenant, id)))
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(names.DeadLetter(tenant, id)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return out, 0, nil
 		}
@@ -451,7 +452,7 @@ func (e *Engine) Redrive(ctx context.Context, tenant, id string, seqs []uint64) 
 	if _, _, err := e.load(ctx, tenant, id); err != nil {
 		return 0, err
 	}
-	st, err := e.js.Stream(ctx, deadLetterStream(tenant, id))
+	st, err := e.js.Stream(ctx, names.DeadLetterStream(tenant, id))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if len(seqs) > 0 {
 			return 0, ErrDeadLetterAbsent.WithDetail("dead letter %d does not exist", seqs[0])
@@ -494,7 +495,7 @@ func (e *Engine) Redrive(ctx context.Context, tenant, id string, seqs []uint64) 
 		return n, nil
 	}
 	for seq := uint64(1); ; {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(deadLetterSubject(tenant, id)))
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(names.DeadLetter(tenant, id)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return n, nil
 		}

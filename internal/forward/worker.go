@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/store"
 )
 
@@ -351,7 +352,7 @@ const (
 // advance moves the delivery position past them (not while earlier
 // messages are still held).
 func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, attempts int, advance bool) error {
-	subject := deadLetterSubject(w.tenant, w.id)
+	subject := names.DeadLetter(w.tenant, w.id)
 	now := time.Now().UTC()
 	for _, h := range msgs {
 		m := nats.NewMsg(subject)
@@ -368,7 +369,7 @@ func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, att
 		m.Header.Set(hdrDeadReason, reason)
 		m.Header.Set(hdrDeadAttempts, strconv.Itoa(attempts))
 		m.Header.Set(hdrDeadAt, now.Format(time.RFC3339Nano))
-		if _, err := w.e.js.PublishMsg(ctx, m, jetstream.WithExpectStream(deadLetterStream(w.tenant, w.id))); err != nil {
+		if _, err := w.e.js.PublishMsg(ctx, m, jetstream.WithExpectStream(names.DeadLetterStream(w.tenant, w.id))); err != nil {
 			return err
 		}
 	}

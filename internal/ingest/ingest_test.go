@@ -16,6 +16,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/ingest"
 	"github.com/iotransit/iotransit/internal/node"
@@ -449,7 +450,7 @@ func TestIngestDoesNotAckWhatItCannotPersist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.JetStream().DeleteStream(ctx(t), "MSG_"+tenant); err != nil {
+	if err := n.JetStream().DeleteStream(ctx(t), names.MessageStream(tenant)); err != nil {
 		t.Fatal(err)
 	}
 	pctx, cancel := context.WithTimeout(ctx(t), 5*time.Second)

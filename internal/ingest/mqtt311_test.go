@@ -8,6 +8,7 @@ import (
 
 	mqtt311 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
@@ -116,7 +117,7 @@ func TestIngestMQTT311(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := n.JetStream().DeleteStream(ctx(t), "MSG_"+tenant); err != nil {
+		if err := n.JetStream().DeleteStream(ctx(t), names.MessageStream(tenant)); err != nil {
 			t.Fatal(err)
 		}
 		if acked, _ := publish311(c, up, 1, tu.Thingsee(sensor, 1700000300, 20), 5*time.Second); acked {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/node"
-	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
@@ -105,7 +105,7 @@ func TestNodeReplicatedDurability(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cert := tu.Gateway(t, n, "acme", "TSGW06ACM00000001")
-	st, err := n.JetStream().Stream(ctx, store.MessageStream("acme"))
+	st, err := n.JetStream().Stream(ctx, names.MessageStream("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}

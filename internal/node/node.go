@@ -29,6 +29,7 @@ import (
 	"github.com/iotransit/iotransit/internal/api"
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/forward/egress"
@@ -198,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.bb, err = backbone.Start(ctx, cfg.backboneConfig(), n.log); err != nil {
 		return nil, err
 	}
-	kmsKV, err := n.bb.KV(ctx, "iotransit_kms", 1)
+	kmsKV, err := n.bb.KV(ctx, names.KMSBucket, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +449,7 @@ func (n *Node) auditLoop() {
 // systemKey returns the platform Ed25519 key called name, creating it on
 // first start; it is kept in KV sealed by kms.
 func (n *Node) systemKey(ctx context.Context, name string) (ed25519.PrivateKey, error) {
-	kv, err := n.bb.KV(ctx, "iotransit_system", 1)
+	kv, err := n.bb.KV(ctx, names.SystemBucket, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -633,7 +634,7 @@ func (n *Node) serverCertificate(ctx context.Context) (*pki.CertSource, error) {
 
 // loadServerCA returns the internal server CA, creating it on first start.
 func (n *Node) loadServerCA(ctx context.Context) (*pki.CA, error) {
-	kv, err := n.bb.KV(ctx, "iotransit_system", 1)
+	kv, err := n.bb.KV(ctx, names.SystemBucket, 1)
 	if err != nil {
 		return nil, err
 	}

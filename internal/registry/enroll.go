@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/pki"
 )
@@ -69,7 +70,6 @@ func (t *EnrollmentToken) boundTo(g *Gateway) bool {
 }
 
 const (
-	tokensBucket  = "iotransit_enrollment"
 	tokenPrefix   = "iet_"
 	maxTokenTTL   = 30 * 24 * time.Hour
 	defaultTokTTL = 24 * time.Hour
@@ -81,7 +81,7 @@ func tokenHash(secret string) []byte {
 }
 
 func (r *Registry) tokens(ctx context.Context) (jetstream.KeyValue, error) {
-	return r.kvs.KV(ctx, tokensBucket, 1)
+	return r.kvs.KV(ctx, names.EnrollmentBucket, 1)
 }
 
 // CreateEnrollmentToken makes a one-time token for a registered, active

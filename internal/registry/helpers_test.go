@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/registry"
@@ -121,7 +122,7 @@ func (c *cluster) open() *node {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kv, err := c.bb.KV(ctx, "iotransit_kms", 1)
+	kv, err := c.bb.KV(ctx, names.KMSBucket, 1)
 	if err != nil {
 		c.t.Fatalf("kms bucket: %v", err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/thingsee"
@@ -218,13 +219,9 @@ func ValidTenantID(id string) bool {
 func ValidSerial(s string) bool { return thingsee.ValidTUID(s) }
 
 const (
-	tenantsBucket = "iotransit_tenants"
-	serialsBucket = "iotransit_serials"
-	caValidity    = 20 * 365 * 24 * time.Hour
-	caKeyAAD      = "registry/ca-key"
+	caValidity = 20 * 365 * 24 * time.Hour
+	caKeyAAD   = "registry/ca-key"
 )
-
-func gatewaysBucket(tenant string) string { return "iot_" + tenant + "_gateways" }
 
 // Registry is the tenant and gateway registry with its in-memory copy.
 type Registry struct {
@@ -261,11 +258,11 @@ type tenantEntry struct {
 
 // Open opens the registry and starts watching for changes made anywhere.
 func Open(ctx context.Context, kvs KVProvider, keys Sealer, log *slog.Logger) (*Registry, error) {
-	tenKV, err := kvs.KV(ctx, tenantsBucket, 1)
+	tenKV, err := kvs.KV(ctx, names.TenantsBucket, 1)
 	if err != nil {
 		return nil, err
 	}
-	serKV, err := kvs.KV(ctx, serialsBucket, 1)
+	serKV, err := kvs.KV(ctx, names.SerialsBucket, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +376,7 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant) error {
 	if err != nil {
 		return fmt.Errorf("registry: tenant %s CA: %w", t.ID, err)
 	}
-	kv, err := r.kvs.KV(ctx, gatewaysBucket(t.ID), 1)
+	kv, err := r.kvs.KV(ctx, names.GatewaysBucket(t.ID), 1)
 	if err != nil {
 		return err
 	}

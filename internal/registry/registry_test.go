@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/registry"
 )
@@ -181,7 +182,7 @@ func TestRegistryCreateTenantSealsCAKey(t *testing.T) {
 	}
 	cx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := c.bb.KV(cx, "iotransit_tenants", 1)
+	kv, err := c.bb.KV(cx, names.TenantsBucket, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

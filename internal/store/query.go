@@ -1,6 +1,7 @@
 package store
 
 import (
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/thingsee"
 
 	"context"
@@ -169,7 +170,7 @@ func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page
 		return page, ErrQueryInvalid.WithDetail("tsmId must be an integer from %d to %d", MinTsmID, MaxTsmID)
 	}
 	sp := spec{
-		stream: MessageStream(tenant), filter: ">", from: q.From, to: q.To, oldest: q.Oldest, limit: limit,
+		stream: names.MessageStream(tenant), filter: ">", from: q.From, to: q.To, oldest: q.Oldest, limit: limit,
 		hash: filterHash("msg", tenant, q.Gateway, q.Tuid, strconv.Itoa(q.TsmID), timeKey(q.From), timeKey(q.To)),
 	}
 	if q.Oldest {
@@ -187,7 +188,7 @@ func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page
 		if q.TsmID != 0 {
 			id = strconv.Itoa(q.TsmID)
 		}
-		sp.filter = "iot." + tenant + ".msg." + gw + "." + tuid + "." + id
+		sp.filter = names.MessageFilter(tenant, gw, tuid, id)
 		// The match count comes with one entry per matching subject: a
 		// gateway or a sensor bounds them, a tsmId alone (a subject per
 		// sensor) does not, and is dense anyway.
@@ -230,7 +231,7 @@ func (s *Store) QueryRejected(ctx context.Context, tenant string, q RejectedQuer
 		return page, ErrQueryInvalid.WithDetail("code must be 1 to 64 characters of a-z, '_' and '.'")
 	}
 	sp := spec{
-		stream: RejectedStream(tenant), filter: ">", from: q.From, to: q.To, oldest: q.Oldest, limit: limit,
+		stream: names.RejectedStream(tenant), filter: ">", from: q.From, to: q.To, oldest: q.Oldest, limit: limit,
 		flags: flagRejected,
 		hash:  filterHash("rej", tenant, q.Gateway, q.Code, timeKey(q.From), timeKey(q.To)),
 	}
@@ -238,7 +239,7 @@ func (s *Store) QueryRejected(ctx context.Context, tenant string, q RejectedQuer
 		sp.flags |= flagOldest
 	}
 	if q.Gateway != "" {
-		sp.filter, sp.count = rejectedSubject(tenant, q.Gateway), true
+		sp.filter, sp.count = names.Rejected(tenant, q.Gateway), true
 	}
 	if q.Cursor != "" {
 		c, err := decodeCursor(q.Cursor, sp.flags, sp.hash)

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/store"
@@ -40,7 +41,7 @@ func newFixture(tb testing.TB) *fixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(bb.Close)
-	kv, err := bb.KV(ctx, "iotransit_kms", 1)
+	kv, err := bb.KV(ctx, names.KMSBucket, 1)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -333,7 +334,7 @@ func queries(all []stored) map[string]store.Query {
 func TestQueryMessagesMatchesBruteForce(t *testing.T) {
 	f := newFixture(t)
 	f.appendN(t, rand.New(rand.NewPCG(1, 2)), 2400, 60, time.Millisecond)
-	all := f.readAll(t, store.MessageStream("acme"))
+	all := f.readAll(t, names.MessageStream("acme"))
 	budgets := []struct {
 		name       string
 		scan, span int
@@ -392,7 +393,7 @@ func ids(ms []store.Message) []string {
 func TestQueryTimeBoundaries(t *testing.T) {
 	f := newFixture(t)
 	f.appendN(t, rand.New(rand.NewPCG(3, 4)), 400, 20, 2*time.Millisecond)
-	all := f.readAll(t, store.MessageStream("acme"))
+	all := f.readAll(t, names.MessageStream("acme"))
 	ctx := context.Background()
 	x := all[200]
 	for _, oldest := range []bool{false, true} {
@@ -447,9 +448,9 @@ func walkMessagesItems(t *testing.T, s *store.Store, q store.Query) []store.Mess
 func TestQueryWithDeletedAndPurged(t *testing.T) {
 	f := newFixture(t)
 	f.appendN(t, rand.New(rand.NewPCG(5, 6)), 1200, 40, time.Millisecond)
-	before := f.readAll(t, store.MessageStream("acme"))
+	before := f.readAll(t, names.MessageStream("acme"))
 	ctx := context.Background()
-	st := f.stream(t, store.MessageStream("acme"))
+	st := f.stream(t, names.MessageStream("acme"))
 	// A purged prefix, a run of deleted messages, scattered deletes and a
 	// subject purged entirely.
 	if err := st.Purge(ctx, jetstream.WithPurgeSequence(151)); err != nil {
@@ -464,10 +465,10 @@ func TestQueryWithDeletedAndPurged(t *testing.T) {
 			t.Fatal(seq, err)
 		}
 	}
-	if err := st.Purge(ctx, jetstream.WithPurgeSubject(store.MessageSubject("acme", gateways[1], roaming, 1100))); err != nil {
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(names.Message("acme", gateways[1], roaming, 1100))); err != nil {
 		t.Fatal(err)
 	}
-	all := f.readAll(t, store.MessageStream("acme"))
+	all := f.readAll(t, names.MessageStream("acme"))
 	if len(all) >= len(before)-250 {
 		t.Fatalf("only %d of %d messages removed", len(before)-len(all), len(before))
 	}
@@ -513,7 +514,7 @@ func TestQueryPagingWhileAppending(t *testing.T) {
 			}
 
 			// Newest first: the walk is the stream as it was; appends are above it.
-			snapshot := f.readAll(t, store.MessageStream("acme"))
+			snapshot := f.readAll(t, names.MessageStream("acme"))
 			got := walkMessages(t, f.s, q, 7, appendSome)
 			if d := diff(got, expect(snapshot, q)); d != "" {
 				t.Fatalf("newest first while appending: %s", d)
@@ -526,7 +527,7 @@ func TestQueryPagingWhileAppending(t *testing.T) {
 					appendSome(page)
 				}
 			})
-			all := f.readAll(t, store.MessageStream("acme"))
+			all := f.readAll(t, names.MessageStream("acme"))
 			if d := diff(got, expect(all, q)); d != "" {
 				t.Fatalf("oldest first while appending: %s", d)
 			}
@@ -687,7 +688,7 @@ func TestQueryRejected(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	all := f.readAll(t, store.RejectedStream("acme"))
+	all := f.readAll(t, names.RejectedStream("acme"))
 	at := func(i int) time.Time { return all[i].at }
 	qs := map[string]store.RejectedQuery{
 		"all":             {},
@@ -741,7 +742,7 @@ func TestQueryRejectedScanBudget(t *testing.T) {
 	add("thingsee.rare", 0, 4)
 	add("thingsee.common", 4, budget*2+200)
 	add("thingsee.rare", budget*2+204, 3)
-	all := f.readAll(t, store.RejectedStream("acme"))
+	all := f.readAll(t, names.RejectedStream("acme"))
 	for _, oldest := range []bool{false, true} {
 		q := store.RejectedQuery{Code: "thingsee.rare", Oldest: oldest}
 		got, pages, partial := walkRejected(t, f.s, q, 5)
@@ -762,7 +763,7 @@ func TestQueryRejectedScanBudget(t *testing.T) {
 func TestMessagesIsNewestPage(t *testing.T) {
 	f := newFixture(t)
 	f.appendN(t, rand.New(rand.NewPCG(13, 14)), 50, 50, 0)
-	all := f.readAll(t, store.MessageStream("acme"))
+	all := f.readAll(t, names.MessageStream("acme"))
 	got, err := f.s.Messages(context.Background(), "acme", 10)
 	if err != nil {
 		t.Fatal(err)
@@ -803,7 +804,7 @@ func BenchmarkQuery(b *testing.B) {
 		}
 	}
 	b.Logf("stored %d messages in %v", n, time.Since(start))
-	st := f.stream(b, store.MessageStream("acme"))
+	st := f.stream(b, names.MessageStream("acme"))
 	at := func(seq uint64) time.Time {
 		m, err := st.GetMsg(ctx, seq)
 		if err != nil {

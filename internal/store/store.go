@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
 )
 
@@ -72,28 +73,12 @@ func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer
 	return &Store{cfg: cfg, streams: streams, js: js, keys: keys}
 }
 
-// MessageStream returns the name of a tenant's message stream.
-func MessageStream(tenant string) string { return "MSG_" + tenant }
-
-// RejectedStream returns the name of a tenant's rejected-message stream.
-func RejectedStream(tenant string) string { return "REJ_" + tenant }
-
-// MessageSubject returns the subject of a stored message. Every part must be
-// validated before (tenant id, gateway serial, TUID: [a-z0-9-] / [A-Z0-9]).
-func MessageSubject(tenant, gateway, tuid string, tsmID int) string {
-	return "iot." + tenant + ".msg." + gateway + "." + tuid + "." + strconv.Itoa(tsmID)
-}
-
-func rejectedSubject(tenant, gateway string) string {
-	return "iot." + tenant + ".rej." + gateway
-}
-
 // EnsureTenant creates or updates the tenant's streams. It is idempotent.
 func (s *Store) EnsureTenant(ctx context.Context, tenant string) error {
 	if _, err := s.streams.Stream(ctx, jetstream.StreamConfig{
-		Name:        MessageStream(tenant),
+		Name:        names.MessageStream(tenant),
 		Description: "accepted Thingsee messages of tenant " + tenant,
-		Subjects:    []string{"iot." + tenant + ".msg.>", "iot." + tenant + ".redrive.>"},
+		Subjects:    []string{names.Messages(tenant), names.Redriven(tenant)},
 		MaxAge:      s.cfg.Retention,
 		MaxBytes:    orUnlimited(s.cfg.MaxBytes),
 		Discard:     jetstream.DiscardOld,
@@ -103,9 +88,9 @@ func (s *Store) EnsureTenant(ctx context.Context, tenant string) error {
 		return err
 	}
 	_, err := s.streams.Stream(ctx, jetstream.StreamConfig{
-		Name:        RejectedStream(tenant),
+		Name:        names.RejectedStream(tenant),
 		Description: "rejected messages of tenant " + tenant + ", with reasons",
-		Subjects:    []string{"iot." + tenant + ".rej.>"},
+		Subjects:    []string{names.RejectedMessages(tenant)},
 		MaxAge:      s.cfg.RejectedRetention,
 		MaxBytes:    orUnlimited(s.cfg.MaxBytes),
 		Discard:     jetstream.DiscardOld,
@@ -165,14 +150,14 @@ func (s *Store) Append(ctx context.Context, tenant string, recs []Record) (Appen
 		if err != nil {
 			return AppendResult{}, fmt.Errorf("store: seal: %w", err)
 		}
-		m := nats.NewMsg(MessageSubject(tenant, r.Gateway, r.Tuid, r.TsmID))
+		m := nats.NewMsg(names.Message(tenant, r.Gateway, r.Tuid, r.TsmID))
 		m.Data = sealed
 		m.Header.Set(jetstream.MsgIDHeader, r.ID)
 		m.Header.Set(hdrGateway, r.Gateway)
 		m.Header.Set(hdrTuid, r.Tuid)
 		m.Header.Set(hdrTsmID, strconv.Itoa(r.TsmID))
 		m.Header.Set(hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
-		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(MessageStream(tenant)))
+		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(names.MessageStream(tenant)))
 		if err != nil {
 			return AppendResult{}, fmt.Errorf("store: publish: %w", err)
 		}
@@ -226,12 +211,12 @@ func (s *Store) AppendRejected(ctx context.Context, tenant string, recs []Reject
 		if err != nil {
 			return fmt.Errorf("store: seal: %w", err)
 		}
-		m := nats.NewMsg(rejectedSubject(tenant, r.Gateway))
+		m := nats.NewMsg(names.Rejected(tenant, r.Gateway))
 		m.Data = sealed
 		m.Header.Set(jetstream.MsgIDHeader, r.contentID())
 		m.Header.Set(hdrGateway, r.Gateway)
 		m.Header.Set(hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
-		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(RejectedStream(tenant)))
+		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(names.RejectedStream(tenant)))
 		if err != nil {
 			return fmt.Errorf("store: publish rejected: %w", err)
 		}
@@ -282,7 +267,7 @@ type StoredRejected struct {
 // messages, newest first.
 func (s *Store) Messages(ctx context.Context, tenant string, limit int) ([]Message, error) {
 	if limit <= 0 {
-		return nil, s.exists(ctx, MessageStream(tenant))
+		return nil, s.exists(ctx, names.MessageStream(tenant))
 	}
 	p, err := s.QueryMessages(ctx, tenant, Query{Limit: min(limit, MaxLimit)})
 	return p.Items, err
@@ -292,7 +277,7 @@ func (s *Store) Messages(ctx context.Context, tenant string, limit int) ([]Messa
 // newest rejected messages, newest first.
 func (s *Store) RejectedMessages(ctx context.Context, tenant string, limit int) ([]StoredRejected, error) {
 	if limit <= 0 {
-		return nil, s.exists(ctx, RejectedStream(tenant))
+		return nil, s.exists(ctx, names.RejectedStream(tenant))
 	}
 	p, err := s.QueryRejected(ctx, tenant, RejectedQuery{Limit: min(limit, MaxLimit)})
 	return p.Items, err
@@ -322,7 +307,7 @@ func (s *Store) exists(ctx context.Context, stream string) error {
 
 // Follow calls fn with each message stored from now on, until ctx ends.
 func (s *Store) Follow(ctx context.Context, tenant string, fn func(Message)) error {
-	c, err := s.js.OrderedConsumer(ctx, MessageStream(tenant), jetstream.OrderedConsumerConfig{
+	c, err := s.js.OrderedConsumer(ctx, names.MessageStream(tenant), jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 	})
 	if err != nil {
@@ -385,21 +370,20 @@ func (s *Store) Decode(ctx context.Context, tenant string, seq uint64, stored ti
 // again does not help.
 var ErrUnreadable = errors.New("store: message cannot be opened")
 
-// RedriveSubjectPrefix is the subject prefix of messages re-driven to one
-// integration: only that integration's consumer reads them.
-func RedriveSubjectPrefix(tenant, integration string) string {
-	return "iot." + tenant + ".redrive." + integration
-}
-
 // Redrive puts a message (headers and sealed data as stored) back into the
 // tenant's message stream for one integration only.
 func (s *Store) Redrive(ctx context.Context, tenant, integration string, h nats.Header, data []byte) error {
 	id := ContentID(h)
-	tsmID := h.Get(hdrTsmID)
-	if _, err := strconv.Atoi(tsmID); err != nil {
+	tsmID, err := strconv.Atoi(h.Get(hdrTsmID))
+	if err != nil {
 		return fmt.Errorf("store: redrive: bad tsmId header")
 	}
-	m := nats.NewMsg(RedriveSubjectPrefix(tenant, integration) + "." + h.Get(hdrGateway) + "." + h.Get(hdrTuid) + "." + tsmID)
+	gw, tuid := h.Get(hdrGateway), h.Get(hdrTuid)
+	if !names.ValidToken(gw) || !names.ValidToken(tuid) {
+		return fmt.Errorf("store: redrive: bad gateway or tsmTuid header")
+	}
+	// Only that integration's consumer reads re-driven messages.
+	m := nats.NewMsg(names.RedriveSubject(tenant, integration, gw, tuid, tsmID))
 	m.Data = data
 	for _, k := range []string{hdrGateway, hdrTuid, hdrTsmID, hdrReceived} {
 		m.Header.Set(k, h.Get(k))
@@ -407,7 +391,7 @@ func (s *Store) Redrive(ctx context.Context, tenant, integration string, h nats.
 	m.Header.Set(hdrRedriven, strconv.FormatInt(time.Now().UnixNano(), 10))
 	m.Header.Set(hdrContentID, id)
 	m.Header.Set(jetstream.MsgIDHeader, "rd-"+integration+"-"+id+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
-	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(MessageStream(tenant))); err != nil {
+	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(names.MessageStream(tenant))); err != nil {
 		return fmt.Errorf("store: redrive: %w", err)
 	}
 	return nil
@@ -420,12 +404,12 @@ func (s *Store) Redrive(ctx context.Context, tenant, integration string, h nats.
 func (s *Store) Tail(ctx context.Context, tenant string, start uint64, subjects []string, max int, maxWait time.Duration, fn func([]Message) error) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverNewPolicy}
 	if len(subjects) == 0 {
-		cfg.FilterSubjects = []string{"iot." + tenant + ".msg.>"}
+		cfg.FilterSubjects = []string{names.Messages(tenant)}
 	}
 	if start > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}
-	c, err := s.js.OrderedConsumer(ctx, MessageStream(tenant), cfg)
+	c, err := s.js.OrderedConsumer(ctx, names.MessageStream(tenant), cfg)
 	if err != nil {
 		return fmt.Errorf("store: tail %s: %w", tenant, err)
 	}
@@ -490,7 +474,7 @@ func (s *Store) FindByKey(ctx context.Context, tenant, tuid string, tsmID int, t
 // Bounds returns the first and last sequence of the tenant's message stream
 // (first > last when it is empty).
 func (s *Store) Bounds(ctx context.Context, tenant string) (first, last uint64, err error) {
-	st, err := s.js.Stream(ctx, MessageStream(tenant))
+	st, err := s.js.Stream(ctx, names.MessageStream(tenant))
 	if err != nil {
 		return 0, 0, fmt.Errorf("store: stream: %w", err)
 	}

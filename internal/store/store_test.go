@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/store"
 )
@@ -22,7 +23,7 @@ func newStore(t *testing.T) (*store.Store, *backbone.Backbone) {
 		t.Fatal(err)
 	}
 	t.Cleanup(bb.Close)
-	kv, err := bb.KV(ctx, "iotransit_kms", 1)
+	kv, err := bb.KV(ctx, names.KMSBucket, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestStoreSealsPayloadsAtRest(t *testing.T) {
 	if _, err := s.Append(ctx, "acme", []store.Record{rec("id1", secret)}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := bb.JS.Stream(ctx, store.MessageStream("acme"))
+	st, err := bb.JS.Stream(ctx, names.MessageStream("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,145 @@
+// Package names is the one catalogue of the names iotransit gives its
+// JetStream objects: streams, subjects, consumers and key-value buckets.
+// Every other package builds a name through it, so the layout of the
+// backbone can be read (and changed) in one place.
+//
+// A name is built only from validated ids: tenant ids ([a-z0-9-], or the
+// platform's "_system"), gateway serials and sensor TUIDs ([A-Z0-9]),
+// integration ids and tsmIds. Every part is checked to be one NATS token
+// (non-empty, no '.', '*', '>', white space or control character), and a
+// part that is not one panics: a caller passing unvalidated input is a bug
+// that could otherwise reach another tenant's subjects. Filters take the
+// wildcard "*" where their documentation says so.
+package names
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Buckets shared by the whole deployment (not per tenant).
+const (
+	// KMSBucket holds the wrapped data keys of kms.
+	KMSBucket = "iotransit_kms"
+	// SystemBucket holds platform keys (JWT, audit signing) and the server CA, sealed.
+	SystemBucket = "iotransit_system"
+	// TenantsBucket holds the tenants of the registry.
+	TenantsBucket = "iotransit_tenants"
+	// SerialsBucket reserves gateway serials across tenants.
+	SerialsBucket = "iotransit_serials"
+	// EnrollmentBucket holds enrollment tokens (hashed).
+	EnrollmentBucket = "iotransit_enrollment"
+	// CredentialIndexBucket maps API key and OAuth2 client ids to their tenant.
+	CredentialIndexBucket = "iotransit_credentials"
+	// LeasesBucket holds the forwarding leases (a TTL bucket).
+	LeasesBucket = "iotransit_leases"
+)
+
+// MessageStream is the name of a tenant's stream of accepted messages.
+func MessageStream(tenant string) string { return "MSG_" + tok(tenant) }
+
+// RejectedStream is the name of a tenant's stream of rejected messages.
+func RejectedStream(tenant string) string { return "REJ_" + tok(tenant) }
+
+// AuditStream is the name of a tenant's audit log stream.
+func AuditStream(tenant string) string { return "AUD_" + tok(tenant) }
+
+// DeadLetterStream is the name of an integration's dead-letter stream.
+func DeadLetterStream(tenant, integration string) string {
+	return "DLQ_" + tok(tenant) + "_" + tok(integration)
+}
+
+// GatewaysBucket is the name of a tenant's gateway registry bucket.
+func GatewaysBucket(tenant string) string { return "iot_" + tok(tenant) + "_gateways" }
+
+// CredentialsBucket is the name of a tenant's API key and OAuth2 client bucket.
+func CredentialsBucket(tenant string) string { return "iot_" + tok(tenant) + "_credentials" }
+
+// IntegrationsBucket is the name of a tenant's integrations bucket.
+func IntegrationsBucket(tenant string) string { return "iot_" + tok(tenant) + "_integrations" }
+
+// IntegrationStateBucket is the name of a tenant's integration delivery-state bucket.
+func IntegrationStateBucket(tenant string) string {
+	return "iot_" + tok(tenant) + "_integration_state"
+}
+
+// IntegrationConsumer is the name of an integration's durable consumer on
+// its tenant's message stream.
+func IntegrationConsumer(integration string) string { return "fwd_" + tok(integration) }
+
+// Messages is the subject filter of all a tenant's accepted messages.
+func Messages(tenant string) string { return "iot." + tok(tenant) + ".msg.>" }
+
+// Message is the subject of one accepted message.
+func Message(tenant, gateway, tuid string, tsmID int) string {
+	return "iot." + tok(tenant) + ".msg." + tok(gateway) + "." + tok(tuid) + "." + strconv.Itoa(tsmID)
+}
+
+// MessageFilter is a subject filter of a tenant's messages; gateway, tuid
+// and tsmID may each be "*" (any).
+func MessageFilter(tenant, gateway, tuid, tsmID string) string {
+	return "iot." + tok(tenant) + ".msg." + tokOrAny(gateway) + "." + tokOrAny(tuid) + "." + tokOrAny(tsmID)
+}
+
+// Redriven is the subject filter of all messages re-driven to integrations
+// of a tenant (they live in the message stream, apart from live messages).
+func Redriven(tenant string) string { return "iot." + tok(tenant) + ".redrive.>" }
+
+// RedrivenTo is the subject filter of the messages re-driven to one integration.
+func RedrivenTo(tenant, integration string) string {
+	return "iot." + tok(tenant) + ".redrive." + tok(integration) + ".>"
+}
+
+// RedriveSubject is the subject of one message re-driven to an integration.
+func RedriveSubject(tenant, integration, gateway, tuid string, tsmID int) string {
+	return "iot." + tok(tenant) + ".redrive." + tok(integration) + "." + tok(gateway) + "." + tok(tuid) + "." + strconv.Itoa(tsmID)
+}
+
+// RejectedMessages is the subject filter of a tenant's rejected messages.
+func RejectedMessages(tenant string) string { return "iot." + tok(tenant) + ".rej.>" }
+
+// Rejected is the subject of a message rejected from one gateway.
+func Rejected(tenant, gateway string) string { return "iot." + tok(tenant) + ".rej." + tok(gateway) }
+
+// DeadLetter is the subject of an integration's dead letters.
+func DeadLetter(tenant, integration string) string {
+	return "iot." + tok(tenant) + ".dlq." + tok(integration)
+}
+
+// AuditEntry is the subject of a tenant's audit entries.
+func AuditEntry(tenant string) string { return "audit." + tok(tenant) + ".entry" }
+
+// AuditCheckpoint is the subject of a tenant's signed audit checkpoints.
+func AuditCheckpoint(tenant string) string { return "audit." + tok(tenant) + ".checkpoint" }
+
+// ValidToken reports whether s can be one part of a name: non-empty, at
+// most 128 bytes, without '.', '*', '>', white space or control characters.
+func ValidToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c <= ' ', c == 0x7f, c == '.', c == '*', c == '>':
+			return false
+		case c >= 0x80: // ids are ASCII
+			return false
+		}
+	}
+	return true
+}
+
+// tok returns s if it is one valid token and panics otherwise.
+func tok(s string) string {
+	if !ValidToken(s) {
+		panic(fmt.Sprintf("names: %q is not a validated id (one NATS token)", s))
+	}
+	return s
+}
+
+func tokOrAny(s string) string {
+	if s == "*" {
+		return s
+	}
+	return tok(s)
+}
