@@ -19,6 +19,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/forward/egress"
+	"github.com/iotransit/iotransit/internal/retry"
 	"github.com/iotransit/iotransit/internal/store"
 )
 
@@ -109,6 +110,9 @@ type Engine struct {
 	leases  jetstream.KeyValue
 }
 
+// restarts paces the restarts of a watch or a delivery session that ended.
+var restarts = retry.Backoff{Base: time.Second, Max: time.Minute}
+
 // New returns an engine; call AddTenant for each tenant, then it runs until Close.
 func New(cfg Config, js jetstream.JetStream, kvs KVProvider, streams StreamProvider, keys Keys, msgs Messages, factories map[string]Factory, reg prometheus.Registerer, log *slog.Logger) *Engine {
 	cfg.defaults()
@@ -138,18 +142,9 @@ func (e *Engine) AddTenant(tenant string) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		for wait := time.Second; e.ctx.Err() == nil; wait = min(2*wait, time.Minute) {
-			err := e.watch(tenant)
-			if e.ctx.Err() != nil {
-				return
-			}
+		retry.Forever(e.ctx, restarts, func(context.Context) error { return e.watch(tenant) }, func(err error, _ time.Duration) {
 			e.log.Warn("integration watch ended; restarting", "tenant_id", tenant, "error", err)
-			select {
-			case <-e.ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-		}
+		})
 	}()
 }
 

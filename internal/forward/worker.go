@@ -5,7 +5,6 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
+	"github.com/iotransit/iotransit/internal/retry"
 	"github.com/iotransit/iotransit/internal/store"
 )
 
@@ -40,21 +40,12 @@ type worker struct {
 // run holds the lease and delivers until ctx ends, starting over after a
 // failure of the session (lost lease, bad configuration, JetStream trouble).
 func (w *worker) run(ctx context.Context) {
-	for wait := time.Second; ctx.Err() == nil; wait = min(2*wait, time.Minute) {
-		err := w.session(ctx)
-		if ctx.Err() != nil {
-			return
-		}
+	retry.Forever(ctx, restarts, w.session, func(err error, _ time.Duration) {
 		if err != nil {
 			w.e.log.Warn("integration session ended", "tenant_id", w.tenant, "integration_id", w.id, "error", err)
 			w.noteError(ctx, Summary(err), err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
+	})
 }
 
 func (w *worker) session(ctx context.Context) error {
@@ -294,11 +285,7 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 // backoff is exponential with full jitter between RetryBase and RetryMax,
 // and at least what the endpoint asked for (capped at an hour).
 func (w *worker) backoff(attempt int, asked time.Duration) time.Duration {
-	ceil := w.e.cfg.RetryBase << min(attempt-1, 20)
-	if ceil > w.e.cfg.RetryMax || ceil <= 0 {
-		ceil = w.e.cfg.RetryMax
-	}
-	d := w.e.cfg.RetryBase/2 + time.Duration(rand.Int64N(int64(ceil)))
+	d := retry.Backoff{Base: w.e.cfg.RetryBase, Max: w.e.cfg.RetryMax}.Delay(attempt)
 	if asked > d {
 		d = min(asked, time.Hour)
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/registry"
+	"github.com/iotransit/iotransit/internal/retry"
 	"github.com/iotransit/iotransit/internal/store"
 )
 
@@ -375,20 +376,22 @@ func (n *Node) CreateTenant(ctx context.Context, id string) (registry.Tenant, er
 // ensureTenant creates a tenant's streams, retrying with backoff until it
 // works or the node stops.
 func (n *Node) ensureTenant(id string) {
-	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := errors.Join(n.st.EnsureTenant(ctx, id), n.audit.EnsureTenant(ctx, id))
-		cancel()
-		if err == nil {
-			return
-		}
-		n.log.Warn("tenant streams not ready; retrying", "tenant_id", id, "error", err, "retry_in", wait.String())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
 		select {
 		case <-n.stop:
-			return
-		case <-time.After(wait):
+			cancel()
+		case <-ctx.Done():
 		}
-	}
+	}()
+	_ = retry.Until(ctx, retry.Backoff{Base: time.Second, Max: time.Minute}, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return errors.Join(n.st.EnsureTenant(ctx, id), n.audit.EnsureTenant(ctx, id))
+	}, func(err error, wait time.Duration) {
+		n.log.Warn("tenant streams not ready; retrying", "tenant_id", id, "error", err, "retry_in", wait.String())
+	})
 }
 
 // Audit returns the audit log.
