@@ -207,12 +207,6 @@ func (rc *receiver) setRespond(f respondFunc) {
 	rc.respond = f
 }
 
-func (rc *receiver) setSecrets(s ...string) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.secrets = s
-}
-
 func (rc *receiver) deliveries() []delivery {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
