@@ -171,7 +171,7 @@ const (
 // check is done on the decimal digits, never through float64, so no
 // precision is lost and 1.0000000000000000001 is not mistaken for 1.
 func parseJSONInt(n string) (int64, intStatus) {
-	if strings.IndexAny(n, ".eE") < 0 {
+	if !strings.ContainsAny(n, ".eE") {
 		v, err := strconv.ParseInt(n, 10, 64)
 		if err != nil {
 			return 0, intOverflow

@@ -23,7 +23,8 @@ import (
 )
 
 // Rejection codes. They are stable: the ingest stores them with rejected
-// messages, reports them to gateways and uses them as metric labels.
+// messages, reports them to gateways and uses them as metric labels. Each
+// has a fault definition (faults.go, Fault), so docs/errors.md lists it.
 const (
 	// CodePayloadInvalid means the payload is not valid UTF-8 JSON, has
 	// trailing data after the value, or is an empty array.
@@ -178,7 +179,8 @@ type Rejection struct {
 	// Index is the position in the payload, -1 when the whole payload is
 	// refused.
 	Index int
-	// Code is one of the stable Code* constants.
+	// Code is one of the stable Code* constants (each a fault definition:
+	// Fault).
 	Code string
 	// Field is the offending field name, "" when the problem is not about
 	// one field.
