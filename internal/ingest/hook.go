@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,11 +14,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"golang.org/x/time/rate"
 
 	"github.com/iotransit/iotransit/internal/registry"
-	"github.com/iotransit/iotransit/internal/store"
-	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
 // Topics of the gateway MQTT contract (DESIGN §5).
@@ -39,15 +35,7 @@ func ErrorsTopic(serial string) string { return topicPrefix + serial + downSuffi
 type session struct {
 	id          Identity
 	cl          *mqtt.Client
-	limiter     *rate.Limiter
 	established bool // mochi sent the CONNACK: OnDisconnect follows
-}
-
-// limiterEntry is a gateway's message rate limiter, kept across its
-// connections so that reconnecting does not grant a fresh burst.
-type limiterEntry struct {
-	l    *rate.Limiter
-	seen time.Time
 }
 
 // Bounds of what one gateway may subscribe to under its down/ prefix.
@@ -57,60 +45,37 @@ const (
 	maxFilterLevels  = 3 // below down/
 )
 
-// hook adapts mochi's Hook to the ingest: identity, ACL, validation and
-// persist-before-ack. It is the only file that knows mochi's hook API.
+// hook adapts mochi's Hook to the ingest. It keeps what is MQTT's: the
+// CONNECT and its binding to the certificate identity, the topic ACL and
+// subscription bounds, the QoS 2 refusal, wills and sessions. A publish goes
+// to the accept core (accept.go), whose Outcome it answers through one
+// table (answers). It is the only file that knows mochi's hook API.
 type hook struct {
 	mqtt.HookBase
-	cfg     Config
-	broker  *mqtt.Server
-	dir     Directory
-	st      Store
-	m       *metrics
-	log     *slog.Logger
-	lenient *thingsee.Validator
-	strict  *thingsee.Validator
-	now     func() time.Time
+	cfg    Config
+	broker *mqtt.Server
+	dir    Directory
+	core   *Core
+	m      *metrics
+	log    *slog.Logger
+	now    func() time.Time
 
 	mu        sync.Mutex
 	byClient  map[*mqtt.Client]*session
 	byGateway map[string]*session // tenant/serial
 	perTenant map[string]int
-	limiters  map[string]*limiterEntry // tenant/serial
-	swept     time.Time
 	owners    map[string]string // client id → tenant/incarnation of its mochi session
 }
 
-func newHook(cfg Config, broker *mqtt.Server, dir Directory, st Store, m *metrics, log *slog.Logger) *hook {
+func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, log *slog.Logger) *hook {
 	return &hook{
-		cfg: cfg, broker: broker, dir: dir, st: st, m: m, log: log,
-		lenient:   thingsee.NewValidator(validatorOptions(cfg, false)),
-		strict:    thingsee.NewValidator(validatorOptions(cfg, true)),
+		cfg: cfg, broker: broker, dir: dir, core: core, m: core.m, log: log,
 		now:       time.Now,
 		byClient:  map[*mqtt.Client]*session{},
 		byGateway: map[string]*session{},
 		perTenant: map[string]int{},
-		limiters:  map[string]*limiterEntry{},
 		owners:    map[string]string{},
 	}
-}
-
-// limiterFor returns the gateway's rate limiter (h.mu held).
-func (h *hook) limiterFor(key string, now time.Time) *rate.Limiter {
-	if now.Sub(h.swept) > time.Minute {
-		h.swept = now
-		for k, e := range h.limiters {
-			if now.Sub(e.seen) > 10*time.Minute {
-				delete(h.limiters, k)
-			}
-		}
-	}
-	e, ok := h.limiters[key]
-	if !ok {
-		e = &limiterEntry{l: rate.NewLimiter(rate.Limit(h.cfg.MsgRate), h.cfg.MsgBurst)}
-		h.limiters[key] = e
-	}
-	e.seen = now
-	return e.l
 }
 
 // unregister forgets cl's session; it reports the session if there was one.
@@ -248,7 +213,6 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.mu.Unlock()
 		return h.refuseConnect(cl, id, packets.ErrQuotaExceeded, "tenant_connections")
 	}
-	s.limiter = h.limiterFor(gatewayKey(id.Tenant, id.Serial), h.now())
 	h.perTenant[id.Tenant]++
 	h.byClient[cl] = s
 	h.byGateway[gatewayKey(id.Tenant, id.Serial)] = s
@@ -371,21 +335,6 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	return pk, nil
 }
 
-// errorReport is what a gateway receives on v1/gw/{serial}/down/errors.
-type errorReport struct {
-	ReceivedAt time.Time        `json:"receivedAt"`
-	PacketID   uint16           `json:"packetId,omitempty"`
-	Accepted   int              `json:"accepted"`
-	Rejected   []reportedReject `json:"rejected"`
-	// More counts the rejections beyond the first maxReported (all are
-	// stored: GET /v1/tenants/{t}/rejected lists them).
-	More int `json:"more,omitempty"`
-}
-
-// maxReported bounds a report's size: reports wait in the gateway's
-// session until it acknowledges them.
-const maxReported = 50
-
 // subscribed reports whether cl already holds the filter (a re-subscribe
 // does not count against the limit).
 func subscribed(cl *mqtt.Client, filter string) bool {
@@ -393,29 +342,51 @@ func subscribed(cl *mqtt.Client, filter string) bool {
 	return ok
 }
 
-type reportedReject struct {
-	Index  int    `json:"index"`
-	Code   string `json:"code"`
-	Field  string `json:"field,omitempty"`
-	Reason string `json:"reason"`
-	TsmID  int    `json:"tsmId,omitempty"`
-	Tuid   string `json:"tsmTuid,omitempty"`
+// reply is what a QoS 1 publish gets in one protocol version.
+type reply struct {
+	// ack: a PUBACK is sent, in MQTT 5 with code as its reason code (0x00
+	// when zero, or a refusal with a reason string). Otherwise no PUBACK is
+	// sent and the connection is closed with code (MQTT 5: DISCONNECT).
+	ack  bool
+	code packets.Code
 }
 
-// Publish outcome codes (MQTT 5 PUBACK reason codes with a reason string).
-func payloadTooLarge(max int) packets.Code {
-	return packets.Code{Code: packets.ErrPacketTooLarge.Code, Reason: fmt.Sprintf("payload larger than %d bytes", max)}
+// answer is how the MQTT front end answers one Status of the core.
+type answer struct {
+	v5, v311 reply
+	// reason is the MQTT 5 reason string of a refusing PUBACK.
+	reason func(h *hook, out Outcome, serial string) string
 }
 
-func rateTooHigh(rate float64) packets.Code {
-	return packets.Code{Code: packets.ErrMessageRateTooHigh.Code, Reason: fmt.Sprintf("over %g messages per second for this gateway; retry later", rate)}
+// answers is the one table from the core's Outcome to what a gateway sees.
+// A QoS 0 publish has no PUBACK: it is taken when the payload's fate is
+// settled (v311.ack: stored or rejected for good) and dropped otherwise.
+// Never a plain Go error: mochi would acknowledge it (DESIGN §13).
+var answers = map[Status]answer{
+	AllStored:    {v5: reply{ack: true}, v311: reply{ack: true}},
+	SomeRejected: {v5: reply{ack: true}, v311: reply{ack: true}},
+	// Nothing valid: MQTT 3.1.1 has no reason code, so the publish is
+	// acknowledged once its rejections are stored (resending cannot fix
+	// it); the gateway learns why on down/errors.
+	AllRejected: {v5: reply{ack: true, code: packets.ErrPayloadFormatInvalid}, v311: reply{ack: true},
+		reason: func(h *hook, out Outcome, serial string) string { return noneValidReason(out.Report, serial) }},
+	TooLarge: {v5: reply{ack: true, code: packets.ErrPacketTooLarge}, v311: reply{ack: true},
+		reason: func(h *hook, out Outcome, serial string) string { return tooLargeReason(h.cfg.MaxPayload) }},
+	// MQTT 3.1.1 has no reason code: the ack is withheld and the
+	// connection closed, and the gateway resends later.
+	RateLimited: {v5: reply{ack: true, code: packets.ErrMessageRateTooHigh}, v311: reply{code: packets.ErrMessageRateTooHigh},
+		reason: func(h *hook, out Outcome, serial string) string {
+			return fmt.Sprintf("over %g messages per second for this gateway; retry later", h.cfg.MsgRate)
+		}},
+	// Not stored, never acknowledged: the gateway resends.
+	PersistFailed: {v5: reply{code: packets.ErrServerBusy}, v311: reply{code: packets.ErrServerBusy}},
 }
 
-// OnPublish validates and persists a gateway upload. It returns only after
-// JetStream acknowledged every accepted and rejected message; mochi writes
-// the PUBACK after it returns. A payload that could not be persisted is not
-// acknowledged: the connection is closed (MQTT 5: DISCONNECT 0x89) so the
-// gateway resends, and the content-derived ids store the resend once.
+// OnPublish hands a gateway upload to the accept core, which returns only
+// after JetStream acknowledged every accepted and rejected message; mochi
+// writes the PUBACK after OnPublish returns. It publishes the core's report
+// of rejections on the gateway's errors topic and answers the Outcome
+// through answers.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil // our own reports on down/errors
@@ -424,63 +395,39 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if !ok {
 		return pk, packets.ErrRejectPacket
 	}
-	received := h.now()
+	out := h.core.Accept(context.Background(), s.id, pk.Payload)
+	if out.Report != nil {
+		h.report(s, pk.PacketID, out.Report)
+	}
+	a, ok := answers[out.Status]
+	if !ok { // a status without an answer is a bug: never acknowledge it
+		h.log.Error("publish outcome without an answer", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "status", out.Status.String())
+		a = answers[PersistFailed]
+	}
+	r := a.v311
+	if v5(cl) {
+		r = a.v5
+	}
 	qos1 := pk.FixedHeader.Qos == 1
-
-	var res thingsee.Result
-	if len(pk.Payload) > h.cfg.MaxPayload {
-		code := payloadTooLarge(h.cfg.MaxPayload)
-		res.Rejected = []thingsee.Rejection{{Index: -1, Code: "ingest.payload_too_large", Reason: code.Reason, Raw: pk.Payload[:min(len(pk.Payload), 1024)]}}
-	} else {
-		v := h.lenient
-		if t, ok := h.dir.Tenant(s.id.Tenant); ok && t.RejectUnknownIDs {
-			v = h.strict
-		}
-		res = v.Validate(pk.Payload, s.id.Serial)
-	}
-	n := len(res.Accepted) + len(res.Rejected)
-	if !s.limiter.AllowN(received, min(n, h.cfg.MsgBurst)) {
-		h.m.publishRefused.WithLabelValues("rate").Inc()
-		if v5(cl) && qos1 {
-			return pk, rateTooHigh(h.cfg.MsgRate)
-		}
-		if qos1 { // MQTT 3.1.1 has no reason code: withhold the ack, the gateway resends later
-			_ = h.broker.DisconnectClient(cl, packets.ErrMessageRateTooHigh)
-		}
+	switch {
+	case qos1 && r.ack && r.code.Code >= packets.ErrUnspecifiedError.Code:
+		return pk, packets.Code{Code: r.code.Code, Reason: a.reason(h, out, s.id.Serial)}
+	case qos1 && !r.ack:
+		_ = h.broker.DisconnectClient(cl, r.code)
+		return pk, packets.ErrRejectPacket
+	case !a.v311.ack:
 		return pk, packets.ErrRejectPacket
 	}
-
-	if err := h.persist(s, res, received); err != nil {
-		h.m.publishRefused.WithLabelValues("persist").Inc()
-		h.log.Error("publish not persisted", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "error", err)
-		if qos1 {
-			_ = h.broker.DisconnectClient(cl, packets.ErrServerBusy)
-		}
-		return pk, packets.ErrRejectPacket
-	}
-	if len(res.Rejected) > 0 {
-		h.report(s, pk.PacketID, res, received)
-	}
-
 	pkx := pk
 	pkx.Ignore = true // uplinks are not routed to MQTT subscribers
 	pkx.FixedHeader.Retain = false
-	if len(res.Accepted) == 0 && v5(cl) && qos1 {
-		if len(pk.Payload) > h.cfg.MaxPayload {
-			return pk, payloadTooLarge(h.cfg.MaxPayload)
-		}
-		return pk, packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: noneValidReason(res, s.id.Serial)}
-	}
-	// MQTT 3.1.1 has no reason code: a publish with nothing valid is
-	// acknowledged once its rejections are stored (resending cannot fix it);
-	// the gateway learns why on down/errors.
 	return pkx, nil
 }
 
 // noneValidReason is the PUBACK reason string when nothing was valid: the
 // first rejection and where to read the rest, bounded in size.
-func noneValidReason(res thingsee.Result, serial string) string {
-	r := res.Rejected[0]
+func noneValidReason(rep *Report, serial string) string {
+	r := rep.Rejected[0]
 	s := r.Reason
 	if len(s) > 160 { // cut on a character boundary: the reason must stay UTF-8
 		i := 160
@@ -494,66 +441,21 @@ func noneValidReason(res thingsee.Result, serial string) string {
 		where = fmt.Sprintf("message %d", r.Index)
 	}
 	more := ""
-	if len(res.Rejected) > 1 {
-		more = fmt.Sprintf(" (and %d more)", len(res.Rejected)-1)
+	if n := rep.Total(); n > 1 {
+		more = fmt.Sprintf(" (and %d more)", n-1)
 	}
 	return fmt.Sprintf("no valid message: %s: %s [%s]%s; details on %s", where, s, r.Code, more, ErrorsTopic(serial))
 }
 
-func (h *hook) persist(s *session, res thingsee.Result, received time.Time) error {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PersistTimeout)
-	defer cancel()
-	if len(res.Accepted) > 0 {
-		var dg string
-		if gw, ok := h.dir.Gateway(s.id.Tenant, s.id.Serial); ok {
-			dg = gw.DeploymentGroupID
-		}
-		recs := make([]store.Record, len(res.Accepted))
-		for i, m := range res.Accepted {
-			recs[i] = store.Record{
-				ID: m.ContentID(s.id.Serial), Gateway: s.id.Serial, Tuid: m.Tuid, TsmID: m.TsmID,
-				ReceivedAt: received,
-				Body:       m.Normalize(thingsee.CloudFields{ReceivedAt: received, Gateway: s.id.Serial, DeploymentGroupID: dg}),
-			}
-		}
-		out, err := h.st.Append(ctx, s.id.Tenant, recs)
-		if err != nil {
-			return err
-		}
-		h.m.messages.WithLabelValues("stored").Add(float64(out.Stored))
-		h.m.messages.WithLabelValues("duplicate").Add(float64(out.Duplicates))
-	}
-	if len(res.Rejected) > 0 {
-		recs := make([]store.Rejected, len(res.Rejected))
-		for i, r := range res.Rejected {
-			recs[i] = store.Rejected{
-				Gateway: s.id.Serial, ReceivedAt: received, Index: r.Index, Code: r.Code,
-				Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid, Raw: r.Raw,
-			}
-		}
-		if err := h.st.AppendRejected(ctx, s.id.Tenant, recs); err != nil {
-			return err
-		}
-		h.m.messages.WithLabelValues("rejected").Add(float64(len(recs)))
-	}
-	h.m.persistDuration.Observe(time.Since(start).Seconds())
-	return nil
-}
-
 // report publishes the rejections of one publish on the gateway's errors topic.
-func (h *hook) report(s *session, packetID uint16, res thingsee.Result, received time.Time) {
-	rep := errorReport{ReceivedAt: received.UTC(), PacketID: packetID, Accepted: len(res.Accepted)}
-	for _, r := range res.Rejected[:min(len(res.Rejected), maxReported)] {
-		rep.Rejected = append(rep.Rejected, reportedReject{Index: r.Index, Code: r.Code, Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid})
-	}
-	rep.More = len(res.Rejected) - len(rep.Rejected)
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(rep); err != nil {
+func (h *hook) report(s *session, packetID uint16, rep *Report) {
+	rep.PacketID = packetID
+	b, err := json.Marshal(rep)
+	if err != nil {
 		h.log.Error("encode error report", "error", err)
 		return
 	}
-	if err := h.broker.Publish(ErrorsTopic(s.id.Serial), bytes.TrimSpace(buf.Bytes()), false, 1); err != nil {
+	if err := h.broker.Publish(ErrorsTopic(s.id.Serial), b, false, 1); err != nil {
 		h.log.Warn("publish error report", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "error", err)
 	}
 }

@@ -10,9 +10,17 @@ import (
 // Identity is who a gateway connection proved to be at the TLS handshake.
 type Identity = registry.Identity
 
-// Directory is what the ingest reads of the registry.
-type Directory interface {
-	Authenticate(chain []*x509.Certificate, now time.Time) (registry.Identity, error)
+// Lookup is what the accept core reads of the registry: the tenant's
+// validation policy and the gateway's deployment group, both read at every
+// upload so that a change applies to the next one.
+type Lookup interface {
 	Tenant(id string) (registry.Tenant, bool)
 	Gateway(tenant, serial string) (registry.Gateway, bool)
+}
+
+// Directory is what the ingest reads of the registry: the core's Lookup and,
+// for the MQTT front end, certificate authentication.
+type Directory interface {
+	Lookup
+	Authenticate(chain []*x509.Certificate, now time.Time) (registry.Identity, error)
 }

@@ -1,14 +1,27 @@
-// Package ingest is the gateway-facing MQTT broker: mochi-mqtt behind a TLS
-// listener that requires and checks client certificates, a hook that binds
-// the MQTT client id to the certificate, enforces the topic ACL, rate and
-// size limits, validates Thingsee messages, and acknowledges a QoS 1 publish
-// only after JetStream has stored it.
+// Package ingest is the gateway-facing front end of iotransit and the accept
+// core behind it.
+//
+// The accept core (Core, accept.go) is what happens to an upload once its
+// gateway is authenticated and its topic authorized: validation of the
+// Thingsee messages, the payload size and per-gateway message rate limits,
+// persistence of accepted and rejected messages, and the report of
+// rejections. It returns an Outcome in terms no protocol owns, and only once
+// JetStream acknowledged every write (persist-before-ack). It knows nothing
+// of MQTT brokers: any front end (this one, or a narrower, faster MQTT
+// server later) can call Core.Accept and map its Outcome to its own answers.
+//
+// The MQTT front end is mochi-mqtt behind a TLS listener that requires and
+// checks client certificates (listener.go), and a hook (hook.go) that binds
+// the MQTT client id to the certificate, enforces the topic ACL and
+// subscription bounds, refuses QoS 2, drops wills, keeps sessions apart, and
+// maps the core's Outcome through one table to MQTT 5 reason codes and MQTT
+// 3.1.1 behaviour: a QoS 1 publish is acknowledged only after JetStream has
+// stored it.
 //
 // See README.md in this directory for the acknowledgement path.
 package ingest
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -17,9 +30,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/iotransit/iotransit/internal/store"
-	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
 // Config configures the ingest.
@@ -126,12 +136,6 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Store is where accepted and rejected messages go (store.Store).
-type Store interface {
-	Append(ctx context.Context, tenant string, recs []store.Record) (store.AppendResult, error)
-	AppendRejected(ctx context.Context, tenant string, recs []store.Rejected) error
-}
-
 // Server is the running ingest.
 type Server struct {
 	cfg    Config
@@ -141,15 +145,20 @@ type Server struct {
 	log    *slog.Logger
 }
 
-// New builds the ingest. base is the listener's TLS configuration from
-// pki.GatewayTLSConfig without its verification, which the ingest adds.
+// New builds the ingest: the accept core (NewCore, which registers the
+// metrics with reg) and the MQTT front end over it. base is the listener's
+// TLS configuration from pki.GatewayTLSConfig without its verification,
+// which the ingest adds.
 func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	cfg.defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	core, err := NewCore(cfg, dir, st, reg, log)
+	if err != nil {
+		return nil, err
+	}
 	log = log.With("component", "ingest")
-	m := newMetrics(reg)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumQos = 1 // gateways publish QoS 0 or 1 only
 	caps.RetainAvailable = 0
@@ -170,7 +179,7 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 		InlineClient: true, // for reports on v1/gw/{serial}/down/errors
 		Logger:       slog.New(quietHandler{log.Handler()}),
 	})
-	h := newHook(cfg, broker, dir, st, m, log)
+	h := newHook(cfg, broker, dir, core, log)
 	if err := broker.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("ingest: add hook: %w", err)
 	}
@@ -183,7 +192,7 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 		},
 		timeout: cfg.ConnectTimeout, pending: make(chan struct{}, cfg.MaxPendingHandshakes),
 		perAddrMax: cfg.MaxPendingPerAddress, perAddr: map[string]int{},
-		m: m, log: log, emit: cfg.emit,
+		m: core.m, log: log, emit: cfg.emit,
 	}
 	if err := broker.AddListener(ln); err != nil {
 		return nil, fmt.Errorf("ingest: listen on %s: %w", cfg.Addr, err)
@@ -222,9 +231,4 @@ func (s *Server) KickStale(tenant, serial string, stale func(certSerial string) 
 func (s *Server) Connected(tenant, serial string) bool {
 	_, ok := s.hook.session(tenant, serial)
 	return ok
-}
-
-// Validator options of the ingest's Thingsee validation.
-func validatorOptions(cfg Config, rejectUnknown bool) thingsee.Options {
-	return thingsee.Options{MaxFutureSkew: cfg.MaxFutureSkew, RejectUnknownIDs: rejectUnknown}
 }

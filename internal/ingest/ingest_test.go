@@ -284,8 +284,8 @@ func TestIngestRefusesBadCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	short := tu.Gateway(t, n, tenant, "TSGW06ACM00000003")
-	short = tu.Enroll(t, n, tenant, "TSGW06ACM00000003", time.Second) // NotAfter = now + 1s
+	tu.Gateway(t, n, tenant, "TSGW06ACM00000003")                      // registers the gateway
+	short := tu.Enroll(t, n, tenant, "TSGW06ACM00000003", time.Second) // NotAfter = now + 1s
 	revoked := tu.Gateway(t, n, tenant, "TSGW06ACM00000004")
 	if _, err := reg.SetGatewayState(context.Background(), tenant, "TSGW06ACM00000004", registry.StateRevoked); err != nil {
 		t.Fatal(err)

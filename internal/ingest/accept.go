@@ -1,0 +1,321 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/store"
+	"github.com/iotransit/iotransit/internal/thingsee"
+)
+
+// This file is the accept core: what happens to a gateway's upload once a
+// front end has authenticated the gateway and authorized the publish. It
+// knows no MQTT broker (a test keeps it free of mochi's imports); hook.go
+// translates between mochi and it.
+//
+// Persist-before-ack (DESIGN §3, §5, §13). Accept returns only after
+// JetStream acknowledged every write of the payload: its valid messages to
+// the tenant's message stream, its invalid ones (with code and reason) to
+// the rejected stream. Only then may a front end acknowledge the publish.
+// When any write failed, Accept says PersistFailed and the front end must
+// not acknowledge: over MQTT it closes the connection (MQTT 3.1.1's PUBACK
+// has no reason code, and mochi acknowledges a plain error, DESIGN §13), so
+// the gateway resends, and the content-derived ids store the resend once.
+
+// errPayloadTooLarge is the rejection of a payload over Config.MaxPayload:
+// the whole payload is refused (stored as one rejected entry of its first
+// KiB), before any validation.
+var errPayloadTooLarge = fault.Define("ingest.payload_too_large", fault.TooLarge,
+	"the publish payload is larger than the ingest accepts")
+
+// tooLargeKept is how much of a too-large payload the rejected stream keeps.
+const tooLargeKept = 1024
+
+// Store is where accepted and rejected messages go (store.Store).
+type Store interface {
+	Append(ctx context.Context, tenant string, recs []store.Record) (store.AppendResult, error)
+	AppendRejected(ctx context.Context, tenant string, recs []store.Rejected) error
+}
+
+// Status is what became of one upload, in terms no protocol owns; a front
+// end maps each to its answer (hook.go has the MQTT table).
+type Status int
+
+// Statuses of an upload.
+const (
+	// AllStored means every message of the payload was valid and is stored.
+	AllStored Status = iota + 1
+	// SomeRejected means the valid messages are stored and the invalid ones
+	// are stored as rejected; Outcome.Report names them.
+	SomeRejected
+	// AllRejected means nothing was valid: every message (or the payload)
+	// is stored as rejected; Outcome.Report names them. Resending cannot
+	// fix it.
+	AllRejected
+	// TooLarge means the payload is larger than Config.MaxPayload: it is
+	// stored as one rejection (ingest.payload_too_large) and reported.
+	TooLarge
+	// RateLimited means the gateway is over its message rate: nothing is
+	// stored or reported; the gateway may send it again later.
+	RateLimited
+	// PersistFailed means JetStream did not acknowledge every write: the
+	// upload must not be acknowledged, so that the gateway resends it.
+	PersistFailed
+)
+
+var statusNames = map[Status]string{
+	AllStored: "all_stored", SomeRejected: "some_rejected", AllRejected: "all_rejected",
+	TooLarge: "too_large", RateLimited: "rate_limited", PersistFailed: "persist_failed",
+}
+
+// String returns the snake_case name of the status.
+func (s Status) String() string {
+	if n, ok := statusNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("status(%d)", int(s))
+}
+
+// Outcome is what Accept did with one upload.
+type Outcome struct {
+	// Status is what became of the upload.
+	Status Status
+	// Accepted is how many messages were valid; Stored of them are new and
+	// Duplicates were stored before (a resend within the de-duplication
+	// window). All three are 0 unless the status is AllStored or
+	// SomeRejected.
+	Accepted, Stored, Duplicates int
+	// Rejected is how many rejections went to the rejected stream (0 for
+	// RateLimited and PersistFailed).
+	Rejected int
+	// Report is what the gateway is told of its rejections, nil when there
+	// are none.
+	Report *Report
+	// Err is why the upload was not persisted (PersistFailed only). It is
+	// for logs, never for the gateway.
+	Err error
+}
+
+// Report is what a gateway learns of an upload's rejected messages (over
+// MQTT, on v1/gw/{serial}/down/errors).
+type Report struct {
+	// ReceivedAt is when the upload arrived (UTC).
+	ReceivedAt time.Time `json:"receivedAt"`
+	// PacketID is the upload's packet id when the front end's protocol has
+	// one (MQTT); the core leaves it 0, which is omitted.
+	PacketID uint16 `json:"packetId,omitempty"`
+	// Accepted is how many messages of the upload were valid.
+	Accepted int `json:"accepted"`
+	// Rejected names the first maxReported rejections, in payload order.
+	Rejected []ReportedRejection `json:"rejected"`
+	// More counts the rejections beyond the first maxReported (all are
+	// stored: GET /v1/tenants/{t}/rejected lists them).
+	More int `json:"more,omitempty"`
+}
+
+// ReportedRejection is one rejected message of a Report.
+type ReportedRejection struct {
+	// Index is the message's position in the payload, -1 for the whole payload.
+	Index int `json:"index"`
+	// Code is the stable rejection code (thingsee.* or ingest.*, each in
+	// docs/errors.md).
+	Code string `json:"code"`
+	// Field is the offending field, "" when the problem is not one field's.
+	Field string `json:"field,omitempty"`
+	// Reason is one sentence saying what is wrong.
+	Reason string `json:"reason"`
+	// TsmID is the message's tsmId when it is a valid one.
+	TsmID int `json:"tsmId,omitempty"`
+	// Tuid is the message's tsmTuid as far as it could be read.
+	Tuid string `json:"tsmTuid,omitempty"`
+}
+
+// maxReported bounds a report's size: reports wait in the gateway's
+// session until it acknowledges them.
+const maxReported = 50
+
+// Total is how many rejections the report stands for.
+func (r *Report) Total() int { return len(r.Rejected) + r.More }
+
+// Core is the ingest's broker-independent accept core: validation
+// (internal/thingsee), the payload size and per-gateway message rate limits,
+// persistence through the store and the rejection report. It is safe for
+// concurrent use by many connections.
+type Core struct {
+	cfg     Config
+	dir     Lookup
+	st      Store
+	m       *metrics
+	log     *slog.Logger
+	lenient *thingsee.Validator
+	strict  *thingsee.Validator
+	now     func() time.Time
+
+	mu       sync.Mutex
+	limiters map[string]*limiterEntry // tenant/serial
+	swept    time.Time
+}
+
+// limiterEntry is a gateway's message rate limiter, kept across its
+// connections so that reconnecting does not grant a fresh burst.
+type limiterEntry struct {
+	l    *rate.Limiter
+	seen time.Time
+}
+
+// NewCore returns the accept core. It registers the ingest's metrics with
+// reg (nil: none); New builds one for its MQTT front end, and any other
+// front end builds its own the same way.
+func NewCore(cfg Config, dir Lookup, st Store, reg prometheus.Registerer, log *slog.Logger) (*Core, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Core{
+		cfg: cfg, dir: dir, st: st, m: newMetrics(reg), log: log.With("component", "ingest"),
+		lenient:  thingsee.NewValidator(validatorOptions(cfg, false)),
+		strict:   thingsee.NewValidator(validatorOptions(cfg, true)),
+		now:      time.Now,
+		limiters: map[string]*limiterEntry{},
+	}, nil
+}
+
+// Accept takes one upload of the authenticated gateway id: it checks the
+// size, validates every message, applies the gateway's message rate, stores
+// the valid messages and the rejections, and builds the report of the
+// rejections. It returns only once every write is acknowledged (or has
+// failed: PersistFailed), within Config.PersistTimeout.
+func (c *Core) Accept(ctx context.Context, id Identity, payload []byte) Outcome {
+	received := c.now()
+	var res thingsee.Result
+	tooLarge := len(payload) > c.cfg.MaxPayload
+	if tooLarge {
+		res.Rejected = []thingsee.Rejection{{Index: -1, Code: errPayloadTooLarge.Code(),
+			Reason: tooLargeReason(c.cfg.MaxPayload), Raw: payload[:min(len(payload), tooLargeKept)]}}
+	} else {
+		v := c.lenient
+		if t, ok := c.dir.Tenant(id.Tenant); ok && t.RejectUnknownIDs {
+			v = c.strict
+		}
+		res = v.Validate(payload, id.Serial)
+	}
+	n := len(res.Accepted) + len(res.Rejected)
+	if !c.limiter(gatewayKey(id.Tenant, id.Serial), received).AllowN(received, min(n, c.cfg.MsgBurst)) {
+		c.m.publishRefused.WithLabelValues("rate").Inc()
+		return Outcome{Status: RateLimited}
+	}
+	stored, err := c.persist(ctx, id, res, received)
+	if err != nil {
+		c.m.publishRefused.WithLabelValues("persist").Inc()
+		c.log.Error("publish not persisted", "tenant_id", id.Tenant, "gateway_id", id.Serial, "error", err)
+		return Outcome{Status: PersistFailed, Err: err}
+	}
+	out := Outcome{Accepted: len(res.Accepted), Stored: stored.Stored, Duplicates: stored.Duplicates, Rejected: len(res.Rejected)}
+	if len(res.Rejected) > 0 {
+		out.Report = report(res, received)
+	}
+	switch {
+	case tooLarge:
+		out.Status = TooLarge
+	case len(res.Rejected) == 0:
+		out.Status = AllStored
+	case len(res.Accepted) == 0:
+		out.Status = AllRejected
+	default:
+		out.Status = SomeRejected
+	}
+	return out
+}
+
+// tooLargeReason is the reason of a TooLarge rejection (and of MQTT 5's
+// PUBACK 0x95).
+func tooLargeReason(max int) string { return fmt.Sprintf("payload larger than %d bytes", max) }
+
+// limiter returns the gateway's rate limiter, made at its first upload and
+// shared by all its connections. It is forgotten after 10 minutes without
+// an upload, once it has refilled: a new one is then no different.
+func (c *Core) limiter(key string, now time.Time) *rate.Limiter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.Sub(c.swept) > time.Minute {
+		c.swept = now
+		for k, e := range c.limiters {
+			if now.Sub(e.seen) > 10*time.Minute && e.l.TokensAt(now) >= float64(c.cfg.MsgBurst) {
+				delete(c.limiters, k)
+			}
+		}
+	}
+	e, ok := c.limiters[key]
+	if !ok {
+		e = &limiterEntry{l: rate.NewLimiter(rate.Limit(c.cfg.MsgRate), c.cfg.MsgBurst)}
+		c.limiters[key] = e
+	}
+	e.seen = now
+	return e.l
+}
+
+// persist stores the accepted messages and the rejections and waits for
+// JetStream's acknowledgement of every one.
+func (c *Core) persist(ctx context.Context, id Identity, res thingsee.Result, received time.Time) (store.AppendResult, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.PersistTimeout)
+	defer cancel()
+	var out store.AppendResult
+	if len(res.Accepted) > 0 {
+		var dg string
+		if gw, ok := c.dir.Gateway(id.Tenant, id.Serial); ok {
+			dg = gw.DeploymentGroupID
+		}
+		recs := make([]store.Record, len(res.Accepted))
+		for i, m := range res.Accepted {
+			recs[i] = store.Record{
+				ID: m.ContentID(id.Serial), Gateway: id.Serial, Tuid: m.Tuid, TsmID: m.TsmID,
+				ReceivedAt: received,
+				Body:       m.Normalize(thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}),
+			}
+		}
+		var err error
+		if out, err = c.st.Append(ctx, id.Tenant, recs); err != nil {
+			return out, err
+		}
+		c.m.messages.WithLabelValues("stored").Add(float64(out.Stored))
+		c.m.messages.WithLabelValues("duplicate").Add(float64(out.Duplicates))
+	}
+	if len(res.Rejected) > 0 {
+		recs := make([]store.Rejected, len(res.Rejected))
+		for i, r := range res.Rejected {
+			recs[i] = store.Rejected{
+				Gateway: id.Serial, ReceivedAt: received, Index: r.Index, Code: r.Code,
+				Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid, Raw: r.Raw,
+			}
+		}
+		if err := c.st.AppendRejected(ctx, id.Tenant, recs); err != nil {
+			return out, err
+		}
+		c.m.messages.WithLabelValues("rejected").Add(float64(len(recs)))
+	}
+	c.m.persistDuration.Observe(time.Since(start).Seconds())
+	return out, nil
+}
+
+// report names the rejections of one upload, the first maxReported of them.
+func report(res thingsee.Result, received time.Time) *Report {
+	rep := &Report{ReceivedAt: received.UTC(), Accepted: len(res.Accepted)}
+	for _, r := range res.Rejected[:min(len(res.Rejected), maxReported)] {
+		rep.Rejected = append(rep.Rejected, ReportedRejection{Index: r.Index, Code: r.Code, Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid})
+	}
+	rep.More = len(res.Rejected) - len(rep.Rejected)
+	return rep
+}
+
+// Validator options of the ingest's Thingsee validation.
+func validatorOptions(cfg Config, rejectUnknown bool) thingsee.Options {
+	return thingsee.Options{MaxFutureSkew: cfg.MaxFutureSkew, RejectUnknownIDs: rejectUnknown}
+}
