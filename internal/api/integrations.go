@@ -11,7 +11,7 @@ import (
 	"github.com/iotransit/iotransit/internal/forward"
 )
 
-// Integrations manages integrations (forward.Engine).
+// Integrations manages integrations (forward.Registry).
 type Integrations interface {
 	Create(ctx context.Context, tenant string, in forward.Integration) (forward.Integration, forward.Shown, error)
 	List(ctx context.Context, tenant string) ([]forward.Integration, error)

@@ -1,20 +1,18 @@
+// An integration: its types, its settings as the API shows them, its id,
+// and the checks of its common fields (the target factories check the rest).
+
 package forward
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/thingsee"
 )
@@ -160,169 +158,6 @@ type Integration struct {
 	ClearSecrets []string `json:"clearSecrets,omitempty"`
 }
 
-// Secrets are an integration's credentials, stored sealed.
-type Secrets struct {
-	WebhookSecret        string    `json:"webhookSecret,omitempty"`
-	WebhookPrevious      string    `json:"webhookPrevious,omitempty"`
-	WebhookPreviousUntil time.Time `json:"webhookPreviousUntil,omitzero"`
-	AuthHeaderValue      string    `json:"authHeaderValue,omitempty"`
-	OAuthClientSecret    string    `json:"oauthClientSecret,omitempty"`
-	ClientKeyPEM         string    `json:"clientKeyPem,omitempty"`
-	MQTTPassword         string    `json:"mqttPassword,omitempty"`
-	AzureDeviceKey       string    `json:"azureDeviceKey,omitempty"`
-	AWSKeyPEM            string    `json:"awsKeyPem,omitempty"`
-	// WebhookURLQuery is the query of the webhook URL: endpoints such as
-	// Azure Functions (?code=) or signed URLs carry their key there.
-	WebhookURLQuery string `json:"webhookUrlQuery,omitempty"`
-}
-
-// WebhookURL is the URL to post to: the shown URL with its sealed query.
-func (s Secrets) WebhookURL(shown string) string {
-	if s.WebhookURLQuery == "" {
-		return shown
-	}
-	base, _, _ := strings.Cut(shown, "?")
-	return base + "?" + s.WebhookURLQuery
-}
-
-// redactedValue stands for every query value of a shown webhook URL.
-const redactedValue = "redacted"
-
-// redactQuery keeps a query's parameter names and hides its values.
-func redactQuery(q string) string {
-	parts := strings.Split(q, "&")
-	for i, p := range parts {
-		if k, _, ok := strings.Cut(p, "="); ok {
-			parts[i] = k + "=" + redactedValue
-		}
-	}
-	return strings.Join(parts, "&")
-}
-
-// clear removes the named secrets (names as in names()).
-func (s *Secrets) clear(names []string) error {
-	fields := map[string]*string{
-		"webhook.secret": &s.WebhookSecret, "webhook.previousSecret": &s.WebhookPrevious,
-		"auth.headerValue": &s.AuthHeaderValue, "auth.clientSecret": &s.OAuthClientSecret,
-		"clientKeyPem": &s.ClientKeyPEM, "mqtt.password": &s.MQTTPassword,
-		"azureIothub.deviceKey": &s.AzureDeviceKey, "awsIot.keyPem": &s.AWSKeyPEM,
-		"webhook.urlQuery": &s.WebhookURLQuery,
-	}
-	for _, n := range names {
-		f, ok := fields[n]
-		if !ok {
-			return ErrIntegrationInvalid.WithDetail("clearSecrets: %q is not a secret name", truncate(n, 40))
-		}
-		*f = ""
-	}
-	return nil
-}
-
-// names lists the secrets that are set.
-func (s Secrets) names() []string {
-	var out []string
-	add := func(name, v string) {
-		if v != "" {
-			out = append(out, name)
-		}
-	}
-	add("webhook.secret", s.WebhookSecret)
-	add("webhook.previousSecret", s.WebhookPrevious)
-	add("auth.headerValue", s.AuthHeaderValue)
-	add("auth.clientSecret", s.OAuthClientSecret)
-	add("clientKeyPem", s.ClientKeyPEM)
-	add("mqtt.password", s.MQTTPassword)
-	add("azureIothub.deviceKey", s.AzureDeviceKey)
-	add("awsIot.keyPem", s.AWSKeyPEM)
-	add("webhook.urlQuery", s.WebhookURLQuery)
-	return out
-}
-
-// origin is the scheme and authority of a URL, the place its secrets go.
-func origin(raw string) string {
-	u, err := url.Parse(strings.TrimSpace(raw))
-	if err != nil {
-		return raw
-	}
-	return strings.ToLower(u.Scheme + "://" + u.Host)
-}
-
-// forgetRetargeted drops the secrets that would be sent to, or derived
-// for, an endpoint the update moves elsewhere: who may change an
-// integration must not be able to point its stored credentials at a server
-// of their own. Secrets given in the update are taken afterwards; one that
-// is not given again is missing, and the update is refused as incomplete.
-// Keys that only sign (the webhook secret, TLS client keys) stay.
-func (s *Secrets) forgetRetargeted(old, upd Integration) {
-	if ow, nw := old.Webhook, upd.Webhook; ow != nil && nw != nil {
-		if origin(ow.URL) != origin(nw.URL) {
-			// The API key header, the OAuth2 access token and the URL's
-			// query all go to the webhook URL.
-			s.AuthHeaderValue, s.OAuthClientSecret, s.WebhookURLQuery = "", "", ""
-		}
-		var ot, nt string
-		if ow.Auth != nil {
-			ot = origin(ow.Auth.TokenURL)
-		}
-		if nw.Auth != nil {
-			nt = origin(nw.Auth.TokenURL)
-		}
-		if ot != nt {
-			s.OAuthClientSecret = ""
-		}
-	}
-	if om, nm := old.MQTT, upd.MQTT; om != nil && nm != nil && origin(om.Broker) != origin(nm.Broker) {
-		s.MQTTPassword = ""
-	}
-	if oa, na := old.Azure, upd.Azure; oa != nil && na != nil && (!strings.EqualFold(oa.HostName, na.HostName) || oa.Port != na.Port) {
-		s.AzureDeviceKey = ""
-	}
-}
-
-// extractSecrets moves the write-only fields of in into a Secrets value
-// (keeping old's where in leaves them empty) and blanks them in in.
-func extractSecrets(in *Integration, old Secrets) Secrets {
-	s := old
-	take := func(dst *string, src *string) {
-		if *src != "" {
-			*dst = *src
-			*src = ""
-		}
-	}
-	if w := in.Webhook; w != nil {
-		take(&s.WebhookSecret, &w.Secret)
-		// The URL's query is sealed; the URL keeps it redacted. Sending
-		// back the redacted form (as an update copied from GET does)
-		// keeps the sealed query; a URL without a query has none.
-		base, q, hasQuery := strings.Cut(w.URL, "?")
-		switch {
-		case !hasQuery:
-			s.WebhookURLQuery = ""
-		case q != redactQuery(q) || old.WebhookURLQuery == "" || q != redactQuery(old.WebhookURLQuery):
-			s.WebhookURLQuery = q
-		}
-		if s.WebhookURLQuery != "" {
-			w.URL = base + "?" + redactQuery(s.WebhookURLQuery)
-		}
-		take(&s.ClientKeyPEM, &w.ClientKeyPEM)
-		if w.Auth != nil {
-			take(&s.AuthHeaderValue, &w.Auth.HeaderValue)
-			take(&s.OAuthClientSecret, &w.Auth.ClientSecret)
-		}
-	}
-	if m := in.MQTT; m != nil {
-		take(&s.MQTTPassword, &m.Password)
-		take(&s.ClientKeyPEM, &m.ClientKeyPEM)
-	}
-	if a := in.Azure; a != nil {
-		take(&s.AzureDeviceKey, &a.DeviceKey)
-	}
-	if a := in.AWS; a != nil {
-		take(&s.AWSKeyPEM, &a.KeyPEM)
-	}
-	return s
-}
-
 // Defaults and bounds.
 const (
 	DefaultMaxMessages = 100
@@ -425,70 +260,5 @@ func validID(id string) bool {
 	return err == nil
 }
 
-// record is the stored form: the integration and its sealed secrets.
-type record struct {
-	Integration
-	Sealed []byte `json:"sealedSecrets,omitempty"`
-}
-
-// Keys seals integration secrets under the tenant's data key (kms.Keyring).
-type Keys interface {
-	Seal(ctx context.Context, tenant string, plaintext, aad []byte) ([]byte, error)
-	Open(ctx context.Context, tenant string, sealed, aad []byte) ([]byte, error)
-}
-
-// KVProvider creates or opens KV buckets (backbone.Backbone).
-type KVProvider interface {
-	KV(ctx context.Context, bucket string, history uint8) (jetstream.KeyValue, error)
-}
-
-func secretsAAD(id string) []byte { return []byte("forward/integration-secrets/" + id) }
-
-func (e *Engine) bucket(ctx context.Context, tenant string) (jetstream.KeyValue, error) {
-	return e.kvs.KV(ctx, names.IntegrationsBucket(tenant), 1)
-}
-
-func (e *Engine) load(ctx context.Context, tenant, id string) (record, uint64, error) {
-	if !validID(id) {
-		return record{}, 0, ErrIntegrationNotFound.New()
-	}
-	kv, err := e.bucket(ctx, tenant)
-	if err != nil {
-		return record{}, 0, err
-	}
-	ent, err := kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return record{}, 0, ErrIntegrationNotFound.New()
-	}
-	if err != nil {
-		return record{}, 0, fmt.Errorf("forward: read integration: %w", err)
-	}
-	var r record
-	if err := json.Unmarshal(ent.Value(), &r); err != nil {
-		return record{}, 0, fmt.Errorf("forward: decode integration: %w", err)
-	}
-	return r, ent.Revision(), nil
-}
-
-func (e *Engine) secrets(ctx context.Context, r record) (Secrets, error) {
-	var s Secrets
-	if len(r.Sealed) == 0 {
-		return s, nil
-	}
-	plain, err := e.keys.Open(ctx, r.Tenant, r.Sealed, secretsAAD(r.ID))
-	if err != nil {
-		return s, fmt.Errorf("forward: open secrets of %s: %w", r.ID, err)
-	}
-	if err := json.Unmarshal(plain, &s); err != nil {
-		return s, fmt.Errorf("forward: decode secrets of %s: %w", r.ID, err)
-	}
-	return s, nil
-}
-
-func (e *Engine) seal(ctx context.Context, tenant, id string, s Secrets) ([]byte, error) {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return nil, err
-	}
-	return e.keys.Seal(ctx, tenant, b, secretsAAD(id))
-}
+// ValidID reports whether id has the form of an integration id.
+func ValidID(id string) bool { return validID(id) && strings.ToLower(id) == id }

@@ -1,3 +1,6 @@
+// The seam to the target subpackages: what a delivery hands a target, and
+// how a target reports a failure.
+
 package forward
 
 import (

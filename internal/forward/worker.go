@@ -1,3 +1,6 @@
+// A worker: one integration's delivery session, its batches, retries and
+// dead letters, and its delivery state.
+
 package forward
 
 import (
@@ -68,11 +71,9 @@ func (w *worker) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var sealer Sealer
-	if r.Encryption != nil && w.e.cfg.ParseKey != nil {
-		if sealer, _, err = w.e.cfg.ParseKey([]byte(r.Encryption.PublicKeyPEM)); err != nil {
-			return err
-		}
+	sealer, err := w.e.cfg.sealer(r.Integration)
+	if err != nil {
+		return err
 	}
 	target, err := w.e.factories[r.Type].New(lctx, r.Integration, sec, w.e.cfg.Policy, sealer)
 	if err != nil {
@@ -326,14 +327,6 @@ func ack(ctx context.Context, msgs []held) error {
 	return msgs[len(msgs)-1].msg.DoubleAck(ctx)
 }
 
-// Dead-letter headers.
-const (
-	hdrDeadReason   = "Iot-Dead-Reason"
-	hdrDeadAttempts = "Iot-Dead-Attempts"
-	hdrDeadAt       = "Iot-Dead-At"
-	hdrOrigSeq      = "Iot-Orig-Seq"
-)
-
 // deadLetter moves messages to the integration's dead-letter stream (as
 // stored: sealed, with their headers and why), then acknowledges them;
 // advance moves the delivery position past them (not while earlier
@@ -375,13 +368,6 @@ func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, att
 	})
 	w.e.log.Warn("messages dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "messages", len(msgs), "reason", reason)
 	return nil
-}
-
-func contentID(h nats.Header) string {
-	if id := h.Get("Iot-Content-Id"); id != "" {
-		return id
-	}
-	return h.Get(jetstream.MsgIDHeader)
 }
 
 // update changes the state and stores it (best effort: a failed write is

@@ -146,6 +146,7 @@ type Node struct {
 	audit    *audit.Log
 	events   chan auditEvent
 	fwd      *forward.Engine
+	fwdReg   *forward.Registry
 	ing      *ingest.Server
 	api      *api.Server
 	serverCA []byte
@@ -246,7 +247,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		fcfg.NodeID = id[:17]
 	}
 	fcfg.ParseKey = parseKey
-	n.fwd = forward.New(fcfg, n.bb.JS, n.bb, n.bb, n.keys, n.st, factories(), n.metrics, n.log)
+	fdeps := forward.Deps{JetStream: n.bb.JS, KV: n.bb, Streams: n.bb, Keys: n.keys, Messages: n.st, Factories: factories(), Metrics: n.metrics, Logger: n.log}
+	n.fwd = forward.New(fcfg, fdeps)
+	n.fwdReg = forward.NewRegistry(fcfg, fdeps, n.fwd)
 	for _, t := range n.reg.Tenants() {
 		n.fwd.AddTenant(t.ID)
 	}
@@ -285,7 +288,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
 		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: n.creds, Messages: n.st, Audit: n.audit,
-		Integrations: n.fwd, Stream: n.st, ParseKey: parseKey,
+		Integrations: n.fwdReg, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics,
@@ -790,5 +793,5 @@ func (n *Node) JetStream() jetstream.JetStream { return n.bb.JS }
 // API returns the API server.
 func (n *Node) API() *api.Server { return n.api }
 
-// Forward returns the forwarding engine.
-func (n *Node) Forward() *forward.Engine { return n.fwd }
+// Forward returns the integrations registry (forwarding's side the API calls).
+func (n *Node) Forward() *forward.Registry { return n.fwdReg }
