@@ -16,6 +16,24 @@ const (
 	caKeyAAD   = "registry/ca-key"
 )
 
+// newCA makes a CA for the tenant id, valid from now, and returns it with
+// its key sealed under the tenant's data key (Tenant.CAKey).
+func (r *Registry) newCA(ctx context.Context, id string, now time.Time) (*pki.CA, []byte, error) {
+	ca, err := pki.NewCA("iotransit tenant "+id+" CA", caValidity, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := ca.KeyDER()
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry: marshal CA key: %w", err)
+	}
+	sealed, err := r.keys.Seal(ctx, id, der, []byte(caKeyAAD))
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry: seal CA key: %w", err)
+	}
+	return ca, sealed, nil
+}
+
 // CA returns the tenant's certificate authority with its key opened.
 func (r *Registry) CA(ctx context.Context, tenant string) (*pki.CA, error) {
 	te, err := r.entry(tenant)

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -33,6 +34,29 @@ func initialValues(ctx context.Context, w jetstream.KeyWatcher, apply func(jetst
 			}
 		}
 	}
+}
+
+// follow applies, in a goroutine, every change w delivers after its initial
+// values until the registry closes, then stops w.
+func (r *Registry) follow(w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry)) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer w.Stop()
+		for {
+			select {
+			case <-r.ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					apply(e)
+				}
+			}
+		}
+	}()
 }
 
 // OnTenantAdded registers fn to be called with every tenant this node
@@ -109,24 +133,7 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant) error {
 	for _, fn := range added {
 		fn(t)
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer w.Stop()
-		for {
-			select {
-			case <-r.ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					r.applyGateway(te, e, true)
-				}
-			}
-		}
-	}()
+	r.follow(w, func(e jetstream.KeyValueEntry) { r.applyGateway(te, e, true) })
 	return nil
 }
 
@@ -138,19 +145,16 @@ func (r *Registry) applyGateway(te *tenantEntry, e jetstream.KeyValueEntry, noti
 			return
 		}
 	}
-	r.mu.Lock()
-	if e.Revision() <= te.revs[e.Key()] {
-		r.mu.Unlock() // this node already wrote a newer revision through
-		return
-	}
-	te.revs[e.Key()] = e.Revision()
+	var rec *Gateway // nil: deleted
 	if e.Operation() == jetstream.KeyValuePut {
-		te.gateways[e.Key()] = &g
-	} else {
-		delete(te.gateways, e.Key())
+		rec = &g
+	}
+	if !r.record(te, e.Key(), rec, e.Revision()) {
+		return // this node already wrote a newer revision through
+	}
+	if rec == nil {
 		g = Gateway{Tenant: te.rec.ID, Serial: e.Key(), State: StateRevoked}
 	}
-	r.mu.Unlock()
 	if notify {
 		r.notify(te, g, e.Revision())
 	}
@@ -178,16 +182,27 @@ func (r *Registry) notify(te *tenantEntry, g Gateway, rev uint64) {
 // cache writes a record this node stored through to memory, unless the
 // watch already delivered a newer revision.
 func (r *Registry) cache(te *tenantEntry, g Gateway, rev uint64) {
-	r.mu.Lock()
-	if rev <= te.revs[g.Serial] {
-		r.mu.Unlock()
-		return
+	if r.record(te, g.Serial, &g, rev) {
+		r.notify(te, g, rev)
 	}
-	te.revs[g.Serial] = rev
-	c := g
-	te.gateways[g.Serial] = &c
-	r.mu.Unlock()
-	r.notify(te, g, rev)
+}
+
+// record sets the gateway with serial in memory to g (nil: deleted), stored
+// at revision rev, unless memory holds that revision or a newer one, and
+// reports whether it did.
+func (r *Registry) record(te *tenantEntry, serial string, g *Gateway, rev uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rev <= te.revs[serial] {
+		return false
+	}
+	te.revs[serial] = rev
+	if g == nil {
+		delete(te.gateways, serial)
+	} else {
+		te.gateways[serial] = g
+	}
+	return true
 }
 
 // Tenant returns a tenant by id.
@@ -209,18 +224,8 @@ func (r *Registry) Tenants() []Tenant {
 	for _, te := range r.tenants {
 		out = append(out, te.rec)
 	}
-	slices.SortFunc(out, func(a, b Tenant) int { return cmpString(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b Tenant) int { return strings.Compare(a.ID, b.ID) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // TenantByCA returns the tenant whose CA has the given subject key id (a
@@ -262,6 +267,6 @@ func (r *Registry) Gateways(tenant string) ([]Gateway, error) {
 	for _, g := range te.gateways {
 		out = append(out, g.clone())
 	}
-	slices.SortFunc(out, func(a, b Gateway) int { return cmpString(a.Serial, b.Serial) })
+	slices.SortFunc(out, func(a, b Gateway) int { return strings.Compare(a.Serial, b.Serial) })
 	return out, nil
 }

@@ -245,8 +245,7 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 	if err != nil {
 		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, err
 	}
-	ten, _ := r.Tenant(t.Tenant)
-	return Enrollment{Tenant: t.Tenant, Serial: t.Serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}, nil
+	return r.enrollment(t.Tenant, t.Serial, certPEM, rec), nil
 }
 
 // Reenroll issues a new certificate to an authenticated gateway from a CSR
@@ -270,6 +269,12 @@ func (r *Registry) Reenroll(ctx context.Context, id Identity, csrPEM []byte, val
 	if err != nil {
 		return Enrollment{Tenant: id.Tenant, Serial: id.Serial}, err
 	}
-	ten, _ := r.Tenant(id.Tenant)
-	return Enrollment{Tenant: id.Tenant, Serial: id.Serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}, nil
+	return r.enrollment(id.Tenant, id.Serial, certPEM, rec), nil
+}
+
+// enrollment is the result of issuing the certificate rec (PEM certPEM) to
+// a gateway: its chain ends with the tenant CA.
+func (r *Registry) enrollment(tenant, serial string, certPEM []byte, rec Certificate) Enrollment {
+	ten, _ := r.Tenant(tenant)
+	return Enrollment{Tenant: tenant, Serial: serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}
 }

@@ -13,8 +13,6 @@ import (
 	"maps"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/iotransit/iotransit/internal/pki"
 )
 
 // CreateTenant creates a tenant with a new CA whose key is sealed by kms.
@@ -29,17 +27,9 @@ func (r *Registry) CreateTenant(ctx context.Context, id string) (Tenant, error) 
 		return Tenant{}, fmt.Errorf("registry: tenant key: %w", err)
 	}
 	now := r.now().UTC()
-	ca, err := pki.NewCA("iotransit tenant "+id+" CA", caValidity, now)
+	ca, sealed, err := r.newCA(ctx, id, now)
 	if err != nil {
 		return Tenant{}, err
-	}
-	der, err := ca.KeyDER()
-	if err != nil {
-		return Tenant{}, fmt.Errorf("registry: marshal CA key: %w", err)
-	}
-	sealed, err := r.keys.Seal(ctx, id, der, []byte(caKeyAAD))
-	if err != nil {
-		return Tenant{}, fmt.Errorf("registry: seal CA key: %w", err)
 	}
 	t := Tenant{ID: id, CreatedAt: now, CACert: string(ca.CertPEM), CAKey: sealed}
 	b, err := json.Marshal(t)

@@ -105,26 +105,11 @@ func Open(ctx context.Context, kvs KVProvider, keys Sealer, log *slog.Logger) (*
 		r.Close() // stops the gateway watches already started
 		return nil, err
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer w.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					if err := r.applyTenant(wctx, e); err != nil {
-						r.log.Error("apply tenant change", "error", err)
-					}
-				}
-			}
+	r.follow(w, func(e jetstream.KeyValueEntry) {
+		if err := r.applyTenant(wctx, e); err != nil {
+			r.log.Error("apply tenant change", "error", err)
 		}
-	}()
+	})
 	return r, nil
 }
 
