@@ -16,7 +16,9 @@ var (
 	ErrStateInvalid  = fault.Define("registry.state_invalid", fault.InvalidArgument, "a gateway state is active, isolated or revoked")
 )
 
-// ValidTenantID reports whether id is a well-formed tenant id.
+// ValidTenantID reports whether id is a well-formed tenant id. A tenant id
+// goes into stream, subject and bucket names (names panics on a bad one):
+// one from outside is checked with this before it is used.
 func ValidTenantID(id string) bool {
 	if len(id) < 2 || len(id) > 32 {
 		return false
