@@ -270,3 +270,14 @@ func (r *Registry) Gateways(tenant string) ([]Gateway, error) {
 	slices.SortFunc(out, func(a, b Gateway) int { return strings.Compare(a.Serial, b.Serial) })
 	return out, nil
 }
+
+// entry returns a tenant's entry in memory.
+func (r *Registry) entry(tenant string) (*tenantEntry, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	te, ok := r.tenants[tenant]
+	if !ok {
+		return nil, ErrTenantNotFound.New()
+	}
+	return te, nil
+}

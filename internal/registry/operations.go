@@ -96,16 +96,12 @@ func (r *Registry) update(ctx context.Context, tenant, serial string, fn func(*G
 		return Gateway{}, err
 	}
 	for attempt := 0; attempt < 10; attempt++ {
-		e, err := te.kv.Get(ctx, serial)
+		g, rev, err := read[Gateway](ctx, te.kv, serial, "gateway")
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return Gateway{}, ErrGatewayNotFound.New()
 		}
 		if err != nil {
-			return Gateway{}, fmt.Errorf("registry: read gateway: %w", err)
-		}
-		var g Gateway
-		if err := json.Unmarshal(e.Value(), &g); err != nil {
-			return Gateway{}, fmt.Errorf("registry: decode gateway: %w", err)
+			return Gateway{}, err
 		}
 		if err := fn(&g); err != nil {
 			return Gateway{}, err
@@ -115,14 +111,14 @@ func (r *Registry) update(ctx context.Context, tenant, serial string, fn func(*G
 		if err != nil {
 			return Gateway{}, err
 		}
-		rev, err := te.kv.Update(ctx, serial, b, e.Revision())
+		stored, err := te.kv.Update(ctx, serial, b, rev)
 		if errors.Is(err, jetstream.ErrKeyExists) { // revision conflict: retry
 			continue
 		}
 		if err != nil {
 			return Gateway{}, fmt.Errorf("registry: store gateway: %w", err)
 		}
-		r.cache(te, g, rev)
+		r.cache(te, g, stored)
 		return g, nil
 	}
 	return Gateway{}, errors.New("registry: gateway update kept conflicting")
@@ -199,4 +195,18 @@ func (r *Registry) DeleteGateway(ctx context.Context, tenant, serial string) err
 		return fmt.Errorf("registry: release serial: %w", err)
 	}
 	return nil
+}
+
+// read reads the JSON record under key (what it holds, for errors) and its
+// revision; a missing record is an error wrapping jetstream.ErrKeyNotFound.
+func read[T any](ctx context.Context, kv jetstream.KeyValue, key, what string) (T, uint64, error) {
+	var v T
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		return v, 0, fmt.Errorf("registry: read %s: %w", what, err)
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, 0, fmt.Errorf("registry: decode %s: %w", what, err)
+	}
+	return v, e.Revision(), nil
 }

@@ -118,13 +118,3 @@ func (r *Registry) Close() {
 	r.stop()
 	r.wg.Wait()
 }
-
-func (r *Registry) entry(tenant string) (*tenantEntry, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	te, ok := r.tenants[tenant]
-	if !ok {
-		return nil, ErrTenantNotFound.New()
-	}
-	return te, nil
-}
