@@ -8,11 +8,6 @@ package credential
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,27 +169,6 @@ func (s *Store) bucket(ctx context.Context, tenant string) (jetstream.KeyValue, 
 	return kv, nil
 }
 
-func randomHex(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("credential: random: %w", err)
-	}
-	return hex.EncodeToString(b), nil
-}
-
-func newSecret() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("credential: random: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-func hashSecret(secret string) []byte {
-	h := sha256.Sum256([]byte("iotransit/credential/v1\x00" + secret))
-	return h[:]
-}
-
 // CheckScopes validates requested scopes and that held (the creator's
 // scopes; nil means all, for the operator) covers them.
 func CheckScopes(requested, held []string) ([]string, error) {
@@ -248,34 +222,52 @@ func (s *Store) CreateAPIKey(ctx context.Context, tenant, name string, scopes, h
 // notAfter (zero: never): the key expires at notAfter at the latest, even
 // when ttl is 0 or longer.
 func (s *Store) CreateAPIKeyWithin(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, notAfter time.Time, createdBy string) (APIKey, string, error) {
+	n, err := s.mint(name, scopes, held, ttl, notAfter)
+	if err != nil {
+		return APIKey{}, "", err
+	}
+	k := APIKey{ID: n.id, Tenant: tenant, Name: name, Scopes: n.scopes, CreatedAt: n.createdAt, CreatedBy: createdBy, ExpiresAt: n.expiresAt, Hash: n.hash}
+	if err := s.put(ctx, tenant, "apikey."+n.id, n.id, k); err != nil {
+		return APIKey{}, "", err
+	}
+	return k.Public(), n.token, nil
+}
+
+// minted is what a new API key or OAuth2 client is made of.
+type minted struct {
+	id        string
+	token     string // id and secret as an API key token (NewToken)
+	secret    string
+	hash      []byte // of secret
+	scopes    []string
+	createdAt time.Time
+	expiresAt *time.Time
+}
+
+// mint checks a new credential's name, scopes (covered by held, nil: the
+// operator's) and ttl (0: no expiry), and makes its id, secret and times:
+// it expires after ttl or at notAfter (zero: never), whichever is first.
+func (s *Store) mint(name string, scopes, held []string, ttl time.Duration, notAfter time.Time) (minted, error) {
 	if !ValidName(name) {
-		return APIKey{}, "", ErrNameInvalid.New()
+		return minted{}, ErrNameInvalid.New()
 	}
 	scopes, err := CheckScopes(scopes, held)
 	if err != nil {
-		return APIKey{}, "", err
+		return minted{}, err
 	}
 	if ttl != 0 && (ttl < time.Minute || ttl > 2*365*24*time.Hour) {
-		return APIKey{}, "", ErrTTLInvalid.New()
+		return minted{}, ErrTTLInvalid.New()
 	}
-	id, err := randomHex(8)
+	token, id, secret, err := NewToken(apiKeyPrefix)
 	if err != nil {
-		return APIKey{}, "", err
-	}
-	secret, err := newSecret()
-	if err != nil {
-		return APIKey{}, "", err
+		return minted{}, err
 	}
 	now := s.now().UTC()
 	exp, err := expiry(now, ttl, notAfter)
 	if err != nil {
-		return APIKey{}, "", err
+		return minted{}, err
 	}
-	k := APIKey{ID: id, Tenant: tenant, Name: name, Scopes: scopes, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: exp, Hash: hashSecret(secret)}
-	if err := s.put(ctx, tenant, "apikey."+id, id, k); err != nil {
-		return APIKey{}, "", err
-	}
-	return k.Public(), apiKeyPrefix + id + "_" + secret, nil
+	return minted{id: id, token: token, secret: secret, hash: HashSecret(secretDomain, secret), scopes: scopes, createdAt: now, expiresAt: exp}, nil
 }
 
 func (s *Store) put(ctx context.Context, tenant, key, id string, v any) error {
@@ -315,7 +307,9 @@ func get[T any](ctx context.Context, s *Store, tenant, key string) (T, uint64, e
 	return v, e.Revision(), nil
 }
 
-func list[T any](ctx context.Context, s *Store, tenant, prefix string) ([]T, error) {
+// list returns a tenant's records under prefix, oldest first (by
+// createdAt), each as public makes it (without its hash).
+func list[T any](ctx context.Context, s *Store, tenant, prefix string, createdAt func(T) time.Time, public func(T) T) ([]T, error) {
 	kv, err := s.bucket(ctx, tenant)
 	if err != nil {
 		return nil, err
@@ -333,8 +327,9 @@ func list[T any](ctx context.Context, s *Store, tenant, prefix string) ([]T, err
 			}
 			return nil, err
 		}
-		out = append(out, v)
+		out = append(out, public(v))
 	}
+	slices.SortFunc(out, func(a, b T) int { return createdAt(a).Compare(createdAt(b)) })
 	return out, nil
 }
 
@@ -363,26 +358,9 @@ func update[T any](ctx context.Context, s *Store, tenant, key string, fn func(*T
 	}
 }
 
-// validID reports whether id is a credential id this package made (hex).
-func validID(id string) bool {
-	if len(id) != 16 {
-		return false
-	}
-	_, err := hex.DecodeString(id)
-	return err == nil
-}
-
 // APIKeys lists a tenant's API keys (without hashes), oldest first.
 func (s *Store) APIKeys(ctx context.Context, tenant string) ([]APIKey, error) {
-	keys, err := list[APIKey](ctx, s, tenant, "apikey")
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(keys, func(a, b APIKey) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	for i := range keys {
-		keys[i] = keys[i].Public()
-	}
-	return keys, nil
+	return list(ctx, s, tenant, "apikey", func(k APIKey) time.Time { return k.CreatedAt }, APIKey.Public)
 }
 
 // APIKey returns one API key (without hash).
@@ -410,15 +388,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenant, id string) (APIKey, er
 
 // ParseAPIKeyToken splits an API key token into id and secret.
 func ParseAPIKeyToken(token string) (id, secret string, ok bool) {
-	rest, found := strings.CutPrefix(token, apiKeyPrefix)
-	if !found {
-		return "", "", false
-	}
-	id, secret, found = strings.Cut(rest, "_")
-	if !found || !validID(id) || len(secret) != 43 {
-		return "", "", false
-	}
-	return id, secret, true
+	return ParseToken(apiKeyPrefix, token)
 }
 
 // IsAPIKeyToken reports whether a bearer token has the API key form.
@@ -431,18 +401,11 @@ func (s *Store) VerifyAPIKey(ctx context.Context, token string) (APIKey, error) 
 	if !ok {
 		return APIKey{}, ErrInvalid.Wrap(errMalformedToken)
 	}
-	tenant, err := s.tenantOf(ctx, id)
+	tenant, k, err := lookup[APIKey](ctx, s, id, "apikey."+id)
 	if err != nil {
 		return APIKey{}, err
 	}
-	k, _, err := get[APIKey](ctx, s, tenant, "apikey."+id)
-	if err != nil {
-		if ErrNotFound.Is(err) {
-			return APIKey{}, ErrInvalid.New()
-		}
-		return APIKey{}, err
-	}
-	if subtle.ConstantTimeCompare(hashSecret(secret), k.Hash) != 1 {
+	if !SecretMatches(secretDomain, secret, k.Hash) {
 		return APIKey{Tenant: tenant, ID: id}, ErrInvalid.New()
 	}
 	now := s.now()
@@ -451,6 +414,22 @@ func (s *Store) VerifyAPIKey(ctx context.Context, token string) (APIKey, error) 
 	}
 	s.noteUse(tenant, id, now)
 	return k.Public(), nil
+}
+
+// lookup reads the record key of the credential id from the bucket of the
+// tenant the index names for id (returned too). A credential the index or
+// the bucket does not hold is ErrInvalid: authentication tells no more.
+func lookup[T any](ctx context.Context, s *Store, id, key string) (string, T, error) {
+	var v T
+	tenant, err := s.tenantOf(ctx, id)
+	if err != nil {
+		return "", v, err
+	}
+	v, _, err = get[T](ctx, s, tenant, key)
+	if ErrNotFound.Is(err) {
+		err = ErrInvalid.New()
+	}
+	return tenant, v, err
 }
 
 func (s *Store) tenantOf(ctx context.Context, id string) (string, error) {
@@ -492,31 +471,15 @@ func (s *Store) CreateClient(ctx context.Context, tenant, name string, scopes, h
 // CreateClientWithin is CreateClient for a creator that itself expires at
 // notAfter (zero: never): the client expires then too.
 func (s *Store) CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, notAfter time.Time, createdBy string) (Client, string, error) {
-	if !ValidName(name) {
-		return Client{}, "", ErrNameInvalid.New()
-	}
-	scopes, err := CheckScopes(scopes, held)
+	n, err := s.mint(name, scopes, held, 0, notAfter)
 	if err != nil {
 		return Client{}, "", err
 	}
-	id, err := randomHex(8)
-	if err != nil {
+	c := Client{ID: clientPrefix + n.id, Tenant: tenant, Name: name, Scopes: n.scopes, CreatedAt: n.createdAt, CreatedBy: createdBy, ExpiresAt: n.expiresAt, Hash: n.hash}
+	if err := s.put(ctx, tenant, "oauth."+n.id, n.id, c); err != nil {
 		return Client{}, "", err
 	}
-	secret, err := newSecret()
-	if err != nil {
-		return Client{}, "", err
-	}
-	now := s.now().UTC()
-	exp, err := expiry(now, 0, notAfter)
-	if err != nil {
-		return Client{}, "", err
-	}
-	c := Client{ID: clientPrefix + id, Tenant: tenant, Name: name, Scopes: scopes, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: exp, Hash: hashSecret(secret)}
-	if err := s.put(ctx, tenant, "oauth."+id, id, c); err != nil {
-		return Client{}, "", err
-	}
-	return c.Public(), secretPrefix + secret, nil
+	return c.Public(), secretPrefix + n.secret, nil
 }
 
 func clientKey(clientID string) (string, bool) {
@@ -529,15 +492,7 @@ func clientKey(clientID string) (string, bool) {
 
 // Clients lists a tenant's OAuth2 clients (without hashes), oldest first.
 func (s *Store) Clients(ctx context.Context, tenant string) ([]Client, error) {
-	cs, err := list[Client](ctx, s, tenant, "oauth")
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(cs, func(a, b Client) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	for i := range cs {
-		cs[i] = cs[i].Public()
-	}
-	return cs, nil
+	return list(ctx, s, tenant, "oauth", func(c Client) time.Time { return c.CreatedAt }, Client.Public)
 }
 
 // Client returns one OAuth2 client of a tenant (without hash).
@@ -572,19 +527,12 @@ func (s *Store) VerifyClient(ctx context.Context, clientID, secret string) (Clie
 	if !ok {
 		return Client{}, ErrInvalid.New()
 	}
-	tenant, err := s.tenantOf(ctx, id)
+	tenant, c, err := lookup[Client](ctx, s, id, "oauth."+id)
 	if err != nil {
-		return Client{}, err
-	}
-	c, _, err := get[Client](ctx, s, tenant, "oauth."+id)
-	if err != nil {
-		if ErrNotFound.Is(err) {
-			return Client{}, ErrInvalid.New()
-		}
 		return Client{}, err
 	}
 	raw, ok := strings.CutPrefix(secret, secretPrefix)
-	if !ok || subtle.ConstantTimeCompare(hashSecret(raw), c.Hash) != 1 {
+	if !ok || !SecretMatches(secretDomain, raw, c.Hash) {
 		return Client{ID: c.ID, Tenant: tenant}, ErrInvalid.New()
 	}
 	if !c.Active(s.now()) {

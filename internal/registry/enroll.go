@@ -2,21 +2,16 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
+	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/pki"
 )
@@ -69,16 +64,14 @@ func (t *EnrollmentToken) boundTo(g *Gateway) bool {
 	return !g.CreatedAt.After(t.CreatedAt)
 }
 
+// An enrollment token has the form of credential.NewToken, with its own
+// prefix and hash domain.
 const (
-	tokenPrefix   = "iet_"
-	maxTokenTTL   = 30 * 24 * time.Hour
-	defaultTokTTL = 24 * time.Hour
+	tokenPrefix     = "iet_"
+	tokenHashDomain = "iotransit/enrollment/v1"
+	maxTokenTTL     = 30 * 24 * time.Hour
+	defaultTokTTL   = 24 * time.Hour
 )
-
-func tokenHash(secret string) []byte {
-	h := sha256.Sum256([]byte("iotransit/enrollment/v1\x00" + secret))
-	return h[:]
-}
 
 func (r *Registry) tokens(ctx context.Context) (jetstream.KeyValue, error) {
 	return r.kvs.KV(ctx, names.EnrollmentBucket, 1)
@@ -106,13 +99,12 @@ func (r *Registry) CreateEnrollmentToken(ctx context.Context, tenant, serial str
 	if g.State != StateActive {
 		return EnrollmentToken{}, "", ErrGatewayNotActive.New()
 	}
-	b := make([]byte, 8+32)
-	if _, err := rand.Read(b); err != nil {
-		return EnrollmentToken{}, "", fmt.Errorf("registry: random: %w", err)
+	token, id, secret, err := credential.NewToken(tokenPrefix)
+	if err != nil {
+		return EnrollmentToken{}, "", fmt.Errorf("registry: %w", err)
 	}
-	id, secret := hex.EncodeToString(b[:8]), base64.RawURLEncoding.EncodeToString(b[8:])
 	now := r.now().UTC()
-	t := EnrollmentToken{ID: id, Tenant: tenant, Serial: serial, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: now.Add(ttl), Hash: tokenHash(secret), GatewayIncarnation: g.Incarnation}
+	t := EnrollmentToken{ID: id, Tenant: tenant, Serial: serial, CreatedAt: now, CreatedBy: createdBy, ExpiresAt: now.Add(ttl), Hash: credential.HashSecret(tokenHashDomain, secret), GatewayIncarnation: g.Incarnation}
 	kv, err := r.tokens(ctx)
 	if err != nil {
 		return EnrollmentToken{}, "", err
@@ -125,7 +117,7 @@ func (r *Registry) CreateEnrollmentToken(ctx context.Context, tenant, serial str
 		return EnrollmentToken{}, "", fmt.Errorf("registry: store token: %w", err)
 	}
 	t.Hash, t.GatewayIncarnation = nil, ""
-	return t, tokenPrefix + id + "_" + secret, nil
+	return t, token, nil
 }
 
 // EnrollmentTokens lists a tenant's tokens (without hashes), newest first.
@@ -171,30 +163,22 @@ type Enrollment struct {
 // token whose gateway was deleted (even if the serial was registered again
 // since) is refused as ErrTokenInvalid, like an unknown token.
 func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (Enrollment, error) {
-	rest, ok := strings.CutPrefix(token, tokenPrefix)
-	id, secret, ok2 := strings.Cut(rest, "_")
-	if !ok || !ok2 || len(id) != 16 || len(secret) != 43 {
-		return Enrollment{}, ErrTokenInvalid.New()
-	}
-	if _, err := hex.DecodeString(id); err != nil {
+	id, secret, ok := credential.ParseToken(tokenPrefix, token)
+	if !ok {
 		return Enrollment{}, ErrTokenInvalid.New()
 	}
 	kv, err := r.tokens(ctx)
 	if err != nil {
 		return Enrollment{}, err
 	}
-	e, err := kv.Get(ctx, id)
+	t, rev, err := read[EnrollmentToken](ctx, kv, id, "token")
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Enrollment{}, ErrTokenInvalid.New()
 	}
 	if err != nil {
-		return Enrollment{}, fmt.Errorf("registry: read token: %w", err)
+		return Enrollment{}, err
 	}
-	var t EnrollmentToken
-	if err := json.Unmarshal(e.Value(), &t); err != nil {
-		return Enrollment{}, fmt.Errorf("registry: decode token: %w", err)
-	}
-	if subtle.ConstantTimeCompare(tokenHash(secret), t.Hash) != 1 {
+	if !credential.SecretMatches(tokenHashDomain, secret, t.Hash) {
 		return Enrollment{}, ErrTokenInvalid.New()
 	}
 	if t.UsedAt != nil {
@@ -225,7 +209,7 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 	if err != nil {
 		return Enrollment{}, err
 	}
-	if _, err := kv.Update(ctx, id, v, e.Revision()); err != nil {
+	if _, err := kv.Update(ctx, id, v, rev); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenUsed.New()
 		}
@@ -245,8 +229,7 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 	if err != nil {
 		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, err
 	}
-	ten, _ := r.Tenant(t.Tenant)
-	return Enrollment{Tenant: t.Tenant, Serial: t.Serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}, nil
+	return r.enrollment(t.Tenant, t.Serial, certPEM, rec), nil
 }
 
 // Reenroll issues a new certificate to an authenticated gateway from a CSR
@@ -270,6 +253,12 @@ func (r *Registry) Reenroll(ctx context.Context, id Identity, csrPEM []byte, val
 	if err != nil {
 		return Enrollment{Tenant: id.Tenant, Serial: id.Serial}, err
 	}
-	ten, _ := r.Tenant(id.Tenant)
-	return Enrollment{Tenant: id.Tenant, Serial: id.Serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}, nil
+	return r.enrollment(id.Tenant, id.Serial, certPEM, rec), nil
+}
+
+// enrollment is the result of issuing the certificate rec (PEM certPEM) to
+// a gateway: its chain ends with the tenant CA.
+func (r *Registry) enrollment(tenant, serial string, certPEM []byte, rec Certificate) Enrollment {
+	ten, _ := r.Tenant(tenant)
+	return Enrollment{Tenant: tenant, Serial: serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}
 }

@@ -1,9 +1,6 @@
 package store
 
 import (
-	"github.com/iotransit/iotransit/internal/backbone/names"
-	"github.com/iotransit/iotransit/internal/thingsee"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,7 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/registry"
+	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
 // Message queries
@@ -153,7 +153,7 @@ type Page[T any] struct {
 // QueryMessages returns a page of the tenant's accepted messages.
 func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page[Message], error) {
 	var page Page[Message]
-	if !validTenant(tenant) {
+	if !registry.ValidTenantID(tenant) {
 		return page, ErrNoStream
 	}
 	limit, err := checkCommon(q.Limit, q.From, q.To)
@@ -217,7 +217,7 @@ func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page
 // the scan budget.
 func (s *Store) QueryRejected(ctx context.Context, tenant string, q RejectedQuery) (Page[StoredRejected], error) {
 	var page Page[StoredRejected]
-	if !validTenant(tenant) {
+	if !registry.ValidTenantID(tenant) {
 		return page, ErrNoStream
 	}
 	limit, err := checkCommon(q.Limit, q.From, q.To)
@@ -290,24 +290,6 @@ func checkCommon(limit int, from, to time.Time) (int, error) {
 		return 0, ErrQueryInvalid.WithDetail("from must be before to")
 	}
 	return limit, nil
-}
-
-// validTenant is registry.ValidTenantID: a tenant id goes into stream names
-// and subjects.
-func validTenant(id string) bool {
-	if len(id) < 2 || len(id) > 32 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case c == '-' && i > 0 && i < len(id)-1:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func validCode(s string) bool {

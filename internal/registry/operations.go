@@ -1,0 +1,212 @@
+// The writes: tenants created, gateways registered (their serials reserved
+// across tenants), changed and deleted.
+
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// CreateTenant creates a tenant with a new CA whose key is sealed by kms.
+func (r *Registry) CreateTenant(ctx context.Context, id string) (Tenant, error) {
+	if !ValidTenantID(id) {
+		return Tenant{}, ErrTenantInvalid.New()
+	}
+	if _, ok := r.Tenant(id); ok {
+		return Tenant{}, ErrTenantExists.New()
+	}
+	if err := r.keys.EnsureTenant(ctx, id); err != nil {
+		return Tenant{}, fmt.Errorf("registry: tenant key: %w", err)
+	}
+	now := r.now().UTC()
+	ca, sealed, err := r.newCA(ctx, id, now)
+	if err != nil {
+		return Tenant{}, err
+	}
+	t := Tenant{ID: id, CreatedAt: now, CACert: string(ca.CertPEM), CAKey: sealed}
+	b, err := json.Marshal(t)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if _, err := r.tenKV.Create(ctx, id, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Tenant{}, ErrTenantExists.New()
+		}
+		return Tenant{}, fmt.Errorf("registry: store tenant: %w", err)
+	}
+	if err := r.addTenant(ctx, t); err != nil {
+		return Tenant{}, err
+	}
+	r.mu.Lock()
+	r.tenants[id].ca = ca
+	r.mu.Unlock()
+	return t, nil
+}
+
+// RegisterGateway registers a gateway serial with a tenant. Serials are
+// unique across all tenants.
+func (r *Registry) RegisterGateway(ctx context.Context, tenant, serial string) (Gateway, error) {
+	if !ValidSerial(serial) {
+		return Gateway{}, ErrSerialInvalid.New()
+	}
+	te, err := r.entry(tenant)
+	if err != nil {
+		return Gateway{}, err
+	}
+	if _, err := r.serKV.Create(ctx, serial, []byte(tenant)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Gateway{}, ErrGatewayExists.New()
+		}
+		return Gateway{}, fmt.Errorf("registry: reserve serial: %w", err)
+	}
+	inc := make([]byte, 16)
+	if _, err := rand.Read(inc); err != nil {
+		_ = r.serKV.Delete(ctx, serial)
+		return Gateway{}, fmt.Errorf("registry: random: %w", err)
+	}
+	now := r.now().UTC()
+	g := Gateway{Tenant: tenant, Serial: serial, State: StateActive, Incarnation: hex.EncodeToString(inc), CreatedAt: now, UpdatedAt: now}
+	b, err := json.Marshal(g)
+	if err != nil {
+		return Gateway{}, err
+	}
+	rev, err := te.kv.Create(ctx, serial, b)
+	if err != nil {
+		// Give the serial back, or it stays taken by a gateway that never was.
+		_ = r.serKV.Delete(ctx, serial)
+		return Gateway{}, fmt.Errorf("registry: store gateway: %w", err)
+	}
+	r.cache(te, g, rev)
+	return g, nil
+}
+
+// update applies fn to the stored gateway record with optimistic concurrency
+// and returns the new record.
+func (r *Registry) update(ctx context.Context, tenant, serial string, fn func(*Gateway) error) (Gateway, error) {
+	te, err := r.entry(tenant)
+	if err != nil {
+		return Gateway{}, err
+	}
+	for attempt := 0; attempt < 10; attempt++ {
+		g, rev, err := read[Gateway](ctx, te.kv, serial, "gateway")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return Gateway{}, ErrGatewayNotFound.New()
+		}
+		if err != nil {
+			return Gateway{}, err
+		}
+		if err := fn(&g); err != nil {
+			return Gateway{}, err
+		}
+		g.UpdatedAt = r.now().UTC()
+		b, err := json.Marshal(g)
+		if err != nil {
+			return Gateway{}, err
+		}
+		stored, err := te.kv.Update(ctx, serial, b, rev)
+		if errors.Is(err, jetstream.ErrKeyExists) { // revision conflict: retry
+			continue
+		}
+		if err != nil {
+			return Gateway{}, fmt.Errorf("registry: store gateway: %w", err)
+		}
+		r.cache(te, g, stored)
+		return g, nil
+	}
+	return Gateway{}, errors.New("registry: gateway update kept conflicting")
+}
+
+// SetGatewayState changes a gateway's state. Revoking also revokes every
+// certificate of the gateway.
+func (r *Registry) SetGatewayState(ctx context.Context, tenant, serial string, state GatewayState) (Gateway, error) {
+	if !state.Valid() {
+		return Gateway{}, ErrStateInvalid.New()
+	}
+	return r.update(ctx, tenant, serial, func(g *Gateway) error {
+		if g.State == StateRevoked && state != StateRevoked {
+			return ErrGatewayNotActive.WithDetail("a revoked gateway cannot be reactivated; delete it and register it again")
+		}
+		g.State = state
+		if state == StateRevoked {
+			now := r.now().UTC()
+			for i := range g.Certificates {
+				if g.Certificates[i].RevokedAt == nil {
+					g.Certificates[i].RevokedAt = &now
+					g.Certificates[i].RevocationReason = RevocationGatewayRevoked
+				}
+			}
+			// Keep the record small (one bloated before the list was
+			// bounded could otherwise be too large to store revoked).
+			pruneCertificates(g, now)
+		}
+		return nil
+	})
+}
+
+// SetLabels replaces a gateway's labels.
+func (r *Registry) SetLabels(ctx context.Context, tenant, serial string, labels map[string]string) (Gateway, error) {
+	if !ValidLabels(labels) {
+		return Gateway{}, ErrLabelsInvalid.New()
+	}
+	return r.update(ctx, tenant, serial, func(g *Gateway) error {
+		g.Labels = maps.Clone(labels)
+		return nil
+	})
+}
+
+// SetDeploymentGroup sets (or with "" clears) a gateway's Thingsee
+// deployment group, added by the cloud to the messages it uploads.
+func (r *Registry) SetDeploymentGroup(ctx context.Context, tenant, serial, id string) (Gateway, error) {
+	if id != "" && !ValidDeploymentGroupID(id) {
+		return Gateway{}, ErrDeploymentGroupInvalid.New()
+	}
+	return r.update(ctx, tenant, serial, func(g *Gateway) error {
+		g.DeploymentGroupID = id
+		return nil
+	})
+}
+
+// DeleteGateway removes a gateway: its certificates stop working at once
+// (its live session is dropped through the change watch) and its serial
+// may be registered again.
+func (r *Registry) DeleteGateway(ctx context.Context, tenant, serial string) error {
+	te, err := r.entry(tenant)
+	if err != nil {
+		return err
+	}
+	if _, ok := r.Gateway(tenant, serial); !ok {
+		return ErrGatewayNotFound.New()
+	}
+	if err := te.kv.Delete(ctx, serial); err != nil {
+		return fmt.Errorf("registry: delete gateway: %w", err)
+	}
+	r.mu.Lock()
+	delete(te.gateways, serial)
+	r.mu.Unlock()
+	if err := r.serKV.Delete(ctx, serial); err != nil {
+		return fmt.Errorf("registry: release serial: %w", err)
+	}
+	return nil
+}
+
+// read reads the JSON record under key (what it holds, for errors) and its
+// revision; a missing record is an error wrapping jetstream.ErrKeyNotFound.
+func read[T any](ctx context.Context, kv jetstream.KeyValue, key, what string) (T, uint64, error) {
+	var v T
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		return v, 0, fmt.Errorf("registry: read %s: %w", what, err)
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, 0, fmt.Errorf("registry: decode %s: %w", what, err)
+	}
+	return v, e.Revision(), nil
+}
