@@ -14,7 +14,6 @@ import (
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
-	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
@@ -153,7 +152,7 @@ type Page[T any] struct {
 // QueryMessages returns a page of the tenant's accepted messages.
 func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page[Message], error) {
 	var page Page[Message]
-	if !registry.ValidTenantID(tenant) {
+	if !names.ValidToken(tenant) {
 		return page, ErrNoStream
 	}
 	limit, err := checkCommon(q.Limit, q.From, q.To)
@@ -217,7 +216,7 @@ func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page
 // the scan budget.
 func (s *Store) QueryRejected(ctx context.Context, tenant string, q RejectedQuery) (Page[StoredRejected], error) {
 	var page Page[StoredRejected]
-	if !registry.ValidTenantID(tenant) {
+	if !names.ValidToken(tenant) {
 		return page, ErrNoStream
 	}
 	limit, err := checkCommon(q.Limit, q.From, q.To)
