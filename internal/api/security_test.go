@@ -13,13 +13,14 @@ import (
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // world is two tenants with a gateway, keys and clients each.
 type world struct {
 	t     *testing.T
 	n     *node.Node
-	api   *tu.API
+	api   *nodetest.API
 	seq   atomic.Int64
 	byTen map[string]*tenantFix
 	rcv   *tu.Receiver
@@ -31,8 +32,8 @@ type tenantFix struct {
 }
 
 func newWorld(t *testing.T) *world {
-	n := tu.StartNode(t, tu.NoLimits)
-	w := &world{t: t, n: n, api: tu.NewAPI(t, n), byTen: map[string]*tenantFix{}}
+	n := nodetest.Start(t, nodetest.NoLimits)
+	w := &world{t: t, n: n, api: nodetest.NewAPI(t, n), byTen: map[string]*tenantFix{}}
 	for _, id := range []string{"acme", "beta"} {
 		if r := w.api.Do("POST", "/v1/tenants", w.api.Key(), map[string]string{"id": id}); r.Status != 201 {
 			t.Fatalf("create tenant %s: %d %s", id, r.Status, r.Body)
@@ -294,7 +295,7 @@ func accessToken(t *testing.T, w *world, id, secret string) string {
 	}
 	req.SetBasicAuth(id, secret)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, w.n, nil)}}).Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, w.n, nil)}}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
