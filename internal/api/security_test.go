@@ -141,7 +141,7 @@ func (w *world) request(rt api.Route, tenant string) (path string, body any) {
 
 func tenantRoutes(n *node.Node) []api.Route {
 	var out []api.Route
-	for _, rt := range n.API().Routes() {
+	for _, rt := range n.Routes() {
 		if rt.Access == api.Tenant {
 			out = append(out, rt)
 		}
@@ -247,7 +247,7 @@ func TestAPIScopes(t *testing.T) {
 			}
 		})
 	}
-	for _, rt := range w.n.API().Routes() {
+	for _, rt := range w.n.Routes() {
 		if rt.Access != api.Operator {
 			continue
 		}
