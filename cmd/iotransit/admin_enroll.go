@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/internal/securefile"
 )
 
 type enrollJSON struct {
@@ -123,7 +124,7 @@ func adminEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		data []byte
 		mode os.FileMode
 	}{{"key.pem", keyPEM, 0o600}, {"cert.pem", []byte(res.Certificate), 0o644}, {"ca.pem", []byte(res.CA), 0o644}} {
-		if err := writeNew(paths[f.name], f.data, f.mode); err != nil {
+		if err := securefile.WriteExcl(paths[f.name], f.data, f.mode); err != nil {
 			return err
 		}
 	}
@@ -166,21 +167,4 @@ func secretFrom(value, file string, valueOnCmdLine, fileOnCmdLine bool, name str
 		return "", fmt.Errorf("--%s-file %s is empty", name, file)
 	}
 	return v, nil
-}
-
-// writeNew writes a file that must not exist yet, with mode.
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 var (
@@ -74,7 +75,7 @@ func (a *adminNode) getCount(t *testing.T, id, field string) int {
 // integrationGateway connects a gateway of the dev tenant over MQTT.
 func integrationGateway(t *testing.T, a *adminNode, serial string) *gateway.Uplink {
 	t.Helper()
-	up, err := tu.Dial(t, a.n, tu.Gateway(t, a.n, node.DevTenant, serial), serial, nil)
+	up, err := nodetest.Dial(t, a.n, nodetest.Gateway(t, a.n, node.DevTenant, serial), serial, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

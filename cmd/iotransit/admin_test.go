@@ -20,6 +20,7 @@ import (
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // adminNode is a running dev node and the files the CLI needs to reach it.
@@ -32,7 +33,7 @@ type adminNode struct {
 
 func startAdminNode(t *testing.T) *adminNode {
 	t.Helper()
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	dir := t.TempDir()
 	a := &adminNode{n: n, server: "https://" + n.APIAddr(), caFile: filepath.Join(dir, "ca.pem"), keyFile: filepath.Join(dir, "operator.key")}
 	if err := os.WriteFile(a.caFile, n.ServerCAPEM(), 0o644); err != nil {
@@ -251,7 +252,7 @@ func TestAdminTokenCreateThenEnroll(t *testing.T) {
 
 	// The files are a working gateway identity: connect over MQTT with them
 	// alone, trusting only ca.pem.
-	u, err := tu.Dial(t, a.n, &cert, serial, func(c *gateway.UplinkConfig) {
+	u, err := nodetest.Dial(t, a.n, &cert, serial, func(c *gateway.UplinkConfig) {
 		c.TLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}
 	})
 	if err != nil {

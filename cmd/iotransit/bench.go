@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -382,23 +383,10 @@ func enroll(ctx context.Context, n *node.Node, serial string) (*tls.Certificate,
 	if _, err := n.Registry().RegisterGateway(ctx, benchTenant, serial); err != nil {
 		return nil, err
 	}
-	key, err := pki.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	csr, err := pki.MakeCSR(key, serial)
-	if err != nil {
-		return nil, err
-	}
-	certPEM, _, err := n.Registry().IssueCertificate(ctx, benchTenant, serial, csr, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := pki.ParseCertPEM(certPEM)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+	return pki.NewKeyPair(serial, func(_ crypto.Signer, csr []byte) ([]byte, error) {
+		certPEM, _, err := n.Registry().IssueCertificate(ctx, benchTenant, serial, csr, 24*time.Hour)
+		return certPEM, err
+	})
 }
 
 // checkStored compares the bench tenant's message stream with the Thingsee

@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	loadgen "github.com/iotransit/iotransit/internal/bench"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 // runBenchCmd runs `iotransit bench args...` in-process.
@@ -69,12 +68,7 @@ func TestBenchIotransit(t *testing.T) {
 // TestBenchMosquittoPeer runs the same load against mosquitto; skipped when
 // it is not installed unless IOTRANSIT_REQUIRE_PEERS=1.
 func TestBenchMosquittoPeer(t *testing.T) {
-	if _, err := loadgen.MosquittoBinary(); err != nil {
-		if os.Getenv("IOTRANSIT_REQUIRE_PEERS") == "1" {
-			t.Fatalf("mosquitto is required (IOTRANSIT_REQUIRE_PEERS=1): %v", err)
-		}
-		t.Skip(err)
-	}
+	tu.RequireMosquitto(t)
 	stdout, stderr, err := runBenchCmd(t, "--gateways", "2", "--duration", "1s", "--warmup", "100ms", "--rate", "400", "--peer", "mosquitto")
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr)

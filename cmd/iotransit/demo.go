@@ -83,7 +83,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	go func() {
-		err := n.Store().Follow(ctx, node.DevTenant, func(m store.Message) {
+		err := n.Follow(ctx, node.DevTenant, func(m store.Message) {
 			say("stored   %s  %s  %s", m.ReceivedAt.Local().Format("15:04:05.000"), m.ID[:12], m.Message)
 		})
 		if err != nil {

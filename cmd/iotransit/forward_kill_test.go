@@ -59,13 +59,7 @@ func (s *server) apiCall(t *testing.T, method, path string, body any) (int, []by
 // webhook receiver: after the restart every stored message is delivered at
 // least once, and the interrupted batch comes again with its webhook-id.
 func TestServeKill9DuringForwarding(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	mqttAddr, apiAddr := freeAddr(t), freeAddr(t)
-	s := startServer(t, bin, dir, mqttAddr, apiAddr)
+	s := startDevServer(t)
 
 	rcv := tu.NewReceiver(t)
 	var mu sync.Mutex
@@ -115,7 +109,7 @@ func TestServeKill9DuringForwarding(t *testing.T) {
 	_ = s.cmd.Wait()
 	_ = up.Close()
 
-	s2 := startServer(t, bin, dir, mqttAddr, apiAddr)
+	s2 := s.restart(t)
 	_ = s2
 	seen := map[float64]bool{}
 	tu.Eventually(t, 90*time.Second, 200*time.Millisecond, func() error {

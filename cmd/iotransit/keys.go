@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/iotransit/iotransit/internal/forward/seal"
+	"github.com/iotransit/iotransit/internal/securefile"
 )
 
 // Payload encryption on the customer's side: "iotransit keygen" makes the
@@ -111,7 +112,7 @@ func keygen(_ context.Context, args []string, stdout, stderr io.Writer) error {
 // writeKeyFile writes a file that must not exist yet and sets its mode
 // exactly (whatever the umask).
 func writeKeyFile(path string, data []byte, mode os.FileMode) error {
-	if err := writeNew(path, data, mode); err != nil {
+	if err := securefile.WriteExcl(path, data, mode); err != nil {
 		return err
 	}
 	return os.Chmod(path, mode)
@@ -163,7 +164,7 @@ func decrypt(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		_, err := stdout.Write(plain)
 		return err
 	}
-	if err := writeNew(*out, plain, 0o600); err != nil {
+	if err := securefile.WriteExcl(*out, plain, 0o600); err != nil {
 		return fmt.Errorf("decrypt: --out: %w", err)
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"time"
 
 	"github.com/iotransit/iotransit/internal/node"
 )
@@ -18,31 +17,33 @@ type serveFlags struct {
 	check    bool
 }
 
+// newServeFlags defines the flags; each flag's default is the one the
+// configured package owns (node.DefaultConfig and the parts' DefaultConfig).
 func newServeFlags(fs *flag.FlagSet) *serveFlags {
-	f := &serveFlags{}
+	f := &serveFlags{cfg: node.DefaultConfig()}
 	c := &f.cfg
-	fs.StringVar(&c.DataDir, "data-dir", "", "directory of the embedded JetStream store and the key files (required)")
-	fs.StringVar(&c.MQTTAddr, "mqtt-addr", ":8883", "gateway listener: MQTT over TLS with client certificates")
-	fs.StringVar(&c.APIAddr, "api-addr", ":8443", "HTTPS API listener")
-	fs.BoolVar(&c.Dev, "dev", false, "development mode: create tenant dev, gateway "+node.DevGateway+" and its certificate files, certificates for localhost")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded JetStream store and the key files (required)")
+	fs.StringVar(&c.MQTTAddr, "mqtt-addr", c.MQTTAddr, "gateway listener: MQTT over TLS with client certificates")
+	fs.StringVar(&c.APIAddr, "api-addr", c.APIAddr, "HTTPS API listener")
+	fs.BoolVar(&c.Dev, "dev", c.Dev, "development mode: create tenant dev, gateway "+node.DevGateway+" and its certificate files, certificates for localhost")
 	fs.Var((*listFlag)(&c.ServerNames), "server-name", "comma-separated DNS names and IPs of the server certificate (dev: localhost,127.0.0.1)")
-	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "server certificate chain PEM (instead of the internal server CA)")
-	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "server private key PEM")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", c.TLSCertFile, "server certificate chain PEM (instead of the internal server CA)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", c.TLSKeyFile, "server private key PEM")
 	fs.Var((*listFlag)(&c.NATSURLs), "nats-url", "comma-separated URLs of an external NATS JetStream cluster (default: embedded)")
-	fs.StringVar(&c.NATSCreds, "nats-creds", "", "credentials file for --nats-url")
-	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of every stream and bucket (3 in a cluster)")
-	fs.StringVar(&c.Fsync, "fsync", node.FsyncDefault, "durability: default (acked once written to the OS; survives kill -9; JetStream fsyncs every 2m) or always (fsync before every ack; survives power loss)")
-	fs.DurationVar(&c.CertValidity, "cert-validity", 365*24*time.Hour, "lifetime of issued gateway certificates")
-	fs.IntVar(&c.Ingest.MaxPayload, "max-payload", 256<<10, "largest MQTT publish payload in bytes")
-	fs.Float64Var(&c.Ingest.MsgRate, "msg-rate", 500, "Thingsee messages per second allowed per gateway")
-	fs.IntVar(&c.Ingest.MsgBurst, "msg-burst", 5000, "burst of messages allowed above --msg-rate")
-	fs.DurationVar(&c.Ingest.ConnectTimeout, "connect-timeout", 10*time.Second, "deadline for the TLS handshake plus the MQTT CONNECT")
-	fs.IntVar(&c.Ingest.MaxConnsPerTenant, "max-conns-per-tenant", 10000, "concurrent gateway connections per tenant")
-	fs.DurationVar(&c.Ingest.MaxFutureSkew, "max-future-skew", 10*time.Minute, "how far ahead of the server clock a tsmTs may be")
-	fs.DurationVar(&c.Store.Retention, "retention", 7*24*time.Hour, "how long messages are kept")
-	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", time.Hour, "how long a message's content id is remembered to store resends once")
-	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", 0, "bytes of messages kept per tenant; oldest go first (0: unlimited)")
-	fs.BoolVar(&c.AllowPrivateTargets, "allow-private-targets", false, "let integrations reach loopback, private and link-local addresses (on with --dev)")
+	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "credentials file for --nats-url")
+	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "replicas of every stream and bucket (3 in a cluster)")
+	fs.StringVar(&c.Fsync, "fsync", c.Fsync, "durability: default (acked once written to the OS; survives kill -9; JetStream fsyncs every 2m) or always (fsync before every ack; survives power loss)")
+	fs.DurationVar(&c.CertValidity, "cert-validity", c.CertValidity, "lifetime of issued gateway certificates")
+	fs.IntVar(&c.Ingest.MaxPayload, "max-payload", c.Ingest.MaxPayload, "largest MQTT publish payload in bytes")
+	fs.Float64Var(&c.Ingest.MsgRate, "msg-rate", c.Ingest.MsgRate, "Thingsee messages per second allowed per gateway")
+	fs.IntVar(&c.Ingest.MsgBurst, "msg-burst", c.Ingest.MsgBurst, "burst of messages allowed above --msg-rate")
+	fs.DurationVar(&c.Ingest.ConnectTimeout, "connect-timeout", c.Ingest.ConnectTimeout, "deadline for the TLS handshake plus the MQTT CONNECT")
+	fs.IntVar(&c.Ingest.MaxConnsPerTenant, "max-conns-per-tenant", c.Ingest.MaxConnsPerTenant, "concurrent gateway connections per tenant")
+	fs.DurationVar(&c.Ingest.MaxFutureSkew, "max-future-skew", c.Ingest.MaxFutureSkew, "how far ahead of the server clock a tsmTs may be")
+	fs.DurationVar(&c.Store.Retention, "retention", c.Store.Retention, "how long messages are kept")
+	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", c.Store.DedupeWindow, "how long a message's content id is remembered to store resends once")
+	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", c.Store.MaxBytes, "bytes of messages kept per tenant; oldest go first (0: unlimited)")
+	fs.BoolVar(&c.AllowPrivateTargets, "allow-private-targets", c.AllowPrivateTargets, "let integrations reach loopback, private and link-local addresses (on with --dev)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.check, "check-config", false, "check the configuration, report every problem, and exit")
 	return f

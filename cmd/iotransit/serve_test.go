@@ -3,11 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,12 +33,7 @@ func buildBinary(t *testing.T) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t))
 }
 
 // syncBuffer is a buffer the process's output copier writes while the test
@@ -67,13 +59,30 @@ func (s *syncBuffer) String() string {
 type server struct {
 	cmd       *exec.Cmd
 	out       *syncBuffer
+	bin       string
 	dir, mqtt string
 	api       string
 }
 
+// startDevServer builds the binary and starts `iotransit serve --dev` on a
+// new data directory and free ports (not in -short mode).
+func startDevServer(t *testing.T) *server {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	return startServer(t, buildBinary(t), t.TempDir(), freeAddr(t), freeAddr(t))
+}
+
+// restart starts the server again on its data directory and ports.
+func (s *server) restart(t *testing.T) *server {
+	t.Helper()
+	return startServer(t, s.bin, s.dir, s.mqtt, s.api)
+}
+
 func startServer(t *testing.T, bin, dir, mqttAddr, apiAddr string) *server {
 	t.Helper()
-	s := &server{dir: dir, mqtt: mqttAddr, api: apiAddr, out: &syncBuffer{}}
+	s := &server{bin: bin, dir: dir, mqtt: mqttAddr, api: apiAddr, out: &syncBuffer{}}
 	s.cmd = exec.Command(bin, "serve", "--dev", "--data-dir", dir, "--mqtt-addr", mqttAddr, "--api-addr", apiAddr, "--log-level", "warn")
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
@@ -115,31 +124,14 @@ func (s *server) uplink(t *testing.T) *gateway.Uplink {
 
 func (s *server) messages(t *testing.T) []json.RawMessage {
 	t.Helper()
-	caPEM, err := os.ReadFile(s.gatewayFile("ca.pem"))
-	if err != nil {
-		t.Fatal(err)
+	status, body := s.apiCall(t, http.MethodGet, "/v1/tenants/dev/messages?limit=1000", nil)
+	if status != http.StatusOK {
+		t.Fatalf("messages: status %d", status)
 	}
-	key, err := os.ReadFile(filepath.Join(s.dir, "operator.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	req, _ := http.NewRequest(http.MethodGet, "https://"+s.api+"/v1/tenants/dev/messages?limit=1000", nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var out struct {
 		Items []struct{ Message json.RawMessage }
 	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("messages: status %d", resp.StatusCode)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := json.Unmarshal(body, &out); err != nil {
 		t.Fatal(err)
 	}
 	msgs := make([]json.RawMessage, len(out.Items))
@@ -153,13 +145,7 @@ func (s *server) messages(t *testing.T) []json.RawMessage {
 // the server with SIGKILL mid-stream, restarts it, and checks that every
 // message whose PUBACK the client received was stored.
 func TestServeKill9KeepsAcknowledgedMessages(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	mqttAddr, apiAddr := freeAddr(t), freeAddr(t)
-	s := startServer(t, bin, dir, mqttAddr, apiAddr)
+	s := startDevServer(t)
 	certBefore, err := os.ReadFile(s.gatewayFile("cert.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +180,7 @@ func TestServeKill9KeepsAcknowledgedMessages(t *testing.T) {
 	}
 	t.Logf("%d publishes acknowledged before the connection died", len(acked))
 
-	s2 := startServer(t, bin, dir, mqttAddr, apiAddr)
+	s2 := s.restart(t)
 	stored := map[int]bool{}
 	for _, m := range s2.messages(t) {
 		var v struct{ MoveCount int }

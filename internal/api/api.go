@@ -146,24 +146,7 @@ type Server struct {
 // The listener asks for, but does not require, a client certificate: only
 // POST /v1/reenroll uses one.
 func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = ":8443"
-	}
-	if cfg.MaxBody == 0 {
-		cfg.MaxBody = 64 << 10
-	}
-	if cfg.CertValidity == 0 {
-		cfg.CertValidity = 365 * 24 * time.Hour
-	}
-	if cfg.MaxStreamsPerCredential == 0 {
-		cfg.MaxStreamsPerCredential = 8
-	}
-	if cfg.MaxStreamsPerTenant == 0 {
-		cfg.MaxStreamsPerTenant = 64
-	}
-	if cfg.StreamRecheck == 0 {
-		cfg.StreamRecheck = 10 * time.Second
-	}
+	cfg.defaults()
 	if len(cfg.OperatorKey) < 32 {
 		return nil, errors.New("api: the operator key must be at least 32 characters")
 	}

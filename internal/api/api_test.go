@@ -9,11 +9,12 @@ import (
 
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 func do(t *testing.T, n *node.Node, method, path, bearer string) (*http.Response, []byte) {
 	t.Helper()
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, n, nil)}}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, n, nil)}}
 	req, err := http.NewRequest(method, "https://"+n.APIAddr()+path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +35,7 @@ func do(t *testing.T, n *node.Node, method, path, bearer string) (*http.Response
 }
 
 func TestAPIRefusesWithProblemDetails(t *testing.T) {
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	key := n.OperatorKey()
 	cases := []struct {
 		name, method, path, bearer string
@@ -92,7 +93,7 @@ func TestAPIRefusesWithProblemDetails(t *testing.T) {
 }
 
 func TestAPIHealthAndMetrics(t *testing.T) {
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if resp, body := do(t, n, "GET", path, ""); resp.StatusCode != 200 {
 			t.Errorf("%s: %d %s", path, resp.StatusCode, body)
@@ -105,8 +106,8 @@ func TestAPIHealthAndMetrics(t *testing.T) {
 }
 
 func TestAPIListsMessagesNewestFirst(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, "acme", "TSGW06ACM00000001"), "TSGW06ACM00000001", nil)
+	n := nodetest.Start(t, nil)
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, "acme", "TSGW06ACM00000001"), "TSGW06ACM00000001", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestAPIListsMessagesNewestFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	msgs := tu.NewAPI(t, n).Messages("acme", 3)
+	msgs := nodetest.NewAPI(t, n).Messages("acme", 3)
 	if len(msgs) != 3 {
 		t.Fatalf("limit 3 gave %d", len(msgs))
 	}
@@ -132,8 +133,8 @@ func TestAPIListsMessagesNewestFirst(t *testing.T) {
 		}
 	}
 	// Another tenant sees none of them.
-	tu.Gateway(t, n, "other", "TSGW06OTH00000001")
-	if got := tu.NewAPI(t, n).Messages("other", 10); len(got) != 0 {
+	nodetest.Gateway(t, n, "other", "TSGW06OTH00000001")
+	if got := nodetest.NewAPI(t, n).Messages("other", 10); len(got) != 0 {
 		t.Errorf("tenant other lists %d messages of acme", len(got))
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/credential"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // A dead letter's message payload is what messages:read guards: a caller
@@ -31,7 +32,7 @@ func TestAPIDeadLettersPayloadNeedsMessagesRead(t *testing.T) {
 	var in struct{ ID string }
 	r.Decode(t, &in)
 	const gw, sensor = "TSGW06ACM99999998", "TSEN01ABC12345678"
-	up, err := tu.Dial(t, w.n, tu.Gateway(t, w.n, "acme", gw), gw, nil)
+	up, err := nodetest.Dial(t, w.n, nodetest.Gateway(t, w.n, "acme", gw), gw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

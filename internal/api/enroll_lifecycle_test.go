@@ -10,6 +10,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // An enrollment token is bound to the gateway it was made for: deleting the
@@ -88,13 +89,7 @@ func TestAPIEnrollTokenDiesWithItsGateway(t *testing.T) {
 func TestAPIReenrollKeepsTwoValidCertificates(t *testing.T) {
 	w := newWorld(t)
 	serial := w.gateway("acme")
-	csr, kp := csrFor(t, serial)
-	r := w.api.Do("POST", "/v1/enroll", "", map[string]string{"token": token(t, w, "acme", serial), "csr": csr})
-	if r.Status != 200 {
-		t.Fatalf("enroll: %d %s", r.Status, r.Body)
-	}
-	var e enrolled
-	r.Decode(t, &e)
+	e, kp := enroll(t, w, "acme", serial)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM([]byte(e.CA))
 	withChain := func(kp *tls.Certificate, chainPEM string) *tls.Certificate {
@@ -147,7 +142,7 @@ func TestAPIReenrollKeepsTwoValidCertificates(t *testing.T) {
 	}
 	// Over MQTT only the newest two certificates connect.
 	for i := len(certs) - 3; i < len(certs); i++ {
-		up, err := tu.Dial(t, w.n, certs[i], serial, nil)
+		up, err := nodetest.Dial(t, w.n, certs[i], serial, nil)
 		if want := i >= len(certs)-2; (err == nil) != want {
 			t.Errorf("certificate %d of %d connects: %v, want %v", i+1, len(certs), err, want)
 		}
@@ -171,7 +166,7 @@ func TestAPIReenrollKeepsTwoValidCertificates(t *testing.T) {
 	if r := w.api.Do("POST", "/v1/tenants/acme/gateways/"+serial+"/revoke", w.api.Key(), nil); r.Status != 200 {
 		t.Fatalf("revoke: %d %s", r.Status, r.Body)
 	}
-	if _, err := tu.Dial(t, w.n, certs[len(certs)-1], serial, nil); err == nil {
+	if _, err := nodetest.Dial(t, w.n, certs[len(certs)-1], serial, nil); err == nil {
 		t.Error("the newest certificate connects after the gateway was revoked")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 type enrolled struct {
@@ -37,15 +38,22 @@ func token(t *testing.T, w *world, tenant, serial string) string {
 
 func csrFor(t *testing.T, cn string) (csrPEM string, key *tls.Certificate) {
 	t.Helper()
-	k, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
+	b, kp := tu.CSR(t, cn)
+	return string(b), kp
+}
+
+// enroll spends a new enrollment token of the gateway on a CSR made here
+// and returns the answer and the key.
+func enroll(t *testing.T, w *world, tenant, serial string) (enrolled, *tls.Certificate) {
+	t.Helper()
+	csr, kp := csrFor(t, serial)
+	r := w.api.Do("POST", "/v1/enroll", "", map[string]string{"token": token(t, w, tenant, serial), "csr": csr})
+	if r.Status != 200 {
+		t.Fatalf("enroll: %d %s", r.Status, r.Body)
 	}
-	b, err := pki.MakeCSR(k, cn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b), &tls.Certificate{PrivateKey: k}
+	var e enrolled
+	r.Decode(t, &e)
+	return e, kp
 }
 
 // TestAPIEnrollThenConnect is the factory flow: register, token, enroll
@@ -53,13 +61,7 @@ func csrFor(t *testing.T, cn string) (csrPEM string, key *tls.Certificate) {
 func TestAPIEnrollThenConnect(t *testing.T) {
 	w := newWorld(t)
 	serial := w.gateway("acme")
-	csr, kp := csrFor(t, serial)
-	r := w.api.Do("POST", "/v1/enroll", "", map[string]string{"token": token(t, w, "acme", serial), "csr": csr})
-	if r.Status != 200 {
-		t.Fatalf("enroll: %d %s", r.Status, r.Body)
-	}
-	var e enrolled
-	r.Decode(t, &e)
+	e, kp := enroll(t, w, "acme", serial)
 	if e.Serial != serial || e.Tenant != "acme" || !strings.Contains(e.CA, "BEGIN CERTIFICATE") {
 		t.Fatalf("answer %+v", e)
 	}
@@ -224,8 +226,8 @@ func expireToken(t *testing.T, w *world, tok string) {
 func TestAPIRevokeDropsLiveSession(t *testing.T) {
 	w := newWorld(t)
 	serial := w.gateway("acme")
-	cert := tu.Enroll(t, w.n, "acme", serial, time.Hour)
-	up, err := tu.Dial(t, w.n, cert, serial, nil)
+	cert := nodetest.Enroll(t, w.n, "acme", serial, time.Hour)
+	up, err := nodetest.Dial(t, w.n, cert, serial, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +254,7 @@ func TestAPIRevokeDropsLiveSession(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("live session of a revoked gateway still open")
 	}
-	if _, err := tu.Dial(t, w.n, cert, serial, nil); err == nil {
+	if _, err := nodetest.Dial(t, w.n, cert, serial, nil); err == nil {
 		t.Fatal("revoked gateway reconnected")
 	}
 	// The audit log has the revocation and the refused reconnect.

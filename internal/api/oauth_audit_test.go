@@ -11,7 +11,7 @@ import (
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/credential"
-	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 func tokenRequest(t *testing.T, w *world, form url.Values, basicID, basicSecret string) (int, map[string]any) {
@@ -21,7 +21,7 @@ func tokenRequest(t *testing.T, w *world, form url.Values, basicID, basicSecret 
 	if basicID != "" {
 		req.SetBasicAuth(basicID, basicSecret)
 	}
-	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, w.n, nil)}}).Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, w.n, nil)}}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/iotransit/iotransit/internal/forward/seal"
 	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // specFile names the document in failure messages.
@@ -487,8 +488,8 @@ func checkRequestBody(t *testing.T, s *spec, key string, op operation) {
 // TestOpenAPIServed checks that a running node serves the embedded
 // document unchanged at GET /v1/openapi.yaml, without a credential.
 func TestOpenAPIServed(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, n, nil)}}
+	n := nodetest.Start(t, nil)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, n, nil)}}
 	resp, err := c.Get("https://" + n.APIAddr() + "/v1/openapi.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -727,26 +728,19 @@ func (a *apiClient) call(route, path, bearer, contentType, body string, want int
 		}
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := a.c.Do(req)
-	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	if resp.StatusCode != want {
-		a.t.Fatalf("%s %s: status %d, want %d: %.300s", method, path, resp.StatusCode, want, b)
+	resp := tu.Send(a.t, a.c, req)
+	b := resp.Body
+	if resp.Status != want {
+		a.t.Fatalf("%s %s: status %d, want %d: %.300s", method, path, resp.Status, want, b)
 	}
 	op, ok := a.ops[route]
 	if !ok {
 		a.t.Fatalf("%s is not in %s", route, specFile)
 	}
-	code := strconv.Itoa(resp.StatusCode)
+	code := strconv.Itoa(resp.Status)
 	r, err := a.s.resolve(op.Responses[code])
 	if err != nil || r == nil {
-		a.t.Errorf("%s: %s answered %d, which the operation does not declare", specFile, route, resp.StatusCode)
+		a.t.Errorf("%s: %s answered %d, which the operation does not declare", specFile, route, resp.Status)
 		return nil
 	}
 	if code == "429" && resp.Header.Get("Retry-After") == "" {
@@ -756,13 +750,13 @@ func (a *apiClient) call(route, path, bearer, contentType, body string, want int
 	content := child(r, "content")
 	if len(b) == 0 {
 		if content != nil {
-			a.t.Errorf("%s: %s %d declares a body, the answer has none", specFile, route, resp.StatusCode)
+			a.t.Errorf("%s: %s %d declares a body, the answer has none", specFile, route, resp.Status)
 		}
 		return nil
 	}
 	media := child(content, strings.TrimSpace(mt))
 	if media == nil {
-		a.t.Errorf("%s: %s %d does not declare media type %q", specFile, route, resp.StatusCode, mt)
+		a.t.Errorf("%s: %s %d does not declare media type %q", specFile, route, resp.Status, mt)
 		return nil
 	}
 	if !strings.HasSuffix(mt, "json") {
@@ -775,7 +769,7 @@ func (a *apiClient) call(route, path, bearer, contentType, body string, want int
 	var errs []string
 	a.s.checkValue(child(media, "schema"), v, "body", &errs)
 	for _, e := range errs {
-		a.t.Errorf("%s: %s %d (%s): %s", specFile, route, resp.StatusCode, path, e)
+		a.t.Errorf("%s: %s %d (%s): %s", specFile, route, resp.Status, path, e)
 	}
 	m, _ := v.(map[string]any)
 	return m
@@ -786,9 +780,9 @@ func (a *apiClient) call(route, path, bearer, contentType, body string, want int
 func TestOpenAPIDescribesAnswers(t *testing.T) {
 	s := parseSpec(t, apispec.OpenAPI)
 	ops, _ := s.operations(t)
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	a := &apiClient{t: t, s: s, ops: ops, base: "https://" + n.APIAddr(),
-		c: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, n, nil)}}}
+		c: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, n, nil)}}}
 	op := n.OperatorKey()
 	const tenant, serial = "acme", "TSGW06DEV00000042"
 	gw := "/v1/tenants/" + tenant + "/gateways/" + serial
@@ -805,14 +799,7 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	a.call("POST /v1/tenants", "/v1/tenants", op, "", `{"id":"acme"}`, 201)
 	a.call("POST /v1/tenants/{tenant}/gateways", "/v1/tenants/acme/gateways", op, "", `{"serial":"`+serial+`","labels":{"site":"hq"}}`, 201)
 	tok := a.call("POST /v1/tenants/{tenant}/enrollment-tokens", "/v1/tenants/acme/enrollment-tokens", op, "", `{"serial":"`+serial+`"}`, 201)
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.MakeCSR(key, serial)
-	if err != nil {
-		t.Fatal(err)
-	}
+	csr, _ := tu.CSR(t, serial)
 	enrollBody, _ := json.Marshal(map[string]string{"token": str(tok, "token"), "csr": string(csr)})
 	enr := a.call("POST /v1/enroll", "/v1/enroll", "", "", string(enrollBody), 200)
 	str(enr, "certificate")
@@ -955,7 +942,7 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 
 	// Renewal over mutual TLS, and messages of a connected gateway.
 	const serial2 = "TSGW06DEV00000043"
-	cert := tu.Gateway(t, n, tenant, serial2)
+	cert := nodetest.Gateway(t, n, tenant, serial2)
 	gw2 := "/v1/tenants/" + tenant + "/gateways/" + serial2
 	if g := a.call("PATCH /v1/tenants/{tenant}/gateways/{serial}", gw2, op, "", `{"deploymentGroupId":"prfi00acme"}`, 200); g["deploymentGroupId"] != "prfi00acme" {
 		t.Errorf("deploymentGroupId not set: %v", g)
@@ -967,10 +954,10 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	}
 	body2, _ := json.Marshal(map[string]string{"csr": string(csr2)})
 	mtls := *a
-	mtls.c = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, n, cert)}}
+	mtls.c = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, n, cert)}}
 	mtls.call("POST /v1/reenroll", "/v1/reenroll", "", "", string(body2), 200)
 	a.call("POST /v1/reenroll", "/v1/reenroll", "", "", string(body2), 401)
-	up, err := tu.Dial(t, n, cert, serial2, nil)
+	up, err := nodetest.Dial(t, n, cert, serial2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -980,10 +967,10 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 		}
 	}
 	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if got := len(tu.NewAPI(t, n).Rejected(tenant, 10)); got < 2 {
+		if got := len(nodetest.NewAPI(t, n).Rejected(tenant, 10)); got < 2 {
 			return fmt.Errorf("%d rejected messages", got)
 		}
-		if got := len(tu.NewAPI(t, n).Messages(tenant, 10)); got < 1 {
+		if got := len(nodetest.NewAPI(t, n).Messages(tenant, 10)); got < 1 {
 			return fmt.Errorf("%d messages", got)
 		}
 		return nil

@@ -12,10 +12,11 @@ import (
 	"github.com/iotransit/iotransit/internal/api"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // raw sends body bytes with a content type.
-func raw(t *testing.T, a *tu.API, n *node.Node, method, path, key, ctype string, body []byte) tu.Response {
+func raw(t *testing.T, a *nodetest.API, n *node.Node, method, path, key, ctype string, body []byte) tu.Response {
 	t.Helper()
 	req, err := http.NewRequest(method, a.Base()+path, bytes.NewReader(body))
 	if err != nil {
@@ -27,7 +28,7 @@ func raw(t *testing.T, a *tu.API, n *node.Node, method, path, key, ctype string,
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, n, nil)}}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, n, nil)}}
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -122,10 +123,10 @@ func TestAPIBadRequests(t *testing.T) {
 // Retry-After, while another credential keeps working; then failed
 // authentications lock the address out.
 func TestAPIRateLimits(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) {
+	n := nodetest.Start(t, func(c *node.Config) {
 		c.APILimits = api.Limits{PerCredential: 1, CredentialBurst: 5, PerIP: 1000, IPBurst: 1000, AuthFailures: 5, AuthWindow: time.Minute}
 	})
-	a := tu.NewAPI(t, n)
+	a := nodetest.NewAPI(t, n)
 	mk := func() string {
 		r := a.Do("POST", "/v1/tenants/dev/api-keys", a.Key(), map[string]any{"scopes": []string{"messages:read"}})
 		var k struct{ Key string }
@@ -175,10 +176,10 @@ func TestAPIRateLimits(t *testing.T) {
 // audit log only up to a budget, and the next entry written says how many
 // were left out.
 func TestAPIAuditRefusalsBounded(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) {
+	n := nodetest.Start(t, func(c *node.Config) {
 		c.APILimits = api.Limits{AuthFailures: 1000, AuditRefusals: 0.001, AuditBurst: 3}
 	})
-	a := tu.NewAPI(t, n)
+	a := nodetest.NewAPI(t, n)
 	r := a.Do("POST", "/v1/tenants/dev/api-keys", a.Key(), map[string]any{"scopes": []string{"messages:read"}})
 	var k struct{ ID string }
 	r.Decode(t, &k)

@@ -13,13 +13,14 @@ import (
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // world is two tenants with a gateway, keys and clients each.
 type world struct {
 	t     *testing.T
 	n     *node.Node
-	api   *tu.API
+	api   *nodetest.API
 	seq   atomic.Int64
 	byTen map[string]*tenantFix
 	rcv   *tu.Receiver
@@ -31,8 +32,8 @@ type tenantFix struct {
 }
 
 func newWorld(t *testing.T) *world {
-	n := tu.StartNode(t, tu.NoLimits)
-	w := &world{t: t, n: n, api: tu.NewAPI(t, n), byTen: map[string]*tenantFix{}}
+	n := nodetest.Start(t, nodetest.NoLimits)
+	w := &world{t: t, n: n, api: nodetest.NewAPI(t, n), byTen: map[string]*tenantFix{}}
 	for _, id := range []string{"acme", "beta"} {
 		if r := w.api.Do("POST", "/v1/tenants", w.api.Key(), map[string]string{"id": id}); r.Status != 201 {
 			t.Fatalf("create tenant %s: %d %s", id, r.Status, r.Body)
@@ -140,7 +141,7 @@ func (w *world) request(rt api.Route, tenant string) (path string, body any) {
 
 func tenantRoutes(n *node.Node) []api.Route {
 	var out []api.Route
-	for _, rt := range n.API().Routes() {
+	for _, rt := range n.Routes() {
 		if rt.Access == api.Tenant {
 			out = append(out, rt)
 		}
@@ -246,7 +247,7 @@ func TestAPIScopes(t *testing.T) {
 			}
 		})
 	}
-	for _, rt := range w.n.API().Routes() {
+	for _, rt := range w.n.Routes() {
 		if rt.Access != api.Operator {
 			continue
 		}
@@ -294,7 +295,7 @@ func accessToken(t *testing.T, w *world, id, secret string) string {
 	}
 	req.SetBasicAuth(id, secret)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, w.n, nil)}}).Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, w.n, nil)}}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,12 @@ func TestPackageBoundaries(t *testing.T) {
 		{"./internal/gateway", []string{mod + "internal/api", mod + "internal/ingest", mod + "internal/registry", "github.com/nats-io/nats-server/v2/server"}, "the gateway side knows only the MQTT contract"},
 		{"./internal/thingsee", []string{mod + "internal/ingest", "github.com/nats-io/nats.go"}, "the message model does not know transport or storage"},
 		{"./internal/pki", []string{"github.com/nats-io/nats.go", mod + "internal/registry"}, "pki is stateless crypto"},
+		{"./internal/testutil", []string{
+			mod + "internal/node", mod + "internal/api", mod + "internal/ingest", mod + "internal/forward",
+			mod + "internal/registry", mod + "internal/store", mod + "internal/backbone", mod + "internal/audit",
+			mod + "internal/credential", mod + "internal/testutil/nodetest",
+		}, "testutil is a leaf that every package's tests may import; a running node is nodetest's"},
+		{"./internal/mosquitto", []string{"testing", mod + "internal/testutil"}, "the bench runs the broker in production"},
 	}
 	for _, r := range rules {
 		d := deps(t, r.pkg)
@@ -76,5 +82,40 @@ func TestPackageBoundaries(t *testing.T) {
 				t.Errorf("%s imports %s: %s", r.pkg, f, r.why)
 			}
 		}
+	}
+}
+
+// testHelper reports whether a package exists only for tests: the test
+// helper packages (testutil and below, …test such as mosquittotest) and
+// archtest.
+func testHelper(pkg string) bool {
+	return strings.HasSuffix(pkg, "test") || strings.Contains(pkg, "/internal/testutil")
+}
+
+// TestProductionCodeImportsNoTestHelpers: no package outside the test
+// helpers depends on testing or internal/testutil.
+func TestProductionCodeImportsNoTestHelpers(t *testing.T) {
+	const testutil = "github.com/iotransit/iotransit/internal/testutil"
+	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Deps}} {{.}}{{end}}`, "./...")
+	cmd.Dir = root(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || testHelper(fields[0]) {
+			continue
+		}
+		checked++
+		for _, d := range fields[1:] {
+			if d == "testing" || d == testutil || strings.HasPrefix(d, testutil+"/") {
+				t.Errorf("%s depends on %s: test helpers do not ship", fields[0], d)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("only %d packages checked", checked)
 	}
 }

@@ -151,6 +151,13 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// DefaultConfig returns the configuration that a zero Config means.
+func DefaultConfig() Config {
+	var c Config
+	c.defaults()
+	return c
+}
+
 func (c *Config) defaults() {
 	if c.CheckpointEvery == 0 {
 		c.CheckpointEvery = 64

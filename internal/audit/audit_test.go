@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,39 +17,8 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
-
-// logger writes warnings to the test log (debug with IOTRANSIT_TEST_LOG=debug).
-func logger(t testing.TB) *slog.Logger {
-	level := slog.LevelWarn
-	if os.Getenv("IOTRANSIT_TEST_LOG") == "debug" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-// eventually polls fn until it returns nil or total has passed.
-func eventually(t *testing.T, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", total, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func startBackbone(t testing.TB) *backbone.Backbone {
 	t.Helper()
@@ -74,7 +42,7 @@ func newKey(t testing.TB) ed25519.PrivateKey {
 
 func openLog(t testing.TB, bb *backbone.Backbone, cfg audit.Config, key ed25519.PrivateKey) *audit.Log {
 	t.Helper()
-	l, err := audit.Open(context.Background(), cfg, bb, bb.JS, key, logger(t))
+	l, err := audit.Open(context.Background(), cfg, bb, bb.JS, key, tu.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

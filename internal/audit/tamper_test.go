@@ -17,6 +17,7 @@ import (
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/backbone/names"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 // storedMsg is a message of an audit stream as an attacker reads it.
@@ -477,7 +478,7 @@ func TestAuditCheckpointLoopSignsWithinInterval(t *testing.T) {
 	l := openLog(t, bb, audit.Config{CheckpointInterval: 100 * time.Millisecond}, newKey(t))
 	ensure(t, l, "acme")
 	appendN(t, l, "acme", 3)
-	eventually(t, 5*time.Second, func() error {
+	tu.Eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
 		r := verify(t, l, "acme")
 		if !r.OK || r.LastSignedSeq != 3 || r.Unsigned != 0 {
 			return fmt.Errorf("report %+v", r)

@@ -41,6 +41,10 @@ type Config struct {
 	SyncInterval time.Duration
 }
 
+// DefaultConfig returns the configuration of an embedded server: one
+// replica, JetStream's own fsync interval. DataDir (or URLs) must be set.
+func DefaultConfig() Config { return Config{Replicas: 1} }
+
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error

@@ -10,19 +10,20 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestRunAgainstNode runs the load against a real in-process node and
 // checks that every acknowledged publish was stored.
 func TestRunAgainstNode(t *testing.T) {
-	n := testutil.StartNode(t, func(c *node.Config) {
+	n := nodetest.Start(t, func(c *node.Config) {
 		c.Ingest.MsgRate, c.Ingest.MsgBurst = 1e9, 1e6
 	})
 	var gws []Gateway
 	for i := range 3 {
 		serial := fmt.Sprintf("TSGW06BNC%08d", i)
-		cert := testutil.Gateway(t, n, "bench", serial)
-		gws = append(gws, Gateway{Serial: serial, TLS: testutil.ClientTLS(t, n, cert)})
+		cert := nodetest.Gateway(t, n, "bench", serial)
+		gws = append(gws, Gateway{Serial: serial, TLS: nodetest.ClientTLS(t, n, cert)})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -54,10 +55,10 @@ func TestRunAgainstNode(t *testing.T) {
 // TestRunRefusedConnect: a gateway the server does not know fails the run
 // with the gateway named.
 func TestRunRefusedConnect(t *testing.T) {
-	n := testutil.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	cert := testutil.SelfSigned(t, "TSGW06BNC00000009")
 	_, err := Run(context.Background(), Target{Name: "iotransit", Addr: n.MQTTAddr(), Gateways: []Gateway{
-		{Serial: "TSGW06BNC00000009", TLS: testutil.ClientTLS(t, n, cert)},
+		{Serial: "TSGW06BNC00000009", TLS: nodetest.ClientTLS(t, n, cert)},
 	}}, Config{Duration: time.Second})
 	if err == nil {
 		t.Fatal("a self-signed gateway connected")
@@ -65,20 +66,8 @@ func TestRunRefusedConnect(t *testing.T) {
 	t.Log(err)
 }
 
-// requireMosquitto skips the test when mosquitto is missing, unless
-// IOTRANSIT_REQUIRE_PEERS=1, which fails it.
-func requireMosquitto(t *testing.T) {
-	t.Helper()
-	if _, err := MosquittoBinary(); err != nil {
-		if os.Getenv("IOTRANSIT_REQUIRE_PEERS") == "1" {
-			t.Fatalf("mosquitto is required (IOTRANSIT_REQUIRE_PEERS=1): %v", err)
-		}
-		t.Skip(err)
-	}
-}
-
 func TestRunAgainstMosquitto(t *testing.T) {
-	requireMosquitto(t)
+	testutil.RequireMosquitto(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	m, err := StartMosquitto(ctx, []string{"TSGW06BNC00000000", "TSGW06BNC00000001"})

@@ -18,6 +18,7 @@ import (
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 const (
@@ -31,26 +32,26 @@ type env struct {
 	next map[string]int // next moveCount per device
 	t    *testing.T
 	n    *node.Node
-	api  *tu.API
+	api  *nodetest.API
 	up   *gateway.Uplink
 	rcv  *tu.Receiver
 }
 
 func newEnv(t *testing.T, mod func(*node.Config)) *env {
 	t.Helper()
-	n := tu.StartNode(t, func(c *node.Config) {
-		tu.NoLimits(c)
+	n := nodetest.Start(t, func(c *node.Config) {
+		nodetest.NoLimits(c)
 		c.Forward.RetryBase, c.Forward.RetryMax = 50*time.Millisecond, 300*time.Millisecond
 		c.Forward.DeliveryTimeout = 2 * time.Second
 		if mod != nil {
 			mod(c)
 		}
 	})
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwSer), gwSer, nil)
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwSer), gwSer, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, n: n, api: tu.NewAPI(t, n), up: up, rcv: tu.NewReceiver(t), next: map[string]int{}}
+	return &env{t: t, n: n, api: nodetest.NewAPI(t, n), up: up, rcv: tu.NewReceiver(t), next: map[string]int{}}
 }
 
 // integration creates a webhook integration to the receiver with the exact
@@ -167,7 +168,7 @@ func TestForwardWebhookDeliversSignedThingseeBatches(t *testing.T) {
 	checkOrder(t, got)
 	// Byte for byte: every delivered object is a stored message's body.
 	stored := map[string]bool{}
-	for _, m := range tu.NewAPI(t, e.n).Messages(tenant, 100) {
+	for _, m := range nodetest.NewAPI(t, e.n).Messages(tenant, 100) {
 		stored[string(m.Message)] = true
 	}
 	for _, d := range e.rcv.Got() {
@@ -462,11 +463,11 @@ func TestForwardWebhookURLQueryIsSecret(t *testing.T) {
 
 // TestForwardRefusesPrivateTargetsOutsideDev is the SSRF guard.
 func TestForwardRefusesPrivateTargetsOutsideDev(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) {
-		tu.NoLimits(c)
+	n := nodetest.Start(t, func(c *node.Config) {
+		nodetest.NoLimits(c)
 		c.Dev, c.ServerNames = false, []string{"127.0.0.1"}
 	})
-	a := tu.NewAPI(t, n)
+	a := nodetest.NewAPI(t, n)
 	if r := a.Do("POST", "/v1/tenants", a.Key(), map[string]string{"id": tenant}); r.Status != 201 {
 		t.Fatalf("tenant: %d", r.Status)
 	}

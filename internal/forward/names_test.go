@@ -6,15 +6,15 @@ import (
 	"testing"
 
 	"github.com/iotransit/iotransit/internal/forward"
-	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestIntegrationNamesAreUniqueUnderConcurrency: creates racing for one
 // name (on any node: the claim is a JetStream KV create) give exactly one
 // integration; deleting or renaming frees the name.
 func TestIntegrationNamesAreUniqueUnderConcurrency(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	tu.Gateway(t, n, tenant, gwSer) // makes the tenant
+	n := nodetest.Start(t, nil)
+	nodetest.Gateway(t, n, tenant, gwSer) // makes the tenant
 	eng, ctx := n.Forward(), context.Background()
 	const racers = 8
 	var wg sync.WaitGroup

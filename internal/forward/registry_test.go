@@ -13,6 +13,7 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/forward"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestForwardDeleteRemovesWhatDeliveryMade: the registry's Delete of an
@@ -21,8 +22,8 @@ import (
 // delivery state.
 func TestForwardDeleteRemovesWhatDeliveryMade(t *testing.T) {
 	tn, serial, device := "acme", "TSGW06ACM00000001", "TSEN01ABC00000001"
-	n := tu.StartNode(t, nil)
-	cert := tu.Gateway(t, n, tn, serial)
+	n := nodetest.Start(t, nil)
+	cert := nodetest.Gateway(t, n, tn, serial)
 	rcv := tu.NewReceiver(t)
 	reg, js, ctx := n.Forward(), n.JetStream(), context.Background()
 	in, _, err := reg.Create(ctx, tn, forward.Integration{Name: "short-lived", Type: forward.TypeWebhook,
@@ -30,7 +31,7 @@ func TestForwardDeleteRemovesWhatDeliveryMade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := tu.Dial(t, n, cert, serial, nil)
+	up, err := nodetest.Dial(t, n, cert, serial, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

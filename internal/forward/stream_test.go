@@ -15,6 +15,7 @@ import (
 	"github.com/iotransit/iotransit/internal/forward/seal"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 func dialStream(t *testing.T, e *env, key, query string) (*websocket.Conn, *http.Response, error) {
@@ -23,7 +24,7 @@ func dialStream(t *testing.T, e *env, key, query string) (*websocket.Conn, *http
 	defer cancel()
 	u := strings.Replace(e.api.Base(), "https://", "wss://", 1) + "/v1/tenants/" + tenant + "/stream" + query
 	return websocket.Dial(ctx, u, &websocket.DialOptions{
-		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: tu.ClientTLS(t, e.n, nil)}},
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, e.n, nil)}},
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + key}},
 	})
 }

@@ -21,15 +21,16 @@ import (
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/registry"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // A connection whose CONNACK cannot be written (the client allows packets
 // of 1 byte) must not keep a slot of the tenant's connection quota.
 func TestIngestFailedConnackFreesTheQuota(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) { c.Ingest.MaxConnsPerTenant = 3 })
-	cert := tu.Gateway(t, n, tenant, gwA)
+	n := nodetest.Start(t, func(c *node.Config) { c.Ingest.MaxConnsPerTenant = 3 })
+	cert := nodetest.Gateway(t, n, tenant, gwA)
 	for range 3 {
-		conn, err := tls.Dial("tcp", n.MQTTAddr(), tu.ClientTLS(t, n, cert))
+		conn, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, cert))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,9 +42,9 @@ func TestIngestFailedConnackFreesTheQuota(t *testing.T) {
 		cancel()
 		conn.Close()
 	}
-	certB := tu.Gateway(t, n, tenant, gwB)
+	certB := nodetest.Gateway(t, n, tenant, gwB)
 	tu.Eventually(t, 5*time.Second, 100*time.Millisecond, func() error {
-		up, err := tu.Dial(t, n, certB, gwB, nil)
+		up, err := nodetest.Dial(t, n, certB, gwB, nil)
 		var ce *gateway.ConnectError
 		if errors.As(err, &ce) && ce.ReasonCode == 0x97 {
 			return fmt.Errorf("tenant quota still taken: %v", err)
@@ -59,9 +60,9 @@ func TestIngestFailedConnackFreesTheQuota(t *testing.T) {
 // A gateway revoked after its TLS handshake but before its CONNECT was
 // not found by the revocation's kick: CONNECT must check again.
 func TestIngestRevokedBetweenHandshakeAndConnect(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	cert := tu.Gateway(t, n, tenant, gwA)
-	conn, err := tls.Dial("tcp", n.MQTTAddr(), tu.ClientTLS(t, n, cert))
+	n := nodetest.Start(t, nil)
+	cert := nodetest.Gateway(t, n, tenant, gwA)
+	conn, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, cert))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,15 +76,15 @@ func TestIngestRevokedBetweenHandshakeAndConnect(t *testing.T) {
 	ca, err := c.Connect(ctx(t), &paho.Connect{ClientID: gwA, KeepAlive: 30, CleanStart: true})
 	if err == nil && ca.ReasonCode == 0 {
 		res, perr := c.Publish(ctx(t), &paho.Publish{Topic: ingest.UpTopic(gwA), QoS: 1, Payload: []byte(tu.Thingsee(sensor, 1700000000, 20))})
-		t.Fatalf("revoked gateway connected; publish: %+v %v; %d stored", res, perr, len(tu.NewAPI(t, n).Messages(tenant, 10)))
+		t.Fatalf("revoked gateway connected; publish: %+v %v; %d stored", res, perr, len(nodetest.NewAPI(t, n).Messages(tenant, 10)))
 	}
 }
 
 // Subscriptions stay under down/, shallow and few: mochi builds a
 // topic-tree node per level under one lock for all tenants.
 func TestIngestBoundsSubscriptions(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, nil)
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,11 +121,11 @@ func TestIngestBoundsSubscriptions(t *testing.T) {
 // The message rate limit is the gateway's, not its connection's:
 // reconnecting does not grant a new burst.
 func TestIngestRateLimitSurvivesReconnect(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) { c.Ingest.MsgRate, c.Ingest.MsgBurst = 0.01, 3 })
-	cert := tu.Gateway(t, n, tenant, gwA)
+	n := nodetest.Start(t, func(c *node.Config) { c.Ingest.MsgRate, c.Ingest.MsgBurst = 0.01, 3 })
+	cert := nodetest.Gateway(t, n, tenant, gwA)
 	ok := 0
 	for conn := range 3 {
-		up, err := tu.Dial(t, n, cert, gwA, nil)
+		up, err := nodetest.Dial(t, n, cert, gwA, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,8 +144,8 @@ func TestIngestRateLimitSurvivesReconnect(t *testing.T) {
 
 // The PUBACK reason string is cut on a character boundary.
 func TestIngestPubackReasonIsUTF8(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, nil)
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,9 +163,9 @@ func TestIngestPubackReasonIsUTF8(t *testing.T) {
 
 // An error report names at most 50 rejections and counts the rest.
 func TestIngestErrorReportIsBounded(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) { c.Ingest.MsgBurst = 20000 })
+	n := nodetest.Start(t, func(c *node.Config) { c.Ingest.MsgBurst = 20000 })
 	reports := make(chan []byte, 4)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, func(c *gateway.UplinkConfig) {
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, func(c *gateway.UplinkConfig) {
 		c.OnReport = func(b []byte) { reports <- b }
 	})
 	if err != nil {
@@ -196,8 +197,8 @@ func TestIngestErrorReportIsBounded(t *testing.T) {
 // the old gateway's stored MQTT session (its subscriptions and unread
 // reports about the old tenant's sensors).
 func TestIngestSessionNotInheritedAcrossTenants(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	conn, err := tls.Dial("tcp", n.MQTTAddr(), tu.ClientTLS(t, n, tu.Gateway(t, n, tenant, gwA)))
+	n := nodetest.Start(t, nil)
+	conn, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, nodetest.Gateway(t, n, tenant, gwA)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,9 +220,9 @@ func TestIngestSessionNotInheritedAcrossTenants(t *testing.T) {
 	if err := n.Registry().DeleteGateway(ctx(t), tenant, gwA); err != nil {
 		t.Fatal(err)
 	}
-	certB := tu.Gateway(t, n, "other", gwA)
+	certB := nodetest.Gateway(t, n, "other", gwA)
 	got := make(chan []byte, 4)
-	connB, err := tls.Dial("tcp", n.MQTTAddr(), tu.ClientTLS(t, n, certB))
+	connB, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, certB))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,10 +244,10 @@ func TestIngestSessionNotInheritedAcrossTenants(t *testing.T) {
 // pending-handshake slot: it is bounded per address, and gateways from
 // other addresses still connect.
 func TestIngestPendingHandshakesBoundedPerAddress(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) {
+	n := nodetest.Start(t, func(c *node.Config) {
 		c.Ingest.MaxPendingHandshakes, c.Ingest.MaxPendingPerAddress, c.Ingest.ConnectTimeout = 8, 4, 10*time.Second
 	})
-	cert := tu.Gateway(t, n, tenant, gwA)
+	cert := nodetest.Gateway(t, n, tenant, gwA)
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: time.Second}
 	var silent []net.Conn
 	for range 10 {
@@ -277,7 +278,7 @@ func TestIngestPendingHandshakesBoundedPerAddress(t *testing.T) {
 	if closed := closed.Load(); closed != 6 {
 		t.Errorf("%d of 10 silent connections closed at once, want 6", closed)
 	}
-	up, err := tu.Dial(t, n, cert, gwA, nil)
+	up, err := nodetest.Dial(t, n, cert, gwA, nil)
 	if err != nil {
 		t.Fatalf("a gateway is locked out by one host's silent connections: %v", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/registry"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 const (
@@ -43,8 +44,8 @@ func refused(t *testing.T, n *node.Node, reason string) float64 {
 }
 
 func TestIngestStoresValidMessage(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, nil)
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func TestIngestStoresValidMessage(t *testing.T) {
 		t.Fatalf("publish: %v, reason 0x%02x %q", err, res.ReasonCode, res.Reason)
 	}
 	// The PUBACK came after the store: the message is readable at once.
-	msgs := tu.NewAPI(t, n).Messages(tenant, 10)
+	msgs := nodetest.NewAPI(t, n).Messages(tenant, 10)
 	if len(msgs) != 1 {
 		t.Fatalf("stored %d messages, want 1", len(msgs))
 	}
@@ -83,9 +84,9 @@ func TestIngestStoresValidMessage(t *testing.T) {
 }
 
 func TestIngestArrayStoresGoodAndRejectsBad(t *testing.T) {
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	reports := make(chan []byte, 4)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, func(c *gateway.UplinkConfig) {
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, func(c *gateway.UplinkConfig) {
 		c.OnReport = func(b []byte) { reports <- b }
 	})
 	if err != nil {
@@ -98,7 +99,7 @@ func TestIngestArrayStoresGoodAndRejectsBad(t *testing.T) {
 	if err != nil || res.ReasonCode != 0 {
 		t.Fatalf("publish: %v, reason 0x%02x %q", err, res.ReasonCode, res.Reason)
 	}
-	api := tu.NewAPI(t, n)
+	api := nodetest.NewAPI(t, n)
 	if msgs := api.Messages(tenant, 10); len(msgs) != 2 {
 		t.Fatalf("stored %d messages, want the 2 good ones", len(msgs))
 	}
@@ -131,8 +132,8 @@ func TestIngestArrayStoresGoodAndRejectsBad(t *testing.T) {
 }
 
 func TestIngestAllInvalidGetsPayloadFormatInvalid(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, nil)
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,10 +155,10 @@ func TestIngestAllInvalidGetsPayloadFormatInvalid(t *testing.T) {
 			}
 		})
 	}
-	if msgs := tu.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 0 {
+	if msgs := nodetest.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 0 {
 		t.Errorf("stored %d invalid messages", len(msgs))
 	}
-	if rej := tu.NewAPI(t, n).Rejected(tenant, 10); len(rej) != len(cases) {
+	if rej := nodetest.NewAPI(t, n).Rejected(tenant, 10); len(rej) != len(cases) {
 		t.Errorf("rejected stream has %d, want %d", len(rej), len(cases))
 	}
 }
@@ -166,13 +167,13 @@ func TestIngestAllInvalidGetsPayloadFormatInvalid(t *testing.T) {
 // an independent MQTT 5 client.
 func TestIngestMosquittoPub(t *testing.T) {
 	tu.RequirePeer(t, "mosquitto_pub")
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	cmd := n.DevPublishCommand()
 	out, err := exec.CommandContext(ctx(t), "sh", "-c", cmd).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", cmd, err, out)
 	}
-	msgs := tu.NewAPI(t, n).Messages(node.DevTenant, 10)
+	msgs := nodetest.NewAPI(t, n).Messages(node.DevTenant, 10)
 	if len(msgs) != 1 || msgs[0].Gateway != node.DevGateway {
 		t.Fatalf("after mosquitto_pub: %+v", msgs)
 	}
@@ -182,14 +183,14 @@ func TestIngestMosquittoPub(t *testing.T) {
 	if out, err := exec.CommandContext(ctx(t), "sh", "-c", v311).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", v311, err, out)
 	}
-	if msgs := tu.NewAPI(t, n).Messages(node.DevTenant, 10); len(msgs) != 2 {
+	if msgs := nodetest.NewAPI(t, n).Messages(node.DevTenant, 10); len(msgs) != 2 {
 		t.Fatalf("after MQTT 3.1.1 mosquitto_pub: %d messages, want 2", len(msgs))
 	}
 }
 
 func TestIngestClosesSilentConnections(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) { c.Ingest.ConnectTimeout = 500 * time.Millisecond })
-	cert := tu.Gateway(t, n, tenant, gwA)
+	n := nodetest.Start(t, func(c *node.Config) { c.Ingest.ConnectTimeout = 500 * time.Millisecond })
+	cert := nodetest.Gateway(t, n, tenant, gwA)
 
 	closedWithin := func(t *testing.T, c net.Conn) {
 		t.Helper()
@@ -219,7 +220,7 @@ func TestIngestClosesSilentConnections(t *testing.T) {
 		})
 	})
 	t.Run("no CONNECT", func(t *testing.T) {
-		c, err := tls.Dial("tcp", n.MQTTAddr(), tu.ClientTLS(t, n, cert))
+		c, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, cert))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,13 +230,13 @@ func TestIngestClosesSilentConnections(t *testing.T) {
 }
 
 func TestIngestRefusesClientIDOfAnotherGateway(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	a, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, nil)
+	a, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Gateway B, with its own valid certificate, claims A's client id.
-	_, err = tu.Dial(t, n, tu.Gateway(t, n, tenant, gwB), gwA, nil)
+	_, err = nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwB), gwA, nil)
 	var ce *gateway.ConnectError
 	if !errors.As(err, &ce) || ce.ReasonCode != 0x85 {
 		t.Fatalf("takeover attempt: %v, want CONNACK 0x85", err)
@@ -250,9 +251,9 @@ func TestIngestRefusesClientIDOfAnotherGateway(t *testing.T) {
 }
 
 func TestIngestAssignsSerialToEmptyClientID(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	cert := tu.Gateway(t, n, tenant, gwA)
-	conn, err := tls.Dial("tcp", n.MQTTAddr(), tu.ClientTLS(t, n, cert))
+	n := nodetest.Start(t, nil)
+	cert := nodetest.Gateway(t, n, tenant, gwA)
+	conn, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, cert))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,14 +269,14 @@ func TestIngestAssignsSerialToEmptyClientID(t *testing.T) {
 }
 
 func TestIngestRefusesBadCertificates(t *testing.T) {
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	reg := n.Registry()
-	tu.Gateway(t, n, tenant, gwA) // registered, certified gateway of acme
+	nodetest.Gateway(t, n, tenant, gwA) // registered, certified gateway of acme
 	acmeCA, err := reg.CA(context.Background(), tenant)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu.Gateway(t, n, "other", "TSGW06OTH00000001")
+	nodetest.Gateway(t, n, "other", "TSGW06OTH00000001")
 	otherCA, err := reg.CA(context.Background(), "other")
 	if err != nil {
 		t.Fatal(err)
@@ -284,13 +285,13 @@ func TestIngestRefusesBadCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu.Gateway(t, n, tenant, "TSGW06ACM00000003")                      // registers the gateway
-	short := tu.Enroll(t, n, tenant, "TSGW06ACM00000003", time.Second) // NotAfter = now + 1s
-	revoked := tu.Gateway(t, n, tenant, "TSGW06ACM00000004")
+	nodetest.Gateway(t, n, tenant, "TSGW06ACM00000003")                      // registers the gateway
+	short := nodetest.Enroll(t, n, tenant, "TSGW06ACM00000003", time.Second) // NotAfter = now + 1s
+	revoked := nodetest.Gateway(t, n, tenant, "TSGW06ACM00000004")
 	if _, err := reg.SetGatewayState(context.Background(), tenant, "TSGW06ACM00000004", registry.StateRevoked); err != nil {
 		t.Fatal(err)
 	}
-	isolated := tu.Gateway(t, n, tenant, "TSGW06ACM00000005")
+	isolated := nodetest.Gateway(t, n, tenant, "TSGW06ACM00000005")
 	if _, err := reg.SetGatewayState(context.Background(), tenant, "TSGW06ACM00000005", registry.StateIsolated); err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +316,7 @@ func TestIngestRefusesBadCertificates(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := refused(t, n, tc.reason)
-			u, err := tu.Dial(t, n, tc.cert, tc.serial, nil)
+			u, err := nodetest.Dial(t, n, tc.cert, tc.serial, nil)
 			if err == nil {
 				u.Close()
 				t.Fatal("connected")
@@ -331,8 +332,8 @@ func TestIngestRefusesBadCertificates(t *testing.T) {
 }
 
 func TestIngestRefusesTLS11(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	cfg := tu.ClientTLS(t, n, tu.Gateway(t, n, tenant, gwA))
+	n := nodetest.Start(t, nil)
+	cfg := nodetest.ClientTLS(t, n, nodetest.Gateway(t, n, tenant, gwA))
 	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 	c, err := tls.Dial("tcp", n.MQTTAddr(), cfg)
 	if err == nil {
@@ -348,8 +349,8 @@ func TestIngestRefusesTLS11(t *testing.T) {
 }
 
 func TestIngestTopicACL(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, nil)
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,14 +374,14 @@ func TestIngestTopicACL(t *testing.T) {
 			t.Errorf("subscribe %s: reason 0x%02x, want granted=%v", tc.filter, sa.Reasons[0], tc.ok)
 		}
 	}
-	if msgs := tu.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 0 {
+	if msgs := nodetest.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 0 {
 		t.Errorf("%d messages stored from refused topics", len(msgs))
 	}
 }
 
 func TestIngestRefusesOversizedPayload(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) { c.Ingest.MaxPayload = 1024 })
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, func(c *node.Config) { c.Ingest.MaxPayload = 1024 })
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,17 +390,17 @@ func TestIngestRefusesOversizedPayload(t *testing.T) {
 	if err != nil || res.ReasonCode != 0x95 || !strings.Contains(res.Reason, "1024") {
 		t.Fatalf("oversized: %v 0x%02x %q, want 0x95 naming the limit", err, res.ReasonCode, res.Reason)
 	}
-	if rej := tu.NewAPI(t, n).Rejected(tenant, 10); len(rej) != 1 || rej[0].Code != "ingest.payload_too_large" {
+	if rej := nodetest.NewAPI(t, n).Rejected(tenant, 10); len(rej) != 1 || rej[0].Code != "ingest.payload_too_large" {
 		t.Errorf("rejected = %+v", rej)
 	}
-	if msgs := tu.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 0 {
+	if msgs := nodetest.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 0 {
 		t.Errorf("stored %d", len(msgs))
 	}
 }
 
 func TestIngestRateLimit(t *testing.T) {
-	n := tu.StartNode(t, func(c *node.Config) { c.Ingest.MsgRate, c.Ingest.MsgBurst = 0.01, 3 })
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, func(c *node.Config) { c.Ingest.MsgRate, c.Ingest.MsgBurst = 0.01, 3 })
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,14 +417,14 @@ func TestIngestRateLimit(t *testing.T) {
 			t.Errorf("publish %d: 0x%02x %q, want 0x%02x", i, res.ReasonCode, res.Reason, want)
 		}
 	}
-	if msgs := tu.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 3 {
+	if msgs := nodetest.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 3 {
 		t.Errorf("stored %d, want 3", len(msgs))
 	}
 }
 
 func TestIngestStoresResendOnce(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, nil)
+	n := nodetest.Start(t, nil)
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +434,7 @@ func TestIngestStoresResendOnce(t *testing.T) {
 			t.Fatalf("publish %d: %v 0x%02x", i, err, res.ReasonCode)
 		}
 	}
-	if msgs := tu.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 2 {
+	if msgs := nodetest.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 2 {
 		t.Fatalf("stored %d, want 2", len(msgs))
 	}
 	if c := tu.Counter(t, n.Metrics(), "iotransit_ingest_messages_total", map[string]string{"outcome": "duplicate"}); c != 4 {
@@ -442,9 +443,9 @@ func TestIngestStoresResendOnce(t *testing.T) {
 }
 
 func TestIngestDoesNotAckWhatItCannotPersist(t *testing.T) {
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	disconnected := make(chan byte, 1)
-	up, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwA), gwA, func(c *gateway.UplinkConfig) {
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, func(c *gateway.UplinkConfig) {
 		c.OnDisconnect = func(reason byte, err error) { disconnected <- reason }
 	})
 	if err != nil {
@@ -473,9 +474,9 @@ func TestIngestDoesNotAckWhatItCannotPersist(t *testing.T) {
 }
 
 func TestIngestRevocationDropsLiveSession(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	cert := tu.Gateway(t, n, tenant, gwA)
-	up, err := tu.Dial(t, n, cert, gwA, nil)
+	n := nodetest.Start(t, nil)
+	cert := nodetest.Gateway(t, n, tenant, gwA)
+	up, err := nodetest.Dial(t, n, cert, gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,7 +492,7 @@ func TestIngestRevocationDropsLiveSession(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("live session of a revoked gateway still open")
 	}
-	if _, err := tu.Dial(t, n, cert, gwA, nil); err == nil {
+	if _, err := nodetest.Dial(t, n, cert, gwA, nil); err == nil {
 		t.Fatal("revoked gateway reconnected")
 	}
 }
@@ -500,14 +501,14 @@ func TestIngestRevocationDropsLiveSession(t *testing.T) {
 // publish on its behalf: a will aimed at another gateway's errors topic is
 // never delivered.
 func TestIngestDropsWillMessages(t *testing.T) {
-	n := tu.StartNode(t, nil)
+	n := nodetest.Start(t, nil)
 	got := make(chan []byte, 1)
-	if _, err := tu.Dial(t, n, tu.Gateway(t, n, tenant, gwB), gwB, func(c *gateway.UplinkConfig) {
+	if _, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwB), gwB, func(c *gateway.UplinkConfig) {
 		c.OnReport = func(b []byte) { got <- b }
 	}); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := tls.Dial("tcp", n.MQTTAddr(), tu.ClientTLS(t, n, tu.Gateway(t, n, tenant, gwA)))
+	conn, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, nodetest.Gateway(t, n, tenant, gwA)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,25 +531,25 @@ func TestIngestDropsWillMessages(t *testing.T) {
 // certificates; a renewal that supersedes the one a live session uses ends
 // that session, and the certificate cannot connect again.
 func TestIngestDropsSessionOnSupersededCertificate(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	first := tu.Gateway(t, n, tenant, gwA)
-	up, err := tu.Dial(t, n, first, gwA, nil)
+	n := nodetest.Start(t, nil)
+	first := nodetest.Gateway(t, n, tenant, gwA)
+	up, err := nodetest.Dial(t, n, first, gwA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu.Enroll(t, n, tenant, gwA, 24*time.Hour) // the first stays valid
+	nodetest.Enroll(t, n, tenant, gwA, 24*time.Hour) // the first stays valid
 	select {
 	case <-up.Done():
 		t.Fatal("a session on a still valid certificate was closed")
 	case <-time.After(500 * time.Millisecond):
 	}
-	tu.Enroll(t, n, tenant, gwA, 24*time.Hour) // supersedes the first
+	nodetest.Enroll(t, n, tenant, gwA, 24*time.Hour) // supersedes the first
 	select {
 	case <-up.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the session on a superseded certificate is still open")
 	}
-	if _, err := tu.Dial(t, n, first, gwA, nil); err == nil {
+	if _, err := nodetest.Dial(t, n, first, gwA, nil); err == nil {
 		t.Fatal("a superseded certificate connected")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // dial311 connects an MQTT 3.1.1 client (eclipse/paho.mqtt.golang), which
@@ -20,7 +21,7 @@ func dial311(t *testing.T, n *node.Node, cert *tls.Certificate, clientID string,
 	o := mqtt311.NewClientOptions().
 		AddBroker("tls://" + n.MQTTAddr()).
 		SetClientID(clientID).
-		SetTLSConfig(tu.ClientTLS(t, n, cert)).
+		SetTLSConfig(nodetest.ClientTLS(t, n, cert)).
 		SetProtocolVersion(4).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
@@ -49,8 +50,8 @@ func publish311(c mqtt311.Client, topic string, qos byte, payload string, wait t
 }
 
 func TestIngestMQTT311(t *testing.T) {
-	n := tu.StartNode(t, nil)
-	cert := tu.Gateway(t, n, tenant, gwA)
+	n := nodetest.Start(t, nil)
+	cert := nodetest.Gateway(t, n, tenant, gwA)
 	c, err := dial311(t, n, cert, gwA, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +65,7 @@ func TestIngestMQTT311(t *testing.T) {
 	if acked, err := publish311(c, up, 1, tu.Thingsee(sensor, 1700000000, 200), 5*time.Second); !acked {
 		t.Fatalf("invalid publish not acked: %v", err)
 	}
-	api := tu.NewAPI(t, n)
+	api := nodetest.NewAPI(t, n)
 	if msgs := api.Messages(tenant, 10); len(msgs) != 1 {
 		t.Errorf("stored %d, want 1", len(msgs))
 	}
@@ -73,7 +74,7 @@ func TestIngestMQTT311(t *testing.T) {
 	}
 
 	t.Run("client id of another gateway", func(t *testing.T) {
-		_, err := dial311(t, n, tu.Gateway(t, n, tenant, gwB), gwA, nil)
+		_, err := dial311(t, n, nodetest.Gateway(t, n, tenant, gwB), gwA, nil)
 		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "identifier") {
 			t.Fatalf("connect = %v, want identifier rejected (0x02)", err)
 		}

@@ -15,12 +15,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/iotransit/iotransit/internal/securefile"
 )
 
 // RootKeySize is the size of the root key in bytes (AES-256).
@@ -49,38 +48,15 @@ var ErrKeyNotFound = errors.New("kms: key not found")
 // random) if it does not exist. A file readable by group or others is
 // refused: the root key protects every tenant's data.
 func LoadOrCreateRootKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	b, err := securefile.LoadOrCreate(path, func() ([]byte, error) {
 		key := make([]byte, RootKeySize)
 		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("kms: generate root key: %w", err)
+			return nil, fmt.Errorf("generate: %w", err)
 		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("kms: create key dir: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("kms: create root key: %w", err)
-		}
-		if _, err := f.Write(key); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("kms: write root key: %w", err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("kms: sync root key: %w", err)
-		}
-		return key, f.Close()
-	}
+		return key, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("kms: read root key: %w", err)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("kms: stat root key: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("kms: root key %s has mode %v; it must be 0600", path, st.Mode().Perm())
+		return nil, fmt.Errorf("kms: root key: %w", err)
 	}
 	if len(b) != RootKeySize {
 		return nil, fmt.Errorf("kms: root key %s has %d bytes, want %d", path, len(b), RootKeySize)

@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,17 +14,8 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // startCluster starts a three-node NATS JetStream cluster on loopback and
 // returns its servers and client URLs.
@@ -34,7 +24,7 @@ func startCluster(t *testing.T) ([]*server.Server, []string) {
 	const size = 3
 	clusterPorts := make([]int, size)
 	for i := range clusterPorts {
-		clusterPorts[i] = freePort(t)
+		clusterPorts[i] = tu.FreePort(t)
 	}
 	var routes []string
 	for _, p := range clusterPorts {
@@ -46,7 +36,7 @@ func startCluster(t *testing.T) ([]*server.Server, []string) {
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("n%d", i),
 			Host:       "127.0.0.1",
-			Port:       freePort(t),
+			Port:       tu.FreePort(t),
 			JetStream:  true,
 			StoreDir:   filepath.Join(t.TempDir(), "js"),
 			NoSigs:     true,
@@ -104,7 +94,7 @@ func TestNodeReplicatedDurability(t *testing.T) {
 	t.Cleanup(n.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cert := tu.Gateway(t, n, "acme", "TSGW06ACM00000001")
+	cert := nodetest.Gateway(t, n, "acme", "TSGW06ACM00000001")
 	st, err := n.JetStream().Stream(ctx, names.MessageStream("acme"))
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +113,7 @@ func TestNodeReplicatedDurability(t *testing.T) {
 	publish := func(ts int64) {
 		t.Helper()
 		tu.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
-			up, err := tu.Dial(t, n, cert, "TSGW06ACM00000001", nil)
+			up, err := nodetest.Dial(t, n, cert, "TSGW06ACM00000001", nil)
 			if err != nil {
 				return err
 			}
@@ -148,7 +138,7 @@ func TestNodeReplicatedDurability(t *testing.T) {
 	}
 	publish(1700000060)
 	publish(1700000060) // a resend of an acknowledged message is stored once
-	if msgs := tu.NewAPI(t, n).Messages("acme", 10); len(msgs) != 2 {
+	if msgs := nodetest.NewAPI(t, n).Messages("acme", 10); len(msgs) != 2 {
 		t.Fatalf("stored %d, want 2", len(msgs))
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -226,6 +227,80 @@ func MakeCSR(key crypto.Signer, commonName string) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
 
+// NewCSR makes a P-256 key and a PEM certificate request for commonName
+// signed by it.
+func NewCSR(commonName string) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: key for %s: %w", commonName, err)
+	}
+	csr, err := MakeCSR(key, commonName)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, csr, nil
+}
+
+// NewKeyPair makes a P-256 key and a certificate request for commonName,
+// has sign turn the request into a certificate (PEM, leaf first), and
+// returns the key pair with its leaf. It is how iotransit's own tools (the
+// dev bootstrap, bench, tests) get a certificate for a key they hold: the
+// key stays here, only the request travels.
+func NewKeyPair(commonName string, sign func(key crypto.Signer, csrPEM []byte) (certPEM []byte, err error)) (*tls.Certificate, error) {
+	key, csr, err := NewCSR(commonName)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := sign(key, csr)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := ParseCertPEM(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// IssueClientKeyPair makes a key and issues it a client certificate for
+// commonName through a CSR, as the registry does for a gateway.
+func (ca *CA) IssueClientKeyPair(commonName string, validity time.Duration, now time.Time) (*tls.Certificate, error) {
+	return NewKeyPair(commonName, func(_ crypto.Signer, csrPEM []byte) ([]byte, error) {
+		csr, err := ParseCSR(csrPEM)
+		if err != nil {
+			return nil, err
+		}
+		_, certPEM, err := ca.SignClient(csr, commonName, validity, now)
+		return certPEM, err
+	})
+}
+
+// IssueServerKeyPair makes a key and issues it a server certificate for
+// hosts (DNS names or IP addresses).
+func (ca *CA) IssueServerKeyPair(hosts []string, validity time.Duration, now time.Time) (*tls.Certificate, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, fmt.Errorf("pki: server key: %w", err)
+	}
+	cert, _, err := ca.IssueServer(key.Public(), hosts, validity, now)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+}
+
+// KeyPairPEM returns the leaf certificate and the private key of c as PEM.
+func KeyPairPEM(c *tls.Certificate) (certPEM, keyPEM []byte, err error) {
+	key, ok := c.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, nil, errors.New("pki: key is not a signer")
+	}
+	if keyPEM, err = EncodeKeyPEM(key); err != nil {
+		return nil, nil, err
+	}
+	return EncodeCertPEM(c.Certificate[0]), keyPEM, nil
+}
+
 // maxCSRBytes bounds what ParseCSR looks at.
 const maxCSRBytes = 16 << 10
 
@@ -423,6 +498,40 @@ func (s *CertSource) Set(c *tls.Certificate) { s.cert.Store(c) }
 // GetCertificate implements tls.Config.GetCertificate.
 func (s *CertSource) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return s.cert.Load(), nil
+}
+
+// RenewingSource returns a source serving the certificate issue makes, and
+// a new one from issue at two thirds of each lifetime, until stop is
+// called. A renewal that fails keeps the current certificate, is reported
+// to failed, and is tried again two thirds of a lifetime later. stop waits
+// for a renewal under way and may be called more than once.
+func RenewingSource(lifetime time.Duration, issue func() (*tls.Certificate, error), failed func(error)) (src *CertSource, stop func(), err error) {
+	c, err := issue()
+	if err != nil {
+		return nil, nil, err
+	}
+	src = NewCertSource(c)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(lifetime * 2 / 3):
+				if c, err := issue(); err != nil {
+					failed(err)
+				} else {
+					src.Set(c)
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return src, func() {
+		once.Do(func() { close(quit) })
+		<-done
+	}, nil
 }
 
 // secureCipherSuites are the TLS 1.2 suites offered: forward secret AEADs

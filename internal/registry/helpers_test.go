@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"log/slog"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -16,64 +13,8 @@ import (
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/registry"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
-
-// These helpers stay local rather than in internal/testutil: testutil imports
-// internal/node, which imports this package, so it would pull the whole
-// application into the registry's test binary.
-
-// slowdown scales deadlines like testutil.Slowdown (IOTRANSIT_TEST_SLOWDOWN).
-func slowdown() time.Duration {
-	if v, err := strconv.Atoi(os.Getenv("IOTRANSIT_TEST_SLOWDOWN")); err == nil && v > 0 {
-		return time.Duration(v)
-	}
-	return 1
-}
-
-// eventually polls fn until it returns nil or total (scaled) has passed.
-func eventually(t *testing.T, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total * slowdown())
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", total*slowdown(), err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// logger writes to the test log at warn level; it goes quiet once the test
-// is over so that a late line from a server shutting down cannot panic.
-func logger(t *testing.T) *slog.Logger {
-	w := &testLog{t: t}
-	t.Cleanup(w.stop)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testLog struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testLog) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(p))
-	}
-	return len(p), nil
-}
-
-func (w *testLog) stop() {
-	w.mu.Lock()
-	w.done = true
-	w.mu.Unlock()
-}
 
 // node is one process's view: a backbone, a keyring and a registry.
 type node struct {
@@ -107,7 +48,7 @@ func (c *cluster) start() {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bb, err := backbone.Start(ctx, backbone.Config{DataDir: c.dir, Replicas: 1}, logger(c.t))
+	bb, err := backbone.Start(ctx, backbone.Config{DataDir: c.dir, Replicas: 1}, tu.Logger(c.t))
 	if err != nil {
 		c.t.Fatalf("start backbone: %v", err)
 	}
@@ -130,7 +71,7 @@ func (c *cluster) open() *node {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	reg, err := registry.Open(ctx, c.bb, keys, logger(c.t))
+	reg, err := registry.Open(ctx, c.bb, keys, tu.Logger(c.t))
 	if err != nil {
 		c.t.Fatalf("open registry: %v", err)
 	}
@@ -177,15 +118,8 @@ func mustState(t *testing.T, n *node, tenant, serial string, s registry.GatewayS
 // csrFor returns a PEM CSR with commonName and its key.
 func csrFor(t *testing.T, commonName string) ([]byte, tls.Certificate) {
 	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := pki.MakeCSR(key, commonName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b, tls.Certificate{PrivateKey: key}
+	b, kp := tu.CSR(t, commonName)
+	return b, *kp
 }
 
 type issued struct {

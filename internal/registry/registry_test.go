@@ -16,6 +16,7 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/registry"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 const (
@@ -224,7 +225,7 @@ func TestRegistryCreateTenantRaceOneWins(t *testing.T) {
 		t.Fatalf("second node: %v, want ErrTenantExists", err)
 	}
 	// And the CA stays a's.
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		ta, _ := a.reg.Tenant("acme")
 		tb, ok := b.reg.Tenant("acme")
 		if !ok || tb.CACert != ta.CACert {
@@ -457,7 +458,7 @@ func TestRegistrySecondNodeSeesChangesWithinOneSecond(t *testing.T) {
 	seenB := watch(b)
 
 	mustTenant(t, a, "acme")
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		if _, ok := b.reg.Tenant("acme"); !ok {
 			return errors.New("b does not see the tenant")
 		}
@@ -465,7 +466,7 @@ func TestRegistrySecondNodeSeesChangesWithinOneSecond(t *testing.T) {
 	})
 	mustGateway(t, a, "acme", gw1)
 	is := mustIssue(t, a, "acme", gw1)
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		g, ok := b.reg.Gateway("acme", gw1)
 		if !ok {
 			return errors.New("b does not see the gateway")
@@ -478,7 +479,7 @@ func TestRegistrySecondNodeSeesChangesWithinOneSecond(t *testing.T) {
 
 	start := time.Now()
 	mustState(t, a, "acme", gw1, registry.StateRevoked)
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		g, _ := b.reg.Gateway("acme", gw1)
 		if g.State != registry.StateRevoked {
 			return fmt.Errorf("b sees state %q", g.State)
@@ -508,7 +509,7 @@ func TestRegistrySecondNodeSeesChangesWithinOneSecond(t *testing.T) {
 	if err := pki.VerifyClient(fromB.cert.Leaf, nil, caCert, time.Now()); err != nil {
 		t.Fatalf("certificate issued on the second registry: %v", err)
 	}
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		g, _ := a.reg.Gateway("acme", gw2)
 		if _, ok := g.Certificate(fromB.rec.Serial); !ok {
 			return errors.New("a does not see b's certificate")
@@ -523,7 +524,7 @@ func TestRegistryWatchesOutliveCallerContexts(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.open(), c.open() // both Open contexts are already cancelled
 	mustTenant(t, a, "acme")   // and so is this one, on a
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		if _, ok := b.reg.Tenant("acme"); !ok {
 			return errors.New("b does not see a tenant created after its Open returned")
 		}
@@ -531,7 +532,7 @@ func TestRegistryWatchesOutliveCallerContexts(t *testing.T) {
 	})
 	// b writes, a (whose gateway watch was started by CreateTenant) sees it.
 	mustGateway(t, b, "acme", gw1)
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		if _, ok := a.reg.Gateway("acme", gw1); !ok {
 			return errors.New("a does not see a gateway registered on b")
 		}
@@ -545,7 +546,7 @@ func TestRegistryWatchesOutliveCallerContexts(t *testing.T) {
 		name string
 		n    *node
 	}{{"a", a}, {"c", cn}} {
-		eventually(t, propagation, func() error {
+		tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 			if g, _ := x.n.reg.Gateway("acme", gw1); g.State != registry.StateRevoked {
 				return fmt.Errorf("%s sees state %q after b revoked", x.name, g.State)
 			}
@@ -560,7 +561,7 @@ func TestRegistryCacheNeverGoesBack(t *testing.T) {
 	seenA, seenB := watch(a), watch(b)
 	mustTenant(t, a, "acme")
 	mustGateway(t, a, "acme", gw1)
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		if _, ok := b.reg.Gateway("acme", gw1); !ok {
 			return errors.New("b does not see the gateway")
 		}
@@ -595,7 +596,7 @@ func TestRegistryCacheNeverGoesBack(t *testing.T) {
 		{name: "b", reader: b, writer: a, serial: gw3, seen: seenB},
 	} {
 		mustGateway(t, x.writer, "acme", x.serial)
-		eventually(t, propagation, func() error {
+		tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 			if _, ok := x.reader.reg.Gateway("acme", x.serial); !ok {
 				return fmt.Errorf("%s has not seen the barrier", x.name)
 			}
@@ -701,7 +702,7 @@ func TestRegistryGatewayCallbacksReportInOrder(t *testing.T) {
 	a, b := c.open(), c.open()
 	mustTenant(t, a, "acme")
 	mustGateway(t, a, "acme", gw1)
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		if _, ok := b.reg.Gateway("acme", gw1); !ok {
 			return errors.New("b does not see the gateway")
 		}
@@ -746,7 +747,7 @@ func TestRegistryGatewayCallbacksReportInOrder(t *testing.T) {
 	mustState(t, b, "acme", gw1, registry.StateIsolated) // reaches a through its watch
 	select {
 	case <-entered:
-	case <-time.After(propagation * slowdown()):
+	case <-time.After(propagation * tu.Slowdown()):
 		t.Fatal("a's callback did not see the isolation")
 	}
 	done := make(chan error, 1)
@@ -756,7 +757,7 @@ func TestRegistryGatewayCallbacksReportInOrder(t *testing.T) {
 		})
 		done <- err
 	}()
-	eventually(t, propagation, func() error {
+	tu.Eventually(t, propagation, 5*time.Millisecond, func() error {
 		if g, _ := a.reg.Gateway("acme", gw1); g.State != registry.StateActive {
 			return errors.New("a's write has not reached its cache")
 		}

@@ -47,6 +47,13 @@ type Config struct {
 	DedupeWindow time.Duration
 }
 
+// DefaultConfig returns the configuration that a zero Config means.
+func DefaultConfig() Config {
+	var c Config
+	c.defaults()
+	return c
+}
+
 func (c *Config) defaults() {
 	if c.Retention == 0 {
 		c.Retention = 7 * 24 * time.Hour

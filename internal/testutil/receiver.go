@@ -43,15 +43,7 @@ func NewReceiver(t testing.TB) *Receiver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _, err := ca.IssueServer(key.Public(), []string{"127.0.0.1", "localhost"}, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &Receiver{CAPEM: string(ca.CertPEM), cert: tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key}}
+	r := &Receiver{CAPEM: string(ca.CertPEM), cert: *ServerCert(t, ca, "127.0.0.1", "localhost")}
 	r.Start(t, "127.0.0.1:0")
 	return r
 }

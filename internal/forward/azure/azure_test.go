@@ -28,6 +28,7 @@ import (
 	"github.com/iotransit/iotransit/internal/forward/azure"
 	"github.com/iotransit/iotransit/internal/forward/egress"
 	"github.com/iotransit/iotransit/internal/pki"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 // deviceKey is 32 bytes 0x00..0x1f, base64.
@@ -243,22 +244,7 @@ func startHub(t *testing.T, device string) (*fakeHub, int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, certPEM, err := ca.IssueServer(key.Public(), []string{"localhost"}, time.Hour, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := pki.EncodeKeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := *tu.ServerCert(t, ca, "localhost")
 	k, _ := base64.StdEncoding.DecodeString(deviceKey)
 	hub := &fakeHub{host: "localhost", device: device, key: k}
 

@@ -28,6 +28,7 @@ import (
 	"github.com/iotransit/iotransit/internal/forward/egress"
 	"github.com/iotransit/iotransit/internal/forward/webhook"
 	"github.com/iotransit/iotransit/internal/pki"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 // thingsee are three uplinks as gateways send them (shared/testdata/thingsee).
@@ -57,49 +58,13 @@ func newCA(t testing.TB, name string) *pki.CA {
 // serverCert issues a loopback server certificate from ca.
 func serverCert(t testing.TB, ca *pki.CA) tls.Certificate {
 	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, certPEM, err := ca.IssueServer(key.Public(), []string{"127.0.0.1", "localhost", "::1"}, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := pki.EncodeKeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return *tu.ServerCert(t, ca, "127.0.0.1", "localhost", "::1")
 }
 
 // clientCert issues a client certificate from ca, as PEM.
 func clientCert(t testing.TB, ca *pki.CA) (certPEM, keyPEM string) {
 	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csrPEM, err := pki.MakeCSR(key, "iotransit-forwarder")
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.ParseCSR(csrPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, cPEM, err := ca.SignClient(csr, "iotransit-forwarder", time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kPEM, err := pki.EncodeKeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(cPEM), string(kPEM)
+	return tu.ClientCertPEM(t, ca, "iotransit-forwarder")
 }
 
 func newSecret(t testing.TB) string {
