@@ -19,36 +19,6 @@ var (
 	ErrUnavailable     = fault.Define("api.unavailable", fault.Unavailable, "the service is not ready")
 )
 
-// statusOf maps a fault kind to its HTTP status, the one place that does.
-func statusOf(k fault.Kind) int {
-	switch k {
-	case fault.InvalidArgument:
-		return http.StatusBadRequest
-	case fault.Unauthenticated:
-		return http.StatusUnauthorized
-	case fault.PermissionDenied:
-		return http.StatusForbidden
-	case fault.NotFound:
-		return http.StatusNotFound
-	case fault.Conflict:
-		return http.StatusConflict
-	case fault.TooLarge:
-		return http.StatusRequestEntityTooLarge
-	case fault.UnsupportedMedia:
-		return http.StatusUnsupportedMediaType
-	case fault.MethodNotAllowed:
-		return http.StatusMethodNotAllowed
-	case fault.UpgradeRequired:
-		return http.StatusUpgradeRequired
-	case fault.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case fault.Unavailable:
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
 // Problem is an RFC 9457 problem details object with iotransit's extensions.
 type Problem struct {
 	Type      string `json:"type"`
@@ -69,7 +39,7 @@ func newRequestID() string {
 // public message reaches the client; the cause goes to the log once.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	f := fault.From(err)
-	status := statusOf(f.Kind())
+	status := f.Kind().HTTPStatus()
 	rid := requestID(r)
 	if status >= 500 {
 		log.Error("request failed", "request_id", rid, "error_code", f.Code(), "error", err, "path", r.URL.Path)

@@ -46,7 +46,7 @@ func TestFaultCatalogue(t *testing.T) {
 			t.Errorf("codes %q and %q share the public message %q", other, code, msg)
 		}
 		messages[msg] = code
-		fmt.Fprintf(&doc, "| `%s` | %s | %d | %s |\n", code, d.Kind(), httpStatus(d.Kind()), strings.ReplaceAll(msg, "|", "\\|"))
+		fmt.Fprintf(&doc, "| `%s` | %s | %d | %s |\n", code, d.Kind(), d.Kind().HTTPStatus(), strings.ReplaceAll(msg, "|", "\\|"))
 	}
 	path := filepath.Join(root(t), "docs", "errors.md")
 	if *update {
@@ -64,14 +64,4 @@ func TestFaultCatalogue(t *testing.T) {
 	if string(got) != doc.String() {
 		t.Errorf("docs/errors.md is out of date: run go test ./internal/archtest -update")
 	}
-}
-
-// httpStatus mirrors the API's mapping of kinds to statuses (checked
-// against the API by its own tests).
-func httpStatus(k fault.Kind) int {
-	return map[fault.Kind]int{
-		fault.InvalidArgument: 400, fault.Unauthenticated: 401, fault.PermissionDenied: 403,
-		fault.NotFound: 404, fault.Conflict: 409, fault.TooLarge: 413, fault.UnsupportedMedia: 415,
-		fault.MethodNotAllowed: 405, fault.UpgradeRequired: 426, fault.ResourceExhausted: 429, fault.Unavailable: 503, fault.Internal: 500,
-	}[k]
 }

@@ -48,6 +48,32 @@ var kindNames = map[Kind]string{
 	Internal:          "internal",
 }
 
+// httpStatus is the HTTP status of each kind: the API answers a fault with
+// it (RFC 9457 problem+json), and docs/errors.md lists it.
+var httpStatus = map[Kind]int{
+	InvalidArgument:   400,
+	Unauthenticated:   401,
+	PermissionDenied:  403,
+	NotFound:          404,
+	Conflict:          409,
+	TooLarge:          413,
+	UnsupportedMedia:  415,
+	MethodNotAllowed:  405,
+	UpgradeRequired:   426,
+	ResourceExhausted: 429,
+	Unavailable:       503,
+	Internal:          500,
+}
+
+// HTTPStatus returns the HTTP status a client gets for a fault of this
+// kind: the one table of it. An unknown kind is 500, like Internal.
+func (k Kind) HTTPStatus() int {
+	if s, ok := httpStatus[k]; ok {
+		return s
+	}
+	return 500
+}
+
 // String returns the snake_case name of the kind.
 func (k Kind) String() string {
 	if s, ok := kindNames[k]; ok {

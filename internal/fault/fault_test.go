@@ -251,6 +251,45 @@ func TestFaultKindString(t *testing.T) {
 	}
 }
 
+// TestFaultKindHTTPStatus pins the status of every kind: the API's answers
+// and docs/errors.md both come from this one table.
+func TestFaultKindHTTPStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		kind fault.Kind
+		want int
+	}{
+		{name: "invalid argument", kind: fault.InvalidArgument, want: 400},
+		{name: "unauthenticated", kind: fault.Unauthenticated, want: 401},
+		{name: "permission denied", kind: fault.PermissionDenied, want: 403},
+		{name: "not found", kind: fault.NotFound, want: 404},
+		{name: "method not allowed", kind: fault.MethodNotAllowed, want: 405},
+		{name: "conflict", kind: fault.Conflict, want: 409},
+		{name: "too large", kind: fault.TooLarge, want: 413},
+		{name: "unsupported media", kind: fault.UnsupportedMedia, want: 415},
+		{name: "upgrade required", kind: fault.UpgradeRequired, want: 426},
+		{name: "resource exhausted", kind: fault.ResourceExhausted, want: 429},
+		{name: "internal", kind: fault.Internal, want: 500},
+		{name: "unavailable", kind: fault.Unavailable, want: 503},
+		{name: "zero", kind: 0, want: 500},
+		{name: "out of range", kind: 99, want: 500},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.kind.HTTPStatus(); got != tc.want {
+				t.Errorf("%v.HTTPStatus() = %d, want %d", tc.kind, got, tc.want)
+			}
+		})
+	}
+	// Every named kind has its own entry: a kind added without a status
+	// would answer 500 unnoticed.
+	for k := fault.Kind(1); k.String() != "unknown"; k++ {
+		if k != fault.Internal && k.HTTPStatus() == 500 {
+			t.Errorf("kind %v has no HTTP status of its own", k)
+		}
+	}
+}
+
 func TestFaultDefinitionsSortedAndComplete(t *testing.T) {
 	defs := fault.Definitions()
 	codes := make([]string, len(defs))
