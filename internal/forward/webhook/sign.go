@@ -7,15 +7,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/iotransit/iotransit/receiver"
 )
 
-// Standard Webhooks headers.
+// Standard Webhooks headers, as receivers read them (package receiver).
 const (
-	HeaderID        = "webhook-id"
-	HeaderTimestamp = "webhook-timestamp"
-	HeaderSignature = "webhook-signature"
+	HeaderID        = receiver.HeaderID
+	HeaderTimestamp = receiver.HeaderTimestamp
+	HeaderSignature = receiver.HeaderSignature
 	// HeaderEncryption marks a body sealed with HPKE.
-	HeaderEncryption = "iotransit-encryption"
+	HeaderEncryption = receiver.HeaderEncryption
 )
 
 // Sign returns the webhook-signature header value for a request: for each
