@@ -4,6 +4,11 @@
 // tenant's resources answer 404, as if they did not exist), token-bucket
 // rate limits, strict request decoding, RFC 9457 problem+json errors with a
 // stable code and a request id, and an audit entry for every change.
+//
+// Every JSON shape the API accepts or answers is declared once, in the
+// public package client: handlers decode requests into its types and
+// encode answers from them, converting from the domain types where those
+// hold more (hashes, sealed keys) than the API shows.
 package api
 
 import (

@@ -8,27 +8,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
-type createAPIKeyRequest struct {
-	Name   string   `json:"name,omitempty"`
-	Scopes []string `json:"scopes"`
-	// TTL is a Go duration ("720h"); empty means the key does not expire
-	// (unless the caller's own credential does: Principal.ExpiresAt).
-	TTL string `json:"ttl,omitempty"`
-}
-
-// apiKeyView is an API key; Key (the bearer token) is present only in the
-// answer that creates it.
-type apiKeyView struct {
-	Key string `json:"key,omitempty"`
-	credential.APIKey
+// viewAPIKey is an API key as the API shows it, never with its hash; the
+// bearer token is given only in the answer that creates it.
+func viewAPIKey(k credential.APIKey, token string) client.APIKey {
+	return client.APIKey{
+		Key: token, ID: k.ID, Tenant: k.Tenant, Name: k.Name, Scopes: k.Scopes, CreatedAt: k.CreatedAt,
+		CreatedBy: k.CreatedBy, ExpiresAt: k.ExpiresAt, LastUsedAt: k.LastUsedAt, RevokedAt: k.RevokedAt,
+	}
 }
 
 func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	var req createAPIKeyRequest
+	var req client.CreateAPIKeyRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
@@ -42,7 +37,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, apiKeyView{Key: token, APIKey: k})
+	writeJSON(w, http.StatusCreated, viewAPIKey(k, token))
 	return nil
 }
 
@@ -51,11 +46,11 @@ func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request, _ *Principa
 	if err != nil {
 		return err
 	}
-	items := make([]apiKeyView, 0, len(keys))
+	items := make([]client.APIKey, 0, len(keys))
 	for _, k := range keys {
-		items = append(items, apiKeyView{APIKey: k})
+		items = append(items, viewAPIKey(k, ""))
 	}
-	writeJSON(w, http.StatusOK, list[apiKeyView]{Items: items})
+	writeJSON(w, http.StatusOK, client.List[client.APIKey]{Items: items})
 	return nil
 }
 
@@ -64,7 +59,7 @@ func (s *Server) getAPIKey(w http.ResponseWriter, r *http.Request, _ *Principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiKeyView{APIKey: k})
+	writeJSON(w, http.StatusOK, viewAPIKey(k, ""))
 	return nil
 }
 
@@ -80,24 +75,21 @@ func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiKeyView{APIKey: k})
+	writeJSON(w, http.StatusOK, viewAPIKey(k, ""))
 	return nil
 }
 
-type createClientRequest struct {
-	Name   string   `json:"name,omitempty"`
-	Scopes []string `json:"scopes"`
-}
-
-// clientView is an OAuth2 client; ClientSecret is present only in the
-// answer that creates it.
-type clientView struct {
-	ClientSecret string `json:"clientSecret,omitempty"`
-	credential.Client
+// viewClient is an OAuth2 client as the API shows it, never with its hash;
+// the secret is given only in the answer that creates it.
+func viewClient(c credential.Client, secret string) client.OAuth2Client {
+	return client.OAuth2Client{
+		ClientSecret: secret, ID: c.ID, Tenant: c.Tenant, Name: c.Name, Scopes: c.Scopes, CreatedAt: c.CreatedAt,
+		CreatedBy: c.CreatedBy, ExpiresAt: c.ExpiresAt, RevokedAt: c.RevokedAt,
+	}
 }
 
 func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	var req createClientRequest
+	var req client.CreateOAuth2ClientRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
@@ -107,7 +99,7 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, clientView{ClientSecret: secret, Client: c})
+	writeJSON(w, http.StatusCreated, viewClient(c, secret))
 	return nil
 }
 
@@ -116,11 +108,11 @@ func (s *Server) listClients(w http.ResponseWriter, r *http.Request, _ *Principa
 	if err != nil {
 		return err
 	}
-	items := make([]clientView, 0, len(cs))
+	items := make([]client.OAuth2Client, 0, len(cs))
 	for _, c := range cs {
-		items = append(items, clientView{Client: c})
+		items = append(items, viewClient(c, ""))
 	}
-	writeJSON(w, http.StatusOK, list[clientView]{Items: items})
+	writeJSON(w, http.StatusOK, client.List[client.OAuth2Client]{Items: items})
 	return nil
 }
 
@@ -129,7 +121,7 @@ func (s *Server) getClient(w http.ResponseWriter, r *http.Request, _ *Principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, clientView{Client: c})
+	writeJSON(w, http.StatusOK, viewClient(c, ""))
 	return nil
 }
 
@@ -145,25 +137,19 @@ func (s *Server) revokeClient(w http.ResponseWriter, r *http.Request, p *Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, clientView{Client: c})
+	writeJSON(w, http.StatusOK, viewClient(c, ""))
 	return nil
 }
 
-// oauthError is an RFC 6749 §5.2 error answer of the token endpoint, which
-// OAuth2 client libraries parse; it carries the request id too.
-type oauthError struct {
-	Error       string `json:"error"`
-	Description string `json:"error_description,omitempty"`
-	RequestID   string `json:"requestId"`
-}
-
+// writeOAuthError answers with an RFC 6749 §5.2 error, which OAuth2 client
+// libraries parse; it carries the request id too.
 func writeOAuthError(w http.ResponseWriter, r *http.Request, status int, code, desc string) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="iotransit"`)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(oauthError{Error: code, Description: desc, RequestID: requestID(r)})
+	_ = json.NewEncoder(w).Encode(client.OAuthError{Code: code, Description: desc, RequestID: requestID(r)})
 }
 
 // token is the OAuth2 token endpoint: client credentials grant (RFC 6749
@@ -228,11 +214,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, _ *Principal) err
 	if c.ExpiresAt != nil {
 		life = min(life, c.ExpiresAt.Sub(now))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"access_token": tok,
-		"token_type":   "Bearer",
-		"expires_in":   max(int(life/time.Second), 0),
-		"scope":        strings.Join(c.Scopes, " "),
+	writeJSON(w, http.StatusOK, client.Token{
+		AccessToken: tok,
+		TokenType:   "Bearer",
+		ExpiresIn:   max(int(life/time.Second), 0),
+		Scope:       strings.Join(c.Scopes, " "),
 	})
 	return nil
 }

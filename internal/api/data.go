@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/store"
 )
@@ -81,13 +82,6 @@ func windowParams(r *http.Request) (listWindow, error) {
 	return w, err
 }
 
-// page is the envelope of paged answers: pass Next as ?cursor= for the
-// next page; no Next means the end.
-type page[T any] struct {
-	Items []T    `json:"items"`
-	Next  string `json:"next,omitempty"`
-}
-
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 	win, err := windowParams(r)
 	if err != nil {
@@ -110,31 +104,12 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, _ *Princip
 	if err != nil {
 		return err
 	}
-	out := page[store.Message]{Items: pg.Items, Next: pg.Next}
-	if out.Items == nil {
-		out.Items = []store.Message{}
+	out := client.Page[client.Message]{Items: make([]client.Message, 0, len(pg.Items)), Next: pg.Next}
+	for _, m := range pg.Items {
+		out.Items = append(out.Items, client.Message{ID: m.ID, Seq: m.Seq, ReceivedAt: m.ReceivedAt, StoredAt: m.StoredAt, Gateway: m.Gateway, Message: m.Message})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// rejectedItem is a rejected message as the API shows it: the message
-// itself when it is a JSON object, otherwise the raw payload as text or
-// base64.
-type rejectedItem struct {
-	Seq           uint64          `json:"seq"`
-	ReceivedAt    time.Time       `json:"receivedAt"`
-	StoredAt      time.Time       `json:"storedAt"`
-	Gateway       string          `json:"gateway"`
-	Index         int             `json:"index"`
-	Code          string          `json:"code"`
-	Field         string          `json:"field,omitempty"`
-	Reason        string          `json:"reason"`
-	TsmID         int             `json:"tsmId,omitempty"`
-	Tuid          string          `json:"tsmTuid,omitempty"`
-	Message       json.RawMessage `json:"message,omitempty"`
-	Payload       string          `json:"payload,omitempty"`
-	PayloadBase64 string          `json:"payloadBase64,omitempty"`
 }
 
 func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, _ *Principal) error {
@@ -156,9 +131,11 @@ func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, _ *Princip
 	if err != nil {
 		return err
 	}
-	out := page[rejectedItem]{Items: make([]rejectedItem, 0, len(pg.Items)), Next: pg.Next}
+	out := client.Page[client.Rejected]{Items: make([]client.Rejected, 0, len(pg.Items)), Next: pg.Next}
 	for _, rec := range pg.Items {
-		it := rejectedItem{
+		// The message itself when it is a JSON object, otherwise the raw
+		// payload as text or base64.
+		it := client.Rejected{
 			Seq: rec.Seq, ReceivedAt: rec.ReceivedAt, StoredAt: rec.StoredAt, Gateway: rec.Gateway, Index: rec.Index,
 			Code: rec.Code, Field: rec.Field, Reason: rec.Reason, TsmID: rec.TsmID, Tuid: rec.Tuid,
 		}
@@ -208,7 +185,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *Principal)
 	if err != nil {
 		return err
 	}
-	out := page[audit.Entry]{Items: entries}
+	out := client.Page[audit.Entry]{Items: entries}
 	if out.Items == nil {
 		out.Items = []audit.Entry{}
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
@@ -23,14 +24,14 @@ func FuzzDecodeJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte, kind uint8) {
 		targets := []func() any{
-			func() any { return &createTenantRequest{} },
-			func() any { return &registerGatewayRequest{} },
-			func() any { return &updateGatewayRequest{} },
-			func() any { return &createTokenRequest{} },
-			func() any { return &createAPIKeyRequest{} },
-			func() any { return &createClientRequest{} },
-			func() any { return &enrollRequest{} },
-			func() any { return &reenrollRequest{} },
+			func() any { return &client.CreateTenantRequest{} },
+			func() any { return &client.RegisterGatewayRequest{} },
+			func() any { return &client.UpdateGatewayRequest{} },
+			func() any { return &client.CreateEnrollmentTokenRequest{} },
+			func() any { return &client.CreateAPIKeyRequest{} },
+			func() any { return &client.CreateOAuth2ClientRequest{} },
+			func() any { return &client.EnrollRequest{} },
+			func() any { return &client.ReenrollRequest{} },
 		}
 		v := targets[int(kind)%len(targets)]()
 		r := httptest.NewRequest("POST", "/x", bytes.NewReader(body))

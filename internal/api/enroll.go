@@ -2,38 +2,19 @@ package api
 
 import (
 	"net/http"
-	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/registry"
 )
 
-type enrollRequest struct {
-	Token string `json:"token"`
-	CSR   string `json:"csr"`
-}
-
-type reenrollRequest struct {
-	CSR string `json:"csr"`
-}
-
-// enrollResponse is what a gateway gets from (re)enrollment (like EST
+// enrollment is what a gateway gets from (re)enrollment (like EST
 // simpleenroll, RFC 7030 §4.2): its certificate chain and the CA that
 // verifies the server.
-type enrollResponse struct {
-	Certificate string    `json:"certificate"`
-	CA          string    `json:"ca"`
-	Tenant      string    `json:"tenant"`
-	Serial      string    `json:"serial"`
-	CertSerial  string    `json:"certificateSerial"`
-	NotAfter    time.Time `json:"notAfter"`
-	UpTopic     string    `json:"upTopic"`
-}
-
-func (s *Server) enrollResponse(e registry.Enrollment) enrollResponse {
-	return enrollResponse{
+func (s *Server) enrollment(e registry.Enrollment) client.Enrollment {
+	return client.Enrollment{
 		Certificate: string(e.Chain), CA: string(s.deps.ServerCA), Tenant: e.Tenant, Serial: e.Serial,
-		CertSerial: e.Certificate.Serial, NotAfter: e.Certificate.NotAfter, UpTopic: "v1/gw/" + e.Serial + "/up",
+		CertificateSerial: e.Certificate.Serial, NotAfter: e.Certificate.NotAfter, UpTopic: "v1/gw/" + e.Serial + "/up",
 	}
 }
 
@@ -47,7 +28,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request, _ *Principal) er
 		retryAfter(w, wait)
 		return ErrAuthThrottle.New()
 	}
-	var req enrollRequest
+	var req client.EnrollRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
@@ -62,7 +43,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request, _ *Principal) er
 		}
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.enrollResponse(e))
+	writeJSON(w, http.StatusOK, s.enrollment(e))
 	return nil
 }
 
@@ -71,7 +52,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request, _ *Principal) er
 // registry.MaxValidCertificates certificates of a gateway stay valid, and
 // renewing too often answers 429 with Retry-After.
 func (s *Server) reenroll(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	var req reenrollRequest
+	var req client.ReenrollRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
@@ -83,6 +64,6 @@ func (s *Server) reenroll(w http.ResponseWriter, r *http.Request, p *Principal) 
 		}
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.enrollResponse(e))
+	writeJSON(w, http.StatusOK, s.enrollment(e))
 	return nil
 }

@@ -6,62 +6,35 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/registry"
 )
 
-// tenantView is a tenant as the API shows it.
-type tenantView struct {
-	ID               string    `json:"id"`
-	CreatedAt        time.Time `json:"createdAt"`
-	CACert           string    `json:"caCert"`
-	RejectUnknownIDs bool      `json:"rejectUnknownIds"`
+// viewTenant is a tenant as the API shows it: without its sealed CA key.
+func viewTenant(t registry.Tenant) client.Tenant {
+	return client.Tenant{ID: t.ID, CreatedAt: t.CreatedAt, CACert: t.CACert, RejectUnknownIDs: t.RejectUnknownIDs}
 }
 
-func viewTenant(t registry.Tenant) tenantView {
-	return tenantView{ID: t.ID, CreatedAt: t.CreatedAt, CACert: t.CACert, RejectUnknownIDs: t.RejectUnknownIDs}
-}
-
-// certView is a gateway certificate as the API shows it.
-type certView struct {
-	Serial      string     `json:"serial"`
-	Fingerprint string     `json:"fingerprint"`
-	NotBefore   time.Time  `json:"notBefore"`
-	NotAfter    time.Time  `json:"notAfter"`
-	IssuedAt    time.Time  `json:"issuedAt"`
-	RevokedAt   *time.Time `json:"revokedAt,omitempty"`
-	Status      string     `json:"status"` // valid, expired, revoked
-}
-
-func viewCert(c registry.Certificate, now time.Time) certView {
-	st := "valid"
+// viewCert is a gateway certificate as the API shows it, with its status
+// at now.
+func viewCert(c registry.Certificate, now time.Time) client.Certificate {
+	st := client.CertificateValid
 	switch {
 	case c.RevokedAt != nil:
-		st = "revoked"
+		st = client.CertificateRevoked
 	case !now.Before(c.NotAfter):
-		st = "expired"
+		st = client.CertificateExpired
 	}
-	return certView{Serial: c.Serial, Fingerprint: c.Fingerprint, NotBefore: c.NotBefore, NotAfter: c.NotAfter, IssuedAt: c.IssuedAt, RevokedAt: c.RevokedAt, Status: st}
+	return client.Certificate{Serial: c.Serial, Fingerprint: c.Fingerprint, NotBefore: c.NotBefore, NotAfter: c.NotAfter, IssuedAt: c.IssuedAt, RevokedAt: c.RevokedAt, Status: st}
 }
 
-// gatewayView is a gateway as the API shows it.
-type gatewayView struct {
-	Tenant            string            `json:"tenant"`
-	Serial            string            `json:"serial"`
-	State             string            `json:"state"`
-	Connected         bool              `json:"connected"`
-	CreatedAt         time.Time         `json:"createdAt"`
-	UpdatedAt         time.Time         `json:"updatedAt"`
-	Labels            map[string]string `json:"labels"`
-	DeploymentGroupID string            `json:"deploymentGroupId,omitempty"`
-	CertificateExpiry *time.Time        `json:"certificateExpiry,omitempty"`
-	Certificates      []certView        `json:"certificates"`
-}
-
-func (s *Server) viewGateway(g registry.Gateway) gatewayView {
+// viewGateway is a gateway as the API shows it: whether it is connected
+// here, its certificates and their latest valid expiry.
+func (s *Server) viewGateway(g registry.Gateway) client.Gateway {
 	now := nowFunc()
-	v := gatewayView{
+	v := client.Gateway{
 		Tenant: g.Tenant, Serial: g.Serial, State: string(g.State), CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt,
-		Labels: g.Labels, DeploymentGroupID: g.DeploymentGroupID, Certificates: []certView{},
+		Labels: g.Labels, DeploymentGroupID: g.DeploymentGroupID, Certificates: []client.Certificate{},
 	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
@@ -72,7 +45,7 @@ func (s *Server) viewGateway(g registry.Gateway) gatewayView {
 	for _, c := range g.Certificates {
 		cv := viewCert(c, now)
 		v.Certificates = append(v.Certificates, cv)
-		if cv.Status == "valid" && (v.CertificateExpiry == nil || c.NotAfter.After(*v.CertificateExpiry)) {
+		if cv.Status == client.CertificateValid && (v.CertificateExpiry == nil || c.NotAfter.After(*v.CertificateExpiry)) {
 			na := c.NotAfter
 			v.CertificateExpiry = &na
 		}
@@ -80,12 +53,8 @@ func (s *Server) viewGateway(g registry.Gateway) gatewayView {
 	return v
 }
 
-type createTenantRequest struct {
-	ID string `json:"id"`
-}
-
 func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	var req createTenantRequest
+	var req client.CreateTenantRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
@@ -102,11 +71,11 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, p *Princip
 }
 
 func (s *Server) listTenants(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	items := []tenantView{}
+	items := []client.Tenant{}
 	for _, t := range s.deps.Registry.Tenants() {
 		items = append(items, viewTenant(t))
 	}
-	writeJSON(w, http.StatusOK, list[tenantView]{Items: items})
+	writeJSON(w, http.StatusOK, client.List[client.Tenant]{Items: items})
 	return nil
 }
 
@@ -116,13 +85,8 @@ func (s *Server) getTenant(w http.ResponseWriter, r *http.Request, _ *Principal)
 	return nil
 }
 
-type registerGatewayRequest struct {
-	Serial string            `json:"serial"`
-	Labels map[string]string `json:"labels,omitempty"`
-}
-
 func (s *Server) registerGateway(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	var req registerGatewayRequest
+	var req client.RegisterGatewayRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
@@ -161,13 +125,6 @@ func pageParams(r *http.Request) (limit int, after string, err error) {
 	return limit, after, nil
 }
 
-// listPage is a page of a collection ordered by a string key; Next is the
-// value to pass as ?after= for the next page.
-type listPage[T any] struct {
-	Items []T    `json:"items"`
-	Next  string `json:"next,omitempty"`
-}
-
 func (s *Server) listGateways(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 	limit, after, err := pageParams(r)
 	if err != nil {
@@ -181,7 +138,7 @@ func (s *Server) listGateways(w http.ResponseWriter, r *http.Request, _ *Princip
 	if err != nil {
 		return err
 	}
-	out := listPage[gatewayView]{Items: []gatewayView{}}
+	out := client.Page[client.Gateway]{Items: []client.Gateway{}}
 	for _, g := range gws { // sorted by serial
 		if g.Serial <= after || state != "" && string(g.State) != state {
 			continue
@@ -217,17 +174,12 @@ func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, _ *Principal
 	return nil
 }
 
-type updateGatewayRequest struct {
-	Labels            *map[string]string `json:"labels"`
-	DeploymentGroupID *string            `json:"deploymentGroupId"`
-}
-
 func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	g, err := s.gateway(r)
 	if err != nil {
 		return err
 	}
-	var req updateGatewayRequest
+	var req client.UpdateGatewayRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
@@ -292,26 +244,22 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ *Pri
 		return err
 	}
 	now := nowFunc()
-	items := make([]certView, 0, len(g.Certificates))
+	items := make([]client.Certificate, 0, len(g.Certificates))
 	for _, c := range g.Certificates {
 		items = append(items, viewCert(c, now))
 	}
 	slices.Reverse(items) // newest first
-	writeJSON(w, http.StatusOK, list[certView]{Items: items})
+	writeJSON(w, http.StatusOK, client.List[client.Certificate]{Items: items})
 	return nil
 }
 
-type createTokenRequest struct {
-	Serial string `json:"serial"`
-	// TTL is a Go duration ("24h", "30m"); default 24h, at most 720h.
-	TTL string `json:"ttl,omitempty"`
-}
-
-// tokenView is an enrollment token; Token is present only in the answer
-// that creates it.
-type tokenView struct {
-	Token string `json:"token,omitempty"`
-	registry.EnrollmentToken
+// viewToken is an enrollment token as the API shows it; secret is given
+// only in the answer that creates it.
+func viewToken(t registry.EnrollmentToken, secret string) client.EnrollmentToken {
+	return client.EnrollmentToken{
+		Token: secret, ID: t.ID, Tenant: t.Tenant, Serial: t.Serial, CreatedAt: t.CreatedAt,
+		CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt, UsedAt: t.UsedAt,
+	}
 }
 
 func parseTTL(v string) (time.Duration, error) {
@@ -326,7 +274,7 @@ func parseTTL(v string) (time.Duration, error) {
 }
 
 func (s *Server) createEnrollmentToken(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	var req createTokenRequest
+	var req client.CreateEnrollmentTokenRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
@@ -342,7 +290,7 @@ func (s *Server) createEnrollmentToken(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, tokenView{Token: secret, EnrollmentToken: tok})
+	writeJSON(w, http.StatusCreated, viewToken(tok, secret))
 	return nil
 }
 
@@ -351,17 +299,12 @@ func (s *Server) listEnrollmentTokens(w http.ResponseWriter, r *http.Request, _ 
 	if err != nil {
 		return err
 	}
-	items := make([]tokenView, 0, len(toks))
+	items := make([]client.EnrollmentToken, 0, len(toks))
 	for _, t := range toks {
-		items = append(items, tokenView{EnrollmentToken: t})
+		items = append(items, viewToken(t, ""))
 	}
-	writeJSON(w, http.StatusOK, list[tokenView]{Items: items})
+	writeJSON(w, http.StatusOK, client.List[client.EnrollmentToken]{Items: items})
 	return nil
-}
-
-// list is the envelope of list answers that are not paged.
-type list[T any] struct {
-	Items []T `json:"items"`
 }
 
 // MaxLimit is the largest page a list endpoint returns.

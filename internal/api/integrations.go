@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/forward"
 )
@@ -64,7 +65,7 @@ func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request, _ *Pri
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, list[forward.Integration]{Items: items})
+	writeJSON(w, http.StatusOK, client.List[forward.Integration]{Items: items})
 	return nil
 }
 
@@ -77,7 +78,7 @@ func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, _ *Princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeJSON(w, http.StatusOK, client.IntegrationView{Integration: v.Integration, State: v.State.IntegrationState, Backlog: v.Backlog, DeadLetters: v.DeadLetters})
 	return nil
 }
 
@@ -161,17 +162,12 @@ func (s *Server) testIntegration(w http.ResponseWriter, r *http.Request, p *Prin
 	return nil
 }
 
-type rotateRequest struct {
-	// Overlap is how long the previous secret keeps signing (default 24h).
-	Overlap string `json:"overlap,omitempty"`
-}
-
 func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	id, err := s.integrationID(r)
 	if err != nil {
 		return err
 	}
-	var req rotateRequest
+	var req client.RotateSecretRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, true); err != nil {
 		return err
 	}
@@ -244,7 +240,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 			items[i].Message = envelope(items[i].Message)
 		}
 	}
-	out := page[forward.DeadLetter]{Items: items}
+	out := client.Page[forward.DeadLetter]{Items: items}
 	if next != 0 && len(items) == limit {
 		out.Next = strconv.FormatUint(next, 10)
 	}
@@ -252,17 +248,12 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 	return nil
 }
 
-type redriveRequest struct {
-	// Seqs are the dead letters to re-drive; empty means all.
-	Seqs []uint64 `json:"seqs,omitempty"`
-}
-
 func (s *Server) redrive(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	id, err := s.integrationID(r)
 	if err != nil {
 		return err
 	}
-	var req redriveRequest
+	var req client.RedriveRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, true); err != nil {
 		return err
 	}
@@ -274,6 +265,6 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request, p *Principal) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"redriven": n})
+	writeJSON(w, http.StatusOK, client.RedriveResult{Redriven: n})
 	return nil
 }

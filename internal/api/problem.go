@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
@@ -18,16 +19,6 @@ var (
 	ErrMethod          = fault.Define("api.method_not_allowed", fault.MethodNotAllowed, "the method is not allowed on this resource")
 	ErrUnavailable     = fault.Define("api.unavailable", fault.Unavailable, "the service is not ready")
 )
-
-// Problem is an RFC 9457 problem details object with iotransit's extensions.
-type Problem struct {
-	Type      string `json:"type"`
-	Title     string `json:"title"`
-	Status    int    `json:"status"`
-	Detail    string `json:"detail,omitempty"`
-	Code      string `json:"code"`
-	RequestID string `json:"requestId"`
-}
 
 func newRequestID() string {
 	b := make([]byte, 12)
@@ -49,7 +40,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="iotransit"`)
 	}
-	p := Problem{
+	p := client.Problem{
 		Type:      "https://iotransit.dev/problems/" + f.Code(),
 		Title:     f.Definition().Message(),
 		Status:    status,

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/iotransit/iotransit/apispec"
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/fault"
 )
@@ -208,7 +209,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, client.Health{Status: "ok"})
 	return nil
 }
 
@@ -218,7 +219,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ *Principal) er
 			return ErrUnavailable.Wrap(err)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, client.Health{Status: "ready"})
 	return nil
 }
 

@@ -233,7 +233,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *Principal) er
 	err = s.deps.Stream.Tail(ctx, tenant, start, subjects, 100, 200*time.Millisecond, func(batch []store.Message) error {
 		var b forward.Batch
 		for _, m := range batch {
-			if inProcess && !filter.Matches(m) {
+			if inProcess && !filter.Matches(m.Gateway, m.Tuid, m.TsmID) {
 				continue
 			}
 			b.Messages = append(b.Messages, forward.Message{Seq: m.Seq, Body: m.Message})

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 )
@@ -78,28 +79,10 @@ type Event struct {
 	Detail map[string]string
 }
 
-// Entry is a stored, chained event. Its JSON form is what the stream holds.
-type Entry struct {
-	// Tenant is the tenant whose log holds the entry.
-	Tenant string `json:"tenant"`
-	// Seq numbers the tenant's entries 1, 2, 3 ... without gaps.
-	Seq uint64 `json:"seq"`
-	// Time is when Append recorded the entry, in UTC.
-	Time time.Time `json:"time"`
-	// Actor, Action, Target, Source and Outcome are those of the Event.
-	Actor   string `json:"actor"`
-	Action  string `json:"action"`
-	Target  string `json:"target"`
-	Source  string `json:"source"`
-	Outcome string `json:"outcome"`
-	// Detail is the event's detail after Append applied its limits.
-	Detail map[string]string `json:"detail,omitempty"`
-	// Prev is the Hash of the previous entry (64 zeros for entry 1).
-	Prev string `json:"prev"`
-	// Hash is the lowercase hex SHA-256 of the canonical encoding of every
-	// other field (see the package documentation).
-	Hash string `json:"hash"`
-}
+// Entry is a stored, chained event. Its JSON form is what the stream holds
+// and what the API shows; the shape is declared once, in the client
+// package. Hash covers every other field (see the package documentation).
+type Entry = client.AuditEntry
 
 // Checkpoint is a signed statement "the chain of tenant Tenant up to entry
 // Seq has hash Hash", made every CheckpointEvery entries, by the background

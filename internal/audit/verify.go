@@ -10,34 +10,13 @@ import (
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotransit/iotransit/client"
 )
 
-// Report is the result of verifying a tenant's audit log.
-type Report struct {
-	// OK is true when no entry is missing, altered or out of place and every
-	// checkpoint is authentic and matches the chain.
-	OK bool `json:"ok"`
-	// Tenant is the tenant whose log was verified.
-	Tenant string `json:"tenant"`
-	// Entries is how many entries were read.
-	Entries uint64 `json:"entries"`
-	// Checkpoints is how many checkpoints were read, good or bad.
-	Checkpoints int `json:"checkpoints"`
-	// LastSignedSeq is the last entry covered by an authentic checkpoint that
-	// matches the chain (0 if none).
-	LastSignedSeq uint64 `json:"lastSignedSeq"`
-	// Unsigned is, when OK, how many entries follow LastSignedSeq: they are
-	// protected by the chain alone until the next checkpoint. It is a
-	// warning, not a failure.
-	Unsigned uint64 `json:"unsigned"`
-	// FirstBroken is the seq of the first entry that is missing, altered or
-	// out of place, or the first entry that a failed checkpoint leaves in
-	// doubt. It is 0 when OK.
-	FirstBroken uint64 `json:"firstBroken,omitempty"`
-	// Problem is one sentence about the first problem when not OK, or about
-	// the unsigned entries when OK and Unsigned > 0.
-	Problem string `json:"problem,omitempty"`
-}
+// Report is the result of verifying a tenant's log, as the API shows it
+// (declared in the client package).
+type Report = client.AuditReport
 
 // VerifyEntries verifies a tenant's entries and checkpoints, in the order
 // they were stored, against the checkpoint signing key pub. It needs no

@@ -7,14 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
-	"github.com/iotransit/iotransit/internal/store"
 )
 
 // filterSubjects returns the consumer's subject filters (the messages the
@@ -57,13 +55,6 @@ func StreamSubjects(tenant string, f Filter) ([]string, bool) {
 		out[0] = names.Messages(tenant)
 	}
 	return out, false
-}
-
-// Matches applies the filter in process.
-func (f Filter) Matches(m store.Message) bool {
-	return (len(f.Gateways) == 0 || slices.Contains(f.Gateways, m.Gateway)) &&
-		(len(f.Devices) == 0 || slices.Contains(f.Devices, m.Tuid)) &&
-		(len(f.TsmIDs) == 0 || slices.Contains(f.TsmIDs, m.TsmID))
 }
 
 // ensureStreams makes the integration's durable consumer and dead-letter

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/retry"
 )
 
@@ -162,23 +163,12 @@ func (e *Engine) stopWorker(tenant, id string) {
 	}
 }
 
-// State is an integration's delivery state, kept in KV so every node shows it.
+// State is an integration's delivery state, kept in KV so every node shows
+// it: what the API shows (client.IntegrationState, in the same JSON object)
+// and the batch being delivered.
 type State struct {
-	Delivered           uint64     `json:"delivered"`
-	Batches             uint64     `json:"batches"`
-	Failed              uint64     `json:"failedAttempts"`
-	DeadLettered        uint64     `json:"deadLettered"`
-	ConsecutiveFailures int        `json:"consecutiveFailures"`
-	LastError           string     `json:"lastError,omitempty"`
-	LastErrorAt         *time.Time `json:"lastErrorAt,omitempty"`
-	LastSuccessAt       *time.Time `json:"lastSuccessAt,omitempty"`
-	LastAttemptAt       *time.Time `json:"lastAttemptAt,omitempty"`
-	NextRetryAt         *time.Time `json:"nextRetryAt,omitempty"`
-	Node                string     `json:"node,omitempty"`
-	// AckedThrough is the stream sequence up to which this integration's
-	// messages are delivered or dead-lettered.
-	AckedThrough uint64   `json:"ackedThrough,omitempty"`
-	Pending      *Pending `json:"pending,omitempty"`
+	client.IntegrationState
+	Pending *Pending `json:"pending,omitempty"`
 }
 
 // Pending is the batch being delivered: its id survives restarts.

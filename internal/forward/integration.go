@@ -6,13 +6,12 @@ package forward
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/thingsee"
 )
@@ -36,127 +35,40 @@ var (
 	ErrNameTaken           = fault.Define("forward.name_taken", fault.Conflict, "an integration with this name exists")
 )
 
+// The API's shapes of an integration are declared once, in the client
+// package (the server encodes its answers from them); these aliases keep
+// their names here.
+
 // Duration is a time.Duration written as a Go duration string in JSON ("24h").
-type Duration time.Duration
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads a duration string such as "90s" or "24h".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return errors.New(`a duration is a string such as "30s" or "24h"`)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a duration such as \"30s\" or \"24h\"", s)
-	}
-	*d = Duration(v)
-	return nil
-}
+type Duration = client.Duration
 
 // Filter selects the messages an integration receives; empty lists match all.
-type Filter struct {
-	TsmIDs   []int    `json:"tsmIds,omitempty"`
-	Devices  []string `json:"devices,omitempty"`  // tsmTuid values
-	Gateways []string `json:"gateways,omitempty"` // gateway serials
-}
+type Filter = client.Filter
 
 // Batching bounds a batch by count and by the time its first message waits.
-type Batching struct {
-	MaxMessages int      `json:"maxMessages"`
-	MaxWait     Duration `json:"maxWait"`
-}
+type Batching = client.Batching
 
 // Encryption seals payloads to the customer's public key (HPKE).
-type Encryption struct {
-	PublicKeyPEM string `json:"publicKeyPem"`
-	KeyID        string `json:"keyId,omitempty"`
-}
+type Encryption = client.Encryption
 
 // AuthConfig is outbound authentication of a webhook.
-type AuthConfig struct {
-	Kind         string   `json:"kind"` // none, apikey, oauth2, mtls
-	HeaderName   string   `json:"headerName,omitempty"`
-	HeaderValue  string   `json:"headerValue,omitempty"` // secret: write only
-	TokenURL     string   `json:"tokenUrl,omitempty"`
-	ClientID     string   `json:"clientId,omitempty"`
-	ClientSecret string   `json:"clientSecret,omitempty"` // secret: write only
-	Scopes       []string `json:"scopes,omitempty"`
-	TokenCAPEM   string   `json:"tokenCaPem,omitempty"`
-}
+type AuthConfig = client.WebhookAuth
 
 // WebhookConfig is an HTTPS POST target.
-type WebhookConfig struct {
-	URL string `json:"url"`
-	// Secret is the Standard Webhooks signing secret (whsec_…); generated and
-	// returned once when omitted. Write only.
-	Secret        string      `json:"secret,omitempty"`
-	CAPEM         string      `json:"caPem,omitempty"`
-	ClientCertPEM string      `json:"clientCertPem,omitempty"`
-	ClientKeyPEM  string      `json:"clientKeyPem,omitempty"` // secret: write only
-	Auth          *AuthConfig `json:"auth,omitempty"`
-}
+type WebhookConfig = client.WebhookConfig
 
 // MQTTConfig is the customer's MQTT broker.
-type MQTTConfig struct {
-	Broker        string `json:"broker"` // mqtts://host:port
-	ClientID      string `json:"clientId,omitempty"`
-	Username      string `json:"username,omitempty"`
-	Password      string `json:"password,omitempty"` // secret: write only
-	Topic         string `json:"topic,omitempty"`    // template; default Thingsee's data stream layout
-	CAPEM         string `json:"caPem,omitempty"`
-	ClientCertPEM string `json:"clientCertPem,omitempty"`
-	ClientKeyPEM  string `json:"clientKeyPem,omitempty"` // secret: write only
-}
+type MQTTConfig = client.MQTTConfig
 
 // AzureConfig is an Azure IoT Hub device identity.
-type AzureConfig struct {
-	HostName  string `json:"hostName"` // myhub.azure-devices.net
-	DeviceID  string `json:"deviceId"`
-	DeviceKey string `json:"deviceKey,omitempty"` // secret: write only
-	CAPEM     string `json:"caPem,omitempty"`
-	Port      int    `json:"port,omitempty"`
-}
+type AzureConfig = client.AzureConfig
 
 // AWSConfig is an AWS IoT Core thing.
-type AWSConfig struct {
-	Endpoint string `json:"endpoint"` // xxxx-ats.iot.region.amazonaws.com
-	Port     int    `json:"port,omitempty"`
-	ClientID string `json:"clientId"`
-	Topic    string `json:"topic"`
-	CertPEM  string `json:"certPem"`
-	KeyPEM   string `json:"keyPem,omitempty"` // secret: write only
-	CAPEM    string `json:"caPem,omitempty"`
-}
+type AWSConfig = client.AWSConfig
 
 // Integration is one customer endpoint of a tenant. Secrets are not in it:
 // they are kept apart, sealed by kms, and never shown.
-type Integration struct {
-	ID         string         `json:"id"`
-	Tenant     string         `json:"tenant"`
-	Name       string         `json:"name"`
-	Type       string         `json:"type"`
-	Paused     bool           `json:"paused"`
-	CreatedAt  time.Time      `json:"createdAt"`
-	UpdatedAt  time.Time      `json:"updatedAt"`
-	Filter     Filter         `json:"filter"`
-	Batch      Batching       `json:"batch"`
-	MaxAge     Duration       `json:"maxAge"`
-	Encryption *Encryption    `json:"encryption,omitempty"`
-	Webhook    *WebhookConfig `json:"webhook,omitempty"`
-	MQTT       *MQTTConfig    `json:"mqtt,omitempty"`
-	Azure      *AzureConfig   `json:"azureIothub,omitempty"`
-	AWS        *AWSConfig     `json:"awsIot,omitempty"`
-	// SecretsSet names the secrets the integration holds (never their values).
-	SecretsSet []string `json:"secretsSet,omitempty"`
-	// SecretRotation tells until when the previous webhook secret still signs.
-	PreviousSecretUntil *time.Time `json:"previousSecretUntil,omitempty"`
-	// ClearSecrets (write only, in an update) names secrets to remove, as
-	// listed in SecretsSet; secrets omitted from an update are kept.
-	ClearSecrets []string `json:"clearSecrets,omitempty"`
-}
+type Integration = client.Integration
 
 // Defaults and bounds.
 const (

@@ -3,10 +3,7 @@
 
 package forward
 
-import (
-	"encoding/json"
-	"time"
-)
+import "github.com/iotransit/iotransit/client"
 
 // View is an integration with its delivery state.
 type View struct {
@@ -17,22 +14,7 @@ type View struct {
 }
 
 // TestResult is the outcome of a test delivery.
-type TestResult struct {
-	OK        bool    `json:"ok"`
-	LatencyMS float64 `json:"latencyMs"`
-	Error     string  `json:"error,omitempty"`
-	BatchID   string  `json:"batchId"`
-}
+type TestResult = client.TestResult
 
 // DeadLetter is a message an integration gave up on.
-type DeadLetter struct {
-	Seq         uint64          `json:"seq"`
-	OriginalSeq uint64          `json:"originalSeq"`
-	ID          string          `json:"id"`
-	Gateway     string          `json:"gateway"`
-	ReceivedAt  time.Time       `json:"receivedAt"`
-	DeadAt      time.Time       `json:"deadAt"`
-	Reason      string          `json:"reason"`
-	Attempts    int             `json:"attempts"`
-	Message     json.RawMessage `json:"message"`
-}
+type DeadLetter = client.DeadLetter

@@ -151,7 +151,7 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 		}
 		// A re-driven message was chosen for this integration by name:
 		// the filter (which may have changed since) does not apply.
-		if inProcess && sm.RedrivenAt.IsZero() && !in.Filter.Matches(sm) {
+		if inProcess && sm.RedrivenAt.IsZero() && !in.Filter.Matches(sm.Gateway, sm.Tuid, sm.TsmID) {
 			if err := jm.Ack(); err != nil {
 				return err
 			}
