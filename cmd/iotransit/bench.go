@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	loadgen "github.com/iotransit/iotransit/internal/bench"
 	"github.com/iotransit/iotransit/internal/node"
@@ -658,11 +659,11 @@ func benchForward(ctx context.Context, o benchOptions, cfg loadgen.Config, logHa
 		return nil, nil, err
 	}
 	defer recv.Close()
-	client, err := loadgen.NewAPIClient(bn.n.APIAddr(), bn.n.OperatorKey(), bn.n.ServerCAPEM())
+	api, err := client.New(client.Config{Server: bn.n.APIAddr(), CAPEM: bn.n.ServerCAPEM(), Credential: bn.n.OperatorKey()})
 	if err != nil {
 		return nil, nil, err
 	}
-	defer client.Close()
+	defer api.Close()
 
 	var reports []*systemReport
 	var failures []error
@@ -671,7 +672,7 @@ func benchForward(ctx context.Context, o benchOptions, cfg loadgen.Config, logHa
 		if ctx.Err() != nil {
 			break
 		}
-		rep, errs, err := benchForwardPhase(ctx, o, cfg, bn, recv, client, ph, &acked, progress)
+		rep, errs, err := benchForwardPhase(ctx, o, cfg, bn, recv, api, ph, &acked, progress)
 		if err != nil {
 			return nil, nil, fmt.Errorf("bench: forward %s phase: %w", ph.name, err)
 		}
@@ -688,10 +689,10 @@ func benchForward(ctx context.Context, o benchOptions, cfg loadgen.Config, logHa
 // phase's load, waits up to forwardDrainLimit for the rest to arrive and
 // deletes the integration again.
 func benchForwardPhase(ctx context.Context, o benchOptions, cfg loadgen.Config, bn *benchNode, recv *loadgen.WebhookReceiver,
-	client *loadgen.APIClient, ph forwardPhase, acked *int64, progress func(string, ...any)) (*systemReport, []error, error) {
+	api *client.Client, ph forwardPhase, acked *int64, progress func(string, ...any)) (*systemReport, []error, error) {
 	trace := loadgen.NewForwardTrace(len(bn.gws), cfg.Payload.Messages())
 	path := "/hook/" + ph.name
-	integ, err := client.CreateWebhook(ctx, benchTenant, "bench-"+ph.name, recv.URL(path), recv.CAPEM, o.forwardBatch, o.forwardWait)
+	integ, err := loadgen.CreateWebhook(ctx, api, benchTenant, "bench-"+ph.name, recv.URL(path), recv.CAPEM, o.forwardBatch, o.forwardWait)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -716,7 +717,7 @@ func benchForwardPhase(ctx context.Context, o benchOptions, cfg loadgen.Config, 
 	}
 	rep.Result = res
 	var failures []error
-	atEnd, err := client.Integration(ctx, benchTenant, integ.ID)
+	atEnd, err := loadgen.ReadIntegration(ctx, api, benchTenant, integ.ID)
 	if err != nil {
 		failures = append(failures, err)
 	}
@@ -729,7 +730,7 @@ func benchForwardPhase(ctx context.Context, o benchOptions, cfg loadgen.Config, 
 	var after *loadgen.IntegrationStatus
 	for settle := time.Now().Add(2 * time.Second); ; {
 		arrived, _ := trace.Progress()
-		if after, err = client.Integration(ctx, benchTenant, integ.ID); err != nil {
+		if after, err = loadgen.ReadIntegration(ctx, api, benchTenant, integ.ID); err != nil {
 			failures = append(failures, err)
 			break
 		}
@@ -751,7 +752,7 @@ func benchForwardPhase(ctx context.Context, o benchOptions, cfg loadgen.Config, 
 	}
 	logs := subtractLogs(bn.counter.Counts(), logsBefore)
 	rep.ServerLog = &logs
-	if err := client.DeleteIntegration(ctx, benchTenant, integ.ID); err != nil {
+	if err := api.DeleteIntegration(ctx, benchTenant, integ.ID); err != nil {
 		failures = append(failures, err)
 	}
 

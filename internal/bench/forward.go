@@ -2,12 +2,7 @@ package bench
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -402,69 +397,4 @@ func (t *ForwardTrace) Result(windowStart, windowEnd time.Time) *ForwardResult {
 		r.MeanBatch = float64(r.MessagesReceived) / float64(r.Batches)
 	}
 	return r
-}
-
-// Standard Webhooks: https://www.standardwebhooks.com (the signature
-// scheme).
-const (
-	headerWebhookID        = "webhook-id"
-	headerWebhookTimestamp = "webhook-timestamp"
-	headerWebhookSignature = "webhook-signature"
-	// webhookTolerance is how far a webhook-timestamp may be from the
-	// receiver's clock (the specification's recommended 5 minutes).
-	webhookTolerance = 5 * time.Minute
-)
-
-// ParseWebhookSecret decodes a Standard Webhooks secret, whsec_ followed by
-// base64, into the HMAC key.
-func ParseWebhookSecret(secret string) ([]byte, error) {
-	rest, ok := strings.CutPrefix(secret, "whsec_")
-	if !ok {
-		return nil, errors.New("bench: a webhook secret starts with whsec_")
-	}
-	key, err := base64.StdEncoding.DecodeString(rest)
-	if err != nil || len(key) == 0 {
-		return nil, fmt.Errorf("bench: webhook secret: not base64 after whsec_")
-	}
-	return key, nil
-}
-
-// VerifyWebhook checks a Standard Webhooks signature: one of the
-// space-separated "v1,<base64>" entries of signature must be the base64 of
-// HMAC-SHA256(key, id "." timestamp "." body), and timestamp (Unix seconds)
-// must be within 5 minutes of now.
-func VerifyWebhook(key []byte, id, timestamp, signature string, body []byte, now time.Time) error {
-	if id == "" || timestamp == "" || signature == "" {
-		return fmt.Errorf("missing header: %s %q, %s %q, %s present %t",
-			headerWebhookID, id, headerWebhookTimestamp, timestamp, headerWebhookSignature, signature != "")
-	}
-	ts, err := strconv.ParseInt(timestamp, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%s %q is not Unix seconds", headerWebhookTimestamp, timestamp)
-	}
-	if d := now.Sub(time.Unix(ts, 0)); d > webhookTolerance || d < -webhookTolerance {
-		return fmt.Errorf("%s %d is %s away from the receiver's clock", headerWebhookTimestamp, ts, d.Round(time.Second))
-	}
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id))
-	mac.Write([]byte{'.'})
-	mac.Write([]byte(timestamp))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
-	want := base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	versions := 0
-	for _, entry := range strings.Fields(signature) {
-		v, sig, ok := strings.Cut(entry, ",")
-		if !ok || v != "v1" {
-			continue
-		}
-		versions++
-		if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) == 1 {
-			return nil
-		}
-	}
-	if versions == 0 {
-		return fmt.Errorf("%s has no v1 signature", headerWebhookSignature)
-	}
-	return fmt.Errorf("none of %d v1 signatures matches", versions)
 }

@@ -1,22 +1,19 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/receiver"
 )
 
 // WebhookReceiver is an HTTPS webhook endpoint on loopback, with a
@@ -37,8 +34,8 @@ type WebhookReceiver struct {
 }
 
 type receiverRoute struct {
-	trace *ForwardTrace
-	key   []byte
+	trace    *ForwardTrace
+	verifier *receiver.Verifier
 }
 
 // maxWebhookBody bounds what the receiver reads of a request: 1000
@@ -79,13 +76,13 @@ func (r *WebhookReceiver) URL(path string) string { return r.base + path }
 
 // Route sends the requests to path to trace, verified with secret (whsec_…).
 func (r *WebhookReceiver) Route(path string, trace *ForwardTrace, secret string) error {
-	key, err := ParseWebhookSecret(secret)
+	v, err := receiver.NewVerifier(secret)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.routes[path] = receiverRoute{trace: trace, key: key}
+	r.routes[path] = receiverRoute{trace: trace, verifier: v}
 	return nil
 }
 
@@ -115,74 +112,10 @@ func (r *WebhookReceiver) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.mu.Unlock()
-	id := req.Header.Get(headerWebhookID)
-	sigErr := VerifyWebhook(rt.key, id, req.Header.Get(headerWebhookTimestamp), req.Header.Get(headerWebhookSignature), body, at)
+	id := req.Header.Get(receiver.HeaderID)
+	sigErr := rt.verifier.VerifyAt(body, req.Header, at)
 	rt.trace.receive(at, id, body, sigErr)
 	w.WriteHeader(http.StatusOK)
-}
-
-// APIClient calls a node's HTTPS API as the operator.
-type APIClient struct {
-	base string
-	key  string
-	hc   *http.Client
-}
-
-// NewAPIClient returns a client of the API at addr (host:port), verifying
-// the server with caPEM and authenticating with the operator key.
-func NewAPIClient(addr, operatorKey string, caPEM []byte) (*APIClient, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("bench: no API server CA")
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("bench: API address %q: %w", addr, err)
-	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: host}}
-	return &APIClient{base: "https://" + addr, key: operatorKey, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
-}
-
-// Close releases the client's connections.
-func (c *APIClient) Close() { c.hc.CloseIdleConnections() }
-
-// do sends a request with a JSON body (nil: none) and decodes a JSON
-// answer into out (nil: discard); an answer other than want is an error.
-func (c *APIClient) do(ctx context.Context, method, path string, in, out any, want int) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("bench: %s %s: %w", method, path, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("bench: %s %s: %w", method, path, err)
-	}
-	if res.StatusCode != want {
-		return fmt.Errorf("bench: %s %s: HTTP %d: %s", method, path, res.StatusCode, strings.TrimSpace(string(b)))
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("bench: %s %s: decode answer: %w", method, path, err)
-		}
-	}
-	return nil
 }
 
 // WebhookIntegration is what creating a webhook integration returns.
@@ -192,60 +125,40 @@ type WebhookIntegration struct {
 	Secret string
 }
 
-// CreateWebhook creates a webhook integration of tenant that posts to
-// target (verified with caPEM) in batches of at most maxMessages, waiting
-// at most maxWait for a batch to fill.
-func (c *APIClient) CreateWebhook(ctx context.Context, tenant, name, target, caPEM string, maxMessages int, maxWait time.Duration) (WebhookIntegration, error) {
-	in := map[string]any{
-		"name": name, "type": "webhook",
-		"webhook": map[string]any{"url": target, "caPem": caPEM},
-		"batch":   map[string]any{"maxMessages": maxMessages, "maxWait": maxWait.String()},
+// CreateWebhook creates, through api, a webhook integration of tenant that
+// posts to target (verified with caPEM) in batches of at most maxMessages,
+// waiting at most maxWait for a batch to fill.
+func CreateWebhook(ctx context.Context, api *client.Client, tenant, name, target, caPEM string, maxMessages int, maxWait time.Duration) (WebhookIntegration, error) {
+	out, err := api.CreateIntegration(ctx, tenant, client.Integration{
+		Name: name, Type: client.IntegrationWebhook,
+		Webhook: &client.WebhookConfig{URL: target, CAPEM: caPEM},
+		Batch:   client.Batching{MaxMessages: maxMessages, MaxWait: client.Duration(maxWait)},
+	})
+	if err != nil {
+		return WebhookIntegration{}, fmt.Errorf("bench: create the webhook integration: %w", err)
 	}
-	var out struct {
-		ID      string `json:"id"`
-		Webhook struct {
-			Secret string `json:"secret"`
-		} `json:"webhook"`
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/tenants/"+url.PathEscape(tenant)+"/integrations", in, &out, http.StatusCreated); err != nil {
-		return WebhookIntegration{}, err
-	}
-	if out.ID == "" || out.Webhook.Secret == "" {
+	if out.ID == "" || out.Webhook == nil || out.Webhook.Secret == "" {
 		return WebhookIntegration{}, errors.New("bench: the created integration has no id or no signing secret in the answer")
 	}
 	return WebhookIntegration{ID: out.ID, Secret: out.Webhook.Secret}, nil
 }
 
-// IntegrationStatus is what the API shows of an integration's delivery.
+// IntegrationStatus is what the API shows of an integration's delivery
+// (GET …/integrations/{id}), and when it was read.
 type IntegrationStatus struct {
 	// At is when it was read.
-	At          time.Time          `json:"at"`
-	Backlog     uint64             `json:"backlog"`
-	DeadLetters uint64             `json:"deadLetters"`
-	State       IntegrationCounter `json:"state"`
+	At          time.Time               `json:"at"`
+	Backlog     uint64                  `json:"backlog"`
+	DeadLetters uint64                  `json:"deadLetters"`
+	State       client.IntegrationState `json:"state"`
 }
 
-// IntegrationCounter is the integration's delivery state (GET …/integrations/{id}).
-type IntegrationCounter struct {
-	Delivered           uint64 `json:"delivered"`
-	Batches             uint64 `json:"batches"`
-	Failed              uint64 `json:"failedAttempts"`
-	DeadLettered        uint64 `json:"deadLettered"`
-	ConsecutiveFailures int    `json:"consecutiveFailures"`
-	LastError           string `json:"lastError,omitempty"`
-}
-
-// Integration reads an integration's delivery state and backlog.
-func (c *APIClient) Integration(ctx context.Context, tenant, id string) (*IntegrationStatus, error) {
-	var s IntegrationStatus
-	if err := c.do(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(tenant)+"/integrations/"+url.PathEscape(id), nil, &s, http.StatusOK); err != nil {
-		return nil, err
+// ReadIntegration reads, through api, an integration's delivery state and
+// backlog.
+func ReadIntegration(ctx context.Context, api *client.Client, tenant, id string) (*IntegrationStatus, error) {
+	v, err := api.GetIntegration(ctx, tenant, id)
+	if err != nil {
+		return nil, fmt.Errorf("bench: read integration %s: %w", id, err)
 	}
-	s.At = time.Now()
-	return &s, nil
-}
-
-// DeleteIntegration deletes an integration (its delivery stops).
-func (c *APIClient) DeleteIntegration(ctx context.Context, tenant, id string) error {
-	return c.do(ctx, http.MethodDelete, "/v1/tenants/"+url.PathEscape(tenant)+"/integrations/"+url.PathEscape(id), nil, nil, http.StatusNoContent)
+	return &IntegrationStatus{At: time.Now(), Backlog: v.Backlog, DeadLetters: v.DeadLetters, State: v.State}, nil
 }
