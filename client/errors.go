@@ -153,6 +153,7 @@ type TransportError struct {
 	msg string
 }
 
+// Error returns the sentence that names the server and what went wrong.
 func (e *TransportError) Error() string { return e.msg }
 
 // Unwrap returns the underlying error.

@@ -56,6 +56,7 @@ type KeyError struct {
 	Err error
 }
 
+// Error says that the key is not usable, and why.
 func (e *KeyError) Error() string {
 	s := "the encryption key is not an X25519 key in PEM form"
 	if e.Detail != "" {
