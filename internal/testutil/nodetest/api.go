@@ -2,23 +2,28 @@ package nodetest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/testutil"
 )
 
-// API is an HTTPS client of a node's API.
+// API reaches a node's management API as the operator: Client for typed
+// calls through the public client package, and Get and Do for raw HTTP
+// (tests of what the server does with malformed or unusual requests).
 type API struct {
-	t    testing.TB
-	base string
-	key  string
-	c    *http.Client
+	// Client is the public API client, with the operator key.
+	Client *client.Client
+	t      testing.TB
+	base   string
+	key    string
+	c      *http.Client
 }
 
 // Response is an API answer.
@@ -26,7 +31,13 @@ type Response = testutil.Response
 
 // NewAPI returns a client of n's API using the operator key.
 func NewAPI(t testing.TB, n *node.Node) *API {
-	return &API{t: t, base: "https://" + n.APIAddr(), key: n.OperatorKey(), c: &http.Client{
+	t.Helper()
+	c, err := client.New(client.Config{Server: "https://" + n.APIAddr(), CAPEM: n.ServerCAPEM(), Credential: n.OperatorKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return &API{Client: c, t: t, base: "https://" + n.APIAddr(), key: n.OperatorKey(), c: &http.Client{
 		Timeout:   10 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: ClientTLS(t, n, nil)},
 	}}
@@ -36,12 +47,7 @@ func NewAPI(t testing.TB, n *node.Node) *API {
 // returns the status code.
 func (a *API) Get(path string, out any) int {
 	a.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, a.base+path, nil)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+a.key)
-	r := testutil.Send(a.t, a.c, req)
+	r := a.Do(http.MethodGet, path, a.key, nil)
 	if out != nil && r.Status < 300 {
 		if err := json.Unmarshal(r.Body, out); err != nil {
 			a.t.Fatalf("GET %s: decode %s: %v", path, r.Body, err)
@@ -50,44 +56,24 @@ func (a *API) Get(path string, out any) int {
 	return r.Status
 }
 
-// Message is a stored message as the API lists it.
-type Message struct {
-	ID         string          `json:"id"`
-	Seq        uint64          `json:"seq"`
-	ReceivedAt time.Time       `json:"receivedAt"`
-	Gateway    string          `json:"gateway"`
-	Message    json.RawMessage `json:"message"`
-}
-
-// Rejected is a rejected message as the API lists it.
-type Rejected struct {
-	Gateway string          `json:"gateway"`
-	Index   int             `json:"index"`
-	Code    string          `json:"code"`
-	Field   string          `json:"field"`
-	Reason  string          `json:"reason"`
-	Message json.RawMessage `json:"message"`
-	Payload string          `json:"payload"`
-}
-
 // Messages lists the tenant's newest messages through the API.
-func (a *API) Messages(tenant string, limit int) []Message {
+func (a *API) Messages(tenant string, limit int) []client.Message {
 	a.t.Helper()
-	var out struct{ Items []Message }
-	if code := a.Get(fmt.Sprintf("/v1/tenants/%s/messages?limit=%d", tenant, limit), &out); code != http.StatusOK {
-		a.t.Fatalf("list messages: status %d", code)
+	p, err := a.Client.ListMessages(context.Background(), tenant, client.MessageQuery{Limit: limit})
+	if err != nil {
+		a.t.Fatalf("list messages: %v", err)
 	}
-	return out.Items
+	return p.Items
 }
 
 // Rejected lists the tenant's newest rejected messages through the API.
-func (a *API) Rejected(tenant string, limit int) []Rejected {
+func (a *API) Rejected(tenant string, limit int) []client.Rejected {
 	a.t.Helper()
-	var out struct{ Items []Rejected }
-	if code := a.Get(fmt.Sprintf("/v1/tenants/%s/rejected?limit=%d", tenant, limit), &out); code != http.StatusOK {
-		a.t.Fatalf("list rejected: status %d", code)
+	p, err := a.Client.ListRejected(context.Background(), tenant, client.RejectedQuery{Limit: limit})
+	if err != nil {
+		a.t.Fatalf("list rejected: %v", err)
 	}
-	return out.Items
+	return p.Items
 }
 
 // Do sends a request with bearer credential key ("" for none) and body
