@@ -148,7 +148,7 @@ func ParseServerURL(s string) (*url.URL, error) {
 		return nil, fmt.Errorf("server %q is not a URL such as https://localhost:8443", s)
 	}
 	if u.Scheme != "https" {
-		return nil, fmt.Errorf("server %q: only https is supported", s)
+		return nil, fmt.Errorf("server %q: only https is supported", u.Redacted())
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("server %q: give only scheme, host, port and an optional path prefix", u.Redacted())
@@ -212,6 +212,13 @@ func path(segs ...string) string {
 
 // url returns the URL of an escaped path and a query.
 func (c *Client) url(p string, query url.Values) (*url.URL, error) {
+	// An id that is empty, "." or ".." would name another resource once a
+	// server or a proxy on the way cleans the path.
+	for seg := range strings.SplitSeq(strings.TrimPrefix(p, "/"), "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return nil, fmt.Errorf("client: request path %q has an empty, . or .. segment (an id must not be one)", p)
+		}
+	}
 	u := *c.base
 	u.RawPath = c.base.EscapedPath() + p
 	unescaped, err := url.PathUnescape(u.RawPath)

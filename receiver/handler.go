@@ -12,9 +12,9 @@ import (
 )
 
 // DefaultMaxBody is the largest delivery body a Handler reads when
-// MaxBody is zero: a batch of 1000 messages of a few hundred bytes fits
-// many times over.
-const DefaultMaxBody = 16 << 20
+// MaxBody is zero: the node's largest batch (1000 messages of up to
+// 16 KiB each, with the members the cloud adds, sealed or not) fits.
+const DefaultMaxBody = 32 << 20
 
 // Delivery is one webhook request, verified and decoded.
 type Delivery struct {
@@ -75,6 +75,12 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request) (*Delivery, int, 
 	limit := h.MaxBody
 	if limit <= 0 {
 		limit = DefaultMaxBody
+	}
+	// Refuse what cannot verify before reading a body.
+	for _, name := range []string{HeaderID, HeaderTimestamp, HeaderSignature} {
+		if r.Header.Get(name) == "" {
+			return nil, http.StatusUnauthorized, fmt.Errorf("%w: %s is absent", ErrMissingHeader, name)
+		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {

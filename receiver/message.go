@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"math/big"
 	"strconv"
 )
 
@@ -13,9 +15,9 @@ import (
 // on tsmId).
 type Message struct {
 	// TsmID is the message type (profile id × 1000 + data id).
-	TsmID int `json:"tsmId"`
+	TsmID int `json:"-"`
 	// TsmEv is the event that made the sensor send it.
-	TsmEv int `json:"tsmEv"`
+	TsmEv int `json:"-"`
 	// TsmTuid is the sensor.
 	TsmTuid string `json:"tsmTuid"`
 	// TsmTs is when the sensor measured, Unix seconds, in the exact text it
@@ -38,13 +40,40 @@ func (m *Message) UnmarshalJSON(b []byte) error {
 		return errors.New("receiver: a message is not a JSON object")
 	}
 	type envelope Message
-	var e envelope
+	var e struct {
+		envelope
+		// A whole number may come as 12100, 12100.0 or 1.21e4 (JSON does
+		// not tell them apart; the node accepts each and delivers the text
+		// as it came).
+		TsmID json.Number `json:"tsmId"`
+		TsmEv json.Number `json:"tsmEv"`
+	}
 	if err := json.Unmarshal(b, &e); err != nil {
 		return fmt.Errorf("receiver: a message's envelope: %w", err)
 	}
-	*m = Message(e)
+	*m = Message(e.envelope)
+	var err error
+	if m.TsmID, err = wholeNumber("tsmId", e.TsmID); err != nil {
+		return err
+	}
+	if m.TsmEv, err = wholeNumber("tsmEv", e.TsmEv); err != nil {
+		return err
+	}
 	m.Raw = append(json.RawMessage(nil), b...)
 	return nil
+}
+
+// wholeNumber converts a JSON number that is a whole number, in any of its
+// forms, exactly; an absent member is 0.
+func wholeNumber(name string, n json.Number) (int, error) {
+	if n == "" {
+		return 0, nil
+	}
+	r, ok := new(big.Rat).SetString(string(n))
+	if !ok || len(n) > 64 || !r.IsInt() || !r.Num().IsInt64() || r.Num().Int64() > math.MaxInt32 || r.Num().Int64() < math.MinInt32 {
+		return 0, fmt.Errorf("receiver: a message's %s is not a whole number: %.32s", name, n)
+	}
+	return int(r.Num().Int64()), nil
 }
 
 // MarshalJSON writes the message as delivered (Raw), or its envelope when
@@ -54,7 +83,11 @@ func (m Message) MarshalJSON() ([]byte, error) {
 		return m.Raw, nil
 	}
 	type envelope Message
-	return json.Marshal(envelope(m))
+	return json.Marshal(struct {
+		TsmID int `json:"tsmId"`
+		TsmEv int `json:"tsmEv"`
+		envelope
+	}{m.TsmID, m.TsmEv, envelope(m)})
 }
 
 // Key is the key Thingsee advises receivers to de-duplicate on,

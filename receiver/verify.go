@@ -36,16 +36,27 @@ var (
 	ErrSignature = errors.New("receiver: no webhook signature matches")
 )
 
+// Sizes of a webhook secret's key, in bytes, as the Standard Webhooks
+// specification bounds them (and the node enforces).
+const (
+	MinKeyBytes = 24
+	MaxKeyBytes = 64
+)
+
 // ParseSecret decodes a Standard Webhooks secret, whsec_ followed by
-// base64, into the HMAC key.
+// base64 (standard alphabet, padded), into the HMAC key of MinKeyBytes to
+// MaxKeyBytes.
 func ParseSecret(secret string) ([]byte, error) {
 	rest, ok := strings.CutPrefix(secret, "whsec_")
 	if !ok {
 		return nil, errors.New("receiver: a webhook secret starts with whsec_")
 	}
-	key, err := base64.StdEncoding.DecodeString(rest)
-	if err != nil || len(key) == 0 {
+	key, err := base64.StdEncoding.Strict().DecodeString(rest)
+	if err != nil {
 		return nil, errors.New("receiver: webhook secret: not base64 after whsec_")
+	}
+	if len(key) < MinKeyBytes || len(key) > MaxKeyBytes {
+		return nil, fmt.Errorf("receiver: webhook secret: the key has %d bytes, want %d to %d", len(key), MinKeyBytes, MaxKeyBytes)
 	}
 	return key, nil
 }
@@ -77,7 +88,9 @@ func NewVerifier(secrets ...string) (*Verifier, error) {
 	return v, nil
 }
 
-// NewVerifierKeys returns a Verifier of raw HMAC keys (ParseSecret's).
+// NewVerifierKeys returns a Verifier of raw HMAC keys (ParseSecret's). An
+// empty key is no secret (anyone can sign with it): it never verifies, so a
+// Verifier of empty keys only refuses.
 func NewVerifierKeys(keys ...[]byte) *Verifier {
 	return &Verifier{keys: keys}
 }
@@ -97,7 +110,7 @@ func (v *Verifier) VerifyAt(body []byte, header http.Header, now time.Time) erro
 	id, timestamp, signature := header.Get(HeaderID), header.Get(HeaderTimestamp), header.Get(HeaderSignature)
 	if id == "" || timestamp == "" || signature == "" {
 		return fmt.Errorf("%w: %s %q, %s %q, %s present %t", ErrMissingHeader,
-			HeaderID, id, HeaderTimestamp, timestamp, HeaderSignature, signature != "")
+			HeaderID, truncate(id, 64), HeaderTimestamp, truncate(timestamp, 32), HeaderSignature, signature != "")
 	}
 	ts, err := strconv.ParseInt(timestamp, 10, 64)
 	if err != nil {
@@ -120,6 +133,9 @@ func (v *Verifier) VerifyAt(body []byte, header http.Header, now time.Time) erro
 		return fmt.Errorf("%w: %s has no v1 signature", ErrSignature, HeaderSignature)
 	}
 	for _, key := range v.keys {
+		if len(key) == 0 { // no secret: anyone could have signed
+			continue
+		}
 		want := sign(key, id, timestamp, body)
 		for _, sig := range sigs {
 			if hmac.Equal(sig, want) {

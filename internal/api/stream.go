@@ -112,7 +112,10 @@ func hasToken(h http.Header, key, token string) bool {
 	return false
 }
 
-var thingseeKey = regexp.MustCompile(`^([A-Z]{4}[0-9]{2}[A-Z0-9]{11}):([0-9]{4,6}):([0-9]{1,12}(\.[0-9]{1,9})?)$`)
+// thingseeKey is tsmTuid:tsmId:tsmTs, tsmTs in the exact text of a JSON
+// number as the gateway sent it (1700000000, 1700000000.25, 1.7e9: the
+// ingest keeps the text, and FindByKey compares it).
+var thingseeKey = regexp.MustCompile(`^([A-Z]{4}[0-9]{2}[A-Z0-9]{11}):([0-9]{4,6}):([0-9]{1,20}(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?)$`)
 
 // resumeAfter turns ?after= into the first stream sequence to send: empty
 // means only new messages (0); a number is a stream sequence (the seq of

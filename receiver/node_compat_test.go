@@ -11,15 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/thingsee"
 	"github.com/iotransit/iotransit/receiver"
 )
 
-// TestReviewVerifierRefusesAnEmptyKey checks that a Verifier made from an
+// TestReceiverRefusesAnEmptyKey checks that a Verifier made from an
 // empty key (an unset environment variable, an ignored ParseSecret error)
 // does not accept deliveries anyone can sign: HMAC with an empty key is no
 // secret, so Verify must fail closed.
-func TestReviewVerifierRefusesAnEmptyKey(t *testing.T) {
+func TestReceiverRefusesAnEmptyKey(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	ts := strconv.FormatInt(now.Unix(), 10)
 	body := []byte(`[{"tsmId":12100,"tsmTs":1,"tsmTuid":"TSEN01ABC12345678"}]`)
@@ -42,14 +43,14 @@ func TestReviewVerifierRefusesAnEmptyKey(t *testing.T) {
 	}
 }
 
-// TestReviewDecodeBatchTakesEveryMessageTheNodeAccepts checks that a batch
+// TestReceiverDecodesEveryMessageTheNodeAccepts checks that a batch
 // of messages the node accepted and delivers decodes: the node accepts an
 // integral tsmId or tsmEv written with a fraction or an exponent (12.0,
 // 1.2e3) and delivers its bytes unchanged, so DecodeBatch refusing one
 // such message makes Handler answer 400 to the whole batch, which the node
 // then retries until maxAge and dead-letters with every other message of
 // it: one gateway's message stalls its tenant's webhook.
-func TestReviewDecodeBatchTakesEveryMessageTheNodeAccepts(t *testing.T) {
+func TestReceiverDecodesEveryMessageTheNodeAccepts(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	v := thingsee.NewValidator(thingsee.Options{Now: func() time.Time { return now }})
 	tests := []struct {
@@ -81,10 +82,10 @@ func TestReviewDecodeBatchTakesEveryMessageTheNodeAccepts(t *testing.T) {
 	}
 }
 
-// TestReviewHandlerTakesABatchWithAnExponentTsmEv checks the consequence
+// TestReceiverHandlerTakesWholeNumbersInAnyForm checks the consequence
 // at the Handler: a signed batch whose second message has tsmEv 1e1 (which
 // the node accepts as 10) is taken (204), not refused whole (400).
-func TestReviewHandlerTakesABatchWithAnExponentTsmEv(t *testing.T) {
+func TestReceiverHandlerTakesWholeNumbersInAnyForm(t *testing.T) {
 	secret, key := newSecret(t)
 	body := []byte(`[{"tsmId":12100,"tsmEv":10,"tsmTuid":"TSEN01ABC12345678","tsmTs":1700000000},` +
 		`{"tsmId":12100,"tsmEv":1e1,"tsmTuid":"TSEN01ABC12345679","tsmTs":1700000000}]`)
@@ -100,5 +101,18 @@ func TestReviewHandlerTakesABatchWithAnExponentTsmEv(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Code != http.StatusNoContent || got != 2 {
 		t.Fatalf("status %d (%s), %d messages delivered; want 204 and 2", w.Code, strings.TrimSpace(w.Body.String()), got)
+	}
+}
+
+// TestReceiverTakesTheNodesLargestBatch ties Handler's default body limit
+// to the node's largest batch: MaxMaxMessages messages of the largest size
+// the validator accepts, each with the members the cloud adds (a generous
+// 512 bytes), the array's punctuation and the HPKE framing. A batch the
+// node may send must never be refused as too large (it would stall the
+// integration until its max age).
+func TestReceiverTakesTheNodesLargestBatch(t *testing.T) {
+	largest := int64(forward.MaxMaxMessages)*int64(thingsee.DefaultMaxMessageBytes+512+1) + 1<<10
+	if largest > receiver.DefaultMaxBody {
+		t.Fatalf("the node's largest batch is %d bytes, DefaultMaxBody %d", largest, receiver.DefaultMaxBody)
 	}
 }

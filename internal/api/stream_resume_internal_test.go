@@ -8,11 +8,11 @@ import (
 	"github.com/iotransit/iotransit/receiver"
 )
 
-// TestReviewResumeAfterEveryReceiverKey checks that every message the node
+// TestStreamResumesAfterEveryReceiverKey checks that every message the node
 // accepts can be resumed after by its receiver.Message.Key, as the receiver
 // package documents ("It is also what the WebSocket stream resumes
 // after"): ?after= must accept the key, whatever number text tsmTs had.
-func TestReviewResumeAfterEveryReceiverKey(t *testing.T) {
+func TestStreamResumesAfterEveryReceiverKey(t *testing.T) {
 	v := thingsee.NewValidator(thingsee.Options{Now: func() time.Time { return time.Unix(1_800_000_000, 0) }})
 	tests := []struct {
 		name string
