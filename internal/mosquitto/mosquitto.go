@@ -87,6 +87,8 @@ type Broker struct {
 	bin, dir, conf string
 	port           int
 	probe          *tls.Config
+	// as is the user the broker runs as (nil: this process's).
+	as *syscall.Credential
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -135,9 +137,13 @@ func Start(ctx context.Context, cfg Config) (_ *Broker, err error) {
 	}
 	stayRoot := false
 	if os.Geteuid() == 0 {
-		// As root, mosquitto becomes user mosquitto before it reads its
-		// files: hand them over, or stay root if there is no such user.
-		stayRoot = chownTo(dir, "mosquitto", owned...) != nil
+		// As root, run the broker as user mosquitto from the start, owning
+		// its files: mosquitto would switch to that user itself, but a
+		// switch of user clears the parent-death signal, and a broker that
+		// outlived a killed test would be left running. Without such a
+		// user, it stays root.
+		b.as, err = chownTo(dir, "mosquitto", owned...)
+		stayRoot = err != nil
 	}
 	if b.port, err = freePort(); err != nil {
 		return nil, err
@@ -212,26 +218,27 @@ func config(cfg Config, dir string, port int, stayRoot bool) string {
 	return b.String()
 }
 
-// chownTo gives dir and the named files in it to the user.
-func chownTo(dir, username string, names ...string) error {
+// chownTo gives dir and the named files in it to the user, and returns
+// the user's credential.
+func chownTo(dir, username string, names ...string) (*syscall.Credential, error) {
 	u, err := user.Lookup(username)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	uid, err := strconv.Atoi(u.Uid)
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	gid, err := strconv.Atoi(u.Gid)
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, name := range names {
-		if err := os.Chown(filepath.Join(dir, name), uid, gid); err != nil {
-			return err
+		if err := os.Chown(filepath.Join(dir, name), int(uid), int(gid)); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -256,7 +263,7 @@ func (b *Broker) Restart(ctx context.Context) error {
 	cmd.Dir = b.dir
 	log := &logBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = sysProcAttr(b.as)
 	if err := cmd.Start(); err != nil {
 		b.mu.Unlock()
 		return fmt.Errorf("mosquitto: start %s: %w", b.bin, err)

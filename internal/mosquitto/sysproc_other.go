@@ -4,5 +4,11 @@ package mosquitto
 
 import "syscall"
 
-// sysProcAttr is the default elsewhere: Close stops the broker.
-func sysProcAttr() *syscall.SysProcAttr { return nil }
+// sysProcAttr runs the broker as user as (nil: this process's user);
+// elsewhere only Close stops the broker.
+func sysProcAttr(as *syscall.Credential) *syscall.SysProcAttr {
+	if as == nil {
+		return nil
+	}
+	return &syscall.SysProcAttr{Credential: as}
+}

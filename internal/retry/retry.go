@@ -22,8 +22,17 @@ func (b Backoff) Delay(attempt int) time.Duration {
 	if b.Base <= 0 {
 		return 0
 	}
-	ceil := b.Base << min(max(attempt-1, 0), 30)
-	if ceil > b.Max || ceil <= 0 {
+	// Double up to Max without ever shifting past it (a shift that
+	// overflows can wrap to a small positive value).
+	ceil := b.Base
+	for i := 1; i < attempt && ceil < b.Max; i++ {
+		if ceil > b.Max/2 {
+			ceil = b.Max
+			break
+		}
+		ceil *= 2
+	}
+	if ceil > b.Max {
 		ceil = b.Max
 	}
 	if ceil <= 0 {
