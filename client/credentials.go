@@ -20,6 +20,12 @@ const (
 	ScopeIntegrationsWrite = "integrations:write"
 )
 
+// Scopes lists every scope a tenant credential may hold.
+var Scopes = []string{
+	ScopeGatewaysRead, ScopeGatewaysWrite, ScopeMessagesRead, ScopeKeysRead,
+	ScopeKeysWrite, ScopeAuditRead, ScopeIntegrationsRead, ScopeIntegrationsWrite,
+}
+
 // APIKey is a tenant's API key, never with its hash.
 type APIKey struct {
 	// Key is the bearer token (itk_…), only in the answer that creates it.

@@ -21,6 +21,9 @@ const (
 	IntegrationWebsocket = "websocket"
 )
 
+// IntegrationTypes lists every integration type.
+var IntegrationTypes = []string{IntegrationWebhook, IntegrationMQTT, IntegrationAzure, IntegrationAWS, IntegrationWebsocket}
+
 // Duration is a time.Duration written as a Go duration string in JSON
 // ("24h0m0s", and "24h" or "90s" are read).
 type Duration time.Duration

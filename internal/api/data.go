@@ -69,7 +69,7 @@ type listWindow struct {
 func windowParams(r *http.Request) (listWindow, error) {
 	var w listWindow
 	var err error
-	if w.limit, err = intParam(r, "limit", 1, MaxLimit, 100); err != nil {
+	if w.limit, err = intParam(r, "limit", 1, MaxLimit, DefaultLimit); err != nil {
 		return w, err
 	}
 	if w.from, err = timeParam(r, "from"); err != nil {

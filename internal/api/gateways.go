@@ -110,7 +110,7 @@ func (s *Server) registerGateway(w http.ResponseWriter, r *http.Request, p *Prin
 
 // page parameters of list routes over small collections.
 func pageParams(r *http.Request) (limit int, after string, err error) {
-	limit = 100
+	limit = DefaultLimit
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > MaxLimit {
@@ -307,5 +307,9 @@ func (s *Server) listEnrollmentTokens(w http.ResponseWriter, r *http.Request, _ 
 	return nil
 }
 
-// MaxLimit is the largest page a list endpoint returns.
-const MaxLimit = 1000
+// Page sizes of the list endpoints: the size of a page when the request
+// gives no limit, and the largest.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)

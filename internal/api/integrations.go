@@ -171,7 +171,7 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, p *Princip
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, true); err != nil {
 		return err
 	}
-	overlap := 24 * time.Hour
+	overlap := forward.DefaultSecretOverlap
 	if req.Overlap != "" {
 		if overlap, err = time.ParseDuration(req.Overlap); err != nil {
 			return forward.ErrIntegrationInvalid.WithDetail("overlap must be a duration such as \"24h\"")
@@ -221,7 +221,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 	if err != nil {
 		return err
 	}
-	limit, err := intParam(r, "limit", 1, MaxLimit, 100)
+	limit, err := intParam(r, "limit", 1, MaxLimit, DefaultLimit)
 	if err != nil {
 		return err
 	}

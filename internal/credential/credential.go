@@ -18,27 +18,26 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
-// Scopes. A route declares the one it needs; the operator holds all.
+// Scopes. A route declares the one it needs; the operator holds all. They
+// are the API's, declared once in the client package.
 const (
-	ScopeGatewaysRead      = "gateways:read"
-	ScopeGatewaysWrite     = "gateways:write"
-	ScopeMessagesRead      = "messages:read"
-	ScopeKeysRead          = "keys:read"
-	ScopeKeysWrite         = "keys:write"
-	ScopeAuditRead         = "audit:read"
-	ScopeIntegrationsRead  = "integrations:read"
-	ScopeIntegrationsWrite = "integrations:write"
+	ScopeGatewaysRead      = client.ScopeGatewaysRead
+	ScopeGatewaysWrite     = client.ScopeGatewaysWrite
+	ScopeMessagesRead      = client.ScopeMessagesRead
+	ScopeKeysRead          = client.ScopeKeysRead
+	ScopeKeysWrite         = client.ScopeKeysWrite
+	ScopeAuditRead         = client.ScopeAuditRead
+	ScopeIntegrationsRead  = client.ScopeIntegrationsRead
+	ScopeIntegrationsWrite = client.ScopeIntegrationsWrite
 )
 
-// TenantScopes are the scopes a tenant credential may hold.
-var TenantScopes = []string{
-	ScopeGatewaysRead, ScopeGatewaysWrite, ScopeMessagesRead, ScopeKeysRead,
-	ScopeKeysWrite, ScopeAuditRead, ScopeIntegrationsRead, ScopeIntegrationsWrite,
-}
+// TenantScopes are the scopes a tenant credential may hold (client.Scopes).
+var TenantScopes = client.Scopes
 
 // Faults a client can see.
 var (

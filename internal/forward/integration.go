@@ -16,17 +16,17 @@ import (
 	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
-// Integration types.
+// Integration types, as the API names them (declared in the client package).
 const (
-	TypeWebhook   = "webhook"
-	TypeMQTT      = "mqtt"
-	TypeAzure     = "azure-iothub"
-	TypeAWS       = "aws-iot"
-	TypeWebsocket = "websocket"
+	TypeWebhook   = client.IntegrationWebhook
+	TypeMQTT      = client.IntegrationMQTT
+	TypeAzure     = client.IntegrationAzure
+	TypeAWS       = client.IntegrationAWS
+	TypeWebsocket = client.IntegrationWebsocket
 )
 
 // Types lists every integration type.
-var Types = []string{TypeWebhook, TypeMQTT, TypeAzure, TypeAWS, TypeWebsocket}
+var Types = client.IntegrationTypes
 
 // Faults a client can see.
 var (
@@ -75,7 +75,11 @@ const (
 	DefaultMaxMessages = 100
 	MaxMaxMessages     = 1000
 	DefaultMaxWait     = Duration(time.Second)
+	MinMaxWait         = Duration(10 * time.Millisecond)
+	MaxMaxWait         = Duration(time.Minute)
 	DefaultMaxAge      = Duration(24 * time.Hour)
+	MinMaxAge          = Duration(time.Second)
+	MaxMaxAge          = Duration(30 * 24 * time.Hour)
 	maxFilterValues    = 64
 )
 
@@ -99,13 +103,13 @@ func normalize(in *Integration) error {
 	if in.Batch.MaxWait == 0 {
 		in.Batch.MaxWait = DefaultMaxWait
 	}
-	if d := time.Duration(in.Batch.MaxWait); d < 10*time.Millisecond || d > time.Minute {
+	if in.Batch.MaxWait < MinMaxWait || in.Batch.MaxWait > MaxMaxWait {
 		errs = append(errs, "batch.maxWait must be 10ms to 1m")
 	}
 	if in.MaxAge == 0 {
 		in.MaxAge = DefaultMaxAge
 	}
-	if d := time.Duration(in.MaxAge); d < time.Second || d > 30*24*time.Hour {
+	if in.MaxAge < MinMaxAge || in.MaxAge > MaxMaxAge {
 		errs = append(errs, "maxAge must be 1s to 720h")
 	}
 	f := &in.Filter

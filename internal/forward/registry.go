@@ -289,8 +289,16 @@ func (reg *Registry) SetPaused(ctx context.Context, tenant, id string, paused bo
 	return reg.public(r.Integration, sec), nil
 }
 
+// How long a rotated webhook secret keeps signing beside the new one: when
+// no overlap is asked, and the longest.
+const (
+	DefaultSecretOverlap = 24 * time.Hour
+	MaxSecretOverlap     = 30 * 24 * time.Hour
+)
+
 // RotateSecret gives a webhook a new signing secret (returned once); the
-// previous one keeps signing for overlap, so receivers can switch.
+// previous one keeps signing for overlap (0 to MaxSecretOverlap), so
+// receivers can switch.
 func (reg *Registry) RotateSecret(ctx context.Context, tenant, id string, overlap time.Duration) (Integration, string, error) {
 	r, rev, err := reg.load(ctx, tenant, id)
 	if err != nil {
@@ -299,7 +307,7 @@ func (reg *Registry) RotateSecret(ctx context.Context, tenant, id string, overla
 	if r.Type != TypeWebhook {
 		return Integration{}, "", ErrNotWebhook.New()
 	}
-	if overlap < 0 || overlap > 30*24*time.Hour {
+	if overlap < 0 || overlap > MaxSecretOverlap {
 		return Integration{}, "", ErrIntegrationInvalid.WithDetail("overlap must be 0 to 720h")
 	}
 	sec, err := reg.secrets(ctx, r)

@@ -44,6 +44,10 @@ const (
 	FsyncAlways  = "always"  // fsync before the ack: survives power loss of the node
 )
 
+// OperatorKeyFile is the file in the data directory that holds the
+// operator credential, made at the first start (0600).
+const OperatorKeyFile = "operator.key"
+
 // Config is everything a node needs. Zero values take the defaults of
 // DefaultConfig.
 type Config struct {
@@ -214,7 +218,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.opKey, err = securefile.LoadOrCreateSecret(filepath.Join(cfg.DataDir, "operator.key"), "itop_"); err != nil {
+	if n.opKey, err = securefile.LoadOrCreateSecret(filepath.Join(cfg.DataDir, OperatorKeyFile), "itop_"); err != nil {
 		return nil, err
 	}
 	if n.bb, err = backbone.Start(ctx, cfg.backboneConfig(), n.log); err != nil {

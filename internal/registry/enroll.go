@@ -69,8 +69,12 @@ func (t *EnrollmentToken) boundTo(g *Gateway) bool {
 const (
 	tokenPrefix     = "iet_"
 	tokenHashDomain = "iotransit/enrollment/v1"
-	maxTokenTTL     = 30 * 24 * time.Hour
-	defaultTokTTL   = 24 * time.Hour
+)
+
+// The lifetime of an enrollment token: when none is asked, and the longest.
+const (
+	DefaultTokenTTL = 24 * time.Hour
+	MaxTokenTTL     = 30 * 24 * time.Hour
 )
 
 func (r *Registry) tokens(ctx context.Context) (jetstream.KeyValue, error) {
@@ -81,9 +85,9 @@ func (r *Registry) tokens(ctx context.Context) (jetstream.KeyValue, error) {
 // gateway. ttl 0 means 24 hours. The token is returned once.
 func (r *Registry) CreateEnrollmentToken(ctx context.Context, tenant, serial string, ttl time.Duration, createdBy string) (EnrollmentToken, string, error) {
 	if ttl == 0 {
-		ttl = defaultTokTTL
+		ttl = DefaultTokenTTL
 	}
-	if ttl < time.Minute || ttl > maxTokenTTL {
+	if ttl < time.Minute || ttl > MaxTokenTTL {
 		return EnrollmentToken{}, "", ErrTokenTTLInvalid.New()
 	}
 	if !ValidSerial(serial) {
