@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -94,8 +95,8 @@ var requestIDPattern = regexp.MustCompile(`\(request [0-9a-f]{24}\)$`)
 // wantProblem checks err is a refusal with code, printed with its request id.
 func wantProblem(t *testing.T, err error, code string) {
 	t.Helper()
-	var pe *problemError
-	if !errors.As(err, &pe) {
+	var pe *client.Problem
+	if !errors.As(err, &pe) || pe.Code != code {
 		t.Fatalf("error %v: want a problem with code %s", err, code)
 	}
 	if !strings.HasPrefix(err.Error(), code+": ") || !requestIDPattern.MatchString(err.Error()) {
@@ -265,7 +266,7 @@ func TestAdminTokenCreateThenEnroll(t *testing.T) {
 
 	// A token works once, and an existing identity is never overwritten.
 	_, _, err = a.cli(t, "enroll", "--server", a.server, "--ca", a.caFile, "--token", tok.Token, "--serial", serial, "--out", t.TempDir())
-	var pe *problemError
+	var pe *client.Problem
 	if !errors.As(err, &pe) || !requestIDPattern.MatchString(err.Error()) {
 		t.Fatalf("second use of a token: %v", err)
 	}
@@ -602,7 +603,7 @@ func TestAdminFlagsMixWithArguments(t *testing.T) {
 			fs := flag.NewFlagSet("t", flag.ContinueOnError)
 			labels := labelFlag{}
 			fs.Var(labels, "label", "")
-			pos, onCmdLine, err := parseAdminFlags(fs, tc.args)
+			pos, onCmdLine, err := parseArgs(fs, tc.args)
 			if err != nil {
 				t.Fatal(err)
 			}

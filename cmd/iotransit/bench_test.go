@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	loadgen "github.com/iotransit/iotransit/internal/bench"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
@@ -21,9 +22,9 @@ func runBenchCmd(t *testing.T, args ...string) (stdout, stderr string, err error
 	return out.String(), errOut.String(), err
 }
 
-func decodeBenchReport(t *testing.T, stdout, stderr string) benchReport {
+func decodeBenchReport(t *testing.T, stdout, stderr string) loadgen.Report {
 	t.Helper()
-	var rep benchReport
+	var rep loadgen.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("decode JSON: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
 	}

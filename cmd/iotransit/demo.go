@@ -2,27 +2,27 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
+	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/store"
 )
 
+// demo is "iotransit demo": a dev node, a simulated gateway and a webhook
+// receiver in this process, each message shown as it is stored and
+// delivered.
 func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("demo", "", stderr)
+	d := node.DefaultConfig()
 	dataDir := fs.String("data-dir", "", "keep the demo's data here (default: a temporary directory, removed on exit)")
-	mqttAddr := fs.String("mqtt-addr", "127.0.0.1:8883", "gateway listener (a free port is taken if it is busy)")
-	apiAddr := fs.String("api-addr", "127.0.0.1:8443", "API listener (a free port is taken if it is busy)")
+	mqttAddr := fs.String("mqtt-addr", loopback(d.MQTTAddr), "gateway listener (a free port is taken if it is busy)")
+	apiAddr := fs.String("api-addr", loopback(d.APIAddr), "API listener (a free port is taken if it is busy)")
 	sensors := fs.Int("sensors", 6, "simulated sensors behind the gateway")
 	interval := fs.Duration("interval", time.Second, "time between the simulated gateway's uploads")
 	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
@@ -74,14 +74,11 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := n.Registry().SetDeploymentGroup(ctx, node.DevTenant, node.DevGateway, "dmfi00demo"); err != nil {
 		return err
 	}
-	rcv, err := startDemoReceiver(say)
+	rcv, err := startDemoReceiver(ctx, n, say)
 	if err != nil {
 		return err
 	}
 	defer rcv.close()
-	if err := rcv.connect(ctx, n); err != nil {
-		return err
-	}
 	go func() {
 		err := n.Follow(ctx, node.DevTenant, func(m store.Message) {
 			say("stored   %s  %s  %s", m.ReceivedAt.Local().Format("15:04:05.000"), m.ID[:12], m.Message)
@@ -93,42 +90,5 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return simulateGateway(ctx, n, *sensors, *interval, say)
 }
 
-func simulateGateway(ctx context.Context, n *node.Node, sensors int, interval time.Duration, say func(string, ...any)) error {
-	d := n.DevGatewayDir()
-	host, _ := node.LocalHostPort(n.MQTTAddr())
-	tlsCfg, err := gateway.TLSFiles(filepath.Join(d, "cert.pem"), filepath.Join(d, "key.pem"), filepath.Join(d, "ca.pem"), host)
-	if err != nil {
-		return err
-	}
-	up, err := gateway.Dial(ctx, gateway.UplinkConfig{
-		Addr: n.MQTTAddr(), Serial: node.DevGateway, TLS: tlsCfg,
-		OnReport: func(b []byte) { say("rejected %s", b) },
-	})
-	if err != nil {
-		return err
-	}
-	defer up.Close()
-	sim := newSimulation(uint64(time.Now().UnixNano()), sensors)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-up.Done():
-			return fmt.Errorf("simulated gateway: connection closed")
-		case <-t.C:
-			res, err := up.Publish(ctx, sim.next(time.Now(), true), 1)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				slog.Warn("simulated gateway publish", "error", err)
-				continue
-			}
-			if res.ReasonCode != 0 {
-				say("puback   reason 0x%02x: %s", res.ReasonCode, res.Reason)
-			}
-		}
-	}
-}
+// loopback returns the listener address addr (":8883") on 127.0.0.1.
+func loopback(addr string) string { return net.JoinHostPort("127.0.0.1", listenerPort(addr)) }

@@ -3,57 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
-
-// apiCall sends an operator request to a server process.
-func (s *server) apiCall(t *testing.T, method, path string, body any) (int, []byte) {
-	t.Helper()
-	caPEM, err := os.ReadFile(s.gatewayFile("ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := os.ReadFile(filepath.Join(s.dir, "operator.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	var rd *bytes.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	} else {
-		rd = bytes.NewReader(nil)
-	}
-	req, _ := http.NewRequest(method, "https://"+s.api+path, rd)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out bytes.Buffer
-	_, _ = out.ReadFrom(resp.Body)
-	return resp.StatusCode, out.Bytes()
-}
 
 // TestServeKill9DuringForwarding kills the server while a batch is at the
 // webhook receiver: after the restart every stored message is delivered at
@@ -83,13 +45,13 @@ func TestServeKill9DuringForwarding(t *testing.T) {
 		return false
 	})
 	defer close(release)
-	status, body := s.apiCall(t, "POST", "/v1/tenants/dev/integrations", map[string]any{
-		"name": "receiver", "type": "webhook",
-		"webhook": map[string]any{"url": rcv.URL, "caPem": rcv.CAPEM},
-		"batch":   map[string]any{"maxMessages": 10, "maxWait": "20ms"},
+	_, err := s.operator(t).CreateIntegration(context.Background(), node.DevTenant, client.Integration{
+		Name: "receiver", Type: client.IntegrationWebhook,
+		Webhook: &client.WebhookConfig{URL: rcv.URL, CAPEM: rcv.CAPEM},
+		Batch:   client.Batching{MaxMessages: 10, MaxWait: client.Duration(20 * time.Millisecond)},
 	})
-	if status != 201 {
-		t.Fatalf("integration: %d %s", status, body)
+	if err != nil {
+		t.Fatalf("integration: %v", err)
 	}
 
 	up := s.uplink(t)
@@ -110,7 +72,6 @@ func TestServeKill9DuringForwarding(t *testing.T) {
 	_ = up.Close()
 
 	s2 := s.restart(t)
-	_ = s2
 	seen := map[float64]bool{}
 	tu.Eventually(t, 90*time.Second, 200*time.Millisecond, func() error {
 		for _, d := range rcv.Got() {
@@ -149,8 +110,9 @@ func TestServeKill9DuringForwarding(t *testing.T) {
 			}
 			t.Logf("request %d: id %s, %d messages %v..%v", i, d.Header.Get("webhook-id"), len(batch), first, last)
 		}
-		_, b := s2.apiCall(t, "GET", "/v1/tenants/dev/integrations", nil)
-		t.Logf("integrations: %s", b)
+		ins, err := s2.operator(t).ListIntegrations(context.Background(), node.DevTenant)
+		b, _ := json.Marshal(ins)
+		t.Logf("integrations: %s (%v)", b, err)
 	}
 	if id == "" || !again {
 		t.Fatalf("batch %q was not retried with its webhook-id after the restart", id)

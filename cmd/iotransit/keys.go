@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,23 +47,11 @@ const maxKeyFile = 64 << 10
 // decryptStdin is what decrypt reads without --in (tests replace it).
 var decryptStdin io.Reader = os.Stdin
 
-// wantsHelp reports whether args ask for a command's usage.
-func wantsHelp(args []string) bool {
-	return len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help")
-}
-
 // keygen is "iotransit keygen".
 func keygen(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("iotransit keygen", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("iotransit keygen", keygenUsage, stderr)
 	out := fset.String("out", "", "directory to write private.pem and public.pem to (required)")
-	fset.Usage = func() {
-		fmt.Fprint(fset.Output(), keygenUsage)
-		fset.PrintDefaults()
-	}
-	if wantsHelp(args) {
-		fset.SetOutput(stdout)
-		fset.Usage()
+	if helpAsked(fset, args, stdout) {
 		return nil
 	}
 	if err := parseFlags(fset, args); err != nil {
@@ -76,12 +62,8 @@ func keygen(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	privPath := filepath.Join(*out, "private.pem")
 	pubPath := filepath.Join(*out, "public.pem")
-	for _, p := range []string{privPath, pubPath} {
-		if _, err := os.Lstat(p); err == nil {
-			return fmt.Errorf("keygen: %s exists: keygen makes a new key pair and will not overwrite one (choose another --out)", p)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("keygen: %w", err)
-		}
+	if err := noneExists("keygen makes a new key pair", privPath, pubPath); err != nil {
+		return fmt.Errorf("keygen: %w", err)
 	}
 	privPEM, pubPEM, err := seal.GenerateKey()
 	if err != nil {
@@ -120,18 +102,11 @@ func writeKeyFile(path string, data []byte, mode os.FileMode) error {
 
 // decrypt is "iotransit decrypt".
 func decrypt(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("iotransit decrypt", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("iotransit decrypt", decryptUsage, stderr)
 	keyPath := fset.String("key", "", "PEM file of the X25519 private key from 'iotransit keygen' (required)")
 	in := fset.String("in", "", "file to read the sealed payload from (default: stdin)")
 	out := fset.String("out", "", "file to write the opened payload to, which must not exist (default: stdout)")
-	fset.Usage = func() {
-		fmt.Fprint(fset.Output(), decryptUsage)
-		fset.PrintDefaults()
-	}
-	if wantsHelp(args) {
-		fset.SetOutput(stdout)
-		fset.Usage()
+	if helpAsked(fset, args, stdout) {
 		return nil
 	}
 	// Not parseFlags: IOTRANSIT_KEY and IOTRANSIT_OUT mean other things.

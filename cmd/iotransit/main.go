@@ -1,6 +1,10 @@
 // Command iotransit is the secure IoT transit cloud: one binary that runs
-// the server (serve), a self-contained demo (demo), and the load generator
-// (bench). Admin subcommands that call the API join in later issues.
+// the server (serve), a self-contained demo (demo), the load generator
+// (bench), the administration commands that call the HTTPS API through the
+// public client package (tenant, gateway, token, apikey, audit,
+// integration, enroll), and the customer's side of payload encryption
+// (keygen, decrypt). Each command parses its flags, builds a config and
+// calls the package that owns the work.
 package main
 
 import (
@@ -9,10 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 )
 
@@ -41,8 +43,28 @@ Payload encryption, on the customer's side (no server needed):
   iotransit decrypt --key K [--in F] [--out F]      open a payload sealed to the key
 
 Every flag but decrypt's can also be set with an environment variable: --data-dir is
-IOTRANSIT_DATA_DIR, --mqtt-addr is IOTRANSIT_MQTT_ADDR, and so on.
+IOTRANSIT_DATA_DIR, --mqtt-addr is IOTRANSIT_MQTT_ADDR, and so on. A flag given on the
+command line beats its variable. A secret comes from --NAME or from a file, --NAME-file
+(safer: a secret on the command line may land in the shell history), as --key or
+--key-file, --token or --token-file: give one of the two, and set only one of their
+variables (IOTRANSIT_KEY or IOTRANSIT_KEY_FILE).
 `
+
+// commands are the commands of the top level, by name.
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"serve":       serve,
+	"demo":        demo,
+	"bench":       bench,
+	"tenant":      tenantGroup.run,
+	"gateway":     gatewayGroup.run,
+	"token":       tokenGroup.run,
+	"apikey":      apikeyGroup.run,
+	"audit":       auditGroup.run,
+	"integration": integrationGroup.run,
+	"enroll":      enroll,
+	"keygen":      keygen,
+	"decrypt":     decrypt,
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -60,85 +82,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return flag.ErrHelp
 	}
-	switch args[0] {
-	case "serve":
-		return serve(ctx, args[1:], stdout, stderr)
-	case "demo":
-		return demo(ctx, args[1:], stdout, stderr)
-	case "bench":
-		return bench(ctx, args[1:], stdout, stderr)
-	case "tenant":
-		return runAdmin(ctx, tenantGroup, args[1:], stdout, stderr)
-	case "gateway":
-		return runAdmin(ctx, gatewayGroup, args[1:], stdout, stderr)
-	case "token":
-		return runAdmin(ctx, tokenGroup, args[1:], stdout, stderr)
-	case "apikey":
-		return runAdmin(ctx, apikeyGroup, args[1:], stdout, stderr)
-	case "audit":
-		return runAdmin(ctx, auditGroup, args[1:], stdout, stderr)
-	case "integration":
-		return runAdmin(ctx, integrationGroup, args[1:], stdout, stderr)
-	case "enroll":
-		return adminEnroll(ctx, args[1:], stdout, stderr)
-	case "keygen":
-		return keygen(ctx, args[1:], stdout, stderr)
-	case "decrypt":
-		return decrypt(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
+	if wantsHelp(args) {
 		fmt.Fprint(stdout, usage)
 		return nil
-	default:
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-}
-
-// parseFlags parses args, then fills every flag not given on the command
-// line from its IOTRANSIT_* environment variable.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
-			return
-		}
-		env := "IOTRANSIT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", env, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
-// listFlag is a comma-separated list flag.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(v string) error {
-	*l = nil
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
-		}
-	}
-	return nil
+	return cmd(ctx, args[1:], stdout, stderr)
 }

@@ -25,11 +25,11 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded JetStream store and the key files (required)")
 	fs.StringVar(&c.MQTTAddr, "mqtt-addr", c.MQTTAddr, "gateway listener: MQTT over TLS with client certificates")
 	fs.StringVar(&c.APIAddr, "api-addr", c.APIAddr, "HTTPS API listener")
-	fs.BoolVar(&c.Dev, "dev", c.Dev, "development mode: create tenant dev, gateway "+node.DevGateway+" and its certificate files, certificates for localhost")
-	fs.Var((*listFlag)(&c.ServerNames), "server-name", "comma-separated DNS names and IPs of the server certificate (dev: localhost,127.0.0.1)")
+	fs.BoolVar(&c.Dev, "dev", c.Dev, "development mode: create tenant "+node.DevTenant+", gateway "+node.DevGateway+" and its certificate files, certificates for localhost")
+	fs.Var(listFlag{list: &c.ServerNames}, "server-name", "comma-separated DNS names and IPs of the server certificate (dev: localhost,127.0.0.1)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", c.TLSCertFile, "server certificate chain PEM (instead of the internal server CA)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key", c.TLSKeyFile, "server private key PEM")
-	fs.Var((*listFlag)(&c.NATSURLs), "nats-url", "comma-separated URLs of an external NATS JetStream cluster (default: embedded)")
+	fs.Var(listFlag{list: &c.NATSURLs}, "nats-url", "comma-separated URLs of an external NATS JetStream cluster (default: embedded)")
 	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "credentials file for --nats-url")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "replicas of every stream and bucket (3 in a cluster)")
 	fs.StringVar(&c.Fsync, "fsync", c.Fsync, "durability: default (acked once written to the OS; survives kill -9; JetStream fsyncs every 2m) or always (fsync before every ack; survives power loss)")
@@ -49,9 +49,10 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	return f
 }
 
+// serve is "iotransit serve": flags to node.Config, then the node runs
+// until ctx ends.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("serve", "", stderr)
 	f := newServeFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -81,6 +82,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// printDevBanner tells how to reach a dev node: its listeners, its operator
+// key and the dev gateway's files, with commands to try.
 func printDevBanner(w io.Writer, n *node.Node, dataDir string) {
 	ca := filepath.Join(n.DevGatewayDir(), "ca.pem")
 	host, port := node.LocalHostPort(n.APIAddr())
@@ -93,7 +96,7 @@ Publish a message as gateway %s:
   %s
 
 Read it back:
-  curl --cacert %s -H "Authorization: Bearer $(cat %s)" https://%s:%s/v1/tenants/dev/messages?limit=5
-`, n.MQTTAddr(), host, port, filepath.Join(dataDir, "operator.key"), n.DevGatewayDir(),
-		node.DevGateway, n.DevPublishCommand(), ca, filepath.Join(dataDir, "operator.key"), host, port)
+  curl --cacert %s -H "Authorization: Bearer $(cat %s)" https://%s:%s/v1/tenants/%s/messages?limit=5
+`, n.MQTTAddr(), host, port, filepath.Join(dataDir, node.OperatorKeyFile), n.DevGatewayDir(),
+		node.DevGateway, n.DevPublishCommand(), ca, filepath.Join(dataDir, node.OperatorKeyFile), host, port, node.DevTenant)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -122,20 +122,33 @@ func (s *server) uplink(t *testing.T) *gateway.Uplink {
 	return u
 }
 
-func (s *server) messages(t *testing.T) []json.RawMessage {
+// operator returns a client of the server's API with the operator key.
+func (s *server) operator(t *testing.T) *client.Client {
 	t.Helper()
-	status, body := s.apiCall(t, http.MethodGet, "/v1/tenants/dev/messages?limit=1000", nil)
-	if status != http.StatusOK {
-		t.Fatalf("messages: status %d", status)
-	}
-	var out struct {
-		Items []struct{ Message json.RawMessage }
-	}
-	if err := json.Unmarshal(body, &out); err != nil {
+	caPEM, err := os.ReadFile(s.gatewayFile("ca.pem"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := make([]json.RawMessage, len(out.Items))
-	for i, it := range out.Items {
+	key, err := os.ReadFile(filepath.Join(s.dir, node.OperatorKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{Server: s.api, CAPEM: caPEM, Credential: strings.TrimSpace(string(key)), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (s *server) messages(t *testing.T) []json.RawMessage {
+	t.Helper()
+	p, err := s.operator(t).ListMessages(context.Background(), node.DevTenant, client.MessageQuery{Limit: 1000})
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	msgs := make([]json.RawMessage, len(p.Items))
+	for i, it := range p.Items {
 		msgs[i] = it.Message
 	}
 	return msgs

@@ -1,12 +1,30 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
 	"time"
+
+	"github.com/iotransit/iotransit/internal/forward"
+	"github.com/iotransit/iotransit/internal/gateway"
+	"github.com/iotransit/iotransit/internal/node"
+	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/receiver"
 )
+
+// The demo's two simulated sides: a gateway that uploads the messages of a
+// few sensors (until the gateway agent replaces it), and the customer's
+// HTTPS receiver of a webhook integration.
 
 // sensor is one simulated Thingsee sensor.
 type sensor struct {
@@ -98,3 +116,123 @@ func (s *simulation) next(now time.Time, withInvalid bool) []byte {
 	b, _ := json.Marshal(v)
 	return b
 }
+
+// simulateGateway uploads a simulation of sensors as the dev gateway, every
+// interval, until ctx ends.
+func simulateGateway(ctx context.Context, n *node.Node, sensors int, interval time.Duration, say func(string, ...any)) error {
+	d := n.DevGatewayDir()
+	host, _ := node.LocalHostPort(n.MQTTAddr())
+	tlsCfg, err := gateway.TLSFiles(filepath.Join(d, "cert.pem"), filepath.Join(d, "key.pem"), filepath.Join(d, "ca.pem"), host)
+	if err != nil {
+		return err
+	}
+	up, err := gateway.Dial(ctx, gateway.UplinkConfig{
+		Addr: n.MQTTAddr(), Serial: node.DevGateway, TLS: tlsCfg,
+		OnReport: func(b []byte) { say("rejected %s", b) },
+	})
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	sim := newSimulation(uint64(time.Now().UnixNano()), sensors)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-up.Done():
+			return fmt.Errorf("simulated gateway: connection closed")
+		case <-t.C:
+			res, err := up.Publish(ctx, sim.next(time.Now(), true), 1)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				slog.Warn("simulated gateway publish", "error", err)
+				continue
+			}
+			if res.ReasonCode != 0 {
+				say("puback   reason 0x%02x: %s", res.ReasonCode, res.Reason)
+			}
+		}
+	}
+}
+
+// demoReceiver is the customer's side in the demo: an HTTPS endpoint that
+// checks each batch's Standard Webhooks signature (receiver.Verifier) and
+// prints it.
+type demoReceiver struct {
+	verifier atomic.Pointer[receiver.Verifier]
+	srv      *http.Server
+	say      func(string, ...any)
+}
+
+// startDemoReceiver starts the receiver on 127.0.0.1, with a certificate of
+// its own CA, and creates the dev tenant's webhook integration to it.
+func startDemoReceiver(ctx context.Context, n *node.Node, say func(string, ...any)) (_ *demoReceiver, err error) {
+	now := time.Now()
+	ca, err := pki.NewCA("demo receiver CA", 24*time.Hour, now)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := ca.IssueServerKeyPair([]string{"127.0.0.1"}, 24*time.Hour, now)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*cert}})
+	if err != nil {
+		return nil, err
+	}
+	r := &demoReceiver{say: say}
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = r.srv.Serve(ln) }()
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+
+	url := "https://" + ln.Addr().String() + "/hook"
+	in, shown, err := n.Forward().Create(ctx, node.DevTenant, forward.Integration{
+		Name: "demo receiver", Type: forward.TypeWebhook,
+		Webhook: &forward.WebhookConfig{URL: url, CAPEM: string(ca.CertPEM)},
+		Batch:   forward.Batching{MaxMessages: 50, MaxWait: forward.Duration(500 * time.Millisecond)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	v, err := receiver.NewVerifier(shown["webhook.secret"])
+	if err != nil {
+		return nil, err
+	}
+	r.verifier.Store(v)
+	say("integration %s forwards every message to %s (Standard Webhooks signed)", in.ID, url)
+	return r, nil
+}
+
+// ServeHTTP verifies a delivery, says what came, and answers 200, or 401
+// when the signature does not verify.
+func (r *demoReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(req.Body, 4<<20))
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	err = errors.New("no secret yet")
+	if v := r.verifier.Load(); v != nil {
+		err = v.Verify(body, req.Header)
+	}
+	verdict := "signature ok"
+	if err != nil {
+		verdict = "SIGNATURE REFUSED: " + err.Error()
+		w.WriteHeader(http.StatusUnauthorized)
+	} else {
+		w.WriteHeader(http.StatusOK)
+	}
+	batch, _ := receiver.DecodeBatch(body)
+	r.say("webhook  %s  %d message(s), %s", req.Header.Get(receiver.HeaderID), len(batch), verdict)
+}
+
+// close stops the receiver.
+func (r *demoReceiver) close() { _ = r.srv.Close() }

@@ -12,8 +12,11 @@
 // (no coordinated omission).
 //
 // What it measures is a Target: an address and one TLS identity per
-// gateway. cmd/iotransit wires an in-process node into one; StartMosquitto
-// runs a mosquitto broker as the reference peer for the same load.
+// gateway. Measure, what "iotransit bench" calls, makes one of an
+// in-process node with its gateways provisioned, runs a mosquitto broker
+// (StartMosquitto) as the reference peer for the same load, or measures
+// the node's forwarding to a WebhookReceiver; a Report holds the results
+// and writes them as a table.
 package bench
 
 import (

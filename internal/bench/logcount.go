@@ -102,3 +102,15 @@ func (l *LogCounter) Counts() LogCounts {
 	}
 	return c
 }
+
+// Since returns the warnings and errors counted in c that were not yet in
+// before, an earlier Counts of the same counter.
+func (c LogCounts) Since(before LogCounts) LogCounts {
+	d := LogCounts{Warnings: c.Warnings - before.Warnings, Errors: c.Errors - before.Errors, Messages: map[string]int{}}
+	for k, v := range c.Messages {
+		if v -= before.Messages[k]; v > 0 {
+			d.Messages[k] = v
+		}
+	}
+	return d
+}

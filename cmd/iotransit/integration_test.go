@@ -5,16 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -433,43 +436,59 @@ func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
 	})
 }
 
-// TestAdminIntegrationRequestBodies checks the bodies of the types the
-// tests cannot reach (Azure IoT Hub and AWS IoT Core need their clouds).
+// TestAdminIntegrationRequestBodies checks the integrations that add asks
+// for, of the types the tests cannot reach (Azure IoT Hub and AWS IoT Core
+// need their clouds) among others.
 func TestAdminIntegrationRequestBodies(t *testing.T) {
 	cert, key, ca := writeTemp(t, "cert.pem", "CERT PEM"), writeTemp(t, "key.pem", "KEY PEM"), writeTemp(t, "ca.pem", "CA PEM")
 	tests := []struct {
 		name string
-		f    integrationAddFlags
-		want string
+		args []string
+		want client.Integration
 	}{
-		{name: "azure", f: integrationAddFlags{name: "az", typ: "azure-iothub", hubHost: "myhub.azure-devices.net", deviceID: "dev1", deviceKeyFile: writeTemp(t, "dk", "c2VjcmV0\n"), port: 443},
-			want: `{"name":"az","type":"azure-iothub","azureIothub":{"deviceId":"dev1","deviceKey":"c2VjcmV0","hostName":"myhub.azure-devices.net","port":443}}`},
-		{name: "aws", f: integrationAddFlags{name: "aws", typ: "aws-iot", endpoint: "abc-ats.iot.eu-west-1.amazonaws.com", clientID: "thing", topic: "t/1", clientCert: cert, clientKey: key, caFile: ca},
-			want: `{"name":"aws","type":"aws-iot","awsIot":{"caPem":"CA PEM","certPem":"CERT PEM","clientId":"thing","endpoint":"abc-ats.iot.eu-west-1.amazonaws.com","keyPem":"KEY PEM","topic":"t/1"}}`},
-		{name: "oauth2 webhook", f: integrationAddFlags{name: "o", typ: "webhook", url: "https://example.com/h", auth: "oauth2", tokenURL: "https://example.com/token", clientID: "cid", clientSecret: "cs", scopes: multiFlag{"a", "b"},
-			batchMax: 5, batchWait: 2 * time.Second, maxAge: time.Hour, filterTsmIDs: multiFlag{"12100"}},
-			want: `{"name":"o","type":"webhook","filter":{"tsmIds":[12100]},"batch":{"maxMessages":5,"maxWait":"2s"},"maxAge":"1h0m0s","webhook":{"auth":{"clientId":"cid","clientSecret":"cs","kind":"oauth2","scopes":["a","b"],"tokenUrl":"https://example.com/token"},"url":"https://example.com/h"}}`},
-		{name: "oauth2 with its own CA", f: integrationAddFlags{name: "o2", typ: "webhook", url: "https://example.com/h", auth: "oauth2", tokenURL: "https://idp.example.com/token", tokenCAFile: ca, clientID: "cid", clientSecret: "cs"},
-			want: `{"name":"o2","type":"webhook","webhook":{"auth":{"clientId":"cid","clientSecret":"cs","kind":"oauth2","tokenCaPem":"CA PEM","tokenUrl":"https://idp.example.com/token"},"url":"https://example.com/h"}}`},
-		{name: "websocket", f: integrationAddFlags{name: "w", typ: "websocket"}, want: `{"name":"w","type":"websocket"}`},
+		{name: "azure", args: []string{"--name", "az", "--type", "azure-iothub", "--hub-host", "myhub.azure-devices.net", "--device-id", "dev1", "--device-key-file", writeTemp(t, "dk", "c2VjcmV0\n"), "--port", "443"},
+			want: client.Integration{Name: "az", Type: "azure-iothub", Azure: &client.AzureConfig{HostName: "myhub.azure-devices.net", DeviceID: "dev1", DeviceKey: "c2VjcmV0", Port: 443}}},
+		{name: "aws", args: []string{"--name", "aws", "--type", "aws-iot", "--endpoint", "abc-ats.iot.eu-west-1.amazonaws.com", "--client-id", "thing", "--topic", "t/1", "--client-cert", cert, "--client-key", key, "--ca-file", ca},
+			want: client.Integration{Name: "aws", Type: "aws-iot", AWS: &client.AWSConfig{Endpoint: "abc-ats.iot.eu-west-1.amazonaws.com", ClientID: "thing", Topic: "t/1", CertPEM: "CERT PEM", KeyPEM: "KEY PEM", CAPEM: "CA PEM"}}},
+		{name: "oauth2 webhook", args: []string{"--name", "o", "--type", "webhook", "--url", "https://example.com/h", "--auth", "oauth2", "--token-url", "https://example.com/token", "--client-id", "cid", "--client-secret", "cs",
+			"--scope", "a", "--scope", "b", "--batch-max", "5", "--batch-wait", "2s", "--max-age", "1h", "--filter-tsmid", "12100"},
+			want: client.Integration{Name: "o", Type: "webhook", Filter: client.Filter{TsmIDs: []int{12100}},
+				Batch: client.Batching{MaxMessages: 5, MaxWait: client.Duration(2 * time.Second)}, MaxAge: client.Duration(time.Hour),
+				Webhook: &client.WebhookConfig{URL: "https://example.com/h", Auth: &client.WebhookAuth{Kind: "oauth2", TokenURL: "https://example.com/token", ClientID: "cid", ClientSecret: "cs", Scopes: []string{"a", "b"}}}}},
+		{name: "oauth2 with its own CA", args: []string{"--name", "o2", "--type", "webhook", "--url", "https://example.com/h", "--auth", "oauth2", "--token-url", "https://idp.example.com/token", "--token-ca-file", ca, "--client-id", "cid", "--client-secret", "cs"},
+			want: client.Integration{Name: "o2", Type: "webhook", Webhook: &client.WebhookConfig{URL: "https://example.com/h",
+				Auth: &client.WebhookAuth{Kind: "oauth2", TokenURL: "https://idp.example.com/token", TokenCAPEM: "CA PEM", ClientID: "cid", ClientSecret: "cs"}}}},
+		{name: "websocket", args: []string{"--name", "w", "--type", "websocket"}, want: client.Integration{Name: "w", Type: "websocket"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := tc.f.request(map[string]bool{})
+			got, err := integrationRequest(t, tc.args...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := json.Marshal(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(b) != tc.want {
-				t.Fatalf("body\n %s\nwant\n %s", b, tc.want)
+			if !reflect.DeepEqual(*got, tc.want) {
+				g, _ := json.Marshal(got)
+				w, _ := json.Marshal(tc.want)
+				t.Fatalf("integration\n %s\nwant\n %s", g, w)
 			}
 		})
 	}
-	f := integrationAddFlags{name: "aws", typ: "aws-iot", endpoint: "e", clientID: "c", topic: "t"}
-	if _, err := f.request(map[string]bool{}); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--client-cert") {
+	_, err := integrationRequest(t, "--name", "aws", "--type", "aws-iot", "--endpoint", "e", "--client-id", "c", "--topic", "t")
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--client-cert") {
 		t.Fatalf("aws-iot without a certificate: %v", err)
 	}
+}
+
+// integrationRequest parses the flags of integration add and returns the
+// integration they ask for.
+func integrationRequest(t *testing.T, args ...string) (*client.Integration, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("add", flag.ContinueOnError)
+	var f integrationAddFlags
+	f.define(fs)
+	pos, onCmdLine, err := parseArgs(fs, args)
+	if err != nil || len(pos) > 0 {
+		t.Fatalf("parse %q: %v, arguments %q", args, err, pos)
+	}
+	return f.request(onCmdLine, onCmdLine)
 }

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/api"
+	"github.com/iotransit/iotransit/internal/node"
+)
+
+// The commands that call the HTTPS management API (tenant, gateway, token,
+// apikey, audit, integration, enroll) do it through the public client
+// package, so they work against a remote deployment. They share the
+// connection flags below, the explanation of a failure to reach the server,
+// and one output: -o table or -o json (the API's answer).
+
+var (
+	// defaultServer is the API of a node on this machine.
+	defaultServer = "https://" + net.JoinHostPort("localhost", listenerPort(node.DefaultConfig().APIAddr))
+	// defaultTimeout bounds each request.
+	defaultTimeout = client.DefaultTimeout
+)
+
+// The server's page sizes, for the help of --limit.
+var (
+	pageDefault = fmt.Sprintf("server default %d", api.DefaultLimit)
+	pageLimits  = fmt.Sprintf("%s, at most %d", pageDefault, api.MaxLimit)
+)
+
+// listenerPort returns the port of a listener address such as ":8443".
+func listenerPort(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+// connFlags are the connection flags of every API command.
+type connFlags struct {
+	server  string
+	ca      string
+	key     *secretFlag // nil for enroll, whose credential is its token
+	tenant  string
+	output  string
+	timeout time.Duration
+}
+
+// addConnFlags defines the connection flags; withTenant adds --tenant,
+// withKey the credential flags.
+func addConnFlags(fs *flag.FlagSet, withTenant, withKey bool) *connFlags {
+	c := &connFlags{}
+	fs.StringVar(&c.server, "server", defaultServer, "URL of the HTTPS API")
+	fs.StringVar(&c.ca, "ca", "", "PEM file of the CA that verifies the server (default: the system's roots)")
+	if withKey {
+		c.key = newSecretFlag(fs, "key", "the bearer credential: operator key, API key or access token (prefer --key-file)",
+			"file holding the bearer credential, e.g. data/"+node.OperatorKeyFile)
+	}
+	if withTenant {
+		fs.StringVar(&c.tenant, "tenant", "", "tenant id (required)")
+	}
+	fs.StringVar(&c.output, "o", "table", "output: table or json (the API's answer)")
+	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "deadline of each request")
+	return c
+}
+
+// env is what an API command runs with.
+type env struct {
+	api    *client.Client
+	caFile string
+	tenant string
+	json   bool
+	stdout io.Writer
+	stderr io.Writer
+	// onCmdLine names the flags given on the command line (secretFlag.get).
+	onCmdLine map[string]bool
+}
+
+// itemCmd is a command on one item of the tenant, named by the argument
+// arg: it shows the item that call answers.
+func itemCmd[T any](name, arg, summary string, call func(c *client.Client, ctx context.Context, tenant, id string) (*T, error), table func(...T) func(io.Writer) error) command {
+	return command{name: name, args: []string{arg}, summary: summary, tenant: true,
+		run: func(ctx context.Context, e *env, args []string) error {
+			v, err := call(e.api, ctx, e.tenant, args[0])
+			if err != nil {
+				return err
+			}
+			return e.show(v, table(*v))
+		}}
+}
+
+// checkOutput checks -o.
+func (c *connFlags) checkOutput() error {
+	if c.output != "table" && c.output != "json" {
+		return usageError("-o %q: want table or json", c.output)
+	}
+	return nil
+}
+
+// env checks the connection flags and builds the command's environment.
+func (c *connFlags) env(onCmdLine map[string]bool, name string, needTenant bool, stdout, stderr io.Writer) (*env, error) {
+	if err := c.checkOutput(); err != nil {
+		return nil, err
+	}
+	if needTenant && strings.TrimSpace(c.tenant) == "" {
+		return nil, usageError("%s needs --tenant (or IOTRANSIT_TENANT)", name)
+	}
+	key, err := c.key.need(onCmdLine)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := c.client(key)
+	if err != nil {
+		return nil, err
+	}
+	return &env{api: cl, caFile: c.ca, tenant: strings.TrimSpace(c.tenant), json: c.output == "json",
+		stdout: stdout, stderr: stderr, onCmdLine: onCmdLine}, nil
+}
+
+// client checks --server, --ca and --timeout and returns a client of the
+// API that sends credential ("" for none).
+func (c *connFlags) client(credential string) (*client.Client, error) {
+	if _, err := parseServerURL(c.server); err != nil {
+		return nil, err
+	}
+	cfg := client.Config{Server: c.server, Credential: credential, Timeout: c.timeout, UserAgent: "iotransit-cli"}
+	if c.ca != "" {
+		pem, err := os.ReadFile(c.ca)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca %s: no PEM certificate in the file", c.ca)
+		}
+	}
+	if c.timeout <= 0 {
+		return nil, errors.New("--timeout must be positive")
+	}
+	return client.New(cfg)
+}
+
+// parseServerURL checks --server (client.ParseServerURL).
+func parseServerURL(s string) (*url.URL, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("--server is required (or IOTRANSIT_SERVER), e.g. " + defaultServer)
+	}
+	u, err := client.ParseServerURL(s)
+	if err != nil {
+		return nil, errors.New("--" + err.Error()) // "server ...": name the flag
+	}
+	return u, nil
+}
+
+// transportHints say which flag fixes a failure to reach the server.
+var transportHints = map[client.TransportKind]string{
+	client.TransportUnknownCA: "(give the CA file with --ca or IOTRANSIT_CA)",
+	client.TransportTimeout:   "(--timeout)",
+	client.TransportConnect:   "(is it running, and is --server right?)",
+}
+
+// hinted is an error with a hint of the command line after its message.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() + " " + h.hint }
+func (h *hinted) Unwrap() error { return h.err }
+
+// explain adds to a failure to reach the server (a *client.TransportError)
+// the flag that fixes it; other errors, API refusals (*client.Problem)
+// among them, are returned as they are.
+func explain(err error) error {
+	var te *client.TransportError
+	if !errors.As(err, &te) || transportHints[te.Kind] == "" {
+		return err
+	}
+	return &hinted{err: err, hint: transportHints[te.Kind]}
+}
+
+// printJSON writes an answer as indented JSON: what the server answered,
+// since every answer type of the client marshals back to it.
+func printJSON(w io.Writer, answer any) error {
+	b, err := json.MarshalIndent(answer, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// show prints an answer as -o asks: its JSON (printJSON), or the table
+// that table writes.
+func (e *env) show(answer any, table func(w io.Writer) error) error {
+	if e.json {
+		return printJSON(e.stdout, answer)
+	}
+	return table(e.stdout)
+}
+
+// done says in a table's stead that a command without an answer (a 204)
+// did what it says; -o json prints nothing.
+func (e *env) done(format string, args ...any) {
+	if !e.json {
+		fmt.Fprintf(e.stdout, format+"\n", args...)
+	}
+}
+
+// nextPage tells on stderr, after a table, how to get the page after it
+// (next is its cursor, "" at the end).
+func (e *env) nextPage(what, flagName, next string) {
+	if !e.json && next != "" {
+		fmt.Fprintf(e.stderr, "more %s: add %s %s\n", what, flagName, next)
+	}
+}
+
+// rows returns a table writer of items: the header, then a row per item.
+func rows[T any](header []string, items []T, row func(T) []string) func(io.Writer) error {
+	return func(w io.Writer) error {
+		t := newTable(w, header...)
+		for _, it := range items {
+			t.row(row(it)...)
+		}
+		return t.flush()
+	}
+}
+
+// table writes rows of cells through a tabwriter: an empty cell shows as
+// "-", and control characters as spaces.
+type table struct{ tw *tabwriter.Writer }
+
+// newTable returns a table whose first row is header.
+func newTable(w io.Writer, header ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
+	t.row(header...)
+	return t
+}
+
+// row writes a row of cells.
+func (t *table) row(cells ...string) {
+	for i, c := range cells {
+		if c == "" {
+			cells[i] = "-"
+		}
+		cells[i] = strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f {
+				return ' '
+			}
+			return r
+		}, cells[i])
+	}
+	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+}
+
+// flush writes the table out, its columns aligned.
+func (t *table) flush() error { return t.tw.Flush() }
+
+// fmtTime formats a time for a table: UTC to the second, "-" when unset.
+func fmtTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// yesNo writes a boolean for a table.
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// orDash writes s, or "-" when it is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// printSecret shows a secret the API returns only once.
+func printSecret(w io.Writer, what, secret string) {
+	fmt.Fprintf(w, "\n%s (shown only once; store it now, it cannot be shown again):\n\n  %s\n\n", what, secret)
+}
