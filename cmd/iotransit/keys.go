@@ -15,8 +15,8 @@ import (
 )
 
 // Payload encryption on the customer's side: "iotransit keygen" makes the
-// key pair whose public half an integration seals payloads to (HPKE, see
-// internal/forward/seal), "iotransit decrypt" opens what arrives.
+// key pair whose public half an integration seals payloads to (HPKE; the format
+// is documented in the public receiver package), "iotransit decrypt" opens what arrives.
 
 const keygenUsage = `Usage: iotransit keygen --out DIR
   Make an X25519 key pair for payload encryption (HPKE, RFC 9180) and write
@@ -30,7 +30,7 @@ Flags:
 const decryptUsage = `Usage: iotransit decrypt --key private.pem [--in FILE] [--out FILE]
   Open a payload that an integration sealed to your public key (HPKE,
   RFC 9180, X25519/HKDF-SHA256/AES-256-GCM; the wire format is documented in
-  internal/forward/seal). Reads stdin and writes stdout unless --in or --out
+  the receiver package). Reads stdin and writes stdout unless --in or --out
   are given; --out never overwrites an existing file. Input is limited to
   64 MiB. These flags have no IOTRANSIT_* environment fallback:
   IOTRANSIT_KEY is the API credential and IOTRANSIT_OUT a directory.
