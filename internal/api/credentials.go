@@ -16,10 +16,9 @@ import (
 // viewAPIKey is an API key as the API shows it, never with its hash; the
 // bearer token is given only in the answer that creates it.
 func viewAPIKey(k credential.APIKey, token string) client.APIKey {
-	return client.APIKey{
-		Key: token, ID: k.ID, Tenant: k.Tenant, Name: k.Name, Scopes: k.Scopes, CreatedAt: k.CreatedAt,
-		CreatedBy: k.CreatedBy, ExpiresAt: k.ExpiresAt, LastUsedAt: k.LastUsedAt, RevokedAt: k.RevokedAt,
-	}
+	v := k.APIKey
+	v.Key = token
+	return v
 }
 
 func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, p *Principal) error {
@@ -82,10 +81,9 @@ func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request, p *Princip
 // viewClient is an OAuth2 client as the API shows it, never with its hash;
 // the secret is given only in the answer that creates it.
 func viewClient(c credential.Client, secret string) client.OAuth2Client {
-	return client.OAuth2Client{
-		ClientSecret: secret, ID: c.ID, Tenant: c.Tenant, Name: c.Name, Scopes: c.Scopes, CreatedAt: c.CreatedAt,
-		CreatedBy: c.CreatedBy, ExpiresAt: c.ExpiresAt, RevokedAt: c.RevokedAt,
-	}
+	v := c.OAuth2Client
+	v.ClientSecret = secret
+	return v
 }
 
 func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Principal) error {

@@ -52,18 +52,11 @@ var (
 	errMalformedToken = errors.New("credential: malformed token")
 )
 
-// APIKey is an API key record. Hash is never shown.
+// APIKey is an API key record: the API's shape (client.APIKey, whose Key
+// is never stored) and the secret's Hash, which is never shown.
 type APIKey struct {
-	ID         string     `json:"id"`
-	Tenant     string     `json:"tenant"`
-	Name       string     `json:"name,omitempty"`
-	Scopes     []string   `json:"scopes"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	CreatedBy  string     `json:"createdBy,omitempty"`
-	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
-	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
-	RevokedAt  *time.Time `json:"revokedAt,omitempty"`
-	Hash       []byte     `json:"hash,omitempty"`
+	client.APIKey
+	Hash []byte `json:"hash,omitempty"`
 }
 
 // Public returns the key without its hash.
@@ -74,19 +67,14 @@ func (k APIKey) Active(now time.Time) bool {
 	return k.RevokedAt == nil && (k.ExpiresAt == nil || now.Before(*k.ExpiresAt))
 }
 
-// Client is an OAuth2 client (client credentials grant). Hash is never shown.
-// ExpiresAt is set only on a client made by a credential that expires (it
-// never outlives its creator); nil means it does not expire.
+// Client is an OAuth2 client (client credentials grant): the API's shape
+// (client.OAuth2Client, whose ClientSecret is never stored) and the
+// secret's Hash, which is never shown. ExpiresAt is set only on a client
+// made by a credential that expires (it never outlives its creator); nil
+// means it does not expire.
 type Client struct {
-	ID        string     `json:"clientId"`
-	Tenant    string     `json:"tenant"`
-	Name      string     `json:"name,omitempty"`
-	Scopes    []string   `json:"scopes"`
-	CreatedAt time.Time  `json:"createdAt"`
-	CreatedBy string     `json:"createdBy,omitempty"`
-	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
-	RevokedAt *time.Time `json:"revokedAt,omitempty"`
-	Hash      []byte     `json:"hash,omitempty"`
+	client.OAuth2Client
+	Hash []byte `json:"hash,omitempty"`
 }
 
 // Public returns the client without its hash.
@@ -225,7 +213,7 @@ func (s *Store) CreateAPIKeyWithin(ctx context.Context, tenant, name string, sco
 	if err != nil {
 		return APIKey{}, "", err
 	}
-	k := APIKey{ID: n.id, Tenant: tenant, Name: name, Scopes: n.scopes, CreatedAt: n.createdAt, CreatedBy: createdBy, ExpiresAt: n.expiresAt, Hash: n.hash}
+	k := APIKey{APIKey: client.APIKey{ID: n.id, Tenant: tenant, Name: name, Scopes: n.scopes, CreatedAt: n.createdAt, CreatedBy: createdBy, ExpiresAt: n.expiresAt}, Hash: n.hash}
 	if err := s.put(ctx, tenant, "apikey."+n.id, n.id, k); err != nil {
 		return APIKey{}, "", err
 	}
@@ -405,11 +393,11 @@ func (s *Store) VerifyAPIKey(ctx context.Context, token string) (APIKey, error) 
 		return APIKey{}, err
 	}
 	if !SecretMatches(secretDomain, secret, k.Hash) {
-		return APIKey{Tenant: tenant, ID: id}, ErrInvalid.New()
+		return APIKey{APIKey: client.APIKey{Tenant: tenant, ID: id}}, ErrInvalid.New()
 	}
 	now := s.now()
 	if !k.Active(now) {
-		return APIKey{Tenant: tenant, ID: id}, ErrInvalid.WithDetail("the key is revoked or expired")
+		return APIKey{APIKey: client.APIKey{Tenant: tenant, ID: id}}, ErrInvalid.WithDetail("the key is revoked or expired")
 	}
 	s.noteUse(tenant, id, now)
 	return k.Public(), nil
@@ -474,7 +462,7 @@ func (s *Store) CreateClientWithin(ctx context.Context, tenant, name string, sco
 	if err != nil {
 		return Client{}, "", err
 	}
-	c := Client{ID: clientPrefix + n.id, Tenant: tenant, Name: name, Scopes: n.scopes, CreatedAt: n.createdAt, CreatedBy: createdBy, ExpiresAt: n.expiresAt, Hash: n.hash}
+	c := Client{OAuth2Client: client.OAuth2Client{ID: clientPrefix + n.id, Tenant: tenant, Name: name, Scopes: n.scopes, CreatedAt: n.createdAt, CreatedBy: createdBy, ExpiresAt: n.expiresAt}, Hash: n.hash}
 	if err := s.put(ctx, tenant, "oauth."+n.id, n.id, c); err != nil {
 		return Client{}, "", err
 	}
@@ -532,10 +520,10 @@ func (s *Store) VerifyClient(ctx context.Context, clientID, secret string) (Clie
 	}
 	raw, ok := strings.CutPrefix(secret, secretPrefix)
 	if !ok || !SecretMatches(secretDomain, raw, c.Hash) {
-		return Client{ID: c.ID, Tenant: tenant}, ErrInvalid.New()
+		return Client{OAuth2Client: client.OAuth2Client{ID: c.ID, Tenant: tenant}}, ErrInvalid.New()
 	}
 	if !c.Active(s.now()) {
-		return Client{ID: c.ID, Tenant: tenant}, ErrInvalid.WithDetail("the client is revoked or expired")
+		return Client{OAuth2Client: client.OAuth2Client{ID: c.ID, Tenant: tenant}}, ErrInvalid.WithDetail("the client is revoked or expired")
 	}
 	return c.Public(), nil
 }
