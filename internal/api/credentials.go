@@ -45,11 +45,7 @@ func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request, _ *Principa
 	if err != nil {
 		return err
 	}
-	items := make([]client.APIKey, 0, len(keys))
-	for _, k := range keys {
-		items = append(items, viewAPIKey(k, ""))
-	}
-	writeJSON(w, http.StatusOK, client.List[client.APIKey]{Items: items})
+	writeList(w, keys, func(k credential.APIKey) client.APIKey { return viewAPIKey(k, "") })
 	return nil
 }
 
@@ -106,11 +102,7 @@ func (s *Server) listClients(w http.ResponseWriter, r *http.Request, _ *Principa
 	if err != nil {
 		return err
 	}
-	items := make([]client.OAuth2Client, 0, len(cs))
-	for _, c := range cs {
-		items = append(items, viewClient(c, ""))
-	}
-	writeJSON(w, http.StatusOK, client.List[client.OAuth2Client]{Items: items})
+	writeList(w, cs, func(c credential.Client) client.OAuth2Client { return viewClient(c, "") })
 	return nil
 }
 

@@ -71,11 +71,7 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, p *Princip
 }
 
 func (s *Server) listTenants(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	items := []client.Tenant{}
-	for _, t := range s.deps.Registry.Tenants() {
-		items = append(items, viewTenant(t))
-	}
-	writeJSON(w, http.StatusOK, client.List[client.Tenant]{Items: items})
+	writeList(w, s.deps.Registry.Tenants(), viewTenant)
 	return nil
 }
 
@@ -299,11 +295,7 @@ func (s *Server) listEnrollmentTokens(w http.ResponseWriter, r *http.Request, _ 
 	if err != nil {
 		return err
 	}
-	items := make([]client.EnrollmentToken, 0, len(toks))
-	for _, t := range toks {
-		items = append(items, viewToken(t, ""))
-	}
-	writeJSON(w, http.StatusOK, client.List[client.EnrollmentToken]{Items: items})
+	writeList(w, toks, func(t registry.EnrollmentToken) client.EnrollmentToken { return viewToken(t, "") })
 	return nil
 }
 

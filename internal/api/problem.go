@@ -58,3 +58,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// writeList answers 200 with a list of what view makes of each of xs (an
+// empty list, never null).
+func writeList[T, V any](w http.ResponseWriter, xs []T, view func(T) V) {
+	items := make([]V, 0, len(xs))
+	for _, x := range xs {
+		items = append(items, view(x))
+	}
+	writeJSON(w, http.StatusOK, client.List[V]{Items: items})
+}
