@@ -458,18 +458,7 @@ func TestSealConcurrentUse(t *testing.T) {
 }
 
 func FuzzOpen(f *testing.F) {
-	privPEM, pubPEM, err := seal.GenerateKey()
-	if err != nil {
-		f.Fatal(err)
-	}
-	s, err := seal.ParsePublicKey(pubPEM)
-	if err != nil {
-		f.Fatal(err)
-	}
-	o, err := seal.ParsePrivateKey(privPEM)
-	if err != nil {
-		f.Fatal(err)
-	}
+	s, o := newPair(f)
 	for _, msg := range []string{"", "x", `[{"tsmId":1}]`} {
 		p, err := s.Seal([]byte(msg))
 		if err != nil {
