@@ -29,7 +29,7 @@ var layers = map[string]int{
 	// 4: programs and test harnesses.
 	"cmd/iotransit": 4, "internal/bench": 4, "internal/testutil": 4,
 	"internal/testutil/nodetest": 4, "internal/forward/mqttout/mosquittotest": 4,
-	"internal/archtest": 4,
+	"internal/archtest": 4, "internal/hostile": 4,
 }
 
 // sameLayer lists the imports allowed inside a layer, each for a reason.
