@@ -9,7 +9,7 @@ import "github.com/iotransit/iotransit/internal/fault"
 // message is the code's public meaning.
 var rejections = byCode(
 	fault.Define(CodePayloadInvalid, fault.InvalidArgument,
-		"the payload is not valid UTF-8 JSON, has data after its value, or is an empty array"),
+		"the payload is not valid UTF-8 JSON (or starts with a byte order mark), has data after its value, or is an empty array"),
 	fault.Define(CodeNotObject, fault.InvalidArgument,
 		"the payload, or an element of its array, is not a JSON object"),
 	fault.Define(CodeTooLarge, fault.TooLarge,
@@ -40,6 +40,22 @@ var rejections = byCode(
 		"the message carries tsmCloudTs, which only the cloud sets"),
 	fault.Define(CodeUnknownID, fault.InvalidArgument,
 		"the tsmId has no schema and the tenant accepts only tsmIds with one"),
+	fault.Define(CodeTooDeep, fault.TooLarge,
+		"objects and arrays in the message (or the payload) are nested deeper than the limit"),
+	fault.Define(CodeTooManyKeys, fault.TooLarge,
+		"an object of the message holds more keys than the limit per object, or the message more than the limit per message"),
+	fault.Define(CodeArrayTooLong, fault.TooLarge,
+		"an array in the message holds more elements than the limit"),
+	fault.Define(CodeKeyTooLong, fault.TooLarge,
+		"a key in the message is longer than the limit"),
+	fault.Define(CodeKeyInvalid, fault.InvalidArgument,
+		"a key in the message holds a control character (NUL included), a format character, a line or paragraph separator, or an unpaired UTF-16 surrogate"),
+	fault.Define(CodeStringTooLong, fault.TooLarge,
+		"a string in the message is longer than the limit"),
+	fault.Define(CodeStringInvalid, fault.InvalidArgument,
+		"a string in the message holds a NUL character or an unpaired UTF-16 surrogate, so it is not valid Unicode text"),
+	fault.Define(CodeNumberTooLong, fault.TooLarge,
+		"a number in the message is written with more characters than the limit"),
 )
 
 func byCode(defs ...*fault.Definition) map[string]*fault.Definition {

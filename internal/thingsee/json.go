@@ -325,10 +325,13 @@ func skipSpace(p []byte, i int) int {
 	return i
 }
 
+// jsonText is the payload as bytes or as the walker's string copy.
+type jsonText interface{ ~[]byte | ~string }
+
 // valueEnd returns the index just past the JSON value starting at p[i]. p
 // must already be known to be valid JSON; the loops are still bounded by
-// len(p).
-func valueEnd(p []byte, i int) int {
+// len(p). It keeps no stack: nesting of any depth costs one linear pass.
+func valueEnd[T jsonText](p T, i int) int {
 	if i >= len(p) {
 		return len(p)
 	}
@@ -336,21 +339,7 @@ func valueEnd(p []byte, i int) int {
 	case '"':
 		return stringEnd(p, i)
 	case '{', '[':
-		depth := 0
-		for j := i; j < len(p); j++ {
-			switch p[j] {
-			case '"':
-				j = stringEnd(p, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(p)
+		return containerEnd(p, i+1)
 	default:
 		j := i
 		for j < len(p) && !isSpace(p[j]) && p[j] != ',' && p[j] != ']' && p[j] != '}' {
@@ -360,8 +349,30 @@ func valueEnd(p []byte, i int) int {
 	}
 }
 
+// containerEnd returns the index just past the object or array that p[i]
+// lies in (i being between its values, not inside a string), scanning only
+// what is left of it: a walk that gives up on a container at every level
+// of its nesting still reads each byte once.
+func containerEnd[T jsonText](p T, i int) int {
+	depth := 1
+	for j := i; j < len(p); j++ {
+		switch p[j] {
+		case '"':
+			j = stringEnd(p, j) - 1
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return j + 1
+			}
+		}
+	}
+	return len(p)
+}
+
 // stringEnd returns the index just past the JSON string starting at p[i].
-func stringEnd(p []byte, i int) int {
+func stringEnd[T jsonText](p T, i int) int {
 	for j := i + 1; j < len(p); j++ {
 		switch p[j] {
 		case '\\':

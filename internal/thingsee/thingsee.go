@@ -15,7 +15,11 @@
 // (a parser differential), are seen and refused, as are keys that differ
 // only in letter case, which case-insensitive decoders would merge. The
 // tests keep a json.Decoder.Token walker as the reference and the fuzz
-// target requires both to read every object identically.
+// target requires both to read every object identically. The same walk
+// enforces the structural limits of every message whatever its tsmId
+// (limits.go: depth, keys, arrays, key and string text and length, number
+// length), so a message no schema checks cannot carry shapes a receiver
+// chokes on. README.md describes every check, limit and code.
 package thingsee
 
 import (
@@ -26,8 +30,9 @@ import (
 // messages, reports them to gateways and uses them as metric labels. Each
 // has a fault definition (faults.go, Fault), so docs/errors.md lists it.
 const (
-	// CodePayloadInvalid means the payload is not valid UTF-8 JSON, has
-	// trailing data after the value, or is an empty array.
+	// CodePayloadInvalid means the payload is not valid UTF-8 JSON (a
+	// leading byte order mark included), has trailing data after the value,
+	// or is an empty array.
 	CodePayloadInvalid = "thingsee.payload_invalid"
 	// CodeNotObject means the payload, or one array element, is not a JSON
 	// object.
@@ -71,6 +76,34 @@ const (
 	// CodeUnknownID means the tsmId is not in the schema table and the
 	// validator was built with RejectUnknownIDs.
 	CodeUnknownID = "thingsee.unknown_id"
+
+	// Structural limits (limits.go), checked in every message whatever its
+	// tsmId.
+
+	// CodeTooDeep means objects and arrays are nested deeper than MaxDepth
+	// (or, for a whole payload, deeper than any JSON reader here accepts).
+	CodeTooDeep = "thingsee.too_deep"
+	// CodeTooManyKeys means an object holds more than MaxObjectKeys keys, or
+	// the message more than MaxKeys in all its objects.
+	CodeTooManyKeys = "thingsee.too_many_keys"
+	// CodeArrayTooLong means an array holds more than MaxArrayElements
+	// elements.
+	CodeArrayTooLong = "thingsee.array_too_long"
+	// CodeKeyTooLong means a key is longer than MaxKeyBytes once unescaped.
+	CodeKeyTooLong = "thingsee.key_too_long"
+	// CodeKeyInvalid means a key holds a control character (NUL included),
+	// a format character (such as a bidirectional override), a line or
+	// paragraph separator, or an unpaired UTF-16 surrogate escape.
+	CodeKeyInvalid = "thingsee.key_invalid"
+	// CodeStringTooLong means a string value is longer than MaxStringBytes
+	// once unescaped.
+	CodeStringTooLong = "thingsee.string_too_long"
+	// CodeStringInvalid means a string value holds a NUL character or an
+	// unpaired UTF-16 surrogate escape, so it is not valid Unicode text.
+	CodeStringInvalid = "thingsee.string_invalid"
+	// CodeNumberTooLong means a number is written with more than
+	// MaxNumberBytes characters.
+	CodeNumberTooLong = "thingsee.number_too_long"
 )
 
 // Defaults applied by NewValidator to zero Options fields.
@@ -82,6 +115,30 @@ const (
 	DefaultMaxMessages = 1000
 	// DefaultMaxMessageBytes is the largest size of one message object.
 	DefaultMaxMessageBytes = 16384
+
+	// DefaultMaxDepth is how deep objects and arrays may nest, the message
+	// object being level 1 (Thingsee messages use 3: heartbeats entries,
+	// dist rows).
+	DefaultMaxDepth = 32
+	// MaxMaxDepth caps MaxDepth: deeper nesting is refused whatever the
+	// options say, so the walk's recursion stays bounded.
+	MaxMaxDepth = 1000
+	// DefaultMaxObjectKeys is the most keys one object may hold.
+	DefaultMaxObjectKeys = 256
+	// DefaultMaxKeys is the most keys one message may hold in all its
+	// objects together (1000 heartbeats entries need 2000).
+	DefaultMaxKeys = 4096
+	// DefaultMaxArrayElements is the most elements one array may hold
+	// (heartbeats may hold 1000).
+	DefaultMaxArrayElements = 1024
+	// DefaultMaxKeyBytes is the longest key, in bytes once unescaped.
+	DefaultMaxKeyBytes = 128
+	// DefaultMaxStringBytes is the longest string value, in bytes once
+	// unescaped.
+	DefaultMaxStringBytes = 4096
+	// DefaultMaxNumberBytes is the longest number, in characters as
+	// written.
+	DefaultMaxNumberBytes = 64
 )
 
 // Options configures a Validator. The zero value is a usable, strict
@@ -103,6 +160,26 @@ type Options struct {
 	// MaxMessageBytes is the largest size of one message object in bytes; 0
 	// (or a negative value) means DefaultMaxMessageBytes.
 	MaxMessageBytes int
+
+	// The structural limits below hold for every message whatever its
+	// tsmId (README.md, "Structural limits"); 0 (or a negative value)
+	// means the Default* of the same name.
+
+	// MaxDepth is how deep objects and arrays may nest, the message object
+	// being level 1; values above MaxMaxDepth mean MaxMaxDepth.
+	MaxDepth int
+	// MaxObjectKeys is the most keys one object may hold.
+	MaxObjectKeys int
+	// MaxKeys is the most keys one message may hold in all its objects.
+	MaxKeys int
+	// MaxArrayElements is the most elements one array may hold.
+	MaxArrayElements int
+	// MaxKeyBytes is the longest key in bytes, once unescaped.
+	MaxKeyBytes int
+	// MaxStringBytes is the longest string value in bytes, once unescaped.
+	MaxStringBytes int
+	// MaxNumberBytes is the longest number in characters, as written.
+	MaxNumberBytes int
 }
 
 // Validator checks gateway uploads against the Thingsee schema. It holds no
@@ -113,6 +190,7 @@ type Validator struct {
 	rejectUnknown   bool
 	maxMessages     int
 	maxMessageBytes int
+	lim             limits
 }
 
 // NewValidator returns a Validator configured by o, with defaults applied to
@@ -140,6 +218,7 @@ func NewValidator(o Options) *Validator {
 	if v.maxMessageBytes <= 0 {
 		v.maxMessageBytes = DefaultMaxMessageBytes
 	}
+	v.lim = newLimits(o)
 	return v
 }
 

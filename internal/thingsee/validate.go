@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -80,11 +81,17 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 	if len(bytes.TrimLeft(payload, " \t\r\n")) == 0 {
 		return v.refuse(payload, CodePayloadInvalid, "payload is empty; it must be a JSON object or an array of objects")
 	}
+	if bytes.HasPrefix(payload, byteOrderMark) {
+		return v.refuse(payload, CodePayloadInvalid,
+			"the payload starts with a UTF-8 byte order mark; send JSON without it (RFC 8259 §8.1)")
+	}
 	if !utf8.Valid(payload) {
-		return v.refuse(payload, CodePayloadInvalid, "payload is not valid UTF-8, so it is not valid JSON (RFC 8259 §8.1)")
+		return v.refuse(payload, CodePayloadInvalid, fmt.Sprintf(
+			"the payload is not valid UTF-8 (at byte %d), so it is not JSON (RFC 8259 §8.1)", invalidUTF8At(payload)+1))
 	}
 	if !json.Valid(payload) {
-		return v.refuse(payload, CodePayloadInvalid, "payload is not valid JSON: "+syntaxProblem(payload))
+		code, reason := v.syntaxReason(payload)
+		return v.refuse(payload, code, reason)
 	}
 	start := skipSpace(payload, 0)
 	end := valueEnd(payload, start)
@@ -118,18 +125,77 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 	}
 }
 
-// syntaxProblem describes why payload is not valid JSON, without echoing it.
-func syntaxProblem(payload []byte) string {
+// byteOrderMark is the UTF-8 byte order mark, which JSON text must not
+// start with (RFC 8259 §8.1) and which encoding/json reports as 'ï'.
+var byteOrderMark = []byte{0xEF, 0xBB, 0xBF}
+
+// invalidUTF8At returns the index of the first byte of p that is not part
+// of valid UTF-8 (len(p) when there is none).
+func invalidUTF8At(p []byte) int {
+	for i := 0; i < len(p); {
+		r, n := utf8.DecodeRune(p[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(p)
+}
+
+// syntaxReason says why payload (valid UTF-8, not empty, without a byte
+// order mark) is not JSON, in our own sentence: where it breaks (bytes
+// counted from 1) and what is there. encoding/json's error text is never
+// shown: it speaks of its scanner's states and shows bytes as Latin-1. A
+// payload nested deeper than the depth limit where it breaks (encoding/json
+// gives up at 10,000 levels) is refused as too deep.
+func (v *Validator) syntaxReason(payload []byte) (code, reason string) {
+	// at is the index of the first byte that cannot be JSON; len(payload)
+	// when the payload ends before its value does.
+	at, after := len(payload), false
+	dec := json.NewDecoder(bytes.NewReader(payload))
 	var raw json.RawMessage
-	err := json.Unmarshal(payload, &raw)
 	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("%s (at byte %d)", clip(se.Error()), se.Offset)
+	switch err := dec.Decode(&raw); {
+	case err == nil: // a complete value, then more than whitespace
+		at, after = skipSpace(payload, int(dec.InputOffset())), true
+	case errors.As(err, &se) && se.Offset > 0 && se.Offset <= int64(len(payload)):
+		at = int(se.Offset) - 1
 	}
-	if err != nil {
-		return clip(err.Error())
+	depth := nestingDepth(payload[:at])
+	if payload[skipSpace(payload, 0)] == '[' {
+		depth-- // the elements of an array payload are the messages
 	}
-	return "unknown syntax error"
+	if depth > v.lim.depth {
+		return CodeTooDeep, fmt.Sprintf("the payload is nested deeper than the limit of %d levels", v.lim.depth)
+	}
+	if at >= len(payload) {
+		return CodePayloadInvalid, "the payload is not JSON: it ends before its value is complete"
+	}
+	r, _ := utf8.DecodeRune(payload[at:])
+	where := ""
+	if after {
+		where = ", after the end of its value"
+	}
+	hint := ""
+	if unicode.Is(unicode.Cc, r) {
+		hint = "; inside a string it must be escaped"
+	}
+	return CodePayloadInvalid, fmt.Sprintf("the payload is not JSON: unexpected %s at byte %d%s%s", describeRune(r), at+1, where, hint)
+}
+
+// describeRune names a character of the payload for a syntax reason.
+func describeRune(r rune) string {
+	switch {
+	case unicode.Is(unicode.Cc, r):
+		return fmt.Sprintf("control character U+%04X", r)
+	case r == '\'':
+		return `character "'"`
+	case !unicode.IsPrint(r):
+		return fmt.Sprintf("character U+%04X", r)
+	case r < utf8.RuneSelf:
+		return fmt.Sprintf("character '%c'", r)
+	}
+	return fmt.Sprintf("character '%c' (U+%04X)", r, r)
 }
 
 // refuse returns a Result that refuses the whole payload.
@@ -199,8 +265,9 @@ func (o *object) get(h int) *jval {
 // (duplicate keys), header fields in headerNames order, then properties in
 // sorted name order.
 func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (Message, *Rejection) {
-	members, err := walkObject(raw)
-	if err != nil {
+	members, err := walkObject(raw, &v.lim)
+	limit, _ := err.(*limitError)
+	if err != nil && limit == nil {
 		var de *dupKeyError
 		if errors.As(err, &de) {
 			return Message{}, &Rejection{Code: CodeDuplicateKey, Field: clip(de.top),
@@ -216,6 +283,9 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 	}
 	rej := func(code, field, reason string) (Message, *Rejection) {
 		return Message{}, &Rejection{Code: code, Field: field, Reason: reason, TsmID: o.reportID(), Tuid: o.reportTuid()}
+	}
+	if limit != nil {
+		return rej(limit.code, limit.field, limit.reason)
 	}
 	if j, i := firstFoldDuplicate(members); j >= 0 {
 		a, b := members[i].key, members[j].key

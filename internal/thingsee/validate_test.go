@@ -491,6 +491,9 @@ func BenchmarkValidate(b *testing.B) {
 	}{
 		{name: "single 12100", payload: single, want: 1},
 		{name: "array of 10", payload: array, want: 10},
+		// Hostile shapes are refused in one linear pass.
+		{name: "hostile 5000 deep", payload: []byte(unknown(`"x":` + nestedArrays(5000))), want: 0},
+		{name: "hostile payload 1000000 deep", payload: []byte(nestedArrays(1000000)), want: 0},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

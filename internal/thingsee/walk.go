@@ -14,6 +14,13 @@ import (
 // sequences are unquoted by encoding/json itself, so both read every string
 // the same way (reference_test.go walks with Decoder.Token and the fuzz
 // target compares the two).
+//
+// The walker also checks the structural limits (limits.go) as it goes, so
+// they cost no second pass. Its recursion is bounded by limits.depth: a
+// value nested deeper is skipped by valueEnd, which keeps no stack. Once a
+// limit is broken it skips the rest of every open container (containerEnd)
+// and every later nested value, and keeps only the header fields, so a
+// hostile message costs one linear scan and no tree.
 
 // errMalformed means the walker met bytes json.Valid should have refused.
 var errMalformed = &walkError{"malformed JSON"}
@@ -27,16 +34,44 @@ func (e *walkError) Error() string { return e.msg }
 // walker reads JSON values from src (a string copy of one message, so keys
 // and values are substrings of it and cost no allocation).
 type walker struct {
-	src string
-	i   int
+	src   string
+	i     int
+	lim   *limits
+	depth int         // level of the innermost open object or array
+	keys  int         // keys read so far, in all objects
+	bad   *limitError // the first limit broken, nil while none is
+}
+
+// fail records a broken limit of a value unless one already is.
+func (w *walker) fail(code, reason string) {
+	if w.bad == nil {
+		w.bad = &limitError{code: code, reason: reason, nested: true}
+	}
+}
+
+// failKey records a broken limit of a key unless one already is. A key of
+// the message object itself is not nested: it is the field.
+func (w *walker) failKey(code, reason string) {
+	if w.bad == nil {
+		w.bad = &limitError{code: code, reason: reason, nested: w.depth > 1}
+	}
+}
+
+// failWhole records a broken limit of the message as a whole.
+func (w *walker) failWhole(code, reason string) {
+	if w.bad == nil {
+		w.bad = &limitError{code: code, reason: reason, whole: true}
+	}
 }
 
 // walkObject reads the top-level members of the object in raw, in document
-// order. Nested objects must not repeat a key (a *dupKeyError says which);
-// top-level repetitions are left to firstFoldDuplicate, which also sees
-// keys that differ only in case.
-func walkObject(raw []byte) ([]member, error) {
-	w := walker{src: string(raw)}
+// order, within the structural limits lim. Nested objects must not repeat a
+// key (a *dupKeyError says which); top-level repetitions are left to
+// firstFoldDuplicate, which also sees keys that differ only in case. When a
+// limit is broken it returns the header fields (headerOf) it read, for the
+// rejection, with a *limitError (the first limit broken).
+func walkObject(raw []byte, lim *limits) ([]member, error) {
+	w := walker{src: string(raw), lim: lim, depth: 1}
 	w.space()
 	if !w.consume('{') {
 		return nil, errMalformed
@@ -51,6 +86,9 @@ func walkObject(raw []byte) ([]member, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(members) == lim.objectKeys {
+			w.failWhole(CodeTooManyKeys, reasonObjectKeys(lim.objectKeys, true))
+		}
 		val, err := w.value()
 		if err != nil {
 			if de, ok := err.(*dupKeyError); ok && de.top == "" {
@@ -58,13 +96,21 @@ func walkObject(raw []byte) ([]member, error) {
 			}
 			return nil, err
 		}
-		members = append(members, member{key: key, val: val})
+		if w.bad != nil {
+			w.bad.place(key)
+		}
+		if w.bad == nil || headerOf(key) >= 0 {
+			members = append(members, member{key: key, val: val})
+		}
 		w.space()
 		if w.consume(',') {
 			w.space()
 			continue
 		}
 		if w.consume('}') {
+			if w.bad != nil {
+				return members, w.bad
+			}
 			return members, nil
 		}
 		return nil, errMalformed
@@ -91,14 +137,30 @@ func (w *walker) consume(c byte) bool {
 	return false
 }
 
-// key reads an object key and the colon after it.
+// key reads an object key and the colon after it, and checks it against
+// the limits on keys.
 func (w *walker) key() (string, error) {
 	if w.i >= len(w.src) || w.src[w.i] != '"' {
 		return "", errMalformed
 	}
-	k, err := w.str()
+	k, flaw, err := w.str()
 	if err != nil {
 		return "", err
+	}
+	w.keys++
+	if w.bad == nil {
+		switch {
+		case w.keys > w.lim.keys:
+			w.failWhole(CodeTooManyKeys, reasonKeys(w.lim.keys))
+		case len(k) > w.lim.keyBytes:
+			w.failKey(CodeKeyTooLong, reasonKeyTooLong(k, w.lim.keyBytes))
+		case flaw.surrogate != 0:
+			w.failKey(CodeKeyInvalid, reasonKeySurrogate(k, flaw.surrogate))
+		default:
+			if r := badKeyRune(k); r >= 0 {
+				w.failKey(CodeKeyInvalid, reasonKeyRune(k, r))
+			}
+		}
 	}
 	w.space()
 	if !w.consume(':') {
@@ -108,8 +170,9 @@ func (w *walker) key() (string, error) {
 	return k, nil
 }
 
-// str reads the string starting at src[i] == '"' and returns its value.
-func (w *walker) str() (string, error) {
+// str reads the string starting at src[i] == '"' and returns its value
+// and, when it has escapes, what in them is not valid text.
+func (w *walker) str() (string, textFlaw, error) {
 	start := w.i
 	escaped := false
 	for j := start + 1; j < len(w.src); j++ {
@@ -120,16 +183,16 @@ func (w *walker) str() (string, error) {
 		case '"':
 			w.i = j + 1
 			if !escaped {
-				return w.src[start+1 : j], nil
+				return w.src[start+1 : j], textFlaw{}, nil
 			}
 			var s string
 			if err := json.Unmarshal([]byte(w.src[start:j+1]), &s); err != nil {
-				return "", errMalformed
+				return "", textFlaw{}, errMalformed
 			}
-			return s, nil
+			return s, escapeFlaws(w.src[start+1 : j]), nil
 		}
 	}
-	return "", errMalformed
+	return "", textFlaw{}, errMalformed
 }
 
 // value reads the value starting at src[i].
@@ -139,12 +202,41 @@ func (w *walker) value() (jval, error) {
 	}
 	switch c := w.src[w.i]; c {
 	case '"':
-		s, err := w.str()
+		s, flaw, err := w.str()
+		if w.bad == nil {
+			switch {
+			case len(s) > w.lim.stringBytes:
+				w.fail(CodeStringTooLong, reasonStringTooLong(len(s), w.lim.stringBytes))
+			case flaw.surrogate != 0:
+				w.fail(CodeStringInvalid, reasonStringSurrogate(flaw.surrogate))
+			case flaw.nul:
+				w.fail(CodeStringInvalid, reasonStringNUL)
+			}
+		}
 		return jval{kind: jString, s: s}, err
-	case '{':
-		return w.object()
-	case '[':
-		return w.array()
+	case '{', '[':
+		if w.bad != nil || w.depth >= w.lim.depth {
+			// Too deep, or a limit is broken already: skipped without
+			// recursion, read as empty.
+			if w.bad == nil {
+				w.fail(CodeTooDeep, reasonTooDeep(w.lim.depth))
+			}
+			w.i = valueEnd(w.src, w.i)
+			if c == '{' {
+				return jval{kind: jObject}, nil
+			}
+			return jval{kind: jArray}, nil
+		}
+		w.depth++
+		var v jval
+		var err error
+		if c == '{' {
+			v, err = w.object()
+		} else {
+			v, err = w.array()
+		}
+		w.depth--
+		return v, err
 	case 't':
 		return w.literal("true", jval{kind: jBool, s: "true"})
 	case 'f':
@@ -160,6 +252,9 @@ func (w *walker) value() (jval, error) {
 			j++
 		}
 		v := jval{kind: jNumber, s: w.src[w.i:j]}
+		if n := j - w.i; n > w.lim.numberBytes && w.bad == nil {
+			w.fail(CodeNumberTooLong, reasonNumberTooLong(n, w.lim.numberBytes))
+		}
 		w.i = j
 		return v, nil
 	}
@@ -173,7 +268,8 @@ func (w *walker) literal(lit string, v jval) (jval, error) {
 	return v, nil
 }
 
-// object reads a nested object; its keys must be unique.
+// object reads a nested object; its keys must be unique. Once a limit is
+// broken the rest of it is skipped.
 func (w *walker) object() (jval, error) {
 	w.i++ // '{'
 	v := jval{kind: jObject}
@@ -189,6 +285,13 @@ func (w *walker) object() (jval, error) {
 		key, err := w.key()
 		if err != nil {
 			return jval{}, err
+		}
+		if len(v.members) == w.lim.objectKeys {
+			w.fail(CodeTooManyKeys, reasonObjectKeys(w.lim.objectKeys, false))
+		}
+		if w.bad != nil {
+			w.i = containerEnd(w.src, w.i)
+			return v, nil
 		}
 		if len(v.members) == 16 {
 			seen = make(map[string]struct{}, 32)
@@ -223,7 +326,8 @@ func (w *walker) object() (jval, error) {
 	}
 }
 
-// array reads a nested array.
+// array reads a nested array. Once a limit is broken the rest of it is
+// skipped.
 func (w *walker) array() (jval, error) {
 	w.i++ // '['
 	v := jval{kind: jArray}
@@ -237,6 +341,13 @@ func (w *walker) array() (jval, error) {
 			return jval{}, err
 		}
 		v.elems = append(v.elems, e)
+		if len(v.elems) == w.lim.arrayElems+1 {
+			w.fail(CodeArrayTooLong, reasonArray(w.lim.arrayElems))
+		}
+		if w.bad != nil {
+			w.i = containerEnd(w.src, w.i)
+			return v, nil
+		}
 		w.space()
 		if w.consume(',') {
 			w.space()
