@@ -60,6 +60,8 @@ func TestAPIBadRequests(t *testing.T) {
 		{"trailing data", "POST", "/v1/tenants", js, []byte(`{"id":"zz"} {"id":"yy"}`), 400, "api.json_invalid"},
 		{"trailing garbage", "POST", "/v1/tenants", js, []byte(`{"id":"zz"}x`), 400, "api.json_invalid"},
 		{"wrong type", "POST", "/v1/tenants", js, []byte(`{"id":42}`), 400, "api.json_invalid"},
+		{"duplicate key", "POST", "/v1/tenants", js, []byte(`{"id":"zz","id":"yy"}`), 400, "api.json_invalid"},
+		{"duplicate key in another case", "POST", "/v1/tenants/acme/api-keys", js, []byte(`{"scopes":["messages:read"],"Scopes":["keys:write"]}`), 400, "api.json_invalid"},
 		{"empty body", "POST", "/v1/tenants", js, nil, 400, "api.json_invalid"},
 		{"huge body", "POST", "/v1/tenants/acme/gateways", js, huge, 413, "api.body_too_large"},
 		{"wrong content type", "POST", "/v1/tenants", "text/plain", []byte(`{"id":"zz"}`), 415, "api.content_type"},
