@@ -25,7 +25,8 @@ type Limits struct {
 	// window ends.
 	AuthFailures int
 	AuthWindow   time.Duration
-	// AuditRefusals is how many refused authentications per minute are
+	// AuditRefusals is how many refused authentications per minute (bearer
+	// credentials and token requests of the token endpoint alike) are
 	// written to one tenant's audit log (default 10, burst AuditBurst,
 	// default 20); the rest are counted, and the next entry written says
 	// how many were left out. Anyone who knows a key id can cause a

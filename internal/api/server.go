@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -125,13 +124,7 @@ func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			if k := fault.From(err).Kind(); k == fault.Unauthenticated {
 				s.limits.failed(ip, now)
-				if write, leftOut := s.limits.auditRefusal(tenant, now); tenant != "" && write {
-					var detail map[string]string
-					if leftOut > 0 {
-						detail = map[string]string{"refusalsLeftOut": strconv.Itoa(leftOut)}
-					}
-					s.record(r.Context(), r, tenant, nil, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, detail)
-				}
+				s.recordRefusal(r, tenant, nil, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, now)
 			}
 			writeError(w, r, s.log, err)
 			return
