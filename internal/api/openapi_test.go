@@ -93,6 +93,7 @@ type operation struct {
 	Summary     string                 `yaml:"summary"`
 	Access      string                 `yaml:"x-iotransit-access"`
 	Scope       string                 `yaml:"x-iotransit-scope"`
+	Also        string                 `yaml:"x-iotransit-also-scope"`
 	Security    *[]map[string][]string `yaml:"security"`
 	// Read from the node tree (yaml.v3 does not decode into maps of nodes).
 	Parameters  []*yaml.Node          `yaml:"-"`
@@ -347,6 +348,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 		if op.Scope != rt.Scope {
 			t.Errorf("%s: %s has x-iotransit-scope %q, but the route needs %q", specFile, key, op.Scope, rt.Scope)
+		}
+		if op.Also != rt.Also {
+			t.Errorf("%s: %s has x-iotransit-also-scope %q, but the route's second scope is %q", specFile, key, op.Also, rt.Also)
 		}
 		checkParams(t, s, key, rt.Pattern, append(slices.Clone(pathParams[rt.Pattern]), op.Parameters...))
 		checkResponses(t, s, key, rt, op)

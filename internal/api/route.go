@@ -41,7 +41,12 @@ type Route struct {
 	Pattern string
 	Access  Access
 	Scope   string
-	handle  handlerFunc
+	// Also is a second scope the route needs when what it does sends the
+	// tenant's messages somewhere (creating an integration that delivers,
+	// pointing one elsewhere, re-driving dead letters): the handler asks
+	// for it then (needAlso), and the OpenAPI document says when.
+	Also   string
+	handle handlerFunc
 }
 
 // Routes returns the route table.
@@ -86,6 +91,15 @@ func (p *Principal) held() []string { return p.Scopes }
 // can reports whether the principal holds scope.
 func (p *Principal) can(scope string) bool {
 	return p.Scopes == nil || slices.Contains(p.Scopes, scope)
+}
+
+// needAlso refuses a principal without scope, which what it asks for
+// needs besides the route's own scope.
+func needAlso(p *Principal, scope, what string) error {
+	if p.can(scope) {
+		return nil
+	}
+	return ErrScopeMissing.WithDetail("%s needs %s as well", what, scope)
 }
 
 // Faults of authentication and authorisation.

@@ -23,6 +23,12 @@ func (s *Server) routeTable() []Route {
 	t := func(method, pattern, scope string, h handlerFunc) Route {
 		return Route{Method: method, Pattern: pattern, Access: Tenant, Scope: scope, handle: h}
 	}
+	// delivers marks a route that may send the tenant's messages somewhere:
+	// it needs messages:read as well (where the handler says).
+	delivers := func(rt Route) Route {
+		rt.Also = credential.ScopeMessagesRead
+		return rt
+	}
 	return []Route{
 		{Method: "GET", Pattern: "/healthz", Access: Public, handle: s.healthz},
 		{Method: "GET", Pattern: "/readyz", Access: Public, handle: s.readyz},
@@ -62,17 +68,17 @@ func (s *Server) routeTable() []Route {
 		t("GET", "/v1/tenants/{tenant}/oauth2-clients/{id}", credential.ScopeKeysRead, s.getClient),
 		t("POST", "/v1/tenants/{tenant}/oauth2-clients/{id}/revoke", credential.ScopeKeysWrite, s.revokeClient),
 
-		t("POST", "/v1/tenants/{tenant}/integrations", credential.ScopeIntegrationsWrite, s.createIntegration),
+		delivers(t("POST", "/v1/tenants/{tenant}/integrations", credential.ScopeIntegrationsWrite, s.createIntegration)),
 		t("GET", "/v1/tenants/{tenant}/integrations", credential.ScopeIntegrationsRead, s.listIntegrations),
 		t("GET", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsRead, s.getIntegration),
-		t("PATCH", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsWrite, s.updateIntegration),
+		delivers(t("PATCH", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsWrite, s.updateIntegration)),
 		t("DELETE", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsWrite, s.deleteIntegration),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/pause", credential.ScopeIntegrationsWrite, s.pauseIntegration(true)),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/resume", credential.ScopeIntegrationsWrite, s.pauseIntegration(false)),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/test", credential.ScopeIntegrationsWrite, s.testIntegration),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/rotate-secret", credential.ScopeIntegrationsWrite, s.rotateSecret),
 		t("GET", "/v1/tenants/{tenant}/integrations/{id}/dead-letters", credential.ScopeIntegrationsRead, s.listDeadLetters),
-		t("POST", "/v1/tenants/{tenant}/integrations/{id}/dead-letters/redrive", credential.ScopeIntegrationsWrite, s.redrive),
+		delivers(t("POST", "/v1/tenants/{tenant}/integrations/{id}/dead-letters/redrive", credential.ScopeIntegrationsWrite, s.redrive)),
 		t("GET", "/v1/tenants/{tenant}/stream", credential.ScopeMessagesRead, s.stream),
 
 		t("GET", "/v1/tenants/{tenant}/audit", credential.ScopeAuditRead, s.listAudit),
