@@ -129,20 +129,14 @@ func (l *Log) index(ctx context.Context, tenant string, log jetstream.Stream) (j
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	if is.st == nil {
-		st, err := l.streams.Stream(ctx, jetstream.StreamConfig{
-			Name:        names.AuditIndexStream(tenant),
-			Description: "index of the audit log of tenant " + tenant + " by actor, action and target",
-			Subjects:    []string{names.AuditIndexes(tenant)},
-			Retention:   jetstream.LimitsPolicy,
-			MaxAge:      l.cfg.Retention,
-			MaxMsgs:     -1,
-			MaxBytes:    -1,
-			Discard:     jetstream.DiscardOld,
-			Storage:     jetstream.FileStorage,
-			AllowDirect: true,
-			DenyDelete:  true,
-			DenyPurge:   true,
-		})
+		// Kept as the log is (storage, retention, replicas, no deletes or
+		// purges), and readable by direct gets.
+		cfg := log.CachedInfo().Config
+		cfg.Name = names.AuditIndexStream(tenant)
+		cfg.Description = "index of the audit log of tenant " + tenant + " by actor, action and target"
+		cfg.Subjects = []string{names.AuditIndexes(tenant)}
+		cfg.AllowDirect = true
+		st, err := l.streams.Stream(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("ensure index stream: %w", err)
 		}
