@@ -32,7 +32,10 @@ import (
 // subject from (or up to) a sequence" is one request. A list reads the
 // index entries of its most selective field and then each entry they name,
 // and checks the entry against the whole filter (a digest collision or a
-// stale index entry cannot let a wrong entry through).
+// stale index entry cannot let a wrong entry through). In a cluster the
+// newest-first walk may be answered by a replica a moment behind the
+// leader (direct gets): an entry indexed in that moment may be missing
+// from a list made at once, never a wrong one listed.
 //
 // The log itself is not changed: entries stay where Append writes them,
 // and Verify reads only AUD_{tenant}. The index is derived data: it is
@@ -189,7 +192,7 @@ func (l *Log) catchUp(ctx context.Context, tenant string, log, ix jetstream.Stre
 		if err != nil {
 			return false, err
 		}
-		if e, err := decodeEntry(m.Data); err == nil && e.Seq == last.seq {
+		if e, ok := listedEntry(m.Data); ok && e.Seq == last.seq {
 			w.entry(&e, last.streamSeq, resume)
 		}
 	}
@@ -199,8 +202,8 @@ func (l *Log) catchUp(ctx context.Context, tenant string, log, ix jetstream.Stre
 	}
 	if loginfo.State.LastSeq > last.streamSeq {
 		err = readRange(ctx, log, names.AuditEntry(tenant), last.streamSeq+1, loginfo.State.LastSeq, func(m rawMsg) bool {
-			e, err := decodeEntry(m.data)
-			if err != nil || e.Seq <= last.seq {
+			e, ok := listedEntry(m.data)
+			if !ok || e.Seq <= last.seq {
 				return true // not an entry (Verify reports it), or indexed
 			}
 			w.entry(&e, m.seq, 0)
@@ -214,6 +217,13 @@ func (l *Log) catchUp(ctx context.Context, tenant string, log, ix jetstream.Stre
 		return true, nil
 	}
 	return false, errors.Join(err, w.err)
+}
+
+// listedEntry decodes an entry as List does (not only the exact stored
+// form: the index lists what an unfiltered list would show).
+func listedEntry(data []byte) (Entry, bool) {
+	var e Entry
+	return e, decodeJSON(data, &e) == nil && e.Seq > 0
 }
 
 // indexWriter publishes index entries in order, each after the one before.
