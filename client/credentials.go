@@ -10,13 +10,17 @@ import (
 
 // Scopes a tenant credential may hold.
 const (
-	ScopeGatewaysRead      = "gateways:read"
-	ScopeGatewaysWrite     = "gateways:write"
-	ScopeMessagesRead      = "messages:read"
-	ScopeKeysRead          = "keys:read"
-	ScopeKeysWrite         = "keys:write"
-	ScopeAuditRead         = "audit:read"
-	ScopeIntegrationsRead  = "integrations:read"
+	ScopeGatewaysRead     = "gateways:read"
+	ScopeGatewaysWrite    = "gateways:write"
+	ScopeMessagesRead     = "messages:read"
+	ScopeKeysRead         = "keys:read"
+	ScopeKeysWrite        = "keys:write"
+	ScopeAuditRead        = "audit:read"
+	ScopeIntegrationsRead = "integrations:read"
+	// ScopeIntegrationsWrite manages integrations. Whatever sends the
+	// tenant's messages somewhere (creating an integration that delivers,
+	// changing where one delivers, re-driving dead letters) needs
+	// ScopeMessagesRead as well.
 	ScopeIntegrationsWrite = "integrations:write"
 )
 

@@ -13,11 +13,15 @@ type List[T any] struct {
 // Page is one page of a list route that pages. Next is the cursor of the
 // following page (the after parameter of gateways, the cursor parameter of
 // the others), "" at the end. A page may hold fewer items than asked, even
-// none, while Next is not "": the server's scan budget of one request ran
-// out first.
+// none, while Next is not "": the server's read budget of one request ran
+// out first, and Partial says so.
 type Page[T any] struct {
 	Items []T    `json:"items"`
 	Next  string `json:"next,omitempty"`
+	// Partial reports that the request's read budget ran out before the
+	// page was full (a filter that matches rarely, or a credential that
+	// has read much lately): Next goes on where it stopped.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // walk yields every item of the pages that page returns, starting at

@@ -45,8 +45,12 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Forward, "forward", "", "measure forwarding to an in-process HTTPS receiver instead: webhook (needs --rate: a steady phase at that rate, then a closed-loop throughput phase)")
 	fs.IntVar(&o.ForwardBatch, "forward-batch", 100, fmt.Sprintf("--forward: the integration's batch.maxMessages (1 to %d)", forward.MaxMaxMessages))
 	fs.DurationVar(&o.ForwardWait, "forward-wait", 50*time.Millisecond, "--forward: the integration's batch.maxWait ("+waitBounds+")")
+	abuse := addAbuseFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if abuse.on {
+		return abuse.run(ctx, c.Duration, f.output, stdout, stderr)
 	}
 	if err := f.validate(); err != nil {
 		return err

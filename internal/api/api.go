@@ -102,7 +102,7 @@ type Messages interface {
 // Audit records and reads the audit log (audit.Log).
 type Audit interface {
 	Append(ctx context.Context, tenant string, e audit.Event) (audit.Entry, error)
-	List(ctx context.Context, tenant string, f audit.Filter) ([]audit.Entry, uint64, error)
+	ListPage(ctx context.Context, tenant string, f audit.Filter) (audit.Page, error)
 	Verify(ctx context.Context, tenant string) (audit.Report, error)
 }
 
@@ -135,16 +135,17 @@ type Deps struct {
 
 // Server is the running API.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	log     *slog.Logger
-	srv     *http.Server
-	ln      net.Listener
-	opKey   [32]byte
-	limits  *limiter
-	handler http.Handler
-	routes  []Route
-	streams streamCount
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	srv      *http.Server
+	ln       net.Listener
+	opKey    [32]byte
+	limits   *limiter
+	handler  http.Handler
+	routes   []Route
+	streams  streamCount
+	counters *metrics
 }
 
 // New builds the API on a listener with tlsCfg (from pki.ServerTLSConfig).
@@ -157,8 +158,9 @@ func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, 
 	}
 	s := &Server{
 		cfg: cfg, deps: deps, log: log.With("component", "api"),
-		opKey:  sha256.Sum256([]byte(cfg.OperatorKey)),
-		limits: newLimiter(cfg.Limits),
+		opKey:    sha256.Sum256([]byte(cfg.OperatorKey)),
+		limits:   newLimiter(cfg.Limits),
+		counters: newMetrics(deps.Registerer),
 	}
 	s.routes = s.routeTable()
 	s.handler = s.buildHandler()

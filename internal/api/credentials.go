@@ -180,9 +180,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, _ *Principal) err
 			return err
 		}
 		s.limits.failed(ip, now)
-		if c.Tenant != "" {
-			s.record(r.Context(), r, c.Tenant, &Principal{Kind: "oauth2", ID: c.ID}, "credential.oauth2.token", "oauth2:"+c.ID, err, nil)
-		}
+		s.recordRefusal(r, c.Tenant, &Principal{Kind: "oauth2", ID: c.ID}, "credential.oauth2.token", "oauth2:"+c.ID, err, now)
 		writeOAuthError(w, r, http.StatusUnauthorized, "invalid_client", "client authentication failed")
 		return nil
 	}

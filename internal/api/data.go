@@ -82,7 +82,7 @@ func windowParams(r *http.Request) (listWindow, error) {
 	return w, err
 }
 
-func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	win, err := windowParams(r)
 	if err != nil {
 		return err
@@ -100,11 +100,17 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, _ *Princip
 	if q.Cursor, err = stringParam(r, "cursor", 512); err != nil {
 		return err
 	}
-	pg, err := s.deps.Messages.QueryMessages(r.Context(), r.PathValue("tenant"), q)
+	loan, err := s.lendReads(w, r, p)
 	if err != nil {
 		return err
 	}
-	out := client.Page[client.Message]{Items: make([]client.Message, 0, len(pg.Items)), Next: pg.Next}
+	q.Budget = loan.lent
+	pg, err := s.deps.Messages.QueryMessages(r.Context(), r.PathValue("tenant"), q)
+	loan.settle(pg.Cost())
+	if err != nil {
+		return err
+	}
+	out := client.Page[client.Message]{Items: make([]client.Message, 0, len(pg.Items)), Next: pg.Next, Partial: pg.Partial}
 	for _, m := range pg.Items {
 		out.Items = append(out.Items, client.Message{ID: m.ID, Seq: m.Seq, ReceivedAt: m.ReceivedAt, StoredAt: m.StoredAt, Gateway: m.Gateway, Message: m.Message})
 	}
@@ -112,7 +118,7 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, _ *Princip
 	return nil
 }
 
-func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	win, err := windowParams(r)
 	if err != nil {
 		return err
@@ -127,11 +133,17 @@ func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, _ *Princip
 	if q.Cursor, err = stringParam(r, "cursor", 512); err != nil {
 		return err
 	}
-	pg, err := s.deps.Messages.QueryRejected(r.Context(), r.PathValue("tenant"), q)
+	loan, err := s.lendReads(w, r, p)
 	if err != nil {
 		return err
 	}
-	out := client.Page[client.Rejected]{Items: make([]client.Rejected, 0, len(pg.Items)), Next: pg.Next}
+	q.Budget = loan.lent
+	pg, err := s.deps.Messages.QueryRejected(r.Context(), r.PathValue("tenant"), q)
+	loan.settle(pg.Cost())
+	if err != nil {
+		return err
+	}
+	out := client.Page[client.Rejected]{Items: make([]client.Rejected, 0, len(pg.Items)), Next: pg.Next, Partial: pg.Partial}
 	for _, rec := range pg.Items {
 		// The message itself when it is a JSON object, otherwise the raw
 		// payload as text or base64.
@@ -158,7 +170,7 @@ func isJSONObject(b []byte) bool {
 	return strings.HasPrefix(t, "{") && json.Valid(b)
 }
 
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	win, err := windowParams(r)
 	if err != nil {
 		return err
@@ -181,16 +193,22 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *Principal)
 			f.Before = n
 		}
 	}
-	entries, next, err := s.deps.Audit.List(r.Context(), r.PathValue("tenant"), f)
+	loan, err := s.lendReads(w, r, p)
 	if err != nil {
 		return err
 	}
-	out := client.Page[audit.Entry]{Items: entries}
+	f.Budget = loan.lent
+	pg, err := s.deps.Audit.ListPage(r.Context(), r.PathValue("tenant"), f)
+	loan.settle(pg.Reads)
+	if err != nil {
+		return err
+	}
+	out := client.Page[audit.Entry]{Items: pg.Entries, Partial: pg.Partial}
 	if out.Items == nil {
 		out.Items = []audit.Entry{}
 	}
-	if next != 0 {
-		out.Next = strconv.FormatUint(next, 10)
+	if pg.Next != 0 {
+		out.Next = strconv.FormatUint(pg.Next, 10)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -13,12 +13,14 @@ import (
 // FuzzDecodeJSON feeds arbitrary bodies to the strict decoder for every
 // request type: it never panics, refuses with a client fault (never an
 // internal one) whose detail is bounded, and accepts only a single JSON
-// object without unknown fields.
+// object without unknown fields and without a key named twice.
 func FuzzDecodeJSON(f *testing.F) {
 	for _, s := range []string{
 		`{"id":"acme"}`, `{"serial":"TSGW06DEV00000042","labels":{"a":"b"}}`, `{"scopes":["messages:read"],"ttl":"24h"}`,
 		`{"token":"iet_x","csr":"-----BEGIN"}`, `{"id":"a"} {}`, `{"id":`, `[]`, `null`, `{"unknown":1}`, "\xff\xfe", `{"labels":null}`,
 		`{"id":"a","id":"b"}`, `{"scopes":[1,2]}`, `   `, `{"ttl":"1e400h"}`,
+		`{"id":"a","ID":"b"}`, `{"serial":"a","ſerial":"b"}`, `{"serial":"a","labels":{"k":"1","k":"2"}}`,
+		`{"labels":{"k":{"x":1}},"labels":null}`, `{"scopes":[{"a":1,"a":2}]}`, `{"\u0069d":"a","id":"b"}`,
 	} {
 		f.Add([]byte(s), uint8(0))
 	}
@@ -43,6 +45,9 @@ func FuzzDecodeJSON(f *testing.F) {
 			if json.Unmarshal(bytes.TrimSpace(body), &obj) != nil {
 				t.Fatalf("accepted a body that is not one JSON object: %q", body)
 			}
+			if keys, kept := countKeys(t, body); keys != kept {
+				t.Fatalf("accepted a body that names a key twice (%d keys, %d distinct): %q", keys, kept, body)
+			}
 			return
 		}
 		fe, ok := fault.As(err)
@@ -58,4 +63,55 @@ func FuzzDecodeJSON(f *testing.F) {
 			t.Fatalf("public message too long: %q", fe.PublicMessage())
 		}
 	})
+}
+
+// countKeys counts the object keys of body as written and as a generic
+// decoder keeps them (a key named twice collapses there).
+func countKeys(t *testing.T, body []byte) (written, kept int) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var value func() int
+	value = func() int {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("tokens of an accepted body: %v", err)
+		}
+		n := 0
+		switch tok {
+		case json.Delim('{'):
+			for dec.More() {
+				if _, err := dec.Token(); err != nil {
+					t.Fatalf("key of an accepted body: %v", err)
+				}
+				n += 1 + value()
+			}
+			_, _ = dec.Token()
+		case json.Delim('['):
+			for dec.More() {
+				n += value()
+			}
+			_, _ = dec.Token()
+		}
+		return n
+	}
+	written = value()
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("decode accepted body: %v", err)
+	}
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			kept += len(x)
+			for _, e := range x {
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return written, kept
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -42,10 +43,49 @@ func (s *Server) recordIntegration(r *http.Request, p *Principal, action, id str
 	s.record(r.Context(), r, r.PathValue("tenant"), p, "forward.integration."+action, "integration:"+id, err, detail)
 }
 
+// destination is what decides where, and to whom, an integration delivers
+// the tenant's messages: the endpoint, the topic or device there, the CA
+// trusted for it, and the key payloads are sealed to. A websocket
+// integration has none: its stream needs messages:read anyway.
+type destination struct {
+	endpoint, topic, ca, key string
+}
+
+func destinationOf(in forward.Integration) destination {
+	var d destination
+	switch {
+	case in.Type == forward.TypeWebsocket:
+		return d
+	case in.Webhook != nil:
+		d.endpoint, d.ca = in.Webhook.URL, in.Webhook.CAPEM
+	case in.MQTT != nil:
+		d.endpoint, d.topic, d.ca = in.MQTT.Broker, in.MQTT.Topic, in.MQTT.CAPEM
+	case in.Azure != nil:
+		d.endpoint, d.topic, d.ca = in.Azure.HostName+":"+strconv.Itoa(in.Azure.Port), in.Azure.DeviceID, in.Azure.CAPEM
+	case in.AWS != nil:
+		d.endpoint, d.topic, d.ca = in.AWS.Endpoint+":"+strconv.Itoa(in.AWS.Port), in.AWS.ClientID+" "+in.AWS.Topic, in.AWS.CAPEM
+	}
+	if in.Encryption != nil {
+		d.key = in.Encryption.PublicKeyPEM
+	}
+	return d
+}
+
+// delivers reports whether an integration of this type sends the tenant's
+// messages to an endpoint (every type but websocket).
+func delivers(typ string) bool {
+	return typ != forward.TypeWebsocket && slices.Contains(client.IntegrationTypes, typ)
+}
+
 func (s *Server) createIntegration(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	var in forward.Integration
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &in, false); err != nil {
 		return err
+	}
+	if delivers(in.Type) {
+		if err := needAlso(p, credential.ScopeMessagesRead, "creating a "+in.Type+" integration (it delivers the tenant's messages)"); err != nil {
+			return err
+		}
 	}
 	out, shown, err := s.deps.Integrations.Create(r.Context(), r.PathValue("tenant"), in)
 	s.recordIntegration(r, p, "create", out.ID, err, map[string]string{"type": in.Type, "name": in.Name})
@@ -94,9 +134,17 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 	if err != nil {
 		return err
 	}
+	// The body is decoded over the current settings (sharing their type
+	// settings object): take the destination first.
+	before := destinationOf(cur.Integration)
 	in := cur.Integration
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &in, false); err != nil {
 		return err
+	}
+	if destinationOf(in) != before {
+		if err := needAlso(p, credential.ScopeMessagesRead, "changing where an integration delivers (endpoint, topic, device, trusted CA or encryption key)"); err != nil {
+			return err
+		}
 	}
 	out, err := s.deps.Integrations.Update(r.Context(), tenant, id, in)
 	s.recordIntegration(r, p, "update", id, err, nil)
@@ -251,6 +299,9 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 func (s *Server) redrive(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	id, err := s.integrationID(r)
 	if err != nil {
+		return err
+	}
+	if err := needAlso(p, credential.ScopeMessagesRead, "re-driving dead letters (they deliver the tenant's messages again)"); err != nil {
 		return err
 	}
 	var req client.RedriveRequest

@@ -25,13 +25,30 @@ type Limits struct {
 	// window ends.
 	AuthFailures int
 	AuthWindow   time.Duration
-	// AuditRefusals is how many refused authentications per minute are
+	// AuditRefusals is how many refused authentications per minute (bearer
+	// credentials and token requests of the token endpoint alike) are
 	// written to one tenant's audit log (default 10, burst AuditBurst,
 	// default 20); the rest are counted, and the next entry written says
 	// how many were left out. Anyone who knows a key id can cause a
 	// refusal; they must not be able to flood the tenant's log.
 	AuditRefusals float64
 	AuditBurst    int
+	// ReadsPerCredential is how many stored items (messages, rejected
+	// messages, audit entries, index entries; a message is one read, and
+	// so are SeqsPerRead sequences a filter steps over) the requests of
+	// one credential may read per second (default 2000), with burst
+	// ReadBurst (default 10000). ReadsPerTenant and TenantReadBurst bound
+	// the requests of all credentials on one tenant together (defaults
+	// 5000 and 20000), so that one tenant cannot take the server from the
+	// others. A request that would read more than is left, or more than
+	// MaxReadsPerRequest (default 2000), answers a partial page with a
+	// cursor to go on; one that finds nothing left is refused with 429 and
+	// Retry-After.
+	ReadsPerCredential float64
+	ReadBurst          int
+	ReadsPerTenant     float64
+	TenantReadBurst    int
+	MaxReadsPerRequest int
 }
 
 func (l *Limits) defaults() {
@@ -59,6 +76,21 @@ func (l *Limits) defaults() {
 	if l.AuditBurst == 0 {
 		l.AuditBurst = 20
 	}
+	if l.ReadsPerCredential == 0 {
+		l.ReadsPerCredential = 2000
+	}
+	if l.ReadBurst == 0 {
+		l.ReadBurst = 10000
+	}
+	if l.ReadsPerTenant == 0 {
+		l.ReadsPerTenant = 5000
+	}
+	if l.TenantReadBurst == 0 {
+		l.TenantReadBurst = 20000
+	}
+	if l.MaxReadsPerRequest == 0 {
+		l.MaxReadsPerRequest = 2000
+	}
 }
 
 // limiter holds token buckets per credential and per address, and failed
@@ -68,9 +100,26 @@ type limiter struct {
 
 	mu         sync.Mutex
 	buckets    map[string]*bucket
+	reads      map[string]*readBucket
 	failures   map[string]*window
 	suppressed map[string]int // refusals left out of a tenant's audit log
 	swept      time.Time
+}
+
+// readBucket is a token bucket of reads that lends: a request takes up
+// front what it may read and gives back what it did not read; one that
+// read more than it was lent leaves the bucket in debt.
+type readBucket struct {
+	tokens float64
+	at     time.Time // of tokens
+}
+
+// refill brings the bucket to now.
+func (b *readBucket) refill(now time.Time, perSecond float64, burst int) {
+	if d := now.Sub(b.at); d > 0 {
+		b.tokens = min(b.tokens+d.Seconds()*perSecond, float64(burst))
+		b.at = now
+	}
 }
 
 type bucket struct {
@@ -85,7 +134,7 @@ type window struct {
 
 func newLimiter(cfg Limits) *limiter {
 	cfg.defaults()
-	return &limiter{cfg: cfg, buckets: map[string]*bucket{}, failures: map[string]*window{}, suppressed: map[string]int{}}
+	return &limiter{cfg: cfg, buckets: map[string]*bucket{}, reads: map[string]*readBucket{}, failures: map[string]*window{}, suppressed: map[string]int{}}
 }
 
 // auditRefusal reports whether a refused authentication naming tenant is
@@ -122,6 +171,67 @@ func (l *limiter) allow(key string, r float64, burst int, now time.Time) (bool, 
 		return false, d
 	}
 	return true, 0
+}
+
+// readLimit is a read bucket with its rate and burst.
+type readLimit struct {
+	b     *readBucket
+	rate  float64
+	burst int
+}
+
+// readLimits returns the read buckets of a credential and of a tenant
+// (l.mu held).
+func (l *limiter) readLimits(cred, tenant string, now time.Time) []readLimit {
+	l.sweep(now)
+	get := func(key string, rate float64, burst int) readLimit {
+		b, ok := l.reads[key]
+		if !ok {
+			b = &readBucket{tokens: float64(burst), at: now}
+			l.reads[key] = b
+		}
+		return readLimit{b, rate, burst}
+	}
+	return []readLimit{
+		get("cred:"+cred, l.cfg.ReadsPerCredential, l.cfg.ReadBurst),
+		get("tenant:"+tenant, l.cfg.ReadsPerTenant, l.cfg.TenantReadBurst),
+	}
+}
+
+// lendReads lends a request of credential cred on tenant what it may read:
+// at most MaxReadsPerRequest and what both buckets hold. When either holds
+// less than one read, it lends nothing and says how long to wait.
+func (l *limiter) lendReads(cred, tenant string, now time.Time) (int, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := float64(l.cfg.MaxReadsPerRequest)
+	var wait time.Duration
+	for _, rb := range l.readLimits(cred, tenant, now) {
+		rb.b.refill(now, rb.rate, rb.burst)
+		n = min(n, rb.b.tokens)
+		if rb.b.tokens < 1 {
+			wait = max(wait, time.Duration((1-rb.b.tokens)/rb.rate*float64(time.Second)))
+		}
+	}
+	if wait > 0 {
+		return 0, wait
+	}
+	lent := int(n)
+	for _, rb := range l.readLimits(cred, tenant, now) {
+		rb.b.tokens -= float64(lent)
+	}
+	return lent, 0
+}
+
+// settleReads gives back what a request that was lent reads did not use
+// (or takes what it read beyond them).
+func (l *limiter) settleReads(cred, tenant string, lent, used int, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, rb := range l.readLimits(cred, tenant, now) {
+		rb.b.refill(now, rb.rate, rb.burst)
+		rb.b.tokens = min(rb.b.tokens+float64(lent-used), float64(rb.burst))
+	}
 }
 
 func (l *limiter) allowIP(ip string, now time.Time) (bool, time.Duration) {
@@ -171,6 +281,12 @@ func (l *limiter) sweep(now time.Time) {
 	for k, w := range l.failures {
 		if now.Sub(w.start) > l.cfg.AuthWindow {
 			delete(l.failures, k)
+		}
+	}
+	for k, b := range l.reads {
+		// Full again and idle: a new bucket would be the same.
+		if now.Sub(b.at) > 10*time.Minute {
+			delete(l.reads, k)
 		}
 	}
 }

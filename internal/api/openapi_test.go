@@ -93,6 +93,7 @@ type operation struct {
 	Summary     string                 `yaml:"summary"`
 	Access      string                 `yaml:"x-iotransit-access"`
 	Scope       string                 `yaml:"x-iotransit-scope"`
+	Also        string                 `yaml:"x-iotransit-also-scope"`
 	Security    *[]map[string][]string `yaml:"security"`
 	// Read from the node tree (yaml.v3 does not decode into maps of nodes).
 	Parameters  []*yaml.Node          `yaml:"-"`
@@ -347,6 +348,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 		if op.Scope != rt.Scope {
 			t.Errorf("%s: %s has x-iotransit-scope %q, but the route needs %q", specFile, key, op.Scope, rt.Scope)
+		}
+		if op.Also != rt.Also {
+			t.Errorf("%s: %s has x-iotransit-also-scope %q, but the route's second scope is %q", specFile, key, op.Also, rt.Also)
 		}
 		checkParams(t, s, key, rt.Pattern, append(slices.Clone(pathParams[rt.Pattern]), op.Parameters...))
 		checkResponses(t, s, key, rt, op)
@@ -1004,7 +1008,9 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	code(a.callWith(upgrade("13", "null", wsKey), streamRoute, stream, apiKey, 403), "api.websocket_origin")
 	a.call(streamRoute, stream, "", "", "", 401)
 	code(a.call(streamRoute, stream+"?after=yesterday", apiKey, "", "", 400), "api.bad_parameter")
-	code(a.call(streamRoute, stream+"?after=TSEN01ABC12345678:12100:1600000000", apiKey, "", "", 404), "api.after_unknown")
+	// A resume point is looked up once the request is a WebSocket handshake
+	// (it holds a stream slot meanwhile).
+	code(a.callWith(upgrade("13", "", wsKey), streamRoute, stream+"?after=TSEN01ABC12345678:12100:1600000000", apiKey, 404), "api.after_unknown")
 	code(a.call(streamRoute, stream+"?integration=000000000000", apiKey, "", "", 404), "forward.integration_not_found")
 	code(a.call(streamRoute, stream+"?integration="+hookID, apiKey, "", "", 400), "api.bad_parameter")
 	frame := a.frameSchema(streamRoute, "text")

@@ -60,6 +60,8 @@ func TestAPIBadRequests(t *testing.T) {
 		{"trailing data", "POST", "/v1/tenants", js, []byte(`{"id":"zz"} {"id":"yy"}`), 400, "api.json_invalid"},
 		{"trailing garbage", "POST", "/v1/tenants", js, []byte(`{"id":"zz"}x`), 400, "api.json_invalid"},
 		{"wrong type", "POST", "/v1/tenants", js, []byte(`{"id":42}`), 400, "api.json_invalid"},
+		{"duplicate key", "POST", "/v1/tenants", js, []byte(`{"id":"zz","id":"yy"}`), 400, "api.json_invalid"},
+		{"duplicate key in another case", "POST", "/v1/tenants/acme/api-keys", js, []byte(`{"scopes":["messages:read"],"Scopes":["keys:write"]}`), 400, "api.json_invalid"},
 		{"empty body", "POST", "/v1/tenants", js, nil, 400, "api.json_invalid"},
 		{"huge body", "POST", "/v1/tenants/acme/gateways", js, huge, 413, "api.body_too_large"},
 		{"wrong content type", "POST", "/v1/tenants", "text/plain", []byte(`{"id":"zz"}`), 415, "api.content_type"},
@@ -206,4 +208,65 @@ func TestAPIAuditRefusalsBounded(t *testing.T) {
 	if len(entries.Items) != 3 {
 		t.Errorf("%d refusal entries for 30 refusals with a budget of 3", len(entries.Items))
 	}
+}
+
+// TestAPITokenRefusalsShareTheAuditBudget: failed OAuth2 token requests
+// (a known client id, a wrong secret) are refused authentications that name
+// a tenant like the bearer path's, written to its log within the same
+// budget; the next entry written counts the ones left out, so that every
+// refusal is accounted for.
+func TestAPITokenRefusalsShareTheAuditBudget(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) {
+		c.APILimits = api.Limits{AuthFailures: 1000, AuditRefusals: 20, AuditBurst: 3} // a token every 3 s
+	})
+	a := nodetest.NewAPI(t, n)
+	r := a.Do("POST", "/v1/tenants/dev/oauth2-clients", a.Key(), map[string]any{"scopes": []string{"messages:read"}})
+	var c struct{ ClientID string }
+	r.Decode(t, &c)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, n, nil)}}
+	attempts := 0
+	fail := func() {
+		t.Helper()
+		req, _ := http.NewRequest("POST", a.Base()+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(c.ClientID, "wrong")
+		if r := tu.Send(t, hc, req); r.Status != 401 {
+			t.Fatalf("wrong secret: %d %s", r.Status, r.Body)
+		}
+		attempts++
+	}
+	type entry struct {
+		Action string
+		Detail map[string]string
+	}
+	refusals := func() []entry {
+		var p struct{ Items []entry }
+		a.Do("GET", "/v1/tenants/dev/audit?action=credential.oauth2.token&order=oldest&limit=1000", a.Key(), nil).Decode(t, &p)
+		return p.Items
+	}
+	for range 30 {
+		fail()
+	}
+	if got := len(refusals()); got < 1 || got > 4 {
+		t.Fatalf("%d entries for %d refused token requests with a burst of 3", got, attempts)
+	}
+	// The next one written says how many were left out: with it, every
+	// refusal is accounted for.
+	tu.Eventually(t, 10*time.Second, 200*time.Millisecond, func() error {
+		fail()
+		es := refusals()
+		if es[len(es)-1].Detail["refusalsLeftOut"] == "" {
+			return fmt.Errorf("no entry with refusalsLeftOut yet")
+		}
+		total := 0
+		for _, e := range es {
+			total++
+			left, _ := strconv.Atoi(e.Detail["refusalsLeftOut"])
+			total += left
+		}
+		if total != attempts {
+			t.Fatalf("%d refusals accounted for (entries + refusalsLeftOut), %d made", total, attempts)
+		}
+		return nil
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,7 +41,12 @@ type Route struct {
 	Pattern string
 	Access  Access
 	Scope   string
-	handle  handlerFunc
+	// Also is a second scope the route needs when what it does sends the
+	// tenant's messages somewhere (creating an integration that delivers,
+	// pointing one elsewhere, re-driving dead letters): the handler asks
+	// for it then (needAlso), and the OpenAPI document says when.
+	Also   string
+	handle handlerFunc
 }
 
 // Routes returns the route table.
@@ -85,6 +91,15 @@ func (p *Principal) held() []string { return p.Scopes }
 // can reports whether the principal holds scope.
 func (p *Principal) can(scope string) bool {
 	return p.Scopes == nil || slices.Contains(p.Scopes, scope)
+}
+
+// needAlso refuses a principal without scope, which what it asks for
+// needs besides the route's own scope.
+func needAlso(p *Principal, scope, what string) error {
+	if p.can(scope) {
+		return nil
+	}
+	return ErrScopeMissing.WithDetail("%s needs %s as well", what, scope)
 }
 
 // Faults of authentication and authorisation.
@@ -215,4 +230,24 @@ func (s *Server) record(ctx context.Context, r *http.Request, tenant string, p *
 	if _, aerr := s.deps.Audit.Append(context.WithoutCancel(ctx), tenant, ev); aerr != nil {
 		s.log.Error("audit append failed", "tenant_id", tenant, "action", action, "request_id", requestID(r), "error", aerr)
 	}
+}
+
+// recordRefusal writes a refused authentication that names tenant to its
+// audit log within the tenant's budget of refusals (Limits.AuditRefusals):
+// anyone who knows a key or client id can cause one, and must not be able
+// to flood the log. The entry written after some were left out says how
+// many (refusalsLeftOut).
+func (s *Server) recordRefusal(r *http.Request, tenant string, p *Principal, action, target string, err error, now time.Time) {
+	if tenant == "" {
+		return
+	}
+	write, leftOut := s.limits.auditRefusal(tenant, now)
+	if !write {
+		return
+	}
+	var detail map[string]string
+	if leftOut > 0 {
+		detail = map[string]string{"refusalsLeftOut": strconv.Itoa(leftOut)}
+	}
+	s.record(r.Context(), r, tenant, p, action, target, err, detail)
 }

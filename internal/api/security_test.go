@@ -14,6 +14,7 @@ import (
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
+	"github.com/iotransit/iotransit/receiver"
 )
 
 // world is two tenants with a gateway, keys and clients each.
@@ -214,7 +215,9 @@ func TestAPITenantIsolation(t *testing.T) {
 
 // TestAPIScopes sends every tenant route with a credential of the same
 // tenant that holds every scope but the route's: 403 scope_missing. With
-// only the route's scope, the route is not refused.
+// only the route's scope (and its second scope, for a route that may send
+// the tenant's messages somewhere: TestAPIIntegrationsWriteCannotReachMessages
+// checks when it needs it), the route is not refused.
 func TestAPIScopes(t *testing.T) {
 	w := newWorld(t)
 	keys := map[string]string{}
@@ -234,7 +237,11 @@ func TestAPIScopes(t *testing.T) {
 				t.Fatalf("without %s: %d %s", rt.Scope, r.Status, r.Body)
 			}
 			path, body = w.request(rt, "acme")
-			r = w.api.Do(rt.Method, path, only[rt.Scope], body)
+			key := only[rt.Scope]
+			if rt.Also != "" {
+				key = w.key("acme", []string{rt.Scope, rt.Also})
+			}
+			r = w.api.Do(rt.Method, path, key, body)
 			if strings.HasSuffix(rt.Pattern, "/stream") {
 				// Authorised, then refused by the WebSocket layer: not a WebSocket request.
 				if r.Status == 401 || r.Status == 403 || r.Status == 404 {
@@ -243,7 +250,7 @@ func TestAPIScopes(t *testing.T) {
 				return
 			}
 			if r.Status >= 400 {
-				t.Errorf("with only %s: %d %s", rt.Scope, r.Status, r.Body)
+				t.Errorf("with only %s %s: %d %s", rt.Scope, rt.Also, r.Status, r.Body)
 			}
 		})
 	}
@@ -310,4 +317,77 @@ func accessToken(t *testing.T, w *world, id, secret string) string {
 		t.Fatal(err)
 	}
 	return tok.AccessToken
+}
+
+// TestAPIIntegrationsWriteCannotReachMessages: a credential with
+// integrations:write but not messages:read cannot have the tenant's
+// messages delivered anywhere it chooses: creating an integration that
+// delivers (every type but websocket, whose stream needs messages:read),
+// pointing one elsewhere (endpoint, topic, trusted CA, encryption key) and
+// re-driving dead letters need messages:read as well. What does not move
+// data (a websocket integration, batching, pausing) stays open to it.
+func TestAPIIntegrationsWriteCannotReachMessages(t *testing.T) {
+	w := newWorld(t)
+	other := tu.NewReceiver(t)
+	_, sealPub, err := receiver.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer := w.key("acme", []string{credential.ScopeIntegrationsRead, credential.ScopeIntegrationsWrite})
+	reader := w.key("acme", []string{credential.ScopeIntegrationsRead, credential.ScopeIntegrationsWrite, credential.ScopeMessagesRead})
+	webhook := func(url, ca string) map[string]any {
+		return map[string]any{"name": fmt.Sprintf("n%d", w.seq.Add(1)), "type": "webhook", "webhook": map[string]any{"url": url, "caPem": ca}}
+	}
+	base := "/v1/tenants/acme/integrations"
+	cases := []struct {
+		name   string
+		method string
+		path   func() string
+		body   func() any
+		// open: integrations:write alone may do it.
+		open bool
+	}{
+		{"create a webhook", "POST", func() string { return base }, func() any { return webhook(other.URL, other.CAPEM) }, false},
+		{"create an MQTT integration", "POST", func() string { return base }, func() any {
+			return map[string]any{"name": fmt.Sprintf("m%d", w.seq.Add(1)), "type": "mqtt", "mqtt": map[string]any{"broker": "mqtts://127.0.0.1:8883"}}
+		}, false},
+		{"create a websocket integration", "POST", func() string { return base }, func() any {
+			return map[string]any{"name": fmt.Sprintf("ws%d", w.seq.Add(1)), "type": "websocket"}
+		}, true},
+		{"retarget a webhook", "PATCH", func() string { return base + "/" + w.integration("acme") }, func() any {
+			return map[string]any{"webhook": map[string]any{"url": other.URL, "caPem": other.CAPEM}}
+		}, false},
+		{"change the CA a webhook trusts", "PATCH", func() string { return base + "/" + w.integration("acme") }, func() any {
+			return map[string]any{"webhook": map[string]any{"url": w.rcv.URL, "caPem": other.CAPEM}}
+		}, false},
+		{"change the encryption key", "PATCH", func() string { return base + "/" + w.integration("acme") }, func() any {
+			return map[string]any{"encryption": map[string]any{"publicKeyPem": string(sealPub)}}
+		}, false},
+		{"change the batching", "PATCH", func() string { return base + "/" + w.integration("acme") }, func() any {
+			return map[string]any{"batch": map[string]any{"maxMessages": 10}}
+		}, true},
+		{"send the same settings back", "PATCH", func() string { return base + "/" + w.integration("acme") }, func() any {
+			return map[string]any{"webhook": map[string]any{"url": w.rcv.URL, "caPem": w.rcv.CAPEM}}
+		}, true},
+		{"pause", "POST", func() string { return base + "/" + w.integration("acme") + "/pause" }, func() any { return nil }, true},
+		{"re-drive dead letters", "POST", func() string { return base + "/" + w.integration("acme") + "/dead-letters/redrive" }, func() any { return nil }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := w.api.Do(tc.method, tc.path(), writer, tc.body())
+			if tc.open {
+				if r.Status >= 300 {
+					t.Fatalf("integrations:write alone: %d %s", r.Status, r.Body)
+				}
+			} else if code, _ := r.Problem(); r.Status != 403 || code != "api.scope_missing" || !strings.Contains(string(r.Body), credential.ScopeMessagesRead) {
+				t.Fatalf("integrations:write alone: %d %s, want 403 api.scope_missing naming messages:read", r.Status, r.Body)
+			}
+			if r := w.api.Do(tc.method, tc.path(), reader, tc.body()); r.Status >= 300 {
+				t.Fatalf("with messages:read as well: %d %s", r.Status, r.Body)
+			}
+		})
+	}
+	if got := other.Got(); len(got) != 0 {
+		t.Errorf("the other receiver got %d deliveries", len(got))
+	}
 }

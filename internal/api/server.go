@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +22,12 @@ var nowFunc = time.Now
 func (s *Server) routeTable() []Route {
 	t := func(method, pattern, scope string, h handlerFunc) Route {
 		return Route{Method: method, Pattern: pattern, Access: Tenant, Scope: scope, handle: h}
+	}
+	// delivers marks a route that may send the tenant's messages somewhere:
+	// it needs messages:read as well (where the handler says).
+	delivers := func(rt Route) Route {
+		rt.Also = credential.ScopeMessagesRead
+		return rt
 	}
 	return []Route{
 		{Method: "GET", Pattern: "/healthz", Access: Public, handle: s.healthz},
@@ -63,17 +68,17 @@ func (s *Server) routeTable() []Route {
 		t("GET", "/v1/tenants/{tenant}/oauth2-clients/{id}", credential.ScopeKeysRead, s.getClient),
 		t("POST", "/v1/tenants/{tenant}/oauth2-clients/{id}/revoke", credential.ScopeKeysWrite, s.revokeClient),
 
-		t("POST", "/v1/tenants/{tenant}/integrations", credential.ScopeIntegrationsWrite, s.createIntegration),
+		delivers(t("POST", "/v1/tenants/{tenant}/integrations", credential.ScopeIntegrationsWrite, s.createIntegration)),
 		t("GET", "/v1/tenants/{tenant}/integrations", credential.ScopeIntegrationsRead, s.listIntegrations),
 		t("GET", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsRead, s.getIntegration),
-		t("PATCH", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsWrite, s.updateIntegration),
+		delivers(t("PATCH", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsWrite, s.updateIntegration)),
 		t("DELETE", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsWrite, s.deleteIntegration),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/pause", credential.ScopeIntegrationsWrite, s.pauseIntegration(true)),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/resume", credential.ScopeIntegrationsWrite, s.pauseIntegration(false)),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/test", credential.ScopeIntegrationsWrite, s.testIntegration),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/rotate-secret", credential.ScopeIntegrationsWrite, s.rotateSecret),
 		t("GET", "/v1/tenants/{tenant}/integrations/{id}/dead-letters", credential.ScopeIntegrationsRead, s.listDeadLetters),
-		t("POST", "/v1/tenants/{tenant}/integrations/{id}/dead-letters/redrive", credential.ScopeIntegrationsWrite, s.redrive),
+		delivers(t("POST", "/v1/tenants/{tenant}/integrations/{id}/dead-letters/redrive", credential.ScopeIntegrationsWrite, s.redrive)),
 		t("GET", "/v1/tenants/{tenant}/stream", credential.ScopeMessagesRead, s.stream),
 
 		t("GET", "/v1/tenants/{tenant}/audit", credential.ScopeAuditRead, s.listAudit),
@@ -125,13 +130,7 @@ func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			if k := fault.From(err).Kind(); k == fault.Unauthenticated {
 				s.limits.failed(ip, now)
-				if write, leftOut := s.limits.auditRefusal(tenant, now); tenant != "" && write {
-					var detail map[string]string
-					if leftOut > 0 {
-						detail = map[string]string{"refusalsLeftOut": strconv.Itoa(leftOut)}
-					}
-					s.record(r.Context(), r, tenant, nil, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, detail)
-				}
+				s.recordRefusal(r, tenant, nil, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, now)
 			}
 			writeError(w, r, s.log, err)
 			return

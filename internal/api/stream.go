@@ -21,7 +21,7 @@ import (
 // Stream feeds the WebSocket stream (store.Store).
 type Stream interface {
 	Tail(ctx context.Context, tenant string, start uint64, subjects []string, max int, maxWait time.Duration, fn func([]store.Message) error) error
-	FindByKey(ctx context.Context, tenant, tuid string, tsmID int, tsmTs string) (uint64, bool, error)
+	FindByKey(ctx context.Context, tenant, tuid string, tsmID int, tsmTs string, budget int) (seq uint64, ok bool, cost int, err error)
 	Bounds(ctx context.Context, tenant string) (first, last uint64, err error)
 }
 
@@ -117,31 +117,61 @@ func hasToken(h http.Header, key, token string) bool {
 // ingest keeps the text, and FindByKey compares it).
 var thingseeKey = regexp.MustCompile(`^([A-Z]{4}[0-9]{2}[A-Z0-9]{11}):([0-9]{4,6}):([0-9]{1,20}(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?)$`)
 
-// resumeAfter turns ?after= into the first stream sequence to send: empty
-// means only new messages (0); a number is a stream sequence (the seq of
-// the messages API); tsmTuid:tsmId:tsmTs is Thingsee's message key, which a
-// receiver has from the last message it got.
-func (s *Server) resumeAfter(ctx context.Context, tenant, after string) (uint64, error) {
+// resumePoint is a parsed ?after=: empty means only new messages; a
+// number is a stream sequence (the seq of the messages API);
+// tsmTuid:tsmId:tsmTs is Thingsee's message key, which a receiver has from
+// the last message it got.
+type resumePoint struct {
+	given bool
+	seq   uint64
+	bySeq bool
+	tuid  string
+	tsmID int
+	tsmTs string
+}
+
+// parseAfter checks the syntax of ?after= (no lookup yet).
+func parseAfter(after string) (resumePoint, error) {
 	if after == "" {
-		return 0, nil
+		return resumePoint{}, nil
 	}
 	if n, err := strconv.ParseUint(after, 10, 64); err == nil {
+		return resumePoint{given: true, bySeq: true, seq: n}, nil
+	}
+	m := thingseeKey.FindStringSubmatch(after)
+	if m == nil {
+		return resumePoint{}, ErrBadParameter.WithDetail("after must be a message seq or tsmTuid:tsmId:tsmTs")
+	}
+	id, _ := strconv.Atoi(m[2])
+	return resumePoint{given: true, tuid: m[1], tsmID: id, tsmTs: m[3]}, nil
+}
+
+// resumeAfter turns a resume point into the first stream sequence to send
+// (0: only new messages). A search by message key reads the sensor's
+// newest messages of that tsmId: it spends the credential's read budget,
+// found or not, so that resumes that miss cannot be repeated for free.
+func (s *Server) resumeAfter(w http.ResponseWriter, r *http.Request, p *Principal, tenant string, at resumePoint) (uint64, error) {
+	ctx := r.Context()
+	switch {
+	case !at.given:
+		return 0, nil
+	case at.bySeq:
 		// Resuming after a message that has expired would leave a silent gap.
 		first, last, err := s.deps.Stream.Bounds(ctx, tenant)
 		if err != nil {
 			return 0, err
 		}
-		if n+1 < first || n > last {
+		if at.seq+1 < first || at.seq > last {
 			return 0, ErrAfterUnknown.New()
 		}
-		return n + 1, nil
+		return at.seq + 1, nil
 	}
-	m := thingseeKey.FindStringSubmatch(after)
-	if m == nil {
-		return 0, ErrBadParameter.WithDetail("after must be a message seq or tsmTuid:tsmId:tsmTs")
+	loan, err := s.lendReads(w, r, p)
+	if err != nil {
+		return 0, err
 	}
-	id, _ := strconv.Atoi(m[2])
-	seq, ok, err := s.deps.Stream.FindByKey(ctx, tenant, m[1], id, m[3])
+	seq, ok, cost, err := s.deps.Stream.FindByKey(ctx, tenant, at.tuid, at.tsmID, at.tsmTs, loan.lent)
+	loan.settle(cost)
 	if err != nil {
 		return 0, err
 	}
@@ -183,7 +213,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *Principal) er
 			}
 		}
 	}
-	start, err := s.resumeAfter(r.Context(), tenant, r.URL.Query().Get("after"))
+	after, err := parseAfter(r.URL.Query().Get("after"))
 	if err != nil {
 		return err
 	}
@@ -191,12 +221,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *Principal) er
 	if err := checkHandshake(w, r); err != nil {
 		return err
 	}
+	// The slot is taken before the resume point is looked up: a lookup,
+	// found or not, holds one of the credential's streams meanwhile.
 	release, ok := s.streams.acquire(tenant, p.Kind+":"+p.ID, s.cfg.MaxStreamsPerCredential, s.cfg.MaxStreamsPerTenant)
 	if !ok {
 		retryAfter(w, 10*time.Second)
 		return ErrTooManyStreams.New()
 	}
 	defer release()
+	start, err := s.resumeAfter(w, r, p, tenant, after)
+	if err != nil {
+		return err
+	}
 	// The server's read and write timeouts protect request/response routes;
 	// a stream lives on (it has its own write timeout and pings).
 	rc := http.NewResponseController(w)

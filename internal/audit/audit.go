@@ -170,6 +170,8 @@ type Log struct {
 	tenants map[string]*tenantState
 	closed  bool
 
+	idx indexes // the tenants' indexes of List (index.go)
+
 	stop     chan struct{}
 	loopDone chan struct{}
 	once     sync.Once

@@ -14,6 +14,11 @@
 // and DenyPurge, which JetStream never lets anyone switch off again: through
 // the NATS API an entry can only be removed by deleting the whole stream.
 //
+// Lists filtered by actor, action or target read a second stream,
+// AUDX_{tenant}: an index derived from the log and brought up to date
+// before each such list (index.go). It holds no entry and changes nothing
+// in the log; Verify never reads it.
+//
 // Entries are numbered 1, 2, 3 ... per tenant without gaps. Every entry
 // carries the hash of the one before it (Prev) and its own hash (Hash), so
 // that the last hash commits to the whole history. Several processes may

@@ -26,3 +26,6 @@ func HoldTenant(l *Log, tenant string) (release func()) {
 	ts.mu.Lock()
 	return ts.mu.Unlock
 }
+
+// IndexKey is the subject token of an indexed value.
+var IndexKey = indexKey

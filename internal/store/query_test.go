@@ -760,6 +760,75 @@ func TestQueryRejectedScanBudget(t *testing.T) {
 	}
 }
 
+// TestQueryBudgetBoundsWhatAPageCosts: a query's Budget bounds the reads
+// of one page (the page is then partial, and its cursor goes on without a
+// gap or a repeat), and every page says what it cost.
+func TestQueryBudgetBoundsWhatAPageCosts(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.appendN(t, rand.New(rand.NewPCG(21, 22)), 600, 200, 0)
+	var rej []store.Rejected
+	for i := range 300 {
+		rej = append(rej, store.Rejected{Gateway: gateways[i%3], ReceivedAt: time.Now(), Index: i, Code: "thingsee.common", Reason: "r", Raw: []byte("x")})
+	}
+	if err := f.s.AppendRejected(ctx, "acme", rej); err != nil {
+		t.Fatal(err)
+	}
+	all := f.readAll(t, names.MessageStream("acme"))
+	cases := []struct {
+		name    string
+		q       store.Query
+		partial bool
+	}{
+		{"a full page within the budget", store.Query{Limit: 100, Budget: 500}, false},
+		{"a page past the budget", store.Query{Limit: 100, Budget: 40}, true},
+		{"oldest first past the budget", store.Query{Limit: 100, Budget: 40, Oldest: true}, true},
+		{"a sensor past the budget", store.Query{Tuid: sensor(1, 2), Limit: 100, Budget: 10}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := f.s.QueryMessages(ctx, "acme", tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Reads > tc.q.Budget || p.Cost() > tc.q.Budget+1 || p.Reads < len(p.Items) {
+				t.Errorf("%d items, %d reads, cost %d, budget %d", len(p.Items), p.Reads, p.Cost(), tc.q.Budget)
+			}
+			if p.Partial != tc.partial || (tc.partial && (p.Next == "" || len(p.Items) >= tc.q.Limit)) {
+				t.Errorf("partial %v (want %v), %d items, next %q", p.Partial, tc.partial, len(p.Items), p.Next)
+			}
+			// Following the cursors with the same budget gives every match once.
+			q := tc.q
+			got := ids(p.Items)
+			for pages := 0; p.Next != "" && pages < 1000; pages++ {
+				q.Cursor = p.Next
+				if p, err = f.s.QueryMessages(ctx, "acme", q); err != nil {
+					t.Fatal(err)
+				}
+				if p.Reads > q.Budget {
+					t.Fatalf("%d reads, budget %d", p.Reads, q.Budget)
+				}
+				got = append(got, ids(p.Items)...)
+			}
+			want := expect(all, store.Query{Tuid: tc.q.Tuid, Oldest: tc.q.Oldest})
+			if d := diff(got, want); d != "" {
+				t.Fatal(d)
+			}
+		})
+	}
+	// A rejected-message code that matches nothing costs its budget, not
+	// the stream.
+	p, err := f.s.QueryRejected(ctx, "acme", store.RejectedQuery{Code: "thingsee.none", Budget: 50})
+	if err != nil || len(p.Items) != 0 || !p.Partial || p.Next == "" || p.Reads > 50 {
+		t.Fatalf("code without a match: %d items, partial %v, next %q, %d reads, %v", len(p.Items), p.Partial, p.Next, p.Reads, err)
+	}
+	// FindByKey stops at its budget.
+	m := all[len(all)-1]
+	if _, ok, cost, err := f.s.FindByKey(ctx, "acme", m.tuid, m.tsm, "1", 30); err != nil || ok || cost > 31 {
+		t.Fatalf("FindByKey of a missing key: found %v, cost %d, %v", ok, cost, err)
+	}
+}
+
 func TestMessagesIsNewestPage(t *testing.T) {
 	f := newFixture(t)
 	f.appendN(t, rand.New(rand.NewPCG(13, 14)), 50, 50, 0)

@@ -452,13 +452,21 @@ func (s *Store) Tail(ctx context.Context, tenant string, start uint64, subjects 
 // FindByKey returns the stream sequence of the newest message of a sensor
 // with tsmId and the exact tsmTs text (Thingsee's de-duplication key
 // tsmTuid:tsmId:tsmTs), looking at most at the sensor's newest 1000
-// messages of that tsmId. ok is false when it is not there.
-func (s *Store) FindByKey(ctx context.Context, tenant, tuid string, tsmID int, tsmTs string) (uint64, bool, error) {
+// messages of that tsmId, and within budget reads (0: no bound but that).
+// ok is false when it is not there (or not within the budget); cost is
+// what the search cost, in reads (Page.Cost).
+func (s *Store) FindByKey(ctx context.Context, tenant, tuid string, tsmID int, tsmTs string, budget int) (seq uint64, ok bool, cost int, err error) {
 	q := Query{Tuid: tuid, TsmID: tsmID, Limit: 100}
 	for page := 0; page < 10; page++ {
+		if budget > 0 {
+			if q.Budget = budget - cost; q.Budget <= 0 {
+				break
+			}
+		}
 		pg, err := s.QueryMessages(ctx, tenant, q)
+		cost += pg.Cost()
 		if err != nil {
-			return 0, false, err
+			return 0, false, cost, err
 		}
 		for _, m := range pg.Items {
 			var v struct {
@@ -467,7 +475,7 @@ func (s *Store) FindByKey(ctx context.Context, tenant, tuid string, tsmID int, t
 			dec := json.NewDecoder(bytes.NewReader(m.Message))
 			dec.UseNumber()
 			if dec.Decode(&v) == nil && string(v.TsmTs) == tsmTs {
-				return m.Seq, true, nil
+				return m.Seq, true, cost, nil
 			}
 		}
 		if pg.Next == "" {
@@ -475,7 +483,7 @@ func (s *Store) FindByKey(ctx context.Context, tenant, tuid string, tsmID int, t
 		}
 		q.Cursor = pg.Next
 	}
-	return 0, false, nil
+	return 0, false, cost, nil
 }
 
 // Bounds returns the first and last sequence of the tenant's message stream

@@ -44,6 +44,11 @@ func RejectedStream(tenant string) string { return "REJ_" + tok(tenant) }
 // AuditStream is the name of a tenant's audit log stream.
 func AuditStream(tenant string) string { return "AUD_" + tok(tenant) }
 
+// AuditIndexStream is the name of a tenant's audit index stream: which
+// entries name an actor, an action or a target (derived from AUD_{tenant},
+// which alone is verified).
+func AuditIndexStream(tenant string) string { return "AUDX_" + tok(tenant) }
+
 // DeadLetterStream is the name of an integration's dead-letter stream.
 func DeadLetterStream(tenant, integration string) string {
 	return "DLQ_" + tok(tenant) + "_" + tok(integration)
@@ -111,6 +116,16 @@ func AuditEntry(tenant string) string { return "audit." + tok(tenant) + ".entry"
 
 // AuditCheckpoint is the subject of a tenant's signed audit checkpoints.
 func AuditCheckpoint(tenant string) string { return "audit." + tok(tenant) + ".checkpoint" }
+
+// AuditIndex is the subject of the index entries of one field (actor,
+// action or target) and value of a tenant's audit entries; key is the
+// value's digest (the audit package makes it one token).
+func AuditIndex(tenant, field, key string) string {
+	return "auditx." + tok(tenant) + "." + tok(field) + "." + tok(key)
+}
+
+// AuditIndexes is the subject filter of all a tenant's audit index entries.
+func AuditIndexes(tenant string) string { return "auditx." + tok(tenant) + ".>" }
 
 // ValidToken reports whether s can be one part of a name: non-empty, at
 // most 128 bytes, without '.', '*', '>', white space or control characters.

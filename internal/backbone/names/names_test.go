@@ -30,6 +30,9 @@ func TestNamesAreTheStoredLayout(t *testing.T) {
 		{names.DeadLetter("acme", "i1"), "iot.acme.dlq.i1"},
 		{names.AuditEntry("acme"), "audit.acme.entry"},
 		{names.AuditCheckpoint("acme"), "audit.acme.checkpoint"},
+		{names.AuditIndexStream("acme"), "AUDX_acme"},
+		{names.AuditIndex("acme", "actor", "0123abcd"), "auditx.acme.actor.0123abcd"},
+		{names.AuditIndexes("acme"), "auditx.acme.>"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
@@ -54,6 +57,8 @@ func TestNamesRefuseUnvalidatedIDs(t *testing.T) {
 		"RedriveSubject":   func(s string) string { return names.RedriveSubject("acme", s, "G", "T", 1) },
 		"Rejected":         func(s string) string { return names.Rejected("acme", s) },
 		"AuditEntry":       names.AuditEntry,
+		"AuditIndexStream": names.AuditIndexStream,
+		"AuditIndex key":   func(s string) string { return names.AuditIndex("acme", "actor", s) },
 		"IntegrationState": names.IntegrationStateBucket,
 	}
 	for name, build := range builders {

@@ -43,9 +43,11 @@ func Start(t testing.TB, mod func(*node.Config)) *node.Node {
 	return n
 }
 
-// NoLimits lifts the API's rate limits (for tests that send many requests).
+// NoLimits lifts the API's rate limits, of requests and of what they read
+// (for tests that send many requests).
 func NoLimits(c *node.Config) {
-	c.APILimits = api.Limits{PerCredential: 1e6, CredentialBurst: 1e6, PerIP: 1e6, IPBurst: 1e6, AuthFailures: 1e6}
+	c.APILimits = api.Limits{PerCredential: 1e6, CredentialBurst: 1e6, PerIP: 1e6, IPBurst: 1e6, AuthFailures: 1e6,
+		ReadsPerCredential: 1e9, ReadBurst: 1e9, ReadsPerTenant: 1e9, TenantReadBurst: 1e9}
 }
 
 // ServerPool returns a pool with the node's server CA.
