@@ -28,8 +28,9 @@ type Message struct {
 }
 
 // Rejected is a message the node refused, with the reason. Message holds it
-// when it was a JSON object; otherwise Payload holds it as text, or
-// PayloadBase64 when it is not UTF-8.
+// when it was a JSON object within the structural limits; otherwise
+// Payload holds it as text (also a message refused for its structure, such
+// as thingsee.too_deep), or PayloadBase64 when it is not UTF-8.
 type Rejected struct {
 	Seq        uint64    `json:"seq"`
 	ReceivedAt time.Time `json:"receivedAt"`

@@ -12,6 +12,7 @@ import (
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/store"
+	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
 // Query parameter helpers: each failure names the parameter.
@@ -145,14 +146,16 @@ func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, p *Princip
 	}
 	out := client.Page[client.Rejected]{Items: make([]client.Rejected, 0, len(pg.Items)), Next: pg.Next, Partial: pg.Partial}
 	for _, rec := range pg.Items {
-		// The message itself when it is a JSON object, otherwise the raw
-		// payload as text or base64.
+		// The message itself when it is a JSON object fit to be handed on,
+		// otherwise the raw payload as text or base64 (a message refused
+		// for its structure is never nested: deep nesting or a lone
+		// surrogate would reach the tenant's own tools).
 		it := client.Rejected{
 			Seq: rec.Seq, ReceivedAt: rec.ReceivedAt, StoredAt: rec.StoredAt, Gateway: rec.Gateway, Index: rec.Index,
 			Code: rec.Code, Field: rec.Field, Reason: rec.Reason, TsmID: rec.TsmID, Tuid: rec.Tuid,
 		}
 		switch {
-		case isJSONObject(rec.Raw):
+		case isJSONObject(rec.Raw) && !thingsee.Structural(rec.Code):
 			it.Message = rec.Raw
 		case utf8.Valid(rec.Raw):
 			it.Payload = string(rec.Raw)

@@ -13,6 +13,7 @@ import (
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
+	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
 // Names of the hostile-payload replay (prefixed: the package holds every
@@ -166,6 +167,12 @@ func TestHostilePayloadsAreRefused(t *testing.T) {
 	}
 	for _, r := range rejected {
 		checkNoGoJSONText(t, "rejected message", r.Reason)
+		// A message refused for its structure is shown as text: nesting
+		// it in the listing would hand the hostile shape to the tenant's
+		// own tools (deep nesting, lone surrogates in keys).
+		if thingsee.Structural(r.Code) && (len(r.Message) > 0 || r.Payload == "" && r.PayloadBase64 == "") {
+			t.Errorf("rejected %s is listed as a nested message (%d bytes), want its payload as text", r.Code, len(r.Message))
+		}
 	}
 	for _, tc := range cases {
 		found := false

@@ -255,3 +255,15 @@ func nestingDepth(p []byte) int {
 	}
 	return deepest
 }
+
+// Structural reports whether code is the rejection of a structural limit
+// (depth, sizes, characters): such a message is not fit to be handed on as
+// JSON, even to the tenant's own listing.
+func Structural(code string) bool {
+	switch code {
+	case CodeTooDeep, CodeTooManyKeys, CodeArrayTooLong, CodeKeyTooLong, CodeKeyInvalid,
+		CodeStringTooLong, CodeStringInvalid, CodeNumberTooLong:
+		return true
+	}
+	return false
+}
