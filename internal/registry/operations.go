@@ -11,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
+	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/retry"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -95,7 +98,10 @@ func (r *Registry) update(ctx context.Context, tenant, serial string, fn func(*G
 	if err != nil {
 		return Gateway{}, err
 	}
-	for attempt := 0; attempt < 10; attempt++ {
+	for attempt := 1; attempt <= updateAttempts; attempt++ {
+		if attempt > 1 && !retry.Sleep(ctx, updateBackoff.Delay(attempt-1)) {
+			return Gateway{}, ctx.Err()
+		}
 		g, rev, err := read[Gateway](ctx, te.kv, serial, "gateway")
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return Gateway{}, ErrGatewayNotFound.New()
@@ -121,7 +127,7 @@ func (r *Registry) update(ctx context.Context, tenant, serial string, fn func(*G
 		r.cache(te, g, stored)
 		return g, nil
 	}
-	return Gateway{}, errors.New("registry: gateway update kept conflicting")
+	return Gateway{}, ErrBusy.New()
 }
 
 // SetGatewayState changes a gateway's state. Revoking also revokes every
@@ -210,3 +216,14 @@ func read[T any](ctx context.Context, kv jetstream.KeyValue, key, what string) (
 	}
 	return v, e.Revision(), nil
 }
+
+// Concurrent changes of one gateway (several API requests, several nodes)
+// conflict on its KV revision; each retries after a jittered wait, so that
+// the writers spread out, and gives up only after updateAttempts.
+const updateAttempts = 64
+
+var updateBackoff = retry.Backoff{Base: time.Millisecond, Max: 100 * time.Millisecond}
+
+// ErrBusy is a change that kept losing to concurrent changes of the same
+// gateway.
+var ErrBusy = fault.Define("registry.busy", fault.Unavailable, "the gateway is being changed by others at this moment; try again")
