@@ -298,6 +298,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		// cost every tenant.
 		down := topicPrefix + s.id.Serial + downSuffix
 		rest, under := strings.CutPrefix(topic, down+"/")
+		if !under {
+			rest = "" // CutPrefix returns the whole topic: down itself has no level below
+		}
 		allowed = (topic == down || under) && len(topic) <= maxFilterLen &&
 			strings.Count(rest, "/") < maxFilterLevels &&
 			(cl.State.Subscriptions.Len() < maxSubscriptions || subscribed(cl, topic))
@@ -319,8 +322,16 @@ const deniedTopic = "iotransit/denied"
 
 // OnPacketRead refuses QoS 2 publishes before mochi would downgrade them
 // (and answer with a PUBACK the client does not expect), and routes
-// $-topic publishes to the ACL refusal.
+// $-topic publishes to the ACL refusal. It also answers the one invalid
+// MQTT 3.1.1 CONNECT that mochi would refuse with 0x80, a return code 3.1.1
+// does not have (connect311).
 func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Connect {
+		if h.connect311(cl, pk) {
+			return pk, packets.ErrRejectPacket
+		}
+		return pk, nil
+	}
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
 	}
@@ -333,6 +344,24 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		pk.TopicName = deniedTopic
 	}
 	return pk, nil
+}
+
+// connect311 refuses an MQTT 3.1.1 CONNECT with an empty client id and
+// CleanSession 0 with return code 0x02, identifier rejected
+// ([MQTT-3.1.3-8]); mochi's own check answers 0x80, which 3.1.1 does not
+// define. The refusal is counted, and attributed (the TLS handshake proved
+// who the gateway is). It reports whether it refused.
+func (h *hook) connect311(cl *mqtt.Client, pk packets.Packet) bool {
+	if pk.ProtocolVersion >= 5 || pk.Connect.Clean || pk.Connect.ClientIdentifier != "" {
+		return false
+	}
+	var id Identity
+	if gc, ok := cl.Net.Conn.(*gatewayConn); ok {
+		id = gc.id
+	}
+	cl.Properties.ProtocolVersion = pk.ProtocolVersion // mochi sets it only after this hook: the CONNACK is 3.1.1's
+	_ = h.refuseConnect(cl, id, packets.ErrClientIdentifierNotValid, "client_id_invalid")
+	return true
 }
 
 // subscribed reports whether cl already holds the filter (a re-subscribe

@@ -164,6 +164,11 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	caps.RetainAvailable = 0
 	caps.SharedSubAvailable = 0
 	caps.SubIDAvailable = 0
+	// No topic aliases: gateways publish to one topic, so an alias would
+	// save a few bytes, and mochi resolves it only after the ACL. CONNACK
+	// carries no Topic Alias Maximum, which MQTT 5 reads as 0; with this
+	// mochi enforces it (a publish with an alias: DISCONNECT 0x94).
+	caps.TopicAliasMaximum = 0
 	// A hard cap for the whole packet; payloads over MaxPayload but under it
 	// get a reasoned refusal from the hook.
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10)
