@@ -219,14 +219,14 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	h.mu.Unlock()
 	// A session whose CONNACK never goes out (the write fails) gets no
 	// OnDisconnect from mochi: closing the connection forgets it.
-	gc.setOnClose(func() {
+	gc.setHooks(func() {
 		h.mu.Lock()
 		established := s.established
 		h.mu.Unlock()
 		if !established {
 			h.unregister(cl)
 		}
-	})
+	}, func() { h.goodbye(cl) })
 	g, valid := h.stillValid(id)
 	if !valid {
 		h.unregister(cl)
@@ -487,6 +487,18 @@ func (h *hook) report(s *session, packetID uint16, rep *Report) {
 	if err := h.broker.Publish(ErrorsTopic(s.id.Serial), b, false, 1); err != nil {
 		h.log.Warn("publish error report", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "error", err)
 	}
+}
+
+// goodbye ends a session because the server shuts down: MQTT 5 gets
+// DISCONNECT 0x8B (server shutting down); MQTT 3.1.1, where a server sends
+// no DISCONNECT, a closed connection. Neither takes the broker's clients
+// lock.
+func (h *hook) goodbye(cl *mqtt.Client) {
+	if v5(cl) {
+		_ = h.broker.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		return
+	}
+	cl.Stop(packets.ErrServerShuttingDown)
 }
 
 // kick disconnects the gateway's live session, if any.

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -198,6 +199,8 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 		timeout: cfg.ConnectTimeout, pending: make(chan struct{}, cfg.MaxPendingHandshakes),
 		perAddrMax: cfg.MaxPendingPerAddress, perAddr: map[string]int{},
 		m: core.m, log: log, emit: cfg.emit,
+		// A session ends once its publish in progress has its answer.
+		conns: map[net.Conn]*gatewayConn{}, drain: cfg.PersistTimeout + time.Second,
 	}
 	if err := broker.AddListener(ln); err != nil {
 		return nil, fmt.Errorf("ingest: listen on %s: %w", cfg.Addr, err)
@@ -213,7 +216,9 @@ func (s *Server) Start() error {
 // Addr returns the bound listen address.
 func (s *Server) Addr() string { return s.ln.Address() }
 
-// Close disconnects every gateway and stops the listener.
+// Close stops the listener, disconnects every gateway (MQTT 5: DISCONNECT
+// 0x8B) and stops the broker. It does not go through mochi's own close of
+// a listener's clients, which can deadlock (tlsListener).
 func (s *Server) Close() error {
 	return s.broker.Close()
 }
