@@ -57,6 +57,7 @@ type hook struct {
 	dir    Directory
 	core   *Core
 	m      *metrics
+	emit   func(Event) // the recorder: budgets, summaries, log lines
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -67,9 +68,9 @@ type hook struct {
 	owners    map[string]string // client id → tenant/incarnation of its mochi session
 }
 
-func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, log *slog.Logger) *hook {
+func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, emit func(Event), log *slog.Logger) *hook {
 	return &hook{
-		cfg: cfg, broker: broker, dir: dir, core: core, m: core.m, log: log,
+		cfg: cfg, broker: broker, dir: dir, core: core, m: core.m, emit: emit, log: log,
 		now:       time.Now,
 		byClient:  map[*mqtt.Client]*session{},
 		byGateway: map[string]*session{},
@@ -164,10 +165,11 @@ func (h *hook) clientSession(cl *mqtt.Client) (*session, bool) {
 
 func v5(cl *mqtt.Client) bool { return cl.Properties.ProtocolVersion == 5 }
 
-// refuseConnect answers CONNECT with a reason code and ends the connection.
+// refuseConnect answers CONNECT with a reason code and ends the connection;
+// the refusal is counted and recorded (within the budget, EventBudget).
 func (h *hook) refuseConnect(cl *mqtt.Client, id Identity, code packets.Code, reason string) error {
 	h.m.connRefused.WithLabelValues(reason).Inc()
-	h.cfg.emit(Event{Kind: EventRefused, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote, Reason: reason})
+	h.emit(Event{Kind: EventRefused, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote, Reason: reason})
 	_ = h.broker.SendConnack(cl, code, false, nil)
 	return code
 }
@@ -191,7 +193,6 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			cl.Properties.Props.AssignedClientID = id.Serial
 		}
 	default:
-		h.log.Info("client id refused", "tenant_id", id.Tenant, "gateway_id", id.Serial)
 		return h.refuseConnect(cl, id, packets.ErrClientIdentifierNotValid, "client_id_mismatch")
 	}
 	// A will message would be published by the broker on the gateway's
@@ -217,26 +218,26 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	h.byClient[cl] = s
 	h.byGateway[gatewayKey(id.Tenant, id.Serial)] = s
 	h.mu.Unlock()
-	// A session whose CONNACK never goes out (the write fails) gets no
-	// OnDisconnect from mochi: closing the connection forgets it.
+	// A session whose CONNACK never goes out (the write fails), or whose
+	// connection is closed before mochi established it (a takeover by the
+	// gateway's next connection), gets no OnDisconnect from mochi: closing
+	// the connection ends it.
 	gc.setHooks(func() {
 		h.mu.Lock()
 		established := s.established
 		h.mu.Unlock()
 		if !established {
-			h.unregister(cl)
+			h.ended(cl, "connection closed before the session was established")
 		}
 	}, func() { h.goodbye(cl) })
 	g, valid := h.stillValid(id)
 	if !valid {
-		h.unregister(cl)
-		h.log.Info("gateway refused at CONNECT: revoked, isolated or certificate superseded since the handshake", "tenant_id", id.Tenant, "gateway_id", id.Serial)
+		h.unregister(cl) // revoked, isolated or its certificate superseded since the handshake
 		return h.refuseConnect(cl, id, packets.ErrNotAuthorized, "revoked_after_handshake")
 	}
 	h.prepareSession(cl.ID, id.Tenant+"/"+g.Incarnation+"/"+g.CreatedAt.String())
 	h.m.connAccepted.Inc()
-	h.log.Info("gateway connected", "tenant_id", id.Tenant, "gateway_id", id.Serial, "remote", cl.Net.Remote)
-	h.cfg.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
+	h.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
 	return nil
 }
 
@@ -257,16 +258,20 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Unlock()
 }
 
-// OnDisconnect forgets the session.
+// OnDisconnect ends the session.
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	s, ok := h.unregister(cl)
-	if ok {
-		h.log.Info("gateway disconnected", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial)
-		reason := "closed"
-		if err != nil {
-			reason = disconnectReason(err)
-		}
-		h.cfg.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
+	reason := "closed"
+	if err != nil {
+		reason = disconnectReason(err)
+	}
+	h.ended(cl, reason)
+}
+
+// ended forgets cl's session, if it is still registered, and records its
+// disconnect: exactly one for each recorded connect.
+func (h *hook) ended(cl *mqtt.Client, reason string) {
+	if s, ok := h.unregister(cl); ok {
+		h.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
 	}
 }
 

@@ -145,20 +145,27 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 		}
 		ip := addrIP(conn.RemoteAddr())
 		if !l.takeAddr(ip) {
-			l.m.connRefused.WithLabelValues("overload_address").Inc()
-			conn.Close()
+			l.overloaded(conn, "overload_address")
 			continue
 		}
 		select {
 		case l.pending <- struct{}{}:
 		default:
 			l.releaseAddr(ip)
-			l.m.connRefused.WithLabelValues("overload").Inc()
-			conn.Close()
+			l.overloaded(conn, "overload")
 			continue
 		}
 		go l.handle(conn, ip, establish)
 	}
+}
+
+// overloaded refuses a connection before its handshake: too many are
+// pending (from its address, or in all). Like any unauthenticated refusal
+// it is counted and recorded within the budget.
+func (l *tlsListener) overloaded(conn net.Conn, reason string) {
+	l.m.connRefused.WithLabelValues(reason).Inc()
+	l.emit(Event{Kind: EventRefused, Remote: conn.RemoteAddr().String(), Reason: reason})
+	_ = conn.Close()
 }
 
 // addrIP is the IP of a remote address (the whole address if it has no port).
@@ -263,8 +270,7 @@ func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.Establ
 		if errors.As(err, &re) {
 			ev.Tenant, ev.Serial = re.Tenant, re.Serial
 		}
-		l.emit(ev)
-		l.log.Info("gateway connection refused", "reason", reason, "remote", raw.RemoteAddr().String())
+		l.emit(ev) // recorded within the budget, and logged with it
 		_ = tc.Close()
 		return
 	}
