@@ -17,9 +17,11 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/ingest"
 	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestIngestCloseUnderConnectionChurnDoesNotDeadlock closes the ingest
@@ -131,4 +133,35 @@ func churn(addr string, cfg *tls.Config, serial string, polite bool) bool {
 		_ = c.Disconnect(&paho.Disconnect{})
 	}
 	return true
+}
+
+// TestIngestCloseSaysServerShuttingDown: at close an MQTT 5 gateway is told
+// why (DISCONNECT 0x8B), as mochi's own listener close did, and an MQTT
+// 3.1.1 gateway's connection closes.
+func TestIngestCloseSaysServerShuttingDown(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	reasons := make(chan byte, 1)
+	if _, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, func(c *gateway.UplinkConfig) {
+		c.OnDisconnect = func(reason byte, err error) { reasons <- reason }
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan error, 1)
+	if _, err := dial311(t, n, nodetest.Gateway(t, n, tenant, gwB), gwB, lost); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	select {
+	case r := <-reasons:
+		if r != 0x8B {
+			t.Errorf("DISCONNECT 0x%02x, want 0x8B (server shutting down)", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the MQTT 5 gateway was not disconnected")
+	}
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Error("the MQTT 3.1.1 gateway's connection is still open")
+	}
 }
