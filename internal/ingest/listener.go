@@ -51,16 +51,18 @@ func (c *gatewayConn) setHooks(onClose, onShutdown func()) {
 }
 
 // shutdown ends the connection because the listener closes: through the
-// hook's goodbye once CONNECT was accepted, else by closing it.
-func (c *gatewayConn) shutdown() {
+// hook's goodbye once CONNECT was accepted, else by closing it. A peer that
+// does not read cannot hold the goodbye beyond the write deadline.
+func (c *gatewayConn) shutdown(deadline time.Time) {
 	c.mu.Lock()
 	f := c.onShutdown
 	c.mu.Unlock()
-	if f != nil {
-		f()
+	if f == nil {
+		_ = c.Close()
 		return
 	}
-	_ = c.Close()
+	_ = c.SetWriteDeadline(deadline)
+	f()
 }
 
 // tlsListener is a mochi listener that owns the TLS handshake: each accepted
@@ -309,10 +311,11 @@ func handshakeReason(err error) string {
 
 // Close stops accepting, ends every open connection (a gateway session
 // through the hook's goodbye: MQTT 5 gets DISCONNECT 0x8B, as mochi's own
-// close sends) and waits, at most drain, for them to finish. It never calls
-// mochi's CloseFn (see tlsListener). A connection whose handshake or
-// CONNECT is still under way when Close takes its list is closed too, and
-// one that gets further than that finds the listener closed.
+// close sends, within a second) and waits, at most drain, for them to
+// finish; then it closes what is left. It never calls mochi's CloseFn (see
+// tlsListener). A connection whose handshake or CONNECT is still under way
+// when Close takes its list is closed too, and one that gets further than
+// that finds the listener closed.
 func (l *tlsListener) Close(listeners.CloseFn) {
 	if !l.closed.CompareAndSwap(false, true) {
 		return
@@ -322,12 +325,11 @@ func (l *tlsListener) Close(listeners.CloseFn) {
 		_ = l.ln.Close()
 	}
 	l.mu.Unlock()
-	l.connsMu.Lock()
-	open := maps.Clone(l.conns)
-	l.connsMu.Unlock()
+	open := l.open()
+	deadline := time.Now().Add(time.Second)
 	for raw, gc := range open {
 		if gc != nil {
-			gc.shutdown()
+			go gc.shutdown(deadline)
 		} else {
 			_ = raw.Close()
 		}
@@ -340,9 +342,17 @@ func (l *tlsListener) Close(listeners.CloseFn) {
 	select {
 	case <-done:
 	case <-time.After(l.drain):
-		l.connsMu.Lock()
-		left := len(l.conns)
-		l.connsMu.Unlock()
-		l.log.Warn("gateway connections still open after the listener closed", "connections", left, "waited", l.drain.String())
+		left := l.open()
+		l.log.Warn("gateway connections still open after the listener closed: closing them", "connections", len(left), "waited", l.drain.String())
+		for raw := range left {
+			_ = raw.Close()
+		}
 	}
+}
+
+// open returns the open connections.
+func (l *tlsListener) open() map[net.Conn]*gatewayConn {
+	l.connsMu.Lock()
+	defer l.connsMu.Unlock()
+	return maps.Clone(l.conns)
 }
