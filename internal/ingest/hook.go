@@ -57,6 +57,7 @@ type hook struct {
 	dir    Directory
 	core   *Core
 	m      *metrics
+	emit   func(Event) // the recorder: budgets, summaries, log lines
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -67,9 +68,9 @@ type hook struct {
 	owners    map[string]string // client id → tenant/incarnation of its mochi session
 }
 
-func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, log *slog.Logger) *hook {
+func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, emit func(Event), log *slog.Logger) *hook {
 	return &hook{
-		cfg: cfg, broker: broker, dir: dir, core: core, m: core.m, log: log,
+		cfg: cfg, broker: broker, dir: dir, core: core, m: core.m, emit: emit, log: log,
 		now:       time.Now,
 		byClient:  map[*mqtt.Client]*session{},
 		byGateway: map[string]*session{},
@@ -164,10 +165,11 @@ func (h *hook) clientSession(cl *mqtt.Client) (*session, bool) {
 
 func v5(cl *mqtt.Client) bool { return cl.Properties.ProtocolVersion == 5 }
 
-// refuseConnect answers CONNECT with a reason code and ends the connection.
+// refuseConnect answers CONNECT with a reason code and ends the connection;
+// the refusal is counted and recorded (within the budget, EventBudget).
 func (h *hook) refuseConnect(cl *mqtt.Client, id Identity, code packets.Code, reason string) error {
 	h.m.connRefused.WithLabelValues(reason).Inc()
-	h.cfg.emit(Event{Kind: EventRefused, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote, Reason: reason})
+	h.emit(Event{Kind: EventRefused, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote, Reason: reason})
 	_ = h.broker.SendConnack(cl, code, false, nil)
 	return code
 }
@@ -191,7 +193,6 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			cl.Properties.Props.AssignedClientID = id.Serial
 		}
 	default:
-		h.log.Info("client id refused", "tenant_id", id.Tenant, "gateway_id", id.Serial)
 		return h.refuseConnect(cl, id, packets.ErrClientIdentifierNotValid, "client_id_mismatch")
 	}
 	// A will message would be published by the broker on the gateway's
@@ -217,26 +218,26 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	h.byClient[cl] = s
 	h.byGateway[gatewayKey(id.Tenant, id.Serial)] = s
 	h.mu.Unlock()
-	// A session whose CONNACK never goes out (the write fails) gets no
-	// OnDisconnect from mochi: closing the connection forgets it.
-	gc.setOnClose(func() {
+	// A session whose CONNACK never goes out (the write fails), or whose
+	// connection is closed before mochi established it (a takeover by the
+	// gateway's next connection), gets no OnDisconnect from mochi: closing
+	// the connection ends it.
+	gc.setHooks(func() {
 		h.mu.Lock()
 		established := s.established
 		h.mu.Unlock()
 		if !established {
-			h.unregister(cl)
+			h.ended(cl, "connection closed before the session was established")
 		}
-	})
+	}, func() { h.goodbye(cl) })
 	g, valid := h.stillValid(id)
 	if !valid {
-		h.unregister(cl)
-		h.log.Info("gateway refused at CONNECT: revoked, isolated or certificate superseded since the handshake", "tenant_id", id.Tenant, "gateway_id", id.Serial)
+		h.unregister(cl) // revoked, isolated or its certificate superseded since the handshake
 		return h.refuseConnect(cl, id, packets.ErrNotAuthorized, "revoked_after_handshake")
 	}
 	h.prepareSession(cl.ID, id.Tenant+"/"+g.Incarnation+"/"+g.CreatedAt.String())
 	h.m.connAccepted.Inc()
-	h.log.Info("gateway connected", "tenant_id", id.Tenant, "gateway_id", id.Serial, "remote", cl.Net.Remote)
-	h.cfg.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
+	h.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
 	return nil
 }
 
@@ -257,16 +258,20 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Unlock()
 }
 
-// OnDisconnect forgets the session.
+// OnDisconnect ends the session.
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	s, ok := h.unregister(cl)
-	if ok {
-		h.log.Info("gateway disconnected", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial)
-		reason := "closed"
-		if err != nil {
-			reason = disconnectReason(err)
-		}
-		h.cfg.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
+	reason := "closed"
+	if err != nil {
+		reason = disconnectReason(err)
+	}
+	h.ended(cl, reason)
+}
+
+// ended forgets cl's session, if it is still registered, and records its
+// disconnect: exactly one for each recorded connect.
+func (h *hook) ended(cl *mqtt.Client, reason string) {
+	if s, ok := h.unregister(cl); ok {
+		h.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
 	}
 }
 
@@ -298,6 +303,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		// cost every tenant.
 		down := topicPrefix + s.id.Serial + downSuffix
 		rest, under := strings.CutPrefix(topic, down+"/")
+		if !under {
+			rest = "" // CutPrefix returns the whole topic: down itself has no level below
+		}
 		allowed = (topic == down || under) && len(topic) <= maxFilterLen &&
 			strings.Count(rest, "/") < maxFilterLevels &&
 			(cl.State.Subscriptions.Len() < maxSubscriptions || subscribed(cl, topic))
@@ -319,8 +327,16 @@ const deniedTopic = "iotransit/denied"
 
 // OnPacketRead refuses QoS 2 publishes before mochi would downgrade them
 // (and answer with a PUBACK the client does not expect), and routes
-// $-topic publishes to the ACL refusal.
+// $-topic publishes to the ACL refusal. It also answers the one invalid
+// MQTT 3.1.1 CONNECT that mochi would refuse with 0x80, a return code 3.1.1
+// does not have (connect311).
 func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Connect {
+		if h.connect311(cl, pk) {
+			return pk, packets.ErrRejectPacket
+		}
+		return pk, nil
+	}
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
 	}
@@ -333,6 +349,24 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		pk.TopicName = deniedTopic
 	}
 	return pk, nil
+}
+
+// connect311 refuses an MQTT 3.1.1 CONNECT with an empty client id and
+// CleanSession 0 with return code 0x02, identifier rejected
+// ([MQTT-3.1.3-8]); mochi's own check answers 0x80, which 3.1.1 does not
+// define. The refusal is counted, and attributed (the TLS handshake proved
+// who the gateway is). It reports whether it refused.
+func (h *hook) connect311(cl *mqtt.Client, pk packets.Packet) bool {
+	if pk.ProtocolVersion >= 5 || pk.Connect.Clean || pk.Connect.ClientIdentifier != "" {
+		return false
+	}
+	var id Identity
+	if gc, ok := cl.Net.Conn.(*gatewayConn); ok {
+		id = gc.id
+	}
+	cl.Properties.ProtocolVersion = pk.ProtocolVersion // mochi sets it only after this hook: the CONNACK is 3.1.1's
+	_ = h.refuseConnect(cl, id, packets.ErrClientIdentifierNotValid, "client_id_invalid")
+	return true
 }
 
 // subscribed reports whether cl already holds the filter (a re-subscribe
@@ -458,6 +492,18 @@ func (h *hook) report(s *session, packetID uint16, rep *Report) {
 	if err := h.broker.Publish(ErrorsTopic(s.id.Serial), b, false, 1); err != nil {
 		h.log.Warn("publish error report", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "error", err)
 	}
+}
+
+// goodbye ends a session because the server shuts down: MQTT 5 gets
+// DISCONNECT 0x8B (server shutting down); MQTT 3.1.1, where a server sends
+// no DISCONNECT, a closed connection. Neither takes the broker's clients
+// lock.
+func (h *hook) goodbye(cl *mqtt.Client) {
+	if v5(cl) {
+		_ = h.broker.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		return
+	}
+	cl.Stop(packets.ErrServerShuttingDown)
 }
 
 // kick disconnects the gateway's live session, if any.

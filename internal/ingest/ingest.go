@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -57,8 +58,12 @@ type Config struct {
 	PersistTimeout time.Duration
 	// MaxKeepalive is the longest keepalive granted; 0 (none) is raised to it (default 20m).
 	MaxKeepalive time.Duration
-	// OnEvent, when set, is told of every gateway connect, disconnect and
-	// refused connection (for the audit log). It must not block.
+	// Events bounds the connection events recorded one by one (OnEvent and
+	// the log); past it they are summarised (EventBudget).
+	Events EventBudget
+	// OnEvent, when set, is told of gateway connects, disconnects and
+	// refused connections, and of summaries of those over the budget (for
+	// the audit log). It must not block.
 	OnEvent func(Event)
 }
 
@@ -69,20 +74,23 @@ const (
 	EventRefused    = "refused"
 )
 
-// Event is a gateway connection event. Tenant and Serial are empty for a
-// refused connection that cannot be attributed to a tenant.
+// Event is a gateway connection event, or a summary of several. Tenant and
+// Serial are empty for a refused connection that cannot be attributed to a
+// tenant: one whose certificate chain did not verify against a tenant's CA.
 type Event struct {
 	Kind   string
 	Tenant string
+	// Serial is the gateway; "*" in a summary of several gateways.
 	Serial string
+	// Remote is the peer's "ip:port"; in a summary its /24 or /64 network,
+	// or "*" for several.
 	Remote string
-	Reason string // refusal reason (EventRefused)
-}
-
-func (c *Config) emit(e Event) {
-	if c.OnEvent != nil {
-		c.OnEvent(e)
-	}
+	// Reason is why a connection was refused or ended.
+	Reason string
+	// Count is how many events a summary stands for (0: a single event),
+	// First and Last when the first and the last of them happened.
+	Count       int
+	First, Last time.Time
 }
 
 func (c *Config) defaults() {
@@ -119,6 +127,7 @@ func (c *Config) defaults() {
 	if c.MaxKeepalive == 0 {
 		c.MaxKeepalive = 20 * time.Minute
 	}
+	c.Events.defaults()
 }
 
 // Validate reports every problem of the configuration at once.
@@ -133,6 +142,9 @@ func (c Config) Validate() error {
 	if c.ConnectTimeout < 0 || c.PersistTimeout < 0 {
 		errs = append(errs, errors.New("ingest: timeouts must not be negative"))
 	}
+	if err := c.Events.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -142,6 +154,7 @@ type Server struct {
 	broker *mqtt.Server
 	ln     *tlsListener
 	hook   *hook
+	events *recorder
 	log    *slog.Logger
 }
 
@@ -164,6 +177,11 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	caps.RetainAvailable = 0
 	caps.SharedSubAvailable = 0
 	caps.SubIDAvailable = 0
+	// No topic aliases: gateways publish to one topic, so an alias would
+	// save a few bytes, and mochi resolves it only after the ACL. CONNACK
+	// carries no Topic Alias Maximum, which MQTT 5 reads as 0; with this
+	// mochi enforces it (a publish with an alias: DISCONNECT 0x94).
+	caps.TopicAliasMaximum = 0
 	// A hard cap for the whole packet; payloads over MaxPayload but under it
 	// get a reasoned refusal from the hook.
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10)
@@ -179,7 +197,8 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 		InlineClient: true, // for reports on v1/gw/{serial}/down/errors
 		Logger:       slog.New(quietHandler{log.Handler()}),
 	})
-	h := newHook(cfg, broker, dir, core, log)
+	events := newRecorder(cfg.Events, cfg.OnEvent, log, func(kind string) { core.m.eventsSummarized.WithLabelValues(kind).Inc() })
+	h := newHook(cfg, broker, dir, core, events.record, log)
 	if err := broker.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("ingest: add hook: %w", err)
 	}
@@ -192,25 +211,32 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 		},
 		timeout: cfg.ConnectTimeout, pending: make(chan struct{}, cfg.MaxPendingHandshakes),
 		perAddrMax: cfg.MaxPendingPerAddress, perAddr: map[string]int{},
-		m: core.m, log: log, emit: cfg.emit,
+		m: core.m, log: log, emit: events.record,
+		// A session ends once its publish in progress has its answer.
+		conns: map[net.Conn]*gatewayConn{}, drain: cfg.PersistTimeout + time.Second,
 	}
 	if err := broker.AddListener(ln); err != nil {
 		return nil, fmt.Errorf("ingest: listen on %s: %w", cfg.Addr, err)
 	}
-	return &Server{cfg: cfg, broker: broker, ln: ln, hook: h, log: log}, nil
+	return &Server{cfg: cfg, broker: broker, ln: ln, hook: h, events: events, log: log}, nil
 }
 
 // Start starts serving gateways.
 func (s *Server) Start() error {
+	s.events.start()
 	return s.broker.Serve()
 }
 
 // Addr returns the bound listen address.
 func (s *Server) Addr() string { return s.ln.Address() }
 
-// Close disconnects every gateway and stops the listener.
+// Close stops the listener, disconnects every gateway (MQTT 5: DISCONNECT
+// 0x8B) and stops the broker. It does not go through mochi's own close of
+// a listener's clients, which can deadlock (tlsListener).
 func (s *Server) Close() error {
-	return s.broker.Close()
+	err := s.broker.Close()
+	s.events.close() // the summaries still gathering, after the last disconnects
+	return err
 }
 
 // Kick disconnects a live session of the gateway, if any, with the MQTT 5

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -21,9 +22,10 @@ type gatewayConn struct {
 	*tls.Conn
 	id Identity
 
-	closeOnce sync.Once
-	mu        sync.Mutex
-	onClose   func() // set by the hook once CONNECT is accepted
+	closeOnce  sync.Once
+	mu         sync.Mutex
+	onClose    func() // set by the hook once CONNECT is accepted
+	onShutdown func() // likewise: how to say goodbye to the session
 }
 
 // Close closes the connection and runs the hook's cleanup once.
@@ -40,16 +42,40 @@ func (c *gatewayConn) Close() error {
 	return err
 }
 
-func (c *gatewayConn) setOnClose(f func()) {
+// setHooks sets what the hook does when the connection closes and when the
+// server shuts down.
+func (c *gatewayConn) setHooks(onClose, onShutdown func()) {
 	c.mu.Lock()
-	c.onClose = f
+	c.onClose, c.onShutdown = onClose, onShutdown
 	c.mu.Unlock()
+}
+
+// shutdown ends the connection because the listener closes: through the
+// hook's goodbye once CONNECT was accepted, else by closing it. A peer that
+// does not read cannot hold the goodbye beyond the write deadline.
+func (c *gatewayConn) shutdown(deadline time.Time) {
+	c.mu.Lock()
+	f := c.onShutdown
+	c.mu.Unlock()
+	if f == nil {
+		_ = c.Close()
+		return
+	}
+	_ = c.SetWriteDeadline(deadline)
+	f()
 }
 
 // tlsListener is a mochi listener that owns the TLS handshake: each accepted
 // connection gets one deadline for its handshake and its CONNECT packet
 // (mochi applies none before CONNECT), identity is decided during the
 // handshake, and refusals are counted by reason.
+//
+// It also owns its connections' end. mochi's way to close a listener's
+// clients (the CloseFn given to Close: Clients.GetByListener) takes the
+// clients' read lock twice, and a client disconnecting in between
+// (Clients.Delete waiting for the write lock) deadlocks both: mochi-mqtt
+// issue #488, unfixed in v2.7.9. So Close never calls it: the listener
+// tracks every connection it accepted and ends them itself.
 type tlsListener struct {
 	id      string
 	addr    string
@@ -68,6 +94,13 @@ type tlsListener struct {
 	mu     sync.Mutex
 	ln     net.Listener
 	closed atomic.Bool
+
+	// conns are the open connections, nil until the handshake proved who
+	// they are; active counts them for Close's wait, bounded by drain.
+	connsMu sync.Mutex
+	conns   map[net.Conn]*gatewayConn
+	active  sync.WaitGroup
+	drain   time.Duration
 }
 
 var _ listeners.Listener = (*tlsListener)(nil)
@@ -114,20 +147,27 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 		}
 		ip := addrIP(conn.RemoteAddr())
 		if !l.takeAddr(ip) {
-			l.m.connRefused.WithLabelValues("overload_address").Inc()
-			conn.Close()
+			l.overloaded(conn, "overload_address")
 			continue
 		}
 		select {
 		case l.pending <- struct{}{}:
 		default:
 			l.releaseAddr(ip)
-			l.m.connRefused.WithLabelValues("overload").Inc()
-			conn.Close()
+			l.overloaded(conn, "overload")
 			continue
 		}
 		go l.handle(conn, ip, establish)
 	}
+}
+
+// overloaded refuses a connection before its handshake: too many are
+// pending (from its address, or in all). Like any unauthenticated refusal
+// it is counted and recorded within the budget.
+func (l *tlsListener) overloaded(conn net.Conn, reason string) {
+	l.m.connRefused.WithLabelValues(reason).Inc()
+	l.emit(Event{Kind: EventRefused, Remote: conn.RemoteAddr().String(), Reason: reason})
+	_ = conn.Close()
 }
 
 // addrIP is the IP of a remote address (the whole address if it has no port).
@@ -159,6 +199,38 @@ func (l *tlsListener) releaseAddr(ip string) {
 	}
 }
 
+// track adds an accepted connection to the open ones, unless the listener
+// is closed.
+func (l *tlsListener) track(raw net.Conn) bool {
+	l.connsMu.Lock()
+	defer l.connsMu.Unlock()
+	if l.closed.Load() { // Close took its list of connections: this one is not on it
+		return false
+	}
+	l.conns[raw] = nil
+	l.active.Add(1)
+	return true
+}
+
+// adopt records the gateway connection of raw once its handshake
+// succeeded, unless the listener is closed.
+func (l *tlsListener) adopt(raw net.Conn, gc *gatewayConn) bool {
+	l.connsMu.Lock()
+	defer l.connsMu.Unlock()
+	if l.closed.Load() {
+		return false
+	}
+	l.conns[raw] = gc
+	return true
+}
+
+func (l *tlsListener) untrack(raw net.Conn) {
+	l.connsMu.Lock()
+	delete(l.conns, raw)
+	l.connsMu.Unlock()
+	l.active.Done()
+}
+
 func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.EstablishFn) {
 	released := false
 	release := func() {
@@ -169,6 +241,11 @@ func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.Establ
 		}
 	}
 	defer release()
+	if !l.track(raw) {
+		_ = raw.Close()
+		return
+	}
+	defer l.untrack(raw)
 	// One deadline for the handshake and the CONNECT packet; mochi replaces
 	// it with the keepalive deadline once CONNECT is processed.
 	deadline := time.Now().Add(l.timeout)
@@ -195,13 +272,17 @@ func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.Establ
 		if errors.As(err, &re) {
 			ev.Tenant, ev.Serial = re.Tenant, re.Serial
 		}
-		l.emit(ev)
-		l.log.Info("gateway connection refused", "reason", reason, "remote", raw.RemoteAddr().String())
+		l.emit(ev) // recorded within the budget, and logged with it
 		_ = tc.Close()
 		return
 	}
 	release() // past the handshake; mochi's CONNECT deadline still applies
-	if err := establish(l.id, &gatewayConn{Conn: tc, id: id}); err != nil && !l.closed.Load() {
+	gc := &gatewayConn{Conn: tc, id: id}
+	if !l.adopt(raw, gc) {
+		_ = tc.Close()
+		return
+	}
+	if err := establish(l.id, gc); err != nil && !l.closed.Load() {
 		l.log.Debug("gateway connection ended", "gateway_id", id.Serial, "tenant_id", id.Tenant, "error", err)
 	}
 }
@@ -228,14 +309,50 @@ func handshakeReason(err error) string {
 	return "handshake_failed"
 }
 
-// Close stops accepting and closes every client of the listener.
-func (l *tlsListener) Close(closeClients listeners.CloseFn) {
-	if l.closed.CompareAndSwap(false, true) {
-		closeClients(l.id)
-		l.mu.Lock()
-		if l.ln != nil {
-			_ = l.ln.Close()
-		}
-		l.mu.Unlock()
+// Close stops accepting, ends every open connection (a gateway session
+// through the hook's goodbye: MQTT 5 gets DISCONNECT 0x8B, as mochi's own
+// close sends, within a second) and waits, at most drain, for them to
+// finish; then it closes what is left. It never calls mochi's CloseFn (see
+// tlsListener). A connection whose handshake or CONNECT is still under way
+// when Close takes its list is closed too, and one that gets further than
+// that finds the listener closed.
+func (l *tlsListener) Close(listeners.CloseFn) {
+	if !l.closed.CompareAndSwap(false, true) {
+		return
 	}
+	l.mu.Lock()
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
+	l.mu.Unlock()
+	open := l.open()
+	deadline := time.Now().Add(time.Second)
+	for raw, gc := range open {
+		if gc != nil {
+			go gc.shutdown(deadline)
+		} else {
+			_ = raw.Close()
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		l.active.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(l.drain):
+		left := l.open()
+		l.log.Warn("gateway connections still open after the listener closed: closing them", "connections", len(left), "waited", l.drain.String())
+		for raw := range left {
+			_ = raw.Close()
+		}
+	}
+}
+
+// open returns the open connections.
+func (l *tlsListener) open() map[net.Conn]*gatewayConn {
+	l.connsMu.Lock()
+	defer l.connsMu.Unlock()
+	return maps.Clone(l.conns)
 }

@@ -9,11 +9,14 @@ import (
 
 // metrics are the ingest's counters. Labels are stable reason codes.
 type metrics struct {
-	connRefused     *prometheus.CounterVec
-	connAccepted    prometheus.Counter
-	publishRefused  *prometheus.CounterVec
-	messages        *prometheus.CounterVec
-	persistDuration prometheus.Histogram
+	connRefused  *prometheus.CounterVec
+	connAccepted prometheus.Counter
+	// eventsSummarized counts connection events over their budget, which
+	// reach the audit log and the server log only in a summary.
+	eventsSummarized *prometheus.CounterVec
+	publishRefused   *prometheus.CounterVec
+	messages         *prometheus.CounterVec
+	persistDuration  prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -26,6 +29,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "iotransit_ingest_connections_accepted_total",
 			Help: "Gateway connections accepted.",
 		}),
+		eventsSummarized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "iotransit_ingest_connection_events_summarized_total",
+			Help: "Gateway connection events over their audit budget, recorded only in a summary, by kind (connect, disconnect, refused).",
+		}, []string{"kind"}),
 		publishRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "iotransit_ingest_publishes_refused_total",
 			Help: "MQTT publishes and subscriptions refused, by reason.",
@@ -41,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connRefused, m.connAccepted, m.publishRefused, m.messages, m.persistDuration)
+		reg.MustRegister(m.connRefused, m.connAccepted, m.eventsSummarized, m.publishRefused, m.messages, m.persistDuration)
 	}
 	return m
 }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -356,9 +357,12 @@ func (n *Node) closeSessions(g registry.Gateway) {
 	}
 }
 
-// auditConnection queues a gateway connection event for the audit log
-// without blocking the connection. A refusal not attributed to a tenant
-// goes to the platform's log.
+// auditConnection queues a gateway connection event, or a summary of
+// several, for the audit log without blocking the connection. The ingest
+// decides what reaches it (its EventBudget: refusals that name no tenant
+// within the listener's budget, a tenant's events within the tenant's and
+// the gateway's, the rest as summaries with their count). A refusal not
+// attributed to a tenant goes to the platform's log.
 func (n *Node) auditConnection(e ingest.Event) {
 	tenant := e.Tenant
 	if tenant == "" {
@@ -372,10 +376,16 @@ func (n *Node) auditConnection(e ingest.Event) {
 	if e.Kind == ingest.EventRefused {
 		outcome = e.Reason
 	}
-	ev := audit.Event{Actor: actor, Action: "ingest.connection." + e.Kind, Target: target, Source: e.Remote, Outcome: outcome}
+	detail := map[string]string{}
 	if e.Kind == ingest.EventDisconnect {
-		ev.Detail = map[string]string{"reason": e.Reason}
+		detail["reason"] = e.Reason
 	}
+	if e.Count > 0 { // "N refused from network A between T1 and T2 for reason R"
+		detail["count"] = strconv.Itoa(e.Count)
+		detail["first"] = e.First.UTC().Format(time.RFC3339Nano)
+		detail["last"] = e.Last.UTC().Format(time.RFC3339Nano)
+	}
+	ev := audit.Event{Actor: actor, Action: "ingest.connection." + e.Kind, Target: target, Source: e.Remote, Outcome: outcome, Detail: detail}
 	n.appender.Enqueue(tenant, ev)
 }
 

@@ -444,7 +444,33 @@ var (
 
 // VerifyClient verifies that leaf (with optional intermediates) chains to ca
 // and may be used for client authentication at now.
+//
+// The chain is proved before anything else is reported: x509's Verify
+// reports a leaf outside its validity period before it checks a single
+// signature, so a certificate that only copies ca's name and key id (both
+// public) would be "expired", as if ca had issued it. Here a time error is
+// returned only when the same chain verifies, signatures and usage
+// included, at a moment within the leaf's validity; anything else is
+// ErrChainUnknownCA.
 func VerifyClient(leaf *x509.Certificate, intermediates []*x509.Certificate, ca *x509.Certificate, now time.Time) error {
+	err := verifyClientAt(leaf, intermediates, ca, now)
+	var inv x509.CertificateInvalidError
+	if err == nil || !errors.As(err, &inv) || inv.Reason != x509.Expired {
+		return chainError(err)
+	}
+	// A time error (of the leaf, an intermediate or ca): prove the chain at
+	// the edge of the leaf's validity nearest to now.
+	at, timeErr := leaf.NotAfter, ErrChainExpired
+	if now.Before(leaf.NotBefore) {
+		at, timeErr = leaf.NotBefore, ErrChainNotYetValid
+	}
+	if err := verifyClientAt(leaf, intermediates, ca, at); err != nil {
+		return fmt.Errorf("%w: %v", ErrChainUnknownCA, err)
+	}
+	return timeErr
+}
+
+func verifyClientAt(leaf *x509.Certificate, intermediates []*x509.Certificate, ca *x509.Certificate, at time.Time) error {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
 	inter := x509.NewCertPool()
@@ -454,23 +480,22 @@ func VerifyClient(leaf *x509.Certificate, intermediates []*x509.Certificate, ca 
 	_, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         roots,
 		Intermediates: inter,
-		CurrentTime:   now,
+		CurrentTime:   at,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
+	return err
+}
+
+// chainError maps a verification error other than a time error to the
+// package's reasons. x509 reports a usage error only for chains whose
+// signatures verified.
+func chainError(err error) error {
 	if err == nil {
 		return nil
 	}
 	var inv x509.CertificateInvalidError
-	if errors.As(err, &inv) {
-		switch inv.Reason {
-		case x509.Expired:
-			if now.Before(leaf.NotBefore) {
-				return ErrChainNotYetValid
-			}
-			return ErrChainExpired
-		case x509.IncompatibleUsage:
-			return ErrChainUsage
-		}
+	if errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage {
+		return ErrChainUsage
 	}
 	var ua x509.UnknownAuthorityError
 	if errors.As(err, &ua) {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/internal/pki"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 const serial = "TSGW06DEV00000001"
@@ -460,6 +461,15 @@ func TestPKIVerifyClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	fromSameName, _ := signClient(t, sameName, now, time.Hour)
+	// Forgeries that copy our issuer name and key id (both public) but are
+	// signed by another key: whatever their validity period, they are not
+	// ours, and must never be reported as our expired certificates.
+	forge := func(notBefore, notAfter time.Time) *x509.Certificate {
+		return tu.Forged(t, ca.Cert, serial, notBefore, notAfter).Leaf
+	}
+	forgedExpired := forge(now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	forgedFuture := forge(now.Add(time.Hour), now.Add(48*time.Hour))
+	forgedCurrent := forge(now.Add(-time.Hour), now.Add(time.Hour))
 	tests := []struct {
 		name    string
 		leaf    *x509.Certificate
@@ -474,6 +484,9 @@ func TestPKIVerifyClient(t *testing.T) {
 		{name: "foreign CA", leaf: fromForeign, at: now, wantErr: pki.ErrChainUnknownCA},
 		{name: "foreign CA with our name", leaf: fromSameName, at: now, wantErr: pki.ErrChainUnknownCA},
 		{name: "server certificate as client", leaf: server, at: now, wantErr: pki.ErrChainUsage},
+		{name: "forged with our key id, expired", leaf: forgedExpired, at: now, wantErr: pki.ErrChainUnknownCA},
+		{name: "forged with our key id, not yet valid", leaf: forgedFuture, at: now, wantErr: pki.ErrChainUnknownCA},
+		{name: "forged with our key id, current", leaf: forgedCurrent, at: now, wantErr: pki.ErrChainUnknownCA},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,9 +17,11 @@ type Identity struct {
 }
 
 // RefusedError is why a certificate was refused. Reason is a stable label
-// (metrics, audit outcome); Tenant and Serial are set when the certificate
-// could be attributed to a tenant (for its audit log). Clients are told
-// none of it.
+// (metrics, audit outcome); Tenant and Serial are set only when the chain
+// verified against that tenant's CA, so that the refusal belongs in the
+// tenant's audit log: a certificate that merely names a tenant's CA (its
+// key id is public) is an unauthenticated refusal without either. Clients
+// are told none of it.
 type RefusedError struct {
 	Reason string
 	Tenant string
@@ -46,7 +48,8 @@ const (
 // registered, active gateway holding a current certificate that its
 // tenant's CA issued and the registry recorded and did not revoke. The
 // tenant is chosen by the leaf's authority key id, and the chain is
-// verified against that tenant's CA only.
+// verified against that tenant's CA only, signatures first
+// (pki.VerifyClient): until it verifies, a refusal names no tenant.
 func (r *Registry) Authenticate(chain []*x509.Certificate, now time.Time) (Identity, error) {
 	if len(chain) == 0 {
 		return Identity{}, &RefusedError{Reason: ReasonNoCertificate}

@@ -86,3 +86,24 @@ func SelfSigned(t testing.TB, commonName string) *tls.Certificate {
 		return pki.EncodeCertPEM(der), err
 	})
 }
+
+// Forged returns a client certificate for commonName that claims to come
+// from ca (the issuer name and authority key id are ca's, both public) but
+// is signed by a key of its own, valid from notBefore to notAfter: what an
+// attacker who read a tenant's CA certificate can make.
+func Forged(t testing.TB, ca *x509.Certificate, commonName string, notBefore, notAfter time.Time) *tls.Certificate {
+	t.Helper()
+	return KeyPair(t, commonName, func(key crypto.Signer, _ []byte) ([]byte, error) {
+		issuer := &x509.Certificate{Subject: ca.Subject, SubjectKeyId: ca.SubjectKeyId}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(time.Now().UnixNano()),
+			Subject:      pkix.Name{CommonName: commonName},
+			NotBefore:    notBefore,
+			NotAfter:     notAfter,
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), key)
+		return pki.EncodeCertPEM(der), err
+	})
+}
