@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -449,7 +450,7 @@ func TestAdminErrorsAreClear(t *testing.T) {
 		wantProblem(t, err, "api.operator_only")
 	})
 	t.Run("server down", func(t *testing.T) {
-		_, _, err := a.cli(t, "gateway", "list", dev, "--server", "https://"+freeAddr(t), "--ca", a.caFile, "--key-file", a.keyFile)
+		_, _, err := a.cli(t, "gateway", "list", dev, "--server", fmt.Sprintf("https://127.0.0.1:%d", tu.FreePort(t)), "--ca", a.caFile, "--key-file", a.keyFile)
 		if err == nil || !strings.Contains(err.Error(), "cannot connect to the server at 127.0.0.1:") {
 			t.Fatalf("server down: %v", err)
 		}

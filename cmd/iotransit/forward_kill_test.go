@@ -45,7 +45,7 @@ func TestServeKill9DuringForwarding(t *testing.T) {
 		return false
 	})
 	defer close(release)
-	_, err := s.operator(t).CreateIntegration(context.Background(), node.DevTenant, client.Integration{
+	_, err := s.Operator(t).CreateIntegration(context.Background(), node.DevTenant, client.Integration{
 		Name: "receiver", Type: client.IntegrationWebhook,
 		Webhook: &client.WebhookConfig{URL: rcv.URL, CAPEM: rcv.CAPEM},
 		Batch:   client.Batching{MaxMessages: 10, MaxWait: client.Duration(20 * time.Millisecond)},
@@ -54,7 +54,7 @@ func TestServeKill9DuringForwarding(t *testing.T) {
 		t.Fatalf("integration: %v", err)
 	}
 
-	up := s.uplink(t)
+	up := s.Uplink(t)
 	const total = 120
 	for i := 0; i < total; i++ {
 		msg := fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"TSPR04KIL00000001","moveCount":%d}`, 1700000000+i, i)
@@ -67,8 +67,8 @@ func TestServeKill9DuringForwarding(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the fourth batch never came")
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGKILL)
-	_ = s.cmd.Wait()
+	_ = s.Cmd.Process.Signal(syscall.SIGKILL)
+	_ = s.Cmd.Wait()
 	_ = up.Close()
 
 	s2 := s.restart(t)
@@ -110,7 +110,7 @@ func TestServeKill9DuringForwarding(t *testing.T) {
 			}
 			t.Logf("request %d: id %s, %d messages %v..%v", i, d.Header.Get("webhook-id"), len(batch), first, last)
 		}
-		ins, err := s2.operator(t).ListIntegrations(context.Background(), node.DevTenant)
+		ins, err := s2.Operator(t).ListIntegrations(context.Background(), node.DevTenant)
 		b, _ := json.Marshal(ins)
 		t.Logf("integrations: %s (%v)", b, err)
 	}

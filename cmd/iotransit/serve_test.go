@@ -6,144 +6,38 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/iotransit/iotransit/client"
-	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
-	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
-// buildBinary builds the iotransit binary once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "iotransit")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+// buildBinary builds the iotransit binary.
+func buildBinary(t *testing.T) string { return nodetest.BuildBinary(t) }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t))
-}
-
-// syncBuffer is a buffer the process's output copier writes while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// server is an iotransit serve process.
-type server struct {
-	cmd       *exec.Cmd
-	out       *syncBuffer
-	bin       string
-	dir, mqtt string
-	api       string
-}
+// server is an iotransit serve --dev process.
+type server struct{ *nodetest.DevServer }
 
 // startDevServer builds the binary and starts `iotransit serve --dev` on a
 // new data directory and free ports (not in -short mode).
-func startDevServer(t *testing.T) *server {
+func startDevServer(t *testing.T) server {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	return startServer(t, buildBinary(t), t.TempDir(), freeAddr(t), freeAddr(t))
+	return server{nodetest.StartDevServer(t, buildBinary(t), "warn")}
 }
 
 // restart starts the server again on its data directory and ports.
-func (s *server) restart(t *testing.T) *server {
-	t.Helper()
-	return startServer(t, s.bin, s.dir, s.mqtt, s.api)
-}
+func (s server) restart(t *testing.T) server { return server{s.Restart(t)} }
 
-func startServer(t *testing.T, bin, dir, mqttAddr, apiAddr string) *server {
+func (s server) messages(t *testing.T) []json.RawMessage {
 	t.Helper()
-	s := &server{bin: bin, dir: dir, mqtt: mqttAddr, api: apiAddr, out: &syncBuffer{}}
-	s.cmd = exec.Command(bin, "serve", "--dev", "--data-dir", dir, "--mqtt-addr", mqttAddr, "--api-addr", apiAddr, "--log-level", "warn")
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
-			_ = s.cmd.Process.Kill()
-			_ = s.cmd.Wait()
-		}
-	})
-	tu.Eventually(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if !strings.Contains(s.out.String(), "mosquitto_pub") {
-			return fmt.Errorf("no banner yet; output:\n%s", s.out.String())
-		}
-		return nil
-	})
-	return s
-}
-
-func (s *server) gatewayFile(name string) string {
-	return filepath.Join(s.dir, node.DevTenant, "gateways", node.DevGateway, name)
-}
-
-func (s *server) uplink(t *testing.T) *gateway.Uplink {
-	t.Helper()
-	tlsCfg, err := gateway.TLSFiles(s.gatewayFile("cert.pem"), s.gatewayFile("key.pem"), s.gatewayFile("ca.pem"), "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	u, err := gateway.Dial(ctx, gateway.UplinkConfig{Addr: s.mqtt, Serial: node.DevGateway, TLS: tlsCfg})
-	if err != nil {
-		t.Fatalf("dial: %v\nserver output:\n%s", err, s.out)
-	}
-	return u
-}
-
-// operator returns a client of the server's API with the operator key.
-func (s *server) operator(t *testing.T) *client.Client {
-	t.Helper()
-	caPEM, err := os.ReadFile(s.gatewayFile("ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := os.ReadFile(filepath.Join(s.dir, node.OperatorKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(client.Config{Server: s.api, CAPEM: caPEM, Credential: strings.TrimSpace(string(key)), Timeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
-func (s *server) messages(t *testing.T) []json.RawMessage {
-	t.Helper()
-	p, err := s.operator(t).ListMessages(context.Background(), node.DevTenant, client.MessageQuery{Limit: 1000})
+	p, err := s.Operator(t).ListMessages(context.Background(), node.DevTenant, client.MessageQuery{Limit: 1000})
 	if err != nil {
 		t.Fatalf("messages: %v", err)
 	}
@@ -159,18 +53,18 @@ func (s *server) messages(t *testing.T) []json.RawMessage {
 // message whose PUBACK the client received was stored.
 func TestServeKill9KeepsAcknowledgedMessages(t *testing.T) {
 	s := startDevServer(t)
-	certBefore, err := os.ReadFile(s.gatewayFile("cert.pem"))
+	certBefore, err := os.ReadFile(s.GatewayFile("cert.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := s.uplink(t)
+	up := s.Uplink(t)
 
 	const killAfter = 300
 	var acked []int
 	base := time.Now().Add(-time.Hour).Unix()
 	for i := 0; i < 5000; i++ {
 		if i == killAfter { // kill while the client keeps publishing
-			go func() { _ = s.cmd.Process.Signal(syscall.SIGKILL) }()
+			go func() { _ = s.Cmd.Process.Signal(syscall.SIGKILL) }()
 		}
 		msg := fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"TSPR04KIL00000001","moveCount":%d}`, base+int64(i), i)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -184,9 +78,9 @@ func TestServeKill9KeepsAcknowledgedMessages(t *testing.T) {
 		}
 		acked = append(acked, i)
 	}
-	_ = s.cmd.Wait()
-	if ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("server did not die of SIGKILL: %v", s.cmd.ProcessState)
+	_ = s.Cmd.Wait()
+	if ws, ok := s.Cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("server did not die of SIGKILL: %v", s.Cmd.ProcessState)
 	}
 	if len(acked) < killAfter {
 		t.Fatalf("only %d publishes acknowledged before the kill", len(acked))
@@ -208,14 +102,14 @@ func TestServeKill9KeepsAcknowledgedMessages(t *testing.T) {
 		}
 	}
 	// The dev bootstrap reuses what it made on the first start.
-	certAfter, err := os.ReadFile(s2.gatewayFile("cert.pem"))
+	certAfter, err := os.ReadFile(s2.GatewayFile("cert.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(certBefore, certAfter) {
 		t.Error("the dev gateway certificate was replaced on restart")
 	}
-	if _, err := s2.uplink(t).Publish(context.Background(), []byte(`{"tsmId":13100,"tsmEv":10,"tsmTs":1700000000,"tsmTuid":"TSPR04KIL00000001","moveCount":1}`), 1); err != nil {
+	if _, err := s2.Uplink(t).Publish(context.Background(), []byte(`{"tsmId":13100,"tsmEv":10,"tsmTs":1700000000,"tsmTuid":"TSPR04KIL00000001","moveCount":1}`), 1); err != nil {
 		t.Fatalf("publish after restart: %v", err)
 	}
 }

@@ -1,7 +1,6 @@
 package hostile_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,11 +9,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +22,7 @@ import (
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestHostileMeasureRefusedConnectionAudit measures, from outside the
@@ -59,7 +57,7 @@ func TestHostileMeasureRefusedConnectionAudit(t *testing.T) {
 			// one is a failed handshake (not an overload refusal) on both
 			// the old and the new binary.
 			parallel(count, func(int) {
-				c, err := net.Dial("tcp", s.mqtt)
+				c, err := net.Dial("tcp", s.MQTT)
 				if err != nil {
 					return
 				}
@@ -85,7 +83,7 @@ func TestHostileMeasureRefusedConnectionAudit(t *testing.T) {
 			} {
 				cfgs = append(cfgs, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{*c}, MinVersion: tls.VersionTLS12})
 			}
-			parallel(count, func(i int) { handshake(s.mqtt, cfgs[i%2]) })
+			parallel(count, func(i int) { handshake(s.MQTT, cfgs[i%2]) })
 		}},
 	}
 	var report []string
@@ -93,12 +91,12 @@ func TestHostileMeasureRefusedConnectionAudit(t *testing.T) {
 		s := startMeasured(t, bin)
 		sysBefore, devBefore := s.stopAndRead(t)
 		s = s.start(t)
-		logBefore := s.out.Len()
+		logBefore := s.Out.Len()
 		start := time.Now()
 		a.run(t, s)
 		took := time.Since(start)
 		s.settle(t)
-		logBytes, logLines := s.out.Len()-logBefore, strings.Count(s.out.String()[logBefore:], "\n")
+		logBytes, logLines := s.Out.Len()-logBefore, strings.Count(s.Out.String()[logBefore:], "\n")
 		sysAfter, devAfter := s.stopAndRead(t)
 		for _, l := range []struct {
 			name          string
@@ -115,44 +113,17 @@ func TestHostileMeasureRefusedConnectionAudit(t *testing.T) {
 }
 
 // measured is a separately started `iotransit serve --dev`.
-type measured struct {
-	bin, dir, mqtt, api string
-	cmd                 *exec.Cmd
-	out                 *syncBuffer
-}
+type measured struct{ *nodetest.DevServer }
 
 func startMeasured(t *testing.T, bin string) *measured {
-	s := &measured{bin: bin, dir: t.TempDir(),
-		mqtt: fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t)), api: fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t))}
-	return s.start(t)
+	return &measured{nodetest.StartDevServer(t, bin, "info")}
 }
 
-func (s *measured) start(t *testing.T) *measured {
-	t.Helper()
-	s.out = &syncBuffer{}
-	s.cmd = exec.Command(s.bin, "serve", "--dev", "--data-dir", s.dir, "--mqtt-addr", s.mqtt, "--api-addr", s.api, "--log-level", "info")
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
-			_ = s.cmd.Process.Kill()
-			_ = s.cmd.Wait()
-		}
-	})
-	tu.Eventually(t, 60*time.Second, 100*time.Millisecond, func() error {
-		if !strings.Contains(s.out.String(), "mosquitto_pub") {
-			return fmt.Errorf("the server is not up; output:\n%s", s.out.String())
-		}
-		return nil
-	})
-	return s
-}
+func (s *measured) start(t *testing.T) *measured { return &measured{s.Restart(t)} }
 
 func (s *measured) file(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.dir, node.DevTenant, "gateways", node.DevGateway, name))
+	b, err := os.ReadFile(s.GatewayFile(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +136,7 @@ func (s *measured) settle(t *testing.T) {
 	t.Helper()
 	size := func() int64 {
 		var n int64
-		_ = filepath.Walk(filepath.Join(s.dir, "jetstream"), func(p string, fi os.FileInfo, err error) error {
+		_ = filepath.Walk(filepath.Join(s.Dir, "jetstream"), func(p string, fi os.FileInfo, err error) error {
 			if err == nil && !fi.IsDir() && strings.Contains(p, "AUD_") {
 				n += fi.Size()
 			}
@@ -194,22 +165,12 @@ type streamCount struct {
 // the _system and dev audit streams from its data directory.
 func (s *measured) stopAndRead(t *testing.T) (sys, dev streamCount) {
 	t.Helper()
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	exited := make(chan error, 1)
-	go func() { exited <- s.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Logf("server exit: %v", err)
-		}
-	case <-time.After(2 * time.Minute):
-		_ = s.cmd.Process.Signal(syscall.SIGQUIT) // its goroutines, in its output
-		<-exited
-		t.Fatalf("the server did not stop within 2 minutes of SIGTERM; output:\n%s", s.out.String())
+	if err := s.Stop(t, syscall.SIGTERM, 2*time.Minute); err != nil {
+		t.Logf("server exit: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	bb, err := backbone.Start(ctx, backbone.Config{DataDir: s.dir, Replicas: 1}, tu.Logger(t))
+	bb, err := backbone.Start(ctx, backbone.Config{DataDir: s.Dir, Replicas: 1}, tu.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,29 +205,4 @@ func (s *measured) stopAndRead(t *testing.T) (sys, dev streamCount) {
 		return c
 	}
 	return read("_system"), read(node.DevTenant)
-}
-
-// syncBuffer is the server's output, written by the process's copier while
-// the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
 }

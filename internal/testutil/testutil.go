@@ -10,6 +10,7 @@
 package testutil
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
@@ -149,4 +150,32 @@ func Counter(t testing.TB, g prometheus.Gatherer, name string, labels map[string
 		}
 	}
 	return 0
+}
+
+// SyncBuffer is a buffer that a process's output copier writes while the
+// test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Len returns how many bytes were written.
+func (s *SyncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
 }
