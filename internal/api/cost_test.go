@@ -2,8 +2,6 @@ package api_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strings"
@@ -202,17 +200,6 @@ func hammer(t *testing.T, n int, send func() tu.Response) tu.Response {
 // but never upgraded on this side: the test only needs the status).
 func websocketRequest(t *testing.T, a *nodetest.API, n *node.Node, path, key string) tu.Response {
 	t.Helper()
-	req, err := http.NewRequest("GET", a.Base()+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, 16)
-	_, _ = rand.Read(nonce)
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(nonce))
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, n, nil)}}
-	return tu.Send(t, c, req)
+	return tu.WebSocketHandshake(t, c, a.Base()+path, key)
 }

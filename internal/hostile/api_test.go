@@ -2,8 +2,6 @@ package hostile_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -308,7 +306,7 @@ func TestHostileAPICostlyReadsAreBounded(t *testing.T) {
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, n, nil)}}
 	statuses := map[int]int{}
 	for range 20 {
-		r := websocketHandshake(t, hc, a.Base()+missing, k)
+		r := tu.WebSocketHandshake(t, hc, a.Base()+missing, k)
 		statuses[r.Status]++
 		if r.Status == 429 {
 			break
@@ -317,24 +315,6 @@ func TestHostileAPICostlyReadsAreBounded(t *testing.T) {
 	if statuses[404] == 0 || statuses[429] != 1 {
 		t.Fatalf("resumes after a missing message: %v, want 404s then 429", statuses)
 	}
-}
-
-// websocketHandshake sends a WebSocket opening handshake to url with a
-// bearer key and returns the answer (never upgraded here).
-func websocketHandshake(t *testing.T, c *http.Client, url, key string) tu.Response {
-	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, 16)
-	_, _ = rand.Read(nonce)
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(nonce))
-	return tu.Send(t, c, req)
 }
 
 // TestHostileAPIDuplicateKeysAreRefused replays the API half of finding 7

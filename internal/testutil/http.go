@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -43,4 +45,23 @@ func Send(t testing.TB, c *http.Client, req *http.Request) Response {
 		t.Fatal(err)
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// WebSocketHandshake sends a WebSocket opening handshake (RFC 6455 §4.1)
+// to url with a bearer key and returns the answer; the connection is never
+// upgraded on this side: for tests that need only the status.
+func WebSocketHandshake(t testing.TB, c *http.Client, url, key string) Response {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(nonce))
+	return Send(t, c, req)
 }
