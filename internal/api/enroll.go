@@ -5,6 +5,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/registry"
 )
 
@@ -14,7 +15,7 @@ import (
 func (s *Server) enrollment(e registry.Enrollment) client.Enrollment {
 	return client.Enrollment{
 		Certificate: string(e.Chain), CA: string(s.deps.ServerCA), Tenant: e.Tenant, Serial: e.Serial,
-		CertificateSerial: e.Certificate.Serial, NotAfter: e.Certificate.NotAfter, UpTopic: "v1/gw/" + e.Serial + "/up",
+		CertificateSerial: e.Certificate.Serial, NotAfter: e.Certificate.NotAfter, UpTopic: gwproto.UpTopic(e.Serial),
 	}
 }
 

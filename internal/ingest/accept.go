@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/iotransit/iotransit/internal/fault"
+	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/store"
 	"github.com/iotransit/iotransit/internal/thingsee"
 )
@@ -104,45 +105,15 @@ type Outcome struct {
 }
 
 // Report is what a gateway learns of an upload's rejected messages (over
-// MQTT, on v1/gw/{serial}/down/errors).
-type Report struct {
-	// ReceivedAt is when the upload arrived (UTC).
-	ReceivedAt time.Time `json:"receivedAt"`
-	// PacketID is the upload's packet id when the front end's protocol has
-	// one (MQTT); the core leaves it 0, which is omitted.
-	PacketID uint16 `json:"packetId,omitempty"`
-	// Accepted is how many messages of the upload were valid.
-	Accepted int `json:"accepted"`
-	// Rejected names the first maxReported rejections, in payload order.
-	Rejected []ReportedRejection `json:"rejected"`
-	// More counts the rejections beyond the first maxReported (all are
-	// stored: GET /v1/tenants/{t}/rejected lists them).
-	More int `json:"more,omitempty"`
-}
+// MQTT, on v1/gw/{serial}/down/errors): the gateway contract's type.
+type Report = gwproto.Report
 
 // ReportedRejection is one rejected message of a Report.
-type ReportedRejection struct {
-	// Index is the message's position in the payload, -1 for the whole payload.
-	Index int `json:"index"`
-	// Code is the stable rejection code (thingsee.* or ingest.*, each in
-	// docs/errors.md).
-	Code string `json:"code"`
-	// Field is the offending field, "" when the problem is not one field's.
-	Field string `json:"field,omitempty"`
-	// Reason is one sentence saying what is wrong.
-	Reason string `json:"reason"`
-	// TsmID is the message's tsmId when it is a valid one.
-	TsmID int `json:"tsmId,omitempty"`
-	// Tuid is the message's tsmTuid as far as it could be read.
-	Tuid string `json:"tsmTuid,omitempty"`
-}
+type ReportedRejection = gwproto.ReportedRejection
 
 // maxReported bounds a report's size: reports wait in the gateway's
 // session until it acknowledges them.
 const maxReported = 50
-
-// Total is how many rejections the report stands for.
-func (r *Report) Total() int { return len(r.Rejected) + r.More }
 
 // Core is the ingest's broker-independent accept core: validation
 // (internal/thingsee), the payload size and per-gateway message rate limits,

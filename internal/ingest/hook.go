@@ -15,21 +15,15 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/registry"
 )
 
-// Topics of the gateway MQTT contract (DESIGN §5).
-const (
-	topicPrefix = "v1/gw/"
-	upSuffix    = "/up"
-	downSuffix  = "/down"
-)
-
 // UpTopic is the only topic a gateway may publish to.
-func UpTopic(serial string) string { return topicPrefix + serial + upSuffix }
+func UpTopic(serial string) string { return gwproto.UpTopic(serial) }
 
 // ErrorsTopic is where a gateway learns which of its messages were rejected.
-func ErrorsTopic(serial string) string { return topicPrefix + serial + downSuffix + "/errors" }
+func ErrorsTopic(serial string) string { return gwproto.ErrorsTopic(serial) }
 
 // session is one authenticated gateway connection.
 type session struct {
@@ -301,7 +295,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		// Under down/ only, and small: mochi builds one topic-tree node
 		// per level under a global lock, so deep or many filters would
 		// cost every tenant.
-		down := topicPrefix + s.id.Serial + downSuffix
+		down := gwproto.DownTopic(s.id.Serial)
 		rest, under := strings.CutPrefix(topic, down+"/")
 		if !under {
 			rest = "" // CutPrefix returns the whole topic: down itself has no level below
