@@ -48,7 +48,7 @@ func TestIngestListenerSurvivesAcceptErrors(t *testing.T) {
 		m: newMetrics(prometheus.NewRegistry()), log: slog.New(tu.Logger(t).Handler()),
 		emit:  func(Event) { refused.Add(1) },
 		conns: map[net.Conn]*gatewayConn{}, drain: time.Second,
-		ln:    &failingAccept{Listener: inner},
+		ln: &failingAccept{Listener: inner},
 	}
 	served := make(chan struct{})
 	go func() {
