@@ -64,6 +64,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"enroll":      enroll,
 	"keygen":      keygen,
 	"decrypt":     decrypt,
+	"mesh-sim":    meshSim,
 }
 
 func main() {

@@ -16,6 +16,7 @@ var layers = map[string]int{
 	"internal/fault": 0, "internal/retry": 0, "internal/securefile": 0,
 	"internal/backbone/names": 0, "internal/thingsee": 0, "internal/pki": 0,
 	"internal/kms": 0, "internal/forward/egress": 0, "internal/gwproto": 0,
+	"internal/mesh": 0,
 	// 1: the domains, each over JetStream or the network.
 	"internal/backbone": 1, "internal/registry": 1, "internal/credential": 1,
 	"internal/store": 1, "internal/audit": 1, "internal/ingest": 1,
