@@ -21,7 +21,7 @@ var layers = map[string]int{
 	"internal/store": 1, "internal/audit": 1, "internal/ingest": 1,
 	"internal/forward": 1, "internal/forward/webhook": 1, "internal/forward/mqttout": 1,
 	"internal/forward/azure": 1, "internal/forward/awsiot": 1, "internal/forward/seal": 1,
-	"internal/gateway": 1, "internal/mosquitto": 1,
+	"internal/gateway": 1, "internal/gateway/queue": 1, "internal/mosquitto": 1,
 	// 2: the HTTPS edge.
 	"internal/api": 2,
 	// 3: the one wiring point.
