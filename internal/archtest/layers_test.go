@@ -23,7 +23,7 @@ var layers = map[string]int{
 	"internal/forward": 1, "internal/forward/webhook": 1, "internal/forward/mqttout": 1,
 	"internal/forward/azure": 1, "internal/forward/awsiot": 1, "internal/forward/seal": 1,
 	"internal/gateway": 1, "internal/mosquitto": 1,
-	"internal/gateway/keystore": 1,
+	"internal/gateway/keystore": 1, "internal/gateway/queue": 1,
 	// 2: the HTTPS edge.
 	"internal/api": 2,
 	// 3: the one wiring point.
