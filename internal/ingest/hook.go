@@ -192,8 +192,10 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// A will message would be published by the broker on the gateway's
 	// behalf without an ACL check (mochi), to any topic, for example another
 	// gateway's down/errors. Gateways have no use for one: it is dropped.
+	// Logged within the gateway's budget (a reconnect loop with a will
+	// would otherwise write a line per CONNECT).
 	if cl.Properties.Will.TopicName != "" {
-		h.log.Info("will message dropped", "tenant_id", id.Tenant, "gateway_id", id.Serial)
+		h.emit(Event{Kind: eventWillDropped, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
 		cl.Properties.Will = mqtt.Will{}
 	}
 	// Keepalive 0 (never time out) or longer than allowed is lowered; MQTT 5
@@ -310,7 +312,10 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			reason = "publish_denied"
 		}
 		h.m.publishRefused.WithLabelValues(reason).Inc()
-		h.log.Info("topic refused", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "write", write)
+		// mochi asks before OnPublish (so before the message rate limit),
+		// and once per filter of a SUBSCRIBE: logged within the gateway's
+		// budget, past it in summaries.
+		h.emit(Event{Kind: eventTopicRefused, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
 	}
 	return allowed
 }

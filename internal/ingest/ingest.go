@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -80,7 +81,8 @@ const (
 type Event struct {
 	Kind   string
 	Tenant string
-	// Serial is the gateway; "*" in a summary of several gateways.
+	// Serial is the gateway (a summary of a tenant's events is always one
+	// gateway's).
 	Serial string
 	// Remote is the peer's "ip:port"; in a summary its /24 or /64 network,
 	// or "*" for several.
@@ -156,6 +158,9 @@ type Server struct {
 	hook   *hook
 	events *recorder
 	log    *slog.Logger
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New builds the ingest: the accept core (NewCore, which registers the
@@ -232,11 +237,15 @@ func (s *Server) Addr() string { return s.ln.Address() }
 
 // Close stops the listener, disconnects every gateway (MQTT 5: DISCONNECT
 // 0x8B) and stops the broker. It does not go through mochi's own close of
-// a listener's clients, which can deadlock (tlsListener).
+// a listener's clients, which can deadlock (tlsListener). It may be called
+// more than once (mochi's own Close may not: it closes a channel); every
+// call returns the first one's result.
 func (s *Server) Close() error {
-	err := s.broker.Close()
-	s.events.close() // the summaries still gathering, after the last disconnects
-	return err
+	s.closeOnce.Do(func() {
+		s.closeErr = s.broker.Close()
+		s.events.close() // the summaries still gathering, after the last disconnects
+	})
+	return s.closeErr
 }
 
 // Kick disconnects a live session of the gateway, if any, with the MQTT 5

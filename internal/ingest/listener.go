@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/iotransit/iotransit/internal/registry"
+	"github.com/iotransit/iotransit/internal/retry"
 )
 
 // gatewayConn is a TLS connection whose peer proved its identity.
@@ -68,7 +69,9 @@ func (c *gatewayConn) shutdown(deadline time.Time) {
 // tlsListener is a mochi listener that owns the TLS handshake: each accepted
 // connection gets one deadline for its handshake and its CONNECT packet
 // (mochi applies none before CONNECT), identity is decided during the
-// handshake, and refusals are counted by reason.
+// handshake and a refusal is a tenant's only once the peer proved its key
+// (handshake), refusals are counted by reason, and a failed Accept is
+// retried, never the end of the listener.
 //
 // It also owns its connections' end. mochi's way to close a listener's
 // clients (the CloseFn given to Close: Clients.GetByListener) takes the
@@ -93,6 +96,7 @@ type tlsListener struct {
 
 	mu     sync.Mutex
 	ln     net.Listener
+	stop   chan struct{} // closed by Close (made by stopped)
 	closed atomic.Bool
 
 	// conns are the open connections, nil until the handshake proved who
@@ -130,21 +134,32 @@ func (l *tlsListener) Init(*slog.Logger) error {
 	return nil
 }
 
-// Serve accepts connections until Close.
+// acceptBackoff is the wait after a failed Accept (out of file
+// descriptors, for one): from 5 ms doubling to 1 s, as net/http's Server
+// waits, until an Accept succeeds or the listener is closed.
+var acceptBackoff = retry.Backoff{Base: 5 * time.Millisecond, Max: time.Second}
+
+// Serve accepts connections until Close. A failed Accept is counted,
+// logged and retried after acceptBackoff: running out of file descriptors
+// for a moment must not stop the gateway listener for good.
 func (l *tlsListener) Serve(establish listeners.EstablishFn) {
+	failures := 0
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
 			if l.closed.Load() {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			failures++
+			wait := acceptBackoff.Delay(failures)
+			l.m.acceptErrors.Inc()
+			l.log.Error("accept failed; retrying", "error", err, "retry_in", wait.String())
+			if !l.sleep(wait) {
+				return
 			}
-			l.log.Error("accept", "error", err)
-			return
+			continue
 		}
+		failures = 0
 		ip := addrIP(conn.RemoteAddr())
 		if !l.takeAddr(ip) {
 			l.overloaded(conn, "overload_address")
@@ -177,6 +192,29 @@ func addrIP(a net.Addr) string {
 		return a.String()
 	}
 	return host
+}
+
+// sleep waits d, or until the listener is closed; it reports whether the
+// listener is still open.
+func (l *tlsListener) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return !l.closed.Load()
+	case <-l.stopped():
+		return false
+	}
+}
+
+// stopped returns the channel that Close closes.
+func (l *tlsListener) stopped() chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stop == nil {
+		l.stop = make(chan struct{})
+	}
+	return l.stop
 }
 
 // takeAddr counts a pending handshake of ip, or reports false when ip has
@@ -251,28 +289,12 @@ func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.Establ
 	deadline := time.Now().Add(l.timeout)
 	_ = raw.SetDeadline(deadline)
 
-	var id Identity
-	cfg := l.base.Clone()
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		got, err := l.auth(cs)
-		if err == nil {
-			id = got
-		}
-		return err
-	}
-	tc := tls.Server(raw, cfg)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	err := tc.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
-		reason := handshakeReason(err)
-		l.m.connRefused.WithLabelValues(reason).Inc()
-		ev := Event{Kind: EventRefused, Remote: raw.RemoteAddr().String(), Reason: reason}
-		var re *registry.RefusedError
-		if errors.As(err, &re) {
-			ev.Tenant, ev.Serial = re.Tenant, re.Serial
-		}
-		l.emit(ev) // recorded within the budget, and logged with it
+	tc, id, refusal := l.handshake(raw, deadline)
+	if refusal != nil {
+		l.m.connRefused.WithLabelValues(refusal.Reason).Inc()
+		l.emit(*refusal) // recorded within the budget, and logged with it
+		// Closed before any MQTT byte is read: a refused gateway never
+		// reaches mochi (after a completed handshake, with close_notify).
 		_ = tc.Close()
 		return
 	}
@@ -287,7 +309,66 @@ func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.Establ
 	}
 }
 
-// handshakeReason classifies a failed handshake for metrics.
+// handshake runs the TLS handshake of raw and decides who the peer is: its
+// identity, or the refusal to record.
+//
+// Go's TLS server asks VerifyConnection about the client's certificate
+// before it reads the client's CertificateVerify, the proof that the peer
+// holds the certificate's key. Certificates are not secret (TLS 1.2 sends
+// them in clear, an expired one stays on the gateway after its renewal), so
+// what Authenticate says then is about a certificate, not yet about a
+// peer. A refusal that names no tenant (no certificate, an unknown CA, a
+// forgery) ends the handshake at once with bad_certificate. A refusal of a
+// chain that verified against a tenant's CA (the gateway is revoked,
+// isolated, unregistered; the certificate expired, superseded, revoked) is
+// kept aside and the handshake goes on: only once it succeeded, so the peer
+// proved it holds the key, is the refusal attributed to the tenant and its
+// gateway (the caller closes the connection before reading any MQTT byte).
+// A handshake that fails is an unauthenticated refusal, whatever the
+// certificate named: so a copy of a gateway's certificate without its key
+// writes nothing to the tenant's log, and learns nothing of the gateway's
+// state either (active or refused, it ends in the same decrypt_error).
+func (l *tlsListener) handshake(raw net.Conn, deadline time.Time) (*tls.Conn, Identity, *Event) {
+	var (
+		id      Identity
+		refused *registry.RefusedError // the tenant's chain, refused: attributed once the key is proved
+	)
+	cfg := l.base.Clone()
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		got, err := l.auth(cs)
+		var re *registry.RefusedError
+		switch {
+		case errors.As(err, &re) && re.Tenant != "":
+			refused = re
+			return nil
+		case err != nil:
+			return err
+		}
+		id = got
+		return nil
+	}
+	tc := tls.Server(raw, cfg)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	remote := raw.RemoteAddr().String()
+	switch {
+	case err != nil: // unauthenticated: never a tenant's, whatever the certificate named
+		return tc, Identity{}, &Event{Kind: EventRefused, Remote: remote, Reason: handshakeReason(err)}
+	case refused != nil: // the peer proved it holds the key of the tenant's certificate
+		return tc, Identity{}, &Event{Kind: EventRefused, Tenant: refused.Tenant, Serial: refused.Serial, Remote: remote, Reason: refused.Reason}
+	case id.Tenant == "": // VerifyConnection always runs with a required certificate; never trust its absence
+		return tc, Identity{}, &Event{Kind: EventRefused, Remote: remote, Reason: "handshake_failed"}
+	}
+	return tc, id, nil
+}
+
+// reasonKeyNotProven is the refusal of a peer that presented a certificate
+// without proving it holds its key (an invalid CertificateVerify).
+const reasonKeyNotProven = "key_not_proven"
+
+// handshakeReason classifies a failed handshake for metrics and the
+// unauthenticated refusal's record.
 func handshakeReason(err error) string {
 	var re *registry.RefusedError
 	if errors.As(err, &re) {
@@ -298,13 +379,16 @@ func handshakeReason(err error) string {
 		return "handshake_timeout"
 	}
 	// crypto/tls exports no sentinel errors for these; the text is only a
-	// metrics label here, never a decision.
+	// label here, never a decision.
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "didn't provide a certificate"):
 		return registry.ReasonNoCertificate
 	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"):
 		return "tls_version"
+	case strings.Contains(msg, "invalid signature by the client certificate"),
+		strings.Contains(msg, "client certificate used with invalid signature algorithm"):
+		return reasonKeyNotProven
 	}
 	return "handshake_failed"
 }
@@ -320,11 +404,13 @@ func (l *tlsListener) Close(listeners.CloseFn) {
 	if !l.closed.CompareAndSwap(false, true) {
 		return
 	}
+	stop := l.stopped()
 	l.mu.Lock()
 	if l.ln != nil {
 		_ = l.ln.Close()
 	}
 	l.mu.Unlock()
+	close(stop)
 	open := l.open()
 	deadline := time.Now().Add(time.Second)
 	for raw, gc := range open {

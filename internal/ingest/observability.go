@@ -11,8 +11,10 @@ import (
 type metrics struct {
 	connRefused  *prometheus.CounterVec
 	connAccepted prometheus.Counter
-	// eventsSummarized counts connection events over their budget, which
-	// reach the audit log and the server log only in a summary.
+	// acceptErrors counts failed Accepts of the listener (retried).
+	acceptErrors prometheus.Counter
+	// eventsSummarized counts events over their budget, which reach the
+	// audit log (connection events) and the server log only in a summary.
 	eventsSummarized *prometheus.CounterVec
 	publishRefused   *prometheus.CounterVec
 	messages         *prometheus.CounterVec
@@ -29,9 +31,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "iotransit_ingest_connections_accepted_total",
 			Help: "Gateway connections accepted.",
 		}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "iotransit_ingest_accept_errors_total",
+			Help: "Failed accepts of the gateway listener (out of file descriptors, for one), each retried after a backoff.",
+		}),
 		eventsSummarized: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "iotransit_ingest_connection_events_summarized_total",
-			Help: "Gateway connection events over their audit budget, recorded only in a summary, by kind (connect, disconnect, refused).",
+			Help: "Gateway events over their budget, recorded only in a summary, by kind (connect, disconnect, refused; topic_refused and will_dropped, which reach only the server log).",
 		}, []string{"kind"}),
 		publishRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "iotransit_ingest_publishes_refused_total",
@@ -48,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connRefused, m.connAccepted, m.eventsSummarized, m.publishRefused, m.messages, m.persistDuration)
+		reg.MustRegister(m.connRefused, m.connAccepted, m.acceptErrors, m.eventsSummarized, m.publishRefused, m.messages, m.persistDuration)
 	}
 	return m
 }

@@ -165,3 +165,26 @@ func TestIngestCloseSaysServerShuttingDown(t *testing.T) {
 		t.Error("the MQTT 3.1.1 gateway's connection is still open")
 	}
 }
+
+// TestIngestCloseTwice: mochi's Server.Close closes a channel and panics
+// when called again; the ingest's Close may be called any number of times.
+func TestIngestCloseTwice(t *testing.T) {
+	env := newCore(t, ingest.Config{}, false)
+	serverCA, err := pki.NewCA("server CA", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := pki.ServerTLSConfig(pki.NewCertSource(tu.ServerCert(t, serverCA, "127.0.0.1")))
+	srv, err := ingest.New(ingest.Config{Addr: "127.0.0.1:0"}, base, env.reg, env.st, prometheus.NewRegistry(), tu.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := srv.Close(); err != nil {
+			t.Fatalf("close %d: %v", i+1, err)
+		}
+	}
+}

@@ -18,10 +18,13 @@ type Identity struct {
 
 // RefusedError is why a certificate was refused. Reason is a stable label
 // (metrics, audit outcome); Tenant and Serial are set only when the chain
-// verified against that tenant's CA, so that the refusal belongs in the
-// tenant's audit log: a certificate that merely names a tenant's CA (its
-// key id is public) is an unauthenticated refusal without either. Clients
-// are told none of it.
+// verified against that tenant's CA: a certificate that merely names a
+// tenant's CA (its key id is public) is an unauthenticated refusal without
+// either. Even then the refusal is about a certificate, which is no
+// secret: it belongs in the tenant's audit log only once the peer proved it
+// holds the certificate's key (the ingest records it after the TLS
+// handshake succeeded, and as unauthenticated if it failed). Clients are
+// told none of it.
 type RefusedError struct {
 	Reason string
 	Tenant string
@@ -49,7 +52,9 @@ const (
 // tenant's CA issued and the registry recorded and did not revoke. The
 // tenant is chosen by the leaf's authority key id, and the chain is
 // verified against that tenant's CA only, signatures first
-// (pki.VerifyClient): until it verifies, a refusal names no tenant.
+// (pki.VerifyClient): until it verifies, a refusal names no tenant. It
+// checks a chain, not its holder: the caller must see the peer prove it
+// holds the leaf's key before it attributes a refusal (RefusedError).
 func (r *Registry) Authenticate(chain []*x509.Certificate, now time.Time) (Identity, error) {
 	if len(chain) == 0 {
 		return Identity{}, &RefusedError{Reason: ReasonNoCertificate}
