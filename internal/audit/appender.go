@@ -22,9 +22,10 @@ type Appender struct {
 	queue  chan queued
 	done   chan struct{}
 
-	mu      sync.RWMutex // guards closed against a concurrent Enqueue
-	closed  bool
-	dropped atomic.Int64
+	mu            sync.RWMutex // guards closed against a concurrent Enqueue
+	closed        bool
+	dropped       atomic.Int64
+	droppedClosed atomic.Int64
 }
 
 // queued is an event waiting to be appended.
@@ -46,7 +47,8 @@ func newAppender(l *Log, size int, logger *slog.Logger) *Appender {
 func (a *Appender) Enqueue(tenant string, ev Event) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	if a.closed { // shutting down: what happens now is not audited
+	if a.closed { // shutting down: what happens now is not audited, only counted
+		a.droppedClosed.Add(1)
 		return
 	}
 	select {
@@ -59,6 +61,10 @@ func (a *Appender) Enqueue(tenant string, ev Event) {
 
 // Dropped returns how many events were dropped because the queue was full.
 func (a *Appender) Dropped() int64 { return a.dropped.Load() }
+
+// DroppedClosed returns how many events came after Close and were not
+// audited (connections ending while the node shuts down).
+func (a *Appender) DroppedClosed() int64 { return a.droppedClosed.Load() }
 
 // Close appends the events queued so far and stops. It is safe to call
 // more than once.

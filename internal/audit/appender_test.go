@@ -40,6 +40,9 @@ func TestAuditAppenderDropsWhenFullAndDrainsOnClose(t *testing.T) {
 	release()
 	a.Close()
 	a.Enqueue("acme", event(6))
+	if a.DroppedClosed() != 1 {
+		t.Errorf("an event after Close: counted %d, want 1", a.DroppedClosed())
+	}
 	a.Close() // a second Close is harmless
 	entries, _, err := l.List(context.Background(), "acme", audit.Filter{})
 	if err != nil {

@@ -272,6 +272,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// Gateway connection events reach the audit log through a queue: no
 	// connection waits for the log. It drains after forwarding stops.
 	n.appender = audit.NewAppender(n.audit, n.log)
+	n.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "iotransit_audit_events_dropped_total", Help: "Connection events not audited: the queue was full (why=full) or the node was shutting down (why=closed).",
+		ConstLabels: prometheus.Labels{"why": "full"}}, func() float64 { return float64(n.appender.Dropped()) }))
+	n.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "iotransit_audit_events_dropped_total", Help: "Connection events not audited: the queue was full (why=full) or the node was shutting down (why=closed).",
+		ConstLabels: prometheus.Labels{"why": "closed"}}, func() float64 { return float64(n.appender.DroppedClosed()) }))
 	n.onClose(n.appender.Close)
 	fcfg := cfg.Forward
 	fcfg.Policy = egress.Policy{AllowPrivate: cfg.AllowPrivateTargets || cfg.Dev}
