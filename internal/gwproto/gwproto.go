@@ -78,3 +78,65 @@ type ReportedRejection struct {
 	// Tuid is the message's tsmTuid as far as it could be read.
 	Tuid string `json:"tsmTuid,omitempty"`
 }
+
+// MaxStatusBytes bounds a Status payload.
+const MaxStatusBytes = 4 << 10
+
+// Status is what a gateway tells the cloud of itself on StatusTopic (QoS
+// 1): on every connect, and again when something in it changes (at most
+// once a minute). The cloud shows it on the gateway (GET
+// /v1/tenants/{t}/gateways/{serial}: lastSeen, firmware, queueDepth, mesh).
+type Status struct {
+	// AgentVersion is the agent's version.
+	AgentVersion string `json:"agentVersion"`
+	// FirmwareVersion is the version of the firmware in the active slot,
+	// "" before the first install.
+	FirmwareVersion string `json:"firmwareVersion,omitempty"`
+	// Slot is the active firmware slot, "a" or "b".
+	Slot string `json:"slot,omitempty"`
+	// QueueDepth is how many messages wait in the store-and-forward queue.
+	QueueDepth int `json:"queueDepth"`
+	// QueueDropped is how many the queue dropped or refused when full.
+	QueueDropped uint64 `json:"queueDropped"`
+	// Mesh counts the mesh frames the agent took and dropped.
+	Mesh MeshCounters `json:"mesh"`
+	// KeyDeliveryKey is the gateway's key-delivery public key: a raw
+	// X25519 key (32 bytes, base64 in JSON) whose private half never leaves
+	// the gateway; the cloud seals the mesh keys to it (KeysTopic).
+	KeyDeliveryKey []byte `json:"keyDeliveryKey,omitempty"`
+	// Time is the gateway's clock when it sent the status.
+	Time time.Time `json:"time"`
+}
+
+// MeshCounters counts mesh frames: Accepted, and Dropped by reason
+// (replay, forged, truncated, malformed, unknown_node, stale_epoch,
+// unknown_network).
+type MeshCounters struct {
+	Accepted uint64            `json:"accepted"`
+	Dropped  map[string]uint64 `json:"dropped,omitempty"`
+}
+
+// KeysInfo is the HPKE info under which the cloud seals a gateway's mesh
+// keys (the payload on KeysTopic is a sealed body of the receiver
+// package's format, whose plaintext is a mesh key set as JSON:
+// {"networkId","version","keys":[{"epoch","key","notAfter"}]}). Binding
+// the serial means a body sealed for one gateway does not open as
+// another's.
+func KeysInfo(serial string) []byte { return []byte("iotransit mesh keys v1 " + serial) }
+
+// NodeList is the tenant's authorized sensor nodes of a mesh network, on
+// NodesTopic (retained). A newer Version replaces an older one.
+type NodeList struct {
+	NetworkID uint32   `json:"networkId"`
+	Version   uint64   `json:"version"`
+	Nodes     []uint32 `json:"nodes"`
+}
+
+// FirmwareNotice tells a gateway of a firmware rollout that targets it, on
+// FirmwareTopic (retained): the agent then updates its TUF metadata and
+// fetches the target.
+type FirmwareNotice struct {
+	RolloutID string `json:"rolloutId"`
+	Target    string `json:"target"`
+	Version   string `json:"version"`
+}
