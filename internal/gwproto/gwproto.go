@@ -10,7 +10,7 @@
 //	v1/gw/{serial}/up              gateway → cloud: Thingsee messages (QoS 1)
 //	v1/gw/{serial}/status          gateway → cloud: Status (QoS 1)
 //	v1/gw/{serial}/down/errors     cloud → gateway: Report of rejected messages
-//	v1/gw/{serial}/down/keys       cloud → gateway: the mesh keys, sealed to the gateway (retained)
+//	v1/gw/{serial}/down/keys       cloud → gateway: the mesh keys, sealed to the gateway's key-delivery key (retained)
 //	v1/gw/{serial}/down/nodes      cloud → gateway: NodeList, the authorized sensor nodes (retained)
 //	v1/gw/{serial}/down/firmware   cloud → gateway: FirmwareNotice of a rollout (retained)
 package gwproto
@@ -116,13 +116,12 @@ type MeshCounters struct {
 	Dropped  map[string]uint64 `json:"dropped,omitempty"`
 }
 
-// KeysInfo is the HPKE info under which the cloud seals a gateway's mesh
-// keys (the payload on KeysTopic is a sealed body of the receiver
-// package's format, whose plaintext is a mesh key set as JSON:
-// {"networkId","version","keys":[{"epoch","key","notAfter"}]}). Binding
-// the serial means a body sealed for one gateway does not open as
-// another's.
-func KeysInfo(serial string) []byte { return []byte("iotransit mesh keys v1 " + serial) }
+// The payload on KeysTopic is a sealed body in the receiver package's
+// format (HPKE: X25519, HKDF-SHA256, AES-256-GCM) sealed to the gateway's
+// own KeyDeliveryKey, whose plaintext is the tenant's mesh key set as JSON
+// (internal/mesh KeySet: {"networkId","version","keys":[{"epoch","key",
+// "notAfter"}]}). Only the gateway that made that key can open it: not
+// another gateway, not the broker.
 
 // NodeList is the tenant's authorized sensor nodes of a mesh network, on
 // NodesTopic (retained). A newer Version replaces an older one.
