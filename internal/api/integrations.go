@@ -44,11 +44,17 @@ func (s *Server) recordIntegration(r *http.Request, p *Principal, action, id str
 }
 
 // destination is what decides where, and to whom, an integration delivers
-// the tenant's messages: the endpoint, the topic or device there, the CA
-// trusted for it, and the key payloads are sealed to. A websocket
-// integration has none: its stream needs messages:read anyway.
+// the tenant's messages: the endpoint and its port, the topic and the
+// device or client there, the CA trusted for it, and the key payloads are
+// sealed to. Each is a field of its own, compared apart: joined into one
+// string, AWS client "a b" with topic "c" would equal client "a" with
+// topic "b c". A websocket integration has none: its stream needs
+// messages:read anyway.
 type destination struct {
-	endpoint, topic, ca, key string
+	endpoint      string
+	port          int
+	topic, device string
+	ca, key       string
 }
 
 func destinationOf(in forward.Integration) destination {
@@ -61,9 +67,9 @@ func destinationOf(in forward.Integration) destination {
 	case in.MQTT != nil:
 		d.endpoint, d.topic, d.ca = in.MQTT.Broker, in.MQTT.Topic, in.MQTT.CAPEM
 	case in.Azure != nil:
-		d.endpoint, d.topic, d.ca = in.Azure.HostName+":"+strconv.Itoa(in.Azure.Port), in.Azure.DeviceID, in.Azure.CAPEM
+		d.endpoint, d.port, d.device, d.ca = in.Azure.HostName, in.Azure.Port, in.Azure.DeviceID, in.Azure.CAPEM
 	case in.AWS != nil:
-		d.endpoint, d.topic, d.ca = in.AWS.Endpoint+":"+strconv.Itoa(in.AWS.Port), in.AWS.ClientID+" "+in.AWS.Topic, in.AWS.CAPEM
+		d.endpoint, d.port, d.device, d.topic, d.ca = in.AWS.Endpoint, in.AWS.Port, in.AWS.ClientID, in.AWS.Topic, in.AWS.CAPEM
 	}
 	if in.Encryption != nil {
 		d.key = in.Encryption.PublicKeyPEM
