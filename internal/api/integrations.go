@@ -269,7 +269,9 @@ func envelope(msg json.RawMessage) json.RawMessage {
 
 // listDeadLetters lists dead letters. Their message payloads are what
 // messages:read guards: a caller without it gets each message's envelope
-// only (type, sensor, times, gateway), not its measurements.
+// only (type, sensor, times, gateway), not its measurements. A page reads
+// at most what the read budget lends it: a shorter one is partial, with a
+// cursor that goes on.
 func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	id, err := s.integrationID(r)
 	if err != nil {
@@ -285,7 +287,15 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 			return ErrBadParameter.WithDetail("cursor must be a value from a previous page's next")
 		}
 	}
-	items, next, err := s.deps.Integrations.DeadLetters(r.Context(), r.PathValue("tenant"), id, after, limit)
+	// Each dead letter is a sealed message read and opened: the page reads
+	// within the read budget, as the messages list does.
+	loan, err := s.lendReads(w, r, p)
+	if err != nil {
+		return err
+	}
+	take := min(limit, loan.lent)
+	items, next, err := s.deps.Integrations.DeadLetters(r.Context(), r.PathValue("tenant"), id, after, take)
+	loan.settle(len(items))
 	if err != nil {
 		return err
 	}
@@ -295,8 +305,9 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 		}
 	}
 	out := client.Page[forward.DeadLetter]{Items: items}
-	if next != 0 && len(items) == limit {
+	if next != 0 && len(items) == take {
 		out.Next = strconv.FormatUint(next, 10)
+		out.Partial = take < limit
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
