@@ -106,7 +106,9 @@ func (c *Client) AllAudit(ctx context.Context, tenant string, q AuditQuery) iter
 }
 
 // VerifyAudit verifies a tenant's audit log: its hash chain and signed
-// checkpoints.
+// checkpoints. It reads the whole log, one read of the credential's read
+// budget per stored entry, and is refused (api.read_budget_spent, with
+// Retry-After) until the credential and its tenant have that much left.
 func (c *Client) VerifyAudit(ctx context.Context, tenant string) (*AuditReport, error) {
 	return get[AuditReport](ctx, c, path("tenants", tenant, "audit", "verify"), nil)
 }

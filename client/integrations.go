@@ -352,7 +352,8 @@ func (c *Client) RotateSecret(ctx context.Context, tenant, id string, req Rotate
 }
 
 // ListDeadLetters returns a page of an integration's dead letters, oldest
-// first.
+// first. Each dead letter spends one read of the credential's read budget:
+// a page may be Partial.
 func (c *Client) ListDeadLetters(ctx context.Context, tenant, id string, q DeadLetterQuery) (*Page[DeadLetter], error) {
 	return get[Page[DeadLetter]](ctx, c, integrationPath(tenant, id, "dead-letters"), q.values())
 }

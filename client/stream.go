@@ -45,7 +45,10 @@ type Stream struct {
 // OpenStream opens the message stream of a tenant. Config.Timeout bounds
 // the handshake; the stream then lasts until Close, the server ends it
 // (its credential was revoked or expired) or the connection breaks:
-// open it again with After to resume.
+// open it again with After to resume. Each message the server reads for
+// the stream spends one read of the credential's read budget: a replay
+// from an old message goes at the budget's rate, and a stream whose budget
+// is spent waits for it rather than ending.
 func (c *Client) OpenStream(ctx context.Context, tenant string, opt StreamOptions) (*Stream, error) {
 	q := url.Values{}
 	setString(q, "after", opt.After)

@@ -103,7 +103,9 @@ type Messages interface {
 type Audit interface {
 	Append(ctx context.Context, tenant string, e audit.Event) (audit.Entry, error)
 	ListPage(ctx context.Context, tenant string, f audit.Filter) (audit.Page, error)
-	Verify(ctx context.Context, tenant string) (audit.Report, error)
+	// VerifyWithin verifies the tenant's log once admit accepted what it
+	// will read.
+	VerifyWithin(ctx context.Context, tenant string, admit func(reads int) error) (audit.Report, error)
 }
 
 // Deps are the parts the API serves.

@@ -217,8 +217,22 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p *Principal)
 	return nil
 }
 
-func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	rep, err := s.deps.Audit.Verify(r.Context(), r.PathValue("tenant"))
+// verifyAudit verifies the tenant's log. It reads every stored entry and
+// cannot stop part way: it is charged the log's size before it reads
+// (Server.lendWhole), and refused with 429 until the credential and the
+// tenant can pay it. The result is not cached: a verification is asked for
+// to re-read what is stored now, and an answer kept from an earlier read
+// would vouch for entries it no longer read.
+func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	var loan *readLoan
+	rep, err := s.deps.Audit.VerifyWithin(r.Context(), r.PathValue("tenant"), func(reads int) error {
+		var err error
+		loan, err = s.lendWhole(w, r, p, reads)
+		return err
+	})
+	if loan != nil {
+		loan.settle(loan.lent)
+	}
 	if err != nil {
 		return err
 	}

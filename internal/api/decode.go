@@ -7,8 +7,11 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/iotransit/iotransit/internal/fault"
 )
@@ -41,9 +44,6 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any, allowE
 	if err := checkContentType(r); err != nil {
 		return err
 	}
-	if key, dup := duplicateKey(body); dup {
-		return ErrJSON.WithDetail("duplicate key %s: name each member once", quote(key))
-	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -55,58 +55,192 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any, allowE
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return ErrJSON.WithDetail("trailing data after the JSON value")
 	}
+	// Only a body the decoder accepted is checked for repeated keys: a
+	// malformed one is not parsed twice.
+	if key, dup := duplicateKey(body); dup {
+		return ErrJSON.WithDetail("duplicate key %s: name each member once", quote(key))
+	}
 	return nil
 }
 
-// duplicateKey reports the first key that an object of the body's first
-// JSON value names twice. Go's decoder would keep the last value, and it
+// duplicateKey reports the first key, in the body's order, that an object
+// of body names twice. Go's decoder would keep the last value, and it
 // matches struct fields regardless of case ("serial", "Serial" and
 // "ſerial" with a long s all fill one field), so two keys count as the
 // same when they are equal under Unicode case folding, as encoding/json
-// folds them. Malformed JSON is left to the decoder, which says where it
-// breaks.
+// folds them.
+//
+// body must be one valid JSON value (decodeJSON calls it once the decoder
+// has accepted the body, so a malformed body is parsed once): it is walked
+// once, byte by byte, without decoding values. A key is kept as its offsets
+// in body; only a key with an escape or a non-ASCII byte is decoded and
+// folded into a string of its own. An object's keys are compared when it
+// ends, sorted in place, so a large object costs n log n comparisons, not
+// a map. On input that is not valid JSON it reports no key, and never
+// panics.
 func duplicateKey(body []byte) (string, bool) {
-	type frame struct {
-		object, wantKey bool
-		keys            map[string]struct{}
+	sc := keyScans.Get().(*keyScan)
+	defer sc.release()
+	return sc.scan(body)
+}
+
+// keyRef is one key of an object being walked.
+type keyRef struct {
+	start, end int    // the key's bytes between its quotes, body[start:end]
+	plain      bool   // ASCII without escapes: folded, it is its upper case
+	key, fold  string // decoded and folded, when not plain
+}
+
+// keyScan is the state of one duplicateKey walk, pooled: a walk of a large
+// body allocates nothing once its slices have grown.
+type keyScan struct {
+	body   []byte
+	keys   []keyRef // the keys of the objects open, outermost first
+	frames []int    // per open container: -1 an array, else where its keys start in keys
+	found  bool
+	first  keyRef // the earliest repeated key so far
+}
+
+var keyScans = sync.Pool{New: func() any { return new(keyScan) }}
+
+// release clears the walk (its references to the body and to decoded keys)
+// and returns it to the pool; an unusually large one is dropped.
+func (sc *keyScan) release() {
+	clear(sc.keys[:cap(sc.keys)])
+	*sc = keyScan{keys: sc.keys[:0], frames: sc.frames[:0]}
+	if cap(sc.keys) <= 1<<14 && cap(sc.frames) <= 1<<14 {
+		keyScans.Put(sc)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	var stack []frame
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return "", false
-		}
-		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].wantKey {
-			top := &stack[n-1]
-			if k, ok := tok.(string); ok {
-				f := foldKey(k)
-				if _, seen := top.keys[f]; seen {
-					return k, true
-				}
-				top.keys[f] = struct{}{}
-				top.wantKey = false
-				continue
+}
+
+func (sc *keyScan) scan(body []byte) (string, bool) {
+	sc.body = body
+	wantKey := false // the next string is a key
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case '{':
+			sc.frames = append(sc.frames, len(sc.keys))
+			wantKey = true
+		case '[':
+			sc.frames = append(sc.frames, -1)
+			wantKey = false
+		case '}', ']':
+			n := len(sc.frames)
+			if n == 0 {
+				return "", false
 			}
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, frame{object: true, wantKey: true, keys: map[string]struct{}{}})
-			continue
-		case json.Delim('['):
-			stack = append(stack, frame{})
-			continue
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-		}
-		// A value ended: its object (if any) expects a key again.
-		if len(stack) == 0 {
-			return "", false
-		}
-		if top := &stack[len(stack)-1]; top.object {
-			top.wantKey = true
+			if start := sc.frames[n-1]; start >= 0 {
+				sc.closeObject(sc.keys[start:])
+				sc.keys = sc.keys[:start]
+			}
+			sc.frames = sc.frames[:n-1]
+			wantKey = false
+		case ',':
+			wantKey = len(sc.frames) > 0 && sc.frames[len(sc.frames)-1] >= 0
+		case ':':
+			wantKey = false
+		case '"':
+			end, plain := stringEnd(body, i+1)
+			if wantKey {
+				k := keyRef{start: i + 1, end: end, plain: plain}
+				if !plain {
+					var ok bool
+					if k.key, ok = unquote(body[i:min(end+1, len(body))]); !ok {
+						return "", false
+					}
+					k.fold = foldKey(k.key)
+				}
+				sc.keys = append(sc.keys, k)
+				wantKey = false
+			}
+			i = end
 		}
 	}
+	if !sc.found {
+		return "", false
+	}
+	if sc.first.plain {
+		return string(body[sc.first.start:sc.first.end]), true
+	}
+	return sc.first.key, true
+}
+
+// unquote decodes a JSON string with the decoder's own unquoting: escapes,
+// surrogates and invalid UTF-8 come out as it sees them.
+func unquote(quoted []byte) (string, bool) {
+	var s string
+	return s, json.Unmarshal(quoted, &s) == nil
+}
+
+// stringEnd returns the index of the quote that ends the string whose
+// content starts at i (len(body) if none does), and whether the content is
+// plain: ASCII without escapes.
+func stringEnd(body []byte, i int) (int, bool) {
+	plain := true
+	for ; i < len(body); i++ {
+		switch c := body[i]; {
+		case c == '"':
+			return i, plain
+		case c == '\\':
+			plain = false
+			i++
+		case c >= utf8.RuneSelf:
+			plain = false
+		}
+	}
+	return len(body), plain
+}
+
+// closeObject compares the keys of an object that ended: sorted by folded
+// key, then by place, a key equal to the one before it repeats a key named
+// earlier in the object.
+func (sc *keyScan) closeObject(keys []keyRef) {
+	if len(keys) < 2 {
+		return
+	}
+	slices.SortFunc(keys, func(a, b keyRef) int {
+		if c := sc.compare(&a, &b); c != 0 {
+			return c
+		}
+		return a.start - b.start
+	})
+	for i := 1; i < len(keys); i++ {
+		if sc.compare(&keys[i-1], &keys[i]) == 0 && (!sc.found || keys[i].start < sc.first.start) {
+			sc.found, sc.first = true, keys[i]
+		}
+	}
+}
+
+// compare orders two keys by their folded bytes.
+func (sc *keyScan) compare(a, b *keyRef) int {
+	la, lb := sc.foldedLen(a), sc.foldedLen(b)
+	for i := range min(la, lb) {
+		if x, y := sc.foldedAt(a, i), sc.foldedAt(b, i); x != y {
+			return int(x) - int(y)
+		}
+	}
+	return la - lb
+}
+
+func (sc *keyScan) foldedLen(k *keyRef) int {
+	if k.plain {
+		return k.end - k.start
+	}
+	return len(k.fold)
+}
+
+// foldedAt is byte i of k folded: for a plain key its ASCII upper case,
+// which is what foldKey makes of ASCII (the capital is the least letter of
+// each ASCII letter's folding orbit).
+func (sc *keyScan) foldedAt(k *keyRef, i int) byte {
+	if !k.plain {
+		return k.fold[i]
+	}
+	c := sc.body[k.start+i]
+	if 'a' <= c && c <= 'z' {
+		c -= 'a' - 'A'
+	}
+	return c
 }
 
 // foldKey maps each letter of k to the smallest letter of its Unicode

@@ -115,3 +115,23 @@ func countKeys(t *testing.T, body []byte) (written, kept int) {
 	walk(v)
 	return written, kept
 }
+
+// FuzzDuplicateKey: on every valid JSON body the single pass of
+// duplicateKey names the same first repeated key as the walk of the
+// decoder's tokens; on any other body it does not panic.
+func FuzzDuplicateKey(f *testing.F) {
+	for _, s := range []string{
+		`{"a":1,"a":2}`, `{"a":{"b":1,"B":2},"a":3}`, `{"\u0073":1,"ſ":2}`, `[{"x":"}"},{"x":"{"}]`, `{"a\"":1}`, `{"a":`, `}}]]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		gotKey, got := duplicateKey(body)
+		if !json.Valid(body) {
+			return
+		}
+		if wantKey, want := duplicateKeyByTokens(body); got != want || gotKey != wantKey {
+			t.Fatalf("%q: got %q %v, want %q %v", body, gotKey, got, wantKey, want)
+		}
+	})
+}

@@ -44,11 +44,17 @@ func (s *Server) recordIntegration(r *http.Request, p *Principal, action, id str
 }
 
 // destination is what decides where, and to whom, an integration delivers
-// the tenant's messages: the endpoint, the topic or device there, the CA
-// trusted for it, and the key payloads are sealed to. A websocket
-// integration has none: its stream needs messages:read anyway.
+// the tenant's messages: the endpoint and its port, the topic and the
+// device or client there, the CA trusted for it, and the key payloads are
+// sealed to. Each is a field of its own, compared apart: joined into one
+// string, AWS client "a b" with topic "c" would equal client "a" with
+// topic "b c". A websocket integration has none: its stream needs
+// messages:read anyway.
 type destination struct {
-	endpoint, topic, ca, key string
+	endpoint      string
+	port          int
+	topic, device string
+	ca, key       string
 }
 
 func destinationOf(in forward.Integration) destination {
@@ -61,9 +67,9 @@ func destinationOf(in forward.Integration) destination {
 	case in.MQTT != nil:
 		d.endpoint, d.topic, d.ca = in.MQTT.Broker, in.MQTT.Topic, in.MQTT.CAPEM
 	case in.Azure != nil:
-		d.endpoint, d.topic, d.ca = in.Azure.HostName+":"+strconv.Itoa(in.Azure.Port), in.Azure.DeviceID, in.Azure.CAPEM
+		d.endpoint, d.port, d.device, d.ca = in.Azure.HostName, in.Azure.Port, in.Azure.DeviceID, in.Azure.CAPEM
 	case in.AWS != nil:
-		d.endpoint, d.topic, d.ca = in.AWS.Endpoint+":"+strconv.Itoa(in.AWS.Port), in.AWS.ClientID+" "+in.AWS.Topic, in.AWS.CAPEM
+		d.endpoint, d.port, d.device, d.topic, d.ca = in.AWS.Endpoint, in.AWS.Port, in.AWS.ClientID, in.AWS.Topic, in.AWS.CAPEM
 	}
 	if in.Encryption != nil {
 		d.key = in.Encryption.PublicKeyPEM
@@ -263,7 +269,9 @@ func envelope(msg json.RawMessage) json.RawMessage {
 
 // listDeadLetters lists dead letters. Their message payloads are what
 // messages:read guards: a caller without it gets each message's envelope
-// only (type, sensor, times, gateway), not its measurements.
+// only (type, sensor, times, gateway), not its measurements. A page reads
+// at most what the read budget lends it: a shorter one is partial, with a
+// cursor that goes on.
 func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	id, err := s.integrationID(r)
 	if err != nil {
@@ -279,7 +287,15 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 			return ErrBadParameter.WithDetail("cursor must be a value from a previous page's next")
 		}
 	}
-	items, next, err := s.deps.Integrations.DeadLetters(r.Context(), r.PathValue("tenant"), id, after, limit)
+	// Each dead letter is a sealed message read and opened: the page reads
+	// within the read budget, as the messages list does.
+	loan, err := s.lendReads(w, r, p)
+	if err != nil {
+		return err
+	}
+	take := min(limit, loan.lent)
+	items, next, err := s.deps.Integrations.DeadLetters(r.Context(), r.PathValue("tenant"), id, after, take)
+	loan.settle(len(items))
 	if err != nil {
 		return err
 	}
@@ -289,8 +305,9 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 		}
 	}
 	out := client.Page[forward.DeadLetter]{Items: items}
-	if next != 0 && len(items) == limit {
+	if next != 0 && len(items) == take {
 		out.Next = strconv.FormatUint(next, 10)
+		out.Partial = take < limit
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -34,16 +34,19 @@ type Limits struct {
 	AuditRefusals float64
 	AuditBurst    int
 	// ReadsPerCredential is how many stored items (messages, rejected
-	// messages, audit entries, index entries; a message is one read, and
-	// so are SeqsPerRead sequences a filter steps over) the requests of
-	// one credential may read per second (default 2000), with burst
-	// ReadBurst (default 10000). ReadsPerTenant and TenantReadBurst bound
-	// the requests of all credentials on one tenant together (defaults
-	// 5000 and 20000), so that one tenant cannot take the server from the
-	// others. A request that would read more than is left, or more than
-	// MaxReadsPerRequest (default 2000), answers a partial page with a
-	// cursor to go on; one that finds nothing left is refused with 429 and
-	// Retry-After.
+	// messages, dead letters, audit entries, index entries; a message is
+	// one read, and so are SeqsPerRead sequences a filter steps over) the
+	// requests and streams of one credential may read per second (default
+	// 2000), with burst ReadBurst (default 10000). ReadsPerTenant and
+	// TenantReadBurst bound those of all credentials on one tenant
+	// together (defaults 5000 and 20000), so that one tenant cannot take
+	// the server from the others. A request that would read more than is
+	// left, or more than MaxReadsPerRequest (default 2000), answers a
+	// partial page with a cursor to go on; one that finds nothing left is
+	// refused with 429 and Retry-After. An audit verification reads the
+	// whole log at once (it starts when the log's size, or the whole
+	// burst, is left, and may leave a debt); a WebSocket stream pays for
+	// each message it reads and waits while the budget is spent.
 	ReadsPerCredential float64
 	ReadBurst          int
 	ReadsPerTenant     float64
@@ -198,29 +201,84 @@ func (l *limiter) readLimits(cred, tenant string, now time.Time) []readLimit {
 	}
 }
 
+// shortfall refills the read buckets bs (l.mu held) and reports whether
+// any holds less than want asks of it, and then how long until all hold
+// that much; held is the least any holds.
+func shortfall(bs []readLimit, now time.Time, want func(readLimit) float64) (short bool, wait time.Duration, held float64) {
+	held = math.Inf(1)
+	for _, rb := range bs {
+		rb.b.refill(now, rb.rate, rb.burst)
+		held = min(held, rb.b.tokens)
+		if w := want(rb); rb.b.tokens < w {
+			short = true
+			wait = max(wait, time.Duration((w-rb.b.tokens)/rb.rate*float64(time.Second)))
+		}
+	}
+	return short, wait, held
+}
+
+// take takes n reads from each of the buckets bs (l.mu held).
+func take(bs []readLimit, n int) {
+	for _, rb := range bs {
+		rb.b.tokens -= float64(n)
+	}
+}
+
 // lendReads lends a request of credential cred on tenant what it may read:
 // at most MaxReadsPerRequest and what both buckets hold. When either holds
 // less than one read, it lends nothing and says how long to wait.
 func (l *limiter) lendReads(cred, tenant string, now time.Time) (int, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := float64(l.cfg.MaxReadsPerRequest)
-	var wait time.Duration
-	for _, rb := range l.readLimits(cred, tenant, now) {
-		rb.b.refill(now, rb.rate, rb.burst)
-		n = min(n, rb.b.tokens)
-		if rb.b.tokens < 1 {
-			wait = max(wait, time.Duration((1-rb.b.tokens)/rb.rate*float64(time.Second)))
-		}
-	}
-	if wait > 0 {
+	bs := l.readLimits(cred, tenant, now)
+	short, wait, held := shortfall(bs, now, func(readLimit) float64 { return 1 })
+	if short {
 		return 0, wait
 	}
-	lent := int(n)
-	for _, rb := range l.readLimits(cred, tenant, now) {
-		rb.b.tokens -= float64(lent)
-	}
+	lent := int(min(float64(l.cfg.MaxReadsPerRequest), held))
+	take(bs, lent)
 	return lent, 0
+}
+
+// lendWhole lends a read that cannot stop part way (an audit
+// verification reads the whole log): it may start when both buckets hold
+// need reads, or their whole burst when need is more than that, and it
+// takes all of need, leaving them in debt for the rest, which later reads
+// wait out. Otherwise it lends nothing and says how long to wait. It is
+// not bounded by MaxReadsPerRequest.
+func (l *limiter) lendWhole(cred, tenant string, need int, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	bs := l.readLimits(cred, tenant, now)
+	if short, wait, _ := shortfall(bs, now, func(rb readLimit) float64 { return float64(min(need, rb.burst)) }); short {
+		return false, wait
+	}
+	take(bs, need)
+	return true, 0
+}
+
+// readsFor says how many reads a paced reader (a WebSocket stream) of
+// credential cred on tenant may make now, at most want, without taking
+// them: the reader reads, then pays with spendReads. When either bucket
+// holds less than a step (want reads, or a quarter second of the bucket's
+// rate when that is less, at least one read) it says how long to wait
+// instead, so that a paced reader goes on in steps of useful size rather
+// than one read at a time.
+func (l *limiter) readsFor(cred, tenant string, want int, now time.Time) (int, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	step := func(rb readLimit) float64 { return float64(min(want, rb.burst, max(1, int(rb.rate/4)))) }
+	short, wait, held := shortfall(l.readLimits(cred, tenant, now), now, step)
+	if short {
+		return 0, max(wait, time.Millisecond)
+	}
+	return int(min(float64(want), held)), 0
+}
+
+// spendReads takes what a paced reader read (it may leave the buckets in
+// debt).
+func (l *limiter) spendReads(cred, tenant string, used int, now time.Time) {
+	l.settleReads(cred, tenant, 0, used, now)
 }
 
 // settleReads gives back what a request that was lent reads did not use

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,6 +23,18 @@ import (
 // page whose cursor goes on; what it did not read is given back. A request
 // that finds its credential or tenant with nothing left is refused with
 // 429 api.read_budget_spent and Retry-After.
+//
+// Two reads cannot answer part of what they read. An audit verification
+// reads and hashes the whole log: it is lent the log's size up front, and
+// may start only when the credential and the tenant have that much left
+// (their whole burst, for a log larger than that); it leaves them in debt
+// for the rest, so the next reads wait it out, and otherwise it is refused
+// with 429 and the time until they have. A WebSocket stream reads for as
+// long as it is open (a resume from an old message replays the history):
+// it pays for every message it reads and opens, also one the
+// ?integration= filter then drops, and when the budget is spent it waits
+// for it rather than failing, so a live stream goes on at the budget's
+// rate.
 
 // ErrReadBudget refuses a read when its credential or tenant has spent its
 // read budget.
@@ -70,6 +84,54 @@ func (s *Server) lendReads(w http.ResponseWriter, r *http.Request, p *Principal)
 	}
 	l.lent = n
 	return l, nil
+}
+
+// lendWhole lends a read that cannot stop part way what it will read
+// (need), or refuses it (429 with Retry-After) until the credential and
+// the tenant have that much left (limiter.lendWhole).
+func (s *Server) lendWhole(w http.ResponseWriter, r *http.Request, p *Principal, need int) (*readLoan, error) {
+	l := &readLoan{s: s, cred: p.Actor(), tenant: r.PathValue("tenant"), route: r.Pattern, lent: need}
+	if ok, wait := s.limits.lendWhole(l.cred, l.tenant, need, nowFunc()); !ok {
+		s.counters.readsRefused.WithLabelValues(l.route).Inc()
+		retryAfter(w, wait)
+		return nil, ErrReadBudget.WithDetail("this read cannot stop part way and reads %d stored items", need)
+	}
+	return l, nil
+}
+
+// pacer paces a reader that is not refused part way, a stream, by the
+// read budget of its credential and tenant.
+type pacer struct {
+	s                   *Server
+	cred, tenant, route string
+}
+
+func (s *Server) pacer(r *http.Request, p *Principal) *pacer {
+	return &pacer{s: s, cred: p.Actor(), tenant: r.PathValue("tenant"), route: r.Pattern}
+}
+
+// next waits until the credential and the tenant may read again and
+// returns how many items the next read may take, at most want.
+func (pc *pacer) next(ctx context.Context, want int) (int, error) {
+	for {
+		n, wait := pc.s.limits.readsFor(pc.cred, pc.tenant, want, nowFunc())
+		if n > 0 {
+			return n, nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// spend pays for what was read.
+func (pc *pacer) spend(used int) {
+	pc.s.limits.spendReads(pc.cred, pc.tenant, used, nowFunc())
+	pc.s.counters.reads.WithLabelValues(pc.route).Add(float64(used))
 }
 
 // settle records what the request read and gives back the rest.

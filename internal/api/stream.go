@@ -20,7 +20,7 @@ import (
 
 // Stream feeds the WebSocket stream (store.Store).
 type Stream interface {
-	Tail(ctx context.Context, tenant string, start uint64, subjects []string, max int, maxWait time.Duration, fn func([]store.Message) error) error
+	Tail(ctx context.Context, tenant string, start uint64, subjects []string, size func(context.Context) (int, error), maxWait time.Duration, fn func([]store.Message) error) error
 	FindByKey(ctx context.Context, tenant, tuid string, tsmID int, tsmTs string, budget int) (seq uint64, ok bool, cost int, err error)
 	Bounds(ctx context.Context, tenant string) (first, last uint64, err error)
 }
@@ -33,6 +33,9 @@ var (
 	ErrOrigin          = fault.Define("api.websocket_origin", fault.PermissionDenied, "a browser page of another origin may not open this stream")
 	ErrTooManyStreams  = fault.Define("api.too_many_streams", fault.ResourceExhausted, "too many streams are open for this credential or tenant; close one first")
 )
+
+// streamBatch is the most messages one frame of a stream holds.
+const streamBatch = 100
 
 // streamCount counts the open streams per credential and per tenant.
 type streamCount struct {
@@ -269,7 +272,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *Principal) er
 			}
 		}
 	}()
-	err = s.deps.Stream.Tail(ctx, tenant, start, subjects, 100, 200*time.Millisecond, func(batch []store.Message) error {
+	// Every message read is paid from the read budget, also one the filter
+	// drops; a spent budget makes the stream wait, not fail.
+	pace := s.pacer(r, p)
+	size := func(ctx context.Context) (int, error) { return pace.next(ctx, streamBatch) }
+	err = s.deps.Stream.Tail(ctx, tenant, start, subjects, size, 200*time.Millisecond, func(batch []store.Message) error {
+		pace.spend(len(batch))
 		var b forward.Batch
 		for _, m := range batch {
 			if inProcess && !filter.Matches(m.Gateway, m.Tuid, m.TsmID) {

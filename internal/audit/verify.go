@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
@@ -46,6 +47,15 @@ func VerifyEntries(entries []Entry, checkpoints []Checkpoint, pub ed25519.Public
 // last entry this Log appended to the tenant (or read): a tail cut off or
 // rewritten after this process wrote it is caught even before it is signed.
 func (l *Log) Verify(ctx context.Context, tenant string) (Report, error) {
+	return l.VerifyWithin(ctx, tenant, nil)
+}
+
+// VerifyWithin is Verify with a price: before it reads, it calls admit (if
+// not nil) with how many stored items (entries and checkpoints) it will
+// read, and stops with admit's error if admit refuses. A verification reads
+// and hashes the whole log, so it cannot stop part way as a page of a list
+// does: the API charges it to the caller's read budget up front.
+func (l *Log) VerifyWithin(ctx context.Context, tenant string, admit func(reads int) error) (Report, error) {
 	if err := checkTenant(tenant); err != nil {
 		return Report{}, err
 	}
@@ -72,6 +82,11 @@ func (l *Log) Verify(ctx context.Context, tenant string) (Report, error) {
 	info, err := st.Info(ctx)
 	if err != nil {
 		return Report{}, errUnavailable.Wrap(fmt.Errorf("audit: verify %s: %w", tenant, err))
+	}
+	if admit != nil {
+		if err := admit(int(min(info.State.Msgs, math.MaxInt32))); err != nil {
+			return Report{}, err
+		}
 	}
 	v := newVerifier(tenant, l.pub, l.cfg.Retention > 0)
 	if info.State.Msgs > 0 {

@@ -2,6 +2,7 @@ package hostile_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -203,42 +204,12 @@ func TestHostileAPIIntegrationsWriteReachesNoMessage(t *testing.T) {
 // served. Asserted by pages, reads counted and 429s, never by time.
 func TestHostileAPICostlyReadsAreBounded(t *testing.T) {
 	const items = 400 // of each kind, above one request's budget
-	n := nodetest.Start(t, func(c *node.Config) {
-		c.APILimits = api.Limits{PerCredential: 1e6, CredentialBurst: 1e6, PerIP: 1e6, IPBurst: 1e6, AuthFailures: 1e6,
-			ReadsPerCredential: 10, ReadBurst: 1500, ReadsPerTenant: 1e6, TenantReadBurst: 1e6, MaxReadsPerRequest: 300}
-		c.Ingest.MsgRate, c.Ingest.MsgBurst = 1e6, 1e6
-	})
-	a := nodetest.NewAPI(t, n)
+	n, a := budgetNode(t, 10, 1500, 300)
 	ctx := context.Background()
-	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, apiTenant, apiGateway), apiGateway, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := a.Client.CreateTenant(ctx, apiOther); err != nil {
 		t.Fatal(err)
 	}
-	ts := time.Now().Unix() - items
-	for _, valid := range []bool{true, false} {
-		for i := 0; i < items; i += 100 {
-			var msgs []string
-			for j := i; j < i+100; j++ {
-				if valid {
-					msgs = append(msgs, tu.Thingsee(apiSensor, ts+int64(j), 20))
-				} else {
-					msgs = append(msgs, fmt.Sprintf(`{"tsmId":12100,"tsmEv":10,"tsmTs":%d}`, ts+int64(j)))
-				}
-			}
-			if _, err := up.Publish(ctx, []byte("["+strings.Join(msgs, ",")+"]"), 1); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for i := range items {
-		labels := map[string]string{"n": strconv.Itoa(i)}
-		if _, err := a.Client.UpdateGateway(ctx, apiTenant, apiGateway, client.UpdateGatewayRequest{Labels: &labels}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	storeItems(t, n, a, items, true)
 	key := func(tenant string) string {
 		k, err := a.Client.CreateAPIKey(ctx, tenant, client.CreateAPIKeyRequest{Scopes: []string{client.ScopeMessagesRead, client.ScopeAuditRead}})
 		if err != nil {
@@ -317,6 +288,53 @@ func TestHostileAPICostlyReadsAreBounded(t *testing.T) {
 	}
 }
 
+// budgetNode starts a node where one credential may read burst stored
+// items at once, then perSecond a second, and one request perRequest;
+// nothing else is limited.
+func budgetNode(t *testing.T, perSecond float64, burst, perRequest int) (*node.Node, *nodetest.API) {
+	t.Helper()
+	n := nodetest.Start(t, func(c *node.Config) {
+		c.APILimits = api.Limits{PerCredential: 1e6, CredentialBurst: 1e6, PerIP: 1e6, IPBurst: 1e6, AuthFailures: 1e6,
+			ReadsPerCredential: perSecond, ReadBurst: burst, ReadsPerTenant: 1e6, TenantReadBurst: 1e6, MaxReadsPerRequest: perRequest}
+		c.Ingest.MsgRate, c.Ingest.MsgBurst = 1e6, 1e6
+	})
+	return n, nodetest.NewAPI(t, n)
+}
+
+// storeItems has apiGateway send items Thingsee messages of apiSensor to
+// apiTenant (and as many refused ones, when rejected), and writes items
+// entries to apiTenant's audit log (label changes of the gateway).
+func storeItems(t *testing.T, n *node.Node, a *nodetest.API, items int, rejected bool) {
+	t.Helper()
+	ctx := context.Background()
+	up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, apiTenant, apiGateway), apiGateway, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Now().Unix() - int64(items)
+	kinds := []func(j int) string{func(j int) string { return tu.Thingsee(apiSensor, ts+int64(j), 20) }}
+	if rejected {
+		kinds = append(kinds, func(j int) string { return fmt.Sprintf(`{"tsmId":12100,"tsmEv":10,"tsmTs":%d}`, ts+int64(j)) })
+	}
+	for _, msg := range kinds {
+		for i := 0; i < items; i += 100 {
+			var msgs []string
+			for j := i; j < min(i+100, items); j++ {
+				msgs = append(msgs, msg(j))
+			}
+			if _, err := up.Publish(ctx, []byte("["+strings.Join(msgs, ",")+"]"), 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range items {
+		labels := map[string]string{"n": strconv.Itoa(i)}
+		if _, err := a.Client.UpdateGateway(ctx, apiTenant, apiGateway, client.UpdateGatewayRequest{Labels: &labels}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestHostileAPIDuplicateKeysAreRefused replays the API half of finding 7
 // of issue 8: a JSON body that named a member twice was accepted with the
 // last value winning, so what a proxy or an audit of the body saw could
@@ -356,5 +374,130 @@ func TestHostileAPIDuplicateKeysAreRefused(t *testing.T) {
 	}
 	if _, err := a.Client.GetGateway(ctx, apiTenant, "TSGW06HOA00000002"); err == nil {
 		t.Error("a refused body registered a gateway")
+	}
+}
+
+// TestHostileAPIWholeReadsAreBudgeted replays what a review of the issue-8
+// read budgets found outside them, with keys of one scope each: a key with
+// audit:read asked for GET …/audit/verify (which reads and hashes the whole
+// log) at its request rate; a key with messages:read replayed the history
+// over a stream from ?after=0, at the server's full speed; a key with
+// integrations:read alone listed dead letters 1,000 at a time. Now a
+// verification is charged the log's size (one, then 429), a stream reads
+// no faster than its key's budget and waits for it, and a page of dead
+// letters stops at the budget (partial, then 429). Asserted by items read
+// and answers, against the key's budget.
+func TestHostileAPIWholeReadsAreBudgeted(t *testing.T) {
+	const items, burst, perSecond = 400, 300, 10 // more of each than a key may read at once
+	n, a := budgetNode(t, perSecond, burst, 1000)
+	ctx := context.Background()
+	if _, err := a.Client.CreateTenant(ctx, apiTenant); err != nil {
+		t.Fatal(err)
+	}
+	rcv := tu.NewReceiver(t) // always down: every message becomes a dead letter
+	rcv.Handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) bool { w.WriteHeader(503); return true })
+	dead, err := a.Client.CreateIntegration(ctx, apiTenant, client.Integration{Name: "down", Type: client.IntegrationWebhook,
+		MaxAge: client.Duration(time.Second), Webhook: &client.WebhookConfig{URL: rcv.URL, CAPEM: rcv.CAPEM}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeItems(t, n, a, items, false)
+	key := func(scope string) string {
+		k, err := a.Client.CreateAPIKey(ctx, apiTenant, client.CreateAPIKeyRequest{Scopes: []string{scope}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Key
+	}
+	base := "/v1/tenants/" + apiTenant
+	readsOf := func(route string) int {
+		return int(tu.Counter(t, n.Metrics(), "iotransit_api_reads_total", map[string]string{"route": "GET /v1/tenants/{tenant}/" + route}))
+	}
+	refusedForBudget := func(r tu.Response) bool {
+		code, _ := r.Problem()
+		return r.Status == 429 && code == "api.read_budget_spent" && r.Header.Get("Retry-After") != ""
+	}
+
+	// Verifications of a log larger than the key's burst: one, then 429.
+	k := key(client.ScopeAuditRead)
+	statuses := map[int]int{}
+	for range 20 {
+		r := a.Do("GET", base+"/audit/verify", k, nil)
+		statuses[r.Status]++
+		if r.Status == 429 {
+			if !refusedForBudget(r) {
+				t.Fatalf("verify refused: %.300s", r.Body)
+			}
+			break
+		}
+	}
+	if statuses[200] != 1 || statuses[429] != 1 {
+		t.Errorf("verifications of a log of more than %d entries on a read burst of %d: %v, want one 200 then 429", items, burst, statuses)
+	}
+	if got := readsOf("audit/verify"); got < items {
+		t.Errorf("a verification of more than %d entries was charged %d reads", items, got)
+	}
+
+	// A replay of the history over a stream: the key's budget, not the
+	// server's speed.
+	sc, err := client.New(client.Config{Server: a.Base(), CAPEM: n.ServerCAPEM(), Credential: key(client.ScopeMessagesRead)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s, err := sc.OpenStream(ctx, apiTenant, client.StreamOptions{After: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	got := 0
+	for ; got < items; got++ {
+		if _, err := s.Next(rctx); err != nil {
+			break // the time is up
+		}
+	}
+	elapsed := time.Since(start)
+	if limit := burst + int(perSecond*elapsed.Seconds()) + 100; got > limit || readsOf("stream") > limit {
+		t.Errorf("a replay from ?after=0 sent %d of %d messages (and read %d) in %s on a read budget of %d",
+			got, items, readsOf("stream"), elapsed.Round(time.Millisecond), limit)
+	}
+	if charged := readsOf("stream"); got == 0 || charged < got {
+		t.Errorf("a replay from ?after=0 sent %d messages and was charged %d reads", got, charged)
+	}
+
+	// Dead letters 1,000 at a time: a page within the budget, then 429.
+	tu.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+		if v, err := a.Client.GetIntegration(ctx, apiTenant, dead.ID); err != nil || v.DeadLetters < items {
+			return fmt.Errorf("dead letters: %v, %v", v, err)
+		}
+		return nil
+	})
+	k = key(client.ScopeIntegrationsRead)
+	dl := base + "/integrations/" + dead.ID + "/dead-letters?limit=1000"
+	start, read, cursor := time.Now(), 0, ""
+	var r tu.Response
+	for range 20 {
+		if r = a.Do("GET", dl+cursor, k, nil); r.Status != 200 {
+			break
+		}
+		var page struct {
+			Items   []json.RawMessage
+			Next    string
+			Partial bool
+		}
+		r.Decode(t, &page)
+		if !page.Partial || page.Next == "" {
+			t.Fatalf("a page of dead letters within the budget: %d items, partial %v, next %q", len(page.Items), page.Partial, page.Next)
+		}
+		read += len(page.Items)
+		cursor = "&cursor=" + page.Next
+	}
+	if !refusedForBudget(r) {
+		t.Errorf("pages of 1,000 dead letters on a read burst of %d: never refused (%d %.300s)", burst, r.Status, r.Body)
+	}
+	if limit := burst + int(perSecond*time.Since(start).Seconds()) + 1; read == 0 || read > limit {
+		t.Errorf("pages of dead letters read %d in %s on a read budget of %d", read, time.Since(start).Round(time.Millisecond), limit)
 	}
 }

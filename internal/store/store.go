@@ -406,9 +406,11 @@ func (s *Store) Redrive(ctx context.Context, tenant, integration string, h nats.
 
 // Tail calls fn with batches of the tenant's messages on subjects (nil: all
 // messages), starting at stream sequence start (0: only messages stored from
-// now on), in stream order, until ctx ends or fn fails. A batch holds what
-// arrived within maxWait, at most max messages.
-func (s *Store) Tail(ctx context.Context, tenant string, start uint64, subjects []string, max int, maxWait time.Duration, fn func([]Message) error) error {
+// now on), in stream order, until ctx ends or fn or size fails. Before each
+// batch it asks size how many messages the batch may hold (size may wait:
+// the API paces a stream by its read budget); a batch holds what arrived
+// within maxWait, at most that many, each read and opened.
+func (s *Store) Tail(ctx context.Context, tenant string, start uint64, subjects []string, size func(context.Context) (int, error), maxWait time.Duration, fn func([]Message) error) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverNewPolicy}
 	if len(subjects) == 0 {
 		cfg.FilterSubjects = []string{names.Messages(tenant)}
@@ -421,7 +423,14 @@ func (s *Store) Tail(ctx context.Context, tenant string, start uint64, subjects 
 		return fmt.Errorf("store: tail %s: %w", tenant, err)
 	}
 	for ctx.Err() == nil {
-		fb, err := c.Fetch(max, jetstream.FetchMaxWait(maxWait))
+		n, err := size(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fb, err := c.Fetch(max(n, 1), jetstream.FetchMaxWait(maxWait))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
