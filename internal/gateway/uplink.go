@@ -32,6 +32,12 @@ type UplinkConfig struct {
 	// OnReport is called with each payload received on the gateway's
 	// down/errors topic (subscribed when non-nil).
 	OnReport func([]byte)
+	// OnMessage, when non-nil, is called with each message received on
+	// the topics of Subscribe (instead of OnReport), with its topic.
+	OnMessage func(topic string, payload []byte)
+	// Subscribe lists the topic filters subscribed to (QoS 1) after the
+	// connect when OnMessage is set.
+	Subscribe []string
 	// OnDisconnect is called when the server ends the session with a
 	// DISCONNECT packet (its reason code) or the connection drops.
 	OnDisconnect func(reason byte, err error)
@@ -93,7 +99,15 @@ func Dial(ctx context.Context, cfg UplinkConfig) (*Uplink, error) {
 		ClientID: cfg.Serial,
 		Conn:     packets.NewThreadSafeConn(conn),
 	}
-	if cfg.OnReport != nil {
+	switch {
+	case cfg.OnMessage != nil:
+		pc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) {
+				cfg.OnMessage(pr.Packet.Topic, pr.Packet.Payload)
+				return true, nil
+			},
+		}
+	case cfg.OnReport != nil:
 		pc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) {
 				cfg.OnReport(pr.Packet.Payload)
@@ -124,8 +138,15 @@ func Dial(ctx context.Context, cfg UplinkConfig) (*Uplink, error) {
 		return nil, fmt.Errorf("gateway: connect: %w", err)
 	}
 	u.connack = ca
-	if cfg.OnReport != nil {
-		if _, err := u.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "v1/gw/" + cfg.Serial + "/down/errors", QoS: 1}}}); err != nil {
+	subs := []paho.SubscribeOptions{{Topic: "v1/gw/" + cfg.Serial + "/down/errors", QoS: 1}}
+	if cfg.OnMessage != nil {
+		subs = subs[:0]
+		for _, t := range cfg.Subscribe {
+			subs = append(subs, paho.SubscribeOptions{Topic: t, QoS: 1})
+		}
+	}
+	if (cfg.OnReport != nil || cfg.OnMessage != nil) && len(subs) > 0 {
+		if _, err := u.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
 			u.Close()
 			return nil, fmt.Errorf("gateway: subscribe to reports: %w", err)
 		}
