@@ -153,10 +153,19 @@ func (a *Agent) finishRenewal(ident crypto.Signer) error {
 	return os.Remove(a.path("next-cert.pem"))
 }
 
+// issuerBackdate is how far iotransit's CA backdates NotBefore (for
+// clocks behind its own); the life of a certificate starts that much
+// later.
+const issuerBackdate = 5 * time.Minute
+
 // renewAt is when the certificate c should be renewed: at two thirds of
-// its life.
+// its life from its issue.
 func renewAt(c *x509.Certificate) time.Time {
-	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * 2 / 3)
+	start := c.NotBefore.Add(issuerBackdate)
+	if !start.Before(c.NotAfter) {
+		start = c.NotBefore
+	}
+	return start.Add(c.NotAfter.Sub(start) * 2 / 3)
 }
 
 // renewLoop renews the certificate at two thirds of its life, retrying

@@ -83,6 +83,7 @@ func (a *Agent) appendLoop(ctx context.Context) {
 		switch {
 		case err == nil:
 			mark = next
+			a.log.Debug("queued", "messages", res.Accepted, "depth", a.q.Stats().Depth)
 			if res.Dropped > 0 || res.Refused > 0 {
 				a.log.Warn("queue full", "policy", a.cfg.Queue.Full.String(), "dropped", res.Dropped, "refused", res.Refused)
 				a.markChanged()
