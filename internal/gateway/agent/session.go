@@ -146,17 +146,11 @@ func permanent(code byte) bool {
 	return false
 }
 
-// flight is one publish waiting for its PUBACK.
+// flight is one publish waiting for its PUBACK (nil: a record skipped).
 type flight struct {
 	last uint64 // the queue id of its last message
 	n    int
-	res  chan pubResult
-}
-
-type pubResult struct {
-	code   byte
-	reason string
-	err    error
+	p    *gateway.Pending
 }
 
 // upload sends the queue in order from its head, Config.Window publishes
@@ -177,9 +171,7 @@ func (a *Agent) upload(ctx context.Context, u *gateway.Uplink, acks chan uint64)
 				// A record that does not open: counted, logged, skipped.
 				a.recordErrors.Add(1)
 				a.log.Error("queue record does not open; skipped", "err", rerr)
-				f := flight{last: rerr.ID, res: make(chan pubResult, 1)}
-				f.res <- pubResult{}
-				inflight = append(inflight, f)
+				inflight = append(inflight, flight{last: rerr.ID})
 				cursor = rerr.ID
 				continue
 			}
@@ -190,11 +182,11 @@ func (a *Agent) upload(ctx context.Context, u *gateway.Uplink, acks chan uint64)
 				break
 			}
 			payload, k := batch(recs, a.cfg.BatchBytes)
-			f := flight{last: recs[k-1].ID, n: k, res: make(chan pubResult, 1)}
-			go func() {
-				r, err := u.Publish(ctx, payload, 1)
-				f.res <- pubResult{code: r.ReasonCode, reason: r.Reason, err: err}
-			}()
+			p, err := u.Send(ctx, payload)
+			if err != nil {
+				return fmt.Errorf("agent: publish: %w", err)
+			}
+			f := flight{last: recs[k-1].ID, n: k, p: p}
 			inflight = append(inflight, f)
 			cursor = f.last
 		}
@@ -207,26 +199,25 @@ func (a *Agent) upload(ctx context.Context, u *gateway.Uplink, acks chan uint64)
 			}
 		}
 		f := inflight[0]
-		var r pubResult
-		select {
-		case r = <-f.res:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 		inflight = inflight[1:]
+		var r gateway.PublishResult
+		if f.p != nil {
+			var err error
+			if r, err = f.p.Wait(ctx); err != nil {
+				return fmt.Errorf("agent: publish: %w", err)
+			}
+		}
 		switch {
-		case r.err != nil:
-			return fmt.Errorf("agent: publish: %w", r.err)
-		case r.code < 0x80:
+		case r.ReasonCode < 0x80:
 			refusals = 0
 			a.published.Add(uint64(f.n))
-		case permanent(r.code):
+		case permanent(r.ReasonCode):
 			a.refused.Add(uint64(f.n))
-			a.log.Error("the cloud refused messages for good; skipped", "messages", f.n, "code", fmt.Sprintf("0x%02x", r.code), "reason", r.reason)
+			a.log.Error("the cloud refused messages for good; skipped", "messages", f.n, "code", fmt.Sprintf("0x%02x", r.ReasonCode), "reason", r.Reason)
 		default:
 			refusals++
 			wait := a.cfg.Reconnect.Delay(refusals)
-			a.log.Warn("the cloud refused messages for now; sending again", "messages", f.n, "code", fmt.Sprintf("0x%02x", r.code), "reason", r.reason, "retry_in", wait)
+			a.log.Warn("the cloud refused messages for now; sending again", "messages", f.n, "code", fmt.Sprintf("0x%02x", r.ReasonCode), "reason", r.Reason, "retry_in", wait)
 			inflight, cursor = nil, acked // the rest in flight is sent again (stored once: content ids)
 			if !retry.Sleep(ctx, wait) {
 				return ctx.Err()
