@@ -248,6 +248,14 @@ func (a *Agent) Queue() *queue.Queue { return a.q }
 // Connected reports whether the MQTT session is up.
 func (a *Agent) Connected() bool { return a.connected.Load() }
 
+// Refused is how many messages the cloud refused for good (PUBACK):
+// counted and skipped.
+func (a *Agent) Refused() uint64 { return a.refused.Load() }
+
+// Rejected is how many messages the cloud's reports (down/errors) named
+// as rejected.
+func (a *Agent) Rejected() uint64 { return a.rejected.Load() }
+
 // Certificate returns the certificate in use.
 func (a *Agent) Certificate() *x509.Certificate { return a.id.leaf() }
 

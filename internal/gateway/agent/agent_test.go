@@ -4,10 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/iotransit/iotransit/internal/mesh"
+	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/receiver"
 )
@@ -200,4 +204,129 @@ func TestStatus(t *testing.T) {
 			t.Errorf("status lacks reason %s: %v", r, maps.Collect(maps.All(st.Mesh.Dropped)))
 		}
 	}
+}
+
+// copyFile copies src to dst.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResendStoredOnce: the worst a kill can do to the acknowledgements —
+// every PUBACK received and none saved — makes the agent send the whole
+// backlog again after a restart, and the cloud stores each message once
+// (its id is derived from the content: JetStream's duplicate window).
+func TestResendStoredOnce(t *testing.T) {
+	c := newCloud(t, nil)
+	const serial = "TSGW06AGT00000006"
+	dir := t.TempDir()
+	cfg := c.config(t, dir, serial, c.token(t, serial))
+	up := cfg.MQTTAddr
+	cfg.MQTTAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) // the cloud's MQTT is away
+	a := start(t, cfg)
+	nw := newNetwork(t, 4)
+	nw.deliver(t, a.Agent)
+	var frames [][]byte
+	for counter := uint32(0); counter < 250; counter++ {
+		for _, n := range nw.nodes {
+			frames = append(frames, nw.frame(t, 2, n, 1, counter))
+		}
+	}
+	send(t, a.MeshAddr().String(), frames...)
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if d := a.Status().QueueDepth; d != len(frames) {
+			return fmt.Errorf("queue depth %d, want %d", d, len(frames))
+		}
+		return nil
+	})
+	a.stop()
+	snapshot := filepath.Join(t.TempDir(), "queue.db")
+	copyFile(t, filepath.Join(dir, "queue.db"), snapshot)
+
+	cfg.MQTTAddr, cfg.EnrollToken = up, ""
+	b := start(t, cfg)
+	waitStored(t, c, serial, len(frames))
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if d := b.Status().QueueDepth; d != 0 {
+			return fmt.Errorf("queue depth %d", d)
+		}
+		return nil
+	})
+	b.stop()
+
+	// The acknowledgements are lost: the queue is back as before the upload.
+	copyFile(t, snapshot, filepath.Join(dir, "queue.db"))
+	r := start(t, cfg)
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if d := r.Status().QueueDepth; d != 0 {
+			return fmt.Errorf("queue depth %d: the resend is not through", d)
+		}
+		return nil
+	})
+	msgs := c.messages(t, serial)
+	checkOrdered(t, msgs, nw.nodes, 0, 249)
+}
+
+// TestRefusals: a refusal for now (the gateway's message rate) is sent
+// again until taken, and every message is stored once; a refusal for good
+// (a message that is not a Thingsee message) is counted and skipped,
+// costing no other message.
+func TestRefusals(t *testing.T) {
+	c := newCloud(t, func(cfg *node.Config) {
+		cfg.Ingest.MsgRate, cfg.Ingest.MsgBurst = 200, 50
+	})
+	const serial = "TSGW06AGT00000007"
+	cfg := c.config(t, t.TempDir(), serial, c.token(t, serial))
+	cfg.BatchMessages = 20
+	a := start(t, cfg)
+	nw := newNetwork(t, 3)
+	nw.deliver(t, a.Agent)
+	good := nw.nodes[:2]
+	// One message the cloud rejects within a batch (on down/errors), one
+	// it refuses as a whole publish (not JSON: sent alone, PUBACK 0x99),
+	// both from node 3.
+	rejected, err := mesh.Seal(nw.key(t, 2), mesh.Header{NetworkID: testNetwork, Epoch: 2, Node: 3, Boot: 1, Counter: 0}, []byte(`{"not":"thingsee"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused, err := mesh.Seal(nw.key(t, 2), mesh.Header{NetworkID: testNetwork, Epoch: 2, Node: 3, Boot: 1, Counter: 1}, []byte(`not json`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frames [][]byte
+	for counter := uint32(0); counter < 150; counter++ {
+		for _, n := range good {
+			frames = append(frames, nw.frame(t, 2, n, 1, counter))
+		}
+	}
+	frames = slices.Insert(frames, 100, refused)
+	frames = slices.Insert(frames, 10, rejected)
+	send(t, a.MeshAddr().String(), frames...)
+	waitStored(t, c, serial, 300)
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if d := a.Status().QueueDepth; d != 0 {
+			return fmt.Errorf("queue depth %d", d)
+		}
+		return nil
+	})
+	// Once each; the order may differ where a publish in flight was taken
+	// while the one before it was refused for the rate.
+	checkOnce(t, c.messages(t, serial), good, 0, 149)
+	if got := a.Refused(); got != 1 {
+		t.Errorf("refused for good: %d messages, want 1", got)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		// The batch's one rejection, and the refused publish's report (a
+		// batch sent again reports its rejection again).
+		if got := a.Rejected(); got < 2 {
+			return fmt.Errorf("rejected in reports: %d messages, want 2 or more", got)
+		}
+		return nil
+	})
 }

@@ -239,6 +239,18 @@ func send(t *testing.T, addr string, frames ...[]byte) {
 // exactly once and in order.
 func checkOrdered(t *testing.T, msgs []client.Message, nodes []uint32, from, to uint32) {
 	t.Helper()
+	checkCounters(t, msgs, nodes, from, to, false)
+}
+
+// checkOnce fails unless msgs hold each node's counters in from..to
+// exactly once, in any order.
+func checkOnce(t *testing.T, msgs []client.Message, nodes []uint32, from, to uint32) {
+	t.Helper()
+	checkCounters(t, msgs, nodes, from, to, true)
+}
+
+func checkCounters(t *testing.T, msgs []client.Message, nodes []uint32, from, to uint32, anyOrder bool) {
+	t.Helper()
 	byTuid := map[string][]int64{}
 	for _, m := range msgs {
 		var v struct {
@@ -252,6 +264,9 @@ func checkOrdered(t *testing.T, msgs []client.Message, nodes []uint32, from, to 
 	}
 	for _, n := range nodes {
 		got := byTuid[tuid(n)]
+		if anyOrder {
+			slices.Sort(got)
+		}
 		var want []int64
 		for c := from; c <= to; c++ {
 			want = append(want, int64(c))

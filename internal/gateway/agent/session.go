@@ -146,6 +146,10 @@ func permanent(code byte) bool {
 	return false
 }
 
+// refusalCalm is how long the upload sends one publish at a time after a
+// temporary refusal.
+const refusalCalm = 10 * time.Second
+
 // flight is one publish waiting for its PUBACK (nil: a record skipped).
 type flight struct {
 	last uint64 // the queue id of its last message
@@ -163,8 +167,15 @@ func (a *Agent) upload(ctx context.Context, u *gateway.Uplink, acks chan uint64)
 	cursor := acked
 	var inflight []flight
 	refusals := 0
+	// window is the publishes allowed in flight: one after a temporary
+	// refusal and for refusalCalm after it (publishes in flight behind a
+	// refused one may be taken before it is sent again, out of order; one
+	// at a time cannot), then doubling with each publish taken up to
+	// Config.Window.
+	window := a.cfg.Window
+	var calmUntil time.Time
 	for {
-		for len(inflight) < a.cfg.Window {
+		for len(inflight) < window {
 			recs, err := a.q.Read(cursor, a.cfg.BatchMessages)
 			var rerr *queue.RecordError
 			if errors.As(err, &rerr) && len(recs) == 0 {
@@ -210,6 +221,9 @@ func (a *Agent) upload(ctx context.Context, u *gateway.Uplink, acks chan uint64)
 		switch {
 		case r.ReasonCode < 0x80:
 			refusals = 0
+			if time.Now().After(calmUntil) {
+				window = min(2*window, a.cfg.Window)
+			}
 			a.published.Add(uint64(f.n))
 		case permanent(r.ReasonCode):
 			a.refused.Add(uint64(f.n))
@@ -218,7 +232,8 @@ func (a *Agent) upload(ctx context.Context, u *gateway.Uplink, acks chan uint64)
 			refusals++
 			wait := a.cfg.Reconnect.Delay(refusals)
 			a.log.Warn("the cloud refused messages for now; sending again", "messages", f.n, "code", fmt.Sprintf("0x%02x", r.ReasonCode), "reason", r.Reason, "retry_in", wait)
-			inflight, cursor = nil, acked // the rest in flight is sent again (stored once: content ids)
+			inflight, cursor, window = nil, acked, 1 // the rest in flight is sent again (stored once: content ids)
+			calmUntil = time.Now().Add(refusalCalm)
 			if !retry.Sleep(ctx, wait) {
 				return ctx.Err()
 			}
