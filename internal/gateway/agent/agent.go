@@ -173,6 +173,7 @@ type Agent struct {
 
 	inbox chan []byte // accepted mesh messages waiting for the queue
 
+	renewMu   sync.Mutex // one renewal at a time
 	mu        sync.Mutex
 	renewErr  string // the last renewal failure, "" after a success
 	changed   chan struct{}
@@ -187,10 +188,14 @@ type Agent struct {
 // New opens the agent's stores, enrolls on the first start, restores the
 // keys, node list and replay windows, and binds the mesh socket. Run
 // starts it; Close releases what New opened.
-func New(ctx context.Context, cfg Config) (a *Agent, err error) {
+func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	cfg.defaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	addr, err := net.ResolveUDPAddr("udp", cfg.MeshAddr)
+	if err != nil {
+		return nil, fmt.Errorf("agent: mesh address: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(cfg.CAPEM) {
@@ -199,7 +204,7 @@ func New(ctx context.Context, cfg Config) (a *Agent, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	a = &Agent{cfg: cfg, log: cfg.Logger.With("serial", cfg.Serial), pool: pool,
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("serial", cfg.Serial), pool: pool,
 		rcv: mesh.NewReceiver(nil), inbox: make(chan []byte, 4096), changed: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
@@ -222,10 +227,6 @@ func New(ctx context.Context, cfg Config) (a *Agent, err error) {
 	}
 	if err := a.restoreMesh(); err != nil {
 		return nil, err
-	}
-	addr, err := net.ResolveUDPAddr("udp", cfg.MeshAddr)
-	if err != nil {
-		return nil, fmt.Errorf("agent: mesh address: %w", err)
 	}
 	if a.conn, err = net.ListenUDP("udp", addr); err != nil {
 		return nil, fmt.Errorf("agent: mesh receiver: %w", err)

@@ -1,15 +1,18 @@
 package agent_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/gateway/agent"
 	"github.com/iotransit/iotransit/internal/mesh"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/testutil"
@@ -329,4 +332,41 @@ func TestRefusals(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestNewRefuses: what New refuses, and that a refusal leaves nothing
+// open (the next New on the same directory works).
+func TestNewRefuses(t *testing.T) {
+	c := newCloud(t, nil)
+	const serial = "TSGW06AGT00000011"
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		mod  func(*agent.Config)
+		want string
+	}{
+		{name: "first start without a token", mod: func(cfg *agent.Config) { cfg.EnrollToken = "" }, want: "needs an enrollment token"},
+		{name: "a token that is not one", mod: func(cfg *agent.Config) { cfg.EnrollToken = "iet_nope" }, want: "enroll"},
+		{name: "no serial", mod: func(cfg *agent.Config) { cfg.Serial = "" }, want: "serial is required"},
+		{name: "no CA", mod: func(cfg *agent.Config) { cfg.CAPEM = nil }, want: "CA"},
+		{name: "mesh address invalid", mod: func(cfg *agent.Config) { cfg.MeshAddr = "256.0.0.1:1" }, want: "mesh"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := c.config(t, dir, serial, "")
+			tc.mod(&cfg)
+			a, err := agent.New(context.Background(), cfg)
+			if err == nil {
+				a.Close()
+				t.Fatal("New succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want it to say %q", err, tc.want)
+			}
+		})
+	}
+	a := start(t, c.config(t, dir, serial, c.token(t, serial)))
+	if a.Certificate() == nil {
+		t.Fatal("no certificate")
+	}
 }

@@ -189,6 +189,8 @@ func (a *Agent) renewLoop(ctx context.Context) {
 // certificate of a next key, stores it and makes it the identity. On
 // failure the current certificate stays, and the failure is in the status.
 func (a *Agent) Renew(ctx context.Context) (err error) {
+	a.renewMu.Lock()
+	defer a.renewMu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		if err != nil {
