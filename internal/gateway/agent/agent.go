@@ -159,6 +159,9 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// meshReadBuffer is the mesh socket's receive buffer asked for.
+const meshReadBuffer = 4 << 20
+
 // Agent is a running gateway agent.
 type Agent struct {
 	cfg   Config
@@ -231,6 +234,9 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if a.conn, err = net.ListenUDP("udp", addr); err != nil {
 		return nil, fmt.Errorf("agent: mesh receiver: %w", err)
 	}
+	// Room for a burst of frames while the reader is busy (the kernel
+	// caps it at net.core.rmem_max).
+	_ = a.conn.SetReadBuffer(meshReadBuffer)
 	return a, nil
 }
 

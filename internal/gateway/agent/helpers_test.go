@@ -34,7 +34,7 @@ type cloud struct {
 	tenant string
 }
 
-func newCloud(t *testing.T, mod func(*node.Config)) *cloud {
+func newCloud(t testing.TB, mod func(*node.Config)) *cloud {
 	t.Helper()
 	n := nodetest.Start(t, func(c *node.Config) {
 		nodetest.NoLimits(c)
@@ -50,7 +50,7 @@ func newCloud(t *testing.T, mod func(*node.Config)) *cloud {
 }
 
 // token registers serial and returns a one-time enrollment token for it.
-func (c *cloud) token(t *testing.T, serial string) string {
+func (c *cloud) token(t testing.TB, serial string) string {
 	t.Helper()
 	ctx := context.Background()
 	if _, ok := c.n.Registry().Gateway(c.tenant, serial); !ok {
@@ -66,7 +66,7 @@ func (c *cloud) token(t *testing.T, serial string) string {
 }
 
 // config is an agent configuration for this cloud.
-func (c *cloud) config(t *testing.T, dir, serial, token string) agent.Config {
+func (c *cloud) config(t testing.TB, dir, serial, token string) agent.Config {
 	return agent.Config{
 		DataDir: dir, Server: "https://" + c.n.APIAddr(), MQTTAddr: c.n.MQTTAddr(), CAPEM: c.n.ServerCAPEM(),
 		ServerName: "127.0.0.1", Serial: serial, EnrollToken: token, MeshAddr: "127.0.0.1:0",
@@ -76,7 +76,7 @@ func (c *cloud) config(t *testing.T, dir, serial, token string) agent.Config {
 }
 
 // messages returns the tenant's stored messages of gateway, oldest first.
-func (c *cloud) messages(t *testing.T, gateway string) []client.Message {
+func (c *cloud) messages(t testing.TB, gateway string) []client.Message {
 	t.Helper()
 	var out []client.Message
 	for m, err := range c.api.Client.AllMessages(context.Background(), c.tenant, client.MessageQuery{Gateway: gateway, Oldest: true, Limit: 1000}) {
@@ -95,7 +95,7 @@ type running struct {
 }
 
 // start makes and runs an agent; it stops at cleanup.
-func start(t *testing.T, cfg agent.Config) *running {
+func start(t testing.TB, cfg agent.Config) *running {
 	t.Helper()
 	a, err := agent.New(context.Background(), cfg)
 	if err != nil {
@@ -126,7 +126,7 @@ type network struct {
 
 // newNetwork makes a network of one current key (epoch 2) and an
 // expired one (epoch 1), with nodes 1..n authorized.
-func newNetwork(t *testing.T, n int) *network {
+func newNetwork(t testing.TB, n int) *network {
 	t.Helper()
 	past := time.Now().Add(-time.Hour)
 	nw := &network{ks: mesh.KeySet{NetworkID: testNetwork, Version: 1, Keys: []mesh.EpochKey{
@@ -139,7 +139,7 @@ func newNetwork(t *testing.T, n int) *network {
 	return nw
 }
 
-func randomKey(t *testing.T) []byte {
+func randomKey(t testing.TB) []byte {
 	k := make([]byte, mesh.KeySize)
 	if _, err := rand.Read(k); err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func randomKey(t *testing.T) []byte {
 
 // sealTo seals the key set to a gateway's raw key-delivery key, as the
 // cloud does on the keys topic.
-func (nw *network) sealTo(t *testing.T, deliveryKey []byte) []byte {
+func (nw *network) sealTo(t testing.TB, deliveryKey []byte) []byte {
 	t.Helper()
 	pub, err := ecdh.X25519().NewPublicKey(deliveryKey)
 	if err != nil {
@@ -176,7 +176,7 @@ func (nw *network) sealTo(t *testing.T, deliveryKey []byte) []byte {
 
 // deliver gives the agent the network's keys and nodes, as the cloud's
 // down topics would.
-func (nw *network) deliver(t *testing.T, a *agent.Agent) {
+func (nw *network) deliver(t testing.TB, a *agent.Agent) {
 	t.Helper()
 	if err := a.HandleKeys(nw.sealTo(t, a.DeliveryKey())); err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ func (nw *network) deliver(t *testing.T, a *agent.Agent) {
 }
 
 // key returns the key of epoch.
-func (nw *network) key(t *testing.T, epoch uint32) *mesh.Key {
+func (nw *network) key(t testing.TB, epoch uint32) *mesh.Key {
 	t.Helper()
 	i := slices.IndexFunc(nw.ks.Keys, func(k mesh.EpochKey) bool { return k.Epoch == epoch })
 	k, err := mesh.NewKey(nw.ks.Keys[i].Key)
@@ -206,7 +206,7 @@ var baseTs = time.Now().Unix() - 100000
 
 // frame seals the message of node's frame counter (tsmTs baseTs+counter,
 // temp the boot, so that every frame's message is unique).
-func (nw *network) frame(t *testing.T, epoch, node, boot, counter uint32) []byte {
+func (nw *network) frame(t testing.TB, epoch, node, boot, counter uint32) []byte {
 	t.Helper()
 	msg := testutil.Thingsee(tuid(node), baseTs+int64(counter), float64(boot))
 	f, err := mesh.Seal(nw.key(t, epoch), mesh.Header{NetworkID: testNetwork, Epoch: epoch, Node: node, Boot: boot, Counter: counter}, []byte(msg))
@@ -218,7 +218,7 @@ func (nw *network) frame(t *testing.T, epoch, node, boot, counter uint32) []byte
 
 // send sends frames to the mesh address as UDP datagrams, pacing a
 // little so that the socket buffer never overflows.
-func send(t *testing.T, addr string, frames ...[]byte) {
+func send(t testing.TB, addr string, frames ...[]byte) {
 	t.Helper()
 	c, err := net.Dial("udp", addr)
 	if err != nil {
@@ -237,19 +237,19 @@ func send(t *testing.T, addr string, frames ...[]byte) {
 
 // checkOrdered fails unless msgs hold each node's counters in from..to
 // exactly once and in order.
-func checkOrdered(t *testing.T, msgs []client.Message, nodes []uint32, from, to uint32) {
+func checkOrdered(t testing.TB, msgs []client.Message, nodes []uint32, from, to uint32) {
 	t.Helper()
 	checkCounters(t, msgs, nodes, from, to, false)
 }
 
 // checkOnce fails unless msgs hold each node's counters in from..to
 // exactly once, in any order.
-func checkOnce(t *testing.T, msgs []client.Message, nodes []uint32, from, to uint32) {
+func checkOnce(t testing.TB, msgs []client.Message, nodes []uint32, from, to uint32) {
 	t.Helper()
 	checkCounters(t, msgs, nodes, from, to, true)
 }
 
-func checkCounters(t *testing.T, msgs []client.Message, nodes []uint32, from, to uint32, anyOrder bool) {
+func checkCounters(t testing.TB, msgs []client.Message, nodes []uint32, from, to uint32, anyOrder bool) {
 	t.Helper()
 	byTuid := map[string][]int64{}
 	for _, m := range msgs {
