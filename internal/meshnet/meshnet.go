@@ -45,10 +45,6 @@ const (
 	DefaultGrace = 24 * time.Hour
 	// MaxGrace bounds a grace period.
 	MaxGrace = 30 * 24 * time.Hour
-	// MaxKeys bounds the keys of a network at once (the current one and
-	// those in their grace period): a rotation past it ends the oldest
-	// grace periods at once.
-	MaxKeys = 8
 	// MaxNodes bounds a tenant's authorized node list (its NodeList stays
 	// well under the ingest's payload limit).
 	MaxNodes = 10000
@@ -260,8 +256,9 @@ func randomNetworkID() (uint32, error) {
 
 // Rotate creates the tenant's network with its first key (epoch 1), or,
 // when it exists, makes a new epoch the current one: the previous current
-// key stays accepted for grace, and keys whose grace period ended are
-// dropped. It reports whether it created the network.
+// key stays accepted for grace (0: not at all), and any older key is
+// dropped at once, its grace period cut short. It reports whether it
+// created the network.
 func (s *Service) Rotate(ctx context.Context, tenant string, grace time.Duration) (Network, bool, error) {
 	if err := CheckGrace(grace); err != nil {
 		return Network{}, false, err
@@ -287,19 +284,22 @@ func (s *Service) Rotate(ctx context.Context, tenant string, grace time.Duration
 		if err != nil {
 			return err
 		}
+		// The previous current key stays for the grace period; older
+		// ones, still in an earlier grace period, end now: a network
+		// accepts its current epoch and the one before (docs/mesh.md).
 		next := uint32(1)
+		var kept []Epoch
 		if n := len(r.Epochs); n > 0 {
-			next = r.Epochs[n-1].Epoch + 1
-			end := now.Add(grace)
-			r.Epochs[n-1].NotAfter = &end
+			prev := r.Epochs[n-1]
+			next = prev.Epoch + 1
+			if grace > 0 {
+				end := now.Add(grace)
+				prev.NotAfter = &end
+				kept = append(kept, prev)
+			}
 		}
-		r.Epochs = append(r.Epochs, Epoch{Epoch: next, CreatedAt: now})
+		r.Epochs = append(kept, Epoch{Epoch: next, CreatedAt: now})
 		keys.Keys[next] = key
-		// Keys past their grace period go; beyond MaxKeys, the oldest.
-		r.Epochs = slices.DeleteFunc(r.Epochs, func(e Epoch) bool { return e.NotAfter != nil && !now.Before(*e.NotAfter) })
-		if n := len(r.Epochs); n > MaxKeys {
-			r.Epochs = r.Epochs[n-MaxKeys:]
-		}
 		for epoch := range keys.Keys {
 			if !slices.ContainsFunc(r.Epochs, func(e Epoch) bool { return e.Epoch == epoch }) {
 				delete(keys.Keys, epoch)
