@@ -44,8 +44,8 @@ func (s *Server) withState(ctx context.Context, v *client.Gateway) {
 		s.log.Warn("gateway state not read", "tenant_id", v.Tenant, "gateway_id", v.Serial, "error", err)
 		return
 	}
-	if !ok {
-		return
+	if !ok || st.LastSeen.Before(v.CreatedAt) {
+		return // never seen, or seen as an earlier gateway of this serial (deleted since)
 	}
 	seen := st.LastSeen
 	v.LastSeen = &seen

@@ -238,6 +238,18 @@ func TestStatusShownOnGateway(t *testing.T) {
 	if msgs := api.Messages(tenant, 10); len(msgs) != 0 {
 		t.Errorf("a status was stored as a message: %d", len(msgs))
 	}
+	// A gateway deleted and registered again starts without the state of
+	// the earlier one.
+	if err := api.Client.DeleteGateway(ctx(t), tenant, gwA); err != nil {
+		t.Fatal(err)
+	}
+	again, err := api.Client.RegisterGateway(ctx(t), tenant, client.RegisterGatewayRequest{Serial: gwA})
+	if err != nil || again.LastSeen != nil || again.AgentVersion != "" {
+		t.Fatalf("re-registered: %v %+v", err, again)
+	}
+	if v, err := api.Client.GetGateway(ctx(t), tenant, gwA); err != nil || v.LastSeen != nil || v.AgentVersion != "" || v.Mesh != nil {
+		t.Errorf("a re-registered gateway shows the deleted one's state: %v %+v", err, v)
+	}
 }
 
 func TestStatusRefused(t *testing.T) {
