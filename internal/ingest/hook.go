@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 
 	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/registry"
@@ -30,7 +31,18 @@ type session struct {
 	id          Identity
 	cl          *mqtt.Client
 	established bool // mochi sent the CONNACK: OnDisconnect follows
+	// statuses bounds the session's status publishes (each may cost the
+	// cloud a key delivery): a burst of statusBurst, then one per
+	// statusEvery.
+	statuses *rate.Limiter
 }
+
+// Bounds of a session's status publishes: an agent sends one on connect and
+// one a minute at most.
+const (
+	statusEvery = 5 * time.Second
+	statusBurst = 4
+)
 
 // Bounds of what one gateway may subscribe to under its down/ prefix.
 const (
@@ -217,7 +229,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = max
 		cl.State.ServerKeepalive = v5(cl)
 	}
-	s := &session{id: id, cl: cl}
+	s := &session{id: id, cl: cl, statuses: rate.NewLimiter(rate.Every(statusEvery), statusBurst)}
 	h.mu.Lock()
 	if h.perTenant[id.Tenant] >= h.cfg.MaxConnsPerTenant {
 		h.mu.Unlock()
@@ -486,26 +498,31 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // status takes a gateway's Status (gwproto.ParseStatus): a valid one goes
 // to the Presence and is acknowledged; anything else is refused (MQTT 5:
 // PUBACK 0x99 with the reason; MQTT 3.1.1: the connection is closed) and
-// counted. A status is never stored as a message nor routed to
+// counted, and so is a status over the session's status rate (0x96). A status is never stored as a message nor routed to
 // subscribers.
 func (h *hook) status(cl *mqtt.Client, s *session, pk packets.Packet) (packets.Packet, error) {
-	st, err := gwproto.ParseStatus(pk.Payload)
-	if err != nil {
-		h.m.publishRefused.WithLabelValues("status_invalid").Inc()
-		h.emit(Event{Kind: eventTopicRefused, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: "status_invalid"})
+	refuse := func(label string, code packets.Code, reason string) (packets.Packet, error) {
+		h.m.publishRefused.WithLabelValues(label).Inc()
+		h.emit(Event{Kind: eventTopicRefused, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: label})
 		switch {
 		case pk.FixedHeader.Qos == 0:
 			return pk, packets.ErrRejectPacket
 		case v5(cl):
-			reason := err.Error()
 			if len(reason) > 160 {
 				reason = reason[:160]
 			}
-			return pk, packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: strings.ToValidUTF8(reason, "")}
+			return pk, packets.Code{Code: code.Code, Reason: strings.ToValidUTF8(reason, "")}
 		default:
-			_ = h.broker.DisconnectClient(cl, packets.ErrPayloadFormatInvalid)
+			_ = h.broker.DisconnectClient(cl, code)
 			return pk, packets.ErrRejectPacket
 		}
+	}
+	if !s.statuses.Allow() {
+		return refuse("status_rate", packets.ErrMessageRateTooHigh, fmt.Sprintf("over the status rate (a burst of %d, then one per %v); send a status on connect and when something changes", statusBurst, statusEvery))
+	}
+	st, err := gwproto.ParseStatus(pk.Payload)
+	if err != nil {
+		return refuse("status_invalid", packets.ErrPayloadFormatInvalid, err.Error())
 	}
 	h.m.statuses.Inc()
 	if h.cfg.Presence != nil {

@@ -86,50 +86,71 @@ func (d *Delivery) run(ctx context.Context) {
 		batch := d.pending
 		d.pending = map[[2]string]struct{}{}
 		d.mu.Unlock()
+		read := map[string]*tenantMesh{} // each tenant's mesh read once a batch
 		for g := range batch {
 			if ctx.Err() != nil {
 				return
 			}
-			d.deliver(ctx, g[0], g[1])
+			tm, ok := read[g[0]]
+			if !ok {
+				tm = d.read(ctx, g[0])
+				read[g[0]] = tm
+			}
+			d.deliver(tm, g[0], g[1])
+		}
+		for _, tm := range read {
+			clear(tm.keys)
 		}
 	}
 }
 
-// deliver publishes the tenant's current key set (sealed to the gateway's
-// key-delivery key, when its session named one) and node list to one
-// gateway. A tenant without a network has nothing to deliver yet.
-func (d *Delivery) deliver(ctx context.Context, tenant, serial string) {
+// tenantMesh is what a tenant's gateways get: its node list (JSON) and key
+// set (JSON, the plaintext to seal); nil when there is none.
+type tenantMesh struct {
+	nodes, keys []byte
+}
+
+// read reads a tenant's node list and key set for delivery. A tenant
+// without a network has nothing to deliver yet.
+func (d *Delivery) read(ctx context.Context, tenant string) *tenantMesh {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	tm := &tenantMesh{}
 	nl, err := d.svc.NodeList(ctx, tenant)
 	if ErrNoNetwork.Is(err) {
-		return
+		return tm
 	}
 	if err != nil {
-		d.log.Warn("mesh delivery: read node list", "tenant_id", tenant, "gateway_id", serial, "error", err)
-		return
+		d.log.Warn("mesh delivery: read node list", "tenant_id", tenant, "error", err)
+		return tm
 	}
-	if b, err := json.Marshal(nl); err == nil {
-		if err := d.pub.Deliver(serial, gwproto.NodesTopic(serial), b); err != nil {
+	if tm.nodes, err = json.Marshal(nl); err != nil {
+		d.log.Error("mesh delivery: encode node list", "tenant_id", tenant, "error", err)
+	}
+	ks, err := d.svc.KeySet(ctx, tenant)
+	if err != nil {
+		d.log.Warn("mesh delivery: read key set", "tenant_id", tenant, "error", err)
+		return tm
+	}
+	if tm.keys, err = ks.Marshal(); err != nil {
+		d.log.Error("mesh delivery: encode key set", "tenant_id", tenant, "error", err)
+	}
+	return tm
+}
+
+// deliver publishes the tenant's node list and key set (sealed to the
+// gateway's key-delivery key, when its session named one) to one gateway.
+func (d *Delivery) deliver(tm *tenantMesh, tenant, serial string) {
+	if tm.nodes != nil {
+		if err := d.pub.Deliver(serial, gwproto.NodesTopic(serial), tm.nodes); err != nil {
 			d.log.Warn("mesh delivery: publish node list", "tenant_id", tenant, "gateway_id", serial, "error", err)
 		}
 	}
 	key, ok := d.deliveryKey(tenant, serial)
-	if !ok {
+	if !ok || tm.keys == nil {
 		return
 	}
-	ks, err := d.svc.KeySet(ctx, tenant)
-	if err != nil {
-		d.log.Warn("mesh delivery: read key set", "tenant_id", tenant, "gateway_id", serial, "error", err)
-		return
-	}
-	plain, err := ks.Marshal()
-	if err != nil {
-		d.log.Error("mesh delivery: encode key set", "tenant_id", tenant, "error", err)
-		return
-	}
-	sealed, err := gwproto.SealKeys(key, plain)
-	clear(plain)
+	sealed, err := gwproto.SealKeys(key, tm.keys)
 	if err != nil {
 		d.log.Warn("mesh delivery: seal key set", "tenant_id", tenant, "gateway_id", serial, "error", err)
 		return
@@ -138,5 +159,5 @@ func (d *Delivery) deliver(ctx context.Context, tenant, serial string) {
 		d.log.Warn("mesh delivery: publish keys", "tenant_id", tenant, "gateway_id", serial, "error", err)
 		return
 	}
-	d.log.Debug("mesh keys delivered", "tenant_id", tenant, "gateway_id", serial, "network_id", ks.NetworkID, "version", ks.Version)
+	d.log.Debug("mesh keys delivered", "tenant_id", tenant, "gateway_id", serial)
 }

@@ -285,6 +285,14 @@ func TestStatusRefused(t *testing.T) {
 	if c := tu.Counter(t, n.Metrics(), "iotransit_ingest_publishes_refused_total", map[string]string{"reason": "status_invalid"}); c != 4 {
 		t.Errorf("status_invalid counter = %v, want 4", c)
 	}
+	// The four took the session's burst of statuses: a fifth, valid one
+	// within seconds is refused for its rate.
+	if res := g.status(gwproto.Status{AgentVersion: "1"}); res.ReasonCode != 0x96 || !strings.Contains(res.Properties.ReasonString, "status rate") {
+		t.Errorf("a status over the rate: 0x%02x %+v", res.ReasonCode, res.Properties)
+	}
+	if c := tu.Counter(t, n.Metrics(), "iotransit_ingest_publishes_refused_total", map[string]string{"reason": "status_rate"}); c != 1 {
+		t.Errorf("status_rate counter = %v, want 1", c)
+	}
 	if msgs, rej := api.Messages(tenant, 10), api.Rejected(tenant, 10); len(msgs)+len(rej) != 0 {
 		t.Errorf("refused statuses stored: %d messages, %d rejected", len(msgs), len(rej))
 	}
