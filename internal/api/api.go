@@ -127,6 +127,10 @@ type Deps struct {
 	ServerCA []byte
 	// Connected reports whether a gateway has a live MQTT session on this node.
 	Connected func(tenant, serial string) bool
+	// Mesh manages the tenants' mesh networks (nil: the routes answer 404).
+	Mesh Mesh
+	// GatewayStates reads the gateways' last status and lastSeen (nil: not shown).
+	GatewayStates GatewayStates
 	// Ready reports whether the node can serve (backbone and listeners up).
 	Ready func(context.Context) error
 	// Gatherer exposes metrics at /metrics (operator only).

@@ -143,7 +143,9 @@ func (s *Server) listGateways(w http.ResponseWriter, r *http.Request, _ *Princip
 			out.Next = out.Items[len(out.Items)-1].Serial
 			break
 		}
-		out.Items = append(out.Items, s.viewGateway(g))
+		v := s.viewGateway(g)
+		s.withState(r.Context(), &v)
+		out.Items = append(out.Items, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -166,7 +168,9 @@ func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, _ *Principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.viewGateway(g))
+	v := s.viewGateway(g)
+	s.withState(r.Context(), &v)
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
