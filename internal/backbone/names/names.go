@@ -33,6 +33,9 @@ const (
 	CredentialIndexBucket = "iotransit_credentials"
 	// LeasesBucket holds the forwarding leases (a TTL bucket).
 	LeasesBucket = "iotransit_leases"
+	// FactoryBucket holds the gateways made by factory provisioning, with
+	// their hashed claim codes.
+	FactoryBucket = "iotransit_factory"
 )
 
 // MessageStream is the name of a tenant's stream of accepted messages.
