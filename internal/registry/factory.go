@@ -111,7 +111,13 @@ func (r *Registry) Provision(ctx context.Context, model string, count int) (stri
 			continue // a random serial that exists: draw another
 		}
 		if err != nil {
-			return batch, out, err
+			// Take back what was made: codes not given to anyone would
+			// leave serials nobody can claim.
+			for _, p := range out {
+				_ = kv.Delete(context.WithoutCancel(ctx), p.Serial)
+				_ = r.serKV.Delete(context.WithoutCancel(ctx), p.Serial)
+			}
+			return "", nil, err
 		}
 		out = append(out, p)
 	}
