@@ -184,6 +184,7 @@ func TestClientAgainstANode(t *testing.T) {
 	t.Run("health", e.health)
 	t.Run("tenants", e.tenants)
 	t.Run("gateways", e.gateways)
+	t.Run("factory", e.factory)
 	t.Run("enrollment", func(t *testing.T) { gwCert = e.enrollment(t) })
 	t.Run("credentials", e.credentials)
 	t.Run("oauth2", e.oauth2)

@@ -128,7 +128,8 @@ func (q GatewayQuery) values() url.Values {
 }
 
 // RegisterGateway registers a gateway with a tenant; it can then get a
-// certificate through an enrollment token.
+// certificate through an enrollment token. Operator only: a tenant adds a
+// gateway with ClaimGateway.
 func (c *Client) RegisterGateway(ctx context.Context, tenant string, req RegisterGatewayRequest) (*Gateway, error) {
 	return post[Gateway](ctx, c, path("tenants", tenant, "gateways"), req)
 }

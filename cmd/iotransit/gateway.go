@@ -33,6 +33,7 @@ var gatewayGroup = &group{
 					return e.show(g, gatewayTable(*g))
 				}
 			}},
+		claimCmd,
 		{name: "list", synopsis: "[--state active|isolated|revoked] [--limit N] [--after SERIAL]", summary: "list gateways, by serial", tenant: true,
 			flags: func(fs *flag.FlagSet) action {
 				var q client.GatewayQuery

@@ -28,6 +28,8 @@ Usage:
 Administration, through the HTTPS API (local or remote):
   iotransit tenant  create|list|get                 tenants (operator key)
   iotransit gateway register|list|get|isolate|activate|revoke|delete
+  iotransit factory provision --count N --model M --out DIR   gateways with claim codes (operator);
+                    a tenant claims one: iotransit gateway claim --serial S --code-file F
   iotransit token   create <serial> [--ttl 24h]     one-time enrollment token
   iotransit apikey  create|list|get|revoke          a tenant's API keys
   iotransit audit   list|verify                     the tenant's audit log
@@ -59,6 +61,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"bench":       bench,
 	"tenant":      tenantGroup.run,
 	"gateway":     gatewayGroup.run,
+	"factory":     factoryGroup.run,
 	"token":       tokenGroup.run,
 	"apikey":      apikeyGroup.run,
 	"audit":       auditGroup.run,

@@ -67,6 +67,9 @@ type Registry interface {
 	Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
 	Reenroll(ctx context.Context, id registry.Identity, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
 	Authenticate(chain []*x509.Certificate, now time.Time) (registry.Identity, error)
+	// Factory provisioning and claims.
+	Provision(ctx context.Context, model string, count int) (string, []registry.Provisioned, error)
+	Claim(ctx context.Context, tenant, serial, code string) (registry.Gateway, error)
 }
 
 // Credentials is what the API uses of the credential store (credential.Store).

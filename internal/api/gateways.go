@@ -81,6 +81,13 @@ func (s *Server) getTenant(w http.ResponseWriter, r *http.Request, _ *Principal)
 	return nil
 }
 
+// registerGateway registers a serial directly: the operator's way (an
+// Operator route: serials are unique across tenants, so its 409 says a
+// serial is held somewhere). A tenant credential is refused before the
+// serial is read, whatever it is, so that it learns nothing of other
+// tenants' serials and cannot reserve (squat) one it does not own: a
+// tenant adds a gateway by claiming it with the code on its label
+// (claimGateway, docs/SECURITY.md).
 func (s *Server) registerGateway(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	var req client.RegisterGatewayRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {

@@ -149,6 +149,9 @@ func (w *world) request(rt api.Route, tenant string) (path string, body any) {
 		body = map[string]any{"batch": map[string]any{"maxMessages": 50}}
 	case rt.Method == "PATCH":
 		body = map[string]any{"labels": map[string]string{"site": "hq"}}
+	case strings.HasSuffix(rt.Pattern, "/gateways/claim"):
+		serial, code := w.provisioned()
+		body = map[string]string{"serial": serial, "claimCode": code}
 	case strings.HasSuffix(rt.Pattern, "/enrollment-tokens") && rt.Method == "POST":
 		body = map[string]string{"serial": w.gateway(tenant)}
 	case strings.HasSuffix(rt.Pattern, "/api-keys") && rt.Method == "POST",

@@ -42,7 +42,7 @@ func (s *Server) routeTable() []Route {
 		{Method: "GET", Pattern: "/v1/tenants", Access: Operator, handle: s.listTenants},
 		t("GET", "/v1/tenants/{tenant}", credential.ScopeGatewaysRead, s.getTenant),
 
-		t("POST", "/v1/tenants/{tenant}/gateways", credential.ScopeGatewaysWrite, s.registerGateway),
+		{Method: "POST", Pattern: "/v1/tenants/{tenant}/gateways", Access: Operator, handle: s.registerGateway},
 		t("GET", "/v1/tenants/{tenant}/gateways", credential.ScopeGatewaysRead, s.listGateways),
 		t("GET", "/v1/tenants/{tenant}/gateways/{serial}", credential.ScopeGatewaysRead, s.getGateway),
 		t("PATCH", "/v1/tenants/{tenant}/gateways/{serial}", credential.ScopeGatewaysWrite, s.updateGateway),
@@ -51,6 +51,9 @@ func (s *Server) routeTable() []Route {
 		t("POST", "/v1/tenants/{tenant}/gateways/{serial}/activate", credential.ScopeGatewaysWrite, s.gatewayState("activate")),
 		t("POST", "/v1/tenants/{tenant}/gateways/{serial}/revoke", credential.ScopeGatewaysWrite, s.gatewayState("revoke")),
 		t("GET", "/v1/tenants/{tenant}/gateways/{serial}/certificates", credential.ScopeGatewaysRead, s.listCertificates),
+
+		{Method: "POST", Pattern: "/v1/factory/gateways", Access: Operator, handle: s.provisionGateways},
+		t("POST", "/v1/tenants/{tenant}/gateways/claim", credential.ScopeGatewaysWrite, s.claimGateway),
 
 		t("POST", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysWrite, s.createEnrollmentToken),
 		t("GET", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysRead, s.listEnrollmentTokens),

@@ -37,6 +37,9 @@ const (
 	// kms) and authorized node list, under MeshKey: one bucket, so that
 	// every node follows all changes with one watch.
 	MeshBucket = "iotransit_mesh"
+	// FactoryBucket holds the gateways made by factory provisioning, with
+	// their hashed claim codes.
+	FactoryBucket = "iotransit_factory"
 )
 
 // MeshKey is the key of one part ("network" or "nodes") of a tenant's mesh
