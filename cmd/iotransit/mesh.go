@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -55,8 +56,14 @@ var meshKeyGroup = &group{
 	cmds: []command{
 		{name: "create", summary: "create the tenant's mesh network and its first key (epoch 1)", tenant: true,
 			run: func(ctx context.Context, e *env, _ []string) error {
-				if _, err := e.api.MeshKeys(ctx, e.tenant); err == nil {
+				// Only where there is no network: create must never rotate.
+				_, err := e.api.MeshKeys(ctx, e.tenant)
+				var p *client.Problem
+				switch {
+				case err == nil:
 					return usageError("the tenant has a mesh network already: use iotransit mesh key rotate")
+				case !errors.As(err, &p) || p.Code != "meshnet.network_not_found":
+					return err
 				}
 				return rotateMesh(ctx, e, nil)
 			}},
