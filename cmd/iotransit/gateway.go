@@ -91,6 +91,7 @@ func printGateway(w io.Writer, g *client.Gateway) error {
 	t.row("UPDATED:", fmtTime(&g.UpdatedAt))
 	t.row("LABELS:", fmtLabels(g.Labels))
 	t.row("CERT-EXPIRY:", fmtTime(g.CertificateExpiry))
+	gatewayStatusRows(t, g)
 	if err := t.flush(); err != nil {
 		return err
 	}

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,8 +56,14 @@ var meshKeyGroup = &group{
 	cmds: []command{
 		{name: "create", summary: "create the tenant's mesh network and its first key (epoch 1)", tenant: true,
 			run: func(ctx context.Context, e *env, _ []string) error {
-				if _, err := e.api.MeshKeys(ctx, e.tenant); err == nil {
+				// Only where there is no network: create must never rotate.
+				_, err := e.api.MeshKeys(ctx, e.tenant)
+				var p *client.Problem
+				switch {
+				case err == nil:
 					return usageError("the tenant has a mesh network already: use iotransit mesh key rotate")
+				case !errors.As(err, &p) || p.Code != "meshnet.network_not_found":
+					return err
 				}
 				return rotateMesh(ctx, e, nil)
 			}},
@@ -177,4 +186,28 @@ func parseNodeIDs(s string) ([]uint32, error) {
 		ids = append(ids, uint32(n))
 	}
 	return ids, nil
+}
+
+// gatewayStatusRows adds what a gateway last said of itself to its table
+// (iotransit gateway get): when it was last seen, its agent and firmware,
+// its queue and its mesh counters.
+func gatewayStatusRows(t *table, g *client.Gateway) {
+	t.row("LAST-SEEN:", fmtTime(g.LastSeen))
+	if g.StatusAt == nil {
+		return
+	}
+	t.row("AGENT:", g.AgentVersion)
+	if f := g.Firmware; f != nil {
+		t.row("FIRMWARE:", f.Version+" (slot "+orDash(f.Slot)+")")
+	}
+	if g.QueueDepth != nil && g.QueueDropped != nil {
+		t.row("QUEUE:", fmt.Sprintf("%d waiting, %d dropped", *g.QueueDepth, *g.QueueDropped))
+	}
+	if m := g.Mesh; m != nil {
+		dropped := make([]string, 0, len(m.Dropped))
+		for _, r := range slices.Sorted(maps.Keys(m.Dropped)) {
+			dropped = append(dropped, fmt.Sprintf("%s=%d", r, m.Dropped[r]))
+		}
+		t.row("MESH:", fmt.Sprintf("%d accepted; dropped: %s", m.Accepted, orDash(strings.Join(dropped, ","))))
+	}
 }

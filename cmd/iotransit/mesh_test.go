@@ -2,12 +2,17 @@ package main
 
 import (
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/mesh"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 func TestMeshCLI(t *testing.T) {
@@ -69,4 +74,24 @@ func TestMeshCLI(t *testing.T) {
 	if _, _, err := a.op(t, "mesh", "flux"); err == nil {
 		t.Error("an unknown mesh command was taken")
 	}
+
+	// gateway get shows what the gateway last said of itself.
+	const serial = "TSGW06ACM00000009"
+	up, err := nodetest.Dial(t, a.n, nodetest.Gateway(t, a.n, "acme", serial), serial, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := `{"agentVersion":"agent-7","firmwareVersion":"3.1","slot":"b","queueDepth":12,"queueDropped":2,"mesh":{"accepted":40,"dropped":{"replay":3}}}`
+	if res, err := up.PublishTo(t.Context(), gwproto.StatusTopic(serial), []byte(status), 1); err != nil || res.ReasonCode != 0 {
+		t.Fatalf("status: %v %+v", err, res)
+	}
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		out := a.mustOp(t, append([]string{"gateway", "get", serial}, tn...)...)
+		for _, want := range []string{"AGENT:", "agent-7", "3.1 (slot b)", "12 waiting, 2 dropped", "40 accepted; dropped: replay=3", "LAST-SEEN:"} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("gateway get lacks %q:\n%s", want, out)
+			}
+		}
+		return nil
+	})
 }

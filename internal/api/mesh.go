@@ -60,11 +60,17 @@ func (s *Server) withState(ctx context.Context, v *client.Gateway) {
 	}
 }
 
-func (s *Server) meshDeps() (Mesh, error) {
-	if s.deps.Mesh == nil {
-		return nil, ErrNotFound.New()
+// meshHandler is a handler of the mesh routes, given the Mesh.
+type meshHandler func(w http.ResponseWriter, r *http.Request, p *Principal, m Mesh) error
+
+// mesh adapts a mesh handler to a route: 404 when the node serves no mesh.
+func (s *Server) mesh(h meshHandler) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, p *Principal) error {
+		if s.deps.Mesh == nil {
+			return ErrNotFound.New()
+		}
+		return h(w, r, p, s.deps.Mesh)
 	}
-	return s.deps.Mesh, nil
 }
 
 func viewMeshKeys(n meshnet.Network) client.MeshKeys {
@@ -76,11 +82,7 @@ func viewMeshKeys(n meshnet.Network) client.MeshKeys {
 }
 
 // rotateMeshKey creates the tenant's network or rotates its key.
-func (s *Server) rotateMeshKey(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	m, err := s.meshDeps()
-	if err != nil {
-		return err
-	}
+func (s *Server) rotateMeshKey(w http.ResponseWriter, r *http.Request, p *Principal, m Mesh) error {
 	var req client.MeshKeyRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, true); err != nil {
 		return err
@@ -117,11 +119,7 @@ func (s *Server) rotateMeshKey(w http.ResponseWriter, r *http.Request, p *Princi
 	return nil
 }
 
-func (s *Server) getMeshKeys(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	m, err := s.meshDeps()
-	if err != nil {
-		return err
-	}
+func (s *Server) getMeshKeys(w http.ResponseWriter, r *http.Request, _ *Principal, m Mesh) error {
 	n, err := m.Network(r.Context(), r.PathValue("tenant"))
 	if err != nil {
 		return err
@@ -132,11 +130,7 @@ func (s *Server) getMeshKeys(w http.ResponseWriter, r *http.Request, _ *Principa
 
 // exportMeshKeys answers the key file: the only answer that holds key
 // bytes, audited every time (the entry names the epochs, never a key).
-func (s *Server) exportMeshKeys(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	m, err := s.meshDeps()
-	if err != nil {
-		return err
-	}
+func (s *Server) exportMeshKeys(w http.ResponseWriter, r *http.Request, p *Principal, m Mesh) error {
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
 		return err
 	}
@@ -186,11 +180,7 @@ func (s *Server) recordNode(r *http.Request, p *Principal, action string, id uin
 	s.record(r.Context(), r, r.PathValue("tenant"), p, action, "node:"+strconv.FormatUint(uint64(id), 10), err, nil)
 }
 
-func (s *Server) putMeshNode(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	m, err := s.meshDeps()
-	if err != nil {
-		return err
-	}
+func (s *Server) putMeshNode(w http.ResponseWriter, r *http.Request, p *Principal, m Mesh) error {
 	id, err := nodeID(r)
 	if err != nil {
 		return err
@@ -213,11 +203,7 @@ func (s *Server) putMeshNode(w http.ResponseWriter, r *http.Request, p *Principa
 	return nil
 }
 
-func (s *Server) addMeshNodes(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	m, err := s.meshDeps()
-	if err != nil {
-		return err
-	}
+func (s *Server) addMeshNodes(w http.ResponseWriter, r *http.Request, p *Principal, m Mesh) error {
 	var req client.AddMeshNodesRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
@@ -245,11 +231,7 @@ func (s *Server) addMeshNodes(w http.ResponseWriter, r *http.Request, p *Princip
 	return nil
 }
 
-func (s *Server) getMeshNode(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	m, err := s.meshDeps()
-	if err != nil {
-		return err
-	}
+func (s *Server) getMeshNode(w http.ResponseWriter, r *http.Request, _ *Principal, m Mesh) error {
 	id, err := nodeID(r)
 	if err != nil {
 		return err
@@ -265,11 +247,7 @@ func (s *Server) getMeshNode(w http.ResponseWriter, r *http.Request, _ *Principa
 	return nil
 }
 
-func (s *Server) listMeshNodes(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	m, err := s.meshDeps()
-	if err != nil {
-		return err
-	}
+func (s *Server) listMeshNodes(w http.ResponseWriter, r *http.Request, _ *Principal, m Mesh) error {
 	nodes, version, err := m.Nodes(r.Context(), r.PathValue("tenant"))
 	if err != nil {
 		return err
@@ -278,11 +256,7 @@ func (s *Server) listMeshNodes(w http.ResponseWriter, r *http.Request, _ *Princi
 	return nil
 }
 
-func (s *Server) deleteMeshNode(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	m, err := s.meshDeps()
-	if err != nil {
-		return err
-	}
+func (s *Server) deleteMeshNode(w http.ResponseWriter, r *http.Request, p *Principal, m Mesh) error {
 	id, err := nodeID(r)
 	if err != nil {
 		return err

@@ -87,14 +87,14 @@ func (s *Server) routeTable() []Route {
 		t("GET", "/v1/tenants/{tenant}/audit", credential.ScopeAuditRead, s.listAudit),
 		t("GET", "/v1/tenants/{tenant}/audit/verify", credential.ScopeAuditRead, s.verifyAudit),
 
-		t("POST", "/v1/tenants/{tenant}/mesh/keys", credential.ScopeMeshWrite, s.rotateMeshKey),
-		t("GET", "/v1/tenants/{tenant}/mesh/keys", credential.ScopeMeshRead, s.getMeshKeys),
-		t("POST", "/v1/tenants/{tenant}/mesh/keys/export", credential.ScopeMeshWrite, s.exportMeshKeys),
-		t("GET", "/v1/tenants/{tenant}/mesh/nodes", credential.ScopeMeshRead, s.listMeshNodes),
-		t("POST", "/v1/tenants/{tenant}/mesh/nodes", credential.ScopeMeshWrite, s.addMeshNodes),
-		t("PUT", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshWrite, s.putMeshNode),
-		t("GET", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshRead, s.getMeshNode),
-		t("DELETE", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshWrite, s.deleteMeshNode),
+		t("POST", "/v1/tenants/{tenant}/mesh/keys", credential.ScopeMeshWrite, s.mesh(s.rotateMeshKey)),
+		t("GET", "/v1/tenants/{tenant}/mesh/keys", credential.ScopeMeshRead, s.mesh(s.getMeshKeys)),
+		t("POST", "/v1/tenants/{tenant}/mesh/keys/export", credential.ScopeMeshWrite, s.mesh(s.exportMeshKeys)),
+		t("GET", "/v1/tenants/{tenant}/mesh/nodes", credential.ScopeMeshRead, s.mesh(s.listMeshNodes)),
+		t("POST", "/v1/tenants/{tenant}/mesh/nodes", credential.ScopeMeshWrite, s.mesh(s.addMeshNodes)),
+		t("PUT", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshWrite, s.mesh(s.putMeshNode)),
+		t("GET", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshRead, s.mesh(s.getMeshNode)),
+		t("DELETE", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshWrite, s.mesh(s.deleteMeshNode)),
 	}
 }
 
