@@ -22,12 +22,18 @@ const (
 	// changing where one delivers, re-driving dead letters) needs
 	// ScopeMessagesRead as well.
 	ScopeIntegrationsWrite = "integrations:write"
+	// ScopeMeshRead reads the tenant's mesh network (key epochs, never
+	// keys) and authorized node list; ScopeMeshWrite creates, rotates and
+	// exports the mesh keys and changes the node list.
+	ScopeMeshRead  = "mesh:read"
+	ScopeMeshWrite = "mesh:write"
 )
 
 // Scopes lists every scope a tenant credential may hold.
 var Scopes = []string{
 	ScopeGatewaysRead, ScopeGatewaysWrite, ScopeMessagesRead, ScopeKeysRead,
 	ScopeKeysWrite, ScopeAuditRead, ScopeIntegrationsRead, ScopeIntegrationsWrite,
+	ScopeMeshRead, ScopeMeshWrite,
 }
 
 // APIKey is a tenant's API key, never with its hash.

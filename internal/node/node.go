@@ -30,8 +30,11 @@ import (
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/forward/egress"
+	"github.com/iotransit/iotransit/internal/gwproto"
+	"github.com/iotransit/iotransit/internal/gwstate"
 	"github.com/iotransit/iotransit/internal/ingest"
 	"github.com/iotransit/iotransit/internal/kms"
+	"github.com/iotransit/iotransit/internal/meshnet"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/retry"
@@ -183,6 +186,9 @@ type Node struct {
 	fwdReg   *forward.Registry
 	ing      *ingest.Server
 	api      *api.Server
+	gwState  *gwstate.Tracker
+	mesh     *meshnet.Service
+	delivery *meshnet.Delivery
 	serverCA []byte
 	opKey    string
 	metrics  *prometheus.Registry
@@ -303,6 +309,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.fwd.AddTenant(t.ID)
 	})
 	cfg.Ingest.OnEvent = n.auditConnection
+	// Gateway state and mesh delivery: the tracker is stopped after the
+	// ingest (its last disconnects are written), the delivery before it.
+	n.gwState = gwstate.New(gwstate.Config{}, n.bb, n.log)
+	n.onClose(n.gwState.Close)
+	if n.mesh, err = meshnet.Open(ctx, n.bb, n.keys); err != nil {
+		return nil, err
+	}
+	cfg.Ingest.Presence = presence{n}
 	certs, err := n.serverCertificate(ctx, sec)
 	if err != nil {
 		return nil, err
@@ -311,6 +325,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.onClose(func() { _ = n.ing.Close() })
+	n.delivery = meshnet.NewDelivery(n.mesh, n.ing, n.gwState.DeliveryKey, n.log)
+	n.onClose(n.delivery.Close)
+	if err := n.mesh.Watch(n.ctx, n.delivery.Tenant); err != nil { // changes made on any node
+		return nil, err
+	}
 	n.reg.OnGatewayChange(n.closeSessions)
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
@@ -321,6 +340,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Integrations: n.fwdReg, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected,
+		Mesh: n.mesh, GatewayStates: n.gwState,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
@@ -361,6 +381,21 @@ func (n *Node) closeSessions(g registry.Gateway) {
 	if n.ing.KickStale(g.Tenant, g.Serial, func(certSerial string) bool { return !g.CertificateValid(certSerial, time.Now()) }) {
 		n.log.Info("live session closed: its certificate was revoked", "tenant_id", g.Tenant, "gateway_id", g.Serial)
 	}
+}
+
+// presence tells the gateway-state tracker of the ingest's sessions, and
+// the mesh delivery of each status (it names the key the mesh keys are
+// sealed to).
+type presence struct{ n *Node }
+
+func (p presence) Connected(id ingest.Identity) { p.n.gwState.Connected(id.Tenant, id.Serial) }
+func (p presence) Seen(id ingest.Identity)      { p.n.gwState.Seen(id.Tenant, id.Serial) }
+func (p presence) Disconnected(id ingest.Identity) {
+	p.n.gwState.Disconnected(id.Tenant, id.Serial)
+}
+func (p presence) Status(id ingest.Identity, st gwproto.Status) {
+	p.n.gwState.Status(id.Tenant, id.Serial, st)
+	p.n.delivery.Gateway(id.Tenant, id.Serial)
 }
 
 // auditConnection queues a gateway connection event, or a summary of
