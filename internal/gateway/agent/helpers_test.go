@@ -2,11 +2,8 @@ package agent_test
 
 import (
 	"context"
-	"crypto/ecdh"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"slices"
@@ -21,7 +18,6 @@ import (
 	"github.com/iotransit/iotransit/internal/retry"
 	"github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
-	"github.com/iotransit/iotransit/receiver"
 )
 
 // testNetwork is the mesh network of the tests.
@@ -151,23 +147,11 @@ func randomKey(t testing.TB) []byte {
 // cloud does on the keys topic.
 func (nw *network) sealTo(t testing.TB, deliveryKey []byte) []byte {
 	t.Helper()
-	pub, err := ecdh.X25519().NewPublicKey(deliveryKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := receiver.ParsePublicKey(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	pt, err := nw.ks.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := s.Seal(pt)
+	sealed, err := gwproto.SealKeys(deliveryKey, pt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +165,7 @@ func (nw *network) deliver(t testing.TB, a *agent.Agent) {
 	if err := a.HandleKeys(nw.sealTo(t, a.DeliveryKey())); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(gwproto.NodeList{NetworkID: testNetwork, Version: 1, Nodes: nw.nodes})
+	b, _ := json.Marshal(gwproto.NodeList{NetworkID: nw.ks.NetworkID, Version: 1, Nodes: nw.nodes})
 	if err := a.HandleNodes(b); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +193,7 @@ var baseTs = time.Now().Unix() - 100000
 func (nw *network) frame(t testing.TB, epoch, node, boot, counter uint32) []byte {
 	t.Helper()
 	msg := testutil.Thingsee(tuid(node), baseTs+int64(counter), float64(boot))
-	f, err := mesh.Seal(nw.key(t, epoch), mesh.Header{NetworkID: testNetwork, Epoch: epoch, Node: node, Boot: boot, Counter: counter}, []byte(msg))
+	f, err := mesh.Seal(nw.key(t, epoch), mesh.Header{NetworkID: nw.ks.NetworkID, Epoch: epoch, Node: node, Boot: boot, Counter: counter}, []byte(msg))
 	if err != nil {
 		t.Fatal(err)
 	}

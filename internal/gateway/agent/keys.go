@@ -16,7 +16,6 @@ import (
 	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/mesh"
 	"github.com/iotransit/iotransit/internal/securefile"
-	"github.com/iotransit/iotransit/receiver"
 )
 
 // Associated data of what the key store seals for the agent: each sealed
@@ -66,7 +65,7 @@ func (a *Agent) queueKey() ([]byte, error) {
 // the cloud seals the mesh keys to it.
 type deliveryKey struct {
 	public []byte
-	opener *receiver.Opener
+	priv   *ecdh.PrivateKey
 }
 
 // loadDeliveryKey returns the key-delivery key sealed at path, making it
@@ -98,11 +97,10 @@ func loadDeliveryKey(s keystore.Sealer, path string) (*deliveryKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("agent: key-delivery key is %T", k)
 	}
-	op, err := receiver.ParsePrivateKey(pemBytes)
-	if err != nil {
-		return nil, fmt.Errorf("agent: key-delivery key: %w", err)
+	if priv.Curve() != ecdh.X25519() {
+		return nil, errors.New("agent: key-delivery key is not X25519")
 	}
-	return &deliveryKey{public: priv.PublicKey().Bytes(), opener: op}, nil
+	return &deliveryKey{public: priv.PublicKey().Bytes(), priv: priv}, nil
 }
 
 // DeliveryKey returns the raw X25519 public key the cloud seals mesh keys
@@ -130,7 +128,7 @@ func (a *Agent) HandleKeys(sealed []byte) error {
 
 // openKeys opens and parses a sealed key set.
 func (a *Agent) openKeys(sealed []byte) (mesh.KeySet, error) {
-	pt, err := a.kdk.opener.Open(sealed)
+	pt, err := gwproto.OpenKeys(a.kdk.priv, sealed)
 	if err != nil {
 		return mesh.KeySet{}, fmt.Errorf("agent: mesh keys: %w", err)
 	}
