@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/internal/gateway/agent"
+	"github.com/iotransit/iotransit/internal/gateway/queue"
 	"github.com/iotransit/iotransit/internal/mesh"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/testutil"
@@ -368,5 +369,48 @@ func TestNewRefuses(t *testing.T) {
 	a := start(t, c.config(t, dir, serial, c.token(t, serial)))
 	if a.Certificate() == nil {
 		t.Fatal("no certificate")
+	}
+}
+
+// TestQueueFull: with the cloud away and the queue bounded, the policy
+// decides which messages stay (drop-oldest keeps the newest,
+// refuse-newest the oldest), the status counts the others, and what
+// stayed reaches the cloud when it is back.
+func TestQueueFull(t *testing.T) {
+	c := newCloud(t, nil)
+	cases := []struct {
+		name     string
+		policy   queue.Policy
+		from, to uint32 // the counters that stay
+	}{
+		{name: "drop oldest", policy: queue.DropOldest, from: 60, to: 99},
+		{name: "refuse newest", policy: queue.RefuseNewest, from: 0, to: 39},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			serial := fmt.Sprintf("TSGW06AGT000001%02d", i)
+			cfg := c.config(t, t.TempDir(), serial, c.token(t, serial))
+			up := cfg.MQTTAddr
+			cfg.MQTTAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+			msg := len(testutil.Thingsee(tuid(1), baseTs, 1))
+			cfg.Queue = queue.Options{Full: tc.policy, MaxMessageBytes: 1024, MaxBytes: 40 * int64(msg+queue.RecordOverhead)}
+			a := start(t, cfg)
+			nw := newNetwork(t, 1)
+			nw.deliver(t, a.Agent)
+			for counter := uint32(0); counter < 100; counter++ {
+				send(t, a.MeshAddr().String(), nw.frame(t, 2, 1, 1, counter))
+			}
+			testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+				if st := a.Status(); st.Mesh.Accepted != 100 || st.QueueDepth != 40 || st.QueueDropped != 60 {
+					return fmt.Errorf("accepted %d, queue depth %d, dropped %d; want 100, 40, 60", st.Mesh.Accepted, st.QueueDepth, st.QueueDropped)
+				}
+				return nil
+			})
+			a.stop()
+			cfg.MQTTAddr, cfg.EnrollToken = up, ""
+			start(t, cfg)
+			waitStored(t, c, serial, 40)
+			checkOrdered(t, c.messages(t, serial), []uint32{1}, tc.from, tc.to)
+		})
 	}
 }
