@@ -177,6 +177,8 @@ type Agent struct {
 	inbox chan []byte // accepted mesh messages waiting for the queue
 
 	renewMu   sync.Mutex // one renewal at a time
+	fatal     error      // what ended Run (fail)
+	stopRun   context.CancelFunc
 	mu        sync.Mutex
 	renewErr  string // the last renewal failure, "" after a success
 	changed   chan struct{}
@@ -224,7 +226,7 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if a.kdk, err = loadDeliveryKey(a.store, a.path("kdk.key")); err != nil {
 		return nil, err
 	}
-	a.q, err = queue.Open(a.path("queue.db"), queue.KeyFunc(a.queueKey), cfg.Queue)
+	a.q, err = a.openQueue()
 	if err != nil {
 		return nil, fmt.Errorf("agent: queue: %w", err)
 	}
@@ -268,9 +270,14 @@ func (a *Agent) Certificate() *x509.Certificate { return a.id.leaf() }
 
 // Run runs the agent until ctx ends: the mesh receiver, the queue's
 // appender, the renewal, and the MQTT session (reconnected with backoff).
+// It returns nil then, or an error when the queue broke (after replacing
+// it): the agent's supervisor should start it again.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.mu.Lock()
+	a.stopRun = cancel
+	a.mu.Unlock()
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
 		wg.Add(1)
@@ -283,7 +290,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-ctx.Done()
 	a.conn.Close() // ends receive
 	wg.Wait()
-	return nil
+	a.mu.Lock()
+	err := a.fatal
+	a.mu.Unlock()
+	if err != nil {
+		if rerr := a.recoverQueue(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
 }
 
 // Close releases the socket, the queue and the key store.

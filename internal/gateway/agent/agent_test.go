@@ -414,3 +414,67 @@ func TestQueueFull(t *testing.T) {
 		})
 	}
 }
+
+// TestCorruptQueue: a queue file damaged while the agent runs ends Run
+// with the error after the file is moved aside and a new queue holds the
+// replay windows (a restart does not reopen them); a file that is no queue
+// at start is moved aside and a new queue opened.
+func TestCorruptQueue(t *testing.T) {
+	c := newCloud(t, nil)
+	const serial = "TSGW06AGT00000012"
+	dir := t.TempDir()
+	cfg := c.config(t, dir, serial, c.token(t, serial))
+	cfg.MQTTAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) // the cloud away: the frames stay queued
+	a, err := agent.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	nw := newNetwork(t, 1)
+	nw.deliver(t, a)
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(context.Background()) }()
+	first := nw.frame(t, 2, 1, 1, 0)
+	send(t, a.MeshAddr().String(), first)
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if d := a.Status().QueueDepth; d != 1 {
+			return fmt.Errorf("queue depth %d", d)
+		}
+		return nil
+	})
+	if err := os.Truncate(filepath.Join(dir, "queue.db"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	send(t, a.MeshAddr().String(), nw.frame(t, 2, 1, 1, 1))
+	select {
+	case err := <-ran:
+		if !errors.Is(err, queue.ErrCorrupt) {
+			t.Fatalf("Run: %v, want ErrCorrupt", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not end after the queue broke")
+	}
+	a.Close()
+	aside, _ := filepath.Glob(filepath.Join(dir, "queue.db.corrupt-*"))
+	if len(aside) != 1 {
+		t.Fatalf("files moved aside: %v", aside)
+	}
+
+	b := start(t, c.config(t, dir, serial, ""))
+	send(t, b.MeshAddr().String(), first)
+	waitDropped(t, b, map[string]uint64{"replay": 1})
+
+	// At start: a file that is no queue.
+	b.stop()
+	if err := os.WriteFile(filepath.Join(dir, "queue.db"), []byte("not a queue, not at all, but long enough to be looked at........"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c.config(t, dir, serial, ""))
+	if d := r.Status().QueueDepth; d != 0 {
+		t.Errorf("new queue holds %d", d)
+	}
+	aside, _ = filepath.Glob(filepath.Join(dir, "queue.db.corrupt-*"))
+	if len(aside) != 2 {
+		t.Errorf("files moved aside: %v", aside)
+	}
+}

@@ -90,6 +90,9 @@ func (a *Agent) appendLoop(ctx context.Context) {
 			}
 		case ctx.Err() != nil:
 			return
+		case a.queueBroken(err):
+			a.log.Error("queue append failed: mesh messages lost", "err", err, "messages", len(batch))
+			return
 		default:
 			// The messages are lost; the replay windows are written with
 			// the next batch (the mark stays).

@@ -107,7 +107,7 @@ func (a *Agent) onDown(ctx context.Context, topic string, payload []byte) {
 // last one.
 func (a *Agent) ackLoop(ctx context.Context, acks chan uint64) {
 	ack := func(id uint64) {
-		if err := a.q.Ack(id); err != nil {
+		if err := a.q.Ack(id); err != nil && !a.queueBroken(err) {
 			a.log.Error("queue ack", "id", id, "err", err)
 		}
 	}
@@ -187,6 +187,7 @@ func (a *Agent) upload(ctx context.Context, u *gateway.Uplink, acks chan uint64)
 				continue
 			}
 			if err != nil && rerr == nil {
+				a.queueBroken(err)
 				return fmt.Errorf("agent: queue read: %w", err)
 			}
 			if len(recs) == 0 {
