@@ -112,12 +112,7 @@ func TestEndToEnd(t *testing.T) {
 	if st := a.Status(); st.Mesh.Accepted != 121 {
 		t.Errorf("accepted %d, want 121", st.Mesh.Accepted)
 	}
-	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if d := a.Status().QueueDepth; d != 0 {
-			return fmt.Errorf("queue depth %d after the upload", d)
-		}
-		return nil
-	})
+	waitDepth(t, a, 0)
 }
 
 // TestRestartKeepsReplayWindows: after a restart (offline: no keys or
@@ -243,12 +238,7 @@ func TestResendStoredOnce(t *testing.T) {
 		}
 	}
 	send(t, a.MeshAddr().String(), frames...)
-	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if d := a.Status().QueueDepth; d != len(frames) {
-			return fmt.Errorf("queue depth %d, want %d", d, len(frames))
-		}
-		return nil
-	})
+	waitDepth(t, a, len(frames))
 	a.stop()
 	snapshot := filepath.Join(t.TempDir(), "queue.db")
 	copyFile(t, filepath.Join(dir, "queue.db"), snapshot)
@@ -256,23 +246,13 @@ func TestResendStoredOnce(t *testing.T) {
 	cfg.MQTTAddr, cfg.EnrollToken = up, ""
 	b := start(t, cfg)
 	waitStored(t, c, serial, len(frames))
-	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if d := b.Status().QueueDepth; d != 0 {
-			return fmt.Errorf("queue depth %d", d)
-		}
-		return nil
-	})
+	waitDepth(t, b, 0)
 	b.stop()
 
 	// The acknowledgements are lost: the queue is back as before the upload.
 	copyFile(t, snapshot, filepath.Join(dir, "queue.db"))
 	r := start(t, cfg)
-	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if d := r.Status().QueueDepth; d != 0 {
-			return fmt.Errorf("queue depth %d: the resend is not through", d)
-		}
-		return nil
-	})
+	waitDepth(t, r, 0)
 	msgs := c.messages(t, serial)
 	checkOrdered(t, msgs, nw.nodes, 0, 249)
 }
@@ -313,12 +293,7 @@ func TestRefusals(t *testing.T) {
 	frames = slices.Insert(frames, 10, rejected)
 	send(t, a.MeshAddr().String(), frames...)
 	waitStored(t, c, serial, 300)
-	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if d := a.Status().QueueDepth; d != 0 {
-			return fmt.Errorf("queue depth %d", d)
-		}
-		return nil
-	})
+	waitDepth(t, a, 0)
 	// Once each; the order may differ where a publish in flight was taken
 	// while the one before it was refused for the rate.
 	checkOnce(t, c.messages(t, serial), good, 0, 149)
@@ -436,12 +411,7 @@ func TestCorruptQueue(t *testing.T) {
 	go func() { ran <- a.Run(context.Background()) }()
 	first := nw.frame(t, 2, 1, 1, 0)
 	send(t, a.MeshAddr().String(), first)
-	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if d := a.Status().QueueDepth; d != 1 {
-			return fmt.Errorf("queue depth %d", d)
-		}
-		return nil
-	})
+	waitDepth(t, a, 1)
 	if err := os.Truncate(filepath.Join(dir, "queue.db"), 4096); err != nil {
 		t.Fatal(err)
 	}

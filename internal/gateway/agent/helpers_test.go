@@ -260,3 +260,14 @@ func checkCounters(t testing.TB, msgs []client.Message, nodes []uint32, from, to
 		}
 	}
 }
+
+// waitDepth waits until the agent's queue holds want messages.
+func waitDepth(t testing.TB, a interface{ Status() gwproto.Status }, want int) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if d := a.Status().QueueDepth; d != want {
+			return fmt.Errorf("queue depth %d, want %d", d, want)
+		}
+		return nil
+	})
+}

@@ -4,7 +4,6 @@ package agent_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,39 +14,13 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// softHSMModules are where Debian and others install SoftHSM2's module.
-var softHSMModules = []string{
-	"/usr/lib/softhsm/libsofthsm2.so",
-	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/local/lib/softhsm/libsofthsm2.so",
-}
-
 // softHSM makes a SoftHSM2 token of the test's own (SOFTHSM2_CONF) and
 // returns the agent's PKCS#11 configuration for it. It skips without
 // SoftHSM2, unless IOTRANSIT_REQUIRE_PEERS=1.
 func softHSM(t *testing.T, label, pin string) keystore.PKCS11Config {
 	t.Helper()
-	util := testutil.RequirePeer(t, "softhsm2-util")
-	cfg := keystore.PKCS11Config{TokenLabel: label}
-	for _, m := range softHSMModules {
-		if _, err := os.Stat(m); err == nil {
-			cfg.Module = m
-			break
-		}
-	}
-	if cfg.Module == "" {
-		t.Fatalf("softhsm2-util is installed but its module is in none of %v", softHSMModules)
-	}
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "softhsm2.conf")
-	if err := os.Mkdir(filepath.Join(dir, "tokens"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", dir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SOFTHSM2_CONF", conf)
+	module, util, dir := testutil.SoftHSM(t)
+	cfg := keystore.PKCS11Config{Module: module, TokenLabel: label}
 	if out, err := exec.Command(util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", "5678").CombinedOutput(); err != nil {
 		t.Fatalf("softhsm2-util: %v: %s", err, out)
 	}

@@ -3,7 +3,6 @@
 package keystore_test
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,42 +33,14 @@ type softHSM struct {
 	pinFile string
 }
 
-// softHSMModules are where Debian and others install the module.
-var softHSMModules = []string{
-	"/usr/lib/softhsm/libsofthsm2.so",
-	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/local/lib/softhsm/libsofthsm2.so",
-}
-
 // newSoftHSM makes a token directory and configuration of the test's own
 // (SOFTHSM2_CONF, so no store may be open across tests) with one token,
 // iotransit-test, and a PIN file 0600. It skips the test when SoftHSM2 is
 // not installed, unless IOTRANSIT_REQUIRE_PEERS=1.
 func newSoftHSM(t *testing.T) *softHSM {
 	t.Helper()
-	util := testutil.RequirePeer(t, "softhsm2-util")
-	h := &softHSM{util: util}
-	for _, m := range softHSMModules {
-		if _, err := os.Stat(m); err == nil {
-			h.module = m
-			break
-		}
-	}
-	if h.module == "" {
-		t.Fatalf("softhsm2-util is installed but its module is in none of %v", softHSMModules)
-	}
-	dir := t.TempDir()
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.Mkdir(tokens, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "softhsm2.conf")
-	body := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SOFTHSM2_CONF", conf)
+	module, util, dir := testutil.SoftHSM(t)
+	h := &softHSM{module: module, util: util}
 	h.initToken(t, testToken)
 	h.pinFile = filepath.Join(dir, "pin")
 	if err := os.WriteFile(h.pinFile, []byte(testPIN+"\n"), 0o600); err != nil {
