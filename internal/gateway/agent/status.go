@@ -56,10 +56,14 @@ func (a *Agent) statusLoop(ctx context.Context, u *gateway.Uplink) {
 		switch {
 		case err != nil:
 			a.log.Warn("status not sent", "err", err)
+		case r.ReasonCode == 0x96: // over the cloud's status rate: sent again at a later tick
+			a.log.Debug("status refused for now", "reason", r.Reason)
 		case r.ReasonCode >= 0x80:
 			a.log.Warn("status refused", "code", fmt.Sprintf("0x%02x", r.ReasonCode), "reason", r.Reason)
+			last = st
+		default:
+			last = st
 		}
-		last = st
 	}
 	send()
 	t := time.NewTicker(a.cfg.StatusInterval)
