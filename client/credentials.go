@@ -22,12 +22,19 @@ const (
 	// changing where one delivers, re-driving dead letters) needs
 	// ScopeMessagesRead as well.
 	ScopeIntegrationsWrite = "integrations:write"
+	// ScopeFirmwareRead reads the tenant's firmware repository and rollouts.
+	ScopeFirmwareRead = "firmware:read"
+	// ScopeFirmwareWrite sets up the firmware repository, publishes
+	// firmware (signed by the publisher's offline targets key) and starts
+	// rollouts.
+	ScopeFirmwareWrite = "firmware:write"
 )
 
 // Scopes lists every scope a tenant credential may hold.
 var Scopes = []string{
 	ScopeGatewaysRead, ScopeGatewaysWrite, ScopeMessagesRead, ScopeKeysRead,
 	ScopeKeysWrite, ScopeAuditRead, ScopeIntegrationsRead, ScopeIntegrationsWrite,
+	ScopeFirmwareRead, ScopeFirmwareWrite,
 }
 
 // APIKey is a tenant's API key, never with its hash.

@@ -34,6 +34,8 @@ const (
 	ScopeAuditRead         = client.ScopeAuditRead
 	ScopeIntegrationsRead  = client.ScopeIntegrationsRead
 	ScopeIntegrationsWrite = client.ScopeIntegrationsWrite
+	ScopeFirmwareRead      = client.ScopeFirmwareRead
+	ScopeFirmwareWrite     = client.ScopeFirmwareWrite
 )
 
 // TenantScopes are the scopes a tenant credential may hold (client.Scopes).
