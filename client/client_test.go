@@ -190,6 +190,7 @@ func TestClientAgainstANode(t *testing.T) {
 	t.Run("messages and stream", func(t *testing.T) { e.messages(t, gwCert) })
 	t.Run("integrations", func(t *testing.T) { e.integrations(t, gwCert) })
 	t.Run("audit", e.audit)
+	t.Run("firmware", func(t *testing.T) { e.firmware(t, gwCert) })
 	t.Run("every route", e.everyRoute)
 }
 

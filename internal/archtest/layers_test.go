@@ -24,6 +24,7 @@ var layers = map[string]int{
 	"internal/forward/azure": 1, "internal/forward/awsiot": 1, "internal/forward/seal": 1,
 	"internal/gateway": 1, "internal/mosquitto": 1,
 	"internal/gateway/keystore": 1, "internal/gateway/queue": 1,
+	"internal/firmware": 1, "internal/gateway/updater": 1,
 	// 2: the HTTPS edge.
 	"internal/api": 2,
 	// 3: the one wiring point.
@@ -32,6 +33,7 @@ var layers = map[string]int{
 	"cmd/iotransit": 4, "internal/bench": 4, "internal/testutil": 4,
 	"internal/testutil/nodetest": 4, "internal/forward/mqttout/mosquittotest": 4,
 	"internal/archtest": 4, "internal/hostile": 4,
+	"internal/firmware/firmwaretest": 4,
 }
 
 // sameLayer lists the imports allowed inside a layer, each for a reason.
@@ -52,11 +54,15 @@ var sameLayer = map[string][]string{
 	"internal/forward/azure":   {"internal/forward", "internal/forward/mqttout"},
 	"internal/forward/awsiot":  {"internal/forward", "internal/forward/mqttout"},
 	"internal/forward/seal":    {"internal/forward"},
+	// Firmware repositories keep their metadata, images and sealed online
+	// keys on the backbone.
+	"internal/firmware": {"internal/backbone"},
 	// The bench command drives the load generator.
 	"cmd/iotransit": {"internal/bench"},
 	// Test harnesses build on each other.
 	"internal/testutil/nodetest":             {"internal/testutil"},
 	"internal/forward/mqttout/mosquittotest": {"internal/testutil"},
+	"internal/firmware/firmwaretest":         {"internal/testutil/nodetest"},
 }
 
 // TestImportLayers keeps the dependency graph layered: no package imports a
