@@ -1,13 +1,11 @@
 package firmware
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -352,8 +350,11 @@ func (r *Repos) checkTargets(ctx context.Context, tenant string, root *metadata.
 			return nil, ErrMetadata.WithDetail("target %q must be named %q", trunc(path), gwproto.FirmwareTarget(c.Model, c.Version))
 		}
 		if cur != nil {
-			if old, ok := cur.Signed.Targets[path]; ok && !old.Equal(*tf) {
-				return nil, ErrMetadata.WithDetail("target %q exists with other content: publish a new version", path)
+			if old, ok := cur.Signed.Targets[path]; ok {
+				if !old.Equal(*tf) {
+					return nil, ErrMetadata.WithDetail("target %q exists with other content: publish a new version", path)
+				}
+				continue // checked when it was published
 			}
 		}
 		sum, ok := tf.Hashes["sha256"]
@@ -381,21 +382,10 @@ func (r *Repos) checkTargets(ctx context.Context, tenant string, root *metadata.
 
 // TargetCustom returns a firmware target's custom metadata, checked.
 func TargetCustom(tf *metadata.TargetFiles) (gwproto.FirmwareCustom, error) {
-	var c gwproto.FirmwareCustom
 	if tf.Custom == nil {
-		return c, errors.New("custom {\"version\",\"model\"} is missing")
+		return gwproto.ParseFirmwareCustom(nil)
 	}
-	d := json.NewDecoder(bytes.NewReader(*tf.Custom))
-	if err := d.Decode(&c); err != nil {
-		return c, errors.New("custom is not {\"version\",\"model\"}")
-	}
-	if !gwproto.ValidModel(c.Model) {
-		return c, errors.New("custom.model is not a model name")
-	}
-	if !gwproto.ValidVersion(c.Version) {
-		return c, errors.New("custom.version is not a version such as 1.2.3")
-	}
-	return c, nil
+	return gwproto.ParseFirmwareCustom(*tf.Custom)
 }
 
 // advance signs and stores the snapshot that names targets version tv and

@@ -1,6 +1,9 @@
 package gwproto
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 )
@@ -11,6 +14,25 @@ import (
 type FirmwareCustom struct {
 	Version string `json:"version"`
 	Model   string `json:"model"`
+}
+
+// ParseFirmwareCustom decodes and checks a firmware target's custom
+// metadata (raw is nil when the target has none).
+func ParseFirmwareCustom(raw []byte) (FirmwareCustom, error) {
+	var c FirmwareCustom
+	if raw == nil {
+		return c, errors.New(`custom {"version","model"} is missing`)
+	}
+	if err := json.NewDecoder(bytes.NewReader(raw)).Decode(&c); err != nil {
+		return c, errors.New(`custom is not {"version","model"}`)
+	}
+	if !ValidModel(c.Model) {
+		return c, errors.New("custom.model is not a model name")
+	}
+	if !ValidVersion(c.Version) {
+		return c, errors.New("custom.version is not a version such as 1.2.3")
+	}
+	return c, nil
 }
 
 // FirmwareTarget is the TUF target path of a model's firmware version:

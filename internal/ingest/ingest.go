@@ -179,7 +179,10 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	log = log.With("component", "ingest")
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumQos = 1 // gateways publish QoS 0 or 1 only
-	caps.RetainAvailable = 0
+	// Retained messages are the cloud's own (the mesh keys and node list on
+	// a gateway's down/ topics, published by the inline client): a
+	// gateway's publishes never are (OnPublish clears their retain flag).
+	caps.RetainAvailable = 1
 	caps.SharedSubAvailable = 0
 	caps.SubIDAvailable = 0
 	// No topic aliases: gateways publish to one topic, so an alias would
