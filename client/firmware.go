@@ -65,6 +65,18 @@ type InitFirmwareRequest struct {
 	Targets json.RawMessage `json:"targets"`
 }
 
+// RotateFirmwareRootRequest is the body of POST
+// /v1/tenants/{tenant}/firmware/root.
+type RotateFirmwareRootRequest struct {
+	// Root is the next root.json version, signed by a threshold of the
+	// current root's root keys and of its own.
+	Root json.RawMessage `json:"root"`
+	// Targets is the next targets.json, signed under the new root: needed
+	// when the rotation changes the targets keys (the current targets no
+	// longer verify), else optional.
+	Targets json.RawMessage `json:"targets,omitempty"`
+}
+
 // PublishFirmwareRequest is the body of POST
 // /v1/tenants/{tenant}/firmware/targets.
 type PublishFirmwareRequest struct {
@@ -179,6 +191,12 @@ func (c *Client) InitFirmware(ctx context.Context, tenant string, req InitFirmwa
 // GetFirmwareRepository returns the tenant's TUF repository.
 func (c *Client) GetFirmwareRepository(ctx context.Context, tenant string) (*FirmwareRepository, error) {
 	return get[FirmwareRepository](ctx, c, path("tenants", tenant, "firmware", "repository"), nil)
+}
+
+// RotateFirmwareRoot replaces the repository's root with its next version
+// (and publishes the targets that go with it, if given).
+func (c *Client) RotateFirmwareRoot(ctx context.Context, tenant string, req RotateFirmwareRootRequest) (*FirmwareRepository, error) {
+	return post[FirmwareRepository](ctx, c, path("tenants", tenant, "firmware", "root"), req)
 }
 
 // FirmwareMetadata returns a metadata file of the tenant's repository as

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -39,6 +40,14 @@ func (e *env) firmware(t *testing.T, gwCert *tls.Certificate) {
 	}
 	_, err = e.op.PublishFirmware(ctx(t), tenant, next)
 	wantProblem(t, err, 409, "firmware.version_not_newer")
+	// A root rotation that keeps the keys needs no new targets.
+	next2, err := firmware.NextRoot(root, rk, rk, tk.Public().(ed25519.PublicKey), time.Now().AddDate(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if repo = must[*client.FirmwareRepository](t)(e.op.RotateFirmwareRoot(ctx(t), tenant, client.RotateFirmwareRootRequest{Root: next2})); repo.Roles.Root.Version != 2 {
+		t.Errorf("root after rotation %+v", repo.Roles.Root)
+	}
 	got := must[*client.FirmwareRepository](t)(e.op.GetFirmwareRepository(ctx(t), tenant))
 	e.sameAsSent(t, got)
 	ro := must[*client.Rollout](t)(e.op.CreateRollout(ctx(t), tenant, client.CreateRolloutRequest{Target: "TSGW06", Version: "1.0.0", Serials: []string{serial}}))

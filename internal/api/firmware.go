@@ -19,6 +19,7 @@ type Firmware interface {
 	Init(ctx context.Context, tenant string, root, targets []byte) (client.FirmwareRepository, error)
 	Repository(ctx context.Context, tenant string) (client.FirmwareRepository, error)
 	Publish(ctx context.Context, tenant string, targets []byte) (client.FirmwareRepository, error)
+	RotateRoot(ctx context.Context, tenant string, root, targets []byte) (client.FirmwareRepository, error)
 	PutImage(ctx context.Context, tenant, sha256 string, body io.Reader) (client.FirmwareImage, error)
 	Metadata(ctx context.Context, tenant, file string) ([]byte, error)
 	Image(ctx context.Context, tenant, name string) ([]byte, error)
@@ -131,6 +132,29 @@ func (s *Server) publishFirmware(w http.ResponseWriter, r *http.Request, p *Prin
 		detail["targetsVersion"] = strconv.FormatInt(repo.Roles.Targets.Version, 10)
 	}
 	s.record(r.Context(), r, tenant, p, "firmware.targets.publish", "firmware:repository", err, detail)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, repo)
+	return nil
+}
+
+func (s *Server) rotateFirmwareRoot(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	fw, err := s.firmware()
+	if err != nil {
+		return err
+	}
+	var req client.RotateFirmwareRootRequest
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
+		return err
+	}
+	tenant := r.PathValue("tenant")
+	repo, err := fw.RotateRoot(r.Context(), tenant, req.Root, req.Targets)
+	detail := map[string]string{}
+	if err == nil {
+		detail["rootVersion"] = strconv.FormatInt(repo.Roles.Root.Version, 10)
+	}
+	s.record(r.Context(), r, tenant, p, "firmware.root.rotate", "firmware:repository", err, detail)
 	if err != nil {
 		return err
 	}

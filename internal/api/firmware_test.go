@@ -2,14 +2,17 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/api"
+	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/firmware/firmwaretest"
 )
 
@@ -45,6 +48,13 @@ func (w *world) firmwareRequest(rt api.Route, tenant string) (path string, body 
 		sum := sha256.Sum256(image)
 		path = strings.ReplaceAll(path, "{sha256}", hex.EncodeToString(sum[:]))
 		body = image
+	case strings.HasSuffix(rt.Pattern, "/root"):
+		initialised()
+		root, err := firmware.NextRoot(repo.Root, repo.RootKey, repo.RootKey, repo.TargetsKey.Public().(ed25519.PublicKey), time.Now().AddDate(1, 0, 0))
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		body = client.RotateFirmwareRootRequest{Root: root}
 	case strings.HasSuffix(rt.Pattern, "/targets"):
 		initialised()
 		image := []byte("image " + version())

@@ -92,6 +92,7 @@ func (s *Server) routeTable() []Route {
 		t("GET", "/v1/tenants/{tenant}/firmware/metadata/{file}", credential.ScopeFirmwareRead, s.getFirmwareMetadata),
 		t("PUT", "/v1/tenants/{tenant}/firmware/images/{sha256}", credential.ScopeFirmwareWrite, s.putFirmwareImage),
 		t("POST", "/v1/tenants/{tenant}/firmware/targets", credential.ScopeFirmwareWrite, s.publishFirmware),
+		t("POST", "/v1/tenants/{tenant}/firmware/root", credential.ScopeFirmwareWrite, s.rotateFirmwareRoot),
 		t("POST", "/v1/tenants/{tenant}/firmware/rollouts", credential.ScopeFirmwareWrite, s.createRollout),
 		t("GET", "/v1/tenants/{tenant}/firmware/rollouts/{id}", credential.ScopeFirmwareRead, s.getRollout),
 		{Method: "GET", Pattern: "/v1/gw/tuf/{file}", Access: Gateway, handle: s.gatewayTUF},

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -154,4 +155,43 @@ func AddTarget(current, image []byte, model, version string, expires time.Time, 
 	t.Signed.Expires = expires.UTC().Truncate(time.Second)
 	t.ClearSignatures()
 	return signWith(t, key)
+}
+
+// NextRoot returns the root that follows current: the root role's key
+// newRootKey, the targets role's newTargetsKey (each threshold 1), the
+// online keys kept, the version one more, expiring at expires, signed by
+// oldRootKey and newRootKey (once when they are the same key).
+func NextRoot(current []byte, oldRootKey, newRootKey ed25519.PrivateKey, newTargetsKey ed25519.PublicKey, expires time.Time) ([]byte, error) {
+	r, err := metadata.Root().FromBytes(current)
+	if err != nil {
+		return nil, fmt.Errorf("current root: %w", err)
+	}
+	for role, pub := range map[string]any{metadata.ROOT: newRootKey.Public(), metadata.TARGETS: newTargetsKey} {
+		for _, id := range slices.Clone(r.Signed.Roles[role].KeyIDs) {
+			if err := r.Signed.RevokeKey(id, role); err != nil {
+				return nil, err
+			}
+		}
+		k, err := metadata.KeyFromPublicKey(pub)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.Signed.AddKey(k, role); err != nil {
+			return nil, err
+		}
+		r.Signed.Roles[role].Threshold = 1
+	}
+	r.Signed.Version++
+	r.Signed.Expires = expires.UTC().Truncate(time.Second)
+	r.ClearSignatures()
+	if !oldRootKey.Equal(newRootKey) {
+		s, err := signature.LoadED25519Signer(oldRootKey)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := r.Sign(s); err != nil {
+			return nil, err
+		}
+	}
+	return signWith(r, newRootKey)
 }

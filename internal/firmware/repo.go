@@ -456,6 +456,64 @@ func (r *Repos) Publish(ctx context.Context, tenant string, targetsJSON []byte) 
 	return r.Repository(ctx, tenant)
 }
 
+// RotateRoot replaces the root with its next version: signed by a
+// threshold of the current root's root keys and of its own (so the
+// gateways can walk to it, TUF §5.3.4), with the same online keys. When
+// the current targets do not verify under it (the targets key rotated),
+// targetsJSON must be the next targets signed under the new root; it is
+// published with it.
+func (r *Repos) RotateRoot(ctx context.Context, tenant string, rootJSON, targetsJSON []byte) (client.FirmwareRepository, error) {
+	var none client.FirmwareRepository
+	kv, err := r.bucket(ctx, tenant)
+	if err != nil {
+		return none, err
+	}
+	cur, err := r.load(ctx, kv)
+	if err != nil {
+		return none, err
+	}
+	root, err := parse(metadata.Root(), rootJSON, "root")
+	if err != nil {
+		return none, err
+	}
+	if root.Signed.Version != cur.root.Signed.Version+1 {
+		return none, ErrVersion.WithDetail("the next root must be version %d", cur.root.Signed.Version+1)
+	}
+	if err := cur.root.VerifyDelegate(metadata.ROOT, root); err != nil {
+		return none, ErrSignature.WithDetail("root: not signed by the current root keys: %s", short(err))
+	}
+	if err := root.VerifyDelegate(metadata.ROOT, root); err != nil {
+		return none, ErrSignature.WithDetail("root: not signed by its own root keys: %s", short(err))
+	}
+	if err := r.checkRoot(ctx, tenant, root); err != nil {
+		return none, err
+	}
+	var targets *metadata.Metadata[metadata.TargetsType]
+	switch {
+	case len(targetsJSON) > 0:
+		if targets, err = r.checkTargets(ctx, tenant, root, cur.targets, targetsJSON); err != nil {
+			return none, err
+		}
+	case root.VerifyDelegate(metadata.TARGETS, cur.targets) != nil:
+		return none, ErrSignature.WithDetail("the current targets do not verify under the new root: send the next targets, signed with the new targets key")
+	}
+	if _, err := kv.Create(ctx, versioned(root.Signed.Version, metadata.ROOT), rootJSON); err != nil {
+		return none, conflict(err)
+	}
+	if targets != nil {
+		if _, err := kv.Create(ctx, versioned(targets.Signed.Version, metadata.TARGETS), targetsJSON); err != nil {
+			return none, conflict(err)
+		}
+		if err := r.advance(ctx, tenant, kv, cur, targets.Signed.Version, targetsJSON); err != nil {
+			return none, err
+		}
+	}
+	if _, err := kv.Put(ctx, "root.json", rootJSON); err != nil {
+		return none, err
+	}
+	return r.Repository(ctx, tenant)
+}
+
 // refresh signs a new timestamp when less than half of the current one's
 // life is left (and a new snapshot when less than a quarter of its own
 // is), so the gateways see a fresh one while the repository is unchanged.

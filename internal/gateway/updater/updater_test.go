@@ -3,6 +3,7 @@ package updater_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/backbone/names"
+	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/firmware/firmwaretest"
 	"github.com/iotransit/iotransit/internal/gateway/updater"
 	"github.com/iotransit/iotransit/internal/gwproto"
@@ -466,5 +468,48 @@ func TestUpdaterNoticeReachesTheGatewayRetained(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second * testutil.Slowdown()):
 		t.Fatal("no retained notice")
+	}
+}
+
+// TestUpdaterFollowsARootRotation rotates the root and targets keys after
+// the gateway pinned root version 1: it walks to version 2 through TUF
+// (each root signed by its predecessor) and installs what the new targets
+// key signed; the old targets key no longer publishes.
+func TestUpdaterFollowsARootRotation(t *testing.T) {
+	e := newEnv(t)
+	e.publish(model, "1.0.0")
+	g := e.gateway(nil)
+	e.install(g, model, "1.0.0")
+
+	newRoot, newTargets := firmwaretest.Key(t), firmwaretest.Key(t)
+	root2, err := firmware.NextRoot(e.repo.Root, e.repo.RootKey, newRoot, newTargets.Public().(ed25519.PublicKey), time.Now().AddDate(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.repo.Client
+	if _, err := c.RotateFirmwareRoot(ctx(t), "acme", client.RotateFirmwareRootRequest{Root: root2}); client.ErrorCode(err) != "firmware.signature_invalid" {
+		t.Fatalf("a rotation of the targets key without targets signed by it: %v", err)
+	}
+	// Not signed by the current root key: refused.
+	forged, _ := firmware.NextRoot(e.repo.Root, newRoot, newRoot, newTargets.Public().(ed25519.PublicKey), time.Now().AddDate(1, 0, 0))
+	if _, err := c.RotateFirmwareRoot(ctx(t), "acme", client.RotateFirmwareRootRequest{Root: forged}); client.ErrorCode(err) != "firmware.signature_invalid" {
+		t.Fatalf("a root not signed by the current root key: %v", err)
+	}
+	img := image("1.1.0")
+	if _, err := c.UploadFirmwareImage(ctx(t), "acme", img); err != nil {
+		t.Fatal(err)
+	}
+	targets := e.repo.Sign(img, model, "1.1.0", newTargets)
+	if _, err := c.RotateFirmwareRoot(ctx(t), "acme", client.RotateFirmwareRootRequest{Root: root2, Targets: targets}); err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	if err := e.repo.Publish(image("1.2.0"), model, "1.2.0"); client.ErrorCode(err) != "firmware.signature_invalid" {
+		t.Fatalf("publish with the old targets key after the rotation: %v", err)
+	}
+	e.repo.TargetsKey = newTargets
+	e.install(g, model, "1.1.0")
+	trusted, err := os.ReadFile(g.dir + "/tuf/root.json")
+	if err != nil || !bytes.Equal(trusted, root2) {
+		t.Fatalf("the gateway trusts %.80s (%v), want root version 2", trusted, err)
 	}
 }
