@@ -6,12 +6,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/firmware/firmwaretest"
+	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
@@ -229,5 +234,113 @@ func TestFirmwareGatewayReadsOnlyItsTenantsRepository(t *testing.T) {
 	}
 	if _, err := mine.GatewayTUF(ctx(t), "../root.json", 1<<20); err == nil {
 		t.Fatal("a path outside the metadata names answered")
+	}
+}
+
+// TestFirmwareTimestampIsRefreshedBeforeItExpires drives the server's
+// clock: past half of its life the timestamp gateways fetch is a new one,
+// while a server that stopped refreshing (a freeze) would leave it to
+// expire, which the updater's tests show gateways refuse.
+func TestFirmwareTimestampIsRefreshedBeforeItExpires(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	n := nodetest.Start(t, func(c *node.Config) {
+		nodetest.NoLimits(c)
+		c.Firmware.Now = clock
+		c.Firmware.TimestampTTL = time.Hour
+	})
+	firmwaretest.Init(t, n, "acme")
+	gw, err := client.New(client.Config{Server: "https://" + n.APIAddr(), CAPEM: n.ServerCAPEM(), Certificate: nodetest.Gateway(t, n, "acme", "TSGW06ACME0000001")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := func() (int64, time.Time) {
+		b, err := gw.GatewayTUF(ctx(t), "timestamp.json", 1<<14)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, err := metadata.Timestamp().FromBytes(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ts.Signed.Version, ts.Signed.Expires
+	}
+	v1, exp1 := version()
+	mu.Lock()
+	now = now.Add(20 * time.Minute)
+	mu.Unlock()
+	if v, _ := version(); v != v1 {
+		t.Fatalf("a timestamp with 40 of 60 minutes left was re-signed: %d → %d", v1, v)
+	}
+	mu.Lock()
+	now = now.Add(15 * time.Minute)
+	mu.Unlock()
+	v2, exp2 := version()
+	if v2 != v1+1 || !exp2.After(exp1) {
+		t.Fatalf("a timestamp with 25 of 60 minutes left: version %d (was %d), expires %v (was %v)", v2, v1, exp2, exp1)
+	}
+}
+
+func TestFirmwareRolloutsByLabelAndReportsOfOthers(t *testing.T) {
+	n := nodetest.Start(t, nodetest.NoLimits)
+	repo := firmwaretest.Init(t, n, "acme")
+	if err := repo.Publish([]byte("img"), "TSGW06", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	c := repo.Client
+	certs := map[string]*client.Client{}
+	for _, g := range []struct{ tenant, serial, site string }{
+		{"acme", "TSGW06ACME0000001", "hq"}, {"acme", "TSGW06ACME0000002", "hq"}, {"acme", "TSGW06ACME0000003", "depot"},
+		{"globex", "TSGW06GLBX0000001", "hq"},
+	} {
+		cert := nodetest.Gateway(t, n, g.tenant, g.serial)
+		if _, err := n.Registry().SetLabels(context.Background(), g.tenant, g.serial, map[string]string{"site": g.site}); err != nil {
+			t.Fatal(err)
+		}
+		gc, err := client.New(client.Config{Server: "https://" + n.APIAddr(), CAPEM: n.ServerCAPEM(), Certificate: cert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs[g.serial] = gc
+	}
+	ro, err := c.CreateRollout(ctx(t), "acme", client.CreateRolloutRequest{Target: "TSGW06", Version: "1.0.0", Labels: map[string]string{"site": "hq"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range ro.Gateways {
+		got = append(got, g.Serial)
+	}
+	if strings.Join(got, ",") != "TSGW06ACME0000001,TSGW06ACME0000002" {
+		t.Fatalf("rollout by label site=hq: %v", got)
+	}
+	rep := client.FirmwareReport{RolloutID: ro.ID, State: client.FirmwareDownloading}
+	for _, tc := range []struct {
+		name, serial string
+		rep          client.FirmwareReport
+		want         string
+	}{
+		{"a gateway the rollout names", "TSGW06ACME0000001", rep, ""},
+		{"a gateway of the tenant it does not name", "TSGW06ACME0000003", rep, "firmware.rollout_not_found"},
+		{"another tenant's gateway", "TSGW06GLBX0000001", rep, "firmware.rollout_not_found"},
+		{"a failure without a reason", "TSGW06ACME0000002", client.FirmwareReport{RolloutID: ro.ID, State: client.FirmwareFailed}, "firmware.report_invalid"},
+		{"an unknown state", "TSGW06ACME0000002", client.FirmwareReport{RolloutID: ro.ID, State: "pending"}, "firmware.report_invalid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := certs[tc.serial].ReportFirmware(ctx(t), tc.rep); code(err) != tc.want {
+				t.Fatalf("report: %v, want %q", err, tc.want)
+			}
+		})
+	}
+	after, err := c.GetRollout(ctx(t), "acme", ro.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Gateways[0].State != client.FirmwareDownloading || after.Gateways[1].State != client.FirmwarePending {
+		t.Fatalf("rollout after the reports: %+v", after.Gateways)
+	}
+	if _, err := c.GetRollout(ctx(t), "globex", ro.ID); err == nil {
+		t.Fatal("another tenant read the rollout")
 	}
 }
