@@ -120,14 +120,15 @@ func (u *Updater) slot(st *state, name string) Slot {
 }
 
 // verify checks a slot's bytes against the targets metadata saved with
-// it: signed by a threshold of the trusted root's targets keys, naming
+// it: signed by a threshold of the targets keys of the root it verified
+// under when it was installed (one the TUF client trusted then), naming
 // the slot's target for this gateway's model, whose length and hashes the
 // bytes have. Expiry is not checked here: a gateway must start offline.
 func (u *Updater) verify(s Slot) error {
 	if s.Target == "" {
 		return errors.New("the slot holds no installed target")
 	}
-	rootBytes, err := os.ReadFile(u.rootPath())
+	rootBytes, err := os.ReadFile(u.slotRootPath(s.Name))
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,9 @@ func (u *Updater) slotPath(slot string) string { return filepath.Join(u.cfg.Dir,
 func (u *Updater) slotMetaPath(slot string) string {
 	return filepath.Join(u.cfg.Dir, "slot-"+slot+".targets.json")
 }
+func (u *Updater) slotRootPath(slot string) string {
+	return filepath.Join(u.cfg.Dir, "slot-"+slot+".root.json")
+}
 
 // other is the slot that is not s.
 func other(s string) string {

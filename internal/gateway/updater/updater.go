@@ -267,8 +267,18 @@ func (u *Updater) install(ctx context.Context, st *state, n gwproto.FirmwareNoti
 	if err != nil {
 		return "", fail(ReasonInstall, "the trusted targets metadata: %v", err)
 	}
+	root, err := os.ReadFile(u.rootPath())
+	if err != nil {
+		return "", fail(ReasonInstall, "the trusted root: %v", err)
+	}
+	// The slot keeps the metadata that authorised it and the root that
+	// metadata verified under: a later rotation of the targets key must not
+	// make an intact slot unbootable.
 	if err := securefile.WriteAtomic(u.slotMetaPath(slot), targets, 0o600); err != nil {
 		return "", fail(ReasonInstall, "write the slot's metadata: %v", err)
+	}
+	if err := securefile.WriteAtomic(u.slotRootPath(slot), root, 0o600); err != nil {
+		return "", fail(ReasonInstall, "write the slot's root: %v", err)
 	}
 	st.Slots[slot] = slotState{Target: name, Version: custom.Version}
 	st.Trial = &trial{Slot: slot, RolloutID: n.RolloutID}

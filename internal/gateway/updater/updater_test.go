@@ -480,6 +480,9 @@ func TestUpdaterFollowsARootRotation(t *testing.T) {
 	e.publish(model, "1.0.0")
 	g := e.gateway(nil)
 	e.install(g, model, "1.0.0")
+	// g2 stays on 1.0.0, installed under the old targets key.
+	g2 := e.gateway(nil)
+	running := e.install(g2, model, "1.0.0")
 
 	newRoot, newTargets := firmwaretest.Key(t), firmwaretest.Key(t)
 	root2, err := firmware.NextRoot(e.repo.Root, e.repo.RootKey, newRoot, newTargets.Public().(ed25519.PublicKey), time.Now().AddDate(1, 0, 0))
@@ -511,5 +514,18 @@ func TestUpdaterFollowsARootRotation(t *testing.T) {
 	trusted, err := os.ReadFile(g.dir + "/tuf/root.json")
 	if err != nil || !bytes.Equal(trusted, root2) {
 		t.Fatalf("the gateway trusts %.80s (%v), want root version 2", trusted, err)
+	}
+	// g2 learns root 2 (a refresh, then a refusal), and still starts the
+	// intact slot the old targets key authorised.
+	n := e.rollout(g2, model, "1.1.0")
+	n.Version = "7.7.7"
+	if r := g2.up.Apply(ctx(t), n); r.Reason != updater.ReasonNoTarget {
+		t.Fatalf("apply: %+v", r)
+	}
+	if b, _ := os.ReadFile(g2.dir + "/tuf/root.json"); !bytes.Equal(b, root2) {
+		t.Fatal("g2 did not walk to root 2")
+	}
+	if s, err := g2.up.Boot(ctx(t)); err != nil || s != running {
+		t.Fatalf("after the rotation g2 boots %+v (%v), want %+v", s, err, running)
 	}
 }
