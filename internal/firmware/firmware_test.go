@@ -232,6 +232,16 @@ func TestFirmwareGatewayReadsOnlyItsTenantsRepository(t *testing.T) {
 	if _, err := anon.GatewayTUF(ctx(t), "timestamp.json", 1<<20); code(err) != "api.client_certificate_required" {
 		t.Fatalf("without a client certificate: %v", err)
 	}
+	// An image uploaded but never published is not served, even under a
+	// published target's name.
+	unpublished := []byte("uploaded, never signed")
+	if _, err := acme.Client.UploadFirmwareImage(ctx(t), "acme", unpublished); err != nil {
+		t.Fatal(err)
+	}
+	usum := sha256.Sum256(unpublished)
+	if _, err := mine.GatewayFirmwareImage(ctx(t), hex.EncodeToString(usum[:])+".TSGW06-2.0.0", 1<<20); code(err) != "firmware.not_found" {
+		t.Fatalf("an unpublished image: %v", err)
+	}
 	if _, err := mine.GatewayTUF(ctx(t), "../root.json", 1<<20); err == nil {
 		t.Fatal("a path outside the metadata names answered")
 	}

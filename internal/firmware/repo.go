@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/iotransit/iotransit/client"
@@ -221,14 +220,7 @@ func sign[T metadata.Roles](ctx context.Context, r *Repos, tenant, role string, 
 	if err != nil {
 		return nil, err
 	}
-	s, err := signature.LoadED25519Signer(k)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := m.Sign(s); err != nil {
-		return nil, err
-	}
-	return m.ToBytes(false)
+	return signWith(m, k)
 }
 
 // Init creates the tenant's repository from the publisher's first root
@@ -631,14 +623,26 @@ func (r *Repos) Metadata(ctx context.Context, tenant, file string) ([]byte, erro
 
 // imageName matches a consistent-snapshot target name: the image's
 // SHA-256, a dot, the target path.
-var imageName = regexp.MustCompile(`^([0-9a-f]{64})\.[A-Za-z0-9_]{1,32}-[0-9.]{1,40}$`)
+var imageName = regexp.MustCompile(`^([0-9a-f]{64})\.([A-Za-z0-9_]{1,32})-([0-9.]{1,40})$`)
 
 // Image returns an image of the tenant by its consistent-snapshot name
-// ("{sha256}.{target}"), as stored: the gateway checks it against its TUF
+// ("{sha256}.{model}-{version}"), as stored, when the current targets
+// metadata names it with that hash: an uploaded image that was never
+// published is not served. The gateway checks it against its own TUF
 // metadata.
 func (r *Repos) Image(ctx context.Context, tenant, name string) ([]byte, error) {
 	m := imageName.FindStringSubmatch(name)
 	if m == nil {
+		return nil, ErrNotFound.New()
+	}
+	_, tf, err := r.currentTarget(ctx, tenant, m[2], m[3])
+	if ErrNotInitialised.Is(err) || ErrNotFound.Is(err) {
+		return nil, ErrNotFound.New()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if hex.EncodeToString(tf.Hashes["sha256"]) != m[1] {
 		return nil, ErrNotFound.New()
 	}
 	obs, err := r.images(ctx, tenant)
