@@ -437,9 +437,10 @@ func TestUpdaterBootRefusesATamperedSlot(t *testing.T) {
 	})
 }
 
-// TestUpdaterNoticeReachesTheGatewayRetained checks the cloud's side of a
-// rollout: the notice is retained on the gateway's down/firmware topic,
-// so a gateway that connects after the rollout gets it.
+// TestUpdaterNoticeReachesTheGatewayRetained runs a rollout end to end:
+// the notice is retained on the gateway's down/firmware topic, so a
+// gateway that connects after the rollout gets it; applied and booted,
+// the cloud shows the gateway installed.
 func TestUpdaterNoticeReachesTheGatewayRetained(t *testing.T) {
 	e := newEnv(t)
 	e.publish(model, "1.0.0")
@@ -466,8 +467,17 @@ func TestUpdaterNoticeReachesTheGatewayRetained(t *testing.T) {
 		if err := json.Unmarshal(b, &notice); err != nil || notice != n {
 			t.Fatalf("notice %s, want %+v", b, n)
 		}
+		if r := g.up.Apply(ctx(t), notice); r.State != client.FirmwareInstalling {
+			t.Fatalf("apply the notice: %+v", r)
+		}
 	case <-time.After(10 * time.Second * testutil.Slowdown()):
 		t.Fatal("no retained notice")
+	}
+	if s, err := g.up.Boot(ctx(t)); err != nil || s.Version != "1.0.0" {
+		t.Fatalf("boot: %+v %v", s, err)
+	}
+	if st := e.cloudState(n.RolloutID, g.serial); st.State != client.FirmwareInstalled {
+		t.Fatalf("the cloud shows %+v", st)
 	}
 }
 
