@@ -63,6 +63,12 @@ func TestFirmwareNoticeReachesAGatewayOnAnotherNode(t *testing.T) {
 		return nil
 	})
 	cert := nodetest.Gateway(t, n2, "acme", serial)
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, ok := n1.Registry().Gateway("acme", serial); !ok {
+			return errors.New("node 1 does not know the gateway yet")
+		}
+		return nil
+	})
 	ro, err := repo.Client.CreateRollout(ctx(t), "acme", client.CreateRolloutRequest{Target: "TSGW06", Version: "1.0.0", Serials: []string{serial}})
 	if err != nil {
 		t.Fatal(err)
