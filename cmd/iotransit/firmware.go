@@ -90,11 +90,7 @@ var firmwareGroup = &group{
 					if err != nil {
 						return fmt.Errorf("--file: %w", err)
 					}
-					repo, err := e.api.GetFirmwareRepository(ctx, e.tenant)
-					if err != nil {
-						return err
-					}
-					cur, err := e.api.FirmwareMetadata(ctx, e.tenant, strconv.FormatInt(repo.Roles.Targets.Version, 10)+".targets.json")
+					cur, err := currentMetadata(ctx, e, "targets")
 					if err != nil {
 						return err
 					}
@@ -105,7 +101,88 @@ var firmwareGroup = &group{
 					if _, err := e.api.UploadFirmwareImage(ctx, e.tenant, image); err != nil {
 						return err
 					}
-					repo, err = e.api.PublishFirmware(ctx, e.tenant, next)
+					repo, err := e.api.PublishFirmware(ctx, e.tenant, next)
+					if err != nil {
+						return err
+					}
+					return e.show(repo, func(w io.Writer) error { return printRepository(w, repo) })
+				}
+			}},
+		{name: "resign", synopsis: "--sign-key FILE [--expires 2160h]",
+			summary: "sign the current targets again (a new version, a new expiry) before they expire", tenant: true,
+			flags: func(fs *flag.FlagSet) action {
+				signKey := fs.String("sign-key", "", "the targets key file")
+				ttl := fs.Duration("expires", 90*24*time.Hour, "how long the new targets metadata is valid")
+				return func(ctx context.Context, e *env, _ []string) error {
+					if *signKey == "" {
+						return usageError("--sign-key is required")
+					}
+					key, err := loadKey(*signKey)
+					if err != nil {
+						return fmt.Errorf("--sign-key: %w", err)
+					}
+					cur, err := currentMetadata(ctx, e, "targets")
+					if err != nil {
+						return err
+					}
+					next, err := firmware.Resign(cur, time.Now().Add(*ttl), key)
+					if err != nil {
+						return err
+					}
+					repo, err := e.api.PublishFirmware(ctx, e.tenant, next)
+					if err != nil {
+						return err
+					}
+					return e.show(repo, func(w io.Writer) error { return printRepository(w, repo) })
+				}
+			}},
+		{name: "rotate-root", synopsis: "--root-key FILE --new-root-key FILE [--new-targets-key FILE] [--root-expires 8760h] [--targets-expires 2160h]",
+			summary: "replace the root: signed by the current and the new root key; with --new-targets-key, the current targets signed again by it", tenant: true,
+			flags: func(fs *flag.FlagSet) action {
+				rootKey := fs.String("root-key", "", "the current root key file")
+				newRootKey := fs.String("new-root-key", "", "the new root key file, made when missing (may be the current one)")
+				newTargetsKey := fs.String("new-targets-key", "", "a new targets key file, made when missing (default: keep the targets key)")
+				rootTTL := fs.Duration("root-expires", 365*24*time.Hour, "how long the new root is valid")
+				targetsTTL := fs.Duration("targets-expires", 90*24*time.Hour, "how long the targets signed by a new targets key are valid")
+				return func(ctx context.Context, e *env, _ []string) error {
+					if *rootKey == "" || *newRootKey == "" {
+						return usageError("--root-key and --new-root-key are required")
+					}
+					old, err := loadKey(*rootKey)
+					if err != nil {
+						return fmt.Errorf("--root-key: %w", err)
+					}
+					nk, err := firmware.LoadOrCreateKey(*newRootKey)
+					if err != nil {
+						return fmt.Errorf("--new-root-key: %w", err)
+					}
+					cur, err := currentMetadata(ctx, e, "root")
+					if err != nil {
+						return err
+					}
+					var req client.RotateFirmwareRootRequest
+					targetsPub, err := firmware.TargetsKey(cur)
+					if err != nil {
+						return err
+					}
+					if *newTargetsKey != "" {
+						tk, err := firmware.LoadOrCreateKey(*newTargetsKey)
+						if err != nil {
+							return fmt.Errorf("--new-targets-key: %w", err)
+						}
+						targetsPub = tk.Public().(ed25519.PublicKey)
+						targets, err := currentMetadata(ctx, e, "targets")
+						if err != nil {
+							return err
+						}
+						if req.Targets, err = firmware.Resign(targets, time.Now().Add(*targetsTTL), tk); err != nil {
+							return err
+						}
+					}
+					if req.Root, err = firmware.NextRoot(cur, old, nk, targetsPub, time.Now().Add(*rootTTL)); err != nil {
+						return err
+					}
+					repo, err := e.api.RotateFirmwareRoot(ctx, e.tenant, req)
 					if err != nil {
 						return err
 					}
@@ -160,6 +237,20 @@ var rolloutGroup = &group{
 				return e.show(ro, func(w io.Writer) error { return printRollout(w, ro) })
 			}},
 	},
+}
+
+// currentMetadata returns the repository's current root or targets
+// metadata.
+func currentMetadata(ctx context.Context, e *env, role string) ([]byte, error) {
+	repo, err := e.api.GetFirmwareRepository(ctx, e.tenant)
+	if err != nil {
+		return nil, err
+	}
+	v := repo.Roles.Targets.Version
+	if role == "root" {
+		v = repo.Roles.Root.Version
+	}
+	return e.api.FirmwareMetadata(ctx, e.tenant, strconv.FormatInt(v, 10)+"."+role+".json")
 }
 
 // loadKey reads a key file that must exist and be private (0600).

@@ -40,6 +40,24 @@ func TestCLIFirmwareInitPublishRollout(t *testing.T) {
 	if out := a.mustOp(t, append([]string{"firmware", "list"}, ten...)...); !strings.Contains(out, "TSGW06-1.2.0") {
 		t.Fatalf("list:\n%s", out)
 	}
+	// Signed again before it expires, then the root and targets keys
+	// rotated: the old targets key no longer publishes, the new one does.
+	a.mustOp(t, append([]string{"firmware", "resign", "--sign-key", targetsKey}, ten...)...)
+	newRoot, newTargets := filepath.Join(dir, "keys", "root2.pem"), filepath.Join(dir, "keys", "targets2.pem")
+	a.mustOp(t, append([]string{"firmware", "rotate-root", "--root-key", rootKey, "--new-root-key", newRoot, "--new-targets-key", newTargets}, ten...)...)
+	var repo client.FirmwareRepository
+	a.mustJSON(t, &repo, append([]string{"firmware", "list"}, ten...)...)
+	if repo.Roles.Root.Version != 2 || repo.Roles.Targets.Version != 4 || len(repo.Targets) != 1 {
+		t.Fatalf("after resign and rotation: %+v", repo)
+	}
+	if err := os.WriteFile(img, []byte("firmware 1.3.0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.op(t, append([]string{"firmware", "publish", "--file", img, "--version", "1.3.0", "--target", "TSGW06", "--sign-key", targetsKey}, ten...)...); client.ErrorCode(err) != "firmware.signature_invalid" {
+		t.Fatalf("publish with the old targets key: %v", err)
+	}
+	a.mustOp(t, append([]string{"firmware", "publish", "--file", img, "--version", "1.3.0", "--target", "TSGW06", "--sign-key", newTargets}, ten...)...)
+
 	serial := "TSGW06CLI00000001"
 	if _, err := a.n.Registry().RegisterGateway(context.Background(), node.DevTenant, serial); err != nil {
 		t.Fatal(err)

@@ -34,7 +34,8 @@ Administration, through the HTTPS API (local or remote):
   iotransit integration add|list|get|pause|resume|delete|test|rotate-secret|dead-letters|redrive
                                                     forward messages: webhook, MQTT, Azure, AWS, WebSocket
   iotransit enroll  --token T --serial S --out DIR  enroll a gateway: key made here
-  iotransit firmware init|publish|list|rollout create|rollout get   signed firmware (TUF)
+  iotransit firmware init|publish|resign|rotate-root|list|rollout create|rollout get
+                                                    signed firmware on TUF (keys stay here)
   They take --server (IOTRANSIT_SERVER), --ca (IOTRANSIT_CA), --key-file
   (IOTRANSIT_KEY_FILE) or --key (IOTRANSIT_KEY), --tenant (IOTRANSIT_TENANT),
   -o table|json; see iotransit <command> -h.

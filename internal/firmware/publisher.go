@@ -138,10 +138,6 @@ func AddTarget(current, image []byte, model, version string, expires time.Time, 
 	if !gwproto.ValidVersion(version) {
 		return nil, errors.New("the version must be numbers separated by dots, such as 1.2.3")
 	}
-	t, err := metadata.Targets().FromBytes(current)
-	if err != nil {
-		return nil, fmt.Errorf("current targets: %w", err)
-	}
 	name := gwproto.FirmwareTarget(model, version)
 	tf, err := metadata.TargetFile().FromBytes(name, image, "sha256")
 	if err != nil {
@@ -150,7 +146,22 @@ func AddTarget(current, image []byte, model, version string, expires time.Time, 
 	custom, _ := json.Marshal(gwproto.FirmwareCustom{Version: version, Model: model})
 	raw := json.RawMessage(custom)
 	tf.Custom = &raw
-	t.Signed.Targets[name] = tf
+	return nextTargets(current, expires, key, func(t *metadata.TargetsType) { t.Targets[name] = tf })
+}
+
+// Resign returns the targets metadata that follows current with the same
+// targets: the version one more, expiring at expires, signed by key alone
+// (before current expires, or with a new targets key after a rotation).
+func Resign(current []byte, expires time.Time, key ed25519.PrivateKey) ([]byte, error) {
+	return nextTargets(current, expires, key, func(*metadata.TargetsType) {})
+}
+
+func nextTargets(current []byte, expires time.Time, key ed25519.PrivateKey, change func(*metadata.TargetsType)) ([]byte, error) {
+	t, err := metadata.Targets().FromBytes(current)
+	if err != nil {
+		return nil, fmt.Errorf("current targets: %w", err)
+	}
+	change(&t.Signed)
 	t.Signed.Version++
 	t.Signed.Expires = expires.UTC().Truncate(time.Second)
 	t.ClearSignatures()
@@ -194,4 +205,26 @@ func NextRoot(current []byte, oldRootKey, newRootKey ed25519.PrivateKey, newTarg
 		}
 	}
 	return signWith(r, newRootKey)
+}
+
+// TargetsKey returns the targets role's key of a root that lists exactly
+// one Ed25519 key for it (as NewRepository and NextRoot make).
+func TargetsKey(root []byte) (ed25519.PublicKey, error) {
+	r, err := metadata.Root().FromBytes(root)
+	if err != nil {
+		return nil, err
+	}
+	role := r.Signed.Roles[metadata.TARGETS]
+	if role == nil || len(role.KeyIDs) != 1 {
+		return nil, errors.New("the root's targets role does not have exactly one key")
+	}
+	pub, err := r.Signed.Keys[role.KeyIDs[0]].ToPublicKey()
+	if err != nil {
+		return nil, err
+	}
+	k, ok := pub.(ed25519.PublicKey)
+	if !ok {
+		return nil, errors.New("the targets key is not Ed25519")
+	}
+	return k, nil
 }
