@@ -184,12 +184,14 @@ func TestClientAgainstANode(t *testing.T) {
 	t.Run("health", e.health)
 	t.Run("tenants", e.tenants)
 	t.Run("gateways", e.gateways)
+	t.Run("factory", e.factory)
 	t.Run("enrollment", func(t *testing.T) { gwCert = e.enrollment(t) })
 	t.Run("credentials", e.credentials)
 	t.Run("oauth2", e.oauth2)
 	t.Run("messages and stream", func(t *testing.T) { e.messages(t, gwCert) })
 	t.Run("integrations", func(t *testing.T) { e.integrations(t, gwCert) })
 	t.Run("audit", e.audit)
+	t.Run("mesh", e.mesh)
 	t.Run("firmware", func(t *testing.T) { e.firmware(t, gwCert) })
 	t.Run("every route", e.everyRoute)
 }
@@ -766,6 +768,61 @@ func (e *env) audit(t *testing.T) {
 	}
 	_, err := e.op.ListAudit(ctx(t), tenant, client.AuditQuery{Cursor: "zero"})
 	wantProblem(t, err, 400, "api.bad_parameter")
+}
+
+func (e *env) mesh(t *testing.T) {
+	_, err := e.op.MeshKeys(ctx(t), tenant)
+	wantProblem(t, err, 404, "meshnet.network_not_found")
+	created := must[*client.MeshKeys](t)(e.op.RotateMeshKey(ctx(t), tenant, client.MeshKeyRequest{}))
+	e.sameAsSent(t, created)
+	if !created.Created || created.NetworkID == 0 || len(created.Epochs) != 1 || created.Epochs[0].Epoch != 1 {
+		t.Errorf("created %+v", created)
+	}
+	grace := int64(60)
+	rotated := must[*client.MeshKeys](t)(e.op.RotateMeshKey(ctx(t), tenant, client.MeshKeyRequest{GraceSeconds: &grace}))
+	e.sameAsSent(t, rotated)
+	if rotated.Created || rotated.NetworkID != created.NetworkID || len(rotated.Epochs) != 2 || rotated.Epochs[0].NotAfter == nil || rotated.Epochs[1].NotAfter != nil {
+		t.Errorf("rotated %+v", rotated)
+	}
+	grace = -1
+	_, err = e.op.RotateMeshKey(ctx(t), tenant, client.MeshKeyRequest{GraceSeconds: &grace})
+	wantProblem(t, err, 400, "meshnet.grace_invalid")
+	got := must[*client.MeshKeys](t)(e.op.MeshKeys(ctx(t), tenant))
+	e.sameAsSent(t, got)
+	if got.Version != 2 || len(got.Epochs) != 2 {
+		t.Errorf("keys %+v", got)
+	}
+	file := must[[]byte](t)(e.op.ExportMeshKeys(ctx(t), tenant))
+	var kf struct {
+		NetworkID uint32 `json:"networkId"`
+		Keys      []struct {
+			Epoch uint32 `json:"epoch"`
+			Key   []byte `json:"key"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(file, &kf); err != nil || kf.NetworkID != created.NetworkID || len(kf.Keys) != 2 || len(kf.Keys[1].Key) != 16 {
+		t.Errorf("key file %v: %s", err, file)
+	}
+	node := must[*client.MeshNode](t)(e.op.PutMeshNode(ctx(t), tenant, 42))
+	e.sameAsSent(t, node)
+	added := must[*client.AddMeshNodesResult](t)(e.op.AddMeshNodes(ctx(t), tenant, []uint32{42, 7}))
+	e.sameAsSent(t, added)
+	if !slices.Equal(added.Added, []uint32{7}) || added.Version != 2 {
+		t.Errorf("added %+v", added)
+	}
+	e.sameAsSent(t, must[*client.MeshNode](t)(e.op.GetMeshNode(ctx(t), tenant, 7)))
+	list := must[*client.MeshNodes](t)(e.op.MeshNodes(ctx(t), tenant))
+	e.sameAsSent(t, list)
+	if !slices.Equal(list.Nodes, []uint32{7, 42}) {
+		t.Errorf("nodes %+v", list)
+	}
+	if err := e.op.DeleteMeshNode(ctx(t), tenant, 7); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.op.GetMeshNode(ctx(t), tenant, 7)
+	wantProblem(t, err, 404, "meshnet.node_not_found")
+	err = e.op.DeleteMeshNode(ctx(t), tenant, 7)
+	wantProblem(t, err, 404, "meshnet.node_not_found")
 }
 
 // everyRoute checks that the tests called every route of the server.

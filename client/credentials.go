@@ -22,6 +22,11 @@ const (
 	// changing where one delivers, re-driving dead letters) needs
 	// ScopeMessagesRead as well.
 	ScopeIntegrationsWrite = "integrations:write"
+	// ScopeMeshRead reads the tenant's mesh network (key epochs, never
+	// keys) and authorized node list; ScopeMeshWrite creates, rotates and
+	// exports the mesh keys and changes the node list.
+	ScopeMeshRead  = "mesh:read"
+	ScopeMeshWrite = "mesh:write"
 	// ScopeFirmwareRead reads the tenant's firmware repository and rollouts.
 	ScopeFirmwareRead = "firmware:read"
 	// ScopeFirmwareWrite sets up the firmware repository, publishes
@@ -34,6 +39,7 @@ const (
 var Scopes = []string{
 	ScopeGatewaysRead, ScopeGatewaysWrite, ScopeMessagesRead, ScopeKeysRead,
 	ScopeKeysWrite, ScopeAuditRead, ScopeIntegrationsRead, ScopeIntegrationsWrite,
+	ScopeMeshRead, ScopeMeshWrite,
 	ScopeFirmwareRead, ScopeFirmwareWrite,
 }
 

@@ -37,8 +37,8 @@ func ExampleClient_CreateTenant() {
 	fmt.Println(t.ID, "created; its gateways' CA:", t.CACert)
 }
 
-// Registering a gateway and giving it an enrollment token, with an API key
-// holding gateways:write.
+// Registering a gateway and giving it an enrollment token, with the
+// operator key (a tenant claims its gateways instead: ClaimGateway).
 func ExampleClient_RegisterGateway() {
 	c, err := client.New(client.Config{Server: "iot.example.com:8443", Credential: os.Getenv("IOTRANSIT_KEY")})
 	if err != nil {
@@ -128,4 +128,24 @@ func ExampleProblem() {
 	default:
 		log.Fatal(err)
 	}
+}
+
+// Claiming a factory-provisioned gateway with the serial and claim code on
+// its label, with an API key holding gateways:write, then giving it an
+// enrollment token.
+func ExampleClient_ClaimGateway() {
+	c, err := client.New(client.Config{Server: "iot.example.com:8443", Credential: os.Getenv("IOTRANSIT_KEY")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	gw, err := c.ClaimGateway(ctx, "acme", client.ClaimGatewayRequest{Serial: "TSGW06K4Q7Z2M9X1C", ClaimCode: "7KQ2M-9XW4T-H3N8B-RZ5CV"})
+	if err != nil {
+		log.Fatal(err) // 404 registry.claim_invalid: unknown serial or wrong code, alike
+	}
+	tok, err := c.CreateEnrollmentToken(ctx, "acme", client.CreateEnrollmentTokenRequest{Serial: gw.Serial})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("enroll", gw.Serial, "with", tok.Token)
 }

@@ -49,6 +49,34 @@ type Gateway struct {
 	CertificateExpiry *time.Time `json:"certificateExpiry,omitempty"`
 	// Certificates are those issued to the gateway, oldest first.
 	Certificates []Certificate `json:"certificates"`
+	// LastSeen is when the gateway last connected, sent its status or
+	// uploaded (written at a bounded rate: up to 30 s older on a node the
+	// gateway is not connected to); absent when never seen.
+	LastSeen *time.Time `json:"lastSeen,omitempty"`
+	// AgentVersion, Firmware, QueueDepth, QueueDropped and Mesh come from
+	// the gateway's last status; absent before its first.
+	AgentVersion string           `json:"agentVersion,omitempty"`
+	Firmware     *GatewayFirmware `json:"firmware,omitempty"`
+	QueueDepth   *int             `json:"queueDepth,omitempty"`
+	QueueDropped *uint64          `json:"queueDropped,omitempty"`
+	Mesh         *GatewayMesh     `json:"mesh,omitempty"`
+	// StatusAt is when the last status arrived.
+	StatusAt *time.Time `json:"statusAt,omitempty"`
+}
+
+// GatewayFirmware is the firmware a gateway reports running.
+type GatewayFirmware struct {
+	Version string `json:"version,omitempty"`
+	// Slot is the active A/B slot, "a" or "b".
+	Slot string `json:"slot,omitempty"`
+}
+
+// GatewayMesh counts the mesh frames a gateway took and dropped, by
+// reason (replay, forged, truncated, malformed, unknown_node, stale_epoch,
+// unknown_network).
+type GatewayMesh struct {
+	Accepted uint64            `json:"accepted"`
+	Dropped  map[string]uint64 `json:"dropped,omitempty"`
 }
 
 // Certificate is a certificate issued to a gateway.
@@ -100,7 +128,8 @@ func (q GatewayQuery) values() url.Values {
 }
 
 // RegisterGateway registers a gateway with a tenant; it can then get a
-// certificate through an enrollment token.
+// certificate through an enrollment token. Operator only: a tenant adds a
+// gateway with ClaimGateway.
 func (c *Client) RegisterGateway(ctx context.Context, tenant string, req RegisterGatewayRequest) (*Gateway, error) {
 	return post[Gateway](ctx, c, path("tenants", tenant, "gateways"), req)
 }

@@ -33,6 +33,7 @@ var gatewayGroup = &group{
 					return e.show(g, gatewayTable(*g))
 				}
 			}},
+		claimCmd,
 		{name: "list", synopsis: "[--state active|isolated|revoked] [--limit N] [--after SERIAL]", summary: "list gateways, by serial", tenant: true,
 			flags: func(fs *flag.FlagSet) action {
 				var q client.GatewayQuery
@@ -90,6 +91,7 @@ func printGateway(w io.Writer, g *client.Gateway) error {
 	t.row("UPDATED:", fmtTime(&g.UpdatedAt))
 	t.row("LABELS:", fmtLabels(g.Labels))
 	t.row("CERT-EXPIRY:", fmtTime(g.CertificateExpiry))
+	gatewayStatusRows(t, g)
 	if err := t.flush(); err != nil {
 		return err
 	}

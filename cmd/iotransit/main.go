@@ -28,12 +28,16 @@ Usage:
 Administration, through the HTTPS API (local or remote):
   iotransit tenant  create|list|get                 tenants (operator key)
   iotransit gateway register|list|get|isolate|activate|revoke|delete
+  iotransit factory provision --count N --model M --out DIR   gateways with claim codes (operator);
+                    a tenant claims one: iotransit gateway claim --serial S --code-file F
   iotransit token   create <serial> [--ttl 24h]     one-time enrollment token
   iotransit apikey  create|list|get|revoke          a tenant's API keys
   iotransit audit   list|verify                     the tenant's audit log
   iotransit integration add|list|get|pause|resume|delete|test|rotate-secret|dead-letters|redrive
                                                     forward messages: webhook, MQTT, Azure, AWS, WebSocket
   iotransit enroll  --token T --serial S --out DIR  enroll a gateway: key made here
+  iotransit mesh key create|rotate|list|export      the sensor mesh's network keys
+  iotransit mesh node add|list|remove               the mesh's authorized sensor nodes
   iotransit firmware init|publish|resign|rotate-root|list|rollout create|rollout get
                                                     signed firmware on TUF (keys stay here)
   They take --server (IOTRANSIT_SERVER), --ca (IOTRANSIT_CA), --key-file
@@ -59,6 +63,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"bench":       bench,
 	"tenant":      tenantGroup.run,
 	"gateway":     gatewayGroup.run,
+	"factory":     factoryGroup.run,
 	"token":       tokenGroup.run,
 	"apikey":      apikeyGroup.run,
 	"audit":       auditGroup.run,
@@ -67,6 +72,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"keygen":      keygen,
 	"decrypt":     decrypt,
 	"mesh-sim":    meshSim,
+	"mesh":        meshAdmin,
 	"firmware":    firmwareCmd,
 }
 

@@ -67,6 +67,9 @@ type Registry interface {
 	Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
 	Reenroll(ctx context.Context, id registry.Identity, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
 	Authenticate(chain []*x509.Certificate, now time.Time) (registry.Identity, error)
+	// Factory provisioning and claims.
+	Provision(ctx context.Context, model string, count int) (string, []registry.Provisioned, error)
+	Claim(ctx context.Context, tenant, serial, code string) (registry.Gateway, error)
 }
 
 // Credentials is what the API uses of the credential store (credential.Store).
@@ -127,6 +130,10 @@ type Deps struct {
 	ServerCA []byte
 	// Connected reports whether a gateway has a live MQTT session on this node.
 	Connected func(tenant, serial string) bool
+	// Mesh manages the tenants' mesh networks (nil: the routes answer 404).
+	Mesh Mesh
+	// GatewayStates reads the gateways' last status and lastSeen (nil: not shown).
+	GatewayStates GatewayStates
 	// Ready reports whether the node can serve (backbone and listeners up).
 	Ready func(context.Context) error
 	// Gatherer exposes metrics at /metrics (operator only).

@@ -81,6 +81,13 @@ func (s *Server) getTenant(w http.ResponseWriter, r *http.Request, _ *Principal)
 	return nil
 }
 
+// registerGateway registers a serial directly: the operator's way (an
+// Operator route: serials are unique across tenants, so its 409 says a
+// serial is held somewhere). A tenant credential is refused before the
+// serial is read, whatever it is, so that it learns nothing of other
+// tenants' serials and cannot reserve (squat) one it does not own: a
+// tenant adds a gateway by claiming it with the code on its label
+// (claimGateway, docs/SECURITY.md).
 func (s *Server) registerGateway(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	var req client.RegisterGatewayRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
@@ -143,7 +150,9 @@ func (s *Server) listGateways(w http.ResponseWriter, r *http.Request, _ *Princip
 			out.Next = out.Items[len(out.Items)-1].Serial
 			break
 		}
-		out.Items = append(out.Items, s.viewGateway(g))
+		v := s.viewGateway(g)
+		s.withState(r.Context(), &v)
+		out.Items = append(out.Items, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -166,7 +175,9 @@ func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, _ *Principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.viewGateway(g))
+	v := s.viewGateway(g)
+	s.withState(r.Context(), &v)
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 

@@ -52,6 +52,12 @@ type Limits struct {
 	ReadsPerTenant     float64
 	TenantReadBurst    int
 	MaxReadsPerRequest int
+	// ClaimFailures is how many failed gateway claims (wrong serial or
+	// code) one tenant may make in a burst (default 10); one more is
+	// allowed every ClaimRefill (default 1 minute). With none left every
+	// claim of the tenant answers 429 with Retry-After.
+	ClaimFailures int
+	ClaimRefill   time.Duration
 }
 
 func (l *Limits) defaults() {
@@ -94,6 +100,12 @@ func (l *Limits) defaults() {
 	if l.MaxReadsPerRequest == 0 {
 		l.MaxReadsPerRequest = 2000
 	}
+	if l.ClaimFailures == 0 {
+		l.ClaimFailures = 10
+	}
+	if l.ClaimRefill == 0 {
+		l.ClaimRefill = time.Minute
+	}
 }
 
 // limiter holds token buckets per credential and per address, and failed
@@ -107,6 +119,9 @@ type limiter struct {
 	failures   map[string]*window
 	suppressed map[string]int // refusals left out of a tenant's audit log
 	swept      time.Time
+
+	// claims are the failed gateway claims per tenant (factory.go).
+	claims map[string]*readBucket
 }
 
 // readBucket is a token bucket of reads that lends: a request takes up

@@ -983,6 +983,35 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	a.call("GET /v1/tenants/{tenant}/rejected", "/v1/tenants/acme/rejected?limit=5", apiKey, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/messages", "/v1/tenants/acme/messages?gateway=nope", apiKey, "", "", 400)
 
+	// The gateway's status on the gateway, and the mesh routes.
+	status := `{"agentVersion":"1.0","firmwareVersion":"2.0","slot":"a","queueDepth":1,"queueDropped":0,"mesh":{"accepted":5,"dropped":{"replay":1}},"time":"2026-12-07T10:00:00Z"}`
+	if res, err := up.PublishTo(t.Context(), "v1/gw/"+serial2+"/status", []byte(status), 1); err != nil || res.ReasonCode != 0 {
+		t.Fatalf("status: %v %+v", err, res)
+	}
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if g := a.call("GET /v1/tenants/{tenant}/gateways/{serial}", gw2, op, "", "", 200); g["agentVersion"] != "1.0" {
+			return fmt.Errorf("no status on the gateway: %v", g)
+		}
+		return nil
+	})
+	const meshKeys, meshNodes = "/v1/tenants/acme/mesh/keys", "/v1/tenants/acme/mesh/nodes"
+	const keysRoute, nodesRoute = "/v1/tenants/{tenant}/mesh/keys", "/v1/tenants/{tenant}/mesh/nodes"
+	code(a.call("GET "+keysRoute, meshKeys, op, "", "", 404), "meshnet.network_not_found")
+	a.call("POST "+keysRoute, meshKeys, op, "", "", 201)
+	a.call("POST "+keysRoute, meshKeys, op, "", `{"graceSeconds":60}`, 200)
+	code(a.call("POST "+keysRoute, meshKeys, op, "", `{"graceSeconds":-1}`, 400), "meshnet.grace_invalid")
+	a.call("GET "+keysRoute, meshKeys, op, "", "", 200)
+	a.call("POST "+keysRoute+"/export", meshKeys+"/export", op, "", "", 200)
+	a.call("POST "+nodesRoute, meshNodes, op, "", `{"nodes":[1,2]}`, 200)
+	code(a.call("POST "+nodesRoute, meshNodes, op, "", `{"nodes":[]}`, 400), "api.bad_parameter")
+	a.call("GET "+nodesRoute, meshNodes, op, "", "", 200)
+	a.call("PUT "+nodesRoute+"/{nodeId}", meshNodes+"/3", op, "", "", 201)
+	a.call("PUT "+nodesRoute+"/{nodeId}", meshNodes+"/3", op, "", "", 200)
+	a.call("GET "+nodesRoute+"/{nodeId}", meshNodes+"/3", op, "", "", 200)
+	code(a.call("GET "+nodesRoute+"/{nodeId}", meshNodes+"/0", op, "", "", 400), "meshnet.node_invalid")
+	a.call("DELETE "+nodesRoute+"/{nodeId}", meshNodes+"/3", op, "", "", 204)
+	code(a.call("DELETE "+nodesRoute+"/{nodeId}", meshNodes+"/3", op, "", "", 404), "meshnet.node_not_found")
+
 	// The stream: errors before the upgrade, then frames of the messages
 	// above, plain and sealed.
 	const streamRoute = "GET /v1/tenants/{tenant}/stream"

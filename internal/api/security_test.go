@@ -94,6 +94,20 @@ func (w *world) integration(tenant string) string {
 	return out.ID
 }
 
+// meshNode makes sure tenant has a mesh network and node id authorized.
+func (w *world) meshNode(tenant string, id int) {
+	w.t.Helper()
+	base := "/v1/tenants/" + tenant + "/mesh"
+	if r := w.api.Do("GET", base+"/keys", w.api.Key(), nil); r.Status == 404 {
+		if r := w.api.Do("POST", base+"/keys", w.api.Key(), nil); r.Status != 201 {
+			w.t.Fatalf("create mesh network: %d %s", r.Status, r.Body)
+		}
+	}
+	if r := w.api.Do("PUT", fmt.Sprintf("%s/nodes/%d", base, id), w.api.Key(), nil); r.Status >= 300 {
+		w.t.Fatalf("authorize node %d: %d %s", id, r.Status, r.Body)
+	}
+}
+
 func (w *world) clientID(tenant string) string {
 	w.t.Helper()
 	r := w.api.Do("POST", "/v1/tenants/"+tenant+"/oauth2-clients", w.api.Key(), map[string]any{"scopes": []string{"messages:read"}})
@@ -127,13 +141,22 @@ func (w *world) request(rt api.Route, tenant string) (path string, body any) {
 		}
 		path = strings.ReplaceAll(path, "{id}", id)
 	}
+	if strings.Contains(path, "/mesh/") {
+		w.meshNode(tenant, 42)
+		path = strings.ReplaceAll(path, "{nodeId}", "42")
+	}
 	switch {
+	case rt.Method == "POST" && strings.HasSuffix(rt.Pattern, "/mesh/nodes"):
+		body = map[string]any{"nodes": []uint32{43}}
 	case rt.Method == "POST" && strings.HasSuffix(rt.Pattern, "/gateways"):
 		body = map[string]string{"serial": fmt.Sprintf("TSGW06NEW%08d", w.seq.Add(1))}
 	case rt.Method == "PATCH" && strings.Contains(rt.Pattern, "/integrations/"):
 		body = map[string]any{"batch": map[string]any{"maxMessages": 50}}
 	case rt.Method == "PATCH":
 		body = map[string]any{"labels": map[string]string{"site": "hq"}}
+	case strings.HasSuffix(rt.Pattern, "/gateways/claim"):
+		serial, code := w.provisioned()
+		body = map[string]string{"serial": serial, "claimCode": code}
 	case strings.HasSuffix(rt.Pattern, "/enrollment-tokens") && rt.Method == "POST":
 		body = map[string]string{"serial": w.gateway(tenant)}
 	case strings.HasSuffix(rt.Pattern, "/api-keys") && rt.Method == "POST",

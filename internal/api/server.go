@@ -42,7 +42,7 @@ func (s *Server) routeTable() []Route {
 		{Method: "GET", Pattern: "/v1/tenants", Access: Operator, handle: s.listTenants},
 		t("GET", "/v1/tenants/{tenant}", credential.ScopeGatewaysRead, s.getTenant),
 
-		t("POST", "/v1/tenants/{tenant}/gateways", credential.ScopeGatewaysWrite, s.registerGateway),
+		{Method: "POST", Pattern: "/v1/tenants/{tenant}/gateways", Access: Operator, handle: s.registerGateway},
 		t("GET", "/v1/tenants/{tenant}/gateways", credential.ScopeGatewaysRead, s.listGateways),
 		t("GET", "/v1/tenants/{tenant}/gateways/{serial}", credential.ScopeGatewaysRead, s.getGateway),
 		t("PATCH", "/v1/tenants/{tenant}/gateways/{serial}", credential.ScopeGatewaysWrite, s.updateGateway),
@@ -51,6 +51,9 @@ func (s *Server) routeTable() []Route {
 		t("POST", "/v1/tenants/{tenant}/gateways/{serial}/activate", credential.ScopeGatewaysWrite, s.gatewayState("activate")),
 		t("POST", "/v1/tenants/{tenant}/gateways/{serial}/revoke", credential.ScopeGatewaysWrite, s.gatewayState("revoke")),
 		t("GET", "/v1/tenants/{tenant}/gateways/{serial}/certificates", credential.ScopeGatewaysRead, s.listCertificates),
+
+		{Method: "POST", Pattern: "/v1/factory/gateways", Access: Operator, handle: s.provisionGateways},
+		t("POST", "/v1/tenants/{tenant}/gateways/claim", credential.ScopeGatewaysWrite, s.claimGateway),
 
 		t("POST", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysWrite, s.createEnrollmentToken),
 		t("GET", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysRead, s.listEnrollmentTokens),
@@ -84,6 +87,14 @@ func (s *Server) routeTable() []Route {
 		t("GET", "/v1/tenants/{tenant}/audit", credential.ScopeAuditRead, s.listAudit),
 		t("GET", "/v1/tenants/{tenant}/audit/verify", credential.ScopeAuditRead, s.verifyAudit),
 
+		t("POST", "/v1/tenants/{tenant}/mesh/keys", credential.ScopeMeshWrite, s.mesh(s.rotateMeshKey)),
+		t("GET", "/v1/tenants/{tenant}/mesh/keys", credential.ScopeMeshRead, s.mesh(s.getMeshKeys)),
+		t("POST", "/v1/tenants/{tenant}/mesh/keys/export", credential.ScopeMeshWrite, s.mesh(s.exportMeshKeys)),
+		t("GET", "/v1/tenants/{tenant}/mesh/nodes", credential.ScopeMeshRead, s.mesh(s.listMeshNodes)),
+		t("POST", "/v1/tenants/{tenant}/mesh/nodes", credential.ScopeMeshWrite, s.mesh(s.addMeshNodes)),
+		t("PUT", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshWrite, s.mesh(s.putMeshNode)),
+		t("GET", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshRead, s.mesh(s.getMeshNode)),
+		t("DELETE", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshWrite, s.mesh(s.deleteMeshNode)),
 		// Firmware: the tenant's TUF repository, its images and rollouts;
 		// gateways read their own tenant's over mutual TLS.
 		t("GET", "/v1/tenants/{tenant}/firmware/online-keys", credential.ScopeFirmwareRead, s.firmwareOnlineKeys),

@@ -24,6 +24,7 @@ var layers = map[string]int{
 	"internal/forward/azure": 1, "internal/forward/awsiot": 1, "internal/forward/seal": 1,
 	"internal/gateway": 1, "internal/mosquitto": 1,
 	"internal/gateway/keystore": 1, "internal/gateway/queue": 1,
+	"internal/meshnet": 1, "internal/gwstate": 1,
 	"internal/firmware": 1, "internal/gateway/updater": 1,
 	// 2: the HTTPS edge.
 	"internal/api": 2,
@@ -42,6 +43,8 @@ var sameLayer = map[string][]string{
 	"internal/pki":            {"internal/fault"},
 	"internal/kms":            {"internal/securefile"},
 	"internal/forward/egress": {"internal/fault"},
+	// The mesh keys travel sealed in the receiver's format.
+	"internal/gwproto": {"receiver"},
 	// Enrollment tokens are bearer secrets of the credential form.
 	"internal/registry": {"internal/credential"},
 	// The accept core authenticates against the registry and persists to the store.

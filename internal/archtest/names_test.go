@@ -14,7 +14,7 @@ import (
 
 // backboneName matches a string literal that starts a JetStream stream,
 // subject, consumer or bucket name of iotransit's layout.
-var backboneName = regexp.MustCompile(`^(MSG_|REJ_|AUD_|DLQ_|iot\.|iot_|fwd_|audit\.[^.]*\.(entry|checkpoint)$|iotransit_(kms|system|tenants|serials|enrollment|credentials|leases)$)`)
+var backboneName = regexp.MustCompile(`^(MSG_|REJ_|AUD_|DLQ_|iot\.|iot_|fwd_|audit\.[^.]*\.(entry|checkpoint)$|iotransit_(kms|system|tenants|serials|enrollment|credentials|leases|factory)$)`)
 
 // TestNamesComeFromTheCatalogue keeps the names of streams, subjects and
 // buckets in one place (internal/backbone/names, which checks every id it

@@ -49,8 +49,10 @@ func TestCPUUsage(t *testing.T) {
 	if got := u.Self * wall; math.Abs(got-used) > 0.05+0.2*used {
 		t.Errorf("self %.3f cores x %.3fs = %.3fs of CPU, getrusage says %.3fs", u.Self, wall, got, used)
 	}
-	// This process counts as the "server" pid too here.
-	if u.Server != u.Self || u.Busy < u.Self*0.9 || u.Others < 0 || u.Cores != runtime.NumCPU() {
+	// This process counts as the "server" pid too here. /proc/self and
+	// /proc/<pid> are read one after the other while the runtime's own
+	// threads (GC, the test's timer) run, so they may differ by a few ticks.
+	if math.Abs(u.Server-u.Self)*wall > 0.03 || u.Busy < u.Self*0.9 || u.Others < 0 || u.Cores != runtime.NumCPU() {
 		t.Errorf("usage %+v: inconsistent", *u)
 	}
 	if usage(cpuSnapshot{}, a, 2) != nil {

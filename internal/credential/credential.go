@@ -34,6 +34,8 @@ const (
 	ScopeAuditRead         = client.ScopeAuditRead
 	ScopeIntegrationsRead  = client.ScopeIntegrationsRead
 	ScopeIntegrationsWrite = client.ScopeIntegrationsWrite
+	ScopeMeshRead          = client.ScopeMeshRead
+	ScopeMeshWrite         = client.ScopeMeshWrite
 	ScopeFirmwareRead      = client.ScopeFirmwareRead
 	ScopeFirmwareWrite     = client.ScopeFirmwareWrite
 )

@@ -3,7 +3,8 @@
 // travels on them besides Thingsee messages (the rejection report, the
 // gateway's status, the mesh keys and node list, firmware notices). The
 // ingest (cloud side) and the gateway agent both build on it, so the two
-// ends cannot drift apart. It imports only the standard library.
+// ends cannot drift apart. It imports only the standard library and the
+// public receiver package (the sealed-body format of the mesh keys).
 //
 // Topics (serial is the gateway's, its certificate's CN):
 //

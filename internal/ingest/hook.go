@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 
 	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/registry"
@@ -30,7 +31,18 @@ type session struct {
 	id          Identity
 	cl          *mqtt.Client
 	established bool // mochi sent the CONNACK: OnDisconnect follows
+	// statuses bounds the session's status publishes (each may cost the
+	// cloud a key delivery): a burst of statusBurst, then one per
+	// statusEvery.
+	statuses *rate.Limiter
 }
+
+// Bounds of a session's status publishes: an agent sends one on connect and
+// one a minute at most.
+const (
+	statusEvery = 5 * time.Second
+	statusBurst = 4
+)
 
 // Bounds of what one gateway may subscribe to under its down/ prefix.
 const (
@@ -150,6 +162,19 @@ func (h *hook) session(tenant, serial string) (*session, bool) {
 	return s, ok
 }
 
+// sessions returns the serials of the tenant's live sessions.
+func (h *hook) sessions(tenant string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, s := range h.byGateway {
+		if s.id.Tenant == tenant {
+			out = append(out, s.id.Serial)
+		}
+	}
+	return out
+}
+
 func (h *hook) clientSession(cl *mqtt.Client) (*session, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -204,7 +229,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = max
 		cl.State.ServerKeepalive = v5(cl)
 	}
-	s := &session{id: id, cl: cl}
+	s := &session{id: id, cl: cl, statuses: rate.NewLimiter(rate.Every(statusEvery), statusBurst)}
 	h.mu.Lock()
 	if h.perTenant[id.Tenant] >= h.cfg.MaxConnsPerTenant {
 		h.mu.Unlock()
@@ -234,6 +259,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	h.prepareSession(cl.ID, id.Tenant+"/"+g.Incarnation+"/"+g.CreatedAt.String())
 	h.m.connAccepted.Inc()
 	h.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
+	if h.cfg.Presence != nil {
+		h.cfg.Presence.Connected(id)
+	}
 	return nil
 }
 
@@ -268,6 +296,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 func (h *hook) ended(cl *mqtt.Client, reason string) {
 	if s, ok := h.unregister(cl); ok {
 		h.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
+		if h.cfg.Presence != nil {
+			h.cfg.Presence.Disconnected(s.id)
+		}
 	}
 }
 
@@ -283,8 +314,9 @@ func disconnectReason(err error) string {
 	return "connection lost"
 }
 
-// OnACLCheck allows publishing only to v1/gw/{own serial}/up and subscribing
-// only under v1/gw/{own serial}/down/.
+// OnACLCheck allows publishing only to v1/gw/{own serial}/up and
+// v1/gw/{own serial}/status, and subscribing only under
+// v1/gw/{own serial}/down/.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	s, ok := h.clientSession(cl)
 	if !ok {
@@ -292,7 +324,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	var allowed bool
 	if write {
-		allowed = topic == UpTopic(s.id.Serial)
+		allowed = topic == UpTopic(s.id.Serial) || topic == gwproto.StatusTopic(s.id.Serial)
 	} else {
 		// Under down/ only, and small: mochi builds one topic-tree node
 		// per level under a global lock, so deep or many filters would
@@ -428,6 +460,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if !ok {
 		return pk, packets.ErrRejectPacket
 	}
+	if h.cfg.Presence != nil {
+		h.cfg.Presence.Seen(s.id)
+	}
+	if pk.TopicName == gwproto.StatusTopic(s.id.Serial) {
+		return h.status(cl, s, pk)
+	}
 	out := h.core.Accept(context.Background(), s.id, pk.Payload)
 	if out.Report != nil {
 		h.report(s, pk.PacketID, out.Report)
@@ -453,6 +491,45 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	pkx := pk
 	pkx.Ignore = true // uplinks are not routed to MQTT subscribers
+	pkx.FixedHeader.Retain = false
+	return pkx, nil
+}
+
+// status takes a gateway's Status (gwproto.ParseStatus): a valid one goes
+// to the Presence and is acknowledged; anything else is refused (MQTT 5:
+// PUBACK 0x99 with the reason; MQTT 3.1.1: the connection is closed) and
+// counted, and so is a status over the session's status rate (0x96). A status is never stored as a message nor routed to
+// subscribers.
+func (h *hook) status(cl *mqtt.Client, s *session, pk packets.Packet) (packets.Packet, error) {
+	refuse := func(label string, code packets.Code, reason string) (packets.Packet, error) {
+		h.m.publishRefused.WithLabelValues(label).Inc()
+		h.emit(Event{Kind: eventTopicRefused, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: label})
+		switch {
+		case pk.FixedHeader.Qos == 0:
+			return pk, packets.ErrRejectPacket
+		case v5(cl):
+			if len(reason) > 160 {
+				reason = reason[:160]
+			}
+			return pk, packets.Code{Code: code.Code, Reason: strings.ToValidUTF8(reason, "")}
+		default:
+			_ = h.broker.DisconnectClient(cl, code)
+			return pk, packets.ErrRejectPacket
+		}
+	}
+	if !s.statuses.Allow() {
+		return refuse("status_rate", packets.ErrMessageRateTooHigh, fmt.Sprintf("over the status rate (a burst of %d, then one per %v); send a status on connect and when something changes", statusBurst, statusEvery))
+	}
+	st, err := gwproto.ParseStatus(pk.Payload)
+	if err != nil {
+		return refuse("status_invalid", packets.ErrPayloadFormatInvalid, err.Error())
+	}
+	h.m.statuses.Inc()
+	if h.cfg.Presence != nil {
+		h.cfg.Presence.Status(s.id, st)
+	}
+	pkx := pk
+	pkx.Ignore = true
 	pkx.FixedHeader.Retain = false
 	return pkx, nil
 }

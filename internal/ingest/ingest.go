@@ -27,11 +27,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iotransit/iotransit/internal/gwproto"
 )
 
 // Config configures the ingest.
@@ -66,6 +69,24 @@ type Config struct {
 	// refused connections, and of summaries of those over the budget (for
 	// the audit log). It must not block.
 	OnEvent func(Event)
+	// Presence, when set, is told of every gateway session, its uploads
+	// and its status (gwproto.Status on its status topic), unbudgeted. It
+	// must not block.
+	Presence Presence
+}
+
+// Presence follows the gateways' sessions on this node: the cloud's view
+// of when each was last seen and what it last said of itself. Its methods
+// must not block (they run in the gateway's read loop).
+type Presence interface {
+	// Connected is called when a gateway's session is accepted.
+	Connected(id Identity)
+	// Seen is called for each publish of a gateway.
+	Seen(id Identity)
+	// Status is called with each valid status a gateway publishes.
+	Status(id Identity, st gwproto.Status)
+	// Disconnected is called when a gateway's session ends.
+	Disconnected(id Identity)
 }
 
 // Event kinds.
@@ -202,7 +223,7 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	broker := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		InlineClient: true, // for reports on v1/gw/{serial}/down/errors
+		InlineClient: true, // for reports on v1/gw/{serial}/down/errors and deliveries on down/
 		Logger:       slog.New(quietHandler{log.Handler()}),
 	})
 	events := newRecorder(cfg.Events, cfg.OnEvent, log, func(kind string) { core.m.eventsSummarized.WithLabelValues(kind).Inc() })
@@ -269,4 +290,21 @@ func (s *Server) KickStale(tenant, serial string, stale func(certSerial string) 
 func (s *Server) Connected(tenant, serial string) bool {
 	_, ok := s.hook.session(tenant, serial)
 	return ok
+}
+
+// Deliver publishes payload to a gateway's down/ topic, retained and QoS 1:
+// the gateway gets it now if it is subscribed on this node, and on its
+// next subscription to this node otherwise. Only topics under the
+// serial's down/ are accepted.
+func (s *Server) Deliver(serial, topic string, payload []byte) error {
+	if !strings.HasPrefix(topic, gwproto.DownTopic(serial)+"/") {
+		return fmt.Errorf("ingest: %q is not a down topic of %s", topic, serial)
+	}
+	return s.broker.Publish(topic, payload, true, 1)
+}
+
+// Sessions returns the serials of the tenant's gateways with a live
+// session on this node.
+func (s *Server) Sessions(tenant string) []string {
+	return s.hook.sessions(tenant)
 }

@@ -19,6 +19,8 @@ type metrics struct {
 	publishRefused   *prometheus.CounterVec
 	messages         *prometheus.CounterVec
 	persistDuration  prometheus.Histogram
+	// statuses counts the valid gateway statuses taken.
+	statuses prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,9 +54,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from a publish's arrival to JetStream's acknowledgement of all its messages.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		statuses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "iotransit_ingest_gateway_statuses_total",
+			Help: "Gateway statuses taken (invalid ones count in iotransit_ingest_publishes_refused_total{reason=\"status_invalid\"}).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connRefused, m.connAccepted, m.acceptErrors, m.eventsSummarized, m.publishRefused, m.messages, m.persistDuration)
+		reg.MustRegister(m.connRefused, m.connAccepted, m.acceptErrors, m.eventsSummarized, m.publishRefused, m.messages, m.persistDuration, m.statuses)
 	}
 	return m
 }

@@ -31,8 +31,11 @@ import (
 	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/forward/egress"
+	"github.com/iotransit/iotransit/internal/gwproto"
+	"github.com/iotransit/iotransit/internal/gwstate"
 	"github.com/iotransit/iotransit/internal/ingest"
 	"github.com/iotransit/iotransit/internal/kms"
+	"github.com/iotransit/iotransit/internal/meshnet"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/retry"
@@ -187,6 +190,9 @@ type Node struct {
 	fw       *firmware.Repos
 	ing      *ingest.Server
 	api      *api.Server
+	gwState  *gwstate.Tracker
+	mesh     *meshnet.Service
+	delivery *meshnet.Delivery
 	serverCA []byte
 	opKey    string
 	metrics  *prometheus.Registry
@@ -308,6 +314,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.fwd.AddTenant(t.ID)
 	})
 	cfg.Ingest.OnEvent = n.auditConnection
+	// Gateway state and mesh delivery: the tracker is stopped after the
+	// ingest (its last disconnects are written), the delivery before it.
+	n.gwState = gwstate.New(gwstate.Config{}, n.bb, n.log)
+	n.onClose(n.gwState.Close)
+	if n.mesh, err = meshnet.Open(ctx, n.bb, n.keys); err != nil {
+		return nil, err
+	}
+	cfg.Ingest.Presence = presence{n}
 	certs, err := n.serverCertificate(ctx, sec)
 	if err != nil {
 		return nil, err
@@ -316,6 +330,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.onClose(func() { _ = n.ing.Close() })
+	n.delivery = meshnet.NewDelivery(n.mesh, n.ing, n.gwState.DeliveryKey, n.log)
+	n.onClose(n.delivery.Close)
+	if err := n.mesh.Watch(n.ctx, n.delivery.Tenant); err != nil { // changes made on any node
+		return nil, err
+	}
 	n.reg.OnGatewayChange(n.closeSessions)
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
@@ -329,6 +348,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Integrations: n.fwdReg, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected,
+		Mesh: n.mesh, GatewayStates: n.gwState,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
@@ -371,6 +391,21 @@ func (n *Node) closeSessions(g registry.Gateway) {
 	}
 }
 
+// presence tells the gateway-state tracker of the ingest's sessions, and
+// the mesh delivery of each status (it names the key the mesh keys are
+// sealed to).
+type presence struct{ n *Node }
+
+func (p presence) Connected(id ingest.Identity) { p.n.gwState.Connected(id.Tenant, id.Serial) }
+func (p presence) Seen(id ingest.Identity)      { p.n.gwState.Seen(id.Tenant, id.Serial) }
+func (p presence) Disconnected(id ingest.Identity) {
+	p.n.gwState.Disconnected(id.Tenant, id.Serial)
+}
+func (p presence) Status(id ingest.Identity, st gwproto.Status) {
+	p.n.gwState.Status(id.Tenant, id.Serial, st)
+	p.n.delivery.Gateway(id.Tenant, id.Serial)
+}
+
 // auditConnection queues a gateway connection event, or a summary of
 // several, for the audit log without blocking the connection. The ingest
 // decides what reaches it (its EventBudget: refusals that name no tenant
@@ -406,7 +441,7 @@ func (n *Node) auditConnection(e ingest.Event) {
 // retainFirmwareNotice leaves a gateway's firmware notice retained on this
 // node's broker.
 func (n *Node) retainFirmwareNotice(serial string, notice []byte) {
-	if err := n.ing.RetainFirmwareNotice(serial, notice); err != nil {
+	if err := n.ing.Deliver(serial, gwproto.FirmwareTopic(serial), notice); err != nil {
 		n.log.Error("firmware notice not published", "gateway_id", serial, "error", err)
 	}
 }

@@ -70,21 +70,30 @@ func (r *Registry) RegisterGateway(ctx context.Context, tenant, serial string) (
 		}
 		return Gateway{}, fmt.Errorf("registry: reserve serial: %w", err)
 	}
+	g, err := r.createGateway(ctx, te, serial)
+	if err != nil {
+		// Give the serial back, or it stays taken by a gateway that never was.
+		_ = r.serKV.Delete(ctx, serial)
+		return Gateway{}, err
+	}
+	return g, nil
+}
+
+// createGateway stores a new, active gateway record with serial (reserved
+// for the tenant by the caller) in the tenant's bucket.
+func (r *Registry) createGateway(ctx context.Context, te *tenantEntry, serial string) (Gateway, error) {
 	inc := make([]byte, 16)
 	if _, err := rand.Read(inc); err != nil {
-		_ = r.serKV.Delete(ctx, serial)
 		return Gateway{}, fmt.Errorf("registry: random: %w", err)
 	}
 	now := r.now().UTC()
-	g := Gateway{Tenant: tenant, Serial: serial, State: StateActive, Incarnation: hex.EncodeToString(inc), CreatedAt: now, UpdatedAt: now}
+	g := Gateway{Tenant: te.rec.ID, Serial: serial, State: StateActive, Incarnation: hex.EncodeToString(inc), CreatedAt: now, UpdatedAt: now}
 	b, err := json.Marshal(g)
 	if err != nil {
 		return Gateway{}, err
 	}
 	rev, err := te.kv.Create(ctx, serial, b)
 	if err != nil {
-		// Give the serial back, or it stays taken by a gateway that never was.
-		_ = r.serKV.Delete(ctx, serial)
 		return Gateway{}, fmt.Errorf("registry: store gateway: %w", err)
 	}
 	r.cache(te, g, rev)

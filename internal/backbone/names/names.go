@@ -33,6 +33,13 @@ const (
 	CredentialIndexBucket = "iotransit_credentials"
 	// LeasesBucket holds the forwarding leases (a TTL bucket).
 	LeasesBucket = "iotransit_leases"
+	// MeshBucket holds every tenant's mesh network (its keys sealed by
+	// kms) and authorized node list, under MeshKey: one bucket, so that
+	// every node follows all changes with one watch.
+	MeshBucket = "iotransit_mesh"
+	// FactoryBucket holds the gateways made by factory provisioning, with
+	// their hashed claim codes.
+	FactoryBucket = "iotransit_factory"
 	// FirmwareKeysBucket holds each tenant's online TUF keys (snapshot and
 	// timestamp), sealed by kms under the tenant's data key.
 	FirmwareKeysBucket = "iotransit_firmware_keys"
@@ -40,6 +47,15 @@ const (
 	// rollout (key {tenant}.{serial}); every node republishes it retained.
 	FirmwareNoticesBucket = "iotransit_firmware_notices"
 )
+
+// MeshKey is the key of one part ("network" or "nodes") of a tenant's mesh
+// in MeshBucket.
+func MeshKey(tenant, part string) string { return tok(tenant) + "." + tok(part) }
+
+// GatewayStateBucket is the name of a tenant's bucket of gateway state:
+// each gateway's last status and when it was last seen (written at a
+// bounded rate, not on every message).
+func GatewayStateBucket(tenant string) string { return "iot_" + tok(tenant) + "_gateway_state" }
 
 // MessageStream is the name of a tenant's stream of accepted messages.
 func MessageStream(tenant string) string { return "MSG_" + tok(tenant) }
