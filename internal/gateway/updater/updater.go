@@ -372,3 +372,27 @@ func detail(err error) string {
 	}
 	return s
 }
+
+// Notice applies a notice (the agent's firmware handler): nil when the
+// firmware waits for its trial at the next start (restart the firmware)
+// or was already installed, else the refusal with its reason, which was
+// reported to the cloud.
+func (u *Updater) Notice(ctx context.Context, n gwproto.FirmwareNotice) error {
+	r := u.Apply(ctx, n)
+	if r.State == client.FirmwareFailed {
+		return fmt.Errorf("updater: firmware %s %s refused: %s: %s", n.Target, n.Version, r.Reason, r.Detail)
+	}
+	return nil
+}
+
+// Installed returns the active slot's firmware version ("" for the
+// factory image) and the slot, "a" or "b" (for the gateway's status).
+func (u *Updater) Installed() (version, slot string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	st, err := u.loadState()
+	if err != nil {
+		return "", ""
+	}
+	return st.Slots[st.Active].Version, st.Active
+}

@@ -340,6 +340,12 @@ func TestUpdaterInstallsAndConfirmsAGoodImage(t *testing.T) {
 	if s2, err := g.up.Boot(ctx(t)); err != nil || s2 != s {
 		t.Fatalf("second boot: %+v %v", s2, err)
 	}
+	if v, slot := g.up.Installed(); v != "1.0.0" || slot != "b" {
+		t.Errorf("Installed() = %q, %q", v, slot)
+	}
+	if err := g.up.Notice(ctx(t), n); err != nil {
+		t.Errorf("the agent's handler, with a notice already installed: %v", err)
+	}
 	// The audit log has each step.
 	page, err := e.repo.Client.ListAudit(ctx(t), "acme", client.AuditQuery{})
 	if err != nil {
