@@ -3,18 +3,14 @@ package firmware_test
 import (
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/firmware/firmwaretest"
 	"github.com/iotransit/iotransit/internal/gwproto"
-	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -24,33 +20,7 @@ import (
 // gateway that connects to the other node afterwards (each node publishes
 // the notices it sees in KV on its own broker).
 func TestFirmwareNoticeReachesAGatewayOnAnotherNode(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: tu.FreePort(t), JetStream: true, StoreDir: filepath.Join(t.TempDir(), "js"), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
-	dir1, dir2 := t.TempDir(), t.TempDir()
-	start := func(dir string) *node.Node {
-		return nodetest.Start(t, func(c *node.Config) {
-			nodetest.NoLimits(c)
-			c.DataDir, c.Dev, c.ServerNames = dir, false, []string{"127.0.0.1"}
-			c.NATSURLs = []string{ns.ClientURL()}
-		})
-	}
-	n1 := start(dir1)
-	root, err := os.ReadFile(filepath.Join(dir1, "root.key")) // a cluster's nodes share it
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir2, "root.key"), root, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n2 := start(dir2)
-
+	n1, n2 := nodetest.StartPair(t, nodetest.NoLimits)
 	repo := firmwaretest.Init(t, n1, "acme")
 	if err := repo.Publish([]byte("cluster image"), "TSGW06", "1.0.0"); err != nil {
 		t.Fatal(err)
