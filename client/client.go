@@ -194,6 +194,10 @@ type request struct {
 	body   any // JSON-encoded when not nil
 	// form is sent as application/x-www-form-urlencoded instead of body.
 	form url.Values
+	// octets is sent as application/octet-stream instead of body.
+	octets []byte
+	// limit, when positive and below MaxAnswer, bounds the answer instead.
+	limit int64
 	// auth sends the bearer credential; basic sends HTTP Basic instead.
 	auth  bool
 	basic *[2]string
@@ -246,6 +250,8 @@ func (c *Client) send(ctx context.Context, r request) (*Answer, error) {
 	switch {
 	case r.form != nil:
 		rd, ct = strings.NewReader(r.form.Encode()), "application/x-www-form-urlencoded"
+	case r.octets != nil:
+		rd, ct = bytes.NewReader(r.octets), "application/octet-stream"
 	case r.body != nil:
 		b, err := json.Marshal(r.body)
 		if err != nil {
@@ -273,11 +279,15 @@ func (c *Client) send(ctx context.Context, r request) (*Answer, error) {
 		return nil, c.explain(ctx, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswer+1))
+	limit := int64(MaxAnswer)
+	if r.limit > 0 && r.limit < limit {
+		limit = r.limit
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading the answer of %s: %w", c.base.Host, c.explain(ctx, err))
 	}
-	if len(b) > MaxAnswer {
+	if int64(len(b)) > limit {
 		return nil, &tooLargeError{host: c.base.Host}
 	}
 	a := &Answer{Status: resp.StatusCode, Header: resp.Header, Body: b, RequestID: resp.Header.Get("X-Request-Id")}

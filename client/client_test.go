@@ -192,6 +192,7 @@ func TestClientAgainstANode(t *testing.T) {
 	t.Run("integrations", func(t *testing.T) { e.integrations(t, gwCert) })
 	t.Run("audit", e.audit)
 	t.Run("mesh", e.mesh)
+	t.Run("firmware", func(t *testing.T) { e.firmware(t, gwCert) })
 	t.Run("every route", e.everyRoute)
 }
 

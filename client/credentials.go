@@ -27,6 +27,12 @@ const (
 	// exports the mesh keys and changes the node list.
 	ScopeMeshRead  = "mesh:read"
 	ScopeMeshWrite = "mesh:write"
+	// ScopeFirmwareRead reads the tenant's firmware repository and rollouts.
+	ScopeFirmwareRead = "firmware:read"
+	// ScopeFirmwareWrite sets up the firmware repository, publishes
+	// firmware (signed by the publisher's offline targets key) and starts
+	// rollouts.
+	ScopeFirmwareWrite = "firmware:write"
 )
 
 // Scopes lists every scope a tenant credential may hold.
@@ -34,6 +40,7 @@ var Scopes = []string{
 	ScopeGatewaysRead, ScopeGatewaysWrite, ScopeMessagesRead, ScopeKeysRead,
 	ScopeKeysWrite, ScopeAuditRead, ScopeIntegrationsRead, ScopeIntegrationsWrite,
 	ScopeMeshRead, ScopeMeshWrite,
+	ScopeFirmwareRead, ScopeFirmwareWrite,
 }
 
 // APIKey is a tenant's API key, never with its hash.

@@ -38,6 +38,8 @@ Administration, through the HTTPS API (local or remote):
   iotransit enroll  --token T --serial S --out DIR  enroll a gateway: key made here
   iotransit mesh key create|rotate|list|export      the sensor mesh's network keys
   iotransit mesh node add|list|remove               the mesh's authorized sensor nodes
+  iotransit firmware init|publish|resign|rotate-root|list|rollout create|rollout get
+                                                    signed firmware on TUF (keys stay here)
   They take --server (IOTRANSIT_SERVER), --ca (IOTRANSIT_CA), --key-file
   (IOTRANSIT_KEY_FILE) or --key (IOTRANSIT_KEY), --tenant (IOTRANSIT_TENANT),
   -o table|json; see iotransit <command> -h.
@@ -71,6 +73,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"decrypt":     decrypt,
 	"mesh-sim":    meshSim,
 	"mesh":        meshAdmin,
+	"firmware":    firmwareCmd,
 }
 
 func main() {

@@ -140,6 +140,9 @@ type Deps struct {
 	Gatherer prometheus.Gatherer
 	// Registerer receives the API's own metrics.
 	Registerer prometheus.Registerer
+	// Firmware serves the tenants' TUF repositories and rollouts (nil: the
+	// routes answer 404).
+	Firmware Firmware
 }
 
 // Server is the running API.

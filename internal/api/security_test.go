@@ -11,6 +11,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/api"
 	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/firmware/firmwaretest"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
@@ -25,6 +26,7 @@ type world struct {
 	seq   atomic.Int64
 	byTen map[string]*tenantFix
 	rcv   *tu.Receiver
+	fw    map[string]*firmwaretest.Repo // firmware_test.go
 }
 
 type tenantFix struct {
@@ -120,6 +122,9 @@ func (w *world) clientID(tenant string) string {
 // request fills a route's path parameters with fresh resources of tenant
 // and gives it a valid body.
 func (w *world) request(rt api.Route, tenant string) (path string, body any) {
+	if strings.Contains(rt.Pattern, "/firmware/") {
+		return w.firmwareRequest(rt, tenant)
+	}
 	path = strings.ReplaceAll(rt.Pattern, "{tenant}", tenant)
 	if strings.Contains(path, "{serial}") {
 		path = strings.ReplaceAll(path, "{serial}", w.gateway(tenant))

@@ -95,6 +95,20 @@ func (s *Server) routeTable() []Route {
 		t("PUT", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshWrite, s.mesh(s.putMeshNode)),
 		t("GET", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshRead, s.mesh(s.getMeshNode)),
 		t("DELETE", "/v1/tenants/{tenant}/mesh/nodes/{nodeId}", credential.ScopeMeshWrite, s.mesh(s.deleteMeshNode)),
+		// Firmware: the tenant's TUF repository, its images and rollouts;
+		// gateways read their own tenant's over mutual TLS.
+		t("GET", "/v1/tenants/{tenant}/firmware/online-keys", credential.ScopeFirmwareRead, s.firmwareOnlineKeys),
+		t("POST", "/v1/tenants/{tenant}/firmware/repository", credential.ScopeFirmwareWrite, s.initFirmware),
+		t("GET", "/v1/tenants/{tenant}/firmware/repository", credential.ScopeFirmwareRead, s.getFirmwareRepository),
+		t("GET", "/v1/tenants/{tenant}/firmware/metadata/{file}", credential.ScopeFirmwareRead, s.getFirmwareMetadata),
+		t("PUT", "/v1/tenants/{tenant}/firmware/images/{sha256}", credential.ScopeFirmwareWrite, s.putFirmwareImage),
+		t("POST", "/v1/tenants/{tenant}/firmware/targets", credential.ScopeFirmwareWrite, s.publishFirmware),
+		t("POST", "/v1/tenants/{tenant}/firmware/root", credential.ScopeFirmwareWrite, s.rotateFirmwareRoot),
+		t("POST", "/v1/tenants/{tenant}/firmware/rollouts", credential.ScopeFirmwareWrite, s.createRollout),
+		t("GET", "/v1/tenants/{tenant}/firmware/rollouts/{id}", credential.ScopeFirmwareRead, s.getRollout),
+		{Method: "GET", Pattern: "/v1/gw/tuf/{file}", Access: Gateway, handle: s.gatewayTUF},
+		{Method: "GET", Pattern: "/v1/gw/tuf/targets/{name}", Access: Gateway, handle: s.gatewayFirmwareImage},
+		{Method: "POST", Pattern: "/v1/gw/firmware/report", Access: Gateway, handle: s.reportFirmware},
 	}
 }
 

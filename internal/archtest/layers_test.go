@@ -25,6 +25,7 @@ var layers = map[string]int{
 	"internal/gateway": 1, "internal/mosquitto": 1,
 	"internal/gateway/keystore": 1, "internal/gateway/queue": 1,
 	"internal/meshnet": 1, "internal/gwstate": 1,
+	"internal/firmware": 1, "internal/gateway/updater": 1,
 	"internal/gateway/agent": 1,
 	// 2: the HTTPS edge.
 	"internal/api": 2,
@@ -34,6 +35,7 @@ var layers = map[string]int{
 	"cmd/iotransit": 4, "internal/bench": 4, "internal/testutil": 4,
 	"internal/testutil/nodetest": 4, "internal/forward/mqttout/mosquittotest": 4,
 	"internal/archtest": 4, "internal/hostile": 4,
+	"internal/firmware/firmwaretest": 4,
 }
 
 // sameLayer lists the imports allowed inside a layer, each for a reason.
@@ -56,6 +58,9 @@ var sameLayer = map[string][]string{
 	"internal/forward/azure":   {"internal/forward", "internal/forward/mqttout"},
 	"internal/forward/awsiot":  {"internal/forward", "internal/forward/mqttout"},
 	"internal/forward/seal":    {"internal/forward"},
+	// Firmware repositories keep their metadata, images and sealed online
+	// keys on the backbone.
+	"internal/firmware": {"internal/backbone"},
 	// The agent runs the uplink, its key store and its queue.
 	"internal/gateway/agent": {"internal/gateway", "internal/gateway/keystore", "internal/gateway/queue"},
 	// The bench command drives the load generator.
@@ -63,6 +68,7 @@ var sameLayer = map[string][]string{
 	// Test harnesses build on each other.
 	"internal/testutil/nodetest":             {"internal/testutil"},
 	"internal/forward/mqttout/mosquittotest": {"internal/testutil"},
+	"internal/firmware/firmwaretest":         {"internal/testutil/nodetest"},
 }
 
 // TestImportLayers keeps the dependency graph layered: no package imports a

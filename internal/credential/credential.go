@@ -36,6 +36,8 @@ const (
 	ScopeIntegrationsWrite = client.ScopeIntegrationsWrite
 	ScopeMeshRead          = client.ScopeMeshRead
 	ScopeMeshWrite         = client.ScopeMeshWrite
+	ScopeFirmwareRead      = client.ScopeFirmwareRead
+	ScopeFirmwareWrite     = client.ScopeFirmwareWrite
 )
 
 // TenantScopes are the scopes a tenant credential may hold (client.Scopes).

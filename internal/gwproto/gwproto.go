@@ -14,6 +14,10 @@
 //	v1/gw/{serial}/down/keys       cloud → gateway: the mesh keys, sealed to the gateway's key-delivery key (retained)
 //	v1/gw/{serial}/down/nodes      cloud → gateway: NodeList, the authorized sensor nodes (retained)
 //	v1/gw/{serial}/down/firmware   cloud → gateway: FirmwareNotice of a rollout (retained)
+//
+// The firmware itself does not travel over MQTT: the agent fetches the
+// tenant's TUF metadata and the image over HTTPS with its client
+// certificate, and reports its progress there.
 package gwproto
 
 import "time"

@@ -28,6 +28,7 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/forward/egress"
 	"github.com/iotransit/iotransit/internal/gwproto"
@@ -94,7 +95,9 @@ type Config struct {
 	AllowPrivateTargets bool
 	// Forward tunes delivery (zero values: defaults).
 	Forward forward.Config
-	Logger  *slog.Logger
+	// Firmware tunes the firmware repositories (zero values: defaults).
+	Firmware firmware.Config
+	Logger   *slog.Logger
 }
 
 // DefaultConfig returns the configuration of a node on the standard ports
@@ -184,6 +187,7 @@ type Node struct {
 	appender *audit.Appender
 	fwd      *forward.Engine
 	fwdReg   *forward.Registry
+	fw       *firmware.Repos
 	ing      *ingest.Server
 	api      *api.Server
 	gwState  *gwstate.Tracker
@@ -243,6 +247,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.onClose(n.reg.Close)
+	n.fw = firmware.New(cfg.Firmware, n.bb, n.keys)
 	n.st = store.New(cfg.Store, n.bb, n.bb.JS, n.keys)
 	creds, err := credential.Open(ctx, n.bb)
 	if err != nil {
@@ -334,6 +339,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}
+	if err := n.fw.WatchNotices(n.ctx, n.retainFirmwareNotice); err != nil {
+		return nil, fmt.Errorf("watch firmware notices: %w", err)
+	}
 	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
 		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: creds, Messages: n.st, Audit: n.audit,
@@ -341,7 +349,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected,
 		Mesh: n.mesh, GatewayStates: n.gwState,
-		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics,
+		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}
@@ -428,6 +436,14 @@ func (n *Node) auditConnection(e ingest.Event) {
 	}
 	ev := audit.Event{Actor: actor, Action: "ingest.connection." + e.Kind, Target: target, Source: e.Remote, Outcome: outcome, Detail: detail}
 	n.appender.Enqueue(tenant, ev)
+}
+
+// retainFirmwareNotice leaves a gateway's firmware notice retained on this
+// node's broker.
+func (n *Node) retainFirmwareNotice(serial string, notice []byte) {
+	if err := n.ing.Deliver(serial, gwproto.FirmwareTopic(serial), notice); err != nil {
+		n.log.Error("firmware notice not published", "gateway_id", serial, "error", err)
+	}
 }
 
 // CreateTenant creates a tenant with its CA and streams.

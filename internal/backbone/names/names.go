@@ -40,6 +40,12 @@ const (
 	// FactoryBucket holds the gateways made by factory provisioning, with
 	// their hashed claim codes.
 	FactoryBucket = "iotransit_factory"
+	// FirmwareKeysBucket holds each tenant's online TUF keys (snapshot and
+	// timestamp), sealed by kms under the tenant's data key.
+	FirmwareKeysBucket = "iotransit_firmware_keys"
+	// FirmwareNoticesBucket holds the firmware notice of each gateway in a
+	// rollout (key {tenant}.{serial}); every node republishes it retained.
+	FirmwareNoticesBucket = "iotransit_firmware_notices"
 )
 
 // MeshKey is the key of one part ("network" or "nodes") of a tenant's mesh
@@ -83,6 +89,18 @@ func IntegrationsBucket(tenant string) string { return "iot_" + tok(tenant) + "_
 func IntegrationStateBucket(tenant string) string {
 	return "iot_" + tok(tenant) + "_integration_state"
 }
+
+// FirmwareBucket is the name of a tenant's firmware bucket: its TUF
+// repository's metadata versions and its rollouts.
+func FirmwareBucket(tenant string) string { return "iot_" + tok(tenant) + "_firmware" }
+
+// FirmwareImages is the name of a tenant's object store of firmware images
+// (objects named by their SHA-256).
+func FirmwareImages(tenant string) string { return "iot_" + tok(tenant) + "_firmware_images" }
+
+// FirmwareNotice is the key of a gateway's firmware notice in
+// FirmwareNoticesBucket.
+func FirmwareNotice(tenant, serial string) string { return tok(tenant) + "." + tok(serial) }
 
 // IntegrationConsumer is the name of an integration's durable consumer on
 // its tenant's message stream.

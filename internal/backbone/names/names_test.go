@@ -33,6 +33,11 @@ func TestNamesAreTheStoredLayout(t *testing.T) {
 		{names.AuditIndexStream("acme"), "AUDX_acme"},
 		{names.AuditIndex("acme", "actor", "0123abcd"), "auditx.acme.actor.0123abcd"},
 		{names.AuditIndexes("acme"), "auditx.acme.>"},
+		{names.FirmwareKeysBucket, "iotransit_firmware_keys"},
+		{names.FirmwareNoticesBucket, "iotransit_firmware_notices"},
+		{names.FirmwareBucket("acme"), "iot_acme_firmware"},
+		{names.FirmwareImages("acme"), "iot_acme_firmware_images"},
+		{names.FirmwareNotice("acme", "TSGW06DEV00000001"), "acme.TSGW06DEV00000001"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
@@ -60,6 +65,9 @@ func TestNamesRefuseUnvalidatedIDs(t *testing.T) {
 		"AuditIndexStream": names.AuditIndexStream,
 		"AuditIndex key":   func(s string) string { return names.AuditIndex("acme", "actor", s) },
 		"IntegrationState": names.IntegrationStateBucket,
+		"FirmwareBucket":   names.FirmwareBucket,
+		"FirmwareImages":   names.FirmwareImages,
+		"FirmwareNotice":   func(s string) string { return names.FirmwareNotice("acme", s) },
 	}
 	for name, build := range builders {
 		for _, b := range bad {
