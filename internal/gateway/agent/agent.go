@@ -257,6 +257,14 @@ func (a *Agent) Queue() *queue.Queue { return a.q }
 // Connected reports whether the MQTT session is up.
 func (a *Agent) Connected() bool { return a.connected.Load() }
 
+// SetFirmwareHandler sets the handler of firmware notices (the updater,
+// which needs APIClient, so it comes after New); call it before Run.
+func (a *Agent) SetFirmwareHandler(h FirmwareHandler) {
+	if h != nil {
+		a.cfg.Firmware = h
+	}
+}
+
 // Refused is how many messages the cloud refused for good (PUBACK):
 // counted and skipped.
 func (a *Agent) Refused() uint64 { return a.refused.Load() }

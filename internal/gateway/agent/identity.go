@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -242,4 +243,17 @@ func (a *Agent) Renew(ctx context.Context) (err error) {
 	a.id.cert.Store(c)
 	a.log.Info("certificate renewed", "certificate", e.CertificateSerial, "not_after", e.NotAfter)
 	return nil
+}
+
+// APIClient returns a client of the API over mutual TLS with the gateway's
+// certificate, the current one at each connection (renewals included):
+// for the firmware updater's TUF fetches and reports.
+func (a *Agent) APIClient() (*client.Client, error) {
+	u, err := client.ParseServerURL(a.cfg.Server)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{TLSClientConfig: a.tlsConfig(u.Hostname()), ForceAttemptHTTP2: true}
+	return client.New(client.Config{Server: a.cfg.Server, UserAgent: "iotransit-agent/" + Version,
+		HTTPClient: &http.Client{Transport: tr, Timeout: time.Minute}})
 }

@@ -3,9 +3,11 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/retry"
 	"github.com/iotransit/iotransit/internal/testutil"
@@ -91,4 +93,41 @@ func TestRenewalFailure(t *testing.T) {
 	}
 	send(t, r.MeshAddr().String(), nw.frame(t, 2, 1, 1, 1))
 	waitStored(t, c, serial, 2)
+}
+
+// TestAPIClient: the agent's API client presents the gateway's current
+// certificate (after a renewal too), so the gateway-only routes know it;
+// a client without it is refused.
+func TestAPIClient(t *testing.T) {
+	c := newCloud(t, nil)
+	const serial = "TSGW06AGT00000013"
+	a := start(t, c.config(t, t.TempDir(), serial, c.token(t, serial)))
+	api, err := a.APIClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	plain, err := client.New(client.Config{Server: "https://" + c.n.APIAddr(), CAPEM: c.n.ServerCAPEM()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	_, anonErr := plain.GatewayTUF(context.Background(), "timestamp.json", 1<<20)
+	if anonErr == nil {
+		t.Fatal("a client without a certificate read the gateway route")
+	}
+	for _, when := range []string{"enrolled", "renewed"} {
+		if when == "renewed" {
+			if err := a.Renew(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The tenant has no firmware repository: the route answers for
+		// the gateway, which it knows, not as for a stranger.
+		_, err := api.GatewayTUF(context.Background(), "timestamp.json", 1<<20)
+		t.Logf("%s: %v (without a certificate: %v)", when, err, anonErr)
+		if err == nil || !strings.Contains(err.Error(), "firmware.not_found") {
+			t.Errorf("%s: %v, want firmware.not_found (the gateway known, the tenant without a repository)", when, err)
+		}
+	}
 }
