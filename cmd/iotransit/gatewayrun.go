@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/iotransit/iotransit/internal/gateway/agent"
 	"github.com/iotransit/iotransit/internal/gateway/keystore"
 	"github.com/iotransit/iotransit/internal/gateway/queue"
+	"github.com/iotransit/iotransit/internal/gateway/updater"
 )
 
 const gatewayRunUsage = `Usage: iotransit gateway run --data-dir G --server https://HOST:PORT --mqtt HOST:PORT --ca FILE --serial S --mesh-addr HOST:PORT [flags]
@@ -35,7 +37,7 @@ var gatewayRunCmd = command{name: "run", synopsis: "--data-dir G --server URL --
 func gatewayRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("iotransit gateway run", gatewayRunUsage, stderr)
 	var cfg agent.Config
-	var caFile, logLevel, full string
+	var caFile, logLevel, full, model, rootFile string
 	var p11 keystore.PKCS11Config
 	qopts := queue.DefaultOptions()
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "the agent's data directory (required)")
@@ -51,6 +53,8 @@ func gatewayRun(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&p11.PINFile, "pkcs11-pin-file", "", "file (0600) holding the token's user PIN")
 	fs.Int64Var(&qopts.MaxBytes, "queue-max-bytes", qopts.MaxBytes, "bound of the store-and-forward queue, bytes of records")
 	fs.StringVar(&full, "queue-full", qopts.Full.String(), "when the queue is full: drop-oldest or refuse-newest")
+	fs.StringVar(&model, "firmware-model", "", "the gateway's model: turns on signed firmware updates (TUF) for it")
+	fs.StringVar(&rootFile, "firmware-root", "", "the tenant's TUF root.json given at commissioning (pinned on first use)")
 	fs.DurationVar(&cfg.StatusInterval, "status-interval", time.Minute, "least time between two statuses sent for a change")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if helpAsked(fs, args, stdout) {
@@ -100,6 +104,41 @@ func gatewayRun(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer a.Close()
+	if model != "" {
+		up, err := firmwareUpdater(ctx, a, cfg, model, rootFile)
+		if err != nil {
+			return err
+		}
+		a.SetFirmwareHandler(up)
+	}
 	cfg.Logger.Info("gateway agent running", "serial", cfg.Serial, "mesh_addr", a.MeshAddr().String(), "mqtt", cfg.MQTTAddr, "version", agent.Version)
 	return a.Run(ctx)
+}
+
+// firmwareUpdater makes the agent's firmware updater (internal/gateway/updater)
+// in DATA-DIR/firmware and boots it: the active slot is verified against
+// the trusted TUF metadata, a slot on trial is confirmed or rolled back,
+// and the agent refuses to run when no slot verifies.
+func firmwareUpdater(ctx context.Context, a *agent.Agent, cfg agent.Config, model, rootFile string) (*updater.Updater, error) {
+	var root []byte
+	if rootFile != "" {
+		var err error
+		if root, err = os.ReadFile(rootFile); err != nil {
+			return nil, fmt.Errorf("--firmware-root: %w", err)
+		}
+	}
+	api, err := a.APIClient()
+	if err != nil {
+		return nil, err
+	}
+	up, err := updater.New(updater.Config{Dir: filepath.Join(cfg.DataDir, "firmware"), Client: api, Model: model, TrustedRoot: root, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	slot, err := up.Boot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logger.Info("firmware slot verified", "slot", slot.Name, "version", slot.Version)
+	return up, nil
 }
