@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -212,6 +214,12 @@ func TestMeshSimThroughAgent(t *testing.T) {
 		"--ca", srv.GatewayFile("ca.pem"), "--serial", serial, "--mesh-addr", meshAddr, "--enroll-token-file", tokFile)
 	p.waitFor(t, `"msg":"mesh nodes"`)
 	p.waitFor(t, `"msg":"mesh keys"`)
+	// It listens on the mesh address only: no TCP listener, one UDP socket.
+	_, port, _ := net.SplitHostPort(meshAddr)
+	hexPort := fmt.Sprintf(":%04X", mustAtoi(t, port))
+	if ls := listeningSockets(t, p.cmd.Process.Pid); len(ls) != 1 || !strings.HasPrefix(ls[0], "udp ") || !strings.HasSuffix(ls[0], hexPort) {
+		t.Errorf("the agent listens on %v; want only UDP %s", ls, meshAddr)
+	}
 
 	out, err := exec.Command(bin, "mesh-sim", "--gateway", meshAddr, "--network-key-file", keyFile, "--nodes", "5",
 		"--rate", "2.5", "--duration", "8s", "--replay", "3", "--forge", "2", "--unknown-node", "2").CombinedOutput()
@@ -251,4 +259,50 @@ func TestMeshSimThroughAgent(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// listeningSockets returns the sockets of process pid that listen: TCP in
+// state LISTEN, and UDP sockets bound without a peer (which receive from
+// anyone), as "tcp 127.0.0.1:PORT" or "udp …" from /proc (Linux).
+func listeningSockets(t *testing.T, pid int) []string {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	var out []string
+	for _, proto := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, proto))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || !inodes[f[9]] {
+				continue
+			}
+			local, remote, state := f[1], f[2], f[3]
+			listening := strings.HasPrefix(proto, "tcp") && state == "0A" ||
+				strings.HasPrefix(proto, "udp") && strings.HasSuffix(remote, ":0000")
+			if listening {
+				out = append(out, proto+" "+local)
+			}
+		}
+	}
+	return out
 }
