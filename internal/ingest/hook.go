@@ -85,13 +85,15 @@ func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, emit fu
 	}
 }
 
-// unregister forgets cl's session; it reports the session if there was one.
-func (h *hook) unregister(cl *mqtt.Client) (*session, bool) {
+// unregister forgets cl's session; it reports the session if there was
+// one, and whether it was still the gateway's current session (not taken
+// over by a newer connection).
+func (h *hook) unregister(cl *mqtt.Client) (s *session, current, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s, ok := h.byClient[cl]
+	s, ok = h.byClient[cl]
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
 	delete(h.byClient, cl)
 	h.perTenant[s.id.Tenant]--
@@ -99,10 +101,11 @@ func (h *hook) unregister(cl *mqtt.Client) (*session, bool) {
 		delete(h.perTenant, s.id.Tenant)
 	}
 	k := gatewayKey(s.id.Tenant, s.id.Serial)
-	if h.byGateway[k] == s { // not taken over by a newer connection
+	current = h.byGateway[k] == s // not taken over by a newer connection
+	if current {
 		delete(h.byGateway, k)
 	}
-	return s, true
+	return s, current, true
 }
 
 // stillValid re-reads the gateway after its session is registered: a
@@ -292,11 +295,14 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 }
 
 // ended forgets cl's session, if it is still registered, and records its
-// disconnect: exactly one for each recorded connect.
+// disconnect: exactly one for each recorded connect. The Presence hears of
+// it only when it was the gateway's current session: a session taken over
+// by the gateway's next connection may end after that one's status (mochi
+// ends it on its own goroutine), and the gateway is still there.
 func (h *hook) ended(cl *mqtt.Client, reason string) {
-	if s, ok := h.unregister(cl); ok {
+	if s, current, ok := h.unregister(cl); ok {
 		h.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
-		if h.cfg.Presence != nil {
+		if current && h.cfg.Presence != nil {
 			h.cfg.Presence.Disconnected(s.id)
 		}
 	}
