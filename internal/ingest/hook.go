@@ -121,13 +121,20 @@ func (h *hook) stillValid(id Identity) (registry.Gateway, bool) {
 // gateway with the same serial (deleted and registered again, here or in
 // another tenant) is emptied, and no stored PUBACK is ever resent (it would
 // acknowledge a packet id the new connection may reuse for a message not
-// yet stored).
+// yet stored). What the cloud published retained on the earlier gateway's
+// down/ topics (its tenant's mesh node list and key set) is dropped too:
+// the new gateway must not get it when it subscribes.
 func (h *hook) prepareSession(clientID, owner string) {
 	existing, ok := h.broker.Clients.Get(clientID)
 	h.mu.Lock()
 	prev := h.owners[clientID]
 	h.owners[clientID] = owner
 	h.mu.Unlock()
+	if prev != "" && prev != owner {
+		for _, pk := range h.broker.Topics.Messages(gwproto.DownTopic(clientID) + "/#") {
+			h.broker.Topics.RetainMessage(packets.Packet{TopicName: pk.TopicName}) // no payload: deleted
+		}
+	}
 	if !ok {
 		return
 	}
