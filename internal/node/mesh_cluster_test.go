@@ -13,13 +13,10 @@ import (
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
-// TestNodeMeshChangesRetryInAReplicatedCluster: concurrent changes of a
-// tenant's mesh node list on replicated buckets (--replicas 3) each take
-// effect. A replicated stream reports a write that lost the optimistic
-// concurrency race on a subject still in process as error 10164, not
-// 10071: meshnet retried only on 10071, so such a change failed with an
-// internal error instead of being applied on top of the other one.
-func TestNodeMeshChangesRetryInAReplicatedCluster(t *testing.T) {
+// startReplicated starts a node on a three-node JetStream cluster with
+// --replicas 3.
+func startReplicated(t *testing.T) *node.Node {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
@@ -37,6 +34,17 @@ func TestNodeMeshChangesRetryInAReplicatedCluster(t *testing.T) {
 		return err
 	})
 	t.Cleanup(n.Close)
+	return n
+}
+
+// TestNodeMeshChangesRetryInAReplicatedCluster: concurrent changes of a
+// tenant's mesh node list on replicated buckets (--replicas 3) each take
+// effect. A replicated stream reports a write that lost the optimistic
+// concurrency race on a subject still in process as error 10164, not
+// 10071: meshnet retried only on 10071, so such a change failed with an
+// internal error instead of being applied on top of the other one.
+func TestNodeMeshChangesRetryInAReplicatedCluster(t *testing.T) {
+	n := startReplicated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := n.CreateTenant(ctx, "acme"); err != nil {
@@ -69,5 +77,51 @@ func TestNodeMeshChangesRetryInAReplicatedCluster(t *testing.T) {
 	}
 	if len(nodes.Nodes) != writers || nodes.Version != writers {
 		t.Errorf("%d nodes at version %d after %d concurrent adds", len(nodes.Nodes), nodes.Version, writers)
+	}
+}
+
+// TestNodeRacingClaimsInAReplicatedCluster: claims of one gateway with its
+// code, many at once, on replicated buckets: exactly one answers 201, every
+// other as an unknown serial. A claim that lost the race for the code's
+// record got 10164, not the ErrKeyExists the registry looked for, and
+// answered 500: unlike an unknown serial.
+func TestNodeRacingClaimsInAReplicatedCluster(t *testing.T) {
+	n := startReplicated(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tenants := []string{"acme", "beta"}
+	for _, id := range tenants {
+		if _, err := n.CreateTenant(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := nodetest.NewAPI(t, n)
+	b, err := api.Client.ProvisionGateways(ctx, client.ProvisionGatewaysRequest{Count: 1, Model: "TSGW06"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := b.Gateways[0]
+	const claims = 12
+	var wg sync.WaitGroup
+	res := make([]nodetest.Response, claims)
+	for i := range res {
+		wg.Go(func() {
+			res[i] = api.Do("POST", "/v1/tenants/"+tenants[i%2]+"/gateways/claim", api.Key(), client.ClaimGatewayRequest{Serial: g.Serial, ClaimCode: g.ClaimCode})
+		})
+	}
+	wg.Wait()
+	won := 0
+	for i, r := range res {
+		code, _ := r.Problem()
+		switch {
+		case r.Status == 201:
+			won++
+		case r.Status == 404 && code == "registry.claim_invalid":
+		default:
+			t.Errorf("claim %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d claims won, want 1", won)
 	}
 }
