@@ -7,22 +7,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
-// startReplicated starts a node on a three-node JetStream cluster with
-// --replicas 3.
-func startReplicated(t *testing.T) *node.Node {
+// startReplicated starts a node on a three-node JetStream cluster
+// (startCluster) with --replicas 3.
+func startReplicated(t *testing.T) ([]*server.Server, *node.Node) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	_, urls := startCluster(t)
+	srvs, urls := startCluster(t)
 	var n *node.Node
-	dataDir := t.TempDir()
+	dataDir := t.TempDir() // the root key must stay the same across attempts
 	tu.Eventually(t, 60*time.Second, 500*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -34,7 +36,7 @@ func startReplicated(t *testing.T) *node.Node {
 		return err
 	})
 	t.Cleanup(n.Close)
-	return n
+	return srvs, n
 }
 
 // TestNodeMeshChangesRetryInAReplicatedCluster: concurrent changes of a
@@ -44,7 +46,7 @@ func startReplicated(t *testing.T) *node.Node {
 // 10071: meshnet retried only on 10071, so such a change failed with an
 // internal error instead of being applied on top of the other one.
 func TestNodeMeshChangesRetryInAReplicatedCluster(t *testing.T) {
-	n := startReplicated(t)
+	_, n := startReplicated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := n.CreateTenant(ctx, "acme"); err != nil {
@@ -86,7 +88,7 @@ func TestNodeMeshChangesRetryInAReplicatedCluster(t *testing.T) {
 // record got 10164, not the ErrKeyExists the registry looked for, and
 // answered 500: unlike an unknown serial.
 func TestNodeRacingClaimsInAReplicatedCluster(t *testing.T) {
-	n := startReplicated(t)
+	_, n := startReplicated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tenants := []string{"acme", "beta"}
