@@ -247,6 +247,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	h.perTenant[id.Tenant]++
 	h.byClient[cl] = s
+	displaced := h.byGateway[gatewayKey(id.Tenant, id.Serial)]
 	h.byGateway[gatewayKey(id.Tenant, id.Serial)] = s
 	h.mu.Unlock()
 	// A session whose CONNACK never goes out (the write fails), or whose
@@ -264,6 +265,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	g, valid := h.stillValid(id)
 	if !valid {
 		h.unregister(cl) // revoked, isolated or its certificate superseded since the handshake
+		h.reinstate(displaced)
 		return h.refuseConnect(cl, id, packets.ErrNotAuthorized, "revoked_after_handshake")
 	}
 	h.prepareSession(cl.ID, id.Tenant+"/"+g.Incarnation+"/"+g.CreatedAt.String())
@@ -273,6 +275,30 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.cfg.Presence.Connected(id)
 	}
 	return nil
+}
+
+// reinstate makes a live session that a refused connect had displaced the
+// gateway's session again (mochi did not take it over), and ends it unless
+// the gateway still allows it: a revocation whose kick came while the
+// refused connect was the gateway's session kicked that one only, and the
+// displaced session was no longer found by any kick.
+func (h *hook) reinstate(s *session) {
+	if s == nil {
+		return
+	}
+	k := gatewayKey(s.id.Tenant, s.id.Serial)
+	h.mu.Lock()
+	live := h.byClient[s.cl] == s
+	if _, taken := h.byGateway[k]; live && !taken {
+		h.byGateway[k] = s
+	}
+	h.mu.Unlock()
+	if !live {
+		return
+	}
+	if _, valid := h.stillValid(s.id); !valid {
+		_ = h.broker.DisconnectClient(s.cl, packets.ErrAdministrativeAction)
+	}
 }
 
 // OnConnectAuthenticate accepts exactly the connections OnConnect bound to an
