@@ -85,13 +85,15 @@ func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, emit fu
 	}
 }
 
-// unregister forgets cl's session; it reports the session if there was one.
-func (h *hook) unregister(cl *mqtt.Client) (*session, bool) {
+// unregister forgets cl's session; it reports the session if there was
+// one, and whether it was still the gateway's current session (not taken
+// over by a newer connection).
+func (h *hook) unregister(cl *mqtt.Client) (s *session, current, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s, ok := h.byClient[cl]
+	s, ok = h.byClient[cl]
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
 	delete(h.byClient, cl)
 	h.perTenant[s.id.Tenant]--
@@ -99,10 +101,11 @@ func (h *hook) unregister(cl *mqtt.Client) (*session, bool) {
 		delete(h.perTenant, s.id.Tenant)
 	}
 	k := gatewayKey(s.id.Tenant, s.id.Serial)
-	if h.byGateway[k] == s { // not taken over by a newer connection
+	current = h.byGateway[k] == s // not taken over by a newer connection
+	if current {
 		delete(h.byGateway, k)
 	}
-	return s, true
+	return s, current, true
 }
 
 // stillValid re-reads the gateway after its session is registered: a
@@ -118,13 +121,20 @@ func (h *hook) stillValid(id Identity) (registry.Gateway, bool) {
 // gateway with the same serial (deleted and registered again, here or in
 // another tenant) is emptied, and no stored PUBACK is ever resent (it would
 // acknowledge a packet id the new connection may reuse for a message not
-// yet stored).
+// yet stored). What the cloud published retained on the earlier gateway's
+// down/ topics (its tenant's mesh node list and key set) is dropped too:
+// the new gateway must not get it when it subscribes.
 func (h *hook) prepareSession(clientID, owner string) {
 	existing, ok := h.broker.Clients.Get(clientID)
 	h.mu.Lock()
 	prev := h.owners[clientID]
 	h.owners[clientID] = owner
 	h.mu.Unlock()
+	if prev != "" && prev != owner {
+		for _, pk := range h.broker.Topics.Messages(gwproto.DownTopic(clientID) + "/#") {
+			h.broker.Topics.RetainMessage(packets.Packet{TopicName: pk.TopicName}) // no payload: deleted
+		}
+	}
 	if !ok {
 		return
 	}
@@ -237,6 +247,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	h.perTenant[id.Tenant]++
 	h.byClient[cl] = s
+	displaced := h.byGateway[gatewayKey(id.Tenant, id.Serial)]
 	h.byGateway[gatewayKey(id.Tenant, id.Serial)] = s
 	h.mu.Unlock()
 	// A session whose CONNACK never goes out (the write fails), or whose
@@ -254,6 +265,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	g, valid := h.stillValid(id)
 	if !valid {
 		h.unregister(cl) // revoked, isolated or its certificate superseded since the handshake
+		h.reinstate(displaced)
 		return h.refuseConnect(cl, id, packets.ErrNotAuthorized, "revoked_after_handshake")
 	}
 	h.prepareSession(cl.ID, id.Tenant+"/"+g.Incarnation+"/"+g.CreatedAt.String())
@@ -263,6 +275,30 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.cfg.Presence.Connected(id)
 	}
 	return nil
+}
+
+// reinstate makes a live session that a refused connect had displaced the
+// gateway's session again (mochi did not take it over), and ends it unless
+// the gateway still allows it: a revocation whose kick came while the
+// refused connect was the gateway's session kicked that one only, and the
+// displaced session was no longer found by any kick.
+func (h *hook) reinstate(s *session) {
+	if s == nil {
+		return
+	}
+	k := gatewayKey(s.id.Tenant, s.id.Serial)
+	h.mu.Lock()
+	live := h.byClient[s.cl] == s
+	if _, taken := h.byGateway[k]; live && !taken {
+		h.byGateway[k] = s
+	}
+	h.mu.Unlock()
+	if !live {
+		return
+	}
+	if _, valid := h.stillValid(s.id); !valid {
+		_ = h.broker.DisconnectClient(s.cl, packets.ErrAdministrativeAction)
+	}
 }
 
 // OnConnectAuthenticate accepts exactly the connections OnConnect bound to an
@@ -292,11 +328,14 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 }
 
 // ended forgets cl's session, if it is still registered, and records its
-// disconnect: exactly one for each recorded connect.
+// disconnect: exactly one for each recorded connect. The Presence hears of
+// it only when it was the gateway's current session: a session taken over
+// by the gateway's next connection may end after that one's status (mochi
+// ends it on its own goroutine), and the gateway is still there.
 func (h *hook) ended(cl *mqtt.Client, reason string) {
-	if s, ok := h.unregister(cl); ok {
+	if s, current, ok := h.unregister(cl); ok {
 		h.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
-		if h.cfg.Presence != nil {
+		if current && h.cfg.Presence != nil {
 			h.cfg.Presence.Disconnected(s.id)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 // on one gateway's down/ topic.
 type Publisher interface {
 	Sessions(tenant string) []string
+	Connected(tenant, serial string) bool
 	Deliver(serial, topic string, payload []byte) error
 }
 
@@ -139,8 +140,13 @@ func (d *Delivery) read(ctx context.Context, tenant string) *tenantMesh {
 }
 
 // deliver publishes the tenant's node list and key set (sealed to the
-// gateway's key-delivery key, when its session named one) to one gateway.
+// gateway's key-delivery key, when its session named one) to one gateway,
+// if it is still connected here: the topics are the serial's, and the
+// serial may since be another tenant's gateway.
 func (d *Delivery) deliver(tm *tenantMesh, tenant, serial string) {
+	if !d.pub.Connected(tenant, serial) {
+		return
+	}
 	if tm.nodes != nil {
 		if err := d.pub.Deliver(serial, gwproto.NodesTopic(serial), tm.nodes); err != nil {
 			d.log.Warn("mesh delivery: publish node list", "tenant_id", tenant, "gateway_id", serial, "error", err)

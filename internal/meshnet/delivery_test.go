@@ -406,3 +406,62 @@ func TestKeyDeliveryStaysInTenant(t *testing.T) {
 		t.Errorf("a gateway of another tenant got a node list")
 	}
 }
+
+// TestDeliveryNotInheritedByTheSerialsNextTenant: a serial deleted by one
+// tenant and registered to another (a gateway sold on, or returned and
+// refurbished) is a new gateway on the same topics. What the cloud
+// published retained on them for the first tenant (its node list and
+// network id, its key set) used to stay in the broker's retained store and
+// reach the new owner's gateway as soon as it subscribed.
+func TestDeliveryNotInheritedByTheSerialsNextTenant(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	api := nodetest.NewAPI(t, n).Client
+	a := connect(t, n, tenant, gwA, nil)
+	a.status(gwproto.Status{AgentVersion: "1"})
+	if _, err := api.RotateMeshKey(ctx(t), tenant, client.MeshKeyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.AddMeshNodes(ctx(t), tenant, []uint32{7, 3}); err != nil {
+		t.Fatal(err)
+	}
+	first := a.keys(func(ks mesh.KeySet) bool { return ks.Version == 1 })
+	a.nodes(func(nl gwproto.NodeList) bool { return len(nl.Nodes) == 2 })
+	_ = a.up.Close()
+	if err := api.DeleteGateway(ctx(t), tenant, gwA); err != nil {
+		t.Fatal(err)
+	}
+
+	// The serial goes to the other tenant, which has a mesh of its own.
+	cert := nodetest.Gateway(t, n, other, gwA)
+	net, err := api.RotateMeshKey(ctx(t), other, client.MeshKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.AddMeshNodes(ctx(t), other, []uint32{99}); err != nil {
+		t.Fatal(err)
+	}
+	o := connect(t, n, other, gwA, cert)
+	o.key = a.key // even a gateway that names the same key-delivery key
+	o.status(gwproto.Status{AgentVersion: "1"})
+	// Its own mesh arrives after anything retained before it subscribed.
+	o.nodes(func(nl gwproto.NodeList) bool { return nl.NetworkID == net.NetworkID })
+	o.keys(func(ks mesh.KeySet) bool { return ks.NetworkID == net.NetworkID })
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, b := range o.got[gwproto.NodesTopic(gwA)] {
+		var nl gwproto.NodeList
+		if err := json.Unmarshal(b, &nl); err != nil || nl.NetworkID != net.NetworkID {
+			t.Errorf("the serial's new tenant got a node list of another network: %s", b)
+		}
+	}
+	for _, b := range o.got[gwproto.KeysTopic(gwA)] {
+		plain, err := gwproto.OpenKeys(o.key, b)
+		if err != nil {
+			t.Errorf("a key set it cannot open: %v", err)
+			continue
+		}
+		if ks, err := mesh.ParseKeySet(plain); err != nil || ks.NetworkID != net.NetworkID {
+			t.Errorf("the serial's new tenant got the key set of network %d (the first tenant's: %d)", ks.NetworkID, first.NetworkID)
+		}
+	}
+}

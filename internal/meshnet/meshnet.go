@@ -27,6 +27,7 @@ import (
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/mesh"
+	"github.com/iotransit/iotransit/internal/retry"
 )
 
 // Faults a client can see.
@@ -193,8 +194,9 @@ func (s *Service) put(ctx context.Context, tenant, part string, v any, rev uint6
 	} else {
 		_, err = s.kv.Update(ctx, key, b, rev)
 	}
-	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	// A lost race: Create finds the key; Update finds another revision
+	// (10071, or 10164 on a replicated bucket, both ErrKeyRevisionMismatch).
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return false, nil
 	}
 	if err != nil {
@@ -203,11 +205,22 @@ func (s *Service) put(ctx context.Context, tenant, part string, v any, rev uint6
 	return true, nil
 }
 
+// Concurrent changes of a part (several API requests, several nodes)
+// conflict on its KV revision; each retries after a jittered wait, so that
+// the writers spread out, and gives up only after updateAttempts.
+const updateAttempts = 64
+
+var updateBackoff = retry.Backoff{Base: time.Millisecond, Max: 100 * time.Millisecond}
+
 // update applies change to a part of the tenant's mesh, read afresh and
 // written back with optimistic concurrency, retrying when another writer
 // came first.
 func update[T any](ctx context.Context, s *Service, tenant, part string, change func(cur *T, exists bool) error) (T, error) {
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 && !retry.Sleep(ctx, updateBackoff.Delay(attempt-1)) {
+			var zero T
+			return zero, ctx.Err()
+		}
 		var cur T
 		rev, err := s.get(ctx, tenant, part, &cur)
 		if err != nil {
@@ -220,7 +233,7 @@ func update[T any](ctx context.Context, s *Service, tenant, part string, change 
 		if err != nil || ok {
 			return cur, err
 		}
-		if attempt == 20 {
+		if attempt == updateAttempts {
 			return cur, fmt.Errorf("meshnet: %s of %s: too many concurrent changes", part, tenant)
 		}
 	}

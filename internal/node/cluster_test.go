@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
-	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -75,23 +74,7 @@ func startCluster(t *testing.T) ([]*server.Server, []string) {
 // JetStream cluster with --replicas 3: streams are replicated, and a
 // publish is still acknowledged and stored after one NATS node dies.
 func TestNodeReplicatedDurability(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a cluster")
-	}
-	srvs, urls := startCluster(t)
-	var n *node.Node
-	dataDir := t.TempDir() // the root key must stay the same across attempts
-	tu.Eventually(t, 60*time.Second, 500*time.Millisecond, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		var err error
-		n, err = node.Start(ctx, node.Config{
-			DataDir: dataDir, MQTTAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", ServerNames: []string{"127.0.0.1"},
-			NATSURLs: urls, Replicas: 3, Logger: tu.Logger(t),
-		})
-		return err
-	})
-	t.Cleanup(n.Close)
+	srvs, n := startReplicated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cert := nodetest.Gateway(t, n, "acme", "TSGW06ACM00000001")

@@ -197,7 +197,7 @@ func (r *Registry) Claim(ctx context.Context, tenant, serial, code string) (Gate
 		return Gateway{}, err
 	}
 	spent, err := kv.Update(ctx, serial, b, rev)
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) { // 10071, or 10164 on a replicated bucket
 		return Gateway{}, ErrClaimInvalid.New()
 	}
 	if err != nil {
