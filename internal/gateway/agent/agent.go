@@ -175,6 +175,10 @@ type Agent struct {
 	conn  *net.UDPConn
 
 	inbox chan []byte // accepted mesh messages waiting for the queue
+	// restored are the replay windows read from the queue at New, and
+	// restoredMark the receiver's change mark then.
+	restored     []mesh.NodeState
+	restoredMark uint64
 
 	renewMu   sync.Mutex // one renewal at a time
 	fatal     error      // what ended Run (fail)

@@ -213,6 +213,8 @@ func (a *Agent) restoreMesh() error {
 	if err := a.rcv.Restore(states); err != nil {
 		return fmt.Errorf("agent: replay windows: %w", err)
 	}
+	// No frame was received yet: this is exactly what the queue holds.
+	a.restored, a.restoredMark = a.rcv.Snapshot()
 	return nil
 }
 

@@ -47,11 +47,15 @@ func (a *Agent) receive(ctx context.Context) {
 // every window at least as far as the messages it queued, so no accepted
 // frame can be accepted again.
 func (a *Agent) appendLoop(ctx context.Context) {
+	// The windows restored at New are in the queue already; every change
+	// after that mark is written with the messages it let in (a snapshot
+	// taken here could already hold frames received meanwhile, and they
+	// would never be written).
 	buckets := map[int]map[uint64]mesh.NodeState{}
-	states, mark := a.rcv.Snapshot()
-	for _, s := range states {
+	for _, s := range a.restored {
 		addState(buckets, s)
 	}
+	states, mark := []mesh.NodeState(nil), a.restoredMark
 	batch := make([][]byte, 0, maxAppend)
 	for {
 		select {
