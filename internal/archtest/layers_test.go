@@ -14,7 +14,7 @@ var layers = map[string]int{
 	// 0: foundations, which know no iotransit service.
 	"apispec": 0, "client": 0, "receiver": 0,
 	"internal/fault": 0, "internal/retry": 0, "internal/securefile": 0,
-	"internal/backbone/names": 0, "internal/thingsee": 0, "internal/pki": 0,
+	"internal/backbone/names": 0, "internal/backbone/kverr": 0, "internal/thingsee": 0, "internal/pki": 0,
 	"internal/kms": 0, "internal/forward/egress": 0, "internal/gwproto": 0,
 	"internal/mesh": 0,
 	// 1: the domains, each over JetStream or the network.

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/kms"
 )
 
@@ -253,7 +254,7 @@ func (k KeyStore) Get(ctx context.Context, key string) ([]byte, error) {
 // Create stores a key that must not exist yet.
 func (k KeyStore) Create(ctx context.Context, key string, value []byte) error {
 	_, err := k.KV.Create(ctx, key, value)
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if kverr.Conflict(err) {
 		return kms.ErrKeyExists
 	}
 	return err

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 )
@@ -343,7 +344,7 @@ func update[T any](ctx context.Context, s *Store, tenant, key string, fn func(*T
 		}
 		if _, err := kv.Update(ctx, key, b, rev); err == nil {
 			return v, nil
-		} else if !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 10 {
+		} else if !kverr.Conflict(err) || attempt >= 10 {
 			return v, fmt.Errorf("credential: update %s: %w", key, err)
 		}
 	}

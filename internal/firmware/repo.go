@@ -19,6 +19,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/gwproto"
@@ -691,7 +692,7 @@ func parse[T metadata.Roles](m *metadata.Metadata[T], b []byte, role string) (*m
 
 // conflict maps a lost create or compare-and-set to ErrBusy.
 func conflict(err error) error {
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if kverr.Conflict(err) {
 		return ErrBusy.Wrap(err)
 	}
 	var apiErr *jetstream.APIError

@@ -4,11 +4,11 @@ package forward
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 )
 
@@ -35,7 +35,7 @@ func (e *Engine) lease(ctx context.Context, tenant, id string) (context.Context,
 			rev = r
 			break
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !kverr.Conflict(err) {
 			return nil, nil, err
 		}
 		// Our own lease from before a restart (same node id): take it back.

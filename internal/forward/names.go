@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -39,7 +40,7 @@ func (reg *Registry) reserveName(ctx context.Context, tenant, name, id string) e
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !kverr.Conflict(err) {
 			return fmt.Errorf("forward: claim name: %w", err)
 		}
 		ent, err := kv.Get(ctx, k)
@@ -65,7 +66,7 @@ func (reg *Registry) reserveName(ctx context.Context, tenant, name, id string) e
 		}
 		if _, err := kv.Update(ctx, k, []byte(id), ent.Revision()); err == nil {
 			return nil
-		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		} else if !kverr.Conflict(err) {
 			return fmt.Errorf("forward: claim name: %w", err)
 		}
 	}

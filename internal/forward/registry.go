@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 )
@@ -141,7 +142,7 @@ func (reg *Registry) store(ctx context.Context, in Integration, sec Secrets, rev
 	} else {
 		_, err = kv.Update(ctx, in.ID, b, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if kverr.Conflict(err) {
 		return fault.ErrInternal.Wrap(fmt.Errorf("forward: integration %s changed concurrently", in.ID))
 	}
 	return err

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/gwproto"
@@ -196,7 +197,7 @@ func (s *Service) put(ctx context.Context, tenant, part string, v any, rev uint6
 	}
 	// A lost race: Create finds the key; Update finds another revision
 	// (10071, or 10164 on a replicated bucket, both ErrKeyRevisionMismatch).
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if kverr.Conflict(err) {
 		return false, nil
 	}
 	if err != nil {

@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"crypto"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/node"
+	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -125,5 +128,74 @@ func TestNodeRacingClaimsInAReplicatedCluster(t *testing.T) {
 	}
 	if won != 1 {
 		t.Errorf("%d claims won, want 1", won)
+	}
+}
+
+// TestNodeGatewayChangesRetryInAReplicatedCluster: concurrent changes of
+// one gateway (labels) and concurrent enrollments with one token on
+// replicated buckets: every change is applied (none answers 500), and
+// exactly one enrollment wins while the others are told the token was used.
+// Like the mesh's node list, the registry retried a lost revision race
+// only on error 10071, which a replicated stream reports as 10164.
+func TestNodeGatewayChangesRetryInAReplicatedCluster(t *testing.T) {
+	_, n := startReplicated(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := n.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	const serial = "TSGW06RPL00000001"
+	if _, err := n.Registry().RegisterGateway(ctx, "acme", serial); err != nil {
+		t.Fatal(err)
+	}
+	api := nodetest.NewAPI(t, n).Client
+	const writers = 24
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*writers)
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			labels := map[string]string{"writer": fmt.Sprint(i)}
+			if _, err := api.UpdateGateway(ctx, "acme", serial, client.UpdateGatewayRequest{Labels: &labels}); err != nil {
+				errs <- fmt.Errorf("writer %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	tok, err := api.CreateEnrollmentToken(ctx, "acme", client.CreateEnrollmentTokenRequest{Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var won sync.WaitGroup
+	wins := make(chan struct{}, writers)
+	for range 8 {
+		won.Add(1)
+		go func() {
+			defer won.Done()
+			_, err := pki.NewKeyPair(serial, func(_ crypto.Signer, csr []byte) ([]byte, error) {
+				e, err := api.Enroll(ctx, tok.Token, csr)
+				if err != nil {
+					return nil, err
+				}
+				return []byte(e.Certificate), nil
+			})
+			var p *client.Problem
+			switch {
+			case err == nil:
+				wins <- struct{}{}
+			case errors.As(err, &p) && p.Status < 500:
+			default:
+				errs <- fmt.Errorf("enroll: %w", err)
+			}
+		}()
+	}
+	won.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(wins) != 1 {
+		t.Errorf("%d of 8 enrollments with one token won", len(wins))
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/fault"
@@ -214,7 +215,7 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 		return Enrollment{}, err
 	}
 	if _, err := kv.Update(ctx, id, v, rev); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if kverr.Conflict(err) {
 			return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenUsed.New()
 		}
 		return Enrollment{}, fmt.Errorf("registry: spend token: %w", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/fault"
@@ -138,7 +139,7 @@ func (r *Registry) provisionOne(ctx context.Context, kv jetstream.KeyValue, mode
 	}
 	serial := model + tail
 	if _, err := r.serKV.Create(ctx, serial, []byte(unclaimedMarker)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if kverr.Conflict(err) {
 			return Provisioned{}, errSerialTaken
 		}
 		return Provisioned{}, fmt.Errorf("registry: reserve serial: %w", err)

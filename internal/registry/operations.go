@@ -13,6 +13,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/retry"
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,7 +41,7 @@ func (r *Registry) CreateTenant(ctx context.Context, id string) (Tenant, error) 
 		return Tenant{}, err
 	}
 	if _, err := r.tenKV.Create(ctx, id, b); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if kverr.Conflict(err) {
 			return Tenant{}, ErrTenantExists.New()
 		}
 		return Tenant{}, fmt.Errorf("registry: store tenant: %w", err)
@@ -65,7 +66,7 @@ func (r *Registry) RegisterGateway(ctx context.Context, tenant, serial string) (
 		return Gateway{}, err
 	}
 	if _, err := r.serKV.Create(ctx, serial, []byte(tenant)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if kverr.Conflict(err) {
 			return Gateway{}, ErrGatewayExists.New()
 		}
 		return Gateway{}, fmt.Errorf("registry: reserve serial: %w", err)
@@ -127,7 +128,7 @@ func (r *Registry) update(ctx context.Context, tenant, serial string, fn func(*G
 			return Gateway{}, err
 		}
 		stored, err := te.kv.Update(ctx, serial, b, rev)
-		if errors.Is(err, jetstream.ErrKeyExists) { // revision conflict: retry
+		if kverr.Conflict(err) { // revision conflict: retry
 			continue
 		}
 		if err != nil {
