@@ -272,6 +272,9 @@ type command struct {
 	// when set, defines them and returns the action instead.
 	run   action
 	flags func(fs *flag.FlagSet) action
+	// main, when set, runs the command with its own flags instead (a
+	// command that is not an API client, such as "gateway run").
+	main func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // action is what a command does once its flags are parsed.
@@ -329,6 +332,9 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 	if cmd == nil {
 		g.usage(stderr)
 		return fmt.Errorf("unknown %s command %q", g.name, args[0])
+	}
+	if cmd.main != nil {
+		return cmd.main(ctx, args[1:], stdout, stderr)
 	}
 	fs := newFlagSet("iotransit "+g.name+" "+cmd.name, fmt.Sprintf("Usage: %s\n  %s\n\nFlags:\n", cmd.line(g.name), cmd.summary), stderr)
 	conn := addConnFlags(fs, cmd.tenant, true)

@@ -63,6 +63,7 @@ var gatewayGroup = &group{
 		itemCmd("isolate", "serial", "refuse the gateway until it is activated again; drops its live session", (*client.Client).IsolateGateway, gatewayTable),
 		itemCmd("activate", "serial", "let an isolated gateway connect again", (*client.Client).ActivateGateway, gatewayTable),
 		itemCmd("revoke", "serial", "refuse the gateway for good and revoke all its certificates", (*client.Client).RevokeGateway, gatewayTable),
+		gatewayRunCmd,
 		{name: "delete", args: []string{"serial"}, summary: "delete a gateway's record and release its serial", tenant: true,
 			run: func(ctx context.Context, e *env, args []string) error {
 				if err := e.api.DeleteGateway(ctx, e.tenant, args[0]); err != nil {

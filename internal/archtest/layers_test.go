@@ -25,6 +25,7 @@ var layers = map[string]int{
 	"internal/gateway": 1, "internal/mosquitto": 1,
 	"internal/gateway/keystore": 1, "internal/gateway/queue": 1,
 	"internal/meshnet": 1, "internal/gwstate": 1,
+	"internal/gateway/agent": 1,
 	// 2: the HTTPS edge.
 	"internal/api": 2,
 	// 3: the one wiring point.
@@ -55,6 +56,8 @@ var sameLayer = map[string][]string{
 	"internal/forward/azure":   {"internal/forward", "internal/forward/mqttout"},
 	"internal/forward/awsiot":  {"internal/forward", "internal/forward/mqttout"},
 	"internal/forward/seal":    {"internal/forward"},
+	// The agent runs the uplink, its key store and its queue.
+	"internal/gateway/agent": {"internal/gateway", "internal/gateway/keystore", "internal/gateway/queue"},
 	// The bench command drives the load generator.
 	"cmd/iotransit": {"internal/bench"},
 	// Test harnesses build on each other.

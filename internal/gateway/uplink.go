@@ -17,6 +17,8 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
 // UplinkConfig is how a gateway reaches the ingest.
@@ -32,6 +34,12 @@ type UplinkConfig struct {
 	// OnReport is called with each payload received on the gateway's
 	// down/errors topic (subscribed when non-nil).
 	OnReport func([]byte)
+	// OnMessage, when non-nil, is called with each message received on
+	// the topics of Subscribe (instead of OnReport), with its topic.
+	OnMessage func(topic string, payload []byte)
+	// Subscribe lists the topic filters subscribed to (QoS 1) after the
+	// connect when OnMessage is set.
+	Subscribe []string
 	// OnDisconnect is called when the server ends the session with a
 	// DISCONNECT packet (its reason code) or the connection drops.
 	OnDisconnect func(reason byte, err error)
@@ -63,6 +71,7 @@ func TLSFiles(certFile, keyFile, caFile, serverName string) (*tls.Config, error)
 // Uplink is a connected gateway session.
 type Uplink struct {
 	c       *paho.Client
+	sess    *state.State
 	serial  string
 	connack *paho.Connack
 	once    sync.Once
@@ -88,12 +97,21 @@ func Dial(ctx context.Context, cfg UplinkConfig) (*Uplink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: dial %s: %w", cfg.Addr, err)
 	}
-	u := &Uplink{serial: cfg.Serial}
+	u := &Uplink{serial: cfg.Serial, sess: state.NewInMemory()}
 	pc := paho.ClientConfig{
 		ClientID: cfg.Serial,
 		Conn:     packets.NewThreadSafeConn(conn),
+		Session:  sendSession{u.sess},
 	}
-	if cfg.OnReport != nil {
+	switch {
+	case cfg.OnMessage != nil:
+		pc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) {
+				cfg.OnMessage(pr.Packet.Topic, pr.Packet.Payload)
+				return true, nil
+			},
+		}
+	case cfg.OnReport != nil:
 		pc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) {
 				cfg.OnReport(pr.Packet.Payload)
@@ -113,6 +131,7 @@ func Dial(ctx context.Context, cfg UplinkConfig) (*Uplink, error) {
 	ca, err := u.c.Connect(ctx, &paho.Connect{ClientID: cfg.Serial, KeepAlive: cfg.KeepAlive, CleanStart: true})
 	if ca != nil && ca.ReasonCode != 0 {
 		conn.Close()
+		u.sess.Close()
 		reason := ""
 		if ca.Properties != nil {
 			reason = ca.Properties.ReasonString
@@ -121,11 +140,19 @@ func Dial(ctx context.Context, cfg UplinkConfig) (*Uplink, error) {
 	}
 	if err != nil {
 		conn.Close()
+		u.sess.Close()
 		return nil, fmt.Errorf("gateway: connect: %w", err)
 	}
 	u.connack = ca
-	if cfg.OnReport != nil {
-		if _, err := u.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "v1/gw/" + cfg.Serial + "/down/errors", QoS: 1}}}); err != nil {
+	subs := []paho.SubscribeOptions{{Topic: "v1/gw/" + cfg.Serial + "/down/errors", QoS: 1}}
+	if cfg.OnMessage != nil {
+		subs = subs[:0]
+		for _, t := range cfg.Subscribe {
+			subs = append(subs, paho.SubscribeOptions{Topic: t, QoS: 1})
+		}
+	}
+	if (cfg.OnReport != nil || cfg.OnMessage != nil) && len(subs) > 0 {
+		if _, err := u.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
 			u.Close()
 			return nil, fmt.Errorf("gateway: subscribe to reports: %w", err)
 		}
@@ -172,5 +199,77 @@ func (u *Uplink) Done() <-chan struct{} { return u.c.Done() }
 
 // Close sends DISCONNECT and closes the connection.
 func (u *Uplink) Close() error {
-	return u.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	err := u.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	u.sess.Close()
+	return err
+}
+
+// sendKey carries, in a publish's context, the channel that is to receive
+// its PUBACK (Send).
+type sendKey struct{}
+
+// sendSession is paho's in-memory session, except that a publish of Send
+// has its acknowledgement delivered to Send's channel (paho's own
+// asynchronous send discards it).
+type sendSession struct{ *state.State }
+
+func (s sendSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
+	if ch, ok := ctx.Value(sendKey{}).(chan packets.ControlPacket); ok {
+		resp = ch
+	}
+	return s.State.AddToSession(ctx, p, resp)
+}
+
+// Pending is a QoS 1 publish written and waiting for its PUBACK.
+type Pending struct {
+	u  *Uplink
+	ch chan packets.ControlPacket
+}
+
+// Send publishes payload to the gateway's up topic with QoS 1 and returns
+// once the publish is written, without waiting for its PUBACK: publishes
+// sent one after the other from one goroutine leave in that order (a
+// window of publishes in flight that keeps their order, which concurrent
+// Publish calls do not). It blocks while the server's receive maximum of
+// publishes is in flight.
+func (u *Uplink) Send(ctx context.Context, payload []byte) (*Pending, error) {
+	ch := make(chan packets.ControlPacket, 1)
+	_, err := u.c.PublishWithOptions(context.WithValue(ctx, sendKey{}, ch),
+		&paho.Publish{Topic: "v1/gw/" + u.serial + "/up", QoS: 1, Payload: payload},
+		paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+	if err != nil && !errors.Is(err, paho.ErrNetworkErrorAfterStored) {
+		return nil, err
+	}
+	return &Pending{u: u, ch: ch}, nil
+}
+
+// ErrNoAck reports a publish whose session ended before its PUBACK: it may
+// or may not have been taken.
+var ErrNoAck = errors.New("gateway: the session ended before the PUBACK")
+
+// Wait returns the publish's PUBACK, or ErrNoAck when the connection ends
+// first, or ctx's error.
+func (p *Pending) Wait(ctx context.Context) (PublishResult, error) {
+	select {
+	case cp := <-p.ch:
+		ack, ok := cp.Content.(*packets.Puback)
+		if !ok {
+			return PublishResult{}, ErrNoAck
+		}
+		res := PublishResult{ReasonCode: ack.ReasonCode}
+		if ack.Properties != nil {
+			res.Reason = ack.Properties.ReasonString
+		}
+		return res, nil
+	case <-p.u.Done():
+		select {
+		case cp := <-p.ch:
+			p.ch <- cp
+			return p.Wait(ctx)
+		default:
+		}
+		return PublishResult{}, ErrNoAck
+	case <-ctx.Done():
+		return PublishResult{}, ctx.Err()
+	}
 }

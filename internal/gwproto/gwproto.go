@@ -105,6 +105,10 @@ type Status struct {
 	// X25519 key (32 bytes, base64 in JSON) whose private half never leaves
 	// the gateway; the cloud seals the mesh keys to it (KeysTopic).
 	KeyDeliveryKey []byte `json:"keyDeliveryKey,omitempty"`
+	// Renewal is the last certificate renewal's failure, "" when the last
+	// one succeeded or none was due (the old certificate stays in use
+	// while it is valid).
+	Renewal string `json:"renewal,omitempty"`
 	// Time is the gateway's clock when it sent the status.
 	Time time.Time `json:"time"`
 }
