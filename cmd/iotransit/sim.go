@@ -3,28 +3,22 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/iotransit/iotransit/internal/forward"
-	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/receiver"
 )
 
-// The demo's two simulated sides: a gateway that uploads the messages of a
-// few sensors (until the gateway agent replaces it), and the customer's
-// HTTPS receiver of a webhook integration.
+// The demo's simulated sensors (mesh-sim's nodes carry them) and the
+// customer's HTTPS receiver of a webhook integration.
 
 // sensor is one simulated Thingsee sensor.
 type sensor struct {
@@ -41,22 +35,6 @@ type simulation struct {
 	rng     *rand.Rand
 	sensors []*sensor
 	n       int
-}
-
-func newSimulation(seed uint64, sensors int) *simulation {
-	s := &simulation{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
-	kinds := []struct {
-		model string
-		id    int
-	}{{"TSEN01", 12100}, {"TSPR04", 13100}, {"TSAR01", 24100}, {"TSPD04", 2100}, {"TSEN01", 13101}}
-	for i := 0; i < sensors; i++ {
-		k := kinds[i%len(kinds)]
-		s.sensors = append(s.sensors, &sensor{
-			tuid: fmt.Sprintf("%sDEMO%07d", k.model, i+1), kind: k.id,
-			temp: 20 + s.rng.Float64()*3, co2: 450 + s.rng.Float64()*100, batl: 100 - float64(i),
-		})
-	}
-	return s
 }
 
 func round(v float64, decimals int) float64 {
@@ -85,78 +63,6 @@ func (s *simulation) message(se *sensor, ts time.Time) map[string]any {
 		m["temp"] = round(se.temp, 1)
 	}
 	return m
-}
-
-// next returns the next payload: usually one message, sometimes a buffered
-// array (as after an outage), and now and then an invalid message when
-// withInvalid is set, to show a rejection.
-func (s *simulation) next(now time.Time, withInvalid bool) []byte {
-	s.n++
-	se := s.sensors[s.rng.IntN(len(s.sensors))]
-	var v any
-	switch {
-	case withInvalid && s.n%20 == 0:
-		m := s.message(s.sensors[0], now)
-		m["temp"] = 130.5 // out of the sensor's range: rejected with a reason
-		v = m
-	case s.n%10 == 0:
-		arr := make([]map[string]any, 3)
-		for i := range arr {
-			arr[i] = s.message(se, now.Add(time.Duration(i-3)*time.Minute))
-		}
-		se2 := s.sensors[s.rng.IntN(len(s.sensors))]
-		arr = append(arr, s.message(se2, now))
-		v = arr
-	case s.n%15 == 0:
-		se.batl = math.Max(0, se.batl-0.5)
-		v = map[string]any{"tsmId": 1110, "tsmEv": 10, "tsmTs": now.Unix(), "tsmTuid": se.tuid, "batl": round(se.batl, 1)}
-	default:
-		v = s.message(se, now)
-	}
-	b, _ := json.Marshal(v)
-	return b
-}
-
-// simulateGateway uploads a simulation of sensors as the dev gateway, every
-// interval, until ctx ends.
-func simulateGateway(ctx context.Context, n *node.Node, sensors int, interval time.Duration, say func(string, ...any)) error {
-	d := n.DevGatewayDir()
-	host, _ := node.LocalHostPort(n.MQTTAddr())
-	tlsCfg, err := gateway.TLSFiles(filepath.Join(d, "cert.pem"), filepath.Join(d, "key.pem"), filepath.Join(d, "ca.pem"), host)
-	if err != nil {
-		return err
-	}
-	up, err := gateway.Dial(ctx, gateway.UplinkConfig{
-		Addr: n.MQTTAddr(), Serial: node.DevGateway, TLS: tlsCfg,
-		OnReport: func(b []byte) { say("rejected %s", b) },
-	})
-	if err != nil {
-		return err
-	}
-	defer up.Close()
-	sim := newSimulation(uint64(time.Now().UnixNano()), sensors)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-up.Done():
-			return fmt.Errorf("simulated gateway: connection closed")
-		case <-t.C:
-			res, err := up.Publish(ctx, sim.next(time.Now(), true), 1)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				slog.Warn("simulated gateway publish", "error", err)
-				continue
-			}
-			if res.ReasonCode != 0 {
-				say("puback   reason 0x%02x: %s", res.ReasonCode, res.Reason)
-			}
-		}
-	}
 }
 
 // demoReceiver is the customer's side in the demo: an HTTPS endpoint that

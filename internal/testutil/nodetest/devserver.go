@@ -36,18 +36,20 @@ type DevServer struct {
 	Bin, Dir  string
 	MQTT, API string // host:port
 	LogLevel  string
+	// Args are more flags of serve, e.g. a raised --msg-rate.
+	Args []string
 	// Cmd is the running process; Out collects its standard output and
 	// error.
 	Cmd *exec.Cmd
 	Out *testutil.SyncBuffer
 }
 
-// StartDevServer starts bin as `serve --dev` on a new data directory and
-// free ports, and waits for its banner; it is killed at the test's end if
+// StartDevServer starts bin as `serve --dev [args]` on a new data
+// directory and free ports, and waits for its banner; it is killed at the test's end if
 // it still runs.
-func StartDevServer(t testing.TB, bin, logLevel string) *DevServer {
+func StartDevServer(t testing.TB, bin, logLevel string, args ...string) *DevServer {
 	t.Helper()
-	s := &DevServer{Bin: bin, Dir: t.TempDir(), LogLevel: logLevel,
+	s := &DevServer{Bin: bin, Dir: t.TempDir(), LogLevel: logLevel, Args: args,
 		MQTT: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), API: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))}
 	return s.Restart(t)
 }
@@ -56,8 +58,8 @@ func StartDevServer(t testing.TB, bin, logLevel string) *DevServer {
 // new process, and waits for its banner.
 func (s *DevServer) Restart(t testing.TB) *DevServer {
 	t.Helper()
-	n := &DevServer{Bin: s.Bin, Dir: s.Dir, MQTT: s.MQTT, API: s.API, LogLevel: s.LogLevel, Out: &testutil.SyncBuffer{}}
-	n.Cmd = exec.Command(n.Bin, "serve", "--dev", "--data-dir", n.Dir, "--mqtt-addr", n.MQTT, "--api-addr", n.API, "--log-level", n.LogLevel)
+	n := &DevServer{Bin: s.Bin, Dir: s.Dir, MQTT: s.MQTT, API: s.API, LogLevel: s.LogLevel, Args: s.Args, Out: &testutil.SyncBuffer{}}
+	n.Cmd = exec.Command(n.Bin, append([]string{"serve", "--dev", "--data-dir", n.Dir, "--mqtt-addr", n.MQTT, "--api-addr", n.API, "--log-level", n.LogLevel}, n.Args...)...)
 	n.Cmd.Stdout, n.Cmd.Stderr = n.Out, n.Out
 	if err := n.Cmd.Start(); err != nil {
 		t.Fatal(err)
