@@ -105,6 +105,11 @@ type Config struct {
 	// Window is how many publishes may wait for their PUBACK (defaults
 	// 100 messages, 64 KiB, 16).
 	BatchMessages, BatchBytes, Window int
+	// Linger is how long accepted frames are gathered before they are
+	// written to the queue in one commit (default 10 ms; negative: none).
+	// Frames come one by one from many nodes: a commit (and a disk sync)
+	// per frame cost 285 µs of CPU per frame at 2,000 frames/s.
+	Linger time.Duration
 }
 
 func (c *Config) defaults() {
@@ -134,6 +139,9 @@ func (c *Config) defaults() {
 	}
 	if c.Window <= 0 {
 		c.Window = 16
+	}
+	if c.Linger == 0 {
+		c.Linger = 10 * time.Millisecond
 	}
 	if c.ServerName == "" {
 		if h, _, err := net.SplitHostPort(c.MQTTAddr); err == nil {

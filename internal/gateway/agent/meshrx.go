@@ -57,6 +57,8 @@ func (a *Agent) appendLoop(ctx context.Context) {
 	}
 	states, mark := []mesh.NodeState(nil), a.restoredMark
 	batch := make([][]byte, 0, maxAppend)
+	linger := time.NewTimer(0)
+	<-linger.C
 	for {
 		select {
 		case m := <-a.inbox:
@@ -64,15 +66,32 @@ func (a *Agent) appendLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+		// Gather what comes within Linger (or until the batch is full),
+		// so that one commit carries many frames.
+		if a.cfg.Linger > 0 {
+			linger.Reset(a.cfg.Linger)
+		}
 	fill:
 		for len(batch) < maxAppend {
+			if a.cfg.Linger <= 0 {
+				select {
+				case m := <-a.inbox:
+					batch = append(batch, m)
+				default:
+					break fill
+				}
+				continue
+			}
 			select {
 			case m := <-a.inbox:
 				batch = append(batch, m)
-			default:
+			case <-linger.C:
+				break fill
+			case <-ctx.Done():
 				break fill
 			}
 		}
+		linger.Stop()
 		var next uint64
 		states, next = a.rcv.Changes(states[:0], mark)
 		changed := map[int]bool{}
