@@ -21,7 +21,8 @@ import (
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
-// TestMeasureAgent measures the gateway agent as a process of its own,
+// TestMeasureAgent measures the gateway agent (cmd/iotransit-gateway) as a
+// process of its own,
 // from outside (its CPU from /proc/PID/stat, its memory from
 // /proc/PID/status), beside a `serve --dev` process and mesh-sim's nodes in
 // this process:
@@ -47,9 +48,11 @@ func TestMeasureAgent(t *testing.T) {
 	nodes, rate := envInt(t, "IOTRANSIT_MEASURE_NODES", 1000), envInt(t, "IOTRANSIT_MEASURE_RATE", 2000)
 	seconds, outage := envInt(t, "IOTRANSIT_MEASURE_SECONDS", 20), envInt(t, "IOTRANSIT_MEASURE_OUTAGE", 100_000)
 	ctx := context.Background()
-	bin := nodetest.BuildBinary(t)
-	if fi, err := os.Stat(bin); err == nil {
-		t.Logf("binary: %s, %.1f MiB (the whole iotransit: server, CLI and agent)", bin, float64(fi.Size())/(1<<20))
+	bin, gw := nodetest.BuildBinary(t), nodetest.BuildCommand(t, "iotransit-gateway")
+	for _, b := range []string{bin, gw} {
+		if fi, err := os.Stat(b); err == nil {
+			t.Logf("binary %s: %.1f MiB", filepath.Base(b), float64(fi.Size())/(1<<20))
+		}
 	}
 	srv := nodetest.StartDevServer(t, bin, "warn", "--msg-rate", "1000000", "--msg-burst", "1000000")
 	op := srv.Operator(t)
@@ -78,7 +81,9 @@ func TestMeasureAgent(t *testing.T) {
 	}
 	meshAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	out := &testutil.SyncBuffer{}
-	agentCmd := exec.Command(bin, "gateway", "run", "--data-dir", filepath.Join(dir, "agent"), "--server", "https://"+srv.API,
+	// The agent as it ships on a gateway: its own binary (iotransit gateway
+	// run is the same code in the cloud's binary).
+	agentCmd := exec.Command(gw, "--data-dir", filepath.Join(dir, "agent"), "--server", "https://"+srv.API,
 		"--mqtt", srv.MQTT, "--ca", srv.GatewayFile("ca.pem"), "--serial", serial, "--enroll-token-file", tokenFile,
 		"--mesh-addr", meshAddr, "--queue-max-bytes", strconv.Itoa(256<<20), "--log-level", "warn")
 	agentCmd.Stdout, agentCmd.Stderr = out, out

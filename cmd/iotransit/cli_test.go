@@ -39,7 +39,7 @@ func TestCLISecretPrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := s.need(onCmdLine)
+			got, err := s.Need(onCmdLine)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("got %q, %v; want the error %q", got, err, tc.err)

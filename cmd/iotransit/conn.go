@@ -114,7 +114,7 @@ func (c *connFlags) env(onCmdLine map[string]bool, name string, needTenant bool,
 	if needTenant && strings.TrimSpace(c.tenant) == "" {
 		return nil, usageError("%s needs --tenant (or IOTRANSIT_TENANT)", name)
 	}
-	key, err := c.key.need(onCmdLine)
+	key, err := c.key.Need(onCmdLine)
 	if err != nil {
 		return nil, err
 	}

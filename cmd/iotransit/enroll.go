@@ -44,7 +44,7 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := conn.checkOutput(); err != nil {
 		return err
 	}
-	tok, err := token.need(onCmdLine)
+	tok, err := token.Need(onCmdLine)
 	if err != nil {
 		return err
 	}

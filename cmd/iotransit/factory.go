@@ -114,7 +114,7 @@ var claimCmd = command{name: "claim", synopsis: "--serial S --code C|--code-file
 			if *serial == "" {
 				return usageError("gateway claim needs --serial (or IOTRANSIT_SERIAL)")
 			}
-			c, err := code.need(e.onCmdLine)
+			c, err := code.Need(e.onCmdLine)
 			if err != nil {
 				return err
 			}

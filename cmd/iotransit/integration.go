@@ -346,7 +346,7 @@ func (f *integrationAddFlags) request(given, onCmdLine map[string]bool) (*client
 			return nil, err
 		}
 		w := &client.WebhookConfig{URL: strings.TrimSpace(f.url), CAPEM: caPEM, ClientCertPEM: certPEM, ClientKeyPEM: keyPEM}
-		if w.Secret, err = f.secret.get(onCmdLine); err != nil {
+		if w.Secret, err = f.secret.Get(onCmdLine); err != nil {
 			return nil, err
 		}
 		if w.Auth, err = f.webhookAuth(onCmdLine); err != nil {
@@ -359,7 +359,7 @@ func (f *integrationAddFlags) request(given, onCmdLine map[string]bool) (*client
 		}
 		m := &client.MQTTConfig{Broker: strings.TrimSpace(f.broker), ClientID: f.clientID, Username: f.username, Topic: f.topic,
 			CAPEM: caPEM, ClientCertPEM: certPEM, ClientKeyPEM: keyPEM}
-		if m.Password, err = f.password.get(onCmdLine); err != nil {
+		if m.Password, err = f.password.Get(onCmdLine); err != nil {
 			return nil, err
 		}
 		in.MQTT = m
@@ -371,7 +371,7 @@ func (f *integrationAddFlags) request(given, onCmdLine map[string]bool) (*client
 			return nil, err
 		}
 		a := &client.AzureConfig{HostName: strings.TrimSpace(f.hubHost), DeviceID: f.deviceID, CAPEM: caPEM, Port: f.port}
-		if a.DeviceKey, err = f.deviceKey.get(onCmdLine); err != nil {
+		if a.DeviceKey, err = f.deviceKey.Get(onCmdLine); err != nil {
 			return nil, err
 		}
 		if a.DeviceKey == "" {
@@ -402,7 +402,7 @@ func (f *integrationAddFlags) webhookAuth(onCmdLine map[string]bool) (*client.We
 	var err error
 	switch f.auth {
 	case "apikey":
-		if a.HeaderValue, err = f.headerValue.get(onCmdLine); err != nil {
+		if a.HeaderValue, err = f.headerValue.Get(onCmdLine); err != nil {
 			return nil, err
 		}
 		if a.HeaderValue == "" {
@@ -410,7 +410,7 @@ func (f *integrationAddFlags) webhookAuth(onCmdLine map[string]bool) (*client.We
 		}
 		a.HeaderName = f.headerName
 	case "oauth2":
-		if a.ClientSecret, err = f.clientSecret.get(onCmdLine); err != nil {
+		if a.ClientSecret, err = f.clientSecret.Get(onCmdLine); err != nil {
 			return nil, err
 		}
 		if a.ClientSecret == "" || f.tokenURL == "" || f.clientID == "" {

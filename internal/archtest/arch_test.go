@@ -67,6 +67,11 @@ func TestPackageBoundaries(t *testing.T) {
 		{"./cmd/iotransit", []string{"testing", mod + "internal/testutil"}, "test code does not ship in the binary"},
 		{"./internal/gateway", []string{mod + "internal/api", mod + "internal/ingest", mod + "internal/registry", "github.com/nats-io/nats-server/v2/server"}, "the gateway side knows only the MQTT contract"},
 		{"./internal/gateway/agent", []string{mod + "internal/api", mod + "internal/ingest", mod + "internal/registry", mod + "internal/node", "github.com/nats-io/nats-server/v2/server"}, "the agent reaches the cloud only through client and MQTT"},
+		{"./cmd/iotransit-gateway", []string{
+			"testing", mod + "internal/testutil", mod + "internal/api", mod + "internal/ingest", mod + "internal/registry",
+			mod + "internal/node", mod + "internal/store", mod + "internal/forward", mod + "internal/backbone",
+			"github.com/nats-io/nats-server/v2/server", "github.com/mochi-mqtt/server/v2",
+		}, "the gateway's binary holds none of the cloud's code"},
 		{"./internal/thingsee", []string{mod + "internal/ingest", "github.com/nats-io/nats.go"}, "the message model does not know transport or storage"},
 		{"./internal/pki", []string{"github.com/nats-io/nats.go", mod + "internal/registry"}, "pki is stateless crypto"},
 		{"./internal/testutil", []string{

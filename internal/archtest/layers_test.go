@@ -16,7 +16,7 @@ var layers = map[string]int{
 	"internal/fault": 0, "internal/retry": 0, "internal/securefile": 0,
 	"internal/backbone/names": 0, "internal/backbone/kverr": 0, "internal/thingsee": 0, "internal/pki": 0,
 	"internal/kms": 0, "internal/forward/egress": 0, "internal/gwproto": 0,
-	"internal/mesh": 0,
+	"internal/mesh": 0, "internal/cli": 0,
 	// 1: the domains, each over JetStream or the network.
 	"internal/backbone": 1, "internal/registry": 1, "internal/credential": 1,
 	"internal/store": 1, "internal/audit": 1, "internal/ingest": 1,
@@ -29,10 +29,10 @@ var layers = map[string]int{
 	"internal/gateway/agent": 1,
 	// 2: the HTTPS edge.
 	"internal/api": 2,
-	// 3: the one wiring point.
-	"internal/node": 3,
+	// 3: the wiring points: node for the cloud, agentcmd for the gateway.
+	"internal/node": 3, "internal/gateway/agentcmd": 3,
 	// 4: programs and test harnesses.
-	"cmd/iotransit": 4, "internal/bench": 4, "internal/testutil": 4,
+	"cmd/iotransit": 4, "cmd/iotransit-gateway": 4, "internal/bench": 4, "internal/testutil": 4,
 	"internal/testutil/nodetest": 4, "internal/forward/mqttout/mosquittotest": 4,
 	"internal/archtest": 4, "internal/hostile": 4,
 	"internal/firmware/firmwaretest": 4,

@@ -21,8 +21,15 @@ import (
 // directory and returns its path.
 func BuildBinary(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "iotransit")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/iotransit/iotransit/cmd/iotransit").CombinedOutput()
+	return BuildCommand(t, "iotransit")
+}
+
+// BuildCommand builds the command cmd/NAME of the module into the test's
+// temporary directory and returns its path.
+func BuildCommand(t testing.TB, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/iotransit/iotransit/cmd/"+name).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
