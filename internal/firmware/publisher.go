@@ -146,26 +146,60 @@ func AddTarget(current, image []byte, model, version string, expires time.Time, 
 	custom, _ := json.Marshal(gwproto.FirmwareCustom{Version: version, Model: model})
 	raw := json.RawMessage(custom)
 	tf.Custom = &raw
-	return nextTargets(current, expires, key, func(t *metadata.TargetsType) { t.Targets[name] = tf })
+	return nextTargets(current, key.Public().(ed25519.PublicKey), expires, key, func(t *metadata.TargetsType) { t.Targets[name] = tf })
 }
 
 // Resign returns the targets metadata that follows current with the same
 // targets: the version one more, expiring at expires, signed by key alone
-// (before current expires, or with a new targets key after a rotation).
+// (before current expires).
 func Resign(current []byte, expires time.Time, key ed25519.PrivateKey) ([]byte, error) {
-	return nextTargets(current, expires, key, func(*metadata.TargetsType) {})
+	return nextTargets(current, key.Public().(ed25519.PublicKey), expires, key, func(*metadata.TargetsType) {})
 }
 
-func nextTargets(current []byte, expires time.Time, key ed25519.PrivateKey, change func(*metadata.TargetsType)) ([]byte, error) {
+// Rekey is Resign with a new targets key after a rotation: current must be
+// signed by the previous targets key, signedBy.
+func Rekey(current []byte, signedBy ed25519.PublicKey, expires time.Time, key ed25519.PrivateKey) ([]byte, error) {
+	return nextTargets(current, signedBy, expires, key, func(*metadata.TargetsType) {})
+}
+
+// nextTargets changes and signs current, which must carry a good signature
+// of signedBy: the current targets come from the server, and a server that
+// was broken into must not get targets of its own signed with the offline
+// key.
+func nextTargets(current []byte, signedBy ed25519.PublicKey, expires time.Time, key ed25519.PrivateKey, change func(*metadata.TargetsType)) ([]byte, error) {
 	t, err := metadata.Targets().FromBytes(current)
 	if err != nil {
 		return nil, fmt.Errorf("current targets: %w", err)
+	}
+	if err := signedByKey(t, signedBy); err != nil {
+		return nil, err
 	}
 	change(&t.Signed)
 	t.Signed.Version++
 	t.Signed.Expires = expires.UTC().Truncate(time.Second)
 	t.ClearSignatures()
 	return signWith(t, key)
+}
+
+// signedByKey checks that t carries a good signature of pub.
+func signedByKey(t *metadata.Metadata[metadata.TargetsType], pub ed25519.PublicKey) error {
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	id, err := k.ID()
+	if err != nil {
+		return err
+	}
+	r := metadata.Root()
+	if err := r.Signed.AddKey(k, metadata.TARGETS); err != nil {
+		return err
+	}
+	r.Signed.Roles[metadata.TARGETS].Threshold = 1
+	if err := r.VerifyDelegate(metadata.TARGETS, t); err != nil {
+		return fmt.Errorf("the current targets are not signed by the targets key %s: %w", id, err)
+	}
+	return nil
 }
 
 // NextRoot returns the root that follows current: the root role's key
