@@ -2,6 +2,7 @@ package firmware_test
 
 import (
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"testing"
 	"time"
@@ -9,7 +10,9 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/firmware"
+	"github.com/iotransit/iotransit/internal/firmware/firmwaretest"
 	"github.com/iotransit/iotransit/internal/gwproto"
 )
 
@@ -84,6 +87,55 @@ func TestPublisherSignsOnlyTargetsItSignedBefore(t *testing.T) {
 			_, err = firmware.Resign(tt.current, exp, tk)
 			if (err == nil) != tt.ok {
 				t.Errorf("Resign: err = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
+}
+
+// onlineKey returns a TUF key as the server lists its online keys.
+func onlineKey(t *testing.T) client.TUFKey {
+	t.Helper()
+	pub, _, _ := ed25519.GenerateKey(nil)
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := k.ID()
+	return client.TUFKey{KeyID: id, KeyType: k.Type, Scheme: k.Scheme, KeyVal: client.TUFKeyValue{Public: hex.EncodeToString(pub)}}
+}
+
+// TestPublisherRotatesOnlyARootItsKeySigned: rotate-root takes the current
+// root from the server, reads the targets key to follow from it, and signs
+// the next root with the current root key. A root the current root key
+// did not sign (a compromised server's own, naming its own targets key) is
+// refused.
+func TestPublisherRotatesOnlyARootItsKeySigned(t *testing.T) {
+	rk, tk := firmwaretest.Key(t), firmwaretest.Key(t)
+	evilRoot, evilTargets := firmwaretest.Key(t), firmwaretest.Key(t)
+	online := client.FirmwareOnlineKeys{Snapshot: onlineKey(t), Timestamp: onlineKey(t)}
+	exp := time.Now().AddDate(1, 0, 0)
+	good, _, err := firmware.NewRepository(rk, tk, online, exp, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil, _, err := firmware.NewRepository(evilRoot, evilTargets, online, exp, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newRoot := firmwaretest.Key(t)
+	tests := []struct {
+		name    string
+		current []byte
+		ok      bool
+	}{
+		{name: "signed by the current root key", current: good, ok: true},
+		{name: "signed by another key", current: evil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := firmware.NextRoot(tt.current, rk, newRoot, tk.Public().(ed25519.PublicKey), exp)
+			if (err == nil) != tt.ok {
+				t.Errorf("NextRoot: err = %v, want ok %v", err, tt.ok)
 			}
 		})
 	}
