@@ -171,7 +171,7 @@ func nextTargets(current []byte, signedBy ed25519.PublicKey, expires time.Time, 
 	if err != nil {
 		return nil, fmt.Errorf("current targets: %w", err)
 	}
-	if err := signedByKey(t, signedBy); err != nil {
+	if err := signedByKey(t, metadata.TARGETS, signedBy); err != nil {
 		return nil, err
 	}
 	change(&t.Signed)
@@ -181,8 +181,9 @@ func nextTargets(current []byte, signedBy ed25519.PublicKey, expires time.Time, 
 	return signWith(t, key)
 }
 
-// signedByKey checks that t carries a good signature of pub.
-func signedByKey(t *metadata.Metadata[metadata.TargetsType], pub ed25519.PublicKey) error {
+// signedByKey checks that t, metadata of role, carries a good signature of
+// pub.
+func signedByKey[T metadata.Roles](t *metadata.Metadata[T], role string, pub ed25519.PublicKey) error {
 	k, err := metadata.KeyFromPublicKey(pub)
 	if err != nil {
 		return err
@@ -192,12 +193,12 @@ func signedByKey(t *metadata.Metadata[metadata.TargetsType], pub ed25519.PublicK
 		return err
 	}
 	r := metadata.Root()
-	if err := r.Signed.AddKey(k, metadata.TARGETS); err != nil {
+	if err := r.Signed.AddKey(k, role); err != nil {
 		return err
 	}
-	r.Signed.Roles[metadata.TARGETS].Threshold = 1
-	if err := r.VerifyDelegate(metadata.TARGETS, t); err != nil {
-		return fmt.Errorf("the current targets are not signed by the targets key %s: %w", id, err)
+	r.Signed.Roles[role].Threshold = 1
+	if err := r.VerifyDelegate(role, t); err != nil {
+		return fmt.Errorf("the current %s metadata is not signed by the %s key %s: %w", role, role, id, err)
 	}
 	return nil
 }
@@ -210,6 +211,11 @@ func NextRoot(current []byte, oldRootKey, newRootKey ed25519.PrivateKey, newTarg
 	r, err := metadata.Root().FromBytes(current)
 	if err != nil {
 		return nil, fmt.Errorf("current root: %w", err)
+	}
+	// The current root comes from the server: follow only one signed by
+	// the current root key (its targets key is trusted from it).
+	if err := signedByKey(r, metadata.ROOT, oldRootKey.Public().(ed25519.PublicKey)); err != nil {
+		return nil, err
 	}
 	for role, pub := range map[string]any{metadata.ROOT: newRootKey.Public(), metadata.TARGETS: newTargetsKey} {
 		for _, id := range slices.Clone(r.Signed.Roles[role].KeyIDs) {

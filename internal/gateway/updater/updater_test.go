@@ -510,7 +510,16 @@ func TestUpdaterFollowsARootRotation(t *testing.T) {
 		t.Fatalf("a rotation of the targets key without targets signed by it: %v", err)
 	}
 	// Not signed by the current root key: refused.
-	forged, _ := firmware.NextRoot(e.repo.Root, newRoot, newRoot, newTargets.Public().(ed25519.PublicKey), time.Now().AddDate(1, 0, 0))
+	fr, err := metadata.Root().FromBytes(root2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr.ClearSignatures()
+	ns, _ := signature.LoadED25519Signer(newRoot)
+	if _, err := fr.Sign(ns); err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := fr.ToBytes(false)
 	if _, err := c.RotateFirmwareRoot(ctx(t), "acme", client.RotateFirmwareRootRequest{Root: forged}); client.ErrorCode(err) != "firmware.signature_invalid" {
 		t.Fatalf("a root not signed by the current root key: %v", err)
 	}
