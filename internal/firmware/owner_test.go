@@ -9,6 +9,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/firmware/firmwaretest"
+	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -37,6 +38,20 @@ func TestFirmwareNoticeStaysWithItsTenant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	got, err := notices(t, u, serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		t.Fatalf("globex's gateway got acme's firmware notice %s", b)
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// notices subscribes u to the firmware topic of serial and returns the
+// first notice it gets.
+func notices(t *testing.T, u *gateway.Uplink, serial string) (<-chan []byte, error) {
 	got := make(chan []byte, 1)
 	u.Client().AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) {
 		if pr.Packet.Topic == gwproto.FirmwareTopic(serial) {
@@ -47,12 +62,6 @@ func TestFirmwareNoticeStaysWithItsTenant(t *testing.T) {
 		}
 		return true, nil
 	})
-	if _, err := u.Client().Subscribe(ctx(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: gwproto.FirmwareTopic(serial), QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case b := <-got:
-		t.Fatalf("globex's gateway got acme's firmware notice %s", b)
-	case <-time.After(2 * time.Second):
-	}
+	_, err := u.Client().Subscribe(ctx(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: gwproto.FirmwareTopic(serial), QoS: 1}}})
+	return got, err
 }
