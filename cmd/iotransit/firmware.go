@@ -170,12 +170,13 @@ var firmwareGroup = &group{
 						if err != nil {
 							return fmt.Errorf("--new-targets-key: %w", err)
 						}
+						prev := targetsPub
 						targetsPub = tk.Public().(ed25519.PublicKey)
 						targets, err := currentMetadata(ctx, e, "targets")
 						if err != nil {
 							return err
 						}
-						if req.Targets, err = firmware.Resign(targets, time.Now().Add(*targetsTTL), tk); err != nil {
+						if req.Targets, err = firmware.Rekey(targets, prev, time.Now().Add(*targetsTTL), tk); err != nil {
 							return err
 						}
 					}

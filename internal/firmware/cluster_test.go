@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
-
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/firmware/firmwaretest"
 	"github.com/iotransit/iotransit/internal/gwproto"
@@ -52,17 +50,8 @@ func TestFirmwareNoticeReachesAGatewayOnAnotherNode(t *testing.T) {
 			return err
 		}
 		defer u.Close()
-		got := make(chan []byte, 1)
-		u.Client().AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) {
-			if pr.Packet.Topic == gwproto.FirmwareTopic(serial) {
-				select {
-				case got <- pr.Packet.Payload:
-				default:
-				}
-			}
-			return true, nil
-		})
-		if _, err := u.Client().Subscribe(ctx(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: gwproto.FirmwareTopic(serial), QoS: 1}}}); err != nil {
+		got, err := notices(t, u, serial)
+		if err != nil {
 			return err
 		}
 		select {

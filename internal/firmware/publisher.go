@@ -146,26 +146,61 @@ func AddTarget(current, image []byte, model, version string, expires time.Time, 
 	custom, _ := json.Marshal(gwproto.FirmwareCustom{Version: version, Model: model})
 	raw := json.RawMessage(custom)
 	tf.Custom = &raw
-	return nextTargets(current, expires, key, func(t *metadata.TargetsType) { t.Targets[name] = tf })
+	return nextTargets(current, key.Public().(ed25519.PublicKey), expires, key, func(t *metadata.TargetsType) { t.Targets[name] = tf })
 }
 
 // Resign returns the targets metadata that follows current with the same
 // targets: the version one more, expiring at expires, signed by key alone
-// (before current expires, or with a new targets key after a rotation).
+// (before current expires).
 func Resign(current []byte, expires time.Time, key ed25519.PrivateKey) ([]byte, error) {
-	return nextTargets(current, expires, key, func(*metadata.TargetsType) {})
+	return nextTargets(current, key.Public().(ed25519.PublicKey), expires, key, func(*metadata.TargetsType) {})
 }
 
-func nextTargets(current []byte, expires time.Time, key ed25519.PrivateKey, change func(*metadata.TargetsType)) ([]byte, error) {
+// Rekey is Resign with a new targets key after a rotation: current must be
+// signed by the previous targets key, signedBy.
+func Rekey(current []byte, signedBy ed25519.PublicKey, expires time.Time, key ed25519.PrivateKey) ([]byte, error) {
+	return nextTargets(current, signedBy, expires, key, func(*metadata.TargetsType) {})
+}
+
+// nextTargets changes and signs current, which must carry a good signature
+// of signedBy: the current targets come from the server, and a server that
+// was broken into must not get targets of its own signed with the offline
+// key.
+func nextTargets(current []byte, signedBy ed25519.PublicKey, expires time.Time, key ed25519.PrivateKey, change func(*metadata.TargetsType)) ([]byte, error) {
 	t, err := metadata.Targets().FromBytes(current)
 	if err != nil {
 		return nil, fmt.Errorf("current targets: %w", err)
+	}
+	if err := signedByKey(t, metadata.TARGETS, signedBy); err != nil {
+		return nil, err
 	}
 	change(&t.Signed)
 	t.Signed.Version++
 	t.Signed.Expires = expires.UTC().Truncate(time.Second)
 	t.ClearSignatures()
 	return signWith(t, key)
+}
+
+// signedByKey checks that t, metadata of role, carries a good signature of
+// pub.
+func signedByKey[T metadata.Roles](t *metadata.Metadata[T], role string, pub ed25519.PublicKey) error {
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	id, err := k.ID()
+	if err != nil {
+		return err
+	}
+	r := metadata.Root()
+	if err := r.Signed.AddKey(k, role); err != nil {
+		return err
+	}
+	r.Signed.Roles[role].Threshold = 1
+	if err := r.VerifyDelegate(role, t); err != nil {
+		return fmt.Errorf("the current %s metadata is not signed by the %s key %s: %w", role, role, id, err)
+	}
+	return nil
 }
 
 // NextRoot returns the root that follows current: the root role's key
@@ -176,6 +211,11 @@ func NextRoot(current []byte, oldRootKey, newRootKey ed25519.PrivateKey, newTarg
 	r, err := metadata.Root().FromBytes(current)
 	if err != nil {
 		return nil, fmt.Errorf("current root: %w", err)
+	}
+	// The current root comes from the server: follow only one signed by
+	// the current root key (its targets key is trusted from it).
+	if err := signedByKey(r, metadata.ROOT, oldRootKey.Public().(ed25519.PublicKey)); err != nil {
+		return nil, err
 	}
 	for role, pub := range map[string]any{metadata.ROOT: newRootKey.Public(), metadata.TARGETS: newTargetsKey} {
 		for _, id := range slices.Clone(r.Signed.Roles[role].KeyIDs) {

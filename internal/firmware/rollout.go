@@ -162,11 +162,11 @@ func (r *Repos) Report(ctx context.Context, tenant, serial string, rep client.Fi
 	return none, ErrBusy.New()
 }
 
-// WatchNotices calls fn with each gateway's firmware notice (its serial and
-// the notice's JSON) now and whenever one changes, until ctx ends: the node
+// WatchNotices calls fn with each gateway's firmware notice (its tenant,
+// serial and the notice's JSON) now and whenever one changes, until ctx ends: the node
 // publishes them retained on its broker, so a gateway gets its notice on
 // whichever node it connects to.
-func (r *Repos) WatchNotices(ctx context.Context, fn func(serial string, notice []byte)) error {
+func (r *Repos) WatchNotices(ctx context.Context, fn func(tenant, serial string, notice []byte)) error {
 	kv, err := r.bb.KV(ctx, names.FirmwareNoticesBucket, 1)
 	if err != nil {
 		return err
@@ -188,8 +188,8 @@ func (r *Repos) WatchNotices(ctx context.Context, fn func(serial string, notice 
 				if e == nil || e.Operation() != jetstream.KeyValuePut {
 					continue
 				}
-				if _, serial, ok := strings.Cut(e.Key(), "."); ok {
-					fn(serial, e.Value())
+				if tenant, serial, ok := strings.Cut(e.Key(), "."); ok {
+					fn(tenant, serial, e.Value())
 				}
 			}
 		}

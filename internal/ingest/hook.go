@@ -72,6 +72,9 @@ type hook struct {
 	byGateway map[string]*session // tenant/serial
 	perTenant map[string]int
 	owners    map[string]string // client id → tenant/incarnation of its mochi session
+	// retainedBy is the tenant whose messages are retained on a serial's
+	// down/ topics (RetainFor, and the tenant of its last session here).
+	retainedBy map[string]string
 }
 
 func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, emit func(Event), log *slog.Logger) *hook {
@@ -82,6 +85,8 @@ func newHook(cfg Config, broker *mqtt.Server, dir Directory, core *Core, emit fu
 		byGateway: map[string]*session{},
 		perTenant: map[string]int{},
 		owners:    map[string]string{},
+
+		retainedBy: map[string]string{},
 	}
 }
 
@@ -124,16 +129,16 @@ func (h *hook) stillValid(id Identity) (registry.Gateway, bool) {
 // yet stored). What the cloud published retained on the earlier gateway's
 // down/ topics (its tenant's mesh node list and key set) is dropped too:
 // the new gateway must not get it when it subscribes.
-func (h *hook) prepareSession(clientID, owner string) {
+func (h *hook) prepareSession(clientID, tenant, owner string) {
 	existing, ok := h.broker.Clients.Get(clientID)
 	h.mu.Lock()
 	prev := h.owners[clientID]
 	h.owners[clientID] = owner
+	by := h.retainedBy[clientID]
+	h.retainedBy[clientID] = tenant
 	h.mu.Unlock()
-	if prev != "" && prev != owner {
-		for _, pk := range h.broker.Topics.Messages(gwproto.DownTopic(clientID) + "/#") {
-			h.broker.Topics.RetainMessage(packets.Packet{TopicName: pk.TopicName}) // no payload: deleted
-		}
+	if prev != "" && prev != owner || by != "" && by != tenant {
+		h.dropRetained(clientID)
 	}
 	if !ok {
 		return
@@ -148,6 +153,36 @@ func (h *hook) prepareSession(clientID, owner string) {
 			existing.State.Inflight.Delete(p.PacketID)
 		}
 	}
+}
+
+// dropRetained deletes what is retained on a serial's down/ topics.
+func (h *hook) dropRetained(serial string) {
+	for _, pk := range h.broker.Topics.Messages(gwproto.DownTopic(serial) + "/#") {
+		h.broker.Topics.RetainMessage(packets.Packet{TopicName: pk.TopicName}) // no payload: deleted
+	}
+}
+
+// retainFor makes the serial's down/ topics the tenant's before a message
+// of the tenant is retained there: what another tenant retained is
+// dropped. It reports false, and nothing changes, when the serial's
+// last session here was another tenant's gateway and the tenant has no
+// gateway of that serial (a message left for an earlier gateway).
+func (h *hook) retainFor(tenant, serial string) bool {
+	h.mu.Lock()
+	by, owner := h.retainedBy[serial], h.owners[serial]
+	h.mu.Unlock()
+	if owner != "" && !strings.HasPrefix(owner, tenant+"/") {
+		if _, ok := h.dir.Gateway(tenant, serial); !ok {
+			return false
+		}
+	}
+	h.mu.Lock()
+	h.retainedBy[serial] = tenant
+	h.mu.Unlock()
+	if by != "" && by != tenant {
+		h.dropRetained(serial)
+	}
+	return true
 }
 
 // ID names the hook.
@@ -268,7 +303,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.reinstate(displaced)
 		return h.refuseConnect(cl, id, packets.ErrNotAuthorized, "revoked_after_handshake")
 	}
-	h.prepareSession(cl.ID, id.Tenant+"/"+g.Incarnation+"/"+g.CreatedAt.String())
+	h.prepareSession(cl.ID, id.Tenant, id.Tenant+"/"+g.Incarnation+"/"+g.CreatedAt.String())
 	h.m.connAccepted.Inc()
 	h.emit(Event{Kind: EventConnect, Tenant: id.Tenant, Serial: id.Serial, Remote: cl.Net.Remote})
 	if h.cfg.Presence != nil {

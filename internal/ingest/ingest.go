@@ -303,6 +303,18 @@ func (s *Server) Deliver(serial, topic string, payload []byte) error {
 	return s.broker.Publish(topic, payload, true, 1)
 }
 
+// DeliverFor is Deliver of a message of the tenant's gateway serial: what
+// another tenant retained on the serial's down/ topics is dropped first, and
+// a message left for a gateway that the serial no longer is (its last
+// session here was another tenant's, and the tenant has no such gateway)
+// is not published.
+func (s *Server) DeliverFor(tenant, serial, topic string, payload []byte) error {
+	if !s.hook.retainFor(tenant, serial) {
+		return nil
+	}
+	return s.Deliver(serial, topic, payload)
+}
+
 // Sessions returns the serials of the tenant's gateways with a live
 // session on this node.
 func (s *Server) Sessions(tenant string) []string {

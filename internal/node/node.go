@@ -439,9 +439,9 @@ func (n *Node) auditConnection(e ingest.Event) {
 }
 
 // retainFirmwareNotice leaves a gateway's firmware notice retained on this
-// node's broker.
-func (n *Node) retainFirmwareNotice(serial string, notice []byte) {
-	if err := n.ing.Deliver(serial, gwproto.FirmwareTopic(serial), notice); err != nil {
+// node's broker, for the tenant's gateway of that serial only.
+func (n *Node) retainFirmwareNotice(tenant, serial string, notice []byte) {
+	if err := n.ing.DeliverFor(tenant, serial, gwproto.FirmwareTopic(serial), notice); err != nil {
 		n.log.Error("firmware notice not published", "gateway_id", serial, "error", err)
 	}
 }

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/node"
@@ -93,10 +96,28 @@ func (r *Repo) Targets() []byte {
 }
 
 // Sign returns the targets that follow the current ones with image as the
-// target of model and version, signed by key.
+// target of model and version, signed by key (whichever key signed the
+// current ones: the publisher refuses to follow targets its key did not
+// sign, and tests sign with wrong keys on purpose).
 func (r *Repo) Sign(image []byte, model, version string, key ed25519.PrivateKey) []byte {
 	r.t.Helper()
-	b, err := firmware.AddTarget(r.Targets(), image, model, version, time.Now().AddDate(0, 3, 0), key)
+	cur, err := metadata.Targets().FromBytes(r.Targets())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	s, err := signature.LoadED25519Signer(key)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cur.ClearSignatures()
+	if _, err := cur.Sign(s); err != nil {
+		r.t.Fatal(err)
+	}
+	resigned, err := cur.ToBytes(false)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	b, err := firmware.AddTarget(resigned, image, model, version, time.Now().AddDate(0, 3, 0), key)
 	if err != nil {
 		r.t.Fatal(err)
 	}

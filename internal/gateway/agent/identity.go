@@ -220,7 +220,8 @@ func (a *Agent) Renew(ctx context.Context) (err error) {
 		return fmt.Errorf("agent: reenroll: %w", err)
 	}
 	chain := []byte(e.Certificate)
-	if _, err := certificate(chain, next, a.cfg.Serial); err != nil {
+	c, err := certificate(chain, next, a.cfg.Serial)
+	if err != nil {
 		return fmt.Errorf("agent: reenroll: %w", err)
 	}
 	if err := securefile.WriteAtomic(a.path("next-cert.pem"), chain, 0o644); err != nil {
@@ -229,18 +230,13 @@ func (a *Agent) Renew(ctx context.Context) (err error) {
 	if err := a.store.Promote(); err != nil {
 		return fmt.Errorf("agent: promote the next key: %w", err)
 	}
+	// The old key is gone (a token destroys it): the new certificate is
+	// the one to present from now on, even if renaming it fails (the next
+	// start finishes the renewal).
+	a.id.cert.Store(c)
 	if err := os.Rename(a.path("next-cert.pem"), a.path("cert.pem")); err != nil {
 		return err
 	}
-	key, err := a.store.Identity()
-	if err != nil {
-		return err
-	}
-	c, err := certificate(chain, key, a.cfg.Serial)
-	if err != nil {
-		return err
-	}
-	a.id.cert.Store(c)
 	a.log.Info("certificate renewed", "certificate", e.CertificateSerial, "not_after", e.NotAfter)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/iotransit/iotransit/internal/gateway/keystore"
@@ -108,5 +109,40 @@ func TestPKCS11(t *testing.T) {
 	}
 	if v, err := p.GetAttributeValue(sh, keys[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}); err == nil {
 		t.Errorf("the private key's value was read: %d bytes", len(v[0].Value))
+	}
+}
+
+// TestPKCS11RenewalKeepsAUsableCertificate: a renewal destroys the old key
+// in the token once the new certificate is stored; when the certificate
+// cannot then be put under its name (here cert.pem is a directory), the
+// renewal fails, but the agent goes on with the new certificate: the old
+// one's key is gone, and a handshake with it could not be signed.
+func TestPKCS11RenewalKeepsAUsableCertificate(t *testing.T) {
+	p11 := softHSM(t, "iotransit-renew", "1234")
+	c := newCloud(t, nil)
+	const serial = "TSGW06AGT00000019"
+	dir := t.TempDir()
+	cfg := c.config(t, dir, serial, c.token(t, serial))
+	cfg.PKCS11 = &p11
+	a := start(t, cfg)
+	certPath := filepath.Join(dir, "cert.pem")
+	if err := os.Remove(certPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(certPath, "in-the-way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Renew(context.Background()); err == nil {
+		t.Fatal("a renewal that could not store its certificate succeeded")
+	}
+	api, err := a.APIClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	// The tenant has no firmware repository: a gateway the API knows gets
+	// firmware.not_found; one whose handshake failed gets no answer.
+	if _, err := api.GatewayTUF(context.Background(), "timestamp.json", 1<<20); err == nil || !strings.Contains(err.Error(), "firmware.not_found") {
+		t.Fatalf("after the failed renewal: %v, want firmware.not_found (a working client certificate)", err)
 	}
 }

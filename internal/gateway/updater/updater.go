@@ -109,7 +109,7 @@ type Slot struct {
 type Report = client.FirmwareReport
 
 // Updater applies firmware updates. Its methods are safe for concurrent
-// use; they run one at a time.
+// use; Apply and Boot run one at a time, Installed does not wait for them.
 type Updater struct {
 	cfg Config
 	log *slog.Logger
@@ -386,10 +386,10 @@ func (u *Updater) Notice(ctx context.Context, n gwproto.FirmwareNotice) error {
 }
 
 // Installed returns the active slot's firmware version ("" for the
-// factory image) and the slot, "a" or "b" (for the gateway's status).
+// factory image) and the slot, "a" or "b" (for the gateway's status). It
+// reads the state as last written (atomically), without waiting for an
+// update in progress: the agent asks for every status.
 func (u *Updater) Installed() (version, slot string) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	st, err := u.loadState()
 	if err != nil {
 		return "", ""

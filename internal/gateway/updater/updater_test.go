@@ -510,7 +510,16 @@ func TestUpdaterFollowsARootRotation(t *testing.T) {
 		t.Fatalf("a rotation of the targets key without targets signed by it: %v", err)
 	}
 	// Not signed by the current root key: refused.
-	forged, _ := firmware.NextRoot(e.repo.Root, newRoot, newRoot, newTargets.Public().(ed25519.PublicKey), time.Now().AddDate(1, 0, 0))
+	fr, err := metadata.Root().FromBytes(root2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr.ClearSignatures()
+	ns, _ := signature.LoadED25519Signer(newRoot)
+	if _, err := fr.Sign(ns); err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := fr.ToBytes(false)
 	if _, err := c.RotateFirmwareRoot(ctx(t), "acme", client.RotateFirmwareRootRequest{Root: forged}); client.ErrorCode(err) != "firmware.signature_invalid" {
 		t.Fatalf("a root not signed by the current root key: %v", err)
 	}
@@ -543,5 +552,40 @@ func TestUpdaterFollowsARootRotation(t *testing.T) {
 	}
 	if s, err := g2.up.Boot(ctx(t)); err != nil || s != running {
 		t.Fatalf("after the rotation g2 boots %+v (%v), want %+v", s, err, running)
+	}
+}
+
+// TestUpdaterInstalledDoesNotWaitForAnUpdate: the agent asks Installed for
+// every status, and its session's end waits for the status: while an
+// update downloads (minutes on a slow link), Installed answers at once
+// with the running slot.
+func TestUpdaterInstalledDoesNotWaitForAnUpdate(t *testing.T) {
+	e := newEnv(t)
+	e.publish(model, "1.0.0")
+	inReport, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	g := e.gateway(func(c *updater.Config) {
+		c.Report = func(ctx context.Context, r client.FirmwareReport) error {
+			once.Do(func() { close(inReport); <-release })
+			return nil
+		}
+	})
+	n := e.rollout(g, model, "1.0.0")
+	applied := make(chan updater.Report, 1)
+	go func() { applied <- g.up.Apply(context.Background(), n) }()
+	<-inReport // the update is under way, as long as its download takes
+	got := make(chan string, 1)
+	go func() { _, slot := g.up.Installed(); got <- slot }()
+	select {
+	case slot := <-got:
+		if slot != "a" {
+			t.Errorf("Installed during an update: slot %q, want a", slot)
+		}
+	case <-time.After(5 * time.Second * testutil.Slowdown()):
+		t.Error("Installed waited for the update in progress")
+	}
+	close(release)
+	if r := <-applied; r.State != client.FirmwareInstalling {
+		t.Fatalf("apply: %+v", r)
 	}
 }
