@@ -30,11 +30,10 @@ type sensor struct {
 	batl  float64
 }
 
-// simulation makes realistic Thingsee messages for a few sensors.
+// simulation makes realistic Thingsee messages (mesh-sim's nodes carry
+// the sensors).
 type simulation struct {
-	rng     *rand.Rand
-	sensors []*sensor
-	n       int
+	rng *rand.Rand
 }
 
 func round(v float64, decimals int) float64 {
