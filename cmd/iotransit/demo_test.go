@@ -1,10 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestDemoRunsTheWholeDevicePath runs the demo as a user does and checks
@@ -41,5 +46,65 @@ func TestDemoRunsTheWholeDevicePath(t *testing.T) {
 	// Only nodes of the authorized list reach the cloud.
 	if m := regexp.MustCompile(`"tsmTuid":"[A-Z0-9]+MSH0000000[4-9]"`).FindString(stdout); m != "" {
 		t.Errorf("a message of an unauthorized node was stored: %s", m)
+	}
+}
+
+// TestDemoPrintedPublishCommandWorksWhileItRuns runs the demo's binary as
+// a user does and, while it runs, the mosquitto_pub command it printed,
+// verbatim: the command succeeds, the demo shows the message as stored and
+// keeps running to its end (issue 10, bug 1: the command used the demo's
+// simulated gateway's client id, took over its session, and the demo
+// exited with status 2).
+func TestDemoPrintedPublishCommandWorksWhileItRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs the demo")
+	}
+	testutil.RequirePeer(t, "mosquitto_pub")
+	bin := nodetest.BuildBinary(t)
+	out := &testutil.SyncBuffer{}
+	demo := exec.Command(bin, "demo", "--duration", "20s", "--mqtt-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--data-dir", t.TempDir())
+	demo.Stdout, demo.Stderr = out, out
+	if err := demo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if demo.ProcessState == nil {
+			_ = demo.Process.Kill()
+			_ = demo.Wait()
+		}
+	})
+	var command string
+	testutil.Eventually(t, 60*time.Second, 50*time.Millisecond, func() error {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if strings.Contains(line, "agent    holds the mesh keys") {
+				for _, l := range strings.Split(out.String(), "\n") {
+					if c := strings.TrimSpace(l); strings.HasPrefix(c, "mosquitto_pub ") {
+						command = c
+						return nil
+					}
+				}
+			}
+		}
+		return fmt.Errorf("no publish command and agent yet; output:\n%s", out)
+	})
+	if msg, err := exec.Command("sh", "-c", command).CombinedOutput(); err != nil {
+		t.Fatalf("the printed command %q: %v\n%s\ndemo output:\n%s", command, err, msg, out)
+	}
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if !regexp.MustCompile(`(?m)^stored .*"tsmTuid":"TSEN01DEV00000042"`).MatchString(out.String()) {
+			return fmt.Errorf("the published message is not shown as stored; output:\n%s", out)
+		}
+		return nil
+	})
+	if err := demo.Wait(); err != nil {
+		t.Fatalf("the demo ended with %v after the printed command ran; output:\n%s", err, out)
+	}
+	// The agent kept uploading after the command: stored lines of its nodes
+	// follow the published message.
+	all := out.String()
+	at := regexp.MustCompile(`(?m)^stored .*"tsmTuid":"TSEN01DEV00000042"`).FindStringIndex(all)
+	after := all[at[1]:]
+	if !strings.Contains(after, `"tsmGw":"TSGW06DEV00000002"`) {
+		t.Errorf("no message of the demo's gateway after the printed command ran; output:\n%s", out)
 	}
 }
