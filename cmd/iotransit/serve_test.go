@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,6 +133,8 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 	t.Setenv("IOTRANSIT_FSYNC", "always")
 	t.Setenv("IOTRANSIT_DATA_DIR", t.TempDir())
 	t.Setenv("IOTRANSIT_DEV", "true")
+	t.Setenv("IOTRANSIT_MQTT_ADDR", "127.0.0.1:0") // check-config listens on them
+	t.Setenv("IOTRANSIT_API_ADDR", "127.0.0.1:0")
 	var out, errOut bytes.Buffer
 	if err := run(context.Background(), []string{"serve", "--check-config"}, &out, &errOut); err != nil {
 		t.Fatalf("check-config with env: %v", err)
@@ -138,5 +142,38 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 	t.Setenv("IOTRANSIT_FSYNC", "bogus")
 	if err := run(context.Background(), []string{"serve", "--check-config"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Fatalf("IOTRANSIT_FSYNC=bogus: %v", err)
+	}
+}
+
+// TestServeCheckConfigChecksWhatItPromises: --check-config reports, at
+// once, an address already in use, an address that does not parse, a
+// --tls-cert file that does not exist and a data directory another running
+// server holds (issue 10, bug 4: it said "configuration ok" to all of them).
+func TestServeCheckConfigChecksWhatItPromises(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	missing := filepath.Join(t.TempDir(), "no-such-cert.pem")
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"serve", "--check-config", "--data-dir", t.TempDir(), "--dev",
+		"--mqtt-addr", busy.Addr().String(), "--api-addr", "localhost:http-ish", "--tls-cert", missing, "--tls-key", missing}, &out, &errOut)
+	if err == nil {
+		t.Fatalf("configuration accepted: %s", out.String())
+	}
+	for _, want := range []string{"--mqtt-addr " + busy.Addr().String(), "in use", "--api-addr", "--tls-cert"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("report %q does not name %q", err, want)
+		}
+	}
+
+	// A data directory held by a running server.
+	held := t.TempDir()
+	nodetest.Start(t, func(c *node.Config) { c.DataDir = held })
+	err = run(context.Background(), []string{"serve", "--check-config", "--data-dir", held, "--dev",
+		"--mqtt-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "in use by another iotransit") {
+		t.Errorf("check-config on a held data directory: %v", err)
 	}
 }
