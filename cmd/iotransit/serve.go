@@ -63,7 +63,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	f.cfg.Logger = log
 	if f.check {
-		if err := f.cfg.Validate(); err != nil {
+		if err := f.cfg.Check(); err != nil {
 			return fmt.Errorf("configuration:\n%w", err)
 		}
 		fmt.Fprintln(stdout, "configuration ok")

@@ -10,9 +10,11 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -154,12 +156,58 @@ func (c *Config) Validate() error {
 	if c.TLSCertFile == "" && len(c.ServerNames) == 0 && !c.Dev {
 		errs = append(errs, errors.New("the server certificate needs --server-name (or --tls-cert and --tls-key)"))
 	}
+	for _, a := range []struct{ flag, addr string }{{"--mqtt-addr", c.MQTTAddr}, {"--api-addr", c.APIAddr}} {
+		if _, port, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT or :PORT", a.flag, a.addr))
+		} else if _, err := net.LookupPort("tcp", port); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %q is not a port", a.flag, a.addr, port))
+		}
+	}
+	if c.TLSCertFile != "" && c.TLSKeyFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", c.TLSCertFile, c.TLSKeyFile, err))
+		}
+	}
 	if err := c.Ingest.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	bb := c.backboneConfig()
 	if err := bb.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// lockFile is the data directory's lock (lockDataDir).
+const lockFile = "LOCK"
+
+// Check is Validate and what only trying can tell: that the listeners'
+// addresses are free and that no running server holds the data directory.
+// It reports every problem at once and leaves nothing behind.
+func (c *Config) Check() error {
+	d := *c
+	d.defaults()
+	errs := []error{d.Validate()}
+	for _, a := range []struct{ flag, addr string }{{"--mqtt-addr", d.MQTTAddr}, {"--api-addr", d.APIAddr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			continue // Validate said so
+		}
+		ln, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: cannot listen (in use by another program?): %w", a.flag, a.addr, err))
+			continue
+		}
+		ln.Close()
+	}
+	if d.DataDir != "" {
+		if _, err := os.Stat(d.DataDir); err == nil {
+			release, err := lockDataDir(d.DataDir)
+			if err != nil {
+				errs = append(errs, err)
+			} else {
+				release()
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -225,6 +273,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	release, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n.onClose(release)
 	root, err := kms.LoadOrCreateRootKey(filepath.Join(cfg.DataDir, "root.key"))
 	if err != nil {
 		return nil, err
