@@ -3,9 +3,6 @@ package forward_test
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,15 +19,7 @@ import (
 // integration receives each once.
 func TestForwardRedriveReachesOnlyThatIntegration(t *testing.T) {
 	e := newEnv(t, nil)
-	var down atomic.Bool
-	down.Store(true)
-	e.rcv.Handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
-		if down.Load() {
-			w.WriteHeader(503)
-			return true
-		}
-		return false
-	})
+	down := e.receiverDown()
 	failing, failingSecret := e.integration(map[string]any{"maxAge": "1s"})
 	healthyRcv := tu.NewReceiver(t)
 	_, healthySecret := e.integration(map[string]any{"webhook": map[string]any{"url": healthyRcv.URL, "caPem": healthyRcv.CAPEM}})
@@ -45,10 +34,7 @@ func TestForwardRedriveReachesOnlyThatIntegration(t *testing.T) {
 	waitArrived(t, healthyRcv, healthySecret, len(sent), 10*time.Second)
 	down.Store(false)
 	before := len(e.rcv.Got()) // the failed attempts
-	r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+failing+"/dead-letters/redrive", e.api.Key(), nil)
-	if r.Status != 200 || !strings.Contains(string(r.Body), fmt.Sprintf(`"redriven":%d`, len(sent))) {
-		t.Fatalf("redrive: %d %s", r.Status, r.Body)
-	}
+	e.redrive(failing, len(sent))
 	// A last round, published after the re-drive, marks the end for every
 	// reader: all it received before that round must be the first round,
 	// once. The re-driven integration gets them all (again).
