@@ -297,11 +297,9 @@ func waitState(t *testing.T, e *env, id string, ok func(forward.State) bool) for
 	return v
 }
 
-// TestForwardDeadLettersAndRedrive: past the max age, failing messages go
-// to the dead-letter stream, are listed with the reason, and re-drive
-// delivers them once the endpoint works.
-func TestForwardDeadLettersAndRedrive(t *testing.T) {
-	e := newEnv(t, nil)
+// receiverDown makes the receiver answer 503 while the flag it returns
+// (set) stays set.
+func (e *env) receiverDown() *atomic.Bool {
 	var down atomic.Bool
 	down.Store(true)
 	e.rcv.Handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
@@ -311,6 +309,24 @@ func TestForwardDeadLettersAndRedrive(t *testing.T) {
 		}
 		return false
 	})
+	return &down
+}
+
+// redrive re-drives all of an integration's dead letters, n of them.
+func (e *env) redrive(id string, n int) {
+	e.t.Helper()
+	r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/dead-letters/redrive", e.api.Key(), nil)
+	if r.Status != 200 || !strings.Contains(string(r.Body), fmt.Sprintf(`"redriven":%d`, n)) {
+		e.t.Fatalf("redrive: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestForwardDeadLettersAndRedrive: past the max age, failing messages go
+// to the dead-letter stream, are listed with the reason, and re-drive
+// delivers them once the endpoint works.
+func TestForwardDeadLettersAndRedrive(t *testing.T) {
+	e := newEnv(t, nil)
+	down := e.receiverDown()
 	id, secret := e.integration(map[string]any{"maxAge": "1s"})
 	sent := e.publish(2)
 	v := waitState(t, e, id, func(s forward.State) bool { return s.DeadLettered == uint64(len(sent)) })
@@ -325,10 +341,7 @@ func TestForwardDeadLettersAndRedrive(t *testing.T) {
 		t.Fatalf("dead letters %+v", dl.Items)
 	}
 	down.Store(false)
-	r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/dead-letters/redrive", e.api.Key(), nil)
-	if r.Status != 200 || !strings.Contains(string(r.Body), fmt.Sprintf(`"redriven":%d`, len(sent))) {
-		t.Fatalf("redrive: %d %s", r.Status, r.Body)
-	}
+	e.redrive(id, len(sent))
 	got := waitArrived(t, e.rcv, secret, len(sent), 10*time.Second)
 	checkOrder(t, got)
 	if v := getView(t, e, id); v.DeadLetters != 0 {

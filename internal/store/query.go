@@ -192,7 +192,9 @@ func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page
 		return page, ErrQueryInvalid.WithDetail("tsmId must be an integer from %d to %d", MinTsmID, MaxTsmID)
 	}
 	sp := spec{
-		stream: names.MessageStream(tenant), filter: ">", from: q.From, to: q.To, oldest: q.Oldest, limit: limit, budget: q.Budget,
+		// Accepted messages only: the stream also holds the copies re-driven
+		// to one integration, which are not history.
+		stream: names.MessageStream(tenant), filter: names.Messages(tenant), dense: true, from: q.From, to: q.To, oldest: q.Oldest, limit: limit, budget: q.Budget,
 		hash: filterHash("msg", tenant, q.Gateway, q.Tuid, strconv.Itoa(q.TsmID), timeKey(q.From), timeKey(q.To)),
 	}
 	if q.Oldest {
@@ -210,7 +212,7 @@ func (s *Store) QueryMessages(ctx context.Context, tenant string, q Query) (Page
 		if q.TsmID != 0 {
 			id = strconv.Itoa(q.TsmID)
 		}
-		sp.filter = names.MessageFilter(tenant, gw, tuid, id)
+		sp.filter, sp.dense = names.MessageFilter(tenant, gw, tuid, id), false
 		// The match count comes with one entry per matching subject: a
 		// gateway or a sensor bounds them, a tsmId alone (a subject per
 		// sensor) does not, and is dense anyway.
@@ -253,7 +255,7 @@ func (s *Store) QueryRejected(ctx context.Context, tenant string, q RejectedQuer
 		return page, ErrQueryInvalid.WithDetail("code must be 1 to 64 characters of a-z, '_' and '.'")
 	}
 	sp := spec{
-		stream: names.RejectedStream(tenant), filter: ">", from: q.From, to: q.To, oldest: q.Oldest, limit: limit, budget: q.Budget,
+		stream: names.RejectedStream(tenant), filter: ">", dense: true, from: q.From, to: q.To, oldest: q.Oldest, limit: limit, budget: q.Budget,
 		flags: flagRejected,
 		hash:  filterHash("rej", tenant, q.Gateway, q.Code, timeKey(q.From), timeKey(q.To)),
 	}
@@ -261,7 +263,7 @@ func (s *Store) QueryRejected(ctx context.Context, tenant string, q RejectedQuer
 		sp.flags |= flagOldest
 	}
 	if q.Gateway != "" {
-		sp.filter, sp.count = names.Rejected(tenant, q.Gateway), true
+		sp.filter, sp.dense, sp.count = names.Rejected(tenant, q.Gateway), false, true
 	}
 	if q.Cursor != "" {
 		c, err := decodeCursor(q.Cursor, sp.flags, sp.hash)
@@ -330,6 +332,7 @@ func validCode(s string) bool {
 type spec struct {
 	stream string
 	filter string // ">" (everything), or a subject filter built from validated parts
+	dense  bool   // filter selects (nearly) every message: its density is the stream's
 	count  bool   // ask the server how many messages match filter (bounded number of subjects)
 	from   time.Time
 	to     time.Time
@@ -390,7 +393,7 @@ func (s *Store) walkQuery(ctx context.Context, sp spec, w *walk) (string, error)
 	first, last := state.FirstSeq, state.LastSeq
 	span := float64(last - first + 1)
 	switch {
-	case sp.filter == ">":
+	case sp.dense:
 		w.density = float64(state.Msgs) / span
 	case sp.count:
 		var n uint64

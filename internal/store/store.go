@@ -312,10 +312,12 @@ func (s *Store) exists(ctx context.Context, stream string) error {
 	return nil
 }
 
-// Follow calls fn with each message stored from now on, until ctx ends.
+// Follow calls fn with each message stored from now on, until ctx ends
+// (accepted messages only, not the copies re-driven to an integration).
 func (s *Store) Follow(ctx context.Context, tenant string, fn func(Message)) error {
 	c, err := s.js.OrderedConsumer(ctx, names.MessageStream(tenant), jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverNewPolicy,
+		FilterSubjects: []string{names.Messages(tenant)},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	})
 	if err != nil {
 		return fmt.Errorf("store: follow %s: %w", tenant, err)

@@ -1,0 +1,123 @@
+package forward_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/iotransit/iotransit/internal/forward"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+)
+
+// TestForwardRedriveReachesOnlyThatIntegration (issue 10, bug 2):
+// re-driving an integration's dead letters delivers them to it again, and
+// to nothing else: the tenant's history lists each message once, a
+// WebSocket stream open since before sees each once, and another
+// integration receives each once.
+func TestForwardRedriveReachesOnlyThatIntegration(t *testing.T) {
+	e := newEnv(t, nil)
+	down := e.receiverDown()
+	failing, failingSecret := e.integration(map[string]any{"maxAge": "1s"})
+	healthyRcv := tu.NewReceiver(t)
+	_, healthySecret := e.integration(map[string]any{"webhook": map[string]any{"url": healthyRcv.URL, "caPem": healthyRcv.CAPEM}})
+	c, _, err := dialStream(t, e, apiKey(t, e, tenant, "messages:read"), "?after=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(websocket.StatusNormalClosure, "")
+
+	sent := e.publish(3)
+	waitState(t, e, failing, func(s forward.State) bool { return s.DeadLettered == uint64(len(sent)) })
+	waitArrived(t, healthyRcv, healthySecret, len(sent), 10*time.Second)
+	down.Store(false)
+	before := len(e.rcv.Got()) // the failed attempts
+	e.redrive(failing, len(sent))
+	// A last round, published after the re-drive, marks the end for every
+	// reader: all it received before that round must be the first round,
+	// once. The re-driven integration gets them all (again).
+	last := e.publish(1)
+	total := len(sent) + len(last)
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		got := map[string]bool{}
+		for _, k := range receivedKeys(t, e.rcv.Got()[before:]) {
+			got[k] = true
+		}
+		if len(got) < total {
+			return fmt.Errorf("re-driven integration: %d of %d messages", len(got), total)
+		}
+		return nil
+	})
+	waitArrived(t, healthyRcv, healthySecret, total, 10*time.Second)
+	if got := arrived(t, e.rcv, failingSecret); len(got) != total { // signatures
+		t.Fatalf("re-driven integration: %d distinct messages, want %d", len(got), total)
+	}
+
+	tests := []struct {
+		name string
+		keys []string // Thingsee keys, repeats included
+	}{
+		{"history", historyKeys(t, e)},
+		{"stream", streamKeys(t, c, total)},
+		{"other integration", receivedKeys(t, healthyRcv.Got())},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := map[string]int{}
+			for _, k := range tc.keys {
+				seen[k]++
+			}
+			for k, n := range seen {
+				if n != 1 {
+					t.Errorf("%s seen %d times", k, n)
+				}
+			}
+			if len(seen) != total || len(tc.keys) != total {
+				t.Errorf("%d items, %d distinct messages; want %d once each", len(tc.keys), len(seen), total)
+			}
+		})
+	}
+}
+
+// thingseeKey names a Thingsee message as the stream's resume key does.
+func thingseeKey(m map[string]any) string {
+	return fmt.Sprintf("%v:%v:%v", m["tsmTuid"], m["tsmId"], m["tsmTs"])
+}
+
+// historyKeys lists the ids of the tenant's history.
+func historyKeys(t *testing.T, e *env) []string {
+	t.Helper()
+	var keys []string
+	for _, m := range e.api.Messages(tenant, 100) {
+		keys = append(keys, m.ID)
+	}
+	return keys
+}
+
+// streamKeys reads n messages from a WebSocket stream.
+func streamKeys(t *testing.T, c *websocket.Conn, n int) []string {
+	t.Helper()
+	var keys []string
+	for _, m := range readN(t, c, n) {
+		keys = append(keys, thingseeKey(m))
+	}
+	return keys
+}
+
+// receivedKeys lists every message in a receiver's requests.
+func receivedKeys(t *testing.T, got []tu.Delivery) []string {
+	t.Helper()
+	var keys []string
+	for _, d := range got {
+		var batch []map[string]any
+		if err := json.Unmarshal(d.Body, &batch); err != nil {
+			t.Fatalf("body is not a JSON array: %v: %.200s", err, d.Body)
+		}
+		for _, m := range batch {
+			keys = append(keys, thingseeKey(m))
+		}
+	}
+	return keys
+}
