@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -147,7 +146,7 @@ func TestSessionEndsAreNamed(t *testing.T) {
 			if tc.refusal == "" {
 				return
 			}
-			handshake(n.MQTTAddr(), nodetest.ClientTLS(t, n, cert))
+			nodetest.Handshake(n.MQTTAddr(), nodetest.ClientTLS(t, n, cert))
 			tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 				mu.Lock()
 				defer mu.Unlock()
@@ -163,17 +162,4 @@ func TestSessionEndsAreNamed(t *testing.T) {
 			})
 		})
 	}
-}
-
-// handshake makes one TLS handshake and waits for the server's verdict
-// (TLS 1.3 reports a refused client certificate after the client's side
-// of the handshake has finished).
-func handshake(addr string, cfg *tls.Config) {
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
-	if err != nil {
-		return
-	}
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _ = c.Read(make([]byte, 1))
 }
