@@ -47,11 +47,11 @@ func TestHostileCertificateWithoutItsKeyWritesNothingToTheTenant(t *testing.T) {
 	before, _ := connectionEntries(t, n, "beta")
 	const tries = 30
 	for range tries {
-		handshake(n.MQTTAddr(), cfg)
+		nodetest.Handshake(n.MQTTAddr(), cfg)
 	}
 	// Then a revoked gateway with its own key: beta's refusal. The audit
 	// queue is in order, so once it is written everything before it is.
-	handshake(n.MQTTAddr(), nodetest.ClientTLS(t, n, markerCert))
+	nodetest.Handshake(n.MQTTAddr(), nodetest.ClientTLS(t, n, markerCert))
 	var after []client.AuditEntry
 	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
 		after, _ = connectionEntries(t, n, "beta")

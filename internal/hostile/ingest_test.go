@@ -297,7 +297,7 @@ func TestHostileForgedCertificateWritesNothingToTheTenant(t *testing.T) {
 	betaBefore, _ := connectionEntries(t, n, "beta")
 	sysBefore, _ := connectionEntries(t, n, systemLog)
 	start := time.Now()
-	parallel(flood, func(i int) { handshake(n.MQTTAddr(), cfgs[i%2]) })
+	parallel(flood, func(i int) { nodetest.Handshake(n.MQTTAddr(), cfgs[i%2]) })
 	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
 		if got := refusals(t, n)["unknown_ca"]; got < flood {
 			return fmt.Errorf("%v unknown_ca refusals of %d (all: %v)", got, flood, refusals(t, n))
@@ -324,7 +324,7 @@ func TestHostileForgedCertificateWritesNothingToTheTenant(t *testing.T) {
 
 	// Beta's own CA, expired: beta's refusal, in beta's log.
 	time.Sleep(time.Until(short.Leaf.NotAfter.Add(time.Second)))
-	handshake(n.MQTTAddr(), nodetest.ClientTLS(t, n, short))
+	nodetest.Handshake(n.MQTTAddr(), nodetest.ClientTLS(t, n, short))
 	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 		after, _ := connectionEntries(t, n, "beta")
 		for _, e := range after[len(betaBefore):] {
@@ -334,19 +334,6 @@ func TestHostileForgedCertificateWritesNothingToTheTenant(t *testing.T) {
 		}
 		return errors.New("the genuinely expired certificate is not in beta's log")
 	})
-}
-
-// handshake makes one TLS handshake and waits for the server's verdict
-// (TLS 1.3 reports a refused client certificate after the client's side
-// of the handshake has finished).
-func handshake(addr string, cfg *tls.Config) {
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
-	if err != nil {
-		return
-	}
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _ = c.Read(make([]byte, 1))
 }
 
 // TestHostileReconnectLoopIsBudgetedPerGateway: a real gateway that

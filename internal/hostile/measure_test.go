@@ -83,7 +83,7 @@ func TestHostileMeasureRefusedConnectionAudit(t *testing.T) {
 			} {
 				cfgs = append(cfgs, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{*c}, MinVersion: tls.VersionTLS12})
 			}
-			parallel(count, func(i int) { handshake(s.MQTT, cfgs[i%2]) })
+			parallel(count, func(i int) { nodetest.Handshake(s.MQTT, cfgs[i%2]) })
 		}},
 	}
 	var report []string

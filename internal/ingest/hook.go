@@ -35,6 +35,72 @@ type session struct {
 	// cloud a key delivery): a burst of statusBurst, then one per
 	// statusEvery.
 	statuses *rate.Limiter
+	// ending is why the server ends the session (an End reason), set
+	// before it closes it: the disconnect is recorded with it rather than
+	// with what the closed connection looked like.
+	ending string
+}
+
+// Reasons the server ends a live session, as its disconnect is recorded.
+const (
+	EndRevoked    = "revoked"
+	EndIsolated   = "isolated"
+	EndSuperseded = "superseded"
+	EndTakenOver  = "taken over"
+)
+
+// EndReason says why a session on the certificate certSerial of g may no
+// longer go on (an End reason), or "" when it may: the gateway was
+// revoked (or is gone: g is zero), isolated, or the certificate is no
+// longer valid (superseded by newer ones, or revoked with the gateway).
+func EndReason(g registry.Gateway, certSerial string, now time.Time) string {
+	switch {
+	case g.State == registry.StateIsolated:
+		return EndIsolated
+	case g.State != registry.StateActive:
+		return EndRevoked
+	case g.CertificateValid(certSerial, now):
+		return ""
+	}
+	if c, ok := g.Certificate(certSerial); ok && c.RevocationReason == registry.RevocationSuperseded {
+		return EndSuperseded
+	}
+	return EndRevoked
+}
+
+// endings is the MQTT 5 DISCONNECT of each End reason: its reason code
+// and a reason string that starts with the recorded reason and says what
+// the gateway can do.
+var endings = map[string]packets.Code{
+	EndRevoked: {Code: packets.ErrAdministrativeAction.Code,
+		Reason: EndRevoked + ": the gateway was revoked; its certificates are no longer accepted"},
+	EndIsolated: {Code: packets.ErrAdministrativeAction.Code,
+		Reason: EndIsolated + ": connections are refused until the gateway is activated again"},
+	EndSuperseded: {Code: packets.ErrNotAuthorized.Code,
+		Reason: EndSuperseded + ": newer certificates replaced this one; reconnect with the newest"},
+	EndTakenOver: {Code: packets.ErrSessionTakenOver.Code,
+		Reason: EndTakenOver + ": the gateway connected again with the same client id"},
+}
+
+// end ends s's connection because of reason (an End reason): the
+// disconnect is recorded with it, and an MQTT 5 gateway gets a DISCONNECT
+// with its code and reason string (an MQTT 3.1.1 one, to which a server
+// sends no DISCONNECT, a closed connection). A reason already set stays.
+func (h *hook) end(s *session, reason string) {
+	h.mu.Lock()
+	if s.ending == "" {
+		s.ending = reason
+	}
+	h.mu.Unlock()
+	code, ok := endings[reason]
+	if !ok {
+		code = packets.ErrAdministrativeAction
+	}
+	if v5(s.cl) {
+		_ = h.broker.DisconnectClient(s.cl, code)
+		return
+	}
+	s.cl.Stop(code)
 }
 
 // Bounds of a session's status publishes: an agent sends one on connect and
@@ -331,16 +397,28 @@ func (h *hook) reinstate(s *session) {
 	if !live {
 		return
 	}
-	if _, valid := h.stillValid(s.id); !valid {
-		_ = h.broker.DisconnectClient(s.cl, packets.ErrAdministrativeAction)
+	if g, valid := h.stillValid(s.id); !valid {
+		h.end(s, EndReason(g, s.id.CertSerial, h.now()))
 	}
 }
 
 // OnConnectAuthenticate accepts exactly the connections OnConnect bound to an
 // identity (proved at the TLS handshake).
+//
+// An accepted connection takes over the live session of its client id, if
+// any (mochi closes it next): that session is ended here, so that its
+// disconnect is recorded as taken over and an MQTT 5 gateway is told so.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	_, ok := h.clientSession(cl)
-	return ok
+	if !ok {
+		return false
+	}
+	if existing, found := h.broker.Clients.Get(cl.ID); found && existing != cl {
+		if old, live := h.clientSession(existing); live {
+			h.end(old, EndTakenOver)
+		}
+	}
+	return true
 }
 
 // OnSessionEstablished marks the session as one mochi will end with
@@ -369,6 +447,11 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 // ends it on its own goroutine), and the gateway is still there.
 func (h *hook) ended(cl *mqtt.Client, reason string) {
 	if s, current, ok := h.unregister(cl); ok {
+		h.mu.Lock()
+		if s.ending != "" {
+			reason = s.ending
+		}
+		h.mu.Unlock()
 		h.emit(Event{Kind: EventDisconnect, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
 		if current && h.cfg.Presence != nil {
 			h.cfg.Presence.Disconnected(s.id)
@@ -656,12 +739,17 @@ func (h *hook) goodbye(cl *mqtt.Client) {
 	cl.Stop(packets.ErrServerShuttingDown)
 }
 
-// kick disconnects the gateway's live session, if any.
-func (h *hook) kick(tenant, serial string, stale func(certSerial string) bool) bool {
+// kick disconnects the gateway's live session, if any, when why names a
+// reason (an End reason) for the certificate it authenticated with.
+func (h *hook) kick(tenant, serial string, why func(certSerial string) string) bool {
 	s, ok := h.session(tenant, serial)
-	if !ok || (stale != nil && !stale(s.id.CertSerial)) {
+	if !ok {
 		return false
 	}
-	_ = h.broker.DisconnectClient(s.cl, packets.ErrAdministrativeAction)
+	reason := why(s.id.CertSerial)
+	if reason == "" {
+		return false
+	}
+	h.end(s, reason)
 	return true
 }

@@ -108,7 +108,8 @@ type Event struct {
 	// Remote is the peer's "ip:port"; in a summary its /24 or /64 network,
 	// or "*" for several.
 	Remote string
-	// Reason is why a connection was refused or ended.
+	// Reason is why a connection was refused or ended (for a session the
+	// server ended, an End reason: EndRevoked, EndTakenOver, ...).
 	Reason string
 	// Count is how many events a summary stands for (0: a single event),
 	// First and Last when the first and the last of them happened.
@@ -272,17 +273,15 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Kick disconnects a live session of the gateway, if any, with the MQTT 5
-// reason "administrative action". It is called when a gateway is revoked or
-// isolated; its reconnects are refused at the handshake.
-func (s *Server) Kick(tenant, serial string) bool {
-	return s.hook.kick(tenant, serial, nil)
-}
-
-// KickStale closes the gateway's live session on this node if stale says
-// the certificate it authenticated with (by serial number) is no longer
-// good, and reports whether it did.
-func (s *Server) KickStale(tenant, serial string, stale func(certSerial string) bool) bool {
+// KickStale closes the gateway's live session on this node if stale names
+// a reason (an End reason, see EndReason) why the session, on the
+// certificate it authenticated with (by serial number), may no longer go
+// on, and reports whether it did; stale returns "" when it may. The
+// disconnect is recorded with that reason, and an MQTT 5 gateway gets a
+// DISCONNECT saying it. It is called when a gateway is revoked or
+// isolated, or a renewal supersedes its certificate; its reconnects on a
+// certificate no longer good are refused at the handshake.
+func (s *Server) KickStale(tenant, serial string, stale func(certSerial string) string) bool {
 	return s.hook.kick(tenant, serial, stale)
 }
 

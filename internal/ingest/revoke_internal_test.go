@@ -100,7 +100,7 @@ func TestIngestRevokedWhileAConnectIsCheckedEndsTheLiveSession(t *testing.T) {
 		dir.mu.Lock()
 		dir.g.State = registry.StateRevoked
 		dir.mu.Unlock()
-		h.kick(tenant, serial, nil)
+		h.kick(tenant, serial, func(string) string { return EndRevoked })
 	}
 	next := gatewayClient(t, broker, Identity{Tenant: tenant, Serial: serial, CertSerial: "c2"})
 	next.ID = serial

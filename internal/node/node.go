@@ -429,18 +429,17 @@ func (n *Node) Close() {
 	})
 }
 
-// closeSessions ends the live sessions a gateway change no longer allows.
+// closeSessions ends the live sessions a gateway change no longer allows:
+// the gateway was revoked or isolated, or a renewal superseded the
+// certificate a session is on (the gateway reconnects with its new one).
+// The session's disconnect is recorded with that reason.
 func (n *Node) closeSessions(g registry.Gateway) {
-	if g.State != registry.StateActive {
-		if n.ing.Kick(g.Tenant, g.Serial) {
-			n.log.Info("live session closed", "tenant_id", g.Tenant, "gateway_id", g.Serial, "state", string(g.State))
-		}
-		return
-	}
-	// A renewal supersedes older certificates: a session still on one
-	// of them ends too (the gateway reconnects with its new one).
-	if n.ing.KickStale(g.Tenant, g.Serial, func(certSerial string) bool { return !g.CertificateValid(certSerial, time.Now()) }) {
-		n.log.Info("live session closed: its certificate was revoked", "tenant_id", g.Tenant, "gateway_id", g.Serial)
+	var reason string
+	if n.ing.KickStale(g.Tenant, g.Serial, func(certSerial string) string {
+		reason = ingest.EndReason(g, certSerial, time.Now())
+		return reason
+	}) {
+		n.log.Info("live session closed", "tenant_id", g.Tenant, "gateway_id", g.Serial, "state", string(g.State), "reason", reason)
 	}
 }
 

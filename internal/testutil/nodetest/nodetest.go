@@ -10,6 +10,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"testing"
 	"time"
 
@@ -112,4 +113,17 @@ func Dial(t testing.TB, n *node.Node, cert *tls.Certificate, serial string, mod 
 		t.Cleanup(func() { _ = u.Close() })
 	}
 	return u, err
+}
+
+// Handshake makes one TLS handshake with addr and waits for the server's
+// verdict (TLS 1.3 reports a refused client certificate after the client's
+// side of the handshake has finished).
+func Handshake(addr string, cfg *tls.Config) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _ = c.Read(make([]byte, 1))
 }
