@@ -49,11 +49,23 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	return f
 }
 
+// serveUsage heads serve's help, before the flags.
+const serveUsage = `Usage: iotransit serve --data-dir DIR [flags]
+  Run an iotransit node: the MQTT ingest (mutual TLS), the HTTPS API and
+  forwarding, on an embedded JetStream (or --nats-url). Every flag can be set
+  from the environment variable named after it in brackets ([$IOTRANSIT_…]);
+  a flag on the command line wins.
+
+Flags:
+`
+
 // serve is "iotransit serve": flags to node.Config, then the node runs
 // until ctx ends.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", "", stderr)
+	fs := newFlagSet("serve", serveUsage, stderr)
 	f := newServeFlags(fs)
+	// Every flag can come from the environment: say which variable.
+	fs.VisitAll(func(fl *flag.Flag) { fl.Usage += " [$" + envVar(fl.Name) + "]" })
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -96,7 +108,7 @@ Publish a message as gateway %s:
   %s
 
 Read it back:
-  curl --cacert %s -H "Authorization: Bearer $(cat %s)" https://%s:%s/v1/tenants/%s/messages?limit=5
+  curl --cacert %s -H "Authorization: Bearer $(cat %s)" 'https://%s:%s/v1/tenants/%s/messages?limit=5'
 `, n.MQTTAddr(), host, port, filepath.Join(dataDir, node.OperatorKeyFile), n.DevGatewayDir(),
 		node.DevGateway, n.DevPublishCommand(), ca, filepath.Join(dataDir, node.OperatorKeyFile), host, port, node.DevTenant)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -175,5 +176,30 @@ func TestServeCheckConfigChecksWhatItPromises(t *testing.T) {
 		"--mqtt-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "in use by another iotransit") {
 		t.Errorf("check-config on a held data directory: %v", err)
+	}
+}
+
+// TestServeHelpNamesTheEnvironment: serve's help names each flag's
+// environment variable, as the README says it does (issue 10).
+func TestServeHelpNamesTheEnvironment(t *testing.T) {
+	var out, errOut bytes.Buffer
+	_ = run(context.Background(), []string{"serve", "-h"}, &out, &errOut)
+	help := out.String() + errOut.String()
+	for _, want := range []string{"[$IOTRANSIT_DATA_DIR]", "[$IOTRANSIT_FSYNC]", "[$IOTRANSIT_MQTT_ADDR]", "environment variable"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("serve -h does not name %s:\n%s", want, help)
+		}
+	}
+}
+
+// TestDevBannerQuotesItsURL: the printed curl command's URL holds a "?",
+// which zsh expands as a glob unless quoted (issue 10).
+func TestDevBannerQuotesItsURL(t *testing.T) {
+	dir := t.TempDir()
+	n := nodetest.Start(t, func(c *node.Config) { c.DataDir = dir })
+	var out bytes.Buffer
+	printDevBanner(&out, n, dir)
+	if !regexp.MustCompile(`curl .* 'https://[^' ]+/messages\?limit=5'`).MatchString(out.String()) {
+		t.Errorf("the curl command's URL is not quoted:\n%s", out.String())
 	}
 }
