@@ -271,6 +271,10 @@ func TestAdminTokenCreateThenEnroll(t *testing.T) {
 	if !errors.As(err, &pe) || !requestIDPattern.MatchString(err.Error()) {
 		t.Fatalf("second use of a token: %v", err)
 	}
+	// The refusal says what to do (issue 10: error texts that say what to do).
+	if pe.Code != "registry.token_used" || !strings.Contains(err.Error(), "iotransit token create") {
+		t.Errorf("second use of a token does not say how to get a new one: %v", err)
+	}
 	_, _, err = a.cli(t, "enroll", "--server", a.server, "--ca", a.caFile, "--token", tok.Token, "--serial", serial, "--out", dir)
 	if err == nil || !strings.Contains(err.Error(), "will not overwrite") {
 		t.Fatalf("enroll into a used directory: %v", err)

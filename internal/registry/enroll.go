@@ -20,7 +20,7 @@ import (
 // Enrollment faults a client can see.
 var (
 	ErrTokenInvalid        = fault.Define("registry.token_invalid", fault.Unauthenticated, "the enrollment token is not valid")
-	ErrTokenUsed           = fault.Define("registry.token_used", fault.Unauthenticated, "the enrollment token has been used")
+	ErrTokenUsed           = fault.Define("registry.token_used", fault.Unauthenticated, "the enrollment token has been used: each works once; make a new one with iotransit token create SERIAL (POST /v1/tenants/{tenant}/enrollment-tokens)")
 	ErrTokenExpired        = fault.Define("registry.token_expired", fault.Unauthenticated, "the enrollment token has expired")
 	ErrTokenSerialMismatch = fault.Define("registry.token_serial_mismatch", fault.PermissionDenied, "the enrollment token was issued for another gateway serial")
 	ErrTokenTTLInvalid     = fault.Define("registry.token_ttl_invalid", fault.InvalidArgument, "a token lives between 1 minute and 30 days")
