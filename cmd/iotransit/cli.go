@@ -28,6 +28,7 @@ var (
 	wantsHelp     = cli.WantsHelp
 	newFlagSet    = cli.NewFlagSet
 	helpAsked     = cli.HelpAsked
+	helpRequested = cli.HelpRequested
 	newSecretFlag = cli.NewSecretFlag
 	newLogger     = cli.NewLogger
 )
@@ -169,14 +170,17 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 		return nil
 	}
 	var cmd *command
+	names := make([]string, len(g.cmds))
 	for i := range g.cmds {
+		names[i] = g.cmds[i].name
 		if g.cmds[i].name == args[0] {
 			cmd = &g.cmds[i]
 		}
 	}
 	if cmd == nil {
-		g.usage(stderr)
-		return fmt.Errorf("unknown %s command %q", g.name, args[0])
+		var u strings.Builder
+		g.usage(&u)
+		return unknownCommand(g.name+" command", args[0], names, u.String(), stderr)
 	}
 	if cmd.main != nil {
 		return cmd.main(ctx, args[1:], stdout, stderr)
@@ -205,6 +209,26 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer e.api.Close()
 	return explain(act(ctx, e, pos))
+}
+
+// help runs cmd for help its args ask for (helpRequested): its usage,
+// which a flag set prints on its error output, goes to stdout, and the
+// flag package's ErrHelp is success, so that -h exits 0 for every command.
+func help(ctx context.Context, cmd func(ctx context.Context, args []string, stdout, stderr io.Writer) error, args []string, stdout io.Writer) error {
+	if err := cmd(ctx, args, stdout, stdout); err != nil && !errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return nil
+}
+
+// unknownCommand is the error of a word that names none of names (what,
+// e.g. "gateway command"; "" is "command"): with a suggestion when one is
+// close (did you mean), else after the usage on stderr.
+func unknownCommand(what, word string, names []string, usage string, stderr io.Writer) error {
+	if cli.Suggest(word, names) == "" {
+		fmt.Fprint(stderr, usage)
+	}
+	return cli.UnknownCommand(what, word, names)
 }
 
 // noneExists checks that no file is at any of paths: a command that makes

@@ -13,8 +13,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
@@ -24,6 +26,7 @@ Usage:
   iotransit serve [flags]   run the server (see: iotransit serve -h)
   iotransit demo  [flags]   run everything embedded, with a simulated gateway
   iotransit bench [flags]   measure ingest throughput and latency
+  iotransit --version       the version of this binary
 
 Administration, through the HTTPS API (local or remote):
   iotransit tenant  create|list|get                 tenants (operator key)
@@ -96,10 +99,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
+	if wantsVersion(args) {
+		fmt.Fprintln(stdout, "iotransit", versionString())
+		return nil
+	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+		return unknownCommand("", args[0], slices.Sorted(maps.Keys(commands)), usage, stderr)
+	}
+	if helpRequested(args[1:]) {
+		return help(ctx, cmd, args[1:], stdout)
 	}
 	return cmd(ctx, args[1:], stdout, stderr)
 }

@@ -26,16 +26,16 @@ func meshAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return g.run(ctx, args[1:], stdout, stderr)
 		}
 	}
+	if len(args) > 0 && !wantsHelp(args[:1]) {
+		return unknownCommand("mesh command", args[0], []string{"key", "node"}, meshUsage, stderr)
+	}
 	w := stderr
-	if len(args) > 0 && wantsHelp(args[:1]) {
+	if len(args) > 0 {
 		w = stdout
 	}
 	fmt.Fprint(w, meshUsage)
 	if w == stdout {
 		return nil
-	}
-	if len(args) > 0 {
-		return fmt.Errorf("unknown mesh command %q", args[0])
 	}
 	return flag.ErrHelp
 }

@@ -190,3 +190,80 @@ func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
+
+// HelpRequested reports whether args ask for help anywhere among the flags:
+// "help" as the first word, or -h, -help or --help before "--".
+func HelpRequested(args []string) bool {
+	if len(args) > 0 && args[0] == "help" {
+		return true
+	}
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// Suggest returns the candidate the mistyped word most likely meant: the
+// only candidate it is a prefix of, else the nearest within an edit
+// distance of 2 (the first in candidates' order on a tie); "" when none is
+// close.
+func Suggest(word string, candidates []string) string {
+	if word == "" {
+		return ""
+	}
+	var prefixed []string
+	for _, c := range candidates {
+		if strings.HasPrefix(c, word) {
+			prefixed = append(prefixed, c)
+		}
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0]
+	}
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		if d := editDistance(word, c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+// UnknownCommand is the error of a word that names no command ("unknown
+// command %q"), with a did-you-mean suggestion when one is close (Suggest).
+// what qualifies the word, e.g. "gateway command"; "" is "command".
+func UnknownCommand(what, word string, candidates []string) error {
+	if what == "" {
+		what = "command"
+	}
+	if s := Suggest(word, candidates); s != "" {
+		return fmt.Errorf("unknown %s %q; did you mean %q?", what, word, s)
+	}
+	return fmt.Errorf("unknown %s %q", what, word)
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
