@@ -37,6 +37,16 @@ func moveMessage(tuid string) string {
 	return fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"%s","moveCount":1}`, time.Now().Unix(), tuid)
 }
 
+// refuse publishes a message of tuid that the node refuses: it carries
+// tsmCloudTs, which only the cloud sets (thingsee.cloud_field).
+func refuse(t *testing.T, up *gateway.Uplink, tuid string) {
+	t.Helper()
+	bad := fmt.Sprintf(`{"tsmId":12100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"%s","temp":20,"humd":40,"tsmCloudTs":1}`, time.Now().Unix(), tuid)
+	if _, err := up.Publish(context.Background(), []byte(bad), 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // msgKey is what a test compares of a message: who sent it, of which
 // sensor, of which type.
 func msgKey(m client.Message) string {
@@ -145,14 +155,7 @@ func TestMessagesTailFollowReceivesLiveMessage(t *testing.T) {
 		return nil
 	})
 
-	var out, errOut tu.SyncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"messages", "tail", "--follow", "--limit", "1", "--gateway", msgSerialA,
-			"--tenant", node.DevTenant, "--server", a.server, "--ca", a.caFile, "--key-file", a.keyFile}, &out, &errOut)
-	}()
+	out, errOut, stop := follow(t, a, "messages", "tail", "--follow", "--limit", "1", "--gateway", msgSerialA, "--tenant", node.DevTenant)
 	// The last message first; the stream resumes after it, so a message
 	// published from now on is shown whether or not the stream is open yet.
 	tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -168,15 +171,7 @@ func TestMessagesTailFollowReceivesLiveMessage(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("tail --follow ended with %v after Ctrl-C", err)
-		}
-	case <-time.After(10 * time.Second * tu.Slowdown()):
-		t.Fatal("tail --follow did not end after Ctrl-C")
-	}
+	stop()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("tail --follow printed %d lines, want one per message:\n%s", len(lines), out.String())
@@ -186,14 +181,72 @@ func TestMessagesTailFollowReceivesLiveMessage(t *testing.T) {
 	}
 }
 
+// follow runs iotransit args as the operator in the background until stop,
+// which cancels it as Ctrl-C would and fails the test unless it then ends
+// without an error.
+func follow(t *testing.T, a *adminNode, args ...string) (out, errOut *tu.SyncBuffer, stop func()) {
+	t.Helper()
+	out, errOut = &tu.SyncBuffer{}, &tu.SyncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append(args, "--server", a.server, "--ca", a.caFile, "--key-file", a.keyFile), out, errOut)
+	}()
+	return out, errOut, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("iotransit %s ended with %v after Ctrl-C", strings.Join(args, " "), err)
+			}
+		case <-time.After(10 * time.Second * tu.Slowdown()):
+			t.Fatalf("iotransit %s did not end after Ctrl-C", strings.Join(args, " "))
+		}
+	}
+}
+
+func TestRejectedTailFollowPollsNewRefusals(t *testing.T) {
+	a := startAdminNode(t)
+	up := integrationGateway(t, a, msgSerialA)
+	refuse(t, up, msgTuid1)
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if out := a.mustOp(t, "rejected", "list", "--tenant", node.DevTenant); !strings.Contains(out, msgTuid1) {
+			return errors.New("the first refusal is not stored yet")
+		}
+		return nil
+	})
+	out, errOut, stop := follow(t, a, "rejected", "tail", "--follow", "--tenant", node.DevTenant, "-o", "json")
+	wait := func(tuid string) {
+		t.Helper()
+		tu.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
+			if !strings.Contains(out.String(), tuid) {
+				return fmt.Errorf("rejected tail --follow shows %q (stderr %q), want the refusal of %s", out.String(), errOut.String(), tuid)
+			}
+			return nil
+		})
+	}
+	wait(msgTuid1) // the last ones first: the command has read the list
+	refuse(t, up, msgTuid2)
+	wait(msgTuid2) // then a new one, by polling
+	stop()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("rejected tail --follow printed %d lines, want one per refusal:\n%s", len(lines), out.String())
+	}
+	for i, tuid := range []string{msgTuid1, msgTuid2} {
+		var r client.Rejected
+		if err := json.Unmarshal([]byte(lines[i]), &r); err != nil || r.Tuid != tuid || r.Code != "thingsee.cloud_field" || r.Reason == "" {
+			t.Fatalf("line %d %q (%v): want the cloud_field refusal of %s with its reason", i, lines[i], err, tuid)
+		}
+	}
+}
+
 func TestRejectedListShowsReason(t *testing.T) {
 	a := startAdminNode(t)
 	up := integrationGateway(t, a, msgSerialA)
-	// A message carrying tsmCloudTs, which only the cloud sets, is refused.
-	bad := fmt.Sprintf(`{"tsmId":12100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"%s","temp":20,"humd":40,"tsmCloudTs":1}`, time.Now().Unix(), msgTuid1)
-	if _, err := up.Publish(context.Background(), []byte(bad), 1); err != nil {
-		t.Fatal(err)
-	}
+	refuse(t, up, msgTuid1)
 	var p client.Page[client.Rejected]
 	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 		a.mustJSON(t, &p, "rejected", "list", "--tenant", node.DevTenant, "--gateway", msgSerialA)
