@@ -2,8 +2,8 @@
 // the server (serve), a self-contained demo (demo), the load generator
 // (bench), the administration commands that call the HTTPS API through the
 // public client package (tenant, gateway, token, apikey, audit,
-// integration, enroll), and the customer's side of payload encryption
-// (keygen, decrypt). Each command parses its flags, builds a config and
+// integration, messages, rejected, enroll), and the customer's side of
+// payload encryption (keygen, decrypt). Each command parses its flags, builds a config and
 // calls the package that owns the work.
 package main
 
@@ -38,6 +38,10 @@ Administration, through the HTTPS API (local or remote):
   iotransit audit   list|verify                     the tenant's audit log
   iotransit integration add|list|get|pause|resume|delete|test|rotate-secret|dead-letters|redrive
                                                     forward messages: webhook, MQTT, Azure, AWS, WebSocket
+  iotransit messages list|tail [--gateway S] [--tuid T] [--tsm-id N] [--limit N] [--follow]
+                                                    stored messages; tail --follow streams new ones
+  iotransit rejected list|tail [--gateway S] [--code C] [--limit N] [--follow]
+                                                    messages the node refused, with the reason
   iotransit enroll  --token T --serial S --out DIR  enroll a gateway: key made here
   iotransit mesh key create|rotate|list|export      the sensor mesh's network keys
   iotransit mesh node add|list|remove               the mesh's authorized sensor nodes
@@ -71,6 +75,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"apikey":      apikeyGroup.run,
 	"audit":       auditGroup.run,
 	"integration": integrationGroup.run,
+	"messages":    messagesGroup.run,
+	"rejected":    rejectedGroup.run,
 	"enroll":      enroll,
 	"keygen":      keygen,
 	"decrypt":     decrypt,

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/iotransit/iotransit/client"
+)
+
+// The commands that read a tenant's data without curl: "iotransit messages"
+// (the stored messages, and the live WebSocket stream with tail --follow)
+// and "iotransit rejected" (the messages the node refused, with why).
+
+// tailDefault is how many messages tail shows before it follows.
+const tailDefault = 10
+
+// rejectedPoll is how often rejected tail --follow asks for new rejected
+// messages: the API has no stream of them.
+const rejectedPoll = 2 * time.Second
+
+// messagesGroup is "iotransit messages".
+var messagesGroup = &group{
+	name:    "messages",
+	summary: "read a tenant's stored messages, or follow them live",
+	cmds: []command{
+		{name: "list", synopsis: "[--gateway S] [--tuid T] [--tsm-id N] [--from T] [--to T] [--limit N] [--oldest] [--cursor C]",
+			summary: "list stored messages, newest first", tenant: true,
+			flags: func(fs *flag.FlagSet) action {
+				f := addMessageFilter(fs)
+				lf := addListFlags(fs, "messages")
+				return func(ctx context.Context, e *env, _ []string) error {
+					q, err := f.query()
+					if err != nil {
+						return err
+					}
+					if err := lf.window(&q.From, &q.To); err != nil {
+						return err
+					}
+					q.Limit, q.Oldest, q.Cursor = lf.limit, lf.oldest, lf.cursor
+					p, err := e.api.ListMessages(ctx, e.tenant, q)
+					if err != nil {
+						return err
+					}
+					err = e.show(p, func(w io.Writer) error {
+						t := newTable(w, messageHeader...)
+						for _, m := range p.Items {
+							t.row(messageLine(m).cells()...)
+						}
+						return t.flush()
+					})
+					if err != nil {
+						return err
+					}
+					e.nextPage("messages", "--cursor", p.Next)
+					return nil
+				}
+			}},
+		{name: "tail", synopsis: "[--gateway S] [--tuid T] [--tsm-id N] [--limit N] [--follow]",
+			summary: "show the last messages, oldest of them first; --follow then streams new ones until Ctrl-C", tenant: true,
+			flags: func(fs *flag.FlagSet) action {
+				f := addMessageFilter(fs)
+				limit := fs.Int("limit", tailDefault, "show the last N messages first (0: none)")
+				follow := fs.Bool("follow", false, "then stream new messages as they are stored (WebSocket), until Ctrl-C")
+				return func(ctx context.Context, e *env, _ []string) error {
+					q, err := f.query()
+					if err != nil {
+						return err
+					}
+					if *limit < 0 {
+						return usageError("--limit %d: want 0 or more", *limit)
+					}
+					return tailMessages(ctx, e, q, *limit, *follow)
+				}
+			}},
+	},
+}
+
+// rejectedGroup is "iotransit rejected".
+var rejectedGroup = &group{
+	name:    "rejected",
+	summary: "read the messages a tenant's gateways sent that the node refused, with the reason",
+	cmds: []command{
+		{name: "list", synopsis: "[--gateway S] [--code C] [--from T] [--to T] [--limit N] [--oldest] [--cursor C]",
+			summary: "list rejected messages, newest first", tenant: true,
+			flags: func(fs *flag.FlagSet) action {
+				var q client.RejectedQuery
+				addRejectedFilter(fs, &q)
+				lf := addListFlags(fs, "rejected messages")
+				return func(ctx context.Context, e *env, _ []string) error {
+					if err := lf.window(&q.From, &q.To); err != nil {
+						return err
+					}
+					q.Limit, q.Oldest, q.Cursor = lf.limit, lf.oldest, lf.cursor
+					p, err := e.api.ListRejected(ctx, e.tenant, q)
+					if err != nil {
+						return err
+					}
+					err = e.show(p, rows(rejectedHeader, p.Items, rejectedCells))
+					if err != nil {
+						return err
+					}
+					e.nextPage("rejected messages", "--cursor", p.Next)
+					return nil
+				}
+			}},
+		{name: "tail", synopsis: "[--gateway S] [--code C] [--limit N] [--follow]",
+			summary: "show the last rejected messages, oldest of them first; --follow then polls for new ones until Ctrl-C", tenant: true,
+			flags: func(fs *flag.FlagSet) action {
+				var q client.RejectedQuery
+				addRejectedFilter(fs, &q)
+				limit := fs.Int("limit", tailDefault, "show the last N rejected messages first (0: none)")
+				follow := fs.Bool("follow", false, "then show new rejected messages as they come (polled every "+shortDuration(rejectedPoll)+"), until Ctrl-C")
+				return func(ctx context.Context, e *env, _ []string) error {
+					if *limit < 0 {
+						return usageError("--limit %d: want 0 or more", *limit)
+					}
+					return tailRejected(ctx, e, q, *limit, *follow)
+				}
+			}},
+	},
+}
+
+// messageFilter holds the filter flags of the messages commands.
+type messageFilter struct {
+	gateway, tuid, tsmID string
+}
+
+// addMessageFilter defines --gateway, --tuid and --tsm-id.
+func addMessageFilter(fs *flag.FlagSet) *messageFilter {
+	f := &messageFilter{}
+	fs.StringVar(&f.gateway, "gateway", "", "only the messages of this gateway (serial)")
+	fs.StringVar(&f.tuid, "tuid", "", "only the messages of this sensor (tsmTuid)")
+	fs.StringVar(&f.tsmID, "tsm-id", "", "only this message type (tsmId, 1000 to 999999)")
+	return f
+}
+
+// query checks the filter and returns it as a query.
+func (f *messageFilter) query() (client.MessageQuery, error) {
+	q := client.MessageQuery{Gateway: strings.TrimSpace(f.gateway), TsmTuid: strings.TrimSpace(f.tuid)}
+	if f.tsmID != "" {
+		id, err := strconv.Atoi(f.tsmID)
+		if err != nil || id < 1000 || id > 999999 {
+			return q, usageError("--tsm-id %q: want a number from 1000 to 999999", f.tsmID)
+		}
+		q.TsmID = id
+	}
+	return q, nil
+}
+
+// addRejectedFilter defines the filter flags of the rejected commands.
+func addRejectedFilter(fs *flag.FlagSet, q *client.RejectedQuery) {
+	fs.StringVar(&q.Gateway, "gateway", "", "only the messages of this gateway (serial)")
+	fs.StringVar(&q.Code, "code", "", "only this rejection code, e.g. thingsee.out_of_range")
+}
+
+// listFlags are the paging flags of a list command.
+type listFlags struct {
+	from, to string
+	limit    int
+	oldest   bool
+	cursor   string
+}
+
+// addListFlags defines --from, --to, --limit, --oldest and --cursor.
+func addListFlags(fs *flag.FlagSet, what string) *listFlags {
+	l := &listFlags{}
+	fs.StringVar(&l.from, "from", "", "only "+what+" stored at or after this time: RFC 3339, or a duration ago such as 24h")
+	fs.StringVar(&l.to, "to", "", "only "+what+" stored before this time: RFC 3339, or a duration ago")
+	fs.IntVar(&l.limit, "limit", 0, "at most this many "+what+" ("+pageLimits+")")
+	fs.BoolVar(&l.oldest, "oldest", false, "oldest first (default: newest first)")
+	fs.StringVar(&l.cursor, "cursor", "", "the next page, as printed after the previous one")
+	return l
+}
+
+// window parses --from and --to into from and to.
+func (l *listFlags) window(from, to *time.Time) error {
+	now := time.Now()
+	for _, w := range []struct {
+		name, value string
+		t           *time.Time
+	}{{"from", l.from, from}, {"to", l.to, to}} {
+		t, err := parseWhen(w.value, now)
+		if err != nil {
+			return usageError("--%s: %v", w.name, err)
+		}
+		*w.t = t.UTC()
+	}
+	return nil
+}
+
+// messageHeader is the header of the messages table.
+var messageHeader = []string{"TIME", "GATEWAY", "TUID", "TSM-ID", "BODY"}
+
+// msgLine is a message as tail prints it, one line each: a stored message
+// and a message of the stream have these in common.
+type msgLine struct {
+	Time    time.Time       `json:"time"`
+	Gateway string          `json:"gateway"`
+	Tuid    string          `json:"tsmTuid,omitempty"`
+	TsmID   int             `json:"tsmId,omitempty"`
+	Message json.RawMessage `json:"message"`
+}
+
+// thingseeKeys are the members of a Thingsee message a line shows.
+type thingseeKeys struct {
+	Tuid    string   `json:"tsmTuid"`
+	TsmID   int      `json:"tsmId"`
+	Gw      string   `json:"tsmGw"`
+	CloudTs *float64 `json:"tsmCloudTs"`
+}
+
+// messageLine is the line of a stored message.
+func messageLine(m client.Message) msgLine {
+	var k thingseeKeys
+	_ = json.Unmarshal(m.Message, &k) // a stored message is a JSON object
+	return msgLine{Time: m.ReceivedAt, Gateway: m.Gateway, Tuid: k.Tuid, TsmID: k.TsmID, Message: m.Message}
+}
+
+// streamLine is the line of a message of the stream, which carries its
+// gateway (tsmGw) and reception time (tsmCloudTs) in itself.
+func streamLine(raw json.RawMessage) (msgLine, error) {
+	var k thingseeKeys
+	if err := json.Unmarshal(raw, &k); err != nil {
+		return msgLine{}, fmt.Errorf("stream: a message is not a JSON object: %w", err)
+	}
+	l := msgLine{Gateway: k.Gw, Tuid: k.Tuid, TsmID: k.TsmID, Message: raw}
+	if k.CloudTs != nil {
+		sec, frac := math.Modf(*k.CloudTs)
+		l.Time = time.Unix(int64(sec), int64(frac*1e9))
+	}
+	return l, nil
+}
+
+// matches reports whether a line passes the filter of q (the stream has
+// no filter of its own).
+func (l msgLine) matches(q client.MessageQuery) bool {
+	return (q.Gateway == "" || l.Gateway == q.Gateway) &&
+		(q.TsmTuid == "" || l.Tuid == q.TsmTuid) &&
+		(q.TsmID == 0 || l.TsmID == q.TsmID)
+}
+
+// cells are the line's cells in the messages table.
+func (l msgLine) cells() []string {
+	id := ""
+	if l.TsmID != 0 {
+		id = strconv.Itoa(l.TsmID)
+	}
+	return []string{fmtTime(&l.Time), l.Gateway, l.Tuid, id, string(l.Message)}
+}
+
+// printLine writes v as -o asks, alone on a line: compact JSON, or the
+// cells separated by two spaces (a stream cannot align columns).
+func (e *env) printLine(v any, cells []string) error {
+	if e.json {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = e.stdout.Write(append(b, '\n'))
+		return err
+	}
+	t := newTable(e.stdout, cells...)
+	return t.flush()
+}
+
+// tailMessages shows the last limit messages of q, oldest first, then,
+// with follow, the messages the stream brings until ctx ends.
+func tailMessages(ctx context.Context, e *env, q client.MessageQuery, limit int, follow bool) error {
+	after := ""
+	if limit > 0 || follow {
+		q.Limit = max(limit, 1)
+		p, err := e.api.ListMessages(ctx, e.tenant, q)
+		if err != nil {
+			return err
+		}
+		items := p.Items
+		if len(items) > 0 {
+			after = strconv.FormatUint(items[0].Seq, 10)
+		}
+		items = items[:min(limit, len(items))]
+		for _, m := range slices.Backward(items) {
+			l := messageLine(m)
+			if err := e.printLine(l, l.cells()); err != nil {
+				return err
+			}
+		}
+	}
+	if !follow {
+		return nil
+	}
+	s, err := e.api.OpenStream(ctx, e.tenant, client.StreamOptions{After: after})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	for {
+		raw, err := s.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // Ctrl-C: the normal end of --follow
+			}
+			return err
+		}
+		l, err := streamLine(raw)
+		if err != nil {
+			return err
+		}
+		if !l.matches(q) {
+			continue
+		}
+		if err := e.printLine(l, l.cells()); err != nil {
+			return err
+		}
+	}
+}
+
+// rejectedHeader is the header of the rejected messages table.
+var rejectedHeader = []string{"SEQ", "TIME", "GATEWAY", "CODE", "FIELD", "REASON", "BODY"}
+
+// rejectedCells are a rejected message's cells in its table.
+func rejectedCells(r client.Rejected) []string {
+	body := r.Payload
+	switch {
+	case len(r.Message) > 0:
+		body = string(r.Message)
+	case r.PayloadBase64 != "":
+		body = "base64:" + r.PayloadBase64
+	}
+	return []string{strconv.FormatUint(r.Seq, 10), fmtTime(&r.ReceivedAt), r.Gateway, r.Code, r.Field, r.Reason, body}
+}
+
+// tailRejected shows the last limit rejected messages of q, oldest first,
+// then, with follow, polls for new ones until ctx ends.
+func tailRejected(ctx context.Context, e *env, q client.RejectedQuery, limit int, follow bool) error {
+	var last uint64
+	show := func(n int) error {
+		q.Limit = max(n, 1)
+		p, err := e.api.ListRejected(ctx, e.tenant, q)
+		if err != nil {
+			return err
+		}
+		items := p.Items[:min(n, len(p.Items))]
+		if last == 0 && len(p.Items) > 0 {
+			last = p.Items[0].Seq // the newest, shown or not
+		}
+		for _, r := range slices.Backward(items) {
+			if err := e.printLine(r, rejectedCells(r)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := show(limit); err != nil || !follow {
+		return err
+	}
+	tick := time.NewTicker(rejectedPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil // Ctrl-C: the normal end of --follow
+		case <-tick.C:
+		}
+		// The newest page, of which the messages after the last shown.
+		q.Limit = 0
+		p, err := e.api.ListRejected(ctx, e.tenant, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fresh := slices.DeleteFunc(p.Items, func(r client.Rejected) bool { return r.Seq <= last })
+		for _, r := range slices.Backward(fresh) {
+			if err := e.printLine(r, rejectedCells(r)); err != nil {
+				return err
+			}
+			last = max(last, r.Seq)
+		}
+	}
+}
