@@ -60,16 +60,10 @@ func TestMeasureAgent(t *testing.T) {
 	// The gateway, its token, the mesh network and its nodes, as an
 	// operator makes them.
 	const serial = "TSGW06MEA00000001"
-	if _, err := op.RegisterGateway(ctx, node.DevTenant, client.RegisterGatewayRequest{Serial: serial}); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := op.CreateEnrollmentToken(ctx, node.DevTenant, client.CreateEnrollmentTokenRequest{Serial: serial})
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := srv.EnrollmentToken(t, serial)
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
-	if err := securefile.WriteAtomic(tokenFile, []byte(tok.Token), 0o600); err != nil {
+	if err := securefile.WriteAtomic(tokenFile, []byte(token), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// Nodes 1..nodes send the load; node nodes+1 sends the live frames

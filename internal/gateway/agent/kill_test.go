@@ -104,13 +104,7 @@ func TestKill9WithCloudDown(t *testing.T) {
 	op := srv.Operator(t)
 	ctx := context.Background()
 	const serial = "TSGW06KIL00000001"
-	if _, err := op.RegisterGateway(ctx, node.DevTenant, client.RegisterGatewayRequest{Serial: serial}); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := op.CreateEnrollmentToken(ctx, node.DevTenant, client.CreateEnrollmentTokenRequest{Serial: serial})
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := srv.EnrollmentToken(t, serial)
 	caFile := srv.GatewayFile("ca.pem")
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
@@ -122,7 +116,7 @@ func TestKill9WithCloudDown(t *testing.T) {
 	// finds them on disk.
 	nw := newNetwork(t, 5)
 	a, err := agent.New(ctx, agent.Config{DataDir: dir, Server: "https://" + srv.API, MQTTAddr: srv.MQTT, ServerName: "localhost",
-		CAPEM: caPEM, Serial: serial, EnrollToken: tok.Token, MeshAddr: "127.0.0.1:0", Logger: testutil.Logger(t)})
+		CAPEM: caPEM, Serial: serial, EnrollToken: token, MeshAddr: "127.0.0.1:0", Logger: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,13 +178,7 @@ func TestMeshSimThroughAgent(t *testing.T) {
 	op := srv.Operator(t)
 	ctx := context.Background()
 	const serial = "TSGW06SIM00000001"
-	if _, err := op.RegisterGateway(ctx, node.DevTenant, client.RegisterGatewayRequest{Serial: serial}); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := op.CreateEnrollmentToken(ctx, node.DevTenant, client.CreateEnrollmentTokenRequest{Serial: serial})
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := srv.EnrollmentToken(t, serial)
 	if _, err := op.RotateMeshKey(ctx, node.DevTenant, client.MeshKeyRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +194,7 @@ func TestMeshSimThroughAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	tokFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokFile, []byte(tok.Token), 0o600); err != nil {
+	if err := os.WriteFile(tokFile, []byte(token), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	meshAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))

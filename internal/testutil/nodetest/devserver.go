@@ -132,6 +132,21 @@ func (s *DevServer) Operator(t testing.TB) *client.Client {
 	return c
 }
 
+// EnrollmentToken registers gateway serial in the dev tenant, as an
+// operator does, and returns a one-time enrollment token for it.
+func (s *DevServer) EnrollmentToken(t testing.TB, serial string) string {
+	t.Helper()
+	ctx, op := context.Background(), s.Operator(t)
+	if _, err := op.RegisterGateway(ctx, node.DevTenant, client.RegisterGatewayRequest{Serial: serial}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := op.CreateEnrollmentToken(ctx, node.DevTenant, client.CreateEnrollmentTokenRequest{Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Token
+}
+
 // Uplink connects as the dev gateway.
 func (s *DevServer) Uplink(t testing.TB) *gateway.Uplink {
 	t.Helper()
