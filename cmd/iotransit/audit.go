@@ -38,16 +38,8 @@ var auditGroup = &group{
 						return usageError("--order %q: want newest or oldest", *order)
 					}
 					q.Oldest = *order == "oldest"
-					now := time.Now()
-					for _, w := range []struct {
-						name, value string
-						t           *time.Time
-					}{{"from", *from, &q.From}, {"to", *to, &q.To}} {
-						t, err := parseWhen(w.value, now)
-						if err != nil {
-							return usageError("--%s: %v", w.name, err)
-						}
-						*w.t = t.UTC()
+					if err := parseWindow(*from, *to, &q.From, &q.To); err != nil {
+						return err
 					}
 					p, err := e.api.ListAudit(ctx, e.tenant, q)
 					if err != nil {

@@ -181,12 +181,16 @@ func addListFlags(fs *flag.FlagSet, what string) *listFlags {
 }
 
 // window parses --from and --to into from and to.
-func (l *listFlags) window(from, to *time.Time) error {
+func (l *listFlags) window(from, to *time.Time) error { return parseWindow(l.from, l.to, from, to) }
+
+// parseWindow parses the values of --from and --to (parseWhen, both against
+// one "now") into from and to, in UTC; a mistake is a usage error.
+func parseWindow(fromFlag, toFlag string, from, to *time.Time) error {
 	now := time.Now()
 	for _, w := range []struct {
 		name, value string
 		t           *time.Time
-	}{{"from", l.from, from}, {"to", l.to, to}} {
+	}{{"from", fromFlag, from}, {"to", toFlag, to}} {
 		t, err := parseWhen(w.value, now)
 		if err != nil {
 			return usageError("--%s: %v", w.name, err)
