@@ -1,0 +1,179 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/gateway"
+	"github.com/iotransit/iotransit/internal/gwproto"
+	"github.com/iotransit/iotransit/internal/node"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
+)
+
+const watchSerial = "TSGW06WTCH0000001"
+
+// reportingGateway connects serial as an MQTT 5 gateway that collects the
+// reports it gets on its down/errors and notes a disconnect.
+type reportingGateway struct {
+	up      *gateway.Uplink
+	mu      sync.Mutex
+	reports []gwproto.Report
+	dropped string // why the session ended, "" while it lasts
+}
+
+func dialReporting(t *testing.T, a *adminNode, serial string) *reportingGateway {
+	t.Helper()
+	g := &reportingGateway{}
+	up, err := nodetest.Dial(t, a.n, nodetest.Gateway(t, a.n, node.DevTenant, serial), serial, func(c *gateway.UplinkConfig) {
+		c.OnReport = func(b []byte) {
+			var r gwproto.Report
+			err := json.Unmarshal(b, &r)
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if err != nil {
+				g.dropped = fmt.Sprintf("report %q is not JSON: %v", b, err)
+				return
+			}
+			g.reports = append(g.reports, r)
+		}
+		c.OnDisconnect = func(reason byte, err error) {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.dropped = fmt.Sprintf("reason %#x, %v", reason, err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.up = up
+	return g
+}
+
+// state returns the reports so far and why the session ended ("" while it
+// lasts).
+func (g *reportingGateway) state() ([]gwproto.Report, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]gwproto.Report(nil), g.reports...), g.dropped
+}
+
+// TestGatewayWatchShowsRejectionWithoutTakingOver: gateway watch runs while
+// the gateway is connected; a message it publishes is refused; the watch
+// prints the refusal with the code and reason the gateway got on its
+// down/errors, and the gateway's MQTT session is not disturbed.
+func TestGatewayWatchShowsRejectionWithoutTakingOver(t *testing.T) {
+	a := startAdminNode(t)
+	gw := dialReporting(t, a, watchSerial)
+	publish(t, gw.up, msgTuid1) // an accepted message before the watch
+
+	out, errOut, stop := follow(t, a, "gateway", "watch", watchSerial, "--tenant", node.DevTenant)
+	wait := func(what string, want ...string) {
+		t.Helper()
+		tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
+			for _, l := range strings.Split(out.String(), "\n") {
+				if containsAll(l, want...) {
+					return nil
+				}
+			}
+			return fmt.Errorf("gateway watch shows no line with %q (%s):\n%s\nstderr: %s", want, what, out.String(), errOut.String())
+		})
+	}
+	wait("the state first", "gateway", "active, connected")
+	wait("the connect, from the audit", "connected", "from 127.0.0.1:")
+	wait("the message before the watch", "message", "tsmTuid "+msgTuid1+", tsmId 12100")
+
+	refuse(t, gw.up, msgTuid2)
+	var rep gwproto.ReportedRejection
+	tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		reports, dropped := gw.state()
+		if dropped != "" {
+			return fmt.Errorf("the gateway's session ended: %s", dropped)
+		}
+		if len(reports) != 1 || len(reports[0].Rejected) != 1 {
+			return fmt.Errorf("reports on down/errors: %+v, want one of one rejection", reports)
+		}
+		rep = reports[0].Rejected[0]
+		return nil
+	})
+	wait("the refusal the gateway was told of", "rejected", "["+rep.Code+"]", rep.Reason, "tsmTuid "+msgTuid2)
+	stop()
+	t.Logf("gateway watch printed:\n%s", out.String())
+
+	// The gateway was never knocked off: its session lasts and takes
+	// another message.
+	if _, dropped := gw.state(); dropped != "" {
+		t.Fatalf("the gateway's session ended while it was watched: %s", dropped)
+	}
+	select {
+	case <-gw.up.Done():
+		t.Fatal("the gateway's MQTT client stopped while it was watched")
+	default:
+	}
+	publish(t, gw.up, msgTuid1)
+	if strings.Contains(out.String(), "disconnected") {
+		t.Fatalf("gateway watch shows a disconnect:\n%s", out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) < 3 || !strings.HasSuffix(f[0], "Z") {
+			t.Fatalf("line %q: want time, kind, detail", l)
+		}
+	}
+}
+
+// TestGatewayWatchOnce: --once prints the recent events, oldest first, and
+// exits; -o json prints one object a line; --since leaves older ones out.
+func TestGatewayWatchOnce(t *testing.T) {
+	a := startAdminNode(t)
+	gw := dialReporting(t, a, watchSerial)
+	// The audit entry of the connect is written when the log appends it,
+	// which may be after a first upload: wait for it.
+	tu.Eventually(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if out := a.mustOp(t, "gateway", "watch", watchSerial, "--once", "--tenant", node.DevTenant); !strings.Contains(out, "  connected ") {
+			return fmt.Errorf("no connect in %q", out)
+		}
+		return nil
+	})
+	refuse(t, gw.up, msgTuid1)
+	publish(t, gw.up, msgTuid2)
+	var kinds []string
+	tu.Eventually(t, 20*time.Second, 100*time.Millisecond, func() error {
+		kinds = nil
+		out := a.mustOp(t, "gateway", "watch", watchSerial, "--once", "--tenant", node.DevTenant, "-o", "json")
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var ev watchEvent
+			if err := json.Unmarshal([]byte(l), &ev); err != nil {
+				t.Fatalf("gateway watch -o json line %q: %v", l, err)
+			}
+			kinds = append(kinds, ev.Kind)
+			if ev.Kind == "rejected" && (ev.Rejected == nil || ev.Rejected.Tuid != msgTuid1) {
+				t.Fatalf("rejected event %q: want the rejected message of %s", l, msgTuid1)
+			}
+		}
+		if want := []string{"gateway", "connected", "rejected", "message"}; strings.Join(kinds, " ") != strings.Join(want, " ") {
+			return fmt.Errorf("kinds %v, want %v", kinds, want)
+		}
+		return nil
+	})
+	if out := a.mustOp(t, "gateway", "watch", watchSerial, "--once", "--since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "--tenant", node.DevTenant); strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "gateway") {
+		t.Fatalf("gateway watch --since an hour ahead: %q, want the state line only", out)
+	}
+	if _, _, err := a.op(t, "gateway", "watch", "TSGW06WTCH0000009", "--once", "--tenant", node.DevTenant); err == nil || !strings.Contains(err.Error(), "not_found") {
+		t.Fatalf("gateway watch of an unknown gateway: %v, want not found", err)
+	}
+}
+
+// containsAll reports whether s contains every one of subs.
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
