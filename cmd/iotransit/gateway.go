@@ -66,6 +66,7 @@ var gatewayGroup = &group{
 		itemCmd("isolate", "serial", "refuse the gateway until it is activated again; drops its live session", (*client.Client).IsolateGateway, gatewayTable),
 		itemCmd("activate", "serial", "let an isolated gateway connect again", (*client.Client).ActivateGateway, gatewayTable),
 		itemCmd("revoke", "serial", "refuse the gateway for good and revoke all its certificates", (*client.Client).RevokeGateway, gatewayTable),
+		gatewayLabelCmd,
 		gatewayWatchCmd,
 		gatewayRunCmd,
 		{name: "delete", args: []string{"serial"}, summary: "delete a gateway's record and release its serial", tenant: true,
@@ -77,6 +78,76 @@ var gatewayGroup = &group{
 				return nil
 			}},
 	},
+}
+
+// gatewayLabelCmd is "iotransit gateway label". It parses its own command
+// line (main): its key=value arguments are as many as the user gives,
+// where a command of the table takes a fixed number.
+var gatewayLabelCmd = command{name: "label", args: []string{"serial"}, synopsis: "key=value... [--remove KEY]...",
+	summary: "set and remove some of a gateway's labels; the others stay", tenant: true,
+	main: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		fs := newFlagSet("iotransit gateway label", `Usage: iotransit gateway label <serial> key=value... [--remove KEY]...
+  set and remove some of a gateway's labels; the others stay
+
+Flags:
+`, stderr)
+		conn := addConnFlags(fs, true, true)
+		var remove []string
+		fs.Var(listFlag{list: &remove, repeatable: true}, "remove", "remove the label KEY (repeatable, or KEY,KEY)")
+		if helpAsked(fs, args, stdout) {
+			return nil
+		}
+		pos, onCmdLine, err := parseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) == 0 {
+			return usageError("%s needs a gateway serial; usage: iotransit gateway label <serial> key=value... [--remove KEY]...", fs.Name())
+		}
+		set := labelFlag{}
+		for _, kv := range pos[1:] {
+			if err := set.Set(kv); err != nil {
+				return usageError("%s: %v", fs.Name(), err)
+			}
+		}
+		for _, k := range remove {
+			if _, ok := set[k]; ok {
+				return usageError("%s: label %q is both set and removed", fs.Name(), k)
+			}
+		}
+		if len(set) == 0 && len(remove) == 0 {
+			return usageError("%s: nothing to do: give key=value to set or --remove KEY", fs.Name())
+		}
+		e, err := conn.env(onCmdLine, fs.Name(), true, stdout, stderr)
+		if err != nil {
+			return err
+		}
+		defer e.api.Close()
+		return explain(labelGateway(ctx, e, pos[0], set, remove))
+	}}
+
+// labelGateway sets the labels of set and removes those of remove (a
+// label the gateway does not have is no error), keeping the others: the
+// API's PATCH replaces all labels, so it reads them first. A change made
+// by someone else between the read and the write is lost.
+func labelGateway(ctx context.Context, e *env, serial string, set map[string]string, remove []string) error {
+	g, err := e.api.GetGateway(ctx, e.tenant, serial)
+	if err != nil {
+		return err
+	}
+	labels := maps.Clone(g.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, set)
+	for _, k := range remove {
+		delete(labels, k)
+	}
+	g, err = e.api.UpdateGateway(ctx, e.tenant, serial, client.UpdateGatewayRequest{Labels: &labels})
+	if err != nil {
+		return err
+	}
+	return e.show(g, gatewayTable(*g))
 }
 
 // gatewayTable writes gateways, one a row.
@@ -125,7 +196,7 @@ const watchPoll = rejectedPoll
 
 // gatewayWatchCmd is "iotransit gateway watch".
 var gatewayWatchCmd = command{name: "watch", args: []string{"serial"}, synopsis: "[--since D] [--limit N] [--messages=false] [--once]",
-	summary: "follow a gateway through the API, never over MQTT (so it is not knocked off): its connections, the rejected messages it is told of on down/errors, and its messages; until Ctrl-C", tenant: true,
+	summary: "follow a gateway's connections, rejected messages (its down/errors reports) and messages through the API, without taking over its MQTT session; until Ctrl-C", tenant: true,
 	flags: func(fs *flag.FlagSet) action {
 		var o watchOptions
 		fs.StringVar(&o.since, "since", "1h", "show what happened since then first: a duration ago such as 10m, or an RFC 3339 time")

@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/node"
@@ -176,4 +179,44 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestGatewayLabelSetsAndRemoves: gateway label sets some labels and
+// removes others, and keeps the rest.
+func TestGatewayLabelSetsAndRemoves(t *testing.T) {
+	a := startAdminNode(t)
+	a.mustOp(t, "gateway", "register", watchSerial, "--label", "site=hel", "--label", "floor=2", "--label", "room=a1", "--tenant", node.DevTenant)
+	var g client.Gateway
+	a.mustJSON(t, &g, "gateway", "label", watchSerial, "floor=3", "owner=ops", "--remove", "room", "--remove", "absent", "--tenant", node.DevTenant)
+	if want := map[string]string{"site": "hel", "floor": "3", "owner": "ops"}; !maps.Equal(g.Labels, want) {
+		t.Fatalf("labels after gateway label: %v, want %v", g.Labels, want)
+	}
+	out := a.mustOp(t, "gateway", "label", "--tenant", node.DevTenant, watchSerial, "--remove", "owner,floor")
+	wantLines(t, out, "SERIAL", "LABELS", watchSerial, "site=hel")
+	if strings.Contains(out, "owner") || strings.Contains(out, "floor") {
+		t.Fatalf("gateway label --remove owner,floor still shows them:\n%s", out)
+	}
+	if got, ok := a.n.Registry().Gateway(node.DevTenant, watchSerial); !ok || !maps.Equal(got.Labels, map[string]string{"site": "hel"}) {
+		t.Fatalf("stored labels %v (found %v), want site=hel only", got.Labels, ok)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no serial", nil, "needs a gateway serial"},
+		{"not key=value", []string{watchSerial, "site"}, `want key=value, got "site"`},
+		{"nothing to do", []string{watchSerial}, "nothing to do"},
+		{"set and removed", []string{watchSerial, "site=x", "--remove", "site"}, "both set and removed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := a.op(t, append(append([]string{"gateway", "label"}, tc.args...), "--tenant", node.DevTenant)...)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("gateway label %v: %v, want a usage error with %q", tc.args, err, tc.want)
+			}
+		})
+	}
+	_, _, err := a.op(t, "gateway", "label", "TSGW06WTCH0000009", "a=b", "--tenant", node.DevTenant)
+	wantProblem(t, err, "registry.gateway_not_found")
 }
