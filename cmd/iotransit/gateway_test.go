@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -219,4 +221,41 @@ func TestGatewayLabelSetsAndRemoves(t *testing.T) {
 	}
 	_, _, err := a.op(t, "gateway", "label", "TSGW06WTCH0000009", "a=b", "--tenant", node.DevTenant)
 	wantProblem(t, err, "registry.gateway_not_found")
+}
+
+// TestEnrollPrintsWorkingPublishCommand: after enroll, the MQTT address
+// (the API's host, on the port of the enrollment answer) and a
+// mosquitto_pub command with the files just written; run verbatim, it
+// stores a message of the gateway.
+func TestEnrollPrintsWorkingPublishCommand(t *testing.T) {
+	a := startAdminNode(t)
+	const serial = "TSGW06ENRL0000002"
+	a.mustOp(t, "gateway", "register", serial, "--tenant", node.DevTenant)
+	var tok client.EnrollmentToken
+	a.mustJSON(t, &tok, "token", "create", serial, "--tenant", node.DevTenant)
+	dir := filepath.Join(t.TempDir(), "my gateway") // a space: the command quotes the paths
+	out, errOut, err := a.cli(t, "enroll", "--server", a.server, "--ca", a.caFile, "--token", tok.Token, "--serial", serial, "--out", dir)
+	if err != nil {
+		t.Fatalf("enroll: %v\n%s", err, errOut)
+	}
+	wantLines(t, out, "MQTT:        "+a.n.MQTTAddr()+" ", "Publish a test message")
+	var command string
+	for _, l := range strings.Split(out, "\n") {
+		if c := strings.TrimSpace(l); strings.HasPrefix(c, "mosquitto_pub ") {
+			command = c
+		}
+	}
+	if command == "" || !containsAll(command, "-i "+serial, "-t v1/gw/"+serial+"/up", filepath.Join(dir, "key.pem")) {
+		t.Fatalf("enroll printed no publish command as %s with its files:\n%s", serial, out)
+	}
+
+	tu.RequirePeer(t, "mosquitto_pub")
+	if msg, err := exec.Command("sh", "-c", command).CombinedOutput(); err != nil {
+		t.Fatalf("the printed command %q: %v\n%s", command, err, msg)
+	}
+	var p client.Page[client.Message]
+	a.mustJSON(t, &p, "messages", "list", "--gateway", serial, "--tenant", node.DevTenant)
+	if len(p.Items) != 1 || p.Items[0].Gateway != serial {
+		t.Fatalf("after the printed command: %+v, want one message of %s", p.Items, serial)
+	}
 }
