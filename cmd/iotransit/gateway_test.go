@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -257,5 +258,42 @@ func TestEnrollPrintsWorkingPublishCommand(t *testing.T) {
 	a.mustJSON(t, &p, "messages", "list", "--gateway", serial, "--tenant", node.DevTenant)
 	if len(p.Items) != 1 || p.Items[0].Gateway != serial {
 		t.Fatalf("after the printed command: %+v, want one message of %s", p.Items, serial)
+	}
+}
+
+// TestGatewayReadmeMosquittoRR runs the README's mosquitto_rr check
+// verbatim (but for the MQTT port, a free one here) against a dev server
+// whose data directory is ./data: one connection publishes and prints the
+// report it gets on down/errors.
+func TestGatewayReadmeMosquittoRR(t *testing.T) {
+	tu.RequirePeer(t, "mosquitto_rr")
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block string
+	for _, b := range strings.Split(string(readme), "```sh\n")[1:] {
+		if b, _, _ = strings.Cut(b, "```"); strings.Contains(b, "mosquitto_rr ") {
+			block = b
+		}
+	}
+	if block == "" || !strings.Contains(block, "-p 8883 ") {
+		t.Fatalf("README.md has no sh block with mosquitto_rr on port 8883:\n%s", block)
+	}
+	dir := t.TempDir()
+	n := nodetest.Start(t, func(c *node.Config) { c.DataDir = filepath.Join(dir, "data") })
+	_, port := node.LocalHostPort(n.MQTTAddr())
+	cmd := exec.Command("sh", "-c", strings.Replace(block, "-p 8883 ", "-p "+port+" ", 1))
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the README's mosquitto_rr: %v\n%s", err, out)
+	}
+	var rep gwproto.Report
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("mosquitto_rr printed %q, want the report: %v", out, err)
+	}
+	if len(rep.Rejected) != 1 || rep.Rejected[0].Code != "thingsee.cloud_field" || !strings.Contains(string(readme), rep.Rejected[0].Reason) {
+		t.Fatalf("report %+v: want the cloud_field rejection the README shows", rep)
 	}
 }
