@@ -247,7 +247,8 @@ func (ev watchEvent) cells() []string {
 // watchSource is one list of the API that gateway watch follows, read
 // newest first as events.
 type watchSource struct {
-	read func(ctx context.Context, limit int) ([]watchEvent, error)
+	// read returns a page, newest first, and whether older items follow.
+	read func(ctx context.Context, limit int) (evs []watchEvent, more bool, err error)
 	seen newer[watchEvent]
 	// optional: a credential without its scope gets a note, not an error.
 	optional string
@@ -261,28 +262,28 @@ type watchSource struct {
 func watchSources(e *env, serial string, o watchOptions) []*watchSource {
 	bySeq := newer[watchEvent]{seq: func(ev watchEvent) uint64 { return ev.seq }}
 	srcs := []*watchSource{
-		{seen: bySeq, read: func(ctx context.Context, limit int) ([]watchEvent, error) {
+		{seen: bySeq, read: func(ctx context.Context, limit int) ([]watchEvent, bool, error) {
 			p, err := e.api.ListRejected(ctx, e.tenant, client.RejectedQuery{Gateway: serial, From: o.from, Limit: limit})
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			return eventsOf(p.Items, rejectedEvent), nil
+			return eventsOf(p.Items, rejectedEvent), p.Next != "", nil
 		}},
-		{seen: bySeq, optional: "connections and audit entries", read: func(ctx context.Context, limit int) ([]watchEvent, error) {
+		{seen: bySeq, optional: "connections and audit entries", read: func(ctx context.Context, limit int) ([]watchEvent, bool, error) {
 			p, err := e.api.ListAudit(ctx, e.tenant, client.AuditQuery{Target: "gateway:" + serial, From: o.from, Limit: limit})
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			return eventsOf(p.Items, auditEvent), nil
+			return eventsOf(p.Items, auditEvent), p.Next != "", nil
 		}},
 	}
 	if o.messages {
-		srcs = append(srcs, &watchSource{seen: bySeq, read: func(ctx context.Context, limit int) ([]watchEvent, error) {
+		srcs = append(srcs, &watchSource{seen: bySeq, read: func(ctx context.Context, limit int) ([]watchEvent, bool, error) {
 			p, err := e.api.ListMessages(ctx, e.tenant, client.MessageQuery{Gateway: serial, From: o.from, Limit: limit})
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			return eventsOf(p.Items, messageEvent), nil
+			return eventsOf(p.Items, messageEvent), p.Next != "", nil
 		}})
 	}
 	return srcs
@@ -377,7 +378,7 @@ func watchGateway(ctx context.Context, e *env, serial string, o watchOptions) er
 	srcs := watchSources(e, serial, o)
 	var recent []watchEvent
 	for _, s := range srcs {
-		evs, err := s.read(ctx, max(o.limit, 1))
+		evs, _, err := s.read(ctx, max(o.limit, 1))
 		var pe *client.Problem
 		if s.optional != "" && errors.As(err, &pe) && pe.Status == http.StatusForbidden {
 			fmt.Fprintf(e.stderr, "gateway watch: %s not shown: %v\n", s.optional, err)
@@ -399,11 +400,18 @@ func watchGateway(ctx context.Context, e *env, serial string, o watchOptions) er
 			if s.read == nil {
 				continue
 			}
-			evs, err := s.read(ctx, 0)
+			evs, more, err := s.read(ctx, 0)
 			if err != nil {
 				return err
 			}
-			fresh = append(fresh, s.seen.take(evs)...)
+			seen := s.seen.last
+			news := s.seen.take(evs)
+			if more && seen > 0 && len(news) == len(evs) {
+				// A whole page is new: what came before it since the last
+				// poll is not shown. Say so rather than skip it silently.
+				fresh = append(fresh, watchEvent{Time: news[0].Time, Kind: "skipped", Detail: fmt.Sprintf("more %s events than a page since the last poll: the older of them are not shown here (they are stored)", news[0].Kind)})
+			}
+			fresh = append(fresh, news...)
 		}
 		return show(fresh)
 	})

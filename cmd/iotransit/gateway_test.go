@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/api"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/node"
@@ -295,5 +296,35 @@ func TestGatewayReadmeMosquittoRR(t *testing.T) {
 	}
 	if len(rep.Rejected) != 1 || rep.Rejected[0].Code != "thingsee.cloud_field" || !strings.Contains(string(readme), rep.Rejected[0].Reason) {
 		t.Fatalf("report %+v: want the cloud_field rejection the README shows", rep)
+	}
+}
+
+// TestGatewayWatchSaysWhatItSkips: more new messages in one poll than a
+// page are not all shown; the watch says so rather than skip them silently.
+func TestGatewayWatchSaysWhatItSkips(t *testing.T) {
+	a := startAdminNode(t)
+	up := integrationGateway(t, a, watchSerial)
+	publish(t, up, msgTuid1)
+	out, errOut, stop := follow(t, a, "gateway", "watch", watchSerial, "--tenant", node.DevTenant)
+	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), "tsmTuid "+msgTuid1) {
+			return fmt.Errorf("gateway watch shows %q (stderr %q), want the first message", out.String(), errOut.String())
+		}
+		return nil
+	})
+	msgs := make([]string, api.DefaultLimit+1) // one more than the server's default page
+	for i := range msgs {
+		msgs[i] = tu.Thingsee(msgTuid2, time.Now().Unix()-int64(i), 20)
+	}
+	publishRaw(t, up, "["+strings.Join(msgs, ",")+"]")
+	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), "skipped") {
+			return fmt.Errorf("gateway watch shows no skipped line:\n%s", out.String())
+		}
+		return nil
+	})
+	stop()
+	if n := strings.Count(out.String(), "tsmTuid "+msgTuid2); n != api.DefaultLimit {
+		t.Fatalf("gateway watch shows %d of the %d new messages, want a page of %d", n, len(msgs), api.DefaultLimit)
 	}
 }
