@@ -173,6 +173,14 @@ func TestGatewayWatchOnce(t *testing.T) {
 	if _, _, err := a.op(t, "gateway", "watch", "TSGW06WTCH0000009", "--once", "--tenant", node.DevTenant); err == nil || !strings.Contains(err.Error(), "not_found") {
 		t.Fatalf("gateway watch of an unknown gateway: %v, want not found", err)
 	}
+
+	// A key without audit:read sees the rest, and is told what it misses.
+	var key client.APIKey
+	a.mustJSON(t, &key, "apikey", "create", "--tenant", node.DevTenant, "--scope", "gateways:read", "--scope", "messages:read", "--name", "watcher")
+	out, errOut, err := a.cli(t, "gateway", "watch", watchSerial, "--once", "--tenant", node.DevTenant, "--server", a.server, "--ca", a.caFile, "--key", key.Key)
+	if err != nil || !containsAll(out, "rejected", "message") || strings.Contains(out, "connected  ") || !containsAll(errOut, "connections and audit entries not shown", "audit:read") {
+		t.Fatalf("gateway watch without audit:read: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	}
 }
 
 // containsAll reports whether s contains every one of subs.
