@@ -250,7 +250,8 @@ type watchSource struct {
 	// read returns a page, newest first, and whether older items follow.
 	read func(ctx context.Context, limit int) (evs []watchEvent, more bool, err error)
 	seen newer[watchEvent]
-	// optional: a credential without its scope gets a note, not an error.
+	// optional, when set, names what the source shows: a credential
+	// without the scope to read it gets a note saying so, not an error.
 	optional string
 }
 
