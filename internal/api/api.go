@@ -128,6 +128,8 @@ type Deps struct {
 	CreateTenant func(ctx context.Context, id string) (registry.Tenant, error)
 	// ServerCA is the PEM that verifies the server certificates, returned by enrollment.
 	ServerCA []byte
+	// MQTTPort is the port of the MQTT listener, returned by enrollment (0: not said).
+	MQTTPort int
 	// Connected reports whether a gateway has a live MQTT session on this node.
 	Connected func(tenant, serial string) bool
 	// Mesh manages the tenants' mesh networks (nil: the routes answer 404).
