@@ -128,22 +128,20 @@ type action = func(ctx context.Context, e *env, args []string) error
 
 // usage writes the group's commands and the connection flags.
 func (g *group) usage(w io.Writer) {
+	names := make([]string, len(g.cmds))
+	for i, c := range g.cmds {
+		names[i] = c.name
+	}
+	cli.RecordCommands(w, names...)
 	fmt.Fprintf(w, "iotransit %s: %s\n\nUsage:\n", g.name, g.summary)
 	for _, c := range g.cmds {
 		fmt.Fprintf(w, "  %s\n      %s\n", c.line(g.name), c.summary)
 	}
-	fmt.Fprintf(w, `
-Connection flags of every command (each also from its environment variable):
-  --server URL     IOTRANSIT_SERVER    the HTTPS API (default %s)
-  --ca FILE        IOTRANSIT_CA        CA that verifies the server (default: system roots)
-  --key-file FILE  IOTRANSIT_KEY_FILE  file holding the bearer credential
-  --key SECRET     IOTRANSIT_KEY       the bearer credential itself
-  --tenant ID      IOTRANSIT_TENANT    the tenant of tenant-scoped commands
-  -o table|json                        output format
-  --timeout %-26s deadline of each request
-
-See: iotransit %s <command> -h
-`, defaultServer, shortDuration(defaultTimeout), g.name)
+	fmt.Fprint(w, "\n"+connFlagsHead)
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	addConnFlags(fs, true, true)
+	cli.PrintFlags(w, fs)
+	fmt.Fprintf(w, "\nSee: iotransit %s <command> -h\n", g.name)
 }
 
 // line is the command's usage line: its words, arguments and synopsis.
@@ -156,6 +154,29 @@ func (c *command) line(group string) string {
 		s += " " + c.synopsis
 	}
 	return s
+}
+
+// usage writes the command's usage: its line, its own flags, then the
+// connection flags (connNames).
+func (c *command) usage(fs *flag.FlagSet, group string, connNames map[string]bool) {
+	w := fs.Output()
+	if r, ok := w.(cli.HelpRecorder); ok {
+		r.RecordFlags(fs)
+	}
+	fmt.Fprintf(w, "Usage: %s\n  %s\n", c.line(group), c.summary)
+	own := func(f *flag.Flag) bool { return !connNames[f.Name] }
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if own(f) {
+			n++
+		}
+	})
+	if n > 0 {
+		fmt.Fprint(w, "\nFlags:\n")
+		cli.PrintFlagsOf(w, fs, own)
+	}
+	fmt.Fprint(w, "\nConnection flags (also from the environment, else the login profile):\n")
+	cli.PrintFlagsOf(w, fs, func(f *flag.Flag) bool { return connNames[f.Name] })
 }
 
 // run runs a command of the group.
@@ -185,8 +206,12 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 	if cmd.main != nil {
 		return cmd.main(ctx, args[1:], stdout, stderr)
 	}
-	fs := newFlagSet("iotransit "+g.name+" "+cmd.name, fmt.Sprintf("Usage: %s\n  %s\n\nFlags:\n", cmd.line(g.name), cmd.summary), stderr)
+	fs := newFlagSet("iotransit "+g.name+" "+cmd.name, "", stderr)
 	conn := addConnFlags(fs, cmd.tenant, true)
+	connNames := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { connNames[f.Name] = true })
+	// Before the command's flags, which may set a usage of their own.
+	fs.Usage = func() { cmd.usage(fs, g.name, connNames) }
 	act := cmd.run
 	if cmd.flags != nil {
 		act = cmd.flags(fs)
