@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -60,14 +62,51 @@ func JSONToYAML(doc []byte) ([]byte, error) {
 		return nil, fmt.Errorf("yaml: %w", err)
 	}
 	blockStyle(&n)
-	return yaml.Marshal(&n)
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	return b.Bytes(), nil
 }
 
 // blockStyle clears the flow and quoting styles the JSON gave the nodes,
-// so that the encoder writes block YAML and quotes only where needed.
+// so that the encoder writes block YAML, and quotes a string that a YAML
+// reader could take for something else (plainIsString).
 func blockStyle(n *yaml.Node) {
 	n.Style = 0
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && !plainIsString(n.Value) {
+		n.Style = yaml.DoubleQuotedStyle
+	}
 	for _, c := range n.Content {
 		blockStyle(c)
 	}
+}
+
+// oldBools are the booleans of YAML 1.1, which some readers still apply.
+var oldBools = map[string]bool{
+	"y": true, "Y": true, "yes": true, "Yes": true, "YES": true, "n": true, "N": true, "no": true, "No": true, "NO": true,
+	"on": true, "On": true, "ON": true, "off": true, "Off": true, "OFF": true,
+}
+
+// plainIsString reports whether s, unquoted, reads back as the string s.
+// A string of several lines is left to the encoder, which writes it as a
+// literal block.
+func plainIsString(s string) bool {
+	if strings.Contains(s, "\n") {
+		return true
+	}
+	if s == "" || oldBools[s] {
+		return false
+	}
+	var v any
+	if err := yaml.Unmarshal([]byte(s), &v); err != nil {
+		return false
+	}
+	got, ok := v.(string)
+	return ok && got == s
 }
