@@ -26,12 +26,20 @@ var (
 	parseFlags    = cli.ParseFlags
 	parseArgs     = cli.ParseArgs
 	wantsHelp     = cli.WantsHelp
-	newFlagSet    = cli.NewFlagSet
 	helpAsked     = cli.HelpAsked
 	helpRequested = cli.HelpRequested
 	newSecretFlag = cli.NewSecretFlag
 	newLogger     = cli.NewLogger
 )
+
+// newFlagSet returns the flag set of the command name (cli.NewFlagSet),
+// named in its usage as typed: "bench" is "iotransit bench".
+func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
+	if !strings.HasPrefix(name, "iotransit ") {
+		name = "iotransit " + name
+	}
+	return cli.NewFlagSet(name, usage, stderr)
+}
 
 // secretFlag is a secret given as a flag, a file or the environment
 // (cli.SecretFlag).
