@@ -224,6 +224,10 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 	if cmd.flags != nil {
 		act = cmd.flags(fs)
 	}
+	// The flags, for the completion, whatever usage the command prints.
+	if r, ok := stdout.(cli.HelpRecorder); ok && helpRequested(args[1:]) {
+		r.RecordFlags(fs)
+	}
 	pos, onCmdLine, err := parseArgs(fs, args[1:])
 	if err != nil {
 		return err
@@ -242,6 +246,18 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer e.api.Close()
 	return explain(act(ctx, e, pos))
+}
+
+// positional parses the command line of a command that takes positional
+// arguments and no flags of its own (name, with usage): it returns them, or
+// nil and help when help was asked for (printed on stdout).
+func positional(name, usage string, args []string, stdout, stderr io.Writer) (pos []string, help bool, err error) {
+	fs := newFlagSet(name, usage, stderr)
+	if helpAsked(fs, args, stdout) {
+		return nil, true, nil
+	}
+	pos, _, err = parseArgs(fs, args)
+	return pos, false, err
 }
 
 // help runs cmd for help its args ask for (helpRequested): its usage,

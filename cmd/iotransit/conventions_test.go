@@ -125,7 +125,7 @@ func TestCLIBinaryExitCodes(t *testing.T) {
 		{name: "help", args: []string{"-h"}, stdout: "Usage:"},
 		{name: "group help", args: []string{"gateway", "-h"}, stdout: "iotransit gateway list"},
 		{name: "command help", args: []string{"gateway", "list", "-h"}, stdout: "Usage: iotransit gateway list"},
-		{name: "serve help", args: []string{"serve", "--help"}, stdout: "-data-dir"},
+		{name: "serve help", args: []string{"serve", "--help"}, stdout: "  --data-dir string"},
 		{name: "version", args: []string{"--version"}, stdout: "iotransit "},
 		{name: "typo", args: []string{"gatway", "list"}, code: 2, stderr: `did you mean "gateway"?`},
 		{name: "no command", code: 2, stderr: "Usage:"},

@@ -455,12 +455,8 @@ func loginList(args []string, stdout, stderr io.Writer) error {
 
 // loginUse is "iotransit login use NAME".
 func loginUse(args []string, stdout, stderr io.Writer) error {
-	fset := newFlagSet("iotransit login use", "Usage: iotransit login use NAME\n  Make the profile NAME the current one.\n", stderr)
-	if helpAsked(fset, args, stdout) {
-		return nil
-	}
-	pos, _, err := parseArgs(fset, args)
-	if err != nil {
+	pos, help, err := positional("iotransit login use", "Usage: iotransit login use NAME\n  Make the profile NAME the current one.\n", args, stdout, stderr)
+	if help || err != nil {
 		return err
 	}
 	if len(pos) != 1 {
@@ -476,14 +472,16 @@ func loginUse(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+const logoutUsage = `Usage: iotransit logout [NAME]
+  Remove the login profile NAME (default: the current one) and its copy of
+  the credential. The credential itself stays valid on the server: revoke it
+  there if it may have leaked.
+`
+
 // logout is "iotransit logout [NAME]".
 func logout(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := newFlagSet("iotransit logout", "Usage: iotransit logout [NAME]\n  Remove the login profile NAME (default: the current one) and its copy of\n  the credential. The credential itself stays valid on the server: revoke it\n  there if it may have leaked.\n", stderr)
-	if helpAsked(fset, args, stdout) {
-		return nil
-	}
-	pos, _, err := parseArgs(fset, args)
-	if err != nil {
+	pos, help, err := positional("iotransit logout", logoutUsage, args, stdout, stderr)
+	if help || err != nil {
 		return err
 	}
 	if len(pos) > 1 {
