@@ -61,6 +61,9 @@ func (l listFlag) String() string {
 	return strings.Join(*l.list, ",")
 }
 
+// Type names the value in help: --scope list.
+func (l listFlag) Type() string { return "list" }
+
 func (l listFlag) Set(v string) error {
 	if !l.repeatable {
 		*l.list = nil
@@ -83,6 +86,9 @@ func (l labelFlag) String() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Type names the value in help: --label key=value.
+func (l labelFlag) Type() string { return "key=value" }
 
 func (l labelFlag) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")

@@ -83,7 +83,7 @@ func addConnFlags(fs *flag.FlagSet, withTenant, withKey bool) *connFlags {
 		fs.StringVar(&c.tenant, "tenant", "", "the tenant `ID` of a tenant's command")
 	}
 	fs.StringVar(&c.profile, "profile", "", "the login profile `NAME` to use (default: the current one; see iotransit login list)")
-	fs.StringVar(&c.output, "o", cli.FormatTable, "output `FORMAT`: table, json or yaml (json and yaml: the API's answer)")
+	fs.StringVar(&c.output, "o", cli.FormatTable, cli.OutputUsage)
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "deadline of each request")
 	return c
 }

@@ -405,7 +405,7 @@ func profiles() ([]string, error) {
 // loginList is "iotransit login list".
 func loginList(args []string, stdout, stderr io.Writer) error {
 	fset := newFlagSet("iotransit login list", "Usage: iotransit login list\n  Show the login profiles, without their secrets.\n\nFlags:\n", stderr)
-	output := fset.String("o", cli.FormatTable, "`FORMAT` of the output: table, json or yaml")
+	output := fset.String("o", cli.FormatTable, cli.OutputUsage)
 	if helpAsked(fset, args, stdout) {
 		return nil
 	}

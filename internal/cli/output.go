@@ -18,7 +18,7 @@ const (
 )
 
 // OutputUsage is the usage of -o.
-const OutputUsage = "output: table, json or yaml (json and yaml: the API's answer)"
+const OutputUsage = "output `FORMAT`: table, json or yaml (json and yaml: the answer as data, with the API's field names)"
 
 // CheckFormat checks the value of -o.
 func CheckFormat(format string) error {
