@@ -122,6 +122,17 @@ func TestLoginProfiles(t *testing.T) {
 	if out := mustCLI("tenant", "list"); !strings.Contains(out, node.DevTenant) {
 		t.Fatalf("tenant list with the current profile:\n%s", out)
 	}
+	// enroll, whose credential is its token, takes the server and the CA
+	// from the profile too.
+	var tok client.EnrollmentToken
+	if err := json.Unmarshal([]byte(mustCLI("token", "create", serial, "--tenant", node.DevTenant, "-o", "json")), &tok); err != nil {
+		t.Fatal(err)
+	}
+	gwDir := filepath.Join(t.TempDir(), "gw")
+	if out := mustCLI("enroll", "--serial", serial, "--token-file", writeTemp(t, "token", tok.Token), "--out", gwDir); !strings.Contains(out, "enrolled gateway "+serial) {
+		t.Fatalf("enroll with the profile:\n%s", out)
+	}
+
 	// IOTRANSIT_PROFILE beats the current profile; --profile beats it.
 	t.Setenv("IOTRANSIT_PROFILE", "acme")
 	if out := mustCLI("gateway", "list"); !strings.Contains(out, serial) {
