@@ -293,8 +293,7 @@ func login(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if name == "" {
 		name = defaultProfile
 	}
-	path, err := profilePath(name)
-	if err != nil {
+	if _, err := profilePath(name); err != nil {
 		return err
 	}
 	key, err := conn.key.Need(onCmdLine)
@@ -320,7 +319,8 @@ func login(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	p.Credential = describeCredential(key, operator)
-	if path, err = writeProfile(name, p); err != nil {
+	path, err := writeProfile(name, p)
+	if err != nil {
 		return err
 	}
 	current, err := currentProfile()

@@ -153,6 +153,8 @@ func TestLoginProfiles(t *testing.T) {
 		t.Fatalf("gateway list with the current profile acme:\n%s", out)
 	}
 	wantErr(`no such profile "nope"`, "login", "use", "nope")
+	// With another --server, the current profile's credential stays home.
+	wantErr("or log in once: iotransit login", "gateway", "list", "--server", "https://127.0.0.1:1", "--tenant", node.DevTenant)
 
 	// login list: no secret (cli checks), both profiles, as data too.
 	out = mustCLI("login", "list")
