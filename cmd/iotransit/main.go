@@ -2,8 +2,9 @@
 // the server (serve), a self-contained demo (demo), the load generator
 // (bench), the administration commands that call the HTTPS API through the
 // public client package (tenant, gateway, token, apikey, audit,
-// integration, messages, rejected, enroll), and the customer's side of
-// payload encryption (keygen, decrypt). Each command parses its flags, builds a config and
+// integration, messages, rejected, enroll), the command line's own
+// (login, logout, completion), and the customer's side of payload
+// encryption (keygen, decrypt). Each command parses its flags, builds a config and
 // calls the package that owns the work.
 package main
 
@@ -49,7 +50,14 @@ Administration, through the HTTPS API (local or remote):
                                                     signed firmware on TUF (keys stay here)
   They take --server (IOTRANSIT_SERVER), --ca (IOTRANSIT_CA), --key-file
   (IOTRANSIT_KEY_FILE) or --key (IOTRANSIT_KEY), --tenant (IOTRANSIT_TENANT),
-  -o table|json; see iotransit <command> -h.
+  --profile (IOTRANSIT_PROFILE), -o table|json|yaml; see iotransit <command> -h.
+
+The command line itself:
+  iotransit login --server URL [--ca FILE] --key-file FILE [--tenant ID] [--profile NAME]
+                                                    keep them as a profile the commands use
+  iotransit login list|use                          the profiles; choose the current one
+  iotransit logout [NAME]                           remove a profile
+  iotransit completion bash|zsh|fish                shell completion script
 
 Payload encryption, on the customer's side (no server needed):
   iotransit keygen  --out DIR                       key pair an integration seals to
@@ -68,6 +76,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"serve":       serve,
 	"demo":        demo,
 	"bench":       bench,
+	"login":       login,
+	"logout":      logout,
 	"tenant":      tenantGroup.run,
 	"gateway":     gatewayGroup.run,
 	"factory":     factoryGroup.run,
