@@ -122,9 +122,12 @@ type group struct {
 
 // command is one command of a group, e.g. "gateway list".
 type command struct {
-	name     string
-	args     []string // names of the positional arguments
-	synopsis string   // the flags worth naming in the usage line
+	name string
+	args []string // names of the positional arguments
+	// more says the command takes any number of arguments after args
+	// (named by synopsis), e.g. "gateway label <serial> key=value...".
+	more     bool
+	synopsis string // the flags worth naming in the usage line
 	summary  string
 	// tenant says whether the command works in a tenant (--tenant).
 	tenant bool
@@ -238,10 +241,13 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	if len(pos) != len(cmd.args) {
+	switch {
+	case cmd.more && len(pos) < len(cmd.args):
+		return usageError("%s takes at least %d argument(s), got %d; usage: %s", fs.Name(), len(cmd.args), len(pos), cmd.line(g.name))
+	case !cmd.more && len(pos) != len(cmd.args):
 		return usageError("%s takes %d argument(s), got %d; usage: %s", fs.Name(), len(cmd.args), len(pos), cmd.line(g.name))
 	}
-	for i, a := range pos {
+	for i, a := range pos[:len(cmd.args)] {
 		if strings.TrimSpace(a) == "" {
 			return usageError("%s: <%s> is empty", fs.Name(), cmd.args[i])
 		}

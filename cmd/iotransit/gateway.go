@@ -80,50 +80,30 @@ var gatewayGroup = &group{
 	},
 }
 
-// gatewayLabelCmd is "iotransit gateway label". It parses its own command
-// line (main): its key=value arguments are as many as the user gives,
-// where a command of the table takes a fixed number.
-var gatewayLabelCmd = command{name: "label", args: []string{"serial"}, synopsis: "key=value... [--remove KEY]...",
+// gatewayLabelCmd is "iotransit gateway label": its key=value arguments
+// are as many as the user gives.
+var gatewayLabelCmd = command{name: "label", args: []string{"serial"}, more: true, synopsis: "key=value... [--remove KEY]...",
 	summary: "set and remove some of a gateway's labels; the others stay", tenant: true,
-	main: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-		fs := newFlagSet("iotransit gateway label", `Usage: iotransit gateway label <serial> key=value... [--remove KEY]...
-  set and remove some of a gateway's labels; the others stay
-
-Flags:
-`, stderr)
-		conn := addConnFlags(fs, true, true)
+	flags: func(fs *flag.FlagSet) action {
 		var remove []string
 		fs.Var(listFlag{list: &remove, repeatable: true}, "remove", "remove the label KEY (repeatable, or KEY,KEY)")
-		if helpAsked(fs, args, stdout) {
-			return nil
-		}
-		pos, onCmdLine, err := parseArgs(fs, args)
-		if err != nil {
-			return err
-		}
-		if len(pos) == 0 {
-			return usageError("%s needs a gateway serial; usage: iotransit gateway label <serial> key=value... [--remove KEY]...", fs.Name())
-		}
-		set := labelFlag{}
-		for _, kv := range pos[1:] {
-			if err := set.Set(kv); err != nil {
-				return usageError("%s: %v", fs.Name(), err)
+		return func(ctx context.Context, e *env, args []string) error {
+			set := labelFlag{}
+			for _, kv := range args[1:] {
+				if err := set.Set(kv); err != nil {
+					return usageError("iotransit gateway label: %v", err)
+				}
 			}
-		}
-		for _, k := range remove {
-			if _, ok := set[k]; ok {
-				return usageError("%s: label %q is both set and removed", fs.Name(), k)
+			for _, k := range remove {
+				if _, ok := set[k]; ok {
+					return usageError("iotransit gateway label: label %q is both set and removed", k)
+				}
 			}
+			if len(set) == 0 && len(remove) == 0 {
+				return usageError("iotransit gateway label: nothing to do: give key=value to set or --remove KEY")
+			}
+			return labelGateway(ctx, e, args[0], set, remove)
 		}
-		if len(set) == 0 && len(remove) == 0 {
-			return usageError("%s: nothing to do: give key=value to set or --remove KEY", fs.Name())
-		}
-		e, err := conn.env(onCmdLine, fs.Name(), true, stdout, stderr)
-		if err != nil {
-			return err
-		}
-		defer e.api.Close()
-		return explain(labelGateway(ctx, e, pos[0], set, remove))
 	}}
 
 // labelGateway sets the labels of set and removes those of remove (a

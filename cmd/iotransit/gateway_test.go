@@ -217,7 +217,7 @@ func TestGatewayLabelSetsAndRemoves(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no serial", nil, "needs a gateway serial"},
+		{"no serial", nil, "takes at least 1 argument"},
 		{"not key=value", []string{watchSerial, "site"}, `want key=value, got "site"`},
 		{"nothing to do", []string{watchSerial}, "nothing to do"},
 		{"set and removed", []string{watchSerial, "site=x", "--remove", "site"}, "both set and removed"},
