@@ -835,6 +835,12 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	a.call("PATCH /v1/tenants/{tenant}/gateways/{serial}", gw, op, "", `{"labels":{"site":"lab"}}`, 200)
 	a.call("GET /v1/tenants/{tenant}/gateways/{serial}/certificates", gw+"/certificates", op, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/enrollment-tokens", "/v1/tenants/acme/enrollment-tokens", op, "", "", 200)
+	spare := a.call("POST /v1/tenants/{tenant}/enrollment-tokens", "/v1/tenants/acme/enrollment-tokens", op, "", `{"serial":"`+serial+`"}`, 201)
+	const revokeToken = "POST /v1/tenants/{tenant}/enrollment-tokens/{id}/revoke"
+	a.call(revokeToken, "/v1/tenants/acme/enrollment-tokens/"+str(spare, "id")+"/revoke", op, "", "", 200)
+	a.call(revokeToken, "/v1/tenants/acme/enrollment-tokens/0123456789abcdef/revoke", op, "", "", 404)
+	a.call("GET /v1/tenants/{tenant}/audit", "/v1/tenants/_system/audit?limit=2", op, "", "", 200)
+	a.call("GET /v1/tenants/{tenant}/audit/verify", "/v1/tenants/_system/audit/verify", op, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/messages", "/v1/tenants/dev/messages", apiKey, "", "", 404) // another tenant
 	a.call("GET /v1/tenants/{tenant}/rejected", "/v1/tenants/acme/rejected?order=oldest", apiKey, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/api-keys", "/v1/tenants/acme/api-keys", op, "", "", 200)
