@@ -432,12 +432,14 @@ func (e *env) credentials(t *testing.T) {
 
 func (e *env) oauth2(t *testing.T) {
 	c := must[*client.OAuth2Client](t)(e.op.CreateOAuth2Client(ctx(t), tenant, client.CreateOAuth2ClientRequest{
-		Name: "ingest", Scopes: []string{client.ScopeGatewaysRead, client.ScopeAuditRead},
+		Name: "ingest", Scopes: []string{client.ScopeGatewaysRead, client.ScopeAuditRead}, TTL: "720h",
 	}))
 	e.sameAsSent(t, c)
-	if !strings.HasPrefix(c.ID, "itc_") || !strings.HasPrefix(c.ClientSecret, "its_") {
+	if !strings.HasPrefix(c.ID, "itc_") || !strings.HasPrefix(c.ClientSecret, "its_") || c.ExpiresAt == nil || time.Until(*c.ExpiresAt) > 720*time.Hour {
 		t.Errorf("client %+v", c)
 	}
+	_, err := e.op.CreateOAuth2Client(ctx(t), tenant, client.CreateOAuth2ClientRequest{Scopes: []string{client.ScopeGatewaysRead}, TTL: "1s"})
+	wantProblem(t, err, 400, "credential.ttl_invalid")
 	if got := must[*client.OAuth2Client](t)(e.op.GetOAuth2Client(ctx(t), tenant, c.ID)); got.ID != c.ID || got.ClientSecret != "" {
 		t.Errorf("got %+v", got)
 	}
@@ -457,7 +459,7 @@ func (e *env) oauth2(t *testing.T) {
 	if _, err := bearer.GetGateway(ctx(t), tenant, serial); err != nil {
 		t.Errorf("the access token cannot read a gateway: %v", err)
 	}
-	_, err := bearer.VerifyAudit(ctx(t), tenant) // narrowed away
+	_, err = bearer.VerifyAudit(ctx(t), tenant) // narrowed away
 	wantProblem(t, err, 403, "api.scope_missing")
 
 	tests := []struct {

@@ -19,15 +19,15 @@ var apikeyGroup = &group{
 			flags: func(fs *flag.FlagSet) action {
 				var req client.CreateAPIKeyRequest
 				credentialFlags(fs, "key", &req.Scopes, &req.Name)
-				ttl := fs.Duration("ttl", 0, "the key expires after this long (default: never)")
+				ttl := ttlFlag(fs, "key")
 				return func(ctx context.Context, e *env, _ []string) error {
 					if err := needScopes("apikey create", req.Scopes); err != nil {
 						return err
 					}
-					if *ttl < 0 {
-						return usageError("--ttl must be positive")
+					var err error
+					if req.TTL, err = ttl(); err != nil {
+						return err
 					}
-					req.TTL = optionalDuration(*ttl)
 					k, err := e.api.CreateAPIKey(ctx, e.tenant, req)
 					if err != nil {
 						return err
@@ -69,6 +69,19 @@ func apiKeyTable(keys ...client.APIKey) func(w io.Writer) error {
 func credentialFlags(fs *flag.FlagSet, what string, scopes *[]string, name *string) {
 	fs.Var(listFlag{list: scopes, repeatable: true}, "scope", "scope the "+what+" holds (repeatable, or comma-separated): "+strings.Join(client.Scopes, ", "))
 	fs.StringVar(name, "name", "", "a name to recognise the "+what+" by")
+}
+
+// ttlFlag defines --ttl of a command that creates a credential (what,
+// e.g. "key"); the function it returns checks it and gives the request's
+// TTL ("": never).
+func ttlFlag(fs *flag.FlagSet, what string) func() (string, error) {
+	ttl := fs.Duration("ttl", 0, "the "+what+" expires after this long, 1m to 2 years (default: never)")
+	return func() (string, error) {
+		if *ttl < 0 {
+			return "", usageError("--ttl must be positive")
+		}
+		return optionalDuration(*ttl), nil
+	}
 }
 
 // needScopes refuses a credential without scopes (cmd names the command).

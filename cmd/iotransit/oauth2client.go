@@ -16,12 +16,17 @@ var oauth2ClientGroup = &group{
 	name:    "oauth2-client",
 	summary: "create, list and revoke a tenant's OAuth2 clients (client credentials grant)",
 	cmds: []command{
-		{name: "create", synopsis: "--scope S [--scope S ...] [--name N]", summary: "create an OAuth2 client whose tokens hold the given scopes", tenant: true,
+		{name: "create", synopsis: "--scope S [--scope S ...] [--name N] [--ttl 720h]", summary: "create an OAuth2 client whose tokens hold the given scopes", tenant: true,
 			flags: func(fs *flag.FlagSet) action {
 				var req client.CreateOAuth2ClientRequest
 				credentialFlags(fs, "client", &req.Scopes, &req.Name)
+				ttl := ttlFlag(fs, "client")
 				return func(ctx context.Context, e *env, _ []string) error {
 					if err := needScopes("oauth2-client create", req.Scopes); err != nil {
+						return err
+					}
+					var err error
+					if req.TTL, err = ttl(); err != nil {
 						return err
 					}
 					c, err := e.api.CreateOAuth2Client(ctx, e.tenant, req)

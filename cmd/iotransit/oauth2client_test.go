@@ -17,11 +17,16 @@ func TestAdminOAuth2ClientLifecycle(t *testing.T) {
 	a := startAdminNode(t)
 	dev := "--tenant=" + node.DevTenant
 
-	out := a.mustOp(t, "oauth2-client", "create", dev, "--scope", "gateways:read", "--name", "dashboard")
+	out := a.mustOp(t, "oauth2-client", "create", dev, "--scope", "gateways:read", "--name", "dashboard", "--ttl", "24h")
 	wantLines(t, out, "client secret (shown only once", "its_", "grant_type=client_credentials", "/oauth2/token'")
 	if row := tableRow(t, out, "CLIENT-ID"); strings.Join(row, " ") != "CLIENT-ID NAME SCOPES EXPIRES CREATED-BY REVOKED" {
 		t.Fatalf("oauth2-client header %q", row)
 	}
+	if row := strings.Fields(strings.Split(out, "\n")[1]); row[1] != "dashboard" || row[3] == "never" {
+		t.Fatalf("a client made with --ttl 24h never expires: %q", row)
+	}
+	_, _, err := a.op(t, "oauth2-client", "create", dev, "--scope", "gateways:read", "--ttl", "1s")
+	wantProblem(t, err, "credential.ttl_invalid")
 
 	var c client.OAuth2Client
 	a.mustJSON(t, &c, "oauth2-client", "create", dev, "--scope", "gateways:read,audit:read", "--name", "auditor")

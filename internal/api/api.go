@@ -78,7 +78,7 @@ type Credentials interface {
 	// CreateAPIKeyWithin and CreateClientWithin make credentials that
 	// expire no later than notAfter (zero: no bound).
 	CreateAPIKeyWithin(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, notAfter time.Time, createdBy string) (credential.APIKey, string, error)
-	CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, notAfter time.Time, createdBy string) (credential.Client, string, error)
+	CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, notAfter time.Time, createdBy string) (credential.Client, string, error)
 	APIKeys(ctx context.Context, tenant string) ([]credential.APIKey, error)
 	APIKey(ctx context.Context, tenant, id string) (credential.APIKey, error)
 	RevokeAPIKey(ctx context.Context, tenant, id string) (credential.APIKey, error)
