@@ -353,6 +353,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			t.Errorf("%s: %s has x-iotransit-also-scope %q, but the route's second scope is %q", specFile, key, op.Also, rt.Also)
 		}
 		checkParams(t, s, key, rt.Pattern, append(slices.Clone(pathParams[rt.Pattern]), op.Parameters...))
+		checkTenantParam(t, key, rt, append(slices.Clone(pathParams[rt.Pattern]), op.Parameters...))
 		checkResponses(t, s, key, rt, op)
 		checkRequestBody(t, s, key, op)
 	}
@@ -412,6 +413,28 @@ func checkParams(t *testing.T, s *spec, key, pattern string, params []*yaml.Node
 	if want := patternParams(pattern); !slices.Equal(declared, want) {
 		t.Errorf("%s: %s declares path parameters %v, the route has %v", specFile, key, declared, want)
 	}
+}
+
+// checkTenantParam checks that a route's {tenant} is the parameter that
+// admits _system exactly when the operator may name it there (Route.System).
+func checkTenantParam(t *testing.T, key string, rt api.Route, params []*yaml.Node) {
+	t.Helper()
+	if !slices.Contains(patternParams(rt.Pattern), "tenant") {
+		return
+	}
+	want := "#/components/parameters/tenant"
+	if rt.System {
+		want = "#/components/parameters/auditTenant"
+	}
+	for _, p := range params {
+		if ref := child(p, "$ref"); ref != nil && strings.HasPrefix(ref.Value, "#/components/parameters/") && strings.HasSuffix(strings.ToLower(ref.Value), "tenant") {
+			if ref.Value != want {
+				t.Errorf("%s: %s takes its tenant as %s, want %s (Route.System is %v)", specFile, key, ref.Value, want, rt.System)
+			}
+			return
+		}
+	}
+	t.Errorf("%s: %s declares no tenant parameter by reference (want %s)", specFile, key, want)
 }
 
 // checkResponses checks the error responses an operation must declare:
