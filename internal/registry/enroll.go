@@ -279,7 +279,7 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 	if _, err := kv.Update(ctx, id, v, rev); err != nil {
 		if kverr.Conflict(err) {
 			// Spent or revoked meanwhile: say which.
-			if now, _, rerr := read[EnrollmentToken](ctx, kv, id, "token"); rerr == nil && now.RevokedAt != nil {
+			if cur, _, rerr := read[EnrollmentToken](ctx, kv, id, "token"); rerr == nil && cur.RevokedAt != nil {
 				return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenRevoked.New()
 			}
 			return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenUsed.New()
