@@ -93,6 +93,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"mesh-sim":    meshSim,
 	"mesh":        meshAdmin,
 	"firmware":    firmwareCmd,
+
+	"oauth2-client": oauth2ClientGroup.run,
 }
 
 func main() {
