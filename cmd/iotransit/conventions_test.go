@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"maps"
@@ -188,5 +189,37 @@ func TestCLIOutputFormats(t *testing.T) {
 	}
 	if _, _, err := a.op(t, "tenant", "list", "-o", "xml"); err == nil || !strings.Contains(err.Error(), `-o "xml": want table, json or yaml`) {
 		t.Fatalf("-o xml: %v", err)
+	}
+}
+
+// TestUsageNamesEveryCommand checks that the top-level usage names every
+// command of the tree: "iotransit gateway label" needs a line
+// "iotransit gateway …|label|…".
+func TestUsageNamesEveryCommand(t *testing.T) {
+	var lines [][]string
+	for _, l := range strings.Split(usage, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 1 && f[0] == "iotransit" {
+			lines = append(lines, f[1:])
+		}
+	}
+	named := func(path []string) bool {
+		for _, f := range lines {
+			if len(f) < len(path) || !slices.Equal(f[:len(path)-1], path[:len(path)-1]) {
+				continue
+			}
+			if slices.Contains(strings.Split(f[len(path)-1], "|"), path[len(path)-1]) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range commandTree(context.Background()).all() {
+		if len(n.path) == 0 || (len(n.path) == 1 && n.path[0] == "help") {
+			continue
+		}
+		if !named(n.path) {
+			t.Errorf("the usage (main.go) does not name %q: add it to the line of iotransit %s", "iotransit "+n.key(), strings.Join(n.path[:max(len(n.path)-1, 1)], " "))
+		}
 	}
 }
