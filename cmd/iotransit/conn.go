@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -252,17 +251,6 @@ func explain(err error) error {
 		return err
 	}
 	return &hinted{err: err, hint: transportHints[te.Kind]}
-}
-
-// printJSON writes an answer as indented JSON: what the server answered,
-// since every answer type of the client marshals back to it.
-func printJSON(w io.Writer, answer any) error {
-	b, err := json.MarshalIndent(answer, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
-	return err
 }
 
 // show prints an answer as -o asks: as data, its JSON or YAML

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/cli"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/securefile"
@@ -112,8 +113,8 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	if conn.output == "json" {
-		return printJSON(stdout, res)
+	if conn.output != cli.FormatTable {
+		return cli.PrintData(stdout, conn.output, res)
 	}
 	fmt.Fprintf(stdout, "enrolled gateway %s of tenant %s: certificate %s valid until %s\n", res.Serial, res.Tenant, res.CertificateSerial, res.NotAfter.UTC().Format(time.RFC3339))
 	host, port := mqttAddress(conn.server, res.MQTTPort)

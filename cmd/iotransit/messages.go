@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/cli"
 )
 
 // The commands that read a tenant's data without curl: "iotransit messages"
@@ -260,9 +261,16 @@ func (l msgLine) cells() []string {
 	return []string{fmtTime(&l.Time), l.Gateway, l.Tuid, id, string(l.Message)}
 }
 
-// printLine writes v as -o asks, alone on a line: compact JSON, or the
-// cells separated by two spaces (a stream cannot align columns).
+// printLine writes v as -o asks: compact JSON alone on a line, a YAML
+// document after "---", or the cells separated by two spaces (a stream
+// cannot align columns).
 func (e *env) printLine(v any, cells []string) error {
+	if e.output == cli.FormatYAML {
+		if _, err := io.WriteString(e.stdout, "---\n"); err != nil {
+			return err
+		}
+		return cli.PrintData(e.stdout, cli.FormatYAML, v)
+	}
 	if e.json {
 		b, err := json.Marshal(v)
 		if err != nil {
