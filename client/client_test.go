@@ -187,6 +187,7 @@ func TestClientAgainstANode(t *testing.T) {
 	t.Run("factory", e.factory)
 	t.Run("enrollment", func(t *testing.T) { gwCert = e.enrollment(t) })
 	t.Run("credentials", e.credentials)
+	t.Run("whoami", e.whoami)
 	t.Run("oauth2", e.oauth2)
 	t.Run("messages and stream", func(t *testing.T) { e.messages(t, gwCert) })
 	t.Run("integrations", func(t *testing.T) { e.integrations(t, gwCert) })

@@ -252,7 +252,7 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 			return usageError("%s: <%s> is empty", fs.Name(), cmd.args[i])
 		}
 	}
-	e, err := conn.env(onCmdLine, fs.Name(), cmd.tenant, stdout, stderr)
+	e, err := conn.env(ctx, onCmdLine, fs.Name(), cmd.tenant, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -118,16 +119,16 @@ func itemCmd[T any](name, arg, summary string, call func(c *client.Client, ctx c
 // checkOutput checks -o.
 func (c *connFlags) checkOutput() error { return cli.CheckFormat(c.output) }
 
-// env checks the connection flags and builds the command's environment.
-func (c *connFlags) env(onCmdLine map[string]bool, name string, needTenant bool, stdout, stderr io.Writer) (*env, error) {
+// env checks the connection flags and builds the command's environment. A
+// command of a tenant (needTenant) that no --tenant, IOTRANSIT_TENANT or
+// profile gives one runs on the tenant of its credential, which the server
+// tells (impliedTenant).
+func (c *connFlags) env(ctx context.Context, onCmdLine map[string]bool, name string, needTenant bool, stdout, stderr io.Writer) (*env, error) {
 	if err := c.checkOutput(); err != nil {
 		return nil, err
 	}
 	if err := c.useProfile(); err != nil {
 		return nil, err
-	}
-	if needTenant && strings.TrimSpace(c.tenant) == "" {
-		return nil, usageError("%s needs --tenant (or IOTRANSIT_TENANT, or a login profile with a tenant)", name)
 	}
 	key, err := c.key.Get(onCmdLine)
 	if err == nil && key == "" {
@@ -144,8 +145,33 @@ func (c *connFlags) env(onCmdLine map[string]bool, name string, needTenant bool,
 	if err != nil {
 		return nil, err
 	}
-	return &env{api: cl, caFile: c.ca, tenant: strings.TrimSpace(c.tenant), json: c.output != cli.FormatTable, output: c.output,
+	tenant := strings.TrimSpace(c.tenant)
+	if needTenant && tenant == "" {
+		if tenant, err = impliedTenant(ctx, cl, name); err != nil {
+			cl.Close()
+			return nil, err
+		}
+	}
+	return &env{api: cl, caFile: c.ca, tenant: tenant, json: c.output != cli.FormatTable, output: c.output,
 		stdout: stdout, stderr: stderr, onCmdLine: onCmdLine}, nil
+}
+
+// impliedTenant asks the server whose credential api sends (GET
+// /v1/whoami), for the command name that has no --tenant: an API key or an
+// access token implies its own tenant; the operator key, of every tenant,
+// does not. A server too old to tell (404) gets the same usage error.
+func impliedTenant(ctx context.Context, api *client.Client, name string) (string, error) {
+	who, err := api.WhoAmI(ctx)
+	var p *client.Problem
+	switch {
+	case errors.As(err, &p) && p.Status == http.StatusNotFound:
+		return "", usageError("%s needs --tenant (or IOTRANSIT_TENANT, or a login profile with a tenant)", name)
+	case err != nil:
+		return "", explain(err)
+	case who.Tenant == "":
+		return "", usageError("%s needs --tenant (or IOTRANSIT_TENANT, or a login profile with a tenant): the operator key is of every tenant, so it implies none", name)
+	}
+	return who.Tenant, nil
 }
 
 // useProfile fills the connection flags that neither the command line nor

@@ -253,8 +253,9 @@ const loginUsage = `Usage: iotransit login [--profile NAME] --server URL [--ca F
   macOS, %AppData% on Windows.
   Every command then takes what its flags and their environment variables do
   not set from the profile that --profile (IOTRANSIT_PROFILE) names, else the
-  current profile. An API key belongs to one tenant: give it with --tenant,
-  which the profile then implies. Nothing is written when the server refuses.
+  current profile. An API key or access token belongs to one tenant, which
+  the server tells and the profile then implies; --tenant gives the operator
+  key's profile a tenant. Nothing is written when the server refuses.
 
   iotransit login list        the profiles, without their secrets
   iotransit login use NAME    make NAME the current profile
@@ -314,11 +315,12 @@ func login(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer api.Close()
 	p.Server = api.Server()
-	operator, err := verifyLogin(ctx, api, key, p.Tenant)
+	who, tenant, err := verifyLogin(ctx, api, key, p.Tenant)
 	if err != nil {
 		return err
 	}
-	p.Credential = describeCredential(key, operator)
+	p.Tenant = tenant
+	p.Credential = describeCredential(key, who.Kind == client.KindOperator)
 	path, err := writeProfile(name, p)
 	if err != nil {
 		return err
@@ -349,37 +351,30 @@ func login(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// verifyLogin checks the credential against the server and reports
-// whether it is the operator's: with tenant, it must reach the tenant (a
-// credential lacking the scope of GET /v1/tenants/{tenant} still shows it
-// is valid and the tenant's, as another tenant's credential gets 404);
-// without, it must be the operator's (the server does not tell a tenant
-// credential's tenant, so it needs --tenant).
-func verifyLogin(ctx context.Context, api *client.Client, key, tenant string) (bool, error) {
+// verifyLogin checks the credential against the server and reports what it
+// is (GET /v1/whoami) and the tenant the profile implies. An API key or an
+// access token implies its own tenant: tenant, when given, must be it. The
+// operator key implies none, and tenant, when given, must exist.
+func verifyLogin(ctx context.Context, api *client.Client, key, tenant string) (*client.WhoAmI, string, error) {
 	refused := func(err error) error {
 		return fmt.Errorf("login refused, nothing written: %w", explain(err))
 	}
-	var p *client.Problem
-	if tenant != "" {
-		_, err := api.GetTenant(ctx, tenant)
-		if errors.As(err, &p) && p.Code == "api.scope_missing" {
-			err = nil
-		}
-		if err != nil {
-			return false, refused(err)
-		}
-		// Only the operator may list the tenants.
-		_, err = api.ListTenants(ctx)
-		return err == nil, nil
-	}
-	_, err := api.ListTenants(ctx)
-	if errors.As(err, &p) && p.Code == "api.operator_only" {
-		return false, usageError("the %s belongs to a tenant: give it with --tenant ID (the profile then implies it); nothing written", describeCredential(key, false))
-	}
+	who, err := api.WhoAmI(ctx)
 	if err != nil {
-		return false, refused(err)
+		return nil, "", refused(err)
 	}
-	return true, nil
+	switch {
+	case who.Kind != client.KindOperator && tenant == "":
+		tenant = who.Tenant
+	case who.Kind != client.KindOperator && tenant != who.Tenant:
+		return nil, "", usageError("the %s belongs to tenant %s, not %s: leave --tenant out (the credential implies its tenant) or log in with a credential of %s; nothing written",
+			describeCredential(key, false), who.Tenant, tenant, tenant)
+	case tenant != "":
+		if _, err := api.GetTenant(ctx, tenant); err != nil {
+			return nil, "", refused(err)
+		}
+	}
+	return who, tenant, nil
 }
 
 // profiles lists the names of the profiles, sorted.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/node"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -41,8 +43,9 @@ func useConfigDir(t *testing.T) string {
 // before it writes a profile (0600 in a 0700 directory); a command then
 // runs with nothing but the profile, picked by --profile, by
 // IOTRANSIT_PROFILE or as the current one, with a flag beating the
-// variable beating the profile; an API key's tenant is implied; no output
-// shows a secret; a profile others may read is refused.
+// variable beating the profile; an API key's tenant, which login learns
+// from the server, is implied; no output shows a secret; a profile others
+// may read is refused.
 func TestLoginProfiles(t *testing.T) {
 	a := startAdminNode(t)
 	profiles := useConfigDir(t)
@@ -85,8 +88,10 @@ func TestLoginProfiles(t *testing.T) {
 	wrong := writeTemp(t, "wrong.key", "itk_0123456789ab_notthesecret\n")
 	wantErr("api.unauthenticated", append([]string{"login", "--key-file", wrong, "--tenant", node.DevTenant}, conn...)...)
 	wantErr("login refused, nothing written", append([]string{"login", "--key-file", wrong}, conn...)...)
-	wantErr("belongs to a tenant: give it with --tenant", append([]string{"login", "--key-file", keyFile, "--profile", "acme"}, conn...)...)
-	wantErr("registry.tenant_not_found", append([]string{"login", "--key-file", keyFile, "--tenant", "other", "--profile", "acme"}, conn...)...)
+	// An API key with another tenant than its own, the operator key with
+	// a tenant that does not exist.
+	wantErr("belongs to tenant "+node.DevTenant+", not other: leave --tenant out", append([]string{"login", "--key-file", keyFile, "--tenant", "other", "--profile", "acme"}, conn...)...)
+	wantErr("registry.tenant_not_found", append([]string{"login", "--key-file", a.keyFile, "--tenant", "other", "--profile", "op"}, conn...)...)
 	if _, err := os.Stat(profiles); !os.IsNotExist(err) {
 		t.Fatalf("a refused login wrote %s: %v", profiles, err)
 	}
@@ -96,8 +101,8 @@ func TestLoginProfiles(t *testing.T) {
 	if !strings.Contains(out, "operator key") || !strings.Contains(out, "current profile") {
 		t.Fatalf("login as the operator:\n%s", out)
 	}
-	// The API key's profile, with its tenant.
-	out = mustCLI(append([]string{"login", "--profile", "acme", "--key-file", keyFile, "--tenant", node.DevTenant}, conn...)...)
+	// The API key's profile, with the tenant the server tells of the key.
+	out = mustCLI(append([]string{"login", "--profile", "acme", "--key-file", keyFile}, conn...)...)
 	if !strings.Contains(out, "API key "+key.ID) || !strings.Contains(out, "of tenant "+node.DevTenant) || !strings.Contains(out, "login use acme") {
 		t.Fatalf("login with the API key:\n%s", out)
 	}
@@ -194,4 +199,100 @@ func TestLoginProfiles(t *testing.T) {
 	wantErr("or log in once: iotransit login", "gateway", "list", "--tenant", node.DevTenant)
 	mustCLI("logout", "op")
 	wantErr(`no such profile "op"`, "logout", "op")
+}
+
+// TestTenantImplied: without --tenant, IOTRANSIT_TENANT or a profile, a
+// command of a tenant runs on the tenant of its API key or access token,
+// which the server tells (GET /v1/whoami); login without --tenant keeps
+// it, and with the key's own tenant too. The operator key, of every
+// tenant, still needs --tenant, and the error says so; a revoked key is
+// refused as everywhere.
+func TestTenantImplied(t *testing.T) {
+	a := startAdminNode(t)
+	profiles := useConfigDir(t)
+	t.Setenv("IOTRANSIT_TENANT", "")
+	os.Unsetenv("IOTRANSIT_TENANT") // restored by Setenv's cleanup
+	const serial = "TSGW06IMPLY000001"
+	a.mustOp(t, "gateway", "register", serial, "--tenant", node.DevTenant)
+	var key client.APIKey
+	a.mustJSON(t, &key, "apikey", "create", "--tenant", node.DevTenant, "--scope", client.ScopeGatewaysRead)
+	keyFile := writeTemp(t, "api.key", key.Key+"\n")
+	var cl client.OAuth2Client
+	a.mustJSON(t, &cl, "oauth2-client", "create", "--tenant", node.DevTenant, "--scope", client.ScopeGatewaysRead)
+	api, err := client.New(client.Config{Server: a.server, RootCAs: nodetest.ServerPool(t, a.n)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Close)
+	tok, err := api.Token(t.Context(), cl.ID, cl.ClientSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokFile := writeTemp(t, "token", tok.AccessToken)
+	conn := []string{"--server", a.server, "--ca", a.caFile}
+	run := func(args ...string) (string, error) {
+		t.Helper()
+		out, _, err := a.cli(t, append(args, conn...)...)
+		return out, err
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		want string // in the output, or in the error with usage
+		// usage says the error is a usage error.
+		usage bool
+	}{
+		{name: "API key", args: []string{"gateway", "list", "--key-file", keyFile}, want: serial},
+		{name: "access token", args: []string{"gateway", "get", serial, "--key-file", tokFile}, want: serial},
+		{name: "operator key", args: []string{"gateway", "list", "--key-file", a.keyFile}, usage: true,
+			want: "gateway list needs --tenant (or IOTRANSIT_TENANT, or a login profile with a tenant): the operator key is of every tenant"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := run(tc.args...)
+			switch {
+			case tc.usage && (!errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("iotransit %s: %v; want a usage error with %q", strings.Join(tc.args, " "), err, tc.want)
+			case !tc.usage && err != nil:
+				t.Fatalf("iotransit %s: %v", strings.Join(tc.args, " "), err)
+			case !tc.usage && !strings.Contains(out, tc.want):
+				t.Fatalf("iotransit %s:\n%s", strings.Join(tc.args, " "), out)
+			}
+		})
+	}
+
+	// login with the server, its CA and the key only: the profile keeps
+	// the key's tenant, and commands run with the profile alone.
+	if out, err := run("login", "--key-file", keyFile); err != nil || !strings.Contains(out, "of tenant "+node.DevTenant) {
+		t.Fatalf("login with an API key and no --tenant: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(profiles, defaultProfile+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p profile
+	if err := json.Unmarshal(b, &p); err != nil || p.Tenant != node.DevTenant {
+		t.Fatalf("the profile of an API key: %v, tenant %q", err, p.Tenant)
+	}
+	if out, _, err := a.cli(t, "gateway", "list"); err != nil || !strings.Contains(out, serial) {
+		t.Fatalf("gateway list with the profile: %v\n%s", err, out)
+	}
+	// Its own tenant given is fine.
+	if _, err := run("login", "--profile", "same", "--key-file", keyFile, "--tenant", node.DevTenant); err != nil {
+		t.Fatalf("login with the key's own tenant: %v", err)
+	}
+	// The operator key's profile keeps no tenant: a command of a tenant
+	// then needs --tenant.
+	if _, err := run("login", "--profile", "op", "--key-file", a.keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.cli(t, "gateway", "list", "--profile", "op"); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "the operator key is of every tenant") {
+		t.Fatalf("gateway list with the operator's profile: %v", err)
+	}
+
+	// A revoked key implies nothing: the server refuses it.
+	a.mustOp(t, "apikey", "revoke", key.ID, "--tenant", node.DevTenant)
+	_, err = run("gateway", "list", "--key-file", keyFile, "--profile", "op")
+	wantProblem(t, err, "api.unauthenticated")
 }

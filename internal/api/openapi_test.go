@@ -60,6 +60,8 @@ var accessNames = map[api.Access]string{
 	api.Operator: "operator",
 	api.Tenant:   "tenant",
 	api.Gateway:  "gateway",
+	// Any bearer credential, no scope (GET /v1/whoami).
+	api.Credential: "credential",
 }
 
 // openAPIDoc is the part of an OpenAPI 3.1 document the test reads.
@@ -334,6 +336,11 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			wantSec = "[{bearer: []}]"
 		case api.Gateway:
 			wantSec = "[{gatewayCert: []}]"
+		case api.Credential:
+			if rt.Scope != "" {
+				t.Errorf("route %s needs any credential, yet names scope %q", key, rt.Scope)
+			}
+			wantSec = "[{bearer: []}, {oauth2: []}]"
 		case api.Tenant:
 			if rt.Scope == "" {
 				t.Errorf("route %s is a tenant route without a scope", key)
@@ -448,6 +455,8 @@ func checkResponses(t *testing.T, s *spec, key string, rt api.Route, op operatio
 	switch rt.Access {
 	case api.Operator, api.Gateway:
 		need = append(need, "401", "403")
+	case api.Credential:
+		need = append(need, "401")
 	case api.Tenant:
 		need = append(need, "401", "403", "404")
 	}
@@ -878,6 +887,11 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	a.call("POST /oauth2/token", "/oauth2/token", "", formType, "grant_type=client_credentials&client_id="+str(cl, "clientId")+"&client_secret=its_wrong", 401)
 	a.call("GET /v1/tenants/{tenant}/audit", "/v1/tenants/acme/audit?limit=2", jwt, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/audit/verify", "/v1/tenants/acme/audit/verify", jwt, "", "", 200)
+	// Each credential learns who it is.
+	for _, bearer := range []string{op, apiKey, jwt} {
+		a.call("GET /v1/whoami", "/v1/whoami", bearer, "", "", 200)
+	}
+	a.call("GET /v1/whoami", "/v1/whoami", "", "", "", 401)
 
 	// Integrations, made before the gateway below sends messages (an
 	// integration receives the messages stored after its creation): a

@@ -31,6 +31,10 @@ const (
 	Tenant
 	// Gateway routes need a gateway client certificate (mutual TLS).
 	Gateway
+	// Credential routes need any valid bearer credential (operator key,
+	// API key or OAuth2 access token) and no scope: what a credential may
+	// learn about itself (GET /v1/whoami). A gateway certificate is not one.
+	Credential
 )
 
 // Route is one entry of the API: method, path pattern, who may call it and
@@ -76,6 +80,19 @@ type Principal struct {
 	// OAuth2 token's client's); zero: never. Credentials it creates expire
 	// then at the latest.
 	ExpiresAt time.Time
+	// TokenExpiresAt is when an OAuth2 access token itself expires (zero
+	// for other kinds); it stops working then or at ExpiresAt, whichever
+	// comes first.
+	TokenExpiresAt time.Time
+}
+
+// until is when the credential stops working, zero for never.
+func (p *Principal) until() time.Time {
+	t := p.ExpiresAt
+	if !p.TokenExpiresAt.IsZero() && (t.IsZero() || p.TokenExpiresAt.Before(t)) {
+		t = p.TokenExpiresAt
+	}
+	return t
 }
 
 // Actor names the principal in audit entries.
@@ -170,6 +187,9 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 			return nil, c.Tenant, ErrUnauthenticated.Wrap(err)
 		}
 		p := &Principal{Kind: "oauth2", ID: c.Subject, Tenant: c.Tenant, Scopes: c.Scopes()}
+		if c.ExpiresAt != nil {
+			p.TokenExpiresAt = c.ExpiresAt.Time
+		}
 		if cl.ExpiresAt != nil {
 			p.ExpiresAt = *cl.ExpiresAt
 		}
@@ -202,6 +222,12 @@ func (s *Server) authorize(rt Route, p *Principal, r *http.Request) error {
 	case Operator:
 		if p.Kind != "operator" {
 			return ErrOperatorOnly.New()
+		}
+	case Credential:
+		// authenticate resolves bearer credentials only; a gateway's
+		// certificate never reaches a credential route.
+		if p.Kind == "gateway" {
+			return ErrUnauthenticated.New()
 		}
 	case Tenant:
 		t := r.PathValue("tenant")

@@ -295,6 +295,78 @@ func TestAPIScopes(t *testing.T) {
 	}
 }
 
+// TestAPICredentialRoutes sends every route that any bearer credential may
+// call (api.Credential) each kind of credential, a key holding one scope
+// that has nothing to do with it among them: each is answered. No
+// credential, a gateway's client certificate alone, a revoked API key and
+// the token of a revoked OAuth2 client get 401 api.unauthenticated.
+func TestAPICredentialRoutes(t *testing.T) {
+	w := newWorld(t)
+	var routes []api.Route
+	for _, rt := range w.n.Routes() {
+		if rt.Access == api.Credential {
+			routes = append(routes, rt)
+		}
+	}
+	if len(routes) == 0 {
+		t.Fatal("no route takes any credential (GET /v1/whoami should)")
+	}
+	revokedKey := w.key("acme", []string{credential.ScopeMessagesRead})
+	id, _, _ := credential.ParseAPIKeyToken(revokedKey)
+	if r := w.api.Do("POST", "/v1/tenants/acme/api-keys/"+id+"/revoke", w.api.Key(), nil); r.Status != 200 {
+		t.Fatalf("revoke key: %d %s", r.Status, r.Body)
+	}
+	cid, secret := clientWithSecret(t, w, "acme", []string{credential.ScopeAuditRead})
+	tok := accessToken(t, w, cid, secret)
+	rcid, rsecret := clientWithSecret(t, w, "beta", []string{credential.ScopeAuditRead})
+	revokedTok := accessToken(t, w, rcid, rsecret)
+	if r := w.api.Do("POST", "/v1/tenants/beta/oauth2-clients/"+rcid+"/revoke", w.api.Key(), nil); r.Status != 200 {
+		t.Fatalf("revoke client: %d %s", r.Status, r.Body)
+	}
+	gw := &http.Client{Transport: &http.Transport{TLSClientConfig: nodetest.ClientTLS(t, w.n, nodetest.Gateway(t, w.n, "acme", w.gateway("acme")))}}
+	tests := []struct {
+		name, bearer string
+		cert         bool // send the gateway's client certificate
+		status       int
+	}{
+		{name: "operator key", bearer: w.api.Key(), status: 200},
+		{name: "API key of one scope", bearer: w.key("beta", []string{credential.ScopeMeshRead}), status: 200},
+		{name: "access token", bearer: tok, status: 200},
+		{name: "gateway certificate and API key", bearer: w.byTen["acme"].allKey, cert: true, status: 200},
+		{name: "no credential", status: 401},
+		{name: "gateway certificate alone", cert: true, status: 401},
+		{name: "revoked API key", bearer: revokedKey, status: 401},
+		{name: "token of a revoked client", bearer: revokedTok, status: 401},
+		{name: "not a credential", bearer: "itk_0123456789abcdef_" + strings.Repeat("x", 43), status: 401},
+	}
+	for _, rt := range routes {
+		for _, tc := range tests {
+			t.Run(rt.Method+" "+rt.Pattern+"/"+tc.name, func(t *testing.T) {
+				var r tu.Response
+				if tc.cert {
+					req, err := http.NewRequest(rt.Method, w.api.Base()+rt.Pattern, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if tc.bearer != "" {
+						req.Header.Set("Authorization", "Bearer "+tc.bearer)
+					}
+					r = tu.Send(t, gw, req)
+				} else {
+					r = w.api.Do(rt.Method, rt.Pattern, tc.bearer, nil)
+				}
+				if r.Status != tc.status {
+					t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
+				}
+				if code, _ := r.Problem(); tc.status == 401 && code != "api.unauthenticated" {
+					t.Errorf("code %q, want api.unauthenticated: %s", code, r.Body)
+				}
+				checkNoLeak(t, r)
+			})
+		}
+	}
+}
+
 // TestAPIKeysCannotEscalate checks that a credential can only grant scopes
 // it holds.
 func TestAPIKeysCannotEscalate(t *testing.T) {

@@ -43,6 +43,7 @@ func (s *Server) routeTable() []Route {
 		{Method: "POST", Pattern: "/v1/enroll", Access: Public, handle: s.enroll},
 		{Method: "POST", Pattern: "/v1/reenroll", Access: Gateway, handle: s.reenroll},
 		{Method: "POST", Pattern: "/oauth2/token", Access: Public, handle: s.token},
+		{Method: "GET", Pattern: "/v1/whoami", Access: Credential, handle: s.whoami},
 
 		{Method: "POST", Pattern: "/v1/tenants", Access: Operator, handle: s.createTenant},
 		{Method: "GET", Pattern: "/v1/tenants", Access: Operator, handle: s.listTenants},
