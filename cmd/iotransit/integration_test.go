@@ -759,3 +759,47 @@ func TestAdminIntegrationAddHelpGroupsFlagsByType(t *testing.T) {
 		})
 	}
 }
+
+// TestAdminIntegrationPatchBodies checks the changes update asks for: only
+// the members of the flags given, a type's settings object whole (merged
+// over the stored one by the server), secrets only when given.
+func TestAdminIntegrationPatchBodies(t *testing.T) {
+	ca := writeTemp(t, "ca.pem", "CA PEM")
+	cur := func() *client.Integration {
+		return &client.Integration{ID: "0123456789ab", Name: "n", Type: "webhook", Filter: client.Filter{Devices: []string{"TSEN01ABC00000001"}},
+			Batch:   client.Batching{MaxMessages: 10, MaxWait: client.Duration(time.Second)},
+			Webhook: &client.WebhookConfig{URL: "https://a.example/h", Auth: &client.WebhookAuth{Kind: "apikey", HeaderName: "X-Key"}}}
+	}
+	name := "renamed"
+	tests := []struct {
+		name string
+		args []string
+		want string // the JSON body
+	}{
+		{"name", []string{"--name", name}, `{"name":"renamed"}`},
+		{"batch size keeps the wait", []string{"--batch-max", "5"}, `{"batch":{"maxMessages":5,"maxWait":"1s"}}`},
+		{"filter list replaced", []string{"--filter-tsmid", "12100"}, `{"filter":{"tsmIds":[12100],"devices":["TSEN01ABC00000001"]}}`},
+		{"target CA", []string{"--target-ca-file", ca}, `{"webhook":{"url":"https://a.example/h","caPem":"CA PEM","auth":{"kind":"apikey","headerName":"X-Key"}}}`},
+		{"secret of the current auth", []string{"--header-value", "k2"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"apikey","headerName":"X-Key","headerValue":"k2"}}}`},
+		{"another auth", []string{"--auth", "oauth2", "--token-url", "https://idp.example/t", "--client-id", "c", "--client-secret", "s"},
+			`{"webhook":{"url":"https://a.example/h","auth":{"kind":"oauth2","tokenUrl":"https://idp.example/t","clientId":"c","clientSecret":"s"}}}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("update", flag.ContinueOnError)
+			var f integrationAddFlags
+			f.define(fs)
+			pos, onCmdLine, err := parseArgs(fs, tc.args)
+			if err != nil || len(pos) > 0 {
+				t.Fatalf("parse %q: %v, arguments %q", tc.args, err, pos)
+			}
+			p, err := f.patch(cur(), onCmdLine, onCmdLine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := json.Marshal(p); string(b) != tc.want {
+				t.Fatalf("patch\n %s\nwant\n %s", b, tc.want)
+			}
+		})
+	}
+}
