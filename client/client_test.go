@@ -329,15 +329,26 @@ func (e *env) enrollment(t *testing.T) *tls.Certificate {
 	}
 	toks := must[[]client.EnrollmentToken](t)(e.op.ListEnrollmentTokens(ctx(t), tenant))
 	e.sameAsSent(t, client.List[client.EnrollmentToken]{Items: toks})
-	if len(toks) != 1 || toks[0].ID != tok.ID || toks[0].Token != "" {
+	if len(toks) != 1 || toks[0].ID != tok.ID || toks[0].Token != "" || toks[0].State != client.TokenValid {
 		t.Errorf("tokens %+v", toks)
 	}
+	// A revoked token enrolls nothing.
+	spare := must[*client.EnrollmentToken](t)(e.op.CreateEnrollmentToken(ctx(t), tenant, client.CreateEnrollmentTokenRequest{Serial: serial}))
+	rv := must[*client.EnrollmentToken](t)(e.op.RevokeEnrollmentToken(ctx(t), tenant, spare.ID))
+	e.sameAsSent(t, rv)
+	if rv.ID != spare.ID || rv.State != client.TokenRevoked || rv.RevokedAt == nil || rv.Token != "" {
+		t.Errorf("revoked token %+v", rv)
+	}
+	_, err := e.op.RevokeEnrollmentToken(ctx(t), tenant, "0123456789abcdef")
+	wantProblem(t, err, 404, "registry.token_not_found")
 
 	// Enroll sends no credential: the token is one.
 	anon := e.op.WithCredential("")
 	keyPEM, csr := enrollKey(t, serial)
-	_, err := anon.Enroll(ctx(t), "iet_0000000000000000_"+strings.Repeat("A", 43), csr)
+	_, err = anon.Enroll(ctx(t), "iet_0000000000000000_"+strings.Repeat("A", 43), csr)
 	wantProblem(t, err, 401, "registry.token_invalid")
+	_, err = anon.Enroll(ctx(t), spare.Token, csr)
+	wantProblem(t, err, 401, "registry.token_revoked")
 	en := must[*client.Enrollment](t)(anon.Enroll(ctx(t), tok.Token, csr))
 	e.sameAsSent(t, en)
 	if en.Serial != serial || en.Tenant != tenant || en.UpTopic != "v1/gw/"+serial+"/up" || !strings.Contains(en.CA, "BEGIN CERTIFICATE") {
@@ -421,12 +432,14 @@ func (e *env) credentials(t *testing.T) {
 
 func (e *env) oauth2(t *testing.T) {
 	c := must[*client.OAuth2Client](t)(e.op.CreateOAuth2Client(ctx(t), tenant, client.CreateOAuth2ClientRequest{
-		Name: "ingest", Scopes: []string{client.ScopeGatewaysRead, client.ScopeAuditRead},
+		Name: "ingest", Scopes: []string{client.ScopeGatewaysRead, client.ScopeAuditRead}, TTL: "720h",
 	}))
 	e.sameAsSent(t, c)
-	if !strings.HasPrefix(c.ID, "itc_") || !strings.HasPrefix(c.ClientSecret, "its_") {
+	if !strings.HasPrefix(c.ID, "itc_") || !strings.HasPrefix(c.ClientSecret, "its_") || c.ExpiresAt == nil || time.Until(*c.ExpiresAt) > 720*time.Hour {
 		t.Errorf("client %+v", c)
 	}
+	_, err := e.op.CreateOAuth2Client(ctx(t), tenant, client.CreateOAuth2ClientRequest{Scopes: []string{client.ScopeGatewaysRead}, TTL: "1s"})
+	wantProblem(t, err, 400, "credential.ttl_invalid")
 	if got := must[*client.OAuth2Client](t)(e.op.GetOAuth2Client(ctx(t), tenant, c.ID)); got.ID != c.ID || got.ClientSecret != "" {
 		t.Errorf("got %+v", got)
 	}
@@ -446,7 +459,7 @@ func (e *env) oauth2(t *testing.T) {
 	if _, err := bearer.GetGateway(ctx(t), tenant, serial); err != nil {
 		t.Errorf("the access token cannot read a gateway: %v", err)
 	}
-	_, err := bearer.VerifyAudit(ctx(t), tenant) // narrowed away
+	_, err = bearer.VerifyAudit(ctx(t), tenant) // narrowed away
 	wantProblem(t, err, 403, "api.scope_missing")
 
 	tests := []struct {
@@ -771,6 +784,17 @@ func (e *env) audit(t *testing.T) {
 	}
 	_, err := e.op.ListAudit(ctx(t), tenant, client.AuditQuery{Cursor: "zero"})
 	wantProblem(t, err, 400, "api.bad_parameter")
+
+	// The operator reads the platform's log, _system.
+	const system = "_system"
+	sys := must[*client.Page[client.AuditEntry]](t)(e.op.ListAudit(ctx(t), system, client.AuditQuery{Action: "registry.tenant.create"}))
+	e.sameAsSent(t, sys)
+	if len(sys.Items) == 0 || sys.Items[0].Tenant != system {
+		t.Errorf("_system page %+v", sys)
+	}
+	if r := must[*client.AuditReport](t)(e.op.VerifyAudit(ctx(t), system)); !r.OK || r.Tenant != system {
+		t.Errorf("_system report %+v", r)
+	}
 }
 
 func (e *env) mesh(t *testing.T) {

@@ -105,8 +105,9 @@ type OAuth2Client struct {
 	Scopes       []string  `json:"scopes"`
 	CreatedAt    time.Time `json:"createdAt"`
 	CreatedBy    string    `json:"createdBy,omitempty"`
-	// ExpiresAt is set when a credential that expires made the client;
-	// the client then gets no tokens and its tokens stop working.
+	// ExpiresAt is when the client expires (its TTL, or the expiry of the
+	// credential that made it, whichever is first); nil: never. The client
+	// then gets no tokens and its tokens stop working.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 	RevokedAt *time.Time `json:"revokedAt,omitempty"`
 }
@@ -118,6 +119,11 @@ type CreateOAuth2ClientRequest struct {
 	Name string `json:"name,omitempty"`
 	// Scopes are what the client's tokens may do, a subset of the caller's.
 	Scopes []string `json:"scopes"`
+	// TTL is the client's lifetime, a Go duration from 1m to 2 years such
+	// as "720h" (time.Duration.String); "" for a client that does not
+	// expire (unless the caller's own credential does). An expired client
+	// gets no tokens, and its tokens stop working.
+	TTL string `json:"ttl,omitempty"`
 }
 
 // CreateOAuth2Client creates an OAuth2 client; its secret is in the

@@ -40,6 +40,10 @@ type Enrollment struct {
 	NotAfter          time.Time `json:"notAfter"`
 	// UpTopic is the MQTT topic to publish to, v1/gw/{serial}/up.
 	UpTopic string `json:"upTopic"`
+	// MQTTPort is the port of the server's MQTT listener: the gateway
+	// connects to the API's host on it. 0 when the server does not say
+	// (then the default, 8883).
+	MQTTPort int `json:"mqttPort,omitempty"`
 }
 
 // Enroll spends an enrollment token on a certificate request (POST

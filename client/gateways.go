@@ -200,7 +200,26 @@ type EnrollmentToken struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 	// UsedAt is when the token was spent; nil while unused.
 	UsedAt *time.Time `json:"usedAt,omitempty"`
+	// RevokedAt is when the token was revoked (RevokeEnrollmentToken);
+	// nil while not.
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	// State is what the token can do at the time of the answer: TokenValid
+	// (it enrolls its gateway), TokenUsed, TokenExpired or TokenRevoked.
+	State TokenState `json:"state"`
 }
+
+// TokenState is the state of an enrollment token.
+type TokenState string
+
+// Enrollment token states; only a TokenValid token enrolls. A token both
+// revoked and used (or expired) is TokenRevoked, and one used is TokenUsed
+// even after its expiry.
+const (
+	TokenValid   TokenState = "valid"
+	TokenUsed    TokenState = "used"
+	TokenExpired TokenState = "expired"
+	TokenRevoked TokenState = "revoked"
+)
 
 // CreateEnrollmentTokenRequest is the body of POST
 // /v1/tenants/{tenant}/enrollment-tokens.
@@ -221,6 +240,13 @@ func (c *Client) CreateEnrollmentToken(ctx context.Context, tenant string, req C
 // secrets).
 func (c *Client) ListEnrollmentTokens(ctx context.Context, tenant string) ([]EnrollmentToken, error) {
 	return items(get[List[EnrollmentToken]](ctx, c, path("tenants", tenant, "enrollment-tokens"), nil))
+}
+
+// RevokeEnrollmentToken revokes an enrollment token at once: it enrolls
+// nothing afterwards (registry.token_revoked). Revoking a revoked token
+// changes nothing.
+func (c *Client) RevokeEnrollmentToken(ctx context.Context, tenant, id string) (*EnrollmentToken, error) {
+	return post[EnrollmentToken](ctx, c, path("tenants", tenant, "enrollment-tokens", id, "revoke"), nil)
 }
 
 // setString sets a query parameter when v is not "".

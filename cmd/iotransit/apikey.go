@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/iotransit/iotransit/client"
 )
@@ -17,17 +18,16 @@ var apikeyGroup = &group{
 		{name: "create", synopsis: "--scope S [--scope S ...] [--name N] [--ttl 720h]", summary: "create an API key holding the given scopes", tenant: true,
 			flags: func(fs *flag.FlagSet) action {
 				var req client.CreateAPIKeyRequest
-				fs.Var(listFlag{list: &req.Scopes, repeatable: true}, "scope", "scope the key holds (repeatable, or comma-separated): "+strings.Join(client.Scopes, ", "))
-				fs.StringVar(&req.Name, "name", "", "a name to recognise the key by")
-				ttl := fs.Duration("ttl", 0, "the key expires after this long (default: never)")
+				credentialFlags(fs, "key", &req.Scopes, &req.Name)
+				ttl := ttlFlag(fs, "key")
 				return func(ctx context.Context, e *env, _ []string) error {
-					if len(req.Scopes) == 0 {
-						return usageError("apikey create needs at least one --scope")
+					if err := needScopes("apikey create", req.Scopes); err != nil {
+						return err
 					}
-					if *ttl < 0 {
-						return usageError("--ttl must be positive")
+					var err error
+					if req.TTL, err = ttl(); err != nil {
+						return err
 					}
-					req.TTL = optionalDuration(*ttl)
 					k, err := e.api.CreateAPIKey(ctx, e.tenant, req)
 					if err != nil {
 						return err
@@ -57,10 +57,45 @@ var apikeyGroup = &group{
 // apiKeyTable writes API keys, one a row.
 func apiKeyTable(keys ...client.APIKey) func(w io.Writer) error {
 	return rows([]string{"ID", "NAME", "SCOPES", "EXPIRES", "LAST-USED", "REVOKED"}, keys, func(k client.APIKey) []string {
-		exp := fmtTime(k.ExpiresAt)
-		if k.ExpiresAt == nil {
-			exp = "never"
-		}
-		return []string{k.ID, k.Name, strings.Join(k.Scopes, ","), exp, fmtTime(k.LastUsedAt), fmtTime(k.RevokedAt)}
+		return []string{k.ID, k.Name, strings.Join(k.Scopes, ","), fmtExpiry(k.ExpiresAt), fmtTime(k.LastUsedAt), fmtTime(k.RevokedAt)}
 	})
+}
+
+// The flags and columns of the commands that make tenant credentials (API
+// keys, OAuth2 clients).
+
+// credentialFlags defines --scope (repeatable) and --name of a command
+// that creates a credential (what, e.g. "key").
+func credentialFlags(fs *flag.FlagSet, what string, scopes *[]string, name *string) {
+	fs.Var(listFlag{list: scopes, repeatable: true}, "scope", "scope the "+what+" holds (repeatable, or comma-separated): "+strings.Join(client.Scopes, ", "))
+	fs.StringVar(name, "name", "", "a name to recognise the "+what+" by")
+}
+
+// ttlFlag defines --ttl of a command that creates a credential (what,
+// e.g. "key"); the function it returns checks it and gives the request's
+// TTL ("": never).
+func ttlFlag(fs *flag.FlagSet, what string) func() (string, error) {
+	ttl := fs.Duration("ttl", 0, "the "+what+" expires after this long, 1m to 2 years (default: never)")
+	return func() (string, error) {
+		if *ttl < 0 {
+			return "", usageError("--ttl must be positive")
+		}
+		return optionalDuration(*ttl), nil
+	}
+}
+
+// needScopes refuses a credential without scopes (cmd names the command).
+func needScopes(cmd string, scopes []string) error {
+	if len(scopes) == 0 {
+		return usageError("%s needs at least one --scope", cmd)
+	}
+	return nil
+}
+
+// fmtExpiry formats a credential's expiry for a table: "never" when unset.
+func fmtExpiry(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return fmtTime(t)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/audit"
+	"github.com/iotransit/iotransit/internal/registry"
 )
 
 // errAuditBroken is returned by audit verify when the log does not verify.
@@ -18,7 +20,7 @@ var errAuditBroken = errors.New("the audit log does not verify")
 // auditGroup is "iotransit audit".
 var auditGroup = &group{
 	name:    "audit",
-	summary: "read and verify a tenant's hash-chained audit log",
+	summary: "read and verify a tenant's hash-chained audit log (the operator also --tenant " + audit.SystemTenant + ", the platform's)",
 	cmds: []command{
 		{name: "list", synopsis: "[--action A] [--actor A] [--target T] [--outcome O] [--from T] [--to T] [--limit N] [--order newest|oldest] [--cursor C]",
 			summary: "list audit entries, newest first", tenant: true,
@@ -43,7 +45,7 @@ var auditGroup = &group{
 					}
 					p, err := e.api.ListAudit(ctx, e.tenant, q)
 					if err != nil {
-						return err
+						return systemHint(e, err)
 					}
 					err = e.show(p, rows([]string{"SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME"}, p.Items, func(a client.AuditEntry) []string {
 						return []string{strconv.FormatUint(a.Seq, 10), a.Time.UTC().Format(time.RFC3339), a.Actor, a.Action, a.Target, a.Outcome}
@@ -59,7 +61,7 @@ var auditGroup = &group{
 			run: func(ctx context.Context, e *env, _ []string) error {
 				r, err := e.api.VerifyAudit(ctx, e.tenant)
 				if err != nil {
-					return err
+					return systemHint(e, err)
 				}
 				if err := e.show(r, func(w io.Writer) error { return printReport(w, e.tenant, r) }); err != nil {
 					return err
@@ -70,6 +72,16 @@ var auditGroup = &group{
 				return nil
 			}},
 	},
+}
+
+// systemHint adds to the refusal of the platform's log (--tenant _system)
+// to a tenant credential who may read it.
+func systemHint(e *env, err error) error {
+	var p *client.Problem
+	if e.tenant != audit.SystemTenant || !errors.As(err, &p) || p.Code != registry.ErrTenantNotFound.Code() {
+		return err
+	}
+	return &hinted{err: err, hint: "(" + audit.SystemTenant + " is the platform's audit log: only the operator key reads it)"}
 }
 
 // printReport writes the verification report of tenant's audit log.

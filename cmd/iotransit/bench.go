@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	loadgen "github.com/iotransit/iotransit/internal/bench"
+	"github.com/iotransit/iotransit/internal/cli"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/node"
 )
@@ -38,7 +38,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.payload, "payload", string(loadgen.PayloadTypical), "typical (one Thingsee weather message, ~150 bytes) or array10 (an array of 10)")
 	fs.StringVar(&o.Fsync, "fsync", node.FsyncDefault, "iotransit durability: default or always")
 	fs.StringVar(&o.Peer, "peer", "", "also measure this broker with the same load afterwards: mosquitto")
-	fs.StringVar(&f.output, "o", "table", "output: table or json")
+	fs.StringVar(&f.output, "o", cli.FormatTable, cli.OutputUsage)
 	fs.StringVar(&f.logLevel, "log-level", "warn", "iotransit server log level (debug, info, warn, error)")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 100, "open loop: publishes in flight per gateway at most")
 	fs.StringVar(&o.TmpDir, "tmp-dir", "", "where the node's temporary data directory goes (default: the system's; put it on the disk to measure)")
@@ -70,10 +70,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	switch {
-	case f.output == "json":
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+	case f.output != cli.FormatTable:
+		if err := cli.PrintData(stdout, f.output, rep); err != nil {
 			return err
 		}
 	case o.Forward != "":
@@ -123,10 +121,8 @@ func (f *benchFlags) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--peer %q: the only peer is mosquitto", o.Peer))
 	}
-	switch f.output {
-	case "table", "json":
-	default:
-		errs = append(errs, fmt.Errorf("-o %q: want table or json", f.output))
+	if err := cli.CheckFormat(f.output); err != nil {
+		errs = append(errs, err)
 	}
 	switch o.Forward {
 	case "":

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	loadgen "github.com/iotransit/iotransit/internal/bench"
+	"github.com/iotransit/iotransit/internal/cli"
 	"github.com/iotransit/iotransit/internal/node"
 )
 
@@ -56,8 +56,8 @@ func (a *abuseFlags) run(ctx context.Context, window time.Duration, output strin
 	if c.AbuseRate <= 0 || c.VictimRate <= 0 {
 		errs = append(errs, errors.New("--abuse-rate and --victim-rate must be positive"))
 	}
-	if output != "table" && output != "json" {
-		errs = append(errs, fmt.Errorf("-o %q: want table or json", output))
+	if err := cli.CheckFormat(output); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return usageError("%v", err)
@@ -77,10 +77,8 @@ func (a *abuseFlags) run(ctx context.Context, window time.Duration, output strin
 	if err != nil {
 		return err
 	}
-	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+	if output != cli.FormatTable {
+		return cli.PrintData(stdout, output, rep)
 	}
 	return rep.WriteTable(stdout)
 }

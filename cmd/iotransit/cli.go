@@ -26,12 +26,20 @@ var (
 	parseFlags    = cli.ParseFlags
 	parseArgs     = cli.ParseArgs
 	wantsHelp     = cli.WantsHelp
-	newFlagSet    = cli.NewFlagSet
 	helpAsked     = cli.HelpAsked
 	helpRequested = cli.HelpRequested
 	newSecretFlag = cli.NewSecretFlag
 	newLogger     = cli.NewLogger
 )
+
+// newFlagSet returns the flag set of the command name (cli.NewFlagSet),
+// named in its usage as typed: "bench" is "iotransit bench".
+func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
+	if !strings.HasPrefix(name, "iotransit ") {
+		name = "iotransit " + name
+	}
+	return cli.NewFlagSet(name, usage, stderr)
+}
 
 // secretFlag is a secret given as a flag, a file or the environment
 // (cli.SecretFlag).
@@ -52,6 +60,9 @@ func (l listFlag) String() string {
 	}
 	return strings.Join(*l.list, ",")
 }
+
+// Type names the value in help: --scope list.
+func (l listFlag) Type() string { return "list" }
 
 func (l listFlag) Set(v string) error {
 	if !l.repeatable {
@@ -75,6 +86,9 @@ func (l labelFlag) String() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Type names the value in help: --label key=value.
+func (l labelFlag) Type() string { return "key=value" }
 
 func (l labelFlag) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")
@@ -108,9 +122,12 @@ type group struct {
 
 // command is one command of a group, e.g. "gateway list".
 type command struct {
-	name     string
-	args     []string // names of the positional arguments
-	synopsis string   // the flags worth naming in the usage line
+	name string
+	args []string // names of the positional arguments
+	// more says the command takes any number of arguments after args
+	// (named by synopsis), e.g. "gateway label <serial> key=value...".
+	more     bool
+	synopsis string // the flags worth naming in the usage line
 	summary  string
 	// tenant says whether the command works in a tenant (--tenant).
 	tenant bool
@@ -128,22 +145,20 @@ type action = func(ctx context.Context, e *env, args []string) error
 
 // usage writes the group's commands and the connection flags.
 func (g *group) usage(w io.Writer) {
+	names := make([]string, len(g.cmds))
+	for i, c := range g.cmds {
+		names[i] = c.name
+	}
+	cli.RecordCommands(w, names...)
 	fmt.Fprintf(w, "iotransit %s: %s\n\nUsage:\n", g.name, g.summary)
 	for _, c := range g.cmds {
 		fmt.Fprintf(w, "  %s\n      %s\n", c.line(g.name), c.summary)
 	}
-	fmt.Fprintf(w, `
-Connection flags of every command (each also from its environment variable):
-  --server URL     IOTRANSIT_SERVER    the HTTPS API (default %s)
-  --ca FILE        IOTRANSIT_CA        CA that verifies the server (default: system roots)
-  --key-file FILE  IOTRANSIT_KEY_FILE  file holding the bearer credential
-  --key SECRET     IOTRANSIT_KEY       the bearer credential itself
-  --tenant ID      IOTRANSIT_TENANT    the tenant of tenant-scoped commands
-  -o table|json                        output format
-  --timeout %-26s deadline of each request
-
-See: iotransit %s <command> -h
-`, defaultServer, shortDuration(defaultTimeout), g.name)
+	fmt.Fprint(w, "\n"+connFlagsHead)
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	addConnFlags(fs, true, true)
+	cli.PrintFlags(w, fs)
+	fmt.Fprintf(w, "\nSee: iotransit %s <command> -h\n", g.name)
 }
 
 // line is the command's usage line: its words, arguments and synopsis.
@@ -156,6 +171,29 @@ func (c *command) line(group string) string {
 		s += " " + c.synopsis
 	}
 	return s
+}
+
+// usage writes the command's usage: its line, its own flags, then the
+// connection flags (connNames).
+func (c *command) usage(fs *flag.FlagSet, group string, connNames map[string]bool) {
+	w := fs.Output()
+	if r, ok := w.(cli.HelpRecorder); ok {
+		r.RecordFlags(fs)
+	}
+	fmt.Fprintf(w, "Usage: %s\n  %s\n", c.line(group), c.summary)
+	own := func(f *flag.Flag) bool { return !connNames[f.Name] }
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if own(f) {
+			n++
+		}
+	})
+	if n > 0 {
+		fmt.Fprint(w, "\nFlags:\n")
+		cli.PrintFlagsOf(w, fs, own)
+	}
+	fmt.Fprint(w, "\nConnection flags (also from the environment, else the login profile):\n")
+	cli.PrintFlagsOf(w, fs, func(f *flag.Flag) bool { return connNames[f.Name] })
 }
 
 // run runs a command of the group.
@@ -185,20 +223,31 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 	if cmd.main != nil {
 		return cmd.main(ctx, args[1:], stdout, stderr)
 	}
-	fs := newFlagSet("iotransit "+g.name+" "+cmd.name, fmt.Sprintf("Usage: %s\n  %s\n\nFlags:\n", cmd.line(g.name), cmd.summary), stderr)
+	fs := newFlagSet("iotransit "+g.name+" "+cmd.name, "", stderr)
 	conn := addConnFlags(fs, cmd.tenant, true)
+	connNames := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { connNames[f.Name] = true })
+	// Before the command's flags, which may set a usage of their own.
+	fs.Usage = func() { cmd.usage(fs, g.name, connNames) }
 	act := cmd.run
 	if cmd.flags != nil {
 		act = cmd.flags(fs)
+	}
+	// The flags, for the completion, whatever usage the command prints.
+	if r, ok := stdout.(cli.HelpRecorder); ok && helpRequested(args[1:]) {
+		r.RecordFlags(fs)
 	}
 	pos, onCmdLine, err := parseArgs(fs, args[1:])
 	if err != nil {
 		return err
 	}
-	if len(pos) != len(cmd.args) {
+	switch {
+	case cmd.more && len(pos) < len(cmd.args):
+		return usageError("%s takes at least %d argument(s), got %d; usage: %s", fs.Name(), len(cmd.args), len(pos), cmd.line(g.name))
+	case !cmd.more && len(pos) != len(cmd.args):
 		return usageError("%s takes %d argument(s), got %d; usage: %s", fs.Name(), len(cmd.args), len(pos), cmd.line(g.name))
 	}
-	for i, a := range pos {
+	for i, a := range pos[:len(cmd.args)] {
 		if strings.TrimSpace(a) == "" {
 			return usageError("%s: <%s> is empty", fs.Name(), cmd.args[i])
 		}
@@ -209,6 +258,18 @@ func (g *group) run(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer e.api.Close()
 	return explain(act(ctx, e, pos))
+}
+
+// positional parses the command line of a command that takes positional
+// arguments and no flags of its own (name, with usage): it returns them, or
+// nil and help when help was asked for (printed on stdout).
+func positional(name, usage string, args []string, stdout, stderr io.Writer) (pos []string, help bool, err error) {
+	fs := newFlagSet(name, usage, stderr)
+	if helpAsked(fs, args, stdout) {
+		return nil, true, nil
+	}
+	pos, _, err = parseArgs(fs, args)
+	return pos, false, err
 }
 
 // help runs cmd for help its args ask for (helpRequested): its usage,

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,14 +16,16 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/api"
+	"github.com/iotransit/iotransit/internal/cli"
 	"github.com/iotransit/iotransit/internal/node"
 )
 
 // The commands that call the HTTPS management API (tenant, gateway, token,
 // apikey, audit, integration, enroll) do it through the public client
 // package, so they work against a remote deployment. They share the
-// connection flags below, the explanation of a failure to reach the server,
-// and one output: -o table or -o json (the API's answer).
+// connection flags below (and the login profile, login.go), the
+// explanation of a failure to reach the server, and one output: -o table,
+// or the API's answer as -o json or -o yaml.
 
 var (
 	// defaultServer is the API of a node on this machine.
@@ -45,30 +46,43 @@ func listenerPort(addr string) string {
 	return port
 }
 
+// connFlagsHead heads the connection flags in a group's usage.
+const connFlagsHead = `Connection flags of every command. Each can also be set by its environment
+variable (--key-file is IOTRANSIT_KEY_FILE), and what neither sets comes from
+the login profile (iotransit login):
+`
+
 // connFlags are the connection flags of every API command.
 type connFlags struct {
+	fs      *flag.FlagSet
 	server  string
 	ca      string
+	caPEM   []byte      // the profile's CA, when --ca is not set
 	key     *secretFlag // nil for enroll, whose credential is its token
 	tenant  string
+	profile string
 	output  string
 	timeout time.Duration
+	// fromProfile is the credential of the profile, when neither --key nor
+	// --key-file is set.
+	fromProfile string
 }
 
 // addConnFlags defines the connection flags; withTenant adds --tenant,
 // withKey the credential flags.
 func addConnFlags(fs *flag.FlagSet, withTenant, withKey bool) *connFlags {
-	c := &connFlags{}
-	fs.StringVar(&c.server, "server", defaultServer, "URL of the HTTPS API")
-	fs.StringVar(&c.ca, "ca", "", "PEM file of the CA that verifies the server (default: the system's roots)")
+	c := &connFlags{fs: fs}
+	fs.StringVar(&c.server, "server", defaultServer, "`URL` of the HTTPS API")
+	fs.StringVar(&c.ca, "ca", "", "PEM `FILE` of the CA that verifies the server (default: the system's roots)")
 	if withKey {
-		c.key = newSecretFlag(fs, "key", "the bearer credential: operator key, API key or access token (prefer --key-file)",
-			"file holding the bearer credential, e.g. data/"+node.OperatorKeyFile)
+		c.key = newSecretFlag(fs, "key", "the bearer `credential`: operator key, API key or access token (prefer --key-file)",
+			"`FILE` holding the bearer credential, e.g. data/"+node.OperatorKeyFile)
 	}
 	if withTenant {
-		fs.StringVar(&c.tenant, "tenant", "", "tenant id (required)")
+		fs.StringVar(&c.tenant, "tenant", "", "the tenant `ID` of a tenant's command")
 	}
-	fs.StringVar(&c.output, "o", "table", "output: table or json (the API's answer)")
+	fs.StringVar(&c.profile, "profile", "", "the login profile `NAME` to use (default: the current one; see iotransit login list)")
+	fs.StringVar(&c.output, "o", cli.FormatTable, cli.OutputUsage)
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "deadline of each request")
 	return c
 }
@@ -78,7 +92,10 @@ type env struct {
 	api    *client.Client
 	caFile string
 	tenant string
+	// json is set for -o json and -o yaml: the answer is printed as data
+	// (in output's format), not as a table.
 	json   bool
+	output string
 	stdout io.Writer
 	stderr io.Writer
 	// onCmdLine names the flags given on the command line (secretFlag.get).
@@ -99,22 +116,27 @@ func itemCmd[T any](name, arg, summary string, call func(c *client.Client, ctx c
 }
 
 // checkOutput checks -o.
-func (c *connFlags) checkOutput() error {
-	if c.output != "table" && c.output != "json" {
-		return usageError("-o %q: want table or json", c.output)
-	}
-	return nil
-}
+func (c *connFlags) checkOutput() error { return cli.CheckFormat(c.output) }
 
 // env checks the connection flags and builds the command's environment.
 func (c *connFlags) env(onCmdLine map[string]bool, name string, needTenant bool, stdout, stderr io.Writer) (*env, error) {
 	if err := c.checkOutput(); err != nil {
 		return nil, err
 	}
-	if needTenant && strings.TrimSpace(c.tenant) == "" {
-		return nil, usageError("%s needs --tenant (or IOTRANSIT_TENANT)", name)
+	if err := c.useProfile(); err != nil {
+		return nil, err
 	}
-	key, err := c.key.Need(onCmdLine)
+	if needTenant && strings.TrimSpace(c.tenant) == "" {
+		return nil, usageError("%s needs --tenant (or IOTRANSIT_TENANT, or a login profile with a tenant)", name)
+	}
+	key, err := c.key.Get(onCmdLine)
+	if err == nil && key == "" {
+		key = c.fromProfile
+		if key == "" {
+			_, err = c.key.Need(onCmdLine)
+			err = fmt.Errorf("%w; or log in once: iotransit login --server URL --key-file FILE", err)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -122,25 +144,68 @@ func (c *connFlags) env(onCmdLine map[string]bool, name string, needTenant bool,
 	if err != nil {
 		return nil, err
 	}
-	return &env{api: cl, caFile: c.ca, tenant: strings.TrimSpace(c.tenant), json: c.output == "json",
+	return &env{api: cl, caFile: c.ca, tenant: strings.TrimSpace(c.tenant), json: c.output != cli.FormatTable, output: c.output,
 		stdout: stdout, stderr: stderr, onCmdLine: onCmdLine}, nil
 }
 
+// useProfile fills the connection flags that neither the command line nor
+// the environment set from the login profile --profile names (or
+// IOTRANSIT_PROFILE, else the current one): a flag beats its variable,
+// which beats the profile, which beats the default. Without a profile
+// nothing changes. A profile's CA and credential are only for its own
+// server: with another --server, the current profile is left out, and
+// one named is an error.
+func (c *connFlags) useProfile() error {
+	name, p, err := selectedProfile(c.profile)
+	if err != nil || p == nil {
+		return err
+	}
+	set := map[string]bool{}
+	c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["server"] && !sameServer(c.server, p.Server) {
+		if c.profile != "" {
+			return usageError("--server %s is not the server of profile %q (%s): a profile's credential goes to its own server only", c.server, name, p.Server)
+		}
+		return nil
+	}
+	c.server = p.Server
+	if !set["ca"] {
+		c.caPEM = []byte(p.CAPEM)
+	}
+	if !set["tenant"] && p.Tenant != "" {
+		c.tenant = p.Tenant
+	}
+	if c.key != nil && !set["key"] && !set["key-file"] {
+		c.fromProfile = p.Key
+	}
+	return nil
+}
+
 // client checks --server, --ca and --timeout and returns a client of the
-// API that sends credential ("" for none).
+// API that sends credential ("" for none). A command that does not call
+// env (enroll) gets the profile's server and CA here.
 func (c *connFlags) client(credential string) (*client.Client, error) {
+	if c.key == nil {
+		if err := c.useProfile(); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := parseServerURL(c.server); err != nil {
 		return nil, err
 	}
 	cfg := client.Config{Server: c.server, Credential: credential, Timeout: c.timeout, UserAgent: "iotransit-cli"}
+	pem, what := c.caPEM, "the profile's CA"
 	if c.ca != "" {
-		pem, err := os.ReadFile(c.ca)
-		if err != nil {
+		var err error
+		if pem, err = os.ReadFile(c.ca); err != nil {
 			return nil, fmt.Errorf("--ca: %w", err)
 		}
+		what = "--ca " + c.ca
+	}
+	if len(pem) > 0 {
 		cfg.RootCAs = x509.NewCertPool()
 		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca %s: no PEM certificate in the file", c.ca)
+			return nil, fmt.Errorf("%s: no PEM certificate in the file", what)
 		}
 	}
 	if c.timeout <= 0 {
@@ -188,22 +253,11 @@ func explain(err error) error {
 	return &hinted{err: err, hint: transportHints[te.Kind]}
 }
 
-// printJSON writes an answer as indented JSON: what the server answered,
-// since every answer type of the client marshals back to it.
-func printJSON(w io.Writer, answer any) error {
-	b, err := json.MarshalIndent(answer, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
-	return err
-}
-
-// show prints an answer as -o asks: its JSON (printJSON), or the table
-// that table writes.
+// show prints an answer as -o asks: as data, its JSON or YAML
+// (cli.PrintData), or the table that table writes.
 func (e *env) show(answer any, table func(w io.Writer) error) error {
 	if e.json {
-		return printJSON(e.stdout, answer)
+		return cli.PrintData(e.stdout, e.output, answer)
 	}
 	return table(e.stdout)
 }

@@ -2,15 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
+	"go.yaml.in/yaml/v3"
 )
 
 // TestCLIHelpEverywhere: -h of the top level, of every command of the
@@ -121,7 +126,7 @@ func TestCLIBinaryExitCodes(t *testing.T) {
 		{name: "help", args: []string{"-h"}, stdout: "Usage:"},
 		{name: "group help", args: []string{"gateway", "-h"}, stdout: "iotransit gateway list"},
 		{name: "command help", args: []string{"gateway", "list", "-h"}, stdout: "Usage: iotransit gateway list"},
-		{name: "serve help", args: []string{"serve", "--help"}, stdout: "-data-dir"},
+		{name: "serve help", args: []string{"serve", "--help"}, stdout: "  --data-dir string"},
 		{name: "version", args: []string{"--version"}, stdout: "iotransit "},
 		{name: "typo", args: []string{"gatway", "list"}, code: 2, stderr: `did you mean "gateway"?`},
 		{name: "no command", code: 2, stderr: "Usage:"},
@@ -143,5 +148,78 @@ func TestCLIBinaryExitCodes(t *testing.T) {
 				t.Fatalf("iotransit %s: exit %d (want %d)\nstdout:\n%s\nstderr:\n%s", strings.Join(tc.args, " "), code, tc.code, out.String(), errb.String())
 			}
 		})
+	}
+}
+
+// TestCLIOutputFormats: -o yaml prints the same document as -o json, with
+// the API's field names (not Go's), for an item and for a page; any other
+// format is refused before a request.
+func TestCLIOutputFormats(t *testing.T) {
+	a := startAdminNode(t)
+	for _, args := range [][]string{
+		{"tenant", "get", node.DevTenant},
+		{"gateway", "list", "--tenant", node.DevTenant},
+		{"gateway", "get", node.DevGateway, "--tenant", node.DevTenant},
+	} {
+		t.Run(strings.Join(args[:2], " "), func(t *testing.T) {
+			var fromJSON, fromYAML any
+			if err := json.Unmarshal([]byte(a.mustOp(t, append(args, "-o", "json")...)), &fromJSON); err != nil {
+				t.Fatal(err)
+			}
+			out := a.mustOp(t, append(args, "-o", "yaml")...)
+			if err := yaml.Unmarshal([]byte(out), &fromYAML); err != nil {
+				t.Fatalf("-o yaml: %v\n%s", err, out)
+			}
+			// Through JSON, so that numbers compare alike.
+			b, err := json.Marshal(fromYAML)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromYAML = nil
+			if err := json.Unmarshal(b, &fromYAML); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(fromJSON, fromYAML) {
+				t.Fatalf("-o yaml differs from -o json:\n%s", out)
+			}
+			if strings.Contains(out, "CreatedAt:") || strings.Contains(out, `{"`) || !strings.Contains(out, "createdAt: ") {
+				t.Fatalf("-o yaml is not block YAML with the API's names:\n%s", out)
+			}
+		})
+	}
+	if _, _, err := a.op(t, "tenant", "list", "-o", "xml"); err == nil || !strings.Contains(err.Error(), `-o "xml": want table, json or yaml`) {
+		t.Fatalf("-o xml: %v", err)
+	}
+}
+
+// TestUsageNamesEveryCommand checks that the top-level usage names every
+// command of the tree: "iotransit gateway label" needs a line
+// "iotransit gateway …|label|…".
+func TestUsageNamesEveryCommand(t *testing.T) {
+	var lines [][]string
+	for _, l := range strings.Split(usage, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 1 && f[0] == "iotransit" {
+			lines = append(lines, f[1:])
+		}
+	}
+	named := func(path []string) bool {
+		for _, f := range lines {
+			if len(f) < len(path) || !slices.Equal(f[:len(path)-1], path[:len(path)-1]) {
+				continue
+			}
+			if slices.Contains(strings.Split(f[len(path)-1], "|"), path[len(path)-1]) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range commandTree(context.Background()).all() {
+		if len(n.path) == 0 || (len(n.path) == 1 && n.path[0] == "help") {
+			continue
+		}
+		if !named(n.path) {
+			t.Errorf("the usage (main.go) does not name %q: add it to the line of iotransit %s", "iotransit "+n.key(), strings.Join(n.path[:max(len(n.path)-1, 1)], " "))
+		}
 	}
 }

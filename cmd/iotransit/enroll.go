@@ -5,12 +5,16 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/cli"
+	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/pki"
 	"github.com/iotransit/iotransit/internal/securefile"
 )
@@ -19,7 +23,9 @@ const enrollUsage = `Usage: iotransit enroll --server URL --token TOKEN --serial
   Make a P-256 key and a CSR here, spend the enrollment token on the CSR
   (POST /v1/enroll), and write DIR/key.pem (0600), DIR/cert.pem and
   DIR/ca.pem: a gateway's MQTT client identity. The private key never
-  leaves this machine.
+  leaves this machine. It then prints the MQTT address (the --server host,
+  on the port the server's answer names) and a mosquitto_pub command that
+  publishes a test message with these files.
 
 Flags:
 `
@@ -107,10 +113,31 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	if conn.output == "json" {
-		return printJSON(stdout, res)
+	if conn.output != cli.FormatTable {
+		return cli.PrintData(stdout, conn.output, res)
 	}
 	fmt.Fprintf(stdout, "enrolled gateway %s of tenant %s: certificate %s valid until %s\n", res.Serial, res.Tenant, res.CertificateSerial, res.NotAfter.UTC().Format(time.RFC3339))
-	fmt.Fprintf(stdout, "  key:         %s (0600, made here, never sent)\n  certificate: %s\n  server CA:   %s\n  publish to:  %s\n", paths["key.pem"], paths["cert.pem"], paths["ca.pem"], res.UpTopic)
+	host, port := mqttAddress(conn.server, res.MQTTPort)
+	fmt.Fprintf(stdout, "  key:         %s (0600, made here, never sent)\n  certificate: %s\n  server CA:   %s\n  MQTT:        %s (mTLS with these files)\n  publish to:  %s\n",
+		paths["key.pem"], paths["cert.pem"], paths["ca.pem"], net.JoinHostPort(host, port), res.UpTopic)
+	fmt.Fprintf(stdout, "Publish a test message as the gateway (mosquitto-clients; it takes over the session of the gateway if that is connected):\n  %s\n",
+		node.PublishCommand(host, port, *out, res.Serial))
 	return nil
+}
+
+// defaultMQTTPort is the port of the MQTT listener when the enrollment
+// answer does not say (a server older than its mqttPort).
+const defaultMQTTPort = 8883
+
+// mqttAddress is where a gateway enrolled through server connects: the
+// API's host, on the port the enrollment answer names.
+func mqttAddress(server string, port int) (string, string) {
+	host := "localhost"
+	if u, err := parseServerURL(server); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	if port == 0 {
+		port = defaultMQTTPort
+	}
+	return host, strconv.Itoa(port)
 }

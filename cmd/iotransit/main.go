@@ -2,8 +2,9 @@
 // the server (serve), a self-contained demo (demo), the load generator
 // (bench), the administration commands that call the HTTPS API through the
 // public client package (tenant, gateway, token, apikey, audit,
-// integration, messages, rejected, enroll), and the customer's side of
-// payload encryption (keygen, decrypt). Each command parses its flags, builds a config and
+// integration, messages, rejected, enroll), the command line's own
+// (login, logout, completion), and the customer's side of payload
+// encryption (keygen, decrypt). Each command parses its flags, builds a config and
 // calls the package that owns the work.
 package main
 
@@ -26,16 +27,18 @@ Usage:
   iotransit serve [flags]   run the server (see: iotransit serve -h)
   iotransit demo  [flags]   run everything embedded, with a simulated gateway
   iotransit bench [flags]   measure ingest throughput and latency
+  iotransit mesh-sim [flags]  simulated sensor nodes sending over the secured mesh to a gateway
   iotransit --version       the version of this binary
 
 Administration, through the HTTPS API (local or remote):
   iotransit tenant  create|list|get                 tenants (operator key)
-  iotransit gateway register|list|get|isolate|activate|revoke|delete
+  iotransit gateway register|claim|list|get|label|watch|isolate|activate|revoke|delete|run
   iotransit factory provision --count N --model M --out DIR   gateways with claim codes (operator);
                     a tenant claims one: iotransit gateway claim --serial S --code-file F
-  iotransit token   create <serial> [--ttl 24h]     one-time enrollment token
+  iotransit token   create|list|revoke              one-time enrollment tokens for gateways
   iotransit apikey  create|list|get|revoke          a tenant's API keys
-  iotransit audit   list|verify                     the tenant's audit log
+  iotransit oauth2-client create|list|get|revoke    a tenant's OAuth2 clients (client credentials)
+  iotransit audit   list|verify                     the tenant's audit log (operator: --tenant _system)
   iotransit integration add|list|get|pause|resume|delete|test|rotate-secret|dead-letters|redrive
                                                     forward messages: webhook, MQTT, Azure, AWS, WebSocket
   iotransit messages list|tail [--gateway S] [--tuid T] [--tsm-id N] [--limit N] [--follow]
@@ -45,11 +48,18 @@ Administration, through the HTTPS API (local or remote):
   iotransit enroll  --token T --serial S --out DIR  enroll a gateway: key made here
   iotransit mesh key create|rotate|list|export      the sensor mesh's network keys
   iotransit mesh node add|list|remove               the mesh's authorized sensor nodes
-  iotransit firmware init|publish|resign|rotate-root|list|rollout create|rollout get
-                                                    signed firmware on TUF (keys stay here)
+  iotransit firmware init|publish|resign|rotate-root|list  signed firmware on TUF (keys stay here)
+  iotransit firmware rollout create|get             roll firmware out to gateways, in waves
   They take --server (IOTRANSIT_SERVER), --ca (IOTRANSIT_CA), --key-file
   (IOTRANSIT_KEY_FILE) or --key (IOTRANSIT_KEY), --tenant (IOTRANSIT_TENANT),
-  -o table|json; see iotransit <command> -h.
+  --profile (IOTRANSIT_PROFILE), -o table|json|yaml; see iotransit <command> -h.
+
+The command line itself:
+  iotransit login --server URL [--ca FILE] --key-file FILE [--tenant ID] [--profile NAME]
+                                                    keep them as a profile the commands use
+  iotransit login list|use                          the profiles; choose the current one
+  iotransit logout [NAME]                           remove a profile
+  iotransit completion bash|zsh|fish                shell completion script
 
 Payload encryption, on the customer's side (no server needed):
   iotransit keygen  --out DIR                       key pair an integration seals to
@@ -68,6 +78,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"serve":       serve,
 	"demo":        demo,
 	"bench":       bench,
+	"login":       login,
+	"logout":      logout,
 	"tenant":      tenantGroup.run,
 	"gateway":     gatewayGroup.run,
 	"factory":     factoryGroup.run,
@@ -83,6 +95,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"mesh-sim":    meshSim,
 	"mesh":        meshAdmin,
 	"firmware":    firmwareCmd,
+
+	"oauth2-client": oauth2ClientGroup.run,
 }
 
 func main() {

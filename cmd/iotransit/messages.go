@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/cli"
 )
 
 // The commands that read a tenant's data without curl: "iotransit messages"
@@ -260,9 +261,16 @@ func (l msgLine) cells() []string {
 	return []string{fmtTime(&l.Time), l.Gateway, l.Tuid, id, string(l.Message)}
 }
 
-// printLine writes v as -o asks, alone on a line: compact JSON, or the
-// cells separated by two spaces (a stream cannot align columns).
+// printLine writes v as -o asks: compact JSON alone on a line, a YAML
+// document after "---", or the cells separated by two spaces (a stream
+// cannot align columns).
 func (e *env) printLine(v any, cells []string) error {
+	if e.output == cli.FormatYAML {
+		if _, err := io.WriteString(e.stdout, "---\n"); err != nil {
+			return err
+		}
+		return cli.PrintData(e.stdout, cli.FormatYAML, v)
+	}
 	if e.json {
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -344,50 +352,82 @@ func rejectedCells(r client.Rejected) []string {
 // tailRejected shows the last limit rejected messages of q, oldest first,
 // then, with follow, polls for new ones until ctx ends.
 func tailRejected(ctx context.Context, e *env, q client.RejectedQuery, limit int, follow bool) error {
-	var last uint64
-	show := func(n int) error {
-		q.Limit = max(n, 1)
+	seen := newer[client.Rejected]{seq: func(r client.Rejected) uint64 { return r.Seq }}
+	q.Limit = max(limit, 1)
+	p, err := e.api.ListRejected(ctx, e.tenant, q)
+	if err != nil {
+		return err
+	}
+	for _, r := range slices.Backward(seen.mark(p.Items)[:min(limit, len(p.Items))]) {
+		if err := e.printLine(r, rejectedCells(r)); err != nil {
+			return err
+		}
+	}
+	if !follow {
+		return nil
+	}
+	q.Limit = 0 // the newest page, of which the messages after the last shown
+	return poll(ctx, rejectedPoll, func(ctx context.Context) error {
 		p, err := e.api.ListRejected(ctx, e.tenant, q)
 		if err != nil {
 			return err
 		}
-		items := p.Items[:min(n, len(p.Items))]
-		if last == 0 && len(p.Items) > 0 {
-			last = p.Items[0].Seq // the newest, shown or not
-		}
-		for _, r := range slices.Backward(items) {
+		for _, r := range seen.take(p.Items) {
 			if err := e.printLine(r, rejectedCells(r)); err != nil {
 				return err
 			}
 		}
 		return nil
+	})
+}
+
+// newer picks, from pages of a list read newest first again and again,
+// the items that came after the newest one seen before: what is new.
+type newer[T any] struct {
+	seq  func(T) uint64 // an item's place in the list, growing
+	last uint64
+}
+
+// mark remembers the newest of items (newest first), shown or not, and
+// returns items.
+func (n *newer[T]) mark(items []T) []T {
+	if len(items) > 0 {
+		n.last = max(n.last, n.seq(items[0]))
 	}
-	if err := show(limit); err != nil || !follow {
-		return err
+	return items
+}
+
+// take returns the items (newest first) after the newest seen before,
+// oldest first, and remembers the newest of them.
+func (n *newer[T]) take(items []T) []T {
+	var fresh []T
+	for _, it := range slices.Backward(items) {
+		if s := n.seq(it); s > n.last {
+			fresh = append(fresh, it)
+		}
 	}
-	tick := time.NewTicker(rejectedPoll)
+	if len(fresh) > 0 {
+		n.last = n.seq(fresh[len(fresh)-1])
+	}
+	return fresh
+}
+
+// poll calls each every interval until ctx ends, the normal end of a
+// --follow (Ctrl-C): then it returns nil. An error of each ends it.
+func poll(ctx context.Context, every time.Duration, each func(ctx context.Context) error) error {
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil // Ctrl-C: the normal end of --follow
+			return nil
 		case <-tick.C:
 		}
-		// The newest page, of which the messages after the last shown.
-		q.Limit = 0
-		p, err := e.api.ListRejected(ctx, e.tenant, q)
-		if err != nil {
+		if err := each(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
-		}
-		fresh := slices.DeleteFunc(p.Items, func(r client.Rejected) bool { return r.Seq <= last })
-		for _, r := range slices.Backward(fresh) {
-			if err := e.printLine(r, rejectedCells(r)); err != nil {
-				return err
-			}
-			last = max(last, r.Seq)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"go.yaml.in/yaml/v3"
 )
 
 const (
@@ -120,6 +122,26 @@ func TestMessagesListFilters(t *testing.T) {
 	}
 	if len(lines) != 2 || lines[0].TsmID != 13100 || lines[1].Tuid != msgTuid2 {
 		t.Fatalf("tail --limit 2: %+v, want the 13100 of %s then the message of %s", lines, msgTuid1, msgTuid2)
+	}
+
+	// -o yaml: one YAML document per line of the stream, the same as -o json.
+	out = a.mustOp(t, "messages", "tail", "--tenant", node.DevTenant, "--limit", "2", "-o", "yaml")
+	dec := yaml.NewDecoder(strings.NewReader(out))
+	for i := 0; ; i++ {
+		var doc map[string]any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			if i != len(lines) {
+				t.Fatalf("tail -o yaml: %d documents, want %d:\n%s", i, len(lines), out)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("tail -o yaml: %v\n%s", err, out)
+		}
+		if i >= len(lines) || doc["gateway"] != lines[i].Gateway || doc["tsmTuid"] != lines[i].Tuid || doc["tsmId"] != lines[i].TsmID {
+			t.Fatalf("tail -o yaml document %d: %v, want the line %+v of -o json", i, doc, lines)
+		}
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 // tokenGroup is "iotransit token".
 var tokenGroup = &group{
 	name:    "token",
-	summary: "create enrollment tokens for gateways",
+	summary: "create, list and revoke enrollment tokens for gateways",
 	cmds: []command{
 		{name: "create", args: []string{"serial"}, synopsis: "[--ttl " + shortDuration(registry.DefaultTokenTTL) + "]", summary: "create a one-time enrollment token for a registered, active gateway", tenant: true,
 			flags: func(fs *flag.FlagSet) action {
@@ -29,9 +29,7 @@ var tokenGroup = &group{
 						return err
 					}
 					return e.show(tok, func(w io.Writer) error {
-						t := newTable(w, "TOKEN-ID", "SERIAL", "EXPIRES")
-						t.row(tok.ID, tok.Serial, fmtTime(&tok.ExpiresAt))
-						if err := t.flush(); err != nil {
+						if err := tokenTable(*tok)(w); err != nil {
 							return err
 						}
 						printSecret(w, "enrollment token", tok.Token)
@@ -40,11 +38,49 @@ var tokenGroup = &group{
 							ca = " --ca " + e.caFile
 						}
 						fmt.Fprintf(w, "Enroll the gateway with it (the private key is made on the gateway and never leaves it):\n  iotransit enroll --server %s%s --serial %s --token-file FILE --out DIR\n", e.api.Server(), ca, tok.Serial)
+						fmt.Fprintf(w, "Revoke it unused with: iotransit token revoke %s --tenant %s\n", tok.ID, e.tenant)
 						return nil
 					})
 				}
 			}},
+		{name: "list", synopsis: "[--serial S] [--all]", summary: "list the tokens that can still enroll (never their secrets); --all adds used, expired and revoked ones", tenant: true,
+			flags: func(fs *flag.FlagSet) action {
+				serial := fs.String("serial", "", "only the tokens of this gateway serial")
+				all := fs.Bool("all", false, "also the tokens that can no longer enroll: used, expired and revoked")
+				return func(ctx context.Context, e *env, _ []string) error {
+					toks, err := e.api.ListEnrollmentTokens(ctx, e.tenant)
+					if err != nil {
+						return err
+					}
+					shown, hidden := []client.EnrollmentToken{}, 0
+					for _, t := range toks {
+						switch {
+						case *serial != "" && t.Serial != *serial:
+						case *all || t.State == client.TokenValid:
+							shown = append(shown, t)
+						default:
+							hidden++
+						}
+					}
+					if err := e.show(client.List[client.EnrollmentToken]{Items: shown}, tokenTable(shown...)); err != nil {
+						return err
+					}
+					if hidden > 0 && !e.json {
+						fmt.Fprintf(e.stderr, "%d used, expired or revoked token(s) not shown: add --all\n", hidden)
+					}
+					return nil
+				}
+			}},
+		itemCmd("revoke", "token-id", "revoke an enrollment token at once: it enrolls nothing afterwards (revoking again changes nothing)",
+			(*client.Client).RevokeEnrollmentToken, tokenTable),
 	},
+}
+
+// tokenTable writes enrollment tokens, one a row, with their state.
+func tokenTable(toks ...client.EnrollmentToken) func(w io.Writer) error {
+	return rows([]string{"TOKEN-ID", "SERIAL", "STATE", "CREATED", "EXPIRES", "CREATED-BY"}, toks, func(t client.EnrollmentToken) []string {
+		return []string{t.ID, t.Serial, string(t.State), fmtTime(&t.CreatedAt), fmtTime(&t.ExpiresAt), t.CreatedBy}
+	})
 }
 
 // optionalDuration writes a duration flag for a request: "" when it is 0

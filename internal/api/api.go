@@ -64,6 +64,7 @@ type Registry interface {
 	DeleteGateway(ctx context.Context, tenant, serial string) error
 	CreateEnrollmentToken(ctx context.Context, tenant, serial string, ttl time.Duration, createdBy string) (registry.EnrollmentToken, string, error)
 	EnrollmentTokens(ctx context.Context, tenant string) ([]registry.EnrollmentToken, error)
+	RevokeEnrollmentToken(ctx context.Context, tenant, id string) (registry.EnrollmentToken, error)
 	Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
 	Reenroll(ctx context.Context, id registry.Identity, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
 	Authenticate(chain []*x509.Certificate, now time.Time) (registry.Identity, error)
@@ -77,7 +78,7 @@ type Credentials interface {
 	// CreateAPIKeyWithin and CreateClientWithin make credentials that
 	// expire no later than notAfter (zero: no bound).
 	CreateAPIKeyWithin(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, notAfter time.Time, createdBy string) (credential.APIKey, string, error)
-	CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, notAfter time.Time, createdBy string) (credential.Client, string, error)
+	CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, notAfter time.Time, createdBy string) (credential.Client, string, error)
 	APIKeys(ctx context.Context, tenant string) ([]credential.APIKey, error)
 	APIKey(ctx context.Context, tenant, id string) (credential.APIKey, error)
 	RevokeAPIKey(ctx context.Context, tenant, id string) (credential.APIKey, error)
@@ -128,6 +129,8 @@ type Deps struct {
 	CreateTenant func(ctx context.Context, id string) (registry.Tenant, error)
 	// ServerCA is the PEM that verifies the server certificates, returned by enrollment.
 	ServerCA []byte
+	// MQTTPort is the port of the MQTT listener, returned by enrollment (0: not said).
+	MQTTPort int
 	// Connected reports whether a gateway has a live MQTT session on this node.
 	Connected func(tenant, serial string) bool
 	// Mesh manages the tenants' mesh networks (nil: the routes answer 404).

@@ -87,8 +87,12 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Princip
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
+	ttl, err := parseTTL(req.TTL)
+	if err != nil {
+		return err
+	}
 	tenant := r.PathValue("tenant")
-	c, secret, err := s.deps.Credentials.CreateClientWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), p.ExpiresAt, p.Actor())
+	c, secret, err := s.deps.Credentials.CreateClientWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.ExpiresAt, p.Actor())
 	s.record(r.Context(), r, tenant, p, "credential.oauth2.create", "oauth2:"+c.ID, err, map[string]string{"scopes": strings.Join(c.Scopes, " ")})
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ func (s *Server) enrollment(e registry.Enrollment) client.Enrollment {
 	return client.Enrollment{
 		Certificate: string(e.Chain), CA: string(s.deps.ServerCA), Tenant: e.Tenant, Serial: e.Serial,
 		CertificateSerial: e.Certificate.Serial, NotAfter: e.Certificate.NotAfter, UpTopic: gwproto.UpTopic(e.Serial),
+		MQTTPort: s.deps.MQTTPort,
 	}
 }
 

@@ -260,12 +260,21 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, _ *Pri
 	return nil
 }
 
-// viewToken is an enrollment token as the API shows it; secret is given
-// only in the answer that creates it.
+// viewToken is an enrollment token as the API shows it, with its state
+// now; secret is given only in the answer that creates it.
 func viewToken(t registry.EnrollmentToken, secret string) client.EnrollmentToken {
+	st := client.TokenValid
+	switch {
+	case t.RevokedAt != nil:
+		st = client.TokenRevoked
+	case t.UsedAt != nil:
+		st = client.TokenUsed
+	case !nowFunc().Before(t.ExpiresAt):
+		st = client.TokenExpired
+	}
 	return client.EnrollmentToken{
 		Token: secret, ID: t.ID, Tenant: t.Tenant, Serial: t.Serial, CreatedAt: t.CreatedAt,
-		CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt, UsedAt: t.UsedAt,
+		CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt, UsedAt: t.UsedAt, RevokedAt: t.RevokedAt, State: st,
 	}
 }
 
@@ -307,6 +316,28 @@ func (s *Server) listEnrollmentTokens(w http.ResponseWriter, r *http.Request, _ 
 		return err
 	}
 	writeList(w, toks, func(t registry.EnrollmentToken) client.EnrollmentToken { return viewToken(t, "") })
+	return nil
+}
+
+// revokeEnrollmentToken revokes a token; like an API key's revocation it
+// is idempotent, and an unknown token is a 404 that is not audited.
+func (s *Server) revokeEnrollmentToken(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
+		return err
+	}
+	tenant, id := r.PathValue("tenant"), r.PathValue("id")
+	tok, err := s.deps.Registry.RevokeEnrollmentToken(r.Context(), tenant, id)
+	if !registry.ErrTokenNotFound.Is(err) {
+		target := "token:" + id
+		if tok.Serial != "" {
+			target = "gateway:" + tok.Serial
+		}
+		s.record(r.Context(), r, tenant, p, "registry.token.revoke", target, err, map[string]string{"token_id": id})
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, viewToken(tok, ""))
 	return nil
 }
 

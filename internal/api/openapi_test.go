@@ -353,6 +353,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			t.Errorf("%s: %s has x-iotransit-also-scope %q, but the route's second scope is %q", specFile, key, op.Also, rt.Also)
 		}
 		checkParams(t, s, key, rt.Pattern, append(slices.Clone(pathParams[rt.Pattern]), op.Parameters...))
+		checkTenantParam(t, key, rt, append(slices.Clone(pathParams[rt.Pattern]), op.Parameters...))
 		checkResponses(t, s, key, rt, op)
 		checkRequestBody(t, s, key, op)
 	}
@@ -412,6 +413,28 @@ func checkParams(t *testing.T, s *spec, key, pattern string, params []*yaml.Node
 	if want := patternParams(pattern); !slices.Equal(declared, want) {
 		t.Errorf("%s: %s declares path parameters %v, the route has %v", specFile, key, declared, want)
 	}
+}
+
+// checkTenantParam checks that a route's {tenant} is the parameter that
+// admits _system exactly when the operator may name it there (Route.System).
+func checkTenantParam(t *testing.T, key string, rt api.Route, params []*yaml.Node) {
+	t.Helper()
+	if !slices.Contains(patternParams(rt.Pattern), "tenant") {
+		return
+	}
+	want := "#/components/parameters/tenant"
+	if rt.System {
+		want = "#/components/parameters/auditTenant"
+	}
+	for _, p := range params {
+		if ref := child(p, "$ref"); ref != nil && strings.HasPrefix(ref.Value, "#/components/parameters/") && strings.HasSuffix(strings.ToLower(ref.Value), "tenant") {
+			if ref.Value != want {
+				t.Errorf("%s: %s takes its tenant as %s, want %s (Route.System is %v)", specFile, key, ref.Value, want, rt.System)
+			}
+			return
+		}
+	}
+	t.Errorf("%s: %s declares no tenant parameter by reference (want %s)", specFile, key, want)
 }
 
 // checkResponses checks the error responses an operation must declare:
@@ -835,6 +858,12 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	a.call("PATCH /v1/tenants/{tenant}/gateways/{serial}", gw, op, "", `{"labels":{"site":"lab"}}`, 200)
 	a.call("GET /v1/tenants/{tenant}/gateways/{serial}/certificates", gw+"/certificates", op, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/enrollment-tokens", "/v1/tenants/acme/enrollment-tokens", op, "", "", 200)
+	spare := a.call("POST /v1/tenants/{tenant}/enrollment-tokens", "/v1/tenants/acme/enrollment-tokens", op, "", `{"serial":"`+serial+`"}`, 201)
+	const revokeToken = "POST /v1/tenants/{tenant}/enrollment-tokens/{id}/revoke"
+	a.call(revokeToken, "/v1/tenants/acme/enrollment-tokens/"+str(spare, "id")+"/revoke", op, "", "", 200)
+	a.call(revokeToken, "/v1/tenants/acme/enrollment-tokens/0123456789abcdef/revoke", op, "", "", 404)
+	a.call("GET /v1/tenants/{tenant}/audit", "/v1/tenants/_system/audit?limit=2", op, "", "", 200)
+	a.call("GET /v1/tenants/{tenant}/audit/verify", "/v1/tenants/_system/audit/verify", op, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/messages", "/v1/tenants/dev/messages", apiKey, "", "", 404) // another tenant
 	a.call("GET /v1/tenants/{tenant}/rejected", "/v1/tenants/acme/rejected?order=oldest", apiKey, "", "", 200)
 	a.call("GET /v1/tenants/{tenant}/api-keys", "/v1/tenants/acme/api-keys", op, "", "", 200)

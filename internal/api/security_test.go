@@ -136,6 +136,8 @@ func (w *world) request(rt api.Route, tenant string) (path string, body any) {
 			id = w.clientID(tenant)
 		case strings.Contains(path, "integrations"):
 			id = w.integration(tenant)
+		case strings.Contains(path, "enrollment-tokens"):
+			id = tokenOf(w.t, w, tenant, w.gateway(tenant)).ID
 		default:
 			id = w.keyID(tenant)
 		}

@@ -29,6 +29,12 @@ func (s *Server) routeTable() []Route {
 		rt.Also = credential.ScopeMessagesRead
 		return rt
 	}
+	// system marks a route on which the operator may name the tenant
+	// _system (Route.System).
+	system := func(rt Route) Route {
+		rt.System = true
+		return rt
+	}
 	return []Route{
 		{Method: "GET", Pattern: "/healthz", Access: Public, handle: s.healthz},
 		{Method: "GET", Pattern: "/readyz", Access: Public, handle: s.readyz},
@@ -57,6 +63,7 @@ func (s *Server) routeTable() []Route {
 
 		t("POST", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysWrite, s.createEnrollmentToken),
 		t("GET", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysRead, s.listEnrollmentTokens),
+		t("POST", "/v1/tenants/{tenant}/enrollment-tokens/{id}/revoke", credential.ScopeGatewaysWrite, s.revokeEnrollmentToken),
 
 		t("GET", "/v1/tenants/{tenant}/messages", credential.ScopeMessagesRead, s.listMessages),
 		t("GET", "/v1/tenants/{tenant}/rejected", credential.ScopeMessagesRead, s.listRejected),
@@ -85,8 +92,9 @@ func (s *Server) routeTable() []Route {
 		delivers(t("POST", "/v1/tenants/{tenant}/integrations/{id}/dead-letters/redrive", credential.ScopeIntegrationsWrite, s.redrive)),
 		t("GET", "/v1/tenants/{tenant}/stream", credential.ScopeMessagesRead, s.stream),
 
-		t("GET", "/v1/tenants/{tenant}/audit", credential.ScopeAuditRead, s.listAudit),
-		t("GET", "/v1/tenants/{tenant}/audit/verify", credential.ScopeAuditRead, s.verifyAudit),
+		// The operator reads and verifies the platform's log too (_system).
+		system(t("GET", "/v1/tenants/{tenant}/audit", credential.ScopeAuditRead, s.listAudit)),
+		system(t("GET", "/v1/tenants/{tenant}/audit/verify", credential.ScopeAuditRead, s.verifyAudit)),
 
 		t("POST", "/v1/tenants/{tenant}/mesh/keys", credential.ScopeMeshWrite, s.mesh(s.rotateMeshKey)),
 		t("GET", "/v1/tenants/{tenant}/mesh/keys", credential.ScopeMeshRead, s.mesh(s.getMeshKeys)),

@@ -98,16 +98,12 @@ func WantsHelp(args []string) bool {
 
 // NewFlagSet returns the flag set of a command that reports its mistakes
 // on stderr; usage, when not "", is the text its usage prints before the
-// flags (else the flag package's "Usage of NAME:").
+// flags (else "Usage: NAME [flags]"). Its usage writes the flags in the
+// one style of every command's help (PrintFlags).
 func NewFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	if usage != "" {
-		fs.Usage = func() {
-			fmt.Fprint(fs.Output(), usage)
-			fs.PrintDefaults()
-		}
-	}
+	fs.Usage = func() { printUsage(fs, name, usage) }
 	return fs
 }
 

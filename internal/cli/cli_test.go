@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"flag"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestSuggest: a unique prefix or the nearest name within two edits is
@@ -49,5 +52,113 @@ func TestHelpRequested(t *testing.T) {
 				t.Fatalf("HelpRequested(%q) = %v, want %v", tc.args, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPrintFlags: every flag in one style, --name (a one-letter flag -o)
+// with the word of its value, its usage and a default other than the
+// zero value, wrapped at HelpWidth whatever the terminal.
+func TestPrintFlags(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.String("server", "https://localhost:8443", "`URL` of the API")
+	fs.String("o", "table", "output format")
+	fs.Bool("follow", false, "stream new messages")
+	fs.Int("limit", 0, "at most this many")
+	fs.Duration("timeout", 30*time.Second, "deadline of each request")
+	fs.String("fsync", "", strings.Repeat("a long usage that wraps ", 8))
+	var b strings.Builder
+	PrintFlags(&b, fs)
+	got := b.String()
+	lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+	for _, l := range lines {
+		if len(l) > HelpWidth {
+			t.Errorf("line wider than %d: %q", HelpWidth, l)
+		}
+		if strings.HasPrefix(strings.TrimSpace(l), "-") && !strings.HasPrefix(strings.TrimSpace(l), "--") && !strings.HasPrefix(strings.TrimSpace(l), "-o ") {
+			t.Errorf("a long flag in the single-dash form: %q", l)
+		}
+	}
+	for _, want := range []string{
+		"  --follow            stream new messages\n",
+		"  --limit int         at most this many\n",
+		"  -o string           output format (default \"table\")\n",
+		"  --server URL        URL of the API (default \"https://localhost:8443\")\n",
+		"  --timeout duration  deadline of each request (default 30s)\n",
+		"  --fsync string      a long usage that wraps a long usage that wraps a long\n                      usage that wraps",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the help lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// TestNewFlagSetUsage: a command's usage prints its head, then the flags
+// in PrintFlags' style, never the flag package's "-name" form.
+func TestNewFlagSetUsage(t *testing.T) {
+	var b strings.Builder
+	fs := NewFlagSet("iotransit x", "Usage: iotransit x\n\nFlags:\n", &b)
+	fs.String("data-dir", "data", "the data directory")
+	if err := fs.Parse([]string{"-h"}); err != flag.ErrHelp {
+		t.Fatalf("-h: %v", err)
+	}
+	want := "Usage: iotransit x\n\nFlags:\n  --data-dir string  the data directory (default \"data\")\n"
+	if b.String() != want {
+		t.Fatalf("usage:\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+// TestPrintData: -o json is the indented JSON; -o yaml has the JSON's
+// field names in its order, quotes strings that would read as another
+// type, and keeps multi-line strings.
+func TestPrintData(t *testing.T) {
+	type answer struct {
+		SerialNumber string            `json:"serial"`
+		Count        int               `json:"count"`
+		Flag         string            `json:"flag"`
+		Digits       string            `json:"digits"`
+		PEM          string            `json:"caPem"`
+		Labels       map[string]string `json:"labels"`
+		Items        []string          `json:"items"`
+		Empty        []string          `json:"empty"`
+	}
+	v := answer{SerialNumber: "S1", Count: 3, Flag: "yes", Digits: "0123", PEM: "-----BEGIN-----\nabc\n-----END-----\n",
+		Labels: map[string]string{"site": "a"}, Items: []string{"x", "y", "no"}, Empty: []string{}}
+	var y strings.Builder
+	if err := PrintData(&y, FormatYAML, v); err != nil {
+		t.Fatal(err)
+	}
+	want := `serial: S1
+count: 3
+flag: "yes"
+digits: "0123"
+caPem: |
+  -----BEGIN-----
+  abc
+  -----END-----
+labels:
+  site: a
+items:
+  - x
+  - "y"
+  - "no"
+empty: []
+`
+	if y.String() != want {
+		t.Fatalf("yaml:\n%s\nwant:\n%s", y.String(), want)
+	}
+	var j strings.Builder
+	if err := PrintData(&j, FormatJSON, v); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(j.String(), "{\n  \"serial\": \"S1\",\n") {
+		t.Fatalf("json:\n%s", j.String())
+	}
+	for _, f := range []string{"table", "json", "yaml"} {
+		if err := CheckFormat(f); err != nil {
+			t.Errorf("CheckFormat(%q): %v", f, err)
+		}
+	}
+	if err := CheckFormat("xml"); err == nil || !strings.Contains(err.Error(), "want table, json or yaml") {
+		t.Errorf("CheckFormat(xml): %v", err)
 	}
 }

@@ -457,13 +457,15 @@ func (s *Store) noteUse(tenant, id string, now time.Time) {
 // CreateClient makes an OAuth2 client and returns it with its secret,
 // shown once.
 func (s *Store) CreateClient(ctx context.Context, tenant, name string, scopes, held []string, createdBy string) (Client, string, error) {
-	return s.CreateClientWithin(ctx, tenant, name, scopes, held, time.Time{}, createdBy)
+	return s.CreateClientWithin(ctx, tenant, name, scopes, held, 0, time.Time{}, createdBy)
 }
 
-// CreateClientWithin is CreateClient for a creator that itself expires at
-// notAfter (zero: never): the client expires then too.
-func (s *Store) CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, notAfter time.Time, createdBy string) (Client, string, error) {
-	n, err := s.mint(name, scopes, held, 0, notAfter)
+// CreateClientWithin is CreateClient for a client that expires after ttl
+// (0: never, else 1 minute to 2 years, as an API key) and for a creator
+// that itself expires at notAfter (zero: never): the client expires then
+// at the latest.
+func (s *Store) CreateClientWithin(ctx context.Context, tenant, name string, scopes, held []string, ttl time.Duration, notAfter time.Time, createdBy string) (Client, string, error) {
+	n, err := s.mint(name, scopes, held, ttl, notAfter)
 	if err != nil {
 		return Client{}, "", err
 	}

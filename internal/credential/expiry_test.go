@@ -53,7 +53,7 @@ func TestCredentialClientWithinCreatorExpiry(t *testing.T) {
 	now := time.Now().UTC()
 	s.now = func() time.Time { return now }
 	notAfter := now.Add(5 * time.Minute)
-	c, secret, err := s.CreateClientWithin(ctx, "acme", "svc", []string{ScopeMessagesRead}, nil, notAfter, "apikey:x")
+	c, secret, err := s.CreateClientWithin(ctx, "acme", "svc", []string{ScopeMessagesRead}, nil, 0, notAfter, "apikey:x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestCredentialClientWithinCreatorExpiry(t *testing.T) {
 	if err != nil || u.ExpiresAt != nil {
 		t.Fatalf("unbounded client: %+v %v", u, err)
 	}
-	if _, _, err := s.CreateClientWithin(ctx, "acme", "", []string{ScopeMessagesRead}, nil, now, "apikey:x"); !ErrCreatorExpired.Is(err) {
+	if _, _, err := s.CreateClientWithin(ctx, "acme", "", []string{ScopeMessagesRead}, nil, 0, now, "apikey:x"); !ErrCreatorExpired.Is(err) {
 		t.Errorf("expired creator: %v", err)
 	}
 }

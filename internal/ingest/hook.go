@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -258,7 +259,7 @@ func (h *hook) ID() string { return "iotransit-ingest" }
 func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnACLCheck, mqtt.OnDisconnect,
-		mqtt.OnPacketRead, mqtt.OnPublish:
+		mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnPacketEncode:
 		return true
 	}
 	return false
@@ -507,6 +508,37 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		h.emit(Event{Kind: eventTopicRefused, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
 	}
 	return allowed
+}
+
+// topicRefusal is the reason string of a topic the ACL refused (0x87 in a
+// PUBACK or SUBACK): the topics the gateway may use, so that whoever reads
+// it learns what to change. It names nothing but the gateway contract.
+func topicRefusal(serial string) string {
+	return fmt.Sprintf("not authorized: gateway %s may publish only to %s and %s, and subscribe only to %s/# (at most %d filters, %d levels below down/)",
+		serial, UpTopic(serial), gwproto.StatusTopic(serial), gwproto.DownTopic(serial), maxSubscriptions, maxFilterLevels)
+}
+
+// OnPacketEncode gives an MQTT 5 PUBACK or SUBACK that refuses a topic
+// (0x87, which only the ACL answers: mochi writes it with the fixed reason
+// "not authorized", a SUBACK with none) the reason string topicRefusal.
+// mochi leaves the string out when the client asked for no problem
+// information or when it would exceed the client's maximum packet size.
+// MQTT 3.1.1 has no reason strings.
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	var refused bool
+	switch pk.FixedHeader.Type {
+	case packets.Puback:
+		refused = pk.ReasonCode == packets.ErrNotAuthorized.Code
+	case packets.Suback:
+		refused = slices.Contains(pk.ReasonCodes, packets.ErrNotAuthorized.Code)
+	}
+	if !refused || !v5(cl) {
+		return pk
+	}
+	if s, ok := h.clientSession(cl); ok {
+		pk.Properties.ReasonString = topicRefusal(s.id.Serial)
+	}
+	return pk
 }
 
 // deniedTopic stands in for publish topics mochi would drop without any

@@ -355,10 +355,12 @@ func TestIngestTopicACL(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := []byte(tu.Thingsee(sensor, 1700000000, 20))
+	// An MQTT 5 refusal says which topics the gateway may use.
+	allowed := "not authorized: gateway " + gwA + " may publish only to v1/gw/" + gwA + "/up and v1/gw/" + gwA + "/status, and subscribe only to v1/gw/" + gwA + "/down/#"
 	for _, topic := range []string{"v1/gw/" + gwB + "/up", "v1/gw/" + gwA + "/down/errors", "v1/gw/" + gwA + "/upx", "$SYS/x"} {
 		res, err := up.PublishTo(ctx(t), topic, msg, 1)
-		if err != nil || res.ReasonCode != 0x87 {
-			t.Errorf("publish to %s: %v 0x%02x, want 0x87", topic, err, res.ReasonCode)
+		if err != nil || res.ReasonCode != 0x87 || !strings.HasPrefix(res.Reason, allowed) {
+			t.Errorf("publish to %s: %v 0x%02x %q, want 0x87 with reason %q…", topic, err, res.ReasonCode, res.Reason, allowed)
 		}
 	}
 	for _, tc := range []struct {
@@ -372,6 +374,13 @@ func TestIngestTopicACL(t *testing.T) {
 		granted := sa.Reasons[0] < 0x80
 		if granted != tc.ok {
 			t.Errorf("subscribe %s: reason 0x%02x, want granted=%v", tc.filter, sa.Reasons[0], tc.ok)
+		}
+		reason := ""
+		if sa.Properties != nil {
+			reason = sa.Properties.ReasonString
+		}
+		if want := !tc.ok; strings.HasPrefix(reason, allowed) != want {
+			t.Errorf("subscribe %s: SUBACK reason %q, want the allowed topics: %v", tc.filter, reason, want)
 		}
 	}
 	if msgs := nodetest.NewAPI(t, n).Messages(tenant, 10); len(msgs) != 0 {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/iotransit/iotransit/internal/audit"
@@ -118,9 +119,25 @@ func LocalHostPort(addr string) (string, string) {
 // valid Thingsee message as the dev gateway.
 func (n *Node) DevPublishCommand() string {
 	host, port := LocalHostPort(n.MQTTAddr())
-	dir := n.DevGatewayDir()
+	return PublishCommand(host, port, n.DevGatewayDir(), DevGateway)
+}
+
+// PublishCommand returns a mosquitto_pub command line that publishes one
+// valid Thingsee message to the MQTT listener host:port as gateway serial,
+// with the files ca.pem, cert.pem and key.pem of dir (as --dev and
+// iotransit enroll write them).
+func PublishCommand(host, port, dir, serial string) string {
 	msg := fmt.Sprintf(`{"tsmId":12100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"TSEN01DEV00000042","temp":21.5,"humd":40.2,"airp":101325}`, time.Now().Unix())
 	return fmt.Sprintf("mosquitto_pub -V mqttv5 -h %s -p %s --cafile %s --cert %s --key %s -i %s -t %s -q 1 -m '%s'",
-		host, port, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"),
-		DevGateway, ingest.UpTopic(DevGateway), msg)
+		shellWord(host), shellWord(port), shellWord(filepath.Join(dir, "ca.pem")), shellWord(filepath.Join(dir, "cert.pem")),
+		shellWord(filepath.Join(dir, "key.pem")), serial, ingest.UpTopic(serial), msg)
+}
+
+// shellWord quotes s for a POSIX shell when it holds anything but letters,
+// digits and _ . / : @ % + = , - (a path with a space, say).
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -400,7 +400,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Registry: n.reg, Credentials: creds, Messages: n.st, Audit: n.audit,
 		Integrations: n.fwdReg, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
-		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected,
+		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected, MQTTPort: portOf(n.ing.Addr()),
 		Mesh: n.mesh, GatewayStates: n.gwState,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
 	}, n.log); err != nil {
@@ -527,6 +527,16 @@ func (n *Node) Ready(ctx context.Context) error { return n.bb.Ready(ctx) }
 
 // MQTTAddr returns the bound gateway listener address.
 func (n *Node) MQTTAddr() string { return n.ing.Addr() }
+
+// portOf returns the port of a bound listener address, 0 when it has none.
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	port, _ := strconv.Atoi(p)
+	return port
+}
 
 // APIAddr returns the bound API address.
 func (n *Node) APIAddr() string { return n.api.Addr() }

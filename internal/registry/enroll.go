@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,13 +16,16 @@ import (
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/internal/retry"
 )
 
 // Enrollment faults a client can see.
 var (
-	ErrTokenInvalid        = fault.Define("registry.token_invalid", fault.Unauthenticated, "the enrollment token is not valid")
+	ErrTokenInvalid        = fault.Define("registry.token_invalid", fault.Unauthenticated, "the enrollment token is not valid (mistyped, cut short, or its gateway was deleted): check it was copied whole, or make a new one with iotransit token create SERIAL (POST /v1/tenants/{tenant}/enrollment-tokens)")
 	ErrTokenUsed           = fault.Define("registry.token_used", fault.Unauthenticated, "the enrollment token has been used: each works once; make a new one with iotransit token create SERIAL (POST /v1/tenants/{tenant}/enrollment-tokens)")
-	ErrTokenExpired        = fault.Define("registry.token_expired", fault.Unauthenticated, "the enrollment token has expired")
+	ErrTokenExpired        = fault.Define("registry.token_expired", fault.Unauthenticated, "the enrollment token has expired: make a new one with iotransit token create SERIAL, with a longer --ttl if needed (POST /v1/tenants/{tenant}/enrollment-tokens)")
+	ErrTokenRevoked        = fault.Define("registry.token_revoked", fault.Unauthenticated, "the enrollment token was revoked: ask the tenant for a new one, made with iotransit token create SERIAL (POST /v1/tenants/{tenant}/enrollment-tokens)")
+	ErrTokenNotFound       = fault.Define("registry.token_not_found", fault.NotFound, "no such enrollment token")
 	ErrTokenSerialMismatch = fault.Define("registry.token_serial_mismatch", fault.PermissionDenied, "the enrollment token was issued for another gateway serial")
 	ErrTokenTTLInvalid     = fault.Define("registry.token_ttl_invalid", fault.InvalidArgument, "a token lives between 1 minute and 30 days")
 	ErrRenewalRateLimited  = fault.Define("registry.renewal_rate_limited", fault.ResourceExhausted, "the gateway renews its certificate too often; try again later")
@@ -48,6 +52,9 @@ type EnrollmentToken struct {
 	CreatedBy string     `json:"createdBy,omitempty"`
 	ExpiresAt time.Time  `json:"expiresAt"`
 	UsedAt    *time.Time `json:"usedAt,omitempty"`
+	// RevokedAt is when the token was revoked (RevokeEnrollmentToken); a
+	// revoked token enrolls nothing.
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
 	Hash      []byte     `json:"hash,omitempty"`
 	// GatewayIncarnation is the Incarnation of the gateway the token was
 	// made for. Stored only, like Hash: cleared in what callers are given.
@@ -154,6 +161,58 @@ func (r *Registry) EnrollmentTokens(ctx context.Context, tenant string) ([]Enrol
 	return out, nil
 }
 
+// RevokeEnrollmentToken revokes a tenant's token: from now on it enrolls
+// nothing (ErrTokenRevoked). Revoking a revoked token changes nothing;
+// a used or expired token can be revoked too. A token of another tenant is
+// ErrTokenNotFound, like an unknown one.
+func (r *Registry) RevokeEnrollmentToken(ctx context.Context, tenant, id string) (EnrollmentToken, error) {
+	if _, err := r.entry(tenant); err != nil {
+		return EnrollmentToken{}, err
+	}
+	if !validTokenID(id) {
+		return EnrollmentToken{}, ErrTokenNotFound.New()
+	}
+	kv, err := r.tokens(ctx)
+	if err != nil {
+		return EnrollmentToken{}, err
+	}
+	for attempt := 1; attempt <= updateAttempts; attempt++ {
+		if attempt > 1 && !retry.Sleep(ctx, updateBackoff.Delay(attempt-1)) {
+			return EnrollmentToken{}, ctx.Err()
+		}
+		t, rev, err := read[EnrollmentToken](ctx, kv, id, "token")
+		if errors.Is(err, jetstream.ErrKeyNotFound) || err == nil && t.Tenant != tenant {
+			return EnrollmentToken{}, ErrTokenNotFound.New()
+		}
+		if err != nil {
+			return EnrollmentToken{}, err
+		}
+		if t.RevokedAt == nil {
+			now := r.now().UTC()
+			t.RevokedAt = &now
+			v, err := json.Marshal(t)
+			if err != nil {
+				return EnrollmentToken{}, err
+			}
+			if _, err := kv.Update(ctx, id, v, rev); kverr.Conflict(err) {
+				continue // spent or revoked meanwhile: read again
+			} else if err != nil {
+				return EnrollmentToken{}, fmt.Errorf("registry: revoke token: %w", err)
+			}
+		}
+		t.Hash, t.GatewayIncarnation = nil, ""
+		return t, nil
+	}
+	return EnrollmentToken{}, ErrBusy.New()
+}
+
+// validTokenID reports whether id has the form of a token id (16 hex
+// digits, credential.NewToken), which is also a valid KV key.
+func validTokenID(id string) bool {
+	_, err := hex.DecodeString(id)
+	return len(id) == 16 && err == nil
+}
+
 // Enrollment is the result of a successful enrollment.
 type Enrollment struct {
 	Tenant      string
@@ -186,6 +245,9 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 	if !credential.SecretMatches(tokenHashDomain, secret, t.Hash) {
 		return Enrollment{}, ErrTokenInvalid.New()
 	}
+	if t.RevokedAt != nil {
+		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenRevoked.New()
+	}
 	if t.UsedAt != nil {
 		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenUsed.New()
 	}
@@ -216,6 +278,10 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 	}
 	if _, err := kv.Update(ctx, id, v, rev); err != nil {
 		if kverr.Conflict(err) {
+			// Spent or revoked meanwhile: say which.
+			if cur, _, rerr := read[EnrollmentToken](ctx, kv, id, "token"); rerr == nil && cur.RevokedAt != nil {
+				return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenRevoked.New()
+			}
 			return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenUsed.New()
 		}
 		return Enrollment{}, fmt.Errorf("registry: spend token: %w", err)
