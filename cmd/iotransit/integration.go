@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/cli"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/forward/azure"
 	"github.com/iotransit/iotransit/internal/forward/mqttout"
@@ -261,58 +262,36 @@ var integrationFlagGroups = []struct{ title, typ string }{
 var integrationCommonFlags = []string{"name", "type", "filter-tsmid", "filter-device", "filter-gateway", "batch-max", "batch-wait", "max-age", "public-key", "test"}
 
 // integrationUsage returns the usage of integration add or update (line,
-// summary): its flags grouped per target type (integrationFlagGroups), then
-// the other flags (the connection's). The renamed --ca-file is not listed.
+// summary), in the style of every command's (cli.PrintFlags): its flags
+// grouped per target type (integrationFlagGroups), each described as it
+// applies to that type, then the connection flags. The renamed --ca-file
+// is not listed.
 func integrationUsage(fs *flag.FlagSet, line, summary string) func() {
 	return func() {
 		w := fs.Output()
+		if r, ok := w.(cli.HelpRecorder); ok {
+			r.RecordFlags(fs)
+		}
 		fmt.Fprintf(w, "Usage: %s\n  %s\n", line, summary)
-		listed := map[string]bool{"ca-file": true}
 		for _, g := range integrationFlagGroups {
 			fmt.Fprintf(w, "\n%s:\n", g.title)
-			names := integrationCommonFlags
-			if g.typ != "" {
-				names = nil
-				fs.VisitAll(func(fl *flag.Flag) {
-					if slices.Contains(integrationFlagTypes[fl.Name], g.typ) {
-						names = append(names, fl.Name)
-					}
-				})
-			}
-			for _, n := range names {
-				printFlag(w, fs.Lookup(n), g.typ)
-				listed[n] = true
-			}
+			section := flag.NewFlagSet(g.title, flag.ContinueOnError)
+			fs.VisitAll(func(fl *flag.Flag) {
+				switch {
+				case g.typ == "" && slices.Contains(integrationCommonFlags, fl.Name):
+					section.Var(fl.Value, fl.Name, fl.Usage)
+				case g.typ != "" && slices.Contains(integrationFlagTypes[fl.Name], g.typ):
+					section.Var(fl.Value, fl.Name, usageFor(fl.Usage, g.typ))
+				default:
+					return
+				}
+				section.Lookup(fl.Name).DefValue = fl.DefValue
+			})
+			cli.PrintFlags(w, section)
 		}
-		fmt.Fprintf(w, "\nConnection flags:\n")
-		fs.VisitAll(func(fl *flag.Flag) {
-			if !listed[fl.Name] {
-				printFlag(w, fl, "")
-			}
-		})
+		fmt.Fprint(w, "\nConnection flags (also from the environment, else the login profile):\n")
+		cli.PrintFlagsOf(w, fs, func(fl *flag.Flag) bool { return connFlag(fl.Name) })
 	}
-}
-
-// printFlag writes one flag of a usage: --name TYPE, then its description
-// (in a section of type typ, only what it says of that type), its default
-// and its environment variable.
-func printFlag(w io.Writer, fl *flag.Flag, typ string) {
-	if fl == nil {
-		return
-	}
-	kind, usage := flag.UnquoteUsage(fl)
-	head := "  --" + fl.Name
-	if kind != "" {
-		head += " " + kind
-	}
-	if typ != "" {
-		usage = usageFor(usage, typ)
-	}
-	def := ""
-	if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "0s" && fl.DefValue != "false" {
-		def = " (default " + fl.DefValue + ")"
-	}
-	fmt.Fprintf(w, "%s\n      %s%s [%s]\n", head, usage, def, envVar(fl.Name))
 }
 
 // usageFor returns what a flag's description says of type typ. A

@@ -430,7 +430,7 @@ func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range []string{"add", "list", "get <id>", "pause <id>", "resume <id>", "delete <id>", "test <id>", "rotate-secret <id>", "dead-letters <id>", "redrive <id>"} {
+		for _, c := range []string{"add", "update <id>", "list", "get <id>", "pause <id>", "resume <id>", "retry-now <id>", "delete <id>", "test <id>", "rotate-secret <id>", "dead-letters <id>", "redrive <id>"} {
 			wantLines(t, out, "iotransit integration "+c)
 		}
 		wantLines(t, out, "shell history")
@@ -438,7 +438,7 @@ func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantLines(t, out, "iotransit integration add|list|get")
+		wantLines(t, out, "iotransit integration add|update|list|get")
 	})
 }
 
@@ -706,7 +706,7 @@ func TestAdminIntegrationRetryNowAndListState(t *testing.T) {
 // flags under a section per target type, then those of every type, then
 // the connection's; update -h the same.
 func TestAdminIntegrationAddHelpGroupsFlagsByType(t *testing.T) {
-	sections := []string{"Webhook (--type webhook):", "MQTT broker (--type mqtt):", "Azure IoT Hub (--type azure-iothub):", "AWS IoT Core (--type aws-iot):", "Every type", "Connection flags:"}
+	sections := []string{"Webhook (--type webhook):", "MQTT broker (--type mqtt):", "Azure IoT Hub (--type azure-iothub):", "AWS IoT Core (--type aws-iot):", "Every type", "Connection flags"}
 	// Each flag in the section it must be in (a flag of several types is in each).
 	in := map[string][]string{
 		"--url":            {"Webhook"},
