@@ -621,8 +621,8 @@ func (e *env) integrations(t *testing.T, cert *tls.Certificate) {
 		t.Fatalf("created %+v", created)
 	}
 	id := created.ID
-	list := must[[]client.Integration](t)(e.op.ListIntegrations(ctx(t), tenant))
-	e.sameAsSent(t, client.List[client.Integration]{Items: list})
+	list := must[[]client.IntegrationView](t)(e.op.ListIntegrations(ctx(t), tenant))
+	e.sameAsSent(t, client.List[client.IntegrationView]{Items: list})
 	if len(list) != 1 || list[0].Webhook.Secret != "" || !slices.Contains(list[0].SecretsSet, "webhook.secret") {
 		t.Errorf("list %+v", list)
 	}
@@ -646,6 +646,9 @@ func (e *env) integrations(t *testing.T, cert *tls.Certificate) {
 	}
 	if r := must[*client.Integration](t)(e.op.ResumeIntegration(ctx(t), tenant, id)); r.Paused {
 		t.Errorf("resumed %+v", r)
+	}
+	if r := must[*client.Integration](t)(e.op.RetryIntegrationNow(ctx(t), tenant, id)); r.ID != id {
+		t.Errorf("retry now %+v", r)
 	}
 	res := must[*client.TestResult](t)(e.op.TestIntegration(ctx(t), tenant, id))
 	e.sameAsSent(t, res)

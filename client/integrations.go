@@ -171,10 +171,13 @@ type IntegrationState struct {
 	ConsecutiveFailures int `json:"consecutiveFailures"`
 	// LastError is a short public description of the last failure, e.g.
 	// "HTTP 503" or "timeout".
-	LastError     string     `json:"lastError,omitempty"`
-	LastErrorAt   *time.Time `json:"lastErrorAt,omitempty"`
-	LastSuccessAt *time.Time `json:"lastSuccessAt,omitempty"`
-	LastAttemptAt *time.Time `json:"lastAttemptAt,omitempty"`
+	LastError   string     `json:"lastError,omitempty"`
+	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	// LastErrorResolvedAt is when a delivery first succeeded after
+	// LastError: set, the last error is past; absent while it lasts.
+	LastErrorResolvedAt *time.Time `json:"lastErrorResolvedAt,omitempty"`
+	LastSuccessAt       *time.Time `json:"lastSuccessAt,omitempty"`
+	LastAttemptAt       *time.Time `json:"lastAttemptAt,omitempty"`
 	// NextRetryAt is when the failing batch is tried again.
 	NextRetryAt *time.Time `json:"nextRetryAt,omitempty"`
 	// Node is the node delivering the integration.
@@ -184,11 +187,28 @@ type IntegrationState struct {
 	AckedThrough uint64 `json:"ackedThrough,omitempty"`
 }
 
+// Health words of an integration (IntegrationView.Health).
+const (
+	// HealthOK: delivering, or nothing to deliver.
+	HealthOK = "ok"
+	// HealthFailing: the last delivery failed and none has succeeded
+	// since; the batch is retried (NextRetryAt).
+	HealthFailing = "failing"
+	// HealthPaused: paused; messages wait in the backlog.
+	HealthPaused = "paused"
+	// HealthDeadLetters: delivering, but dead letters wait for re-drive.
+	HealthDeadLetters = "dead-letters"
+)
+
 // IntegrationView is an integration with its delivery state, the answer of
-// GetIntegration.
+// GetIntegration and the items of ListIntegrations.
 type IntegrationView struct {
 	Integration
-	State IntegrationState `json:"state"`
+	// Health sums the state up: ok, failing, paused or dead-letters
+	// (HealthOK, ...), the first that applies of paused, failing,
+	// dead-letters.
+	Health string           `json:"health"`
+	State  IntegrationState `json:"state"`
 	// Backlog counts the messages selected and not yet delivered or
 	// dead-lettered (0 for websocket).
 	Backlog uint64 `json:"backlog"`
@@ -196,12 +216,38 @@ type IntegrationView struct {
 	DeadLetters uint64 `json:"deadLetters"`
 }
 
+// Codes of a failed test delivery (TestResult.Code): what kind of failure,
+// in stable words a client can act on.
+const (
+	// TestTLSUnknownAuthority: the endpoint's certificate is not signed by
+	// a CA the integration trusts (its pinned CA, else the system's roots).
+	TestTLSUnknownAuthority = "tls_unknown_authority"
+	// TestTLSNameMismatch: the endpoint's certificate is for another host
+	// name than the integration's.
+	TestTLSNameMismatch = "tls_name_mismatch"
+	// TestTLSExpired: the endpoint's certificate is expired or not yet
+	// valid.
+	TestTLSExpired = "tls_expired"
+	// TestConfigurationRefused: the integration's settings could not make a
+	// connection (e.g. an address not allowed).
+	TestConfigurationRefused = "configuration_refused"
+	// TestTimeout: the endpoint did not answer in time.
+	TestTimeout = "timeout"
+	// TestDeliveryFailed: any other failure; Error says which.
+	TestDeliveryFailed = "delivery_failed"
+)
+
 // TestResult is the outcome of a test delivery.
 type TestResult struct {
 	OK        bool    `json:"ok"`
 	LatencyMS float64 `json:"latencyMs"`
-	Error     string  `json:"error,omitempty"`
-	BatchID   string  `json:"batchId"`
+	// Error is a short public description of the failure, e.g. "HTTP 503"
+	// or "TLS: certificate not trusted".
+	Error string `json:"error,omitempty"`
+	// Code classifies a failure (TestTLSUnknownAuthority, ...); absent
+	// when OK.
+	Code    string `json:"code,omitempty"`
+	BatchID string `json:"batchId"`
 }
 
 // DeadLetter is a message an integration gave up on.
@@ -307,9 +353,10 @@ func (c *Client) CreateIntegration(ctx context.Context, tenant string, in Integr
 	return post[Integration](ctx, c, path("tenants", tenant, "integrations"), in)
 }
 
-// ListIntegrations lists a tenant's integrations, oldest first.
-func (c *Client) ListIntegrations(ctx context.Context, tenant string) ([]Integration, error) {
-	return items(get[List[Integration]](ctx, c, path("tenants", tenant, "integrations"), nil))
+// ListIntegrations lists a tenant's integrations, oldest first, each with
+// its delivery state, backlog and dead letters.
+func (c *Client) ListIntegrations(ctx context.Context, tenant string) ([]IntegrationView, error) {
+	return items(get[List[IntegrationView]](ctx, c, path("tenants", tenant, "integrations"), nil))
 }
 
 // GetIntegration returns an integration with its delivery state, backlog
@@ -331,6 +378,14 @@ func (c *Client) PauseIntegration(ctx context.Context, tenant, id string) (*Inte
 // ResumeIntegration resumes a paused integration's deliveries.
 func (c *Client) ResumeIntegration(ctx context.Context, tenant, id string) (*Integration, error) {
 	return post[Integration](ctx, c, integrationPath(tenant, id, "resume"), nil)
+}
+
+// RetryIntegrationNow ends the backoff wait of the integration's failing
+// batch: the node delivering it tries it again at once. An integration not
+// waiting to retry is left as it is; a paused one is refused
+// (forward.integration_paused).
+func (c *Client) RetryIntegrationNow(ctx context.Context, tenant, id string) (*Integration, error) {
+	return post[Integration](ctx, c, integrationPath(tenant, id, "retry-now"), nil)
 }
 
 // DeleteIntegration deletes an integration; its deliveries stop.

@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,6 +24,7 @@ import (
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
+	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -122,7 +127,7 @@ func TestAdminIntegrationWebhookLifecycle(t *testing.T) {
 
 	// Flags before and after nothing positional; the secret is generated
 	// and shown once, with its warning.
-	out := a.mustOp(t, "integration", "add", "--name", "hook", "--type", "webhook", "--url", rcv.URL, "--ca-file", caFile, devTenant)
+	out := a.mustOp(t, "integration", "add", "--name", "hook", "--type", "webhook", "--url", rcv.URL, "--target-ca-file", caFile, devTenant)
 	wantLines(t, out, "ID", "NAME", "TYPE", "PAUSED", "TARGET", "shown only once")
 	secret := whsecPattern.FindString(out)
 	if secret == "" {
@@ -135,7 +140,8 @@ func TestAdminIntegrationWebhookLifecycle(t *testing.T) {
 
 	// No output after the creation shows the secret.
 	out = a.mustOp(t, "integration", "list", devTenant)
-	if row := tableRow(t, out, id); strings.Join(row, " ") != id+" hook webhook no "+rcv.URL {
+	wantLines(t, out, "ID", "NAME", "TYPE", "HEALTH", "BACKLOG", "DEAD-LETTERS", "NEXT-RETRY", "TARGET", "LAST-ERROR")
+	if row := tableRow(t, out, id); strings.Join(row, " ") != id+" hook webhook ok 0 0 - "+rcv.URL+" -" {
 		t.Fatalf("list row %q", row)
 	}
 	noSecret(t, "list", out, secret)
@@ -217,7 +223,7 @@ func TestAdminIntegrationWebhookLifecycle(t *testing.T) {
 	noSecret(t, "list after rotation", a.mustOp(t, "integration", "list", devTenant, "-o", "json"), secret, secret2)
 
 	// A second integration of the name is refused with the API's code.
-	_, _, err = a.op(t, "integration", "add", "--name", "hook", "--type", "webhook", "--url", rcv.URL, "--ca-file", caFile, devTenant)
+	_, _, err = a.op(t, "integration", "add", "--name", "hook", "--type", "webhook", "--url", rcv.URL, "--target-ca-file", caFile, devTenant)
 	wantProblem(t, err, "forward.name_taken")
 
 	out = a.mustOp(t, "integration", "delete", id, devTenant)
@@ -239,7 +245,7 @@ func TestAdminIntegrationDeadLettersAndRedrive(t *testing.T) {
 	)
 	up := integrationGateway(t, a, serial)
 
-	out := a.mustOp(t, "integration", "add", "--name", "fragile", "--type", "webhook", "--url", rcv.URL, "--ca-file", caFile,
+	out := a.mustOp(t, "integration", "add", "--name", "fragile", "--type", "webhook", "--url", rcv.URL, "--target-ca-file", caFile, "--test=false",
 		"--max-age", "1s", "--batch-wait", "10ms", "--batch-max", "10", devTenant)
 	id := integrationID(t, out, "fragile")
 	out = a.mustOp(t, "integration", "get", id, devTenant)
@@ -346,7 +352,7 @@ func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
 
 	t.Run("secrets from files", func(t *testing.T) {
 		pw := "mqtt-password-from-a-file"
-		out := a.mustOp(t, "integration", "add", devTenant, "--name", "broker", "--type", "mqtt", "--broker", "mqtts://127.0.0.1:8883",
+		out := a.mustOp(t, "integration", "add", devTenant, "--name", "broker", "--type", "mqtt", "--broker", "mqtts://127.0.0.1:8883", "--test=false",
 			"--username", "iot", "--password-file", writeTemp(t, "pw", pw+"\n"), "--topic", "sensors/{tsmTuid}")
 		id := integrationID(t, out, "broker")
 		noSecret(t, "add", out, pw)
@@ -368,7 +374,7 @@ func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
 		rcv := tu.NewReceiver(t)
 		key, whsec := "api-key-from-a-file", "whsec_"+strings.Repeat("QUJD", 8)
 		out = a.mustOp(t, "integration", "add", devTenant, "--name", "keyed", "--type", "webhook", "--url", rcv.URL,
-			"--ca-file", writeTemp(t, "ca.pem", rcv.CAPEM), "--secret-file", writeTemp(t, "secret", whsec),
+			"--target-ca-file", writeTemp(t, "ca.pem", rcv.CAPEM), "--secret-file", writeTemp(t, "secret", whsec),
 			"--auth", "apikey", "--header-name", "X-Key", "--header-value-file", writeTemp(t, "key", key))
 		id = integrationID(t, out, "keyed")
 		noSecret(t, "add with --secret-file", out, key, whsec)
@@ -380,7 +386,7 @@ func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
 		noSecret(t, "get", out, key, whsec)
 		out = a.mustOp(t, "integration", "test", id, devTenant)
 		wantLines(t, out, "ok:")
-		if got := rcv.Got(); len(got) != 1 || got[0].Header.Get("X-Key") != key {
+		if got := rcv.Got(); len(got) != 2 || got[0].Header.Get("X-Key") != key || got[1].Header.Get("X-Key") != key { // add's test delivery and test's
 			t.Fatalf("the receiver did not get the key: %d requests", len(got))
 		}
 	})
@@ -424,7 +430,7 @@ func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range []string{"add", "list", "get <id>", "pause <id>", "resume <id>", "delete <id>", "test <id>", "rotate-secret <id>", "dead-letters <id>", "redrive <id>"} {
+		for _, c := range []string{"add", "update <id>", "list", "get <id>", "pause <id>", "resume <id>", "retry-now <id>", "delete <id>", "test <id>", "rotate-secret <id>", "dead-letters <id>", "redrive <id>"} {
 			wantLines(t, out, "iotransit integration "+c)
 		}
 		wantLines(t, out, "shell history")
@@ -432,7 +438,7 @@ func TestAdminIntegrationOtherTypesAndErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantLines(t, out, "iotransit integration add|list|get")
+		wantLines(t, out, "iotransit integration add|update|list|get")
 	})
 }
 
@@ -448,7 +454,7 @@ func TestAdminIntegrationRequestBodies(t *testing.T) {
 	}{
 		{name: "azure", args: []string{"--name", "az", "--type", "azure-iothub", "--hub-host", "myhub.azure-devices.net", "--device-id", "dev1", "--device-key-file", writeTemp(t, "dk", "c2VjcmV0\n"), "--port", "443"},
 			want: client.Integration{Name: "az", Type: "azure-iothub", Azure: &client.AzureConfig{HostName: "myhub.azure-devices.net", DeviceID: "dev1", DeviceKey: "c2VjcmV0", Port: 443}}},
-		{name: "aws", args: []string{"--name", "aws", "--type", "aws-iot", "--endpoint", "abc-ats.iot.eu-west-1.amazonaws.com", "--client-id", "thing", "--topic", "t/1", "--client-cert", cert, "--client-key", key, "--ca-file", ca},
+		{name: "aws", args: []string{"--name", "aws", "--type", "aws-iot", "--endpoint", "abc-ats.iot.eu-west-1.amazonaws.com", "--client-id", "thing", "--topic", "t/1", "--client-cert", cert, "--client-key", key, "--target-ca-file", ca},
 			want: client.Integration{Name: "aws", Type: "aws-iot", AWS: &client.AWSConfig{Endpoint: "abc-ats.iot.eu-west-1.amazonaws.com", ClientID: "thing", Topic: "t/1", CertPEM: "CERT PEM", KeyPEM: "KEY PEM", CAPEM: "CA PEM"}}},
 		{name: "oauth2 webhook", args: []string{"--name", "o", "--type", "webhook", "--url", "https://example.com/h", "--auth", "oauth2", "--token-url", "https://example.com/token", "--client-id", "cid", "--client-secret", "cs",
 			"--scope", "a", "--scope", "b", "--batch-max", "5", "--batch-wait", "2s", "--max-age", "1h", "--filter-tsmid", "12100"},
@@ -491,4 +497,309 @@ func integrationRequest(t *testing.T, args ...string) (*client.Integration, erro
 		t.Fatalf("parse %q: %v, arguments %q", args, err, pos)
 	}
 	return f.request(onCmdLine, onCmdLine)
+}
+
+// TestAdminIntegrationUpdate changes a webhook's URL and filter with
+// integration update: get shows them, the test delivery after saving goes
+// to the new URL, and so do the messages the new filter selects (and not
+// the others). Only the flags given change; the type cannot.
+func TestAdminIntegrationUpdate(t *testing.T) {
+	a := startAdminNode(t)
+	oldRcv, newRcv := tu.NewReceiver(t), tu.NewReceiver(t)
+	const (
+		serial = "TSGW06INTG0000003"
+		keep   = "TSEN01INT00000031"
+		drop   = "TSEN01INT00000032"
+	)
+	up := integrationGateway(t, a, serial)
+	out := a.mustOp(t, "integration", "add", "--name", "moving", "--type", "webhook", "--url", oldRcv.URL,
+		"--target-ca-file", writeTemp(t, "old-ca.pem", oldRcv.CAPEM), "--filter-device", drop, "--batch-max", "7", devTenant)
+	id := integrationID(t, out, "moving")
+
+	out, errOut, err := a.op(t, "integration", "update", id, "--url", newRcv.URL, "--target-ca-file", writeTemp(t, "new-ca.pem", newRcv.CAPEM),
+		"--filter-device", keep, devTenant)
+	if err != nil {
+		t.Fatalf("update: %v\n%s", err, errOut)
+	}
+	if row := tableRow(t, out, id); strings.Join(row, " ") != id+" moving webhook no "+newRcv.URL {
+		t.Fatalf("update row %q", row)
+	}
+	wantLines(t, errOut, "test delivery: ok")
+	if got := newRcv.Got(); len(got) != 1 || !received(got, "XXXX00TESTMESSAGE") {
+		t.Fatalf("the new URL got %d requests, want the test delivery", len(got))
+	}
+	out = a.mustOp(t, "integration", "get", id, devTenant)
+	wantLines(t, out, "TARGET:", newRcv.URL, "devices="+keep, "up to 7 messages", "SECRETS-SET:", "webhook.secret")
+	if strings.Contains(out, drop) {
+		t.Fatalf("get still shows the old filter:\n%s", out)
+	}
+
+	publish(t, up, drop)
+	publish(t, up, keep)
+	tu.Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if !received(newRcv.Got(), keep) {
+			return errors.New("the new URL has not received the message of the new filter")
+		}
+		return nil
+	})
+	if received(newRcv.Got(), drop) || received(oldRcv.Got(), keep) || received(oldRcv.Got(), drop) {
+		t.Fatal("a message went where the updated integration no longer sends it")
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"nothing to change", nil, "nothing to change"},
+		{"type change", []string{"--type", "mqtt"}, "the type of an integration cannot change"},
+		{"flag of another type", []string{"--broker", "mqtts://example.com"}, "--broker (or IOTRANSIT_BROKER) does not apply to --type webhook"},
+		{"auth flag of another kind", []string{"--token-url", "https://example.com/token"}, "--token-url needs --auth oauth2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := a.op(t, append([]string{"integration", "update", id, devTenant}, tc.args...)...)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want a usage error with %q", err, tc.want)
+			}
+		})
+	}
+	_, _, err = a.op(t, "integration", "update", "0123456789ab", "--name", "x", devTenant)
+	wantProblem(t, err, "forward.integration_not_found")
+}
+
+// tlsReceiver starts an HTTPS receiver at 127.0.0.1 whose certificate, from
+// a CA of its own (returned as PEM), is for hosts and valid from notBefore
+// for an hour.
+func tlsReceiver(t *testing.T, notBefore time.Time, hosts ...string) (url, caPEM string) {
+	t.Helper()
+	ca, err := pki.NewCA("test target CA", 4*time.Hour, time.Now().Add(-3*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.IssueServerKeyPair(hosts, time.Hour, notBefore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{*kp}, MinVersion: tls.VersionTLS12}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL + "/hook", string(ca.CertPEM)
+}
+
+// TestAdminIntegrationTestsAtSave: add and update deliver a test message
+// after saving. A TLS trust failure is explained with the flag that fixes
+// it; the integration stays saved, and the command fails. --test=false
+// skips the test.
+func TestAdminIntegrationTestsAtSave(t *testing.T) {
+	a := startAdminNode(t)
+	rcv := tu.NewReceiver(t)
+	otherURL, otherCA := tlsReceiver(t, time.Now(), "other.example")
+	expiredURL, expiredCA := tlsReceiver(t, time.Now().Add(-2*time.Hour), "127.0.0.1")
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"unknown authority", []string{"--url", rcv.URL}, []string{"TLS: certificate not trusted", "--target-ca-file CA.pem", "--ca is the CA of the iotransit API"}},
+		{"name mismatch", []string{"--url", otherURL, "--target-ca-file", writeTemp(t, "other.pem", otherCA)}, []string{"not for the host in --url", "update"}},
+		{"expired", []string{"--url", expiredURL, "--target-ca-file", writeTemp(t, "expired.pem", expiredCA)}, []string{"expired or not yet valid"}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("untrusted%d", i)
+			out, errOut, err := a.op(t, append([]string{"integration", "add", "--name", name, "--type", "webhook", devTenant}, tc.args...)...)
+			if !errors.Is(err, errTestFailed) || !strings.Contains(err.Error(), "is saved") {
+				t.Fatalf("add: %v, want the test delivery's failure", err)
+			}
+			id := integrationID(t, out, name)
+			wantLines(t, errOut, append([]string{"test delivery: failed", "iotransit integration update " + id}, tc.want...)...)
+			wantLines(t, a.mustOp(t, "integration", "get", id, devTenant), "NAME:", name)
+		})
+	}
+	var r client.TestResult
+	id := integrationID(t, a.mustOp(t, "integration", "list", devTenant), "untrusted0")
+	out, _, _ := a.op(t, "integration", "test", id, devTenant, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Code != client.TestTLSUnknownAuthority {
+		t.Fatalf("test -o json: %v %q, want code %s", err, out, client.TestTLSUnknownAuthority)
+	}
+
+	// The fix the advice names works, and is tested on saving.
+	_, errOut, err := a.op(t, "integration", "update", id, "--target-ca-file", writeTemp(t, "ca.pem", rcv.CAPEM), devTenant)
+	if err != nil {
+		t.Fatalf("update with the CA: %v\n%s", err, errOut)
+	}
+	wantLines(t, errOut, "test delivery: ok")
+
+	// --test=false saves without a test delivery.
+	before := len(rcv.Got())
+	_, errOut, err = a.op(t, "integration", "add", "--name", "quiet", "--type", "webhook", "--url", rcv.URL, "--test=false", devTenant)
+	if err != nil || strings.Contains(errOut, "test delivery") || len(rcv.Got()) != before {
+		t.Fatalf("add --test=false: %v, %d requests\n%s", err, len(rcv.Got())-before, errOut)
+	}
+
+	// The flag's old name is refused, pointing at the new one.
+	_, _, err = a.op(t, "integration", "add", "--name", "old", "--type", "webhook", "--url", rcv.URL, "--ca-file", "ca.pem", devTenant)
+	if err == nil || !strings.Contains(err.Error(), "--ca-file is now --target-ca-file") {
+		t.Fatalf("--ca-file: %v", err)
+	}
+}
+
+// TestAdminIntegrationRetryNowAndListState: a receiver fails with an hour's
+// Retry-After; list shows the integration failing, its backlog, next retry
+// and last error. Once the receiver is healthy, retry-now delivers at once,
+// and list shows the last error resolved.
+func TestAdminIntegrationRetryNowAndListState(t *testing.T) {
+	a := startAdminNode(t)
+	rcv := tu.NewReceiver(t)
+	down := rcv.Down(http.StatusServiceUnavailable, "3600") // an hour's backoff
+	const (
+		serial = "TSGW06INTG0000004"
+		tuid   = "TSEN01INT00000041"
+	)
+	up := integrationGateway(t, a, serial)
+	id := integrationID(t, a.mustOp(t, "integration", "add", "--name", "later", "--type", "webhook", "--url", rcv.URL,
+		"--target-ca-file", writeTemp(t, "ca.pem", rcv.CAPEM), "--test=false", devTenant), "later")
+	publish(t, up, tuid)
+	var row []string
+	tu.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+		// ID NAME TYPE HEALTH BACKLOG DEAD-LETTERS NEXT-RETRY TARGET LAST-ERROR...
+		row = tableRow(t, a.mustOp(t, "integration", "list", devTenant), id)
+		if row[3] != "failing" || row[6] == "-" {
+			return fmt.Errorf("list row %q", row)
+		}
+		return nil
+	})
+	if got := strings.Join(row[8:], " "); row[4] != "1" || !strings.HasPrefix(got, "HTTP 503 (since ") {
+		t.Fatalf("failing row %q", row)
+	}
+
+	down.Store(false)
+	out := a.mustOp(t, "integration", "retry-now", id, devTenant)
+	wantLines(t, out, "tried again now")
+	tu.Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if !received(rcv.Got(), tuid) {
+			return errors.New("not delivered after retry-now")
+		}
+		return nil
+	})
+	tu.Eventually(t, 10*time.Second, 100*time.Millisecond, func() error {
+		row = tableRow(t, a.mustOp(t, "integration", "list", devTenant), id)
+		if row[3] != "ok" {
+			return fmt.Errorf("list row %q", row)
+		}
+		return nil
+	})
+	if got := strings.Join(row[8:], " "); row[4] != "0" || row[6] != "-" || !strings.HasPrefix(got, "HTTP 503 (resolved ") {
+		t.Fatalf("recovered row %q", row)
+	}
+	wantLines(t, a.mustOp(t, "integration", "get", id, devTenant), "HEALTH:", "ok", "(resolved ")
+
+	a.mustOp(t, "integration", "pause", id, devTenant)
+	_, _, err := a.op(t, "integration", "retry-now", id, devTenant)
+	wantProblem(t, err, "forward.integration_paused")
+}
+
+// TestAdminIntegrationAddHelpGroupsFlagsByType: add -h (exit 0) lists the
+// flags under a section per target type, then those of every type, then
+// the connection's; update -h the same.
+func TestAdminIntegrationAddHelpGroupsFlagsByType(t *testing.T) {
+	sections := []string{"Webhook (--type webhook):", "MQTT broker (--type mqtt):", "Azure IoT Hub (--type azure-iothub):", "AWS IoT Core (--type aws-iot):", "Every type", "Connection flags"}
+	// Each flag in the section it must be in (a flag of several types is in each).
+	in := map[string][]string{
+		"--url":            {"Webhook"},
+		"--secret-file":    {"Webhook"},
+		"--broker":         {"MQTT broker"},
+		"--password-file":  {"MQTT broker"},
+		"--hub-host":       {"Azure IoT Hub"},
+		"--endpoint":       {"AWS IoT Core"},
+		"--target-ca-file": {"Webhook", "MQTT broker", "Azure IoT Hub", "AWS IoT Core"},
+		"--port":           {"Azure IoT Hub", "AWS IoT Core"},
+		"--filter-tsmid":   {"Every type"},
+		"--test":           {"Every type"},
+		"--server":         {"Connection flags"},
+	}
+	for _, cmd := range []string{"add", "update"} {
+		t.Run(cmd, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if err := run(context.Background(), []string{"integration", cmd, "-h"}, &out, &errb); err != nil {
+				t.Fatalf("integration %s -h: %v", cmd, err)
+			}
+			help := out.String()
+			parts := map[string]string{}
+			rest := help
+			for i, s := range sections {
+				at := strings.Index(rest, "\n"+s)
+				if at < 0 {
+					t.Fatalf("no section %q (in this order) in:\n%s", s, help)
+				}
+				if i > 0 {
+					parts[sections[i-1]] = rest[:at]
+				}
+				rest = rest[at+1:]
+			}
+			parts[sections[len(sections)-1]] = rest
+			for flagName, want := range in {
+				for sec, text := range parts {
+					listed := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(flagName) + `\b`).MatchString(text)
+					wanted := false
+					for _, w := range want {
+						wanted = wanted || strings.HasPrefix(sec, w)
+					}
+					if listed != wanted {
+						t.Errorf("%s listed %v in %q, want %v", flagName, listed, sec, wanted)
+					}
+				}
+			}
+			if strings.Contains(help, "--ca-file") || !strings.Contains(help, "--test=false") {
+				t.Errorf("help lists the renamed --ca-file or lacks --test=false:\n%s", help)
+			}
+		})
+	}
+}
+
+// TestAdminIntegrationPatchBodies checks the changes update asks for: only
+// the members of the flags given, a type's settings object whole (merged
+// over the stored one by the server), secrets only when given.
+func TestAdminIntegrationPatchBodies(t *testing.T) {
+	ca := writeTemp(t, "ca.pem", "CA PEM")
+	cur := func() *client.Integration {
+		return &client.Integration{ID: "0123456789ab", Name: "n", Type: "webhook", Filter: client.Filter{Devices: []string{"TSEN01ABC00000001"}},
+			Batch:   client.Batching{MaxMessages: 10, MaxWait: client.Duration(time.Second)},
+			Webhook: &client.WebhookConfig{URL: "https://a.example/h", Auth: &client.WebhookAuth{Kind: "apikey", HeaderName: "X-Key"}}}
+	}
+	name := "renamed"
+	tests := []struct {
+		name string
+		args []string
+		want string // the JSON body
+	}{
+		{"name", []string{"--name", name}, `{"name":"renamed"}`},
+		{"batch size keeps the wait", []string{"--batch-max", "5"}, `{"batch":{"maxMessages":5,"maxWait":"1s"}}`},
+		{"filter list replaced", []string{"--filter-tsmid", "12100"}, `{"filter":{"tsmIds":[12100],"devices":["TSEN01ABC00000001"]}}`},
+		{"target CA", []string{"--target-ca-file", ca}, `{"webhook":{"url":"https://a.example/h","caPem":"CA PEM","auth":{"kind":"apikey","headerName":"X-Key"}}}`},
+		{"secret of the current auth", []string{"--header-value", "k2"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"apikey","headerName":"X-Key","headerValue":"k2"}}}`},
+		{"another auth", []string{"--auth", "oauth2", "--token-url", "https://idp.example/t", "--client-id", "c", "--client-secret", "s"},
+			`{"webhook":{"url":"https://a.example/h","auth":{"kind":"oauth2","tokenUrl":"https://idp.example/t","clientId":"c","clientSecret":"s"}}}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("update", flag.ContinueOnError)
+			var f integrationAddFlags
+			f.define(fs)
+			pos, onCmdLine, err := parseArgs(fs, tc.args)
+			if err != nil || len(pos) > 0 {
+				t.Fatalf("parse %q: %v, arguments %q", tc.args, err, pos)
+			}
+			p, err := f.patch(cur(), onCmdLine, onCmdLine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := json.Marshal(p); string(b) != tc.want {
+				t.Fatalf("patch\n %s\nwant\n %s", b, tc.want)
+			}
+		})
+	}
 }

@@ -39,7 +39,7 @@ Administration, through the HTTPS API (local or remote):
   iotransit apikey  create|list|get|revoke          a tenant's API keys
   iotransit oauth2-client create|list|get|revoke    a tenant's OAuth2 clients (client credentials)
   iotransit audit   list|verify                     the tenant's audit log (operator: --tenant _system)
-  iotransit integration add|list|get|pause|resume|delete|test|rotate-secret|dead-letters|redrive
+  iotransit integration add|update|list|get|pause|resume|retry-now|delete|test|rotate-secret|dead-letters|redrive
                                                     forward messages: webhook, MQTT, Azure, AWS, WebSocket
   iotransit messages list|tail [--gateway S] [--tuid T] [--tsm-id N] [--limit N] [--follow]
                                                     stored messages; tail --follow streams new ones

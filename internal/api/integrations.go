@@ -16,10 +16,11 @@ import (
 // Integrations manages integrations (forward.Registry).
 type Integrations interface {
 	Create(ctx context.Context, tenant string, in forward.Integration) (forward.Integration, forward.Shown, error)
-	List(ctx context.Context, tenant string) ([]forward.Integration, error)
+	Views(ctx context.Context, tenant string) ([]forward.View, error)
 	Get(ctx context.Context, tenant, id string) (forward.View, error)
 	Update(ctx context.Context, tenant, id string, in forward.Integration) (forward.Integration, error)
 	SetPaused(ctx context.Context, tenant, id string, paused bool) (forward.Integration, error)
+	RetryNow(ctx context.Context, tenant, id string) (forward.Integration, error)
 	RotateSecret(ctx context.Context, tenant, id string, overlap time.Duration) (forward.Integration, string, error)
 	Delete(ctx context.Context, tenant, id string) error
 	TestSend(ctx context.Context, tenant, id string) (forward.TestResult, error)
@@ -106,13 +107,23 @@ func (s *Server) createIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 	return nil
 }
 
+// listIntegrations lists the tenant's integrations with their delivery
+// state, as getIntegration shows one.
 func (s *Server) listIntegrations(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	items, err := s.deps.Integrations.List(r.Context(), r.PathValue("tenant"))
+	views, err := s.deps.Integrations.Views(r.Context(), r.PathValue("tenant"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, client.List[forward.Integration]{Items: items})
+	items := make([]client.IntegrationView, len(views))
+	for i, v := range views {
+		items[i] = integrationView(v)
+	}
+	writeJSON(w, http.StatusOK, client.List[client.IntegrationView]{Items: items})
 	return nil
+}
+
+func integrationView(v forward.View) client.IntegrationView {
+	return client.IntegrationView{Integration: v.Integration, Health: v.Health, State: v.State.IntegrationState, Backlog: v.Backlog, DeadLetters: v.DeadLetters}
 }
 
 func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, _ *Principal) error {
@@ -124,7 +135,7 @@ func (s *Server) getIntegration(w http.ResponseWriter, r *http.Request, _ *Princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, client.IntegrationView{Integration: v.Integration, State: v.State.IntegrationState, Backlog: v.Backlog, DeadLetters: v.DeadLetters})
+	writeJSON(w, http.StatusOK, integrationView(v))
 	return nil
 }
 
@@ -162,7 +173,24 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 }
 
 func (s *Server) pauseIntegration(paused bool) handlerFunc {
-	action := map[bool]string{true: "pause", false: "resume"}[paused]
+	return s.integrationAction(map[bool]string{true: "pause", false: "resume"}[paused],
+		func(ctx context.Context, tenant, id string) (forward.Integration, error) {
+			return s.deps.Integrations.SetPaused(ctx, tenant, id, paused)
+		})
+}
+
+// retryIntegrationNow ends the backoff wait of the integration's failing
+// batch, on whichever node delivers it.
+func (s *Server) retryIntegrationNow() handlerFunc {
+	return s.integrationAction("retry_now", func(ctx context.Context, tenant, id string) (forward.Integration, error) {
+		return s.deps.Integrations.RetryNow(ctx, tenant, id) // at request time: deps may be set after the route table
+	})
+}
+
+// integrationAction is the handler of an action on an integration with an
+// empty body (pause, resume, retry now): it is audited as action and
+// answers the integration.
+func (s *Server) integrationAction(action string, do func(ctx context.Context, tenant, id string) (forward.Integration, error)) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, p *Principal) error {
 		id, err := s.integrationID(r)
 		if err != nil {
@@ -171,7 +199,7 @@ func (s *Server) pauseIntegration(paused bool) handlerFunc {
 		if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
 			return err
 		}
-		out, err := s.deps.Integrations.SetPaused(r.Context(), r.PathValue("tenant"), id, paused)
+		out, err := do(r.Context(), r.PathValue("tenant"), id)
 		s.recordIntegration(r, p, action, id, err, nil)
 		if err != nil {
 			return err

@@ -86,6 +86,7 @@ func (s *Server) routeTable() []Route {
 		t("DELETE", "/v1/tenants/{tenant}/integrations/{id}", credential.ScopeIntegrationsWrite, s.deleteIntegration),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/pause", credential.ScopeIntegrationsWrite, s.pauseIntegration(true)),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/resume", credential.ScopeIntegrationsWrite, s.pauseIntegration(false)),
+		t("POST", "/v1/tenants/{tenant}/integrations/{id}/retry-now", credential.ScopeIntegrationsWrite, s.retryIntegrationNow()),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/test", credential.ScopeIntegrationsWrite, s.testIntegration),
 		t("POST", "/v1/tenants/{tenant}/integrations/{id}/rotate-secret", credential.ScopeIntegrationsWrite, s.rotateSecret),
 		t("GET", "/v1/tenants/{tenant}/integrations/{id}/dead-letters", credential.ScopeIntegrationsRead, s.listDeadLetters),

@@ -25,7 +25,11 @@
 // and delivers. Both parts read records, open secrets and read the
 // delivery state through one piece (records.go). The one call from the
 // registry to the engine is Delete's: this node's worker is stopped before
-// the integration's consumer, dead letters and state go.
+// the integration's consumer, dead letters and state go. Retry-now
+// (retrynow.go) travels the same way as a change: the Registry puts a
+// retry key in the bucket, and the Engine of the node delivering the
+// integration ends its worker's backoff wait. A re-driven message's max
+// age counts from its re-drive (Message.ageFrom).
 //
 // Targets (webhook, MQTT, Azure IoT Hub, AWS IoT Core) live in subpackages
 // behind the small Target interface (target.go); the node passes the

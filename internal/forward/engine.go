@@ -93,6 +93,8 @@ func (e *Engine) watch(tenant string) error {
 		return err
 	}
 	defer w.Stop()
+	// Retry-now keys replayed as initial values are past requests.
+	initial := true
 	for {
 		select {
 		case <-e.ctx.Done():
@@ -102,7 +104,14 @@ func (e *Engine) watch(tenant string) error {
 				return errors.New("watch closed")
 			}
 			if ent == nil {
-				continue // end of initial values
+				initial = false // end of initial values
+				continue
+			}
+			if id := retryID(ent.Key()); id != "" {
+				if !initial && ent.Operation() == jetstream.KeyValuePut {
+					e.retryNow(tenant, id)
+				}
+				continue
 			}
 			if !validID(ent.Key()) {
 				continue // a name claim (nameKey), not an integration
@@ -139,7 +148,7 @@ func (e *Engine) reconcile(r record, rev uint64) {
 		return
 	}
 	ctx, cancel := context.WithCancel(e.ctx)
-	w := &worker{e: e, tenant: r.Tenant, id: r.ID, rev: rev, cancel: cancel, done: make(chan struct{})}
+	w := &worker{e: e, tenant: r.Tenant, id: r.ID, rev: rev, cancel: cancel, done: make(chan struct{}), poke: make(chan struct{}, 1)}
 	e.mu.Lock()
 	e.workers[key] = w
 	e.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
@@ -202,22 +203,66 @@ func (reg *Registry) Get(ctx context.Context, tenant, id string) (View, error) {
 		return View{}, err
 	}
 	v.State.Pending = nil
-	if r.Type == TypeWebsocket {
-		return v, nil
-	}
-	if st, err := reg.js.Stream(ctx, names.MessageStream(tenant)); err == nil {
-		if c, err := st.Consumer(ctx, names.IntegrationConsumer(id)); err == nil {
-			if info, err := c.Info(ctx); err == nil {
-				v.Backlog = info.NumPending + uint64(info.NumAckPending)
+	if r.Type != TypeWebsocket {
+		if st, err := reg.js.Stream(ctx, names.MessageStream(tenant)); err == nil {
+			if c, err := st.Consumer(ctx, names.IntegrationConsumer(id)); err == nil {
+				if info, err := c.Info(ctx); err == nil {
+					v.Backlog = info.NumPending + uint64(info.NumAckPending)
+				}
 			}
 		}
+		v.DeadLetters = reg.deadLetterCount(ctx, tenant, id)
 	}
+	v.Health = v.health()
+	return v, nil
+}
+
+// deadLetterCount counts the dead letters waiting (0 if unknown).
+func (reg *Registry) deadLetterCount(ctx context.Context, tenant, id string) uint64 {
 	if st, err := reg.js.Stream(ctx, names.DeadLetterStream(tenant, id)); err == nil {
 		if info, err := st.Info(ctx); err == nil {
-			v.DeadLetters = info.State.Msgs
+			return info.State.Msgs
 		}
 	}
-	return v, nil
+	return 0
+}
+
+// Views returns a tenant's integrations, oldest first, each with its state,
+// backlog and dead letters, as Get does, more cheaply: the backlogs come
+// from one listing of the tenant's consumers, and the dead letters are
+// counted only of integrations that ever had one.
+func (reg *Registry) Views(ctx context.Context, tenant string) ([]View, error) {
+	ins, err := reg.List(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	backlog := map[string]uint64{}
+	if st, err := reg.js.Stream(ctx, names.MessageStream(tenant)); err == nil {
+		infos := st.ListConsumers(ctx)
+		for info := range infos.Info() {
+			backlog[info.Name] = info.NumPending + uint64(info.NumAckPending)
+		}
+		if err := infos.Err(); err != nil {
+			reg.log.Warn("list consumers", "tenant_id", tenant, "error", err)
+		}
+	}
+	out := make([]View, 0, len(ins))
+	for _, in := range ins {
+		v := View{Integration: in}
+		if v.State, err = reg.loadState(ctx, tenant, in.ID); err != nil {
+			return nil, err
+		}
+		v.State.Pending = nil
+		if in.Type != TypeWebsocket {
+			v.Backlog = backlog[names.IntegrationConsumer(in.ID)]
+			if v.State.DeadLettered > 0 {
+				v.DeadLetters = reg.deadLetterCount(ctx, tenant, in.ID)
+			}
+		}
+		v.Health = v.health()
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // Update replaces an integration's settings with in (name, filter, batch,
@@ -341,6 +386,7 @@ func (reg *Registry) Delete(ctx context.Context, tenant, id string) error {
 		return fmt.Errorf("forward: delete integration: %w", err)
 	}
 	reg.releaseName(ctx, tenant, r.Name, id)
+	reg.forgetRetry(ctx, kv, id)
 	if reg.engine != nil { // it must not recreate what follows
 		reg.engine.stopWorker(tenant, id)
 	}
@@ -392,13 +438,13 @@ func (reg *Registry) TestSend(ctx context.Context, tenant, id string) (TestResul
 		if fe, ok := fault.As(err); ok && fe.Kind() != fault.Internal {
 			msg += ": " + fe.PublicMessage()
 		}
-		return TestResult{BatchID: b.ID, Error: msg}, nil
+		return TestResult{BatchID: b.ID, Error: msg, Code: client.TestConfigurationRefused}, nil
 	}
 	defer t.Close()
 	err = t.Deliver(tctx, b)
 	res := TestResult{OK: err == nil, LatencyMS: float64(time.Since(start).Microseconds()) / 1000, BatchID: b.ID}
 	if err != nil {
-		res.Error = Summary(err)
+		res.Error, res.Code = Summary(err), FailureCode(err)
 	}
 	return res, nil
 }

@@ -6,9 +6,12 @@ package forward
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/iotransit/iotransit/client"
 )
 
 // Message is one stored message to deliver: the Thingsee object exactly as
@@ -125,4 +128,27 @@ func Summary(err error) string {
 		return "timeout"
 	}
 	return "delivery failed"
+}
+
+// FailureCode classifies a delivery failure for a client
+// (client.TestResult.Code): a certificate the endpoint showed that is not
+// trusted, not for its host or expired, a timeout, or another failure.
+// Targets keep the TLS verification error in their DeliveryError's chain.
+func FailureCode(err error) string {
+	var (
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &host):
+		return client.TestTLSNameMismatch
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return client.TestTLSExpired
+	case errors.As(err, &unknown):
+		return client.TestTLSUnknownAuthority
+	case errors.Is(err, context.DeadlineExceeded), Summary(err) == "timeout":
+		return client.TestTimeout
+	}
+	return client.TestDeliveryFailed
 }

@@ -30,6 +30,8 @@ type worker struct {
 	rev    uint64
 	cancel context.CancelFunc
 	done   chan struct{}
+	// poke ends the backoff wait of the failing batch (retry now).
+	poke chan struct{}
 
 	mu    sync.Mutex
 	state State
@@ -222,6 +224,10 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 
 	stop := w.keepAlive(ctx, msgs)
 	defer stop()
+	select { // a retry-now asked before this batch is not for it
+	case <-w.poke:
+	default:
+	}
 	for ctx.Err() == nil {
 		p.Attempts++
 		b.Attempt = p.Attempts
@@ -251,6 +257,9 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 				s.AckedThrough = max(s.AckedThrough, p.LastSeq)
 				s.ConsecutiveFailures = 0
 				s.LastSuccessAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = &now, &now, nil, nil
+				if s.LastError != "" && s.LastErrorResolvedAt == nil {
+					s.LastErrorResolvedAt = &now
+				}
 			})
 			w.e.log.Debug("batch delivered", "tenant_id", w.tenant, "integration_id", w.id, "batch_id", b.ID, "messages", len(msgs), "took", time.Since(start).String())
 			return nil
@@ -266,6 +275,7 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 			s.Failed++
 			s.ConsecutiveFailures++
 			s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt = summary, &now, &now, &next
+			s.LastErrorResolvedAt = nil
 			s.Pending = p
 		})
 		w.e.log.Info("delivery failed; retrying", "tenant_id", w.tenant, "integration_id", w.id, "batch_id", b.ID, "attempt", p.Attempts, "error", err, "retry_in", wait.String())
@@ -278,6 +288,8 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
+		case <-w.poke:
+			w.e.log.Info("retry now", "tenant_id", w.tenant, "integration_id", w.id, "batch_id", b.ID)
 		}
 	}
 	return nil
@@ -365,6 +377,7 @@ func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, att
 		s.Failed++
 		s.ConsecutiveFailures++
 		s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = reason, &now, &now, nil, nil
+		s.LastErrorResolvedAt = nil
 	})
 	w.e.log.Warn("messages dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "messages", len(msgs), "reason", reason)
 	return nil
@@ -418,14 +431,14 @@ func (w *worker) noteError(ctx context.Context, summary string, err error) {
 	switch {
 	case loaded:
 		w.update(ctx, func(s *State) {
-			s.LastError, s.LastErrorAt = summary, &now
+			s.LastError, s.LastErrorAt, s.LastErrorResolvedAt = summary, &now, nil
 		})
 	case leased:
 		s, lerr := w.e.loadState(ctx, w.tenant, w.id)
 		if lerr != nil {
 			return
 		}
-		s.LastError, s.LastErrorAt = summary, &now
+		s.LastError, s.LastErrorAt, s.LastErrorResolvedAt = summary, &now, nil
 		if serr := w.e.saveState(ctx, w.tenant, w.id, s); serr != nil {
 			w.e.log.Warn("save integration state", "tenant_id", w.tenant, "integration_id", w.id, "error", serr)
 		}
