@@ -82,6 +82,9 @@ func walkCommand(ctx context.Context, path []string) *cmdNode {
 	}
 	if r.fs != nil {
 		r.fs.VisitAll(func(f *flag.Flag) {
+			if cli.Hidden(f) {
+				return
+			}
 			ph, _ := cli.FlagPlaceholder(f)
 			n.flags = append(n.flags, flagSpec{name: cli.FlagName(f.Name), value: ph != ""})
 		})

@@ -86,6 +86,7 @@ func TestCompletionBash(t *testing.T) {
 		{name: "login", words: []string{"iotransit", "login", "u"}, want: "use"},
 		{name: "shells", words: []string{"iotransit", "compl"}, want: "completion"},
 		{name: "nothing", words: []string{"iotransit", "gateway", "frob"}, want: ""},
+		{name: "renamed flag not offered", words: []string{"iotransit", "integration", "add", "--ca-"}, want: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

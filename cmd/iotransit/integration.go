@@ -199,10 +199,6 @@ type integrationAddFlags struct {
 	test                                                   bool
 }
 
-// errCAFileRenamed is the answer to the integration flag --ca-file, renamed
-// --target-ca-file so that it cannot be taken for the connection flag --ca.
-var errCAFileRenamed = errors.New("--ca-file is now --target-ca-file (the CA that verifies the integration's target); --ca is the CA that verifies the iotransit API")
-
 // define defines the flags of integration add and update, by type.
 func (f *integrationAddFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.name, "name", "", "a name for the integration, unique in the tenant (required)")
@@ -219,7 +215,7 @@ func (f *integrationAddFlags) define(fs *flag.FlagSet) {
 	fs.Var(listFlag{list: &f.scopes, repeatable: true}, "scope", "webhook --auth oauth2: a scope to request (repeatable, or comma-separated)")
 
 	fs.StringVar(&f.targetCAFile, "target-ca-file", "", "webhook, mqtt, azure-iothub, aws-iot: PEM file of the CA that verifies the target's certificate (default: the system's roots; not the API's --ca)")
-	fs.Func("ca-file", "renamed --target-ca-file", func(string) error { return errCAFileRenamed })
+	cli.Renamed(fs, "ca-file", "target-ca-file", " (the CA that verifies the integration's target); --ca is the CA that verifies the iotransit API")
 	fs.StringVar(&f.clientCert, "client-cert", "", "webhook --auth mtls, mqtt: PEM client certificate file for mutual TLS; aws-iot: the thing's certificate (required)")
 	fs.StringVar(&f.clientKey, "client-key", "", "webhook, mqtt, aws-iot: PEM private key file of --client-cert")
 	fs.StringVar(&f.clientID, "client-id", "", "webhook --auth oauth2: the OAuth2 client id; mqtt: the MQTT client id (default generated); aws-iot: the MQTT client id (required)")

@@ -85,7 +85,7 @@ func PrintFlagsOf(w io.Writer, fs *flag.FlagSet, keep func(*flag.Flag) bool) {
 	var lines []line
 	col := 0
 	fs.VisitAll(func(f *flag.Flag) {
-		if keep != nil && !keep(f) {
+		if Hidden(f) || (keep != nil && !keep(f)) {
 			return
 		}
 		ph, usage := FlagPlaceholder(f)
@@ -160,4 +160,26 @@ func wrap(text string, width int) []string {
 		}
 	}
 	return append(lines, cur)
+}
+
+// renamedFlag is a flag that was renamed: setting it fails with a
+// sentence naming the new name.
+type renamedFlag struct{ old, new, why string }
+
+func (r renamedFlag) String() string { return "" }
+func (r renamedFlag) Set(string) error {
+	return UsageError("--%s is now --%s%s", r.old, r.new, r.why)
+}
+
+// Renamed defines the flag old of fs as renamed new: given, it is a usage
+// error naming new (why, e.g. " (the CA of the target)", follows);
+// help and completion do not show it (Hidden).
+func Renamed(fs *flag.FlagSet, old, new, why string) {
+	fs.Var(renamedFlag{old: old, new: new, why: why}, old, "renamed --"+new)
+}
+
+// Hidden says whether help and completion leave f out: a renamed flag.
+func Hidden(f *flag.Flag) bool {
+	_, ok := f.Value.(renamedFlag)
+	return ok
 }
