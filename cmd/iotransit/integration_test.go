@@ -778,7 +778,8 @@ func TestAdminIntegrationPatchBodies(t *testing.T) {
 	}{
 		{"name", []string{"--name", name}, `{"name":"renamed"}`},
 		{"batch size keeps the wait", []string{"--batch-max", "5"}, `{"batch":{"maxMessages":5,"maxWait":"1s"}}`},
-		{"filter list replaced", []string{"--filter-tsmid", "12100"}, `{"filter":{"tsmIds":[12100],"devices":["TSEN01ABC00000001"]}}`},
+		{"filter list replaced", []string{"--filter-tsmid", "12100"}, `{"filter":{"tsmIds":[12100],"devices":["TSEN01ABC00000001"],"gateways":[]}}`},
+		{"filter list emptied", []string{"--filter-device", ""}, `{"filter":{"tsmIds":[],"devices":[],"gateways":[]}}`},
 		{"target CA", []string{"--target-ca-file", ca}, `{"webhook":{"url":"https://a.example/h","caPem":"CA PEM","auth":{"kind":"apikey","headerName":"X-Key"}}}`},
 		{"secret of the current auth", []string{"--header-value", "k2"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"apikey","headerName":"X-Key","headerValue":"k2"}}}`},
 		{"another auth", []string{"--auth", "oauth2", "--token-url", "https://idp.example/t", "--client-id", "c", "--client-secret", "s"},
