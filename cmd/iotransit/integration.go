@@ -363,6 +363,10 @@ var webhookAuthFlags = map[string]string{
 	"token-url": "oauth2", "token-ca-file": "oauth2", "client-id": "oauth2", "client-secret": "oauth2", "client-secret-file": "oauth2", "scope": "oauth2",
 }
 
+// authSecrets names the secret of each webhook auth kind that has one, as
+// clearSecrets names it.
+var authSecrets = map[string]string{"apikey": "auth.headerValue", "oauth2": "auth.clientSecret"}
+
 // checkFlags refuses the flags given that do not apply to an integration of
 // type typ whose webhook authentication is auth.
 func checkFlags(given map[string]bool, typ, auth string) error {
@@ -468,7 +472,12 @@ func (f *integrationAddFlags) patch(cur *client.Integration, given, onCmdLine ma
 	if cur.Webhook != nil && cur.Webhook.Auth != nil {
 		auth = cur.Webhook.Auth.Kind
 	}
-	if given["auth"] {
+	if given["auth"] && f.auth != auth {
+		// The server merges the new auth over the old: the secret of the
+		// old kind would stay stored (and come back with it).
+		if s := authSecrets[auth]; s != "" {
+			p.ClearSecrets = []string{s}
+		}
 		auth = f.auth
 	}
 	if err := checkFlags(given, cur.Type, auth); err != nil {

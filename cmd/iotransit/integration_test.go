@@ -783,7 +783,9 @@ func TestAdminIntegrationPatchBodies(t *testing.T) {
 		{"target CA", []string{"--target-ca-file", ca}, `{"webhook":{"url":"https://a.example/h","caPem":"CA PEM","auth":{"kind":"apikey","headerName":"X-Key"}}}`},
 		{"secret of the current auth", []string{"--header-value", "k2"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"apikey","headerName":"X-Key","headerValue":"k2"}}}`},
 		{"another auth", []string{"--auth", "oauth2", "--token-url", "https://idp.example/t", "--client-id", "c", "--client-secret", "s"},
-			`{"webhook":{"url":"https://a.example/h","auth":{"kind":"oauth2","tokenUrl":"https://idp.example/t","clientId":"c","clientSecret":"s"}}}`},
+			`{"webhook":{"url":"https://a.example/h","auth":{"kind":"oauth2","tokenUrl":"https://idp.example/t","clientId":"c","clientSecret":"s"}},"clearSecrets":["auth.headerValue"]}`},
+		{"no auth", []string{"--auth", "none"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"none"}},"clearSecrets":["auth.headerValue"]}`},
+		{"same auth", []string{"--auth", "apikey", "--header-value", "k3"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"apikey","headerName":"X-Key","headerValue":"k3"}}}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
