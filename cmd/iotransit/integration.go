@@ -239,7 +239,7 @@ func (f *integrationAddFlags) define(fs *flag.FlagSet) {
 		shortDuration(time.Duration(forward.MinMaxWait)), shortDuration(time.Duration(forward.MaxMaxWait)), shortDuration(time.Duration(forward.DefaultMaxWait))))
 	fs.DurationVar(&f.maxAge, "max-age", 0, fmt.Sprintf("a message still undelivered after this long goes to the dead letters, %s to %s (server default %s)",
 		shortDuration(time.Duration(forward.MinMaxAge)), shortDuration(time.Duration(forward.MaxMaxAge)), shortDuration(time.Duration(forward.DefaultMaxAge))))
-	fs.StringVar(&f.publicKey, "public-key", "", "PEM file of an X25519 public key (iotransit keygen) to seal every payload to")
+	fs.StringVar(&f.publicKey, "public-key", "", "PEM file of an X25519 public key (iotransit keygen) to seal every payload to (update: '' stops sealing)")
 	fs.BoolVar(&f.test, "test", true, "after saving, deliver one test message and explain a failure (--test=false skips it); the integration stays saved either way")
 }
 
@@ -483,6 +483,17 @@ func (f *integrationAddFlags) patch(cur *client.Integration, given, onCmdLine ma
 	if err := checkFlags(given, cur.Type, auth); err != nil {
 		return p, err
 	}
+	// An empty value would be left out of the body, and the server keeps
+	// what is left out: refuse it rather than change nothing.
+	values := map[string]string{"name": f.name, "url": f.url, "auth": f.auth, "header-name": f.headerName, "token-url": f.tokenURL,
+		"token-ca-file": f.tokenCAFile, "target-ca-file": f.targetCAFile, "client-cert": f.clientCert, "client-key": f.clientKey,
+		"client-id": f.clientID, "topic": f.topic, "broker": f.broker, "username": f.username, "hub-host": f.hubHost,
+		"device-id": f.deviceID, "endpoint": f.endpoint, "port": strconv.Itoa(f.port)}
+	for _, n := range slices.Sorted(maps.Keys(values)) {
+		if v := strings.TrimSpace(values[n]); given[n] && (v == "" || n == "port" && v == "0") {
+			return p, usageError("--%s %q: integration update cannot clear it; give a new value", n, values[n])
+		}
+	}
 	changes := 0
 	for n := range given {
 		if n != "type" && n != "test" && !connFlag(n) {
@@ -511,6 +522,8 @@ func (f *integrationAddFlags) patch(cur *client.Integration, given, onCmdLine ma
 	p.Encryption = in.Encryption
 	if !given["public-key"] {
 		p.Encryption = nil
+	} else if f.publicKey == "" {
+		p.Encryption, p.RemoveEncryption = nil, true
 	}
 	typed := false
 	for n := range given {

@@ -786,6 +786,7 @@ func TestAdminIntegrationPatchBodies(t *testing.T) {
 			`{"webhook":{"url":"https://a.example/h","auth":{"kind":"oauth2","tokenUrl":"https://idp.example/t","clientId":"c","clientSecret":"s"}},"clearSecrets":["auth.headerValue"]}`},
 		{"no auth", []string{"--auth", "none"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"none"}},"clearSecrets":["auth.headerValue"]}`},
 		{"same auth", []string{"--auth", "apikey", "--header-value", "k3"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"apikey","headerName":"X-Key","headerValue":"k3"}}}`},
+		{"encryption removed", []string{"--public-key", ""}, `{"encryption":null}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -804,5 +805,19 @@ func TestAdminIntegrationPatchBodies(t *testing.T) {
 				t.Fatalf("patch\n %s\nwant\n %s", b, tc.want)
 			}
 		})
+	}
+	// An empty value the patch cannot send (the API keeps what is left
+	// out) is refused, not dropped silently.
+	for _, args := range [][]string{{"--target-ca-file", ""}, {"--header-name", ""}, {"--url", " "}} {
+		fs := flag.NewFlagSet("update", flag.ContinueOnError)
+		var f integrationAddFlags
+		f.define(fs)
+		_, onCmdLine, err := parseArgs(fs, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.patch(cur(), onCmdLine, onCmdLine); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("update %q: %v; want a usage error naming the flag", args, err)
+		}
 	}
 }
