@@ -1102,8 +1102,9 @@ func TestClientNeverFollowsRedirects(t *testing.T) {
 	}
 }
 
-// TestClientIntegrationPatchJSON sends only the members given, and null
-// for an encryption removed.
+// TestClientIntegrationPatchJSON sends only the members given, null for
+// an encryption removed, and a filter given whole: an empty list is [],
+// which empties it on the server, not a member left out, which keeps it.
 func TestClientIntegrationPatchJSON(t *testing.T) {
 	name := "renamed"
 	age := client.Duration(time.Hour)
@@ -1118,6 +1119,8 @@ func TestClientIntegrationPatchJSON(t *testing.T) {
 		{name: "remove encryption and rename", patch: client.IntegrationPatch{Name: &name, RemoveEncryption: true}, want: `{"encryption":null,"name":"renamed"}`},
 		{name: "new encryption wins", patch: client.IntegrationPatch{Encryption: &client.Encryption{PublicKeyPEM: "k"}, RemoveEncryption: true}, want: `{"encryption":{"publicKeyPem":"k"}}`},
 		{name: "clear secrets", patch: client.IntegrationPatch{ClearSecrets: []string{"mqtt.password"}}, want: `{"clearSecrets":["mqtt.password"]}`},
+		{name: "filter whole", patch: client.IntegrationPatch{Filter: &client.Filter{TsmIDs: []int{12100}}}, want: `{"filter":{"tsmIds":[12100],"devices":[],"gateways":[]}}`},
+		{name: "filter emptied", patch: client.IntegrationPatch{Filter: &client.Filter{}, RemoveEncryption: true}, want: `{"encryption":null,"filter":{"tsmIds":[],"devices":[],"gateways":[]}}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -297,7 +297,8 @@ type RedriveResult struct {
 // replaces the members it holds (give its whole object, secrets aside:
 // secrets omitted are kept).
 type IntegrationPatch struct {
-	Name   *string   `json:"name,omitempty"`
+	Name *string `json:"name,omitempty"`
+	// Filter replaces the whole filter (an empty list empties it).
 	Filter *Filter   `json:"filter,omitempty"`
 	Batch  *Batching `json:"batch,omitempty"`
 	MaxAge *Duration `json:"maxAge,omitempty"`
@@ -314,10 +315,23 @@ type IntegrationPatch struct {
 }
 
 // MarshalJSON writes the patch, with "encryption": null when
-// RemoveEncryption is set.
+// RemoveEncryption is set, and a Filter given whole: each of its lists,
+// [] when empty (a list left out would keep the stored one).
 func (p IntegrationPatch) MarshalJSON() ([]byte, error) {
 	type plain IntegrationPatch
-	b, err := json.Marshal(plain(p))
+	type wholeFilter struct {
+		TsmIDs   []int    `json:"tsmIds"`
+		Devices  []string `json:"devices"`
+		Gateways []string `json:"gateways"`
+	}
+	body := struct {
+		plain
+		Filter *wholeFilter `json:"filter,omitempty"`
+	}{plain: plain(p)}
+	if f := p.Filter; f != nil {
+		body.Filter = &wholeFilter{TsmIDs: append([]int{}, f.TsmIDs...), Devices: append([]string{}, f.Devices...), Gateways: append([]string{}, f.Gateways...)}
+	}
+	b, err := json.Marshal(body)
 	if err != nil || !p.RemoveEncryption || p.Encryption != nil {
 		return b, err
 	}

@@ -239,7 +239,7 @@ func (f *integrationAddFlags) define(fs *flag.FlagSet) {
 		shortDuration(time.Duration(forward.MinMaxWait)), shortDuration(time.Duration(forward.MaxMaxWait)), shortDuration(time.Duration(forward.DefaultMaxWait))))
 	fs.DurationVar(&f.maxAge, "max-age", 0, fmt.Sprintf("a message still undelivered after this long goes to the dead letters, %s to %s (server default %s)",
 		shortDuration(time.Duration(forward.MinMaxAge)), shortDuration(time.Duration(forward.MaxMaxAge)), shortDuration(time.Duration(forward.DefaultMaxAge))))
-	fs.StringVar(&f.publicKey, "public-key", "", "PEM file of an X25519 public key (iotransit keygen) to seal every payload to")
+	fs.StringVar(&f.publicKey, "public-key", "", "PEM file of an X25519 public key (iotransit keygen) to seal every payload to (update: '' stops sealing)")
 	fs.BoolVar(&f.test, "test", true, "after saving, deliver one test message and explain a failure (--test=false skips it); the integration stays saved either way")
 }
 
@@ -363,6 +363,10 @@ var webhookAuthFlags = map[string]string{
 	"token-url": "oauth2", "token-ca-file": "oauth2", "client-id": "oauth2", "client-secret": "oauth2", "client-secret-file": "oauth2", "scope": "oauth2",
 }
 
+// authSecrets names the secret of each webhook auth kind that has one, as
+// clearSecrets names it.
+var authSecrets = map[string]string{"apikey": "auth.headerValue", "oauth2": "auth.clientSecret"}
+
 // checkFlags refuses the flags given that do not apply to an integration of
 // type typ whose webhook authentication is auth.
 func checkFlags(given map[string]bool, typ, auth string) error {
@@ -468,11 +472,27 @@ func (f *integrationAddFlags) patch(cur *client.Integration, given, onCmdLine ma
 	if cur.Webhook != nil && cur.Webhook.Auth != nil {
 		auth = cur.Webhook.Auth.Kind
 	}
-	if given["auth"] {
+	if given["auth"] && f.auth != auth {
+		// The server merges the new auth over the old: the secret of the
+		// old kind would stay stored (and come back with it).
+		if s := authSecrets[auth]; s != "" {
+			p.ClearSecrets = []string{s}
+		}
 		auth = f.auth
 	}
 	if err := checkFlags(given, cur.Type, auth); err != nil {
 		return p, err
+	}
+	// An empty value would be left out of the body, and the server keeps
+	// what is left out: refuse it rather than change nothing.
+	values := map[string]string{"name": f.name, "url": f.url, "auth": f.auth, "header-name": f.headerName, "token-url": f.tokenURL,
+		"token-ca-file": f.tokenCAFile, "target-ca-file": f.targetCAFile, "client-cert": f.clientCert, "client-key": f.clientKey,
+		"client-id": f.clientID, "topic": f.topic, "broker": f.broker, "username": f.username, "hub-host": f.hubHost,
+		"device-id": f.deviceID, "endpoint": f.endpoint, "port": strconv.Itoa(f.port)}
+	for _, n := range slices.Sorted(maps.Keys(values)) {
+		if v := strings.TrimSpace(values[n]); given[n] && (v == "" || n == "port" && v == "0") {
+			return p, usageError("--%s %q: integration update cannot clear it; give a new value", n, values[n])
+		}
 	}
 	changes := 0
 	for n := range given {
@@ -502,6 +522,8 @@ func (f *integrationAddFlags) patch(cur *client.Integration, given, onCmdLine ma
 	p.Encryption = in.Encryption
 	if !given["public-key"] {
 		p.Encryption = nil
+	} else if f.publicKey == "" {
+		p.Encryption, p.RemoveEncryption = nil, true
 	}
 	typed := false
 	for n := range given {

@@ -778,11 +778,15 @@ func TestAdminIntegrationPatchBodies(t *testing.T) {
 	}{
 		{"name", []string{"--name", name}, `{"name":"renamed"}`},
 		{"batch size keeps the wait", []string{"--batch-max", "5"}, `{"batch":{"maxMessages":5,"maxWait":"1s"}}`},
-		{"filter list replaced", []string{"--filter-tsmid", "12100"}, `{"filter":{"tsmIds":[12100],"devices":["TSEN01ABC00000001"]}}`},
+		{"filter list replaced", []string{"--filter-tsmid", "12100"}, `{"filter":{"tsmIds":[12100],"devices":["TSEN01ABC00000001"],"gateways":[]}}`},
+		{"filter list emptied", []string{"--filter-device", ""}, `{"filter":{"tsmIds":[],"devices":[],"gateways":[]}}`},
 		{"target CA", []string{"--target-ca-file", ca}, `{"webhook":{"url":"https://a.example/h","caPem":"CA PEM","auth":{"kind":"apikey","headerName":"X-Key"}}}`},
 		{"secret of the current auth", []string{"--header-value", "k2"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"apikey","headerName":"X-Key","headerValue":"k2"}}}`},
 		{"another auth", []string{"--auth", "oauth2", "--token-url", "https://idp.example/t", "--client-id", "c", "--client-secret", "s"},
-			`{"webhook":{"url":"https://a.example/h","auth":{"kind":"oauth2","tokenUrl":"https://idp.example/t","clientId":"c","clientSecret":"s"}}}`},
+			`{"webhook":{"url":"https://a.example/h","auth":{"kind":"oauth2","tokenUrl":"https://idp.example/t","clientId":"c","clientSecret":"s"}},"clearSecrets":["auth.headerValue"]}`},
+		{"no auth", []string{"--auth", "none"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"none"}},"clearSecrets":["auth.headerValue"]}`},
+		{"same auth", []string{"--auth", "apikey", "--header-value", "k3"}, `{"webhook":{"url":"https://a.example/h","auth":{"kind":"apikey","headerName":"X-Key","headerValue":"k3"}}}`},
+		{"encryption removed", []string{"--public-key", ""}, `{"encryption":null}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -801,5 +805,19 @@ func TestAdminIntegrationPatchBodies(t *testing.T) {
 				t.Fatalf("patch\n %s\nwant\n %s", b, tc.want)
 			}
 		})
+	}
+	// An empty value the patch cannot send (the API keeps what is left
+	// out) is refused, not dropped silently.
+	for _, args := range [][]string{{"--target-ca-file", ""}, {"--header-name", ""}, {"--url", " "}} {
+		fs := flag.NewFlagSet("update", flag.ContinueOnError)
+		var f integrationAddFlags
+		f.define(fs)
+		_, onCmdLine, err := parseArgs(fs, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.patch(cur(), onCmdLine, onCmdLine); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("update %q: %v; want a usage error naming the flag", args, err)
+		}
 	}
 }

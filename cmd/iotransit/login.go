@@ -161,7 +161,8 @@ func currentProfile() (string, error) {
 
 // selectedProfile returns the profile a command uses: named (by --profile
 // or IOTRANSIT_PROFILE), else the current one. A named profile that does
-// not exist is an error; without any profile it returns nil.
+// not exist is an error; without any profile (a current one whose file is
+// gone among them) it returns nil.
 func selectedProfile(named string) (string, *profile, error) {
 	name := strings.TrimSpace(named)
 	if name == "" {
@@ -170,7 +171,7 @@ func selectedProfile(named string) (string, *profile, error) {
 			return "", nil, err
 		}
 		p, err := readProfile(name)
-		if errors.Is(err, errNoProfile) && name == defaultProfile {
+		if errors.Is(err, errNoProfile) {
 			return "", nil, nil
 		}
 		return name, p, err

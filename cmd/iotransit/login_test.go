@@ -199,6 +199,18 @@ func TestLoginProfiles(t *testing.T) {
 	wantErr("or log in once: iotransit login", "gateway", "list", "--tenant", node.DevTenant)
 	mustCLI("logout", "op")
 	wantErr(`no such profile "op"`, "logout", "op")
+
+	// A current profile whose file is gone (removed by hand) is no
+	// profile: the flags still work, and do not fail on it.
+	mustCLI(append([]string{"login", "--profile", "gone", "--key-file", a.keyFile}, conn...)...)
+	mustCLI("login", "use", "gone")
+	if err := os.Remove(filepath.Join(profiles, "gone.json")); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCLI(append([]string{"tenant", "list", "--key-file", a.keyFile}, conn...)...); !strings.Contains(out, node.DevTenant) {
+		t.Fatalf("tenant list with flags and a current profile gone:\n%s", out)
+	}
+	wantErr(`no such profile "gone"`, "tenant", "list", "--profile", "gone")
 }
 
 // TestTenantImplied: without --tenant, IOTRANSIT_TENANT or a profile, a

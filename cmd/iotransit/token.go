@@ -71,8 +71,18 @@ var tokenGroup = &group{
 					return nil
 				}
 			}},
-		itemCmd("revoke", "token-id", "revoke an enrollment token at once: it enrolls nothing afterwards (revoking again changes nothing)",
-			(*client.Client).RevokeEnrollmentToken, tokenTable),
+		{name: "revoke", args: []string{"token-id"}, summary: "revoke an enrollment token at once: it enrolls nothing afterwards (revoking again changes nothing)", tenant: true,
+			run: func(ctx context.Context, e *env, args []string) error {
+				tok, err := e.api.RevokeEnrollmentToken(ctx, e.tenant, args[0])
+				if err != nil {
+					return err
+				}
+				if tok.UsedAt != nil {
+					fmt.Fprintf(e.stderr, "token %s had enrolled gateway %s at %s: the gateway keeps its certificate; refuse it with: iotransit gateway revoke %s\n",
+						tok.ID, tok.Serial, fmtTime(tok.UsedAt), tok.Serial)
+				}
+				return e.show(tok, tokenTable(*tok))
+			}},
 	},
 }
 

@@ -105,4 +105,14 @@ func TestAdminTokenListAndRevoke(t *testing.T) {
 	if !errors.Is(err, errUsage) {
 		t.Fatalf("token revoke without an id: %v", err)
 	}
+
+	// Revoking a used token says that its gateway stays enrolled, and how
+	// to refuse the gateway: the state "revoked" alone would suggest it.
+	_, errOut, err = a.op(t, "token", "revoke", used.ID, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut, "iotransit gateway revoke "+serial) {
+		t.Errorf("token revoke of a used token, stderr %q", errOut)
+	}
 }

@@ -2,9 +2,12 @@ package cli
 
 import (
 	"flag"
+	"maps"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // TestSuggest: a unique prefix or the nearest name within two edits is
@@ -160,5 +163,42 @@ empty: []
 	}
 	if err := CheckFormat("xml"); err == nil || !strings.Contains(err.Error(), "want table, json or yaml") {
 		t.Errorf("CheckFormat(xml): %v", err)
+	}
+}
+
+// TestPrintDataYAMLReadsBack: every string -o yaml writes reads back as
+// the same string, those a YAML reader takes for another type or refuses
+// in plain or block style among them (a gateway's label or payload may
+// hold any of them).
+func TestPrintDataYAMLReadsBack(t *testing.T) {
+	tests := []struct{ name, s string }{
+		{name: "hex", s: "0x10"},
+		{name: "exponent", s: "1e3"},
+		{name: "null", s: "null"},
+		{name: "tilde", s: "~"},
+		{name: "long number", s: "12345678901234567890"},
+		{name: "next line", s: "x\u0085y"},
+		{name: "delete", s: "a\x7fb"},
+		{name: "C1 control", s: "a\u009bb"},
+		{name: "noncharacter", s: "\ufffe"},
+		{name: "lines after a tab", s: "\tx\ny"},
+		{name: "lines", s: "a\nb\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, v := range []map[string]string{{"k": tt.s}, {tt.s: "v"}} {
+				var y strings.Builder
+				if err := PrintData(&y, FormatYAML, v); err != nil {
+					t.Fatalf("PrintData(%q): %v", v, err)
+				}
+				var got map[string]string
+				if err := yaml.Unmarshal([]byte(y.String()), &got); err != nil {
+					t.Fatalf("read back %q: %v\n%s", v, err, y.String())
+				}
+				if !maps.Equal(got, v) {
+					t.Fatalf("read back %q, want %q\n%s", got, v, y.String())
+				}
+			}
+		})
 	}
 }

@@ -58,7 +58,7 @@ func PrintData(w io.Writer, format string, v any) error {
 // "yes" or "12") is quoted.
 func JSONToYAML(doc []byte) ([]byte, error) {
 	var n yaml.Node
-	if err := yaml.Unmarshal(doc, &n); err != nil {
+	if err := yaml.Unmarshal(escapeForYAML(doc), &n); err != nil {
 		return nil, fmt.Errorf("yaml: %w", err)
 	}
 	blockStyle(&n)
@@ -72,6 +72,23 @@ func JSONToYAML(doc []byte) ([]byte, error) {
 		return nil, fmt.Errorf("yaml: %w", err)
 	}
 	return b.Bytes(), nil
+}
+
+// escapeForYAML escapes in a JSON document the characters that JSON keeps
+// raw in its strings but a YAML reader refuses (DEL, the C1 controls,
+// U+FFFE, U+FFFF) or reads as a line break (U+0085): outside its strings
+// a JSON document is ASCII, so only strings change, and YAML reads the
+// \u escape of a double-quoted string as JSON does.
+func escapeForYAML(doc []byte) []byte {
+	var b bytes.Buffer
+	for _, r := range string(doc) {
+		if r == 0x7f || r >= 0x80 && r <= 0x9f || r == 0xfffe || r == 0xffff {
+			fmt.Fprintf(&b, "\\u%04x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.Bytes()
 }
 
 // blockStyle clears the flow and quoting styles the JSON gave the nodes,
@@ -98,7 +115,7 @@ var oldBools = map[string]bool{
 // literal block.
 func plainIsString(s string) bool {
 	if strings.Contains(s, "\n") {
-		return true
+		return blockReadsBack(s)
 	}
 	if s == "" || oldBools[s] {
 		return false
@@ -109,4 +126,16 @@ func plainIsString(s string) bool {
 	}
 	got, ok := v.(string)
 	return ok && got == s
+}
+
+// blockReadsBack reports whether s, a string of several lines, reads back
+// as itself in the style the encoder writes it (a literal block, which
+// cannot hold every string: a line that starts with a tab, for one).
+func blockReadsBack(s string) bool {
+	b, err := yaml.Marshal(s)
+	if err != nil {
+		return false
+	}
+	var got string
+	return yaml.Unmarshal(b, &got) == nil && got == s
 }
