@@ -105,6 +105,12 @@ type RegisterGatewayRequest struct {
 type UpdateGatewayRequest struct {
 	// Labels replace all of the gateway's labels.
 	Labels *map[string]string `json:"labels,omitempty"`
+	// SetLabels sets these labels and RemoveLabels removes these (by
+	// key), keeping the others, in one change on the server: a change
+	// made at the same time by someone else is not lost. Not with Labels;
+	// a key may not be in both.
+	SetLabels    map[string]string `json:"setLabels,omitempty"`
+	RemoveLabels []string          `json:"removeLabels,omitempty"`
 	// DeploymentGroupID sets the deployment group; "" clears it.
 	DeploymentGroupID *string `json:"deploymentGroupId,omitempty"`
 }

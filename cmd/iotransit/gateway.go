@@ -107,23 +107,11 @@ var gatewayLabelCmd = command{name: "label", args: []string{"serial"}, more: tru
 	}}
 
 // labelGateway sets the labels of set and removes those of remove (a
-// label the gateway does not have is no error), keeping the others: the
-// API's PATCH replaces all labels, so it reads them first. A change made
-// by someone else between the read and the write is lost.
+// label the gateway does not have is no error), keeping the others, in one
+// change on the server (setLabels, removeLabels): a change made by someone
+// else at the same time is kept too.
 func labelGateway(ctx context.Context, e *env, serial string, set map[string]string, remove []string) error {
-	g, err := e.api.GetGateway(ctx, e.tenant, serial)
-	if err != nil {
-		return err
-	}
-	labels := maps.Clone(g.Labels)
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	maps.Copy(labels, set)
-	for _, k := range remove {
-		delete(labels, k)
-	}
-	g, err = e.api.UpdateGateway(ctx, e.tenant, serial, client.UpdateGatewayRequest{Labels: &labels})
+	g, err := e.api.UpdateGateway(ctx, e.tenant, serial, client.UpdateGatewayRequest{SetLabels: set, RemoveLabels: remove})
 	if err != nil {
 		return err
 	}

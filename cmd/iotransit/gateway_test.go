@@ -231,6 +231,32 @@ func TestGatewayLabelSetsAndRemoves(t *testing.T) {
 	}
 	_, _, err := a.op(t, "gateway", "label", "TSGW06WTCH0000009", "a=b", "--tenant", node.DevTenant)
 	wantProblem(t, err, "registry.gateway_not_found")
+
+	// Labels given at the same time by several callers are all kept: the
+	// change is one update on the server, not a read and a write.
+	const callers = 12
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, err := a.op(t, "gateway", "label", watchSerial, fmt.Sprintf("k%d=v", i), "--tenant", node.DevTenant); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, _ := a.n.Registry().Gateway(node.DevTenant, watchSerial)
+	for i := range callers {
+		if got.Labels[fmt.Sprintf("k%d", i)] != "v" {
+			t.Fatalf("after %d concurrent gateway label calls: labels %v, k%d lost", callers, got.Labels, i)
+		}
+	}
 }
 
 // TestEnrollPrintsWorkingPublishCommand: after enroll, the MQTT address

@@ -60,6 +60,7 @@ type Registry interface {
 	RegisterGateway(ctx context.Context, tenant, serial string) (registry.Gateway, error)
 	SetGatewayState(ctx context.Context, tenant, serial string, state registry.GatewayState) (registry.Gateway, error)
 	SetLabels(ctx context.Context, tenant, serial string, labels map[string]string) (registry.Gateway, error)
+	ChangeLabels(ctx context.Context, tenant, serial string, set map[string]string, remove []string) (registry.Gateway, error)
 	SetDeploymentGroup(ctx context.Context, tenant, serial, id string) (registry.Gateway, error)
 	DeleteGateway(ctx context.Context, tenant, serial string) error
 	CreateEnrollmentToken(ctx context.Context, tenant, serial string, ttl time.Duration, createdBy string) (registry.EnrollmentToken, string, error)

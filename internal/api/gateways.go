@@ -190,8 +190,23 @@ func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p *Princi
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
-	if req.Labels != nil {
+	if req.Labels != nil && (req.SetLabels != nil || req.RemoveLabels != nil) {
+		return registry.ErrLabelsInvalid.WithDetail("give labels, or setLabels and removeLabels, not both")
+	}
+	for _, k := range req.RemoveLabels {
+		if _, ok := req.SetLabels[k]; ok {
+			return registry.ErrLabelsInvalid.WithDetail("label %q is both in setLabels and in removeLabels", k)
+		}
+	}
+	switch {
+	case req.Labels != nil:
 		g, err = s.deps.Registry.SetLabels(r.Context(), g.Tenant, g.Serial, *req.Labels)
+		s.record(r.Context(), r, g.Tenant, p, "registry.gateway.update", "gateway:"+g.Serial, err, map[string]string{"field": "labels"})
+		if err != nil {
+			return err
+		}
+	case req.SetLabels != nil || req.RemoveLabels != nil:
+		g, err = s.deps.Registry.ChangeLabels(r.Context(), g.Tenant, g.Serial, req.SetLabels, req.RemoveLabels)
 		s.record(r.Context(), r, g.Tenant, p, "registry.gateway.update", "gateway:"+g.Serial, err, map[string]string{"field": "labels"})
 		if err != nil {
 			return err

@@ -995,6 +995,14 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 		t.Errorf("deploymentGroupId not set: %v", g)
 	}
 	code(a.call("PATCH /v1/tenants/{tenant}/gateways/{serial}", gw2, op, "", `{"deploymentGroupId":"zzfi00acme"}`, 400), "registry.deployment_group_invalid")
+	patch := "PATCH /v1/tenants/{tenant}/gateways/{serial}"
+	a.call(patch, gw2, op, "", `{"labels":{"site":"hel","floor":"2"}}`, 200)
+	if g := a.call(patch, gw2, op, "", `{"setLabels":{"floor":"3","room":"a1"},"removeLabels":["site","absent"]}`, 200); fmt.Sprint(g["labels"]) != "map[floor:3 room:a1]" {
+		t.Errorf("setLabels/removeLabels: labels %v, want floor=3 room=a1", g["labels"])
+	}
+	code(a.call(patch, gw2, op, "", `{"labels":{},"setLabels":{"a":"b"}}`, 400), "registry.labels_invalid")
+	code(a.call(patch, gw2, op, "", `{"setLabels":{"a":"b"},"removeLabels":["a"]}`, 400), "registry.labels_invalid")
+	code(a.call(patch, gw2, op, "", `{"setLabels":{"Bad Key":"b"}}`, 400), "registry.labels_invalid")
 	csr2, err := pki.MakeCSR(cert.PrivateKey.(crypto.Signer), serial2)
 	if err != nil {
 		t.Fatal(err)

@@ -178,6 +178,28 @@ func (r *Registry) SetLabels(ctx context.Context, tenant, serial string, labels 
 	})
 }
 
+// ChangeLabels sets the labels of set and removes those of remove (a
+// label the gateway does not have is no error), keeping the others, in
+// one update: a change made at the same time by another caller is not
+// lost. The result must still follow the rules (ValidLabels).
+func (r *Registry) ChangeLabels(ctx context.Context, tenant, serial string, set map[string]string, remove []string) (Gateway, error) {
+	return r.update(ctx, tenant, serial, func(g *Gateway) error {
+		labels := maps.Clone(g.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		maps.Copy(labels, set)
+		for _, k := range remove {
+			delete(labels, k)
+		}
+		if !ValidLabels(labels) {
+			return ErrLabelsInvalid.New()
+		}
+		g.Labels = labels
+		return nil
+	})
+}
+
 // SetDeploymentGroup sets (or with "" clears) a gateway's Thingsee
 // deployment group, added by the cloud to the messages it uploads.
 func (r *Registry) SetDeploymentGroup(ctx context.Context, tenant, serial, id string) (Gateway, error) {
