@@ -198,10 +198,13 @@ func (c *connFlags) useProfile() error {
 	if !set["ca"] {
 		c.caPEM = []byte(p.CAPEM)
 	}
-	if !set["tenant"] && p.Tenant != "" {
+	// The profile's tenant goes with its credential: a key given on the
+	// command line or in the environment implies its own (env asks whoami).
+	ownKey := set["key"] || set["key-file"]
+	if !set["tenant"] && p.Tenant != "" && !ownKey {
 		c.tenant = p.Tenant
 	}
-	if c.key != nil && !set["key"] && !set["key-file"] {
+	if c.key != nil && !ownKey {
 		c.fromProfile = p.Key
 	}
 	return nil

@@ -303,6 +303,18 @@ func TestTenantImplied(t *testing.T) {
 		t.Fatalf("gateway list with the operator's profile: %v", err)
 	}
 
+	// A key given beside a profile of another key runs on its own tenant,
+	// not on the profile's.
+	const other, otherSerial = "implied2", "TSGW06IMPLY000002"
+	a.mustOp(t, "tenant", "create", other)
+	a.mustOp(t, "gateway", "register", otherSerial, "--tenant", other)
+	var key2 client.APIKey
+	a.mustJSON(t, &key2, "apikey", "create", "--tenant", other, "--scope", client.ScopeGatewaysRead)
+	key2File := writeTemp(t, "api2.key", key2.Key+"\n")
+	if out, _, err := a.cli(t, "gateway", "list", "--key-file", key2File); err != nil || !strings.Contains(out, otherSerial) {
+		t.Fatalf("gateway list --key-file (another tenant's key) beside the profile of tenant %s: %v\n%s", node.DevTenant, err, out)
+	}
+
 	// A revoked key implies nothing: the server refuses it.
 	a.mustOp(t, "apikey", "revoke", key.ID, "--tenant", node.DevTenant)
 	_, err = run("gateway", "list", "--key-file", keyFile, "--profile", "op")
