@@ -212,6 +212,19 @@ func TestAdminTokenCreateThenEnroll(t *testing.T) {
 	out := a.mustOp(t, "token", "create", serial, "--tenant", node.DevTenant, "--ttl", "1h")
 	wantLines(t, out, "TOKEN-ID", "shown only once", "iotransit enroll")
 	tableRow(t, out, "TOKEN-ID")
+	// The printed enroll command quotes a CA path with a space.
+	spaced := filepath.Join(t.TempDir(), "my certs", "ca.pem")
+	if err := os.MkdirAll(filepath.Dir(spaced), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(a.caFile); err != nil || os.WriteFile(spaced, b, 0o644) != nil {
+		t.Fatal(err)
+	}
+	out, _, err := a.cli(t, "token", "create", serial, "--tenant", node.DevTenant, "--server", a.server, "--key-file", a.keyFile, "--ca", spaced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "--ca '"+spaced+"'")
 
 	var tok struct {
 		Token  string `json:"token"`

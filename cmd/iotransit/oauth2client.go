@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/node"
 )
 
 // oauth2ClientGroup is "iotransit oauth2-client": a tenant's OAuth2
@@ -40,7 +41,7 @@ var oauth2ClientGroup = &group{
 						printSecret(w, "client secret", c.ClientSecret)
 						ca := ""
 						if e.caFile != "" {
-							ca = " --cacert '" + e.caFile + "'"
+							ca = " --cacert " + node.ShellWord(e.caFile)
 						}
 						fmt.Fprintf(w, "Get an access token with it (client credentials grant, RFC 6749 §4.4) and send that as --key:\n  curl%s -u '%s:SECRET' -d grant_type=client_credentials '%s/oauth2/token'\n",
 							ca, c.ID, strings.TrimSuffix(e.api.Server(), "/"))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/registry"
 )
 
@@ -35,7 +36,7 @@ var tokenGroup = &group{
 						printSecret(w, "enrollment token", tok.Token)
 						ca := ""
 						if e.caFile != "" {
-							ca = " --ca " + e.caFile
+							ca = " --ca " + node.ShellWord(e.caFile)
 						}
 						fmt.Fprintf(w, "Enroll the gateway with it (the private key is made on the gateway and never leaves it):\n  iotransit enroll --server %s%s --serial %s --token-file FILE --out DIR\n", e.api.Server(), ca, tok.Serial)
 						fmt.Fprintf(w, "Revoke it unused with: iotransit token revoke %s --tenant %s\n", tok.ID, e.tenant)

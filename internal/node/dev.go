@@ -129,13 +129,13 @@ func (n *Node) DevPublishCommand() string {
 func PublishCommand(host, port, dir, serial string) string {
 	msg := fmt.Sprintf(`{"tsmId":12100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"TSEN01DEV00000042","temp":21.5,"humd":40.2,"airp":101325}`, time.Now().Unix())
 	return fmt.Sprintf("mosquitto_pub -V mqttv5 -h %s -p %s --cafile %s --cert %s --key %s -i %s -t %s -q 1 -m '%s'",
-		shellWord(host), shellWord(port), shellWord(filepath.Join(dir, "ca.pem")), shellWord(filepath.Join(dir, "cert.pem")),
-		shellWord(filepath.Join(dir, "key.pem")), serial, ingest.UpTopic(serial), msg)
+		ShellWord(host), ShellWord(port), ShellWord(filepath.Join(dir, "ca.pem")), ShellWord(filepath.Join(dir, "cert.pem")),
+		ShellWord(filepath.Join(dir, "key.pem")), serial, ingest.UpTopic(serial), msg)
 }
 
-// shellWord quotes s for a POSIX shell when it holds anything but letters,
+// ShellWord quotes s for a POSIX shell when it holds anything but letters,
 // digits and _ . / : @ % + = , - (a path with a space, say).
-func shellWord(s string) string {
+func ShellWord(s string) string {
 	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
 		return s
 	}
