@@ -366,13 +366,29 @@ func tailRejected(ctx context.Context, e *env, q client.RejectedQuery, limit int
 	if !follow {
 		return nil
 	}
-	q.Limit = 0 // the newest page, of which the messages after the last shown
+	q.Limit = 0 // the newest pages, back to the last one shown
 	return poll(ctx, rejectedPoll, func(ctx context.Context) error {
-		p, err := e.api.ListRejected(ctx, e.tenant, q)
-		if err != nil {
-			return err
+		// Newest first: read pages back until one reaches a message shown
+		// before, so that a burst of more than a page between two polls is
+		// shown whole (at most rejectedPollPages pages; then say so).
+		var items []client.Rejected
+		pq := q
+		for pages := 0; ; pages++ {
+			p, err := e.api.ListRejected(ctx, e.tenant, pq)
+			if err != nil {
+				return err
+			}
+			items = append(items, p.Items...)
+			if p.Next == "" || seen.last == 0 || len(p.Items) == 0 || seen.seq(p.Items[len(p.Items)-1]) <= seen.last {
+				break
+			}
+			if pages+1 == rejectedPollPages {
+				fmt.Fprintf(e.stderr, "iotransit: more than %d rejected messages since the last poll: the older of them are not shown here (they are stored: rejected list)\n", len(items))
+				break
+			}
+			pq.Cursor = p.Next
 		}
-		for _, r := range seen.take(p.Items) {
+		for _, r := range seen.take(items) {
 			if err := e.printLine(r, rejectedCells(r)); err != nil {
 				return err
 			}
@@ -380,6 +396,10 @@ func tailRejected(ctx context.Context, e *env, q client.RejectedQuery, limit int
 		return nil
 	})
 }
+
+// rejectedPollPages bounds the pages one poll of rejected tail --follow
+// reads back.
+const rejectedPollPages = 20
 
 // newer picks, from pages of a list read newest first again and again,
 // the items that came after the newest one seen before: what is new.

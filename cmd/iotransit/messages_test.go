@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/api"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -252,10 +253,36 @@ func TestRejectedTailFollowPollsNewRefusals(t *testing.T) {
 	wait(msgTuid1) // the last ones first: the command has read the list
 	refuse(t, up, msgTuid2)
 	wait(msgTuid2) // then a new one, by polling
+	// More than a page between two polls: every one is shown.
+	const burst = api.DefaultLimit + 30
+	bad := make([]string, burst)
+	for i := range bad {
+		bad[i] = fmt.Sprintf(`{"tsmId":12100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"TSEN01BURST%06d","temp":20,"tsmCloudTs":1}`, time.Now().Unix(), i)
+	}
+	if _, err := up.Publish(context.Background(), []byte("["+strings.Join(bad, ",")+"]"), 1); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
+		n := 0
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, "TSEN01BURST") {
+				n++
+			}
+		}
+		if n != burst {
+			return fmt.Errorf("rejected tail --follow shows %d of a burst of %d refusals (stderr %q)", n, burst, errOut.String())
+		}
+		return nil
+	})
 	stop()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("rejected tail --follow printed %d lines, want one per refusal:\n%s", len(lines), out.String())
+	if len(lines) != 2+burst {
+		t.Fatalf("rejected tail --follow printed %d lines, want one per refusal (%d)", len(lines), 2+burst)
+	}
+	for i, l := range lines[2:] {
+		if !strings.Contains(l, fmt.Sprintf(`"tsmTuid":"TSEN01BURST%06d"`, i)) {
+			t.Fatalf("burst line %d %q: want the refusals oldest first", i, l)
+		}
 	}
 	for i, tuid := range []string{msgTuid1, msgTuid2} {
 		var r client.Rejected
