@@ -1,6 +1,11 @@
 package thingsee
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -29,15 +34,17 @@ var hotCloud = CloudFields{ReceivedAt: time.Unix(1764273600, 123e6), Gateway: te
 func TestThingseeHotPathAllocations(t *testing.T) {
 	v := NewValidator(Options{})
 	payload := []byte(hotMessage)
+	array := []byte("[" + strings.Repeat(hotMessage+",", 9) + hotMessage + "]")
 	m := hotAccepted(t)
 	for _, tc := range []struct {
 		name string
 		max  float64
 		f    func()
 	}{
-		{name: "validate", max: 4, f: func() { v.Validate(payload, testGateway) }},
-		{name: "normalize", max: 2, f: func() { m.Normalize(hotCloud) }},
-		{name: "content id", max: 2, f: func() { m.ContentID(testGateway) }},
+		{name: "validate", max: 2, f: func() { v.Validate(payload, testGateway) }},
+		{name: "validate array of 10", max: 2, f: func() { v.Validate(array, testGateway) }},
+		{name: "normalize", max: 1, f: func() { m.Normalize(hotCloud) }},
+		{name: "content id", max: 1, f: func() { m.ContentID(testGateway) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := testing.AllocsPerRun(100, tc.f)
@@ -70,5 +77,56 @@ func BenchmarkContentID(b *testing.B) {
 		if id := m.ContentID(testGateway); len(id) != 32 {
 			b.Fatalf("content id %q", id)
 		}
+	}
+}
+
+// refContentID is ContentID as first written, streaming each field into
+// the hash: the id is stored (the de-duplication key of stored messages),
+// so a faster ContentID must give the very same ids.
+func refContentID(m Message, gateway string) string {
+	rawSum := sha256.Sum256(m.Raw)
+	h := sha256.New()
+	var n [8]byte
+	field := func(b []byte) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	field([]byte(contentIDDomain))
+	field([]byte(gateway))
+	field([]byte(m.Tuid))
+	field(strconv.AppendInt(nil, int64(m.TsmID), 10))
+	field([]byte(m.TsRaw))
+	field(rawSum[:])
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// TestThingseeContentIDIsStable pins content ids: the same as the
+// streaming reference, for inputs that fit the stack buffer and inputs
+// that outgrow it, and one literal id.
+func TestThingseeContentIDIsStable(t *testing.T) {
+	m := hotAccepted(t)
+	if got, want := m.ContentID(testGateway), "425e9fcb489d2a56acd279665351073b"; got != want {
+		t.Fatalf("ContentID = %s, want %s", got, want)
+	}
+	long := m
+	long.TsRaw = strings.Repeat("1", 300)
+	for _, tc := range []struct {
+		name    string
+		m       Message
+		gateway string
+	}{
+		{name: "hot message", m: m, gateway: testGateway},
+		{name: "no gateway", m: m, gateway: ""},
+		{name: "tsmEv 18 without tsmTs", m: Message{TsmID: 1110, Tuid: testTuid, Raw: []byte(`{}`)}, gateway: testGateway},
+		{name: "long gateway", m: m, gateway: strings.Repeat("G", 400)},
+		{name: "long tsmTs", m: long, gateway: testGateway},
+		{name: "negative id", m: Message{TsmID: -12100, Raw: []byte(`{"a":1}`)}, gateway: testGateway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, want := tc.m.ContentID(tc.gateway), refContentID(tc.m, tc.gateway); got != want {
+				t.Errorf("ContentID = %s, the reference gives %s", got, want)
+			}
+		})
 	}
 }

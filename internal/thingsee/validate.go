@@ -99,10 +99,11 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 	case '{':
 		raw := bytes.Clone(payload[start:end])
 		var res Result
-		v.validateElement(&res, raw, 0, gateway, v.now())
+		v.validateElement(&res, raw, 0, 1, gateway, v.now())
 		return res
 	case '[':
-		spans := splitArray(payload, start, v.maxMessages)
+		var sb [16]span // the spans of a usual upload stay on the stack
+		spans := splitArray(payload, start, v.maxMessages, sb[:0])
 		if len(spans) == 0 {
 			return v.refuse(payload, CodePayloadInvalid, "payload is an empty JSON array; it must hold at least one message object")
 		}
@@ -116,7 +117,7 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 		var res Result
 		for i, sp := range spans {
 			s, e := sp.start-start, sp.end-start
-			v.validateElement(&res, buf[s:e:e], i, gateway, now)
+			v.validateElement(&res, buf[s:e:e], i, len(spans)-i, gateway, now)
 		}
 		return res
 	default:
@@ -209,8 +210,10 @@ func (v *Validator) refuse(payload []byte, code, reason string) Result {
 }
 
 // validateElement validates one array element (or the single object) and
-// appends the outcome to res.
-func (v *Validator) validateElement(res *Result, raw []byte, index int, gateway string, now time.Time) {
+// appends the outcome to res. left is how many elements are left to
+// validate, this one included: the first accepted message sizes
+// res.Accepted for all of them at once.
+func (v *Validator) validateElement(res *Result, raw []byte, index, left int, gateway string, now time.Time) {
 	if raw[0] != '{' {
 		res.Rejected = append(res.Rejected, Rejection{
 			Index:  index,
@@ -238,6 +241,9 @@ func (v *Validator) validateElement(res *Result, raw []byte, index int, gateway 
 	}
 	m.Index = index
 	m.Raw = raw
+	if res.Accepted == nil {
+		res.Accepted = make([]Message, 0, left)
+	}
 	res.Accepted = append(res.Accepted, m)
 }
 
@@ -245,11 +251,12 @@ func (v *Validator) truncate(raw []byte) []byte {
 	return raw[:min(len(raw), v.maxMessageBytes):min(len(raw), v.maxMessageBytes)]
 }
 
-// object is one message object as walked: header fields by index (kind 0
-// when absent), the other members (properties) in document order.
+// object is the header of one message object as walked: header fields by
+// index (kind 0 when absent). The other members (properties) are kept
+// apart, so that reading a header field for a reason does not make the
+// compiler move them to the heap.
 type object struct {
 	header [nHeader]jval
-	props  []member
 }
 
 // get returns header field h, or nil when the message does not carry it.
@@ -265,7 +272,9 @@ func (o *object) get(h int) *jval {
 // (duplicate keys), header fields in headerNames order, then properties in
 // sorted name order.
 func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (Message, *Rejection) {
-	members, err := walkObject(raw, &v.lim)
+	// Messages rarely have more than 16 members: those stay on the stack.
+	var buf [16]member
+	members, err := walkObject(raw, &v.lim, buf[:0])
 	limit, _ := err.(*limitError)
 	if err != nil && limit == nil {
 		var de *dupKeyError
@@ -300,10 +309,10 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 			fmt.Sprintf("the keys %s and %s differ only in letter case; case-insensitive decoders would merge them", quote(a), quote(b)))
 	}
 	// Keys are unique now: keep the non-header members, in place.
-	o.props = members[:0]
+	props := members[:0]
 	for _, mb := range members {
 		if headerOf(mb.key) < 0 {
-			o.props = append(o.props, mb)
+			props = append(props, mb)
 		}
 	}
 
@@ -408,7 +417,7 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 		}
 		m.HasDeploymentGroup = true
 	}
-	for _, p := range o.props {
+	for _, p := range props {
 		if h := lookalikeHeader(p.key); h != "" {
 			return rej(CodeFieldUnknown, clip(p.key), fmt.Sprintf(
 				"%s is not a field: it differs from the header field %s only in letter case", quote(p.key), h))
@@ -423,9 +432,9 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 		}
 		return m, nil
 	}
-	slices.SortFunc(o.props, func(a, b member) int { return strings.Compare(a.key, b.key) })
-	for i := range o.props {
-		p := &o.props[i]
+	slices.SortFunc(props, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	for i := range props {
+		p := &props[i]
 		sp, ok := sch.props[p.key]
 		if !ok {
 			if sch.extraNonNegative && counterName(p.key) {
@@ -440,18 +449,18 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 		}
 	}
 	if m.TsmEv == evThreshold {
-		if len(o.props) == 0 {
+		if len(props) == 0 {
 			return rej(CodeFieldMissing, "", fmt.Sprintf(
 				"tsmEv 9 (threshold exceeded) message for tsmId %d holds no property; it must hold the property that changed", m.TsmID))
 		}
 		return m, nil
 	}
 	for _, name := range sch.required {
-		if !slices.ContainsFunc(o.props, func(p member) bool { return p.key == name }) {
+		if !slices.ContainsFunc(props, func(p member) bool { return p.key == name }) {
 			return rej(CodeFieldMissing, name, fmt.Sprintf("%s is missing; tsmId %d (%s) requires it", name, m.TsmID, sch.what))
 		}
 	}
-	if sch.atLeastOne && len(o.props) == 0 {
+	if sch.atLeastOne && len(props) == 0 {
 		return rej(CodeFieldMissing, "", fmt.Sprintf("tsmId %d (%s) message holds no property; it needs at least one of %s",
 			m.TsmID, sch.what, strings.Join(sch.names, ", ")))
 	}

@@ -3,6 +3,7 @@ package thingsee
 import (
 	"encoding/json"
 	"strings"
+	"unsafe"
 )
 
 // The walker below is a token walk like json.Decoder.Token, without its cost
@@ -31,8 +32,8 @@ type walkError struct{ msg string }
 // Error returns the message.
 func (e *walkError) Error() string { return e.msg }
 
-// walker reads JSON values from src (a string copy of one message, so keys
-// and values are substrings of it and cost no allocation).
+// walker reads JSON values from src (one message's bytes viewed as a string,
+// so keys and values are substrings of it and cost no allocation).
 type walker struct {
 	src   string
 	i     int
@@ -70,13 +71,17 @@ func (w *walker) failWhole(code, reason string) {
 // firstFoldDuplicate, which also sees keys that differ only in case. When a
 // limit is broken it returns the header fields (headerOf) it read, for the
 // rejection, with a *limitError (the first limit broken).
-func walkObject(raw []byte, lim *limits) ([]member, error) {
-	w := walker{src: string(raw), lim: lim, depth: 1}
+//
+// The strings it returns alias raw (no copy: a message's raw bytes are a
+// copy owned by its Result, never modified, and they stay alive as long
+// as any of its strings), so raw must not change afterwards. members is
+// appended to, so a caller can hand it a buffer on its stack.
+func walkObject(raw []byte, lim *limits, members []member) ([]member, error) {
+	w := walker{src: unsafe.String(unsafe.SliceData(raw), len(raw)), lim: lim, depth: 1}
 	w.space()
 	if !w.consume('{') {
 		return nil, errMalformed
 	}
-	members := make([]member, 0, 16)
 	w.space()
 	if w.consume('}') {
 		return members, nil
