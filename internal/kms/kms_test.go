@@ -488,8 +488,8 @@ func TestKMSSealOpenAllocations(t *testing.T) {
 		max  float64
 		f    func() error
 	}{
-		{name: "seal", max: 2, f: func() error { _, err := k.Seal(ctx, "acme", payload, aad); return err }},
-		{name: "open", max: 3, f: func() error { _, err := k.Open(ctx, "acme", sealed, aad); return err }},
+		{name: "seal", max: 1, f: func() error { _, err := k.Seal(ctx, "acme", payload, aad); return err }},
+		{name: "open", max: 1, f: func() error { _, err := k.Open(ctx, "acme", sealed, aad); return err }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
