@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,5 +129,51 @@ func TestThingseeContentIDIsStable(t *testing.T) {
 				t.Errorf("ContentID = %s, the reference gives %s", got, want)
 			}
 		})
+	}
+}
+
+// malformedObjects are single-object payloads that are not JSON in ways
+// only the walker's own syntax checks see (its structure checks see the
+// rest): the one walk must refuse them, so Validate refuses them as the
+// path through json.Valid does.
+var malformedObjects = []string{
+	"{\"a\":\"b\x01\"}", "{\"a\x1f\":1}", "{\"a\":\"\t\"}", "{\"a\":\"\\u00\"}", `{"a":"\x"}`,
+	`{"a":01}`, `{"a":-01}`, `{"a":1.}`, `{"a":.5}`, `{"a":-}`, `{"a":1e}`, `{"a":1e+}`, `{"a":1.e5}`, `{"a":+1}`,
+	`{"a":--1}`, `{"a":1-2}`, `{"a":0x10}`, `{"a":1E5.5}`, `{"a":NaN}`, `{"a":Infinity}`,
+	`{"a":tru}`, `{"a":nul}`, `{"a":True}`, `{"a":truex}`, `{"a":[1,]}`, `{"a":[,1]}`, `{"a":1,}`, `{,"a":1}`,
+	`{"a" 1}`, `{"a":}`, `{"a":1}x`, `{"a":1}{}`, `{"a":1`, `{"a":{"b":1}`, `{"a":[1}`, `{'a':1}`,
+}
+
+// TestThingseeOneWalkRefusesWhatJSONRefuses checks that a malformed single
+// object gets json.Valid's verdict and our syntax reason, not a walk's
+// guess, and that well-formed messages do take the one walk.
+func TestThingseeOneWalkRefusesWhatJSONRefuses(t *testing.T) {
+	v := NewValidator(Options{})
+	for _, p := range malformedObjects {
+		t.Run(p, func(t *testing.T) {
+			payload := []byte(p)
+			if json.Valid(payload) {
+				t.Fatal("test input is JSON")
+			}
+			if _, ok := v.validateWellFormed(payload, testGateway); ok {
+				t.Fatal("the one walk accepted it")
+			}
+			code, reason := v.syntaxReason(payload)
+			res := v.Validate(payload, testGateway)
+			if len(res.Rejected) != 1 || res.Rejected[0].Index != -1 || res.Rejected[0].Code != code || res.Rejected[0].Reason != reason {
+				t.Fatalf("Validate = %+v, want the payload refused: %s", res, reason)
+			}
+		})
+	}
+	valid := []string{hotMessage, " \n" + hotMessage + "\r\n\t", `{}`, `{"tsmId":12100,"n":[-0,0.5,1e5,-1E-5,1.5e+3],"t":true,"f":false,"z":null,"s":"a\"\\\u00e9"}`}
+	for _, ex := range loadExamples(t, localExamples) {
+		valid = append(valid, string(ex.Message))
+	}
+	for i, p := range valid {
+		payload := []byte(p)
+		start := skipSpace(payload, 0)
+		if _, ok := v.validateWellFormed(payload[start:], testGateway); !ok && payload[start] == '{' {
+			t.Errorf("valid object %d did not take the one walk: %s", i, p)
+		}
 	}
 }

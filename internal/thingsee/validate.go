@@ -78,6 +78,14 @@ const (
 // serial; a message's tsmGw, when present, must equal it. payload is not
 // retained: accepted and rejected messages hold copies of their bytes.
 func (v *Validator) Validate(payload []byte, gateway string) Result {
+	return v.validate(payload, gateway, true)
+}
+
+// validate is Validate. With oneWalk a single-object payload is validated
+// in one walk when that walk proves it JSON (validateWellFormed); without,
+// json.Valid judges every payload first. Both give the same Result (the
+// fuzz target compares them).
+func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Result {
 	if len(bytes.TrimLeft(payload, " \t\r\n")) == 0 {
 		return v.refuse(payload, CodePayloadInvalid, "payload is empty; it must be a JSON object or an array of objects")
 	}
@@ -89,11 +97,16 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 		return v.refuse(payload, CodePayloadInvalid, fmt.Sprintf(
 			"the payload is not valid UTF-8 (at byte %d), so it is not JSON (RFC 8259 §8.1)", invalidUTF8At(payload)+1))
 	}
+	start := skipSpace(payload, 0)
+	if oneWalk && payload[start] == '{' {
+		if res, ok := v.validateWellFormed(payload[start:], gateway); ok {
+			return res
+		}
+	}
 	if !json.Valid(payload) {
 		code, reason := v.syntaxReason(payload)
 		return v.refuse(payload, code, reason)
 	}
-	start := skipSpace(payload, 0)
 	end := valueEnd(payload, start)
 	switch payload[start] {
 	case '{':
@@ -124,6 +137,34 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 		return v.refuse(payload, CodeNotObject,
 			"payload is "+describeFirstByte(payload[start])+"; it must be a JSON object or an array of objects")
 	}
+}
+
+// validateWellFormed validates a payload of one object (obj: from its '{'
+// on; valid UTF-8) in one walk, without a json.Valid pass: the outcome is
+// the one Validate would reach through json.Valid. It reports false, having
+// decided nothing, unless the walk read the whole object without an error,
+// which proves the payload JSON (the rest of obj being whitespace). Any
+// other payload (too large, malformed, a limit broken, a repeated nested
+// key) takes Validate's general path, which decides as it always did.
+func (v *Validator) validateWellFormed(obj []byte, gateway string) (Result, bool) {
+	end := len(obj)
+	for end > 0 && isSpace(obj[end-1]) {
+		end--
+	}
+	if end > v.maxMessageBytes {
+		return Result{}, false
+	}
+	raw := bytes.Clone(obj[:end])
+	// Messages rarely have more than 16 members: those stay on the stack.
+	var buf [16]member
+	members, n, err := walkObject(raw, &v.lim, buf[:0])
+	if err != nil || n != len(raw) {
+		return Result{}, false
+	}
+	var res Result
+	m, rej := v.checkObject(members, nil, gateway, v.now())
+	v.addOutcome(&res, raw, 0, 1, m, rej)
+	return res, true
 }
 
 // byteOrderMark is the UTF-8 byte order mark, which JSON text must not
@@ -233,6 +274,12 @@ func (v *Validator) validateElement(res *Result, raw []byte, index, left int, ga
 		return
 	}
 	m, rej := v.validateObject(raw, gateway, now)
+	v.addOutcome(res, raw, index, left, m, rej)
+}
+
+// addOutcome appends to res the outcome of validating the element raw at
+// index: m when rej is nil. left is as for validateElement.
+func (v *Validator) addOutcome(res *Result, raw []byte, index, left int, m Message, rej *Rejection) {
 	if rej != nil {
 		rej.Index = index
 		rej.Raw = raw
@@ -274,7 +321,13 @@ func (o *object) get(h int) *jval {
 func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (Message, *Rejection) {
 	// Messages rarely have more than 16 members: those stay on the stack.
 	var buf [16]member
-	members, err := walkObject(raw, &v.lim, buf[:0])
+	members, _, err := walkObject(raw, &v.lim, buf[:0])
+	return v.checkObject(members, err, gateway, now)
+}
+
+// checkObject is validateObject after the walk: members and err are what
+// walkObject returned.
+func (v *Validator) checkObject(members []member, err error, gateway string, now time.Time) (Message, *Rejection) {
 	limit, _ := err.(*limitError)
 	if err != nil && limit == nil {
 		var de *dupKeyError
