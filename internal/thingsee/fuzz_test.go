@@ -112,8 +112,8 @@ func FuzzValidate(f *testing.F) {
 	})
 }
 
-// checkOneWalk requires Validate's one-walk path for single objects to
-// decide exactly as the path through json.Valid (res is Validate's
+// checkOneWalk requires Validate's one-walk path (objects, arrays of
+// objects) to decide exactly as the path through json.Valid (res is Validate's
 // outcome), and the walker never to read a whole object without an error
 // unless it is JSON: that is what lets the one walk skip json.Valid.
 func checkOneWalk(t *testing.T, v *Validator, payload []byte, gateway string, res Result) {

@@ -132,21 +132,24 @@ func TestThingseeContentIDIsStable(t *testing.T) {
 	}
 }
 
-// malformedObjects are single-object payloads that are not JSON in ways
-// only the walker's own syntax checks see (its structure checks see the
-// rest): the one walk must refuse them, so Validate refuses them as the
-// path through json.Valid does.
+// malformedObjects are payloads (an object or an array of objects) that
+// are not JSON, most in ways only the walker's own syntax checks see: the
+// one walk must refuse them, so Validate refuses them as the path through
+// json.Valid does.
 var malformedObjects = []string{
 	"{\"a\":\"b\x01\"}", "{\"a\x1f\":1}", "{\"a\":\"\t\"}", "{\"a\":\"\\u00\"}", `{"a":"\x"}`,
 	`{"a":01}`, `{"a":-01}`, `{"a":1.}`, `{"a":.5}`, `{"a":-}`, `{"a":1e}`, `{"a":1e+}`, `{"a":1.e5}`, `{"a":+1}`,
 	`{"a":--1}`, `{"a":1-2}`, `{"a":0x10}`, `{"a":1E5.5}`, `{"a":NaN}`, `{"a":Infinity}`,
 	`{"a":tru}`, `{"a":nul}`, `{"a":True}`, `{"a":truex}`, `{"a":[1,]}`, `{"a":[,1]}`, `{"a":1,}`, `{,"a":1}`,
 	`{"a" 1}`, `{"a":}`, `{"a":1}x`, `{"a":1}{}`, `{"a":1`, `{"a":{"b":1}`, `{"a":[1}`, `{'a':1}`,
+	`[{"a":1},]`, `[{"a":1} {"b":2}]`, `[{"a":1}]]`, `[{"a":1}`, `[{"a":1},`, `[{"a":01}]`, "[{\"a\":1},{\"b\":\"\x01\"}]",
+	`[{"a":1};{"b":2}]`, `[{"a":1}] x`,
 }
 
-// TestThingseeOneWalkRefusesWhatJSONRefuses checks that a malformed single
-// object gets json.Valid's verdict and our syntax reason, not a walk's
-// guess, and that well-formed messages do take the one walk.
+// TestThingseeOneWalkRefusesWhatJSONRefuses checks that a malformed
+// payload gets json.Valid's verdict and our syntax reason, not a walk's
+// guess, and that well-formed messages and arrays of them do take the one
+// walk.
 func TestThingseeOneWalkRefusesWhatJSONRefuses(t *testing.T) {
 	v := NewValidator(Options{})
 	for _, p := range malformedObjects {
@@ -157,6 +160,9 @@ func TestThingseeOneWalkRefusesWhatJSONRefuses(t *testing.T) {
 			}
 			if _, ok := v.validateWellFormed(payload, testGateway); ok {
 				t.Fatal("the one walk accepted it")
+			}
+			if _, ok := v.validateWellFormedArray(payload, testGateway); ok {
+				t.Fatal("the one walk accepted it as an array")
 			}
 			code, reason := v.syntaxReason(payload)
 			res := v.Validate(payload, testGateway)
@@ -174,6 +180,10 @@ func TestThingseeOneWalkRefusesWhatJSONRefuses(t *testing.T) {
 		start := skipSpace(payload, 0)
 		if _, ok := v.validateWellFormed(payload[start:], testGateway); !ok && payload[start] == '{' {
 			t.Errorf("valid object %d did not take the one walk: %s", i, p)
+		}
+		array := []byte(" [ " + p + " ,\n" + p + "] ")
+		if _, ok := v.validateWellFormedArray(array[1:], testGateway); !ok {
+			t.Errorf("an array of valid object %d did not take the one walk: %s", i, array)
 		}
 	}
 }

@@ -81,9 +81,10 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 	return v.validate(payload, gateway, true)
 }
 
-// validate is Validate. With oneWalk a single-object payload is validated
-// in one walk when that walk proves it JSON (validateWellFormed); without,
-// json.Valid judges every payload first. Both give the same Result (the
+// validate is Validate. With oneWalk a payload of one object, or an array
+// of objects, is validated in one walk when that walk proves it JSON
+// (validateWellFormed, validateWellFormedArray); without, json.Valid judges
+// every payload first. Both give the same Result (the
 // fuzz target compares them).
 func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Result {
 	if len(bytes.TrimLeft(payload, " \t\r\n")) == 0 {
@@ -98,8 +99,16 @@ func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Resul
 			"the payload is not valid UTF-8 (at byte %d), so it is not JSON (RFC 8259 §8.1)", invalidUTF8At(payload)+1))
 	}
 	start := skipSpace(payload, 0)
-	if oneWalk && payload[start] == '{' {
-		if res, ok := v.validateWellFormed(payload[start:], gateway); ok {
+	if oneWalk {
+		var res Result
+		var ok bool
+		switch payload[start] {
+		case '{':
+			res, ok = v.validateWellFormed(payload[start:], gateway)
+		case '[':
+			res, ok = v.validateWellFormedArray(payload[start:], gateway)
+		}
+		if ok {
 			return res
 		}
 	}
@@ -165,6 +174,45 @@ func (v *Validator) validateWellFormed(obj []byte, gateway string) (Result, bool
 	m, rej := v.checkObject(members, nil, gateway, v.now())
 	v.addOutcome(&res, raw, 0, 1, m, rej)
 	return res, true
+}
+
+// validateWellFormedArray is validateWellFormed for a payload that is an
+// array (arr: from its '[' on): it decides only when the array holds 1 to
+// maxMessages objects, each of at most maxMessageBytes, that the walk reads
+// whole, separated as JSON separates them, and followed by whitespace only.
+func (v *Validator) validateWellFormedArray(arr []byte, gateway string) (Result, bool) {
+	end := len(arr)
+	for end > 0 && isSpace(arr[end-1]) {
+		end--
+	}
+	// One copy of the array serves every element, as in Validate.
+	buf := bytes.Clone(arr[:end])
+	now := v.now()
+	var res Result
+	var mb [16]member // reused: an element's members are done with once checked
+	i := skipSpace(buf, 1)
+	for index := 0; ; index++ {
+		if index == v.maxMessages || i >= len(buf) || buf[i] != '{' {
+			return Result{}, false
+		}
+		members, n, err := walkObject(buf[i:], &v.lim, mb[:0])
+		if err != nil || n > v.maxMessageBytes {
+			return Result{}, false
+		}
+		raw := buf[i : i+n : i+n]
+		m, rej := v.checkObject(members, nil, gateway, now)
+		// Sizes Accepted by a guess at the elements left: no count was made.
+		v.addOutcome(&res, raw, index, (len(buf)-i)/(n+1)+1, m, rej)
+		i = skipSpace(buf, i+n)
+		if i < len(buf) && buf[i] == ',' {
+			i = skipSpace(buf, i+1)
+			continue
+		}
+		if i == len(buf)-1 && buf[i] == ']' {
+			return res, true
+		}
+		return Result{}, false
+	}
 }
 
 // byteOrderMark is the UTF-8 byte order mark, which JSON text must not
