@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/iotransit/iotransit/internal/node"
 )
@@ -56,6 +58,10 @@ const serveUsage = `Usage: iotransit serve --data-dir DIR [flags]
   from the environment variable named after it in brackets ([$IOTRANSIT_…]);
   a flag on the command line wins.
 
+  Unless GOGC or GOMEMLIMIT is set in the environment, serve runs Go's
+  garbage collector at GOGC=200 (Go's default is 100): about half as many
+  collections, for a larger heap.
+
 Flags:
 `
 
@@ -81,6 +87,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "configuration ok")
 		return nil
 	}
+	if pct, ok := tuneGC(os.Getenv); ok {
+		log.Debug("garbage collector tuned", "gogc", pct)
+	}
 	n, err := node.Start(ctx, f.cfg)
 	if err != nil {
 		return err
@@ -92,6 +101,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
+}
+
+// serveGCPercent is serve's garbage-collector target (GOGC) when the
+// environment sets none: the ingest allocates per message, and at the
+// default of 100 collection took 9-15% of the server's CPU (issue 11).
+const serveGCPercent = 200
+
+// tuneGC sets the garbage-collector target to serveGCPercent unless getenv
+// gives GOGC or GOMEMLIMIT (the operator's choice wins: the runtime has
+// read them already). It returns the percent set and whether it set one.
+func tuneGC(getenv func(string) string) (int, bool) {
+	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
+		return 0, false
+	}
+	debug.SetGCPercent(serveGCPercent)
+	return serveGCPercent, true
 }
 
 // printDevBanner tells how to reach a dev node: its listeners, its operator

@@ -82,8 +82,8 @@ type Tracker struct {
 	log *slog.Logger
 	now func() time.Time
 
-	mu sync.Mutex
-	m  map[string]*entry
+	mu sync.RWMutex
+	m  map[gwKey]*entry
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -93,12 +93,21 @@ type Tracker struct {
 func New(cfg Config, kvs KVProvider, log *slog.Logger) *Tracker {
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &Tracker{cfg: cfg, kvs: kvs, log: log.With("component", "gwstate"), now: time.Now, m: map[string]*entry{}, stop: cancel, done: make(chan struct{})}
+	t := &Tracker{cfg: cfg, kvs: kvs, log: log.With("component", "gwstate"), now: time.Now, m: map[gwKey]*entry{}, stop: cancel, done: make(chan struct{})}
 	go t.run(ctx)
 	return t
 }
 
-func key(tenant, serial string) string { return tenant + "/" + serial }
+// gwKey names a gateway in the Tracker's map; a struct, so a lookup joins
+// no strings.
+type gwKey struct{ tenant, serial string }
+
+func key(tenant, serial string) gwKey { return gwKey{tenant, serial} }
+
+// seenEvery is how often an upload moves a gateway's lastSeen at most: the
+// state is written far less often (SeenInterval), and Seen runs for every
+// publish.
+const seenEvery = time.Second
 
 // touch returns the gateway's entry, made if need be, under t.mu.
 func (t *Tracker) touch(tenant, serial string) *entry {
@@ -122,8 +131,23 @@ func (t *Tracker) Connected(tenant, serial string) {
 	e.key = nil // a new session names its key again
 }
 
-// Seen records an upload.
+// Seen records an upload. Within seenEvery of the gateway's lastSeen it
+// only reads, under the read lock: lastSeen is then up to that much older
+// than the last upload.
 func (t *Tracker) Seen(tenant, serial string) {
+	now := t.now()
+	t.mu.RLock()
+	e := t.m[key(tenant, serial)]
+	// A clock set back takes the write path, which sets lastSeen to now.
+	age := time.Duration(-1)
+	if e != nil && !e.gone {
+		age = now.Sub(e.state.LastSeen)
+	}
+	recent := age >= 0 && age < seenEvery
+	t.mu.RUnlock()
+	if recent {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.touch(tenant, serial)

@@ -242,9 +242,11 @@ func (k *Keyring) sealKey(ctx context.Context, tenant string) (*subkey, error) {
 
 // openKey returns the subkey with the given id, deriving and caching it.
 func (k *Keyring) openKey(ctx context.Context, tenant string, id []byte) (cipher.AEAD, error) {
-	ck := tenant + "\x00" + string(id)
+	// The cache key is built on the stack; the lookup does not copy it.
+	var kb [64]byte
+	ck := append(append(append(kb[:0], tenant...), 0), id...)
 	k.mu.RLock()
-	a, ok := k.opening[ck]
+	a, ok := k.opening[string(ck)]
 	k.mu.RUnlock()
 	if ok {
 		return a, nil
@@ -260,7 +262,7 @@ func (k *Keyring) openKey(ctx context.Context, tenant string, id []byte) (cipher
 	if len(k.opening) >= maxOpenCache {
 		clear(k.opening)
 	}
-	k.opening[ck] = a
+	k.opening[string(ck)] = a
 	k.mu.Unlock()
 	return a, nil
 }
@@ -272,7 +274,13 @@ func (k *Keyring) Seal(ctx context.Context, tenant string, plaintext, aad []byte
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, sealHeaderLen+nonceLen, sealHeaderLen+nonceLen+len(plaintext)+sk.aead.Overhead())
+	// One allocation holds the sealed value and, past its capacity, the
+	// bound associated data (the AEAD interface would move a stack buffer
+	// to the heap). Seal writes only within out's capacity, so the two do
+	// not overlap.
+	n := sealHeaderLen + nonceLen + len(plaintext) + sk.aead.Overhead()
+	buf := make([]byte, n, n+boundLen(tenant, aad))
+	out := buf[: sealHeaderLen+nonceLen : n]
 	out[0] = sealMagic
 	binary.BigEndian.PutUint32(out[1:], dekVersion)
 	copy(out[headerLen:], sk.id[:])
@@ -280,7 +288,7 @@ func (k *Keyring) Seal(ctx context.Context, tenant string, plaintext, aad []byte
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("kms: nonce: %w", err)
 	}
-	return sk.aead.Seal(out, nonce, plaintext, bindAAD(out[:sealHeaderLen], tenant, aad)), nil
+	return sk.aead.Seal(out, nonce, plaintext, bindAAD(buf[n:n], out[:sealHeaderLen], tenant, aad)), nil
 }
 
 // Open decrypts a value made by Seal for the same tenant and aad.
@@ -299,15 +307,26 @@ func (k *Keyring) Open(ctx context.Context, tenant string, sealed, aad []byte) (
 	if len(body) < nonceLen+a.Overhead() {
 		return nil, ErrOpen
 	}
-	out, err := a.Open(nil, body[:nonceLen], body[nonceLen:], bindAAD(sealed[:sealHeaderLen], tenant, aad))
+	// As in Seal, one allocation holds the plaintext and, past its
+	// capacity, the bound associated data.
+	n := len(body) - nonceLen - a.Overhead()
+	buf := make([]byte, n, n+boundLen(tenant, aad))
+	out, err := a.Open(buf[:0:n], body[:nonceLen], body[nonceLen:], bindAAD(buf[n:n], sealed[:sealHeaderLen], tenant, aad))
 	if err != nil {
 		return nil, ErrOpen
+	}
+	if len(out) == 0 {
+		return nil, nil // as Open(nil, …) gives it
 	}
 	return out, nil
 }
 
-func bindAAD(header []byte, tenant string, aad []byte) []byte {
-	b := make([]byte, 0, len(header)+len(tenant)+1+len(aad))
+// boundLen is the length of the associated data bindAAD makes.
+func boundLen(tenant string, aad []byte) int { return sealHeaderLen + len(tenant) + 1 + len(aad) }
+
+// bindAAD appends to b the associated data of a sealed value: its header,
+// the tenant and aad.
+func bindAAD(b, header []byte, tenant string, aad []byte) []byte {
 	b = append(b, header...)
 	b = append(b, tenant...)
 	b = append(b, 0)

@@ -451,3 +451,56 @@ func BenchmarkSeal(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOpen is what the forwarder spends to open one stored message.
+func BenchmarkOpen(b *testing.B) {
+	ctx := context.Background()
+	k := newKeyring(b, rootKey(b), newMemStore(), "acme")
+	payload := bytes.Repeat([]byte("t"), 200)
+	aad := []byte("0123456789abcdef0123456789abcdef")
+	sealed, err := k.Seal(ctx, "acme", payload, aad)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := k.Open(ctx, "acme", sealed, aad); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestKMSSealOpenAllocations bounds the heap allocations of Seal and Open of
+// a message-sized value with a content-id-sized aad (issue 11): counts, not
+// timings, so a regression fails deterministically.
+func TestKMSSealOpenAllocations(t *testing.T) {
+	ctx := context.Background()
+	k := newKeyring(t, rootKey(t), newMemStore(), "acme")
+	payload := bytes.Repeat([]byte("t"), 200)
+	aad := []byte("0123456789abcdef0123456789abcdef")
+	sealed, err := k.Seal(ctx, "acme", payload, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		max  float64
+		f    func() error
+	}{
+		{name: "seal", max: 1, f: func() error { _, err := k.Seal(ctx, "acme", payload, aad); return err }},
+		{name: "open", max: 1, f: func() error { _, err := k.Open(ctx, "acme", sealed, aad); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			got := testing.AllocsPerRun(100, func() { err = tc.f() })
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: %v allocs per call", tc.name, got)
+			if got > tc.max {
+				t.Errorf("%s: %v allocs per call, at most %v allowed", tc.name, got, tc.max)
+			}
+		})
+	}
+}

@@ -255,6 +255,24 @@ func (r *Registry) Gateway(tenant, serial string) (Gateway, bool) {
 	return g.clone(), true
 }
 
+// GatewayDeploymentGroup returns a gateway's deployment group id ("" when
+// it has none) from memory, and whether the gateway exists. Unlike Gateway
+// it copies nothing: the ingest reads it for every upload, and a gateway
+// record holds its certificates and labels.
+func (r *Registry) GatewayDeploymentGroup(tenant, serial string) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	te, ok := r.tenants[tenant]
+	if !ok {
+		return "", false
+	}
+	g, ok := te.gateways[serial]
+	if !ok {
+		return "", false
+	}
+	return g.DeploymentGroupID, true
+}
+
 // Gateways returns a tenant's gateways sorted by serial.
 func (r *Registry) Gateways(tenant string) ([]Gateway, error) {
 	r.mu.RLock()

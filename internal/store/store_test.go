@@ -15,7 +15,7 @@ import (
 	"github.com/iotransit/iotransit/internal/store"
 )
 
-func newStore(t *testing.T) (*store.Store, *backbone.Backbone) {
+func newStore(t testing.TB) (*store.Store, *backbone.Backbone) {
 	t.Helper()
 	ctx := context.Background()
 	bb, err := backbone.Start(ctx, backbone.Config{DataDir: t.TempDir(), Replicas: 1}, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -49,9 +50,13 @@ func FuzzValidate(f *testing.F) {
 	} {
 		f.Add([]byte(s), testGateway)
 	}
+	for _, s := range malformedObjects {
+		f.Add([]byte(s), testGateway)
+	}
 	v := NewValidator(fuzzOptions)
 	f.Fuzz(func(t *testing.T, payload []byte, gateway string) {
 		res := v.Validate(payload, gateway)
+		checkOneWalk(t, v, payload, gateway, res)
 		for i := range res.Rejected {
 			checkRejection(t, &res.Rejected[i])
 		}
@@ -105,6 +110,26 @@ func FuzzValidate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkOneWalk requires Validate's one-walk path (objects, arrays of
+// objects) to decide exactly as the path through json.Valid (res is Validate's
+// outcome), and the walker never to read a whole object without an error
+// unless it is JSON: that is what lets the one walk skip json.Valid.
+func checkOneWalk(t *testing.T, v *Validator, payload []byte, gateway string, res Result) {
+	t.Helper()
+	if ref := v.validate(payload, gateway, false); !reflect.DeepEqual(res, ref) {
+		t.Fatalf("payload %q: one walk gives %+v, the path through json.Valid %+v", payload, res, ref)
+	}
+	obj := bytes.TrimRight(payload[skipSpace(payload, 0):], " \t\r\n")
+	if len(obj) == 0 || obj[0] != '{' || !utf8.Valid(obj) {
+		return
+	}
+	for _, lim := range []*limits{&v.lim, &unlimited} {
+		if _, n, err := walkObject(bytes.Clone(obj), lim, nil); err == nil && n == len(obj) && !json.Valid(obj) {
+			t.Fatalf("the walker read %q whole, which is not JSON", obj)
+		}
+	}
 }
 
 // compareWalkers requires walkObject and the Decoder.Token reference to

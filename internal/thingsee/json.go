@@ -387,14 +387,14 @@ func stringEnd[T jsonText](p T, i int) int {
 // span is a half-open byte range of the payload.
 type span struct{ start, end int }
 
-// splitArray returns the spans of the elements of the JSON array that starts
-// at p[i] == '['. It stops after limit+1 elements, so the caller can refuse
-// an oversized array without scanning all of it into memory.
-func splitArray(p []byte, i, limit int) []span {
-	var spans []span
+// splitArray appends to spans the spans of the elements of the JSON array
+// that starts at p[i] == '['. It stops after limit+1 elements, so the
+// caller can refuse an oversized array without scanning all of it into
+// memory.
+func splitArray(p []byte, i, limit int, spans []span) []span {
 	j := skipSpace(p, i+1)
 	if j < len(p) && p[j] == ']' {
-		return nil
+		return spans
 	}
 	for j < len(p) {
 		e := valueEnd(p, j)

@@ -20,21 +20,26 @@ const contentIDDomain = "iotransit/thingsee/content-id/v1"
 // ids; any change in the message bytes, the gateway or tsmTs changes it.
 func (m Message) ContentID(gateway string) string {
 	rawSum := sha256.Sum256(m.Raw)
-	h := sha256.New()
-	var n [8]byte
-	field := func(b []byte) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
+	// The hashed input is built in one buffer, on the stack for every
+	// message of ordinary size (a long gateway or tsmTs text grows it onto
+	// the heap), and hashed at once.
+	var stack [256]byte
+	b := stack[:0]
+	field := func(f []byte) {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
+		b = append(b, f...)
 	}
 	field([]byte(contentIDDomain))
 	field([]byte(gateway))
 	field([]byte(m.Tuid))
-	field(strconv.AppendInt(nil, int64(m.TsmID), 10))
+	var id [20]byte
+	field(strconv.AppendInt(id[:0], int64(m.TsmID), 10))
 	field([]byte(m.TsRaw))
 	field(rawSum[:])
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+	sum := sha256.Sum256(b)
+	var out [32]byte
+	hex.Encode(out[:], sum[:16])
+	return string(out[:])
 }
 
 // CloudFields are what the cloud adds to an accepted message.
@@ -78,7 +83,8 @@ func (m Message) Normalize(f CloudFields) []byte {
 	}
 	empty := prev >= 0 && m.Raw[prev] == '{'
 
-	cloudTs := appendCloudTs(nil, f.ReceivedAt)
+	var ts [24]byte // "-" and 19 digits, ".", 3 digits
+	cloudTs := appendCloudTs(ts[:0], f.ReceivedAt)
 	out := make([]byte, 0, len(m.Raw)+len(cloudTs)*2+len(f.Gateway)+len(f.DeploymentGroupID)+64)
 	out = append(out, m.Raw[:end]...)
 	sep := func() {

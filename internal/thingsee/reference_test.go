@@ -125,7 +125,7 @@ func refWalkObject(raw []byte) ([]member, error) {
 // surrogates, NUL) it must still read the header fields as the reference
 // does.
 func sameWalk(raw []byte) (bool, string) {
-	got, gerr := walkObject(raw, &unlimited)
+	got, _, gerr := walkObject(raw, &unlimited, []member{})
 	want, werr := refWalkObject(raw)
 	if _, ok := gerr.(*limitError); ok {
 		// Text the walker refuses (unpaired surrogates, NUL): past it, it
@@ -218,7 +218,7 @@ func TestThingseeWalkerLargeNestedObject(t *testing.T) {
 	dupAt := map[int]bool{3: true, 16: true, 17: true, 2999: true}
 	for n := range dupAt {
 		raw := b.String() + fmt.Sprintf(`,"k%d":0}}`, n)
-		_, err := walkObject([]byte(raw), &unlimited)
+		_, _, err := walkObject([]byte(raw), &unlimited, nil)
 		if de, ok := err.(*dupKeyError); !ok || de.key != fmt.Sprintf("k%d", n) || de.top != "x" {
 			t.Errorf("repeat of k%d: got %v, want a duplicate key error", n, err)
 		}

@@ -248,7 +248,8 @@ type Message struct {
 	HasDeploymentGroup bool
 	// Raw is the object's bytes exactly as they were in the payload (not
 	// re-encoded, without surrounding whitespace). It is a copy owned by the
-	// Result, never an alias of the caller's payload buffer.
+	// Result, never an alias of the caller's payload buffer. The strings
+	// above share its memory (no second copy), so it must not be modified.
 	Raw []byte
 }
 
@@ -274,7 +275,8 @@ type Rejection struct {
 	// one of at most 32 bytes of [A-Za-z0-9._-]; "" otherwise.
 	Tuid string
 	// Raw is the rejected object's bytes, or for Index -1 the whole payload;
-	// both are truncated to MaxMessageBytes.
+	// both are truncated to MaxMessageBytes. Field and Tuid may share its
+	// memory, so it must not be modified.
 	Raw []byte
 }
 

@@ -78,6 +78,15 @@ const (
 // serial; a message's tsmGw, when present, must equal it. payload is not
 // retained: accepted and rejected messages hold copies of their bytes.
 func (v *Validator) Validate(payload []byte, gateway string) Result {
+	return v.validate(payload, gateway, true)
+}
+
+// validate is Validate. With oneWalk a payload of one object, or an array
+// of objects, is validated in one walk when that walk proves it JSON
+// (validateWellFormed, validateWellFormedArray); without, json.Valid judges
+// every payload first. Both give the same Result (the
+// fuzz target compares them).
+func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Result {
 	if len(bytes.TrimLeft(payload, " \t\r\n")) == 0 {
 		return v.refuse(payload, CodePayloadInvalid, "payload is empty; it must be a JSON object or an array of objects")
 	}
@@ -89,20 +98,34 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 		return v.refuse(payload, CodePayloadInvalid, fmt.Sprintf(
 			"the payload is not valid UTF-8 (at byte %d), so it is not JSON (RFC 8259 §8.1)", invalidUTF8At(payload)+1))
 	}
+	start := skipSpace(payload, 0)
+	if oneWalk {
+		var res Result
+		var ok bool
+		switch payload[start] {
+		case '{':
+			res, ok = v.validateWellFormed(payload[start:], gateway)
+		case '[':
+			res, ok = v.validateWellFormedArray(payload[start:], gateway)
+		}
+		if ok {
+			return res
+		}
+	}
 	if !json.Valid(payload) {
 		code, reason := v.syntaxReason(payload)
 		return v.refuse(payload, code, reason)
 	}
-	start := skipSpace(payload, 0)
 	end := valueEnd(payload, start)
 	switch payload[start] {
 	case '{':
 		raw := bytes.Clone(payload[start:end])
 		var res Result
-		v.validateElement(&res, raw, 0, gateway, v.now())
+		v.validateElement(&res, raw, 0, 1, gateway, v.now())
 		return res
 	case '[':
-		spans := splitArray(payload, start, v.maxMessages)
+		var sb [16]span // the spans of a usual upload stay on the stack
+		spans := splitArray(payload, start, v.maxMessages, sb[:0])
 		if len(spans) == 0 {
 			return v.refuse(payload, CodePayloadInvalid, "payload is an empty JSON array; it must hold at least one message object")
 		}
@@ -116,12 +139,79 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 		var res Result
 		for i, sp := range spans {
 			s, e := sp.start-start, sp.end-start
-			v.validateElement(&res, buf[s:e:e], i, gateway, now)
+			v.validateElement(&res, buf[s:e:e], i, len(spans)-i, gateway, now)
 		}
 		return res
 	default:
 		return v.refuse(payload, CodeNotObject,
 			"payload is "+describeFirstByte(payload[start])+"; it must be a JSON object or an array of objects")
+	}
+}
+
+// validateWellFormed validates a payload of one object (obj: from its '{'
+// on; valid UTF-8) in one walk, without a json.Valid pass: the outcome is
+// the one Validate would reach through json.Valid. It reports false, having
+// decided nothing, unless the walk read the whole object without an error,
+// which proves the payload JSON (the rest of obj being whitespace). Any
+// other payload (too large, malformed, a limit broken, a repeated nested
+// key) takes Validate's general path, which decides as it always did.
+func (v *Validator) validateWellFormed(obj []byte, gateway string) (Result, bool) {
+	end := len(obj)
+	for end > 0 && isSpace(obj[end-1]) {
+		end--
+	}
+	if end > v.maxMessageBytes {
+		return Result{}, false
+	}
+	raw := bytes.Clone(obj[:end])
+	// Messages rarely have more than 16 members: those stay on the stack.
+	var buf [16]member
+	members, n, err := walkObject(raw, &v.lim, buf[:0])
+	if err != nil || n != len(raw) {
+		return Result{}, false
+	}
+	var res Result
+	m, rej := v.checkObject(members, nil, gateway, v.now())
+	v.addOutcome(&res, raw, 0, 1, m, rej)
+	return res, true
+}
+
+// validateWellFormedArray is validateWellFormed for a payload that is an
+// array (arr: from its '[' on): it decides only when the array holds 1 to
+// maxMessages objects, each of at most maxMessageBytes, that the walk reads
+// whole, separated as JSON separates them, and followed by whitespace only.
+func (v *Validator) validateWellFormedArray(arr []byte, gateway string) (Result, bool) {
+	end := len(arr)
+	for end > 0 && isSpace(arr[end-1]) {
+		end--
+	}
+	// One copy of the array serves every element, as in Validate.
+	buf := bytes.Clone(arr[:end])
+	now := v.now()
+	var res Result
+	var mb [16]member // reused: an element's members are done with once checked
+	i := skipSpace(buf, 1)
+	for index := 0; ; index++ {
+		if index == v.maxMessages || i >= len(buf) || buf[i] != '{' {
+			return Result{}, false
+		}
+		members, n, err := walkObject(buf[i:], &v.lim, mb[:0])
+		if err != nil || n > v.maxMessageBytes {
+			return Result{}, false
+		}
+		raw := buf[i : i+n : i+n]
+		m, rej := v.checkObject(members, nil, gateway, now)
+		// Sizes Accepted by a guess at the elements left: no count was made.
+		v.addOutcome(&res, raw, index, (len(buf)-i)/(n+1)+1, m, rej)
+		i = skipSpace(buf, i+n)
+		if i < len(buf) && buf[i] == ',' {
+			i = skipSpace(buf, i+1)
+			continue
+		}
+		if i == len(buf)-1 && buf[i] == ']' {
+			return res, true
+		}
+		return Result{}, false
 	}
 }
 
@@ -209,8 +299,10 @@ func (v *Validator) refuse(payload []byte, code, reason string) Result {
 }
 
 // validateElement validates one array element (or the single object) and
-// appends the outcome to res.
-func (v *Validator) validateElement(res *Result, raw []byte, index int, gateway string, now time.Time) {
+// appends the outcome to res. left is how many elements are left to
+// validate, this one included: the first accepted message sizes
+// res.Accepted for all of them at once.
+func (v *Validator) validateElement(res *Result, raw []byte, index, left int, gateway string, now time.Time) {
 	if raw[0] != '{' {
 		res.Rejected = append(res.Rejected, Rejection{
 			Index:  index,
@@ -230,6 +322,12 @@ func (v *Validator) validateElement(res *Result, raw []byte, index int, gateway 
 		return
 	}
 	m, rej := v.validateObject(raw, gateway, now)
+	v.addOutcome(res, raw, index, left, m, rej)
+}
+
+// addOutcome appends to res the outcome of validating the element raw at
+// index: m when rej is nil. left is as for validateElement.
+func (v *Validator) addOutcome(res *Result, raw []byte, index, left int, m Message, rej *Rejection) {
 	if rej != nil {
 		rej.Index = index
 		rej.Raw = raw
@@ -238,6 +336,9 @@ func (v *Validator) validateElement(res *Result, raw []byte, index int, gateway 
 	}
 	m.Index = index
 	m.Raw = raw
+	if res.Accepted == nil {
+		res.Accepted = make([]Message, 0, left)
+	}
 	res.Accepted = append(res.Accepted, m)
 }
 
@@ -245,11 +346,12 @@ func (v *Validator) truncate(raw []byte) []byte {
 	return raw[:min(len(raw), v.maxMessageBytes):min(len(raw), v.maxMessageBytes)]
 }
 
-// object is one message object as walked: header fields by index (kind 0
-// when absent), the other members (properties) in document order.
+// object is the header of one message object as walked: header fields by
+// index (kind 0 when absent). The other members (properties) are kept
+// apart, so that reading a header field for a reason does not make the
+// compiler move them to the heap.
 type object struct {
 	header [nHeader]jval
-	props  []member
 }
 
 // get returns header field h, or nil when the message does not carry it.
@@ -265,7 +367,15 @@ func (o *object) get(h int) *jval {
 // (duplicate keys), header fields in headerNames order, then properties in
 // sorted name order.
 func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (Message, *Rejection) {
-	members, err := walkObject(raw, &v.lim)
+	// Messages rarely have more than 16 members: those stay on the stack.
+	var buf [16]member
+	members, _, err := walkObject(raw, &v.lim, buf[:0])
+	return v.checkObject(members, err, gateway, now)
+}
+
+// checkObject is validateObject after the walk: members and err are what
+// walkObject returned.
+func (v *Validator) checkObject(members []member, err error, gateway string, now time.Time) (Message, *Rejection) {
 	limit, _ := err.(*limitError)
 	if err != nil && limit == nil {
 		var de *dupKeyError
@@ -300,10 +410,10 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 			fmt.Sprintf("the keys %s and %s differ only in letter case; case-insensitive decoders would merge them", quote(a), quote(b)))
 	}
 	// Keys are unique now: keep the non-header members, in place.
-	o.props = members[:0]
+	props := members[:0]
 	for _, mb := range members {
 		if headerOf(mb.key) < 0 {
-			o.props = append(o.props, mb)
+			props = append(props, mb)
 		}
 	}
 
@@ -408,7 +518,7 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 		}
 		m.HasDeploymentGroup = true
 	}
-	for _, p := range o.props {
+	for _, p := range props {
 		if h := lookalikeHeader(p.key); h != "" {
 			return rej(CodeFieldUnknown, clip(p.key), fmt.Sprintf(
 				"%s is not a field: it differs from the header field %s only in letter case", quote(p.key), h))
@@ -423,9 +533,9 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 		}
 		return m, nil
 	}
-	slices.SortFunc(o.props, func(a, b member) int { return strings.Compare(a.key, b.key) })
-	for i := range o.props {
-		p := &o.props[i]
+	slices.SortFunc(props, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	for i := range props {
+		p := &props[i]
 		sp, ok := sch.props[p.key]
 		if !ok {
 			if sch.extraNonNegative && counterName(p.key) {
@@ -440,18 +550,18 @@ func (v *Validator) validateObject(raw []byte, gateway string, now time.Time) (M
 		}
 	}
 	if m.TsmEv == evThreshold {
-		if len(o.props) == 0 {
+		if len(props) == 0 {
 			return rej(CodeFieldMissing, "", fmt.Sprintf(
 				"tsmEv 9 (threshold exceeded) message for tsmId %d holds no property; it must hold the property that changed", m.TsmID))
 		}
 		return m, nil
 	}
 	for _, name := range sch.required {
-		if !slices.ContainsFunc(o.props, func(p member) bool { return p.key == name }) {
+		if !slices.ContainsFunc(props, func(p member) bool { return p.key == name }) {
 			return rej(CodeFieldMissing, name, fmt.Sprintf("%s is missing; tsmId %d (%s) requires it", name, m.TsmID, sch.what))
 		}
 	}
-	if sch.atLeastOne && len(o.props) == 0 {
+	if sch.atLeastOne && len(props) == 0 {
 		return rej(CodeFieldMissing, "", fmt.Sprintf("tsmId %d (%s) message holds no property; it needs at least one of %s",
 			m.TsmID, sch.what, strings.Join(sch.names, ", ")))
 	}

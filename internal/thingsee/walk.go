@@ -3,17 +3,24 @@ package thingsee
 import (
 	"encoding/json"
 	"strings"
+	"unsafe"
 )
 
 // The walker below is a token walk like json.Decoder.Token, without its cost
 // (Decoder.Token took about 20 µs and 150 allocations per 12100 message,
 // mostly boxing tokens and building scanner errors to find where numbers
-// end). It only ever runs on bytes that json.Valid and utf8.Valid have
-// accepted, so it checks structure, not syntax; it still never indexes out
-// of range, and reports errMalformed instead of guessing. Strings with escape
-// sequences are unquoted by encoding/json itself, so both read every string
-// the same way (reference_test.go walks with Decoder.Token and the fuzz
-// target compares the two).
+// end). It runs on bytes utf8.Valid has accepted. It checks syntax as well
+// as structure (strings without raw control characters, numbers by the
+// JSON grammar, literals, commas and colons), so that a walk that reads a
+// whole object without an error proves it is JSON: Validate then needs no
+// json.Valid pass for it (the fuzz target checks that such a walk never
+// accepts what json.Valid refuses). Anything else (a broken limit, whose
+// skipping checks no syntax; a repeated nested key) leaves the judgement to
+// json.Valid. It never indexes out of range, and reports errMalformed
+// instead of guessing. Strings with escape sequences are unquoted by
+// encoding/json itself, so both read every string the same way
+// (reference_test.go walks with Decoder.Token and the fuzz target compares
+// the two).
 //
 // The walker also checks the structural limits (limits.go) as it goes, so
 // they cost no second pass. Its recursion is bounded by limits.depth: a
@@ -22,7 +29,7 @@ import (
 // and every later nested value, and keeps only the header fields, so a
 // hostile message costs one linear scan and no tree.
 
-// errMalformed means the walker met bytes json.Valid should have refused.
+// errMalformed means the walker met bytes that are not JSON.
 var errMalformed = &walkError{"malformed JSON"}
 
 // walkError is an error of the walker.
@@ -31,8 +38,8 @@ type walkError struct{ msg string }
 // Error returns the message.
 func (e *walkError) Error() string { return e.msg }
 
-// walker reads JSON values from src (a string copy of one message, so keys
-// and values are substrings of it and cost no allocation).
+// walker reads JSON values from src (one message's bytes viewed as a string,
+// so keys and values are substrings of it and cost no allocation).
 type walker struct {
 	src   string
 	i     int
@@ -70,21 +77,27 @@ func (w *walker) failWhole(code, reason string) {
 // firstFoldDuplicate, which also sees keys that differ only in case. When a
 // limit is broken it returns the header fields (headerOf) it read, for the
 // rejection, with a *limitError (the first limit broken).
-func walkObject(raw []byte, lim *limits) ([]member, error) {
-	w := walker{src: string(raw), lim: lim, depth: 1}
+//
+// The strings it returns alias raw (no copy: a message's raw bytes are a
+// copy owned by its Result, never modified, and they stay alive as long
+// as any of its strings), so raw must not change afterwards. members is
+// appended to, so a caller can hand it a buffer on its stack. n is how many
+// bytes of raw it read: when the error is nil and n is len(raw), raw is one
+// JSON object and nothing else.
+func walkObject(raw []byte, lim *limits, members []member) (_ []member, n int, _ error) {
+	w := walker{src: unsafe.String(unsafe.SliceData(raw), len(raw)), lim: lim, depth: 1}
 	w.space()
 	if !w.consume('{') {
-		return nil, errMalformed
+		return nil, w.i, errMalformed
 	}
-	members := make([]member, 0, 16)
 	w.space()
 	if w.consume('}') {
-		return members, nil
+		return members, w.i, nil
 	}
 	for {
 		key, err := w.key()
 		if err != nil {
-			return nil, err
+			return nil, w.i, err
 		}
 		if len(members) == lim.objectKeys {
 			w.failWhole(CodeTooManyKeys, reasonObjectKeys(lim.objectKeys, true))
@@ -94,7 +107,7 @@ func walkObject(raw []byte, lim *limits) ([]member, error) {
 			if de, ok := err.(*dupKeyError); ok && de.top == "" {
 				de.top = key
 			}
-			return nil, err
+			return nil, w.i, err
 		}
 		if w.bad != nil {
 			w.bad.place(key)
@@ -109,11 +122,11 @@ func walkObject(raw []byte, lim *limits) ([]member, error) {
 		}
 		if w.consume('}') {
 			if w.bad != nil {
-				return members, w.bad
+				return members, w.i, w.bad
 			}
-			return members, nil
+			return members, w.i, nil
 		}
-		return nil, errMalformed
+		return nil, w.i, errMalformed
 	}
 }
 
@@ -176,11 +189,13 @@ func (w *walker) str() (string, textFlaw, error) {
 	start := w.i
 	escaped := false
 	for j := start + 1; j < len(w.src); j++ {
-		switch w.src[j] {
-		case '\\':
+		switch c := w.src[j]; {
+		case c < 0x20: // a control character must be escaped
+			return "", textFlaw{}, errMalformed
+		case c == '\\':
 			escaped = true
 			j++
-		case '"':
+		case c == '"':
 			w.i = j + 1
 			if !escaped {
 				return w.src[start+1 : j], textFlaw{}, nil
@@ -252,6 +267,9 @@ func (w *walker) value() (jval, error) {
 			j++
 		}
 		v := jval{kind: jNumber, s: w.src[w.i:j]}
+		if !validNumber(v.s) {
+			return jval{}, errMalformed
+		}
 		if n := j - w.i; n > w.lim.numberBytes && w.bad == nil {
 			w.fail(CodeNumberTooLong, reasonNumberTooLong(n, w.lim.numberBytes))
 		}
@@ -358,4 +376,42 @@ func (w *walker) array() (jval, error) {
 		}
 		return jval{}, errMalformed
 	}
+}
+
+// validNumber reports whether s is a JSON number (RFC 8259 §6):
+// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func validNumber(s string) bool {
+	i := 0
+	digits := func() int {
+		d := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - d
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
 }
