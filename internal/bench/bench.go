@@ -24,6 +24,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"sync"
 	"time"
@@ -37,6 +38,9 @@ import (
 type Gateway struct {
 	Serial string
 	TLS    *tls.Config
+	// LocalAddr, when set, is the source address of its connection
+	// (SpreadSources).
+	LocalAddr net.Addr
 }
 
 // Target is an MQTT 5 server under load.
@@ -255,7 +259,7 @@ func connect(ctx context.Context, t Target, parallel int) ([]publisher, error) {
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			u, err := gateway.Dial(dctx, gateway.UplinkConfig{Addr: t.Addr, Serial: g.Serial, TLS: g.TLS})
+			u, err := gateway.Dial(dctx, gateway.UplinkConfig{Addr: t.Addr, Serial: g.Serial, TLS: g.TLS, LocalAddr: g.LocalAddr})
 			if err != nil {
 				errs[i] = fmt.Errorf("bench: connect gateway %s to %s %s: %w", g.Serial, t.Name, t.Addr, err)
 				return

@@ -11,15 +11,49 @@ import (
 	"text/tabwriter"
 )
 
-// Report is the whole output of one bench command: the JSON of -o json.
-type Report struct {
+// Header is what every bench report starts with: how the server was run,
+// the command and the machine.
+type Header struct {
+	// Mode is ModeInProcess or ModeExternal.
+	Mode       string            `json:"mode"`
 	Command    string            `json:"command"`
 	Settings   map[string]string `json:"settings"`
 	GoVersion  string            `json:"go_version"`
 	Platform   string            `json:"platform"`
 	GOMAXPROCS int               `json:"gomaxprocs"`
 	NumCPU     int               `json:"num_cpu"`
-	Results    []*SystemReport   `json:"results"`
+}
+
+// Report modes.
+const (
+	// ModeInProcess: the node runs in the bench's process, sharing its
+	// CPU budget with the load generator (a demonstration of numbers; the
+	// server's own cost is hidden in it).
+	ModeInProcess = "in-process"
+	// ModeExternal: the server is another process, measured from outside
+	// (MeasureExternal).
+	ModeExternal = "external"
+)
+
+// NewHeader returns the header of a bench command's report, with its
+// settings (by flag name) and the machine it runs on.
+func NewHeader(mode, command string, settings map[string]string) Header {
+	return Header{
+		Mode:       mode,
+		Command:    command,
+		Settings:   settings,
+		GoVersion:  runtime.Version(),
+		Platform:   runtime.GOOS + "/" + runtime.GOARCH,
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		NumCPU:     runtime.NumCPU(),
+	}
+}
+
+// Report is the whole output of an in-process bench command: the JSON of
+// -o json.
+type Report struct {
+	Header
+	Results []*SystemReport `json:"results"`
 	// Ratio compares iotransit with the peer (iotransit / peer).
 	Ratio *Ratio `json:"ratio,omitempty"`
 }
@@ -68,21 +102,17 @@ type StoredCheck struct {
 type Ratio struct {
 	Peer       string  `json:"peer"`
 	Throughput float64 `json:"throughput"`
-	P50        float64 `json:"p50"`
-	P99        float64 `json:"p99"`
+	// CPUPerMessage is the ratio of the servers' CPU time per acknowledged
+	// publish (external mode, when both were measured).
+	CPUPerMessage float64 `json:"cpuPerMessage,omitempty"`
+	P50           float64 `json:"p50"`
+	P99           float64 `json:"p99"`
 }
 
-// NewReport returns the report of a bench command, with its settings (by
-// flag name) and the machine it runs on.
+// NewReport returns the report of an in-process bench command, with its
+// settings (by flag name) and the machine it runs on.
 func NewReport(command string, settings map[string]string) *Report {
-	return &Report{
-		Command:    command,
-		Settings:   settings,
-		GoVersion:  runtime.Version(),
-		Platform:   runtime.GOOS + "/" + runtime.GOARCH,
-		GOMAXPROCS: runtime.GOMAXPROCS(0),
-		NumCPU:     runtime.NumCPU(),
-	}
+	return &Report{Header: NewHeader(ModeInProcess, command, settings)}
 }
 
 // loadAvg returns the 1, 5 and 15 minute load averages, or "" where
@@ -111,8 +141,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "command:  %s\n", rep.Command)
 	fmt.Fprintf(w, "load:     %s gateways, %s; payload %s; warmup %s, measured %s; fsync %s\n",
 		s["gateways"], mode, s["payload"], s["warmup"], s["duration"], s["fsync"])
-	fmt.Fprintf(w, "note:     the in-process iotransit node and the load generator share this process;\n")
-	fmt.Fprintf(w, "          a peer broker runs as its own process with the same client load.\n\n")
+	fmt.Fprintf(w, "mode:     %s (a demonstration of numbers): the iotransit node and the load generator share\n", rep.Mode)
+	fmt.Fprintf(w, "          this process and its CPU; a peer broker runs as its own process with the same client\n")
+	fmt.Fprintf(w, "          load. Measure a server from outside with --mqtt (docs/PERFORMANCE.md).\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(label string, f func(r *SystemReport) string) {
