@@ -26,6 +26,8 @@ type benchFlags struct {
 	output   string
 	logLevel string
 	ext      externalFlags
+	// serverPID is --server-pid, which --api-abuse shares.
+	serverPID int
 }
 
 // externalFlags are the flags of the external bench (--mqtt): a server in
@@ -80,6 +82,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if abuse.on {
 		return abuse.run(ctx, c.Duration, f.output, stdout, stderr)
 	}
+	f.serverPID = abuse.cfg.PID // one --server-pid for both
 	if err := f.validate(onCmdLine); err != nil {
 		return err
 	}
@@ -91,7 +94,6 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	})
 	c.Progress = func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
 	if f.ext.opts.MQTTAddr != "" {
-		f.ext.opts.ServerPID = abuse.cfg.PID
 		return f.external(ctx, commandLine(args), settings, stdout)
 	}
 	log, err := newLogger(stderr, f.logLevel)
@@ -189,6 +191,14 @@ func (f *benchFlags) validateExternal(onCmdLine map[string]bool) []error {
 			errs = append(errs, fmt.Errorf("--source-addrs: %q is not an IP address", a))
 		}
 	}
+	if pid := f.serverPID; pid < 0 {
+		errs = append(errs, fmt.Errorf("--server-pid %d: want a process id", pid))
+	} else if pid > 0 {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			errs = append(errs, fmt.Errorf("--server-pid %d: no such process (%v)", pid, err))
+		}
+	}
+	o.ServerPID = f.serverPID
 	if o.CacheDir == "" {
 		o.CacheDir = loadgen.DefaultCacheDir()
 	}

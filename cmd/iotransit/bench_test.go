@@ -79,6 +79,9 @@ func TestBenchIotransit(t *testing.T) {
 	if rep.GOMAXPROCS < 1 || rep.GoVersion == "" || !strings.Contains(rep.Command, "--gateways 3") {
 		t.Errorf("context: %+v", rep)
 	}
+	if rep.Mode != loadgen.ModeInProcess {
+		t.Errorf("mode %q: the in-process bench must say so", rep.Mode)
+	}
 }
 
 // TestBenchMosquittoPeer runs the same load against mosquitto; skipped when
@@ -89,7 +92,7 @@ func TestBenchMosquittoPeer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr)
 	}
-	for _, want := range []string{"mosquitto (version 2.", "open loop at 400", "iotransit / mosquitto: throughput", "yes: "} {
+	for _, want := range []string{"mode:     in-process", "mosquitto (version 2.", "open loop at 400", "iotransit / mosquitto: throughput", "yes: "} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
@@ -363,6 +366,7 @@ func TestBenchExternalRefusesBadFlags(t *testing.T) {
 		{"forward", append(ok, "--forward", "webhook", "--rate", "1"), "--forward"},
 		{"source", append(ok, "--source-addrs", "127.0.0.1,nope"), "nope"},
 		{"empty tenant", append(ok, "--tenant", ""), "--tenant"},
+		{"no such server process", append(ok, "--server-pid", "999999999"), "--server-pid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := runBenchCmd(t, tc.args...)

@@ -385,14 +385,9 @@ func externalRatio(it, p *ExternalSystem) *Ratio {
 // WriteTable writes the report as a table, a column per measured server.
 func (rep *ExternalReport) WriteTable(w io.Writer) {
 	s := rep.Settings
-	mode := "closed loop (each gateway: next publish when the previous PUBACK arrives)"
-	if s["rate"] != "0" {
-		mode = "open loop at " + s["rate"] + " publishes/s in total (latency from the due time)"
-	}
-	fmt.Fprintf(w, "iotransit bench: %s %s, GOMAXPROCS=%d, NumCPU=%d\n", rep.GoVersion, rep.Platform, rep.GOMAXPROCS, rep.NumCPU)
-	fmt.Fprintf(w, "command:  %s\n", rep.Command)
+	rep.writeHead(w)
 	fmt.Fprintf(w, "mode:     %s: the server is its own process (pid %s), measured from outside\n", rep.Mode, s["server-pid"])
-	fmt.Fprintf(w, "load:     %s gateways, %s; payload %s; warmup %s, measured %s\n\n", s["gateways"], mode, s["payload"], s["warmup"], s["duration"])
+	fmt.Fprintf(w, "load:     %s\n\n", loadShape(s))
 	systems := []*ExternalSystem{&rep.ExternalSystem}
 	if rep.Peer != nil {
 		systems = append(systems, rep.Peer)
@@ -415,12 +410,7 @@ func (rep *ExternalReport) WriteTable(w io.Writer) {
 		}
 		return fmt.Sprintf(format, *v)
 	}
-	row("system", func(x *ExternalSystem) string {
-		if x.Version != "" {
-			return x.System + " (" + strings.TrimPrefix(x.Version, "mosquitto ") + ")"
-		}
-		return x.System
-	})
+	row("system", func(x *ExternalSystem) string { return displayName(x.System, x.Version) })
 	row("load avg before (1/5/15m)", func(x *ExternalSystem) string { return x.LoadAvg })
 	row("throughput (acked publishes/s)", func(x *ExternalSystem) string { return fmt.Sprintf("%.0f", x.Throughput) })
 	row("latency p50 / p90", func(x *ExternalSystem) string { return fmtMs(x.Latency.P50) + " / " + fmtMs(x.Latency.P90) })
@@ -436,13 +426,7 @@ func (rep *ExternalReport) WriteTable(w io.Writer) {
 	row("bench / others CPU cores", func(x *ExternalSystem) string {
 		return optional(x.BenchCPUCores, "%.2f") + " / " + optional(x.OthersCPUCores, "%.2f")
 	})
-	row("errors", func(x *ExternalSystem) string {
-		e := x.Errors
-		if e.Total == 0 {
-			return "0"
-		}
-		return fmt.Sprintf("%d (refused %d, timeouts %d, other %d, connections lost %d)", e.Total, e.Refused, e.Timeouts, e.Other, e.ConnectionsLost)
-	})
+	row("errors", func(x *ExternalSystem) string { return x.Errors.String() })
 	row("stored (stream delta ≥ acked)", func(x *ExternalSystem) string {
 		c := x.Stored
 		switch {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/internal/securefile"
 )
 
 // Provisioning through the management API, for a server in another
@@ -210,10 +211,10 @@ func gatewayCert(ctx context.Context, cfg ProvisionConfig, dir string, tenantCA 
 	}
 	if dir != "" {
 		// The key first: a certificate without its key is never reused.
-		if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+		if err := securefile.WriteAtomic(keyFile, keyPEM, 0o600); err != nil {
 			return nil, false, err
 		}
-		if err := writeFileAtomic(certFile, []byte(enr.Certificate), 0o644); err != nil {
+		if err := securefile.WriteAtomic(certFile, []byte(enr.Certificate), 0o644); err != nil {
 			return nil, false, err
 		}
 	}
@@ -240,28 +241,6 @@ func cachedCert(certFile, keyFile string, tenantCA *x509.CertPool, serial string
 		return nil
 	}
 	return &cert
-}
-
-// writeFileAtomic writes b to path through a temporary file in the same
-// directory, so that a reader never sees half of it.
-func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // isConflict reports a 409 answer: the tenant or gateway exists already.

@@ -133,14 +133,8 @@ func loadAvg() string {
 // measured system.
 func (rep *Report) WriteTable(w io.Writer) {
 	s := rep.Settings
-	mode := "closed loop (each gateway: next publish when the previous PUBACK arrives)"
-	if s["rate"] != "0" {
-		mode = "open loop at " + s["rate"] + " publishes/s in total (latency from the due time)"
-	}
-	fmt.Fprintf(w, "iotransit bench: %s %s, GOMAXPROCS=%d, NumCPU=%d\n", rep.GoVersion, rep.Platform, rep.GOMAXPROCS, rep.NumCPU)
-	fmt.Fprintf(w, "command:  %s\n", rep.Command)
-	fmt.Fprintf(w, "load:     %s gateways, %s; payload %s; warmup %s, measured %s; fsync %s\n",
-		s["gateways"], mode, s["payload"], s["warmup"], s["duration"], s["fsync"])
+	rep.writeHead(w)
+	fmt.Fprintf(w, "load:     %s; fsync %s\n", loadShape(s), s["fsync"])
 	fmt.Fprintf(w, "mode:     %s (a demonstration of numbers): the iotransit node and the load generator share\n", rep.Mode)
 	fmt.Fprintf(w, "          this process and its CPU; a peer broker runs as its own process with the same client\n")
 	fmt.Fprintf(w, "          load. Measure a server from outside with --mqtt (docs/PERFORMANCE.md).\n\n")
@@ -159,12 +153,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 		fmt.Fprintln(tw)
 	}
-	row("system", func(r *SystemReport) string {
-		if r.Version != "" {
-			return r.Name + " (" + strings.TrimPrefix(r.Version, "mosquitto ") + ")"
-		}
-		return r.Name
-	})
+	row("system", func(r *SystemReport) string { return displayName(r.Name, r.Version) })
 	row("load avg before (1/5/15m)", func(r *SystemReport) string { return r.LoadAvg })
 	row("CPU cores used: bench+server/others", func(r *SystemReport) string {
 		c := r.CPU
@@ -190,13 +179,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 			return fmtMs(r.SendLag.P50Ms) + " / " + fmtMs(r.SendLag.P99Ms)
 		})
 	}
-	row("errors", func(r *SystemReport) string {
-		e := r.Errors
-		if e.Total == 0 {
-			return "0"
-		}
-		return fmt.Sprintf("%d (refused %d, timeouts %d, other %d, connections lost %d)", e.Total, e.Refused, e.Timeouts, e.Other, e.ConnectionsLost)
-	})
+	row("errors", func(r *SystemReport) string { return r.Errors.String() })
 	if s["rate"] != "0" {
 		row("missed (due, not sent)", func(r *SystemReport) string { return fmt.Sprint(r.Missed) })
 	}
@@ -256,6 +239,38 @@ func (rep *Report) WriteTable(w io.Writer) {
 	if rt := rep.Ratio; rt != nil {
 		fmt.Fprintf(w, "\niotransit / %s: throughput %.2f×, p50 latency %.2f×, p99 latency %.2f×\n", rt.Peer, rt.Throughput, rt.P50, rt.P99)
 	}
+}
+
+// writeHead writes the first lines of a table: the machine and the
+// command.
+func (h *Header) writeHead(w io.Writer) {
+	fmt.Fprintf(w, "iotransit bench: %s %s, GOMAXPROCS=%d, NumCPU=%d\n", h.GoVersion, h.Platform, h.GOMAXPROCS, h.NumCPU)
+	fmt.Fprintf(w, "command:  %s\n", h.Command)
+}
+
+// loadShape describes the load of a run from its settings.
+func loadShape(s map[string]string) string {
+	mode := "closed loop (each gateway: next publish when the previous PUBACK arrives)"
+	if s["rate"] != "0" {
+		mode = "open loop at " + s["rate"] + " publishes/s in total (latency from the due time)"
+	}
+	return fmt.Sprintf("%s gateways, %s; payload %s; warmup %s, measured %s", s["gateways"], mode, s["payload"], s["warmup"], s["duration"])
+}
+
+// displayName is a system's name with its version, if known.
+func displayName(name, version string) string {
+	if version != "" {
+		return name + " (" + strings.TrimPrefix(version, "mosquitto ") + ")"
+	}
+	return name
+}
+
+// String is "0" or the total with the count of each kind.
+func (e Errors) String() string {
+	if e.Total == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d (refused %d, timeouts %d, other %d, connections lost %d)", e.Total, e.Refused, e.Timeouts, e.Other, e.ConnectionsLost)
 }
 
 // percentiles are the latency percentiles a table shows.
@@ -378,12 +393,7 @@ func (rep *Report) WriteForwardTable(w io.Writer) {
 		}
 		return v
 	})
-	row("ingest errors", func(r *SystemReport, _ *ForwardResult) string {
-		if e := r.Errors; e.Total > 0 {
-			return fmt.Sprintf("%d (refused %d, timeouts %d, other %d, connections lost %d)", e.Total, e.Refused, e.Timeouts, e.Other, e.ConnectionsLost)
-		}
-		return "0"
-	})
+	row("ingest errors", func(r *SystemReport, _ *ForwardResult) string { return r.Errors.String() })
 	row("stored == acked (cumulative)", func(r *SystemReport, _ *ForwardResult) string {
 		c := r.Stored
 		switch {
