@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/mosquitto"
 	"github.com/iotransit/iotransit/internal/node"
+	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
@@ -114,6 +117,34 @@ func TestMeasureExternalStoredCheckFails(t *testing.T) {
 				t.Errorf("failures %v", failures)
 			}
 		})
+	}
+}
+
+// TestMeasureExternalCatchesAnAckerThatDoesNotStore: a broker that
+// acknowledges every publish and stores nothing (mosquitto, in place of the
+// node's MQTT listener, while the API is the node's) fails the stored
+// check, with no test hook: the check is independent of the acknowledgements.
+func TestMeasureExternalCatchesAnAckerThatDoesNotStore(t *testing.T) {
+	testutil.RequireMosquitto(t)
+	o := externalNode(t, 2)
+	ca, err := pki.NewCA("not iotransit", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testutil.Mosquitto(t, mosquitto.Config{CA: ca, Validity: time.Hour, DirPrefix: "bench-liar-"})
+	o.MQTTAddr = b.Addr()
+	o.CAPEM = append(append([]byte{}, o.CAPEM...), pki.EncodeCertPEM(ca.Cert.Raw)...) // verifies both servers
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, failures, err := MeasureExternal(ctx, NewHeader(ModeExternal, "test", nil), o, tinyLoad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Run.TotalAcked == 0 || rep.Stored == nil || rep.Stored.OK || rep.Stored.Delta != 0 {
+		t.Fatalf("acked %d, stored %+v", rep.Run.TotalAcked, rep.Stored)
+	}
+	if len(failures) != 1 || !strings.Contains(failures[0].Error(), "DURABILITY") {
+		t.Errorf("failures %v", failures)
 	}
 }
 
