@@ -66,6 +66,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.output, "o", cli.FormatTable, cli.OutputUsage)
 	fs.StringVar(&f.logLevel, "log-level", "warn", "iotransit server log level (debug, info, warn, error)")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 100, "open loop: publishes in flight per gateway at most")
+	fs.IntVar(&c.Window, "window", 1, "closed loop: publishes each gateway keeps in flight (1: a real gateway's pace; more pipelines them on the connection, as mosquitto_pub -l does)")
 	fs.StringVar(&o.TmpDir, "tmp-dir", "", "where the node's temporary data directory goes (default: the system's; put it on the disk to measure)")
 	fs.StringVar(&o.Forward, "forward", "", "measure forwarding to an in-process HTTPS receiver instead: webhook (needs --rate: a steady phase at that rate, then a closed-loop throughput phase)")
 	fs.IntVar(&o.ForwardBatch, "forward-batch", 100, fmt.Sprintf("--forward: the integration's batch.maxMessages (1 to %d)", forward.MaxMaxMessages))
@@ -221,6 +222,9 @@ func (f *benchFlags) validate(onCmdLine map[string]bool) error {
 	}
 	if c.Rate < 0 {
 		errs = append(errs, fmt.Errorf("--rate %g: must not be negative", c.Rate))
+	}
+	if c.Window < 1 || c.Window > 65535 {
+		errs = append(errs, fmt.Errorf("--window %d: want 1 to 65535 (MQTT's receive maximum)", c.Window))
 	}
 	if c.MaxInflight < 1 {
 		errs = append(errs, fmt.Errorf("--max-inflight %d: must be at least 1", c.MaxInflight))

@@ -130,6 +130,8 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--peer", "emqx"},
 		{"-o", "xml"},
 		{"--max-inflight", "0"},
+		{"--window", "0"},
+		{"--window", "65536"},
 		{"--forward", "mqtt", "--rate", "100"},
 		{"--forward", "webhook"}, // no --rate
 		{"--forward", "webhook", "--rate", "100", "--peer", "mosquitto"},

@@ -65,6 +65,10 @@ type Config struct {
 	Rate float64
 	// Payload is what each publish carries (default PayloadTypical).
 	Payload PayloadKind
+	// Window is how many publishes each gateway keeps in flight in the
+	// closed loop (default 1, a real gateway's pace): more pipelines
+	// publishes on one connection, as mosquitto_pub -l does.
+	Window int
 	// MaxInflight bounds the publishes in flight per gateway in the open
 	// loop (default 100). A gateway at the bound waits; its due publishes
 	// are then sent late and measured from their due time.
@@ -110,6 +114,9 @@ func (c *Config) defaults() error {
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 100
 	}
+	if c.Window <= 0 {
+		c.Window = 1
+	}
 	if c.LateGrace <= 0 {
 		c.LateGrace = time.Second
 	}
@@ -149,11 +156,13 @@ type Errors struct {
 
 // Result is what one run measured.
 type Result struct {
-	System             string  `json:"system"`
-	Addr               string  `json:"addr"`
-	Gateways           int     `json:"gateways"`
-	Mode               string  `json:"mode"` // "closed-loop" or "open-loop"
-	TargetRate         float64 `json:"target_rate,omitempty"`
+	System     string  `json:"system"`
+	Addr       string  `json:"addr"`
+	Gateways   int     `json:"gateways"`
+	Mode       string  `json:"mode"` // "closed-loop" or "open-loop"
+	TargetRate float64 `json:"target_rate,omitempty"`
+	// Window is the closed loop's publishes in flight per gateway.
+	Window             int     `json:"window,omitempty"`
 	Payload            string  `json:"payload"`
 	PayloadBytes       int     `json:"payload_bytes"`
 	MessagesPerPublish int     `json:"messages_per_publish"`
@@ -364,7 +373,7 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pi
 		mode = "open-loop"
 		cfg.Progress("open loop at %g publishes/s: warmup %s, measuring %s", cfg.Rate, cfg.Warmup, cfg.Duration)
 	} else {
-		cfg.Progress("closed loop, one publish in flight per gateway: warmup %s, measuring %s", cfg.Warmup, cfg.Duration)
+		cfg.Progress("closed loop, %d publishes in flight per gateway: warmup %s, measuring %s", cfg.Window, cfg.Warmup, cfg.Duration)
 	}
 	sched := Schedule{Start: start, Rate: cfg.Rate, Gateways: len(pubs)}
 	stats := make([]*gwStats, len(pubs))
@@ -376,7 +385,7 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pi
 			if cfg.Rate > 0 {
 				openLoop(ctx, p, gen, stats[i], sched, i, w, cfg.MaxInflight, cfg.LateGrace, cfg.Tracker)
 			} else {
-				closedLoop(ctx, p, gen, stats[i], i, w, cfg.Tracker)
+				closedLoop(ctx, p, gen, stats[i], i, w, cfg.Window, cfg.Tracker)
 			}
 		})
 	}
@@ -422,6 +431,9 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pi
 			res.ReasonCodes[fmt.Sprintf("0x%02x", c)] = n
 		}
 	}
+	if cfg.Rate == 0 {
+		res.Window = cfg.Window
+	}
 	res.TotalMessagesAcked = res.TotalAcked * int64(res.MessagesPerPublish)
 	res.PublishesPerSecond = float64(res.Acked) / cfg.Duration.Seconds()
 	res.MessagesPerSecond = res.PublishesPerSecond * float64(res.MessagesPerPublish)
@@ -465,9 +477,22 @@ func lost(p publisher, s *gwStats) bool {
 	}
 }
 
-// closedLoop publishes one message at a time until the window ends.
-func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g int, w window, tr Tracker) {
+// closedLoop keeps inflight publishes of gateway g in flight until the
+// window ends: the next is sent as soon as one is answered (with inflight
+// 1, one at a time, as a real gateway does).
+func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g int, w window, inflight int, tr Tracker) {
+	sem := make(chan struct{}, inflight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for ctx.Err() == nil {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		case <-p.done():
+			lost(p, s)
+			return
+		}
 		sent := time.Now()
 		if !sent.Before(w.end) {
 			return
@@ -480,12 +505,15 @@ func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g
 			s.mu.Unlock()
 		}
 		tr.Published(g, seq, sent)
-		reason, err := p.publish(ctx, payload)
-		tr.Answered(g, seq, err == nil && reason < 0x80)
-		s.record(w, sent, time.Now(), reason, err)
-		if err != nil && lost(p, s) {
-			return
-		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			reason, err := p.publish(ctx, payload)
+			tr.Answered(g, seq, err == nil && reason < 0x80)
+			s.record(w, sent, time.Now(), reason, err)
+			if err != nil {
+				lost(p, s)
+			}
+		})
 	}
 }
 

@@ -226,3 +226,39 @@ func TestRetryTransportWaitsOut429(t *testing.T) {
 		}
 	}
 }
+
+// inflightTracker records the most publishes of one gateway in flight at
+// once.
+type inflightTracker struct {
+	now, peak [8]atomic.Int32
+}
+
+func (tr *inflightTracker) Published(g int, _ int64, _ time.Time) {
+	n := tr.now[g].Add(1)
+	for p := tr.peak[g].Load(); n > p && !tr.peak[g].CompareAndSwap(p, n); p = tr.peak[g].Load() {
+	}
+}
+func (tr *inflightTracker) Answered(g int, _ int64, _ bool) { tr.now[g].Add(-1) }
+
+// TestClosedLoopWindow: with a window of 4 each gateway keeps up to 4
+// publishes in flight, never more, and everything acknowledged is stored.
+func TestClosedLoopWindow(t *testing.T) {
+	o := externalNode(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tr := &inflightTracker{}
+	cfg := tinyLoad
+	cfg.Window, cfg.Tracker = 4, tr
+	rep, failures, err := MeasureExternal(ctx, NewHeader(ModeExternal, "test", nil), o, cfg)
+	if err != nil || len(failures) > 0 {
+		t.Fatalf("err %v, failures %v", err, failures)
+	}
+	if rep.Run.Window != 4 || rep.Run.Mode != "closed-loop" || rep.Errors.Total != 0 || !rep.Stored.OK {
+		t.Fatalf("window %d, mode %s, errors %+v, stored %+v", rep.Run.Window, rep.Run.Mode, rep.Errors, rep.Stored)
+	}
+	for g := range 2 {
+		if p := tr.peak[g].Load(); p < 2 || p > 4 {
+			t.Errorf("gateway %d had at most %d publishes in flight, want 2 to 4", g, p)
+		}
+	}
+}

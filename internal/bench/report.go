@@ -251,6 +251,9 @@ func (h *Header) writeHead(w io.Writer) {
 // loadShape describes the load of a run from its settings.
 func loadShape(s map[string]string) string {
 	mode := "closed loop (each gateway: next publish when the previous PUBACK arrives)"
+	if win := s["window"]; win != "" && win != "1" {
+		mode = "closed loop (each gateway keeps " + win + " publishes in flight)"
+	}
 	if s["rate"] != "0" {
 		mode = "open loop at " + s["rate"] + " publishes/s in total (latency from the due time)"
 	}
