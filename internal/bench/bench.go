@@ -477,43 +477,70 @@ func lost(p publisher, s *gwStats) bool {
 	}
 }
 
+// sender sends one gateway's publishes, each from its own goroutine, at
+// most a bound in flight at once, and records their outcomes.
+type sender struct {
+	p   publisher
+	s   *gwStats
+	g   int
+	w   window
+	tr  Tracker
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+func newSender(p publisher, s *gwStats, g int, w window, inflight int, tr Tracker) *sender {
+	return &sender{p: p, s: s, g: g, w: w, tr: tr, sem: make(chan struct{}, inflight)}
+}
+
+// acquire waits for a free slot; false when ctx ended or the connection
+// was lost first.
+func (x *sender) acquire(ctx context.Context) bool {
+	select {
+	case x.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-x.p.done():
+		lost(x.p, x.s)
+		return false
+	}
+}
+
+// send publishes payload (publish seq of the gateway, measured from due)
+// in the slot acquired, which it frees when answered.
+func (x *sender) send(ctx context.Context, seq int64, payload []byte, due time.Time) {
+	x.wg.Go(func() {
+		defer func() { <-x.sem }()
+		reason, err := x.p.publish(ctx, payload)
+		x.tr.Answered(x.g, seq, err == nil && reason < 0x80)
+		x.s.record(x.w, due, time.Now(), reason, err)
+		if err != nil {
+			lost(x.p, x.s)
+		}
+	})
+}
+
 // closedLoop keeps inflight publishes of gateway g in flight until the
 // window ends: the next is sent as soon as one is answered (with inflight
 // 1, one at a time, as a real gateway does).
 func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g int, w window, inflight int, tr Tracker) {
-	sem := make(chan struct{}, inflight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for ctx.Err() == nil {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		case <-p.done():
-			lost(p, s)
-			return
-		}
+	x := newSender(p, s, g, w, inflight, tr)
+	defer x.wg.Wait()
+	for ctx.Err() == nil && x.acquire(ctx) {
 		sent := time.Now()
 		if !sent.Before(w.end) {
 			return
 		}
-		seq := gen.seq
-		payload := gen.next(sent)
 		if w.measured(sent) {
 			s.mu.Lock()
 			s.sent++
 			s.mu.Unlock()
 		}
+		seq := gen.seq
+		payload := gen.next(sent)
 		tr.Published(g, seq, sent)
-		wg.Go(func() {
-			defer func() { <-sem }()
-			reason, err := p.publish(ctx, payload)
-			tr.Answered(g, seq, err == nil && reason < 0x80)
-			s.record(w, sent, time.Now(), reason, err)
-			if err != nil {
-				lost(p, s)
-			}
-		})
+		x.send(ctx, seq, payload, sent)
 	}
 }
 
@@ -521,9 +548,8 @@ func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g
 // due times, each from its own goroutine, at most maxInflight at once; a
 // publish still unsent grace after the window is missed, with the rest.
 func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sched Schedule, g int, w window, maxInflight int, grace time.Duration, tr Tracker) {
-	sem := make(chan struct{}, maxInflight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	x := newSender(p, s, g, w, maxInflight, tr)
+	defer x.wg.Wait()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	due := sched.Count(g, w.end)
@@ -540,17 +566,12 @@ func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sch
 			case <-timer.C:
 			}
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		case <-p.done():
-			lost(p, s)
+		if !x.acquire(ctx) {
 			return
 		}
 		now := time.Now()
 		if !now.Before(w.end.Add(grace)) { // far behind schedule: the rest is never sent
-			<-sem
+			<-x.sem
 			s.mu.Lock()
 			s.missed += int64(due - max(j, sched.Count(g, w.start)))
 			s.mu.Unlock()
@@ -565,14 +586,6 @@ func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sch
 		seq := gen.seq
 		payload := gen.next(now)
 		tr.Published(g, seq, now)
-		wg.Go(func() {
-			defer func() { <-sem }()
-			reason, err := p.publish(ctx, payload)
-			tr.Answered(g, seq, err == nil && reason < 0x80)
-			s.record(w, at, time.Now(), reason, err)
-			if err != nil {
-				lost(p, s)
-			}
-		})
+		x.send(ctx, seq, payload, at)
 	}
 }
