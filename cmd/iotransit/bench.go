@@ -38,6 +38,9 @@ type externalFlags struct {
 	operatorKey *secretFlag
 }
 
+// benchTenantDefault is the tenant of the external bench's gateways.
+const benchTenantDefault = "bench"
+
 // addExternalFlags defines the flags of the external bench.
 func addExternalFlags(fs *flag.FlagSet, e *externalFlags) {
 	o := &e.opts
@@ -45,7 +48,7 @@ func addExternalFlags(fs *flag.FlagSet, e *externalFlags) {
 	fs.StringVar(&o.APIURL, "api", "", "--mqtt: the server's management API `URL`, https://HOST:PORT (the gateways are provisioned through it)")
 	fs.StringVar(&e.caFile, "ca", "", "--mqtt: PEM `FILE` of the CA that verifies the server (serve --dev: data/dev/gateways/*/ca.pem)")
 	e.operatorKey = newSecretFlag(fs, "operator-key", "--mqtt: the operator key (prefer --operator-key-file)", "--mqtt: `FILE` holding the operator key, e.g. data/"+node.OperatorKeyFile)
-	fs.StringVar(&o.Tenant, "tenant", "bench", "--mqtt: the tenant of the bench gateways, created when absent (the stored check counts all its messages: give the bench its own)")
+	fs.StringVar(&o.Tenant, "tenant", benchTenantDefault, "--mqtt: the tenant of the bench gateways, created when absent (the stored check counts all its messages: give the bench its own)")
 	fs.Var(listFlag{list: &o.SourceAddrs}, "source-addrs", "--mqtt: comma-separated local IPs the connections are spread over (default: enough loopback addresses 127.0.0.1, 127.0.0.2, ... for "+fmt.Sprint(loadgen.PortsPerSource)+" connections each)")
 	fs.StringVar(&o.CacheDir, "cache-dir", "", "--mqtt: where the gateways' keys and certificates are kept for the next run (default: the user's cache directory, iotransit/bench)")
 }
@@ -184,8 +187,13 @@ func (f *benchFlags) validateExternal(onCmdLine map[string]bool) []error {
 	if o.OperatorKey, err = e.operatorKey.Need(onCmdLine); err != nil {
 		errs = append(errs, err)
 	}
-	if strings.TrimSpace(o.Tenant) == "" {
+	switch {
+	case strings.TrimSpace(o.Tenant) == "":
 		errs = append(errs, errors.New("--tenant must not be empty"))
+	case !onCmdLine["tenant"] && o.Tenant != benchTenantDefault:
+		// IOTRANSIT_TENANT is usually set for the admin commands: the
+		// bench must not register its gateways in that tenant unasked.
+		errs = append(errs, fmt.Errorf("--tenant: %s names tenant %s; the bench registers its gateways in its tenant and counts all its messages: give --tenant %s on the command line to bench it", envVar("tenant"), o.Tenant, o.Tenant))
 	}
 	for _, a := range o.SourceAddrs {
 		if net.ParseIP(a) == nil {

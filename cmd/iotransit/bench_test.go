@@ -377,4 +377,10 @@ func TestBenchExternalRefusesBadFlags(t *testing.T) {
 			}
 		})
 	}
+	// The admin commands' IOTRANSIT_TENANT does not send the bench's
+	// gateways to a customer's tenant.
+	t.Setenv("IOTRANSIT_TENANT", "acme")
+	if _, _, err := runBenchCmd(t, ok...); err == nil || !strings.Contains(err.Error(), "IOTRANSIT_TENANT names tenant acme") {
+		t.Errorf("a tenant from the environment: %v", err)
+	}
 }
