@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -23,6 +25,32 @@ type benchFlags struct {
 	payload  string
 	output   string
 	logLevel string
+	ext      externalFlags
+	// serverPID is --server-pid, which --api-abuse shares.
+	serverPID int
+}
+
+// externalFlags are the flags of the external bench (--mqtt): a server in
+// another process, measured from outside.
+type externalFlags struct {
+	opts        loadgen.ExternalOptions
+	caFile      string
+	operatorKey *secretFlag
+}
+
+// benchTenantDefault is the tenant of the external bench's gateways.
+const benchTenantDefault = "bench"
+
+// addExternalFlags defines the flags of the external bench.
+func addExternalFlags(fs *flag.FlagSet, e *externalFlags) {
+	o := &e.opts
+	fs.StringVar(&o.MQTTAddr, "mqtt", "", "measure the server at this MQTT `HOST:PORT` from outside (its own process) instead of an in-process node; needs --api, --ca and --operator-key-file")
+	fs.StringVar(&o.APIURL, "api", "", "--mqtt: the server's management API `URL`, https://HOST:PORT (the gateways are provisioned through it)")
+	fs.StringVar(&e.caFile, "ca", "", "--mqtt: PEM `FILE` of the CA that verifies the server (serve --dev: data/dev/gateways/*/ca.pem)")
+	e.operatorKey = newSecretFlag(fs, "operator-key", "--mqtt: the operator key (prefer --operator-key-file)", "--mqtt: `FILE` holding the operator key, e.g. data/"+node.OperatorKeyFile)
+	fs.StringVar(&o.Tenant, "tenant", benchTenantDefault, "--mqtt: the tenant of the bench gateways, created when absent (the stored check counts all its messages: give the bench its own)")
+	fs.Var(listFlag{list: &o.SourceAddrs}, "source-addrs", "--mqtt: comma-separated local IPs the connections are spread over (default: enough loopback addresses 127.0.0.1, 127.0.0.2, ... for "+fmt.Sprint(loadgen.PortsPerSource)+" connections each)")
+	fs.StringVar(&o.CacheDir, "cache-dir", "", "--mqtt: where the gateways' keys and certificates are kept for the next run (default: the user's cache directory, iotransit/bench)")
 }
 
 // bench is "iotransit bench": flags to the load and what to measure, then
@@ -41,29 +69,42 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.output, "o", cli.FormatTable, cli.OutputUsage)
 	fs.StringVar(&f.logLevel, "log-level", "warn", "iotransit server log level (debug, info, warn, error)")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 100, "open loop: publishes in flight per gateway at most")
+	fs.IntVar(&c.Window, "window", 1, "closed loop: publishes each gateway keeps in flight (1: a real gateway's pace; more pipelines them on the connection, as mosquitto_pub -l does)")
 	fs.StringVar(&o.TmpDir, "tmp-dir", "", "where the node's temporary data directory goes (default: the system's; put it on the disk to measure)")
 	fs.StringVar(&o.Forward, "forward", "", "measure forwarding to an in-process HTTPS receiver instead: webhook (needs --rate: a steady phase at that rate, then a closed-loop throughput phase)")
 	fs.IntVar(&o.ForwardBatch, "forward-batch", 100, fmt.Sprintf("--forward: the integration's batch.maxMessages (1 to %d)", forward.MaxMaxMessages))
 	fs.DurationVar(&o.ForwardWait, "forward-wait", 50*time.Millisecond, "--forward: the integration's batch.maxWait ("+waitBounds+")")
+	addExternalFlags(fs, &f.ext)
 	abuse := addAbuseFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	pos, onCmdLine, err := parseArgs(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usageError("unexpected argument %q", pos[0])
 	}
 	if abuse.on {
 		return abuse.run(ctx, c.Duration, f.output, stdout, stderr)
 	}
-	if err := f.validate(); err != nil {
+	f.serverPID = abuse.cfg.PID // one --server-pid for both
+	if err := f.validate(onCmdLine); err != nil {
 		return err
+	}
+	settings := map[string]string{}
+	fs.VisitAll(func(fl *flag.Flag) {
+		if !strings.Contains(fl.Name, "operator-key") { // no secret in the report
+			settings[fl.Name] = fl.Value.String()
+		}
+	})
+	c.Progress = func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
+	if f.ext.opts.MQTTAddr != "" {
+		return f.external(ctx, commandLine(args), settings, stdout)
 	}
 	log, err := newLogger(stderr, f.logLevel)
 	if err != nil {
 		return err
 	}
 	o.Log = log.Handler()
-	c.Progress = func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
-
-	settings := map[string]string{}
-	fs.VisitAll(func(fl *flag.Flag) { settings[fl.Name] = fl.Value.String() })
 	rep := loadgen.NewReport(commandLine(args), settings)
 	failures, err := loadgen.Measure(ctx, rep, f.opts, f.cfg)
 	if err != nil {
@@ -88,10 +129,96 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // waitBounds are the bounds of an integration's batch.maxWait.
 var waitBounds = shortDuration(time.Duration(forward.MinMaxWait)) + " to " + shortDuration(time.Duration(forward.MaxMaxWait))
 
-// validate checks the flags, every problem at once, and sets the payload.
-func (f *benchFlags) validate() error {
-	o, c := &f.opts, &f.cfg
+// external measures the server of --mqtt from outside and reports.
+func (f *benchFlags) external(ctx context.Context, command string, settings map[string]string, stdout io.Writer) error {
+	rep, failures, err := loadgen.MeasureExternal(ctx, loadgen.NewHeader(loadgen.ModeExternal, command, settings), f.ext.opts, f.cfg)
+	if err != nil {
+		return err
+	}
+	if f.output != cli.FormatTable {
+		if err := cli.PrintData(stdout, f.output, rep); err != nil {
+			return err
+		}
+	} else {
+		rep.WriteTable(stdout)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("bench interrupted: %w", ctx.Err())
+	}
+	return errors.Join(failures...)
+}
+
+// validateExternal checks the flags of --mqtt and reads the CA and the
+// operator key; flags of the in-process node given with it are errors.
+func (f *benchFlags) validateExternal(onCmdLine map[string]bool) []error {
+	e := &f.ext
+	o := &e.opts
 	var errs []error
+	if o.MQTTAddr == "" {
+		for _, name := range []string{"api", "ca", "operator-key", "operator-key-file", "source-addrs", "cache-dir"} {
+			if onCmdLine[name] {
+				errs = append(errs, fmt.Errorf("--%s is for the external bench: give --mqtt too", name))
+			}
+		}
+		return errs
+	}
+	for _, name := range []string{"fsync", "tmp-dir", "log-level", "forward"} {
+		if onCmdLine[name] {
+			errs = append(errs, fmt.Errorf("--%s is for the in-process node: with --mqtt, set it on the server (iotransit serve)", name))
+		}
+	}
+	if _, _, err := net.SplitHostPort(o.MQTTAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--mqtt %q: want HOST:PORT", o.MQTTAddr))
+	}
+	if o.APIURL == "" {
+		errs = append(errs, errors.New("--mqtt needs --api: the server's management API, https://HOST:PORT"))
+	} else if _, err := client.ParseServerURL(o.APIURL); err != nil {
+		errs = append(errs, fmt.Errorf("--api: %v", err))
+	}
+	if e.caFile == "" {
+		errs = append(errs, errors.New("--mqtt needs --ca: the CA that verifies the server"))
+	} else {
+		var err error
+		if o.CAPEM, err = os.ReadFile(e.caFile); err != nil {
+			errs = append(errs, fmt.Errorf("--ca: %w", err))
+		}
+	}
+	var err error
+	if o.OperatorKey, err = e.operatorKey.Need(onCmdLine); err != nil {
+		errs = append(errs, err)
+	}
+	switch {
+	case strings.TrimSpace(o.Tenant) == "":
+		errs = append(errs, errors.New("--tenant must not be empty"))
+	case !onCmdLine["tenant"] && o.Tenant != benchTenantDefault:
+		// IOTRANSIT_TENANT is usually set for the admin commands: the
+		// bench must not register its gateways in that tenant unasked.
+		errs = append(errs, fmt.Errorf("--tenant: %s names tenant %s; the bench registers its gateways in its tenant and counts all its messages: give --tenant %s on the command line to bench it", envVar("tenant"), o.Tenant, o.Tenant))
+	}
+	for _, a := range o.SourceAddrs {
+		if net.ParseIP(a) == nil {
+			errs = append(errs, fmt.Errorf("--source-addrs: %q is not an IP address", a))
+		}
+	}
+	if pid := f.serverPID; pid < 0 {
+		errs = append(errs, fmt.Errorf("--server-pid %d: want a process id", pid))
+	} else if pid > 0 {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			errs = append(errs, fmt.Errorf("--server-pid %d: no such process (%v)", pid, err))
+		}
+	}
+	o.ServerPID = f.serverPID
+	if o.CacheDir == "" {
+		o.CacheDir = loadgen.DefaultCacheDir()
+	}
+	o.Gateways, o.Peer = f.opts.Gateways, f.opts.Peer
+	return errs
+}
+
+// validate checks the flags, every problem at once, and sets the payload.
+func (f *benchFlags) validate(onCmdLine map[string]bool) error {
+	o, c := &f.opts, &f.cfg
+	errs := f.validateExternal(onCmdLine)
 	if o.Gateways < 1 || o.Gateways > 100000 {
 		errs = append(errs, fmt.Errorf("--gateways %d: want 1 to 100000", o.Gateways))
 	}
@@ -103,6 +230,9 @@ func (f *benchFlags) validate() error {
 	}
 	if c.Rate < 0 {
 		errs = append(errs, fmt.Errorf("--rate %g: must not be negative", c.Rate))
+	}
+	if c.Window < 1 || c.Window > 65535 {
+		errs = append(errs, fmt.Errorf("--window %d: want 1 to 65535 (MQTT's receive maximum)", c.Window))
 	}
 	if c.MaxInflight < 1 {
 		errs = append(errs, fmt.Errorf("--max-inflight %d: must be at least 1", c.MaxInflight))

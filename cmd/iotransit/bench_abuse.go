@@ -32,7 +32,7 @@ func addAbuseFlags(fs *flag.FlagSet) *abuseFlags {
 	fs.StringVar(&a.dataDir, "data-dir", "data", "--api-abuse: the server's data directory (its operator key and the dev gateway's files)")
 	fs.StringVar(&c.Server, "server", "https://127.0.0.1:8443", "--api-abuse: URL of the server's API")
 	fs.StringVar(&c.MQTTAddr, "mqtt-addr", "127.0.0.1:8883", "--api-abuse: the server's MQTT listener")
-	fs.IntVar(&c.PID, "server-pid", 0, "--api-abuse: the server's process id (its CPU time is measured)")
+	fs.IntVar(&c.PID, "server-pid", 0, "--mqtt, --api-abuse: the server's process id (its CPU time and, with --mqtt, its memory are measured)")
 	fs.IntVar(&c.Messages, "messages", 5100, "--api-abuse: messages the dev tenant holds (what is missing is published)")
 	fs.IntVar(&c.Rejected, "rejected", 2000, "--api-abuse: rejected messages the dev tenant holds")
 	fs.IntVar(&c.AuditEntries, "audit-entries", 10000, "--api-abuse: audit entries the dev tenant holds (what is missing is added)")

@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	loadgen "github.com/iotransit/iotransit/internal/bench"
+	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // runBenchCmd runs `iotransit bench args...` in-process.
@@ -20,6 +25,16 @@ func runBenchCmd(t *testing.T, args ...string) (stdout, stderr string, err error
 	var out, errOut bytes.Buffer
 	err = run(ctx, append([]string{"bench"}, args...), &out, &errOut)
 	return out.String(), errOut.String(), err
+}
+
+// startDevServerArgs builds the binary and starts `iotransit serve --dev
+// args...` (not in -short mode).
+func startDevServerArgs(t *testing.T, args ...string) server {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	return server{nodetest.StartDevServer(t, buildBinary(t), "warn", args...)}
 }
 
 func decodeBenchReport(t *testing.T, stdout, stderr string) loadgen.Report {
@@ -64,6 +79,9 @@ func TestBenchIotransit(t *testing.T) {
 	if rep.GOMAXPROCS < 1 || rep.GoVersion == "" || !strings.Contains(rep.Command, "--gateways 3") {
 		t.Errorf("context: %+v", rep)
 	}
+	if rep.Mode != loadgen.ModeInProcess {
+		t.Errorf("mode %q: the in-process bench must say so", rep.Mode)
+	}
 }
 
 // TestBenchMosquittoPeer runs the same load against mosquitto; skipped when
@@ -74,7 +92,7 @@ func TestBenchMosquittoPeer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr)
 	}
-	for _, want := range []string{"mosquitto (version 2.", "open loop at 400", "iotransit / mosquitto: throughput", "yes: "} {
+	for _, want := range []string{"mode:     in-process", "mosquitto (version 2.", "open loop at 400", "iotransit / mosquitto: throughput", "yes: "} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
@@ -112,6 +130,8 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--peer", "emqx"},
 		{"-o", "xml"},
 		{"--max-inflight", "0"},
+		{"--window", "0"},
+		{"--window", "65536"},
 		{"--forward", "mqtt", "--rate", "100"},
 		{"--forward", "webhook"}, // no --rate
 		{"--forward", "webhook", "--rate", "100", "--peer", "mosquitto"},
@@ -216,5 +236,151 @@ func TestBenchForward(t *testing.T) {
 	}
 	if strings.Contains(stdout, "!!!") {
 		t.Errorf("table reports a problem:\n%s", stdout)
+	}
+}
+
+// TestBenchExternal measures a `serve --dev` process from outside: its
+// gateways are provisioned through the API, the JSON has the figures the
+// issue asks for and the stored check holds; a second run reuses the cached
+// certificates (no new enrollment); --peer mosquitto adds the ratios.
+func TestBenchExternal(t *testing.T) {
+	s := startDevServerArgs(t, "--msg-rate", "1000000", "--msg-burst", "1000000")
+	cache := t.TempDir()
+	ext := []string{"--mqtt", s.MQTT, "--api", "https://" + s.API, "--ca", s.GatewayFile("ca.pem"),
+		"--operator-key-file", filepath.Join(s.Dir, node.OperatorKeyFile), "--server-pid", strconv.Itoa(s.Cmd.Process.Pid),
+		"--cache-dir", cache, "--tenant", "bench-ext", "--gateways", "3", "--duration", "1s", "--warmup", "200ms"}
+
+	var first map[string]any
+	t.Run("json", func(t *testing.T) {
+		stdout, stderr, err := runBenchCmd(t, append(ext, "-o", "json")...)
+		if err != nil {
+			t.Fatalf("bench: %v\n%s\nserver:\n%s", err, stderr, s.Out)
+		}
+		if err := json.Unmarshal([]byte(stdout), &first); err != nil {
+			t.Fatalf("%v\n%s", err, stdout)
+		}
+		checkExternalJSON(t, first, stdout)
+		if p := first["provision"].(map[string]any); p["enrolled"] != 3.0 || p["reused"] != 0.0 {
+			t.Errorf("provision %v", p)
+		}
+		if strings.Contains(stdout, "operator") && strings.Contains(stdout, "itop_") {
+			t.Error("the report holds the operator key")
+		}
+	})
+	t.Run("cache reused", func(t *testing.T) {
+		stdout, stderr, err := runBenchCmd(t, ext...)
+		if err != nil {
+			t.Fatalf("bench: %v\n%s", err, stderr)
+		}
+		for _, want := range []string{"mode:     external", "3 reused from the cache, 0 enrolled", "yes: ", "server CPU per publish"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("table lacks %q:\n%s", want, stdout)
+			}
+		}
+		certs, err := s.Operator(t).ListCertificates(context.Background(), "bench-ext", "TSGW06BNC00000002")
+		if err != nil || len(certs) != 1 {
+			t.Errorf("%d certificates (%v): want the one of the first run", len(certs), err)
+		}
+	})
+	t.Run("peer mosquitto", func(t *testing.T) {
+		tu.RequireMosquitto(t)
+		stdout, stderr, err := runBenchCmd(t, append(ext, "--peer", "mosquitto", "--rate", "300", "-o", "json")...)
+		if err != nil {
+			t.Fatalf("bench: %v\n%s", err, stderr)
+		}
+		var rep map[string]any
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("%v\n%s", err, stdout)
+		}
+		checkExternalJSON(t, rep, stdout)
+		peer, _ := rep["peer"].(map[string]any)
+		if peer == nil || peer["system"] != "mosquitto" || peer["skipped"] != nil || peer["stored"] != nil {
+			t.Fatalf("peer %v", peer)
+		}
+		if v, _ := peer["serverCpuPerMessageUs"].(float64); v <= 0 {
+			t.Errorf("mosquitto CPU per message %v", peer["serverCpuPerMessageUs"])
+		}
+		ratio, _ := rep["ratio"].(map[string]any)
+		for _, k := range []string{"throughput", "cpuPerMessage", "p50", "p99"} {
+			if v, _ := ratio[k].(float64); v <= 0 {
+				t.Errorf("ratio %s = %v in %v", k, ratio[k], ratio)
+			}
+		}
+	})
+}
+
+// checkExternalJSON checks the figures of an external bench's JSON.
+func checkExternalJSON(t *testing.T, rep map[string]any, raw string) {
+	t.Helper()
+	if rep["mode"] != "external" || rep["system"] != "iotransit" {
+		t.Errorf("mode %v, system %v", rep["mode"], rep["system"])
+	}
+	pos := func(k string, v any) {
+		if f, _ := v.(float64); f <= 0 {
+			t.Errorf("%s = %v, want > 0", k, v)
+		}
+	}
+	pos("throughput", rep["throughput"])
+	lat, _ := rep["latency"].(map[string]any)
+	for _, k := range []string{"p50", "p90", "p99", "p999"} {
+		pos("latency."+k, lat[k])
+	}
+	for _, k := range []string{"serverCpuPerMessageUs", "serverRssBytes"} {
+		pos(k, rep[k])
+	}
+	if _, ok := rep["benchCpuCores"].(float64); !ok {
+		t.Errorf("benchCpuCores missing")
+	}
+	errs, _ := rep["errors"].(map[string]any)
+	for _, k := range []string{"total", "refused", "timeouts", "other", "connections_lost"} {
+		if v, ok := errs[k].(float64); !ok || v != 0 {
+			t.Errorf("errors.%s = %v", k, errs[k])
+		}
+	}
+	st, _ := rep["stored"].(map[string]any)
+	if st["ok"] != true || st["acked"] == 0.0 || st["delta"] != st["acked"] {
+		t.Errorf("stored %v", st)
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", raw)
+	}
+}
+
+func TestBenchExternalRefusesBadFlags(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("itop_x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := []string{"--mqtt", "127.0.0.1:1", "--api", "https://127.0.0.1:2", "--ca", key, "--operator-key-file", key}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"api without mqtt", []string{"--api", "https://x:1"}, "--api"},
+		{"ca without mqtt", []string{"--ca", key}, "--ca"},
+		{"no api", []string{"--mqtt", "127.0.0.1:1", "--ca", key, "--operator-key-file", key}, "--api"},
+		{"no ca", []string{"--mqtt", "127.0.0.1:1", "--api", "https://x:1", "--operator-key-file", key}, "--ca"},
+		{"no key", []string{"--mqtt", "127.0.0.1:1", "--api", "https://x:1", "--ca", key}, "--operator-key"},
+		{"http api", append(ok, "--api", "http://x:1"), "api"},
+		{"bad mqtt", append(ok, "--mqtt", "nohost"), "--mqtt"},
+		{"fsync", append(ok, "--fsync", "always"), "--fsync"},
+		{"forward", append(ok, "--forward", "webhook", "--rate", "1"), "--forward"},
+		{"source", append(ok, "--source-addrs", "127.0.0.1,nope"), "nope"},
+		{"empty tenant", append(ok, "--tenant", ""), "--tenant"},
+		{"no such server process", append(ok, "--server-pid", "999999999"), "--server-pid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := runBenchCmd(t, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("bench %v: error %v, want one naming %s", tc.args, err, tc.want)
+			}
+		})
+	}
+	// The admin commands' IOTRANSIT_TENANT does not send the bench's
+	// gateways to a customer's tenant.
+	t.Setenv("IOTRANSIT_TENANT", "acme")
+	if _, _, err := runBenchCmd(t, ok...); err == nil || !strings.Contains(err.Error(), "IOTRANSIT_TENANT names tenant acme") {
+		t.Errorf("a tenant from the environment: %v", err)
 	}
 }

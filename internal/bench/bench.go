@@ -24,6 +24,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"sync"
 	"time"
@@ -37,6 +38,9 @@ import (
 type Gateway struct {
 	Serial string
 	TLS    *tls.Config
+	// LocalAddr, when set, is the source address of its connection
+	// (SpreadSources).
+	LocalAddr net.Addr
 }
 
 // Target is an MQTT 5 server under load.
@@ -61,6 +65,10 @@ type Config struct {
 	Rate float64
 	// Payload is what each publish carries (default PayloadTypical).
 	Payload PayloadKind
+	// Window is how many publishes each gateway keeps in flight in the
+	// closed loop (default 1, a real gateway's pace): more pipelines
+	// publishes on one connection, as mosquitto_pub -l does.
+	Window int
 	// MaxInflight bounds the publishes in flight per gateway in the open
 	// loop (default 100). A gateway at the bound waits; its due publishes
 	// are then sent late and measured from their due time.
@@ -106,6 +114,9 @@ func (c *Config) defaults() error {
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 100
 	}
+	if c.Window <= 0 {
+		c.Window = 1
+	}
 	if c.LateGrace <= 0 {
 		c.LateGrace = time.Second
 	}
@@ -145,11 +156,13 @@ type Errors struct {
 
 // Result is what one run measured.
 type Result struct {
-	System             string  `json:"system"`
-	Addr               string  `json:"addr"`
-	Gateways           int     `json:"gateways"`
-	Mode               string  `json:"mode"` // "closed-loop" or "open-loop"
-	TargetRate         float64 `json:"target_rate,omitempty"`
+	System     string  `json:"system"`
+	Addr       string  `json:"addr"`
+	Gateways   int     `json:"gateways"`
+	Mode       string  `json:"mode"` // "closed-loop" or "open-loop"
+	TargetRate float64 `json:"target_rate,omitempty"`
+	// Window is the closed loop's publishes in flight per gateway.
+	Window             int     `json:"window,omitempty"`
 	Payload            string  `json:"payload"`
 	PayloadBytes       int     `json:"payload_bytes"`
 	MessagesPerPublish int     `json:"messages_per_publish"`
@@ -255,7 +268,7 @@ func connect(ctx context.Context, t Target, parallel int) ([]publisher, error) {
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			u, err := gateway.Dial(dctx, gateway.UplinkConfig{Addr: t.Addr, Serial: g.Serial, TLS: g.TLS})
+			u, err := gateway.Dial(dctx, gateway.UplinkConfig{Addr: t.Addr, Serial: g.Serial, TLS: g.TLS, LocalAddr: g.LocalAddr})
 			if err != nil {
 				errs[i] = fmt.Errorf("bench: connect gateway %s to %s %s: %w", g.Serial, t.Name, t.Addr, err)
 				return
@@ -360,7 +373,7 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pi
 		mode = "open-loop"
 		cfg.Progress("open loop at %g publishes/s: warmup %s, measuring %s", cfg.Rate, cfg.Warmup, cfg.Duration)
 	} else {
-		cfg.Progress("closed loop, one publish in flight per gateway: warmup %s, measuring %s", cfg.Warmup, cfg.Duration)
+		cfg.Progress("closed loop, %d publishes in flight per gateway: warmup %s, measuring %s", cfg.Window, cfg.Warmup, cfg.Duration)
 	}
 	sched := Schedule{Start: start, Rate: cfg.Rate, Gateways: len(pubs)}
 	stats := make([]*gwStats, len(pubs))
@@ -372,7 +385,7 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pi
 			if cfg.Rate > 0 {
 				openLoop(ctx, p, gen, stats[i], sched, i, w, cfg.MaxInflight, cfg.LateGrace, cfg.Tracker)
 			} else {
-				closedLoop(ctx, p, gen, stats[i], i, w, cfg.Tracker)
+				closedLoop(ctx, p, gen, stats[i], i, w, cfg.Window, cfg.Tracker)
 			}
 		})
 	}
@@ -418,6 +431,9 @@ func run(ctx context.Context, pubs []publisher, serials []string, cfg Config, pi
 			res.ReasonCodes[fmt.Sprintf("0x%02x", c)] = n
 		}
 	}
+	if cfg.Rate == 0 {
+		res.Window = cfg.Window
+	}
 	res.TotalMessagesAcked = res.TotalAcked * int64(res.MessagesPerPublish)
 	res.PublishesPerSecond = float64(res.Acked) / cfg.Duration.Seconds()
 	res.MessagesPerSecond = res.PublishesPerSecond * float64(res.MessagesPerPublish)
@@ -461,27 +477,70 @@ func lost(p publisher, s *gwStats) bool {
 	}
 }
 
-// closedLoop publishes one message at a time until the window ends.
-func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g int, w window, tr Tracker) {
-	for ctx.Err() == nil {
+// sender sends one gateway's publishes, each from its own goroutine, at
+// most a bound in flight at once, and records their outcomes.
+type sender struct {
+	p   publisher
+	s   *gwStats
+	g   int
+	w   window
+	tr  Tracker
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+func newSender(p publisher, s *gwStats, g int, w window, inflight int, tr Tracker) *sender {
+	return &sender{p: p, s: s, g: g, w: w, tr: tr, sem: make(chan struct{}, inflight)}
+}
+
+// acquire waits for a free slot; false when ctx ended or the connection
+// was lost first.
+func (x *sender) acquire(ctx context.Context) bool {
+	select {
+	case x.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-x.p.done():
+		lost(x.p, x.s)
+		return false
+	}
+}
+
+// send publishes payload (publish seq of the gateway, measured from due)
+// in the slot acquired, which it frees when answered.
+func (x *sender) send(ctx context.Context, seq int64, payload []byte, due time.Time) {
+	x.wg.Go(func() {
+		defer func() { <-x.sem }()
+		reason, err := x.p.publish(ctx, payload)
+		x.tr.Answered(x.g, seq, err == nil && reason < 0x80)
+		x.s.record(x.w, due, time.Now(), reason, err)
+		if err != nil {
+			lost(x.p, x.s)
+		}
+	})
+}
+
+// closedLoop keeps inflight publishes of gateway g in flight until the
+// window ends: the next is sent as soon as one is answered (with inflight
+// 1, one at a time, as a real gateway does).
+func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g int, w window, inflight int, tr Tracker) {
+	x := newSender(p, s, g, w, inflight, tr)
+	defer x.wg.Wait()
+	for ctx.Err() == nil && x.acquire(ctx) {
 		sent := time.Now()
 		if !sent.Before(w.end) {
 			return
 		}
-		seq := gen.seq
-		payload := gen.next(sent)
 		if w.measured(sent) {
 			s.mu.Lock()
 			s.sent++
 			s.mu.Unlock()
 		}
+		seq := gen.seq
+		payload := gen.next(sent)
 		tr.Published(g, seq, sent)
-		reason, err := p.publish(ctx, payload)
-		tr.Answered(g, seq, err == nil && reason < 0x80)
-		s.record(w, sent, time.Now(), reason, err)
-		if err != nil && lost(p, s) {
-			return
-		}
+		x.send(ctx, seq, payload, sent)
 	}
 }
 
@@ -489,9 +548,8 @@ func closedLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, g
 // due times, each from its own goroutine, at most maxInflight at once; a
 // publish still unsent grace after the window is missed, with the rest.
 func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sched Schedule, g int, w window, maxInflight int, grace time.Duration, tr Tracker) {
-	sem := make(chan struct{}, maxInflight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	x := newSender(p, s, g, w, maxInflight, tr)
+	defer x.wg.Wait()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	due := sched.Count(g, w.end)
@@ -508,17 +566,12 @@ func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sch
 			case <-timer.C:
 			}
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		case <-p.done():
-			lost(p, s)
+		if !x.acquire(ctx) {
 			return
 		}
 		now := time.Now()
 		if !now.Before(w.end.Add(grace)) { // far behind schedule: the rest is never sent
-			<-sem
+			<-x.sem
 			s.mu.Lock()
 			s.missed += int64(due - max(j, sched.Count(g, w.start)))
 			s.mu.Unlock()
@@ -533,14 +586,6 @@ func openLoop(ctx context.Context, p publisher, gen *payloadGen, s *gwStats, sch
 		seq := gen.seq
 		payload := gen.next(now)
 		tr.Published(g, seq, now)
-		wg.Go(func() {
-			defer func() { <-sem }()
-			reason, err := p.publish(ctx, payload)
-			tr.Answered(g, seq, err == nil && reason < 0x80)
-			s.record(w, at, time.Now(), reason, err)
-			if err != nil {
-				lost(p, s)
-			}
-		})
+		x.send(ctx, seq, payload, at)
 	}
 }

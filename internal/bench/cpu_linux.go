@@ -58,3 +58,23 @@ func procTicks(pid string) (uint64, bool) {
 	s, err2 := strconv.ParseUint(f[12], 10, 64)
 	return u + s, err1 == nil && err2 == nil
 }
+
+// readRSS returns the resident set size of pid from the VmRSS line of
+// /proc/PID/status, in bytes (0 when unknown).
+func readRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v) // "123456 kB"
+			if len(f) == 2 && f[1] == "kB" {
+				if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return n * 1024
+				}
+			}
+		}
+	}
+	return 0
+}

@@ -11,15 +11,49 @@ import (
 	"text/tabwriter"
 )
 
-// Report is the whole output of one bench command: the JSON of -o json.
-type Report struct {
+// Header is what every bench report starts with: how the server was run,
+// the command and the machine.
+type Header struct {
+	// Mode is ModeInProcess or ModeExternal.
+	Mode       string            `json:"mode"`
 	Command    string            `json:"command"`
 	Settings   map[string]string `json:"settings"`
 	GoVersion  string            `json:"go_version"`
 	Platform   string            `json:"platform"`
 	GOMAXPROCS int               `json:"gomaxprocs"`
 	NumCPU     int               `json:"num_cpu"`
-	Results    []*SystemReport   `json:"results"`
+}
+
+// Report modes.
+const (
+	// ModeInProcess: the node runs in the bench's process, sharing its
+	// CPU budget with the load generator (a demonstration of numbers; the
+	// server's own cost is hidden in it).
+	ModeInProcess = "in-process"
+	// ModeExternal: the server is another process, measured from outside
+	// (MeasureExternal).
+	ModeExternal = "external"
+)
+
+// NewHeader returns the header of a bench command's report, with its
+// settings (by flag name) and the machine it runs on.
+func NewHeader(mode, command string, settings map[string]string) Header {
+	return Header{
+		Mode:       mode,
+		Command:    command,
+		Settings:   settings,
+		GoVersion:  runtime.Version(),
+		Platform:   runtime.GOOS + "/" + runtime.GOARCH,
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		NumCPU:     runtime.NumCPU(),
+	}
+}
+
+// Report is the whole output of an in-process bench command: the JSON of
+// -o json.
+type Report struct {
+	Header
+	Results []*SystemReport `json:"results"`
 	// Ratio compares iotransit with the peer (iotransit / peer).
 	Ratio *Ratio `json:"ratio,omitempty"`
 }
@@ -68,21 +102,17 @@ type StoredCheck struct {
 type Ratio struct {
 	Peer       string  `json:"peer"`
 	Throughput float64 `json:"throughput"`
-	P50        float64 `json:"p50"`
-	P99        float64 `json:"p99"`
+	// CPUPerMessage is the ratio of the servers' CPU time per acknowledged
+	// publish (external mode, when both were measured).
+	CPUPerMessage float64 `json:"cpuPerMessage,omitempty"`
+	P50           float64 `json:"p50"`
+	P99           float64 `json:"p99"`
 }
 
-// NewReport returns the report of a bench command, with its settings (by
-// flag name) and the machine it runs on.
+// NewReport returns the report of an in-process bench command, with its
+// settings (by flag name) and the machine it runs on.
 func NewReport(command string, settings map[string]string) *Report {
-	return &Report{
-		Command:    command,
-		Settings:   settings,
-		GoVersion:  runtime.Version(),
-		Platform:   runtime.GOOS + "/" + runtime.GOARCH,
-		GOMAXPROCS: runtime.GOMAXPROCS(0),
-		NumCPU:     runtime.NumCPU(),
-	}
+	return &Report{Header: NewHeader(ModeInProcess, command, settings)}
 }
 
 // loadAvg returns the 1, 5 and 15 minute load averages, or "" where
@@ -103,16 +133,11 @@ func loadAvg() string {
 // measured system.
 func (rep *Report) WriteTable(w io.Writer) {
 	s := rep.Settings
-	mode := "closed loop (each gateway: next publish when the previous PUBACK arrives)"
-	if s["rate"] != "0" {
-		mode = "open loop at " + s["rate"] + " publishes/s in total (latency from the due time)"
-	}
-	fmt.Fprintf(w, "iotransit bench: %s %s, GOMAXPROCS=%d, NumCPU=%d\n", rep.GoVersion, rep.Platform, rep.GOMAXPROCS, rep.NumCPU)
-	fmt.Fprintf(w, "command:  %s\n", rep.Command)
-	fmt.Fprintf(w, "load:     %s gateways, %s; payload %s; warmup %s, measured %s; fsync %s\n",
-		s["gateways"], mode, s["payload"], s["warmup"], s["duration"], s["fsync"])
-	fmt.Fprintf(w, "note:     the in-process iotransit node and the load generator share this process;\n")
-	fmt.Fprintf(w, "          a peer broker runs as its own process with the same client load.\n\n")
+	rep.writeHead(w)
+	fmt.Fprintf(w, "load:     %s; fsync %s\n", loadShape(s), s["fsync"])
+	fmt.Fprintf(w, "mode:     %s (a demonstration of numbers): the iotransit node and the load generator share\n", rep.Mode)
+	fmt.Fprintf(w, "          this process and its CPU; a peer broker runs as its own process with the same client\n")
+	fmt.Fprintf(w, "          load. Measure a server from outside with --mqtt (docs/PERFORMANCE.md).\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(label string, f func(r *SystemReport) string) {
@@ -128,12 +153,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 		fmt.Fprintln(tw)
 	}
-	row("system", func(r *SystemReport) string {
-		if r.Version != "" {
-			return r.Name + " (" + strings.TrimPrefix(r.Version, "mosquitto ") + ")"
-		}
-		return r.Name
-	})
+	row("system", func(r *SystemReport) string { return displayName(r.Name, r.Version) })
 	row("load avg before (1/5/15m)", func(r *SystemReport) string { return r.LoadAvg })
 	row("CPU cores used: bench+server/others", func(r *SystemReport) string {
 		c := r.CPU
@@ -159,13 +179,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 			return fmtMs(r.SendLag.P50Ms) + " / " + fmtMs(r.SendLag.P99Ms)
 		})
 	}
-	row("errors", func(r *SystemReport) string {
-		e := r.Errors
-		if e.Total == 0 {
-			return "0"
-		}
-		return fmt.Sprintf("%d (refused %d, timeouts %d, other %d, connections lost %d)", e.Total, e.Refused, e.Timeouts, e.Other, e.ConnectionsLost)
-	})
+	row("errors", func(r *SystemReport) string { return r.Errors.String() })
 	if s["rate"] != "0" {
 		row("missed (due, not sent)", func(r *SystemReport) string { return fmt.Sprint(r.Missed) })
 	}
@@ -225,6 +239,41 @@ func (rep *Report) WriteTable(w io.Writer) {
 	if rt := rep.Ratio; rt != nil {
 		fmt.Fprintf(w, "\niotransit / %s: throughput %.2f×, p50 latency %.2f×, p99 latency %.2f×\n", rt.Peer, rt.Throughput, rt.P50, rt.P99)
 	}
+}
+
+// writeHead writes the first lines of a table: the machine and the
+// command.
+func (h *Header) writeHead(w io.Writer) {
+	fmt.Fprintf(w, "iotransit bench: %s %s, GOMAXPROCS=%d, NumCPU=%d\n", h.GoVersion, h.Platform, h.GOMAXPROCS, h.NumCPU)
+	fmt.Fprintf(w, "command:  %s\n", h.Command)
+}
+
+// loadShape describes the load of a run from its settings.
+func loadShape(s map[string]string) string {
+	mode := "closed loop (each gateway: next publish when the previous PUBACK arrives)"
+	if win := s["window"]; win != "" && win != "1" {
+		mode = "closed loop (each gateway keeps " + win + " publishes in flight)"
+	}
+	if s["rate"] != "0" {
+		mode = "open loop at " + s["rate"] + " publishes/s in total (latency from the due time)"
+	}
+	return fmt.Sprintf("%s gateways, %s; payload %s; warmup %s, measured %s", s["gateways"], mode, s["payload"], s["warmup"], s["duration"])
+}
+
+// displayName is a system's name with its version, if known.
+func displayName(name, version string) string {
+	if version != "" {
+		return name + " (" + strings.TrimPrefix(version, "mosquitto ") + ")"
+	}
+	return name
+}
+
+// String is "0" or the total with the count of each kind.
+func (e Errors) String() string {
+	if e.Total == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d (refused %d, timeouts %d, other %d, connections lost %d)", e.Total, e.Refused, e.Timeouts, e.Other, e.ConnectionsLost)
 }
 
 // percentiles are the latency percentiles a table shows.
@@ -347,12 +396,7 @@ func (rep *Report) WriteForwardTable(w io.Writer) {
 		}
 		return v
 	})
-	row("ingest errors", func(r *SystemReport, _ *ForwardResult) string {
-		if e := r.Errors; e.Total > 0 {
-			return fmt.Sprintf("%d (refused %d, timeouts %d, other %d, connections lost %d)", e.Total, e.Refused, e.Timeouts, e.Other, e.ConnectionsLost)
-		}
-		return "0"
-	})
+	row("ingest errors", func(r *SystemReport, _ *ForwardResult) string { return r.Errors.String() })
 	row("stored == acked (cumulative)", func(r *SystemReport, _ *ForwardResult) string {
 		c := r.Stored
 		switch {

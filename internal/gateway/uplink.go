@@ -43,6 +43,10 @@ type UplinkConfig struct {
 	// OnDisconnect is called when the server ends the session with a
 	// DISCONNECT packet (its reason code) or the connection drops.
 	OnDisconnect func(reason byte, err error)
+	// LocalAddr, when set, is the local address the connection is made
+	// from (nil: the system picks): a load generator spreads many
+	// connections over several loopback source addresses with it.
+	LocalAddr net.Addr
 }
 
 // TLSFiles builds the client TLS configuration from PEM files: the
@@ -92,7 +96,7 @@ func Dial(ctx context.Context, cfg UplinkConfig) (*Uplink, error) {
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = 30
 	}
-	d := tls.Dialer{Config: cfg.TLS, NetDialer: &net.Dialer{Timeout: 10 * time.Second}}
+	d := tls.Dialer{Config: cfg.TLS, NetDialer: &net.Dialer{Timeout: 10 * time.Second, LocalAddr: cfg.LocalAddr}}
 	conn, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: dial %s: %w", cfg.Addr, err)
