@@ -23,9 +23,12 @@ import (
 
 // tap is a client's connection that notes the packet ids of the QoS 1
 // PUBLISHes it writes and of the PUBACKs it reads, in wire order, and the
-// most publishes it had unacknowledged at once.
+// most publishes it had unacknowledged at once. It is a sync.Locker, which
+// paho takes around the several writes of one packet: concurrent publishes
+// would interleave their bytes otherwise.
 type tap struct {
 	net.Conn
+	sync.Mutex         // held by a writer of one packet
 	mu                 sync.Mutex
 	out, in            []byte // bytes not yet framed
 	published, acked   []uint16
