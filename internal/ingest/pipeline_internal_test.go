@@ -164,6 +164,7 @@ type rawClient struct {
 	conn    *tls.Conn
 	version byte
 	got     chan packets.Packet
+	gc      *gatewayConn // the server's side
 }
 
 // dial attaches a gateway connection of pipeSerial to the broker and
@@ -206,7 +207,7 @@ func (e *pipeEnv) dial(t *testing.T, version byte) (*rawClient, packets.Packet) 
 	gc := &gatewayConn{Conn: server, id: Identity{Tenant: pipeTenant, Serial: pipeSerial, CertSerial: "c1"}}
 	go func() { _ = e.srv.broker.EstablishConnection("gateways", gc) }()
 
-	c := &rawClient{t: t, conn: client, version: version, got: make(chan packets.Packet, 4096)}
+	c := &rawClient{t: t, conn: client, version: version, got: make(chan packets.Packet, 4096), gc: gc}
 	go c.read()
 	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: pipeSerial}})
@@ -493,4 +494,45 @@ func TestIngestPipelineReceiveMaximum(t *testing.T) {
 			t.Errorf("PUBACK ids %v, want %v", got, want)
 		}
 	})
+}
+
+// TestIngestPipelineShutdownAnswersWhatItRead: the listener shuts a
+// connection down (as tlsListener.Close does each one) while publishes are
+// in flight: each gets its PUBACK once stored, and only then does an MQTT 5
+// gateway get DISCONNECT 0x8B.
+func TestIngestPipelineShutdownAnswersWhatItRead(t *testing.T) {
+	const n = 6
+	e := newPipeEnv(t, Config{})
+	e.gated.hold = true
+	c, _ := e.dial(t, 5)
+	c.send(publishes(1, n)...)
+	e.gated.waitBegun(t, n)
+	closed := make(chan struct{})
+	go func() {
+		c.gc.shutdown(time.Now().Add(5 * time.Second))
+		close(closed)
+	}()
+	sess, ok := e.srv.hook.session(pipeTenant, pipeSerial)
+	if !ok {
+		t.Fatal("no session")
+	}
+	tu.Eventually(t, 5*time.Second, time.Millisecond, func() error { // the goodbye waits for the pipeline
+		sess.pipe.mu.Lock()
+		defer sess.pipe.mu.Unlock()
+		if !sess.pipe.closing {
+			return errors.New("not closing")
+		}
+		return nil
+	})
+	for i := n - 1; i >= 0; i-- {
+		e.gated.waiter(i).open()
+	}
+	got := c.rest(t)
+	if ids, want := ackIDs(t, got), seq(1, n); fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Errorf("PUBACK ids %v, want %v", ids, want)
+	}
+	if last := got[len(got)-1]; last.FixedHeader.Type != packets.Disconnect || last.ReasonCode != packets.ErrServerShuttingDown.Code {
+		t.Errorf("last packet %v 0x%02x, want DISCONNECT 0x8B", last.FixedHeader.Type, last.ReasonCode)
+	}
+	<-closed
 }
