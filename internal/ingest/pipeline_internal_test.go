@@ -536,3 +536,37 @@ func TestIngestPipelineShutdownAnswersWhatItRead(t *testing.T) {
 	}
 	<-closed
 }
+
+// TestIngestPipelineRefusalsKeepTheirPlace: a publish the ACL refuses
+// (0x87, which mochi writes itself) and an invalid status (0x99) between
+// uploads in flight are answered in their place, with their reason
+// strings, and the uploads after them go on.
+func TestIngestPipelineRefusalsKeepTheirPlace(t *testing.T) {
+	e := newPipeEnv(t, Config{})
+	e.gated.hold = true
+	c, _ := e.dial(t, 5)
+	pks := publishes(1, 6)
+	pks[2].TopicName = UpTopic("TSGW06ACM00000002")
+	pks[4].TopicName, pks[4].Payload = "v1/gw/"+pipeSerial+"/status", []byte("not a status")
+	c.send(pks...)
+	e.gated.waitBegun(t, 2) // publishes 1 and 2; the ACL's refusal of 3 waits for their answers
+	e.gated.waiter(1).open()
+	e.gated.waiter(0).open()
+	e.gated.waitBegun(t, 2) // publishes 4 and 6
+	e.gated.waiter(3).open()
+	e.gated.waiter(2).open()
+	want := []struct {
+		id     uint16
+		code   byte
+		reason string
+	}{{1, 0, ""}, {2, 0, ""}, {3, 0x87, "may publish only to"}, {4, 0, ""}, {5, 0x99, ""}, {6, 0, ""}}
+	for _, w := range want {
+		pk := c.next(t)
+		if pk.FixedHeader.Type != packets.Puback || pk.PacketID != w.id || pk.ReasonCode != w.code {
+			t.Fatalf("got %v id %d 0x%02x, want PUBACK %d 0x%02x", pk.FixedHeader.Type, pk.PacketID, pk.ReasonCode, w.id, w.code)
+		}
+		if w.code != 0 && !bytes.Contains([]byte(pk.Properties.ReasonString), []byte(w.reason)) || w.code != 0 && pk.Properties.ReasonString == "" {
+			t.Errorf("PUBACK %d reason %q, want one with %q", w.id, pk.Properties.ReasonString, w.reason)
+		}
+	}
+}
