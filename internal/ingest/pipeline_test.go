@@ -109,12 +109,10 @@ func thingseeLines(n int, base int64) []string {
 	return out
 }
 
-// TestIngestPipelinePahoV5: paho (MQTT 5) honours the announced Receive
-// Maximum and keeps many publishes in flight; their PUBACKs come back in
-// the order the PUBLISHes went out, every one a success, and every message
-// is stored.
-func TestIngestPipelinePahoV5(t *testing.T) {
-	n := nodetest.Start(t, nil)
+// dialTapped connects gateway gwA of tenant through paho (MQTT 5) over a
+// tap.
+func dialTapped(t *testing.T, n *node.Node) (*paho.Client, *tap, *paho.Connack) {
+	t.Helper()
 	cert := nodetest.Gateway(t, n, tenant, gwA)
 	conn, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, cert))
 	if err != nil {
@@ -126,7 +124,17 @@ func TestIngestPipelinePahoV5(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c, tc, ca
+}
+
+// TestIngestPipelinePahoV5: paho (MQTT 5) honours the announced Receive
+// Maximum and keeps many publishes in flight; their PUBACKs come back in
+// the order the PUBLISHes went out, every one a success, and every message
+// is stored.
+func TestIngestPipelinePahoV5(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	c, tc, ca := dialTapped(t, n)
 	if ca.Properties == nil || ca.Properties.ReceiveMaximum == nil || *ca.Properties.ReceiveMaximum != 32 {
 		t.Errorf("CONNACK properties %+v, want Receive Maximum 32", ca.Properties)
 	}
@@ -244,18 +252,7 @@ func TestIngestPipelineMosquittoPubLines(t *testing.T) {
 // its place, and an invalid one (MQTT 5: PUBACK 0x99 with its reason) does
 // not stop the uploads after it.
 func TestIngestPipelineStatusInOrder(t *testing.T) {
-	n := nodetest.Start(t, nil)
-	cert := nodetest.Gateway(t, n, tenant, gwA)
-	conn, err := tls.Dial("tcp", n.MQTTAddr(), nodetest.ClientTLS(t, n, cert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &tap{Conn: conn}
-	c := paho.NewClient(paho.ClientConfig{Conn: tc})
-	if _, err := c.Connect(ctx(t), &paho.Connect{ClientID: gwA, KeepAlive: 30, CleanStart: true}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
+	c, tc, _ := dialTapped(t, nodetest.Start(t, nil))
 	type sent struct {
 		topic, payload string
 		want           byte

@@ -215,22 +215,26 @@ func (a *appending) poll() bool {
 	f := a.futures[a.next]
 	select {
 	case ack := <-f.Ok():
-		a.count(ack)
+		a.settle(ack, nil)
 	case err := <-f.Err():
-		a.err = fmt.Errorf("store: not persisted: %w", err)
+		a.settle(nil, err)
 	default:
 		return false
 	}
 	return true
 }
 
-func (a *appending) count(ack *jetstream.PubAck) {
-	a.next++
-	if ack.Duplicate {
+// settle counts the next future's acknowledgement, or keeps its failure.
+func (a *appending) settle(ack *jetstream.PubAck, err error) {
+	switch {
+	case err != nil:
+		a.err = fmt.Errorf("store: not persisted: %w", err)
+	case ack.Duplicate:
 		a.res.Duplicates++
-	} else {
+	default:
 		a.res.Stored++
 	}
+	a.next++
 }
 
 func (a *appending) Ready() bool {
@@ -247,11 +251,11 @@ func (a *appending) Wait(ctx context.Context) (AppendResult, error) {
 		f := a.futures[a.next]
 		select {
 		case ack := <-f.Ok():
-			a.count(ack)
+			a.settle(ack, nil)
 		case err := <-f.Err():
-			a.err = fmt.Errorf("store: not persisted: %w", err)
+			a.settle(nil, err)
 		case <-ctx.Done():
-			a.err = fmt.Errorf("store: not persisted: %w", ctx.Err())
+			a.settle(nil, ctx.Err())
 		}
 	}
 	return a.res, a.err
