@@ -628,7 +628,8 @@ type answer struct {
 // answers is the one table from the core's Outcome to what a gateway sees.
 // A QoS 0 publish has no PUBACK: it is taken when the payload's fate is
 // settled (v311.ack: stored or rejected for good) and dropped otherwise.
-// Never a plain Go error: mochi would acknowledge it (DESIGN §13).
+// The pipeline's acker writes the verdict (hook.verdict); OnPublish never
+// hands mochi a plain Go error, which mochi would acknowledge (DESIGN §13).
 var answers = map[Status]answer{
 	AllStored:    {v5: reply{ack: true}, v311: reply{ack: true}},
 	SomeRejected: {v5: reply{ack: true}, v311: reply{ack: true}},

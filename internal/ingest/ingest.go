@@ -8,7 +8,9 @@
 // rejections. It returns an Outcome in terms no protocol owns, and only once
 // JetStream acknowledged every write (persist-before-ack). It knows nothing
 // of MQTT brokers: any front end (this one, or a narrower, faster MQTT
-// server later) can call Core.Accept and map its Outcome to its own answers.
+// server later) can call Core.Accept, or Core.Begin and Pending.Wait to
+// keep several uploads of a connection in flight, and map its Outcome to
+// its own answers.
 //
 // The MQTT front end is mochi-mqtt behind a TLS listener that requires and
 // checks client certificates (listener.go), and a hook (hook.go) that binds
@@ -16,7 +18,9 @@
 // subscription bounds, refuses QoS 2, drops wills, keeps sessions apart, and
 // maps the core's Outcome through one table to MQTT 5 reason codes and MQTT
 // 3.1.1 behaviour: a QoS 1 publish is acknowledged only after JetStream has
-// stored it.
+// stored it. A connection's publishes are pipelined (pipeline.go): read and
+// handed to JetStream while earlier ones are in flight, acknowledged in
+// order, several PUBACKs in one write.
 //
 // See README.md in this directory for the acknowledgement path.
 package ingest
