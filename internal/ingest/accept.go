@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/iotransit/iotransit/internal/fault"
@@ -25,6 +26,10 @@ import (
 // JetStream acknowledged every write of the payload: its valid messages to
 // the tenant's message stream, its invalid ones (with code and reason) to
 // the rejected stream. Only then may a front end acknowledge the publish.
+// Accept is Begin and Wait: Begin validates, seals and hands the writes to
+// JetStream without waiting, so that a front end may read the next upload
+// of a connection while earlier ones are in flight (pipelining); it then
+// acknowledges each upload once its Pending's Wait says so, in order.
 // When any write failed, Accept says PersistFailed and the front end must
 // not acknowledge: over MQTT it closes the connection (MQTT 3.1.1's PUBACK
 // has no reason code, and mochi acknowledges a plain error, DESIGN §13), so
@@ -39,10 +44,12 @@ var errPayloadTooLarge = fault.Define("ingest.payload_too_large", fault.TooLarge
 // tooLargeKept is how much of a too-large payload the rejected stream keeps.
 const tooLargeKept = 1024
 
-// Store is where accepted and rejected messages go (store.Store).
+// Store is where accepted and rejected messages go (store.Store). Each call
+// hands its writes to JetStream and returns at once; the Waiter waits for
+// their acknowledgements.
 type Store interface {
-	Append(ctx context.Context, tenant string, recs []store.Record) (store.AppendResult, error)
-	AppendRejected(ctx context.Context, tenant string, recs []store.Rejected) error
+	AppendAsync(ctx context.Context, tenant string, recs []store.Record) (store.Waiter, error)
+	AppendRejectedAsync(ctx context.Context, tenant string, recs []store.Rejected) (store.Waiter, error)
 }
 
 // Status is what became of one upload, in terms no protocol owns; a front
@@ -129,6 +136,11 @@ type Core struct {
 	strict  *thingsee.Validator
 	now     func() time.Time
 
+	// inFlight bounds the writes in flight across every connection
+	// (Config.MaxInFlight), below the JetStream client's bound on pending
+	// async publishes, which fails publishes past it.
+	inFlight *semaphore.Weighted
+
 	mu       sync.Mutex
 	limiters map[string]*limiterEntry // tenant/serial
 	swept    time.Time
@@ -154,6 +166,7 @@ func NewCore(cfg Config, dir Lookup, st Store, reg prometheus.Registerer, log *s
 		lenient:  thingsee.NewValidator(validatorOptions(cfg, false)),
 		strict:   thingsee.NewValidator(validatorOptions(cfg, true)),
 		now:      time.Now,
+		inFlight: semaphore.NewWeighted(int64(cfg.MaxInFlight)),
 		limiters: map[string]*limiterEntry{},
 	}, nil
 }
@@ -162,8 +175,36 @@ func NewCore(cfg Config, dir Lookup, st Store, reg prometheus.Registerer, log *s
 // size, validates every message, applies the gateway's message rate, stores
 // the valid messages and the rejections, and builds the report of the
 // rejections. It returns only once every write is acknowledged (or has
-// failed: PersistFailed), within Config.PersistTimeout.
+// failed: PersistFailed), within Config.PersistTimeout. It is Begin and
+// Wait.
 func (c *Core) Accept(ctx context.Context, id Identity, payload []byte) Outcome {
+	return c.Begin(ctx, id, payload).Wait()
+}
+
+// Pending is an upload that Begin handed to the store: its writes are in
+// flight until Wait returns. It belongs to one goroutine at a time.
+type Pending struct {
+	c        *Core
+	id       Identity
+	done     bool    // out is final (Begin settled it, or Wait ran)
+	out      Outcome // counts and report; Status once done
+	tooLarge bool
+	msgs     store.Waiter // nil: no accepted message
+	rej      store.Waiter // nil: no rejection
+	ctx      context.Context
+	cancel   context.CancelFunc
+	weight   int64 // taken from Core.inFlight, given back by Wait
+	start    time.Time
+}
+
+// Begin starts one upload of the authenticated gateway id: it checks the
+// size, validates every message, applies the gateway's message rate, and
+// hands the valid messages and the rejections to the store without waiting
+// for JetStream; Wait then waits. It may block while the writes in flight
+// across all connections are at Config.MaxInFlight (at most
+// Config.PersistTimeout; then the upload is PersistFailed). The uploads a
+// goroutine begins one after the other reach each stream in that order.
+func (c *Core) Begin(ctx context.Context, id Identity, payload []byte) *Pending {
 	received := c.now()
 	var res thingsee.Result
 	tooLarge := len(payload) > c.cfg.MaxPayload
@@ -178,31 +219,133 @@ func (c *Core) Accept(ctx context.Context, id Identity, payload []byte) Outcome 
 		res = v.Validate(payload, id.Serial)
 	}
 	n := len(res.Accepted) + len(res.Rejected)
+	p := &Pending{c: c, id: id, tooLarge: tooLarge}
 	if !c.limiter(gatewayKey(id.Tenant, id.Serial), received).AllowN(received, min(n, c.cfg.MsgBurst)) {
 		c.m.publishRefused.WithLabelValues("rate").Inc()
-		return Outcome{Status: RateLimited}
+		p.done, p.out = true, Outcome{Status: RateLimited}
+		return p
 	}
-	stored, err := c.persist(ctx, id, res, received)
-	if err != nil {
-		c.m.publishRefused.WithLabelValues("persist").Inc()
-		c.log.Error("publish not persisted", "tenant_id", id.Tenant, "gateway_id", id.Serial, "error", err)
-		return Outcome{Status: PersistFailed, Err: err}
+	p.start = time.Now()
+	p.ctx, p.cancel = context.WithTimeout(ctx, c.cfg.PersistTimeout)
+	p.weight = int64(min(max(n, 1), c.cfg.MaxInFlight))
+	if err := c.inFlight.Acquire(p.ctx, p.weight); err != nil {
+		p.weight = 0
+		p.fail(fmt.Errorf("ingest: %d writes already in flight: %w", c.cfg.MaxInFlight, err))
+		return p
 	}
-	out := Outcome{Accepted: len(res.Accepted), Stored: stored.Stored, Duplicates: stored.Duplicates, Rejected: len(res.Rejected)}
+	p.out = Outcome{Accepted: len(res.Accepted), Rejected: len(res.Rejected)}
 	if len(res.Rejected) > 0 {
-		out.Report = report(res, received)
+		p.out.Report = report(res, received)
 	}
+	if err := p.persist(res, received); err != nil {
+		p.fail(err)
+	}
+	return p
+}
+
+// persist hands the accepted messages and the rejections to the store.
+func (p *Pending) persist(res thingsee.Result, received time.Time) error {
+	c, id := p.c, p.id
+	if len(res.Accepted) > 0 {
+		var dg string
+		if gw, ok := c.dir.Gateway(id.Tenant, id.Serial); ok {
+			dg = gw.DeploymentGroupID
+		}
+		recs := make([]store.Record, len(res.Accepted))
+		for i, m := range res.Accepted {
+			recs[i] = store.Record{
+				ID: m.ContentID(id.Serial), Gateway: id.Serial, Tuid: m.Tuid, TsmID: m.TsmID,
+				ReceivedAt: received,
+				Body:       m.Normalize(thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}),
+			}
+		}
+		var err error
+		if p.msgs, err = c.st.AppendAsync(p.ctx, id.Tenant, recs); err != nil {
+			return err
+		}
+	}
+	if len(res.Rejected) > 0 {
+		recs := make([]store.Rejected, len(res.Rejected))
+		for i, r := range res.Rejected {
+			recs[i] = store.Rejected{
+				Gateway: id.Serial, ReceivedAt: received, Index: r.Index, Code: r.Code,
+				Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid, Raw: r.Raw,
+			}
+		}
+		var err error
+		if p.rej, err = c.st.AppendRejectedAsync(p.ctx, id.Tenant, recs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fail settles the upload as PersistFailed: counted, logged, never to be
+// acknowledged.
+func (p *Pending) fail(err error) {
+	p.c.m.publishRefused.WithLabelValues("persist").Inc()
+	p.c.log.Error("publish not persisted", "tenant_id", p.id.Tenant, "gateway_id", p.id.Serial, "error", err)
+	p.done, p.out = true, Outcome{Status: PersistFailed, Err: err}
+	p.release()
+}
+
+// release gives back what Begin took: the in-flight weight and the
+// persist timeout's timer.
+func (p *Pending) release() {
+	if p.weight > 0 {
+		p.c.inFlight.Release(p.weight)
+		p.weight = 0
+	}
+	if p.cancel != nil {
+		p.cancel()
+	}
+}
+
+// Ready reports, without blocking, whether Wait would return at once:
+// every write is acknowledged or one failed.
+func (p *Pending) Ready() bool {
+	return p.done || (p.msgs == nil || p.msgs.Ready()) && (p.rej == nil || p.rej.Ready())
+}
+
+// Wait returns the upload's Outcome once JetStream acknowledged every write
+// (or one failed, or Config.PersistTimeout passed: PersistFailed). It may
+// be called again and returns the same Outcome.
+func (p *Pending) Wait() Outcome {
+	if p.done {
+		return p.out
+	}
+	c := p.c
+	if p.msgs != nil {
+		stored, err := p.msgs.Wait(p.ctx)
+		if err != nil {
+			p.fail(err)
+			return p.out
+		}
+		p.out.Stored, p.out.Duplicates = stored.Stored, stored.Duplicates
+		c.m.messages.WithLabelValues("stored").Add(float64(stored.Stored))
+		c.m.messages.WithLabelValues("duplicate").Add(float64(stored.Duplicates))
+	}
+	if p.rej != nil {
+		if _, err := p.rej.Wait(p.ctx); err != nil {
+			p.fail(err)
+			return p.out
+		}
+		c.m.messages.WithLabelValues("rejected").Add(float64(p.out.Rejected))
+	}
+	c.m.persistDuration.Observe(time.Since(p.start).Seconds())
+	p.release()
 	switch {
-	case tooLarge:
-		out.Status = TooLarge
-	case len(res.Rejected) == 0:
-		out.Status = AllStored
-	case len(res.Accepted) == 0:
-		out.Status = AllRejected
+	case p.tooLarge:
+		p.out.Status = TooLarge
+	case p.out.Rejected == 0:
+		p.out.Status = AllStored
+	case p.out.Accepted == 0:
+		p.out.Status = AllRejected
 	default:
-		out.Status = SomeRejected
+		p.out.Status = SomeRejected
 	}
-	return out
+	p.done = true
+	return p.out
 }
 
 // tooLargeReason is the reason of a TooLarge rejection (and of MQTT 5's
@@ -230,50 +373,6 @@ func (c *Core) limiter(key string, now time.Time) *rate.Limiter {
 	}
 	e.seen = now
 	return e.l
-}
-
-// persist stores the accepted messages and the rejections and waits for
-// JetStream's acknowledgement of every one.
-func (c *Core) persist(ctx context.Context, id Identity, res thingsee.Result, received time.Time) (store.AppendResult, error) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.PersistTimeout)
-	defer cancel()
-	var out store.AppendResult
-	if len(res.Accepted) > 0 {
-		var dg string
-		if gw, ok := c.dir.Gateway(id.Tenant, id.Serial); ok {
-			dg = gw.DeploymentGroupID
-		}
-		recs := make([]store.Record, len(res.Accepted))
-		for i, m := range res.Accepted {
-			recs[i] = store.Record{
-				ID: m.ContentID(id.Serial), Gateway: id.Serial, Tuid: m.Tuid, TsmID: m.TsmID,
-				ReceivedAt: received,
-				Body:       m.Normalize(thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}),
-			}
-		}
-		var err error
-		if out, err = c.st.Append(ctx, id.Tenant, recs); err != nil {
-			return out, err
-		}
-		c.m.messages.WithLabelValues("stored").Add(float64(out.Stored))
-		c.m.messages.WithLabelValues("duplicate").Add(float64(out.Duplicates))
-	}
-	if len(res.Rejected) > 0 {
-		recs := make([]store.Rejected, len(res.Rejected))
-		for i, r := range res.Rejected {
-			recs[i] = store.Rejected{
-				Gateway: id.Serial, ReceivedAt: received, Index: r.Index, Code: r.Code,
-				Field: r.Field, Reason: r.Reason, TsmID: r.TsmID, Tuid: r.Tuid, Raw: r.Raw,
-			}
-		}
-		if err := c.st.AppendRejected(ctx, id.Tenant, recs); err != nil {
-			return out, err
-		}
-		c.m.messages.WithLabelValues("rejected").Add(float64(len(recs)))
-	}
-	c.m.persistDuration.Observe(time.Since(start).Seconds())
-	return out, nil
 }
 
 // report names the rejections of one upload, the first maxReported of them.

@@ -40,6 +40,9 @@ type session struct {
 	// before it closes it: the disconnect is recorded with it rather than
 	// with what the closed connection looked like.
 	ending string
+	// pipe holds the session's publishes in flight and answers them in
+	// order (pipeline.go).
+	pipe *pipeline
 }
 
 // Reasons the server ends a live session, as its disconnect is recorded.
@@ -97,6 +100,7 @@ func (h *hook) end(s *session, reason string) {
 	if !ok {
 		code = packets.ErrAdministrativeAction
 	}
+	s.pipe.breakOff() // no PUBACK after the DISCONNECT
 	if v5(s.cl) {
 		_ = h.broker.DisconnectClient(s.cl, code)
 		return
@@ -342,6 +346,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.ServerKeepalive = v5(cl)
 	}
 	s := &session{id: id, cl: cl, statuses: rate.NewLimiter(rate.Every(statusEvery), statusBurst)}
+	s.pipe = newPipeline(h, s, cl)
 	h.mu.Lock()
 	if h.perTenant[id.Tenant] >= h.cfg.MaxConnsPerTenant {
 		h.mu.Unlock()
@@ -363,7 +368,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		if !established {
 			h.ended(cl, "connection closed before the session was established")
 		}
-	}, func() { h.goodbye(cl) })
+	}, func() { h.goodbye(s) })
 	g, valid := h.stillValid(id)
 	if !valid {
 		h.unregister(cl) // revoked, isolated or its certificate superseded since the handshake
@@ -506,6 +511,11 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		// and once per filter of a SUBSCRIBE: logged within the gateway's
 		// budget, past it in summaries.
 		h.emit(Event{Kind: eventTopicRefused, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: reason})
+		if write {
+			// mochi writes this refusal itself, from the read loop: after
+			// the answers of every earlier publish (pipeline.go).
+			s.pipe.drain()
+		}
 	}
 	return allowed
 }
@@ -562,6 +572,9 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	if pk.FixedHeader.Qos > 1 {
 		h.m.publishRefused.WithLabelValues("qos_not_supported").Inc()
+		if s, ok := h.clientSession(cl); ok {
+			s.pipe.close() // the earlier publishes' answers first
+		}
 		_ = h.broker.DisconnectClient(cl, packets.ErrQosNotSupported)
 		return pk, packets.ErrRejectPacket
 	}
@@ -615,7 +628,8 @@ type answer struct {
 // answers is the one table from the core's Outcome to what a gateway sees.
 // A QoS 0 publish has no PUBACK: it is taken when the payload's fate is
 // settled (v311.ack: stored or rejected for good) and dropped otherwise.
-// Never a plain Go error: mochi would acknowledge it (DESIGN §13).
+// The pipeline's acker writes the verdict (hook.verdict); OnPublish never
+// hands mochi a plain Go error, which mochi would acknowledge (DESIGN §13).
 var answers = map[Status]answer{
 	AllStored:    {v5: reply{ack: true}, v311: reply{ack: true}},
 	SomeRejected: {v5: reply{ack: true}, v311: reply{ack: true}},
@@ -636,11 +650,13 @@ var answers = map[Status]answer{
 	PersistFailed: {v5: reply{code: packets.ErrServerBusy}, v311: reply{code: packets.ErrServerBusy}},
 }
 
-// OnPublish hands a gateway upload to the accept core, which returns only
-// after JetStream acknowledged every accepted and rejected message; mochi
-// writes the PUBACK after OnPublish returns. It publishes the core's report
-// of rejections on the gateway's errors topic and answers the Outcome
-// through answers.
+// OnPublish hands a gateway upload to the accept core (Core.Begin), which
+// hands its writes to JetStream and returns, and queues it in the
+// session's pipeline, whose acker answers it once JetStream acknowledged
+// every accepted and rejected message, after every earlier publish of the
+// connection (pipeline.go). mochi writes nothing: OnPublish returns
+// packets.ErrRejectPacket for every gateway publish. A status is answered
+// in the same order.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil // our own reports on down/errors
@@ -652,58 +668,68 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if h.cfg.Presence != nil {
 		h.cfg.Presence.Seen(s.id)
 	}
+	qos1 := pk.FixedHeader.Qos == 1
+	if !s.pipe.admit(qos1) {
+		return pk, packets.ErrRejectPacket
+	}
+	t := &ticket{packetID: pk.PacketID, qos1: qos1}
 	if pk.TopicName == gwproto.StatusTopic(s.id.Serial) {
-		return h.status(cl, s, pk)
+		t.verdict = h.status(cl, s, pk)
+	} else {
+		t.pending = h.core.Begin(context.Background(), s.id, pk.Payload)
 	}
-	out := h.core.Accept(context.Background(), s.id, pk.Payload)
-	if out.Report != nil {
-		h.report(s, pk.PacketID, out.Report)
-	}
+	s.pipe.push(t)
+	// Uplinks are never routed to MQTT subscribers nor retained, and
+	// mochi writes no PUBACK: the pipeline answers.
+	return pk, packets.ErrRejectPacket
+}
+
+// verdict maps the core's Outcome of a publish through answers. A QoS 0
+// publish has nothing to answer: it is taken when the 3.1.1 column
+// acknowledges and dropped otherwise.
+func (h *hook) verdict(s *session, qos1 bool, out Outcome) verdict {
 	a, ok := answers[out.Status]
 	if !ok { // a status without an answer is a bug: never acknowledge it
 		h.log.Error("publish outcome without an answer", "tenant_id", s.id.Tenant, "gateway_id", s.id.Serial, "status", out.Status.String())
 		a = answers[PersistFailed]
 	}
 	r := a.v311
-	if v5(cl) {
+	if v5(s.cl) {
 		r = a.v5
 	}
-	qos1 := pk.FixedHeader.Qos == 1
 	switch {
-	case qos1 && r.ack && r.code.Code >= packets.ErrUnspecifiedError.Code:
-		return pk, packets.Code{Code: r.code.Code, Reason: a.reason(h, out, s.id.Serial)}
-	case qos1 && !r.ack:
-		_ = h.broker.DisconnectClient(cl, r.code)
-		return pk, packets.ErrRejectPacket
-	case !a.v311.ack:
-		return pk, packets.ErrRejectPacket
+	case !qos1:
+		return verdict{}
+	case r.ack && r.code.Code >= packets.ErrUnspecifiedError.Code:
+		return verdict{ack: true, code: packets.Code{Code: r.code.Code, Reason: a.reason(h, out, s.id.Serial)}}
+	case !r.ack:
+		return verdict{close: true, code: r.code}
 	}
-	pkx := pk
-	pkx.Ignore = true // uplinks are not routed to MQTT subscribers
-	pkx.FixedHeader.Retain = false
-	return pkx, nil
+	return verdict{ack: true}
 }
 
 // status takes a gateway's Status (gwproto.ParseStatus): a valid one goes
 // to the Presence and is acknowledged; anything else is refused (MQTT 5:
 // PUBACK 0x99 with the reason; MQTT 3.1.1: the connection is closed) and
-// counted, and so is a status over the session's status rate (0x96). A status is never stored as a message nor routed to
-// subscribers.
-func (h *hook) status(cl *mqtt.Client, s *session, pk packets.Packet) (packets.Packet, error) {
-	refuse := func(label string, code packets.Code, reason string) (packets.Packet, error) {
+// counted, and so is a status over the session's status rate (0x96). A
+// status is never stored as a message nor routed to subscribers. It runs
+// in the read loop; its verdict waits in the pipeline for the earlier
+// publishes' answers.
+func (h *hook) status(cl *mqtt.Client, s *session, pk packets.Packet) verdict {
+	qos1 := pk.FixedHeader.Qos == 1
+	refuse := func(label string, code packets.Code, reason string) verdict {
 		h.m.publishRefused.WithLabelValues(label).Inc()
 		h.emit(Event{Kind: eventTopicRefused, Tenant: s.id.Tenant, Serial: s.id.Serial, Remote: cl.Net.Remote, Reason: label})
 		switch {
-		case pk.FixedHeader.Qos == 0:
-			return pk, packets.ErrRejectPacket
+		case !qos1:
+			return verdict{}
 		case v5(cl):
 			if len(reason) > 160 {
 				reason = reason[:160]
 			}
-			return pk, packets.Code{Code: code.Code, Reason: strings.ToValidUTF8(reason, "")}
+			return verdict{ack: true, code: packets.Code{Code: code.Code, Reason: strings.ToValidUTF8(reason, "")}}
 		default:
-			_ = h.broker.DisconnectClient(cl, code)
-			return pk, packets.ErrRejectPacket
+			return verdict{close: true, code: code}
 		}
 	}
 	if !s.statuses.Allow() {
@@ -717,10 +743,7 @@ func (h *hook) status(cl *mqtt.Client, s *session, pk packets.Packet) (packets.P
 	if h.cfg.Presence != nil {
 		h.cfg.Presence.Status(s.id, st)
 	}
-	pkx := pk
-	pkx.Ignore = true
-	pkx.FixedHeader.Retain = false
-	return pkx, nil
+	return verdict{ack: qos1}
 }
 
 // noneValidReason is the PUBACK reason string when nothing was valid: the
@@ -746,7 +769,8 @@ func noneValidReason(rep *Report, serial string) string {
 	return fmt.Sprintf("no valid message: %s: %s [%s]%s; details on %s", where, s, r.Code, more, ErrorsTopic(serial))
 }
 
-// report publishes the rejections of one publish on the gateway's errors topic.
+// report publishes the rejections of one publish on the gateway's errors
+// topic (the acker calls it just before the publish's PUBACK).
 func (h *hook) report(s *session, packetID uint16, rep *Report) {
 	rep.PacketID = packetID
 	b, err := json.Marshal(rep)
@@ -759,11 +783,14 @@ func (h *hook) report(s *session, packetID uint16, rep *Report) {
 	}
 }
 
-// goodbye ends a session because the server shuts down: MQTT 5 gets
-// DISCONNECT 0x8B (server shutting down); MQTT 3.1.1, where a server sends
-// no DISCONNECT, a closed connection. Neither takes the broker's clients
-// lock.
-func (h *hook) goodbye(cl *mqtt.Client) {
+// goodbye ends a session because the server shuts down: the publishes
+// already read get their answers (the pipeline drains; nothing more is
+// taken), then MQTT 5 gets DISCONNECT 0x8B (server shutting down); MQTT
+// 3.1.1, where a server sends no DISCONNECT, a closed connection. Neither
+// takes the broker's clients lock.
+func (h *hook) goodbye(s *session) {
+	cl := s.cl
+	s.pipe.close()
 	if v5(cl) {
 		_ = h.broker.DisconnectClient(cl, packets.ErrServerShuttingDown)
 		return

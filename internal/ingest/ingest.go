@@ -8,7 +8,9 @@
 // rejections. It returns an Outcome in terms no protocol owns, and only once
 // JetStream acknowledged every write (persist-before-ack). It knows nothing
 // of MQTT brokers: any front end (this one, or a narrower, faster MQTT
-// server later) can call Core.Accept and map its Outcome to its own answers.
+// server later) can call Core.Accept, or Core.Begin and Pending.Wait to
+// keep several uploads of a connection in flight, and map its Outcome to
+// its own answers.
 //
 // The MQTT front end is mochi-mqtt behind a TLS listener that requires and
 // checks client certificates (listener.go), and a hook (hook.go) that binds
@@ -16,7 +18,9 @@
 // subscription bounds, refuses QoS 2, drops wills, keeps sessions apart, and
 // maps the core's Outcome through one table to MQTT 5 reason codes and MQTT
 // 3.1.1 behaviour: a QoS 1 publish is acknowledged only after JetStream has
-// stored it.
+// stored it. A connection's publishes are pipelined (pipeline.go): read and
+// handed to JetStream while earlier ones are in flight, acknowledged in
+// order, several PUBACKs in one write.
 //
 // See README.md in this directory for the acknowledgement path.
 package ingest
@@ -60,6 +64,17 @@ type Config struct {
 	MaxFutureSkew time.Duration
 	// PersistTimeout bounds the wait for JetStream's acknowledgement (default 10s).
 	PersistTimeout time.Duration
+	// ReceiveMaximum is how many QoS 1 publishes of one connection may be
+	// in flight, stored or not yet, before their PUBACKs (default 32,
+	// announced in CONNACK): an MQTT 5 client that sends more is
+	// disconnected (0x93), an MQTT 3.1.1 one is not read until the oldest
+	// is answered.
+	ReceiveMaximum int
+	// MaxInFlight bounds the messages being written to JetStream across
+	// all connections (default 16384); a publish past it waits. It stays
+	// below the JetStream client's bound on pending asynchronous publishes
+	// (backbone: 65536), past which publishes fail.
+	MaxInFlight int
 	// MaxKeepalive is the longest keepalive granted; 0 (none) is raised to it (default 20m).
 	MaxKeepalive time.Duration
 	// Events bounds the connection events recorded one by one (OnEvent and
@@ -148,6 +163,12 @@ func (c *Config) defaults() {
 	if c.PersistTimeout == 0 {
 		c.PersistTimeout = 10 * time.Second
 	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = 32
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 16384
+	}
 	if c.MaxKeepalive == 0 {
 		c.MaxKeepalive = 20 * time.Minute
 	}
@@ -165,6 +186,12 @@ func (c Config) Validate() error {
 	}
 	if c.ConnectTimeout < 0 || c.PersistTimeout < 0 {
 		errs = append(errs, errors.New("ingest: timeouts must not be negative"))
+	}
+	if c.ReceiveMaximum < 0 || c.ReceiveMaximum > 65535 {
+		errs = append(errs, fmt.Errorf("ingest: receive maximum %d out of range 1..65535", c.ReceiveMaximum))
+	}
+	if c.MaxInFlight < 0 || c.MaxInFlight > 1<<15 {
+		errs = append(errs, fmt.Errorf("ingest: max in flight %d out of range 1..32768", c.MaxInFlight))
 	}
 	if err := c.Events.validate(); err != nil {
 		errs = append(errs, err)
@@ -221,6 +248,10 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	// at most this many (each at most maxReported rejections), so one
 	// gateway that never acknowledges holds about a megabyte, not gigabytes.
 	caps.MaximumInflight = 64
+	// The hook acknowledges publishes itself, in order, as their writes
+	// complete (pipeline.go): mochi keeps no receive quota for them, and
+	// the hook holds a connection to this announced maximum.
+	caps.ReceiveMaximum = uint16(cfg.ReceiveMaximum)
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	broker := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
@@ -234,6 +265,10 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	}
 	tlsCfg := base.Clone()
 	tlsCfg.ClientAuth = tls.RequireAnyClientCert
+	// Full-size TLS records from the first byte: the acker writes several
+	// PUBACKs in one Write, which must be one record and one syscall, not
+	// the ~1 KB records of Go's slow start.
+	tlsCfg.DynamicRecordSizingDisabled = true
 	ln := &tlsListener{
 		id: "gateways", addr: cfg.Addr, base: tlsCfg,
 		auth: func(cs tls.ConnectionState) (Identity, error) {

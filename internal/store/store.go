@@ -3,7 +3,9 @@
 // stored once per content-derived id (the stream's de-duplication window
 // catches MQTT redeliveries and replays), and Append returns only after
 // JetStream acknowledged every write: the ingest acknowledges a gateway only
-// then.
+// then. AppendAsync hands the writes to JetStream and returns a Waiter, so
+// that a caller can have several uploads in flight and still acknowledge
+// each only once its Waiter says it is stored.
 package store
 
 import (
@@ -149,13 +151,39 @@ type AppendResult struct {
 
 // Append stores records and returns once JetStream acknowledged every one.
 // Any error means some may not be stored: the caller must not acknowledge,
-// and a resend is stored once.
+// and a resend is stored once. It is AppendAsync and Wait.
 func (s *Store) Append(ctx context.Context, tenant string, recs []Record) (AppendResult, error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(recs))
+	w, err := s.AppendAsync(ctx, tenant, recs)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return w.Wait(ctx)
+}
+
+// Waiter is a write in flight (AppendAsync, AppendRejectedAsync): what
+// JetStream has yet to acknowledge. A Waiter belongs to one goroutine at a
+// time.
+type Waiter interface {
+	// Ready reports, without blocking, whether every write is acknowledged
+	// or one failed: Wait would return at once.
+	Ready() bool
+	// Wait returns once JetStream acknowledged every write (the counts of
+	// new and duplicate ones), or with the first failure, or when ctx
+	// ends. Any error means some may not be stored.
+	Wait(ctx context.Context) (AppendResult, error)
+}
+
+// AppendAsync seals the records and hands them to JetStream without waiting
+// for its acknowledgements: the returned Waiter waits. An error means
+// nothing may be counted on (some records may be written): the caller must
+// not acknowledge. The publishes of one call, and of successive calls of
+// one goroutine, reach the stream in order.
+func (s *Store) AppendAsync(ctx context.Context, tenant string, recs []Record) (Waiter, error) {
+	w := &appending{futures: make([]jetstream.PubAckFuture, 0, len(recs))}
 	for _, r := range recs {
 		sealed, err := s.keys.Seal(ctx, tenant, r.Body, []byte(r.ID))
 		if err != nil {
-			return AppendResult{}, fmt.Errorf("store: seal: %w", err)
+			return nil, fmt.Errorf("store: seal: %w", err)
 		}
 		m := nats.NewMsg(names.Message(tenant, r.Gateway, r.Tuid, r.TsmID))
 		m.Data = sealed
@@ -166,30 +194,71 @@ func (s *Store) Append(ctx context.Context, tenant string, recs []Record) (Appen
 		m.Header.Set(hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
 		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(names.MessageStream(tenant)))
 		if err != nil {
-			return AppendResult{}, fmt.Errorf("store: publish: %w", err)
+			return nil, fmt.Errorf("store: publish: %w", err)
 		}
-		futures = append(futures, f)
+		w.futures = append(w.futures, f)
 	}
-	return wait(ctx, futures)
+	return w, nil
 }
 
-func wait(ctx context.Context, futures []jetstream.PubAckFuture) (AppendResult, error) {
-	var res AppendResult
-	for _, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				res.Duplicates++
-			} else {
-				res.Stored++
-			}
-		case err := <-f.Err():
-			return res, fmt.Errorf("store: not persisted: %w", err)
-		case <-ctx.Done():
-			return res, fmt.Errorf("store: not persisted: %w", ctx.Err())
+// appending is the Waiter of JetStream async publishes: it takes their
+// acknowledgements in order.
+type appending struct {
+	futures []jetstream.PubAckFuture
+	next    int // futures before next are acknowledged, counted in res
+	res     AppendResult
+	err     error
+}
+
+// poll takes the next future's outcome if it has one, without blocking.
+func (a *appending) poll() bool {
+	f := a.futures[a.next]
+	select {
+	case ack := <-f.Ok():
+		a.settle(ack, nil)
+	case err := <-f.Err():
+		a.settle(nil, err)
+	default:
+		return false
+	}
+	return true
+}
+
+// settle counts the next future's acknowledgement, or keeps its failure.
+func (a *appending) settle(ack *jetstream.PubAck, err error) {
+	switch {
+	case err != nil:
+		a.err = fmt.Errorf("store: not persisted: %w", err)
+	case ack.Duplicate:
+		a.res.Duplicates++
+	default:
+		a.res.Stored++
+	}
+	a.next++
+}
+
+func (a *appending) Ready() bool {
+	for a.err == nil && a.next < len(a.futures) {
+		if !a.poll() {
+			return false
 		}
 	}
-	return res, nil
+	return true
+}
+
+func (a *appending) Wait(ctx context.Context) (AppendResult, error) {
+	for a.err == nil && a.next < len(a.futures) {
+		f := a.futures[a.next]
+		select {
+		case ack := <-f.Ok():
+			a.settle(ack, nil)
+		case err := <-f.Err():
+			a.settle(nil, err)
+		case <-ctx.Done():
+			a.settle(nil, ctx.Err())
+		}
+	}
+	return a.res, a.err
 }
 
 // Rejected is a message (or a whole payload) that failed validation, kept
@@ -208,15 +277,26 @@ type Rejected struct {
 
 // AppendRejected stores rejected messages and returns once all are persisted.
 func (s *Store) AppendRejected(ctx context.Context, tenant string, recs []Rejected) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(recs))
+	w, err := s.AppendRejectedAsync(ctx, tenant, recs)
+	if err != nil {
+		return err
+	}
+	_, err = w.Wait(ctx)
+	return err
+}
+
+// AppendRejectedAsync is AppendRejected without the wait: the returned
+// Waiter waits (its counts are those of the rejections).
+func (s *Store) AppendRejectedAsync(ctx context.Context, tenant string, recs []Rejected) (Waiter, error) {
+	w := &appending{futures: make([]jetstream.PubAckFuture, 0, len(recs))}
 	for _, r := range recs {
 		body, err := json.Marshal(r)
 		if err != nil {
-			return fmt.Errorf("store: encode rejected: %w", err)
+			return nil, fmt.Errorf("store: encode rejected: %w", err)
 		}
 		sealed, err := s.keys.Seal(ctx, tenant, body, []byte(rejectedAAD))
 		if err != nil {
-			return fmt.Errorf("store: seal: %w", err)
+			return nil, fmt.Errorf("store: seal: %w", err)
 		}
 		m := nats.NewMsg(names.Rejected(tenant, r.Gateway))
 		m.Data = sealed
@@ -225,12 +305,11 @@ func (s *Store) AppendRejected(ctx context.Context, tenant string, recs []Reject
 		m.Header.Set(hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
 		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(names.RejectedStream(tenant)))
 		if err != nil {
-			return fmt.Errorf("store: publish rejected: %w", err)
+			return nil, fmt.Errorf("store: publish rejected: %w", err)
 		}
-		futures = append(futures, f)
+		w.futures = append(w.futures, f)
 	}
-	_, err := wait(ctx, futures)
-	return err
+	return w, nil
 }
 
 const rejectedAAD = "store/rejected"

@@ -13,6 +13,7 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/store"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 func newStore(t testing.TB) (*store.Store, *backbone.Backbone) {
@@ -113,5 +114,70 @@ func TestStoreUnknownTenant(t *testing.T) {
 	}
 	if _, err := s.Append(context.Background(), "nobody", []store.Record{rec("x", "{}")}); err == nil {
 		t.Fatal("append to a tenant without stream succeeded")
+	}
+}
+
+// TestStoreAppendAsyncWaitsInOrder: several AppendAsync calls in flight at
+// once each count their own records once JetStream acknowledged them, a
+// duplicate among them counts as one, and a write to a stream that no
+// longer exists fails its own Waiter only.
+func TestStoreAppendAsyncWaitsInOrder(t *testing.T) {
+	s, bb := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bb.JS.DeleteStream(ctx, names.RejectedStream("acme")); err != nil {
+		t.Fatal(err)
+	}
+	rejected := store.Rejected{Gateway: "TSGW06ACM00000001", ReceivedAt: time.Now(), Code: "thingsee.field_range", Reason: "r", Raw: []byte("{}")}
+	tests := []struct {
+		name       string
+		write      func() (store.Waiter, error)
+		stored     int
+		duplicates int
+		fails      bool
+	}{
+		{name: "two new", write: func() (store.Waiter, error) {
+			return s.AppendAsync(ctx, "acme", []store.Record{rec("p1", `{"n":1}`), rec("p2", `{"n":2}`)})
+		}, stored: 2},
+		{name: "rejected stream gone", write: func() (store.Waiter, error) {
+			return s.AppendRejectedAsync(ctx, "acme", []store.Rejected{rejected})
+		}, fails: true},
+		{name: "one new one repeated", write: func() (store.Waiter, error) {
+			return s.AppendAsync(ctx, "acme", []store.Record{rec("p3", `{"n":3}`), rec("p1", `{"n":1}`)})
+		}, stored: 1, duplicates: 1},
+		{name: "nothing", write: func() (store.Waiter, error) { return s.AppendAsync(ctx, "acme", nil) }},
+	}
+	waiters := make([]store.Waiter, len(tests))
+	for i, tc := range tests {
+		w, err := tc.write()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		waiters[i] = w
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := waiters[i]
+			tu.Eventually(t, 5*time.Second, time.Millisecond, func() error {
+				if !w.Ready() {
+					return errors.New("not ready")
+				}
+				return nil
+			})
+			res, err := w.Wait(ctx)
+			if (err != nil) != tc.fails {
+				t.Fatalf("wait: %v, want failure %v", err, tc.fails)
+			}
+			if res.Stored != tc.stored || res.Duplicates != tc.duplicates {
+				t.Errorf("result %+v, want %d stored and %d duplicates", res, tc.stored, tc.duplicates)
+			}
+		})
+	}
+	msgs, err := s.Messages(ctx, "acme", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 3 {
+		t.Errorf("stored %d messages, want 3", len(msgs))
 	}
 }

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/gateway"
+	"github.com/iotransit/iotransit/internal/ingest"
+	"github.com/iotransit/iotransit/internal/node"
+)
+
+// TestServeKill9PipelinedKeepsAcknowledgedMessages is
+// TestServeKill9KeepsAcknowledgedMessages with pipelined publishes: an
+// MQTT 5 client keeps Receive Maximum publishes in flight (many workers
+// over one connection), the server is killed with SIGKILL mid-stream,
+// restarted, and killed again, three times; then every message whose
+// PUBACK the client received is stored (stored ⊇ acked).
+func TestServeKill9PipelinedKeepsAcknowledgedMessages(t *testing.T) {
+	s := startDevServer(t)
+	const (
+		rounds    = 3
+		perRound  = 4000 // below the gateway's message burst (5000)
+		killAfter = 300
+		workers   = 64
+	)
+	base := time.Now().Add(-6 * time.Hour).Unix()
+	acked := map[int]bool{}
+	for round := range rounds {
+		got := publishUntilKilled(t, s, round*perRound, perRound, killAfter, workers, base)
+		_ = s.Cmd.Wait()
+		if ws, ok := s.Cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: server did not die of SIGKILL: %v", round, s.Cmd.ProcessState)
+		}
+		if len(got) < killAfter {
+			t.Fatalf("round %d: only %d publishes acknowledged before the kill", round, len(got))
+		}
+		t.Logf("round %d: %d publishes acknowledged before the connection died", round, len(got))
+		for _, i := range got {
+			acked[i] = true
+		}
+		s = s.restart(t)
+	}
+	stored := map[int]bool{}
+	op := s.Operator(t)
+	q := client.MessageQuery{Limit: 1000, Oldest: true}
+	for {
+		p, err := op.ListMessages(context.Background(), node.DevTenant, q)
+		if err != nil {
+			t.Fatalf("messages: %v", err)
+		}
+		for _, it := range p.Items {
+			var v struct{ MoveCount int }
+			if err := json.Unmarshal(it.Message, &v); err != nil {
+				t.Fatal(err)
+			}
+			stored[v.MoveCount] = true
+		}
+		if p.Next == "" || len(p.Items) == 0 {
+			break
+		}
+		q.Cursor = p.Next
+	}
+	missing := 0
+	for i := range acked {
+		if !stored[i] {
+			missing++
+			if missing <= 10 {
+				t.Errorf("message %d was acknowledged but is not stored", i)
+			}
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d acknowledged messages are not stored", missing, len(acked))
+	}
+	t.Logf("%d acknowledged, %d stored", len(acked), len(stored))
+}
+
+// lockedConn is a sync.Locker, which paho takes around the several writes
+// of one packet: concurrent publishes would interleave their bytes
+// otherwise.
+type lockedConn struct {
+	net.Conn
+	sync.Mutex
+}
+
+// publishUntilKilled publishes messages first..first+n-1 from workers
+// goroutines over one MQTT 5 connection of the dev gateway, kills the
+// server with SIGKILL once killAfter are acknowledged, and returns the
+// acknowledged ones once the connection is gone.
+func publishUntilKilled(t *testing.T, s server, first, n, killAfter, workers int, base int64) []int {
+	t.Helper()
+	tlsCfg, err := gateway.TLSFiles(s.GatewayFile("cert.pem"), s.GatewayFile("key.pem"), s.GatewayFile("ca.pem"), "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", s.MQTT, tlsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := paho.NewClient(paho.ClientConfig{Conn: &lockedConn{Conn: conn}})
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(cctx, &paho.Connect{ClientID: node.DevGateway, KeepAlive: 30, CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	next := make(chan int, n)
+	for i := first; i < first+n; i++ {
+		next <- i
+	}
+	close(next)
+	var (
+		mu       sync.Mutex
+		acked    []int
+		refused  []string
+		firstErr error
+		count    atomic.Int64
+		kill     sync.Once
+		wg       sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				msg := fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"TSPR04KIL00000001","moveCount":%d}`, base+int64(i), i)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				res, err := c.Publish(ctx, &paho.Publish{Topic: ingest.UpTopic(node.DevGateway), QoS: 1, Payload: []byte(msg)})
+				cancel()
+				if err != nil || res == nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("publish %d: %w", i, err)
+					}
+					mu.Unlock()
+					return // the connection died (or never answered): not acknowledged
+				}
+				if res.ReasonCode != 0 {
+					mu.Lock()
+					refused = append(refused, fmt.Sprintf("publish %d: reason 0x%02x", i, res.ReasonCode))
+					mu.Unlock()
+					return
+				}
+				mu.Lock()
+				acked = append(acked, i)
+				mu.Unlock()
+				if count.Add(1) == int64(killAfter) { // kill while the workers keep publishing
+					kill.Do(func() { _ = s.Cmd.Process.Signal(syscall.SIGKILL) })
+				}
+			}
+		})
+	}
+	wg.Wait()
+	kill.Do(func() { _ = s.Cmd.Process.Signal(syscall.SIGKILL) }) // all sent before the count: kill anyway
+	t.Logf("publishing ended with %v", firstErr)
+	for _, r := range refused {
+		t.Error(r)
+	}
+	return acked
+}
