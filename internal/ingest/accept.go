@@ -247,10 +247,7 @@ func (c *Core) Begin(ctx context.Context, id Identity, payload []byte) *Pending 
 func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 	c, id := p.c, p.id
 	if len(res.Accepted) > 0 {
-		var dg string
-		if gw, ok := c.dir.Gateway(id.Tenant, id.Serial); ok {
-			dg = gw.DeploymentGroupID
-		}
+		dg, _ := c.dir.GatewayDeploymentGroup(id.Tenant, id.Serial) // "" for none
 		recs := make([]store.Record, len(res.Accepted))
 		for i, m := range res.Accepted {
 			recs[i] = store.Record{

@@ -15,12 +15,15 @@ type Identity = registry.Identity
 // upload so that a change applies to the next one.
 type Lookup interface {
 	Tenant(id string) (registry.Tenant, bool)
-	Gateway(tenant, serial string) (registry.Gateway, bool)
+	// GatewayDeploymentGroup reads the deployment group without copying
+	// the gateway's record (it is read at every upload).
+	GatewayDeploymentGroup(tenant, serial string) (string, bool)
 }
 
 // Directory is what the ingest reads of the registry: the core's Lookup and,
-// for the MQTT front end, certificate authentication.
+// for the MQTT front end, gateways and certificate authentication.
 type Directory interface {
 	Lookup
+	Gateway(tenant, serial string) (registry.Gateway, bool)
 	Authenticate(chain []*x509.Certificate, now time.Time) (registry.Identity, error)
 }

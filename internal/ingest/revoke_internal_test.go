@@ -43,6 +43,11 @@ func (d *oneGateway) Gateway(tenant, serial string) (registry.Gateway, bool) {
 	return d.g, tenant == d.g.Tenant && serial == d.g.Serial
 }
 
+func (d *oneGateway) GatewayDeploymentGroup(tenant, serial string) (string, bool) {
+	g, ok := d.Gateway(tenant, serial)
+	return g.DeploymentGroupID, ok
+}
+
 func (d *oneGateway) Authenticate([]*x509.Certificate, time.Time) (registry.Identity, error) {
 	return registry.Identity{}, errors.New("not used")
 }
