@@ -66,6 +66,14 @@ type Batching struct {
 	MaxWait     Duration `json:"maxWait"`
 }
 
+// Delivery tunes an integration's deliveries. Concurrency is how many
+// batches are in flight at once (lanes): each device's messages always
+// take the same lane, so every device's order is kept. Webhooks take 1 to
+// 32 (default 4); the other types deliver one batch at a time (1).
+type Delivery struct {
+	Concurrency int `json:"concurrency"`
+}
+
 // Encryption seals payloads to the customer's public key (HPKE).
 type Encryption struct {
 	PublicKeyPEM string `json:"publicKeyPem"`
@@ -134,15 +142,18 @@ type AWSConfig struct {
 // the secrets set in SecretsSet, never their values (except a webhook
 // secret the server generated, in the answer that made it).
 type Integration struct {
-	ID         string         `json:"id"`
-	Tenant     string         `json:"tenant"`
-	Name       string         `json:"name"`
-	Type       string         `json:"type"`
-	Paused     bool           `json:"paused"`
-	CreatedAt  time.Time      `json:"createdAt"`
-	UpdatedAt  time.Time      `json:"updatedAt"`
-	Filter     Filter         `json:"filter"`
-	Batch      Batching       `json:"batch"`
+	ID        string    `json:"id"`
+	Tenant    string    `json:"tenant"`
+	Name      string    `json:"name"`
+	Type      string    `json:"type"`
+	Paused    bool      `json:"paused"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	Filter    Filter    `json:"filter"`
+	Batch     Batching  `json:"batch"`
+	// Delivery tunes how deliveries overlap; zero values take the
+	// defaults of the integration's type.
+	Delivery   Delivery       `json:"delivery"`
 	MaxAge     Duration       `json:"maxAge"`
 	Encryption *Encryption    `json:"encryption,omitempty"`
 	Webhook    *WebhookConfig `json:"webhook,omitempty"`

@@ -55,11 +55,13 @@ func newEnv(t *testing.T, mod func(*node.Config)) *env {
 }
 
 // integration creates a webhook integration to the receiver with the exact
-// request of the contract, plus extra fields.
+// request of the contract, plus extra fields. It delivers one batch
+// at a time (delivery.concurrency 1, the contract these tests were written
+// for) unless extra says otherwise.
 func (e *env) integration(extra map[string]any) (id, secret string) {
 	e.t.Helper()
 	body := map[string]any{"name": fmt.Sprintf("n%d", time.Now().UnixNano()), "type": "webhook",
-		"webhook": map[string]any{"url": e.rcv.URL, "caPem": e.rcv.CAPEM}}
+		"webhook": map[string]any{"url": e.rcv.URL, "caPem": e.rcv.CAPEM}, "delivery": map[string]any{"concurrency": 1}}
 	for k, v := range extra {
 		body[k] = v
 	}
