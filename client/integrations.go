@@ -312,6 +312,8 @@ type IntegrationPatch struct {
 	Filter *Filter   `json:"filter,omitempty"`
 	Batch  *Batching `json:"batch,omitempty"`
 	MaxAge *Duration `json:"maxAge,omitempty"`
+	// Delivery sets how deliveries overlap (webhooks).
+	Delivery *Delivery `json:"delivery,omitempty"`
 	// Encryption sets new encryption settings.
 	Encryption *Encryption `json:"encryption,omitempty"`
 	// RemoveEncryption stops sealing payloads (Encryption must be nil).

@@ -284,3 +284,56 @@ func TestForwardLanesRestartMidBatch(t *testing.T) {
 		t.Errorf("backlog %d", v.Backlog)
 	}
 }
+
+// TestForwardDeliveryConcurrencySetting: a webhook's delivery.concurrency
+// defaults to 4 and takes 1 to 32; the other types take only 1.
+func TestForwardDeliveryConcurrencySetting(t *testing.T) {
+	e := newEnv(t, nil)
+	hook := func(delivery any) map[string]any {
+		b := map[string]any{"name": fmt.Sprintf("n%d", time.Now().UnixNano()), "type": "webhook",
+			"webhook": map[string]any{"url": e.rcv.URL, "caPem": e.rcv.CAPEM}}
+		if delivery != nil {
+			b["delivery"] = delivery
+		}
+		return b
+	}
+	mqtt := map[string]any{"name": "m", "type": "mqtt", "mqtt": map[string]any{"broker": "mqtts://127.0.0.1:1"}, "delivery": map[string]any{"concurrency": 2}}
+	for _, tc := range []struct {
+		name   string
+		body   map[string]any
+		status int
+		want   int
+	}{
+		{name: "default", body: hook(nil), status: 201, want: forward.DefaultConcurrency},
+		{name: "one", body: hook(map[string]any{"concurrency": 1}), status: 201, want: 1},
+		{name: "max", body: hook(map[string]any{"concurrency": 32}), status: 201, want: 32},
+		{name: "above max", body: hook(map[string]any{"concurrency": 33}), status: 400},
+		{name: "negative", body: hook(map[string]any{"concurrency": -1}), status: 400},
+		{name: "mqtt above one", body: mqtt, status: 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations?test=false", e.api.Key(), tc.body)
+			if r.Status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
+			}
+			if tc.status != 201 {
+				if !bytes.Contains(r.Body, []byte("delivery.concurrency")) {
+					t.Errorf("refusal does not name the setting: %s", r.Body)
+				}
+				return
+			}
+			var in forward.Integration
+			r.Decode(t, &in)
+			if in.Delivery.Concurrency != tc.want {
+				t.Errorf("concurrency %d, want %d", in.Delivery.Concurrency, tc.want)
+			}
+		})
+	}
+	id, _ := e.integration(nil)
+	if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"delivery": map[string]any{"concurrency": 6}}); r.Status != 200 {
+		t.Fatalf("update: %d %s", r.Status, r.Body)
+	}
+	if v := getView(t, e, id); v.Delivery.Concurrency != 6 || v.Batch.MaxMessages != forward.DefaultMaxMessages {
+		t.Errorf("after update: delivery %+v batch %+v", v.Delivery, v.Batch)
+	}
+}

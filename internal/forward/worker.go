@@ -199,8 +199,7 @@ func newBatchID() string {
 // deliver hands a batch to the target until it is accepted, or dead-letters
 // it once its oldest message is older than the integration's max age and
 // delivery still fails. While it retries, the messages are kept from being
-// redelivered (in progress). It returns the messages delivered or
-// dead-lettered (none when it stops early).
+// redelivered (in progress).
 func (w *worker) deliver(ctx context.Context, l *lane, in Integration, target Target, msgs []held) error {
 	if ctx.Err() != nil {
 		return nil // the lease is gone: the next holder delivers these
