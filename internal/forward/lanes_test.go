@@ -35,7 +35,8 @@ func laneDevices(t *testing.T, n, count int) []string {
 	return out
 }
 
-// publishTo sends count messages per device, round robin.
+// publishTo sends count messages per device (one publish each, round
+// robin), returning the bodies published in order.
 func (e *env) publishTo(devs []string, count int) []string {
 	e.t.Helper()
 	var sent []string
