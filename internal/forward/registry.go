@@ -152,6 +152,9 @@ func (reg *Registry) store(ctx context.Context, in Integration, sec Secrets, rev
 // public returns what the API shows: no secret values.
 func (reg *Registry) public(in Integration, sec Secrets) Integration {
 	in.SecretsSet = sec.names()
+	if in.Delivery.Concurrency == 0 { // stored before the setting: what the engine uses
+		in.Delivery.Concurrency = lanesOf(in)
+	}
 	if !sec.WebhookPreviousUntil.IsZero() && time.Now().Before(sec.WebhookPreviousUntil) {
 		t := sec.WebhookPreviousUntil
 		in.PreviousSecretUntil = &t
