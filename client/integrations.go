@@ -69,9 +69,12 @@ type Batching struct {
 // Delivery tunes an integration's deliveries. Concurrency is how many
 // batches are in flight at once (lanes): each device's messages always
 // take the same lane, so every device's order is kept. Webhooks take 1 to
-// 32 (default 4); the other types deliver one batch at a time (1).
+// 32 (default 4); the other types deliver one batch at a time (1). With
+// more than one lane, a batch holds what is waiting when its lane is free;
+// Linger (optional, at most batch.maxWait) lets it wait that long for more.
 type Delivery struct {
-	Concurrency int `json:"concurrency"`
+	Concurrency int      `json:"concurrency"`
+	Linger      Duration `json:"linger,omitempty"`
 }
 
 // Encryption seals payloads to the customer's public key (HPKE).

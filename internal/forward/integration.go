@@ -127,6 +127,9 @@ func normalize(in *Integration) error {
 	case c == 0:
 		in.Delivery.Concurrency = lanesOf(*in)
 	}
+	if in.Delivery.Linger < 0 || in.Delivery.Linger > in.Batch.MaxWait {
+		errs = append(errs, "delivery.linger must be 0 to batch.maxWait")
+	}
 	f := &in.Filter
 	// Each value once (a repeated one would make overlapping consumer
 	// filters, which JetStream refuses), in a stable order.

@@ -162,9 +162,15 @@ func (l *lane) complete(ctx context.Context, msgs []held, n int) []held {
 	if p == nil || msgs[0].m.Seq != p.FirstSeq {
 		return msgs
 	}
-	deadline := time.NewTimer(redeliveryWait)
-	defer deadline.Stop()
-	for msgs[len(msgs)-1].m.Seq < p.LastSeq && len(msgs) < n {
+	return l.more(ctx, msgs, n, time.Now().Add(redeliveryWait), p.LastSeq)
+}
+
+// more adds queued messages to msgs, waiting for them until deadline,
+// until it holds n, or (upTo > 0) reaches sequence upTo.
+func (l *lane) more(ctx context.Context, msgs []held, n int, deadline time.Time, upTo uint64) []held {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for len(msgs) < n && (upTo == 0 || msgs[len(msgs)-1].m.Seq < upTo) {
 		l.mu.Lock()
 		k := min(n-len(msgs), len(l.queue))
 		msgs = append(msgs, l.queue[:k]...)
@@ -176,7 +182,7 @@ func (l *lane) complete(ctx context.Context, msgs []held, n int) []held {
 		select {
 		case <-ctx.Done():
 			return msgs
-		case <-deadline.C:
+		case <-t.C:
 			return msgs
 		case <-l.ready:
 		}
@@ -331,6 +337,9 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 					return
 				}
 				msgs = l.complete(ctx, msgs, in.Batch.MaxMessages)
+				if linger := time.Duration(in.Delivery.Linger); linger > 0 {
+					msgs = l.more(ctx, msgs, in.Batch.MaxMessages, time.Now().Add(linger), 0)
+				}
 				if err := w.deliver(ctx, l, in, target, msgs); err != nil {
 					cancel(err)
 					return

@@ -310,6 +310,7 @@ func TestForwardDeliveryConcurrencySetting(t *testing.T) {
 		{name: "max", body: hook(map[string]any{"concurrency": 32}), status: 201, want: 32},
 		{name: "above max", body: hook(map[string]any{"concurrency": 33}), status: 400},
 		{name: "negative", body: hook(map[string]any{"concurrency": -1}), status: 400},
+		{name: "linger past maxWait", body: hook(map[string]any{"concurrency": 2, "linger": "2s"}), status: 400},
 		{name: "mqtt above one", body: mqtt, status: 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -318,7 +319,7 @@ func TestForwardDeliveryConcurrencySetting(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
 			}
 			if tc.status != 201 {
-				if !bytes.Contains(r.Body, []byte("delivery.concurrency")) {
+				if !bytes.Contains(r.Body, []byte("delivery.")) {
 					t.Errorf("refusal does not name the setting: %s", r.Body)
 				}
 				return
@@ -336,5 +337,41 @@ func TestForwardDeliveryConcurrencySetting(t *testing.T) {
 	}
 	if v := getView(t, e, id); v.Delivery.Concurrency != 6 || v.Batch.MaxMessages != forward.DefaultMaxMessages {
 		t.Errorf("after update: delivery %+v batch %+v", v.Delivery, v.Batch)
+	}
+}
+
+// TestForwardLaneLinger: with lanes, a batch holds what is waiting (one
+// message when they come one by one), unless delivery.linger lets it wait
+// for more.
+func TestForwardLaneLinger(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		delivery map[string]any
+		batches  int // requests for 3 messages of one device
+	}{
+		{name: "adaptive", delivery: map[string]any{"concurrency": 4}, batches: 3},
+		{name: "linger", delivery: map[string]any{"concurrency": 4, "linger": "3s"}, batches: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			_, secret := e.integration(map[string]any{"delivery": tc.delivery, "batch": map[string]any{"maxWait": "5s"}})
+			for range 3 {
+				n := len(e.rcv.Got()) + 1
+				e.publishTo(devices[:1], 1)
+				if tc.batches > 1 { // each delivered before the next is published
+					tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+						if len(e.rcv.Got()) < n {
+							return fmt.Errorf("%d requests", len(e.rcv.Got()))
+						}
+						return nil
+					})
+				}
+			}
+			got := waitArrived(t, e.rcv, secret, 3, 15*time.Second)
+			checkOrder(t, got)
+			if n := len(e.rcv.Got()); n != tc.batches {
+				t.Errorf("%d requests, want %d", n, tc.batches)
+			}
+		})
 	}
 }
