@@ -93,11 +93,13 @@ func (l *lane) done(s *State, msgs []held) {
 	s.AckedThrough = max(s.AckedThrough, l.fl.done(seqs...))
 }
 
-// fail marks the lane failing.
+// fail marks the lane failing (with the state locked, as resolve: the
+// state's error and the lanes' failing marks change together).
 func (l *lane) fail() { l.failing.Store(true) }
 
 // resolve marks the lane no longer failing and reports whether no lane
-// fails: only then is the integration's failure over.
+// fails: only then is the integration's failure over. The state is
+// locked.
 func (l *lane) resolve() bool {
 	l.failing.Store(false)
 	for _, o := range l.all {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -373,5 +374,46 @@ func TestForwardLaneLinger(t *testing.T) {
 				t.Errorf("%d requests, want %d", n, tc.batches)
 			}
 		})
+	}
+}
+
+// TestForwardFailingLaneKeepsHealthFailing: while one lane fails, the
+// others deliver, and the integration stays failing (another lane's
+// success does not resolve the error); retry-now reaches the failing lane
+// in its backoff, and once it delivers the error is resolved.
+func TestForwardFailingLaneKeepsHealthFailing(t *testing.T) {
+	e := newEnv(t, func(c *node.Config) { c.Forward.RetryBase, c.Forward.RetryMax = time.Hour, time.Hour })
+	devs := laneDevices(t, 8, 4)
+	var bad atomic.Bool
+	bad.Store(true)
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if bad.Load() && contains(body, devs[0]) {
+			w.WriteHeader(503)
+			return true
+		}
+		return false
+	})
+	id, secret := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 8}})
+	sent := e.publishTo(devs, 2)
+	v := waitState(t, e, id, func(s forward.State) bool {
+		return s.Delivered == uint64(len(sent)-2) && s.NextRetryAt != nil
+	})
+	if v.Health != "failing" || v.State.LastError != "HTTP 503" || v.State.LastErrorResolvedAt != nil {
+		t.Fatalf("one lane failing: health %s, state %+v", v.Health, v.State)
+	}
+	sent = append(sent, e.publishTo(devs[1:], 1)...) // the other lanes go on
+	v = waitState(t, e, id, func(s forward.State) bool { return s.Delivered == uint64(len(sent)-2) })
+	if v.Health != "failing" || v.State.LastErrorResolvedAt != nil {
+		t.Fatalf("another lane's success resolved the failure: health %s, state %+v", v.Health, v.State)
+	}
+	bad.Store(false)
+	if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/retry-now", e.api.Key(), nil); r.Status != 200 {
+		t.Fatalf("retry-now: %d %s", r.Status, r.Body)
+	}
+	got := waitArrived(t, e.rcv, secret, len(sent), 10*time.Second)
+	checkOrder(t, got)
+	v = waitState(t, e, id, func(s forward.State) bool { return s.Delivered == uint64(len(sent)) })
+	if v.Health != "ok" || v.State.LastErrorResolvedAt == nil || v.State.NextRetryAt != nil {
+		t.Errorf("after the retry: health %s, state %+v", v.Health, v.State)
 	}
 }

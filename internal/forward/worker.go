@@ -269,14 +269,13 @@ func (w *worker) deliver(ctx context.Context, l *lane, in Integration, target Ta
 			// Stored with the next batch's pending record, or when idle: one
 			// KV write per batch. A crash before that resends this batch,
 			// under its id (at least once).
-			resolved := l.resolve()
 			w.updateLazy(func(s *State) {
 				s.Delivered += uint64(len(msgs))
 				s.Batches++
 				l.done(s, msgs)
 				s.LastSuccessAt, s.LastAttemptAt = &now, &now
 				l.setPending(s, nil)
-				if !resolved { // another lane still fails
+				if !l.resolve() { // another lane still fails
 					return
 				}
 				s.ConsecutiveFailures = 0
@@ -293,10 +292,10 @@ func (w *worker) deliver(ctx context.Context, l *lane, in Integration, target Ta
 		if now.Sub(oldest) > time.Duration(in.MaxAge) {
 			return w.deadLetter(ctx, l, msgs, summary, p.Attempts, true)
 		}
-		l.fail()
 		wait := w.backoff(p.Attempts, RetryAfter(err))
 		next := now.Add(wait)
 		w.update(ctx, func(s *State) {
+			l.fail()
 			s.Failed++
 			s.ConsecutiveFailures++
 			s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt = summary, &now, &now, &next
@@ -394,7 +393,6 @@ func (w *worker) deadLetter(ctx context.Context, l *lane, msgs []held, reason st
 		return err
 	}
 	w.e.m.messages.WithLabelValues("", "dead_lettered").Add(float64(len(msgs)))
-	resolved := l.resolve() // the lane goes on with its next batch
 	w.update(ctx, func(s *State) {
 		s.DeadLettered += uint64(len(msgs))
 		if advance {
@@ -403,7 +401,7 @@ func (w *worker) deadLetter(ctx context.Context, l *lane, msgs []held, reason st
 		s.Failed++
 		s.ConsecutiveFailures++
 		s.LastError, s.LastErrorAt, s.LastAttemptAt = reason, &now, &now
-		if resolved {
+		if l.resolve() { // the lane goes on with its next batch
 			s.NextRetryAt = nil
 		}
 		l.setPending(s, nil)
