@@ -41,6 +41,8 @@ type lane struct {
 	mu    sync.Mutex
 	queue []held
 	ready chan struct{} // signalled when queue gains messages
+	// back counts the messages the last batch put back (its goroutine's).
+	back int
 }
 
 // nak hands messages back to JetStream for redelivery at once.
@@ -278,7 +280,8 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 	pokes := make([]chan struct{}, n)
 	for i := range ls {
 		ls[i] = &lane{w: w, i: i, poke: make(chan struct{}, 1), kept: true, fl: fl, ready: make(chan struct{}, 1)}
-		ls[i].putBack = ls[i].pushFront
+		l := ls[i]
+		l.putBack = func(rest []held) { l.back = len(rest); l.pushFront(rest) }
 		pokes[i] = ls[i].poke
 	}
 	for _, l := range ls {
@@ -342,6 +345,7 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 				if linger := time.Duration(in.Delivery.Linger); linger > 0 {
 					msgs = l.more(ctx, msgs, in.Batch.MaxMessages, time.Now().Add(linger), 0)
 				}
+				l.back = 0
 				if err := w.deliver(ctx, l, in, target, msgs); err != nil {
 					cancel(err)
 					return
@@ -349,7 +353,7 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 				if ctx.Err() != nil {
 					return
 				}
-				release(msgs)
+				release(msgs[:len(msgs)-l.back]) // those put back are still held
 			}
 		}()
 	}
