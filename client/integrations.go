@@ -66,6 +66,17 @@ type Batching struct {
 	MaxWait     Duration `json:"maxWait"`
 }
 
+// Delivery tunes an integration's deliveries. Concurrency is how many
+// batches are in flight at once (lanes): each device's messages always
+// take the same lane, so every device's order is kept. Webhooks take 1 to
+// 32 (default 4); the other types deliver one batch at a time (1). With
+// more than one lane, a batch holds what is waiting when its lane is free;
+// Linger (optional, at most batch.maxWait) lets it wait that long for more.
+type Delivery struct {
+	Concurrency int      `json:"concurrency"`
+	Linger      Duration `json:"linger,omitempty"`
+}
+
 // Encryption seals payloads to the customer's public key (HPKE).
 type Encryption struct {
 	PublicKeyPEM string `json:"publicKeyPem"`
@@ -134,15 +145,18 @@ type AWSConfig struct {
 // the secrets set in SecretsSet, never their values (except a webhook
 // secret the server generated, in the answer that made it).
 type Integration struct {
-	ID         string         `json:"id"`
-	Tenant     string         `json:"tenant"`
-	Name       string         `json:"name"`
-	Type       string         `json:"type"`
-	Paused     bool           `json:"paused"`
-	CreatedAt  time.Time      `json:"createdAt"`
-	UpdatedAt  time.Time      `json:"updatedAt"`
-	Filter     Filter         `json:"filter"`
-	Batch      Batching       `json:"batch"`
+	ID        string    `json:"id"`
+	Tenant    string    `json:"tenant"`
+	Name      string    `json:"name"`
+	Type      string    `json:"type"`
+	Paused    bool      `json:"paused"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	Filter    Filter    `json:"filter"`
+	Batch     Batching  `json:"batch"`
+	// Delivery tunes how deliveries overlap; zero values take the
+	// defaults of the integration's type.
+	Delivery   Delivery       `json:"delivery"`
 	MaxAge     Duration       `json:"maxAge"`
 	Encryption *Encryption    `json:"encryption,omitempty"`
 	Webhook    *WebhookConfig `json:"webhook,omitempty"`
@@ -302,6 +316,8 @@ type IntegrationPatch struct {
 	Filter *Filter   `json:"filter,omitempty"`
 	Batch  *Batching `json:"batch,omitempty"`
 	MaxAge *Duration `json:"maxAge,omitempty"`
+	// Delivery sets how deliveries overlap (webhooks).
+	Delivery *Delivery `json:"delivery,omitempty"`
 	// Encryption sets new encryption settings.
 	Encryption *Encryption `json:"encryption,omitempty"`
 	// RemoveEncryption stops sealing payloads (Encryption must be nil).

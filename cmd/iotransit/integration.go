@@ -193,7 +193,7 @@ type integrationAddFlags struct {
 	hubHost, deviceID, endpoint                            string
 	port                                                   int
 	filterTsmIDs, filterDevices, filterGateways            []string
-	batchMax                                               int
+	batchMax, concurrency                                  int
 	batchWait, maxAge                                      time.Duration
 	publicKey                                              string
 	test                                                   bool
@@ -213,6 +213,8 @@ func (f *integrationAddFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokenCAFile, "token-ca-file", "", "webhook --auth oauth2: PEM file of the CA that verifies --token-url (default: the system's roots and --target-ca-file)")
 	f.clientSecret = newSecretFlag(fs, "client-secret", "webhook --auth oauth2: the client secret (prefer --client-secret-file)", "webhook --auth oauth2: file holding the client secret")
 	fs.Var(listFlag{list: &f.scopes, repeatable: true}, "scope", "webhook --auth oauth2: a scope to request (repeatable, or comma-separated)")
+
+	fs.IntVar(&f.concurrency, "concurrency", 0, fmt.Sprintf("webhook: deliver up to this many batches at once, 1 to %d (server default %d); each device's messages keep their order", forward.MaxConcurrency, forward.DefaultConcurrency))
 
 	fs.StringVar(&f.targetCAFile, "target-ca-file", "", "webhook, mqtt, azure-iothub, aws-iot: PEM file of the CA that verifies the target's certificate (default: the system's roots; not the API's --ca)")
 	cli.Renamed(fs, "ca-file", "target-ca-file", " (the CA that verifies the integration's target); --ca is the CA that verifies the iotransit API")
@@ -345,7 +347,7 @@ var integrationFlagTypes = func() map[string][]string {
 		aws  = client.IntegrationAWS
 	)
 	return map[string][]string{
-		"url": {hook}, "secret": {hook}, "secret-file": {hook}, "auth": {hook},
+		"url": {hook}, "concurrency": {hook}, "secret": {hook}, "secret-file": {hook}, "auth": {hook},
 		"header-name": {hook}, "header-value": {hook}, "header-value-file": {hook},
 		"token-url": {hook}, "token-ca-file": {hook}, "client-secret": {hook}, "client-secret-file": {hook}, "scope": {hook},
 		"target-ca-file": {hook, mqtt, az, aws},
@@ -519,6 +521,9 @@ func (f *integrationAddFlags) patch(cur *client.Integration, given, onCmdLine ma
 	if given["max-age"] {
 		p.MaxAge = &in.MaxAge
 	}
+	if given["concurrency"] {
+		p.Delivery = &in.Delivery
+	}
 	p.Encryption = in.Encryption
 	if !given["public-key"] {
 		p.Encryption = nil
@@ -527,7 +532,7 @@ func (f *integrationAddFlags) patch(cur *client.Integration, given, onCmdLine ma
 	}
 	typed := false
 	for n := range given {
-		if _, ok := integrationFlagTypes[n]; ok {
+		if _, ok := integrationFlagTypes[n]; ok && n != "concurrency" { // not in the type's settings object
 			typed = true
 		}
 	}
@@ -550,8 +555,8 @@ func (f *integrationAddFlags) apply(in *client.Integration, given, onCmdLine map
 	if given["name"] {
 		in.Name = strings.TrimSpace(f.name)
 	}
-	if f.batchMax < 0 || f.batchWait < 0 || f.maxAge < 0 || f.port < 0 {
-		return usageError("--batch-max, --batch-wait, --max-age and --port must not be negative")
+	if f.batchMax < 0 || f.batchWait < 0 || f.maxAge < 0 || f.port < 0 || f.concurrency < 0 {
+		return usageError("--batch-max, --batch-wait, --max-age, --port and --concurrency must not be negative")
 	}
 	if (f.clientCert == "") != (f.clientKey == "") {
 		return usageError("give --client-cert and --client-key together")
@@ -564,6 +569,9 @@ func (f *integrationAddFlags) apply(in *client.Integration, given, onCmdLine map
 	}
 	if given["max-age"] {
 		in.MaxAge = client.Duration(f.maxAge)
+	}
+	if given["concurrency"] {
+		in.Delivery.Concurrency = f.concurrency
 	}
 	if given["filter-tsmid"] {
 		in.Filter.TsmIDs = nil
@@ -979,6 +987,9 @@ func printIntegration(w io.Writer, v *client.IntegrationView) error {
 	}
 	t.row("FILTER:", fmtFilter(in.Filter))
 	t.row("BATCH:", fmt.Sprintf("up to %d messages, waiting up to %s", in.Batch.MaxMessages, time.Duration(in.Batch.MaxWait)))
+	if in.Type == client.IntegrationWebhook && in.Delivery.Concurrency > 0 {
+		t.row("DELIVERY:", fmt.Sprintf("up to %d batches at once, each device's in order", in.Delivery.Concurrency))
+	}
 	t.row("MAX-AGE:", time.Duration(in.MaxAge).String())
 	enc := "none"
 	if in.Encryption != nil {

@@ -76,7 +76,7 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        e.cfg.AckWait,
 		MaxDeliver:     -1, // retries are the engine's: it dead-letters by age
-		MaxAckPending:  r.Batch.MaxMessages,
+		MaxAckPending:  pullSize(r, lanesOf(r)),
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &r.CreatedAt,
 	}
@@ -120,7 +120,9 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 	if p := state.Pending; p != nil && p.FirstSeq > state.AckedThrough {
 		start = p.FirstSeq
 	}
-	if info.NumAckPending > 0 || start != info.AckFloor.Stream+1 {
+	// Pull requests a session with lanes left open (it pulls
+	// continuously) would take the next messages to nobody: start over.
+	if info.NumAckPending > 0 || info.NumWaiting > 0 || start != info.AckFloor.Stream+1 {
 		if err := st.DeleteConsumer(ctx, names.IntegrationConsumer(r.ID)); err != nil {
 			return nil, false, fmt.Errorf("forward: reset consumer: %w", err)
 		}

@@ -177,7 +177,22 @@ func (e *Engine) stopWorker(tenant, id string) {
 // and the batch being delivered.
 type State struct {
 	client.IntegrationState
+	// Pending is the batch being delivered by an integration delivering
+	// one batch at a time (one lane).
 	Pending *Pending `json:"pending,omitempty"`
+	// Lanes holds the state of each lane of an integration delivering
+	// several batches at once, one entry per lane.
+	Lanes []LaneState `json:"lanes,omitempty"`
+}
+
+// LaneState is one lane's part of the delivery state.
+type LaneState struct {
+	// Pending is the lane's batch being delivered.
+	Pending *Pending `json:"pending,omitempty"`
+	// AckedThrough is the highest stream sequence the lane delivered or
+	// dead-lettered: every message of its devices up to it is done, so a
+	// restart with the same lanes skips them.
+	AckedThrough uint64 `json:"ackedThrough,omitempty"`
 }
 
 // Pending is the batch being delivered: its id survives restarts.

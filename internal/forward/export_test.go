@@ -20,3 +20,6 @@ var (
 	StateBucket        = names.IntegrationStateBucket
 	NameKey            = nameKey
 )
+
+// LaneOf exposes the lane a device's messages take.
+var LaneOf = laneOf

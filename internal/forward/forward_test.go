@@ -2,7 +2,6 @@ package forward_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,11 +54,13 @@ func newEnv(t *testing.T, mod func(*node.Config)) *env {
 }
 
 // integration creates a webhook integration to the receiver with the exact
-// request of the issue's contract, plus extra fields.
+// request of the issue's contract, plus extra fields. It delivers one batch
+// at a time (delivery.concurrency 1, the contract these tests were written
+// for) unless extra says otherwise.
 func (e *env) integration(extra map[string]any) (id, secret string) {
 	e.t.Helper()
 	body := map[string]any{"name": fmt.Sprintf("n%d", time.Now().UnixNano()), "type": "webhook",
-		"webhook": map[string]any{"url": e.rcv.URL, "caPem": e.rcv.CAPEM}}
+		"webhook": map[string]any{"url": e.rcv.URL, "caPem": e.rcv.CAPEM}, "delivery": map[string]any{"concurrency": 1}}
 	for k, v := range extra {
 		body[k] = v
 	}
@@ -86,19 +87,7 @@ func init() { tsmTs.Store(1700000000) }
 // the bodies published in order.
 func (e *env) publish(count int) []string {
 	e.t.Helper()
-	var sent []string
-	for i := 0; i < count; i++ {
-		for _, d := range devices {
-			m := fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"%s","moveCount":%d}`, tsmTs.Add(1), d, e.next[d])
-			e.next[d]++
-			res, err := e.up.Publish(context.Background(), []byte(m), 1)
-			if err != nil || res.ReasonCode != 0 {
-				e.t.Fatalf("publish: %v %x", err, res.ReasonCode)
-			}
-			sent = append(sent, m)
-		}
-	}
-	return sent
+	return e.publishTo(devices, count)
 }
 
 // arrived returns the messages the receiver got, in arrival order, each

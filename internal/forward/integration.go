@@ -48,6 +48,9 @@ type Filter = client.Filter
 // Batching bounds a batch by count and by the time its first message waits.
 type Batching = client.Batching
 
+// Delivery tunes how an integration's deliveries overlap (lanes).
+type Delivery = client.Delivery
+
 // Encryption seals payloads to the customer's public key (HPKE).
 type Encryption = client.Encryption
 
@@ -80,6 +83,10 @@ const (
 	DefaultMaxAge      = Duration(24 * time.Hour)
 	MinMaxAge          = Duration(time.Second)
 	MaxMaxAge          = Duration(30 * 24 * time.Hour)
+	// DefaultConcurrency and MaxConcurrency bound a webhook's lanes
+	// (delivery.concurrency); the other types deliver one batch at a time.
+	DefaultConcurrency = 4
+	MaxConcurrency     = 32
 	maxFilterValues    = 64
 )
 
@@ -111,6 +118,17 @@ func normalize(in *Integration) error {
 	}
 	if in.MaxAge < MinMaxAge || in.MaxAge > MaxMaxAge {
 		errs = append(errs, "maxAge must be 1s to 720h")
+	}
+	switch c := in.Delivery.Concurrency; {
+	case in.Type != TypeWebhook && c > 1:
+		errs = append(errs, "delivery.concurrency above 1 is for webhooks only")
+	case c < 0 || c > MaxConcurrency:
+		errs = append(errs, fmt.Sprintf("delivery.concurrency must be 1 to %d", MaxConcurrency))
+	case c == 0:
+		in.Delivery.Concurrency = lanesOf(*in)
+	}
+	if in.Delivery.Linger < 0 || in.Delivery.Linger > in.Batch.MaxWait {
+		errs = append(errs, "delivery.linger must be 0 to batch.maxWait")
 	}
 	f := &in.Filter
 	// Each value once (a repeated one would make overlapping consumer
@@ -150,6 +168,20 @@ func normalize(in *Integration) error {
 		return ErrIntegrationInvalid.WithDetail("%s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// lanesOf returns how many batches of an integration are delivered at
+// once: its delivery.concurrency for a webhook (DefaultConcurrency when
+// unset, as in records stored before the setting), 1 for the other
+// types, whose targets deliver one batch at a time.
+func lanesOf(in Integration) int {
+	if in.Type != TypeWebhook {
+		return 1
+	}
+	if in.Delivery.Concurrency == 0 {
+		return DefaultConcurrency
+	}
+	return min(in.Delivery.Concurrency, MaxConcurrency)
 }
 
 func truncate(s string, n int) string {

@@ -152,6 +152,9 @@ func (reg *Registry) store(ctx context.Context, in Integration, sec Secrets, rev
 // public returns what the API shows: no secret values.
 func (reg *Registry) public(in Integration, sec Secrets) Integration {
 	in.SecretsSet = sec.names()
+	if in.Delivery.Concurrency == 0 { // stored before the setting: what the engine uses
+		in.Delivery.Concurrency = lanesOf(in)
+	}
 	if !sec.WebhookPreviousUntil.IsZero() && time.Now().Before(sec.WebhookPreviousUntil) {
 		t := sec.WebhookPreviousUntil
 		in.PreviousSecretUntil = &t
@@ -202,7 +205,7 @@ func (reg *Registry) Get(ctx context.Context, tenant, id string) (View, error) {
 	if v.State, err = reg.loadState(ctx, tenant, id); err != nil {
 		return View{}, err
 	}
-	v.State.Pending = nil
+	v.State.Pending, v.State.Lanes = nil, nil
 	if r.Type != TypeWebsocket {
 		if st, err := reg.js.Stream(ctx, names.MessageStream(tenant)); err == nil {
 			if c, err := st.Consumer(ctx, names.IntegrationConsumer(id)); err == nil {
@@ -252,7 +255,7 @@ func (reg *Registry) Views(ctx context.Context, tenant string) ([]View, error) {
 		if v.State, err = reg.loadState(ctx, tenant, in.ID); err != nil {
 			return nil, err
 		}
-		v.State.Pending = nil
+		v.State.Pending, v.State.Lanes = nil, nil
 		if in.Type != TypeWebsocket {
 			v.Backlog = backlog[names.IntegrationConsumer(in.ID)]
 			if v.State.DeadLettered > 0 {

@@ -84,8 +84,13 @@ func (e *Engine) retryNow(tenant, id string) {
 	if w == nil {
 		return
 	}
-	select {
-	case w.poke <- struct{}{}:
-	default: // one is pending already
+	w.mu.Lock()
+	pokes := append([]chan struct{}{w.poke}, w.pokes...) // every lane waits on its own
+	w.mu.Unlock()
+	for _, p := range pokes {
+		select {
+		case p <- struct{}{}:
+		default: // one is pending already
+		}
 	}
 }

@@ -19,8 +19,10 @@ type View struct {
 // not resolved), else dead-letters (some wait), else ok.
 func (v *View) health() string {
 	s := &v.State
-	if s.LastError != "" && s.LastErrorResolvedAt == nil && s.LastSuccessAt != nil && s.LastErrorAt != nil && s.LastSuccessAt.After(*s.LastErrorAt) {
-		// A state stored before lastErrorResolvedAt existed.
+	if s.LastError != "" && s.LastErrorResolvedAt == nil && s.NextRetryAt == nil && s.LastSuccessAt != nil && s.LastErrorAt != nil && s.LastSuccessAt.After(*s.LastErrorAt) {
+		// A state stored before lastErrorResolvedAt existed. (A batch
+		// waiting to be retried, NextRetryAt, is a failure that lasts:
+		// with lanes, others deliver meanwhile.)
 		s.LastErrorResolvedAt = s.LastSuccessAt
 	}
 	switch {

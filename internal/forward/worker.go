@@ -8,6 +8,7 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -20,9 +21,10 @@ import (
 	"github.com/iotransit/iotransit/internal/store"
 )
 
-// worker delivers one integration. One batch is in flight at a time, so
-// messages reach the endpoint in stream order, which keeps every device's
-// order.
+// worker delivers one integration. With one lane, one batch is in flight
+// at a time, so messages reach the endpoint in stream order; with several
+// (lanes.go), each device's messages take one lane, which keeps every
+// device's order.
 type worker struct {
 	e      *Engine
 	tenant string
@@ -30,12 +32,15 @@ type worker struct {
 	rev    uint64
 	cancel context.CancelFunc
 	done   chan struct{}
-	// poke ends the backoff wait of the failing batch (retry now).
-	poke chan struct{}
+	// poke ends the backoff wait of the failing batch (retry now); pokes
+	// does it for every lane of a session delivering several at once.
+	poke  chan struct{}
+	pokes []chan struct{}
 
-	mu    sync.Mutex
-	state State
-	dirty bool // state changed since it was last stored
+	flushMu sync.Mutex // held while the state is stored
+	mu      sync.Mutex
+	state   State
+	dirty   bool // state changed since it was last stored
 	// How far the last session got: leased (held the lease) and loaded
 	// (state holds the stored state). A session that failed earlier must
 	// not store its empty state over the stored one.
@@ -94,9 +99,18 @@ func (w *worker) session(ctx context.Context) error {
 		return err
 	}
 	defer w.flush(lctx)
+	w.mu.Lock()
 	w.state.Node = w.e.cfg.NodeID
+	w.mu.Unlock()
+	if n := lanesOf(r.Integration); n > 1 {
+		return w.lanes(lctx, cons, r.Integration, inProcess, target, n)
+	}
+	w.mu.Lock()
+	w.state.Lanes = nil // left by a session with several lanes
+	w.mu.Unlock()
+	one := &lane{w: w, poke: w.poke, putBack: nak}
 	for lctx.Err() == nil {
-		if err := w.batch(lctx, cons, r.Integration, inProcess, target); err != nil {
+		if err := w.batch(lctx, cons, r.Integration, inProcess, target, one); err != nil {
 			return err
 		}
 	}
@@ -112,7 +126,7 @@ type held struct {
 
 // batch fetches up to MaxMessages (waiting at most MaxWait) and delivers
 // them, retrying until delivered or dead-lettered.
-func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integration, inProcess bool, target Target) error {
+func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integration, inProcess bool, target Target, l *lane) error {
 	// The fetch waits well within AckWait: nothing marks fetched messages
 	// in progress until the batch is complete, and JetStream would
 	// redeliver them into the same batch. The wait is the server's, and the
@@ -143,7 +157,7 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 			w.e.log.Error("undecodable message dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "seq", md.Sequence.Stream, "error", err)
 			// The delivery position moves past it only if no earlier
 			// message of this batch is still to be delivered.
-			if derr := w.deadLetter(ctx, []held{{msg: jm, md: md}}, "message cannot be decoded", 0, len(msgs) == 0); derr != nil {
+			if derr := w.deadLetter(ctx, l, []held{{msg: jm, md: md}}, "message cannot be decoded", 0, len(msgs) == 0); derr != nil {
 				return derr
 			}
 			continue
@@ -173,7 +187,7 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 		w.flush(ctx)
 		return nil
 	}
-	return w.deliver(ctx, in, target, msgs)
+	return w.deliver(ctx, l, in, target, msgs)
 }
 
 func newBatchID() string {
@@ -186,22 +200,24 @@ func newBatchID() string {
 // it once its oldest message is older than the integration's max age and
 // delivery still fails. While it retries, the messages are kept from being
 // redelivered (in progress).
-func (w *worker) deliver(ctx context.Context, in Integration, target Target, msgs []held) error {
+func (w *worker) deliver(ctx context.Context, l *lane, in Integration, target Target, msgs []held) error {
 	if ctx.Err() != nil {
 		return nil // the lease is gone: the next holder delivers these
 	}
 	first, last := msgs[0].m.Seq, msgs[len(msgs)-1].m.Seq
 	b := &Batch{Tenant: w.tenant, Integration: w.id}
 	w.mu.Lock()
-	p := w.state.Pending
+	var p *Pending
+	if sp := l.pending(&w.state); sp != nil {
+		c := *sp // the stored record is never changed in place
+		p = &c
+	}
 	w.mu.Unlock()
 	if p != nil && p.FirstSeq == first && last >= p.LastSeq {
 		// The batch interrupted by a restart, redelivered: same id.
 		for i, h := range msgs {
 			if h.m.Seq > p.LastSeq {
-				for _, rest := range msgs[i:] { // for the next batch, at once
-					_ = rest.msg.Nak()
-				}
+				l.putBack(msgs[i:]) // for the next batch, at once
 				msgs = msgs[:i]
 				break
 			}
@@ -220,12 +236,14 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 		}
 	}
 	p.LastSeq = b.Messages[len(b.Messages)-1].Seq
-	w.update(ctx, func(s *State) { s.Pending = p })
+	w.update(ctx, func(s *State) { l.setPending(s, p) })
 
-	stop := w.keepAlive(ctx, msgs)
-	defer stop()
+	if !l.kept { // a lane's messages are kept alive by its session
+		stop := w.keepAlive(ctx, msgs)
+		defer stop()
+	}
 	select { // a retry-now asked before this batch is not for it
-	case <-w.poke:
+	case <-l.poke:
 	default:
 	}
 	for ctx.Err() == nil {
@@ -254,9 +272,14 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 			w.updateLazy(func(s *State) {
 				s.Delivered += uint64(len(msgs))
 				s.Batches++
-				s.AckedThrough = max(s.AckedThrough, p.LastSeq)
+				l.done(s, msgs)
+				s.LastSuccessAt, s.LastAttemptAt = &now, &now
+				l.setPending(s, nil)
+				if !l.resolve() { // another lane still fails
+					return
+				}
 				s.ConsecutiveFailures = 0
-				s.LastSuccessAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = &now, &now, nil, nil
+				s.NextRetryAt = nil
 				if s.LastError != "" && s.LastErrorResolvedAt == nil {
 					s.LastErrorResolvedAt = &now
 				}
@@ -267,16 +290,17 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 		w.e.m.attempts.WithLabelValues(in.Type, "failed").Inc()
 		summary := Summary(err)
 		if now.Sub(oldest) > time.Duration(in.MaxAge) {
-			return w.deadLetter(ctx, msgs, summary, p.Attempts, true)
+			return w.deadLetter(ctx, l, msgs, summary, p.Attempts, true)
 		}
 		wait := w.backoff(p.Attempts, RetryAfter(err))
 		next := now.Add(wait)
 		w.update(ctx, func(s *State) {
+			l.fail()
 			s.Failed++
 			s.ConsecutiveFailures++
 			s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt = summary, &now, &now, &next
 			s.LastErrorResolvedAt = nil
-			s.Pending = p
+			l.setPending(s, p)
 		})
 		w.e.log.Info("delivery failed; retrying", "tenant_id", w.tenant, "integration_id", w.id, "batch_id", b.ID, "attempt", p.Attempts, "error", err, "retry_in", wait.String())
 		// Never wait past the point where the batch is due for the dead-letter
@@ -288,7 +312,7 @@ func (w *worker) deliver(ctx context.Context, in Integration, target Target, msg
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
-		case <-w.poke:
+		case <-l.poke:
 			w.e.log.Info("retry now", "tenant_id", w.tenant, "integration_id", w.id, "batch_id", b.ID)
 		}
 	}
@@ -343,7 +367,7 @@ func ack(ctx context.Context, msgs []held) error {
 // stored: sealed, with their headers and why), then acknowledges them;
 // advance moves the delivery position past them (not while earlier
 // messages are still held).
-func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, attempts int, advance bool) error {
+func (w *worker) deadLetter(ctx context.Context, l *lane, msgs []held, reason string, attempts int, advance bool) error {
 	subject := names.DeadLetter(w.tenant, w.id)
 	now := time.Now().UTC()
 	for _, h := range msgs {
@@ -372,11 +396,15 @@ func (w *worker) deadLetter(ctx context.Context, msgs []held, reason string, att
 	w.update(ctx, func(s *State) {
 		s.DeadLettered += uint64(len(msgs))
 		if advance {
-			s.AckedThrough = max(s.AckedThrough, msgs[len(msgs)-1].md.Sequence.Stream)
+			l.done(s, msgs)
 		}
 		s.Failed++
 		s.ConsecutiveFailures++
-		s.LastError, s.LastErrorAt, s.LastAttemptAt, s.NextRetryAt, s.Pending = reason, &now, &now, nil, nil
+		s.LastError, s.LastErrorAt, s.LastAttemptAt = reason, &now, &now
+		if l.resolve() { // the lane goes on with its next batch
+			s.NextRetryAt = nil
+		}
+		l.setPending(s, nil)
 		s.LastErrorResolvedAt = nil
 	})
 	w.e.log.Warn("messages dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "messages", len(msgs), "reason", reason)
@@ -401,14 +429,19 @@ func (w *worker) updateLazy(fn func(*State)) {
 	w.mu.Unlock()
 }
 
-// flush stores the state if it changed.
+// flush stores the state if it changed. Flushes take turns, so an older
+// state is never stored over a newer one; a flush that waited finds its
+// change stored by the one before it, or stores it.
 func (w *worker) flush(ctx context.Context) {
+	w.flushMu.Lock()
+	defer w.flushMu.Unlock()
 	w.mu.Lock()
 	if !w.dirty {
 		w.mu.Unlock()
 		return
 	}
 	s := w.state
+	s.Lanes = slices.Clone(s.Lanes) // lanes change theirs meanwhile
 	w.dirty = false
 	w.mu.Unlock()
 	if err := w.e.saveState(context.WithoutCancel(ctx), w.tenant, w.id, s); err != nil {

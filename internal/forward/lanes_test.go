@@ -1,0 +1,419 @@
+package forward_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/iotransit/iotransit/internal/forward"
+	"github.com/iotransit/iotransit/internal/node"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
+)
+
+// laneDevices returns a device whose lane (of n) no other device takes,
+// then the others: every device of the list is in another lane than the
+// first.
+func laneDevices(t *testing.T, n, count int) []string {
+	t.Helper()
+	out := []string{"TSEN01LAN00000000"}
+	slow := forward.LaneOf(out[0], n)
+	for i := 1; len(out) < count && i < 1000; i++ {
+		d := fmt.Sprintf("TSEN01LAN%08d", i)
+		if forward.LaneOf(d, n) != slow {
+			out = append(out, d)
+		}
+	}
+	if len(out) < count {
+		t.Fatalf("found %d devices", len(out))
+	}
+	return out
+}
+
+// publishTo sends count messages per device (one publish each, round
+// robin), returning the bodies published in order.
+func (e *env) publishTo(devs []string, count int) []string {
+	e.t.Helper()
+	var sent []string
+	for range count {
+		for _, d := range devs {
+			m := fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"%s","moveCount":%d}`, tsmTs.Add(1), d, e.next[d])
+			e.next[d]++
+			res, err := e.up.Publish(context.Background(), []byte(m), 1)
+			if err != nil || res.ReasonCode != 0 {
+				e.t.Fatalf("publish: %v %x", err, res.ReasonCode)
+			}
+			sent = append(sent, m)
+		}
+	}
+	return sent
+}
+
+// accepted records the requests a receiver accepted (webhook-id and body).
+type accepted struct {
+	mu  sync.Mutex
+	got []tu.Delivery
+}
+
+func (a *accepted) add(r *http.Request, body []byte) {
+	a.mu.Lock()
+	a.got = append(a.got, tu.Delivery{Header: r.Header.Clone(), Body: body})
+	a.mu.Unlock()
+}
+
+// messages returns the accepted messages in arrival order, and how many
+// times each was accepted under a webhook-id not seen before for it.
+func (a *accepted) messages(t *testing.T) (order []map[string]any, once map[string]int) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids := map[string]bool{}
+	once = map[string]int{}
+	seen := map[string]bool{}
+	for _, d := range a.got {
+		var batch []map[string]any
+		if err := json.Unmarshal(d.Body, &batch); err != nil {
+			t.Fatalf("body: %v", err)
+		}
+		dup := ids[d.Header.Get("webhook-id")]
+		ids[d.Header.Get("webhook-id")] = true
+		for _, m := range batch {
+			k := thingseeKey(m)
+			if !dup {
+				once[k]++
+			}
+			if !seen[k] {
+				seen[k] = true
+				order = append(order, m)
+			}
+		}
+	}
+	return order, once
+}
+
+func contains(body []byte, device string) bool {
+	return bytes.Contains(body, []byte(`"tsmTuid":"`+device+`"`))
+}
+
+// TestForwardLanesKeepDeviceOrderPastASlowDevice: with 8 lanes, a device
+// whose deliveries hang holds up only its own lane: the other devices'
+// messages are delivered meanwhile, and every device's order is kept.
+func TestForwardLanesKeepDeviceOrderPastASlowDevice(t *testing.T) {
+	e := newEnv(t, nil)
+	devs := laneDevices(t, 8, 6)
+	slow := devs[0]
+	gate := make(chan struct{})
+	var acc accepted
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if contains(body, slow) {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+				return true
+			}
+		}
+		acc.add(r, body)
+		return false
+	})
+	id, _ := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 8}, "batch": map[string]any{"maxMessages": 5}})
+	if v := getView(t, e, id); v.Delivery.Concurrency != 8 {
+		t.Fatalf("delivery %+v", v.Delivery)
+	}
+	sent := e.publishTo(devs, 4)
+	others := len(sent) - 4
+	tu.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
+		got, _ := acc.messages(t)
+		if len(got) < others {
+			return fmt.Errorf("%d of the other devices' %d messages delivered", len(got), others)
+		}
+		return nil
+	})
+	got, _ := acc.messages(t)
+	for _, m := range got {
+		if m["tsmTuid"] == slow {
+			t.Fatalf("the slow device's message was accepted before its gate opened: %v", m)
+		}
+	}
+	close(gate)
+	tu.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if got, _ = acc.messages(t); len(got) < len(sent) {
+			return fmt.Errorf("%d of %d delivered", len(got), len(sent))
+		}
+		return nil
+	})
+	checkOrder(t, got)
+	if len(got) != len(sent) {
+		t.Fatalf("%d delivered, %d sent", len(got), len(sent))
+	}
+}
+
+// TestForwardFailingLaneDeadLettersOnlyItsDevices: a device whose
+// deliveries fail past the max age is dead-lettered; the devices of the
+// other lanes are delivered, none of them dead-lettered.
+func TestForwardFailingLaneDeadLettersOnlyItsDevices(t *testing.T) {
+	e := newEnv(t, nil)
+	devs := laneDevices(t, 8, 5)
+	bad := devs[0]
+	var acc accepted
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if contains(body, bad) {
+			w.WriteHeader(503)
+			return true
+		}
+		acc.add(r, body)
+		return false
+	})
+	id, _ := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 8}, "maxAge": "1s"})
+	sent := e.publishTo(devs, 3)
+	waitState(t, e, id, func(s forward.State) bool { return s.DeadLettered == 3 && s.Delivered == uint64(len(sent)-3) })
+	// Once another lane delivers, the failure is over: dead letters wait.
+	sent = append(sent, e.publishTo(devs[1:2], 1)...)
+	v := waitState(t, e, id, func(s forward.State) bool { return s.Delivered == uint64(len(sent)-3) })
+	if v.Health != "dead-letters" || v.DeadLetters != 3 {
+		t.Errorf("health %q, dead letters %d, state %+v", v.Health, v.DeadLetters, v.State)
+	}
+	var dl struct{ Items []forward.DeadLetter }
+	e.api.Do("GET", "/v1/tenants/"+tenant+"/integrations/"+id+"/dead-letters", e.api.Key(), nil).Decode(t, &dl)
+	if len(dl.Items) != 3 {
+		t.Fatalf("%d dead letters", len(dl.Items))
+	}
+	for _, d := range dl.Items {
+		if !contains(d.Message, bad) || d.Reason != "HTTP 503" {
+			t.Errorf("dead letter of another device or reason: %s %s", d.Reason, d.Message)
+		}
+	}
+	got, _ := acc.messages(t)
+	checkOrder(t, got)
+	if len(got) != len(sent)-3 {
+		t.Errorf("%d delivered, want %d", len(got), len(sent)-3)
+	}
+}
+
+// TestForwardLanesRestartMidBatch: the node stops while one lane's batch
+// is in flight and the others have delivered; after a restart on the same
+// data, nothing is lost, every device's order holds among what was
+// accepted, and a receiver that drops requests whose webhook-id it has
+// seen gets every message exactly once (the interrupted batch keeps its
+// id, and what the other lanes delivered is not sent again).
+func TestForwardLanesRestartMidBatch(t *testing.T) {
+	dir := t.TempDir()
+	e := newEnv(t, func(c *node.Config) { c.DataDir = dir })
+	devs := laneDevices(t, 8, 6)
+	slow := devs[0]
+	var acc accepted
+	var open sync.Mutex
+	hold := true
+	var slowIDs sync.Map
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if contains(body, slow) {
+			slowIDs.Store(r.Header.Get("webhook-id"), true)
+			open.Lock()
+			h := hold
+			open.Unlock()
+			if h {
+				<-r.Context().Done() // in flight until the node stops
+				return true
+			}
+		}
+		acc.add(r, body)
+		return false
+	})
+	id, _ := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 8}})
+	sent := e.publishTo(devs, 5)
+	tu.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
+		got, _ := acc.messages(t)
+		n := 0
+		slowIDs.Range(func(any, any) bool { n++; return true })
+		if len(got) < len(sent)-5 || n == 0 {
+			return fmt.Errorf("%d of %d delivered, slow batch tried: %v", len(got), len(sent)-5, n > 0)
+		}
+		return nil
+	})
+	_ = e.up.Close()
+	e.n.Close()
+	var before []string // the webhook-ids of the slow lane's batch in flight
+	slowIDs.Range(func(k, _ any) bool { before = append(before, k.(string)); return true })
+	open.Lock()
+	hold = false
+	open.Unlock()
+
+	n2 := nodetest.Start(t, func(c *node.Config) {
+		nodetest.NoLimits(c)
+		c.DataDir = dir
+		c.Forward.RetryBase, c.Forward.RetryMax = 50*time.Millisecond, 300*time.Millisecond
+		c.Forward.DeliveryTimeout = 2 * time.Second
+	})
+	e.n, e.api = n2, nodetest.NewAPI(t, n2)
+	var got []map[string]any
+	var once map[string]int
+	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if got, once = acc.messages(t); len(got) < len(sent) {
+			return fmt.Errorf("%d of %d delivered", len(got), len(sent))
+		}
+		return nil
+	})
+	checkOrder(t, got)
+	if len(got) != len(sent) {
+		t.Fatalf("%d delivered, %d sent", len(got), len(sent))
+	}
+	for k, c := range once {
+		if c != 1 {
+			t.Errorf("message %s accepted %d times under new webhook-ids", k, c)
+		}
+	}
+	if len(before) != 1 {
+		t.Fatalf("the slow lane's batch in flight went out under %d webhook-ids", len(before))
+	}
+	acc.mu.Lock()
+	var first string // the slow lane's first batch after the restart
+	for _, d := range acc.got {
+		if contains(d.Body, slow) {
+			first = d.Header.Get("webhook-id")
+			break
+		}
+	}
+	acc.mu.Unlock()
+	if first != before[0] {
+		t.Errorf("the interrupted batch came back as %q, not under its id %q", first, before[0])
+	}
+	if v := waitState(t, e, id, func(s forward.State) bool { return s.Delivered >= uint64(len(sent)) }); v.Backlog != 0 {
+		t.Errorf("backlog %d", v.Backlog)
+	}
+}
+
+// TestForwardDeliveryConcurrencySetting: a webhook's delivery.concurrency
+// defaults to 4 and takes 1 to 32; the other types take only 1.
+func TestForwardDeliveryConcurrencySetting(t *testing.T) {
+	e := newEnv(t, nil)
+	hook := func(delivery any) map[string]any {
+		b := map[string]any{"name": fmt.Sprintf("n%d", time.Now().UnixNano()), "type": "webhook",
+			"webhook": map[string]any{"url": e.rcv.URL, "caPem": e.rcv.CAPEM}}
+		if delivery != nil {
+			b["delivery"] = delivery
+		}
+		return b
+	}
+	mqtt := map[string]any{"name": "m", "type": "mqtt", "mqtt": map[string]any{"broker": "mqtts://127.0.0.1:1"}, "delivery": map[string]any{"concurrency": 2}}
+	for _, tc := range []struct {
+		name   string
+		body   map[string]any
+		status int
+		want   int
+	}{
+		{name: "default", body: hook(nil), status: 201, want: forward.DefaultConcurrency},
+		{name: "one", body: hook(map[string]any{"concurrency": 1}), status: 201, want: 1},
+		{name: "max", body: hook(map[string]any{"concurrency": 32}), status: 201, want: 32},
+		{name: "above max", body: hook(map[string]any{"concurrency": 33}), status: 400},
+		{name: "negative", body: hook(map[string]any{"concurrency": -1}), status: 400},
+		{name: "linger past maxWait", body: hook(map[string]any{"concurrency": 2, "linger": "2s"}), status: 400},
+		{name: "mqtt above one", body: mqtt, status: 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations?test=false", e.api.Key(), tc.body)
+			if r.Status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
+			}
+			if tc.status != 201 {
+				if !bytes.Contains(r.Body, []byte("delivery.")) {
+					t.Errorf("refusal does not name the setting: %s", r.Body)
+				}
+				return
+			}
+			var in forward.Integration
+			r.Decode(t, &in)
+			if in.Delivery.Concurrency != tc.want {
+				t.Errorf("concurrency %d, want %d", in.Delivery.Concurrency, tc.want)
+			}
+		})
+	}
+	id, _ := e.integration(nil)
+	if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"delivery": map[string]any{"concurrency": 6}}); r.Status != 200 {
+		t.Fatalf("update: %d %s", r.Status, r.Body)
+	}
+	if v := getView(t, e, id); v.Delivery.Concurrency != 6 || v.Batch.MaxMessages != forward.DefaultMaxMessages {
+		t.Errorf("after update: delivery %+v batch %+v", v.Delivery, v.Batch)
+	}
+}
+
+// TestForwardLaneLinger: with lanes, a batch holds what is waiting (one
+// message when they come one by one), unless delivery.linger lets it wait
+// for more.
+func TestForwardLaneLinger(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		delivery map[string]any
+		batches  int // requests for 3 messages of one device
+	}{
+		{name: "adaptive", delivery: map[string]any{"concurrency": 4}, batches: 3},
+		{name: "linger", delivery: map[string]any{"concurrency": 4, "linger": "3s"}, batches: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			_, secret := e.integration(map[string]any{"delivery": tc.delivery, "batch": map[string]any{"maxWait": "5s"}})
+			for range 3 {
+				n := len(e.rcv.Got()) + 1
+				e.publishTo(devices[:1], 1)
+				if tc.batches > 1 { // each delivered before the next is published
+					tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+						if len(e.rcv.Got()) < n {
+							return fmt.Errorf("%d requests", len(e.rcv.Got()))
+						}
+						return nil
+					})
+				}
+			}
+			got := waitArrived(t, e.rcv, secret, 3, 15*time.Second)
+			checkOrder(t, got)
+			if n := len(e.rcv.Got()); n != tc.batches {
+				t.Errorf("%d requests, want %d", n, tc.batches)
+			}
+		})
+	}
+}
+
+// TestForwardFailingLaneKeepsHealthFailing: while one lane fails, the
+// others deliver, and the integration stays failing (another lane's
+// success does not resolve the error); retry-now reaches the failing lane
+// in its backoff, and once it delivers the error is resolved.
+func TestForwardFailingLaneKeepsHealthFailing(t *testing.T) {
+	e := newEnv(t, func(c *node.Config) { c.Forward.RetryBase, c.Forward.RetryMax = time.Hour, time.Hour })
+	devs := laneDevices(t, 8, 4)
+	var bad atomic.Bool
+	bad.Store(true)
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if bad.Load() && contains(body, devs[0]) {
+			w.WriteHeader(503)
+			return true
+		}
+		return false
+	})
+	id, secret := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 8}})
+	sent := e.publishTo(devs, 2)
+	v := waitState(t, e, id, func(s forward.State) bool {
+		return s.Delivered == uint64(len(sent)-2) && s.NextRetryAt != nil
+	})
+	if v.Health != "failing" || v.State.LastError != "HTTP 503" || v.State.LastErrorResolvedAt != nil {
+		t.Fatalf("one lane failing: health %s, state %+v", v.Health, v.State)
+	}
+	sent = append(sent, e.publishTo(devs[1:], 1)...) // the other lanes go on
+	v = waitState(t, e, id, func(s forward.State) bool { return s.Delivered == uint64(len(sent)-2) })
+	if v.Health != "failing" || v.State.LastErrorResolvedAt != nil {
+		t.Fatalf("another lane's success resolved the failure: health %s, state %+v", v.Health, v.State)
+	}
+	bad.Store(false)
+	if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/retry-now", e.api.Key(), nil); r.Status != 200 {
+		t.Fatalf("retry-now: %d %s", r.Status, r.Body)
+	}
+	got := waitArrived(t, e.rcv, secret, len(sent), 10*time.Second)
+	checkOrder(t, got)
+	v = waitState(t, e, id, func(s forward.State) bool { return s.Delivered == uint64(len(sent)) })
+	if v.Health != "ok" || v.State.LastErrorResolvedAt == nil || v.State.NextRetryAt != nil {
+		t.Errorf("after the retry: health %s, state %+v", v.Health, v.State)
+	}
+}
