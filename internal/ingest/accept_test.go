@@ -18,7 +18,6 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/ingest"
-	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -49,19 +48,7 @@ func (s strictTenants) Tenant(id string) (registry.Tenant, bool) {
 func newCore(t *testing.T, cfg ingest.Config, strict bool) *coreEnv {
 	t.Helper()
 	c := ctx(t)
-	bb, err := backbone.Start(c, backbone.Config{DataDir: t.TempDir(), Replicas: 1}, tu.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bb.Close)
-	kv, err := bb.KV(c, names.KMSBucket, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := kms.New(bytes.Repeat([]byte{7}, 32), backbone.KeyStore{KV: kv})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bb, keys := tu.Backbone(t)
 	reg, err := registry.Open(c, bb, keys, tu.Logger(t))
 	if err != nil {
 		t.Fatal(err)

@@ -16,9 +16,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/iotransit/iotransit/internal/backbone"
-	"github.com/iotransit/iotransit/internal/backbone/names"
-	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -118,27 +115,7 @@ const (
 
 func newPipeEnv(t *testing.T, cfg Config) *pipeEnv {
 	t.Helper()
-	ctx := context.Background()
-	bb, err := backbone.Start(ctx, backbone.Config{DataDir: t.TempDir(), Replicas: 1}, tu.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bb.Close)
-	kv, err := bb.KV(ctx, names.KMSBucket, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := kms.New(bytes.Repeat([]byte{7}, 32), backbone.KeyStore{KV: kv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := keys.EnsureTenant(ctx, pipeTenant); err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(store.Config{}, bb, bb.JS, keys)
-	if err := st.EnsureTenant(ctx, pipeTenant); err != nil {
-		t.Fatal(err)
-	}
+	st, _, _ := tu.Store(t, pipeTenant)
 	dir := &oneGateway{g: registry.Gateway{Tenant: pipeTenant, Serial: pipeSerial, State: registry.StateActive, Incarnation: "i1",
 		Certificates: []registry.Certificate{{Serial: "c1", NotAfter: time.Now().Add(time.Hour)}}}}
 	gated := &gatedStore{st: st, begun: make(chan struct{}, 1024)}

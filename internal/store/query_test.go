@@ -1,14 +1,11 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -23,6 +20,7 @@ import (
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/store"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 // fixture is a store on a real embedded JetStream.
@@ -35,27 +33,7 @@ type fixture struct {
 
 func newFixture(tb testing.TB) *fixture {
 	tb.Helper()
-	ctx := context.Background()
-	bb, err := backbone.Start(ctx, backbone.Config{DataDir: tb.TempDir(), Replicas: 1}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(bb.Close)
-	kv, err := bb.KV(ctx, names.KMSBucket, 1)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	keys, err := kms.New(bytes.Repeat([]byte{1}, 32), backbone.KeyStore{KV: kv})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := keys.EnsureTenant(ctx, "acme"); err != nil {
-		tb.Fatal(err)
-	}
-	s := store.New(store.Config{}, bb, bb.JS, keys)
-	if err := s.EnsureTenant(ctx, "acme"); err != nil {
-		tb.Fatal(err)
-	}
+	s, bb, keys := tu.Store(tb, "acme")
 	return &fixture{s: s, bb: bb, keys: keys}
 }
 

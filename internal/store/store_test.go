@@ -4,41 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/backbone/names"
-	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 func newStore(t testing.TB) (*store.Store, *backbone.Backbone) {
 	t.Helper()
-	ctx := context.Background()
-	bb, err := backbone.Start(ctx, backbone.Config{DataDir: t.TempDir(), Replicas: 1}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bb.Close)
-	kv, err := bb.KV(ctx, names.KMSBucket, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := kms.New(bytes.Repeat([]byte{1}, 32), backbone.KeyStore{KV: kv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := keys.EnsureTenant(ctx, "acme"); err != nil {
-		t.Fatal(err)
-	}
-	s := store.New(store.Config{}, bb, bb.JS, keys)
-	if err := s.EnsureTenant(ctx, "acme"); err != nil {
-		t.Fatal(err)
-	}
+	s, bb, _ := tu.Store(t, "acme")
 	return s, bb
 }
 

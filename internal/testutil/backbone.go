@@ -1,0 +1,53 @@
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/names"
+	"github.com/iotransit/iotransit/internal/kms"
+	"github.com/iotransit/iotransit/internal/store"
+)
+
+// Backbone starts an embedded NATS JetStream in a temporary directory,
+// closed when the test ends, and a key ring over it (a fixed test root
+// key) holding the data keys of tenants.
+func Backbone(tb testing.TB, tenants ...string) (*backbone.Backbone, *kms.Keyring) {
+	tb.Helper()
+	ctx := context.Background()
+	bb, err := backbone.Start(ctx, backbone.Config{DataDir: tb.TempDir(), Replicas: 1}, Logger(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(bb.Close)
+	kv, err := bb.KV(ctx, names.KMSBucket, 1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keys, err := kms.New(bytes.Repeat([]byte{7}, 32), backbone.KeyStore{KV: kv})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, t := range tenants {
+		if err := keys.EnsureTenant(ctx, t); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return bb, keys
+}
+
+// Store is Backbone with a message store (default configuration) holding
+// the streams of tenants.
+func Store(tb testing.TB, tenants ...string) (*store.Store, *backbone.Backbone, *kms.Keyring) {
+	tb.Helper()
+	bb, keys := Backbone(tb, tenants...)
+	st := store.New(store.Config{}, bb, bb.JS, keys)
+	for _, t := range tenants {
+		if err := st.EnsureTenant(context.Background(), t); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return st, bb, keys
+}
