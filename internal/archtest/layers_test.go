@@ -34,7 +34,8 @@ var layers = map[string]int{
 	// 4: programs and test harnesses.
 	"cmd/iotransit": 4, "cmd/iotransit-gateway": 4, "internal/bench": 4, "internal/testutil": 4,
 	"internal/testutil/nodetest": 4, "internal/forward/mqttout/mosquittotest": 4,
-	"internal/archtest": 4, "internal/hostile": 4,
+	"internal/testutil/storetest": 4,
+	"internal/archtest":           4, "internal/hostile": 4,
 	"internal/firmware/firmwaretest": 4,
 }
 
@@ -67,6 +68,7 @@ var sameLayer = map[string][]string{
 	"cmd/iotransit": {"internal/bench"},
 	// Test harnesses build on each other.
 	"internal/testutil/nodetest":             {"internal/testutil"},
+	"internal/testutil/storetest":            {"internal/testutil"},
 	"internal/forward/mqttout/mosquittotest": {"internal/testutil"},
 	"internal/firmware/firmwaretest":         {"internal/testutil/nodetest"},
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/storetest"
 	"github.com/iotransit/iotransit/internal/thingsee"
 )
 
@@ -48,7 +49,7 @@ func (s strictTenants) Tenant(id string) (registry.Tenant, bool) {
 func newCore(t *testing.T, cfg ingest.Config, strict bool) *coreEnv {
 	t.Helper()
 	c := ctx(t)
-	bb, keys := tu.Backbone(t)
+	bb, keys := storetest.Backbone(t)
 	reg, err := registry.Open(c, bb, keys, tu.Logger(t))
 	if err != nil {
 		t.Fatal(err)

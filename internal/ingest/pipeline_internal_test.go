@@ -19,6 +19,7 @@ import (
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
 
 // gatedStore is the real store (embedded JetStream) behind a gate: while
@@ -115,7 +116,7 @@ const (
 
 func newPipeEnv(t *testing.T, cfg Config) *pipeEnv {
 	t.Helper()
-	st, _, _ := tu.Store(t, pipeTenant)
+	st, _, _ := storetest.Store(t, pipeTenant)
 	dir := &oneGateway{g: registry.Gateway{Tenant: pipeTenant, Serial: pipeSerial, State: registry.StateActive, Incarnation: "i1",
 		Certificates: []registry.Certificate{{Serial: "c1", NotAfter: time.Now().Add(time.Hour)}}}}
 	gated := &gatedStore{st: st, begun: make(chan struct{}, 1024)}

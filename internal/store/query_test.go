@@ -20,7 +20,7 @@ import (
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/store"
-	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
 
 // fixture is a store on a real embedded JetStream.
@@ -33,7 +33,7 @@ type fixture struct {
 
 func newFixture(tb testing.TB) *fixture {
 	tb.Helper()
-	s, bb, keys := tu.Store(tb, "acme")
+	s, bb, keys := storetest.Store(tb, "acme")
 	return &fixture{s: s, bb: bb, keys: keys}
 }
 

@@ -11,11 +11,12 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
 
 func newStore(t testing.TB) (*store.Store, *backbone.Backbone) {
 	t.Helper()
-	s, bb, _ := tu.Store(t, "acme")
+	s, bb, _ := storetest.Store(t, "acme")
 	return s, bb
 }
 

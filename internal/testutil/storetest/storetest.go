@@ -1,4 +1,6 @@
-package testutil
+// Package storetest starts what the store's and the ingest's tests stand
+// on: an embedded NATS JetStream, a key ring and a message store.
+package storetest
 
 import (
 	"bytes"
@@ -9,6 +11,7 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/store"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 // Backbone starts an embedded NATS JetStream in a temporary directory,
@@ -17,7 +20,7 @@ import (
 func Backbone(tb testing.TB, tenants ...string) (*backbone.Backbone, *kms.Keyring) {
 	tb.Helper()
 	ctx := context.Background()
-	bb, err := backbone.Start(ctx, backbone.Config{DataDir: tb.TempDir(), Replicas: 1}, Logger(tb))
+	bb, err := backbone.Start(ctx, backbone.Config{DataDir: tb.TempDir(), Replicas: 1}, tu.Logger(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}
