@@ -256,7 +256,12 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	broker := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true, // for reports on v1/gw/{serial}/down/errors and deliveries on down/
-		Logger:       slog.New(quietHandler{log.Handler()}),
+		// Every packet mochi writes goes to the connection at once, never
+		// into its write buffer: the pipeline's acker writes PUBACKs
+		// straight to the connection, and a refusal mochi holds back would
+		// be overtaken by later PUBACKs (pipeline.go).
+		ClientNetWriteBufferSize: 1,
+		Logger:                   slog.New(quietHandler{log.Handler()}),
 	})
 	events := newRecorder(cfg.Events, cfg.OnEvent, log, func(kind string) { core.m.eventsSummarized.WithLabelValues(kind).Inc() })
 	h := newHook(cfg, broker, dir, core, events.record, log)

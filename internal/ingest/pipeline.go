@@ -25,10 +25,13 @@ import (
 //     WritePacket: WriteLoop's deliveries on down/ (clients.go:194-204),
 //     DisconnectClient (server.go:1414-1438), CONNACK, SUBACK, PINGRESP. So
 //     a write of ours never interleaves with one of mochi's. mochi's own
-//     write buffer (Net.outbuf, filled only while WriteLoop has packets
-//     queued, clients.go:616-630) holds whole packets only and is flushed
-//     by WriteLoop's next write, so our PUBACKs may pass a delivery, never
-//     split one (the two are unrelated flows).
+//     write buffer (Net.outbuf, filled while WriteLoop has packets queued,
+//     clients.go:612-630) is never used: ClientNetWriteBufferSize is 1
+//     (ingest.go), so each packet mochi writes reaches the connection
+//     within its WritePacket. Otherwise a refusal written by WritePacket
+//     (the acker's, or the ACL's 0x87) while a delivery was queued (a
+//     report on down/errors is one) waited in that buffer, and the next
+//     PUBACKs, written straight to the connection, overtook it.
 //   - The only answers mochi still writes itself are the ACL's refusal
 //     (0x87, or a DISCONNECT under 3.1.1, server.go:867-883) and the
 //     protocol errors it finds before OnPublish: OnACLCheck and the QoS 2

@@ -248,6 +248,8 @@ func (c *rawClient) send(pks ...packets.Packet) {
 			err = pk.ConnectEncode(&buf)
 		case packets.Publish:
 			err = pk.PublishEncode(&buf)
+		case packets.Subscribe:
+			err = pk.SubscribeEncode(&buf)
 		}
 		if err != nil {
 			c.t.Fatal(err)
@@ -546,5 +548,70 @@ func TestIngestPipelineRefusalsKeepTheirPlace(t *testing.T) {
 		if w.code != 0 && !bytes.Contains([]byte(pk.Properties.ReasonString), []byte(w.reason)) || w.code != 0 && pk.Properties.ReasonString == "" {
 			t.Errorf("PUBACK %d reason %q, want one with %q", w.id, pk.Properties.ReasonString, w.reason)
 		}
+	}
+}
+
+// TestIngestPipelineRefusalsStayInOrderWithDownTraffic: a gateway
+// subscribed to its errors topic, with deliveries queued for it on down/
+// (each invalid upload's report is one), alternates uploads that are
+// refused (0x99) and stored: every PUBACK comes in publish order. A refusal
+// written while mochi's writer had deliveries queued went to mochi's write
+// buffer, and the next stored upload's PUBACK, written straight to the
+// connection, overtook it.
+func TestIngestPipelineRefusalsStayInOrderWithDownTraffic(t *testing.T) {
+	e := newPipeEnv(t, Config{})
+	c, _ := e.dial(t, 5)
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: ErrorsTopic(pipeSerial)}}})
+	if pk := c.next(t); pk.FixedHeader.Type != packets.Suback {
+		t.Fatalf("SUBSCRIBE answered %v", pk.FixedHeader.Type)
+	}
+	stop := make(chan struct{})
+	flooded := make(chan struct{})
+	go func() { // deliveries keep mochi's writer busy
+		defer close(flooded)
+		big := bytes.Repeat([]byte("x"), 4096)
+		for i := 0; i < 400; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = e.srv.broker.Publish(ErrorsTopic(pipeSerial), big, false, 0)
+		}
+	}()
+	const n = 32 // Receive Maximum
+	pks := publishes(1, n)
+	for i := 0; i < n; i += 2 {
+		pks[i].Payload = []byte(`{"not":"thingsee"}`)
+	}
+	c.send(pks...)
+	var got []string
+	timeout := time.After(20 * time.Second * tu.Slowdown())
+	for len(got) < n {
+		select {
+		case pk, ok := <-c.got:
+			if !ok {
+				t.Fatalf("connection closed after %d PUBACKs: %v", len(got), got)
+			}
+			if pk.FixedHeader.Type == packets.Puback {
+				got = append(got, fmt.Sprintf("%d:%#x", pk.PacketID, pk.ReasonCode))
+			}
+		case <-timeout:
+			t.Fatalf("%d of %d PUBACKs: %v", len(got), n, got)
+		}
+	}
+	close(stop)
+	<-flooded
+	var want []string
+	for i := 1; i <= n; i++ {
+		code := byte(0)
+		if i%2 == 1 {
+			code = packets.ErrPayloadFormatInvalid.Code
+		}
+		want = append(want, fmt.Sprintf("%d:%#x", i, code))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("PUBACKs\n got %v\nwant %v", got, want)
 	}
 }
