@@ -42,6 +42,8 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&c.Ingest.ConnectTimeout, "connect-timeout", c.Ingest.ConnectTimeout, "deadline for the TLS handshake plus the MQTT CONNECT")
 	fs.IntVar(&c.Ingest.MaxConnsPerTenant, "max-conns-per-tenant", c.Ingest.MaxConnsPerTenant, "concurrent gateway connections per tenant")
 	fs.DurationVar(&c.Ingest.MaxFutureSkew, "max-future-skew", c.Ingest.MaxFutureSkew, "how far ahead of the server clock a tsmTs may be")
+	fs.IntVar(&c.Ingest.ReceiveMaximum, "receive-maximum", c.Ingest.ReceiveMaximum, "QoS 1 publishes one gateway connection may have in flight before their PUBACKs (MQTT Receive Maximum, announced in CONNACK), 1 to 65535")
+	fs.IntVar(&c.Ingest.MaxInFlight, "ingest-max-inflight", c.Ingest.MaxInFlight, "messages being written to the store across all gateway connections at most (a publish past it waits), 1 to 32768")
 	fs.DurationVar(&c.Store.Retention, "retention", c.Store.Retention, "how long messages are kept")
 	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", c.Store.DedupeWindow, "how long a message's content id is remembered to store resends once")
 	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", c.Store.MaxBytes, "bytes of messages kept per tenant; oldest go first (0: unlimited)")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -119,11 +120,12 @@ func TestServeKill9KeepsAcknowledgedMessages(t *testing.T) {
 
 func TestServeCheckConfigReportsEveryProblem(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), []string{"serve", "--check-config", "--fsync", "sometimes", "--replicas", "3"}, &out, &errOut)
+	err := run(context.Background(), []string{"serve", "--check-config", "--fsync", "sometimes", "--replicas", "3",
+		"--receive-maximum", "70000", "--ingest-max-inflight", "-1"}, &out, &errOut)
 	if err == nil {
 		t.Fatal("bad configuration accepted")
 	}
-	for _, want := range []string{"--data-dir", "--fsync", "replicas", "--server-name"} {
+	for _, want := range []string{"--data-dir", "--fsync", "replicas", "--server-name", "receive maximum 70000", "max in flight -1"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("report %q does not name %s", err, want)
 		}
@@ -201,5 +203,22 @@ func TestDevBannerQuotesItsURL(t *testing.T) {
 	printDevBanner(&out, n, dir)
 	if !regexp.MustCompile(`curl .* 'https://[^' ]+/messages\?limit=5'`).MatchString(out.String()) {
 		t.Errorf("the curl command's URL is not quoted:\n%s", out.String())
+	}
+}
+
+// TestServePipelineFlags: --receive-maximum and --ingest-max-inflight reach
+// the ingest's configuration (which announces the first in CONNACK and
+// bounds the second: internal/ingest's pipeline tests).
+func TestServePipelineFlags(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	f := newServeFlags(fs)
+	if got := f.cfg.Ingest; got.ReceiveMaximum != 32 || got.MaxInFlight != 16384 {
+		t.Fatalf("defaults: receive maximum %d, in flight %d; want the ingest's 32 and 16384", got.ReceiveMaximum, got.MaxInFlight)
+	}
+	if err := fs.Parse([]string{"--receive-maximum", "5", "--ingest-max-inflight", "100"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.cfg.Ingest; got.ReceiveMaximum != 5 || got.MaxInFlight != 100 {
+		t.Fatalf("receive maximum %d, in flight %d; want 5 and 100", got.ReceiveMaximum, got.MaxInFlight)
 	}
 }
