@@ -198,15 +198,12 @@ func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p *Princi
 			return registry.ErrLabelsInvalid.WithDetail("label %q is both in setLabels and in removeLabels", k)
 		}
 	}
-	switch {
-	case req.Labels != nil:
-		g, err = s.deps.Registry.SetLabels(r.Context(), g.Tenant, g.Serial, *req.Labels)
-		s.record(r.Context(), r, g.Tenant, p, "registry.gateway.update", "gateway:"+g.Serial, err, map[string]string{"field": "labels"})
-		if err != nil {
-			return err
+	if req.Labels != nil || req.SetLabels != nil || req.RemoveLabels != nil {
+		if req.Labels != nil {
+			g, err = s.deps.Registry.SetLabels(r.Context(), g.Tenant, g.Serial, *req.Labels)
+		} else {
+			g, err = s.deps.Registry.ChangeLabels(r.Context(), g.Tenant, g.Serial, req.SetLabels, req.RemoveLabels)
 		}
-	case req.SetLabels != nil || req.RemoveLabels != nil:
-		g, err = s.deps.Registry.ChangeLabels(r.Context(), g.Tenant, g.Serial, req.SetLabels, req.RemoveLabels)
 		s.record(r.Context(), r, g.Tenant, p, "registry.gateway.update", "gateway:"+g.Serial, err, map[string]string{"field": "labels"})
 		if err != nil {
 			return err
