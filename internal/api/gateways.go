@@ -198,20 +198,23 @@ func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p *Princi
 			return registry.ErrLabelsInvalid.WithDetail("label %q is both in setLabels and in removeLabels", k)
 		}
 	}
+	// A refused change answers a zero gateway: audit it by the names read
+	// before, so that it is recorded with its outcome.
+	tenant, target := g.Tenant, "gateway:"+g.Serial
 	if req.Labels != nil || req.SetLabels != nil || req.RemoveLabels != nil {
 		if req.Labels != nil {
 			g, err = s.deps.Registry.SetLabels(r.Context(), g.Tenant, g.Serial, *req.Labels)
 		} else {
 			g, err = s.deps.Registry.ChangeLabels(r.Context(), g.Tenant, g.Serial, req.SetLabels, req.RemoveLabels)
 		}
-		s.record(r.Context(), r, g.Tenant, p, "registry.gateway.update", "gateway:"+g.Serial, err, map[string]string{"field": "labels"})
+		s.record(r.Context(), r, tenant, p, "registry.gateway.update", target, err, map[string]string{"field": "labels"})
 		if err != nil {
 			return err
 		}
 	}
 	if req.DeploymentGroupID != nil {
 		g, err = s.deps.Registry.SetDeploymentGroup(r.Context(), g.Tenant, g.Serial, *req.DeploymentGroupID)
-		s.record(r.Context(), r, g.Tenant, p, "registry.gateway.update", "gateway:"+g.Serial, err, map[string]string{"field": "deploymentGroupId", "value": *req.DeploymentGroupID})
+		s.record(r.Context(), r, tenant, p, "registry.gateway.update", target, err, map[string]string{"field": "deploymentGroupId", "value": *req.DeploymentGroupID})
 		if err != nil {
 			return err
 		}

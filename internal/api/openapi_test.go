@@ -1003,6 +1003,17 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	code(a.call(patch, gw2, op, "", `{"labels":{},"setLabels":{"a":"b"}}`, 400), "registry.labels_invalid")
 	code(a.call(patch, gw2, op, "", `{"setLabels":{"a":"b"},"removeLabels":["a"]}`, 400), "registry.labels_invalid")
 	code(a.call(patch, gw2, op, "", `{"setLabels":{"Bad Key":"b"}}`, 400), "registry.labels_invalid")
+	// A refused change is audited too, with its outcome.
+	refusals := 0
+	au := a.call("GET /v1/tenants/{tenant}/audit", "/v1/tenants/"+tenant+"/audit?action=registry.gateway.update&limit=100", op, "", "", 200)
+	for _, it := range au["items"].([]any) {
+		if e, _ := it.(map[string]any); e["outcome"] == "registry.labels_invalid" || e["outcome"] == "registry.deployment_group_invalid" {
+			refusals++
+		}
+	}
+	if refusals != 2 {
+		t.Errorf("%d refused gateway updates in the audit log, want 2 (an invalid deployment group, invalid labels)", refusals)
+	}
 	csr2, err := pki.MakeCSR(cert.PrivateKey.(crypto.Signer), serial2)
 	if err != nil {
 		t.Fatal(err)
