@@ -1,5 +1,7 @@
 package store
 
+import "time"
+
 // SetBudgets lowers the per-page scan and span budgets (0 keeps one) and
 // returns a function that restores them.
 func SetBudgets(scan int, span uint64) (restore func()) {
@@ -11,4 +13,12 @@ func SetBudgets(scan int, span uint64) (restore func()) {
 		spanBudget = span
 	}
 	return func() { scanBudget, spanBudget = oldScan, oldSpan }
+}
+
+// SetPublishTimeout sets how long a write waits for its acknowledgement and
+// returns a function that restores it.
+func SetPublishTimeout(d time.Duration) (restore func()) {
+	old := publishTimeout
+	publishTimeout = d
+	return func() { publishTimeout = old }
 }

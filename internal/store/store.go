@@ -80,12 +80,13 @@ type Store struct {
 	streams StreamProvider
 	js      jetstream.JetStream
 	keys    Sealer
+	pub     *publisher
 }
 
 // New returns a store.
 func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer) *Store {
 	cfg.defaults()
-	return &Store{cfg: cfg, streams: streams, js: js, keys: keys}
+	return &Store{cfg: cfg, streams: streams, js: js, keys: keys, pub: newPublisher(js.Conn())}
 }
 
 // EnsureTenant creates or updates the tenant's streams. It is idempotent.
@@ -185,86 +186,26 @@ type Waiter interface {
 // not acknowledge. The publishes of one call, and of successive calls of
 // one goroutine, reach the stream in order.
 func (s *Store) AppendAsync(ctx context.Context, tenant string, recs []Record) (Waiter, error) {
-	w := &appending{futures: make([]jetstream.PubAckFuture, 0, len(recs))}
+	w := newAppending(len(recs))
+	stream := names.MessageStream(tenant)
+	var received, tsmID [20]byte
 	for _, r := range recs {
 		sealed, err := s.keys.Seal(ctx, tenant, r.Body, []byte(r.ID))
 		if err != nil {
 			return nil, fmt.Errorf("store: seal: %w", err)
 		}
-		m := nats.NewMsg(names.Message(tenant, r.Gateway, r.Tuid, r.TsmID))
-		m.Data = sealed
-		m.Header.Set(jetstream.MsgIDHeader, r.ID)
-		m.Header.Set(hdrGateway, r.Gateway)
-		m.Header.Set(hdrTuid, r.Tuid)
-		m.Header.Set(hdrTsmID, strconv.Itoa(r.TsmID))
-		m.Header.Set(hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
-		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(names.MessageStream(tenant)))
+		err = s.pub.publish(w, names.Message(tenant, r.Gateway, r.Tuid, r.TsmID), sealed,
+			jetstream.MsgIDHeader, r.ID,
+			jetstream.ExpectedStreamHeader, stream,
+			hdrGateway, r.Gateway,
+			hdrTuid, r.Tuid,
+			hdrTsmID, string(strconv.AppendInt(tsmID[:0], int64(r.TsmID), 10)),
+			hdrReceived, string(strconv.AppendInt(received[:0], r.ReceivedAt.UnixNano(), 10)))
 		if err != nil {
 			return nil, fmt.Errorf("store: publish: %w", err)
 		}
-		w.futures = append(w.futures, f)
 	}
 	return w, nil
-}
-
-// appending is the Waiter of JetStream async publishes: it takes their
-// acknowledgements in order.
-type appending struct {
-	futures []jetstream.PubAckFuture
-	next    int // futures before next are acknowledged, counted in res
-	res     AppendResult
-	err     error
-}
-
-// poll takes the next future's outcome if it has one, without blocking.
-func (a *appending) poll() bool {
-	f := a.futures[a.next]
-	select {
-	case ack := <-f.Ok():
-		a.settle(ack, nil)
-	case err := <-f.Err():
-		a.settle(nil, err)
-	default:
-		return false
-	}
-	return true
-}
-
-// settle counts the next future's acknowledgement, or keeps its failure.
-func (a *appending) settle(ack *jetstream.PubAck, err error) {
-	switch {
-	case err != nil:
-		a.err = fmt.Errorf("store: not persisted: %w", err)
-	case ack.Duplicate:
-		a.res.Duplicates++
-	default:
-		a.res.Stored++
-	}
-	a.next++
-}
-
-func (a *appending) Ready() bool {
-	for a.err == nil && a.next < len(a.futures) {
-		if !a.poll() {
-			return false
-		}
-	}
-	return true
-}
-
-func (a *appending) Wait(ctx context.Context) (AppendResult, error) {
-	for a.err == nil && a.next < len(a.futures) {
-		f := a.futures[a.next]
-		select {
-		case ack := <-f.Ok():
-			a.settle(ack, nil)
-		case err := <-f.Err():
-			a.settle(nil, err)
-		case <-ctx.Done():
-			a.settle(nil, ctx.Err())
-		}
-	}
-	return a.res, a.err
 }
 
 // Rejected is a message (or a whole payload) that failed validation, kept
@@ -294,7 +235,8 @@ func (s *Store) AppendRejected(ctx context.Context, tenant string, recs []Reject
 // AppendRejectedAsync is AppendRejected without the wait: the returned
 // Waiter waits (its counts are those of the rejections).
 func (s *Store) AppendRejectedAsync(ctx context.Context, tenant string, recs []Rejected) (Waiter, error) {
-	w := &appending{futures: make([]jetstream.PubAckFuture, 0, len(recs))}
+	w := newAppending(len(recs))
+	stream := names.RejectedStream(tenant)
 	for _, r := range recs {
 		body, err := json.Marshal(r)
 		if err != nil {
@@ -304,16 +246,14 @@ func (s *Store) AppendRejectedAsync(ctx context.Context, tenant string, recs []R
 		if err != nil {
 			return nil, fmt.Errorf("store: seal: %w", err)
 		}
-		m := nats.NewMsg(names.Rejected(tenant, r.Gateway))
-		m.Data = sealed
-		m.Header.Set(jetstream.MsgIDHeader, r.contentID())
-		m.Header.Set(hdrGateway, r.Gateway)
-		m.Header.Set(hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
-		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(names.RejectedStream(tenant)))
+		err = s.pub.publish(w, names.Rejected(tenant, r.Gateway), sealed,
+			jetstream.MsgIDHeader, r.contentID(),
+			jetstream.ExpectedStreamHeader, stream,
+			hdrGateway, r.Gateway,
+			hdrReceived, strconv.FormatInt(r.ReceivedAt.UnixNano(), 10))
 		if err != nil {
 			return nil, fmt.Errorf("store: publish rejected: %w", err)
 		}
-		w.futures = append(w.futures, f)
 	}
 	return w, nil
 }

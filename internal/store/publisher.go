@@ -1,0 +1,276 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// publishTimeout is how long a write waits for JetStream's acknowledgement
+// before it counts as failed (not persisted), as the JetStream client's
+// asynchronous publish timeout was.
+var publishTimeout = 10 * time.Second
+
+// errNoAck is the failure of a write whose acknowledgement did not come.
+var errNoAck = errors.New("no acknowledgement from JetStream")
+
+// publisher hands the ingest's writes to JetStream with core NATS
+// publishes and routes JetStream's acknowledgements to the writes waiting
+// for them through one subscription. It does what the JetStream client's
+// asynchronous publish does for each message (a reply subject, a future,
+// a timeout) with less: no future, channels or timer per message, and the
+// acknowledgement is read by a scan of its few bytes instead of a
+// reflective JSON decode. A write counts as stored only on an
+// acknowledgement that says so; an error, a missing stream (no responders)
+// or no answer within publishTimeout fails it.
+type publisher struct {
+	nc     *nats.Conn
+	prefix string // reply subjects: prefix + a base-36 write number
+
+	mu      sync.Mutex
+	seq     uint64
+	waiting map[uint64]waitingAck
+	sub     *nats.Subscription
+	err     error // why the publisher cannot start or stopped
+
+	msgs sync.Pool // *nats.Msg with the header keys in place
+}
+
+// waitingAck is one write waiting for its acknowledgement.
+type waitingAck struct {
+	w        *appending
+	deadline int64 // UnixNano
+}
+
+func newPublisher(nc *nats.Conn) *publisher {
+	p := &publisher{nc: nc, prefix: nc.NewInbox() + ".", waiting: make(map[uint64]waitingAck)}
+	p.msgs.New = func() any { return &nats.Msg{Header: make(nats.Header, 8)} }
+	return p
+}
+
+// start subscribes to the acknowledgements once; the caller holds p.mu.
+func (p *publisher) start() error {
+	if p.sub != nil || p.err != nil {
+		return p.err
+	}
+	sub, err := p.nc.Subscribe(p.prefix+"*", p.onAck)
+	if err != nil {
+		p.err = fmt.Errorf("subscribe to acknowledgements: %w", err)
+		return p.err
+	}
+	// Acknowledgements must not be dropped as a slow consumer's: a write
+	// waits for them (JetStream bounds what is in flight anyway).
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		_ = sub.Unsubscribe()
+		p.err = fmt.Errorf("acknowledgement limits: %w", err)
+		return p.err
+	}
+	p.sub = sub
+	go p.sweep()
+	return nil
+}
+
+// publish sends one write of w on subject with the given header values
+// (pairs of key, value) and data. The message goes to the connection's
+// buffer before publish returns, so the writes of one goroutine reach the
+// stream in order.
+func (p *publisher) publish(w *appending, subject string, data []byte, hdr ...string) error {
+	p.mu.Lock()
+	if err := p.start(); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	p.seq++
+	id := p.seq
+	p.waiting[id] = waitingAck{w: w, deadline: time.Now().Add(publishTimeout).UnixNano()}
+	p.mu.Unlock()
+
+	m := p.msgs.Get().(*nats.Msg)
+	m.Subject, m.Data = subject, data
+	m.Reply = p.prefix + strconv.FormatUint(id, 36)
+	for k := range m.Header { // keys of another kind of write
+		if !hasKey(hdr, k) {
+			delete(m.Header, k)
+		}
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		m.Header[hdr[i]] = append(m.Header[hdr[i]][:0], hdr[i+1])
+	}
+	err := p.nc.PublishMsg(m)
+	m.Data = nil
+	p.msgs.Put(m)
+	if err != nil {
+		p.mu.Lock()
+		delete(p.waiting, id)
+		p.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func hasKey(pairs []string, k string) bool {
+	for i := 0; i < len(pairs); i += 2 {
+		if pairs[i] == k {
+			return true
+		}
+	}
+	return false
+}
+
+// onAck settles the write that an acknowledgement answers.
+func (p *publisher) onAck(m *nats.Msg) {
+	id, err := strconv.ParseUint(m.Subject[len(p.prefix):], 36, 64)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	wa, ok := p.waiting[id]
+	delete(p.waiting, id)
+	p.mu.Unlock()
+	if !ok {
+		return // timed out already
+	}
+	dup, err := parseAck(m)
+	wa.w.settle(dup, err)
+}
+
+// parseAck reads JetStream's answer to a publish: stored, duplicate, or an
+// error. Anything it does not recognise as a success is a failure.
+func parseAck(m *nats.Msg) (duplicate bool, err error) {
+	d := m.Data
+	if len(d) == 0 {
+		if m.Header.Get("Status") == "503" {
+			return false, jetstream.ErrNoStreamResponse
+		}
+		return false, fmt.Errorf("empty acknowledgement (status %q)", m.Header.Get("Status"))
+	}
+	if bytes.Contains(d, []byte(`"error"`)) {
+		var e struct {
+			Error *jetstream.APIError `json:"error"`
+		}
+		if json.Unmarshal(d, &e) == nil && e.Error != nil {
+			return false, e.Error
+		}
+		return false, fmt.Errorf("unreadable acknowledgement error")
+	}
+	if !bytes.HasPrefix(d, []byte(`{"stream":`)) || !bytes.Contains(d, []byte(`"seq":`)) {
+		return false, fmt.Errorf("unexpected acknowledgement")
+	}
+	return jsonTrue(d, `"duplicate"`), nil
+}
+
+// jsonTrue reports whether the flat JSON object d has key (quoted) set to
+// true, whatever the spaces around the colon (JetStream writes both
+// `"duplicate": true` and `"duplicate":true`).
+func jsonTrue(d []byte, key string) bool {
+	i := bytes.Index(d, []byte(key))
+	if i < 0 {
+		return false
+	}
+	rest := bytes.TrimLeft(d[i+len(key):], " \t")
+	if len(rest) == 0 || rest[0] != ':' {
+		return false
+	}
+	return bytes.HasPrefix(bytes.TrimLeft(rest[1:], " \t"), []byte("true"))
+}
+
+// sweep fails the writes whose acknowledgement did not come in time, and
+// every waiting write once the connection is closed.
+func (p *publisher) sweep() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for range t.C {
+		closed := p.nc.IsClosed()
+		now := time.Now().UnixNano()
+		var late []*appending
+		p.mu.Lock()
+		for id, wa := range p.waiting {
+			if closed || wa.deadline < now {
+				late = append(late, wa.w)
+				delete(p.waiting, id)
+			}
+		}
+		if closed {
+			p.err = nats.ErrConnectionClosed
+		}
+		p.mu.Unlock()
+		for _, w := range late {
+			w.settle(false, errNoAck)
+		}
+		if closed {
+			return
+		}
+	}
+}
+
+// appending is the Waiter of a call's writes: it counts their
+// acknowledgements as they come and is done when all came or one failed.
+type appending struct {
+	left   atomic.Int32 // writes not yet acknowledged
+	stored atomic.Int32
+	dups   atomic.Int32
+	once   sync.Once
+	err    error // the first failure; set before done is closed
+	done   chan struct{}
+}
+
+func newAppending(n int) *appending {
+	a := &appending{done: make(chan struct{})}
+	a.left.Store(int32(n))
+	if n == 0 {
+		close(a.done)
+	}
+	return a
+}
+
+// fail ends the wait with err, unless every write was acknowledged first.
+func (a *appending) fail(err error) {
+	a.once.Do(func() {
+		a.err = fmt.Errorf("store: not persisted: %w", err)
+		close(a.done)
+	})
+}
+
+// settle counts one write's acknowledgement, or its failure.
+func (a *appending) settle(duplicate bool, err error) {
+	if err != nil {
+		a.fail(err)
+		return
+	}
+	if duplicate {
+		a.dups.Add(1)
+	} else {
+		a.stored.Add(1)
+	}
+	if a.left.Add(-1) == 0 {
+		a.once.Do(func() { close(a.done) })
+	}
+}
+
+func (a *appending) Ready() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (a *appending) Wait(ctx context.Context) (AppendResult, error) {
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		a.fail(ctx.Err())
+		<-a.done
+	}
+	return AppendResult{Stored: int(a.stored.Load()), Duplicates: int(a.dups.Load())}, a.err
+}

@@ -1,0 +1,102 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/store"
+	"github.com/iotransit/iotransit/internal/testutil/storetest"
+)
+
+// ghostStore is a store whose tenant "ghost" has keys but no streams, and
+// whose tenant "acme" has both.
+func ghostStore(t *testing.T) (*store.Store, *backbone.Backbone) {
+	t.Helper()
+	bb, keys := storetest.Backbone(t, "acme", "ghost")
+	s := store.New(store.Config{}, bb, bb.JS, keys)
+	if err := s.EnsureTenant(context.Background(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	return s, bb
+}
+
+// silence makes a tenant without streams swallow its writes: a core
+// subscriber takes them, so nobody answers "no stream", and nobody
+// acknowledges them either.
+func silence(t *testing.T, nc *nats.Conn, tenant string) {
+	t.Helper()
+	sub, err := nc.Subscribe("iot."+tenant+".>", func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStoreWriteWithoutAcknowledgementFails: a write that JetStream never
+// acknowledges is never reported stored; it fails once its time is up.
+func TestStoreWriteWithoutAcknowledgementFails(t *testing.T) {
+	s, bb := ghostStore(t)
+	defer store.SetPublishTimeout(300 * time.Millisecond)()
+	silence(t, bb.JS.Conn(), "ghost")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tests := []struct {
+		name  string
+		write func() (store.Waiter, error)
+	}{
+		{name: "message", write: func() (store.Waiter, error) {
+			return s.AppendAsync(ctx, "ghost", []store.Record{rec("g1", `{"n":1}`)})
+		}},
+		{name: "rejected", write: func() (store.Waiter, error) {
+			return s.AppendRejectedAsync(ctx, "ghost", []store.Rejected{{Gateway: "TSGW06ACM00000001", ReceivedAt: time.Now(), Code: "c", Reason: "r", Raw: []byte("{}")}})
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := tc.write()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.Ready() {
+				t.Fatal("ready before any acknowledgement")
+			}
+			res, err := w.Wait(ctx)
+			if err == nil || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("wait: %v, want a failure for the missing acknowledgement", err)
+			}
+			if res.Stored != 0 || res.Duplicates != 0 {
+				t.Errorf("result %+v, want nothing counted", res)
+			}
+		})
+	}
+}
+
+// TestStoreWritesFailWhenTheConnectionCloses: writes in flight when the
+// connection to JetStream closes fail (they do not wait out their timeout,
+// nor hang), and later writes fail at once.
+func TestStoreWritesFailWhenTheConnectionCloses(t *testing.T) {
+	s, bb := ghostStore(t)
+	nc := bb.JS.Conn()
+	silence(t, nc, "ghost")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second) // under the 10 s timeout
+	defer cancel()
+	w, err := s.AppendAsync(ctx, "ghost", []store.Record{rec("g1", `{"n":1}`), rec("g2", `{"n":2}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	if _, err := w.Wait(ctx); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait: %v, want the closed connection's failure", err)
+	}
+	if _, err := s.AppendAsync(ctx, "acme", []store.Record{rec("g3", `{"n":3}`)}); err == nil {
+		t.Fatal("a write after the close was accepted")
+	}
+}
