@@ -19,8 +19,15 @@ import (
 // key) holding the data keys of tenants.
 func Backbone(tb testing.TB, tenants ...string) (*backbone.Backbone, *kms.Keyring) {
 	tb.Helper()
+	return BackboneWith(tb, backbone.Config{DataDir: tb.TempDir(), Replicas: 1}, tenants...)
+}
+
+// BackboneWith is Backbone with the backbone configuration cfg (for one,
+// SyncAlways, or a data directory that outlives a restart).
+func BackboneWith(tb testing.TB, cfg backbone.Config, tenants ...string) (*backbone.Backbone, *kms.Keyring) {
+	tb.Helper()
 	ctx := context.Background()
-	bb, err := backbone.Start(ctx, backbone.Config{DataDir: tb.TempDir(), Replicas: 1}, tu.Logger(tb))
+	bb, err := backbone.Start(ctx, cfg, tu.Logger(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -46,11 +53,18 @@ func Backbone(tb testing.TB, tenants ...string) (*backbone.Backbone, *kms.Keyrin
 func Store(tb testing.TB, tenants ...string) (*store.Store, *backbone.Backbone, *kms.Keyring) {
 	tb.Helper()
 	bb, keys := Backbone(tb, tenants...)
-	st := store.New(store.Config{}, bb, bb.JS, keys)
+	return StoreOn(tb, bb, keys, store.Config{}, tenants...), bb, keys
+}
+
+// StoreOn returns a message store with configuration cfg over bb and keys,
+// holding the streams of tenants.
+func StoreOn(tb testing.TB, bb *backbone.Backbone, keys *kms.Keyring, cfg store.Config, tenants ...string) *store.Store {
+	tb.Helper()
+	st := store.New(cfg, bb, bb.JS, keys)
 	for _, t := range tenants {
 		if err := st.EnsureTenant(context.Background(), t); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	return st, bb, keys
+	return st
 }
