@@ -301,7 +301,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.onClose(n.reg.Close)
 	n.fw = firmware.New(cfg.Firmware, n.bb, n.keys)
-	n.st = store.New(cfg.Store, n.bb, n.bb.JS, n.keys)
+	scfg := cfg.Store
+	scfg.GroupCommit = cfg.Fsync == FsyncAlways // one fsync per batch of concurrent uploads
+	n.st = store.New(scfg, n.bb, n.bb.JS, n.keys)
+	n.metrics.MustRegister(n.st.Collectors()...)
+	n.onClose(n.st.Close) // after the ingest stopped: nothing is queued then
 	creds, err := credential.Open(ctx, n.bb)
 	if err != nil {
 		return nil, err
