@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,7 +29,62 @@ import (
 // restarted, and killed again, three times; then every message whose
 // PUBACK the client received is stored (stored ⊇ acked).
 func TestServeKill9PipelinedKeepsAcknowledgedMessages(t *testing.T) {
-	s := startDevServer(t)
+	kill9Pipelined(t, startDevServer(t))
+}
+
+// TestServeKill9PipelinedFsyncAlways is
+// TestServeKill9PipelinedKeepsAcknowledgedMessages with --fsync always,
+// where the uploads of all connections are stored in shared atomic batches
+// (group commit): a PUBACK still follows the commit of its batch, so
+// stored ⊇ acked holds through the kills as well. Then, on the restarted
+// server, a window of publishes in flight is stored in batches of more
+// than one message (the node's metrics say so).
+func TestServeKill9PipelinedFsyncAlways(t *testing.T) {
+	s := kill9Pipelined(t, startDevServer(t, "--fsync", "always"))
+	up := s.Uplink(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 200
+	pending := make([]*gateway.Pending, n)
+	for i := range pending {
+		msg := fmt.Sprintf(`{"tsmId":13100,"tsmEv":10,"tsmTs":%d,"tsmTuid":"TSPR04KIL00000002","moveCount":%d}`, time.Now().Add(-time.Hour).Unix()+int64(i), i)
+		p, err := up.Send(ctx, []byte(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending[i] = p
+	}
+	for i, p := range pending {
+		if res, err := p.Wait(ctx); err != nil || res.ReasonCode != 0 {
+			t.Fatalf("publish %d: %v, reason 0x%02x", i, err, res.ReasonCode)
+		}
+	}
+	text, err := s.Operator(t).Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum, count float64
+	for _, m := range regexp.MustCompile(`(?m)^iotransit_store_commit_batch_messages_(sum|count) (\S+)$`).FindAllStringSubmatch(string(text), -1) {
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m[1] == "sum" {
+			sum = v
+		} else {
+			count = v
+		}
+	}
+	t.Logf("%v messages in %v commits", sum, count)
+	if sum < n || sum <= count {
+		t.Errorf("%v messages in %v commits: want all %d, in batches of more than one", sum, count, n)
+	}
+}
+
+// kill9Pipelined is TestServeKill9PipelinedKeepsAcknowledgedMessages on the
+// server s; it returns the server as restarted after the last kill.
+func kill9Pipelined(t *testing.T, s server) server {
+	t.Helper()
 	const (
 		rounds    = 3
 		perRound  = 4000 // below the gateway's message burst (5000)
@@ -84,6 +141,7 @@ func TestServeKill9PipelinedKeepsAcknowledgedMessages(t *testing.T) {
 		t.Errorf("%d of %d acknowledged messages are not stored", missing, len(acked))
 	}
 	t.Logf("%d acknowledged, %d stored", len(acked), len(stored))
+	return s
 }
 
 // lockedConn is a sync.Locker, which paho takes around the several writes

@@ -26,14 +26,14 @@ func buildBinary(t *testing.T) string { return nodetest.BuildBinary(t) }
 // server is an iotransit serve --dev process.
 type server struct{ *nodetest.DevServer }
 
-// startDevServer builds the binary and starts `iotransit serve --dev` on a
-// new data directory and free ports (not in -short mode).
-func startDevServer(t *testing.T) server {
+// startDevServer builds the binary and starts `iotransit serve --dev
+// [args]` on a new data directory and free ports (not in -short mode).
+func startDevServer(t *testing.T, args ...string) server {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	return server{nodetest.StartDevServer(t, buildBinary(t), "warn")}
+	return server{nodetest.StartDevServer(t, buildBinary(t), "warn", args...)}
 }
 
 // restart starts the server again on its data directory and ports.
