@@ -302,7 +302,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.onClose(n.reg.Close)
 	n.fw = firmware.New(cfg.Firmware, n.bb, n.keys)
 	scfg := cfg.Store
-	scfg.GroupCommit = cfg.Fsync == FsyncAlways // one fsync per batch of concurrent uploads
+	scfg.GroupCommit = cfg.Fsync == FsyncAlways // concurrent uploads share fsyncs
 	n.st = store.New(scfg, n.bb, n.bb.JS, n.keys)
 	n.metrics.MustRegister(n.st.Collectors()...)
 	n.onClose(n.st.Close) // after the ingest stopped: nothing is queued then

@@ -53,7 +53,8 @@ func BenchmarkAppend(b *testing.B) {
 // goroutines (16 per GOMAXPROCS, as many connections' uploads would) each
 // append one record and wait, against an embedded JetStream that fsyncs
 // every write, with group commit. Concurrent appends share a commit (one
-// atomic batch, one fsync); batch/commit reports how many did on average.
+// atomic batch, a fixed number of fsyncs); batch/commit reports how many did
+// on average.
 func BenchmarkAppendGroupCommit(b *testing.B) {
 	s, _, _ := syncAlways(b, "")
 	ctx := context.Background()

@@ -238,9 +238,10 @@ func TestGroupCommitFallsBackOnDuplicate(t *testing.T) {
 		duplicates int
 		want       []string // the stream afterwards
 	}{
-		{name: "resend inside a batch", ids: []string{"b", "a", "c"}, stored: 2, duplicates: 1, want: []string{"a", "b", "c"}},
-		{name: "the same record twice in one batch", ids: []string{"d", "e", "d"}, stored: 2, duplicates: 1, want: []string{"a", "b", "c", "d", "e"}},
-		{name: "a new batch after the fallback", ids: []string{"f", "g"}, stored: 2, want: []string{"a", "b", "c", "d", "e", "f", "g"}},
+		{name: "resend inside a batch", ids: []string{"b", "c", "a", "d", "e"}, stored: 4, duplicates: 1, want: []string{"a", "b", "c", "d", "e"}},
+		{name: "the same record twice in one batch", ids: []string{"f", "g", "h", "f", "i"}, stored: 4, duplicates: 1, want: []string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}},
+		{name: "a new batch after the fallback", ids: []string{"j", "k", "l", "m", "n"}, stored: 5, want: []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n"}},
+		{name: "too few for a batch", ids: []string{"o", "a", "p"}, stored: 2, duplicates: 1, want: []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,7 +250,7 @@ func TestGroupCommitFallsBackOnDuplicate(t *testing.T) {
 				recs = append(recs, rec(id, body(id)))
 			}
 			// One call queues its records together: an idle committer
-			// takes them as one batch.
+			// takes them as one batch (if there are minBatch).
 			res, err := s.Append(ctx, "acme", recs)
 			if err != nil {
 				t.Fatal(err)
@@ -269,8 +270,11 @@ func TestGroupCommitFallsBackOnDuplicate(t *testing.T) {
 			}
 		})
 	}
-	if _, _, fallbacks := commits(t, s); fallbacks != 2 {
-		t.Errorf("%d fallbacks, want 2 (the batches with a duplicate)", fallbacks)
+	// Commits of what was stored: a, then b..e and f..i one by one (the
+	// duplicates stored nothing), the batch j..n, then o and p.
+	count, messages, fallbacks := commits(t, s)
+	if fallbacks != 2 || count != 12 || messages != 16 {
+		t.Errorf("%d fallbacks, %d commits of %d messages; want 2 (the batches with a duplicate), 12 of 16", fallbacks, count, messages)
 	}
 }
 

@@ -56,11 +56,12 @@ type Config struct {
 	// one minute).
 	DedupeWindow time.Duration
 	// GroupCommit gathers the concurrent appends to a stream into JetStream
-	// atomic batches, each stored with one fsync, for a server that fsyncs
-	// every write (backbone's SyncAlways, --fsync always). Without it every
-	// record is its own publish, which is cheaper when the server does not
-	// fsync each write. It needs nats-server 2.12 or later (atomic batch
-	// publish), and 2.15 for the single fsync per batch.
+	// atomic batches, each stored with a fixed number of fsyncs whatever
+	// its size, for a server that fsyncs every write (backbone's
+	// SyncAlways, --fsync always). Without it every record is its own
+	// publish, which is cheaper when the server does not fsync each write.
+	// It needs nats-server 2.12 or later (atomic batch publish), and 2.15
+	// for the batch's writes to share their fsyncs.
 	GroupCommit bool
 }
 
@@ -105,7 +106,7 @@ func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer
 	return &Store{cfg: cfg, streams: streams, js: js, keys: keys, pub: newPublisher(js.Conn()),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "iotransit_store_commit_batch_messages",
-			Help:    "Under group commit (--fsync always): messages and rejections stored per commit, each commit one fsync; an atomic batch of concurrent appends, or 1 for a message published on its own.",
+			Help:    "Under group commit (--fsync always): messages and rejections stored per commit: an atomic batch of concurrent appends (a fixed number of fsyncs whatever its size), or 1 for a message published on its own (one fsync).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
