@@ -259,12 +259,12 @@ type writer struct {
 }
 
 // writer returns the writer of a call with n writes to stream.
-func (s *Store) writer(stream string, n int) (*writer, error) {
-	wr := &writer{s: s, w: newAppending(n)}
+func (s *Store) writer(stream string, n int) (writer, error) {
+	wr := writer{s: s, w: newAppending(n)}
 	if s.cfg.GroupCommit {
 		c, err := s.committer(stream)
 		if err != nil {
-			return nil, err
+			return writer{}, err
 		}
 		wr.c, wr.msgs = c, make([]*nats.Msg, 0, n)
 	}
