@@ -146,7 +146,10 @@ func (c *committer) run() {
 		c.mu.Unlock()
 
 		c.commit(id, batch)
-		clear(batch) // the messages and calls are the callers' again
+		for _, e := range batch {
+			c.s.pub.recycle(e.msg) // published (copied) or failed
+		}
+		clear(batch)
 	}
 }
 
@@ -196,15 +199,15 @@ func (c *committer) publishBatch(id string, batch []entry) error {
 	last := len(batch) - 1
 	for i, e := range batch {
 		m := e.msg
-		m.Header.Set(hdrBatchID, id)
-		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
+		setHeader(m, hdrBatchID, id)
+		setHeader(m, hdrBatchSeq, strconv.Itoa(i+1))
 		if i < last {
 			if err := nc.PublishMsg(m); err != nil {
 				return err
 			}
 		}
 	}
-	batch[last].msg.Header.Set(hdrBatchCommit, "1")
+	setHeader(batch[last].msg, hdrBatchCommit, "1")
 	resp, _, err := c.request(batch[last].msg)
 	if err != nil {
 		return err
@@ -215,6 +218,9 @@ func (c *committer) publishBatch(id string, batch []entry) error {
 	}
 	return nil
 }
+
+// setHeader sets a header of m to v, reusing what a pooled message had.
+func setHeader(m *nats.Msg, k, v string) { m.Header[k] = append(m.Header[k][:0], v) }
 
 // publishEach publishes every message of batch on its own (each stored and
 // synced before its acknowledgement), one after the other, and settles
@@ -277,11 +283,7 @@ func (wr *writer) add(subject string, data []byte, hdr ...string) error {
 	if wr.c == nil {
 		return wr.s.pub.publish(wr.w, subject, data, hdr...)
 	}
-	m := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, len(hdr)/2+3)}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		m.Header[hdr[i]] = []string{hdr[i+1]}
-	}
-	wr.msgs = append(wr.msgs, m)
+	wr.msgs = append(wr.msgs, wr.s.pub.message(subject, data, hdr...))
 	return nil
 }
 

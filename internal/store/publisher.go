@@ -94,9 +94,25 @@ func (p *publisher) publish(w *appending, subject string, data []byte, hdr ...st
 	p.waiting[id] = waitingAck{w: w, deadline: time.Now().Add(publishTimeout).UnixNano()}
 	p.mu.Unlock()
 
-	m := p.msgs.Get().(*nats.Msg)
-	m.Subject, m.Data = subject, data
+	m := p.message(subject, data, hdr...)
 	m.Reply = p.prefix + strconv.FormatUint(id, 36)
+	err := p.nc.PublishMsg(m)
+	p.recycle(m)
+	if err != nil {
+		p.mu.Lock()
+		delete(p.waiting, id)
+		p.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// message returns a message of the pool with subject, data and the given
+// header values (pairs of key, value) and no other header; recycle gives it
+// back once published.
+func (p *publisher) message(subject string, data []byte, hdr ...string) *nats.Msg {
+	m := p.msgs.Get().(*nats.Msg)
+	m.Subject, m.Data, m.Reply = subject, data, ""
 	for k := range m.Header { // keys of another kind of write
 		if !hasKey(hdr, k) {
 			delete(m.Header, k)
@@ -105,16 +121,14 @@ func (p *publisher) publish(w *appending, subject string, data []byte, hdr ...st
 	for i := 0; i+1 < len(hdr); i += 2 {
 		m.Header[hdr[i]] = append(m.Header[hdr[i]][:0], hdr[i+1])
 	}
-	err := p.nc.PublishMsg(m)
+	return m
+}
+
+// recycle puts a message that message returned back into the pool (the
+// connection copied it when it was published).
+func (p *publisher) recycle(m *nats.Msg) {
 	m.Data = nil
 	p.msgs.Put(m)
-	if err != nil {
-		p.mu.Lock()
-		delete(p.waiting, id)
-		p.mu.Unlock()
-		return err
-	}
-	return nil
 }
 
 func hasKey(pairs []string, k string) bool {
