@@ -19,11 +19,13 @@ import (
 // queue behind one fsync each. A committer per stream gathers what every
 // caller has queued and publishes it as one JetStream atomic batch, which
 // nats-server (2.15, R1 file store) stores with a fixed number of fsyncs
-// (minBatch), whatever its size, before its single acknowledgement. While one batch commits, the next one fills: there
-// is no timer and no linger. Batching is an optimisation only: when a batch
-// fails for any reason (a member's content id already stored, a timeout),
-// each member is published again on its own, so a resent message is stored
-// once and counted as a duplicate, and the others are stored.
+// (see minBatch), whatever its size, before its single acknowledgement.
+// While one batch commits, the next one fills: there is no timer and no
+// linger. Batching is an optimisation only: a batch refused because it
+// holds a content id already stored is split until its parts commit or
+// are published one by one, and a batch refused for any other reason (a
+// timeout) is published one by one; so a resent message is stored once and
+// counted as a duplicate, and the others are stored.
 
 // Headers of JetStream's atomic batch publish (nats-server 2.12+).
 const (
@@ -67,7 +69,7 @@ type committer struct {
 	queue   []entry
 	running bool
 	closed  bool
-	batches uint64 // batch ids made so far
+	batches uint64 // batch ids made so far (by the goroutine only)
 }
 
 // entry is one queued message and the Waiter of the call it came with.
@@ -141,11 +143,9 @@ func (c *committer) run() {
 		rest := copy(c.queue, c.queue[n:])
 		clear(c.queue[rest:])
 		c.queue = c.queue[:rest]
-		c.batches++
-		id := c.prefix + strconv.FormatUint(c.batches, 36)
 		c.mu.Unlock()
 
-		c.commit(id, batch)
+		c.commit(batch)
 		for _, e := range batch {
 			c.s.pub.recycle(e.msg) // published (copied) or failed
 		}
@@ -170,27 +170,46 @@ func (c *committer) close() {
 	}
 }
 
-// commit stores batch: as one atomic batch, or each message on its own
-// when there are fewer than minBatch or the batch failed.
-func (c *committer) commit(id string, batch []entry) {
-	if len(batch) >= minBatch {
-		err := c.publishBatch(id, batch)
-		if err == nil {
-			c.s.batchSize.Observe(float64(len(batch)))
-			for _, e := range batch {
-				e.call.settle(false, nil)
-			}
-			return
-		}
-		c.s.fallbacks.Inc()
+// commit stores batch, in order: as one atomic batch, or each message on
+// its own when there are fewer than minBatch or the batch failed. A batch
+// refused for holding a content id already stored (a resend, of which the
+// server does not say which) is split in two halves, each committed in
+// turn the same way: a few resends among many cost a few more batches, not
+// one fsync per message.
+func (c *committer) commit(batch []entry) {
+	if len(batch) < minBatch {
+		c.publishEach(batch)
+		return
+	}
+	c.batches++
+	err := c.publishBatch(c.prefix+strconv.FormatUint(c.batches, 36), batch)
+	if err == nil {
+		c.s.batchSize.Observe(float64(len(batch)))
 		for _, e := range batch {
-			e.msg.Header.Del(hdrBatchID)
-			e.msg.Header.Del(hdrBatchSeq)
-			e.msg.Header.Del(hdrBatchCommit)
+			e.call.settle(false, nil)
 		}
+		return
+	}
+	c.s.fallbacks.Inc()
+	for _, e := range batch {
+		delete(e.msg.Header, hdrBatchID)
+		delete(e.msg.Header, hdrBatchSeq)
+		delete(e.msg.Header, hdrBatchCommit)
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeBatchDuplicate {
+		half := len(batch) / 2
+		c.commit(batch[:half])
+		c.commit(batch[half:])
+		return
 	}
 	c.publishEach(batch)
 }
+
+// errCodeBatchDuplicate is JetStream's
+// JSAtomicPublishContainsDuplicateMessageErr: a message of the batch has a
+// content id the stream holds, or the batch holds one twice.
+const errCodeBatchDuplicate jetstream.ErrorCode = 10201
 
 // publishBatch publishes batch as one atomic batch and returns once the
 // server acknowledged (stored and synced) all of it, or with why not.

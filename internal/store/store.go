@@ -111,7 +111,7 @@ func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer
 		}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "iotransit_store_commit_fallbacks_total",
-			Help: "Under group commit (--fsync always): atomic batches that failed (a resent message already stored, a timeout) and whose messages were then published one by one.",
+			Help: "Under group commit (--fsync always): atomic batches the server refused: one holding a resent message already stored is split in halves (committed, or published one by one when small), one refused for another reason (a timeout) is published one by one.",
 		}),
 	}
 }
