@@ -233,23 +233,13 @@ func (f *fnode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.E
 	return f.child(ctx, c, out), 0
 }
 
-func (f *fnode) Unlink(_ context.Context, name string) syscall.Errno {
-	if !f.lock() {
-		return syscall.EIO
-	}
-	defer f.unlock()
-	c := f.n.live[name]
-	switch {
-	case c == nil:
-		return syscall.ENOENT
-	case c.isDir():
-		return syscall.EISDIR
-	}
-	unlink(f.n, name)
-	return 0
-}
+func (f *fnode) Unlink(_ context.Context, name string) syscall.Errno { return f.remove(name, false) }
 
-func (f *fnode) Rmdir(_ context.Context, name string) syscall.Errno {
+func (f *fnode) Rmdir(_ context.Context, name string) syscall.Errno { return f.remove(name, true) }
+
+// remove unlinks name, which must be an empty directory if dir is set and
+// a file otherwise.
+func (f *fnode) remove(name string, dir bool) syscall.Errno {
 	if !f.lock() {
 		return syscall.EIO
 	}
@@ -258,9 +248,11 @@ func (f *fnode) Rmdir(_ context.Context, name string) syscall.Errno {
 	switch {
 	case c == nil:
 		return syscall.ENOENT
-	case !c.isDir():
+	case dir && !c.isDir():
 		return syscall.ENOTDIR
-	case len(c.live) > 0:
+	case !dir && c.isDir():
+		return syscall.EISDIR
+	case dir && len(c.live) > 0:
 		return syscall.ENOTEMPTY
 	}
 	unlink(f.n, name)

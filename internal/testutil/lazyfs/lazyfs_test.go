@@ -108,6 +108,19 @@ func TestLazyFSPowerLossKeepsOnlyWhatWasSynced(t *testing.T) {
 			want: want{"f": []byte("new"), "f.tmp": nil},
 		},
 		{
+			name: "a renamed directory is back under its old name until its parent is fsynced",
+			do: func(t *testing.T, dir string, f *lazyfs.FS) {
+				if err := os.Mkdir(filepath.Join(dir, "old"), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, dir, "old/f", "in", false)
+				f.Sync()
+				rename(t, dir, "old", "new")
+			},
+			want: want{"old/f": []byte("in"), "new/f": nil},
+			lost: lazyfs.Loss{Names: 2},
+		},
+		{
 			name: "a truncation without fsync is undone",
 			do: func(t *testing.T, dir string, _ *lazyfs.FS) {
 				writeFile(t, dir, "f", "hello world", true)
@@ -208,6 +221,40 @@ func TestLazyFSPowerLossKeepsOnlyWhatWasSynced(t *testing.T) {
 				case content != nil && !bytes.Equal(got, content):
 					t.Errorf("%s: got %q, want %q", name, got, content)
 				}
+			}
+		})
+	}
+}
+
+// TestLazyFSRefusesWhatAFileSystemRefuses: the errors a store may rely
+// on, as a disk file system gives them.
+func TestLazyFSRefusesWhatAFileSystemRefuses(t *testing.T) {
+	f := lazyfs.MountForTest(t)
+	dir := f.Dir()
+	if err := os.MkdirAll(filepath.Join(dir, "d", "e"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "d/f", "x", false)
+	tests := []struct {
+		name string
+		op   func() error
+		want syscall.Errno
+	}{
+		{name: "rmdir of a directory that is not empty", op: func() error { return os.Remove(filepath.Join(dir, "d")) }, want: syscall.ENOTEMPTY},
+		{name: "rmdir of a file", op: func() error { return syscall.Rmdir(filepath.Join(dir, "d", "f")) }, want: syscall.ENOTDIR},
+		{name: "unlink of a directory", op: func() error { return syscall.Unlink(filepath.Join(dir, "d", "e")) }, want: syscall.EISDIR},
+		{name: "exclusive create of an existing file", op: func() error {
+			_, err := os.OpenFile(filepath.Join(dir, "d", "f"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+			return err
+		}, want: syscall.EEXIST},
+		{name: "mkdir of an existing name", op: func() error { return os.Mkdir(filepath.Join(dir, "d", "f"), 0o700) }, want: syscall.EEXIST},
+		{name: "rename of a file over a directory", op: func() error { return syscall.Rename(filepath.Join(dir, "d", "f"), filepath.Join(dir, "d", "e")) }, want: syscall.EISDIR},
+		{name: "open of a missing file", op: func() error { _, err := os.Open(filepath.Join(dir, "nope")); return err }, want: syscall.ENOENT},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.op(); !errors.Is(err, tc.want) {
+				t.Errorf("got %v, want %v", err, tc.want)
 			}
 		})
 	}
