@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -107,14 +108,16 @@ func powerLossRounds(t *testing.T, bin, mode string) int {
 		}
 		s = s.Restart(t)
 		stored := storedMoveCounts(t, s)
-		missing = 0
+		var lost []int
 		for i := range acked {
 			if !stored[i] {
-				missing++
+				lost = append(lost, i)
 			}
 		}
-		t.Logf("round %d (--fsync %s): %d acknowledged in the round, %d in all, %d stored, %d acknowledged and missing",
-			round, mode, len(got), len(acked), len(stored), missing)
+		slices.Sort(lost)
+		missing = len(lost)
+		t.Logf("round %d (--fsync %s): %d acknowledged in the round, %d in all, %d stored, %d acknowledged and missing %v",
+			round, mode, len(got), len(acked), len(stored), missing, lost[:min(len(lost), 5)])
 	}
 	return missing
 }
