@@ -35,6 +35,7 @@ var layers = map[string]int{
 	"cmd/iotransit": 4, "cmd/iotransit-gateway": 4, "internal/bench": 4, "internal/testutil": 4,
 	"internal/testutil/nodetest": 4, "internal/forward/mqttout/mosquittotest": 4,
 	"internal/testutil/storetest": 4,
+	"internal/testutil/lazyfs":    4,
 	"internal/archtest":           4, "internal/hostile": 4,
 	"internal/firmware/firmwaretest": 4,
 }
