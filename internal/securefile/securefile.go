@@ -24,7 +24,10 @@ func WriteExcl(path string, data []byte, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	return writeSyncClose(f, data)
+	if err := writeSyncClose(f, data); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path)) // the new name, as POSIX asks
 }
 
 // WriteAtomic replaces path with data through a temporary file in the same
@@ -43,7 +46,25 @@ func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := writeSyncClose(tmp, data); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	// The rename is durable only once the directory is: without this a
+	// power loss can bring the old content back (or no file at all).
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir fsyncs a directory, making the names in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // writeSyncClose writes data to f, syncs and closes it.

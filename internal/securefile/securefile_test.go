@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/iotransit/iotransit/internal/securefile"
+	"github.com/iotransit/iotransit/internal/testutil/lazyfs"
 )
 
 func mode(t *testing.T, path string) os.FileMode {
@@ -94,5 +95,38 @@ func TestSecurefileLoadOrCreate(t *testing.T) {
 	}
 	if _, err := os.Stat(other); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatal("a file was made although fresh failed")
+	}
+}
+
+// TestSecurefileSurvivesPowerLoss: what WriteAtomic and WriteExcl return
+// from is durable, its name included: after a power loss (a file system
+// that drops whatever was not fsynced, lazyfs) each file is there with its
+// new content.
+func TestSecurefileSurvivesPowerLoss(t *testing.T) {
+	lfs := lazyfs.MountForTest(t)
+	dir := filepath.Join(lfs.Dir(), "keys")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lfs.Sync() // the directory itself exists before the test
+	replaced, created := filepath.Join(dir, "replaced"), filepath.Join(dir, "created")
+	if err := securefile.WriteAtomic(replaced, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lfs.Sync()
+	if err := securefile.WriteAtomic(replaced, []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := securefile.WriteExcl(created, []byte("fresh"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lfs.PowerLoss(nil); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{replaced: "new", created: "fresh"} {
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != want {
+			t.Errorf("%s after the power loss: %q, %v; want %q", filepath.Base(path), got, err, want)
+		}
 	}
 }
