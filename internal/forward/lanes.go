@@ -41,8 +41,10 @@ type lane struct {
 	mu    sync.Mutex
 	queue []held
 	ready chan struct{} // signalled when queue gains messages
-	// back counts the messages the last batch put back (its goroutine's).
-	back int
+	// back counts the messages the last batch put back, started when the
+	// last batch was cut (both its goroutine's).
+	back    int
+	started time.Time
 }
 
 // nak hands messages back to JetStream for redelivery at once.
@@ -154,6 +156,46 @@ func (l *lane) take(ctx context.Context, n int) []held {
 		case <-l.ready:
 		}
 	}
+}
+
+// next waits for the lane's next batch and returns it (nil when ctx
+// ends): what is queued, up to batch.maxMessages, with no wait when the
+// lane is idle. A busy lane (its previous batch started less than pace
+// ago: messages keep coming while it delivers) gathers until pace after
+// that start, unless its batch is full: under load a lane starts at most
+// one batch per pace, so batches grow with the rate instead of their
+// number (each costs a state write, a request and an ack round trip),
+// and no message waits more than pace for it. delivery.linger, when set,
+// always waits that long for more.
+func (l *lane) next(ctx context.Context, in Integration, pace time.Duration) []held {
+	n := in.Batch.MaxMessages
+	msgs := l.take(ctx, n)
+	if msgs == nil {
+		return nil
+	}
+	msgs = l.complete(ctx, msgs, n)
+	now := time.Now()
+	if linger := time.Duration(in.Delivery.Linger); linger > 0 {
+		msgs = l.more(ctx, msgs, n, now.Add(linger), 0)
+	} else if due := l.started.Add(pace); len(msgs) < n && now.Before(due) {
+		msgs = l.more(ctx, msgs, n, due, 0)
+	}
+	l.started = time.Now()
+	return msgs
+}
+
+// Pacing of a busy lane: paceStep per lane of the integration (the lanes
+// together start at most one batch per paceStep), at most maxPace and
+// never more than the integration's batch.maxWait.
+const (
+	paceStep = 2 * time.Millisecond
+	maxPace  = 20 * time.Millisecond
+)
+
+// lanePace returns how often at most a busy lane of an integration with n
+// lanes starts a batch.
+func lanePace(in Integration, n int) time.Duration {
+	return min(time.Duration(n)*paceStep, maxPace, time.Duration(in.Batch.MaxWait))
 }
 
 // complete waits, a little, for the rest of the lane's batch interrupted
@@ -332,18 +374,15 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 			}
 		}
 	}()
+	pace := lanePace(in, n)
 	for _, l := range ls {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				msgs := l.take(ctx, in.Batch.MaxMessages)
+				msgs := l.next(ctx, in, pace)
 				if msgs == nil {
 					return
-				}
-				msgs = l.complete(ctx, msgs, in.Batch.MaxMessages)
-				if linger := time.Duration(in.Delivery.Linger); linger > 0 {
-					msgs = l.more(ctx, msgs, in.Batch.MaxMessages, time.Now().Add(linger), 0)
 				}
 				l.back = 0
 				if err := w.deliver(ctx, l, in, target, msgs); err != nil {

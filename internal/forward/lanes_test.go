@@ -417,3 +417,72 @@ func TestForwardFailingLaneKeepsHealthFailing(t *testing.T) {
 		t.Errorf("after the retry: health %s, state %+v", v.Health, v.State)
 	}
 }
+
+// TestForwardBusyLaneBatchesGrow: messages that keep coming while a lane
+// delivers go in fewer, larger batches: a busy lane starts at most one
+// batch per pace (2ms per lane: 20ms with 10 lanes), every message is
+// delivered once and every device's order is kept.
+func TestForwardBusyLaneBatchesGrow(t *testing.T) {
+	e := newEnv(t, nil)
+	const lanes, pace = 10, 20 * time.Millisecond
+	devs := laneDevices(t, lanes, 3)
+	used := map[int]bool{}
+	for _, d := range devs {
+		used[forward.LaneOf(d, lanes)] = true
+	}
+	_, secret := e.integration(map[string]any{"delivery": map[string]any{"concurrency": lanes}})
+	sent := e.publishTo(devs, 100)
+	got := waitArrived(t, e.rcv, secret, len(sent), 20*time.Second)
+	checkOrder(t, got)
+	if len(got) != len(sent) {
+		t.Fatalf("%d delivered, %d sent", len(got), len(sent))
+	}
+	reqs := e.rcv.Got()
+	span := reqs[len(reqs)-1].At.Sub(reqs[0].At)
+	// Each lane's batches start at least the pace apart; arrivals jitter
+	// by a few milliseconds around their starts.
+	limit := len(used) * (int(span/pace) + 5)
+	t.Logf("%d messages of %d devices in %d lanes: %d requests in %s (at most %d)", len(sent), len(devs), len(used), len(reqs), span, limit)
+	if len(reqs) > limit {
+		t.Errorf("%d requests in %s for %d busy lanes: more than one batch per %s each", len(reqs), span, len(used), pace)
+	}
+}
+
+// TestForwardDeepBacklogGoesInFullBatches: what a lane's queue holds when
+// it is free goes in batches of up to batch.maxMessages, at once, in
+// order, each message once.
+func TestForwardDeepBacklogGoesInFullBatches(t *testing.T) {
+	e := newEnv(t, nil)
+	gate := make(chan struct{})
+	var first atomic.Bool
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if first.CompareAndSwap(false, true) {
+			select { // the first request waits while the backlog grows
+			case <-gate:
+			case <-r.Context().Done():
+				return true
+			}
+		}
+		return false
+	})
+	_, secret := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 10}, "batch": map[string]any{"maxMessages": 50}})
+	sent := e.publishTo(devices[:1], 1)
+	tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !first.Load() {
+			return fmt.Errorf("the first request has not arrived")
+		}
+		return nil
+	})
+	sent = append(sent, e.publishTo(devices[:1], 150)...)
+	close(gate)
+	got := waitArrived(t, e.rcv, secret, len(sent), 20*time.Second)
+	checkOrder(t, got)
+	if len(got) != len(sent) {
+		t.Fatalf("%d delivered, %d sent", len(got), len(sent))
+	}
+	// The held request (1 message), then 150 in batches of at most 50
+	// (one more if the lane was free before its queue held them all).
+	if n := len(e.rcv.Got()); n > 5 {
+		t.Errorf("%d requests for 1 + 150 messages in batches of at most 50, want 4 or 5", n)
+	}
+}
