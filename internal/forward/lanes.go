@@ -45,6 +45,9 @@ type lane struct {
 	// last batch was cut (both its goroutine's).
 	back    int
 	started time.Time
+	// confirm brings the server's confirmation of the acks of the lane's
+	// last delivered batch (nil: none awaited; its goroutine's).
+	confirm chan error
 }
 
 // nak hands messages back to JetStream for redelivery at once.
@@ -156,6 +159,42 @@ func (l *lane) take(ctx context.Context, n int) []held {
 		case <-l.ready:
 		}
 	}
+}
+
+// ack acknowledges a delivered batch. A lane of several does not wait
+// for the server to confirm: the confirmation comes while the lane
+// gathers its next batch, and settle checks it before that is delivered
+// (a lost ack ends the session, which starts again from the delivery
+// position; the state, not the consumer's ack floor, says what was
+// delivered). The one lane of an integration delivering one batch at a
+// time waits (ack).
+func (l *lane) ack(ctx context.Context, msgs []held) error {
+	if l.fl == nil {
+		return ack(ctx, msgs)
+	}
+	if err := l.settle(); err != nil {
+		return err
+	}
+	for _, h := range msgs[:len(msgs)-1] {
+		if err := h.msg.Ack(); err != nil {
+			return err
+		}
+	}
+	last := msgs[len(msgs)-1].msg
+	l.confirm = make(chan error, 1)
+	go func(c chan<- error) { c <- last.DoubleAck(ctx) }(l.confirm)
+	return nil
+}
+
+// settle waits for the confirmation of the acks of the lane's last
+// delivered batch, if one is awaited, and returns its error.
+func (l *lane) settle() error {
+	if l.confirm == nil {
+		return nil
+	}
+	err := <-l.confirm
+	l.confirm = nil
+	return err
 }
 
 // next waits for the lane's next batch and returns it (nil when ctx
@@ -382,6 +421,10 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 			for {
 				msgs := l.next(ctx, in, pace)
 				if msgs == nil {
+					return
+				}
+				if err := l.settle(); err != nil {
+					cancel(err)
 					return
 				}
 				l.back = 0

@@ -430,7 +430,7 @@ func TestForwardBusyLaneBatchesGrow(t *testing.T) {
 	for _, d := range devs {
 		used[forward.LaneOf(d, lanes)] = true
 	}
-	_, secret := e.integration(map[string]any{"delivery": map[string]any{"concurrency": lanes}})
+	id, secret := e.integration(map[string]any{"delivery": map[string]any{"concurrency": lanes}})
 	sent := e.publishTo(devs, 100)
 	got := waitArrived(t, e.rcv, secret, len(sent), 20*time.Second)
 	checkOrder(t, got)
@@ -446,6 +446,14 @@ func TestForwardBusyLaneBatchesGrow(t *testing.T) {
 	if len(reqs) > limit {
 		t.Errorf("%d requests in %s for %d busy lanes: more than one batch per %s each", len(reqs), span, len(used), pace)
 	}
+	// The lanes do not wait for their acks to be confirmed, but every
+	// message is acknowledged: nothing stays pending.
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if v := getView(t, e, id); v.Backlog != 0 || v.State.Delivered != uint64(len(sent)) {
+			return fmt.Errorf("backlog %d, delivered %d", v.Backlog, v.State.Delivered)
+		}
+		return nil
+	})
 }
 
 // TestForwardDeepBacklogGoesInFullBatches: what a lane's queue holds when

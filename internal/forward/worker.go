@@ -258,7 +258,7 @@ func (w *worker) deliver(ctx context.Context, l *lane, in Integration, target Ta
 		}
 		now := time.Now().UTC()
 		if err == nil {
-			if err := ack(ctx, msgs); err != nil {
+			if err := l.ack(ctx, msgs); err != nil {
 				return err
 			}
 			w.e.m.attempts.WithLabelValues(in.Type, "ok").Inc()
