@@ -204,8 +204,8 @@ func (l *lane) settle() error {
 // that start, unless its batch is full: under load a lane starts at most
 // one batch per pace, so batches grow with the rate instead of their
 // number (each costs a state write, a request and an ack round trip),
-// and no message waits more than pace for it. delivery.linger, when set,
-// always waits that long for more.
+// and the pacing adds at most pace to a message's wait. delivery.linger,
+// when set, always waits that long for more instead.
 func (l *lane) next(ctx context.Context, in Integration, pace time.Duration) []held {
 	n := in.Batch.MaxMessages
 	msgs := l.take(ctx, n)
