@@ -413,7 +413,7 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 			}
 		}
 	}()
-	pace := lanePace(in, n)
+	pace, rd := lanePace(in, n), newRedrives(w.tenant, w.id)
 	for _, l := range ls {
 		wg.Add(1)
 		go func() {
@@ -448,7 +448,7 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 			cancel(err)
 			break
 		}
-		if err := w.dispatch(ctx, jm, in, inProcess, disp, ls, skip, &heldMu, inHand); err != nil {
+		if err := w.dispatch(ctx, jm, in, inProcess, rd, disp, ls, skip, &heldMu, inHand); err != nil {
 			cancel(err)
 			break
 		}
@@ -462,9 +462,9 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 }
 
 // dispatch routes one pulled message: to its device's lane, or done at
-// once when it is filtered out, already delivered by its lane, or
-// undecodable (dead-lettered).
-func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration, inProcess bool, disp *lane, ls []*lane, skip []uint64, heldMu *sync.Mutex, inHand map[uint64]jetstream.Msg) error {
+// once when it is filtered out (or re-driven to another integration),
+// already delivered by its lane, or undecodable (dead-lettered).
+func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration, inProcess bool, rd redrives, disp *lane, ls []*lane, skip []uint64, heldMu *sync.Mutex, inHand map[uint64]jetstream.Msg) error {
 	md, err := jm.Metadata()
 	if err != nil {
 		return err
@@ -489,6 +489,9 @@ func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration,
 		}
 		w.updateLazy(func(s *State) { s.AckedThrough = max(s.AckedThrough, disp.fl.done(seq)) })
 		return nil
+	}
+	if rd.foreign(jm) {
+		return finish()
 	}
 	sm, err := w.e.msgs.Decode(ctx, w.tenant, seq, md.Timestamp, jm.Headers(), jm.Data())
 	if errors.Is(err, store.ErrUnreadable) {

@@ -1,6 +1,7 @@
 package forward_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/forward"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
@@ -16,13 +18,29 @@ import (
 // re-driving an integration's dead letters delivers them to it again, and
 // to nothing else: the tenant's history lists each message once, a
 // WebSocket stream open since before sees each once, and another
-// integration receives each once.
+// integration receives each once, whether it delivers one batch at a
+// time or in lanes. An integration whose filter selects every message
+// reads the whole stream (a consumer without filters, which JetStream
+// reads in order) and drops the re-drives to the others itself.
 func TestForwardRedriveReachesOnlyThatIntegration(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lanes int
+	}{
+		{name: "one batch at a time", lanes: 1},
+		{name: "lanes", lanes: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testRedriveReachesOnlyThatIntegration(t, tc.lanes) })
+	}
+}
+
+func testRedriveReachesOnlyThatIntegration(t *testing.T, lanes int) {
 	e := newEnv(t, nil)
 	down := e.receiverDown()
 	failing, failingSecret := e.integration(map[string]any{"maxAge": "1s"})
 	healthyRcv := tu.NewReceiver(t)
-	_, healthySecret := e.integration(map[string]any{"webhook": map[string]any{"url": healthyRcv.URL, "caPem": healthyRcv.CAPEM}})
+	healthy, healthySecret := e.integration(map[string]any{"webhook": map[string]any{"url": healthyRcv.URL, "caPem": healthyRcv.CAPEM},
+		"delivery": map[string]any{"concurrency": lanes}})
 	c, _, err := dialStream(t, e, apiKey(t, e, tenant, "messages:read"), "?after=0")
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +71,16 @@ func TestForwardRedriveReachesOnlyThatIntegration(t *testing.T) {
 	waitArrived(t, healthyRcv, healthySecret, total, 10*time.Second)
 	if got := arrived(t, e.rcv, failingSecret); len(got) != total { // signatures
 		t.Fatalf("re-driven integration: %d distinct messages, want %d", len(got), total)
+	}
+	ctx := context.Background()
+	for _, id := range []string{failing, healthy} {
+		cons, err := e.n.JetStream().Consumer(ctx, names.MessageStream(tenant), names.IntegrationConsumer(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := cons.CachedInfo().Config; c.FilterSubject != "" || len(c.FilterSubjects) > 0 {
+			t.Errorf("integration %s: consumer filters %q %q, want none (the whole stream)", id, c.FilterSubject, c.FilterSubjects)
+		}
 	}
 
 	tests := []struct {
