@@ -114,14 +114,20 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 		return nil, false, fmt.Errorf("forward: message stream: %w", err)
 	}
 	cons, err := st.Consumer(ctx, names.IntegrationConsumer(r.ID))
+	var dropFilters bool
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		cons, err = st.CreateConsumer(ctx, cfg)
 	} else if err == nil {
 		// The start position is fixed at creation (by time, or by sequence
-		// after a reset below); filters and limits follow updates.
+		// after a reset below); filters and limits follow updates. A
+		// consumer updated from filters to none is no longer told of new
+		// messages (nats-server 2.15): it is made anew below instead.
 		info := cons.CachedInfo()
 		cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = info.Config.DeliverPolicy, info.Config.OptStartTime, info.Config.OptStartSeq
-		cons, err = st.UpdateConsumer(ctx, cfg)
+		dropFilters = len(subjects) == 0 && (info.Config.FilterSubject != "" || len(info.Config.FilterSubjects) > 0)
+		if !dropFilters {
+			cons, err = st.UpdateConsumer(ctx, cfg)
+		}
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("forward: consumer: %w", err)
@@ -148,7 +154,7 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 	}
 	// Pull requests a session with lanes left open (it pulls
 	// continuously) would take the next messages to nobody: start over.
-	if info.NumAckPending > 0 || info.NumWaiting > 0 || start != info.AckFloor.Stream+1 {
+	if dropFilters || info.NumAckPending > 0 || info.NumWaiting > 0 || start != info.AckFloor.Stream+1 {
 		if err := st.DeleteConsumer(ctx, names.IntegrationConsumer(r.ID)); err != nil {
 			return nil, false, fmt.Errorf("forward: reset consumer: %w", err)
 		}
