@@ -150,53 +150,80 @@ func receivedKeys(t *testing.T, got []tu.Delivery) []string {
 	return keys
 }
 
-// TestForwardFilterRemovedReadsTheWholeStream: an integration whose device
+// TestForwardFilterChangeFollowsTheStream: an integration whose device
 // filter is removed goes on from where it was with every device's
 // messages, its consumer now without filters (made anew: one updated to
-// none is not told of new messages).
-func TestForwardFilterRemovedReadsTheWholeStream(t *testing.T) {
-	e := newEnv(t, nil)
-	id, secret := e.integration(map[string]any{"filter": map[string]any{"devices": []string{devices[1]}}, "delivery": map[string]any{"concurrency": 4}})
-	e.publish(2)
-	waitArrived(t, e.rcv, secret, 2, 10*time.Second)
-	if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"filter": map[string]any{"devices": []string{}}}); r.Status != 200 {
-		t.Fatalf("update: %d %s", r.Status, r.Body)
-	}
-	ctx := context.Background()
-	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
-		cons, err := e.n.JetStream().Consumer(ctx, names.MessageStream(tenant), names.IntegrationConsumer(id))
-		if err != nil {
-			return err
-		}
-		if c := cons.CachedInfo().Config; c.FilterSubject != "" || len(c.FilterSubjects) > 0 {
-			return fmt.Errorf("consumer filters %q %q", c.FilterSubject, c.FilterSubjects)
-		}
-		return nil
-	})
-	after := e.publish(2)
-	want := map[string]bool{}
-	for _, b := range after {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(b), &m); err != nil {
-			t.Fatal(err)
-		}
-		want[thingseeKey(m)] = true
-	}
-	// Every device's messages since; those filtered out before the
-	// change but above the delivery position may come too.
-	var got []map[string]any
-	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
-		got = arrived(t, e.rcv, secret)
-		n := 0
-		for _, m := range got {
-			if want[thingseeKey(m)] {
-				n++
+// none is not told of new messages); one given a filter goes on with its
+// devices' messages only.
+func TestForwardFilterChangeFollowsTheStream(t *testing.T) {
+	one := map[string]any{"devices": []string{devices[1]}}
+	none := map[string]any{"devices": []string{}}
+	for _, tc := range []struct {
+		name     string
+		from, to map[string]any
+		filtered bool // the consumer has filters after the change
+	}{
+		{name: "removed", from: one, to: none},
+		{name: "added", from: none, to: one, filtered: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			id, secret := e.integration(map[string]any{"filter": tc.from, "delivery": map[string]any{"concurrency": 4}})
+			e.publish(2)
+			before := 2 * len(devices) // unfiltered
+			if !tc.filtered {
+				before = 2 // the filter keeps devices[1]'s only
 			}
-		}
-		if n < len(want) {
-			return fmt.Errorf("%d of the %d messages published since the change arrived", n, len(want))
-		}
-		return nil
-	})
-	checkOrder(t, got)
+			waitArrived(t, e.rcv, secret, before, 10*time.Second)
+			if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"filter": tc.to}); r.Status != 200 {
+				t.Fatalf("update: %d %s", r.Status, r.Body)
+			}
+			ctx := context.Background()
+			tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+				cons, err := e.n.JetStream().Consumer(ctx, names.MessageStream(tenant), names.IntegrationConsumer(id))
+				if err != nil {
+					return err
+				}
+				if c := cons.CachedInfo().Config; (c.FilterSubject != "" || len(c.FilterSubjects) > 0) != tc.filtered {
+					return fmt.Errorf("consumer filters %q %q", c.FilterSubject, c.FilterSubjects)
+				}
+				return nil
+			})
+			want := map[string]bool{}
+			for _, b := range e.publish(2) {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(b), &m); err != nil {
+					t.Fatal(err)
+				}
+				if !tc.filtered || m["tsmTuid"] == devices[1] {
+					want[thingseeKey(m)] = true
+				}
+			}
+			// The messages the new filter selects since; those it selects
+			// from before the change, above the delivery position, may
+			// come too.
+			var got []map[string]any
+			tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+				got = arrived(t, e.rcv, secret)
+				n := 0
+				for _, m := range got {
+					if want[thingseeKey(m)] {
+						n++
+					}
+				}
+				if n < len(want) {
+					return fmt.Errorf("%d of the %d messages published since the change arrived", n, len(want))
+				}
+				return nil
+			})
+			checkOrder(t, got)
+			if tc.filtered {
+				for _, m := range got[before:] {
+					if m["tsmTuid"] != devices[1] {
+						t.Errorf("a device the filter leaves out delivered after the change: %v", m["tsmTuid"])
+					}
+				}
+			}
+		})
+	}
 }
