@@ -3,12 +3,15 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/iotransit/iotransit/client"
 )
 
 // The forward benchmark: every message a run publishes is followed with a
@@ -279,6 +282,9 @@ type ForwardResult struct {
 	Type             string `json:"type"`
 	BatchMaxMessages int    `json:"batch_max_messages"`
 	BatchMaxWait     string `json:"batch_max_wait"`
+	// Concurrency is the integration's delivery.concurrency as the server
+	// answered it (its lanes).
+	Concurrency int `json:"concurrency"`
 
 	// Published counts the Thingsee messages handed to the MQTT client
 	// during the whole run (warmup included), Acked those in acknowledged
@@ -397,4 +403,30 @@ func (t *ForwardTrace) Result(windowStart, windowEnd time.Time) *ForwardResult {
 		r.MeanBatch = float64(r.MessagesReceived) / float64(r.Batches)
 	}
 	return r
+}
+
+// forwardWebhook is the webhook integration of a forward phase.
+type forwardWebhook struct {
+	WebhookIntegration
+	// Concurrency is its delivery.concurrency as the server answered it.
+	Concurrency int
+}
+
+// createForwardWebhook creates, through api, the webhook integration of a
+// forward phase: to target (verified with caPEM), with o's batching and
+// lanes (o.ForwardConcurrency, 0: the server's default).
+func createForwardWebhook(ctx context.Context, api *client.Client, o Options, name, target, caPEM string) (forwardWebhook, error) {
+	out, err := api.CreateIntegration(ctx, Tenant, client.Integration{
+		Name: name, Type: client.IntegrationWebhook,
+		Webhook:  &client.WebhookConfig{URL: target, CAPEM: caPEM},
+		Batch:    client.Batching{MaxMessages: o.ForwardBatch, MaxWait: client.Duration(o.ForwardWait)},
+		Delivery: client.Delivery{Concurrency: o.ForwardConcurrency},
+	})
+	if err != nil {
+		return forwardWebhook{}, fmt.Errorf("bench: create the webhook integration: %w", err)
+	}
+	if out.ID == "" || out.Webhook == nil || out.Webhook.Secret == "" {
+		return forwardWebhook{}, errors.New("bench: the created integration has no id or no signing secret in the answer")
+	}
+	return forwardWebhook{WebhookIntegration{ID: out.ID, Secret: out.Webhook.Secret}, out.Delivery.Concurrency}, nil
 }

@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/forward/webhook"
 	"github.com/iotransit/iotransit/receiver"
 )
@@ -191,5 +193,43 @@ func TestWebhookReceiver(t *testing.T) {
 	r := tr.Result(now.Add(-time.Second), now.Add(time.Second))
 	if r.Arrived != 1 || r.Duplicates != 1 || r.SignatureFailures != 1 || r.Batches != 2 || r.RetriedBatches != 1 || rc.Stray() != 1 {
 		t.Errorf("%+v, stray %d", r, rc.Stray())
+	}
+}
+
+// TestMeasureForwardConcurrency: the forward benchmark's integration
+// delivers through the lanes ForwardConcurrency asks for (the server's
+// default without it), and everything published arrives.
+func TestMeasureForwardConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		concurrency int
+		want        int
+	}{
+		{name: "set", concurrency: 2, want: 2},
+		{name: "server default", concurrency: 0, want: forward.DefaultConcurrency},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			o := Options{
+				Gateways: 3, Fsync: "default", TmpDir: t.TempDir(), Log: slog.DiscardHandler,
+				Forward: "webhook", ForwardBatch: 20, ForwardWait: 10 * time.Millisecond, ForwardConcurrency: tc.concurrency,
+			}
+			cfg := Config{Warmup: 200 * time.Millisecond, Duration: 500 * time.Millisecond, Rate: 100, Payload: PayloadTypical, Window: 1, MaxInflight: 10}
+			rep := NewReport("test", nil)
+			failures, err := Measure(ctx, rep, o, cfg)
+			if err != nil || len(failures) > 0 {
+				t.Fatalf("measure: %v %v", err, failures)
+			}
+			if len(rep.Results) != 2 {
+				t.Fatalf("%d results, want the steady and the throughput phase", len(rep.Results))
+			}
+			for _, r := range rep.Results {
+				f := r.Forward
+				if f == nil || f.Concurrency != tc.want || f.Published == 0 || f.Arrived != f.Published || f.Missing != 0 {
+					t.Errorf("phase %+v, want %d lanes and every message arrived", f, tc.want)
+				}
+			}
+		})
 	}
 }

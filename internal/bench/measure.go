@@ -58,6 +58,9 @@ type Options struct {
 	// batch.maxMessages and batch.maxWait.
 	ForwardBatch int
 	ForwardWait  time.Duration
+	// ForwardConcurrency is the integration's delivery.concurrency (its
+	// lanes; 0: the server's default).
+	ForwardConcurrency int
 }
 
 // Measure runs what o asks with the load cfg, adds a result per measured
@@ -355,14 +358,14 @@ func runForwardPhase(ctx context.Context, o Options, cfg Config, bn *benchNode, 
 	progress := cfg.Progress
 	trace := NewForwardTrace(len(bn.gws), cfg.Payload.Messages())
 	path := "/hook/" + ph.name
-	integ, err := CreateWebhook(ctx, api, Tenant, "bench-"+ph.name, recv.URL(path), recv.CAPEM, o.ForwardBatch, o.ForwardWait)
+	integ, err := createForwardWebhook(ctx, api, o, "bench-"+ph.name, recv.URL(path), recv.CAPEM)
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := recv.Route(path, trace, integ.Secret); err != nil {
 		return nil, nil, err
 	}
-	progress("%s: webhook integration %s to %s, batches of at most %d messages or %s", ph.name, integ.ID, recv.URL(path), o.ForwardBatch, o.ForwardWait)
+	progress("%s: webhook integration %s to %s, batches of at most %d messages or %s, %d lanes", ph.name, integ.ID, recv.URL(path), o.ForwardBatch, o.ForwardWait, integ.Concurrency)
 	logsBefore := bn.counter.Counts()
 
 	// A run's payloads are made of its publish numbers, which start at 0
@@ -406,6 +409,7 @@ func runForwardPhase(ctx context.Context, o Options, cfg Config, bn *benchNode, 
 	}
 	fr := trace.Result(res.WindowStart, res.WindowEnd)
 	fr.Phase, fr.Type, fr.BatchMaxMessages, fr.BatchMaxWait = ph.name, o.Forward, o.ForwardBatch, o.ForwardWait.String()
+	fr.Concurrency = integ.Concurrency
 	fr.WaitedSeconds, fr.Drained, fr.AtLoadEnd, fr.AfterWait = waited.Seconds(), drained, atEnd, after
 	rep.Forward = fr
 

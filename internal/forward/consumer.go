@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,10 +18,35 @@ import (
 
 // filterSubjects returns the consumer's subject filters (the messages the
 // filter selects and those re-driven to the integration) and whether the
-// filter must also be applied in process (too many combinations).
+// filter must also be applied in process (too many combinations). A
+// filter that selects every message takes none: the whole stream, whose
+// re-drives to the tenant's other integrations are dropped in process
+// (redrives.foreign). JetStream reads a consumer without filters in
+// stream order, but one with several intersects a message block's
+// subjects with them for each message it hands out once a backlog
+// forms, which then costs more than the rest of the delivery and keeps
+// the backlog from draining.
 func filterSubjects(tenant, id string, f Filter) ([]string, bool) {
 	subjects, inProcess := StreamSubjects(tenant, f)
+	if len(subjects) == 1 && subjects[0] == names.Messages(tenant) {
+		return nil, inProcess
+	}
 	return append(subjects, names.RedrivenTo(tenant, id)), inProcess
+}
+
+// redrives tells the re-drives to an integration from those to the
+// tenant's other integrations by their subject.
+type redrives struct{ all, mine string }
+
+func newRedrives(tenant, id string) redrives {
+	return redrives{all: strings.TrimSuffix(names.Redriven(tenant), ">"), mine: strings.TrimSuffix(names.RedrivenTo(tenant, id), ">")}
+}
+
+// foreign reports whether a message of the stream is a re-drive to
+// another integration (a consumer without filters reads them too).
+func (r redrives) foreign(jm jetstream.Msg) bool {
+	s := jm.Subject()
+	return strings.HasPrefix(s, r.all) && !strings.HasPrefix(s, r.mine)
 }
 
 // StreamSubjects returns the subjects of a tenant's messages a filter
@@ -88,14 +114,20 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 		return nil, false, fmt.Errorf("forward: message stream: %w", err)
 	}
 	cons, err := st.Consumer(ctx, names.IntegrationConsumer(r.ID))
+	var dropFilters bool
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		cons, err = st.CreateConsumer(ctx, cfg)
 	} else if err == nil {
 		// The start position is fixed at creation (by time, or by sequence
-		// after a reset below); filters and limits follow updates.
+		// after a reset below); filters and limits follow updates. A
+		// consumer updated from filters to none is no longer told of new
+		// messages (nats-server 2.15): it is made anew below instead.
 		info := cons.CachedInfo()
 		cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = info.Config.DeliverPolicy, info.Config.OptStartTime, info.Config.OptStartSeq
-		cons, err = st.UpdateConsumer(ctx, cfg)
+		dropFilters = len(subjects) == 0 && (info.Config.FilterSubject != "" || len(info.Config.FilterSubjects) > 0)
+		if !dropFilters {
+			cons, err = st.UpdateConsumer(ctx, cfg)
+		}
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("forward: consumer: %w", err)
@@ -122,7 +154,7 @@ func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) 
 	}
 	// Pull requests a session with lanes left open (it pulls
 	// continuously) would take the next messages to nobody: start over.
-	if info.NumAckPending > 0 || info.NumWaiting > 0 || start != info.AckFloor.Stream+1 {
+	if dropFilters || info.NumAckPending > 0 || info.NumWaiting > 0 || start != info.AckFloor.Stream+1 {
 		if err := st.DeleteConsumer(ctx, names.IntegrationConsumer(r.ID)); err != nil {
 			return nil, false, fmt.Errorf("forward: reset consumer: %w", err)
 		}

@@ -41,8 +41,13 @@ type lane struct {
 	mu    sync.Mutex
 	queue []held
 	ready chan struct{} // signalled when queue gains messages
-	// back counts the messages the last batch put back (its goroutine's).
-	back int
+	// back counts the messages the last batch put back, started when the
+	// last batch was cut (both its goroutine's).
+	back    int
+	started time.Time
+	// confirm brings the server's confirmation of the acks of the lane's
+	// last delivered batch (nil: none awaited; its goroutine's).
+	confirm chan error
 }
 
 // nak hands messages back to JetStream for redelivery at once.
@@ -154,6 +159,82 @@ func (l *lane) take(ctx context.Context, n int) []held {
 		case <-l.ready:
 		}
 	}
+}
+
+// ack acknowledges a delivered batch. A lane of several does not wait
+// for the server to confirm: the confirmation comes while the lane
+// gathers its next batch, and settle checks it before that is delivered
+// (a lost ack ends the session, which starts again from the delivery
+// position; the state, not the consumer's ack floor, says what was
+// delivered). The one lane of an integration delivering one batch at a
+// time waits (ack).
+func (l *lane) ack(ctx context.Context, msgs []held) error {
+	if l.fl == nil {
+		return ack(ctx, msgs)
+	}
+	if err := l.settle(); err != nil {
+		return err
+	}
+	for _, h := range msgs[:len(msgs)-1] {
+		if err := h.msg.Ack(); err != nil {
+			return err
+		}
+	}
+	last := msgs[len(msgs)-1].msg
+	l.confirm = make(chan error, 1)
+	go func(c chan<- error) { c <- last.DoubleAck(ctx) }(l.confirm)
+	return nil
+}
+
+// settle waits for the confirmation of the acks of the lane's last
+// delivered batch, if one is awaited, and returns its error.
+func (l *lane) settle() error {
+	if l.confirm == nil {
+		return nil
+	}
+	err := <-l.confirm
+	l.confirm = nil
+	return err
+}
+
+// next waits for the lane's next batch and returns it (nil when ctx
+// ends): what is queued, up to batch.maxMessages, with no wait when the
+// lane is idle. A busy lane (its previous batch started less than pace
+// ago: messages keep coming while it delivers) gathers until pace after
+// that start, unless its batch is full: under load a lane starts at most
+// one batch per pace, so batches grow with the rate instead of their
+// number (each costs a state write, a request and an ack round trip),
+// and the pacing adds at most pace to a message's wait. delivery.linger,
+// when set, always waits that long for more instead.
+func (l *lane) next(ctx context.Context, in Integration, pace time.Duration) []held {
+	n := in.Batch.MaxMessages
+	msgs := l.take(ctx, n)
+	if msgs == nil {
+		return nil
+	}
+	msgs = l.complete(ctx, msgs, n)
+	now := time.Now()
+	if linger := time.Duration(in.Delivery.Linger); linger > 0 {
+		msgs = l.more(ctx, msgs, n, now.Add(linger), 0)
+	} else if due := l.started.Add(pace); len(msgs) < n && now.Before(due) {
+		msgs = l.more(ctx, msgs, n, due, 0)
+	}
+	l.started = time.Now()
+	return msgs
+}
+
+// Pacing of a busy lane: paceStep per lane of the integration (the lanes
+// together start at most one batch per paceStep), at most maxPace and
+// never more than the integration's batch.maxWait.
+const (
+	paceStep = 2 * time.Millisecond
+	maxPace  = 20 * time.Millisecond
+)
+
+// lanePace returns how often at most a busy lane of an integration with n
+// lanes starts a batch.
+func lanePace(in Integration, n int) time.Duration {
+	return min(time.Duration(n)*paceStep, maxPace, time.Duration(in.Batch.MaxWait))
 }
 
 // complete waits, a little, for the rest of the lane's batch interrupted
@@ -332,18 +413,19 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 			}
 		}
 	}()
+	pace, rd := lanePace(in, n), newRedrives(w.tenant, w.id)
 	for _, l := range ls {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				msgs := l.take(ctx, in.Batch.MaxMessages)
+				msgs := l.next(ctx, in, pace)
 				if msgs == nil {
 					return
 				}
-				msgs = l.complete(ctx, msgs, in.Batch.MaxMessages)
-				if linger := time.Duration(in.Delivery.Linger); linger > 0 {
-					msgs = l.more(ctx, msgs, in.Batch.MaxMessages, time.Now().Add(linger), 0)
+				if err := l.settle(); err != nil {
+					cancel(err)
+					return
 				}
 				l.back = 0
 				if err := w.deliver(ctx, l, in, target, msgs); err != nil {
@@ -366,7 +448,7 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 			cancel(err)
 			break
 		}
-		if err := w.dispatch(ctx, jm, in, inProcess, disp, ls, skip, &heldMu, inHand); err != nil {
+		if err := w.dispatch(ctx, jm, in, inProcess, rd, disp, ls, skip, &heldMu, inHand); err != nil {
 			cancel(err)
 			break
 		}
@@ -380,9 +462,9 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 }
 
 // dispatch routes one pulled message: to its device's lane, or done at
-// once when it is filtered out, already delivered by its lane, or
-// undecodable (dead-lettered).
-func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration, inProcess bool, disp *lane, ls []*lane, skip []uint64, heldMu *sync.Mutex, inHand map[uint64]jetstream.Msg) error {
+// once when it is filtered out (or re-driven to another integration),
+// already delivered by its lane, or undecodable (dead-lettered).
+func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration, inProcess bool, rd redrives, disp *lane, ls []*lane, skip []uint64, heldMu *sync.Mutex, inHand map[uint64]jetstream.Msg) error {
 	md, err := jm.Metadata()
 	if err != nil {
 		return err
@@ -407,6 +489,9 @@ func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration,
 		}
 		w.updateLazy(func(s *State) { s.AckedThrough = max(s.AckedThrough, disp.fl.done(seq)) })
 		return nil
+	}
+	if rd.foreign(jm) {
+		return finish()
 	}
 	sm, err := w.e.msgs.Decode(ctx, w.tenant, seq, md.Timestamp, jm.Headers(), jm.Data())
 	if errors.Is(err, store.ErrUnreadable) {

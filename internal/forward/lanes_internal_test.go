@@ -1,8 +1,10 @@
 package forward
 
 import (
+	"context"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestFloorIsEveryReceivedDone: the floor is the highest sequence with
@@ -50,5 +52,96 @@ func TestLaneOfIsStable(t *testing.T) {
 	}
 	if len(used) < 6 {
 		t.Errorf("64 devices took only %d of 8 lanes", len(used))
+	}
+}
+
+// TestLaneNextPacesOnlyABusyLane: an idle lane sends what it has at once;
+// a busy one (its last batch started less than the pace ago) gathers
+// until the pace is up or its batch is full, keeping the queue's order.
+func TestLaneNextPacesOnlyABusyLane(t *testing.T) {
+	const hour = time.Hour
+	for _, tc := range []struct {
+		name    string
+		started time.Duration // before now (0: never)
+		pace    time.Duration
+		queued  int
+		later   int // pushed once the lane has taken what was queued
+		want    int
+		waits   bool // at least the pace after the last start
+	}{
+		{name: "idle: one message at once", pace: hour, queued: 1, want: 1},
+		{name: "idle long enough: at once", started: 2 * hour, pace: hour, queued: 2, want: 2},
+		{name: "busy, full: at once", started: time.Millisecond, pace: hour, queued: 5, want: 5},
+		{name: "busy: gathers until full", started: time.Millisecond, pace: hour, queued: 1, later: 4, want: 5},
+		{name: "busy: gathers until the pace", started: time.Millisecond, pace: 300 * time.Millisecond, queued: 1, want: 1, waits: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &lane{w: &worker{}, i: 0, ready: make(chan struct{}, 1)}
+			if tc.started > 0 {
+				l.started = time.Now().Add(-tc.started)
+			}
+			last := l.started
+			seq := uint64(0)
+			push := func(k int) {
+				for range k {
+					seq++
+					l.push(held{m: Message{Seq: seq}})
+				}
+			}
+			push(tc.queued)
+			if tc.later > 0 {
+				go func() {
+					for {
+						l.mu.Lock()
+						empty := len(l.queue) == 0
+						l.mu.Unlock()
+						if empty {
+							push(tc.later)
+							return
+						}
+						time.Sleep(time.Millisecond)
+					}
+				}()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			in := Integration{Batch: Batching{MaxMessages: 5}}
+			got := l.next(ctx, in, tc.pace)
+			if ctx.Err() != nil {
+				t.Fatalf("the lane waited until the test's deadline (for a pace of %s)", tc.pace)
+			}
+			seqs := make([]uint64, len(got))
+			for i, h := range got {
+				seqs[i] = h.m.Seq
+			}
+			if len(got) != tc.want || !slices.IsSorted(seqs) {
+				t.Errorf("batch %v, want %d messages in order", seqs, tc.want)
+			}
+			if tc.waits && l.started.Sub(last) < tc.pace {
+				t.Errorf("a busy lane started its batch %s after the last, pace %s", l.started.Sub(last), tc.pace)
+			}
+		})
+	}
+}
+
+// TestLanePace: the lanes of an integration together start at most one
+// batch per paceStep, a lane's pace is bounded, and never past maxWait.
+func TestLanePace(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		lanes   int
+		maxWait time.Duration
+		want    time.Duration
+	}{
+		{name: "four lanes", lanes: 4, maxWait: time.Second, want: 4 * paceStep},
+		{name: "many lanes: bounded", lanes: 32, maxWait: time.Second, want: maxPace},
+		{name: "short maxWait", lanes: 8, maxWait: 10 * time.Millisecond, want: 10 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := Integration{Batch: Batching{MaxMessages: 100, MaxWait: Duration(tc.maxWait)}}
+			if got := lanePace(in, tc.lanes); got != tc.want {
+				t.Errorf("pace %s, want %s", got, tc.want)
+			}
+		})
 	}
 }

@@ -200,8 +200,22 @@ func TestForwardFailingLaneDeadLettersOnlyItsDevices(t *testing.T) {
 // data, nothing is lost, every device's order holds among what was
 // accepted, and a receiver that drops requests whose webhook-id it has
 // seen gets every message exactly once (the interrupted batch keeps its
-// id, and what the other lanes delivered is not sent again).
+// id and its messages, and what the other lanes delivered is not sent
+// again). The interrupted batch is the lane's first, or (busy) one that
+// grew while the lane delivered the one before.
 func TestForwardLanesRestartMidBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		busy bool
+	}{
+		{name: "first batch"},
+		{name: "busy lane", busy: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testLanesRestartMidBatch(t, tc.busy) })
+	}
+}
+
+func testLanesRestartMidBatch(t *testing.T, busy bool) {
 	dir := t.TempDir()
 	e := newEnv(t, func(c *node.Config) { c.DataDir = dir })
 	devs := laneDevices(t, 8, 6)
@@ -209,14 +223,24 @@ func TestForwardLanesRestartMidBatch(t *testing.T) {
 	var acc accepted
 	var open sync.Mutex
 	hold := true
-	var slowIDs sync.Map
+	var heldIDs sync.Map // webhook-id → body of the slow lane's batch in flight
+	gate := make(chan struct{})
+	var slowSeen atomic.Int32
 	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
 		if contains(body, slow) {
-			slowIDs.Store(r.Header.Get("webhook-id"), true)
 			open.Lock()
 			h := hold
 			open.Unlock()
+			if busy && slowSeen.Add(1) == 1 { // the next batch grows meanwhile
+				select {
+				case <-gate:
+				case <-r.Context().Done():
+					return true
+				}
+				h = false
+			}
 			if h {
+				heldIDs.Store(r.Header.Get("webhook-id"), body)
 				<-r.Context().Done() // in flight until the node stops
 				return true
 			}
@@ -225,20 +249,51 @@ func TestForwardLanesRestartMidBatch(t *testing.T) {
 		return false
 	})
 	id, _ := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 8}})
-	sent := e.publishTo(devs, 5)
-	tu.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
+	var sent []string
+	slowAccepted, slowSent := 0, 5
+	if busy { // the lane's first batch is in flight before the others come
+		slowAccepted, slowSent = 1, 6
+		sent = e.publishTo(devs[:1], 1)
+		tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if slowSeen.Load() == 0 {
+				return fmt.Errorf("the slow lane's first batch has not arrived")
+			}
+			return nil
+		})
+	}
+	sent = append(sent, e.publishTo(devs, 5)...)
+	held := func() (ids []string, body []byte) {
+		heldIDs.Range(func(k, v any) bool { ids, body = append(ids, k.(string)), v.([]byte); return true })
+		return ids, body
+	}
+	// The other devices' messages delivered: the lanes were handed every
+	// message before them, the slow lane its own (in stream order).
+	othersDone := func() error {
 		got, _ := acc.messages(t)
-		n := 0
-		slowIDs.Range(func(any, any) bool { n++; return true })
-		if len(got) < len(sent)-5 || n == 0 {
-			return fmt.Errorf("%d of %d delivered, slow batch tried: %v", len(got), len(sent)-5, n > 0)
+		others := 0
+		for _, m := range got {
+			if m["tsmTuid"] != slow {
+				others++
+			}
+		}
+		if others < len(sent)-slowSent {
+			return fmt.Errorf("%d of the other devices' %d messages delivered", others, len(sent)-slowSent)
 		}
 		return nil
+	}
+	if busy {
+		tu.Eventually(t, 15*time.Second, 50*time.Millisecond, othersDone)
+	}
+	close(gate)
+	tu.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if ids, _ := held(); len(ids) == 0 {
+			return fmt.Errorf("the slow lane's batch has not been tried")
+		}
+		return othersDone()
 	})
 	_ = e.up.Close()
 	e.n.Close()
-	var before []string // the webhook-ids of the slow lane's batch in flight
-	slowIDs.Range(func(k, _ any) bool { before = append(before, k.(string)); return true })
+	before, heldBody := held()
 	open.Lock()
 	hold = false
 	open.Unlock()
@@ -270,17 +325,28 @@ func TestForwardLanesRestartMidBatch(t *testing.T) {
 	if len(before) != 1 {
 		t.Fatalf("the slow lane's batch in flight went out under %d webhook-ids", len(before))
 	}
+	var inFlight []map[string]any
+	if err := json.Unmarshal(heldBody, &inFlight); err != nil {
+		t.Fatal(err)
+	}
 	acc.mu.Lock()
-	var first string // the slow lane's first batch after the restart
+	var first tu.Delivery // the slow lane's first batch after the restart
+	n, delivered := 0, 0  // the slow lane's batches, and its messages delivered before the stop
 	for _, d := range acc.got {
 		if contains(d.Body, slow) {
-			first = d.Header.Get("webhook-id")
-			break
+			if n++; n > slowAccepted {
+				first = d
+				break
+			}
+			delivered = bytes.Count(d.Body, []byte(slow))
 		}
 	}
 	acc.mu.Unlock()
-	if first != before[0] {
-		t.Errorf("the interrupted batch came back as %q, not under its id %q", first, before[0])
+	if busy && (len(inFlight) != slowSent-delivered || len(inFlight) < 2) {
+		t.Errorf("the busy lane's batch in flight held %d messages, want the %d that came while it delivered", len(inFlight), slowSent-delivered)
+	}
+	if id := first.Header.Get("webhook-id"); id != before[0] || !bytes.Equal(first.Body, heldBody) {
+		t.Errorf("the interrupted batch came back as %q with %s, not under its id %q with %s", id, first.Body, before[0], heldBody)
 	}
 	if v := waitState(t, e, id, func(s forward.State) bool { return s.Delivered >= uint64(len(sent)) }); v.Backlog != 0 {
 		t.Errorf("backlog %d", v.Backlog)
@@ -415,5 +481,82 @@ func TestForwardFailingLaneKeepsHealthFailing(t *testing.T) {
 	v = waitState(t, e, id, func(s forward.State) bool { return s.Delivered == uint64(len(sent)) })
 	if v.Health != "ok" || v.State.LastErrorResolvedAt == nil || v.State.NextRetryAt != nil {
 		t.Errorf("after the retry: health %s, state %+v", v.Health, v.State)
+	}
+}
+
+// TestForwardBusyLaneBatchesGrow: messages that keep coming while a lane
+// delivers go in fewer, larger batches: a busy lane starts at most one
+// batch per pace (2ms per lane: 20ms with 10 lanes), every message is
+// delivered once and every device's order is kept.
+func TestForwardBusyLaneBatchesGrow(t *testing.T) {
+	e := newEnv(t, nil)
+	const lanes, pace = 10, 20 * time.Millisecond
+	devs := laneDevices(t, lanes, 3)
+	used := map[int]bool{}
+	for _, d := range devs {
+		used[forward.LaneOf(d, lanes)] = true
+	}
+	id, secret := e.integration(map[string]any{"delivery": map[string]any{"concurrency": lanes}})
+	sent := e.publishTo(devs, 100)
+	got := waitArrived(t, e.rcv, secret, len(sent), 20*time.Second)
+	checkOrder(t, got)
+	if len(got) != len(sent) {
+		t.Fatalf("%d delivered, %d sent", len(got), len(sent))
+	}
+	reqs := e.rcv.Got()
+	span := reqs[len(reqs)-1].At.Sub(reqs[0].At)
+	// Each lane's batches start at least the pace apart; arrivals jitter
+	// by a few milliseconds around their starts.
+	limit := len(used) * (int(span/pace) + 5)
+	t.Logf("%d messages of %d devices in %d lanes: %d requests in %s (at most %d)", len(sent), len(devs), len(used), len(reqs), span, limit)
+	if len(reqs) > limit {
+		t.Errorf("%d requests in %s for %d busy lanes: more than one batch per %s each", len(reqs), span, len(used), pace)
+	}
+	// The lanes do not wait for their acks to be confirmed, but every
+	// message is acknowledged: nothing stays pending.
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if v := getView(t, e, id); v.Backlog != 0 || v.State.Delivered != uint64(len(sent)) {
+			return fmt.Errorf("backlog %d, delivered %d", v.Backlog, v.State.Delivered)
+		}
+		return nil
+	})
+}
+
+// TestForwardDeepBacklogGoesInFullBatches: what a lane's queue holds when
+// it is free goes in batches of up to batch.maxMessages, at once, in
+// order, each message once.
+func TestForwardDeepBacklogGoesInFullBatches(t *testing.T) {
+	e := newEnv(t, nil)
+	gate := make(chan struct{})
+	var first atomic.Bool
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if first.CompareAndSwap(false, true) {
+			select { // the first request waits while the backlog grows
+			case <-gate:
+			case <-r.Context().Done():
+				return true
+			}
+		}
+		return false
+	})
+	_, secret := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 10}, "batch": map[string]any{"maxMessages": 50}})
+	sent := e.publishTo(devices[:1], 1)
+	tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !first.Load() {
+			return fmt.Errorf("the first request has not arrived")
+		}
+		return nil
+	})
+	sent = append(sent, e.publishTo(devices[:1], 150)...)
+	close(gate)
+	got := waitArrived(t, e.rcv, secret, len(sent), 20*time.Second)
+	checkOrder(t, got)
+	if len(got) != len(sent) {
+		t.Fatalf("%d delivered, %d sent", len(got), len(sent))
+	}
+	// The held request (1 message), then 150 in batches of at most 50
+	// (one more if the lane was free before its queue held them all).
+	if n := len(e.rcv.Got()); n > 5 {
+		t.Errorf("%d requests for 1 + 150 messages in batches of at most 50, want 4 or 5", n)
 	}
 }

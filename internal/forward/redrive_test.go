@@ -1,6 +1,7 @@
 package forward_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/forward"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
@@ -16,13 +18,29 @@ import (
 // re-driving an integration's dead letters delivers them to it again, and
 // to nothing else: the tenant's history lists each message once, a
 // WebSocket stream open since before sees each once, and another
-// integration receives each once.
+// integration receives each once, whether it delivers one batch at a
+// time or in lanes. An integration whose filter selects every message
+// reads the whole stream (a consumer without filters, which JetStream
+// reads in order) and drops the re-drives to the others itself.
 func TestForwardRedriveReachesOnlyThatIntegration(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lanes int
+	}{
+		{name: "one batch at a time", lanes: 1},
+		{name: "lanes", lanes: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testRedriveReachesOnlyThatIntegration(t, tc.lanes) })
+	}
+}
+
+func testRedriveReachesOnlyThatIntegration(t *testing.T, lanes int) {
 	e := newEnv(t, nil)
 	down := e.receiverDown()
 	failing, failingSecret := e.integration(map[string]any{"maxAge": "1s"})
 	healthyRcv := tu.NewReceiver(t)
-	_, healthySecret := e.integration(map[string]any{"webhook": map[string]any{"url": healthyRcv.URL, "caPem": healthyRcv.CAPEM}})
+	healthy, healthySecret := e.integration(map[string]any{"webhook": map[string]any{"url": healthyRcv.URL, "caPem": healthyRcv.CAPEM},
+		"delivery": map[string]any{"concurrency": lanes}})
 	c, _, err := dialStream(t, e, apiKey(t, e, tenant, "messages:read"), "?after=0")
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +71,16 @@ func TestForwardRedriveReachesOnlyThatIntegration(t *testing.T) {
 	waitArrived(t, healthyRcv, healthySecret, total, 10*time.Second)
 	if got := arrived(t, e.rcv, failingSecret); len(got) != total { // signatures
 		t.Fatalf("re-driven integration: %d distinct messages, want %d", len(got), total)
+	}
+	ctx := context.Background()
+	for _, id := range []string{failing, healthy} {
+		cons, err := e.n.JetStream().Consumer(ctx, names.MessageStream(tenant), names.IntegrationConsumer(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := cons.CachedInfo().Config; c.FilterSubject != "" || len(c.FilterSubjects) > 0 {
+			t.Errorf("integration %s: consumer filters %q %q, want none (the whole stream)", id, c.FilterSubject, c.FilterSubjects)
+		}
 	}
 
 	tests := []struct {
@@ -120,4 +148,82 @@ func receivedKeys(t *testing.T, got []tu.Delivery) []string {
 		}
 	}
 	return keys
+}
+
+// TestForwardFilterChangeFollowsTheStream: an integration whose device
+// filter is removed goes on from where it was with every device's
+// messages, its consumer now without filters (made anew: one updated to
+// none is not told of new messages); one given a filter goes on with its
+// devices' messages only.
+func TestForwardFilterChangeFollowsTheStream(t *testing.T) {
+	one := map[string]any{"devices": []string{devices[1]}}
+	none := map[string]any{"devices": []string{}}
+	for _, tc := range []struct {
+		name     string
+		from, to map[string]any
+		filtered bool // the consumer has filters after the change
+	}{
+		{name: "removed", from: one, to: none},
+		{name: "added", from: none, to: one, filtered: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			id, secret := e.integration(map[string]any{"filter": tc.from, "delivery": map[string]any{"concurrency": 4}})
+			e.publish(2)
+			before := 2 * len(devices) // unfiltered
+			if !tc.filtered {
+				before = 2 // the filter keeps devices[1]'s only
+			}
+			waitArrived(t, e.rcv, secret, before, 10*time.Second)
+			if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"filter": tc.to}); r.Status != 200 {
+				t.Fatalf("update: %d %s", r.Status, r.Body)
+			}
+			ctx := context.Background()
+			tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+				cons, err := e.n.JetStream().Consumer(ctx, names.MessageStream(tenant), names.IntegrationConsumer(id))
+				if err != nil {
+					return err
+				}
+				if c := cons.CachedInfo().Config; (c.FilterSubject != "" || len(c.FilterSubjects) > 0) != tc.filtered {
+					return fmt.Errorf("consumer filters %q %q", c.FilterSubject, c.FilterSubjects)
+				}
+				return nil
+			})
+			want := map[string]bool{}
+			for _, b := range e.publish(2) {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(b), &m); err != nil {
+					t.Fatal(err)
+				}
+				if !tc.filtered || m["tsmTuid"] == devices[1] {
+					want[thingseeKey(m)] = true
+				}
+			}
+			// The messages the new filter selects since; those it selects
+			// from before the change, above the delivery position, may
+			// come too.
+			var got []map[string]any
+			tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+				got = arrived(t, e.rcv, secret)
+				n := 0
+				for _, m := range got {
+					if want[thingseeKey(m)] {
+						n++
+					}
+				}
+				if n < len(want) {
+					return fmt.Errorf("%d of the %d messages published since the change arrived", n, len(want))
+				}
+				return nil
+			})
+			checkOrder(t, got)
+			if tc.filtered {
+				for _, m := range got[before:] {
+					if m["tsmTuid"] != devices[1] {
+						t.Errorf("a device the filter leaves out delivered after the change: %v", m["tsmTuid"])
+					}
+				}
+			}
+		})
+	}
 }

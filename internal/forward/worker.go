@@ -143,6 +143,7 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 	}
 	var msgs []held
 	seen := map[uint64]bool{}
+	rd := newRedrives(w.tenant, w.id)
 	for jm := range fb.Messages() {
 		md, err := jm.Metadata()
 		if err != nil {
@@ -152,6 +153,12 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 			continue // a redelivery of a message already in this batch
 		}
 		seen[md.Sequence.Stream] = true
+		if rd.foreign(jm) {
+			if err := jm.Ack(); err != nil {
+				return err
+			}
+			continue
+		}
 		sm, err := w.e.msgs.Decode(ctx, w.tenant, md.Sequence.Stream, md.Timestamp, jm.Headers(), jm.Data())
 		if errors.Is(err, store.ErrUnreadable) { // it can never be delivered
 			w.e.log.Error("undecodable message dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "seq", md.Sequence.Stream, "error", err)
@@ -258,7 +265,7 @@ func (w *worker) deliver(ctx context.Context, l *lane, in Integration, target Ta
 		}
 		now := time.Now().UTC()
 		if err == nil {
-			if err := ack(ctx, msgs); err != nil {
+			if err := l.ack(ctx, msgs); err != nil {
 				return err
 			}
 			w.e.m.attempts.WithLabelValues(in.Type, "ok").Inc()
