@@ -69,6 +69,8 @@ type ServerSample struct {
 	HeapInuseBytes  float64 `json:"heapInuseBytes,omitempty"`
 	StackInuseBytes float64 `json:"stackInuseBytes,omitempty"`
 	Goroutines      float64 `json:"goroutines,omitempty"`
+	// GCs counts the server's garbage collections so far.
+	GCs float64 `json:"gcs"`
 	// ConnectionsAccepted counts the gateway sessions the server accepted
 	// (iotransit_ingest_connections_accepted_total), Handshakes its TLS
 	// handshakes that succeeded.
@@ -134,6 +136,9 @@ func (o *IdleOptions) defaults() error {
 	if o.ConnectParallel <= 0 {
 		o.ConnectParallel = 64
 	}
+	if err := checkOpenFiles(o.Gateways); err != nil {
+		return err
+	}
 	if o.Progress == nil {
 		o.Progress = func(string, ...any) {}
 	}
@@ -159,7 +164,11 @@ func MeasureIdle(ctx context.Context, h Header, o IdleOptions) (*IdleReport, err
 		return nil, err
 	}
 	rep := &IdleReport{Header: h, System: "iotransit", Addr: s.MQTTAddr, Gateways: o.Gateways, Tenants: o.Tenants, Provision: prov, Errors: map[string]int64{}}
-	if rep.Before, err = readServer(ctx, op, s.ServerPID); err != nil {
+	// The server's garbage (of the provisioning, of an earlier run) is
+	// collected before the first reading, and again during the hold (Go
+	// collects at least every two minutes): the heap in use is then what
+	// is live. Both waits are bounded by the hold.
+	if rep.Before, err = readServerAfterGC(ctx, op, s.ServerPID, min(o.Hold, gcPeriod), o.Progress); err != nil {
 		return nil, err
 	}
 	o.Progress("server before: %s", rep.Before)
@@ -173,6 +182,9 @@ func MeasureIdle(ctx context.Context, h Header, o IdleOptions) (*IdleReport, err
 	o.Progress("%d connected, %d failed in %.1fs; holding them for %s", rep.Connected, rep.Failed, rep.ConnectSeconds, o.Hold)
 
 	held := time.Now()
+	if o.Hold < gcPeriod {
+		o.Progress("a hold shorter than %s may end before the server collects the connections' garbage: its heap then has some", gcPeriod)
+	}
 	if !holdIdle(ctx, conns, o.Hold) {
 		return nil, ctx.Err()
 	}
@@ -195,6 +207,16 @@ func MeasureIdle(ctx context.Context, h Header, o IdleOptions) (*IdleReport, err
 		rep.PerConnection = pc
 	}
 	return rep, nil
+}
+
+// checkOpenFiles fails when this process may not open a file for each of
+// n connections and some more: the bench would fail half way with "too
+// many open files". The server needs as many (serve's own limit).
+func checkOpenFiles(n int) error {
+	if lim := openFileLimit(); lim > 0 && uint64(n)+256 > lim {
+		return fmt.Errorf("bench: %d connections need about %d open files, and this process may open %d: raise the limit (as root with CAP_SYS_RESOURCE: ulimit -Hn, prlimit --nofile), for the server too", n, n+256, lim)
+	}
+	return nil
 }
 
 // operatorClient is the client of the server's API with the operator key.
@@ -658,6 +680,34 @@ func closeIdle(conns []*idleConn) {
 	wg.Wait()
 }
 
+// gcPeriod is a little more than the longest time Go's runtime goes
+// without a collection (two minutes).
+const gcPeriod = 130 * time.Second
+
+// readServerAfterGC waits, at most wait, for the server's next garbage
+// collection (go_gc_duration_seconds_count), and samples it.
+func readServerAfterGC(ctx context.Context, op *client.Client, pid int, wait time.Duration, progress func(string, ...any)) (ServerSample, error) {
+	first, err := readServer(ctx, op, pid)
+	if err != nil || wait <= 0 {
+		return first, err
+	}
+	progress("waiting (at most %s) for the server's next garbage collection", wait)
+	end := time.Now().Add(wait)
+	for time.Now().Before(end) {
+		if !sleepCtx(ctx, 2*time.Second) {
+			return first, ctx.Err()
+		}
+		s, err := readServer(ctx, op, pid)
+		if err != nil {
+			return s, err
+		}
+		if s.GCs > first.GCs {
+			return s, nil
+		}
+	}
+	return readServer(ctx, op, pid)
+}
+
 // readServer samples the server: its RSS (with pid), its /metrics (with
 // the operator's client) and the kernel's TCP memory.
 func readServer(ctx context.Context, op *client.Client, pid int) (ServerSample, error) {
@@ -673,6 +723,7 @@ func readServer(ctx context.Context, op *client.Client, pid int) (ServerSample, 
 	s.HeapInuseBytes = m["go_memstats_heap_inuse_bytes"]
 	s.StackInuseBytes = m["go_memstats_stack_inuse_bytes"]
 	s.Goroutines = m["go_goroutines"]
+	s.GCs = m["go_gc_duration_seconds_count"]
 	s.ConnectionsAccepted = m["iotransit_ingest_connections_accepted_total"]
 	s.Handshakes = m[`iotransit_ingest_handshakes_total{result="ok"}`]
 	for k, v := range m {

@@ -81,6 +81,9 @@ func (o *StormOptions) defaults() error {
 	if o.Tenants <= 0 {
 		o.Tenants = (o.Live + o.Storm + TenantGateways - 1) / TenantGateways
 	}
+	if err := checkOpenFiles(o.Live + o.Storm); err != nil {
+		return err
+	}
 	if o.Patience <= 0 {
 		o.Patience = 5 * time.Minute
 	}
