@@ -65,8 +65,11 @@ const idleKeepalive = 300
 // process (with its pid), its Go runtime and ingest series (from /metrics,
 // with the operator key) and the kernel's TCP memory.
 type ServerSample struct {
-	RSSBytes        int64   `json:"rssBytes,omitempty"`
-	HeapInuseBytes  float64 `json:"heapInuseBytes,omitempty"`
+	RSSBytes       int64   `json:"rssBytes,omitempty"`
+	HeapInuseBytes float64 `json:"heapInuseBytes,omitempty"`
+	// HeapAllocBytes are the heap's objects (live, and garbage not yet
+	// swept); HeapInuseBytes the spans that hold them.
+	HeapAllocBytes  float64 `json:"heapAllocBytes,omitempty"`
 	StackInuseBytes float64 `json:"stackInuseBytes,omitempty"`
 	Goroutines      float64 `json:"goroutines,omitempty"`
 	// GCs counts the server's garbage collections so far.
@@ -722,6 +725,7 @@ func readServer(ctx context.Context, op *client.Client, pid int) (ServerSample, 
 	m := parseMetrics(a.Body)
 	s.HeapInuseBytes = m["go_memstats_heap_inuse_bytes"]
 	s.StackInuseBytes = m["go_memstats_stack_inuse_bytes"]
+	s.HeapAllocBytes = m["go_memstats_heap_alloc_bytes"]
 	s.Goroutines = m["go_goroutines"]
 	s.GCs = m["go_gc_duration_seconds_count"]
 	s.ConnectionsAccepted = m["iotransit_ingest_connections_accepted_total"]
@@ -739,8 +743,8 @@ func readServer(ctx context.Context, op *client.Client, pid int) (ServerSample, 
 
 // String is the sample in one line.
 func (s ServerSample) String() string {
-	return fmt.Sprintf("RSS %s, heap in use %s, stacks %s, %.0f goroutines, %.0f sessions accepted so far",
-		mib(float64(s.RSSBytes)), mib(s.HeapInuseBytes), mib(s.StackInuseBytes), s.Goroutines, s.ConnectionsAccepted)
+	return fmt.Sprintf("RSS %s, heap in use %s (objects %s), stacks %s, %.0f goroutines, %.0f sessions accepted so far",
+		mib(float64(s.RSSBytes)), mib(s.HeapInuseBytes), mib(s.HeapAllocBytes), mib(s.StackInuseBytes), s.Goroutines, s.ConnectionsAccepted)
 }
 
 func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
