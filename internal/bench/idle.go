@@ -633,39 +633,38 @@ func (c *idleConn) ping() error {
 // PINGRESPs (this one's and the hold's) all come back within wait.
 func pingIdle(conns []*idleConn, wait time.Duration) int {
 	var alive atomic.Int64
-	sem := make(chan struct{}, 256)
-	var wg sync.WaitGroup
 	deadline := time.Now().Add(wait)
-	for _, c := range conns {
-		if c == nil {
-			continue
+	eachConn(conns, func(c *idleConn) {
+		if c.ping() != nil {
+			return
 		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if c.ping() != nil {
+		_ = c.c.SetReadDeadline(deadline)
+		want := 2 * (c.pings + 1)
+		got := make([]byte, want)
+		if _, err := io.ReadFull(c.c, got); err != nil {
+			return
+		}
+		for i := 0; i < want; i += 2 {
+			if got[i] != packets.Pingresp<<4 || got[i+1] != 0 {
 				return
 			}
-			_ = c.c.SetReadDeadline(deadline)
-			want := 2 * (c.pings + 1)
-			got := make([]byte, want)
-			if _, err := io.ReadFull(c.c, got); err != nil {
-				return
-			}
-			for i := 0; i < want; i += 2 {
-				if got[i] != packets.Pingresp<<4 || got[i+1] != 0 {
-					return
-				}
-			}
-			alive.Add(1)
-		})
-	}
-	wg.Wait()
+		}
+		alive.Add(1)
+	})
 	return int(alive.Load())
 }
 
 // closeIdle ends every connection with a DISCONNECT.
 func closeIdle(conns []*idleConn) {
+	eachConn(conns, func(c *idleConn) {
+		_ = c.c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.c.Write([]byte{packets.Disconnect << 4, 0})
+		_ = c.c.Close()
+	})
+}
+
+// eachConn calls f with every connection (nil ones skipped), 256 at once.
+func eachConn(conns []*idleConn, f func(c *idleConn)) {
 	sem := make(chan struct{}, 256)
 	var wg sync.WaitGroup
 	for _, c := range conns {
@@ -675,9 +674,7 @@ func closeIdle(conns []*idleConn) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			_ = c.c.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = c.c.Write([]byte{packets.Disconnect << 4, 0})
-			_ = c.c.Close()
+			f(c)
 		})
 	}
 	wg.Wait()

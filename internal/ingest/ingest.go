@@ -294,7 +294,7 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 		// be overtaken by later PUBACKs (pipeline.go).
 		ClientNetWriteBufferSize: 1,
 		// tls.Conn holds the decrypted record already: mochi's reader only
-		// copies from it, and its 2 KiB default is a quarter of an idle
+		// copies from it, and its 2 KiB default would take 2 of an idle
 		// connection's 30 KiB budget.
 		ClientNetReadBufferSize: clientReadBuffer,
 		Logger:                  slog.New(quietHandler{log.Handler()}),
