@@ -36,6 +36,9 @@ type externalFlags struct {
 	opts        loadgen.ExternalOptions
 	caFile      string
 	operatorKey *secretFlag
+	// idle and storm are --idle and --storm (0: not that bench), tenants
+	// --tenants.
+	idle, storm, tenants int
 }
 
 // benchTenantDefault is the tenant of the external bench's gateways.
@@ -51,6 +54,9 @@ func addExternalFlags(fs *flag.FlagSet, e *externalFlags) {
 	fs.StringVar(&o.Tenant, "tenant", benchTenantDefault, "--mqtt: the tenant of the bench gateways, created when absent (the stored check counts all its messages: give the bench its own)")
 	fs.Var(listFlag{list: &o.SourceAddrs}, "source-addrs", "--mqtt: comma-separated local IPs the connections are spread over (default: enough loopback addresses 127.0.0.1, 127.0.0.2, ... for "+fmt.Sprint(loadgen.PortsPerSource)+" connections each)")
 	fs.StringVar(&o.CacheDir, "cache-dir", "", "--mqtt: where the gateways' keys and certificates are kept for the next run (default: the user's cache directory, iotransit/bench)")
+	fs.IntVar(&e.idle, "idle", 0, "--mqtt: connect `N` idle gateways instead, hold them for --duration, and report the server's memory per connection (RSS with --server-pid; Go heap+stacks and goroutines from its /metrics) and the connect time")
+	fs.IntVar(&e.storm, "storm", 0, "--mqtt: `N` gateways connect at once after --duration of steady load (--gateways live gateways publishing --rate in all); reports the live publish latency before and during the storm and that every storm gateway connected")
+	fs.IntVar(&e.tenants, "tenants", 0, fmt.Sprintf("--idle, --storm: tenants the gateways are spread over, each provisioning with an API key of its own (default: one per %d gateways; the server allows --max-conns-per-tenant each)", loadgen.TenantGateways))
 }
 
 // bench is "iotransit bench": flags to the load and what to measure, then
@@ -97,7 +103,12 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	})
 	c.Progress = func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
-	if f.ext.opts.MQTTAddr != "" {
+	switch {
+	case f.ext.idle > 0:
+		return f.idle(ctx, commandLine(args), settings, stdout)
+	case f.ext.storm > 0:
+		return f.stormBench(ctx, commandLine(args), settings, stdout)
+	case f.ext.opts.MQTTAddr != "":
 		return f.external(ctx, commandLine(args), settings, stdout)
 	}
 	log, err := newLogger(stderr, f.logLevel)
@@ -135,17 +146,58 @@ func (f *benchFlags) external(ctx context.Context, command string, settings map[
 	if err != nil {
 		return err
 	}
-	if f.output != cli.FormatTable {
-		if err := cli.PrintData(stdout, f.output, rep); err != nil {
-			return err
-		}
-	} else {
-		rep.WriteTable(stdout)
+	if err := f.print(stdout, rep); err != nil {
+		return err
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("bench interrupted: %w", ctx.Err())
 	}
 	return errors.Join(failures...)
+}
+
+// print writes a report of the external benches as -o asks: a table, or
+// data.
+func (f *benchFlags) print(stdout io.Writer, rep interface{ WriteTable(io.Writer) }) error {
+	if f.output != cli.FormatTable {
+		return cli.PrintData(stdout, f.output, rep)
+	}
+	rep.WriteTable(stdout)
+	return nil
+}
+
+// idle runs the idle bench (--idle) against the server of --mqtt.
+func (f *benchFlags) idle(ctx context.Context, command string, settings map[string]string, stdout io.Writer) error {
+	rep, err := loadgen.MeasureIdle(ctx, loadgen.NewHeader(loadgen.ModeExternal, command, settings), loadgen.IdleOptions{
+		Server: f.ext.opts, Gateways: f.ext.idle, Tenants: f.ext.tenants, Hold: f.cfg.Duration, Progress: f.cfg.Progress,
+	})
+	if err != nil {
+		return err
+	}
+	if err := f.print(stdout, rep); err != nil {
+		return err
+	}
+	if rep.Failed > 0 || rep.Alive < rep.Connected {
+		return fmt.Errorf("bench: %d of %d idle gateways did not connect, %d of %d connected were gone at the end", rep.Failed, rep.Gateways, rep.Connected-rep.Alive, rep.Connected)
+	}
+	return nil
+}
+
+// stormBench runs the storm bench (--storm) against the server of --mqtt.
+func (f *benchFlags) stormBench(ctx context.Context, command string, settings map[string]string, stdout io.Writer) error {
+	rep, err := loadgen.MeasureStorm(ctx, loadgen.NewHeader(loadgen.ModeExternal, command, settings), loadgen.StormOptions{
+		Server: f.ext.opts, Live: f.opts.Gateways, Rate: f.cfg.Rate, Storm: f.ext.storm, Quiet: f.cfg.Duration,
+		Tenants: f.ext.tenants, Progress: f.cfg.Progress,
+	})
+	if err != nil {
+		return err
+	}
+	if err := f.print(stdout, rep); err != nil {
+		return err
+	}
+	if rep.StormFailed > 0 {
+		return fmt.Errorf("bench: %d of %d storm gateways never connected", rep.StormFailed, rep.Storm)
+	}
+	return nil
 }
 
 // validateExternal checks the flags of --mqtt and reads the CA and the
@@ -155,7 +207,7 @@ func (f *benchFlags) validateExternal(onCmdLine map[string]bool) []error {
 	o := &e.opts
 	var errs []error
 	if o.MQTTAddr == "" {
-		for _, name := range []string{"api", "ca", "operator-key", "operator-key-file", "source-addrs", "cache-dir"} {
+		for _, name := range []string{"api", "ca", "operator-key", "operator-key-file", "source-addrs", "cache-dir", "idle", "storm", "tenants"} {
 			if onCmdLine[name] {
 				errs = append(errs, fmt.Errorf("--%s is for the external bench: give --mqtt too", name))
 			}
@@ -194,6 +246,21 @@ func (f *benchFlags) validateExternal(onCmdLine map[string]bool) []error {
 		// IOTRANSIT_TENANT is usually set for the admin commands: the
 		// bench must not register its gateways in that tenant unasked.
 		errs = append(errs, fmt.Errorf("--tenant: %s names tenant %s; the bench registers its gateways in its tenant and counts all its messages: give --tenant %s on the command line to bench it", envVar("tenant"), o.Tenant, o.Tenant))
+	}
+	switch {
+	case e.idle < 0 || e.idle > 100000:
+		errs = append(errs, fmt.Errorf("--idle %d: want 1 to 100000", e.idle))
+	case e.storm < 0 || e.storm > 100000:
+		errs = append(errs, fmt.Errorf("--storm %d: want 1 to 100000", e.storm))
+	case e.idle > 0 && e.storm > 0:
+		errs = append(errs, errors.New("--idle and --storm: run them apart"))
+	case e.storm > 0 && f.cfg.Rate <= 0:
+		errs = append(errs, errors.New("--storm needs --rate: the live gateways' publishes per second in total"))
+	case (e.idle > 0 || e.storm > 0) && f.opts.Peer != "":
+		errs = append(errs, errors.New("--peer is for the load bench, not --idle or --storm"))
+	}
+	if e.tenants < 0 || e.tenants > 1000 {
+		errs = append(errs, fmt.Errorf("--tenants %d: want 1 to 1000 (0: one per %d gateways)", e.tenants, loadgen.TenantGateways))
 	}
 	for _, a := range o.SourceAddrs {
 		if net.ParseIP(a) == nil {

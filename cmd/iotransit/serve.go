@@ -41,6 +41,8 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.IntVar(&c.Ingest.MsgBurst, "msg-burst", c.Ingest.MsgBurst, "burst of messages allowed above --msg-rate")
 	fs.DurationVar(&c.Ingest.ConnectTimeout, "connect-timeout", c.Ingest.ConnectTimeout, "deadline for the TLS handshake plus the MQTT CONNECT")
 	fs.IntVar(&c.Ingest.MaxConnsPerTenant, "max-conns-per-tenant", c.Ingest.MaxConnsPerTenant, "concurrent gateway connections per tenant")
+	fs.Float64Var(&c.Ingest.HandshakeRate, "handshake-rate", c.Ingest.HandshakeRate, "gateway TLS handshakes started per second at most, 1 to 1000000 (a reconnect storm waits, within --connect-timeout, instead of taking every core)")
+	fs.IntVar(&c.Ingest.HandshakeConcurrency, "handshake-parallel", c.Ingest.HandshakeConcurrency, "gateway TLS handshakes computing at once at most, 1 to 1024 (0: half the CPUs, at least 1)")
 	fs.DurationVar(&c.Ingest.MaxFutureSkew, "max-future-skew", c.Ingest.MaxFutureSkew, "how far ahead of the server clock a tsmTs may be")
 	fs.IntVar(&c.Ingest.ReceiveMaximum, "receive-maximum", c.Ingest.ReceiveMaximum, "QoS 1 publishes one gateway connection may have in flight before their PUBACKs (MQTT Receive Maximum, announced in CONNACK), 1 to 65535")
 	fs.IntVar(&c.Ingest.MaxInFlight, "ingest-max-inflight", c.Ingest.MaxInFlight, "messages being written to the store across all gateway connections at most (a publish past it waits), 1 to 32768")

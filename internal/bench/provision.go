@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,12 +30,20 @@ import (
 // ProvisionConfig says where and how ProvisionAPI provisions gateways.
 type ProvisionConfig struct {
 	// API is the server's management API; its credential is the operator
-	// key (it creates the tenant when absent).
+	// key (it creates the tenant when absent), or a key of the tenant when
+	// Admin is set.
 	API *client.Client
+	// Admin, when set, is the operator's client, which creates and reads
+	// the tenant while API, a key of the tenant with a rate limit of its
+	// own, provisions the gateways.
+	Admin *client.Client
 	// Tenant holds the gateways.
 	Tenant string
 	// Serials are the gateways to provision.
 	Serials []string
+	// Registered says the gateways are the tenant's already (claimed):
+	// they are not registered again, which only the operator may do.
+	Registered bool
 	// CacheDir holds the keys and certificates of earlier runs, under
 	// CacheKey(API, CA)/Tenant/ ("": no cache).
 	CacheDir string
@@ -106,11 +115,14 @@ func ProvisionAPI(ctx context.Context, cfg ProvisionConfig) ([]Gateway, *Provisi
 	if !serverPool.AppendCertsFromPEM(cfg.CAPEM) {
 		return nil, nil, errors.New("bench: no PEM certificate in the CA")
 	}
-	api := cfg.API
-	if _, err := api.CreateTenant(ctx, cfg.Tenant); err != nil && !isConflict(err) {
+	api, admin := cfg.API, cfg.API
+	if cfg.Admin != nil {
+		admin = cfg.Admin
+	}
+	if _, err := admin.CreateTenant(ctx, cfg.Tenant); err != nil && !isConflict(err) {
 		return nil, nil, fmt.Errorf("bench: create tenant %s: %w", cfg.Tenant, err)
 	}
-	ten, err := api.GetTenant(ctx, cfg.Tenant)
+	ten, err := admin.GetTenant(ctx, cfg.Tenant)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: tenant %s: %w", cfg.Tenant, err)
 	}
@@ -186,8 +198,10 @@ func gatewayCert(ctx context.Context, cfg ProvisionConfig, dir string, tenantCA 
 		}
 	}
 	api := cfg.API
-	if _, err := api.RegisterGateway(ctx, cfg.Tenant, client.RegisterGatewayRequest{Serial: serial}); err != nil && !isConflict(err) {
-		return nil, false, fmt.Errorf("register: %w", err)
+	if !cfg.Registered {
+		if _, err := api.RegisterGateway(ctx, cfg.Tenant, client.RegisterGatewayRequest{Serial: serial}); err != nil && !isConflict(err) {
+			return nil, false, fmt.Errorf("register: %w", err)
+		}
 	}
 	tok, err := api.CreateEnrollmentToken(ctx, cfg.Tenant, client.CreateEnrollmentTokenRequest{Serial: serial, TTL: "10m0s"})
 	if err != nil {
@@ -308,6 +322,12 @@ func retryAfter(h string, now time.Time) time.Duration {
 // NewAPIClient returns a client of the management API at server, verified
 // by caPEM, that sends the credential and waits out 429 answers.
 func NewAPIClient(server string, caPEM []byte, credential string) (*client.Client, *RetryTransport, error) {
+	return NewAPIClientFrom(server, caPEM, credential, nil)
+}
+
+// NewAPIClientFrom is NewAPIClient whose connections leave from local (nil:
+// the system's choice): the API limits requests per client address.
+func NewAPIClientFrom(server string, caPEM []byte, credential string, local net.Addr) (*client.Client, *RetryTransport, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, nil, errors.New("bench: no PEM certificate in the CA")
@@ -315,6 +335,7 @@ func NewAPIClient(server string, caPEM []byte, credential string) (*client.Clien
 	rt := &RetryTransport{MaxRetries: 30, Base: &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool},
+		DialContext:         (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, LocalAddr: local}).DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   true,
 		MaxIdleConnsPerHost: 16,

@@ -60,6 +60,14 @@ type Config struct {
 	// MaxPendingPerAddress bounds them per client address (default 128), so
 	// that one host cannot hold every slot and lock all gateways out.
 	MaxPendingPerAddress int
+	// HandshakeRate bounds the TLS handshakes started per second (default
+	// 1000, a burst of a tenth of a second's worth), and
+	// HandshakeConcurrency those computing at once (0: half of GOMAXPROCS,
+	// at least 1), so that a reconnect storm leaves CPU to the connected
+	// gateways (gate.go). A connection past them waits, within
+	// ConnectTimeout, as one of the MaxPendingHandshakes.
+	HandshakeRate        float64
+	HandshakeConcurrency int
 	// MaxFutureSkew is how far ahead of the server clock a tsmTs may be (default 10m).
 	MaxFutureSkew time.Duration
 	// PersistTimeout bounds the wait for JetStream's acknowledgement (default 10s).
@@ -157,6 +165,9 @@ func (c *Config) defaults() {
 	if c.MaxPendingPerAddress == 0 {
 		c.MaxPendingPerAddress = 128
 	}
+	if c.HandshakeRate == 0 {
+		c.HandshakeRate = 1000
+	}
 	if c.MaxFutureSkew == 0 {
 		c.MaxFutureSkew = 10 * time.Minute
 	}
@@ -190,6 +201,12 @@ func (c Config) Validate() error {
 	if c.ReceiveMaximum < 0 || c.ReceiveMaximum > 65535 {
 		errs = append(errs, fmt.Errorf("ingest: receive maximum %d out of range 1..65535", c.ReceiveMaximum))
 	}
+	if c.HandshakeRate != 0 && (c.HandshakeRate < 1 || c.HandshakeRate > 1e6) {
+		errs = append(errs, fmt.Errorf("ingest: handshake rate %g out of range 1..1000000 per second", c.HandshakeRate))
+	}
+	if c.HandshakeConcurrency < 0 || c.HandshakeConcurrency > 1024 {
+		errs = append(errs, fmt.Errorf("ingest: handshake concurrency %d out of range 1..1024 (0: half the CPUs)", c.HandshakeConcurrency))
+	}
 	if c.MaxInFlight < 0 || c.MaxInFlight > 1<<15 {
 		errs = append(errs, fmt.Errorf("ingest: max in flight %d out of range 1..32768", c.MaxInFlight))
 	}
@@ -198,6 +215,14 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+const (
+	// maxInflightOut bounds the QoS 1 packets the server has sent a
+	// gateway and not had acknowledged (mochi's MaximumInflight).
+	maxInflightOut = 64
+	// clientReadBuffer is the size of mochi's reader on a connection.
+	clientReadBuffer = 512
+)
 
 // Server is the running ingest.
 type Server struct {
@@ -243,11 +268,18 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	// get a reasoned refusal from the hook.
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + 64<<10)
 	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
-	caps.MaximumClientWritesPending = 1024
 	// Error reports wait in a gateway's session until it acknowledges them:
 	// at most this many (each at most maxReported rejections), so one
 	// gateway that never acknowledges holds about a megabyte, not gigabytes.
-	caps.MaximumInflight = 64
+	caps.MaximumInflight = maxInflightOut
+	// mochi makes each connection a queue of this many packets for its
+	// write loop, before anything is sent (8 bytes each). The server sends
+	// gateways QoS 1 only, at most MaximumInflight of them unacknowledged
+	// (mochi checks that before it queues), and its acknowledgements are
+	// written directly: twice that leaves room and costs 1 KiB of the
+	// connection, where mochi's 1024 took 8 (issue 11, 50k idle
+	// connections).
+	caps.MaximumClientWritesPending = 2 * maxInflightOut
 	// The hook acknowledges publishes itself, in order, as their writes
 	// complete (pipeline.go): mochi keeps no receive quota for them, and
 	// the hook holds a connection to this announced maximum.
@@ -261,7 +293,11 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 		// straight to the connection, and a refusal mochi holds back would
 		// be overtaken by later PUBACKs (pipeline.go).
 		ClientNetWriteBufferSize: 1,
-		Logger:                   slog.New(quietHandler{log.Handler()}),
+		// tls.Conn holds the decrypted record already: mochi's reader only
+		// copies from it, and its 2 KiB default would take 2 of an idle
+		// connection's 30 KiB budget.
+		ClientNetReadBufferSize: clientReadBuffer,
+		Logger:                  slog.New(quietHandler{log.Handler()}),
 	})
 	events := newRecorder(cfg.Events, cfg.OnEvent, log, func(kind string) { core.m.eventsSummarized.WithLabelValues(kind).Inc() })
 	h := newHook(cfg, broker, dir, core, events.record, log)
@@ -285,6 +321,11 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 		// A session ends once its publish in progress has its answer.
 		conns: map[net.Conn]*gatewayConn{}, drain: cfg.PersistTimeout + time.Second,
 	}
+	concurrency := cfg.HandshakeConcurrency
+	if concurrency == 0 {
+		concurrency = defaultHandshakeConcurrency()
+	}
+	ln.gate = newHandshakeGate(concurrency, cfg.HandshakeRate, ln.stopped(), reg)
 	if err := broker.AddListener(ln); err != nil {
 		return nil, fmt.Errorf("ingest: listen on %s: %w", cfg.Addr, err)
 	}

@@ -93,6 +93,8 @@ type tlsListener struct {
 	m          *metrics
 	log        *slog.Logger
 	emit       func(Event)
+	// gate paces the handshakes (gate.go); nil: unpaced.
+	gate *handshakeGate
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -269,6 +271,10 @@ func (l *tlsListener) untrack(raw net.Conn) {
 	l.active.Done()
 }
 
+// handle runs the handshake of an accepted connection, at the gate's
+// pace, and hands a gateway that proved who it is to mochi on a fresh
+// goroutine: the handshake's deep stack (crypto, certificate parsing) ends
+// with this one, and the connection's long-lived read loop starts small.
 func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.EstablishFn) {
 	released := false
 	release := func() {
@@ -283,13 +289,34 @@ func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.Establ
 		_ = raw.Close()
 		return
 	}
-	defer l.untrack(raw)
+	handed := false
+	defer func() {
+		if !handed {
+			l.untrack(raw)
+		}
+	}()
 	// One deadline for the handshake and the CONNECT packet; mochi replaces
 	// it with the keepalive deadline once CONNECT is processed.
 	deadline := time.Now().Add(l.timeout)
 	_ = raw.SetDeadline(deadline)
 
-	tc, id, refusal := l.handshake(raw, deadline)
+	conn := raw
+	var gated *gatedConn
+	if l.gate != nil {
+		gated = &gatedConn{Conn: raw, g: l.gate, deadline: deadline}
+		if err := gated.start(); err != nil {
+			if !errors.Is(err, errGateClosed) {
+				l.overloaded(raw, reasonHandshakeWait)
+			}
+			_ = raw.Close()
+			return
+		}
+		conn = gated
+	}
+	tc, id, refusal := l.handshake(conn, deadline)
+	if gated != nil {
+		gated.done(refusal == nil)
+	}
 	if refusal != nil {
 		l.m.connRefused.WithLabelValues(refusal.Reason).Inc()
 		l.emit(*refusal) // recorded within the budget, and logged with it
@@ -304,8 +331,15 @@ func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.Establ
 		_ = tc.Close()
 		return
 	}
+	handed = true
+	go l.serve(raw, gc, establish)
+}
+
+// serve runs a gateway's MQTT session (mochi's read loop) until it ends.
+func (l *tlsListener) serve(raw net.Conn, gc *gatewayConn, establish listeners.EstablishFn) {
+	defer l.untrack(raw)
 	if err := establish(l.id, gc); err != nil && !l.closed.Load() {
-		l.log.Debug("gateway connection ended", "gateway_id", id.Serial, "tenant_id", id.Tenant, "error", err)
+		l.log.Debug("gateway connection ended", "gateway_id", gc.id.Serial, "tenant_id", gc.id.Tenant, "error", err)
 	}
 }
 
