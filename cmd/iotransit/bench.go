@@ -80,6 +80,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Forward, "forward", "", "measure forwarding to an in-process HTTPS receiver instead: webhook (needs --rate: a steady phase at that rate, then a closed-loop throughput phase)")
 	fs.IntVar(&o.ForwardBatch, "forward-batch", 100, fmt.Sprintf("--forward: the integration's batch.maxMessages (1 to %d)", forward.MaxMaxMessages))
 	fs.DurationVar(&o.ForwardWait, "forward-wait", 50*time.Millisecond, "--forward: the integration's batch.maxWait ("+waitBounds+")")
+	fs.IntVar(&o.ForwardConcurrency, "forward-concurrency", 0, fmt.Sprintf("--forward: the integration's delivery.concurrency, its lanes (1 to %d; 0: the server's default, %d)", forward.MaxConcurrency, forward.DefaultConcurrency))
 	addExternalFlags(fs, &f.ext)
 	abuse := addAbuseFlags(fs)
 	pos, onCmdLine, err := parseArgs(fs, args)
@@ -332,6 +333,9 @@ func (f *benchFlags) validate(onCmdLine map[string]bool) error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--forward %q: the only forwarding measured is webhook", o.Forward))
+	}
+	if o.ForwardConcurrency < 0 || o.ForwardConcurrency > forward.MaxConcurrency {
+		errs = append(errs, fmt.Errorf("--forward-concurrency %d: want 0 to %d", o.ForwardConcurrency, forward.MaxConcurrency))
 	}
 	if o.ForwardBatch < 1 || o.ForwardBatch > forward.MaxMaxMessages {
 		errs = append(errs, fmt.Errorf("--forward-batch %d: want 1 to %d", o.ForwardBatch, forward.MaxMaxMessages))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,6 +136,8 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--forward", "mqtt", "--rate", "100"},
 		{"--forward", "webhook"}, // no --rate
 		{"--forward", "webhook", "--rate", "100", "--peer", "mosquitto"},
+		{"--forward-concurrency", "-1"},
+		{"--forward-concurrency", "33"},
 		{"--forward-batch", "0"},
 		{"--forward-batch", "1001"},
 		{"--forward-wait", "5ms"},
@@ -225,7 +228,7 @@ func TestBenchForward(t *testing.T) {
 	}
 
 	// The table.
-	stdout, stderr, err = runBenchCmd(t, "--forward", "webhook", "--gateways", "2", "--duration", "500ms", "--warmup", "100ms", "--rate", "100", "--forward-batch", "10")
+	stdout, stderr, err = runBenchCmd(t, "--forward", "webhook", "--gateways", "2", "--duration", "500ms", "--warmup", "100ms", "--rate", "100", "--forward-batch", "10", "--forward-concurrency", "2")
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr)
 	}
@@ -233,6 +236,9 @@ func TestBenchForward(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
+	}
+	if !regexp.MustCompile(`lanes \(delivery\.concurrency\) +2 +2\n`).MatchString(stdout) {
+		t.Errorf("table does not show the 2 lanes asked for:\n%s", stdout)
 	}
 	if strings.Contains(stdout, "!!!") {
 		t.Errorf("table reports a problem:\n%s", stdout)

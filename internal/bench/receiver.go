@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -123,24 +122,6 @@ type WebhookIntegration struct {
 	ID string
 	// Secret is the signing secret the server generated (shown once).
 	Secret string
-}
-
-// CreateWebhook creates, through api, a webhook integration of tenant that
-// posts to target (verified with caPEM) in batches of at most maxMessages,
-// waiting at most maxWait for a batch to fill.
-func CreateWebhook(ctx context.Context, api *client.Client, tenant, name, target, caPEM string, maxMessages int, maxWait time.Duration) (WebhookIntegration, error) {
-	out, err := api.CreateIntegration(ctx, tenant, client.Integration{
-		Name: name, Type: client.IntegrationWebhook,
-		Webhook: &client.WebhookConfig{URL: target, CAPEM: caPEM},
-		Batch:   client.Batching{MaxMessages: maxMessages, MaxWait: client.Duration(maxWait)},
-	})
-	if err != nil {
-		return WebhookIntegration{}, fmt.Errorf("bench: create the webhook integration: %w", err)
-	}
-	if out.ID == "" || out.Webhook == nil || out.Webhook.Secret == "" {
-		return WebhookIntegration{}, errors.New("bench: the created integration has no id or no signing secret in the answer")
-	}
-	return WebhookIntegration{ID: out.ID, Secret: out.Webhook.Secret}, nil
 }
 
 // IntegrationStatus is what the API shows of an integration's delivery

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -324,6 +325,7 @@ func (rep *Report) WriteForwardTable(w io.Writer) {
 		fmt.Fprintln(tw)
 	}
 	row("phase", func(_ *SystemReport, fr *ForwardResult) string { return fr.Phase })
+	row("lanes (delivery.concurrency)", func(_ *SystemReport, fr *ForwardResult) string { return strconv.Itoa(fr.Concurrency) })
 	row("load", func(r *SystemReport, _ *ForwardResult) string {
 		if r.Mode == "open-loop" {
 			return fmt.Sprintf("open loop, %g publishes/s", r.TargetRate)
