@@ -283,7 +283,7 @@ func TestBenchExternal(t *testing.T) {
 				t.Errorf("table lacks %q:\n%s", want, stdout)
 			}
 		}
-		certs, err := s.Operator(t).ListCertificates(context.Background(), "bench-ext", "TSGW06BNC00000002")
+		certs, err := s.Operator(t).ListCertificates(context.Background(), "bench-ext", loadgen.TenantSerials("bench-ext", 3)[2])
 		if err != nil || len(certs) != 1 {
 			t.Errorf("%d certificates (%v): want the one of the first run", len(certs), err)
 		}

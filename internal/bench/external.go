@@ -196,7 +196,7 @@ func MeasureExternal(ctx context.Context, h Header, o ExternalOptions, cfg Confi
 	defer api.Close()
 
 	cfg.Progress("provisioning %d gateways in tenant %s through %s", o.Gateways, o.Tenant, api.Server())
-	gws, prov, err := ProvisionAPI(ctx, ProvisionConfig{API: api, Tenant: o.Tenant, Serials: Serials(o.Gateways),
+	gws, prov, err := ProvisionAPI(ctx, ProvisionConfig{API: api, Tenant: o.Tenant, Serials: TenantSerials(o.Tenant, o.Gateways),
 		CacheDir: o.CacheDir, CAPEM: o.CAPEM, ServerName: host, Progress: cfg.Progress})
 	if err != nil {
 		return nil, nil, err
@@ -279,7 +279,7 @@ func measureExternalPeer(ctx context.Context, o ExternalOptions, cfg Config) (*E
 		cfg.Progress("mosquitto not found: peer skipped (%v)", err)
 		return &ExternalSystem{System: "mosquitto", Skipped: "mosquitto binary not found"}, nil
 	}
-	m, err := StartMosquitto(ctx, Serials(o.Gateways))
+	m, err := StartMosquitto(ctx, TenantSerials(o.Tenant, o.Gateways))
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/iotransit/iotransit/internal/mosquitto"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -59,7 +60,8 @@ func TestMeasureExternal(t *testing.T) {
 	if p := rep.Provision; p.Enrolled != 3 || p.Reused != 0 {
 		t.Errorf("first run provisioned %+v", p)
 	}
-	for _, f := range []string{"TSGW06BNC00000000.key", "TSGW06BNC00000000.crt"} {
+	first := TenantSerials(o.Tenant, 2)
+	for _, f := range []string{first[0] + ".key", first[0] + ".crt"} {
 		fi, err := os.Stat(filepath.Join(rep.Provision.CacheDir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -85,9 +87,42 @@ func TestMeasureExternal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := api.ListCertificates(ctx, o.Tenant, "TSGW06BNC00000001")
+	certs, err := api.ListCertificates(ctx, o.Tenant, first[1])
 	if err != nil || len(certs) != 1 {
 		t.Errorf("certificates %d, %v: want the one enrolled by the first run", len(certs), err)
+	}
+
+	// Another tenant on the same server gets gateways of its own (a serial
+	// belongs to one tenant: the same series would be refused).
+	o2 := o
+	o2.Tenant = "bench2"
+	rep3, failures, err := MeasureExternal(ctx, h, o2, tinyLoad)
+	if err != nil || len(failures) > 0 {
+		t.Fatalf("another tenant: err %v, failures %v", err, failures)
+	}
+	if p := rep3.Provision; p.Enrolled != 3 || !rep3.Stored.OK {
+		t.Errorf("another tenant provisioned %+v, stored %+v", p, rep3.Stored)
+	}
+}
+
+// TestTenantSerials: every tenant has a series of valid serials of its own;
+// the tenant "bench" keeps the series its cached certificates name.
+func TestTenantSerials(t *testing.T) {
+	seen := map[string]string{}
+	for _, tenant := range []string{"bench", "bench2", "benchprof", "benchprof1k", "acme"} {
+		s := TenantSerials(tenant, 3)
+		for _, serial := range s {
+			if !registry.ValidSerial(serial) {
+				t.Errorf("%s: serial %q is not valid", tenant, serial)
+			}
+			if other, ok := seen[serial]; ok {
+				t.Errorf("serial %s of %s is also %s's", serial, tenant, other)
+			}
+			seen[serial] = tenant
+		}
+	}
+	if got := TenantSerials("bench", 1)[0]; got != "TSGW06BNC00000000" {
+		t.Errorf("bench's first serial %s", got)
 	}
 }
 

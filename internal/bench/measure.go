@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"strings"
@@ -23,10 +24,25 @@ import (
 const Tenant = "bench"
 
 // Serials returns the serials of n bench gateways.
-func Serials(n int) []string {
+func Serials(n int) []string { return TenantSerials(Tenant, n) }
+
+// TenantSerials returns the serials of n bench gateways of tenant: a series
+// of its own (three characters from a hash of the tenant's name; "BNC" for
+// the tenant "bench"), so that benches of several tenants on one server do
+// not ask for each other's serials (a serial belongs to one tenant).
+func TenantSerials(tenant string, n int) []string {
+	code := "BNC"
+	if tenant != Tenant {
+		h := fnv.New32a()
+		h.Write([]byte(tenant))
+		v := h.Sum32()
+		const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		b := []byte{digits[v%36], digits[v/36%36], digits[v/1296%36]}
+		code = string(b)
+	}
 	s := make([]string, n)
 	for i := range s {
-		s[i] = fmt.Sprintf("TSGW06BNC%08d", i)
+		s[i] = fmt.Sprintf("TSGW06%s%08d", code, i)
 	}
 	return s
 }
