@@ -240,8 +240,8 @@ type appending struct {
 func newAppending(n int) *appending {
 	a := &appending{done: make(chan struct{})}
 	a.left.Store(int32(n))
-	if n == 0 {
-		close(a.done)
+	if n == 0 { // through once, so that a later fail does not close it again
+		a.once.Do(func() { close(a.done) })
 	}
 	return a
 }

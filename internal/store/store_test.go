@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -157,5 +158,37 @@ func TestStoreAppendAsyncWaitsInOrder(t *testing.T) {
 	}
 	if len(msgs) != 3 {
 		t.Errorf("stored %d messages, want 3", len(msgs))
+	}
+}
+
+// TestStoreEmptyAppendWithEndedContext: an append of nothing is settled at
+// once, so waiting for it with a context that has already ended returns
+// its empty result (it used to panic, half the time, closing the Waiter's
+// channel a second time).
+func TestStoreEmptyAppendWithEndedContext(t *testing.T) {
+	s, _ := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name   string
+		append func() error
+	}{
+		{name: "messages", append: func() error {
+			res, err := s.Append(ctx, "acme", nil)
+			if res != (store.AppendResult{}) {
+				return fmt.Errorf("result %+v", res)
+			}
+			return err
+		}},
+		{name: "rejections", append: func() error { return s.AppendRejected(ctx, "acme", nil) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 100 { // the Waiter's select picks the ended context half the time
+				if err := tc.append(); err != nil {
+					t.Fatalf("append of nothing: %v", err)
+				}
+			}
+		})
 	}
 }
