@@ -41,6 +41,8 @@ type publisher struct {
 	waiting map[uint64]waitingAck
 	sub     *nats.Subscription
 	err     error // why the publisher cannot start or stopped
+	closed  bool
+	stop    chan struct{} // closed by close: the sweeper returns
 
 	msgs sync.Pool // *nats.Msg with the header keys in place
 }
@@ -52,7 +54,7 @@ type waitingAck struct {
 }
 
 func newPublisher(nc *nats.Conn) *publisher {
-	p := &publisher{nc: nc, prefix: nc.NewInbox() + ".", waiting: make(map[uint64]waitingAck)}
+	p := &publisher{nc: nc, prefix: nc.NewInbox() + ".", waiting: make(map[uint64]waitingAck), stop: make(chan struct{})}
 	p.msgs.New = func() any { return &nats.Msg{Header: make(nats.Header, 8)} }
 	return p
 }
@@ -202,7 +204,12 @@ func jsonTrue(d []byte, key string) bool {
 func (p *publisher) sweep() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for range t.C {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
 		closed := p.nc.IsClosed()
 		now := time.Now().UnixNano()
 		var late []*appending
@@ -223,6 +230,32 @@ func (p *publisher) sweep() {
 		if closed {
 			return
 		}
+	}
+}
+
+// close fails the writes still waiting for their acknowledgement with
+// ErrClosed, and every later one; it ends the acknowledgements'
+// subscription and the sweeper, although the connection may stay open.
+func (p *publisher) close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed, p.err = true, ErrClosed
+	sub := p.sub
+	late := make([]*appending, 0, len(p.waiting))
+	for id, wa := range p.waiting {
+		late = append(late, wa.w)
+		delete(p.waiting, id)
+	}
+	p.mu.Unlock()
+	close(p.stop)
+	if sub != nil {
+		_ = sub.Unsubscribe() // fails only if the connection closed: gone anyway
+	}
+	for _, w := range late {
+		w.settle(false, ErrClosed)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/store"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
 
@@ -98,5 +99,42 @@ func TestStoreWritesFailWhenTheConnectionCloses(t *testing.T) {
 	}
 	if _, err := s.AppendAsync(ctx, "acme", []store.Record{rec("g3", `{"n":3}`)}); err == nil {
 		t.Fatal("a write after the close was accepted")
+	}
+}
+
+// TestStoreCloseEndsThePublisher: Close fails the writes still waiting for
+// JetStream's acknowledgement (at once, not after their timeout), later
+// writes fail with ErrClosed, and the acknowledgements' subscription (and
+// the goroutine that times writes out) ends although the connection stays
+// open.
+func TestStoreCloseEndsThePublisher(t *testing.T) {
+	s, bb := ghostStore(t)
+	nc := bb.JS.Conn()
+	silence(t, nc, "ghost")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second) // under the 10 s timeout
+	defer cancel()
+	subs := nc.NumSubscriptions()
+	w, err := s.AppendAsync(ctx, "ghost", []store.Record{rec("g1", `{"n":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nc.NumSubscriptions(); got != subs+1 {
+		t.Fatalf("%d subscriptions after a write, want %d (the acknowledgements')", got, subs+1)
+	}
+	s.Close()
+	tu.Eventually(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if !w.Ready() {
+			return errors.New("the write in flight is not settled")
+		}
+		return nil
+	})
+	if _, err := w.Wait(ctx); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("write in flight at Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.AppendAsync(ctx, "acme", []store.Record{rec("g2", `{"n":2}`)}); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("write after Close: %v, want ErrClosed", err)
+	}
+	if got := nc.NumSubscriptions(); got != subs {
+		t.Errorf("%d subscriptions after Close, want %d", got, subs)
 	}
 }
