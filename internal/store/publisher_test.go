@@ -3,9 +3,14 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/iotransit/iotransit/internal/backbone"
@@ -137,4 +142,133 @@ func TestStoreCloseEndsThePublisher(t *testing.T) {
 	if got := nc.NumSubscriptions(); got != subs {
 		t.Errorf("%d subscriptions after Close, want %d", got, subs)
 	}
+}
+
+// startExternal starts a NATS JetStream server listening on port, storing
+// in dir: what --nats-url connects to.
+func startExternal(t *testing.T, dir string, port int) *server.Server {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{ServerName: "external", Host: "127.0.0.1", Port: port,
+		JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("external NATS not ready")
+	}
+	return srv
+}
+
+// TestStoreWritesAcrossAReconnect: writes keep going while an external
+// NATS server (--nats-url) restarts. Those in flight across the reconnect
+// settle (stored, or failed within the publish timeout: none hangs), every
+// write reported stored is in the stream once, and writes are stored
+// again after the reconnect.
+func TestStoreWritesAcrossAReconnect(t *testing.T) {
+	defer store.SetPublishTimeout(2 * time.Second)()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := t.TempDir()
+	var srv atomic.Pointer[server.Server]
+	srv.Store(startExternal(t, dir, port))
+	t.Cleanup(func() { srv.Load().Shutdown() }) // after the backbone's close
+	bb, keys := storetest.BackboneWith(t, backbone.Config{URLs: []string{fmt.Sprintf("nats://127.0.0.1:%d", port)}, Replicas: 1}, "acme")
+	s := storetest.StoreOn(t, bb, keys, store.Config{}, "acme")
+	t.Cleanup(s.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var (
+		mu        sync.Mutex
+		acked     []string
+		failed    int
+		restarted bool
+		after     int // acknowledged after the restart
+		problems  []error
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("r%d-%05d", g, i)
+				w, err := s.AppendAsync(ctx, "acme", []store.Record{rec(id, fmt.Sprintf(`{"id":%q}`, id))})
+				var res store.AppendResult
+				if err == nil {
+					wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+					res, err = w.Wait(wctx)
+					wcancel()
+				}
+				mu.Lock()
+				switch {
+				case errors.Is(err, context.DeadlineExceeded):
+					problems = append(problems, fmt.Errorf("%s: the write hung", id))
+				case err != nil:
+					failed++
+				case res.Stored != 1:
+					problems = append(problems, fmt.Errorf("%s: %+v", id, res))
+				default:
+					acked = append(acked, id)
+					if restarted {
+						after++
+					}
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(50 * time.Millisecond) // not a spin while disconnected
+				}
+			}
+		})
+	}
+	count := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked), after
+	}
+	tu.Eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n, _ := count(); n < 200 {
+			return fmt.Errorf("%d stored before the restart", n)
+		}
+		return nil
+	})
+	srv.Load().Shutdown()
+	srv.Load().WaitForShutdown()
+	mu.Lock()
+	restarted = true
+	mu.Unlock()
+	srv.Store(startExternal(t, dir, port))
+	tu.Eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if _, n := count(); n < 200 {
+			return fmt.Errorf("%d stored after the restart", n)
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	for _, err := range problems {
+		t.Error(err)
+	}
+	have := map[string]bool{}
+	for _, m := range streamMessages(t, s, bb) {
+		if have[m.ID] {
+			t.Errorf("%s stored twice", m.ID)
+		}
+		have[m.ID] = true
+	}
+	for _, id := range acked {
+		if !have[id] {
+			t.Errorf("%s reported stored but not in the stream", id)
+		}
+	}
+	t.Logf("%d stored, %d failed, %d in the stream", len(acked), failed, len(have))
 }
