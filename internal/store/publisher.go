@@ -178,10 +178,26 @@ func parseAck(m *nats.Msg) (duplicate bool, err error) {
 		}
 		return false, fmt.Errorf("unreadable acknowledgement error")
 	}
-	if !bytes.HasPrefix(d, []byte(`{"stream":`)) || !bytes.Contains(d, []byte(`"seq":`)) {
-		return false, fmt.Errorf("unexpected acknowledgement")
+	if !bytes.HasPrefix(d, []byte(`{"stream":`)) || !positiveSeq(d) {
+		return false, fmt.Errorf("unexpected acknowledgement %q", d)
 	}
 	return jsonTrue(d, `"duplicate"`), nil
+}
+
+// positiveSeq reports whether the acknowledgement d names a stream
+// sequence above 0: a stored message (or the original of a duplicate)
+// has one, while JetStream's refusals carry "seq":0 (with their error).
+func positiveSeq(d []byte) bool {
+	i := bytes.Index(d, []byte(`"seq":`))
+	if i < 0 {
+		return false
+	}
+	rest := bytes.TrimLeft(d[i+len(`"seq":`):], " \t")
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	return n > 0 && len(bytes.TrimLeft(rest[:n], "0")) > 0
 }
 
 // jsonTrue reports whether the flat JSON object d has key (quoted) set to

@@ -34,6 +34,10 @@ func TestParseAck(t *testing.T) {
 		{name: "no stream", status: "503", fails: true},
 		{name: "empty", fails: true},
 		{name: "not an ack", data: `hello`, fails: true},
+		{name: "sequence 0 without an error", data: `{"stream":"MSG_acme","seq":0}`, fails: true},
+		{name: "no sequence", data: `{"stream":"MSG_acme","sequence":42}`, fails: true},
+		{name: "sequence not a number", data: `{"stream":"MSG_acme","seq":"42"}`, fails: true},
+		{name: "sequence with a space", data: `{"stream":"MSG_acme","seq": 10}`},
 		{name: "unreadable error", data: `{"error":`, fails: true},
 	}
 	for _, tc := range tests {
