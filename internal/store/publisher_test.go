@@ -183,14 +183,7 @@ func TestStoreWritesAcrossAReconnect(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var (
-		mu        sync.Mutex
-		acked     []string
-		failed    int
-		restarted bool
-		after     int // acknowledged after the restart
-		problems  []error
-	)
+	var ta tally
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -202,73 +195,31 @@ func TestStoreWritesAcrossAReconnect(t *testing.T) {
 				default:
 				}
 				id := fmt.Sprintf("r%d-%05d", g, i)
-				w, err := s.AppendAsync(ctx, "acme", []store.Record{rec(id, fmt.Sprintf(`{"id":%q}`, id))})
-				var res store.AppendResult
-				if err == nil {
-					wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-					res, err = w.Wait(wctx)
-					wcancel()
-				}
-				mu.Lock()
-				switch {
-				case errors.Is(err, context.DeadlineExceeded):
-					problems = append(problems, fmt.Errorf("%s: the write hung", id))
-				case err != nil:
-					failed++
-				case res.Stored != 1:
-					problems = append(problems, fmt.Errorf("%s: %+v", id, res))
-				default:
-					acked = append(acked, id)
-					if restarted {
-						after++
-					}
-				}
-				mu.Unlock()
-				if err != nil {
+				stored, problem := appendOne(ctx, s, id, 15*time.Second)
+				ta.add(id, stored, problem)
+				if !stored {
 					time.Sleep(50 * time.Millisecond) // not a spin while disconnected
 				}
 			}
 		})
 	}
-	count := func() (int, int) {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked), after
-	}
 	tu.Eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if n, _ := count(); n < 200 {
+		if n := ta.stored(); n < 200 {
 			return fmt.Errorf("%d stored before the restart", n)
 		}
 		return nil
 	})
 	srv.Load().Shutdown()
 	srv.Load().WaitForShutdown()
-	mu.Lock()
-	restarted = true
-	mu.Unlock()
+	before := ta.stored()
 	srv.Store(startExternal(t, dir, port))
 	tu.Eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if _, n := count(); n < 200 {
+		if n := ta.stored() - before; n < 200 {
 			return fmt.Errorf("%d stored after the restart", n)
 		}
 		return nil
 	})
 	close(stop)
 	wg.Wait()
-	for _, err := range problems {
-		t.Error(err)
-	}
-	have := map[string]bool{}
-	for _, m := range streamMessages(t, s, bb) {
-		if have[m.ID] {
-			t.Errorf("%s stored twice", m.ID)
-		}
-		have[m.ID] = true
-	}
-	for _, id := range acked {
-		if !have[id] {
-			t.Errorf("%s reported stored but not in the stream", id)
-		}
-	}
-	t.Logf("%d stored, %d failed, %d in the stream", len(acked), failed, len(have))
+	ta.check(t, streamMessages(t, s, bb))
 }
