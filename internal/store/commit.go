@@ -25,10 +25,7 @@ import (
 // holds a content id already stored is split until its parts commit or
 // are published one by one, and a batch refused for any other reason (a
 // timeout) is published one by one; so a resent message is stored once and
-// counted as a duplicate, and the others are stored. The messages of a
-// call that has already failed (its caller gave up waiting) are dropped,
-// not published: nobody acknowledges them, and after an outage they would
-// only lengthen the backlog.
+// counted as a duplicate, and the others are stored.
 
 // Headers of JetStream's atomic batch publish (nats-server 2.12+).
 const (
@@ -180,10 +177,6 @@ func (c *committer) close() {
 // turn the same way: a few resends among many cost a few more batches, not
 // one fsync per message.
 func (c *committer) commit(batch []entry) {
-	batch = live(batch)
-	if len(batch) == 0 {
-		return
-	}
 	if len(batch) < minBatch {
 		c.publishEach(batch)
 		return
@@ -211,31 +204,6 @@ func (c *committer) commit(batch []entry) {
 		return
 	}
 	c.publishEach(batch)
-}
-
-// live returns the entries of batch whose call has not failed yet, in
-// order: batch itself when all are (the usual case), else a copy (run
-// recycles the messages of batch). A call that failed (its caller stopped
-// waiting, or another of its writes failed) will not be acknowledged:
-// publishing the rest of it would only add to what a JetStream that is
-// slow to answer, or an outage's backlog, has to write.
-func live(batch []entry) []entry {
-	dead := 0
-	for _, e := range batch {
-		if e.call.Ready() { // settled with an entry still unsettled: failed
-			dead++
-		}
-	}
-	if dead == 0 {
-		return batch
-	}
-	alive := make([]entry, 0, len(batch)-dead)
-	for _, e := range batch {
-		if !e.call.Ready() {
-			alive = append(alive, e)
-		}
-	}
-	return alive
 }
 
 // errCodeBatchDuplicate is JetStream's
@@ -278,9 +246,6 @@ func setHeader(m *nats.Msg, k, v string) { m.Header[k] = append(m.Header[k][:0],
 // each.
 func (c *committer) publishEach(batch []entry) {
 	for _, e := range batch {
-		if e.call.Ready() { // failed meanwhile (see live)
-			continue
-		}
 		_, dup, err := c.request(e.msg)
 		if err == nil && !dup {
 			c.s.batchSize.Observe(1)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -438,75 +437,5 @@ func TestStoreModes(t *testing.T) {
 				t.Errorf("rejected stream: %v", err)
 			}
 		})
-	}
-}
-
-// TestGroupCommitSkipsAbandonedAppends: while JetStream does not answer, a
-// batch that times out falls back to one publish per message, each with
-// its own timeout, and appends keep queueing behind it. The messages of an
-// append that already failed (its caller stopped waiting: it will not
-// acknowledge them, the gateway resends) are not published any more: the
-// backlog they leave is dropped, not written once JetStream answers again.
-func TestGroupCommitSkipsAbandonedAppends(t *testing.T) {
-	defer store.SetPublishTimeout(300 * time.Millisecond)()
-	bb, keys := storetest.BackboneWith(t, backbone.Config{DataDir: t.TempDir(), Replicas: 1, SyncAlways: true}, "ghost")
-	s := storetest.StoreOn(t, bb, keys, store.Config{GroupCommit: true}) // no streams: a stand-in answers
-	t.Cleanup(s.Close)
-	nc := bb.JS.Conn()
-	// The stand-in for a stalled JetStream swallows every write until
-	// answering is set, then acknowledges each and notes its content id.
-	var (
-		mu        sync.Mutex
-		answering bool
-		seen      []string
-	)
-	sub, err := nc.Subscribe("iot.ghost.>", func(m *nats.Msg) {
-		mu.Lock()
-		defer mu.Unlock()
-		if !answering {
-			return
-		}
-		seen = append(seen, m.Header.Get(jetstream.MsgIDHeader))
-		if m.Reply != "" {
-			_ = m.Respond([]byte(fmt.Sprintf(`{"stream":%q,"seq":%d}`, names.MessageStream("ghost"), len(seen))))
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var waiters []store.Waiter
-	for i := range 100 {
-		id := fmt.Sprintf("lost%03d", i)
-		w, err := s.AppendAsync(ctx, "ghost", []store.Record{rec(id, body(id))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		waiters = append(waiters, w)
-	}
-	gaveUp, giveUp := context.WithTimeout(ctx, time.Second)
-	defer giveUp()
-	for i, w := range waiters {
-		if _, err := w.Wait(gaveUp); err == nil {
-			t.Fatalf("append %d reported stored without an acknowledgement", i)
-		}
-	}
-
-	mu.Lock()
-	answering = true
-	mu.Unlock()
-	res, err := s.Append(ctx, "ghost", []store.Record{rec("back", body("back"))})
-	if err != nil || res.Stored != 1 {
-		t.Fatalf("append once answered: %+v, %v; want it stored", res, err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != 1 || seen[0] != "back" {
-		t.Errorf("published after their appends failed: %d messages %v, want only back", len(seen), seen)
 	}
 }
