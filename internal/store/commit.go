@@ -46,8 +46,8 @@ const maxBatch = 1000
 // than this are published one by one.
 const minBatch = 5
 
-// ErrClosed is the failure of an append under group commit to a closed
-// store (Store.Close).
+// ErrClosed is the failure of an append to a closed store (Store.Close),
+// and of the writes it left in flight.
 var ErrClosed = errors.New("store: closed")
 
 // committer publishes the queued messages of one stream in atomic batches,

@@ -311,41 +311,17 @@ func TestGroupCommitClosedBackbone(t *testing.T) {
 	defer cancel()
 	const callers = 16
 	var (
-		mu       sync.Mutex
-		acked    []string
-		failed   int
-		problems []error
-		once     sync.Once
+		ta   tally
+		once sync.Once
+		wg   sync.WaitGroup
 	)
-	var wg sync.WaitGroup
 	for g := range callers {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("g%02d-%05d", g, i)
-				w, err := s.AppendAsync(ctx, "acme", []store.Record{rec(id, body(id))})
-				if err != nil {
-					mu.Lock()
-					failed++
-					mu.Unlock()
-					return
-				}
-				wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-				res, err := w.Wait(wctx)
-				wcancel()
-				mu.Lock()
-				switch {
-				case errors.Is(err, context.DeadlineExceeded):
-					problems = append(problems, fmt.Errorf("%s: the Waiter hung", id))
-				case err != nil:
-					failed++
-				case res.Stored != 1:
-					problems = append(problems, fmt.Errorf("%s: %+v", id, res))
-				default:
-					acked = append(acked, id)
-				}
-				n := len(acked)
-				mu.Unlock()
-				if err != nil {
+				stored, problem := appendOne(ctx, s, id, 20*time.Second)
+				n := ta.add(id, stored, problem)
+				if !stored {
 					return
 				}
 				if n == 200 {
@@ -355,30 +331,14 @@ func TestGroupCommitClosedBackbone(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	for _, err := range problems {
-		t.Error(err)
-	}
-	if failed == 0 {
+	if ta.failed == 0 {
 		t.Fatal("no append failed after the backbone closed")
 	}
 	if _, err := s.Append(ctx, "acme", []store.Record{rec("late", body("late"))}); err == nil {
 		t.Error("an append after the backbone closed succeeded")
 	}
-	t.Logf("%d acknowledged, %d failed", len(acked), failed)
-
 	s2, bb2, _ := syncAlways(t, dir)
-	have := map[string]bool{}
-	for _, m := range streamMessages(t, s2, bb2) {
-		if have[m.ID] {
-			t.Errorf("%s stored twice", m.ID)
-		}
-		have[m.ID] = true
-	}
-	for _, id := range acked {
-		if !have[id] {
-			t.Errorf("%s acknowledged but not stored", id)
-		}
-	}
+	ta.check(t, streamMessages(t, s2, bb2))
 }
 
 // TestGroupCommitClose: Close fails what is still queued (its Waiters

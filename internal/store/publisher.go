@@ -41,6 +41,8 @@ type publisher struct {
 	waiting map[uint64]waitingAck
 	sub     *nats.Subscription
 	err     error // why the publisher cannot start or stopped
+	closed  bool
+	stop    chan struct{} // closed by close: the sweeper returns
 
 	msgs sync.Pool // *nats.Msg with the header keys in place
 }
@@ -52,7 +54,7 @@ type waitingAck struct {
 }
 
 func newPublisher(nc *nats.Conn) *publisher {
-	p := &publisher{nc: nc, prefix: nc.NewInbox() + ".", waiting: make(map[uint64]waitingAck)}
+	p := &publisher{nc: nc, prefix: nc.NewInbox() + ".", waiting: make(map[uint64]waitingAck), stop: make(chan struct{})}
 	p.msgs.New = func() any { return &nats.Msg{Header: make(nats.Header, 8)} }
 	return p
 }
@@ -176,10 +178,26 @@ func parseAck(m *nats.Msg) (duplicate bool, err error) {
 		}
 		return false, fmt.Errorf("unreadable acknowledgement error")
 	}
-	if !bytes.HasPrefix(d, []byte(`{"stream":`)) || !bytes.Contains(d, []byte(`"seq":`)) {
-		return false, fmt.Errorf("unexpected acknowledgement")
+	if !bytes.HasPrefix(d, []byte(`{"stream":`)) || !positiveSeq(d) {
+		return false, fmt.Errorf("unexpected acknowledgement %q", d)
 	}
 	return jsonTrue(d, `"duplicate"`), nil
+}
+
+// positiveSeq reports whether the acknowledgement d names a stream
+// sequence above 0: a stored message (or the original of a duplicate)
+// has one, while JetStream's refusals carry "seq":0 (with their error).
+func positiveSeq(d []byte) bool {
+	i := bytes.Index(d, []byte(`"seq":`))
+	if i < 0 {
+		return false
+	}
+	rest := bytes.TrimLeft(d[i+len(`"seq":`):], " \t")
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	return n > 0 && len(bytes.TrimLeft(rest[:n], "0")) > 0
 }
 
 // jsonTrue reports whether the flat JSON object d has key (quoted) set to
@@ -202,7 +220,12 @@ func jsonTrue(d []byte, key string) bool {
 func (p *publisher) sweep() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for range t.C {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
 		closed := p.nc.IsClosed()
 		now := time.Now().UnixNano()
 		var late []*appending
@@ -226,6 +249,32 @@ func (p *publisher) sweep() {
 	}
 }
 
+// close fails the writes still waiting for their acknowledgement with
+// ErrClosed, and every later one; it ends the acknowledgements'
+// subscription and the sweeper, although the connection may stay open.
+func (p *publisher) close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed, p.err = true, ErrClosed
+	sub := p.sub
+	late := make([]*appending, 0, len(p.waiting))
+	for id, wa := range p.waiting {
+		late = append(late, wa.w)
+		delete(p.waiting, id)
+	}
+	p.mu.Unlock()
+	close(p.stop)
+	if sub != nil {
+		_ = sub.Unsubscribe() // fails only if the connection closed: gone anyway
+	}
+	for _, w := range late {
+		w.settle(false, ErrClosed)
+	}
+}
+
 // appending is the Waiter of a call's writes: it counts their
 // acknowledgements as they come and is done when all came or one failed.
 type appending struct {
@@ -240,8 +289,8 @@ type appending struct {
 func newAppending(n int) *appending {
 	a := &appending{done: make(chan struct{})}
 	a.left.Store(int32(n))
-	if n == 0 {
-		close(a.done)
+	if n == 0 { // through once, so that a later fail does not close it again
+		a.once.Do(func() { close(a.done) })
 	}
 	return a
 }

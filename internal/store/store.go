@@ -122,8 +122,10 @@ func (s *Store) Collectors() []prometheus.Collector {
 }
 
 // Close fails the appends still queued for a group commit and those in
-// flight (their Waiters report the failure) and waits until the committers
-// stopped; later appends under group commit fail with ErrClosed. Reads
+// flight, whether group-committed or published one by one (their Waiters
+// report the failure, although some of their writes may be stored), and
+// waits until the committers stopped; later appends fail with ErrClosed.
+// It ends the store's subscription to JetStream's acknowledgements. Reads
 // still work.
 func (s *Store) Close() {
 	s.commitMu.Lock()
@@ -136,6 +138,7 @@ func (s *Store) Close() {
 	for _, c := range cs {
 		c.close()
 	}
+	s.pub.close()
 }
 
 // EnsureTenant creates or updates the tenant's streams. It is idempotent.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,4 +160,114 @@ func TestStoreAppendAsyncWaitsInOrder(t *testing.T) {
 	if len(msgs) != 3 {
 		t.Errorf("stored %d messages, want 3", len(msgs))
 	}
+}
+
+// TestStoreEmptyAppendWithEndedContext: an append of nothing is settled at
+// once, so waiting for it with a context that has already ended returns
+// its empty result (it used to panic, half the time, closing the Waiter's
+// channel a second time).
+func TestStoreEmptyAppendWithEndedContext(t *testing.T) {
+	s, _ := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name   string
+		append func() error
+	}{
+		{name: "messages", append: func() error {
+			res, err := s.Append(ctx, "acme", nil)
+			if res != (store.AppendResult{}) {
+				return fmt.Errorf("result %+v", res)
+			}
+			return err
+		}},
+		{name: "rejections", append: func() error { return s.AppendRejected(ctx, "acme", nil) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 100 { // the Waiter's select picks the ended context half the time
+				if err := tc.append(); err != nil {
+					t.Fatalf("append of nothing: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// appendOne appends the record id (body(id)) to acme's stream and waits
+// for it at most wait. It reports whether the record was stored, and a
+// problem when the Waiter hung or reported success without exactly one
+// stored record.
+func appendOne(ctx context.Context, s *store.Store, id string, wait time.Duration) (stored bool, problem error) {
+	w, err := s.AppendAsync(ctx, "acme", []store.Record{rec(id, body(id))})
+	if err != nil {
+		return false, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	res, err := w.Wait(wctx)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return false, fmt.Errorf("%s: the Waiter hung", id)
+	case err != nil:
+		return false, nil
+	case res.Stored != 1:
+		return false, fmt.Errorf("%s: %+v", id, res)
+	}
+	return true, nil
+}
+
+// tally gathers the outcomes of appendOne across goroutines.
+type tally struct {
+	mu       sync.Mutex
+	acked    []string
+	failed   int
+	problems []error
+}
+
+// add records one outcome of appendOne and returns how many records were
+// stored so far.
+func (ta *tally) add(id string, stored bool, problem error) int {
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	switch {
+	case problem != nil:
+		ta.problems = append(ta.problems, problem)
+	case !stored:
+		ta.failed++
+	default:
+		ta.acked = append(ta.acked, id)
+	}
+	return len(ta.acked)
+}
+
+// stored returns how many records were stored so far.
+func (ta *tally) stored() int {
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	return len(ta.acked)
+}
+
+// check reports the problems seen, and any record of the stream msgs
+// stored twice or reported stored but missing from it.
+func (ta *tally) check(t *testing.T, msgs []store.Message) {
+	t.Helper()
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	for _, err := range ta.problems {
+		t.Error(err)
+	}
+	have := map[string]bool{}
+	for _, m := range msgs {
+		if have[m.ID] {
+			t.Errorf("%s stored twice", m.ID)
+		}
+		have[m.ID] = true
+	}
+	for _, id := range ta.acked {
+		if !have[id] {
+			t.Errorf("%s reported stored but not in the stream", id)
+		}
+	}
+	t.Logf("%d reported stored, %d failed, %d in the stream", len(ta.acked), ta.failed, len(have))
 }
