@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"net"
 	"regexp"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/ingest"
 	"github.com/iotransit/iotransit/internal/node"
@@ -108,26 +106,7 @@ func kill9Pipelined(t *testing.T, s server) server {
 		}
 		s = s.restart(t)
 	}
-	stored := map[int]bool{}
-	op := s.Operator(t)
-	q := client.MessageQuery{Limit: 1000, Oldest: true}
-	for {
-		p, err := op.ListMessages(context.Background(), node.DevTenant, q)
-		if err != nil {
-			t.Fatalf("messages: %v", err)
-		}
-		for _, it := range p.Items {
-			var v struct{ MoveCount int }
-			if err := json.Unmarshal(it.Message, &v); err != nil {
-				t.Fatal(err)
-			}
-			stored[v.MoveCount] = true
-		}
-		if p.Next == "" || len(p.Items) == 0 {
-			break
-		}
-		q.Cursor = p.Next
-	}
+	stored := storedMoveCounts(t, s.DevServer)
 	missing := 0
 	for i := range acked {
 		if !stored[i] {
