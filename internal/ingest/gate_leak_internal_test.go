@@ -1,0 +1,226 @@
+package ingest
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	tu "github.com/iotransit/iotransit/internal/testutil"
+)
+
+// abandonConn closes its connection at its second read: a TLS client on it
+// sends its ClientHello, reads the server's first flight and goes away in
+// the middle of the handshake.
+type abandonConn struct {
+	net.Conn
+	reads int
+}
+
+func (c *abandonConn) Read(p []byte) (int, error) {
+	if c.reads++; c.reads > 1 {
+		_ = c.Conn.Close()
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Read(p)
+}
+
+// gateIdle reports what the gate and the listener still hold: nil once no
+// connection waits, computes, or counts as pending (in all or per address),
+// and no connection is tracked.
+func gateIdle(e *gateEnv) error {
+	l := e.l
+	l.perAddrMu.Lock()
+	perAddr := len(l.perAddr)
+	l.perAddrMu.Unlock()
+	l.connsMu.Lock()
+	conns := len(l.conns)
+	l.connsMu.Unlock()
+	if w, r, s, p := l.gate.waiting.Load(), l.gate.running.Load(), len(l.gate.slots), len(l.pending); w != 0 || r != 0 || s != 0 || p != 0 || perAddr != 0 || conns != 0 {
+		return fmt.Errorf("waiting %d, running %d, slots held %d, pending %d, addresses pending %d, tracked %d", w, r, s, p, perAddr, conns)
+	}
+	return nil
+}
+
+// Connections abandoned in every way the handshake can end (the peer
+// closes before a byte, sends garbage, stalls in a record, goes away after
+// the server's flight, has no certificate, stays silent past the connect
+// timeout, waits at the gate past it, completes and leaves) give back every
+// slot, token wait and pending count; each is counted once (a handshake
+// ok or failed, or a refusal at the gate); and a gateway still connects.
+func TestIngestGateAbandonedConnectionsLeakNothing(t *testing.T) {
+	const timeout = 700 * time.Millisecond
+	e := newGateEnv(t, 1, 200, timeout, 0)
+	dialRaw := func() (net.Conn, error) { return net.DialTimeout("tcp", e.addr, 5*time.Second) }
+	gw := tu.SelfSigned(t, "TSGW06ACM00000001")
+	ways := []struct {
+		name string
+		run  func() error
+	}{
+		{name: "closes at once", run: func() error {
+			c, err := dialRaw()
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		}},
+		{name: "sends garbage", run: func() error {
+			c, err := dialRaw()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+			return err
+		}},
+		{name: "stalls inside a record", run: func() error {
+			c, err := dialRaw()
+			if err != nil {
+				return err
+			}
+			_, err = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}) // a handshake record of 512 bytes, one sent
+			time.AfterFunc(2*timeout, func() { c.Close() })
+			return err
+		}},
+		{name: "silent past the timeout", run: func() error {
+			c, err := dialRaw()
+			if err != nil {
+				return err
+			}
+			time.AfterFunc(2*timeout, func() { c.Close() })
+			return nil
+		}},
+		{name: "leaves after the server's flight", run: func() error {
+			c, err := dialRaw()
+			if err != nil {
+				return err
+			}
+			tc := tls.Client(&abandonConn{Conn: c}, &tls.Config{Certificates: []tls.Certificate{*gw}, InsecureSkipVerify: true})
+			if err := tc.Handshake(); err == nil {
+				return errors.New("handshake completed on a connection closed in its middle")
+			}
+			return nil
+		}},
+		{name: "no certificate", run: func() error {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
+			if err == nil {
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _ = c.Read(make([]byte, 1)) // TLS 1.3: the refusal comes after the client's flight
+				c.Close()
+			}
+			return nil
+		}},
+		{name: "completes and leaves", run: func() error {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.addr, &tls.Config{Certificates: []tls.Certificate{*gw}, InsecureSkipVerify: true})
+			if err == nil { // else it waited past its connect timeout
+				c.Close()
+			}
+			return nil
+		}},
+	}
+	const rounds = 4
+	// The only slot held a while: the first connections wait at the gate,
+	// some past their connect timeout.
+	if err := e.l.gate.enter(time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(timeout+200*time.Millisecond, e.l.gate.leave)
+	var wg sync.WaitGroup
+	errs := make(chan error, rounds*len(ways))
+	for r := range rounds {
+		for _, w := range ways {
+			wg.Go(func() {
+				if err := w.run(); err != nil {
+					errs <- fmt.Errorf("round %d, %s: %w", r, w.name, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error { return gateIdle(e) })
+
+	total := float64(rounds * len(ways))
+	ok := tu.Counter(t, e.reg, "iotransit_ingest_handshakes_total", map[string]string{"result": "ok"})
+	failed := tu.Counter(t, e.reg, "iotransit_ingest_handshakes_total", map[string]string{"result": "failed"})
+	waited := tu.Counter(t, e.reg, "iotransit_ingest_connections_refused_total", map[string]string{"reason": reasonHandshakeWait})
+	if ok+failed+waited != total {
+		t.Errorf("handshakes ok %v + failed %v + refused at the gate %v = %v, want each of the %v connections counted once", ok, failed, waited, ok+failed+waited, total)
+	}
+	if waited == 0 {
+		t.Errorf("no connection refused at the gate: the test did not make any wait past its connect timeout")
+	}
+
+	if err := e.dial(tu.SelfSigned(t, "TSGW06ACM00000002")); err != nil {
+		t.Fatalf("a gateway after the abandoned connections: %v", err)
+	}
+	tu.Eventually(t, 5*time.Second, 20*time.Millisecond, func() error { return gateIdle(e) })
+}
+
+// Closing the listener while connections wait at the gate (for a slot,
+// and for a token of the rate) ends every wait at once: Close returns
+// promptly, and nothing stays waiting or pending.
+func TestIngestGateCloseEndsWaits(t *testing.T) {
+	tests := []struct {
+		name      string
+		perSecond float64
+		holdSlot  bool
+	}{
+		{name: "waiting for a slot", holdSlot: true},
+		{name: "waiting for a token", perSecond: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newGateEnv(t, 1, tc.perSecond, 30*time.Second, 0)
+			if tc.holdSlot {
+				if err := e.l.gate.enter(time.Now().Add(time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var conns []net.Conn
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			const n = 6
+			for range n {
+				c, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+			}
+			want := int64(n)
+			if !tc.holdSlot {
+				want = n - 1 // the burst of one goes through (and reads, holding no slot)
+			}
+			tu.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+				if w := e.l.gate.waiting.Load(); w != want {
+					return fmt.Errorf("%d waiting at the gate, want %d", w, want)
+				}
+				return nil
+			})
+			closed := make(chan struct{})
+			go func() { e.l.Close(nil); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not return with connections waiting at the gate")
+			}
+			if tc.holdSlot {
+				e.l.gate.leave()
+			}
+			tu.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error { return gateIdle(e) })
+			if got := tu.Counter(t, e.reg, "iotransit_ingest_connections_refused_total", map[string]string{"reason": reasonHandshakeWait}); got != 0 {
+				t.Errorf("%v connections refused as waiting past their timeout at shutdown, want 0", got)
+			}
+		})
+	}
+}
