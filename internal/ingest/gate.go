@@ -170,10 +170,13 @@ type gatedConn struct {
 	g        *handshakeGate
 	deadline time.Time
 
-	// inGate and waited are the handshake's, which runs on one goroutine
-	// (its reads, then done).
-	inGate bool
-	waited time.Duration
+	// inGate, waited and waitedOut are the handshake's, which runs on one
+	// goroutine (its reads, then done). waitedOut: its connect timeout
+	// passed while it waited for a slot (the gate's refusal, not the peer's
+	// slowness).
+	inGate    bool
+	waited    time.Duration
+	waitedOut bool
 }
 
 // start admits the handshake and takes its first slot.
@@ -208,6 +211,7 @@ func (c *gatedConn) Read(p []byte) (int, error) {
 	c.g.waiting.Add(-1)
 	c.waited += time.Since(t)
 	if err != nil {
+		c.waitedOut = errors.Is(err, os.ErrDeadlineExceeded)
 		return 0, err
 	}
 	c.inGate = true

@@ -146,15 +146,36 @@ func TestIngestGateAbandonedConnectionsLeakNothing(t *testing.T) {
 	}
 	tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error { return gateIdle(e) })
 
-	total := float64(rounds * len(ways))
-	ok := tu.Counter(t, e.reg, "iotransit_ingest_handshakes_total", map[string]string{"result": "ok"})
-	failed := tu.Counter(t, e.reg, "iotransit_ingest_handshakes_total", map[string]string{"result": "failed"})
-	waited := tu.Counter(t, e.reg, "iotransit_ingest_connections_refused_total", map[string]string{"reason": reasonHandshakeWait})
-	if ok+failed+waited != total {
-		t.Errorf("handshakes ok %v + failed %v + refused at the gate %v = %v, want each of the %v connections counted once", ok, failed, waited, ok+failed+waited, total)
+	// Each connection ends once: established, or one refusal recorded and
+	// counted under its reason.
+	total := rounds * len(ways)
+	reasons := map[string]int{}
+	established, refused := 0, 0
+	for drained := false; !drained; {
+		select {
+		case <-e.established:
+			established++
+		case ev := <-e.refusals:
+			refused++
+			reasons[ev.Reason]++
+		default:
+			drained = true
+		}
 	}
-	if waited == 0 {
-		t.Errorf("no connection refused at the gate: the test did not make any wait past its connect timeout")
+	if established+refused != total {
+		t.Errorf("%d established + %d refused (%v), want each of the %d connections once", established, refused, reasons, total)
+	}
+	for reason, n := range reasons {
+		if got := tu.Counter(t, e.reg, "iotransit_ingest_connections_refused_total", map[string]string{"reason": reason}); got != float64(n) {
+			t.Errorf("refusals %s counted %v, recorded %d", reason, got, n)
+		}
+	}
+	if reasons[reasonHandshakeWait] == 0 {
+		t.Errorf("no connection refused at the gate (%v): the test did not make any wait past its connect timeout", reasons)
+	}
+	ok := tu.Counter(t, e.reg, "iotransit_ingest_handshakes_total", map[string]string{"result": "ok"})
+	if int(ok) != established {
+		t.Errorf("handshakes ok %v, established %d", ok, established)
 	}
 
 	if err := e.dial(tu.SelfSigned(t, "TSGW06ACM00000002")); err != nil {
@@ -222,5 +243,47 @@ func TestIngestGateCloseEndsWaits(t *testing.T) {
 				t.Errorf("%v connections refused as waiting past their timeout at shutdown, want 0", got)
 			}
 		})
+	}
+}
+
+// A handshake whose connect timeout passes while it waits to take a slot
+// again, its peer's message read, is the gate's refusal: counted and
+// recorded as handshake_wait_timeout, as one that waited before its first
+// byte, not as a peer too slow for its handshake (handshake_timeout).
+func TestIngestGateWaitMidHandshakeIsTheGates(t *testing.T) {
+	e := newGateEnv(t, 1, 0, 500*time.Millisecond, 0)
+	raw, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	// Its first slot taken and given back: the handshake reads.
+	tu.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		e.l.connsMu.Lock()
+		n := len(e.l.conns)
+		e.l.connsMu.Unlock()
+		if w, r := e.l.gate.waiting.Load(), e.l.gate.running.Load(); n != 1 || w != 0 || r != 0 {
+			return fmt.Errorf("tracked %d, waiting %d, running %d", n, w, r)
+		}
+		return nil
+	})
+	if err := e.l.gate.enter(time.Now().Add(time.Second)); err != nil { // the only slot, held past the timeout
+		t.Fatal(err)
+	}
+	defer e.l.gate.leave()
+	tc := tls.Client(raw, &tls.Config{Certificates: []tls.Certificate{*tu.SelfSigned(t, "TSGW06ACM00000001")}, InsecureSkipVerify: true})
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("a handshake that could not take a slot completed")
+	}
+	select {
+	case ev := <-e.refusals:
+		if ev.Reason != reasonHandshakeWait || ev.Tenant != "" {
+			t.Errorf("recorded %+v, want an unattributed refusal %s", ev, reasonHandshakeWait)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no refusal recorded")
+	}
+	if got := tu.Counter(t, e.reg, "iotransit_ingest_connections_refused_total", map[string]string{"reason": reasonHandshakeWait}); got != 1 {
+		t.Errorf("refusals %s = %v, want 1", reasonHandshakeWait, got)
 	}
 }

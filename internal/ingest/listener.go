@@ -316,6 +316,9 @@ func (l *tlsListener) handle(raw net.Conn, ip string, establish listeners.Establ
 	tc, id, refusal := l.handshake(conn, deadline)
 	if gated != nil {
 		gated.done(refusal == nil)
+		if refusal != nil && gated.waitedOut {
+			refusal.Reason = reasonHandshakeWait // mid-handshake: the gate's wait, not the peer's
+		}
 	}
 	if refusal != nil {
 		l.m.connRefused.WithLabelValues(refusal.Reason).Inc()
