@@ -179,11 +179,20 @@ type gatedConn struct {
 	waitedOut bool
 }
 
-// start admits the handshake and takes its first slot.
-func (c *gatedConn) start() error {
+// start admits the handshake and takes its first slot. A connection
+// refused here (its connect timeout passed) has its wait recorded too, so
+// that the histogram shows the waits that ran out, not only those that
+// got through.
+func (c *gatedConn) start() (err error) {
 	t := time.Now()
 	c.g.waiting.Add(1)
-	defer func() { c.g.waiting.Add(-1); c.waited += time.Since(t) }()
+	defer func() {
+		c.g.waiting.Add(-1)
+		c.waited += time.Since(t)
+		if err != nil && !errors.Is(err, errGateClosed) {
+			c.g.m.wait.Observe(c.waited.Seconds())
+		}
+	}()
 	if err := c.g.admit(c.deadline); err != nil {
 		return err
 	}

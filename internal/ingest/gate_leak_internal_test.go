@@ -287,3 +287,43 @@ func TestIngestGateWaitMidHandshakeIsTheGates(t *testing.T) {
 		t.Errorf("refusals %s = %v, want 1", reasonHandshakeWait, got)
 	}
 }
+
+// A connection refused at the gate waited too: its wait is in
+// iotransit_ingest_handshake_wait_seconds, so that during a storm the
+// histogram shows the waits that ran out, not only those that got through.
+func TestIngestGateWaitHistogramKeepsRefusedWaits(t *testing.T) {
+	e := newGateEnv(t, 1, 0, 300*time.Millisecond, 0)
+	if err := e.l.gate.enter(time.Now().Add(time.Second)); err != nil { // the only slot, held
+		t.Fatal(err)
+	}
+	defer e.l.gate.leave()
+	c, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case ev := <-e.refusals:
+		if ev.Reason != reasonHandshakeWait {
+			t.Fatalf("recorded %+v, want %s", ev, reasonHandshakeWait)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no refusal recorded")
+	}
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count uint64
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == "iotransit_ingest_handshake_wait_seconds" {
+			for _, m := range mf.GetMetric() {
+				count, sum = count+m.GetHistogram().GetSampleCount(), sum+m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	if count != 1 || sum < 0.25 {
+		t.Errorf("wait histogram has %d samples summing %gs, want the refused one's wait of about 0.3s", count, sum)
+	}
+}
