@@ -55,6 +55,16 @@ func TestIngestGateAbandonedConnectionsLeakNothing(t *testing.T) {
 	const timeout = 700 * time.Millisecond
 	e := newGateEnv(t, 1, 200, timeout, 0)
 	dialRaw := func() (net.Conn, error) { return net.DialTimeout("tcp", e.addr, 5*time.Second) }
+	// sendAndHold sends b and keeps the connection open past the timeout.
+	sendAndHold := func(b []byte) error {
+		c, err := dialRaw()
+		if err != nil {
+			return err
+		}
+		time.AfterFunc(2*timeout, func() { c.Close() })
+		_, err = c.Write(b)
+		return err
+	}
 	gw := tu.SelfSigned(t, "TSGW06ACM00000001")
 	ways := []struct {
 		name string
@@ -77,22 +87,9 @@ func TestIngestGateAbandonedConnectionsLeakNothing(t *testing.T) {
 			return err
 		}},
 		{name: "stalls inside a record", run: func() error {
-			c, err := dialRaw()
-			if err != nil {
-				return err
-			}
-			_, err = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}) // a handshake record of 512 bytes, one sent
-			time.AfterFunc(2*timeout, func() { c.Close() })
-			return err
+			return sendAndHold([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}) // a handshake record of 512 bytes, one sent
 		}},
-		{name: "silent past the timeout", run: func() error {
-			c, err := dialRaw()
-			if err != nil {
-				return err
-			}
-			time.AfterFunc(2*timeout, func() { c.Close() })
-			return nil
-		}},
+		{name: "silent past the timeout", run: func() error { return sendAndHold(nil) }},
 		{name: "leaves after the server's flight", run: func() error {
 			c, err := dialRaw()
 			if err != nil {
