@@ -1,11 +1,13 @@
 package forward_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestForwardFilterWithRepeatedValue: a filter naming one device twice is
@@ -194,5 +197,73 @@ func TestForwardRetargetNeedsSecretsAgain(t *testing.T) {
 		if d.Header.Get("X-Api-Key") != "NEW-KEY" || strings.Contains(d.URI, "AZFUNCKEY") {
 			t.Errorf("the new endpoint got X-Api-Key %q, URI %q", d.Header.Get("X-Api-Key"), d.URI)
 		}
+	}
+}
+
+// TestForwardOneLaneRestartResendsUnderItsID: an integration delivering
+// one batch at a time (delivery.concurrency 1, and every type but the
+// webhook) resends the batch a restart interrupted under its webhook-id,
+// with the same messages, before the ones after it.
+func TestForwardOneLaneRestartResendsUnderItsID(t *testing.T) {
+	dir := t.TempDir()
+	e := newEnv(t, func(c *node.Config) { c.DataDir = dir })
+	var (
+		mu       sync.Mutex
+		hold     = true
+		heldID   string
+		heldBody []byte
+		acc      accepted
+	)
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		mu.Lock()
+		h := hold
+		if h && heldID == "" {
+			heldID, heldBody = r.Header.Get("webhook-id"), body
+		}
+		mu.Unlock()
+		if h {
+			<-r.Context().Done() // in flight until the node stops
+			return true
+		}
+		acc.add(r, body)
+		return false
+	})
+	e.integration(nil)
+	sent := e.publish(2)
+	tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if heldID == "" {
+			return fmt.Errorf("no batch tried")
+		}
+		return nil
+	})
+	_ = e.up.Close()
+	e.n.Close()
+	mu.Lock()
+	hold = false
+	id, body := heldID, heldBody
+	mu.Unlock()
+
+	n2 := nodetest.Start(t, func(c *node.Config) {
+		nodetest.NoLimits(c)
+		c.DataDir = dir
+		c.Forward.RetryBase, c.Forward.RetryMax = 50*time.Millisecond, 300*time.Millisecond
+		c.Forward.DeliveryTimeout = 2 * time.Second
+	})
+	e.n, e.api = n2, nodetest.NewAPI(t, n2)
+	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if got, _ := acc.messages(t); len(got) < len(sent) {
+			return fmt.Errorf("%d of %d delivered", len(got), len(sent))
+		}
+		return nil
+	})
+	got, _ := acc.messages(t)
+	checkOrder(t, got)
+	acc.mu.Lock()
+	first := acc.got[0]
+	acc.mu.Unlock()
+	if fid := first.Header.Get("webhook-id"); fid != id || !bytes.Equal(first.Body, body) {
+		t.Errorf("the interrupted batch came back as %q with %s, not under its id %q with %s", fid, first.Body, id, body)
 	}
 }

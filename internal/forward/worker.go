@@ -108,7 +108,9 @@ func (w *worker) session(ctx context.Context) error {
 	w.mu.Lock()
 	w.state.Lanes = nil // left by a session with several lanes
 	w.mu.Unlock()
-	one := &lane{w: w, poke: w.poke, putBack: nak}
+	// i < 0: its pending batch is State.Pending (lane.pending); the zero
+	// index would be State.Lanes[0], which a one-lane session has not.
+	one := &lane{w: w, i: -1, poke: w.poke, putBack: nak}
 	for lctx.Err() == nil {
 		if err := w.batch(lctx, cons, r.Integration, inProcess, target, one); err != nil {
 			return err
