@@ -203,8 +203,22 @@ func TestForwardRetargetNeedsSecretsAgain(t *testing.T) {
 // TestForwardOneLaneRestartResendsUnderItsID: an integration delivering
 // one batch at a time (delivery.concurrency 1, and every type but the
 // webhook) resends the batch a restart interrupted under its webhook-id,
-// with the same messages, before the ones after it.
+// with the same messages, before the ones after it; also when an
+// unreadable message stored after the batch comes in the same fetch (it
+// is dead-lettered, the batch keeps its id).
 func TestForwardOneLaneRestartResendsUnderItsID(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		unreadable bool
+	}{
+		{name: "interrupted batch"},
+		{name: "unreadable message after it", unreadable: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testOneLaneRestartResendsUnderItsID(t, tc.unreadable) })
+	}
+}
+
+func testOneLaneRestartResendsUnderItsID(t *testing.T, unreadable bool) {
 	dir := t.TempDir()
 	e := newEnv(t, func(c *node.Config) { c.DataDir = dir })
 	var (
@@ -238,6 +252,14 @@ func TestForwardOneLaneRestartResendsUnderItsID(t *testing.T) {
 		}
 		return nil
 	})
+	if unreadable {
+		m := nats.NewMsg(names.Message(tenant, gwSer, devices[0], 13100))
+		m.Data = []byte("not a sealed message")
+		m.Header.Set("Iot-Tsm-Id", "13100")
+		if _, err := e.n.JetStream().PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
 	_ = e.up.Close()
 	e.n.Close()
 	mu.Lock()
