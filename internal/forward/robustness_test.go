@@ -18,7 +18,6 @@ import (
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
-	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestForwardFilterWithRepeatedValue: a filter naming one device twice is
@@ -267,13 +266,7 @@ func testOneLaneRestartResendsUnderItsID(t *testing.T, unreadable bool) {
 	id, body := heldID, heldBody
 	mu.Unlock()
 
-	n2 := nodetest.Start(t, func(c *node.Config) {
-		nodetest.NoLimits(c)
-		c.DataDir = dir
-		c.Forward.RetryBase, c.Forward.RetryMax = 50*time.Millisecond, 300*time.Millisecond
-		c.Forward.DeliveryTimeout = 2 * time.Second
-	})
-	e.n, e.api = n2, nodetest.NewAPI(t, n2)
+	e.restart(dir)
 	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
 		if got, _ := acc.messages(t); len(got) < len(sent) {
 			return fmt.Errorf("%d of %d delivered", len(got), len(sent))
