@@ -53,6 +53,19 @@ func newEnv(t *testing.T, mod func(*node.Config)) *env {
 	return &env{t: t, n: n, api: nodetest.NewAPI(t, n), up: up, rcv: tu.NewReceiver(t), next: map[string]int{}}
 }
 
+// restart starts a node again on the data of the stopped one (dir), with
+// newEnv's settings, and talks to it from then on.
+func (e *env) restart(dir string) {
+	e.t.Helper()
+	n := nodetest.Start(e.t, func(c *node.Config) {
+		nodetest.NoLimits(c)
+		c.DataDir = dir
+		c.Forward.RetryBase, c.Forward.RetryMax = 50*time.Millisecond, 300*time.Millisecond
+		c.Forward.DeliveryTimeout = 2 * time.Second
+	})
+	e.n, e.api = n, nodetest.NewAPI(e.t, n)
+}
+
 // integration creates a webhook integration to the receiver with the exact
 // request of the contract, plus extra fields. It delivers one batch
 // at a time (delivery.concurrency 1, the contract these tests were written

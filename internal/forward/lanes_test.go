@@ -14,7 +14,6 @@ import (
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
-	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // laneDevices returns a device whose lane (of n) no other device takes,
@@ -298,13 +297,7 @@ func testLanesRestartMidBatch(t *testing.T, busy bool) {
 	hold = false
 	open.Unlock()
 
-	n2 := nodetest.Start(t, func(c *node.Config) {
-		nodetest.NoLimits(c)
-		c.DataDir = dir
-		c.Forward.RetryBase, c.Forward.RetryMax = 50*time.Millisecond, 300*time.Millisecond
-		c.Forward.DeliveryTimeout = 2 * time.Second
-	})
-	e.n, e.api = n2, nodetest.NewAPI(t, n2)
+	e.restart(dir)
 	var got []map[string]any
 	var once map[string]int
 	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {

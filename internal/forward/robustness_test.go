@@ -1,11 +1,13 @@
 package forward_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -194,5 +196,89 @@ func TestForwardRetargetNeedsSecretsAgain(t *testing.T) {
 		if d.Header.Get("X-Api-Key") != "NEW-KEY" || strings.Contains(d.URI, "AZFUNCKEY") {
 			t.Errorf("the new endpoint got X-Api-Key %q, URI %q", d.Header.Get("X-Api-Key"), d.URI)
 		}
+	}
+}
+
+// TestForwardOneLaneRestartResendsUnderItsID: an integration delivering
+// one batch at a time (delivery.concurrency 1, and every type but the
+// webhook) resends the batch a restart interrupted under its webhook-id,
+// with the same messages, before the ones after it; also when an
+// unreadable message stored after the batch comes in the same fetch (it
+// is dead-lettered, the batch keeps its id).
+func TestForwardOneLaneRestartResendsUnderItsID(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		unreadable bool
+	}{
+		{name: "interrupted batch"},
+		{name: "unreadable message after it", unreadable: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testOneLaneRestartResendsUnderItsID(t, tc.unreadable) })
+	}
+}
+
+func testOneLaneRestartResendsUnderItsID(t *testing.T, unreadable bool) {
+	dir := t.TempDir()
+	e := newEnv(t, func(c *node.Config) { c.DataDir = dir })
+	var (
+		mu       sync.Mutex
+		hold     = true
+		heldID   string
+		heldBody []byte
+		acc      accepted
+	)
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		mu.Lock()
+		h := hold
+		if h && heldID == "" {
+			heldID, heldBody = r.Header.Get("webhook-id"), body
+		}
+		mu.Unlock()
+		if h {
+			<-r.Context().Done() // in flight until the node stops
+			return true
+		}
+		acc.add(r, body)
+		return false
+	})
+	e.integration(nil)
+	sent := e.publish(2)
+	tu.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if heldID == "" {
+			return fmt.Errorf("no batch tried")
+		}
+		return nil
+	})
+	if unreadable {
+		m := nats.NewMsg(names.Message(tenant, gwSer, devices[0], 13100))
+		m.Data = []byte("not a sealed message")
+		m.Header.Set("Iot-Tsm-Id", "13100")
+		if _, err := e.n.JetStream().PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = e.up.Close()
+	e.n.Close()
+	mu.Lock()
+	hold = false
+	id, body := heldID, heldBody
+	mu.Unlock()
+
+	e.restart(dir)
+	tu.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if got, _ := acc.messages(t); len(got) < len(sent) {
+			return fmt.Errorf("%d of %d delivered", len(got), len(sent))
+		}
+		return nil
+	})
+	got, _ := acc.messages(t)
+	checkOrder(t, got)
+	acc.mu.Lock()
+	first := acc.got[0]
+	acc.mu.Unlock()
+	if fid := first.Header.Get("webhook-id"); fid != id || !bytes.Equal(first.Body, body) {
+		t.Errorf("the interrupted batch came back as %q with %s, not under its id %q with %s", fid, first.Body, id, body)
 	}
 }

@@ -108,7 +108,9 @@ func (w *worker) session(ctx context.Context) error {
 	w.mu.Lock()
 	w.state.Lanes = nil // left by a session with several lanes
 	w.mu.Unlock()
-	one := &lane{w: w, poke: w.poke, putBack: nak}
+	// i < 0: its pending batch is State.Pending (lane.pending); the zero
+	// index would be State.Lanes[0], which a one-lane session has not.
+	one := &lane{w: w, i: -1, poke: w.poke, putBack: nak}
 	for lctx.Err() == nil {
 		if err := w.batch(lctx, cons, r.Integration, inProcess, target, one); err != nil {
 			return err
@@ -372,8 +374,10 @@ func ack(ctx context.Context, msgs []held) error {
 
 // deadLetter moves messages to the integration's dead-letter stream (as
 // stored: sealed, with their headers and why), then acknowledges them;
-// advance moves the delivery position past them (not while earlier
-// messages are still held).
+// advance moves the delivery position past them and ends the lane's
+// pending batch (neither while earlier messages are still held: they are
+// the batch being gathered, which may be one a restart interrupted and
+// must keep its id).
 func (w *worker) deadLetter(ctx context.Context, l *lane, msgs []held, reason string, attempts int, advance bool) error {
 	subject := names.DeadLetter(w.tenant, w.id)
 	now := time.Now().UTC()
@@ -411,7 +415,9 @@ func (w *worker) deadLetter(ctx context.Context, l *lane, msgs []held, reason st
 		if l.resolve() { // the lane goes on with its next batch
 			s.NextRetryAt = nil
 		}
-		l.setPending(s, nil)
+		if advance {
+			l.setPending(s, nil)
+		}
 		s.LastErrorResolvedAt = nil
 	})
 	w.e.log.Warn("messages dead-lettered", "tenant_id", w.tenant, "integration_id", w.id, "messages", len(msgs), "reason", reason)
