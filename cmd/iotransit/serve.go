@@ -47,7 +47,7 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.IntVar(&c.Ingest.ReceiveMaximum, "receive-maximum", c.Ingest.ReceiveMaximum, "QoS 1 publishes one gateway connection may have in flight before their PUBACKs (MQTT Receive Maximum, announced in CONNACK), 1 to 65535")
 	fs.IntVar(&c.Ingest.MaxInFlight, "ingest-max-inflight", c.Ingest.MaxInFlight, "messages being written to the store across all gateway connections at most (a publish past it waits), 1 to 32768")
 	fs.DurationVar(&c.Store.Retention, "retention", c.Store.Retention, "how long messages are kept")
-	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", c.Store.DedupeWindow, "how long a message's content id is remembered to store resends once; each id held costs ~100 bytes of memory (rate × window)")
+	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", c.Store.DedupeWindow, "how long a message's content id is remembered to store resends once; each id held costs ~130 bytes of memory (rate × window)")
 	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", c.Store.MaxBytes, "bytes of messages kept per tenant; oldest go first (0: unlimited)")
 	fs.BoolVar(&c.AllowPrivateTargets, "allow-private-targets", c.AllowPrivateTargets, "let integrations reach loopback, private and link-local addresses (on with --dev)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")

@@ -49,9 +49,9 @@ type Config struct {
 	MaxBytes int64
 	// DedupeWindow is how long a content id is remembered (default 2
 	// minutes, as JetStream's own). JetStream keeps every id of the window
-	// in memory, about 100 bytes of heap each, so the window bounds memory
+	// in memory, about 130 bytes of heap each, so the window bounds memory
 	// by rate × window: at 20,000 messages/s one hour would hold 72 million
-	// ids (7 GB), two minutes 2.4 million (240 MB). A resend comes after a
+	// ids (9 GB), two minutes 2.4 million (310 MB). A resend comes after a
 	// lost PUBACK, when the gateway reconnects (the agent's backoff tops at
 	// one minute).
 	DedupeWindow time.Duration
