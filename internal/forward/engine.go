@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -183,6 +184,40 @@ type State struct {
 	// Lanes holds the state of each lane of an integration delivering
 	// several batches at once, one entry per lane.
 	Lanes []LaneState `json:"lanes,omitempty"`
+	// FormerLanes is, after delivery.concurrency changed, each former
+	// lane's AckedThrough (as many as there were lanes): a message of a
+	// device whose former lane already delivered past it is not delivered
+	// again. It goes once AckedThrough passes them all.
+	FormerLanes []uint64 `json:"formerLanes,omitempty"`
+}
+
+// retireLanes keeps the lanes' records as FormerLanes when the number of
+// lanes changes to n (1: one batch at a time) and drops the former ones
+// that AckedThrough passed. It reports whether Lanes must be made anew.
+func (s *State) retireLanes(n int) bool {
+	if len(s.FormerLanes) > 0 && s.AckedThrough >= slices.Max(s.FormerLanes) {
+		s.FormerLanes = nil
+	}
+	if len(s.Lanes) == n || (n == 1 && len(s.Lanes) == 0) {
+		return false
+	}
+	if len(s.Lanes) > 1 {
+		former := make([]uint64, len(s.Lanes))
+		for i, ls := range s.Lanes {
+			former[i] = ls.AckedThrough
+		}
+		if s.AckedThrough < slices.Max(former) {
+			s.FormerLanes = former
+		}
+	}
+	return true
+}
+
+// formerlyDelivered reports whether the former lane of device tuid
+// delivered the message at seq (FormerLanes).
+func (s *State) formerlyDelivered(tuid string, seq uint64) bool {
+	n := len(s.FormerLanes)
+	return n > 0 && seq <= s.FormerLanes[laneOf(tuid, n)]
 }
 
 // LaneState is one lane's part of the delivery state.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -335,13 +336,17 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	w.mu.Lock()
-	if len(w.state.Lanes) != n { // other lanes (or one) before: their records do not apply
+	if w.state.retireLanes(n) { // other lanes (or one) before: their records become former ones
 		w.state.Lanes = make([]LaneState, n)
 	}
 	w.state.Pending = nil
-	skip := make([]uint64, n)
+	acked := make([]uint64, n)
 	for i, ls := range w.state.Lanes {
-		skip[i] = ls.AckedThrough
+		acked[i] = ls.AckedThrough
+	}
+	former := State{FormerLanes: slices.Clone(w.state.FormerLanes)}
+	skip := func(tuid string, i int, seq uint64) bool {
+		return seq <= acked[i] || former.formerlyDelivered(tuid, seq)
 	}
 	fl := newFloor(w.state.AckedThrough)
 	w.mu.Unlock()
@@ -464,7 +469,7 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 // dispatch routes one pulled message: to its device's lane, or done at
 // once when it is filtered out (or re-driven to another integration),
 // already delivered by its lane, or undecodable (dead-lettered).
-func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration, inProcess bool, rd redrives, disp *lane, ls []*lane, skip []uint64, heldMu *sync.Mutex, inHand map[uint64]jetstream.Msg) error {
+func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration, inProcess bool, rd redrives, disp *lane, ls []*lane, skip func(tuid string, lane int, seq uint64) bool, heldMu *sync.Mutex, inHand map[uint64]jetstream.Msg) error {
 	md, err := jm.Metadata()
 	if err != nil {
 		return err
@@ -512,7 +517,7 @@ func (w *worker) dispatch(ctx context.Context, jm jetstream.Msg, in Integration,
 		return finish()
 	}
 	i := laneOf(sm.Tuid, len(ls))
-	if seq <= skip[i] { // delivered by its lane before a restart
+	if skip(sm.Tuid, i, seq) { // delivered by its lane (or its former lane) before a restart
 		return finish()
 	}
 	ls[i].push(held{msg: jm, md: md, m: Message{

@@ -553,3 +553,60 @@ func TestForwardDeepBacklogGoesInFullBatches(t *testing.T) {
 		t.Errorf("%d requests for 1 + 150 messages in batches of at most 50, want 4 or 5", n)
 	}
 }
+
+// TestForwardLaneCountChangeDeliversOnce: when an integration's number of
+// lanes changes while one device holds the delivery position back (its
+// receiver answers 503), what the other lanes had delivered above that
+// position is not delivered again by the new lanes; every message reaches
+// the receiver once.
+func TestForwardLaneCountChangeDeliversOnce(t *testing.T) {
+	for _, to := range []int{8, 1} {
+		t.Run(fmt.Sprintf("4 to %d lanes", to), func(t *testing.T) {
+			e := newEnv(t, nil)
+			devs := laneDevices(t, 4, 4)
+			var refuse atomic.Bool
+			refuse.Store(true)
+			var acc accepted
+			e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+				if refuse.Load() && contains(body, devs[0]) {
+					w.WriteHeader(503)
+					return true
+				}
+				acc.add(r, body)
+				return false
+			})
+			id, _ := e.integration(map[string]any{"delivery": map[string]any{"concurrency": 4}})
+			sent := e.publishTo(devs, 3)
+			tu.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+				if got, _ := acc.messages(t); len(got) != len(sent)-3 {
+					return fmt.Errorf("%d accepted, want the other devices' %d", len(got), len(sent)-3)
+				}
+				return nil
+			})
+			if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), map[string]any{"delivery": map[string]any{"concurrency": to}}); r.Status != 200 {
+				t.Fatalf("update: %d %s", r.Status, r.Body)
+			}
+			refuse.Store(false)
+			sent = append(sent, e.publishTo(devs, 1)...)
+			waitState(t, e, id, func(s forward.State) bool { return s.Delivered >= uint64(len(sent)) })
+			got, _ := acc.messages(t)
+			checkOrder(t, got)
+			if len(got) != len(sent) {
+				t.Errorf("%d distinct messages accepted, want %d", len(got), len(sent))
+			}
+			acc.mu.Lock()
+			total := 0
+			for _, d := range acc.got {
+				var batch []json.RawMessage
+				if err := json.Unmarshal(d.Body, &batch); err != nil {
+					t.Fatal(err)
+				}
+				total += len(batch)
+			}
+			acc.mu.Unlock()
+			if total != len(sent) {
+				t.Errorf("the receiver accepted %d messages for %d sent: delivered again after the lane change", total, len(sent))
+			}
+		})
+	}
+}

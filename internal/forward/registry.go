@@ -205,7 +205,7 @@ func (reg *Registry) Get(ctx context.Context, tenant, id string) (View, error) {
 	if v.State, err = reg.loadState(ctx, tenant, id); err != nil {
 		return View{}, err
 	}
-	v.State.Pending, v.State.Lanes = nil, nil
+	v.State.Pending, v.State.Lanes, v.State.FormerLanes = nil, nil, nil
 	if r.Type != TypeWebsocket {
 		if st, err := reg.js.Stream(ctx, names.MessageStream(tenant)); err == nil {
 			if c, err := st.Consumer(ctx, names.IntegrationConsumer(id)); err == nil {
@@ -255,7 +255,7 @@ func (reg *Registry) Views(ctx context.Context, tenant string) ([]View, error) {
 		if v.State, err = reg.loadState(ctx, tenant, in.ID); err != nil {
 			return nil, err
 		}
-		v.State.Pending, v.State.Lanes = nil, nil
+		v.State.Pending, v.State.Lanes, v.State.FormerLanes = nil, nil, nil
 		if in.Type != TypeWebsocket {
 			v.Backlog = backlog[names.IntegrationConsumer(in.ID)]
 			if v.State.DeadLettered > 0 {
