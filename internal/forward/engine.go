@@ -188,8 +188,11 @@ type State struct {
 	// lane's AckedThrough (as many as there were lanes): a message of a
 	// device whose former lane already delivered past it is not delivered
 	// again. It goes once AckedThrough passes them all.
-	FormerLanes []uint64 `json:"formerLanes,omitempty"`
+	FormerLanes formerLanes `json:"formerLanes,omitempty"`
 }
+
+// formerLanes is each former lane's AckedThrough (State.FormerLanes).
+type formerLanes []uint64
 
 // retireLanes keeps the lanes' records as FormerLanes when the number of
 // lanes changes to n (1: one batch at a time) and drops the former ones
@@ -213,11 +216,10 @@ func (s *State) retireLanes(n int) bool {
 	return true
 }
 
-// formerlyDelivered reports whether the former lane of device tuid
-// delivered the message at seq (FormerLanes).
-func (s *State) formerlyDelivered(tuid string, seq uint64) bool {
-	n := len(s.FormerLanes)
-	return n > 0 && seq <= s.FormerLanes[laneOf(tuid, n)]
+// delivered reports whether the former lane of device tuid delivered the
+// message at seq.
+func (f formerLanes) delivered(tuid string, seq uint64) bool {
+	return len(f) > 0 && seq <= f[laneOf(tuid, len(f))]
 }
 
 // LaneState is one lane's part of the delivery state.

@@ -344,9 +344,9 @@ func (w *worker) lanes(ctx context.Context, cons jetstream.Consumer, in Integrat
 	for i, ls := range w.state.Lanes {
 		acked[i] = ls.AckedThrough
 	}
-	former := State{FormerLanes: slices.Clone(w.state.FormerLanes)}
+	former := slices.Clone(w.state.FormerLanes)
 	skip := func(tuid string, i int, seq uint64) bool {
-		return seq <= acked[i] || former.formerlyDelivered(tuid, seq)
+		return seq <= acked[i] || former.delivered(tuid, seq)
 	}
 	fl := newFloor(w.state.AckedThrough)
 	w.mu.Unlock()

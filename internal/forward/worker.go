@@ -109,13 +109,13 @@ func (w *worker) session(ctx context.Context) error {
 	if w.state.retireLanes(1) {
 		w.state.Lanes = nil // left by a session with several lanes
 	}
-	former := State{FormerLanes: slices.Clone(w.state.FormerLanes)}
+	former := slices.Clone(w.state.FormerLanes)
 	w.mu.Unlock()
 	// i < 0: its pending batch is State.Pending (lane.pending); the zero
 	// index would be State.Lanes[0], which a one-lane session has not.
 	one := &lane{w: w, i: -1, poke: w.poke, putBack: nak}
 	for lctx.Err() == nil {
-		if err := w.batch(lctx, cons, r.Integration, inProcess, target, one, &former); err != nil {
+		if err := w.batch(lctx, cons, r.Integration, inProcess, target, one, former); err != nil {
 			return err
 		}
 	}
@@ -131,7 +131,7 @@ type held struct {
 
 // batch fetches up to MaxMessages (waiting at most MaxWait) and delivers
 // them, retrying until delivered or dead-lettered.
-func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integration, inProcess bool, target Target, l *lane, former *State) error {
+func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integration, inProcess bool, target Target, l *lane, former formerLanes) error {
 	// The fetch waits well within AckWait: nothing marks fetched messages
 	// in progress until the batch is complete, and JetStream would
 	// redeliver them into the same batch. The wait is the server's, and the
@@ -181,7 +181,7 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 		// the filter (which may have changed since) does not apply.
 		// A message that a former lane delivered (before the number of
 		// lanes changed) is not delivered again.
-		if (inProcess && sm.RedrivenAt.IsZero() && !in.Filter.Matches(sm.Gateway, sm.Tuid, sm.TsmID)) || former.formerlyDelivered(sm.Tuid, md.Sequence.Stream) {
+		if (inProcess && sm.RedrivenAt.IsZero() && !in.Filter.Matches(sm.Gateway, sm.Tuid, sm.TsmID)) || former.delivered(sm.Tuid, md.Sequence.Stream) {
 			if err := jm.Ack(); err != nil {
 				return err
 			}

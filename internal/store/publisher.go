@@ -121,7 +121,7 @@ func (p *publisher) message(subject string, data []byte, hdr ...string) *nats.Ms
 		}
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
-		m.Header[hdr[i]] = append(m.Header[hdr[i]][:0], hdr[i+1])
+		setHeader(m, hdr[i], hdr[i+1])
 	}
 	return m
 }
