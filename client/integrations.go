@@ -70,8 +70,10 @@ type Batching struct {
 // batches are in flight at once (lanes): each device's messages always
 // take the same lane, so every device's order is kept. Webhooks take 1 to
 // 32 (default 4); the other types deliver one batch at a time (1). With
-// more than one lane, a batch holds what is waiting when its lane is free;
-// Linger (optional, at most batch.maxWait) lets it wait that long for more.
+// more than one lane, a batch holds what is waiting when its lane is free
+// (a busy lane gathers for up to 2 ms per lane, at most 20 ms and
+// batch.maxWait, so batches grow with the rate); Linger (optional, at most
+// batch.maxWait) lets it wait that long for more.
 type Delivery struct {
 	Concurrency int      `json:"concurrency"`
 	Linger      Duration `json:"linger,omitempty"`
