@@ -204,6 +204,26 @@ func (w *worker) batch(ctx context.Context, cons jetstream.Consumer, in Integrat
 	return w.deliver(ctx, l, in, target, msgs)
 }
 
+// finishGrace is how long a delivery under way may go on once its session
+// is stopping (a change of the integration, a pause, the node shutting
+// down): a batch the receiver is taking is seen to its answer rather than
+// cut off and sent again by the next session.
+const finishGrace = 2 * time.Second
+
+// attempt makes one delivery attempt of b, within DeliveryTimeout. A
+// session that stops meanwhile does not cut it off at once: it has
+// finishGrace to finish.
+func (w *worker) attempt(ctx context.Context, target Target, b *Batch) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.e.cfg.DeliveryTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(finishGrace, cancel)
+		context.AfterFunc(dctx, func() { t.Stop() })
+	})
+	defer stop()
+	return target.Deliver(dctx, b)
+}
+
 func newBatchID() string {
 	b := make([]byte, 12)
 	_, _ = crand.Read(b)
@@ -264,15 +284,22 @@ func (w *worker) deliver(ctx context.Context, l *lane, in Integration, target Ta
 		p.Attempts++
 		b.Attempt = p.Attempts
 		start := time.Now()
-		dctx, cancel := context.WithTimeout(ctx, w.e.cfg.DeliveryTimeout)
-		err := target.Deliver(dctx, b)
-		cancel()
-		if ctx.Err() != nil {
+		err := w.attempt(ctx, target, b)
+		if err != nil && ctx.Err() != nil {
 			return nil // stopping: the messages are redelivered to whoever runs next
 		}
 		now := time.Now().UTC()
 		if err == nil {
-			if err := l.ack(ctx, msgs); err != nil {
+			// Delivered, even if the session is stopping meanwhile: it is
+			// recorded (and the stopping session stores the state), so
+			// the next session does not send the batch again.
+			actx := ctx
+			if ctx.Err() != nil {
+				var acancel context.CancelFunc
+				actx, acancel = context.WithTimeout(context.WithoutCancel(ctx), finishGrace)
+				defer acancel()
+			}
+			if err := l.ack(actx, msgs); err != nil && ctx.Err() == nil {
 				return err
 			}
 			w.e.m.attempts.WithLabelValues(in.Type, "ok").Inc()
