@@ -65,6 +65,10 @@ func addExternalFlags(fs *flag.FlagSet, e *externalFlags) {
 // bench is "iotransit bench": flags to the load and what to measure, then
 // internal/bench measures and reports.
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if os.Getenv(loadgen.LiveChildEnv) == "1" && len(args) == 0 {
+		// The live gateways of a storm bench, started by it (--storm).
+		return loadgen.RunLiveChild(ctx, os.Stdin, stdout)
+	}
 	fs := newFlagSet("bench", "", stderr)
 	var f benchFlags
 	o, c := &f.opts, &f.cfg
