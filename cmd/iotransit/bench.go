@@ -39,6 +39,8 @@ type externalFlags struct {
 	// idle and storm are --idle and --storm (0: not that bench), tenants
 	// --tenants.
 	idle, storm, tenants int
+	// receiverAddr is --receiver-addr (--forward).
+	receiverAddr string
 }
 
 // benchTenantDefault is the tenant of the external bench's gateways.
@@ -55,13 +57,18 @@ func addExternalFlags(fs *flag.FlagSet, e *externalFlags) {
 	fs.Var(listFlag{list: &o.SourceAddrs}, "source-addrs", "--mqtt: comma-separated local IPs the connections are spread over (default: enough loopback addresses 127.0.0.1, 127.0.0.2, ... for "+fmt.Sprint(loadgen.PortsPerSource)+" connections each)")
 	fs.StringVar(&o.CacheDir, "cache-dir", "", "--mqtt: where the gateways' keys and certificates are kept for the next run (default: the user's cache directory, iotransit/bench)")
 	fs.IntVar(&e.idle, "idle", 0, "--mqtt: connect `N` idle gateways instead, hold them for --duration, and report the server's memory per connection (RSS with --server-pid; Go heap+stacks and goroutines from its /metrics) and the connect time")
-	fs.IntVar(&e.storm, "storm", 0, "--mqtt: `N` gateways connect at once after --duration of steady load (--gateways live gateways publishing --rate in all); reports the live publish latency before and during the storm and that every storm gateway connected")
+	fs.IntVar(&e.storm, "storm", 0, "--mqtt: `N` gateways connect at once after --duration of steady load (--gateways live gateways publishing --rate in all); reports the live publish latency before and during the storm (the live gateways publish from a process of their own) and that every storm gateway connected")
+	fs.StringVar(&e.receiverAddr, "receiver-addr", "", "--mqtt --forward: `HOST:PORT` where the bench's HTTPS webhook receiver listens, HOST being how the server reaches it (default 127.0.0.1, a free port); the server must allow private targets for a loopback or private HOST (serve --dev does)")
 	fs.IntVar(&e.tenants, "tenants", 0, fmt.Sprintf("--idle, --storm: tenants the gateways are spread over, each provisioning with an API key of its own (default: one per %d gateways; the server allows --max-conns-per-tenant each)", loadgen.TenantGateways))
 }
 
 // bench is "iotransit bench": flags to the load and what to measure, then
 // internal/bench measures and reports.
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if os.Getenv(loadgen.LiveChildEnv) == "1" && len(args) == 0 {
+		// The live gateways of a storm bench, started by it (--storm).
+		return loadgen.RunLiveChild(ctx, os.Stdin, stdout)
+	}
 	fs := newFlagSet("bench", "", stderr)
 	var f benchFlags
 	o, c := &f.opts, &f.cfg
@@ -77,7 +84,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.MaxInflight, "max-inflight", 100, "open loop: publishes in flight per gateway at most")
 	fs.IntVar(&c.Window, "window", 1, "closed loop: publishes each gateway keeps in flight (1: a real gateway's pace; more pipelines them on the connection, as mosquitto_pub -l does)")
 	fs.StringVar(&o.TmpDir, "tmp-dir", "", "where the node's temporary data directory goes (default: the system's; put it on the disk to measure)")
-	fs.StringVar(&o.Forward, "forward", "", "measure forwarding to an in-process HTTPS receiver instead: webhook (needs --rate: a steady phase at that rate, then a closed-loop throughput phase)")
+	fs.StringVar(&o.Forward, "forward", "", "measure forwarding to an HTTPS receiver in this process instead: webhook (needs --rate: a steady phase at that rate, then, in-process only, a closed-loop throughput phase; with --mqtt the server of --mqtt forwards, through an integration the bench creates, trusting the receiver's CA for it alone)")
 	fs.IntVar(&o.ForwardBatch, "forward-batch", 100, fmt.Sprintf("--forward: the integration's batch.maxMessages (1 to %d)", forward.MaxMaxMessages))
 	fs.DurationVar(&o.ForwardWait, "forward-wait", 50*time.Millisecond, "--forward: the integration's batch.maxWait ("+waitBounds+")")
 	fs.IntVar(&o.ForwardConcurrency, "forward-concurrency", 0, fmt.Sprintf("--forward: the integration's delivery.concurrency, its lanes (1 to %d; 0: the server's default, %d)", forward.MaxConcurrency, forward.DefaultConcurrency))
@@ -109,6 +116,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return f.idle(ctx, commandLine(args), settings, stdout)
 	case f.ext.storm > 0:
 		return f.stormBench(ctx, commandLine(args), settings, stdout)
+	case f.ext.opts.MQTTAddr != "" && o.Forward != "":
+		return f.externalForward(ctx, commandLine(args), settings, stdout)
 	case f.ext.opts.MQTTAddr != "":
 		return f.external(ctx, commandLine(args), settings, stdout)
 	}
@@ -147,6 +156,23 @@ func (f *benchFlags) external(ctx context.Context, command string, settings map[
 	if err != nil {
 		return err
 	}
+	return f.finish(ctx, stdout, rep, failures)
+}
+
+// externalForward measures the forwarding of the server of --mqtt from
+// outside and reports.
+func (f *benchFlags) externalForward(ctx context.Context, command string, settings map[string]string, stdout io.Writer) error {
+	rep, failures, err := loadgen.MeasureExternalForward(ctx, loadgen.NewHeader(loadgen.ModeExternal, command, settings),
+		loadgen.ExternalForwardOptions{Server: f.ext.opts, Forward: f.opts, ReceiverAddr: f.ext.receiverAddr}, f.cfg)
+	if err != nil {
+		return err
+	}
+	return f.finish(ctx, stdout, rep, failures)
+}
+
+// finish prints the report of a measurement and returns what fails the
+// run: an interruption, else the problems it found.
+func (f *benchFlags) finish(ctx context.Context, stdout io.Writer, rep interface{ WriteTable(io.Writer) }, failures []error) error {
 	if err := f.print(stdout, rep); err != nil {
 		return err
 	}
@@ -208,14 +234,14 @@ func (f *benchFlags) validateExternal(onCmdLine map[string]bool) []error {
 	o := &e.opts
 	var errs []error
 	if o.MQTTAddr == "" {
-		for _, name := range []string{"api", "ca", "operator-key", "operator-key-file", "source-addrs", "cache-dir", "idle", "storm", "tenants"} {
+		for _, name := range []string{"api", "ca", "operator-key", "operator-key-file", "source-addrs", "cache-dir", "idle", "storm", "tenants", "receiver-addr"} {
 			if onCmdLine[name] {
 				errs = append(errs, fmt.Errorf("--%s is for the external bench: give --mqtt too", name))
 			}
 		}
 		return errs
 	}
-	for _, name := range []string{"fsync", "tmp-dir", "log-level", "forward"} {
+	for _, name := range []string{"fsync", "tmp-dir", "log-level"} {
 		if onCmdLine[name] {
 			errs = append(errs, fmt.Errorf("--%s is for the in-process node: with --mqtt, set it on the server (iotransit serve)", name))
 		}
@@ -259,6 +285,15 @@ func (f *benchFlags) validateExternal(onCmdLine map[string]bool) []error {
 		errs = append(errs, errors.New("--storm needs --rate: the live gateways' publishes per second in total"))
 	case (e.idle > 0 || e.storm > 0) && f.opts.Peer != "":
 		errs = append(errs, errors.New("--peer is for the load bench, not --idle or --storm"))
+	case (e.idle > 0 || e.storm > 0) && f.opts.Forward != "":
+		errs = append(errs, errors.New("--forward is a bench of its own, not with --idle or --storm"))
+	case e.receiverAddr != "" && f.opts.Forward == "":
+		errs = append(errs, errors.New("--receiver-addr is for --forward"))
+	}
+	if a := e.receiverAddr; a != "" {
+		if host, _, err := net.SplitHostPort(a); err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+			errs = append(errs, fmt.Errorf("--receiver-addr %q: want HOST:PORT, HOST the name or address the server reaches the receiver by (not a wildcard)", a))
+		}
 	}
 	if e.tenants < 0 || e.tenants > 1000 {
 		errs = append(errs, fmt.Errorf("--tenants %d: want 1 to 1000 (0: one per %d gateways)", e.tenants, loadgen.TenantGateways))

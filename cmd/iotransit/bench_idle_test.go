@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -97,8 +98,11 @@ func TestBenchStorm(t *testing.T) {
 	if rep.StormConnected != n || rep.StormFailed != 0 || rep.StormAttempts < n {
 		t.Errorf("storm: %d connected, %d failed, %d attempts; want %d, 0, at least %d", rep.StormConnected, rep.StormFailed, rep.StormAttempts, n, n)
 	}
-	if rep.LiveErrors != 0 || rep.LiveBefore.Count == 0 {
-		t.Errorf("live: %d errors, %d publishes before the storm", rep.LiveErrors, rep.LiveBefore.Count)
+	if rep.LiveErrors != 0 || rep.LiveBefore.Count == 0 || rep.LiveDuring.Count == 0 {
+		t.Errorf("live: %d errors, %d publishes before the storm, %d during it", rep.LiveErrors, rep.LiveBefore.Count, rep.LiveDuring.Count)
+	}
+	if rep.LivePID == 0 || rep.LivePID == os.Getpid() {
+		t.Errorf("the live gateways ran in process %d, the storm in %d: want another", rep.LivePID, os.Getpid())
 	}
 	if hs := rep.ServerAfter.Handshakes - rep.ServerBefore.Handshakes; hs < n {
 		t.Errorf("the server made %v handshakes during the storm, want at least %d", hs, n)
@@ -146,3 +150,8 @@ func TestServeCheckConfigHandshakeFlags(t *testing.T) {
 		}
 	}
 }
+
+// init runs this test binary as the live gateways of a storm bench when
+// the bench under test started it so (its executable is this binary, not
+// iotransit).
+func init() { loadgen.RunLiveChildIfAsked() }

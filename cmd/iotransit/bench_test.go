@@ -315,6 +315,54 @@ func TestBenchExternal(t *testing.T) {
 	})
 }
 
+// TestBenchExternalForward measures the forwarding of a `serve --dev`
+// process from outside: the bench's receiver is trusted through the
+// integration's caPem, every acknowledged message arrives in its device's
+// order, and the figures agree with the stream's count.
+func TestBenchExternalForward(t *testing.T) {
+	s := startDevServerArgs(t, "--msg-rate", "1000000", "--msg-burst", "1000000")
+	stdout, stderr, err := runBenchCmd(t, "--mqtt", s.MQTT, "--api", "https://"+s.API, "--ca", s.GatewayFile("ca.pem"),
+		"--operator-key-file", filepath.Join(s.Dir, node.OperatorKeyFile), "--server-pid", strconv.Itoa(s.Cmd.Process.Pid),
+		"--cache-dir", t.TempDir(), "--tenant", "bench-fwd", "--gateways", "3", "--rate", "150", "--duration", "1s", "--warmup", "200ms",
+		"--forward", "webhook", "--forward-batch", "20", "--forward-wait", "10ms", "--forward-concurrency", "2", "--receiver-addr", "127.0.0.1:0", "-o", "json")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\nserver:\n%s", err, stderr, s.Out)
+	}
+	var rep loadgen.ExternalForwardReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(stdout), &raw); err != nil {
+		t.Fatal(err)
+	}
+	checkExternalJSON(t, raw, stdout)
+	fr, st := rep.Forward, rep.Stored
+	if fr == nil || st == nil {
+		t.Fatalf("no forward result or stored check:\n%s", stdout)
+	}
+	if fr.Published == 0 || fr.Acked != fr.Published || fr.Arrived != fr.Acked || fr.Missing != 0 || fr.Duplicates != 0 {
+		t.Errorf("published %d, acked %d, arrived %d, missing %d, duplicates %d", fr.Published, fr.Acked, fr.Arrived, fr.Missing, fr.Duplicates)
+	}
+	if fr.OrderViolations != 0 || fr.SignatureFailures != 0 || fr.Unknown != 0 || fr.Concurrency != 2 || fr.MaxBatch > 20 {
+		t.Errorf("order violations %d, signature failures %d, unknown %d, lanes %d, max batch %d", fr.OrderViolations, fr.SignatureFailures, fr.Unknown, fr.Concurrency, fr.MaxBatch)
+	}
+	if st.Delta != uint64(fr.Arrived) || st.Acked != fr.Acked {
+		t.Errorf("the stream grew by %d for %d acknowledged, %d arrived", st.Delta, fr.Acked, fr.Arrived)
+	}
+	if fr.E2E.Count == 0 || fr.E2E.P99Ms < fr.E2E.P50Ms || fr.AfterWait == nil || fr.AfterWait.Backlog != 0 {
+		t.Errorf("e2e %+v, integration after the wait %+v", fr.E2E, fr.AfterWait)
+	}
+	// The integration is the bench's, deleted at the end.
+	list, err := s.Operator(t).ListIntegrations(context.Background(), "bench-fwd")
+	if err != nil || len(list) != 0 {
+		t.Errorf("integrations left: %v, %v", list, err)
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", stdout)
+	}
+}
+
 // checkExternalJSON checks the figures of an external bench's JSON.
 func checkExternalJSON(t *testing.T, rep map[string]any, raw string) {
 	t.Helper()
@@ -371,7 +419,11 @@ func TestBenchExternalRefusesBadFlags(t *testing.T) {
 		{"http api", append(ok, "--api", "http://x:1"), "api"},
 		{"bad mqtt", append(ok, "--mqtt", "nohost"), "--mqtt"},
 		{"fsync", append(ok, "--fsync", "always"), "--fsync"},
-		{"forward", append(ok, "--forward", "webhook", "--rate", "1"), "--forward"},
+		{"receiver without forward", append(ok, "--receiver-addr", "127.0.0.1:0"), "--receiver-addr"},
+		{"receiver on a wildcard", append(ok, "--forward", "webhook", "--rate", "1", "--receiver-addr", "0.0.0.0:9000"), "--receiver-addr"},
+		{"receiver without mqtt", []string{"--forward", "webhook", "--rate", "1", "--receiver-addr", "127.0.0.1:0"}, "--receiver-addr"},
+		{"forward with storm", append(ok, "--forward", "webhook", "--rate", "1", "--storm", "5"), "--forward"},
+		{"forward without rate", append(ok, "--forward", "webhook"), "--rate"},
 		{"source", append(ok, "--source-addrs", "127.0.0.1,nope"), "nope"},
 		{"empty tenant", append(ok, "--tenant", ""), "--tenant"},
 		{"no such server process", append(ok, "--server-pid", "999999999"), "--server-pid"},

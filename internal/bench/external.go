@@ -176,8 +176,45 @@ func MeasureExternal(ctx context.Context, h Header, o ExternalOptions, cfg Confi
 	if err := cfg.defaults(); err != nil {
 		return nil, nil, err
 	}
+	x, err := provisionExternal(ctx, o, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer x.api.Close()
+	rep := &ExternalReport{Header: h}
+	it, failures, err := x.measure(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep.ExternalSystem = *it
+	if o.Peer == "" || ctx.Err() != nil {
+		return rep, failures, nil
+	}
+	p, err := measureExternalPeer(ctx, x.o, cfg)
+	if err != nil {
+		failures = append(failures, err)
+		p = &ExternalSystem{System: o.Peer, Skipped: "failed: " + err.Error()}
+	}
+	rep.Peer = p
+	rep.Ratio = externalRatio(&rep.ExternalSystem, p)
+	return rep, failures, nil
+}
+
+// externalServer is a server in another process with the bench's
+// gateways provisioned through its API.
+type externalServer struct {
+	o    ExternalOptions
+	api  *client.Client
+	gws  []Gateway
+	prov *ProvisionStats
+}
+
+// provisionExternal connects to the API of o's server (the caller closes
+// x.api) and provisions o.Gateways gateways in o.Tenant, spread over the
+// source addresses.
+func provisionExternal(ctx context.Context, o ExternalOptions, cfg Config) (x *externalServer, err error) {
 	if o.Gateways < 1 {
-		return nil, nil, fmt.Errorf("bench: %d gateways: want at least 1", o.Gateways)
+		return nil, fmt.Errorf("bench: %d gateways: want at least 1", o.Gateways)
 	}
 	if o.SourceAddrs == nil {
 		o.SourceAddrs = SourceAddrsFor(o.MQTTAddr, o.Gateways)
@@ -187,27 +224,36 @@ func MeasureExternal(ctx context.Context, h Header, o ExternalOptions, cfg Confi
 	}
 	host, _, err := net.SplitHostPort(o.MQTTAddr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("bench: MQTT address %q: %w", o.MQTTAddr, err)
+		return nil, fmt.Errorf("bench: MQTT address %q: %w", o.MQTTAddr, err)
 	}
 	api, rt, err := NewAPIClient(o.APIURL, o.CAPEM, o.OperatorKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("bench: %w", err)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	defer api.Close()
-
+	defer func() {
+		if err != nil {
+			api.Close()
+		}
+	}()
 	cfg.Progress("provisioning %d gateways in tenant %s through %s", o.Gateways, o.Tenant, api.Server())
 	gws, prov, err := ProvisionAPI(ctx, ProvisionConfig{API: api, Tenant: o.Tenant, Serials: TenantSerials(o.Tenant, o.Gateways),
 		CacheDir: o.CacheDir, CAPEM: o.CAPEM, ServerName: host, Progress: cfg.Progress})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cfg.Progress("provisioned in %.1fs: %d reused from the cache, %d enrolled, %d rate-limit waits", prov.Seconds, prov.Reused, prov.Enrolled, rt.Waits.Load())
 	if err := SpreadSources(gws, o.SourceAddrs); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	return &externalServer{o: o, api: api, gws: gws, prov: prov}, nil
+}
 
-	rep := &ExternalReport{Header: h}
-	before, err := newestSeq(ctx, api, o.Tenant)
+// measure runs the load cfg against the server and checks its message
+// stream against the acknowledged messages (ExternalStored); a failed
+// check is returned as a DURABILITY problem.
+func (x *externalServer) measure(ctx context.Context, cfg Config) (*ExternalSystem, []error, error) {
+	o := x.o
+	before, err := newestSeq(ctx, x.api, o.Tenant)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -218,11 +264,11 @@ func MeasureExternal(ctx context.Context, h Header, o ExternalOptions, cfg Confi
 	if !sleepUntil(ctx, time.Now().Truncate(time.Second).Add(time.Second)) {
 		return nil, nil, ctx.Err()
 	}
-	it, err := measureSystem(ctx, Target{Name: "iotransit", Addr: o.MQTTAddr, Gateways: gws, PID: o.ServerPID}, cfg)
+	it, err := measureSystem(ctx, Target{Name: "iotransit", Addr: o.MQTTAddr, Gateways: x.gws, PID: o.ServerPID}, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	after, err := newestSeq(ctx, api, o.Tenant)
+	after, err := newestSeq(ctx, x.api, o.Tenant)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -234,26 +280,14 @@ func MeasureExternal(ctx context.Context, h Header, o ExternalOptions, cfg Confi
 		st.Delta = after - before
 	}
 	st.OK = st.Delta >= uint64(max(st.Acked, 0))
-	it.Stored, it.Provision = st, prov
-	rep.ExternalSystem = *it
-
+	it.Stored, it.Provision = st, x.prov
 	var failures []error
 	if !st.OK {
 		err := fmt.Errorf("DURABILITY: iotransit acknowledged %d messages but its stream grew by %d (newest seq %d before, %d after)", st.Acked, st.Delta, st.Before, st.After)
 		cfg.Progress("!!! %v !!!", err)
 		failures = append(failures, err)
 	}
-	if o.Peer == "" || ctx.Err() != nil {
-		return rep, failures, nil
-	}
-	p, err := measureExternalPeer(ctx, o, cfg)
-	if err != nil {
-		failures = append(failures, err)
-		p = &ExternalSystem{System: o.Peer, Skipped: "failed: " + err.Error()}
-	}
-	rep.Peer = p
-	rep.Ratio = externalRatio(&rep.ExternalSystem, p)
-	return rep, failures, nil
+	return it, failures, nil
 }
 
 // newestSeq returns the sequence number of the tenant's newest stored

@@ -41,6 +41,26 @@ type gwTrace struct {
 	mu   sync.Mutex
 	pubs []pubTrace // by publish number
 	msgs []msgTrace // by publish number × messages per publish + sensor
+	// devices are the gateway's sensors (one tsmTuid each), by sensor
+	// number: per-device order is checked on each message's first receipt.
+	devices []deviceOrder
+}
+
+// deviceOrder is what a device's messages showed of their order.
+//
+// The order a device's messages must keep is the order the server stored
+// them in, which the bench knows only in part: publishes in flight at once
+// (open loop) leave the client in an order of its goroutines' choosing.
+// But a publish handed to the client after another's PUBACK came back
+// was stored after it. So message A arriving (first receipt) after a
+// message B of the same device is out of order when B was published after
+// A's acknowledgement.
+type deviceOrder struct {
+	// newest is the highest publish number of the device received so far
+	// (-1: none): it was published last of all received, so it decides.
+	newest int64
+	// violations counts the messages received out of order.
+	violations int64
 }
 
 // Publish states.
@@ -51,8 +71,9 @@ const (
 )
 
 type pubTrace struct {
-	at    time.Time // handed to the client
-	state uint8
+	at     time.Time // handed to the client
+	answer time.Time // its answer came back to the client
+	state  uint8
 }
 
 type msgTrace struct {
@@ -70,6 +91,7 @@ type receiverCounts struct {
 	sigFailures  int64
 	badRequests  int64
 	unknown      int64
+	refusals     int64
 	samples      []string
 	lastArrival  time.Time
 	firstArrival time.Time
@@ -83,7 +105,10 @@ const maxForwardSamples = 8
 func NewForwardTrace(gateways, perPublish int) *ForwardTrace {
 	t := &ForwardTrace{perPublish: max(perPublish, 1), gws: make([]*gwTrace, gateways)}
 	for i := range t.gws {
-		t.gws[i] = &gwTrace{}
+		t.gws[i] = &gwTrace{devices: make([]deviceOrder, t.perPublish)}
+		for s := range t.gws[i].devices {
+			t.gws[i].devices[s].newest = -1
+		}
 	}
 	t.rc.batchIDs = map[string]int{}
 	return t
@@ -115,11 +140,19 @@ func (t *ForwardTrace) Answered(g int, seq int64, ok bool) {
 	if seq < 0 || seq >= int64(len(gw.pubs)) {
 		return
 	}
+	gw.pubs[seq].answer = time.Now()
 	if ok {
 		gw.pubs[seq].state = pubAcked
 	} else {
 		gw.pubs[seq].state = pubFailed
 	}
+}
+
+// refused records a request the receiver answered 503 (an outage).
+func (t *ForwardTrace) refused() {
+	t.mu.Lock()
+	t.rc.refusals++
+	t.mu.Unlock()
 }
 
 func (t *ForwardTrace) sample(format string, args ...any) {
@@ -165,16 +198,20 @@ func (t *ForwardTrace) receive(at time.Time, batchID string, body []byte, sigErr
 	t.rc.maxBatch = max(t.rc.maxBatch, len(msgs))
 	t.mu.Unlock()
 
-	var unknown []string
+	var unknown, disorder []string
 	for _, m := range msgs {
-		if why := t.arrive(at, m); why != "" {
+		why, outOfOrder := t.arrive(at, m)
+		switch {
+		case why != "":
 			unknown = append(unknown, why)
+		case outOfOrder != "":
+			disorder = append(disorder, outOfOrder)
 		}
 	}
-	if len(unknown) > 0 {
+	if len(unknown)+len(disorder) > 0 {
 		t.mu.Lock()
 		t.rc.unknown += int64(len(unknown))
-		for _, u := range unknown {
+		for _, u := range append(unknown, disorder...) {
 			t.sample("batch %s: %s", batchID, u)
 		}
 		t.mu.Unlock()
@@ -182,21 +219,23 @@ func (t *ForwardTrace) receive(at time.Time, batchID string, body []byte, sigErr
 }
 
 // arrive matches one received message with its publish and records its
-// receipt; it returns why it could not.
-func (t *ForwardTrace) arrive(at time.Time, m forwardedMessage) string {
+// receipt; it returns why it could not, or, when this first receipt comes
+// after that of a message of the same device published later, what was
+// out of order.
+func (t *ForwardTrace) arrive(at time.Time, m forwardedMessage) (unknown, outOfOrder string) {
 	g, sensor, ok := parseBenchTuid(m.Tuid)
 	ts, errTs := strconv.ParseInt(m.Ts.String(), 10, 64)
 	lght, errL := strconv.ParseInt(m.Lght.String(), 10, 64)
 	cloud, errC := strconv.ParseFloat(m.CloudTs.String(), 64)
 	switch {
 	case !ok || g >= len(t.gws) || sensor >= t.perPublish:
-		return fmt.Sprintf("message of unknown sensor %q", m.Tuid)
+		return fmt.Sprintf("message of unknown sensor %q", m.Tuid), ""
 	case m.TsmID == nil:
-		return fmt.Sprintf("message of %s without tsmId", m.Tuid)
+		return fmt.Sprintf("message of %s without tsmId", m.Tuid), ""
 	case errTs != nil || errL != nil || lght < 0:
-		return fmt.Sprintf("message of %s: tsmTs %q, lght %q", m.Tuid, m.Ts, m.Lght)
+		return fmt.Sprintf("message of %s: tsmTs %q, lght %q", m.Tuid, m.Ts, m.Lght), ""
 	case errC != nil:
-		return fmt.Sprintf("message of %s: tsmCloudTs %q missing or not a number", m.Tuid, m.CloudTs)
+		return fmt.Sprintf("message of %s: tsmCloudTs %q missing or not a number", m.Tuid, m.CloudTs), ""
 	}
 	gw := t.gws[g]
 	gw.mu.Lock()
@@ -206,16 +245,26 @@ func (t *ForwardTrace) arrive(at time.Time, m forwardedMessage) string {
 			continue
 		}
 		mt := &gw.msgs[seq*int64(t.perPublish)+int64(sensor)]
-		if mt.n == 0 {
-			mt.first = at
-			// tsmCloudTs is the ingest's receipt truncated to the
-			// millisecond: take the middle of that millisecond.
-			mt.cloudLag = at.Sub(time.UnixMilli(int64(math.Round(cloud * 1000))).Add(500 * time.Microsecond))
-		}
 		mt.n++
-		return ""
+		if mt.n > 1 { // a redelivery: order counts first receipts only
+			return "", ""
+		}
+		mt.first = at
+		// tsmCloudTs is the ingest's receipt truncated to the
+		// millisecond: take the middle of that millisecond.
+		mt.cloudLag = at.Sub(time.UnixMilli(int64(math.Round(cloud * 1000))).Add(500 * time.Microsecond))
+		d := &gw.devices[sensor]
+		if seq > d.newest {
+			d.newest = seq
+			return "", ""
+		}
+		if p := gw.pubs[seq]; p.state == pubAcked && gw.pubs[d.newest].at.After(p.answer) {
+			d.violations++
+			return "", fmt.Sprintf("%s: message %d arrived after message %d, which was published after %d was acknowledged (out of order)", m.Tuid, seq, d.newest, seq)
+		}
+		return "", ""
 	}
-	return fmt.Sprintf("message of %s with tsmTs %d, lght %d was never published", m.Tuid, ts, lght)
+	return fmt.Sprintf("message of %s with tsmTs %d, lght %d was never published", m.Tuid, ts, lght), ""
 }
 
 // parseBenchTuid returns the gateway and sensor numbers of a TUID the
@@ -303,6 +352,16 @@ type ForwardResult struct {
 	Duplicates int64 `json:"duplicates"`
 	// Unknown counts received messages that match no publish of the run.
 	Unknown int64 `json:"unknown"`
+	// OrderViolations counts messages first received after a message of
+	// the same device (tsmTuid) that was published later;
+	// DevicesOutOfOrder the devices with any. Both must be 0: the server
+	// keeps each device's order.
+	OrderViolations   int64 `json:"order_violations"`
+	DevicesOutOfOrder int   `json:"devices_out_of_order"`
+	// Refused counts the requests the receiver answered 503 during an
+	// outage (WebhookReceiver.Unavailable): each batch in them must
+	// arrive again later.
+	Refused int64 `json:"receiver_refused,omitempty"`
 
 	// Batches counts the webhook requests, RetriedBatches the webhook-ids
 	// received more than once; MessagesReceived the Thingsee objects in all
@@ -383,6 +442,12 @@ func (t *ForwardTrace) Result(windowStart, windowEnd time.Time) *ForwardResult {
 				}
 			}
 		}
+		for _, d := range gw.devices {
+			if d.violations > 0 {
+				r.OrderViolations += d.violations
+				r.DevicesOutOfOrder++
+			}
+		}
 		gw.mu.Unlock()
 	}
 	r.E2E, r.CloudToReceiver = Summarize(e2e), Summarize(cloud)
@@ -392,7 +457,7 @@ func (t *ForwardTrace) Result(windowStart, windowEnd time.Time) *ForwardResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r.Batches, r.MessagesReceived, r.MaxBatch = t.rc.requests, t.rc.messages, t.rc.maxBatch
-	r.SignatureFailures, r.BadRequests, r.Unknown = t.rc.sigFailures, t.rc.badRequests, t.rc.unknown
+	r.SignatureFailures, r.BadRequests, r.Unknown, r.Refused = t.rc.sigFailures, t.rc.badRequests, t.rc.unknown, t.rc.refusals
 	r.Samples = append([]string(nil), t.rc.samples...)
 	for _, n := range t.rc.batchIDs {
 		if n > 1 {
@@ -413,10 +478,10 @@ type forwardWebhook struct {
 }
 
 // createForwardWebhook creates, through api, the webhook integration of a
-// forward phase: to target (verified with caPEM), with o's batching and
-// lanes (o.ForwardConcurrency, 0: the server's default).
-func createForwardWebhook(ctx context.Context, api *client.Client, o Options, name, target, caPEM string) (forwardWebhook, error) {
-	out, err := api.CreateIntegration(ctx, Tenant, client.Integration{
+// forward phase in tenant: to target (verified with caPEM), with o's
+// batching and lanes (o.ForwardConcurrency, 0: the server's default).
+func createForwardWebhook(ctx context.Context, api *client.Client, tenant string, o Options, name, target, caPEM string) (forwardWebhook, error) {
+	out, err := api.CreateIntegration(ctx, tenant, client.Integration{
 		Name: name, Type: client.IntegrationWebhook,
 		Webhook:  &client.WebhookConfig{URL: target, CAPEM: caPEM},
 		Batch:    client.Batching{MaxMessages: o.ForwardBatch, MaxWait: client.Duration(o.ForwardWait)},

@@ -147,7 +147,7 @@ func TestForwardTraceWrap(t *testing.T) {
 
 // TestWebhookReceiver posts signed and unsigned batches over HTTPS.
 func TestWebhookReceiver(t *testing.T) {
-	rc, err := StartWebhookReceiver()
+	rc, err := StartWebhookReceiver("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,6 +229,57 @@ func TestMeasureForwardConcurrency(t *testing.T) {
 				if f == nil || f.Concurrency != tc.want || f.Published == 0 || f.Arrived != f.Published || f.Missing != 0 {
 					t.Errorf("phase %+v, want %d lanes and every message arrived", f, tc.want)
 				}
+			}
+		})
+	}
+}
+
+// TestForwardTraceOrder: a device's message arriving after a later one
+// is out of order when the later one was published after the earlier one
+// was acknowledged (the server then stored them in that order); not when
+// both were in flight at once, and not for a redelivery.
+func TestForwardTraceOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// inFlight publishes message 1 before message 0 is acknowledged.
+		inFlight bool
+		arrivals []int
+		want     int64
+	}{
+		{"in order", false, []int{0, 1}, 0},
+		{"acknowledged, then overtaken", false, []int{1, 0}, 1},
+		{"in flight together", true, []int{1, 0}, 0},
+		{"a redelivery after a later one", false, []int{0, 1, 0}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := NewForwardTrace(1, 1)
+			gen := newPayloadGen(PayloadTypical, 0, "TSGW06BNC00000000")
+			t0 := time.Now().Add(-time.Second)
+			var payloads [][]byte
+			at := []time.Time{t0, t0.Add(time.Millisecond)}
+			if !tc.inFlight {
+				at[1] = time.Now().Add(time.Millisecond) // after the answer to 0
+			}
+			tr.Published(0, 0, at[0])
+			payloads = append(payloads, gen.next(at[0]))
+			if !tc.inFlight {
+				tr.Answered(0, 0, true)
+			}
+			tr.Published(0, 1, at[1])
+			payloads = append(payloads, gen.next(at[1]))
+			if tc.inFlight {
+				tr.Answered(0, 0, true)
+			}
+			tr.Answered(0, 1, true)
+			for k, j := range tc.arrivals {
+				tr.receive(time.Now(), fmt.Sprintf("msg_%d", k), forwarded(t, time.Now(), payloads[j]), nil)
+			}
+			r := tr.Result(t0, time.Now())
+			if r.OrderViolations != tc.want || r.DevicesOutOfOrder != int(tc.want) || r.Unknown != 0 || r.Missing != 0 {
+				t.Errorf("order violations %d of %d devices, unknown %d, missing %d: want %d", r.OrderViolations, r.DevicesOutOfOrder, r.Unknown, r.Missing, tc.want)
+			}
+			if tc.want > 0 && len(r.Samples) == 0 {
+				t.Error("no sample says what was out of order")
 			}
 		})
 	}

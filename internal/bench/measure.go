@@ -335,7 +335,7 @@ func measureForward(ctx context.Context, o Options, cfg Config) ([]*SystemReport
 		return nil, nil, err
 	}
 	defer bn.close()
-	recv, err := StartWebhookReceiver()
+	recv, err := StartWebhookReceiver("")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -374,7 +374,7 @@ func runForwardPhase(ctx context.Context, o Options, cfg Config, bn *benchNode, 
 	progress := cfg.Progress
 	trace := NewForwardTrace(len(bn.gws), cfg.Payload.Messages())
 	path := "/hook/" + ph.name
-	integ, err := createForwardWebhook(ctx, api, o, "bench-"+ph.name, recv.URL(path), recv.CAPEM)
+	integ, err := createForwardWebhook(ctx, api, Tenant, o, "bench-"+ph.name, recv.URL(path), recv.CAPEM)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -398,8 +398,26 @@ func runForwardPhase(ctx context.Context, o Options, cfg Config, bn *benchNode, 
 		return nil, nil, err
 	}
 	rep.Result = res
+	fr, failures := awaitForward(ctx, api, Tenant, integ, trace, res, o, ph, progress)
+	rep.Forward = fr
+	*acked += res.TotalMessagesAcked
+	if rep.Stored, err = checkStored(ctx, bn.n, *acked); err != nil {
+		return nil, nil, err
+	}
+	logs := bn.counter.Counts().Since(logsBefore)
+	rep.ServerLog = &logs
+	return rep, failures, nil
+}
+
+// awaitForward ends a forward phase after its load (res): it waits up to
+// forwardDrainLimit for every acknowledged message to arrive, summarises
+// the trace with the integration's state (read through api in tenant)
+// after the load and after the wait, deletes the integration, and returns
+// the result with the problems that fail the run.
+func awaitForward(ctx context.Context, api *client.Client, tenant string, integ forwardWebhook, trace *ForwardTrace,
+	res *Result, o Options, ph forwardPhase, progress func(string, ...any)) (*ForwardResult, []error) {
 	var failures []error
-	atEnd, err := ReadIntegration(ctx, api, Tenant, integ.ID)
+	atEnd, err := ReadIntegration(ctx, api, tenant, integ.ID)
 	if err != nil {
 		failures = append(failures, err)
 	}
@@ -412,7 +430,7 @@ func runForwardPhase(ctx context.Context, o Options, cfg Config, bn *benchNode, 
 	var after *IntegrationStatus
 	for settle := time.Now().Add(2 * time.Second); ; {
 		arrived, _ := trace.Progress()
-		if after, err = ReadIntegration(ctx, api, Tenant, integ.ID); err != nil {
+		if after, err = ReadIntegration(ctx, api, tenant, integ.ID); err != nil {
 			failures = append(failures, err)
 			break
 		}
@@ -427,15 +445,7 @@ func runForwardPhase(ctx context.Context, o Options, cfg Config, bn *benchNode, 
 	fr.Phase, fr.Type, fr.BatchMaxMessages, fr.BatchMaxWait = ph.name, o.Forward, o.ForwardBatch, o.ForwardWait.String()
 	fr.Concurrency = integ.Concurrency
 	fr.WaitedSeconds, fr.Drained, fr.AtLoadEnd, fr.AfterWait = waited.Seconds(), drained, atEnd, after
-	rep.Forward = fr
-
-	*acked += res.TotalMessagesAcked
-	if rep.Stored, err = checkStored(ctx, bn.n, *acked); err != nil {
-		return nil, nil, err
-	}
-	logs := bn.counter.Counts().Since(logsBefore)
-	rep.ServerLog = &logs
-	if err := api.DeleteIntegration(ctx, Tenant, integ.ID); err != nil {
+	if err := api.DeleteIntegration(ctx, tenant, integ.ID); err != nil {
 		failures = append(failures, err)
 	}
 
@@ -463,11 +473,14 @@ func runForwardPhase(ctx context.Context, o Options, cfg Config, bn *benchNode, 
 	if fr.SignatureFailures > 0 {
 		fail("%d requests failed the Standard Webhooks signature check", fr.SignatureFailures)
 	}
+	if fr.OrderViolations > 0 {
+		fail("%d messages of %d devices arrived out of their device's order", fr.OrderViolations, fr.DevicesOutOfOrder)
+	}
 	if fr.Unknown > 0 || fr.BadRequests > 0 {
 		fail("%d received messages match no publish and %d requests were not a JSON array", fr.Unknown, fr.BadRequests)
 	}
 	if fr.Duplicates > 0 {
 		progress("%s: %d duplicate deliveries (at-least-once redelivery)", ph.name, fr.Duplicates)
 	}
-	return rep, failures, nil
+	return fr, failures
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,21 +16,24 @@ import (
 	"github.com/iotransit/iotransit/receiver"
 )
 
-// WebhookReceiver is an HTTPS webhook endpoint on loopback, with a
-// certificate of its own CA, for the forward benchmark. Each path is routed
-// to a ForwardTrace with the integration's signing secret; every request
-// is answered 200 and recorded: its arrival time (once the whole body is
-// in), its webhook-id, whether its Standard Webhooks signature verifies,
-// and each Thingsee message of its body.
+// WebhookReceiver is an HTTPS webhook endpoint, on loopback unless told
+// otherwise, with a certificate of its own CA, for the forward benchmark.
+// Each path is routed to a ForwardTrace with the integration's signing
+// secret; every request is answered 200 and recorded: its arrival time
+// (once the whole body is in), its webhook-id, whether its Standard
+// Webhooks signature verifies, and each Thingsee message of its body.
+// During an outage (Unavailable) it answers 503 instead and records only
+// that it refused.
 type WebhookReceiver struct {
 	// CAPEM verifies the receiver's certificate (the integration's caPem).
 	CAPEM string
 	base  string
 	srv   *http.Server
 
-	mu     sync.Mutex
-	routes map[string]receiverRoute
-	stray  int64
+	mu          sync.Mutex
+	routes      map[string]receiverRoute
+	stray       int64
+	refuseUntil time.Time
 }
 
 type receiverRoute struct {
@@ -41,8 +45,21 @@ type receiverRoute struct {
 // messages of a few hundred bytes fit many times over.
 const maxWebhookBody = 16 << 20
 
-// StartWebhookReceiver starts a receiver on 127.0.0.1; Close stops it.
-func StartWebhookReceiver() (*WebhookReceiver, error) {
+// StartWebhookReceiver starts a receiver listening on addr, host:port
+// ("": 127.0.0.1 on a free port); Close stops it. Its certificate names
+// the host, 127.0.0.1 and localhost, so the host must be the name or
+// address the forwarding server reaches it by, not a wildcard.
+func StartWebhookReceiver(addr string) (*WebhookReceiver, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("bench: receiver address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return nil, fmt.Errorf("bench: receiver address %q: give the host the server reaches the receiver by (its certificate names it), not a wildcard", addr)
+	}
 	now := time.Now()
 	ca, err := pki.NewCA("iotransit bench receiver CA", 24*time.Hour, now)
 	if err != nil {
@@ -52,15 +69,20 @@ func StartWebhookReceiver() (*WebhookReceiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: receiver key: %w", err)
 	}
-	leaf, _, err := ca.IssueServer(key.Public(), []string{"127.0.0.1", "localhost"}, 24*time.Hour, now)
+	names := []string{"127.0.0.1", "localhost"}
+	if !slices.Contains(names, host) {
+		names = append(names, host)
+	}
+	leaf, _, err := ca.IssueServer(key.Public(), names, 24*time.Hour, now)
 	if err != nil {
 		return nil, fmt.Errorf("bench: receiver certificate: %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("bench: receiver listen: %w", err)
 	}
-	r := &WebhookReceiver{CAPEM: string(ca.CertPEM), base: "https://" + ln.Addr().String(), routes: map[string]receiverRoute{}}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	r := &WebhookReceiver{CAPEM: string(ca.CertPEM), base: "https://" + net.JoinHostPort(host, port), routes: map[string]receiverRoute{}}
 	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second}
 	tl := tls.NewListener(ln, &tls.Config{
 		MinVersion:   tls.VersionTLS12,
@@ -92,6 +114,16 @@ func (r *WebhookReceiver) Stray() int64 {
 	return r.stray
 }
 
+// Unavailable makes the receiver answer every request 503 (Retry-After:
+// 1) for d from now, as an endpoint in an outage does: the server must
+// deliver those batches again later. The refusals are counted in the
+// route's ForwardResult.Refused.
+func (r *WebhookReceiver) Unavailable(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refuseUntil = time.Now().Add(d)
+}
+
 // Close stops the receiver and closes its connections.
 func (r *WebhookReceiver) Close() error { return r.srv.Close() }
 
@@ -110,7 +142,14 @@ func (r *WebhookReceiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.NotFound(w, req)
 		return
 	}
+	refuse := at.Before(r.refuseUntil)
 	r.mu.Unlock()
+	if refuse {
+		rt.trace.refused()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "receiver unavailable (bench outage)", http.StatusServiceUnavailable)
+		return
+	}
 	id := req.Header.Get(receiver.HeaderID)
 	sigErr := rt.verifier.VerifyAt(body, req.Header, at)
 	rt.trace.receive(at, id, body, sigErr)

@@ -301,6 +301,15 @@ func fmtMs(v float64) string {
 	}
 }
 
+// fmtOrder shows a forward result's order violations and the devices
+// they are of, loudly unless none.
+func fmtOrder(fr *ForwardResult) string {
+	if fr.OrderViolations == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("!!! %d (%d devices) !!!", fr.OrderViolations, fr.DevicesOutOfOrder)
+}
+
 // WriteForwardTable writes the report of a forward run (--forward) as a
 // table, a column per phase.
 func (rep *Report) WriteForwardTable(w io.Writer) {
@@ -384,6 +393,7 @@ func (rep *Report) WriteForwardTable(w io.Writer) {
 		return fmt.Sprintf("%d / %d", fr.Duplicates, fr.RetriedBatches)
 	})
 	row("signature failures", func(_ *SystemReport, fr *ForwardResult) string { return fmt.Sprint(fr.SignatureFailures) })
+	row("order violations (devices)", func(_ *SystemReport, fr *ForwardResult) string { return fmtOrder(fr) })
 	row("unknown messages / bad requests", func(_ *SystemReport, fr *ForwardResult) string {
 		return fmt.Sprintf("%d / %d", fr.Unknown, fr.BadRequests)
 	})

@@ -7,14 +7,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/iotransit/iotransit/internal/gateway"
 )
 
 // The storm bench: a few live gateways publish at a steady rate while many
 // others connect at once (a reconnect storm, as after a site's outage). It
 // reports the live gateways' publish latency before and during the storm,
-// and whether every storm gateway got connected, and how fast.
+// and whether every storm gateway got connected, and how fast. The live
+// gateways run in a process of their own (live.go): in the storm's process
+// their latency would be the storm's goroutines starving them.
 
 // StormOptions say which server MeasureStorm measures and how.
 type StormOptions struct {
@@ -36,6 +36,10 @@ type StormOptions struct {
 	Patience time.Duration
 	// Progress, when set, is told what the run is doing.
 	Progress func(format string, args ...any)
+	// LiveExecutable runs the live gateways: an executable that, with
+	// LiveChildEnv set, runs RunLiveChild ("": this one; the iotransit
+	// command does, and the bench's test binaries).
+	LiveExecutable string
 }
 
 // StormReport is what MeasureStorm measured.
@@ -55,6 +59,8 @@ type StormReport struct {
 	// connection lost), LiveSamples the first texts.
 	LiveErrors  int64    `json:"liveErrors"`
 	LiveSamples []string `json:"liveErrorSamples,omitempty"`
+	// LivePID is the process the live gateways ran in, not the storm's.
+	LivePID int `json:"livePid"`
 	// StormConnected storm gateways got their CONNACK, StormFailed did
 	// not within Patience; StormSeconds is the time from the storm's start
 	// to the last CONNACK, StormConnect one gateway's time from its first
@@ -93,14 +99,6 @@ func (o *StormOptions) defaults() error {
 	return nil
 }
 
-// liveSample is one live publish: when it was due, its latency, and
-// whether it was acknowledged.
-type liveSample struct {
-	due time.Time
-	lat time.Duration
-	ok  bool
-}
-
 // MeasureStorm provisions the live and the storm gateways, starts the live
 // load, after o.Quiet connects every storm gateway at once, and reports.
 func MeasureStorm(ctx context.Context, h Header, o StormOptions) (*StormReport, error) {
@@ -126,66 +124,22 @@ func MeasureStorm(ctx context.Context, h Header, o StormOptions) (*StormReport, 
 	live, storm := gws[:o.Live], gws[o.Live:]
 	rep := &StormReport{Header: h, System: "iotransit", Addr: s.MQTTAddr, Live: o.Live, Rate: o.Rate, Storm: o.Storm, Provision: prov, StormErrors: map[string]int64{}}
 
-	ups := make([]*gateway.Uplink, len(live))
-	for i, g := range live {
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ups[i], err = gateway.Dial(dctx, gateway.UplinkConfig{Addr: s.MQTTAddr, Serial: g.Serial, TLS: g.TLS, LocalAddr: g.LocalAddr})
-		cancel()
-		if err != nil {
-			for _, u := range ups[:i] {
-				_ = u.Close()
-			}
-			return nil, fmt.Errorf("bench: connect live gateway %s: %w", g.Serial, err)
-		}
+	spec, err := newLiveSpec(s.MQTTAddr, s.CAPEM, o.Rate, live)
+	if err != nil {
+		return nil, err
 	}
-	defer func() {
-		for _, u := range ups {
-			_ = u.Close()
-		}
-	}()
-
-	o.Progress("%d live gateways publish %g/s in all; the storm of %d starts in %s", o.Live, o.Rate, o.Storm, o.Quiet)
-	liveCtx, stopLive := context.WithCancel(ctx)
-	defer stopLive()
-	samples := make([][]liveSample, len(ups))
-	var liveErrs atomic.Int64
-	var sampleMu sync.Mutex
-	var wg sync.WaitGroup
-	start := time.Now().Add(100 * time.Millisecond)
-	every := time.Duration(float64(len(ups)) / o.Rate * float64(time.Second))
-	for i, u := range ups {
-		wg.Go(func() {
-			gen := newPayloadGen(PayloadTypical, i, live[i].Serial)
-			first := start.Add(every * time.Duration(i) / time.Duration(len(ups)))
-			for k := 0; ; k++ {
-				due := first.Add(every * time.Duration(k))
-				if !sleepUntil(liveCtx, due) {
-					return
-				}
-				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				res, err := u.Publish(pctx, gen.next(time.Now()), 1)
-				cancel()
-				ok := err == nil && res.ReasonCode < 0x80
-				samples[i] = append(samples[i], liveSample{due: due, lat: time.Since(due), ok: ok})
-				if !ok {
-					liveErrs.Add(1)
-					sampleMu.Lock()
-					if len(rep.LiveSamples) < maxSamples {
-						rep.LiveSamples = append(rep.LiveSamples, fmt.Sprintf("%s: %v, reason 0x%02x", live[i].Serial, err, res.ReasonCode))
-					}
-					sampleMu.Unlock()
-				}
-			}
-		})
+	lp, err := startLive(ctx, o.LiveExecutable, spec)
+	if err != nil {
+		return nil, err
 	}
+	defer lp.kill()
+	rep.LivePID = lp.cmd.Process.Pid
+	start := lp.Start
+	o.Progress("%d live gateways (process %d) publish %g/s in all; the storm of %d starts in %s", o.Live, rep.LivePID, o.Rate, o.Storm, o.Quiet)
 	if !sleepUntil(ctx, start.Add(o.Quiet)) {
-		stopLive()
-		wg.Wait()
 		return nil, ctx.Err()
 	}
 	if rep.ServerBefore, err = readServer(ctx, op, s.ServerPID); err != nil {
-		stopLive()
-		wg.Wait()
 		return nil, err
 	}
 
@@ -197,26 +151,28 @@ func MeasureStorm(ctx context.Context, h Header, o StormOptions) (*StormReport, 
 	rep.StormSeconds = last.Sub(stormStart).Seconds()
 	rep.StormConnect = Summarize(lat)
 	o.Progress("storm over in %.1fs: %d connected, %d failed", rep.StormSeconds, rep.StormConnected, rep.StormFailed)
-	stopLive()
-	wg.Wait()
+	lr, err := lp.stop()
+	if err != nil {
+		return nil, err
+	}
 	if rep.ServerAfter, err = readServer(ctx, op, s.ServerPID); err != nil {
 		return nil, err
 	}
 
 	var before, during []time.Duration
-	for _, ss := range samples {
+	for _, ss := range lr.Samples {
 		for _, x := range ss {
 			switch {
-			case !x.ok:
-			case x.due.Before(stormStart):
-				before = append(before, x.lat)
-			case x.due.Before(stormEnd):
-				during = append(during, x.lat)
+			case !x.OK:
+			case x.Due.Before(stormStart):
+				before = append(before, x.Lat)
+			case x.Due.Before(stormEnd):
+				during = append(during, x.Lat)
 			}
 		}
 	}
 	rep.LiveBefore, rep.LiveDuring = Summarize(before), Summarize(during)
-	rep.LiveErrors = liveErrs.Load()
+	rep.LiveErrors, rep.LiveSamples = lr.Errors, lr.ErrorSamples
 	return rep, nil
 }
 
@@ -297,7 +253,8 @@ func stormConnect(ctx context.Context, addr string, gws []Gateway, patience time
 // WriteTable writes the report as text.
 func (rep *StormReport) WriteTable(w io.Writer) {
 	rep.writeHead(w)
-	fmt.Fprintf(w, "mode:     storm: %d gateways connect at once to %s while %d live gateways publish %g/s in all (the server is its own process)\n\n", rep.Storm, rep.Addr, rep.Live, rep.Rate)
+	fmt.Fprintf(w, "mode:     storm: %d gateways connect at once to %s while %d live gateways publish %g/s in all (the server is its own process,\n", rep.Storm, rep.Addr, rep.Live, rep.Rate)
+	fmt.Fprintf(w, "          the live gateways another, %d, than the storm's)\n\n", rep.LivePID)
 	row := func(label string, l LatencySummary) {
 		fmt.Fprintf(w, "%-22s %6d publishes, p50 %s, p99 %s, max %s\n", label, l.Count, fmtMs(l.P50Ms), fmtMs(l.P99Ms), fmtMs(l.MaxMs))
 	}

@@ -1,0 +1,42 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// init runs this test binary as the live gateways of a storm bench when a
+// test's MeasureStorm started it so.
+func init() { RunLiveChildIfAsked() }
+
+// TestMeasureStormLiveProcess: the live gateways publish from a process of
+// their own, which the report names, before and during the storm.
+func TestMeasureStormLiveProcess(t *testing.T) {
+	s := externalNode(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rep, err := MeasureStorm(ctx, NewHeader(ModeExternal, "test", nil), StormOptions{Server: s, Live: 2, Rate: 40, Storm: 20, Quiet: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.LivePID == 0 || rep.LivePID == os.Getpid() {
+		t.Errorf("the live gateways ran in process %d, the storm in %d", rep.LivePID, os.Getpid())
+	}
+	if rep.StormConnected != 20 || rep.LiveErrors != 0 || rep.LiveBefore.Count < 10 {
+		t.Errorf("storm %d connected, live %d errors, %d publishes before the storm: %v", rep.StormConnected, rep.LiveErrors, rep.LiveBefore.Count, rep.LiveSamples)
+	}
+}
+
+// TestStartLiveReportsTheChildsError: a live process that cannot connect
+// says why, and the storm does not start.
+func TestStartLiveReportsTheChildsError(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := startLive(ctx, "", liveSpec{Addr: "127.0.0.1:1", CAPEM: "not a CA", Rate: 1})
+	if err == nil || !strings.Contains(err.Error(), "no CA in the spec") {
+		t.Errorf("err %v, want the child's own error", err)
+	}
+}
