@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"go/parser"
 	"go/token"
@@ -46,9 +47,10 @@ func (s strictTenants) Tenant(id string) (registry.Tenant, bool) {
 	return t, ok
 }
 
-func newCore(t *testing.T, cfg ingest.Config, strict bool) *coreEnv {
+func newCore(t testing.TB, cfg ingest.Config, strict bool) *coreEnv {
 	t.Helper()
-	c := ctx(t)
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second*tu.Slowdown())
+	t.Cleanup(cancel)
 	bb, keys := storetest.Backbone(t)
 	reg, err := registry.Open(c, bb, keys, tu.Logger(t))
 	if err != nil {

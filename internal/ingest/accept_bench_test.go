@@ -1,0 +1,62 @@
+package ingest_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/iotransit/iotransit/internal/ingest"
+)
+
+// benchMessage is a typical gateway message (issue 11): a 12100 weather
+// message of about 170 bytes; its tsmTs is rewritten in place for each
+// upload (ten digits at benchTsAt), so that every message has a new
+// content id and is stored.
+const benchMessage = `{"tsmId":12100,"tsmEv":10,"airp":101364.599,"lght":6,"temp":21.3,"humd":21.7,"tsmTs":1700000000,"tsmTuid":"TSEN01ABC12345678","deploymentGroupId":"prfi00samplegroup"}`
+
+// stamp writes ts, ts+1, … (ten digits) over the tsmTs of each message of
+// payload in turn.
+func stamp(payload []byte, ts int64) {
+	var digits [10]byte
+	for i := 0; ; ts++ {
+		j := strings.Index(string(payload[i:]), `"tsmTs":`)
+		if j < 0 {
+			return
+		}
+		i += j + len(`"tsmTs":`)
+		copy(payload[i:i+10], strconv.AppendInt(digits[:0], ts, 10))
+	}
+}
+
+// BenchmarkAccept is the whole accept path of one upload (issue 11):
+// Core.Begin (validation, rate limit, normalisation, seal, the asynchronous
+// publishes) and Pending.Wait (JetStream's acknowledgements) against a
+// real embedded JetStream, registry and store, for an upload of one
+// message and of ten. Its allocs/op and B/op are those of the whole
+// process, the embedded nats-server's included; every message is new, so
+// each one is stored.
+func BenchmarkAccept(b *testing.B) {
+	e := newCore(b, ingest.Config{MsgRate: 1e9, MsgBurst: 1e6}, false)
+	id := ingest.Identity{Tenant: tenant, Serial: gwA}
+	ctx := context.Background()
+	ts := int64(1700000000)
+	for _, n := range []int{1, 10} {
+		b.Run(fmt.Sprintf("%d per upload", n), func(b *testing.B) {
+			payload := []byte(benchMessage)
+			if n > 1 {
+				payload = []byte("[" + strings.Repeat(benchMessage+",", n-1) + benchMessage + "]")
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(payload)))
+			for b.Loop() {
+				stamp(payload, ts)
+				ts += int64(n)
+				if out := e.core.Begin(ctx, id, payload).Wait(); out.Status != ingest.AllStored || out.Stored != n {
+					b.Fatalf("outcome %+v", out)
+				}
+			}
+		})
+	}
+}
