@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -21,7 +22,7 @@ const benchMessage = `{"tsmId":12100,"tsmEv":10,"airp":101364.599,"lght":6,"temp
 func stamp(payload []byte, ts int64) {
 	var digits [10]byte
 	for i := 0; ; ts++ {
-		j := strings.Index(string(payload[i:]), `"tsmTs":`)
+		j := bytes.Index(payload[i:], []byte(`"tsmTs":`))
 		if j < 0 {
 			return
 		}
@@ -31,8 +32,9 @@ func stamp(payload []byte, ts int64) {
 }
 
 // BenchmarkAccept is the whole accept path of one upload (issue 11):
-// Core.Begin (validation, rate limit, normalisation, seal, the asynchronous
-// publishes) and Pending.Wait (JetStream's acknowledgements) against a
+// Core.Accept, that is Begin (validation, rate limit, normalisation, seal,
+// the asynchronous publishes) and Pending.Wait (JetStream's
+// acknowledgements), against a
 // real embedded JetStream, registry and store, for an upload of one
 // message and of ten. Its allocs/op and B/op are those of the whole
 // process, the embedded nats-server's included; every message is new, so
@@ -53,7 +55,7 @@ func BenchmarkAccept(b *testing.B) {
 			for b.Loop() {
 				stamp(payload, ts)
 				ts += int64(n)
-				if out := e.core.Begin(ctx, id, payload).Wait(); out.Status != ingest.AllStored || out.Stored != n {
+				if out := e.core.Accept(ctx, id, payload); out.Status != ingest.AllStored || out.Stored != n {
 					b.Fatalf("outcome %+v", out)
 				}
 			}
