@@ -97,7 +97,8 @@ func (p *publisher) publish(w *appending, subject string, data []byte, hdr ...st
 	p.mu.Unlock()
 
 	m := p.message(subject, data, hdr...)
-	m.Reply = p.prefix + strconv.FormatUint(id, 36)
+	var num [16]byte
+	m.Reply = p.prefix + string(strconv.AppendUint(num[:0], id, 36)) // one allocation
 	err := p.nc.PublishMsg(m)
 	p.recycle(m)
 	if err != nil {

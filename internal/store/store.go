@@ -16,8 +16,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -98,12 +101,17 @@ type Store struct {
 	closed     bool
 	batchSize  prometheus.Histogram
 	fallbacks  prometheus.Counter
+
+	// streamNames holds the tenants' message stream names (messageStream),
+	// replaced whole under namesMu when a tenant is added.
+	streamNames atomic.Pointer[map[string]string]
+	namesMu     sync.Mutex
 }
 
 // New returns a store.
 func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer) *Store {
 	cfg.defaults()
-	return &Store{cfg: cfg, streams: streams, js: js, keys: keys, pub: newPublisher(js.Conn()),
+	s := &Store{cfg: cfg, streams: streams, js: js, keys: keys, pub: newPublisher(js.Conn()),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "iotransit_store_commit_batch_messages",
 			Help:    "Under group commit (--fsync always): messages and rejections stored per commit: an atomic batch of concurrent appends (a fixed number of fsyncs whatever its size), or 1 for a message published on its own (one fsync).",
@@ -114,6 +122,8 @@ func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer
 			Help: "Under group commit (--fsync always): atomic batches the server refused: one holding a resent message already stored is split in halves (committed, or published one by one when small), one refused for another reason (a timeout) is published one by one.",
 		}),
 	}
+	s.streamNames.Store(&map[string]string{})
+	return s
 }
 
 // Collectors returns the store's metrics, for a Prometheus registry.
@@ -242,29 +252,53 @@ type Waiter interface {
 // one goroutine, reach the stream in order. Under Config.GroupCommit they
 // join the stream's next atomic batch.
 func (s *Store) AppendAsync(ctx context.Context, tenant string, recs []Record) (Waiter, error) {
-	stream := names.MessageStream(tenant)
+	stream := s.messageStream(tenant)
 	w, err := s.writer(stream, len(recs))
 	if err != nil {
 		return nil, err
 	}
-	var received, tsmID [20]byte
+	var buf [128]byte
 	for _, r := range recs {
 		sealed, err := s.keys.Seal(ctx, tenant, r.Body, []byte(r.ID))
 		if err != nil {
 			return nil, fmt.Errorf("store: seal: %w", err)
 		}
-		err = w.add(names.Message(tenant, r.Gateway, r.Tuid, r.TsmID), sealed,
+		// The subject and the two header values it does not hold as they
+		// are, made with one allocation: the tsmId header is the subject's
+		// last token, the received time follows the subject.
+		b := names.AppendMessage(buf[:0], tenant, r.Gateway, r.Tuid, r.TsmID)
+		end := len(b)
+		text := string(strconv.AppendInt(b, r.ReceivedAt.UnixNano(), 10))
+		subject := text[:end]
+		err = w.add(subject, sealed,
 			jetstream.MsgIDHeader, r.ID,
 			jetstream.ExpectedStreamHeader, stream,
 			hdrGateway, r.Gateway,
 			hdrTuid, r.Tuid,
-			hdrTsmID, string(strconv.AppendInt(tsmID[:0], int64(r.TsmID), 10)),
-			hdrReceived, string(strconv.AppendInt(received[:0], r.ReceivedAt.UnixNano(), 10)))
+			hdrTsmID, subject[strings.LastIndexByte(subject, '.')+1:],
+			hdrReceived, text[end:])
 		if err != nil {
 			return nil, fmt.Errorf("store: publish: %w", err)
 		}
 	}
 	return w.done(), nil
+}
+
+// messageStream is names.MessageStream(tenant), made once per tenant.
+func (s *Store) messageStream(tenant string) string {
+	streams := s.streamNames.Load()
+	if name, ok := (*streams)[tenant]; ok {
+		return name
+	}
+	name := names.MessageStream(tenant)
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	streams = s.streamNames.Load()
+	next := make(map[string]string, len(*streams)+1)
+	maps.Copy(next, *streams)
+	next[tenant] = name
+	s.streamNames.Store(&next)
+	return name
 }
 
 // Rejected is a message (or a whole payload) that failed validation, kept
