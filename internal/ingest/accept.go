@@ -47,7 +47,8 @@ const tooLargeKept = 1024
 
 // Store is where accepted and rejected messages go (store.Store). Each call
 // hands its writes to JetStream and returns at once; the Waiter waits for
-// their acknowledgements.
+// their acknowledgements. It keeps neither recs nor their bodies once it
+// returned: the core reuses the bodies' buffer.
 type Store interface {
 	AppendAsync(ctx context.Context, tenant string, recs []store.Record) (store.Waiter, error)
 	AppendRejectedAsync(ctx context.Context, tenant string, recs []store.Rejected) (store.Waiter, error)
@@ -274,16 +275,28 @@ func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 	c, id := p.c, p.id
 	if len(res.Accepted) > 0 {
 		dg, _ := c.dir.GatewayDeploymentGroup(id.Tenant, id.Serial) // "" for none
+		cloud := thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}
+		// The bodies share one buffer of the pool: the store seals them
+		// and keeps neither them nor recs once AppendAsync returned, so
+		// persist puts it back then.
+		buf := bodies.Get().(*[]byte)
+		b := (*buf)[:0]
 		recs := make([]store.Record, len(res.Accepted))
 		for i, m := range res.Accepted {
+			start := len(b)
+			b = m.AppendNormalized(b, cloud)
 			recs[i] = store.Record{
 				ID: m.ContentID(id.Serial), Gateway: id.Serial, Tuid: m.Tuid, TsmID: m.TsmID,
-				ReceivedAt: received,
-				Body:       m.Normalize(thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}),
+				ReceivedAt: received, Body: b[start:len(b):len(b)],
 			}
 		}
 		var err error
-		if p.msgs, err = c.st.AppendAsync(p.ctx, id.Tenant, recs); err != nil {
+		p.msgs, err = c.st.AppendAsync(p.ctx, id.Tenant, recs)
+		if cap(b) <= maxPooledBodies {
+			*buf = b[:0]
+			bodies.Put(buf)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -302,6 +315,14 @@ func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 	}
 	return nil
 }
+
+// bodies recycles the buffers that hold an upload's normalised messages
+// while the store seals them (persist takes one and puts it back).
+var bodies = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBodies is the largest buffer put back into bodies: a rare large
+// upload's is left to the collector rather than kept.
+const maxPooledBodies = 64 << 10
 
 // fail settles the upload as PersistFailed: counted, logged, never to be
 // acknowledged.

@@ -250,7 +250,9 @@ type Waiter interface {
 // nothing may be counted on (some records may be written): the caller must
 // not acknowledge. The publishes of one call, and of successive calls of
 // one goroutine, reach the stream in order. Under Config.GroupCommit they
-// join the stream's next atomic batch.
+// join the stream's next atomic batch. It keeps neither recs nor their
+// bodies once it returned (each body is sealed into a value of its own):
+// the caller may reuse them.
 func (s *Store) AppendAsync(ctx context.Context, tenant string, recs []Record) (Waiter, error) {
 	stream := s.messageStream(tenant)
 	w, err := s.writer(stream, len(recs))

@@ -37,6 +37,7 @@ func TestThingseeHotPathAllocations(t *testing.T) {
 	payload := []byte(hotMessage)
 	array := []byte("[" + strings.Repeat(hotMessage+",", 9) + hotMessage + "]")
 	m := hotAccepted(t)
+	var buf []byte
 	for _, tc := range []struct {
 		name string
 		max  float64
@@ -45,6 +46,7 @@ func TestThingseeHotPathAllocations(t *testing.T) {
 		{name: "validate", max: 2, f: func() { v.Validate(payload, testGateway) }},
 		{name: "validate array of 10", max: 2, f: func() { v.Validate(array, testGateway) }},
 		{name: "normalize", max: 1, f: func() { m.Normalize(hotCloud) }},
+		{name: "normalize into a reused buffer", max: 0, f: func() { buf = m.AppendNormalized(buf[:0], hotCloud) }},
 		{name: "content id", max: 1, f: func() { m.ContentID(testGateway) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -52,6 +54,29 @@ func TestThingseeHotPathAllocations(t *testing.T) {
 			t.Logf("%s: %v allocs per call", tc.name, got)
 			if got > tc.max {
 				t.Errorf("%s: %v allocs per call, at most %v allowed", tc.name, got, tc.max)
+			}
+		})
+	}
+}
+
+// TestThingseeAppendNormalized: AppendNormalized appends what Normalize
+// returns, after what the buffer holds.
+func TestThingseeAppendNormalized(t *testing.T) {
+	m := hotAccepted(t)
+	want := m.Normalize(hotCloud)
+	for _, tc := range []struct {
+		name string
+		dst  []byte
+	}{
+		{name: "nil", dst: nil},
+		{name: "after other bytes", dst: []byte("prefix")},
+		{name: "room to spare", dst: make([]byte, 3, 1024)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := string(tc.dst)
+			got := m.AppendNormalized(tc.dst, hotCloud)
+			if string(got) != before+string(want) {
+				t.Errorf("AppendNormalized = %s, want %s%s", got, before, want)
 			}
 		})
 	}
