@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -276,12 +277,11 @@ func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 	if len(res.Accepted) > 0 {
 		dg, _ := c.dir.GatewayDeploymentGroup(id.Tenant, id.Serial) // "" for none
 		cloud := thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}
-		// The bodies share one buffer of the pool: the store seals them
-		// and keeps neither them nor recs once AppendAsync returned, so
-		// persist puts it back then.
-		buf := bodies.Get().(*[]byte)
-		b := (*buf)[:0]
-		recs := make([]store.Record, len(res.Accepted))
+		// The records and their bodies are in buffers of the pool: the
+		// store seals the bodies and keeps neither them nor the records
+		// once AppendAsync returned, so persist puts them back then.
+		u := uploads.Get().(*upload)
+		recs, b := slices.Grow(u.recs[:0], len(res.Accepted))[:len(res.Accepted)], u.bodies[:0]
 		for i, m := range res.Accepted {
 			start := len(b)
 			b = m.AppendNormalized(b, cloud)
@@ -292,10 +292,7 @@ func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 		}
 		var err error
 		p.msgs, err = c.st.AppendAsync(p.ctx, id.Tenant, recs)
-		if cap(b) <= maxPooledBodies {
-			*buf = b[:0]
-			bodies.Put(buf)
-		}
+		u.put(recs, b)
 		if err != nil {
 			return err
 		}
@@ -316,13 +313,29 @@ func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 	return nil
 }
 
-// bodies recycles the buffers that hold an upload's normalised messages
-// while the store seals them (persist takes one and puts it back).
-var bodies = sync.Pool{New: func() any { return new([]byte) }}
+// upload holds the records of an upload and their normalised bodies while
+// the store seals them: persist takes one of uploads and puts it back.
+type upload struct {
+	recs   []store.Record
+	bodies []byte
+}
 
-// maxPooledBodies is the largest buffer put back into bodies: a rare large
-// upload's is left to the collector rather than kept.
-const maxPooledBodies = 64 << 10
+var uploads = sync.Pool{New: func() any { return new(upload) }}
+
+// maxPooled bounds the buffers put back into uploads (bytes of bodies,
+// records): a rare large upload's are left to the collector.
+const maxPooled = 64 << 10
+
+// put clears recs (they refer to the upload's strings) and puts u back
+// into the pool with recs and b as its buffers, unless they are large.
+func (u *upload) put(recs []store.Record, b []byte) {
+	if cap(b) > maxPooled || cap(recs) > maxPooled/100 {
+		return
+	}
+	clear(recs)
+	u.recs, u.bodies = recs[:0], b[:0]
+	uploads.Put(u)
+}
 
 // fail settles the upload as PersistFailed: counted, logged, never to be
 // acknowledged.
