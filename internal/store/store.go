@@ -34,6 +34,8 @@ import (
 // Sealer encrypts payloads under a tenant's data key (kms.Keyring).
 type Sealer interface {
 	Seal(ctx context.Context, tenant string, plaintext, aad []byte) ([]byte, error)
+	// AppendSeal is Seal appending to dst, with aad as a string.
+	AppendSeal(ctx context.Context, dst []byte, tenant string, plaintext []byte, aad string) ([]byte, error)
 	Open(ctx context.Context, tenant string, sealed, aad []byte) ([]byte, error)
 }
 
@@ -259,11 +261,31 @@ func (s *Store) AppendAsync(ctx context.Context, tenant string, recs []Record) (
 	if err != nil {
 		return nil, err
 	}
+	// Published one by one, each sealed value is copied to the
+	// connection's buffer before the next is sealed: one buffer of the
+	// pool holds them in turn, put back when the call returns. Under group
+	// commit they wait for the commit: each has its own.
+	var scratch *[]byte
+	if w.c == nil {
+		scratch = sealBufs.Get().(*[]byte)
+		defer func() {
+			if cap(*scratch) <= maxSealBuf {
+				sealBufs.Put(scratch)
+			}
+		}()
+	}
 	var buf [128]byte
 	for _, r := range recs {
-		sealed, err := s.keys.Seal(ctx, tenant, r.Body, []byte(r.ID))
+		var dst []byte
+		if scratch != nil {
+			dst = (*scratch)[:0]
+		}
+		sealed, err := s.keys.AppendSeal(ctx, dst, tenant, r.Body, r.ID)
 		if err != nil {
 			return nil, fmt.Errorf("store: seal: %w", err)
+		}
+		if scratch != nil {
+			*scratch = sealed[:0]
 		}
 		// The subject and the two header values it does not hold as they
 		// are, made with one allocation: the tsmId header is the subject's
@@ -285,6 +307,12 @@ func (s *Store) AppendAsync(ctx context.Context, tenant string, recs []Record) (
 	}
 	return w.done(), nil
 }
+
+// sealBufs recycles the buffers that AppendAsync seals records into when
+// it publishes them at once (see there); maxSealBuf bounds those put back.
+var sealBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxSealBuf = 64 << 10
 
 // messageStream is names.MessageStream(tenant), made once per tenant.
 func (s *Store) messageStream(tenant string) string {
