@@ -231,6 +231,10 @@ func (c *Core) Begin(ctx context.Context, id Identity, payload []byte) *Pending 
 // upload.
 func (c *Core) begin(p *Pending, ctx context.Context, id Identity, payload []byte) {
 	received := c.now()
+	// The upload's messages, records and bodies are in buffers of the
+	// pool until begin returns: nothing keeps them after (see upload).
+	u := uploads.Get().(*upload)
+	defer u.put()
 	var res thingsee.Result
 	tooLarge := len(payload) > c.cfg.MaxPayload
 	if tooLarge {
@@ -241,7 +245,8 @@ func (c *Core) begin(p *Pending, ctx context.Context, id Identity, payload []byt
 		if t, ok := c.dir.Tenant(id.Tenant); ok && t.RejectUnknownIDs {
 			v = c.strict
 		}
-		res = v.Validate(payload, id.Serial)
+		res = v.ValidateAppend(u.msgs, payload, id.Serial)
+		u.msgs = res.Accepted
 	}
 	n := len(res.Accepted) + len(res.Rejected)
 	*p = Pending{c: c, id: id, tooLarge: tooLarge}
@@ -266,21 +271,18 @@ func (c *Core) begin(p *Pending, ctx context.Context, id Identity, payload []byt
 	if len(res.Rejected) > 0 {
 		p.out.Report = report(res, received)
 	}
-	if err := p.persist(res, received); err != nil {
+	if err := p.persist(u, res, received); err != nil {
 		p.fail(err)
 	}
 }
 
-// persist hands the accepted messages and the rejections to the store.
-func (p *Pending) persist(res thingsee.Result, received time.Time) error {
+// persist hands the accepted messages and the rejections to the store;
+// the records and their bodies are made in u's buffers.
+func (p *Pending) persist(u *upload, res thingsee.Result, received time.Time) error {
 	c, id := p.c, p.id
 	if len(res.Accepted) > 0 {
 		dg, _ := c.dir.GatewayDeploymentGroup(id.Tenant, id.Serial) // "" for none
 		cloud := thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}
-		// The records and their bodies are in buffers of the pool: the
-		// store seals the bodies and keeps neither them nor the records
-		// once AppendAsync returned, so persist puts them back then.
-		u := uploads.Get().(*upload)
 		recs, b := slices.Grow(u.recs[:0], len(res.Accepted))[:len(res.Accepted)], u.bodies[:0]
 		for i, m := range res.Accepted {
 			start := len(b)
@@ -292,7 +294,7 @@ func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 		}
 		var err error
 		p.msgs, err = c.st.AppendAsync(p.ctx, id.Tenant, recs)
-		u.put(recs, b)
+		u.recs, u.bodies = recs, b
 		if err != nil {
 			return err
 		}
@@ -313,27 +315,34 @@ func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 	return nil
 }
 
-// upload holds the records of an upload and their normalised bodies while
-// the store seals them: persist takes one of uploads and puts it back.
+// upload holds an upload's accepted messages (Validator.ValidateAppend),
+// its records and their normalised bodies while begin hands them to the
+// store, which seals the bodies and keeps none of them once AppendAsync
+// returned (nor does anything else: the Outcome and report hold copies).
+// begin takes one of uploads and puts it back when it returns.
 type upload struct {
+	msgs   []thingsee.Message
 	recs   []store.Record
 	bodies []byte
 }
 
 var uploads = sync.Pool{New: func() any { return new(upload) }}
 
-// maxPooled bounds the buffers put back into uploads (bytes of bodies,
-// records): a rare large upload's are left to the collector.
+// maxPooled bounds the buffers put back into uploads (bytes of bodies;
+// messages and records, a hundredth of it): a rare large upload's are left
+// to the collector.
 const maxPooled = 64 << 10
 
-// put clears recs (they refer to the upload's strings) and puts u back
-// into the pool with recs and b as its buffers, unless they are large.
-func (u *upload) put(recs []store.Record, b []byte) {
-	if cap(b) > maxPooled || cap(recs) > maxPooled/100 {
+// put clears u's messages and records (they refer to the upload's bytes
+// and strings) and puts u back into the pool, unless its buffers are
+// large.
+func (u *upload) put() {
+	if cap(u.bodies) > maxPooled || cap(u.recs) > maxPooled/100 || cap(u.msgs) > maxPooled/100 {
 		return
 	}
-	clear(recs)
-	u.recs, u.bodies = recs[:0], b[:0]
+	clear(u.msgs[:cap(u.msgs)])
+	clear(u.recs[:cap(u.recs)])
+	u.msgs, u.recs, u.bodies = u.msgs[:0], u.recs[:0], u.bodies[:0]
 	uploads.Put(u)
 }
 
