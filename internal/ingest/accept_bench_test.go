@@ -62,3 +62,29 @@ func BenchmarkAccept(b *testing.B) {
 		})
 	}
 }
+
+// TestIngestCoreAcceptAllocations bounds the heap allocations of the whole
+// accept path of a one-message upload against a real embedded JetStream
+// (BenchmarkAccept's), so that a regression fails here, in counts, not
+// timings. The count is the whole process's, the embedded nats-server's
+// included (about 20); the bound is a little above the 33 counted when
+// this was written (issue 11; about 50 before its allocation cuts).
+func TestIngestCoreAcceptAllocations(t *testing.T) {
+	const max = 36
+	e := newCore(t, ingest.Config{MsgRate: 1e9, MsgBurst: 1e6}, false)
+	id := ingest.Identity{Tenant: tenant, Serial: gwA}
+	ctx := context.Background()
+	payload := []byte(benchMessage)
+	ts := int64(1700000000)
+	got := testing.AllocsPerRun(200, func() {
+		stamp(payload, ts)
+		ts++
+		if out := e.core.Accept(ctx, id, payload); out.Status != ingest.AllStored || out.Stored != 1 {
+			t.Fatalf("outcome %+v", out)
+		}
+	})
+	t.Logf("%v allocations per upload of one message", got)
+	if got > max {
+		t.Errorf("%v allocations per upload of one message, at most %d allowed", got, max)
+	}
+}
