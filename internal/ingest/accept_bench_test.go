@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/iotransit/iotransit/internal/ingest"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 // benchMessage is a typical gateway message (issue 11): a 12100 weather
@@ -71,6 +72,9 @@ func BenchmarkAccept(b *testing.B) {
 // this was written (issue 11; about 50 before its allocation cuts).
 func TestIngestCoreAcceptAllocations(t *testing.T) {
 	const max = 36
+	if tu.RaceEnabled {
+		t.Skip("allocations are not counted under the race detector")
+	}
 	e := newCore(t, ingest.Config{MsgRate: 1e9, MsgBurst: 1e6}, false)
 	id := ingest.Identity{Tenant: tenant, Serial: gwA}
 	ctx := context.Background()

@@ -15,7 +15,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -295,7 +294,13 @@ func seal[A string | []byte](ctx context.Context, k *Keyring, dst []byte, tenant
 	// overlap.
 	at := len(dst)
 	n := sealHeaderLen + nonceLen + len(plaintext) + sk.aead.Overhead()
-	buf := slices.Grow(dst, n+boundLen(tenant, len(aad)))[:at+n]
+	buf := dst
+	if need := n + boundLen(tenant, len(aad)); cap(buf)-at < need {
+		// As slices.Grow, but one allocation under the race detector too.
+		buf = make([]byte, at, at+need)
+		copy(buf, dst)
+	}
+	buf = buf[:at+n]
 	out := buf[at : at+sealHeaderLen+nonceLen : at+n]
 	out[0] = sealMagic
 	binary.BigEndian.PutUint32(out[1:], dekVersion)

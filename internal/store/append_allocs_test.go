@@ -9,6 +9,7 @@ import (
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/store"
+	"github.com/iotransit/iotransit/internal/testutil"
 )
 
 // TestStoreAppendAllocations bounds the heap allocations of one Append of
@@ -22,6 +23,9 @@ import (
 // was 38 before issue 11's allocation cuts.
 func TestStoreAppendAllocations(t *testing.T) {
 	const max = 34
+	if testutil.RaceEnabled {
+		t.Skip("allocations are not counted under the race detector")
+	}
 	s, _ := newStore(t)
 	ctx := context.Background()
 	const runs = 200

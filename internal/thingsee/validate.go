@@ -344,8 +344,8 @@ func (v *Validator) addOutcome(res *Result, raw []byte, index, left int, m Messa
 	}
 	m.Index = index
 	m.Raw = raw
-	if len(res.Accepted) == 0 { // the first: room for those left
-		res.Accepted = slices.Grow(res.Accepted, left)
+	if len(res.Accepted) == 0 && cap(res.Accepted) < left { // the first: room for those left
+		res.Accepted = make([]Message, 0, left)
 	}
 	res.Accepted = append(res.Accepted, m)
 }
