@@ -287,20 +287,27 @@ func (s *Store) AppendAsync(ctx context.Context, tenant string, recs []Record) (
 		if scratch != nil {
 			*scratch = sealed[:0]
 		}
-		// The subject and the two header values it does not hold as they
-		// are, made with one allocation: the tsmId header is the subject's
-		// last token, the received time follows the subject.
+		// The subject, the two header values it does not hold as they
+		// are and the reply subject, made with one allocation: the tsmId
+		// header is the subject's last token, the received time follows
+		// the subject, the reply (when published at once) follows that.
 		b := names.AppendMessage(buf[:0], tenant, r.Gateway, r.Tuid, r.TsmID)
 		end := len(b)
-		text := string(strconv.AppendInt(b, r.ReceivedAt.UnixNano(), 10))
+		b = strconv.AppendInt(b, r.ReceivedAt.UnixNano(), 10)
+		received := len(b)
+		var id uint64
+		if w.c == nil {
+			b, id = s.pub.appendReply(b)
+		}
+		text := string(b)
 		subject := text[:end]
-		err = w.add(subject, sealed,
+		err = w.add(subject, text[received:], id, sealed,
 			jetstream.MsgIDHeader, r.ID,
 			jetstream.ExpectedStreamHeader, stream,
 			hdrGateway, r.Gateway,
 			hdrTuid, r.Tuid,
 			hdrTsmID, subject[strings.LastIndexByte(subject, '.')+1:],
-			hdrReceived, text[end:])
+			hdrReceived, text[end:received])
 		if err != nil {
 			return nil, fmt.Errorf("store: publish: %w", err)
 		}
@@ -372,7 +379,7 @@ func (s *Store) AppendRejectedAsync(ctx context.Context, tenant string, recs []R
 		if err != nil {
 			return nil, fmt.Errorf("store: seal: %w", err)
 		}
-		err = w.add(names.Rejected(tenant, r.Gateway), sealed,
+		err = w.add(names.Rejected(tenant, r.Gateway), "", 0, sealed,
 			jetstream.MsgIDHeader, r.contentID(),
 			jetstream.ExpectedStreamHeader, stream,
 			hdrGateway, r.Gateway,
