@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,7 +48,8 @@ const tooLargeKept = 1024
 
 // Store is where accepted and rejected messages go (store.Store). Each call
 // hands its writes to JetStream and returns at once; the Waiter waits for
-// their acknowledgements.
+// their acknowledgements. It keeps neither recs nor their bodies once it
+// returned: the core reuses the bodies' buffer.
 type Store interface {
 	AppendAsync(ctx context.Context, tenant string, recs []store.Record) (store.Waiter, error)
 	AppendRejectedAsync(ctx context.Context, tenant string, recs []store.Rejected) (store.Waiter, error)
@@ -140,11 +143,18 @@ type Core struct {
 	// (Config.MaxInFlight), below the JetStream client's bound on pending
 	// async publishes, which fails publishes past it.
 	inFlight *semaphore.Weighted
+	// deadlines ends the uploads' persistence at Config.PersistTimeout
+	// without a context of their own.
+	deadlines deadlines
 
 	mu       sync.Mutex
-	limiters map[string]*limiterEntry // tenant/serial
+	limiters map[limiterKey]*limiterEntry
 	swept    time.Time
 }
+
+// limiterKey names a gateway's rate limiter (a struct key: no string is
+// built per upload to look it up).
+type limiterKey struct{ tenant, serial string }
 
 // limiterEntry is a gateway's message rate limiter, kept across its
 // connections so that reconnecting does not grant a fresh burst.
@@ -163,11 +173,12 @@ func NewCore(cfg Config, dir Lookup, st Store, reg prometheus.Registerer, log *s
 	}
 	return &Core{
 		cfg: cfg, dir: dir, st: st, m: newMetrics(reg), log: log.With("component", "ingest"),
-		lenient:  thingsee.NewValidator(validatorOptions(cfg, false)),
-		strict:   thingsee.NewValidator(validatorOptions(cfg, true)),
-		now:      time.Now,
-		inFlight: semaphore.NewWeighted(int64(cfg.MaxInFlight)),
-		limiters: map[string]*limiterEntry{},
+		lenient:   thingsee.NewValidator(validatorOptions(cfg, false)),
+		strict:    thingsee.NewValidator(validatorOptions(cfg, true)),
+		now:       time.Now,
+		inFlight:  semaphore.NewWeighted(int64(cfg.MaxInFlight)),
+		deadlines: newDeadlines(cfg.PersistTimeout),
+		limiters:  map[limiterKey]*limiterEntry{},
 	}, nil
 }
 
@@ -178,7 +189,9 @@ func NewCore(cfg Config, dir Lookup, st Store, reg prometheus.Registerer, log *s
 // failed: PersistFailed), within Config.PersistTimeout. It is Begin and
 // Wait.
 func (c *Core) Accept(ctx context.Context, id Identity, payload []byte) Outcome {
-	return c.Begin(ctx, id, payload).Wait()
+	var p Pending
+	c.begin(&p, ctx, id, payload)
+	return p.Wait()
 }
 
 // Pending is an upload that Begin handed to the store: its writes are in
@@ -191,10 +204,13 @@ type Pending struct {
 	tooLarge bool
 	msgs     store.Waiter // nil: no accepted message
 	rej      store.Waiter // nil: no rejection
-	ctx      context.Context
-	cancel   context.CancelFunc
-	weight   int64 // taken from Core.inFlight, given back by Wait
-	start    time.Time
+	// ctx ends at the persist deadline: a context shared by the uploads
+	// begun about the same time (Core.deadlines), or, for a caller's ctx
+	// that may end, one of the upload's own that cancel releases.
+	ctx    context.Context
+	cancel context.CancelFunc // nil: ctx is shared
+	weight int64              // taken from Core.inFlight, given back by Wait
+	start  time.Time
 }
 
 // Begin starts one upload of the authenticated gateway id: it checks the
@@ -205,7 +221,20 @@ type Pending struct {
 // Config.PersistTimeout; then the upload is PersistFailed). The uploads a
 // goroutine begins one after the other reach each stream in that order.
 func (c *Core) Begin(ctx context.Context, id Identity, payload []byte) *Pending {
+	p := new(Pending)
+	c.begin(p, ctx, id, payload)
+	return p
+}
+
+// begin is Begin into p, which the caller provides (the MQTT pipeline's
+// ticket holds it, Accept's is on its stack): one allocation less per
+// upload.
+func (c *Core) begin(p *Pending, ctx context.Context, id Identity, payload []byte) {
 	received := c.now()
+	// The upload's messages, records and bodies are in buffers of the
+	// pool until begin returns: nothing keeps them after (see upload).
+	u := uploads.Get().(*upload)
+	defer u.put()
 	var res thingsee.Result
 	tooLarge := len(payload) > c.cfg.MaxPayload
 	if tooLarge {
@@ -216,48 +245,57 @@ func (c *Core) Begin(ctx context.Context, id Identity, payload []byte) *Pending 
 		if t, ok := c.dir.Tenant(id.Tenant); ok && t.RejectUnknownIDs {
 			v = c.strict
 		}
-		res = v.Validate(payload, id.Serial)
+		res = v.ValidateAppend(u.msgs, payload, id.Serial)
+		u.msgs = res.Accepted
 	}
 	n := len(res.Accepted) + len(res.Rejected)
-	p := &Pending{c: c, id: id, tooLarge: tooLarge}
-	if !c.limiter(gatewayKey(id.Tenant, id.Serial), received).AllowN(received, min(n, c.cfg.MsgBurst)) {
+	*p = Pending{c: c, id: id, tooLarge: tooLarge}
+	if !c.limiter(limiterKey{id.Tenant, id.Serial}, received).AllowN(received, min(n, c.cfg.MsgBurst)) {
 		c.m.publishRefused.WithLabelValues("rate").Inc()
 		p.done, p.out = true, Outcome{Status: RateLimited}
-		return p
+		return
 	}
 	p.start = time.Now()
-	p.ctx, p.cancel = context.WithTimeout(ctx, c.cfg.PersistTimeout)
+	if ctx.Done() == nil { // the caller's ctx never ends (the MQTT front end's)
+		p.ctx = c.deadlines.context(p.start)
+	} else {
+		p.ctx, p.cancel = context.WithTimeout(ctx, c.cfg.PersistTimeout)
+	}
 	p.weight = int64(min(max(n, 1), c.cfg.MaxInFlight))
 	if err := c.inFlight.Acquire(p.ctx, p.weight); err != nil {
 		p.weight = 0
 		p.fail(fmt.Errorf("ingest: %d writes already in flight: %w", c.cfg.MaxInFlight, err))
-		return p
+		return
 	}
 	p.out = Outcome{Accepted: len(res.Accepted), Rejected: len(res.Rejected)}
 	if len(res.Rejected) > 0 {
 		p.out.Report = report(res, received)
 	}
-	if err := p.persist(res, received); err != nil {
+	if err := p.persist(u, res, received); err != nil {
 		p.fail(err)
 	}
-	return p
 }
 
-// persist hands the accepted messages and the rejections to the store.
-func (p *Pending) persist(res thingsee.Result, received time.Time) error {
+// persist hands the accepted messages and the rejections to the store;
+// the records and their bodies are made in u's buffers.
+func (p *Pending) persist(u *upload, res thingsee.Result, received time.Time) error {
 	c, id := p.c, p.id
 	if len(res.Accepted) > 0 {
 		dg, _ := c.dir.GatewayDeploymentGroup(id.Tenant, id.Serial) // "" for none
-		recs := make([]store.Record, len(res.Accepted))
+		cloud := thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}
+		recs, b := slices.Grow(u.recs[:0], len(res.Accepted))[:len(res.Accepted)], u.bodies[:0]
 		for i, m := range res.Accepted {
+			start := len(b)
+			b = m.AppendNormalized(b, cloud)
 			recs[i] = store.Record{
 				ID: m.ContentID(id.Serial), Gateway: id.Serial, Tuid: m.Tuid, TsmID: m.TsmID,
-				ReceivedAt: received,
-				Body:       m.Normalize(thingsee.CloudFields{ReceivedAt: received, Gateway: id.Serial, DeploymentGroupID: dg}),
+				ReceivedAt: received, Body: b[start:len(b):len(b)],
 			}
 		}
 		var err error
-		if p.msgs, err = c.st.AppendAsync(p.ctx, id.Tenant, recs); err != nil {
+		p.msgs, err = c.st.AppendAsync(p.ctx, id.Tenant, recs)
+		u.recs, u.bodies = recs, b
+		if err != nil {
 			return err
 		}
 	}
@@ -277,6 +315,37 @@ func (p *Pending) persist(res thingsee.Result, received time.Time) error {
 	return nil
 }
 
+// upload holds an upload's accepted messages (Validator.ValidateAppend),
+// its records and their normalised bodies while begin hands them to the
+// store, which seals the bodies and keeps none of them once AppendAsync
+// returned (nor does anything else: the Outcome and report hold copies).
+// begin takes one of uploads and puts it back when it returns.
+type upload struct {
+	msgs   []thingsee.Message
+	recs   []store.Record
+	bodies []byte
+}
+
+var uploads = sync.Pool{New: func() any { return new(upload) }}
+
+// maxPooled bounds the buffers put back into uploads (bytes of bodies;
+// messages and records, a hundredth of it): a rare large upload's are left
+// to the collector.
+const maxPooled = 64 << 10
+
+// put clears u's messages and records (they refer to the upload's bytes
+// and strings) and puts u back into the pool, unless its buffers are
+// large.
+func (u *upload) put() {
+	if cap(u.bodies) > maxPooled || cap(u.recs) > maxPooled/100 || cap(u.msgs) > maxPooled/100 {
+		return
+	}
+	clear(u.msgs[:cap(u.msgs)])
+	clear(u.recs[:cap(u.recs)])
+	u.msgs, u.recs, u.bodies = u.msgs[:0], u.recs[:0], u.bodies[:0]
+	uploads.Put(u)
+}
+
 // fail settles the upload as PersistFailed: counted, logged, never to be
 // acknowledged.
 func (p *Pending) fail(err error) {
@@ -287,7 +356,7 @@ func (p *Pending) fail(err error) {
 }
 
 // release gives back what Begin took: the in-flight weight and the
-// persist timeout's timer.
+// persist timeout's timer (if the upload has one of its own).
 func (p *Pending) release() {
 	if p.weight > 0 {
 		p.c.inFlight.Release(p.weight)
@@ -352,7 +421,7 @@ func tooLargeReason(max int) string { return fmt.Sprintf("payload larger than %d
 // limiter returns the gateway's rate limiter, made at its first upload and
 // shared by all its connections. It is forgotten after 10 minutes without
 // an upload, once it has refilled: a new one is then no different.
-func (c *Core) limiter(key string, now time.Time) *rate.Limiter {
+func (c *Core) limiter(key limiterKey, now time.Time) *rate.Limiter {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if now.Sub(c.swept) > time.Minute {
@@ -385,4 +454,46 @@ func report(res thingsee.Result, received time.Time) *Report {
 // Validator options of the ingest's Thingsee validation.
 func validatorOptions(cfg Config, rejectUnknown bool) thingsee.Options {
 	return thingsee.Options{MaxFutureSkew: cfg.MaxFutureSkew, RejectUnknownIDs: rejectUnknown}
+}
+
+// deadlines hands out the contexts that end the uploads' persistence at
+// their deadline, Config.PersistTimeout after they began (up to a
+// twentieth of it later), without a context and timer per upload: the
+// uploads begun within one step share a context, which ends by itself at
+// its deadline. A new one is made once per step, when an upload needs it.
+type deadlines struct {
+	timeout, step time.Duration
+	cur           atomic.Pointer[deadline]
+	mu            sync.Mutex // makes the next one
+}
+
+// deadline is a context shared by the uploads begun in one step.
+type deadline struct {
+	at  time.Time
+	ctx context.Context
+	// cancel is never called: the context ends at its deadline, and its
+	// timer is released then.
+	cancel context.CancelFunc
+}
+
+func newDeadlines(timeout time.Duration) deadlines {
+	return deadlines{timeout: timeout, step: max(timeout/20, time.Millisecond)}
+}
+
+// context returns a context that ends between the timeout and the timeout
+// plus a step after now, and that nothing else cancels.
+func (d *deadlines) context(now time.Time) context.Context {
+	want := now.Add(d.timeout)
+	if cur := d.cur.Load(); cur != nil && !cur.at.Before(want) {
+		return cur.ctx
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur := d.cur.Load(); cur != nil && !cur.at.Before(want) {
+		return cur.ctx
+	}
+	next := &deadline{at: want.Add(d.step)}
+	next.ctx, next.cancel = context.WithDeadline(context.Background(), next.at)
+	d.cur.Store(next)
+	return next.ctx
 }

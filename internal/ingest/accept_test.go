@@ -2,7 +2,9 @@ package ingest_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"go/parser"
 	"go/token"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/iotransit/iotransit/internal/backbone"
@@ -46,9 +49,10 @@ func (s strictTenants) Tenant(id string) (registry.Tenant, bool) {
 	return t, ok
 }
 
-func newCore(t *testing.T, cfg ingest.Config, strict bool) *coreEnv {
+func newCore(t testing.TB, cfg ingest.Config, strict bool) *coreEnv {
 	t.Helper()
-	c := ctx(t)
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second*tu.Slowdown())
+	t.Cleanup(cancel)
 	bb, keys := storetest.Backbone(t)
 	reg, err := registry.Open(c, bb, keys, tu.Logger(t))
 	if err != nil {
@@ -323,6 +327,96 @@ func TestIngestCorePersistFailed(t *testing.T) {
 				t.Errorf("persist failures counted %v, want 1", c)
 			}
 		})
+	}
+}
+
+// stall makes the tenant's message stream answer no write: it is deleted
+// and a plain subscriber that never replies takes its subject, so that
+// every write waits for an acknowledgement that never comes.
+func stall(t *testing.T, e *coreEnv) {
+	t.Helper()
+	if err := e.bb.JS.DeleteStream(ctx(t), names.MessageStream(tenant)); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := e.bb.NC.Subscribe(names.Messages(tenant), func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := e.bb.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// within returns f's Outcome and how long it took, and fails the test
+// when f has not returned after 5 s (a persist timeout that does not fire
+// would block it for ever, or until the store's own 10 s).
+func within(t *testing.T, f func() ingest.Outcome) (ingest.Outcome, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	done := make(chan ingest.Outcome, 1)
+	go func() { done <- f() }()
+	select {
+	case out := <-done:
+		return out, time.Since(start)
+	case <-time.After(5 * time.Second * tu.Slowdown()):
+		t.Fatal("no outcome after 5 s: the persist timeout did not end the wait")
+		return ingest.Outcome{}, 0
+	}
+}
+
+// TestIngestCorePersistTimeout: an upload whose writes JetStream never
+// acknowledges is PersistFailed once Config.PersistTimeout passed, by the
+// core's own deadline (the store's publish timeout, 10 s, is longer),
+// whether the caller's context may end or not (the MQTT front end's never
+// does: the core then bounds the wait without a context per upload).
+func TestIngestCorePersistTimeout(t *testing.T) {
+	timeout := 300 * time.Millisecond * tu.Slowdown()
+	for _, tc := range []struct {
+		name string
+		ctx  func(t *testing.T) context.Context
+	}{
+		{name: "context that never ends", ctx: func(*testing.T) context.Context { return context.Background() }},
+		{name: "context of the caller", ctx: ctx},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newCore(t, ingest.Config{PersistTimeout: timeout}, false)
+			stall(t, e)
+			c := tc.ctx(t)
+			out, took := within(t, func() ingest.Outcome {
+				return e.core.Accept(c, ingest.Identity{Tenant: tenant, Serial: gwA}, []byte(tu.Thingsee(sensor, 1700000000, 20)))
+			})
+			if out.Status != ingest.PersistFailed || !errors.Is(out.Err, context.DeadlineExceeded) {
+				t.Fatalf("outcome %+v, want persist_failed at the persist timeout", out)
+			}
+			if took < timeout {
+				t.Errorf("failed after %v, before the persist timeout %v", took, timeout)
+			}
+		})
+	}
+}
+
+// TestIngestCoreInFlightWaitsAtMostPersistTimeout: an upload that finds
+// Config.MaxInFlight writes in flight waits for room at most
+// Config.PersistTimeout, then is PersistFailed; the stalled upload that
+// held the room is PersistFailed too.
+func TestIngestCoreInFlightWaitsAtMostPersistTimeout(t *testing.T) {
+	timeout := 300 * time.Millisecond * tu.Slowdown()
+	e := newCore(t, ingest.Config{PersistTimeout: timeout, MaxInFlight: 1}, false)
+	stall(t, e)
+	id := ingest.Identity{Tenant: tenant, Serial: gwA}
+	first := e.core.Begin(context.Background(), id, []byte(tu.Thingsee(sensor, 1700000000, 20)))
+	out, took := within(t, func() ingest.Outcome {
+		return e.core.Accept(context.Background(), id, []byte(tu.Thingsee(sensor, 1700000001, 20)))
+	})
+	if out.Status != ingest.PersistFailed || !errors.Is(out.Err, context.DeadlineExceeded) || !strings.Contains(out.Err.Error(), "in flight") {
+		t.Fatalf("outcome %+v, want persist_failed waiting for room in flight", out)
+	}
+	if took < timeout {
+		t.Errorf("failed after %v, before the persist timeout %v", took, timeout)
+	}
+	if out, _ := within(t, first.Wait); out.Status != ingest.PersistFailed || !errors.Is(out.Err, context.DeadlineExceeded) {
+		t.Errorf("stalled upload: %+v, want persist_failed at the persist timeout", out)
 	}
 }
 

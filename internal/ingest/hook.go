@@ -663,26 +663,31 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	s, ok := h.clientSession(cl)
 	if !ok {
-		return pk, packets.ErrRejectPacket
+		return pk, errReject
 	}
 	if h.cfg.Presence != nil {
 		h.cfg.Presence.Seen(s.id)
 	}
 	qos1 := pk.FixedHeader.Qos == 1
 	if !s.pipe.admit(qos1) {
-		return pk, packets.ErrRejectPacket
+		return pk, errReject
 	}
-	t := &ticket{packetID: pk.PacketID, qos1: qos1}
+	t := newTicket(pk.PacketID, qos1)
 	if pk.TopicName == gwproto.StatusTopic(s.id.Serial) {
 		t.verdict = h.status(cl, s, pk)
 	} else {
-		t.pending = h.core.Begin(context.Background(), s.id, pk.Payload)
+		h.core.begin(&t.upload, context.Background(), s.id, pk.Payload)
+		t.pending = &t.upload
 	}
 	s.pipe.push(t)
 	// Uplinks are never routed to MQTT subscribers nor retained, and
 	// mochi writes no PUBACK: the pipeline answers.
-	return pk, packets.ErrRejectPacket
+	return pk, errReject
 }
+
+// errReject is packets.ErrRejectPacket as an error made once: returning the
+// packets.Code itself boxed it anew on every publish.
+var errReject error = packets.ErrRejectPacket
 
 // verdict maps the core's Outcome of a publish through answers. A QoS 0
 // publish has nothing to answer: it is taken when the 3.1.1 column

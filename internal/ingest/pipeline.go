@@ -68,8 +68,28 @@ type pipeline struct {
 type ticket struct {
 	packetID uint16
 	qos1     bool
-	pending  *Pending // an upload; nil for a status, whose verdict is known
+	pending  *Pending // an upload (&upload); nil for a status, whose verdict is known
+	upload   Pending
 	verdict  verdict
+}
+
+// tickets recycles the tickets, with the Pending of their upload: OnPublish
+// takes one for each publish and queues it (push); the acker (run), the
+// only one to take it off the queue, puts it back once it answered the
+// publish, when nothing refers to it any more.
+var tickets = sync.Pool{New: func() any { return new(ticket) }}
+
+// newTicket returns a cleared ticket of the pool.
+func newTicket(packetID uint16, qos1 bool) *ticket {
+	t := tickets.Get().(*ticket)
+	t.packetID, t.qos1 = packetID, qos1
+	return t
+}
+
+// recycle clears t and puts it back into the pool.
+func (t *ticket) recycle() {
+	*t = ticket{}
+	tickets.Put(t)
 }
 
 // verdict is what a publish gets once its writes are settled.
@@ -232,6 +252,7 @@ func (p *pipeline) run() {
 				p.breakOff()
 			}
 		}
+		t.recycle()
 	}
 }
 

@@ -270,25 +270,47 @@ func (k *Keyring) openKey(ctx context.Context, tenant string, id []byte) (cipher
 // Seal encrypts plaintext under the tenant's data key, bound to the tenant
 // and to aad (which must be given again to Open).
 func (k *Keyring) Seal(ctx context.Context, tenant string, plaintext, aad []byte) ([]byte, error) {
+	v, err := seal(ctx, k, nil, tenant, plaintext, aad)
+	return v[:len(v):len(v)], err
+}
+
+// AppendSeal is Seal with the sealed value appended to dst, and aad given
+// as a string (the store's content id): it allocates nothing when dst has
+// room for the value and, past it, for the bound associated data, so that
+// a caller may seal many values into one buffer it reuses.
+func (k *Keyring) AppendSeal(ctx context.Context, dst []byte, tenant string, plaintext []byte, aad string) ([]byte, error) {
+	return seal(ctx, k, dst, tenant, plaintext, aad)
+}
+
+// seal appends to dst the value that Seal makes.
+func seal[A string | []byte](ctx context.Context, k *Keyring, dst []byte, tenant string, plaintext []byte, aad A) ([]byte, error) {
 	sk, err := k.sealKey(ctx, tenant)
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
-	// One allocation holds the sealed value and, past its capacity, the
-	// bound associated data (the AEAD interface would move a stack buffer
-	// to the heap). Seal writes only within out's capacity, so the two do
-	// not overlap.
+	// One buffer holds the sealed value and, past its capacity, the bound
+	// associated data (the AEAD interface would move a stack buffer to
+	// the heap). Seal writes only within out's capacity, so the two do not
+	// overlap.
+	at := len(dst)
 	n := sealHeaderLen + nonceLen + len(plaintext) + sk.aead.Overhead()
-	buf := make([]byte, n, n+boundLen(tenant, aad))
-	out := buf[: sealHeaderLen+nonceLen : n]
+	buf := dst
+	if need := n + boundLen(tenant, len(aad)); cap(buf)-at < need {
+		// As slices.Grow, but one allocation under the race detector too.
+		buf = make([]byte, at, at+need)
+		copy(buf, dst)
+	}
+	buf = buf[:at+n]
+	out := buf[at : at+sealHeaderLen+nonceLen : at+n]
 	out[0] = sealMagic
 	binary.BigEndian.PutUint32(out[1:], dekVersion)
 	copy(out[headerLen:], sk.id[:])
 	nonce := out[sealHeaderLen:]
 	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("kms: nonce: %w", err)
+		return dst, fmt.Errorf("kms: nonce: %w", err)
 	}
-	return sk.aead.Seal(out, nonce, plaintext, bindAAD(buf[n:n], out[:sealHeaderLen], tenant, aad)), nil
+	sk.aead.Seal(out, nonce, plaintext, bindAAD(buf[at+n:at+n], out[:sealHeaderLen], tenant, aad))
+	return buf, nil
 }
 
 // Open decrypts a value made by Seal for the same tenant and aad.
@@ -310,7 +332,7 @@ func (k *Keyring) Open(ctx context.Context, tenant string, sealed, aad []byte) (
 	// As in Seal, one allocation holds the plaintext and, past its
 	// capacity, the bound associated data.
 	n := len(body) - nonceLen - a.Overhead()
-	buf := make([]byte, n, n+boundLen(tenant, aad))
+	buf := make([]byte, n, n+boundLen(tenant, len(aad)))
 	out, err := a.Open(buf[:0:n], body[:nonceLen], body[nonceLen:], bindAAD(buf[n:n], sealed[:sealHeaderLen], tenant, aad))
 	if err != nil {
 		return nil, ErrOpen
@@ -322,11 +344,11 @@ func (k *Keyring) Open(ctx context.Context, tenant string, sealed, aad []byte) (
 }
 
 // boundLen is the length of the associated data bindAAD makes.
-func boundLen(tenant string, aad []byte) int { return sealHeaderLen + len(tenant) + 1 + len(aad) }
+func boundLen(tenant string, aad int) int { return sealHeaderLen + len(tenant) + 1 + aad }
 
 // bindAAD appends to b the associated data of a sealed value: its header,
 // the tenant and aad.
-func bindAAD(b, header []byte, tenant string, aad []byte) []byte {
+func bindAAD[A string | []byte](b, header []byte, tenant string, aad A) []byte {
 	b = append(b, header...)
 	b = append(b, tenant...)
 	b = append(b, 0)

@@ -504,3 +504,45 @@ func TestKMSSealOpenAllocations(t *testing.T) {
 		})
 	}
 }
+
+// TestKMSAppendSeal: AppendSeal appends to dst a value that Open opens
+// with the same aad (as bytes), leaves dst's bytes as they were, and
+// allocates nothing when dst has room (the store reuses one buffer).
+func TestKMSAppendSeal(t *testing.T) {
+	ctx := context.Background()
+	k := newKeyring(t, rootKey(t), newMemStore(), "acme")
+	plaintext := []byte(`{"tsmId":12100,"temp":21.3}`)
+	const aad = "0123456789abcdef0123456789abcdef"
+	for _, tc := range []struct {
+		name string
+		dst  []byte
+	}{
+		{name: "nil", dst: nil},
+		{name: "after other bytes", dst: []byte("prefix")},
+		{name: "room to spare", dst: make([]byte, 2, 1024)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := string(tc.dst)
+			got, err := k.AppendSeal(ctx, tc.dst, "acme", plaintext, aad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got[:len(before)]) != before {
+				t.Fatalf("dst's bytes changed: %q, want %q", got[:len(before)], before)
+			}
+			opened, err := k.Open(ctx, "acme", got[len(before):], []byte(aad))
+			if err != nil || string(opened) != string(plaintext) {
+				t.Fatalf("Open = %q, %v; want %q", opened, err, plaintext)
+			}
+			if _, err := k.Open(ctx, "acme", got[len(before):], []byte("another id")); err == nil {
+				t.Error("opened with another aad")
+			}
+		})
+	}
+	buf := make([]byte, 0, 1024)
+	if n := testing.AllocsPerRun(100, func() {
+		buf, _ = k.AppendSeal(ctx, buf[:0], "acme", plaintext, aad)
+	}); n != 0 {
+		t.Errorf("AppendSeal into a buffer with room: %v allocations, want 0", n)
+	}
+}

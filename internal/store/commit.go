@@ -297,10 +297,12 @@ func (s *Store) writer(stream string, n int) (writer, error) {
 }
 
 // add publishes (or gathers) one write to subject with the given header
-// values (pairs of key, value) and data.
-func (wr *writer) add(subject string, data []byte, hdr ...string) error {
+// values (pairs of key, value) and data. Published at once, its reply
+// subject is reply, made with the write number id by the publisher's
+// appendReply (id 0: the publisher makes them); gathered, they are unused.
+func (wr *writer) add(subject, reply string, id uint64, data []byte, hdr ...string) error {
 	if wr.c == nil {
-		return wr.s.pub.publish(wr.w, subject, data, hdr...)
+		return wr.s.pub.publish(wr.w, subject, reply, id, data, hdr...)
 	}
 	wr.msgs = append(wr.msgs, wr.s.pub.message(subject, data, hdr...))
 	return nil

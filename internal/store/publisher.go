@@ -36,8 +36,9 @@ type publisher struct {
 	nc     *nats.Conn
 	prefix string // reply subjects: prefix + a base-36 write number
 
+	seq atomic.Uint64 // the last write number given
+
 	mu      sync.Mutex
-	seq     uint64
 	waiting map[uint64]waitingAck
 	sub     *nats.Subscription
 	err     error // why the publisher cannot start or stopped
@@ -81,23 +82,35 @@ func (p *publisher) start() error {
 	return nil
 }
 
+// appendReply gives a new write number and appends its reply subject to
+// dst, for a caller that makes it with other text in one allocation
+// (publish's reply and id).
+func (p *publisher) appendReply(dst []byte) ([]byte, uint64) {
+	id := p.seq.Add(1)
+	return strconv.AppendUint(append(dst, p.prefix...), id, 36), id
+}
+
 // publish sends one write of w on subject with the given header values
-// (pairs of key, value) and data. The message goes to the connection's
-// buffer before publish returns, so the writes of one goroutine reach the
-// stream in order.
-func (p *publisher) publish(w *appending, subject string, data []byte, hdr ...string) error {
+// (pairs of key, value) and data, and reply as its reply subject, made by
+// appendReply with the write number id; with id 0 publish makes them. The
+// message goes to the connection's buffer before publish returns, so the
+// writes of one goroutine reach the stream in order.
+func (p *publisher) publish(w *appending, subject, reply string, id uint64, data []byte, hdr ...string) error {
+	if id == 0 {
+		var b []byte
+		b, id = p.appendReply(make([]byte, 0, 64))
+		reply = string(b)
+	}
 	p.mu.Lock()
 	if err := p.start(); err != nil {
 		p.mu.Unlock()
 		return err
 	}
-	p.seq++
-	id := p.seq
 	p.waiting[id] = waitingAck{w: w, deadline: time.Now().Add(publishTimeout).UnixNano()}
 	p.mu.Unlock()
 
 	m := p.message(subject, data, hdr...)
-	m.Reply = p.prefix + strconv.FormatUint(id, 36)
+	m.Reply = reply
 	err := p.nc.PublishMsg(m)
 	p.recycle(m)
 	if err != nil {

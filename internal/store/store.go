@@ -16,8 +16,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,6 +34,8 @@ import (
 // Sealer encrypts payloads under a tenant's data key (kms.Keyring).
 type Sealer interface {
 	Seal(ctx context.Context, tenant string, plaintext, aad []byte) ([]byte, error)
+	// AppendSeal is Seal appending to dst, with aad as a string.
+	AppendSeal(ctx context.Context, dst []byte, tenant string, plaintext []byte, aad string) ([]byte, error)
 	Open(ctx context.Context, tenant string, sealed, aad []byte) ([]byte, error)
 }
 
@@ -98,12 +103,17 @@ type Store struct {
 	closed     bool
 	batchSize  prometheus.Histogram
 	fallbacks  prometheus.Counter
+
+	// streamNames holds the tenants' message stream names (messageStream),
+	// replaced whole under namesMu when a tenant is added.
+	streamNames atomic.Pointer[map[string]string]
+	namesMu     sync.Mutex
 }
 
 // New returns a store.
 func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer) *Store {
 	cfg.defaults()
-	return &Store{cfg: cfg, streams: streams, js: js, keys: keys, pub: newPublisher(js.Conn()),
+	s := &Store{cfg: cfg, streams: streams, js: js, keys: keys, pub: newPublisher(js.Conn()),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "iotransit_store_commit_batch_messages",
 			Help:    "Under group commit (--fsync always): messages and rejections stored per commit: an atomic batch of concurrent appends (a fixed number of fsyncs whatever its size), or 1 for a message published on its own (one fsync).",
@@ -114,6 +124,8 @@ func New(cfg Config, streams StreamProvider, js jetstream.JetStream, keys Sealer
 			Help: "Under group commit (--fsync always): atomic batches the server refused: one holding a resent message already stored is split in halves (committed, or published one by one when small), one refused for another reason (a timeout) is published one by one.",
 		}),
 	}
+	s.streamNames.Store(&map[string]string{})
+	return s
 }
 
 // Collectors returns the store's metrics, for a Prometheus registry.
@@ -240,31 +252,90 @@ type Waiter interface {
 // nothing may be counted on (some records may be written): the caller must
 // not acknowledge. The publishes of one call, and of successive calls of
 // one goroutine, reach the stream in order. Under Config.GroupCommit they
-// join the stream's next atomic batch.
+// join the stream's next atomic batch. It keeps neither recs nor their
+// bodies once it returned (each body is sealed into a value of its own):
+// the caller may reuse them.
 func (s *Store) AppendAsync(ctx context.Context, tenant string, recs []Record) (Waiter, error) {
-	stream := names.MessageStream(tenant)
+	stream := s.messageStream(tenant)
 	w, err := s.writer(stream, len(recs))
 	if err != nil {
 		return nil, err
 	}
-	var received, tsmID [20]byte
+	// Published one by one, each sealed value is copied to the
+	// connection's buffer before the next is sealed: one buffer of the
+	// pool holds them in turn, put back when the call returns. Under group
+	// commit they wait for the commit: each has its own.
+	var scratch *[]byte
+	if w.c == nil {
+		scratch = sealBufs.Get().(*[]byte)
+		defer func() {
+			if cap(*scratch) <= maxSealBuf {
+				sealBufs.Put(scratch)
+			}
+		}()
+	}
+	var buf [128]byte
 	for _, r := range recs {
-		sealed, err := s.keys.Seal(ctx, tenant, r.Body, []byte(r.ID))
+		var dst []byte
+		if scratch != nil {
+			dst = (*scratch)[:0]
+		}
+		sealed, err := s.keys.AppendSeal(ctx, dst, tenant, r.Body, r.ID)
 		if err != nil {
 			return nil, fmt.Errorf("store: seal: %w", err)
 		}
-		err = w.add(names.Message(tenant, r.Gateway, r.Tuid, r.TsmID), sealed,
+		if scratch != nil {
+			*scratch = sealed[:0]
+		}
+		// The subject, the two header values it does not hold as they
+		// are and the reply subject, made with one allocation: the tsmId
+		// header is the subject's last token, the received time follows
+		// the subject, the reply (when published at once) follows that.
+		b := names.AppendMessage(buf[:0], tenant, r.Gateway, r.Tuid, r.TsmID)
+		end := len(b)
+		b = strconv.AppendInt(b, r.ReceivedAt.UnixNano(), 10)
+		received := len(b)
+		var id uint64
+		if w.c == nil {
+			b, id = s.pub.appendReply(b)
+		}
+		text := string(b)
+		subject := text[:end]
+		err = w.add(subject, text[received:], id, sealed,
 			jetstream.MsgIDHeader, r.ID,
 			jetstream.ExpectedStreamHeader, stream,
 			hdrGateway, r.Gateway,
 			hdrTuid, r.Tuid,
-			hdrTsmID, string(strconv.AppendInt(tsmID[:0], int64(r.TsmID), 10)),
-			hdrReceived, string(strconv.AppendInt(received[:0], r.ReceivedAt.UnixNano(), 10)))
+			hdrTsmID, subject[strings.LastIndexByte(subject, '.')+1:],
+			hdrReceived, text[end:received])
 		if err != nil {
 			return nil, fmt.Errorf("store: publish: %w", err)
 		}
 	}
 	return w.done(), nil
+}
+
+// sealBufs recycles the buffers that AppendAsync seals records into when
+// it publishes them at once (see there); maxSealBuf bounds those put back.
+var sealBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxSealBuf = 64 << 10
+
+// messageStream is names.MessageStream(tenant), made once per tenant.
+func (s *Store) messageStream(tenant string) string {
+	streams := s.streamNames.Load()
+	if name, ok := (*streams)[tenant]; ok {
+		return name
+	}
+	name := names.MessageStream(tenant)
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	streams = s.streamNames.Load()
+	next := make(map[string]string, len(*streams)+1)
+	maps.Copy(next, *streams)
+	next[tenant] = name
+	s.streamNames.Store(&next)
+	return name
 }
 
 // Rejected is a message (or a whole payload) that failed validation, kept
@@ -308,7 +379,7 @@ func (s *Store) AppendRejectedAsync(ctx context.Context, tenant string, recs []R
 		if err != nil {
 			return nil, fmt.Errorf("store: seal: %w", err)
 		}
-		err = w.add(names.Rejected(tenant, r.Gateway), sealed,
+		err = w.add(names.Rejected(tenant, r.Gateway), "", 0, sealed,
 			jetstream.MsgIDHeader, r.contentID(),
 			jetstream.ExpectedStreamHeader, stream,
 			hdrGateway, r.Gateway,

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,6 +38,8 @@ func TestThingseeHotPathAllocations(t *testing.T) {
 	payload := []byte(hotMessage)
 	array := []byte("[" + strings.Repeat(hotMessage+",", 9) + hotMessage + "]")
 	m := hotAccepted(t)
+	var buf []byte
+	var msgs []Message
 	for _, tc := range []struct {
 		name string
 		max  float64
@@ -44,7 +47,10 @@ func TestThingseeHotPathAllocations(t *testing.T) {
 	}{
 		{name: "validate", max: 2, f: func() { v.Validate(payload, testGateway) }},
 		{name: "validate array of 10", max: 2, f: func() { v.Validate(array, testGateway) }},
+		{name: "validate into a reused slice", max: 1, f: func() { msgs = v.ValidateAppend(msgs, payload, testGateway).Accepted }},
+		{name: "validate array of 10 into a reused slice", max: 1, f: func() { msgs = v.ValidateAppend(msgs, array, testGateway).Accepted }},
 		{name: "normalize", max: 1, f: func() { m.Normalize(hotCloud) }},
+		{name: "normalize into a reused buffer", max: 0, f: func() { buf = m.AppendNormalized(buf[:0], hotCloud) }},
 		{name: "content id", max: 1, f: func() { m.ContentID(testGateway) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -52,6 +58,61 @@ func TestThingseeHotPathAllocations(t *testing.T) {
 			t.Logf("%s: %v allocs per call", tc.name, got)
 			if got > tc.max {
 				t.Errorf("%s: %v allocs per call, at most %v allowed", tc.name, got, tc.max)
+			}
+		})
+	}
+}
+
+// TestThingseeValidateAppend: ValidateAppend accepts and rejects what
+// Validate does, with the accepted messages in the slice given (whatever
+// it held before), for a single message, an array, and rejections.
+func TestThingseeValidateAppend(t *testing.T) {
+	v := NewValidator(Options{})
+	for _, tc := range []struct {
+		name    string
+		payload string
+	}{
+		{name: "one message", payload: hotMessage},
+		{name: "array", payload: "[" + hotMessage + "," + strings.Replace(hotMessage, "12100", "12101", 1) + "]"},
+		{name: "one rejected in an array", payload: "[" + hotMessage + `,{"tsmId":12100}]`},
+		{name: "rejected", payload: `{"tsmId":12100}`},
+		{name: "not JSON", payload: `{"tsmId":`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := v.Validate([]byte(tc.payload), testGateway)
+			dst := make([]Message, 3, 8) // stale messages: overwritten
+			got := v.ValidateAppend(dst, []byte(tc.payload), testGateway)
+			if len(got.Accepted) == 0 {
+				got.Accepted = nil
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("ValidateAppend = %+v, want %+v", got, want)
+			}
+			if len(want.Accepted) > 0 && &got.Accepted[0] != &dst[:1][0] {
+				t.Error("the accepted messages are not in the slice given")
+			}
+		})
+	}
+}
+
+// TestThingseeAppendNormalized: AppendNormalized appends what Normalize
+// returns, after what the buffer holds.
+func TestThingseeAppendNormalized(t *testing.T) {
+	m := hotAccepted(t)
+	want := m.Normalize(hotCloud)
+	for _, tc := range []struct {
+		name string
+		dst  []byte
+	}{
+		{name: "nil", dst: nil},
+		{name: "after other bytes", dst: []byte("prefix")},
+		{name: "room to spare", dst: make([]byte, 3, 1024)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := string(tc.dst)
+			got := m.AppendNormalized(tc.dst, hotCloud)
+			if string(got) != before+string(want) {
+				t.Errorf("AppendNormalized = %s, want %s%s", got, before, want)
 			}
 		})
 	}
@@ -158,10 +219,10 @@ func TestThingseeOneWalkRefusesWhatJSONRefuses(t *testing.T) {
 			if json.Valid(payload) {
 				t.Fatal("test input is JSON")
 			}
-			if _, ok := v.validateWellFormed(payload, testGateway); ok {
+			if _, ok := v.validateWellFormed(nil, payload, testGateway); ok {
 				t.Fatal("the one walk accepted it")
 			}
-			if _, ok := v.validateWellFormedArray(payload, testGateway); ok {
+			if _, ok := v.validateWellFormedArray(nil, payload, testGateway); ok {
 				t.Fatal("the one walk accepted it as an array")
 			}
 			code, reason := v.syntaxReason(payload)
@@ -178,11 +239,11 @@ func TestThingseeOneWalkRefusesWhatJSONRefuses(t *testing.T) {
 	for i, p := range valid {
 		payload := []byte(p)
 		start := skipSpace(payload, 0)
-		if _, ok := v.validateWellFormed(payload[start:], testGateway); !ok && payload[start] == '{' {
+		if _, ok := v.validateWellFormed(nil, payload[start:], testGateway); !ok && payload[start] == '{' {
 			t.Errorf("valid object %d did not take the one walk: %s", i, p)
 		}
 		array := []byte(" [ " + p + " ,\n" + p + "] ")
-		if _, ok := v.validateWellFormedArray(array[1:], testGateway); !ok {
+		if _, ok := v.validateWellFormedArray(nil, array[1:], testGateway); !ok {
 			t.Errorf("an array of valid object %d did not take the one walk: %s", i, array)
 		}
 	}

@@ -67,14 +67,18 @@ type CloudFields struct {
 // m must come from Validate (Raw a JSON object whose flags match its keys),
 // which guarantees the result is valid JSON without duplicate keys. When Raw
 // does not end with '}' (whitespace aside) a copy of Raw is returned as is.
-func (m Message) Normalize(f CloudFields) []byte {
+func (m Message) Normalize(f CloudFields) []byte { return m.AppendNormalized(nil, f) }
+
+// AppendNormalized appends Normalize's result to dst and returns the
+// extended buffer, for a caller that reuses one buffer for many messages.
+func (m Message) AppendNormalized(dst []byte, f CloudFields) []byte {
 	// Find the closing brace, allowing trailing whitespace after it.
 	end := len(m.Raw) - 1
 	for end >= 0 && isSpace(m.Raw[end]) {
 		end--
 	}
 	if end < 0 || m.Raw[end] != '}' {
-		return append([]byte(nil), m.Raw...)
+		return append(dst, m.Raw...)
 	}
 	// The object has no members when only whitespace separates the braces.
 	prev := end - 1
@@ -85,7 +89,12 @@ func (m Message) Normalize(f CloudFields) []byte {
 
 	var ts [24]byte // "-" and 19 digits, ".", 3 digits
 	cloudTs := appendCloudTs(ts[:0], f.ReceivedAt)
-	out := make([]byte, 0, len(m.Raw)+len(cloudTs)*2+len(f.Gateway)+len(f.DeploymentGroupID)+64)
+	out := dst
+	if need := len(m.Raw) + len(cloudTs)*2 + len(f.Gateway) + len(f.DeploymentGroupID) + 64; cap(out)-len(out) < need {
+		// As slices.Grow, but one allocation under the race detector too.
+		out = make([]byte, len(dst), len(dst)+need)
+		copy(out, dst)
+	}
 	out = append(out, m.Raw[:end]...)
 	sep := func() {
 		if !empty {

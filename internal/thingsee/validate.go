@@ -78,7 +78,14 @@ const (
 // serial; a message's tsmGw, when present, must equal it. payload is not
 // retained: accepted and rejected messages hold copies of their bytes.
 func (v *Validator) Validate(payload []byte, gateway string) Result {
-	return v.validate(payload, gateway, true)
+	return v.validate(nil, payload, gateway, true)
+}
+
+// ValidateAppend is Validate with the accepted messages appended to
+// dst[:0] (their Accepted then shares dst's array), for a caller that
+// reuses one slice for many uploads.
+func (v *Validator) ValidateAppend(dst []Message, payload []byte, gateway string) Result {
+	return v.validate(dst[:0], payload, gateway, true)
 }
 
 // validate is Validate. With oneWalk a payload of one object, or an array
@@ -86,7 +93,8 @@ func (v *Validator) Validate(payload []byte, gateway string) Result {
 // (validateWellFormed, validateWellFormedArray); without, json.Valid judges
 // every payload first. Both give the same Result (the
 // fuzz target compares them).
-func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Result {
+// dst, when not nil, is where Accepted goes (appended to).
+func (v *Validator) validate(dst []Message, payload []byte, gateway string, oneWalk bool) Result {
 	if len(bytes.TrimLeft(payload, " \t\r\n")) == 0 {
 		return v.refuse(payload, CodePayloadInvalid, "payload is empty; it must be a JSON object or an array of objects")
 	}
@@ -104,9 +112,9 @@ func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Resul
 		var ok bool
 		switch payload[start] {
 		case '{':
-			res, ok = v.validateWellFormed(payload[start:], gateway)
+			res, ok = v.validateWellFormed(dst, payload[start:], gateway)
 		case '[':
-			res, ok = v.validateWellFormedArray(payload[start:], gateway)
+			res, ok = v.validateWellFormedArray(dst, payload[start:], gateway)
 		}
 		if ok {
 			return res
@@ -120,7 +128,7 @@ func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Resul
 	switch payload[start] {
 	case '{':
 		raw := bytes.Clone(payload[start:end])
-		var res Result
+		res := Result{Accepted: dst}
 		v.validateElement(&res, raw, 0, 1, gateway, v.now())
 		return res
 	case '[':
@@ -136,7 +144,7 @@ func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Resul
 		// has its capacity capped so appending to it cannot clobber the next.
 		buf := bytes.Clone(payload[start:end])
 		now := v.now()
-		var res Result
+		res := Result{Accepted: dst}
 		for i, sp := range spans {
 			s, e := sp.start-start, sp.end-start
 			v.validateElement(&res, buf[s:e:e], i, len(spans)-i, gateway, now)
@@ -155,7 +163,7 @@ func (v *Validator) validate(payload []byte, gateway string, oneWalk bool) Resul
 // which proves the payload JSON (the rest of obj being whitespace). Any
 // other payload (too large, malformed, a limit broken, a repeated nested
 // key) takes Validate's general path, which decides as it always did.
-func (v *Validator) validateWellFormed(obj []byte, gateway string) (Result, bool) {
+func (v *Validator) validateWellFormed(dst []Message, obj []byte, gateway string) (Result, bool) {
 	end := len(obj)
 	for end > 0 && isSpace(obj[end-1]) {
 		end--
@@ -170,7 +178,7 @@ func (v *Validator) validateWellFormed(obj []byte, gateway string) (Result, bool
 	if err != nil || n != len(raw) {
 		return Result{}, false
 	}
-	var res Result
+	res := Result{Accepted: dst}
 	m, rej := v.checkObject(members, nil, gateway, v.now())
 	v.addOutcome(&res, raw, 0, 1, m, rej)
 	return res, true
@@ -180,7 +188,7 @@ func (v *Validator) validateWellFormed(obj []byte, gateway string) (Result, bool
 // array (arr: from its '[' on): it decides only when the array holds 1 to
 // maxMessages objects, each of at most maxMessageBytes, that the walk reads
 // whole, separated as JSON separates them, and followed by whitespace only.
-func (v *Validator) validateWellFormedArray(arr []byte, gateway string) (Result, bool) {
+func (v *Validator) validateWellFormedArray(dst []Message, arr []byte, gateway string) (Result, bool) {
 	end := len(arr)
 	for end > 0 && isSpace(arr[end-1]) {
 		end--
@@ -188,7 +196,7 @@ func (v *Validator) validateWellFormedArray(arr []byte, gateway string) (Result,
 	// One copy of the array serves every element, as in Validate.
 	buf := bytes.Clone(arr[:end])
 	now := v.now()
-	var res Result
+	res := Result{Accepted: dst}
 	var mb [16]member // reused: an element's members are done with once checked
 	i := skipSpace(buf, 1)
 	for index := 0; ; index++ {
@@ -336,7 +344,7 @@ func (v *Validator) addOutcome(res *Result, raw []byte, index, left int, m Messa
 	}
 	m.Index = index
 	m.Raw = raw
-	if res.Accepted == nil {
+	if len(res.Accepted) == 0 && cap(res.Accepted) < left { // the first: room for those left
 		res.Accepted = make([]Message, 0, left)
 	}
 	res.Accepted = append(res.Accepted, m)

@@ -111,7 +111,15 @@ func Messages(tenant string) string { return "iot." + tok(tenant) + ".msg.>" }
 
 // Message is the subject of one accepted message.
 func Message(tenant, gateway, tuid string, tsmID int) string {
-	return "iot." + tok(tenant) + ".msg." + tok(gateway) + "." + tok(tuid) + "." + strconv.Itoa(tsmID)
+	return string(AppendMessage(make([]byte, 0, 64), tenant, gateway, tuid, tsmID))
+}
+
+// AppendMessage appends Message's subject to dst, for a caller that builds
+// it with other text in one allocation (the store's hot path).
+func AppendMessage(dst []byte, tenant, gateway, tuid string, tsmID int) []byte {
+	dst = append(append(append(dst, "iot."...), tok(tenant)...), ".msg."...)
+	dst = append(append(append(append(dst, tok(gateway)...), '.'), tok(tuid)...), '.')
+	return strconv.AppendInt(dst, int64(tsmID), 10)
 }
 
 // MessageFilter is a subject filter of a tenant's messages; gateway, tuid
