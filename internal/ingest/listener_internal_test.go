@@ -182,6 +182,7 @@ func TestIngestListenerAttributesRefusalsOnlyToProvedKeys(t *testing.T) {
 					case <-time.After(5 * time.Second):
 						t.Fatal("not established")
 					}
+					noVerdictsLeft(t, l)
 					return
 				}
 				select {
@@ -200,8 +201,20 @@ func TestIngestListenerAttributesRefusalsOnlyToProvedKeys(t *testing.T) {
 					t.Errorf("a refused connection reached the broker as %+v", id)
 				default:
 				}
+				noVerdictsLeft(t, l)
 			})
 		}
+	}
+}
+
+// noVerdictsLeft fails the test if a verdict of VerifyConnection was not
+// taken by its handshake (they would pile up, one per failed handshake).
+func noVerdictsLeft(t *testing.T, l *tlsListener) {
+	t.Helper()
+	n := 0
+	l.verdicts.Range(func(any, any) bool { n++; return true })
+	if n != 0 {
+		t.Errorf("%d verdicts left after the handshake", n)
 	}
 }
 
@@ -231,9 +244,9 @@ func TestIngestListenerReleasesPeerCertificates(t *testing.T) {
 				t.Fatal(err)
 			}
 			l := testListener(t, inner, auth, func(e Event) { t.Errorf("refused: %+v", e) })
-			// A fixed ticket key, which each connection's clone of the base
-			// shares: sessions can be resumed.
-			l.base.SessionTicketKey = [32]byte{1}
+			// Session tickets, which the gateway listener does not send (New),
+			// for the resumed session's case.
+			l.base.SessionTicketsDisabled = false
 			sessions := make(chan seen, 2)
 			served := make(chan struct{})
 			go func() {
