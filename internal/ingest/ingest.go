@@ -310,6 +310,13 @@ func New(cfg Config, base *tls.Config, dir Directory, st Store, reg prometheus.R
 	// PUBACKs in one Write, which must be one record and one syscall, not
 	// the ~1 KB records of Go's slow start.
 	tlsCfg.DynamicRecordSizingDisabled = true
+	// No session tickets: a resumed session proves that the peer holds the
+	// session's secret, not its certificate's key, on which the attribution
+	// of a refusal rests (tlsListener.handshake); and the tickets sent so far
+	// could never be redeemed (each connection had a clone of this
+	// configuration, with ticket keys of its own), so a gateway loses
+	// nothing, and the server saves writing one per handshake.
+	tlsCfg.SessionTicketsDisabled = true
 	ln := &tlsListener{
 		id: "gateways", addr: cfg.Addr, base: tlsCfg,
 		auth: func(cs tls.ConnectionState) (Identity, error) {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -560,5 +561,59 @@ func TestIngestDropsSessionOnSupersededCertificate(t *testing.T) {
 	}
 	if _, err := nodetest.Dial(t, n, first, gwA, nil); err == nil {
 		t.Fatal("a superseded certificate connected")
+	}
+}
+
+// ticketCounter is a client session cache that counts the session
+// tickets it is given.
+type ticketCounter struct {
+	tls.ClientSessionCache
+	puts atomic.Int64
+}
+
+func (c *ticketCounter) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		c.puts.Add(1)
+	}
+	c.ClientSessionCache.Put(key, cs)
+}
+
+// TestIngestSendsNoSessionTickets: the gateway listener resumes no TLS
+// session (a resumed session proves the peer holds the session's secret,
+// not its certificate's key) and so sends no tickets, in TLS 1.2 and 1.3;
+// every connection is a full handshake, and a gateway connects as before.
+func TestIngestSendsNoSessionTickets(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	cert := nodetest.Gateway(t, n, tenant, gwA)
+	for _, tc := range []struct {
+		name    string
+		version uint16
+	}{
+		{name: "TLS 1.2", version: tls.VersionTLS12},
+		{name: "TLS 1.3", version: tls.VersionTLS13},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cache := &ticketCounter{ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+			cfg := nodetest.ClientTLS(t, n, cert)
+			cfg.MinVersion, cfg.MaxVersion, cfg.ClientSessionCache = tc.version, tc.version, cache
+			for i := range 2 {
+				conn, err := tls.Dial("tcp", n.MQTTAddr(), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if conn.ConnectionState().DidResume {
+					t.Errorf("connection %d resumed a session", i)
+				}
+				// CONNACK read: a TLS 1.3 ticket, sent after the handshake, is taken in.
+				c := paho.NewClient(paho.ClientConfig{Conn: conn})
+				if _, err := c.Connect(ctx(t), &paho.Connect{ClientID: gwA, KeepAlive: 30, CleanStart: true}); err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+				_ = c.Disconnect(&paho.Disconnect{})
+			}
+			if got := cache.puts.Load(); got != 0 {
+				t.Errorf("the client was given %d session tickets, want none", got)
+			}
+		})
 	}
 }

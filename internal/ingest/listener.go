@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"maps"
@@ -95,6 +96,18 @@ type tlsListener struct {
 	emit       func(Event)
 	// gate paces the handshakes (gate.go); nil: unpaced.
 	gate *handshakeGate
+
+	// config is base with the listener's verification, built once and
+	// shared by every handshake: a tls.Conn keeps its configuration for
+	// its lifetime, so a clone per connection (to hold a closure over its
+	// verdict) would cost each idle connection ~0.6 KiB (issue 11).
+	// verdicts holds what VerifyConnection decided of a handshake,
+	// under its client's leaf certificate (a *x509.Certificate that
+	// crypto/tls parsed for that handshake alone), until the handshake
+	// takes it.
+	configOnce sync.Once
+	config     *tls.Config
+	verdicts   sync.Map // *x509.Certificate → clientVerdict
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -366,38 +379,99 @@ func (l *tlsListener) serve(raw net.Conn, gc *gatewayConn, establish listeners.E
 // writes nothing to the tenant's log, and learns nothing of the gateway's
 // state either (active or refused, it ends in the same decrypt_error).
 func (l *tlsListener) handshake(raw net.Conn, deadline time.Time) (*tls.Conn, Identity, *Event) {
-	var (
-		id      Identity
-		refused *registry.RefusedError // the tenant's chain, refused: attributed once the key is proved
-	)
-	cfg := l.base.Clone()
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		got, err := l.auth(cs)
-		var re *registry.RefusedError
-		switch {
-		case errors.As(err, &re) && re.Tenant != "":
-			refused = re
-			return nil
-		case err != nil:
-			return err
-		}
-		id = got
-		return nil
-	}
-	tc := tls.Server(raw, cfg)
+	tc := tls.Server(raw, l.tlsConfig())
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	cs := tc.ConnectionState()
+	v := l.takeVerdict(cs)
 	remote := raw.RemoteAddr().String()
 	switch {
 	case err != nil: // unauthenticated: never a tenant's, whatever the certificate named
 		return tc, Identity{}, &Event{Kind: EventRefused, Remote: remote, Reason: handshakeReason(err)}
-	case refused != nil: // the peer proved it holds the key of the tenant's certificate
-		return tc, Identity{}, &Event{Kind: EventRefused, Tenant: refused.Tenant, Serial: refused.Serial, Remote: remote, Reason: refused.Reason}
-	case id.Tenant == "": // VerifyConnection always runs with a required certificate; never trust its absence
+	case v.refused != nil: // the peer proved it holds the key of the tenant's certificate
+		return tc, Identity{}, &Event{Kind: EventRefused, Tenant: v.refused.Tenant, Serial: v.refused.Serial, Remote: remote, Reason: v.refused.Reason}
+	case v.id.Tenant == "": // VerifyConnection always runs with a required certificate; never trust its absence
 		return tc, Identity{}, &Event{Kind: EventRefused, Remote: remote, Reason: "handshake_failed"}
 	}
-	return tc, id, nil
+	releaseCertificates(cs)
+	return tc, v.id, nil
+}
+
+// clientVerdict is what VerifyConnection decided of a handshake's client: its
+// identity, or the refusal of a chain that verified against a tenant's CA
+// (attributed once the peer proved it holds the key).
+type clientVerdict struct {
+	id      Identity
+	refused *registry.RefusedError
+}
+
+// tlsConfig returns the configuration every handshake shares: base, with
+// verify as its VerifyConnection.
+func (l *tlsListener) tlsConfig() *tls.Config {
+	l.configOnce.Do(func() {
+		l.config = l.base.Clone()
+		l.config.VerifyConnection = l.verify
+	})
+	return l.config
+}
+
+// verify is the listener's VerifyConnection: it authenticates the chain
+// and keeps the verdict for the handshake (takeVerdict). A refusal that
+// names no tenant ends the handshake; a tenant's refusal lets it go on,
+// to be attributed once the peer proved its key (handshake).
+func (l *tlsListener) verify(cs tls.ConnectionState) error {
+	got, err := l.auth(cs)
+	var re *registry.RefusedError
+	switch {
+	case errors.As(err, &re) && re.Tenant != "":
+		l.keepVerdict(cs, clientVerdict{refused: re})
+		return nil
+	case err != nil:
+		return err
+	}
+	l.keepVerdict(cs, clientVerdict{id: got})
+	return nil
+}
+
+func (l *tlsListener) keepVerdict(cs tls.ConnectionState, v clientVerdict) {
+	if len(cs.PeerCertificates) > 0 { // else none is taken: the handshake is refused
+		l.verdicts.Store(cs.PeerCertificates[0], v)
+	}
+}
+
+// takeVerdict returns the verdict of the handshake whose state is cs (a
+// zero verdict if VerifyConnection did not decide one) and forgets it. It
+// is called once after every handshake, failed or not: a handshake that
+// failed after its verification (an invalid CertificateVerify) leaves
+// nothing behind.
+func (l *tlsListener) takeVerdict(cs tls.ConnectionState) clientVerdict {
+	if len(cs.PeerCertificates) == 0 {
+		return clientVerdict{}
+	}
+	v, _ := l.verdicts.LoadAndDelete(cs.PeerCertificates[0])
+	got, _ := v.(clientVerdict)
+	return got
+}
+
+// releaseCertificates empties the client's certificates that a tls.Conn
+// keeps for its lifetime (cs is its state), once the handshake decided who
+// the peer is: the Identity holds all that is read of them later (the
+// session, the kick by certificate serial, the audit events). An idle
+// connection would otherwise hold its parsed chain and the handshake
+// message it was parsed from: ~6 KiB, of which the emptied structures
+// keep ~1.5 KiB per certificate (issue 11). The connection's
+// ConnectionState then shows empty certificates. A resumed session's
+// certificates come from crypto/tls's cache, shared with other
+// connections: they are left alone (the gateway listener sends no session
+// tickets, see New, but a listener may).
+func releaseCertificates(cs tls.ConnectionState) {
+	if cs.DidResume {
+		return
+	}
+	for _, c := range cs.PeerCertificates {
+		*c = x509.Certificate{}
+	}
 }
 
 // reasonKeyNotProven is the refusal of a peer that presented a certificate

@@ -182,6 +182,7 @@ func TestIngestListenerAttributesRefusalsOnlyToProvedKeys(t *testing.T) {
 					case <-time.After(5 * time.Second):
 						t.Fatal("not established")
 					}
+					noVerdictsLeft(t, l)
 					return
 				}
 				select {
@@ -200,7 +201,110 @@ func TestIngestListenerAttributesRefusalsOnlyToProvedKeys(t *testing.T) {
 					t.Errorf("a refused connection reached the broker as %+v", id)
 				default:
 				}
+				noVerdictsLeft(t, l)
 			})
 		}
+	}
+}
+
+// noVerdictsLeft fails the test if a verdict of VerifyConnection was not
+// taken by its handshake (they would pile up, one per failed handshake).
+func noVerdictsLeft(t *testing.T, l *tlsListener) {
+	t.Helper()
+	n := 0
+	l.verdicts.Range(func(any, any) bool { n++; return true })
+	if n != 0 {
+		t.Errorf("%d verdicts left after the handshake", n)
+	}
+}
+
+// TestIngestListenerReleasesPeerCertificates: once the handshake decided
+// who the gateway is, the connection no longer holds its parsed
+// certificates (~6 KiB of an idle connection, issue 11): nothing reads them
+// after the handshake, the Identity carries what is needed. The connection
+// still carries data. A resumed session's certificates belong to crypto/
+// tls's cache, shared with other connections: they are left as they are.
+func TestIngestListenerReleasesPeerCertificates(t *testing.T) {
+	const serial = "TSGW06ACM00000001"
+	auth := func(cs tls.ConnectionState) (Identity, error) {
+		if cn := cs.PeerCertificates[0].Subject.CommonName; cn != serial {
+			return Identity{}, &registry.RefusedError{Reason: registry.ReasonUnknownCA}
+		}
+		return Identity{Tenant: "acme", Serial: serial, CertSerial: cs.PeerCertificates[0].SerialNumber.String()}, nil
+	}
+	cert := tu.SelfSigned(t, serial)
+	type seen struct {
+		id    Identity
+		state tls.ConnectionState
+	}
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := testListener(t, inner, auth, func(e Event) { t.Errorf("refused: %+v", e) })
+			// Session tickets, which the gateway listener does not send (New),
+			// for the resumed session's case.
+			l.base.SessionTicketsDisabled = false
+			sessions := make(chan seen, 2)
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				l.Serve(func(_ string, c net.Conn) error {
+					gc := c.(*gatewayConn)
+					sessions <- seen{id: gc.id, state: gc.ConnectionState()}
+					_, err := io.Copy(c, c) // echo until the client closes
+					return err
+				})
+			}()
+			defer func() { l.Close(nil); <-served }()
+
+			cfg := &tls.Config{
+				Certificates: []tls.Certificate{*cert}, InsecureSkipVerify: true, MinVersion: version, MaxVersion: version,
+				ClientSessionCache: tls.NewLRUClientSessionCache(1),
+			}
+			for _, tc := range []struct {
+				name    string
+				resumed bool
+			}{
+				{name: "full handshake", resumed: false},
+				{name: "resumed session", resumed: true},
+			} {
+				conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", inner.Addr().String(), cfg)
+				if err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+				// The echo proves the connection works after the release; reading it
+				// also takes in TLS 1.3's session ticket, for the resumption.
+				buf := make([]byte, 5)
+				if _, err := conn.Write([]byte("hello")); err != nil {
+					t.Fatalf("%s: write: %v", tc.name, err)
+				}
+				if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "hello" {
+					t.Fatalf("%s: echo %q, %v", tc.name, buf, err)
+				}
+				conn.Close()
+				var s seen
+				select {
+				case s = <-sessions:
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%s: not established", tc.name)
+				}
+				if s.id.Tenant != "acme" || s.id.Serial != serial || s.id.CertSerial == "" {
+					t.Errorf("%s: established as %+v", tc.name, s.id)
+				}
+				if s.state.DidResume != tc.resumed {
+					t.Fatalf("%s: resumed %v, want %v", tc.name, s.state.DidResume, tc.resumed)
+				}
+				if len(s.state.PeerCertificates) != 1 {
+					t.Fatalf("%s: %d peer certificates, want 1", tc.name, len(s.state.PeerCertificates))
+				}
+				if kept := s.state.PeerCertificates[0].Raw != nil; kept != tc.resumed {
+					t.Errorf("%s: certificate kept %v, want %v", tc.name, kept, tc.resumed)
+				}
+			}
+		})
 	}
 }
