@@ -677,3 +677,49 @@ func TestForwardConfigChangeLetsADeliveryFinish(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardPauseAcksTheFinishedDelivery: a pause while a batch is at the
+// receiver lets that delivery finish and acknowledges it to JetStream
+// too, with one lane or several: the paused integration's backlog is
+// what was not delivered, not one more per lane that finished a batch.
+func TestForwardPauseAcksTheFinishedDelivery(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lanes int
+	}{
+		{name: "1 lane", lanes: 1},
+		{name: "4 lanes", lanes: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			var acc accepted
+			var id string
+			var paused atomic.Bool
+			e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+				acc.add(r, body)
+				if paused.CompareAndSwap(false, true) {
+					// The pause reaches the worker while this batch waits for
+					// its answer (as in TestForwardConfigChangeLetsADeliveryFinish).
+					if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/pause", e.api.Key(), nil); r.Status != 200 {
+						t.Errorf("pause: %d %s", r.Status, r.Body)
+					}
+					time.Sleep(500 * time.Millisecond)
+				}
+				return false
+			})
+			id, _ = e.integration(map[string]any{"delivery": map[string]any{"concurrency": tc.lanes}})
+			sent := e.publishTo(laneDevices(t, 4, 1), 4)
+			tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+				v := getView(t, e, id)
+				got := acc.total(t)
+				if got == 0 || v.State.Delivered != uint64(got) || v.Backlog != uint64(len(sent)-got) {
+					return fmt.Errorf("%d accepted, %d sent; state: %d delivered, backlog %d", got, len(sent), v.State.Delivered, v.Backlog)
+				}
+				return nil
+			})
+			if !paused.Load() {
+				t.Fatal("no batch reached the receiver")
+			}
+		})
+	}
+}
