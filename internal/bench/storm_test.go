@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -38,5 +39,33 @@ func TestStartLiveReportsTheChildsError(t *testing.T) {
 	_, err := startLive(ctx, "", liveSpec{Addr: "127.0.0.1:1", CAPEM: "not a CA", Rate: 1})
 	if err == nil || !strings.Contains(err.Error(), "no CA in the spec") {
 		t.Errorf("err %v, want the child's own error", err)
+	}
+}
+
+// TestMeasureStormEndsAWedgedLiveProcess: a live process that never
+// answers its result (wedged, or not the bench at all) does not keep the
+// storm bench waiting past its context: it is killed and the run fails.
+func TestMeasureStormEndsAWedgedLiveProcess(t *testing.T) {
+	// Ready at once, then deaf to the end of its input for two minutes.
+	exe := filepath.Join(t.TempDir(), "wedged")
+	script := "#!/bin/sh\nread spec\necho '{\"start\":\"'$(date -u +%Y-%m-%dT%H:%M:%SZ)'\"}'\nexec sleep 120\n"
+	if err := os.WriteFile(exe, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s := externalNode(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := MeasureStorm(ctx, NewHeader(ModeExternal, "test", nil), StormOptions{Server: s, Live: 1, Rate: 10, Storm: 2, Quiet: 200 * time.Millisecond, LiveExecutable: exe})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("no error for a live process that gave no result")
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("MeasureStorm still waits for its wedged live process, 25 s past its context")
 	}
 }
