@@ -69,3 +69,28 @@ func TestMeasureStormEndsAWedgedLiveProcess(t *testing.T) {
 		t.Fatal("MeasureStorm still waits for its wedged live process, 25 s past its context")
 	}
 }
+
+// TestStartLiveEndsWithItsContext: a live process that does not read its
+// spec (deaf, or not the bench) does not keep startLive past its context,
+// even with a spec larger than a pipe holds (many live gateways).
+func TestStartLiveEndsWithItsContext(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "deaf")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\nexec sleep 120\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := startLive(ctx, exe, liveSpec{Addr: "127.0.0.1:1", CAPEM: strings.Repeat("x", 1<<20), Rate: 1})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("no error from a live process that never got ready")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("startLive still writes the spec to a process that does not read it, 18 s past its context")
+	}
+}
