@@ -258,13 +258,17 @@ func startLive(ctx context.Context, exe string, spec liveSpec) (_ *liveProc, err
 			p.kill()
 		}
 	}()
-	if err := json.NewEncoder(p.stdin).Encode(spec); err != nil {
-		p.kill()
-		return nil, fmt.Errorf("bench: the live gateways' process: %w%s", err, p.log())
-	}
+	// The spec (a few kB a gateway) may not fit a pipe: it is written,
+	// like the answer read, while ctx is watched.
 	ready := make(chan error, 1)
 	var r liveReady
-	go func() { ready <- p.out.Decode(&r) }()
+	go func() {
+		if err := json.NewEncoder(p.stdin).Encode(spec); err != nil {
+			ready <- fmt.Errorf("send the spec: %w", err)
+			return
+		}
+		ready <- p.out.Decode(&r)
+	}()
 	select {
 	case err := <-ready:
 		if err != nil {
