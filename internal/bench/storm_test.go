@@ -42,55 +42,57 @@ func TestStartLiveReportsTheChildsError(t *testing.T) {
 	}
 }
 
+// fakeLive writes a shell script standing in for a live process, for the
+// live process's error paths, and returns its path.
+func fakeLive(t *testing.T, script string) string {
+	t.Helper()
+	exe := filepath.Join(t.TempDir(), "live")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"+script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// failsWithin runs fn and fails the test unless it returns an error
+// within d.
+func failsWithin(t *testing.T, d time.Duration, fn func() error, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("%s: no error", what)
+		}
+	case <-time.After(d):
+		t.Fatalf("%s: still waiting after %s", what, d)
+	}
+}
+
 // TestMeasureStormEndsAWedgedLiveProcess: a live process that never
 // answers its result (wedged, or not the bench at all) does not keep the
 // storm bench waiting past its context: it is killed and the run fails.
 func TestMeasureStormEndsAWedgedLiveProcess(t *testing.T) {
 	// Ready at once, then deaf to the end of its input for two minutes.
-	exe := filepath.Join(t.TempDir(), "wedged")
-	script := "#!/bin/sh\nread spec\necho '{\"start\":\"'$(date -u +%Y-%m-%dT%H:%M:%SZ)'\"}'\nexec sleep 120\n"
-	if err := os.WriteFile(exe, []byte(script), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	exe := fakeLive(t, "read spec\necho '{\"start\":\"'$(date -u +%Y-%m-%dT%H:%M:%SZ)'\"}'\nexec sleep 120\n")
 	s := externalNode(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
+	failsWithin(t, 40*time.Second, func() error {
 		_, err := MeasureStorm(ctx, NewHeader(ModeExternal, "test", nil), StormOptions{Server: s, Live: 1, Rate: 10, Storm: 2, Quiet: 200 * time.Millisecond, LiveExecutable: exe})
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("no error for a live process that gave no result")
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("MeasureStorm still waits for its wedged live process, 25 s past its context")
-	}
+		return err
+	}, "a storm bench whose live process gives no result (its context ends after 15 s)")
 }
 
 // TestStartLiveEndsWithItsContext: a live process that does not read its
 // spec (deaf, or not the bench) does not keep startLive past its context,
 // even with a spec larger than a pipe holds (many live gateways).
 func TestStartLiveEndsWithItsContext(t *testing.T) {
-	exe := filepath.Join(t.TempDir(), "deaf")
-	if err := os.WriteFile(exe, []byte("#!/bin/sh\nexec sleep 120\n"), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	exe := fakeLive(t, "exec sleep 120\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
+	failsWithin(t, 20*time.Second, func() error {
 		_, err := startLive(ctx, exe, liveSpec{Addr: "127.0.0.1:1", CAPEM: strings.Repeat("x", 1<<20), Rate: 1})
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("no error from a live process that never got ready")
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("startLive still writes the spec to a process that does not read it, 18 s past its context")
-	}
+		return err
+	}, "startLive to a process that does not read its spec (its context ends after 2 s)")
 }

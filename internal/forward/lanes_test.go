@@ -617,6 +617,26 @@ func TestForwardLaneCountChangeDeliversOnce(t *testing.T) {
 	}
 }
 
+// duringFirstDelivery makes the receiver record every request in acc and,
+// on the first, call change (a change of the integration) and hold the
+// request 500 ms before accepting it; the flag it returns is set once
+// change was called. The change reaches the worker while that batch waits
+// for its answer. Nothing observable says when it has; the hold is well
+// above the change's path (KV watch, reconcile) on a quiet machine, and a
+// slower path only leaves the case unexercised, never a false failure.
+func (e *env) duringFirstDelivery(acc *accepted, change func()) *atomic.Bool {
+	var called atomic.Bool
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		acc.add(r, body)
+		if called.CompareAndSwap(false, true) {
+			change()
+			time.Sleep(500 * time.Millisecond)
+		}
+		return false
+	})
+	return &called
+}
+
 // TestForwardConfigChangeLetsADeliveryFinish: a change of an integration
 // while a batch is at the receiver (here delivery.concurrency, from 4
 // lanes to 1 or 8, or 1 to 1 with another batch size) lets that delivery
@@ -638,22 +658,11 @@ func TestForwardConfigChangeLetsADeliveryFinish(t *testing.T) {
 			devs := laneDevices(t, 4, 4)
 			var acc accepted
 			var id string
-			var changed atomic.Bool
-			e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
-				acc.add(r, body)
-				if changed.CompareAndSwap(false, true) {
-					// The change reaches the worker while this batch waits
-					// for its answer. Nothing observable says when it has;
-					// the hold is well above the change's path (KV watch,
-					// reconcile) on a quiet machine, and a slower path only
-					// leaves the case unexercised, never a false failure.
-					upd := map[string]any{"delivery": map[string]any{"concurrency": tc.to}, "batch": map[string]any{"maxMessages": 7}}
-					if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), upd); r.Status != 200 {
-						t.Errorf("update: %d %s", r.Status, r.Body)
-					}
-					time.Sleep(500 * time.Millisecond)
+			changed := e.duringFirstDelivery(&acc, func() {
+				upd := map[string]any{"delivery": map[string]any{"concurrency": tc.to}, "batch": map[string]any{"maxMessages": 7}}
+				if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), upd); r.Status != 200 {
+					t.Errorf("update: %d %s", r.Status, r.Body)
 				}
-				return false
 			})
 			id, _ = e.integration(map[string]any{"delivery": map[string]any{"concurrency": tc.from}})
 			sent := e.publishTo(devs, 3)
@@ -694,18 +703,10 @@ func TestForwardPauseAcksTheFinishedDelivery(t *testing.T) {
 			e := newEnv(t, nil)
 			var acc accepted
 			var id string
-			var paused atomic.Bool
-			e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
-				acc.add(r, body)
-				if paused.CompareAndSwap(false, true) {
-					// The pause reaches the worker while this batch waits for
-					// its answer (as in TestForwardConfigChangeLetsADeliveryFinish).
-					if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/pause", e.api.Key(), nil); r.Status != 200 {
-						t.Errorf("pause: %d %s", r.Status, r.Body)
-					}
-					time.Sleep(500 * time.Millisecond)
+			paused := e.duringFirstDelivery(&acc, func() {
+				if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/pause", e.api.Key(), nil); r.Status != 200 {
+					t.Errorf("pause: %d %s", r.Status, r.Body)
 				}
-				return false
 			})
 			id, _ = e.integration(map[string]any{"delivery": map[string]any{"concurrency": tc.lanes}})
 			sent := e.publishTo(laneDevices(t, 4, 1), 4)
