@@ -382,9 +382,17 @@ func (f *benchFlags) validate(onCmdLine map[string]bool) error {
 }
 
 // commandLine returns the bench command as it could be typed again.
+// The value of --operator-key is shown as REDACTED: reports are shared.
 func commandLine(args []string) string {
 	parts := []string{"iotransit", "bench"}
-	for _, a := range args {
+	secret := func(a string) bool { return a == "-operator-key" || a == "--operator-key" }
+	for i, a := range args {
+		switch name, _, hasValue := strings.Cut(a, "="); {
+		case secret(name) && hasValue:
+			a = name + "=REDACTED"
+		case i > 0 && secret(args[i-1]):
+			a = "REDACTED"
+		}
 		if a == "" || strings.ContainsFunc(a, func(r rune) bool {
 			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_=.,:/+@", r))
 		}) {

@@ -175,6 +175,28 @@ func TestCommandLine(t *testing.T) {
 	}
 }
 
+// TestCommandLineHidesTheOperatorKey: the command a report shows (and
+// reports are shared) never holds the operator key, however it was given;
+// the key's file may be shown.
+func TestCommandLineHidesTheOperatorKey(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"flag and value", []string{"--mqtt", "h:1", "--operator-key", "itop_s3cret", "--rate", "5"}, "iotransit bench --mqtt h:1 --operator-key REDACTED --rate 5"},
+		{"with =", []string{"--operator-key=itop_s3cret"}, "iotransit bench --operator-key=REDACTED"},
+		{"one dash", []string{"-operator-key", "itop_s3cret"}, "iotransit bench -operator-key REDACTED"},
+		{"the file", []string{"--operator-key-file", "data/operator.key"}, "iotransit bench --operator-key-file data/operator.key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := commandLine(tc.args); got != tc.want || strings.Contains(got, "s3cret") {
+				t.Errorf("commandLine = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestBenchForward is the forwarding smoke test: 3 gateways publish for a
 // second at 200/s, then as fast as they can; the in-process node forwards
 // every message to the in-process webhook receiver, signed.

@@ -90,6 +90,7 @@ func MeasureExternalForward(ctx context.Context, h Header, o ExternalForwardOpti
 		return nil, nil, err
 	}
 	if err := recv.Route(path, trace, integ.Secret); err != nil {
+		_ = deleteForwardWebhook(ctx, x.api, tenant, integ.ID)
 		return nil, nil, err
 	}
 	cfg.Progress("webhook integration %s to %s, batches of at most %d messages or %s, %d lanes",
@@ -101,7 +102,7 @@ func MeasureExternalForward(ctx context.Context, h Header, o ExternalForwardOpti
 	cfg.Tracker = trace
 	it, failures, err := x.measure(ctx, cfg)
 	if err != nil {
-		_ = x.api.DeleteIntegration(context.WithoutCancel(ctx), tenant, integ.ID)
+		_ = deleteForwardWebhook(ctx, x.api, tenant, integ.ID)
 		return nil, nil, err
 	}
 	fr, errs := awaitForward(ctx, x.api, tenant, integ, trace, it.Run, o.Forward, ph, cfg.Progress)

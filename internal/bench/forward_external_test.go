@@ -84,3 +84,35 @@ func TestMeasureExternalForward(t *testing.T) {
 		})
 	}
 }
+
+// TestMeasureExternalForwardInterruptedDeletesItsIntegration: a run
+// interrupted (Ctrl-C) while it waits for the messages to arrive still
+// deletes its integration: left behind, the server would go on forwarding
+// to a receiver that is gone, retrying and dead-lettering.
+func TestMeasureExternalForwardInterruptedDeletesItsIntegration(t *testing.T) {
+	o := ExternalForwardOptions{Server: externalNode(t, 1), Forward: Options{ForwardBatch: 20, ForwardWait: 10 * time.Millisecond}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	cfg := tinyLoad
+	cfg.Rate = 20
+	cfg.Progress = func(format string, _ ...any) {
+		if strings.Contains(format, "load done") {
+			interrupt()
+		}
+	}
+	_, _, _ = MeasureExternalForward(run, NewHeader(ModeExternal, "test", map[string]string{}), o, cfg)
+	if run.Err() == nil {
+		t.Fatal("the run was not interrupted while it waited")
+	}
+	api, _, err := NewAPIClient(o.Server.APIURL, o.Server.CAPEM, o.Server.OperatorKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	list, err := api.ListIntegrations(ctx, o.Server.Tenant)
+	if err != nil || len(list) != 0 {
+		t.Errorf("integrations left: %+v, %v", list, err)
+	}
+}

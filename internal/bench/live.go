@@ -239,6 +239,9 @@ func startLive(ctx context.Context, exe string, spec liveSpec) (_ *liveProc, err
 	cmd.Env = append(os.Environ(), LiveChildEnv+"=1")
 	p := &liveProc{cmd: cmd, stderr: &bytes.Buffer{}}
 	cmd.Stderr = p.stderr
+	// Wait does not wait past this for the child's output to close (a
+	// process of its own holding it after the child was killed).
+	cmd.WaitDelay = 5 * time.Second
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
@@ -255,13 +258,17 @@ func startLive(ctx context.Context, exe string, spec liveSpec) (_ *liveProc, err
 			p.kill()
 		}
 	}()
-	if err := json.NewEncoder(p.stdin).Encode(spec); err != nil {
-		p.kill()
-		return nil, fmt.Errorf("bench: the live gateways' process: %w%s", err, p.log())
-	}
+	// The spec (a few kB a gateway) may not fit a pipe: it is written,
+	// like the answer read, while ctx is watched.
 	ready := make(chan error, 1)
 	var r liveReady
-	go func() { ready <- p.out.Decode(&r) }()
+	go func() {
+		if err := json.NewEncoder(p.stdin).Encode(spec); err != nil {
+			ready <- fmt.Errorf("send the spec: %w", err)
+			return
+		}
+		ready <- p.out.Decode(&r)
+	}()
 	select {
 	case err := <-ready:
 		if err != nil {
@@ -275,15 +282,32 @@ func startLive(ctx context.Context, exe string, spec liveSpec) (_ *liveProc, err
 	return p, nil
 }
 
-// stop ends the child's load and returns what it measured.
-func (p *liveProc) stop() (*liveResult, error) {
+// liveStopLimit bounds how long a live child may take to give its result
+// once told to stop: its publishes in flight time out after 30 s.
+const liveStopLimit = 45 * time.Second
+
+// stop ends the child's load and returns what it measured. A child that
+// gives no result within liveStopLimit, or before ctx ends, is killed.
+func (p *liveProc) stop(ctx context.Context) (*liveResult, error) {
 	_ = p.stdin.Close()
 	var res liveResult
-	err := p.out.Decode(&res)
-	if werr := p.cmd.Wait(); err == nil && werr != nil {
-		err = werr
+	decoded := make(chan error, 1)
+	go func() { decoded <- p.out.Decode(&res) }()
+	limit := time.NewTimer(liveStopLimit)
+	defer limit.Stop()
+	var err error
+	select {
+	case err = <-decoded:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-limit.C:
+		err = fmt.Errorf("no result %s after the end of its load", liveStopLimit)
 	}
 	if err != nil {
+		p.kill()
+		return nil, fmt.Errorf("bench: the live gateways' process: %w%s", err, p.log())
+	}
+	if err := p.cmd.Wait(); err != nil {
 		return nil, fmt.Errorf("bench: the live gateways' process: %w%s", err, p.log())
 	}
 	return &res, nil

@@ -409,6 +409,15 @@ func runForwardPhase(ctx context.Context, o Options, cfg Config, bn *benchNode, 
 	return rep, failures, nil
 }
 
+// deleteForwardWebhook deletes the integration of a forward phase, even
+// once ctx has ended (an interrupted run): left behind, it would go on
+// forwarding to a receiver that is gone, retrying and dead-lettering.
+func deleteForwardWebhook(ctx context.Context, api *client.Client, tenant, id string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return api.DeleteIntegration(ctx, tenant, id)
+}
+
 // awaitForward ends a forward phase after its load (res): it waits up to
 // forwardDrainLimit for every acknowledged message to arrive, summarises
 // the trace with the integration's state (read through api in tenant)
@@ -445,7 +454,7 @@ func awaitForward(ctx context.Context, api *client.Client, tenant string, integ 
 	fr.Phase, fr.Type, fr.BatchMaxMessages, fr.BatchMaxWait = ph.name, o.Forward, o.ForwardBatch, o.ForwardWait.String()
 	fr.Concurrency = integ.Concurrency
 	fr.WaitedSeconds, fr.Drained, fr.AtLoadEnd, fr.AfterWait = waited.Seconds(), drained, atEnd, after
-	if err := api.DeleteIntegration(ctx, tenant, integ.ID); err != nil {
+	if err := deleteForwardWebhook(ctx, api, tenant, integ.ID); err != nil {
 		failures = append(failures, err)
 	}
 

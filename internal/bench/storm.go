@@ -151,7 +151,7 @@ func MeasureStorm(ctx context.Context, h Header, o StormOptions) (*StormReport, 
 	rep.StormSeconds = last.Sub(stormStart).Seconds()
 	rep.StormConnect = Summarize(lat)
 	o.Progress("storm over in %.1fs: %d connected, %d failed", rep.StormSeconds, rep.StormConnected, rep.StormFailed)
-	lr, err := lp.stop()
+	lr, err := lp.stop(ctx)
 	if err != nil {
 		return nil, err
 	}

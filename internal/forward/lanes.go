@@ -187,6 +187,17 @@ func (l *lane) ack(ctx context.Context, msgs []held) error {
 	return nil
 }
 
+// ackEnding acknowledges a batch delivered while the lane's session ends
+// and waits for the server to confirm, within ctx: no later batch of the
+// session settles an asynchronous confirmation (lane.ack's, whose context
+// ends with the session, before the acks may even be sent). A failure is
+// not the session's (it ends anyway): the state says the batch was
+// delivered, and the next session skips what JetStream redelivers.
+func (l *lane) ackEnding(ctx context.Context, msgs []held) {
+	_ = l.settle()
+	_ = ack(ctx, msgs)
+}
+
 // settle waits for the confirmation of the acks of the lane's last
 // delivered batch, if one is awaited, and returns its error.
 func (l *lane) settle() error {

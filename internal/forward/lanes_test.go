@@ -617,6 +617,26 @@ func TestForwardLaneCountChangeDeliversOnce(t *testing.T) {
 	}
 }
 
+// duringFirstDelivery makes the receiver record every request in acc and,
+// on the first, call change (a change of the integration) and hold the
+// request 500 ms before accepting it; the flag it returns is set once
+// change was called. The change reaches the worker while that batch waits
+// for its answer. Nothing observable says when it has; the hold is well
+// above the change's path (KV watch, reconcile) on a quiet machine, and a
+// slower path only leaves the case unexercised, never a false failure.
+func (e *env) duringFirstDelivery(acc *accepted, change func()) *atomic.Bool {
+	var called atomic.Bool
+	e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		acc.add(r, body)
+		if called.CompareAndSwap(false, true) {
+			change()
+			time.Sleep(500 * time.Millisecond)
+		}
+		return false
+	})
+	return &called
+}
+
 // TestForwardConfigChangeLetsADeliveryFinish: a change of an integration
 // while a batch is at the receiver (here delivery.concurrency, from 4
 // lanes to 1 or 8, or 1 to 1 with another batch size) lets that delivery
@@ -638,22 +658,11 @@ func TestForwardConfigChangeLetsADeliveryFinish(t *testing.T) {
 			devs := laneDevices(t, 4, 4)
 			var acc accepted
 			var id string
-			var changed atomic.Bool
-			e.rcv.Handle(func(w http.ResponseWriter, r *http.Request, body []byte) bool {
-				acc.add(r, body)
-				if changed.CompareAndSwap(false, true) {
-					// The change reaches the worker while this batch waits
-					// for its answer. Nothing observable says when it has;
-					// the hold is well above the change's path (KV watch,
-					// reconcile) on a quiet machine, and a slower path only
-					// leaves the case unexercised, never a false failure.
-					upd := map[string]any{"delivery": map[string]any{"concurrency": tc.to}, "batch": map[string]any{"maxMessages": 7}}
-					if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), upd); r.Status != 200 {
-						t.Errorf("update: %d %s", r.Status, r.Body)
-					}
-					time.Sleep(500 * time.Millisecond)
+			changed := e.duringFirstDelivery(&acc, func() {
+				upd := map[string]any{"delivery": map[string]any{"concurrency": tc.to}, "batch": map[string]any{"maxMessages": 7}}
+				if r := e.api.Do("PATCH", "/v1/tenants/"+tenant+"/integrations/"+id, e.api.Key(), upd); r.Status != 200 {
+					t.Errorf("update: %d %s", r.Status, r.Body)
 				}
-				return false
 			})
 			id, _ = e.integration(map[string]any{"delivery": map[string]any{"concurrency": tc.from}})
 			sent := e.publishTo(devs, 3)
@@ -673,6 +682,44 @@ func TestForwardConfigChangeLetsADeliveryFinish(t *testing.T) {
 			}
 			if total := acc.total(t); total != len(sent) {
 				t.Errorf("the receiver accepted %d messages for %d sent: the batch at the receiver went out again", total, len(sent))
+			}
+		})
+	}
+}
+
+// TestForwardPauseAcksTheFinishedDelivery: a pause while a batch is at the
+// receiver lets that delivery finish and acknowledges it to JetStream
+// too, with one lane or several: the paused integration's backlog is
+// what was not delivered, not one more per lane that finished a batch.
+func TestForwardPauseAcksTheFinishedDelivery(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lanes int
+	}{
+		{name: "1 lane", lanes: 1},
+		{name: "4 lanes", lanes: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			var acc accepted
+			var id string
+			paused := e.duringFirstDelivery(&acc, func() {
+				if r := e.api.Do("POST", "/v1/tenants/"+tenant+"/integrations/"+id+"/pause", e.api.Key(), nil); r.Status != 200 {
+					t.Errorf("pause: %d %s", r.Status, r.Body)
+				}
+			})
+			id, _ = e.integration(map[string]any{"delivery": map[string]any{"concurrency": tc.lanes}})
+			sent := e.publishTo(laneDevices(t, 4, 1), 4)
+			tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+				v := getView(t, e, id)
+				got := acc.total(t)
+				if got == 0 || v.State.Delivered != uint64(got) || v.Backlog != uint64(len(sent)-got) {
+					return fmt.Errorf("%d accepted, %d sent; state: %d delivered, backlog %d", got, len(sent), v.State.Delivered, v.Backlog)
+				}
+				return nil
+			})
+			if !paused.Load() {
+				t.Fatal("no batch reached the receiver")
 			}
 		})
 	}

@@ -292,15 +292,18 @@ func (w *worker) deliver(ctx context.Context, l *lane, in Integration, target Ta
 		if err == nil {
 			// Delivered, even if the session is stopping meanwhile: it is
 			// recorded (and the stopping session stores the state), so
-			// the next session does not send the batch again.
-			actx := ctx
-			if ctx.Err() != nil {
-				var acancel context.CancelFunc
-				actx, acancel = context.WithTimeout(context.WithoutCancel(ctx), finishGrace)
-				defer acancel()
-			}
-			if err := l.ack(actx, msgs); err != nil && ctx.Err() == nil {
-				return err
+			// the next session does not send the batch again. A stopping
+			// session acknowledges it within finishGrace and waits for the
+			// server's confirmation, lanes too: no later batch of the
+			// session would see an asynchronous one through.
+			if ctx.Err() == nil {
+				if err := l.ack(ctx, msgs); err != nil && ctx.Err() == nil {
+					return err
+				}
+			} else {
+				actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), finishGrace)
+				l.ackEnding(actx, msgs)
+				acancel()
 			}
 			w.e.m.attempts.WithLabelValues(in.Type, "ok").Inc()
 			w.e.m.messages.WithLabelValues(in.Type, "delivered").Add(float64(len(msgs)))
