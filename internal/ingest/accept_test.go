@@ -51,9 +51,16 @@ func (s strictTenants) Tenant(id string) (registry.Tenant, bool) {
 
 func newCore(t testing.TB, cfg ingest.Config, strict bool) *coreEnv {
 	t.Helper()
+	return newCoreOn(t, cfg, strict, backbone.Config{DataDir: t.TempDir(), Replicas: 1}, store.Config{})
+}
+
+// newCoreOn is newCore over a backbone and a store of the given
+// configurations (for one, SyncAlways and GroupCommit: --fsync always).
+func newCoreOn(t testing.TB, cfg ingest.Config, strict bool, bbCfg backbone.Config, stCfg store.Config) *coreEnv {
+	t.Helper()
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second*tu.Slowdown())
 	t.Cleanup(cancel)
-	bb, keys := storetest.Backbone(t)
+	bb, keys := storetest.BackboneWith(t, bbCfg)
 	reg, err := registry.Open(c, bb, keys, tu.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +69,8 @@ func newCore(t testing.TB, cfg ingest.Config, strict bool) *coreEnv {
 	if _, err := reg.CreateTenant(c, tenant); err != nil {
 		t.Fatal(err)
 	}
-	st := store.New(store.Config{}, bb, bb.JS, keys)
+	st := store.New(stCfg, bb, bb.JS, keys)
+	t.Cleanup(st.Close)
 	if err := st.EnsureTenant(c, tenant); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,229 @@
+package ingest_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotransit/iotransit/internal/backbone"
+	"github.com/iotransit/iotransit/internal/backbone/names"
+	"github.com/iotransit/iotransit/internal/ingest"
+	"github.com/iotransit/iotransit/internal/store"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+)
+
+// TestIngestCoreConcurrentUploadsStoredIntact is the check of the accept
+// path's pooled buffers (the upload's messages, records and bodies, the
+// store's sealing buffer and messages, the shared deadline contexts):
+// many goroutines, each keeping several uploads in flight as the MQTT
+// pipeline does (Begin, then Wait in order) and scribbling over each
+// payload as soon as Begin returned, upload distinct messages, some with a
+// rejected one among them, per record and under group commit (--fsync
+// always). Every stored message is then read back and compared with what
+// was sent (subject, headers, body), every stored rejection's raw bytes
+// with the element sent, and every report with the rejection it names. A
+// buffer reused while something still referred to it stores or reports
+// another upload's bytes.
+func TestIngestCoreConcurrentUploadsStoredIntact(t *testing.T) {
+	modes := []struct {
+		name string
+		bb   backbone.Config
+		st   store.Config
+	}{
+		{name: "per record", bb: backbone.Config{Replicas: 1}},
+		{name: "group commit", bb: backbone.Config{Replicas: 1, SyncAlways: true}, st: store.Config{GroupCommit: true}},
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			mode.bb.DataDir = t.TempDir()
+			e := newCoreOn(t, ingest.Config{MsgRate: 1e9, MsgBurst: 1e6}, false, mode.bb, mode.st)
+			c, cancel := context.WithTimeout(context.Background(), 60*time.Second*tu.Slowdown())
+			defer cancel()
+			const (
+				uploaders = 8
+				uploads   = 30
+				inFlight  = 4
+			)
+			type sentMsg struct {
+				serial string
+				ts     int64
+				temp   float64
+			}
+			var (
+				mu       sync.Mutex
+				sent     = map[string]sentMsg{} // tsmTuid -> message sent (valid)
+				sentRej  = map[string]string{}  // tsmTuid -> element sent (rejected)
+				failures []string
+			)
+			failf := func(format string, args ...any) {
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf(format, args...))
+				mu.Unlock()
+			}
+			var wg sync.WaitGroup
+			for g := range uploaders {
+				wg.Go(func() {
+					serial := []string{gwA, gwB}[g%2]
+					id := ingest.Identity{Tenant: tenant, Serial: serial}
+					type inflight struct {
+						p       *ingest.Pending
+						valid   int
+						badTuid string // "" when every message is valid
+						badAt   int
+					}
+					var queue []inflight
+					settle := func() {
+						f := queue[0]
+						queue = queue[1:]
+						out := f.p.Wait()
+						switch {
+						case out.Status == ingest.PersistFailed:
+							failf("uploader %d: %v", g, out.Err)
+						case out.Accepted != f.valid || out.Stored != f.valid:
+							failf("uploader %d: %+v, want %d stored", g, out, f.valid)
+						case f.badTuid == "" && out.Report != nil:
+							failf("uploader %d: a report %+v of no rejection", g, out.Report)
+						case f.badTuid != "" && (out.Report == nil || len(out.Report.Rejected) != 1):
+							failf("uploader %d: report %+v, want one rejection", g, out.Report)
+						case f.badTuid != "":
+							r := out.Report.Rejected[0]
+							if r.Tuid != f.badTuid || r.Index != f.badAt || r.Field != "temp" || r.TsmID != 12100 ||
+								!strings.Contains(r.Reason, "temp") || r.Code != "thingsee.field_range" {
+								failf("uploader %d: reported %+v, want tsmTuid %s at %d", g, r, f.badTuid, f.badAt)
+							}
+						}
+					}
+					var payload []byte // reused for every upload
+					for u := range uploads {
+						n := 1 + (g+u)%4
+						bad := -1
+						if u%3 == 0 {
+							bad = (g + u) % n
+						}
+						payload = append(payload[:0], '[')
+						f := inflight{valid: n, badAt: bad}
+						for i := range n {
+							if i > 0 {
+								payload = append(payload, ',')
+							}
+							tuid := fmt.Sprintf("TSEN%02d%011d", g, u*10+i)
+							ts := int64(1_700_000_000 + u*10 + i)
+							temp := float64(g) + float64(u*10+i)/1000
+							if i == bad {
+								temp = 120 // out of range
+								f.valid--
+								f.badTuid = tuid
+							}
+							msg := tu.Thingsee(tuid, ts, temp)
+							payload = append(payload, msg...)
+							mu.Lock()
+							if i == bad {
+								sentRej[tuid] = msg
+							} else {
+								sent[tuid] = sentMsg{serial: serial, ts: ts, temp: temp}
+							}
+							mu.Unlock()
+						}
+						payload = append(payload, ']')
+						f.p = e.core.Begin(context.Background(), id, payload)
+						for i := range payload {
+							payload[i] = '#'
+						}
+						queue = append(queue, f)
+						if len(queue) == inFlight {
+							settle()
+						}
+					}
+					for len(queue) > 0 {
+						settle()
+					}
+				})
+			}
+			wg.Wait()
+			for _, f := range failures {
+				t.Error(f)
+			}
+
+			stream, err := e.bb.JS.Stream(c, names.MessageStream(tenant))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := 0
+			for seq := uint64(1); ; seq++ {
+				raw, err := stream.GetMsg(c, seq)
+				if err != nil {
+					break
+				}
+				stored++
+				m, err := e.st.Decode(c, tenant, raw.Sequence, raw.Time, raw.Header, raw.Data)
+				if err != nil {
+					t.Errorf("message %d: %v", seq, err)
+					continue
+				}
+				var body struct {
+					TsmID   int     `json:"tsmId"`
+					TsmTs   int64   `json:"tsmTs"`
+					TsmTuid string  `json:"tsmTuid"`
+					TsmGw   string  `json:"tsmGw"`
+					Temp    float64 `json:"temp"`
+					Humd    float64 `json:"humd"`
+					CloudTs float64 `json:"tsmCloudTs"`
+				}
+				if err := json.Unmarshal(m.Message, &body); err != nil {
+					t.Errorf("message %d: body %s: %v", seq, m.Message, err)
+					continue
+				}
+				w, ok := sent[body.TsmTuid]
+				if !ok {
+					t.Errorf("message %d: tsmTuid %q was never sent valid: %s", seq, body.TsmTuid, m.Message)
+					continue
+				}
+				delete(sent, body.TsmTuid) // stored once
+				checks := []struct{ what, got, want string }{
+					{"subject", raw.Subject, names.Message(tenant, w.serial, body.TsmTuid, 12100)},
+					{"body", fmt.Sprint(body.TsmID, body.TsmTs, body.TsmGw, body.Temp, body.Humd, body.CloudTs > 0),
+						fmt.Sprint(12100, w.ts, w.serial, w.temp, 41.5, true)},
+					{"Iot-Gateway", raw.Header.Get("Iot-Gateway"), w.serial},
+					{"Iot-Tuid", raw.Header.Get("Iot-Tuid"), body.TsmTuid},
+					{"Iot-Tsm-Id", raw.Header.Get("Iot-Tsm-Id"), "12100"},
+					{"gateway", m.Gateway, w.serial},
+					{"content id", raw.Header.Get(jetstream.MsgIDHeader), m.ID},
+				}
+				for _, ch := range checks {
+					if ch.got != ch.want {
+						t.Errorf("message %d (%s): %s %q, sent %q", seq, body.TsmTuid, ch.what, ch.got, ch.want)
+					}
+				}
+				if _, err := strconv.ParseInt(raw.Header.Get("Iot-Received"), 10, 64); err != nil || m.ReceivedAt.IsZero() {
+					t.Errorf("message %d: Iot-Received %q", seq, raw.Header.Get("Iot-Received"))
+				}
+			}
+			for tuid := range sent {
+				t.Errorf("%s sent valid, acknowledged, not stored", tuid)
+			}
+			if stored == 0 {
+				t.Fatal("nothing stored")
+			}
+
+			rej, err := e.st.RejectedMessages(c, tenant, store.MaxLimit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rej) != len(sentRej) {
+				t.Errorf("%d rejections stored, %d sent", len(rej), len(sentRej))
+			}
+			for _, r := range rej {
+				if w, ok := sentRej[r.Tuid]; !ok || string(r.Raw) != w || r.Field != "temp" {
+					t.Errorf("rejection of %q stored as %s (field %q), sent %s", r.Tuid, r.Raw, r.Field, w)
+				}
+			}
+		})
+	}
+}
