@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,9 +15,12 @@ import (
 
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/backbone/names"
+	"github.com/iotransit/iotransit/internal/gateway"
 	"github.com/iotransit/iotransit/internal/ingest"
+	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
 
 // TestIngestCoreConcurrentUploadsStoredIntact is the check of the accept
@@ -225,5 +229,179 @@ func TestIngestCoreConcurrentUploadsStoredIntact(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIngestFsyncAlwaysUploadsStoredIntact is
+// TestIngestCoreConcurrentUploadsStoredIntact through the MQTT front end
+// of a node with --fsync always (group commit): several gateways, each
+// keeping publishes in flight, upload distinct messages, some with a
+// rejected one among them. Every publish is acknowledged; every stored
+// message has the body and gateway it was sent with, every stored
+// rejection the element sent, and every report on down/errors names
+// exactly the rejections of its gateway.
+func TestIngestFsyncAlwaysUploadsStoredIntact(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) {
+		nodetest.NoLimits(c)
+		c.Fsync = node.FsyncAlways
+		c.Ingest.MsgRate, c.Ingest.MsgBurst = 1e6, 1e6
+	})
+	const (
+		gateways = 6
+		uploads  = 40
+	)
+	type sentMsg struct {
+		serial string
+		ts     int64
+		temp   float64
+	}
+	var (
+		mu       sync.Mutex
+		sent     = map[string]sentMsg{} // tsmTuid -> valid message sent
+		sentRej  = map[string]string{}  // tsmTuid -> rejected element sent
+		reported = map[string]string{}  // tsmTuid -> serial whose report named it
+		failures []string
+	)
+	failf := func(format string, args ...any) {
+		mu.Lock()
+		failures = append(failures, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
+	ups := make([]*gateway.Uplink, gateways)
+	for g := range ups {
+		serial := fmt.Sprintf("TSGW06INT%08d", g)
+		up, err := nodetest.Dial(t, n, nodetest.Gateway(t, n, tenant, serial), serial, func(c *gateway.UplinkConfig) {
+			c.OnReport = func(b []byte) {
+				var rep ingest.Report
+				if err := json.Unmarshal(b, &rep); err != nil {
+					failf("%s: report %s: %v", serial, b, err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for _, r := range rep.Rejected {
+					if prev, ok := reported[r.Tuid]; ok {
+						failures = append(failures, fmt.Sprintf("%s: %s reported again (first by %s)", serial, r.Tuid, prev))
+					}
+					reported[r.Tuid] = serial
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ups[g] = up
+	}
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second*tu.Slowdown())
+	defer cancel()
+	var wg sync.WaitGroup
+	for g, up := range ups {
+		wg.Go(func() {
+			serial := fmt.Sprintf("TSGW06INT%08d", g)
+			pending := make([]*gateway.Pending, 0, uploads)
+			var codes []byte // the PUBACK reason code each upload is due
+			for u := range uploads {
+				k := 1 + (g+u)%3
+				bad := -1
+				if u%4 == 0 {
+					bad = (g + u) % k
+				}
+				var parts []string
+				for i := range k {
+					tuid := fmt.Sprintf("TSEN%02d%011d", g, u*10+i)
+					ts := int64(1_700_000_000 + u*10 + i)
+					temp := float64(g) + float64(u*10+i)/1000
+					if i == bad {
+						temp = 120 // out of range
+					}
+					msg := tu.Thingsee(tuid, ts, temp)
+					parts = append(parts, msg)
+					mu.Lock()
+					if i == bad {
+						sentRej[tuid] = msg
+					} else {
+						sent[tuid] = sentMsg{serial: serial, ts: ts, temp: temp}
+					}
+					mu.Unlock()
+				}
+				p, err := up.Send(c, []byte("["+strings.Join(parts, ",")+"]"))
+				if err != nil {
+					failf("%s: publish %d: %v", serial, u, err)
+					return
+				}
+				pending = append(pending, p)
+				code := byte(0)
+				if k == 1 && bad == 0 {
+					code = 0x99 // nothing valid: payload format invalid
+				}
+				codes = append(codes, code)
+			}
+			for i, p := range pending {
+				if res, err := p.Wait(c); err != nil || res.ReasonCode != codes[i] {
+					failf("%s: publish %d: %v, reason 0x%02x %s", serial, i, err, res.ReasonCode, res.Reason)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	if len(failures) > 0 {
+		t.FailNow()
+	}
+
+	api := nodetest.NewAPI(t, n)
+	msgs := api.Messages(tenant, 1000)
+	if len(msgs) != len(sent) {
+		t.Errorf("%d messages stored, %d sent valid", len(msgs), len(sent))
+	}
+	for _, m := range msgs {
+		var body struct {
+			TsmTs   int64   `json:"tsmTs"`
+			TsmTuid string  `json:"tsmTuid"`
+			TsmGw   string  `json:"tsmGw"`
+			Temp    float64 `json:"temp"`
+			Humd    float64 `json:"humd"`
+		}
+		if err := json.Unmarshal(m.Message, &body); err != nil {
+			t.Errorf("message %d: %s: %v", m.Seq, m.Message, err)
+			continue
+		}
+		w, ok := sent[body.TsmTuid]
+		if got, want := fmt.Sprint(m.Gateway, body.TsmGw, body.TsmTs, body.Temp, body.Humd), fmt.Sprint(w.serial, w.serial, w.ts, w.temp, 41.5); !ok || got != want {
+			t.Errorf("message %d (%s) stored as %s, sent %s", m.Seq, body.TsmTuid, got, want)
+		}
+		delete(sent, body.TsmTuid)
+	}
+	rej := api.Rejected(tenant, 1000)
+	if len(rej) != len(sentRej) {
+		t.Errorf("%d rejections stored, %d sent", len(rej), len(sentRej))
+	}
+	for _, r := range rej {
+		var got, want bytes.Buffer
+		_ = json.Compact(&got, r.Message)
+		_ = json.Compact(&want, []byte(sentRej[r.Tuid]))
+		if got.Len() == 0 || got.String() != want.String() || r.Field != "temp" {
+			t.Errorf("rejection of %q stored as %s (field %q), sent %s", r.Tuid, r.Message, r.Field, sentRej[r.Tuid])
+		}
+	}
+	tu.Eventually(t, 10*time.Second*tu.Slowdown(), 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(reported) < len(sentRej) {
+			return fmt.Errorf("%d rejections reported, %d sent", len(reported), len(sentRej))
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	for tuid, serial := range reported {
+		if _, ok := sentRej[tuid]; !ok || !strings.HasPrefix(tuid, "TSEN"+serial[len(serial)-2:]) {
+			t.Errorf("%s reported to %s, which did not send it rejected", tuid, serial)
+		}
 	}
 }
