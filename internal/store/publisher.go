@@ -140,9 +140,15 @@ func (p *publisher) message(subject string, data []byte, hdr ...string) *nats.Ms
 }
 
 // recycle puts a message that message returned back into the pool (the
-// connection copied it when it was published).
+// connection copied it when it was published). It keeps the header keys
+// and their slices, not the values: a record's strings may point into the
+// caller's buffers (the ingest's tsmTuid is a string over its upload's
+// copy of the payload), which a pooled message must not keep reachable.
 func (p *publisher) recycle(m *nats.Msg) {
-	m.Data = nil
+	m.Subject, m.Reply, m.Data = "", "", nil
+	for _, vs := range m.Header {
+		clear(vs)
+	}
 	p.msgs.Put(m)
 }
 
