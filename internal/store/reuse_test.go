@@ -28,7 +28,9 @@ import (
 // what was sent: subject, headers and body. A write that queued or
 // published a reference to the caller's bytes, or to a buffer of the
 // store's own pool reused for the next record, stores the scribble or
-// another record's bytes.
+// another record's bytes. Some calls resend an earlier record, so that
+// group commit's refused batches are split and retried with the same
+// writes.
 func TestStoreAppendCallerReusesBuffers(t *testing.T) {
 	modes := []struct {
 		name  string
@@ -80,6 +82,12 @@ func TestStoreAppendCallerReusesBuffers(t *testing.T) {
 						bodies = bodies[:0]
 						for i := range recs {
 							n := c*perCall + i
+							if i == 0 && c%5 == 4 {
+								// A resend of the previous call's first
+								// record: under group commit its batch is
+								// refused and split, and the halves retried.
+								n = (c - 1) * perCall
+							}
 							tuid := fmt.Sprintf("TSEN%02d%011d", g, n)
 							start := len(bodies)
 							bodies = fmt.Appendf(bodies, `{"g":%d,"n":%d,"pad":%q}`, g, n, bytes.Repeat([]byte{'a' + byte(n%26)}, n%40))
@@ -185,6 +193,11 @@ func TestStoreAppendCallerReusesBuffers(t *testing.T) {
 			}
 			if got != len(want) {
 				t.Errorf("%d messages stored, %d sent", got, len(want))
+			}
+
+			if mode.name == "group commit" {
+				count, messages, fallbacks := commits(t, s)
+				t.Logf("%d writes in %d commits, %d refused batches split or retried", messages, count, fallbacks)
 			}
 
 			rej, err := s.RejectedMessages(ctx, "acme", store.MaxLimit)
