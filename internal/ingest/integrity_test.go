@@ -55,22 +55,8 @@ func TestIngestCoreConcurrentUploadsStoredIntact(t *testing.T) {
 				uploads   = 30
 				inFlight  = 4
 			)
-			type sentMsg struct {
-				serial string
-				ts     int64
-				temp   float64
-			}
-			var (
-				mu       sync.Mutex
-				sent     = map[string]sentMsg{} // tsmTuid -> message sent (valid)
-				sentRej  = map[string]string{}  // tsmTuid -> element sent (rejected)
-				failures []string
-			)
-			failf := func(format string, args ...any) {
-				mu.Lock()
-				failures = append(failures, fmt.Sprintf(format, args...))
-				mu.Unlock()
-			}
+			l := newLedger()
+			failf := l.failf
 			var wg sync.WaitGroup
 			for g := range uploaders {
 				wg.Go(func() {
@@ -117,23 +103,12 @@ func TestIngestCoreConcurrentUploadsStoredIntact(t *testing.T) {
 							if i > 0 {
 								payload = append(payload, ',')
 							}
-							tuid := fmt.Sprintf("TSEN%02d%011d", g, u*10+i)
-							ts := int64(1_700_000_000 + u*10 + i)
-							temp := float64(g) + float64(u*10+i)/1000
+							tuid, msg := l.message(serial, g, u, i, i == bad)
 							if i == bad {
-								temp = 120 // out of range
 								f.valid--
 								f.badTuid = tuid
 							}
-							msg := tu.Thingsee(tuid, ts, temp)
 							payload = append(payload, msg...)
-							mu.Lock()
-							if i == bad {
-								sentRej[tuid] = msg
-							} else {
-								sent[tuid] = sentMsg{serial: serial, ts: ts, temp: temp}
-							}
-							mu.Unlock()
 						}
 						payload = append(payload, ']')
 						f.p = e.core.Begin(context.Background(), id, payload)
@@ -151,9 +126,10 @@ func TestIngestCoreConcurrentUploadsStoredIntact(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			for _, f := range failures {
+			for _, f := range l.failures {
 				t.Error(f)
 			}
+			sent, sentRej := l.valid, l.rejected
 
 			stream, err := e.bb.JS.Stream(c, names.MessageStream(tenant))
 			if err != nil {
@@ -250,23 +226,9 @@ func TestIngestFsyncAlwaysUploadsStoredIntact(t *testing.T) {
 		gateways = 6
 		uploads  = 40
 	)
-	type sentMsg struct {
-		serial string
-		ts     int64
-		temp   float64
-	}
-	var (
-		mu       sync.Mutex
-		sent     = map[string]sentMsg{} // tsmTuid -> valid message sent
-		sentRej  = map[string]string{}  // tsmTuid -> rejected element sent
-		reported = map[string]string{}  // tsmTuid -> serial whose report named it
-		failures []string
-	)
-	failf := func(format string, args ...any) {
-		mu.Lock()
-		failures = append(failures, fmt.Sprintf(format, args...))
-		mu.Unlock()
-	}
+	l := newLedger()
+	failf, mu := l.failf, &l.mu
+	reported := map[string]string{} // tsmTuid -> serial whose report named it (under mu)
 	ups := make([]*gateway.Uplink, gateways)
 	for g := range ups {
 		serial := fmt.Sprintf("TSGW06INT%08d", g)
@@ -281,7 +243,7 @@ func TestIngestFsyncAlwaysUploadsStoredIntact(t *testing.T) {
 				defer mu.Unlock()
 				for _, r := range rep.Rejected {
 					if prev, ok := reported[r.Tuid]; ok {
-						failures = append(failures, fmt.Sprintf("%s: %s reported again (first by %s)", serial, r.Tuid, prev))
+						l.failures = append(l.failures, fmt.Sprintf("%s: %s reported again (first by %s)", serial, r.Tuid, prev))
 					}
 					reported[r.Tuid] = serial
 				}
@@ -308,21 +270,8 @@ func TestIngestFsyncAlwaysUploadsStoredIntact(t *testing.T) {
 				}
 				var parts []string
 				for i := range k {
-					tuid := fmt.Sprintf("TSEN%02d%011d", g, u*10+i)
-					ts := int64(1_700_000_000 + u*10 + i)
-					temp := float64(g) + float64(u*10+i)/1000
-					if i == bad {
-						temp = 120 // out of range
-					}
-					msg := tu.Thingsee(tuid, ts, temp)
+					_, msg := l.message(serial, g, u, i, i == bad)
 					parts = append(parts, msg)
-					mu.Lock()
-					if i == bad {
-						sentRej[tuid] = msg
-					} else {
-						sent[tuid] = sentMsg{serial: serial, ts: ts, temp: temp}
-					}
-					mu.Unlock()
 				}
 				p, err := up.Send(c, []byte("["+strings.Join(parts, ",")+"]"))
 				if err != nil {
@@ -344,12 +293,16 @@ func TestIngestFsyncAlwaysUploadsStoredIntact(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	for _, f := range failures {
+	mu.Lock()
+	for _, f := range l.failures {
 		t.Error(f)
 	}
-	if len(failures) > 0 {
+	l.failures = nil
+	mu.Unlock()
+	if t.Failed() {
 		t.FailNow()
 	}
+	sent, sentRej := l.valid, l.rejected
 
 	api := nodetest.NewAPI(t, n)
 	msgs := api.Messages(tenant, 1000)
@@ -396,7 +349,7 @@ func TestIngestFsyncAlwaysUploadsStoredIntact(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	for _, f := range failures {
+	for _, f := range l.failures {
 		t.Error(f)
 	}
 	for tuid, serial := range reported {
@@ -404,4 +357,51 @@ func TestIngestFsyncAlwaysUploadsStoredIntact(t *testing.T) {
 			t.Errorf("%s reported to %s, which did not send it rejected", tuid, serial)
 		}
 	}
+}
+
+// sentMsg is a valid message as an uploader sent it.
+type sentMsg struct {
+	serial string
+	ts     int64
+	temp   float64
+}
+
+// ledger is what concurrent uploaders sent, and the failures they met
+// (t.Fatal is not for their goroutines).
+type ledger struct {
+	mu       sync.Mutex
+	valid    map[string]sentMsg // by tsmTuid
+	rejected map[string]string  // the element sent, by tsmTuid
+	failures []string
+}
+
+func newLedger() *ledger {
+	return &ledger{valid: map[string]sentMsg{}, rejected: map[string]string{}}
+}
+
+func (l *ledger) failf(format string, args ...any) {
+	l.mu.Lock()
+	l.failures = append(l.failures, fmt.Sprintf(format, args...))
+	l.mu.Unlock()
+}
+
+// message returns the i-th message of uploader g's upload u, with a
+// tsmTuid of its own, and notes it as sent by serial: valid, or rejected
+// (its temp out of range) when bad.
+func (l *ledger) message(serial string, g, u, i int, bad bool) (tuid, msg string) {
+	tuid = fmt.Sprintf("TSEN%02d%011d", g, u*10+i)
+	ts := int64(1_700_000_000 + u*10 + i)
+	temp := float64(g) + float64(u*10+i)/1000
+	if bad {
+		temp = 120
+	}
+	msg = tu.Thingsee(tuid, ts, temp)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if bad {
+		l.rejected[tuid] = msg
+	} else {
+		l.valid[tuid] = sentMsg{serial: serial, ts: ts, temp: temp}
+	}
+	return tuid, msg
 }

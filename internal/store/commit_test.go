@@ -390,21 +390,25 @@ func TestGroupCommitClose(t *testing.T) {
 	t.Logf("%d of %d stored before Close", ok, len(waiters))
 }
 
+// writeModes are the store's two write modes, each with a store of tenant
+// acme: one publish per record, and group commit against a server that
+// fsyncs every write.
+var writeModes = []struct {
+	name  string
+	store func(t *testing.T) (*store.Store, *backbone.Backbone)
+}{
+	{name: "per record", store: func(t *testing.T) (*store.Store, *backbone.Backbone) { return newStore(t) }},
+	{name: "group commit", store: func(t *testing.T) (*store.Store, *backbone.Backbone) {
+		s, bb, _ := syncAlways(t, "")
+		return s, bb
+	}},
+}
+
 // TestStoreModes runs the store's contract under both write modes: one
 // publish per record, and group commit against a server that fsyncs every
 // write.
 func TestStoreModes(t *testing.T) {
-	modes := []struct {
-		name  string
-		store func(t *testing.T) (*store.Store, *backbone.Backbone)
-	}{
-		{name: "per record", store: func(t *testing.T) (*store.Store, *backbone.Backbone) { return newStore(t) }},
-		{name: "group commit", store: func(t *testing.T) (*store.Store, *backbone.Backbone) {
-			s, bb, _ := syncAlways(t, "")
-			return s, bb
-		}},
-	}
-	for _, mode := range modes {
+	for _, mode := range writeModes {
 		t.Run(mode.name, func(t *testing.T) {
 			s, bb := mode.store(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

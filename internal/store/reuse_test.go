@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -32,17 +31,7 @@ import (
 // group commit's refused batches are split and retried with the same
 // writes.
 func TestStoreAppendCallerReusesBuffers(t *testing.T) {
-	modes := []struct {
-		name  string
-		store func(t *testing.T) (*store.Store, *backbone.Backbone)
-	}{
-		{name: "per record", store: func(t *testing.T) (*store.Store, *backbone.Backbone) { return newStore(t) }},
-		{name: "group commit", store: func(t *testing.T) (*store.Store, *backbone.Backbone) {
-			s, bb, _ := syncAlways(t, "")
-			return s, bb
-		}},
-	}
-	for _, mode := range modes {
+	for _, mode := range writeModes {
 		t.Run(mode.name, func(t *testing.T) {
 			s, bb := mode.store(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second*tu.Slowdown())
