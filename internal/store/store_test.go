@@ -197,9 +197,14 @@ func TestStoreEmptyAppendWithEndedContext(t *testing.T) {
 // appendOne appends the record id (body(id)) to acme's stream and waits
 // for it at most wait. It reports whether the record was stored, and a
 // problem when the Waiter hung or reported success without exactly one
-// stored record.
+// stored record. It scribbles over the record's body once AppendAsync
+// returned, as a caller reusing its buffers may.
 func appendOne(ctx context.Context, s *store.Store, id string, wait time.Duration) (stored bool, problem error) {
-	w, err := s.AppendAsync(ctx, "acme", []store.Record{rec(id, body(id))})
+	r := rec(id, body(id))
+	w, err := s.AppendAsync(ctx, "acme", []store.Record{r})
+	for i := range r.Body { // the caller's again once AppendAsync returned
+		r.Body[i] = '#'
+	}
 	if err != nil {
 		return false, nil
 	}
@@ -249,7 +254,8 @@ func (ta *tally) stored() int {
 }
 
 // check reports the problems seen, and any record of the stream msgs
-// stored twice or reported stored but missing from it.
+// stored twice, stored with another body than its own, or reported stored
+// but missing from it.
 func (ta *tally) check(t *testing.T, msgs []store.Message) {
 	t.Helper()
 	ta.mu.Lock()
@@ -263,6 +269,9 @@ func (ta *tally) check(t *testing.T, msgs []store.Message) {
 			t.Errorf("%s stored twice", m.ID)
 		}
 		have[m.ID] = true
+		if string(m.Message) != body(m.ID) {
+			t.Errorf("%s stored as %s", m.ID, m.Message)
+		}
 	}
 	for _, id := range ta.acked {
 		if !have[id] {
