@@ -359,6 +359,11 @@ func (f *benchFlags) validate(onCmdLine map[string]bool) error {
 	}
 	switch o.Forward {
 	case "":
+		for _, name := range []string{"forward-batch", "forward-wait", "forward-concurrency"} {
+			if onCmdLine[name] {
+				errs = append(errs, fmt.Errorf("--%s is the forward bench's integration setting: give --forward webhook too", name))
+			}
+		}
 	case client.IntegrationWebhook:
 		if c.Rate <= 0 {
 			errs = append(errs, errors.New("--forward needs --rate: the steady phase's publishes per second in total"))

@@ -141,6 +141,10 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--forward-batch", "0"},
 		{"--forward-batch", "1001"},
 		{"--forward-wait", "5ms"},
+		// The integration's settings without --forward: nothing would use them.
+		{"--forward-batch", "50"},
+		{"--forward-wait", "20ms"},
+		{"--forward-concurrency", "2"},
 		{"stray"},
 	} {
 		_, _, err := runBenchCmd(t, args...)
