@@ -21,6 +21,7 @@ import (
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
+	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
 
 // TestIngestCoreConcurrentUploadsStoredIntact is the check of the accept
@@ -131,22 +132,9 @@ func TestIngestCoreConcurrentUploadsStoredIntact(t *testing.T) {
 			}
 			sent, sentRej := l.valid, l.rejected
 
-			stream, err := e.bb.JS.Stream(c, names.MessageStream(tenant))
-			if err != nil {
-				t.Fatal(err)
-			}
-			stored := 0
-			for seq := uint64(1); ; seq++ {
-				raw, err := stream.GetMsg(c, seq)
-				if err != nil {
-					break
-				}
-				stored++
-				m, err := e.st.Decode(c, tenant, raw.Sequence, raw.Time, raw.Header, raw.Data)
-				if err != nil {
-					t.Errorf("message %d: %v", seq, err)
-					continue
-				}
+			stored := storetest.Messages(t, e.bb, e.st, tenant)
+			for _, sm := range stored {
+				raw, m, seq := sm.Raw, sm.Msg, sm.Raw.Sequence
 				var body struct {
 					TsmID   int     `json:"tsmId"`
 					TsmTs   int64   `json:"tsmTs"`
@@ -188,7 +176,7 @@ func TestIngestCoreConcurrentUploadsStoredIntact(t *testing.T) {
 			for tuid := range sent {
 				t.Errorf("%s sent valid, acknowledged, not stored", tuid)
 			}
-			if stored == 0 {
+			if len(stored) == 0 {
 				t.Fatal("nothing stored")
 			}
 

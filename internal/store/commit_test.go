@@ -59,26 +59,9 @@ func commits(t testing.TB, s *store.Store) (count, messages, fallbacks uint64) {
 // streamMessages reads the tenant's message stream in order.
 func streamMessages(t testing.TB, s *store.Store, bb *backbone.Backbone) []store.Message {
 	t.Helper()
-	ctx := context.Background()
-	st, err := bb.JS.Stream(ctx, names.MessageStream("acme"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var msgs []store.Message
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		raw, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
-		m, err := s.Decode(ctx, "acme", raw.Sequence, raw.Time, raw.Header, raw.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs = append(msgs, m)
+	for _, m := range storetest.Messages(t, bb, s, "acme") {
+		msgs = append(msgs, m.Msg)
 	}
 	return msgs
 }

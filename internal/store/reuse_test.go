@@ -15,6 +15,7 @@ import (
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/store"
 	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
 
 // TestStoreAppendCallerReusesBuffers holds AppendAsync and
@@ -138,22 +139,9 @@ func TestStoreAppendCallerReusesBuffers(t *testing.T) {
 				return
 			}
 
-			st, err := bb.JS.Stream(ctx, names.MessageStream("acme"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := 0
-			for seq := uint64(1); ; seq++ {
-				raw, err := st.GetMsg(ctx, seq)
-				if err != nil {
-					break
-				}
-				got++
-				m, err := s.Decode(ctx, "acme", raw.Sequence, raw.Time, raw.Header, raw.Data)
-				if err != nil {
-					t.Errorf("message %d: %v", seq, err)
-					continue
-				}
+			stored := storetest.Messages(t, bb, s, "acme")
+			for _, sm := range stored {
+				raw, m, seq := sm.Raw, sm.Msg, sm.Raw.Sequence
 				w, ok := want[m.ID]
 				if !ok {
 					t.Errorf("message %d: content id %q was never sent", seq, m.ID)
@@ -180,8 +168,8 @@ func TestStoreAppendCallerReusesBuffers(t *testing.T) {
 					}
 				}
 			}
-			if got != len(want) {
-				t.Errorf("%d messages stored, %d sent", got, len(want))
+			if len(stored) != len(want) {
+				t.Errorf("%d messages stored, %d sent", len(stored), len(want))
 			}
 
 			if mode.name == "group commit" {

@@ -7,6 +7,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
@@ -67,4 +69,39 @@ func StoreOn(tb testing.TB, bb *backbone.Backbone, keys *kms.Keyring, cfg store.
 		}
 	}
 	return st
+}
+
+// Stored is a message of a tenant's message stream as JetStream holds it
+// (Raw: its subject and headers) and as the store reads it back (Msg).
+type Stored struct {
+	Raw *jetstream.RawStreamMsg
+	Msg store.Message
+}
+
+// Messages reads back every message of the tenant's message stream in
+// order, each opened by st; a message it cannot read fails the test.
+func Messages(tb testing.TB, bb *backbone.Backbone, st *store.Store, tenant string) []Stored {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := bb.JS.Stream(ctx, names.MessageStream(tenant))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []Stored
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		raw, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			tb.Fatalf("message %d: %v", seq, err)
+		}
+		m, err := st.Decode(ctx, tenant, raw.Sequence, raw.Time, raw.Header, raw.Data)
+		if err != nil {
+			tb.Fatalf("message %d: %v", seq, err)
+		}
+		out = append(out, Stored{Raw: raw, Msg: m})
+	}
+	return out
 }
