@@ -11,7 +11,7 @@ var (
 
 // NewAppenderOf is NewAppender with a queue of size events.
 func NewAppenderOf(l *Log, size int, logger *slog.Logger) *Appender {
-	return newAppender(l, size, logger)
+	return newAppender(l, size, AppenderWait, logger)
 }
 
 // Queued returns how many events wait in the appender's queue.

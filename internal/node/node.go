@@ -337,15 +337,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	// Gateway connection events reach the audit log through a queue: no
-	// connection waits for the log. It drains after forwarding stops.
+	// Gateway connection events reach the audit log through a queue: a
+	// connection waits for it at most audit.AppenderWait; what is left out
+	// is counted and summarised in the tenant's log (an
+	// audit.events_dropped entry). It drains after forwarding stops.
 	n.appender = audit.NewAppender(n.audit, n.log)
-	n.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "iotransit_audit_events_dropped_total", Help: "Connection events not audited: the queue was full (why=full) or the node was shutting down (why=closed).",
-		ConstLabels: prometheus.Labels{"why": "full"}}, func() float64 { return float64(n.appender.Dropped()) }))
-	n.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "iotransit_audit_events_dropped_total", Help: "Connection events not audited: the queue was full (why=full) or the node was shutting down (why=closed).",
-		ConstLabels: prometheus.Labels{"why": "closed"}}, func() float64 { return float64(n.appender.DroppedClosed()) }))
+	const droppedHelp = "Connection events not audited one by one: the queue stayed full (why=full) or the append failed (why=failed), each counted in the tenant's audit.events_dropped entry; or the node was shutting down (why=closed), counted here only."
+	for why, count := range map[string]func() int64{"full": n.appender.Dropped, "failed": n.appender.Failed, "closed": n.appender.DroppedClosed} {
+		n.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "iotransit_audit_events_dropped_total", Help: droppedHelp,
+			ConstLabels: prometheus.Labels{"why": why}}, func() float64 { return float64(count()) }))
+	}
 	n.onClose(n.appender.Close)
 	fcfg := cfg.Forward
 	fcfg.Policy = egress.Policy{AllowPrivate: cfg.AllowPrivateTargets || cfg.Dev}
@@ -463,7 +465,8 @@ func (p presence) Status(id ingest.Identity, st gwproto.Status) {
 }
 
 // auditConnection queues a gateway connection event, or a summary of
-// several, for the audit log without blocking the connection. The ingest
+// several, for the audit log, holding the connection at most
+// audit.AppenderWait when the queue is full (audit.Appender). The ingest
 // decides what reaches it (its EventBudget: refusals that name no tenant
 // within the listener's budget, a tenant's events within the tenant's and
 // the gateway's, the rest as summaries with their count). A refusal not
