@@ -144,7 +144,7 @@ func TestAPIAuditDetectsTampering(t *testing.T) {
 	}{
 		{"one byte changed in entry 4", func(_ int, e *audit.Entry, data []byte) []byte {
 			if e.Seq == 4 {
-				return []byte(strings.Replace(string(data), `"outcome":"ok"`, `"outcome":"ko"`, 1))
+				return []byte(strings.Replace(string(data), `"outcome":"`+e.Outcome+`"`, `"outcome":"ko"`, 1))
 			}
 			return data
 		}},

@@ -46,6 +46,7 @@ var ErrReadBudget = fault.Define("api.read_budget_spent", fault.ResourceExhauste
 type metrics struct {
 	reads        *prometheus.CounterVec
 	readsRefused *prometheus.CounterVec
+	auditFailed  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -58,9 +59,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "iotransit_api_reads_refused_total",
 			Help: "API requests refused because their credential or tenant had spent its read budget (429 api.read_budget_spent), by route.",
 		}, []string{"route"}),
+		auditFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "iotransit_api_audit_failed_total",
+			Help: "Audit entries the API could not write: a change's write-ahead entry (stage=write_ahead: the change was refused, 503 audit.unavailable) or an entry written after the fact (stage=record: logged).",
+		}, []string{"stage"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.reads, m.readsRefused)
+		reg.MustRegister(m.reads, m.readsRefused, m.auditFailed)
 	}
 	return m
 }

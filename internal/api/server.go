@@ -181,7 +181,16 @@ func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := rt.handle(w, r, p); err != nil {
+	// A change is written ahead to the audit log, or refused (fail
+	// closed: see auditrecord.go).
+	r, err := s.writeAhead(rt, w, r, p)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	err = rt.handle(w, r, p)
+	s.closeChange(r, p, err)
+	if err != nil {
 		writeError(w, r, s.log, err)
 	}
 }

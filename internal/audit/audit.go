@@ -34,7 +34,12 @@ var (
 	// was never called for it).
 	ErrNotFound = fault.Define("audit.log_not_found", fault.NotFound, "the tenant has no audit log")
 
-	errUnavailable = fault.Define("audit.unavailable", fault.Unavailable, "the audit log cannot be written or read right now")
+	// ErrUnavailable is returned when the log cannot be written or read
+	// (JetStream down, the stream full or refusing writes). The API
+	// answers it, 503, for a change it refused because the change's audit
+	// entry could not be written (fail closed).
+	ErrUnavailable = fault.Define("audit.unavailable", fault.Unavailable, "the audit log cannot be written or read right now")
+
 	errClosed      = fault.Define("audit.closed", fault.Unavailable, "the audit log is closed")
 	errChainBroken = fault.Define("audit.chain_broken", fault.Internal,
 		"the last audit entry cannot be read, so no entry can be chained to it; run an audit verification")
@@ -307,7 +312,7 @@ func (l *Log) EnsureTenant(ctx context.Context, tenant string) error {
 		DenyPurge:  true,
 	})
 	if err != nil {
-		return errUnavailable.Wrap(fmt.Errorf("audit: ensure stream of %s: %w", tenant, err))
+		return ErrUnavailable.Wrap(fmt.Errorf("audit: ensure stream of %s: %w", tenant, err))
 	}
 	ts.st = st
 	ts.ensured = true
@@ -324,7 +329,7 @@ func (l *Log) stream(ctx context.Context, tenant string, ts *tenantState) (jetst
 		return nil, ErrNotFound.New()
 	}
 	if err != nil {
-		return nil, errUnavailable.Wrap(fmt.Errorf("audit: stream of %s: %w", tenant, err))
+		return nil, ErrUnavailable.Wrap(fmt.Errorf("audit: stream of %s: %w", tenant, err))
 	}
 	ts.st = st
 	return st, nil
@@ -415,23 +420,23 @@ func (l *Log) appendLocked(ctx context.Context, tenant string, ts *tenantState, 
 			if errChainBroken.Is(herr) {
 				return herr
 			}
-			return errUnavailable.Wrap(fmt.Errorf("audit: append to %s: %w (then: %w)", tenant, err, herr))
+			return ErrUnavailable.Wrap(fmt.Errorf("audit: append to %s: %w (then: %w)", tenant, err, herr))
 		}
 		if ts.hash == e.Hash && ts.seq == e.Seq {
 			return nil
 		}
 		if !conflict {
-			return errUnavailable.Wrap(fmt.Errorf("audit: append to %s: %w", tenant, err))
+			return ErrUnavailable.Wrap(fmt.Errorf("audit: append to %s: %w", tenant, err))
 		}
 		if attempt == appendAttempts {
-			return errUnavailable.Wrap(fmt.Errorf("audit: append to %s: still contended after %d attempts", tenant, attempt))
+			return ErrUnavailable.Wrap(fmt.Errorf("audit: append to %s: still contended after %d attempts", tenant, attempt))
 		}
 		if attempt > 2 {
 			wait := time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond)))
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
-				return errUnavailable.Wrap(ctx.Err())
+				return ErrUnavailable.Wrap(ctx.Err())
 			}
 		}
 	}
@@ -458,7 +463,7 @@ func (l *Log) loadHead(ctx context.Context, tenant string, ts *tenantState, st j
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		ts.seq, ts.hash, ts.streamSeq = 0, zeroHash, 0
 	case err != nil:
-		return errUnavailable.Wrap(fmt.Errorf("audit: read head of %s: %w", tenant, err))
+		return ErrUnavailable.Wrap(fmt.Errorf("audit: read head of %s: %w", tenant, err))
 	default:
 		var e Entry
 		if err := decodeJSON(m.Data, &e); err != nil || e.Seq == 0 || len(e.Hash) != 64 {
@@ -490,7 +495,7 @@ func lastCheckpoint(ctx context.Context, st jetstream.Stream, tenant string) (*C
 		return nil, nil
 	}
 	if err != nil {
-		return nil, errUnavailable.Wrap(fmt.Errorf("audit: read last checkpoint of %s: %w", tenant, err))
+		return nil, ErrUnavailable.Wrap(fmt.Errorf("audit: read last checkpoint of %s: %w", tenant, err))
 	}
 	var c Checkpoint
 	if err := decodeJSON(m.Data, &c); err != nil {
@@ -539,7 +544,7 @@ func (l *Log) checkpointLocked(ctx context.Context, tenant string, ts *tenantSta
 	signCheckpoint(c, l.signer)
 	if _, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: names.AuditCheckpoint(tenant), Data: appendCheckpointJSON(nil, c)},
 		jetstream.WithExpectStream(names.AuditStream(tenant))); err != nil {
-		return nil, errUnavailable.Wrap(fmt.Errorf("audit: store checkpoint of %s: %w", tenant, err))
+		return nil, ErrUnavailable.Wrap(fmt.Errorf("audit: store checkpoint of %s: %w", tenant, err))
 	}
 	ts.signedSeq = c.Seq
 	ts.dirty = false

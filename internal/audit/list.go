@@ -87,11 +87,11 @@ func (l *Log) ListPage(ctx context.Context, tenant string, f Filter) (Page, erro
 		return Page{}, ErrNotFound.New()
 	}
 	if err != nil {
-		return Page{}, errUnavailable.Wrap(fmt.Errorf("audit: list %s: %w", tenant, err))
+		return Page{}, ErrUnavailable.Wrap(fmt.Errorf("audit: list %s: %w", tenant, err))
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return Page{}, errUnavailable.Wrap(fmt.Errorf("audit: list %s: %w", tenant, err))
+		return Page{}, ErrUnavailable.Wrap(fmt.Errorf("audit: list %s: %w", tenant, err))
 	}
 	if info.State.Msgs == 0 {
 		return Page{}, nil
@@ -110,7 +110,7 @@ func (l *Log) ListPage(ctx context.Context, tenant string, f Filter) (Page, erro
 		err = l.listScan(ctx, tenant, st, info.State.FirstSeq, info.State.LastSeq, p)
 	}
 	if err != nil {
-		return Page{}, errUnavailable.Wrap(fmt.Errorf("audit: list %s: %w", tenant, err))
+		return Page{}, ErrUnavailable.Wrap(fmt.Errorf("audit: list %s: %w", tenant, err))
 	}
 	return p.page, nil
 }

@@ -77,11 +77,11 @@ func (l *Log) VerifyWithin(ctx context.Context, tenant string, admit func(reads 
 		return Report{}, ErrNotFound.New()
 	}
 	if err != nil {
-		return Report{}, errUnavailable.Wrap(fmt.Errorf("audit: verify %s: %w", tenant, err))
+		return Report{}, ErrUnavailable.Wrap(fmt.Errorf("audit: verify %s: %w", tenant, err))
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return Report{}, errUnavailable.Wrap(fmt.Errorf("audit: verify %s: %w", tenant, err))
+		return Report{}, ErrUnavailable.Wrap(fmt.Errorf("audit: verify %s: %w", tenant, err))
 	}
 	if admit != nil {
 		if err := admit(int(min(info.State.Msgs, math.MaxInt32))); err != nil {
@@ -109,7 +109,7 @@ func (l *Log) VerifyWithin(ctx context.Context, tenant string, admit func(reads 
 			return true
 		})
 		if err != nil {
-			return Report{}, errUnavailable.Wrap(fmt.Errorf("audit: verify %s: %w", tenant, err))
+			return Report{}, ErrUnavailable.Wrap(fmt.Errorf("audit: verify %s: %w", tenant, err))
 		}
 	}
 	r := v.finish(w)
