@@ -162,6 +162,7 @@ type Server struct {
 	routes   []Route
 	streams  streamCount
 	counters *metrics
+	reads    *readAudit // audit of reads of customer data (readaudit.go)
 }
 
 // New builds the API on a listener with tlsCfg (from pki.ServerTLSConfig).
@@ -179,9 +180,11 @@ func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, 
 		counters: newMetrics(deps.Registerer),
 	}
 	s.routes = s.routeTable()
+	s.reads = newReadAudit(s)
 	s.handler = s.buildHandler()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		s.reads.close()
 		return nil, err
 	}
 	tc := tlsCfg.Clone()
@@ -214,9 +217,12 @@ func (s *Server) Start() {
 	}()
 }
 
-// Close shuts the server down, waiting briefly for requests in flight.
+// Close shuts the server down, waiting briefly for requests in flight,
+// then writes the audit entries of the reads it summed.
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return s.srv.Shutdown(ctx)
+	err := s.srv.Shutdown(ctx)
+	s.reads.close()
+	return err
 }

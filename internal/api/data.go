@@ -115,6 +115,7 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, p *Princip
 	for _, m := range pg.Items {
 		out.Items = append(out.Items, client.Message{ID: m.ID, Seq: m.Seq, ReceivedAt: m.ReceivedAt, StoredAt: m.StoredAt, Gateway: m.Gateway, Message: m.Message})
 	}
+	s.reads.read(r, p, "messages", "messages", 1, len(out.Items))
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -164,6 +165,7 @@ func (s *Server) listRejected(w http.ResponseWriter, r *http.Request, p *Princip
 		}
 		out.Items = append(out.Items, it)
 	}
+	s.reads.read(r, p, "rejected", "rejected", 1, len(out.Items))
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -332,6 +332,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, p *Prin
 			items[i].Message = envelope(items[i].Message)
 		}
 	}
+	s.reads.read(r, p, "dead-letters", "integration:"+id, 1, len(items))
 	out := client.Page[forward.DeadLetter]{Items: items}
 	if next != 0 && len(items) == take {
 		out.Next = strconv.FormatUint(next, 10)

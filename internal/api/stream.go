@@ -246,6 +246,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *Principal) er
 		return nil // Accept has answered
 	}
 	defer c.CloseNow()
+	// Opening the stream is a read of the tenant's messages; the messages
+	// it sent are added when it ends (readaudit.go).
+	s.reads.read(r, p, "stream", "stream", 1, 0)
+	sent := 0
+	defer func() { s.reads.read(r, p, "stream", "stream", 0, sent) }()
 	ctx := c.CloseRead(r.Context())
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -298,7 +303,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *Principal) er
 		}
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		return c.Write(wctx, typ, payload)
+		if err := c.Write(wctx, typ, payload); err != nil {
+			return err
+		}
+		sent += len(b.Messages)
+		return nil
 	})
 	if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "closed") {
 		s.log.Warn("stream ended", "tenant_id", tenant, "request_id", requestID(r), "error", err)
