@@ -1,51 +1,20 @@
 package api_test
 
 import (
-	"context"
 	"testing"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/credential"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
-// refuseAuditWrites makes the tenant's audit stream refuse every new
-// message, as a full stream does (its message limit reached, discarding
-// new), until restore is called; what it holds stays.
+// refuseAuditWrites makes the tenant's audit stream refuse writes until
+// restore is called.
 func refuseAuditWrites(t *testing.T, w *world, tenant string) (restore func()) {
 	t.Helper()
-	ctx := context.Background()
-	js := w.n.JetStream()
-	st, err := js.Stream(ctx, names.AuditStream(tenant))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := info.Config
-	full := cfg
-	full.MaxMsgs, full.Discard = int64(max(info.State.Msgs, 1)), jetstream.DiscardNew
-	if _, err := js.UpdateStream(ctx, full); err != nil {
-		t.Fatalf("make the audit stream of %s full: %v", tenant, err)
-	}
-	restored := false
-	restore = func() {
-		t.Helper()
-		if restored {
-			return
-		}
-		restored = true
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
-			t.Fatalf("restore the audit stream of %s: %v", tenant, err)
-		}
-	}
-	t.Cleanup(restore)
-	return restore
+	return tu.RefuseWrites(t, w.n.JetStream(), names.AuditStream(tenant))
 }
 
 // verified checks that the tenant's audit log verifies through the API.

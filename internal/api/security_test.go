@@ -49,13 +49,7 @@ func newWorld(t *testing.T) *world {
 // key makes an API key of tenant with scopes (by the operator).
 func (w *world) key(tenant string, scopes []string) string {
 	w.t.Helper()
-	r := w.api.Do("POST", "/v1/tenants/"+tenant+"/api-keys", w.api.Key(), map[string]any{"scopes": scopes})
-	if r.Status != 201 {
-		w.t.Fatalf("create key: %d %s", r.Status, r.Body)
-	}
-	var k struct{ Key, ID string }
-	r.Decode(w.t, &k)
-	return k.Key
+	return w.keyWithID(tenant, scopes).key
 }
 
 // serial returns a fresh serial registered in tenant.

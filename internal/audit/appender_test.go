@@ -7,41 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/iotransit/iotransit/internal/audit"
-	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
-
-// refuseWrites makes the tenant's audit stream refuse every new message,
-// as a full stream does (at its message limit, discarding new), until
-// restore is called. History stays as it was.
-func refuseWrites(t *testing.T, bb *backbone.Backbone, tenant string) (restore func()) {
-	t.Helper()
-	ctx := context.Background()
-	st, err := bb.JS.Stream(ctx, names.AuditStream(tenant))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := info.Config
-	full := cfg
-	full.MaxMsgs, full.Discard = int64(max(info.State.Msgs, 1)), jetstream.DiscardNew
-	if _, err := bb.JS.UpdateStream(ctx, full); err != nil {
-		t.Fatalf("make the audit stream of %s full: %v", tenant, err)
-	}
-	return func() {
-		t.Helper()
-		if _, err := bb.JS.UpdateStream(ctx, cfg); err != nil {
-			t.Fatalf("restore the audit stream of %s: %v", tenant, err)
-		}
-	}
-}
 
 // entriesOf lists the tenant's whole log, oldest first.
 func entriesOf(t *testing.T, l *audit.Log, tenant string) []audit.Entry {
@@ -138,7 +107,7 @@ func TestAuditAppenderSummarisesFailedAppends(t *testing.T) {
 	appendN(t, l, "acme", 2)
 	a := audit.NewAppenderOf(l, 16, tu.Logger(t))
 	defer a.Close()
-	restore := refuseWrites(t, bb, "acme")
+	restore := tu.RefuseWrites(t, bb.JS, names.AuditStream("acme"))
 	for i := 3; i <= 6; i++ {
 		a.Enqueue("acme", event(i))
 	}
