@@ -92,6 +92,42 @@
 // signing key is trusted at a time; rotating it needs a verifier that
 // accepts several keys.
 //
+// # What is never lost, what blocks, what fails closed
+//
+// No audit entry is dropped silently; where one cannot be written, the
+// log says so, or the action does not happen:
+//
+//   - Gateway connection events (connects, disconnects, refusals) go
+//     through an Appender. Enqueue waits at most AppenderWait (100 ms) for
+//     room in a full queue, so that a connection is never held long. An
+//     event that still does not fit, or whose append fails, is counted for
+//     its tenant (how many, the first and last time, which actions), and
+//     as soon as the log moves again one entry of action
+//     ActionEventsDropped ("audit.events_dropped") says "N events dropped
+//     between A and B" (tried again every second while the log is
+//     unavailable). Only at shutdown, after Close, are events counted
+//     without an entry (metric iotransit_audit_events_dropped_total,
+//     why=closed). What reaches the Appender in the first place is bounded
+//     upstream by the ingest's event budget, which summarises with counts
+//     too.
+//   - A change through the API fails closed (package api, auditrecord.go):
+//     before its handler runs, the dispatcher appends a write-ahead entry
+//     ("api.change", outcome "started", the request id); if that append
+//     fails, the change is refused with 503 and code audit.unavailable
+//     (ErrUnavailable) and nothing changes. The handler's own entry, with
+//     the same request id, records the outcome. If the log fails between
+//     the two, the change stands with its "started" entry, and the missing
+//     outcome is logged and counted (iotransit_api_audit_failed_total).
+//   - Reads of customer data through the API (messages, rejected messages,
+//     dead letters, the WebSocket stream) are recorded as "data.read" per
+//     credential and resource, at most one entry per 60 s window: the
+//     first read at once, the rest summed at the window's end or at
+//     shutdown (package api, readaudit.go). A read is never refused for
+//     its entry; an entry that cannot be written is kept in the sum.
+//
+// Every one of these is an ordinary chained entry: Verify of a log after
+// any of them is ok.
+//
 // Callers must never pass secrets (tokens, keys, passwords) in an Event:
 // entries are kept forever and are readable by the tenant's auditors.
 package audit
