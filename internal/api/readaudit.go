@@ -55,6 +55,7 @@ type readAudit struct {
 	window time.Duration
 	mu     sync.Mutex
 	open   map[readKey]*readWindow
+	closed bool // after close, each read is written at once
 	stop   chan struct{}
 	done   chan struct{}
 	once   sync.Once
@@ -80,6 +81,13 @@ func (a *readAudit) read(r *http.Request, p *Principal, resource, target string,
 	k := readKey{tenant: tenant, actor: p.Actor(), resource: resource, target: target}
 	now := nowFunc()
 	a.mu.Lock()
+	if a.closed { // shutting down (a stream ending late): nothing sums any more
+		a.mu.Unlock()
+		if reads > 0 || items > 0 {
+			a.write(k, r.RemoteAddr, readDetail(resource, reads, items, now, now, "requestId", requestID(r)))
+		}
+		return
+	}
 	w := a.open[k]
 	if w != nil && now.Sub(w.start) >= a.window {
 		a.mu.Unlock()
@@ -92,14 +100,15 @@ func (a *readAudit) read(r *http.Request, p *Principal, resource, target string,
 		a.open[k] = w
 		if reads > 0 {
 			a.mu.Unlock()
-			detail := map[string]string{
-				"resource": resource, "reads": strconv.Itoa(reads), "items": strconv.Itoa(items),
-				"first": stamp(now), "last": stamp(now), "requestId": requestID(r),
-			}
-			if a.write(k, r.RemoteAddr, detail) {
+			if a.write(k, r.RemoteAddr, readDetail(resource, reads, items, now, now, "requestId", requestID(r))) {
 				return
 			}
 			a.mu.Lock() // not written: summed into the window's entry
+			if cur := a.open[k]; cur != nil {
+				w = cur
+			} else {
+				a.open[k] = w
+			}
 		}
 	}
 	w.add(reads, items, now, r.RemoteAddr)
@@ -117,6 +126,15 @@ func (w *readWindow) add(reads, items int, at time.Time, source string) {
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// readDetail is the detail of a data.read entry, with one more pair
+// (the request id of a read written at once, the window of a sum).
+func readDetail(resource string, reads, items int, first, last time.Time, key, value string) map[string]string {
+	return map[string]string{
+		"resource": resource, "reads": strconv.Itoa(reads), "items": strconv.Itoa(items),
+		"first": stamp(first), "last": stamp(last), key: value,
+	}
+}
 
 // write appends one data.read entry and reports whether it did.
 func (a *readAudit) write(k readKey, source string, detail map[string]string) bool {
@@ -145,11 +163,7 @@ func (a *readAudit) flush(k readKey, now time.Time, all bool) {
 	if w.reads == 0 && w.items == 0 {
 		return
 	}
-	detail := map[string]string{
-		"resource": k.resource, "reads": strconv.Itoa(w.reads), "items": strconv.Itoa(w.items),
-		"first": stamp(w.first), "last": stamp(w.last), "window": a.window.String(),
-	}
-	if a.write(k, w.source, detail) {
+	if a.write(k, w.source, readDetail(k.resource, w.reads, w.items, w.first, w.last, "window", a.window.String())) {
 		return
 	}
 	a.mu.Lock()
@@ -201,6 +215,9 @@ func (a *readAudit) close() {
 	a.once.Do(func() {
 		close(a.stop)
 		<-a.done
+		a.mu.Lock()
+		a.closed = true
+		a.mu.Unlock()
 		a.flushEnded(true)
 	})
 }

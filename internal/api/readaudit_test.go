@@ -123,23 +123,21 @@ func TestAPIReadsOfCustomerDataAreAuditedPerCredential(t *testing.T) {
 	var all []audit.Entry
 	tu.Eventually(t, 3*window, 100*time.Millisecond, func() error {
 		all = dataReads(t, w, "acme")
-		if got := fmt.Sprint(readsOf(all, "apikey:"+k1.id, "messages")); got != "[1/2 49/98]" {
-			return fmt.Errorf("key 1's message reads %s, want [1/2 49/98]", got)
+		for _, tc := range []struct {
+			name, actor, target, want string
+		}{
+			{"messages, key 1", "apikey:" + k1.id, "messages", "[1/2 49/98]"},
+			{"messages, key 2", "apikey:" + k2.id, "messages", "[1/3 2/6]"},
+			{"rejected, key 1", "apikey:" + k1.id, "rejected", "[1/0]"},
+			{"stream, key 2: the messages it sent", "apikey:" + k2.id, "stream", "[1/0 0/3]"},
+			{"beta's key in acme's log", "apikey:" + kb.id, "messages", "[]"},
+		} {
+			if got := fmt.Sprint(readsOf(all, tc.actor, tc.target)); got != tc.want {
+				return fmt.Errorf("%s: entries (reads/items) %s, want %s", tc.name, got, tc.want)
+			}
 		}
 		return nil
 	})
-	for _, tc := range []struct {
-		name, actor, target, want string
-	}{
-		{"messages, key 2", "apikey:" + k2.id, "messages", "[1/3 2/6]"},
-		{"rejected, key 1", "apikey:" + k1.id, "rejected", "[1/0]"},
-		{"stream, key 2: the messages it sent", "apikey:" + k2.id, "stream", "[1/0 0/3]"},
-		{"beta's key in acme's log", "apikey:" + kb.id, "messages", "[]"},
-	} {
-		if got := fmt.Sprint(readsOf(all, tc.actor, tc.target)); got != tc.want {
-			t.Errorf("%s: entries (reads/items) %s, want %s", tc.name, got, tc.want)
-		}
-	}
 	for _, e := range all {
 		if e.Actor == "apikey:"+k1.id && e.Detail["reads"] == "49" {
 			f, err1 := time.Parse(time.RFC3339Nano, e.Detail["first"])
@@ -169,4 +167,28 @@ func (w *world) keyWithID(tenant string, scopes []string) keyOf {
 	var k struct{ Key, ID string }
 	r.Decode(w.t, &k)
 	return keyOf{k.Key, k.ID}
+}
+
+// TestAPIReadIsNotRefusedForItsAudit: while the tenant's audit log refuses
+// writes a read still answers; its entry is kept and written with the
+// window's sum once the log takes writes again.
+func TestAPIReadIsNotRefusedForItsAudit(t *testing.T) {
+	const window = 2 * time.Second
+	defer api.SetReadAuditWindow(window)()
+	w := newWorld(t)
+	k := w.keyWithID("acme", []string{credential.ScopeMessagesRead})
+	restore := refuseAuditWrites(t, w, "acme")
+	for range 2 {
+		if r := w.api.Do("GET", "/v1/tenants/acme/messages", k.key, nil); r.Status != 200 {
+			t.Fatalf("a read while the audit log refuses writes: %d %s", r.Status, r.Body)
+		}
+	}
+	restore()
+	tu.Eventually(t, 5*window, 100*time.Millisecond, func() error {
+		if got := fmt.Sprint(readsOf(dataReads(t, w, "acme"), "apikey:"+k.id, "messages")); got != "[2/0]" {
+			return fmt.Errorf("the key's reads %s, want [2/0]", got)
+		}
+		return nil
+	})
+	verified(t, w, "acme")
 }
