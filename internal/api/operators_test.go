@@ -232,6 +232,20 @@ func TestOperatorRevokeAndRotateStopAtOnceOnEveryNode(t *testing.T) {
 	if _, err := boot1.RotateOperator(ctx, op.ID); problemCode(err) != "credential.operator_revoked" {
 		t.Errorf("rotating a revoked operator: %v", err)
 	}
+	// The refused uses of the operator's old keys are in _system's log.
+	page, err := boot1.ListAudit(ctx, "_system", client.AuditQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusals := 0
+	for _, e := range page.Items {
+		if e.Action == "api.auth.refuse" && e.Target == "route:GET /v1/tenants" {
+			refusals++
+		}
+	}
+	if refusals != 2 {
+		t.Errorf("%d refusals audited in _system, want 2 (rotated, revoked): %+v", refusals, page.Items)
+	}
 }
 
 // TestOperatorBootstrapRetire: retiring the bootstrap key is refused while
@@ -336,5 +350,50 @@ func TestOperatorAdminListener(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+n.OperatorKey())
 	if r := tu.Send(t, hc, req); r.Status != 200 {
 		t.Errorf("metrics on the admin listener: %d %.200s", r.Status, r.Body)
+	}
+}
+
+// TestOperatorBootstrapResetAfterRestart: a retired bootstrap key stays
+// retired across a restart, and a node started with
+// --reset-bootstrap-operator brings it back, audited.
+func TestOperatorBootstrapResetAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	start := func(reset bool) *node.Node {
+		return nodetest.Start(t, func(c *node.Config) { c.DataDir, c.ResetBootstrapOperator = dir, reset })
+	}
+	n := start(false)
+	ctx := t.Context()
+	boot := operatorClient(t, n, n.APIAddr(), n.OperatorKey())
+	createOperator(t, boot, "admin", client.RoleAdmin)
+	if _, err := boot.RetireBootstrapOperator(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Someone tries the retired key: refused, and the refusal is in _system.
+	if _, err := boot.ListTenants(ctx); problemCode(err) != "api.unauthenticated" {
+		t.Fatalf("the retired key: %v", err)
+	}
+	n.Close()
+	n = start(false)
+	boot = operatorClient(t, n, n.APIAddr(), n.OperatorKey())
+	if _, err := boot.ListTenants(ctx); problemCode(err) != "api.unauthenticated" {
+		t.Fatalf("the retired key after a restart: %v", err)
+	}
+	n.Close()
+	n = start(true)
+	boot = operatorClient(t, n, n.APIAddr(), n.OperatorKey())
+	if _, err := boot.ListTenants(ctx); err != nil {
+		t.Fatalf("the bootstrap key after --reset-bootstrap-operator: %v", err)
+	}
+	page, err := boot.ListAudit(ctx, "_system", client.AuditQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reset, refused bool
+	for _, e := range page.Items {
+		reset = reset || (e.Action == "operator.bootstrap.reset" && e.Actor == "node")
+		refused = refused || (e.Action == "api.auth.refuse" && e.Target == "route:GET /v1/tenants")
+	}
+	if !reset || !refused {
+		t.Errorf("audit of _system: reset %v, refusal of the retired key %v: %+v", reset, refused, page.Items)
 	}
 }

@@ -168,7 +168,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 	got := sha256.Sum256([]byte(tok))
 	if subtle.ConstantTimeCompare(got[:], s.opKey[:]) == 1 {
 		if s.deps.Operators != nil && s.deps.Operators.BootstrapRetired() {
-			return nil, "", ErrUnauthenticated.WithDetail("the bootstrap operator key is retired")
+			return nil, audit.SystemTenant, ErrUnauthenticated.WithDetail("the bootstrap operator key is retired")
 		}
 		return &Principal{Kind: "operator"}, "", nil
 	}
@@ -178,7 +178,12 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 		op, err := s.deps.Operators.Verify(ctx, tok)
 		if err != nil {
 			if fault.From(err).Kind() == fault.Unauthenticated {
-				return nil, "", ErrUnauthenticated.Wrap(err)
+				// A refused operator that exists is audited in _system.
+				tenant := ""
+				if op.ID != "" {
+					tenant = audit.SystemTenant
+				}
+				return nil, tenant, ErrUnauthenticated.Wrap(err)
 			}
 			return nil, "", err
 		}

@@ -225,7 +225,8 @@ func (o *Operators) Revoke(ctx context.Context, id string) (Operator, error) {
 // Verify authenticates a named operator's token: it must be the current
 // secret of an operator neither revoked nor expired, read from the bucket
 // on each call, so that a revocation or rotation made on any node takes
-// effect on the next request.
+// effect on the next request. An operator whose id exists is returned
+// (id, name and role) even when refused, for the audit log.
 func (o *Operators) Verify(ctx context.Context, token string) (Operator, error) {
 	id, secret, ok := ParseToken(operatorPrefix, token)
 	if !ok {
@@ -238,11 +239,12 @@ func (o *Operators) Verify(ctx context.Context, token string) (Operator, error) 
 	if err != nil {
 		return Operator{}, err
 	}
+	known := Operator{Operator: client.Operator{ID: op.ID, Name: op.Name, Role: op.Role}}
 	if !SecretMatches(operatorDomain, secret, op.Hash) {
-		return Operator{}, ErrInvalid.New()
+		return known, ErrInvalid.New()
 	}
 	if !op.Active(o.s.now()) {
-		return Operator{}, ErrInvalid.WithDetail("the operator is revoked or expired")
+		return known, ErrInvalid.WithDetail("the operator is revoked or expired")
 	}
 	return op.Public(), nil
 }
