@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -162,6 +163,21 @@ func (s *Server) getOperator(w http.ResponseWriter, r *http.Request, _ *Principa
 }
 
 func (s *Server) rotateOperator(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	return s.changeOperator(w, r, p, "operator.rotate", Operators.Rotate)
+}
+
+func (s *Server) revokeOperator(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	return s.changeOperator(w, r, p, "operator.revoke", func(ops Operators, ctx context.Context, id string) (credential.Operator, string, error) {
+		op, err := ops.Revoke(ctx, id)
+		return op, "", err
+	})
+}
+
+// changeOperator applies change to the operator of the path (an empty
+// body), audits it in _system as action unless there is no such operator,
+// and answers the operator with the key change made ("" for none).
+func (s *Server) changeOperator(w http.ResponseWriter, r *http.Request, p *Principal, action string,
+	change func(ops Operators, ctx context.Context, id string) (credential.Operator, string, error)) error {
 	ops, err := s.operators()
 	if err != nil {
 		return err
@@ -170,34 +186,14 @@ func (s *Server) rotateOperator(w http.ResponseWriter, r *http.Request, p *Princ
 		return err
 	}
 	id := r.PathValue("id")
-	op, token, err := ops.Rotate(r.Context(), id)
+	op, token, err := change(ops, r.Context(), id)
 	if !credential.ErrNotFound.Is(err) {
-		s.record(r.Context(), r, audit.SystemTenant, p, "operator.rotate", "operator:"+id, err, map[string]string{"name": op.Name})
+		s.record(r.Context(), r, audit.SystemTenant, p, action, "operator:"+id, err, map[string]string{"name": op.Name})
 	}
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, viewOperator(op, token))
-	return nil
-}
-
-func (s *Server) revokeOperator(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	ops, err := s.operators()
-	if err != nil {
-		return err
-	}
-	if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
-		return err
-	}
-	id := r.PathValue("id")
-	op, err := ops.Revoke(r.Context(), id)
-	if !credential.ErrNotFound.Is(err) {
-		s.record(r.Context(), r, audit.SystemTenant, p, "operator.revoke", "operator:"+id, err, map[string]string{"name": op.Name})
-	}
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, viewOperator(op, ""))
 	return nil
 }
 

@@ -183,11 +183,11 @@ func (o *Operators) Rotate(ctx context.Context, id string) (Operator, string, er
 		op.Hash = HashSecret(operatorDomain, secret)
 		op.RotatedAt = &now
 	})
-	if err == nil && revoked {
-		err = ErrOperatorRevoked.New()
-	}
 	if err != nil {
 		return Operator{}, "", err
+	}
+	if revoked {
+		return op.Public(), "", ErrOperatorRevoked.New()
 	}
 	return op.Public(), token, nil
 }
@@ -209,7 +209,7 @@ func (o *Operators) Revoke(ctx context.Context, id string) (Operator, error) {
 			if n, err := o.activeAdmins(ctx, id); err != nil {
 				return Operator{}, err
 			} else if n == 0 {
-				return Operator{}, ErrOperatorLockout.WithDetail("the bootstrap key is retired and this is the last active operator:admin")
+				return cur, ErrOperatorLockout.WithDetail("the bootstrap key is retired and this is the last active operator:admin")
 			}
 		}
 	}
