@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,4 +76,24 @@ func TestAdminOperatorLifecycle(t *testing.T) {
 	a.mustOp(t, "operator", "revoke", ro.ID)
 	_, err = asViewer("tenant", "list")
 	wantProblem(t, err, "api.unauthenticated")
+}
+
+// serve --check-config checks --admin-addr as it does the other listeners.
+func TestServeCheckConfigAdminAddr(t *testing.T) {
+	tests := []struct {
+		name, addr, want string
+	}{
+		{"no port", "localhost", `--admin-addr "localhost": want HOST:PORT`},
+		{"the API's", ":8443", "must differ from --api-addr"},
+		{"a bad port", ":nope", `"nope" is not a port`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), []string{"serve", "--check-config", "--dev", "--data-dir", t.TempDir(), "--admin-addr", tc.addr}, &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("--admin-addr %s: %v, want %q", tc.addr, err, tc.want)
+			}
+		})
+	}
 }

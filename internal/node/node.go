@@ -169,6 +169,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: %q is not a port", a.flag, a.addr, port))
 		}
 	}
+	if c.AdminAddr != "" && (c.AdminAddr == c.APIAddr || c.AdminAddr == c.MQTTAddr) {
+		errs = append(errs, fmt.Errorf("--admin-addr %q: must differ from --api-addr and --mqtt-addr", c.AdminAddr))
+	}
 	if c.TLSCertFile != "" && c.TLSKeyFile != "" {
 		if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
 			errs = append(errs, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", c.TLSCertFile, c.TLSKeyFile, err))
