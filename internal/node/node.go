@@ -169,7 +169,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: %q is not a port", a.flag, a.addr, port))
 		}
 	}
-	if c.AdminAddr != "" && (c.AdminAddr == c.APIAddr || c.AdminAddr == c.MQTTAddr) {
+	if _, port, _ := net.SplitHostPort(c.AdminAddr); port != "0" && c.AdminAddr != "" && (c.AdminAddr == c.APIAddr || c.AdminAddr == c.MQTTAddr) {
 		errs = append(errs, fmt.Errorf("--admin-addr %q: must differ from --api-addr and --mqtt-addr", c.AdminAddr))
 	}
 	if c.TLSCertFile != "" && c.TLSKeyFile != "" {
