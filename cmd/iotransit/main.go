@@ -35,6 +35,8 @@ Administration, through the HTTPS API (local or remote):
   iotransit gateway register|claim|list|get|label|watch|isolate|activate|revoke|delete|run
   iotransit factory provision --count N --model M --out DIR   gateways with claim codes (operator);
                     a tenant claims one: iotransit gateway claim --serial S --code-file F
+  iotransit operator create|list|show|rotate|revoke|retire-bootstrap
+                                                    named operator keys with roles (operator:admin)
   iotransit token   create|list|revoke              one-time enrollment tokens for gateways
   iotransit apikey  create|list|get|revoke          a tenant's API keys
   iotransit oauth2-client create|list|get|revoke    a tenant's OAuth2 clients (client credentials)
@@ -97,6 +99,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"firmware":    firmwareCmd,
 
 	"oauth2-client": oauth2ClientGroup.run,
+
+	"operator": operatorGroup.run,
 }
 
 func main() {

@@ -27,6 +27,9 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded JetStream store and the key files (required)")
 	fs.StringVar(&c.MQTTAddr, "mqtt-addr", c.MQTTAddr, "gateway listener: MQTT over TLS with client certificates")
 	fs.StringVar(&c.APIAddr, "api-addr", c.APIAddr, "HTTPS API listener")
+	// Operators (issue 12): the admin listener and the bootstrap key's recovery.
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "`HOST:PORT` of a separate HTTPS listener (same certificate) for the operator routes: /metrics, /v1/tenants create and list, /v1/factory, /v1/operators; they then answer 404 on --api-addr (default: none, all on --api-addr)")
+	fs.BoolVar(&c.ResetBootstrapOperator, "reset-bootstrap-operator", c.ResetBootstrapOperator, "make the data directory's "+node.OperatorKeyFile+" work again after it was retired (recovery when no operator:admin is left; audited)")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "development mode: create tenant "+node.DevTenant+", gateway "+node.DevGateway+" and its certificate files, certificates for localhost")
 	fs.Var(listFlag{list: &c.ServerNames}, "server-name", "comma-separated DNS names and IPs of the server certificate (dev: localhost,127.0.0.1)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", c.TLSCertFile, "server certificate chain PEM (instead of the internal server CA)")
@@ -65,6 +68,17 @@ const serveUsage = `Usage: iotransit serve --data-dir DIR [flags]
   Unless GOGC or GOMEMLIMIT is set in the environment, serve runs Go's
   garbage collector at GOGC=200 (Go's default is 100): about half as many
   collections, for a larger heap.
+
+  Operators: the data directory's operator.key (the bootstrap key) can do
+  everything. Named operator keys (iotransit operator create) hold one role:
+  operator:admin (everything), operator:provisioning (tenants, factory,
+  registering gateways and their enrollment tokens), operator:readonly
+  (reads, never customer messages, the stream or dead letters) or
+  operator:metrics (GET /metrics). Once an admin exists, "iotransit operator
+  retire-bootstrap" retires the bootstrap key on every node; a node started
+  with --reset-bootstrap-operator brings it back. --admin-addr moves the
+  operator routes and /metrics to a listener of their own (a management
+  network).
 
 Flags:
 `

@@ -1,9 +1,12 @@
 // Package api is iotransit's HTTPS management API: JSON over TLS 1.2+,
-// authentication by the operator key, API keys and OAuth2 access tokens,
-// least-privilege scopes declared per route, tenant isolation (another
-// tenant's resources answer 404, as if they did not exist), token-bucket
-// rate limits, strict request decoding, RFC 9457 problem+json errors with a
-// stable code and a request id, and an audit entry for every change.
+// authentication by the operator key (the data directory's bootstrap key,
+// or named operator credentials with roles: operators.go), API keys and
+// OAuth2 access tokens, least-privilege scopes declared per route, tenant
+// isolation (another tenant's resources answer 404, as if they did not
+// exist), token-bucket rate limits, strict request decoding, RFC 9457
+// problem+json errors with a stable code and a request id, and an audit
+// entry for every change. The operator routes may be served on a listener
+// of their own (Config.AdminAddr).
 //
 // Every JSON shape the API accepts or answers is declared once, in the
 // public package client: handlers decode requests into its types and
@@ -17,6 +20,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/forward"
@@ -35,6 +40,12 @@ import (
 type Config struct {
 	// Addr is the HTTPS listen address (default ":8443").
 	Addr string
+	// AdminAddr, when set, is a second HTTPS listener (same server
+	// certificate) for the operator routes (Access Operator: /metrics,
+	// tenants, factory, operators); the public listener then answers
+	// them 404, as unknown routes, and the admin listener serves no
+	// tenant, gateway or enrollment route. Health and whoami are on both.
+	AdminAddr string
 	// OperatorKey is the operator credential (from the data directory).
 	OperatorKey string
 	// Limits are the rate limits; zero values take the defaults.
@@ -89,6 +100,20 @@ type Credentials interface {
 	RevokeClient(ctx context.Context, tenant, clientID string) (credential.Client, error)
 	VerifyClient(ctx context.Context, clientID, secret string) (credential.Client, error)
 	ActiveClient(ctx context.Context, tenant, clientID string) (credential.Client, error)
+}
+
+// Operators manages the named operator credentials (credential.Operators).
+type Operators interface {
+	Create(ctx context.Context, name, role string, ttl time.Duration, createdBy string) (credential.Operator, string, error)
+	List(ctx context.Context) ([]credential.Operator, error)
+	Get(ctx context.Context, id string) (credential.Operator, error)
+	Rotate(ctx context.Context, id string) (credential.Operator, string, error)
+	Revoke(ctx context.Context, id string) (credential.Operator, error)
+	Verify(ctx context.Context, token string) (credential.Operator, error)
+	RetireBootstrap(ctx context.Context, by string) (client.BootstrapOperator, error)
+	// BootstrapRetired reports whether the data directory's operator key
+	// is retired (followed from the backbone, so on every node).
+	BootstrapRetired() bool
 }
 
 // Tokens issues and verifies OAuth2 access tokens (credential.Issuer).
@@ -147,6 +172,10 @@ type Deps struct {
 	// Firmware serves the tenants' TUF repositories and rollouts (nil: the
 	// routes answer 404).
 	Firmware Firmware
+
+	// Operators are the named operator credentials (nil: only the
+	// bootstrap key works, and the /v1/operators routes answer 404).
+	Operators Operators
 }
 
 // Server is the running API.
@@ -156,6 +185,8 @@ type Server struct {
 	log      *slog.Logger
 	srv      *http.Server
 	ln       net.Listener
+	admin    *http.Server // nil without Config.AdminAddr
+	adminLn  net.Listener
 	opKey    [32]byte
 	limits   *limiter
 	handler  http.Handler
@@ -181,40 +212,72 @@ func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, 
 	}
 	s.routes = s.routeTable()
 	s.reads = newReadAudit(s)
-	s.handler = s.buildHandler()
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		s.reads.close()
-		return nil, err
+	var adminHandler http.Handler
+	if cfg.AdminAddr == "" {
+		s.handler = s.buildHandler(func(Route) bool { return true })
+	} else {
+		s.handler = s.buildHandler(onPublic)
+		adminHandler = s.buildHandler(onAdmin)
 	}
 	tc := tlsCfg.Clone()
 	tc.ClientAuth = tls.RequestClientCert
-	s.ln = tls.NewListener(ln, tc)
-	s.srv = &http.Server{
-		Handler:           s.handler,
+	var err error
+	if s.ln, s.srv, err = s.listen(cfg.Addr, tc, s.handler); err != nil {
+		s.reads.close()
+		return nil, err
+	}
+	if cfg.AdminAddr != "" {
+		if s.adminLn, s.admin, err = s.listen(cfg.AdminAddr, tlsCfg.Clone(), adminHandler); err != nil {
+			_ = s.ln.Close()
+			s.reads.close()
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// listen opens a TLS listener on addr and the HTTP server of h on it.
+func (s *Server) listen(addr string, tc *tls.Config, h http.Handler) (net.Listener, *http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tls.NewListener(ln, tc), &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	return s, nil
+	}, nil
 }
 
-// Handler returns the HTTP handler.
+// Handler returns the HTTP handler of the public listener.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Addr returns the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// AdminAddr returns the bound address of the admin listener, "" without one.
+func (s *Server) AdminAddr() string {
+	if s.adminLn == nil {
+		return ""
+	}
+	return s.adminLn.Addr().String()
+}
+
 // Start serves in the background.
 func (s *Server) Start() {
-	go func() {
-		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("api server stopped", "error", err)
+	serve := func(srv *http.Server, ln net.Listener, name string) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("api server stopped", "listener", name, "error", err)
 		}
-	}()
+	}
+	go serve(s.srv, s.ln, "public")
+	if s.admin != nil {
+		go serve(s.admin, s.adminLn, "admin")
+	}
 }
 
 // Close shuts the server down, waiting briefly for requests in flight,
@@ -222,7 +285,11 @@ func (s *Server) Start() {
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := s.srv.Shutdown(ctx)
+	var aerr error
+	if s.admin != nil {
+		aerr = s.admin.Shutdown(ctx)
+	}
+	err := errors.Join(s.srv.Shutdown(ctx), aerr)
 	s.reads.close()
 	return err
 }

@@ -66,8 +66,12 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, p *Principal) erro
 type Principal struct {
 	// Kind is "operator", "apikey", "oauth2" or "gateway".
 	Kind string
-	// ID is the key id, OAuth2 client id or gateway serial.
+	// ID is the key id, OAuth2 client id, gateway serial or named
+	// operator's id ("" for the bootstrap operator key).
 	ID string
+	// Name and Role are a named operator's ("" for the bootstrap key,
+	// which may do what credential.RoleAdmin may).
+	Name, Role string
 	// Tenant is the credential's tenant, "" for the operator.
 	Tenant string
 	// Scopes are the credential's scopes, nil for the operator (all).
@@ -99,6 +103,9 @@ func (p *Principal) Actor() string {
 		return "anonymous"
 	}
 	if p.Kind == "operator" {
+		if p.Name != "" {
+			return "operator:" + p.Name
+		}
 		return "operator"
 	}
 	return p.Kind + ":" + p.ID
@@ -125,6 +132,7 @@ func needAlso(p *Principal, scope, what string) error {
 var (
 	ErrScopeMissing = fault.Define("api.scope_missing", fault.PermissionDenied, "the credential lacks the scope this route needs")
 	ErrOperatorOnly = fault.Define("api.operator_only", fault.PermissionDenied, "only the operator may do this")
+	ErrRoleDenied   = fault.Define("api.operator_role", fault.PermissionDenied, "the operator's role does not allow this")
 	ErrRateLimited  = fault.Define("api.rate_limited", fault.ResourceExhausted, "too many requests; retry after the time in Retry-After")
 	ErrAuthThrottle = fault.Define("api.auth_throttled", fault.ResourceExhausted, "too many failed authentications from this address; retry after the time in Retry-After")
 	ErrClientCert   = fault.Define("api.client_certificate_required", fault.Unauthenticated, "a valid gateway client certificate is required")
@@ -157,10 +165,27 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 	}
 	got := sha256.Sum256([]byte(tok))
 	if subtle.ConstantTimeCompare(got[:], s.opKey[:]) == 1 {
+		if s.deps.Operators != nil && s.deps.Operators.BootstrapRetired() {
+			return nil, audit.SystemTenant, ErrUnauthenticated.WithDetail("the bootstrap operator key is retired")
+		}
 		return &Principal{Kind: "operator"}, "", nil
 	}
 	ctx := r.Context()
 	switch {
+	case credential.IsOperatorToken(tok) && s.deps.Operators != nil:
+		op, err := s.deps.Operators.Verify(ctx, tok)
+		if err != nil {
+			if fault.From(err).Kind() == fault.Unauthenticated {
+				// A refused operator that exists is audited in _system.
+				tenant := ""
+				if op.ID != "" {
+					tenant = audit.SystemTenant
+				}
+				return nil, tenant, ErrUnauthenticated.Wrap(err)
+			}
+			return nil, "", err
+		}
+		return operatorPrincipal(op), "", nil
 	case credential.IsAPIKeyToken(tok):
 		k, err := s.deps.Credentials.VerifyAPIKey(ctx, tok)
 		if err != nil {
@@ -221,6 +246,9 @@ func (s *Server) authorize(rt Route, p *Principal, r *http.Request) error {
 		if p.Kind != "operator" {
 			return ErrOperatorOnly.New()
 		}
+		if !p.allows(rt) {
+			return ErrRoleDenied.WithDetail("%s may not %s %s", p.Role, rt.Method, rt.Pattern)
+		}
 	case Credential:
 		// authenticate resolves bearer credentials only; a gateway's
 		// certificate never reaches a credential route.
@@ -230,6 +258,9 @@ func (s *Server) authorize(rt Route, p *Principal, r *http.Request) error {
 	case Tenant:
 		t := r.PathValue("tenant")
 		if rt.System && t == audit.SystemTenant && p.Kind == "operator" {
+			if !p.allows(rt) {
+				return ErrRoleDenied.WithDetail("%s may not %s %s", p.Role, rt.Method, rt.Pattern)
+			}
 			return nil // the operator holds every scope
 		}
 		if p.Kind != "operator" && p.Tenant != t {
@@ -240,6 +271,9 @@ func (s *Server) authorize(rt Route, p *Principal, r *http.Request) error {
 		}
 		if _, ok := s.deps.Registry.Tenant(t); !ok {
 			return registry.ErrTenantNotFound.New()
+		}
+		if p.Kind == "operator" && !p.allows(rt) {
+			return ErrRoleDenied.WithDetail("%s may not %s %s", p.Role, rt.Method, rt.Pattern)
 		}
 		if !p.can(rt.Scope) {
 			return ErrScopeMissing.WithDetail("this route needs %s", rt.Scope)

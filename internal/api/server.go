@@ -60,6 +60,14 @@ func (s *Server) routeTable() []Route {
 		t("GET", "/v1/tenants/{tenant}/gateways/{serial}/certificates", credential.ScopeGatewaysRead, s.listCertificates),
 
 		{Method: "POST", Pattern: "/v1/factory/gateways", Access: Operator, handle: s.provisionGateways},
+
+		// Named operators (operator:admin) and the bootstrap key's retirement.
+		{Method: "POST", Pattern: "/v1/operators", Access: Operator, handle: s.createOperator},
+		{Method: "GET", Pattern: "/v1/operators", Access: Operator, handle: s.listOperators},
+		{Method: "GET", Pattern: "/v1/operators/{id}", Access: Operator, handle: s.getOperator},
+		{Method: "POST", Pattern: "/v1/operators/{id}/rotate", Access: Operator, handle: s.rotateOperator},
+		{Method: "POST", Pattern: "/v1/operators/{id}/revoke", Access: Operator, handle: s.revokeOperator},
+		{Method: "POST", Pattern: "/v1/operators/bootstrap/retire", Access: Operator, handle: s.retireBootstrap},
 		t("POST", "/v1/tenants/{tenant}/gateways/claim", credential.ScopeGatewaysWrite, s.claimGateway),
 
 		t("POST", "/v1/tenants/{tenant}/enrollment-tokens", credential.ScopeGatewaysWrite, s.createEnrollmentToken),
@@ -122,24 +130,51 @@ func (s *Server) routeTable() []Route {
 	}
 }
 
-// buildHandler assembles the mux: per-address limit, authentication (with
-// failed-authentication throttling), per-credential limit, authorisation,
-// then the route's handler.
-func (s *Server) buildHandler() http.Handler {
-	mux := http.NewServeMux()
+// buildHandler assembles the mux of the routes serves takes: per-address
+// limit, authentication (with failed-authentication throttling),
+// per-credential limit, authorisation, then the route's handler. A route
+// it leaves out (served on the other listener) answers 404, as an unknown
+// path does, whatever its method: the listener does not tell it exists.
+func (s *Server) buildHandler(serves func(Route) bool) http.Handler {
+	mux, elsewhere := http.NewServeMux(), http.NewServeMux()
 	for _, rt := range s.routes {
-		mux.Handle(rt.Method+" "+rt.Pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			s.serveRoute(rt, w, r)
-		}))
+		})
+		if serves(rt) {
+			mux.Handle(rt.Method+" "+rt.Pattern, h)
+		} else {
+			elsewhere.Handle(rt.Method+" "+rt.Pattern, h)
+		}
 	}
 	return s.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern == "" {
+			if _, other := elsewhere.Handler(r); other != "" {
+				writeError(w, r, s.log, ErrNotFound.New())
+				return
+			}
 			s.unrouted(w, r, mux)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	}))
 }
+
+// onAdmin reports whether the admin listener (Config.AdminAddr) serves a
+// route: the operator's routes, health, the spec and whoami.
+func onAdmin(rt Route) bool {
+	switch rt.Access {
+	case Operator, Credential:
+		return true
+	case Public:
+		return rt.Method == http.MethodGet // health and the spec, not enrollment or tokens
+	}
+	return false
+}
+
+// onPublic reports whether the public listener serves a route when an
+// admin listener is set: all but the operator's routes.
+func onPublic(rt Route) bool { return rt.Access != Operator }
 
 func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
 	now := nowFunc()

@@ -61,6 +61,12 @@ type Config struct {
 	DataDir  string
 	MQTTAddr string
 	APIAddr  string
+	// AdminAddr, when set, serves the operator routes (and /metrics) on
+	// their own HTTPS listener, and no longer on APIAddr (api.Config).
+	AdminAddr string
+	// ResetBootstrapOperator makes the data directory's operator key work
+	// again after it was retired (recovery; audited in _system).
+	ResetBootstrapOperator bool
 	// Dev creates tenant "dev" with gateway DevGateway and its key and
 	// certificate files, and serves certificates valid for localhost.
 	Dev bool
@@ -156,12 +162,15 @@ func (c *Config) Validate() error {
 	if c.TLSCertFile == "" && len(c.ServerNames) == 0 && !c.Dev {
 		errs = append(errs, errors.New("the server certificate needs --server-name (or --tls-cert and --tls-key)"))
 	}
-	for _, a := range []struct{ flag, addr string }{{"--mqtt-addr", c.MQTTAddr}, {"--api-addr", c.APIAddr}} {
+	for _, a := range c.listeners() {
 		if _, port, err := net.SplitHostPort(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT or :PORT", a.flag, a.addr))
 		} else if _, err := net.LookupPort("tcp", port); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %q is not a port", a.flag, a.addr, port))
 		}
+	}
+	if _, port, _ := net.SplitHostPort(c.AdminAddr); port != "0" && c.AdminAddr != "" && (c.AdminAddr == c.APIAddr || c.AdminAddr == c.MQTTAddr) {
+		errs = append(errs, fmt.Errorf("--admin-addr %q: must differ from --api-addr and --mqtt-addr", c.AdminAddr))
 	}
 	if c.TLSCertFile != "" && c.TLSKeyFile != "" {
 		if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
@@ -178,6 +187,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// listeners are the configured listener addresses by flag.
+func (c *Config) listeners() []struct{ flag, addr string } {
+	ls := []struct{ flag, addr string }{{"--mqtt-addr", c.MQTTAddr}, {"--api-addr", c.APIAddr}}
+	if c.AdminAddr != "" {
+		ls = append(ls, struct{ flag, addr string }{"--admin-addr", c.AdminAddr})
+	}
+	return ls
+}
+
 // lockFile is the data directory's lock (lockDataDir).
 const lockFile = "LOCK"
 
@@ -188,7 +206,7 @@ func (c *Config) Check() error {
 	d := *c
 	d.defaults()
 	errs := []error{d.Validate()}
-	for _, a := range []struct{ flag, addr string }{{"--mqtt-addr", d.MQTTAddr}, {"--api-addr", d.APIAddr}} {
+	for _, a := range d.listeners() {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			continue // Validate said so
 		}
@@ -401,9 +419,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.fw.WatchNotices(n.ctx, n.retainFirmwareNotice); err != nil {
 		return nil, fmt.Errorf("watch firmware notices: %w", err)
 	}
-	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
+	operators, err := n.operators(ctx, creds)
+	if err != nil {
+		return nil, err
+	}
+	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, AdminAddr: cfg.AdminAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
 		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant}, pki.ServerTLSConfig(certs), api.Deps{
-		Registry: n.reg, Credentials: creds, Messages: n.st, Audit: n.audit,
+		Registry: n.reg, Credentials: creds, Operators: operators, Messages: n.st, Audit: n.audit,
 		Integrations: n.fwdReg, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected, MQTTPort: portOf(n.ing.Addr()),
@@ -419,7 +441,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("dev bootstrap: %w", err)
 		}
 	}
-	n.log.Info("iotransit started", "mqtt_addr", n.MQTTAddr(), "api_addr", n.APIAddr(), "fsync", cfg.Fsync, "dev", cfg.Dev)
+	n.log.Info("iotransit started", "mqtt_addr", n.MQTTAddr(), "api_addr", n.APIAddr(), "admin_addr", n.AdminAddr(), "fsync", cfg.Fsync, "dev", cfg.Dev)
 	return n, nil
 }
 
@@ -547,6 +569,31 @@ func portOf(addr string) int {
 
 // APIAddr returns the bound API address.
 func (n *Node) APIAddr() string { return n.api.Addr() }
+
+// AdminAddr returns the bound admin listener address, "" without one.
+func (n *Node) AdminAddr() string { return n.api.AdminAddr() }
+
+// operators opens the named operators and follows the bootstrap key's
+// retirement on the backbone; with ResetBootstrapOperator it first makes
+// the bootstrap key work again, audited in _system.
+func (n *Node) operators(ctx context.Context, creds *credential.Store) (*credential.Operators, error) {
+	ops := credential.NewOperators(creds)
+	if n.cfg.ResetBootstrapOperator {
+		if err := ops.ResetBootstrap(ctx); err != nil {
+			return nil, err
+		}
+		ev := audit.Event{Actor: "node", Action: "operator.bootstrap.reset", Target: "operator", Outcome: "ok",
+			Detail: map[string]string{"flag": "--reset-bootstrap-operator"}}
+		if _, err := n.audit.Append(ctx, audit.SystemTenant, ev); err != nil {
+			return nil, fmt.Errorf("audit the bootstrap reset: %w", err)
+		}
+		n.log.Warn("the bootstrap operator key works again (--reset-bootstrap-operator)")
+	}
+	if err := ops.WatchBootstrap(n.ctx); err != nil {
+		return nil, err
+	}
+	return ops, nil
+}
 
 // OperatorKey returns the operator credential.
 func (n *Node) OperatorKey() string { return n.opKey }
