@@ -147,6 +147,9 @@ type Deps struct {
 	// Firmware serves the tenants' TUF repositories and rollouts (nil: the
 	// routes answer 404).
 	Firmware Firmware
+	// KMS rotates and shows the tenants' data keys (nil: the routes answer
+	// 404).
+	KMS KMS
 }
 
 // Server is the running API.

@@ -40,6 +40,10 @@ func parseWrapped(stored []byte) wrappedKey {
 	return wrappedKey{Key: stored}
 }
 
+// WrappedBy returns the id of the root key that wrapped a stored key, or
+// "" for a value without one (wrapped by a file root before root key ids).
+func WrappedBy(stored []byte) string { return parseWrapped(stored).Root }
+
 // roots returns the keyring's root keys, the current one first.
 func (k *Keyring) roots() []RootKey { return append([]RootKey{k.root}, k.prev...) }
 
@@ -92,7 +96,10 @@ func (k *Keyring) CheckRoot(ctx context.Context) error {
 	for {
 		stored, err := k.store.Get(ctx, rootCheckName)
 		if err == nil {
-			plain, _, err := k.unwrapKey(ctx, rootCheckName, stored, rootCheckAAD())
+			plain, w, err := k.unwrapKey(ctx, rootCheckName, stored, rootCheckAAD())
+			if errors.Is(err, ErrWrongRoot) && w.Root != "" {
+				return fmt.Errorf("%w: the keys of this data are wrapped under root key %s and this node has root key %s: start it with the root key that made the data (--root-key-file, or --kms-provider pkcs11 with that token), or name that one with the --previous-* flags to move the keys to this one (kms rewrap)", ErrWrongRoot, w.Root, k.rootIDs())
+			}
 			if err != nil {
 				return fmt.Errorf("kms: root key check: %w", err)
 			}
