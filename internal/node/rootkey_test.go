@@ -236,9 +236,33 @@ func TestNodeRotationKeepsDataReadable(t *testing.T) {
 		checkData(t, n, before)
 		checkData(t, n, &after)
 	}
-	// A tenant credential needs keys:read / keys:write.
+	// A tenant credential needs keys:read to see the versions and
+	// keys:write to rotate; no answer holds key material.
 	a := nodetest.NewAPI(t, n)
 	if r := a.Do(http.MethodGet, "/v1/tenants/nobody/kms", a.Key(), nil); r.Status != http.StatusNotFound {
 		t.Errorf("status of an unknown tenant: %d", r.Status)
+	}
+	reader, err := a.Client.CreateAPIKey(ctx, "acme", client.CreateAPIKeyRequest{Scopes: []string{"keys:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, method, path string
+		want               int
+	}{
+		{name: "status with keys:read", method: http.MethodGet, path: "/v1/tenants/acme/kms", want: http.StatusOK},
+		{name: "rotate without keys:write", method: http.MethodPost, path: "/v1/tenants/acme/kms/rotate", want: http.StatusForbidden},
+		// Another tenant answers as an unknown one.
+		{name: "another tenant", method: http.MethodGet, path: "/v1/tenants/dev/kms", want: http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := a.Do(tc.method, tc.path, reader.Key, nil)
+			if r.Status != tc.want {
+				t.Fatalf("%s %s: %d %s, want %d", tc.method, tc.path, r.Status, r.Body, tc.want)
+			}
+			if r.Status == http.StatusOK && !strings.Contains(string(r.Body), `"currentVersion":2`) {
+				t.Fatalf("status: %s", r.Body)
+			}
+		})
 	}
 }
