@@ -69,3 +69,42 @@ func TestKMSRewrapCommand(t *testing.T) {
 		t.Fatalf("a second rewrap: %q, %v", out, err)
 	}
 }
+
+// TestServeCheckConfigChecksTheRootKey: --check-config reports an unknown
+// provider, pkcs11 settings missing, a root key file others may read and a
+// previous root key file that does not exist; a root key file not made yet
+// is fine.
+func TestServeCheckConfigChecksTheRootKey(t *testing.T) {
+	keyDir := t.TempDir()
+	open := filepath.Join(keyDir, "open.key")
+	if err := os.WriteFile(open, make([]byte, kms.RootKeySize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // "" for a configuration that passes
+	}{
+		{name: "file not made yet", args: []string{"--root-key-file", filepath.Join(keyDir, "new.key")}},
+		{name: "unknown provider", args: []string{"--kms-provider", "vault"}, want: `--kms-provider "vault"`},
+		{name: "pkcs11 without settings", args: []string{"--kms-provider", "pkcs11"}, want: "--pkcs11-token"},
+		{name: "readable by others", args: []string{"--root-key-file", open}, want: open},
+		{name: "missing previous root", args: []string{"--previous-root-key-file", filepath.Join(keyDir, "gone.key")}, want: "gone.key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"serve", "--check-config", "--data-dir", t.TempDir(), "--dev", "--mqtt-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"}, tc.args...)
+			out, _, err := runCLI(t, args...)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want == "" && !strings.Contains(out, "configuration ok"):
+				t.Fatalf("printed %q", out)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("report %v does not name %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(keyDir, "new.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("--check-config made the root key file: %v", err)
+	}
+}

@@ -214,6 +214,7 @@ func (c *Config) Check() error {
 			}
 		}
 	}
+	errs = append(errs, d.KMS.check(d.DataDir))
 	return errors.Join(errs...)
 }
 

@@ -88,6 +88,31 @@ func (c *KMSConfig) openRoot(dataDir string, create bool) (root kms.RootKey, clo
 	return r, func() {}, err
 }
 
+// check opens the root keys c names without making one, for
+// --check-config: a missing current root is fine (the first start makes
+// it), an unsafe key file, a token that refuses the node or a missing
+// previous root is not.
+func (c *KMSConfig) check(dataDir string) error {
+	if c.Validate() != nil {
+		return nil // Validate said so
+	}
+	var errs []error
+	for _, k := range []*KMSConfig{c, c.Previous} {
+		if k == nil {
+			continue
+		}
+		_, closeFn, err := k.openRoot(dataDir, false)
+		switch {
+		case errors.Is(err, kms.ErrNoRootKey) && k == c:
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			closeFn()
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // openKeys opens the node's keyring: the root key (a new one only when the
 // kms bucket holds no key yet, or as the target of a change of root), the
 // root check, and, with a previous root, the rewrap of every key.
