@@ -40,9 +40,25 @@ func parseWrapped(stored []byte) wrappedKey {
 	return wrappedKey{Key: stored}
 }
 
-// WrappedBy returns the id of the root key that wrapped a stored key, or
-// "" for a value without one (wrapped by a file root before root key ids).
-func WrappedBy(stored []byte) string { return parseWrapped(stored).Root }
+// RootIDs names the root keys that wrap the wrapped keys among entries
+// (of a ManagedKeyStore), for errors; a key wrapped by a file root before
+// root keys had ids is named "file (no id)".
+func RootIDs(entries []Entry) []string {
+	var ids []string
+	for _, e := range entries {
+		if _, _, ok := parseDEKName(e.Key); !ok && e.Key != rootCheckName {
+			continue
+		}
+		id := parseWrapped(e.Value).Root
+		if id == "" {
+			id = "file (no id)"
+		}
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
 
 // roots returns the keyring's root keys, the current one first.
 func (k *Keyring) roots() []RootKey { return append([]RootKey{k.root}, k.prev...) }
@@ -146,16 +162,6 @@ func (k *Keyring) checkOldKey(ctx context.Context) error {
 		return nil
 	}
 	return nil
-}
-
-// HasKeys reports whether store holds any wrapped key or root check: a
-// node then refuses to make a new root key in place of a missing one.
-func HasKeys(ctx context.Context, store ManagedKeyStore) (bool, error) {
-	entries, err := store.Entries(ctx)
-	if err != nil {
-		return false, fmt.Errorf("kms: list wrapped keys: %w", err)
-	}
-	return len(entries) > 0, nil
 }
 
 // parseDEKName splits the name of a wrapped data key into tenant and

@@ -165,7 +165,7 @@ func openKeyring(ctx context.Context, cfg KMSConfig, dataDir string, store kms.M
 	// of a change of root (the previous root reads the keys meanwhile).
 	root, c, err := cfg.openRoot(dataDir, len(entries) == 0 || len(prev) > 0)
 	if errors.Is(err, kms.ErrNoRootKey) {
-		return nil, nil, 0, fmt.Errorf("%w; the kms bucket holds %d wrapped keys (root key %s): restore the root key, or point the node at it (--root-key-file, --pkcs11-*); a new root key would open none of the data", err, len(entries), storedRoots(entries))
+		return nil, nil, 0, fmt.Errorf("%w; the kms bucket holds %d wrapped keys (root key %s): restore the root key, or point the node at it (--root-key-file, --pkcs11-*); a new root key would open none of the data", err, len(entries), strings.Join(kms.RootIDs(entries), ", "))
 	}
 	if err != nil {
 		return nil, nil, 0, err
@@ -181,24 +181,6 @@ func openKeyring(ctx context.Context, cfg KMSConfig, dataDir string, store kms.M
 		}
 	}
 	return keys, closeAll, moved, nil
-}
-
-// storedRoots names the root keys the entries of the kms bucket are
-// wrapped under, for errors.
-func storedRoots(entries []kms.Entry) string {
-	seen := map[string]bool{}
-	var ids []string
-	for _, e := range entries {
-		id := kms.WrappedBy(e.Value)
-		if id == "" {
-			id = "file (unnamed, from before root key ids)"
-		}
-		if !seen[id] && (strings.Contains(e.Key, ".v") || strings.HasPrefix(e.Key, "_root")) {
-			seen[id] = true
-			ids = append(ids, id)
-		}
-	}
-	return strings.Join(ids, ", ")
 }
 
 // RewrapConfig is what "iotransit kms rewrap" needs: where the data is
