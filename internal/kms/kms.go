@@ -202,9 +202,15 @@ func (k *Keyring) newest(ctx context.Context, tenant string, create bool) (uint3
 	}
 	k.mu.RUnlock()
 	if !fresh {
+		known := v
 		var err error
 		if v, err = k.probe(ctx, tenant, v); err != nil {
-			return 0, nil, err
+			if known == 0 {
+				return 0, nil, err
+			}
+			// The store did not answer: seal on under the version known,
+			// and ask again a refresh later rather than at every seal.
+			v = known
 		}
 		if v == 0 && create {
 			if v, err = k.createVersion(ctx, tenant, 1); err != nil {

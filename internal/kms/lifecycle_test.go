@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -404,5 +405,42 @@ func TestKMSOpenFileRootMissing(t *testing.T) {
 	r2, err := kms.OpenFileRoot(path, false)
 	if err != nil || r1.ID() != r2.ID() || !strings.HasPrefix(r1.ID(), "file:") {
 		t.Fatalf("reopen: %v, ids %s %s", err, r1.ID(), r2.ID())
+	}
+}
+
+// downStore is a store that stops answering reads when told to.
+type downStore struct {
+	*memStore
+	down atomic.Bool
+}
+
+func (s *downStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if s.down.Load() {
+		return nil, errors.New("store unavailable")
+	}
+	return s.memStore.Get(ctx, key)
+}
+
+// TestKMSSealsOnWhenTheStoreIsDown: a keyring that cannot ask the store for
+// a newer version seals on under the one it knows; a cold keyring, which
+// knows none, fails.
+func TestKMSSealsOnWhenTheStoreIsDown(t *testing.T) {
+	defer kms.SetRefresh(0)() // every seal asks the store
+	ctx := context.Background()
+	store := &downStore{memStore: newMemStore()}
+	k := kms.NewKeyring(store, fileRoot(t))
+	if err := k.EnsureTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	store.down.Store(true)
+	s, err := k.Seal(ctx, "acme", []byte("x"), nil)
+	if err != nil || sealedVersion(s) != 1 {
+		t.Fatalf("seal with the store down: %v", err)
+	}
+	if got, err := k.Open(ctx, "acme", s, nil); err != nil || string(got) != "x" {
+		t.Fatalf("open: %q, %v", got, err)
+	}
+	if _, err := kms.NewKeyring(store, k.Root()).Seal(ctx, "acme", []byte("x"), nil); err == nil {
+		t.Fatal("a cold keyring sealed without its store")
 	}
 }
