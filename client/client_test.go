@@ -194,6 +194,7 @@ func TestClientAgainstANode(t *testing.T) {
 	t.Run("audit", e.audit)
 	t.Run("mesh", e.mesh)
 	t.Run("firmware", func(t *testing.T) { e.firmware(t, gwCert) })
+	t.Run("kms", e.kms)
 	t.Run("operators", e.operators) // last: it retires the bootstrap key
 	t.Run("every route", e.everyRoute)
 }

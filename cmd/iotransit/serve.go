@@ -53,6 +53,7 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", c.Store.DedupeWindow, "how long a message's content id is remembered to store resends once; each id held costs ~130 bytes of memory (rate × window)")
 	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", c.Store.MaxBytes, "bytes of messages kept per tenant; oldest go first (0: unlimited)")
 	fs.BoolVar(&c.AllowPrivateTargets, "allow-private-targets", c.AllowPrivateTargets, "let integrations reach loopback, private and link-local addresses (on with --dev)")
+	kmsFlags(fs, &c.KMS) // the root key (kms.go)
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.check, "check-config", false, "check the configuration, report every problem, and exit")
 	return f
@@ -64,6 +65,16 @@ const serveUsage = `Usage: iotransit serve --data-dir DIR [flags]
   forwarding, on an embedded JetStream (or --nats-url). Every flag can be set
   from the environment variable named after it in brackets ([$IOTRANSIT_…]);
   a flag on the command line wins.
+
+  The root key wraps every tenant's data keys. By default it is the file
+  <data-dir>/root.key (0600, made at the first start); --root-key-file puts
+  it elsewhere (outside the data dir: a backup of the data dir alone opens
+  nothing), and --kms-provider pkcs11 generates it in a PKCS#11 token
+  instead, where wrapping runs. A node refuses to start with a root key that
+  does not open its data (naming both root key ids), and never makes a new
+  one while keys wrapped under another exist. To move to another root key,
+  add the --previous-* flags naming the old one: the node re-wraps every
+  key at its start (see iotransit kms rewrap -h).
 
   Unless GOGC or GOMEMLIMIT is set in the environment, serve runs Go's
   garbage collector at GOGC=200 (Go's default is 100): about half as many

@@ -176,6 +176,9 @@ type Deps struct {
 	// Operators are the named operator credentials (nil: only the
 	// bootstrap key works, and the /v1/operators routes answer 404).
 	Operators Operators
+	// KMS rotates and shows the tenants' data keys (nil: the routes answer
+	// 404).
+	KMS KMS
 }
 
 // Server is the running API.

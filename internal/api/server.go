@@ -82,6 +82,9 @@ func (s *Server) routeTable() []Route {
 		t("GET", "/v1/tenants/{tenant}/api-keys/{id}", credential.ScopeKeysRead, s.getAPIKey),
 		t("POST", "/v1/tenants/{tenant}/api-keys/{id}/revoke", credential.ScopeKeysWrite, s.revokeAPIKey),
 
+		t("POST", "/v1/tenants/{tenant}/kms/rotate", credential.ScopeKeysWrite, s.rotateKMSKey),
+		t("GET", "/v1/tenants/{tenant}/kms", credential.ScopeKeysRead, s.getKMSStatus),
+
 		t("POST", "/v1/tenants/{tenant}/oauth2-clients", credential.ScopeKeysWrite, s.createClient),
 		t("GET", "/v1/tenants/{tenant}/oauth2-clients", credential.ScopeKeysRead, s.listClients),
 		t("GET", "/v1/tenants/{tenant}/oauth2-clients/{id}", credential.ScopeKeysRead, s.getClient),

@@ -44,7 +44,7 @@ var layers = map[string]int{
 var sameLayer = map[string][]string{
 	"internal/thingsee":       {"internal/fault"},
 	"internal/pki":            {"internal/fault"},
-	"internal/kms":            {"internal/securefile"},
+	"internal/kms":            {"internal/securefile", "internal/backbone/kverr"},
 	"internal/forward/egress": {"internal/fault"},
 	// The mesh keys travel sealed in the receiver's format.
 	"internal/gwproto": {"receiver"},

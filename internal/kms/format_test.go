@@ -25,7 +25,7 @@ func TestKMSSealFormatIsStable(t *testing.T) {
 	if err := k.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	dek, err := k.dek(ctx, "acme", false)
+	dek, err := k.dek(ctx, "acme", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

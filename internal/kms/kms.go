@@ -1,8 +1,12 @@
-// Package kms is iotransit's envelope encryption. A root key (a local file,
-// 0600, made at first start) wraps one data key per tenant (AES-256-GCM);
-// the data keys encrypt CA keys, integration secrets and stored message
-// payloads. Destroying a tenant's data keys makes its data unreadable
-// (crypto-shredding). Wrapped data keys live in a KeyStore (JetStream KV).
+// Package kms is iotransit's envelope encryption. A root key (RootKey: a
+// local file, 0600, by default, or an AES key inside a PKCS#11 token) wraps
+// per-tenant data keys (AES-256-GCM), which have versions: new values are
+// sealed under the newest, and a value opens under the version recorded in
+// it. The data keys encrypt CA keys, integration secrets and stored message
+// payloads. Destroying a tenant's data keys (Shred) makes its data
+// unreadable (crypto-shredding). Wrapped data keys live in a KeyStore
+// (JetStream KV, KVStore), each naming the root key that wrapped it, so that
+// Rewrap can move them to another root.
 package kms
 
 import (
@@ -18,8 +22,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"github.com/iotransit/iotransit/internal/securefile"
+	"time"
 )
 
 // RootKeySize is the size of the root key in bytes (AES-256).
@@ -31,6 +34,10 @@ var ErrNoKey = errors.New("kms: no data key")
 // ErrOpen is returned when a sealed value cannot be opened: wrong key,
 // wrong associated data, or tampered ciphertext.
 var ErrOpen = errors.New("kms: cannot open sealed value")
+
+// ErrWrongRoot is returned when a wrapped key names a root key this keyring
+// does not have (another key file, another token key).
+var ErrWrongRoot = errors.New("kms: wrapped under another root key")
 
 // KeyStore keeps wrapped data keys. Create must fail if the key exists.
 type KeyStore interface {
@@ -44,45 +51,57 @@ var ErrKeyExists = errors.New("kms: key exists")
 // ErrKeyNotFound is what a KeyStore returns from Get when the key is absent.
 var ErrKeyNotFound = errors.New("kms: key not found")
 
-// LoadOrCreateRootKey reads the root key file at path, creating it (0600,
-// random) if it does not exist. A file readable by group or others is
-// refused: the root key protects every tenant's data.
-func LoadOrCreateRootKey(path string) ([]byte, error) {
-	b, err := securefile.LoadOrCreate(path, func() ([]byte, error) {
-		key := make([]byte, RootKeySize)
-		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("generate: %w", err)
-		}
-		return key, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kms: root key: %w", err)
-	}
-	if len(b) != RootKeySize {
-		return nil, fmt.Errorf("kms: root key %s has %d bytes, want %d", path, len(b), RootKeySize)
-	}
-	return b, nil
-}
+// refresh is how long a keyring seals under the newest data key version it
+// knows before it checks the store for a newer one (a variable for tests).
+var refresh = time.Second
 
 // Keyring seals and opens values under per-tenant data keys.
 type Keyring struct {
-	root  cipher.AEAD
+	root  RootKey
+	prev  []RootKey // accepted for unwrapping only (a change of root)
 	store KeyStore
 
 	mu      sync.RWMutex
-	deks    map[string][]byte      // tenant -> data key (version 1)
+	tenants map[string]*tenantKeys
 	sealing map[string]*subkey     // tenant -> current sealing subkey
-	opening map[string]cipher.AEAD // tenant + subkey id -> subkey
+	opening map[string]cipher.AEAD // tenant, version and subkey id -> subkey
 }
 
-// New returns a keyring under the given root key.
+// tenantKeys are the data keys of one tenant that a keyring has unwrapped.
+type tenantKeys struct {
+	deks    map[uint32][]byte
+	newest  uint32    // the newest version the store had when checked
+	checked time.Time // when newest was checked
+}
+
+// New returns a keyring under the root key held in rootKey (the file
+// provider's key material).
 func New(rootKey []byte, store KeyStore) (*Keyring, error) {
-	aead, err := newGCM(rootKey)
+	root, err := FileRoot(rootKey)
 	if err != nil {
 		return nil, err
 	}
-	return &Keyring{root: aead, store: store, deks: map[string][]byte{}, sealing: map[string]*subkey{}, opening: map[string]cipher.AEAD{}}, nil
+	return NewKeyring(store, root), nil
 }
+
+// NewKeyring returns a keyring that wraps new data keys under root and
+// unwraps keys wrapped under root or any of previous (during a change of
+// root key, until Rewrap moved every key).
+func NewKeyring(store KeyStore, root RootKey, previous ...RootKey) *Keyring {
+	return &Keyring{
+		root: root, prev: previous, store: store,
+		tenants: map[string]*tenantKeys{}, sealing: map[string]*subkey{}, opening: map[string]cipher.AEAD{},
+	}
+}
+
+// Root returns the root key that wraps new data keys.
+func (k *Keyring) Root() RootKey { return k.root }
+
+// Store returns the store of wrapped keys.
+func (k *Keyring) Store() KeyStore { return k.store }
+
+// RootID returns the ID of the root key that wraps new data keys.
+func (k *Keyring) RootID() string { return k.root.ID() }
 
 func newGCM(key []byte) (cipher.AEAD, error) {
 	if len(key) != 32 {
@@ -96,9 +115,8 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 }
 
 const (
-	sealMagic  = 'K'
-	dekVersion = 1
-	headerLen  = 1 + 4 // magic, key version
+	sealMagic = 'K'
+	headerLen = 1 + 4 // magic, key version
 )
 
 func dekName(tenant string, version uint32) string {
@@ -110,69 +128,168 @@ func dekAAD(tenant string, version uint32) []byte {
 }
 
 // EnsureTenant creates the tenant's data key if it has none. It is idempotent
-// and safe to call from several nodes at once.
+// and safe to call from several nodes at once. A shredded tenant gets no new
+// key: the result is ErrNoKey.
 func (k *Keyring) EnsureTenant(ctx context.Context, tenant string) error {
-	_, err := k.dek(ctx, tenant, true)
+	_, _, err := k.newest(ctx, tenant, true)
 	return err
 }
 
-func (k *Keyring) dek(ctx context.Context, tenant string, create bool) ([]byte, error) {
+// cached returns the tenant's cached data key of version v.
+func (k *Keyring) cached(tenant string, v uint32) ([]byte, bool) {
 	k.mu.RLock()
-	d, ok := k.deks[tenant]
-	k.mu.RUnlock()
-	if ok {
+	defer k.mu.RUnlock()
+	if tk := k.tenants[tenant]; tk != nil {
+		d, ok := tk.deks[v]
+		return d, ok
+	}
+	return nil, false
+}
+
+// keep caches the tenant's data key of version v; newest, when not zero,
+// is the newest version the store had just now.
+func (k *Keyring) keep(tenant string, v uint32, dek []byte, newest uint32) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	tk := k.tenants[tenant]
+	if tk == nil {
+		tk = &tenantKeys{deks: map[uint32][]byte{}}
+		k.tenants[tenant] = tk
+	}
+	if dek != nil {
+		tk.deks[v] = dek
+	}
+	if newest != 0 {
+		tk.newest = max(tk.newest, newest)
+		tk.checked = time.Now()
+	}
+}
+
+// dek returns the tenant's data key of version v, unwrapping it on first use.
+func (k *Keyring) dek(ctx context.Context, tenant string, v uint32) ([]byte, error) {
+	if d, ok := k.cached(tenant, v); ok {
 		return d, nil
 	}
-	name := dekName(tenant, dekVersion)
-	wrapped, err := k.store.Get(ctx, name)
-	if errors.Is(err, ErrKeyNotFound) && create {
-		raw := make([]byte, 32)
-		if _, err := rand.Read(raw); err != nil {
-			return nil, fmt.Errorf("kms: generate data key: %w", err)
-		}
-		wrapped = k.wrap(raw, dekAAD(tenant, dekVersion))
-		err = k.store.Create(ctx, name, wrapped)
-		if errors.Is(err, ErrKeyExists) { // another node won the race
-			wrapped, err = k.store.Get(ctx, name)
-		}
-	}
+	name := dekName(tenant, v)
+	stored, err := k.store.Get(ctx, name)
 	if errors.Is(err, ErrKeyNotFound) {
-		return nil, fmt.Errorf("%w for tenant %s", ErrNoKey, tenant)
+		return nil, fmt.Errorf("%w for tenant %s (version %d)", ErrNoKey, tenant, v)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kms: data key of %s: %w", tenant, err)
+		return nil, fmt.Errorf("kms: data key %s: %w", name, err)
 	}
-	raw, err := k.unwrap(wrapped, dekAAD(tenant, dekVersion))
+	raw, _, err := k.unwrapKey(ctx, name, stored, dekAAD(tenant, v))
 	if err != nil {
-		return nil, fmt.Errorf("kms: unwrap data key of %s: %w", tenant, err)
+		return nil, err
 	}
 	if len(raw) != 32 {
-		return nil, fmt.Errorf("kms: data key of %s has %d bytes", tenant, len(raw))
+		return nil, fmt.Errorf("kms: data key %s has %d bytes", name, len(raw))
 	}
-	k.mu.Lock()
-	k.deks[tenant] = raw
-	k.mu.Unlock()
+	k.keep(tenant, v, raw, 0)
 	return raw, nil
 }
 
-func (k *Keyring) wrap(plain, aad []byte) []byte {
-	nonce := make([]byte, k.root.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		panic("kms: crypto/rand failed: " + err.Error())
+// newest returns the tenant's newest data key version and its key. The
+// store is asked again once the answer is older than refresh, so that a
+// rotation on another node is followed within that time. With create, a
+// tenant without a key gets version 1.
+func (k *Keyring) newest(ctx context.Context, tenant string, create bool) (uint32, []byte, error) {
+	k.mu.RLock()
+	var v uint32
+	fresh := false
+	if tk := k.tenants[tenant]; tk != nil {
+		v, fresh = tk.newest, tk.newest != 0 && time.Since(tk.checked) < refresh
 	}
-	return k.root.Seal(nonce, nonce, plain, aad)
+	k.mu.RUnlock()
+	if !fresh {
+		known := v
+		var err error
+		if v, err = k.probe(ctx, tenant, v); err != nil {
+			if known == 0 {
+				return 0, nil, err
+			}
+			// The store did not answer: seal on under the version known,
+			// and ask again a refresh later rather than at every seal.
+			v = known
+		}
+		if v == 0 && create {
+			if v, err = k.createVersion(ctx, tenant, 1); err != nil {
+				return 0, nil, err
+			}
+		}
+		if v == 0 {
+			return 0, nil, fmt.Errorf("%w for tenant %s", ErrNoKey, tenant)
+		}
+		k.keep(tenant, v, nil, v)
+	}
+	d, err := k.dek(ctx, tenant, v)
+	return v, d, err
 }
 
-func (k *Keyring) unwrap(wrapped, aad []byte) ([]byte, error) {
-	n := k.root.NonceSize()
-	if len(wrapped) < n {
-		return nil, ErrOpen
+// probe returns the newest version in the store, at least from, asking for
+// each version after from until one is missing (versions are made in order,
+// each by a Create of the one after the newest).
+func (k *Keyring) probe(ctx context.Context, tenant string, from uint32) (uint32, error) {
+	v := from
+	for {
+		_, err := k.store.Get(ctx, dekName(tenant, v+1))
+		if errors.Is(err, ErrKeyNotFound) {
+			return v, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("kms: data key %s: %w", dekName(tenant, v+1), err)
+		}
+		v++
 	}
-	out, err := k.root.Open(nil, wrapped[:n], wrapped[n:], aad)
+}
+
+// createVersion makes version v of the tenant's data key, unless another
+// node made it first. It returns the newest version then in the store.
+func (k *Keyring) createVersion(ctx context.Context, tenant string, v uint32) (uint32, error) {
+	if v == 1 {
+		if _, err := k.store.Get(ctx, shreddedName(tenant)); err == nil {
+			return 0, fmt.Errorf("%w for tenant %s: its keys were shredded", ErrNoKey, tenant)
+		}
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return 0, fmt.Errorf("kms: generate data key: %w", err)
+	}
+	stored, err := k.wrapKey(ctx, raw, dekAAD(tenant, v), time.Now())
 	if err != nil {
-		return nil, ErrOpen
+		return 0, err
 	}
-	return out, nil
+	switch err := k.store.Create(ctx, dekName(tenant, v), stored); {
+	case err == nil:
+		k.keep(tenant, v, raw, v)
+	case errors.Is(err, ErrKeyExists): // another node won the race
+	default:
+		return 0, fmt.Errorf("kms: store data key %s: %w", dekName(tenant, v), err)
+	}
+	return k.probe(ctx, tenant, v-1)
+}
+
+// Rotate makes a new version of the tenant's data key: from then on this
+// keyring seals under it, and every other keyring on the same store within
+// a second. Older versions stay for opening. When two nodes rotate at once,
+// one new version is made. It returns the new version.
+func (k *Keyring) Rotate(ctx context.Context, tenant string) (uint32, error) {
+	cur, err := k.probe(ctx, tenant, 0)
+	if err != nil {
+		return 0, err
+	}
+	if cur == 0 {
+		return 0, fmt.Errorf("%w for tenant %s", ErrNoKey, tenant)
+	}
+	v, err := k.createVersion(ctx, tenant, cur+1)
+	if err != nil {
+		return 0, err
+	}
+	k.keep(tenant, v, nil, v)
+	k.mu.Lock()
+	delete(k.sealing, tenant) // the next seal takes the new version
+	k.mu.Unlock()
+	return v, nil
 }
 
 // Sealed values are
@@ -197,9 +314,11 @@ var maxSubkeyUses int64 = 1 << 28
 
 // subkey is one derived AES-GCM key.
 type subkey struct {
-	id   [subkeyIDLen]byte
-	aead cipher.AEAD
-	uses atomic.Int64
+	version uint32 // of the data key it derives from
+	id      [subkeyIDLen]byte
+	aead    cipher.AEAD
+	uses    atomic.Int64
+	recheck atomic.Int64 // unix nanoseconds: check for a newer version from then on
 }
 
 func deriveSubkey(dek []byte, tenant string, id []byte) (cipher.AEAD, error) {
@@ -211,24 +330,27 @@ func deriveSubkey(dek []byte, tenant string, id []byte) (cipher.AEAD, error) {
 }
 
 // sealKey returns the tenant's current sealing subkey, making a new one when
-// the current one has been used maxSubkeyUses times.
+// the current one has been used maxSubkeyUses times or the data key has a
+// newer version.
 func (k *Keyring) sealKey(ctx context.Context, tenant string) (*subkey, error) {
+	now := time.Now().UnixNano()
 	k.mu.RLock()
 	sk := k.sealing[tenant]
 	k.mu.RUnlock()
-	if sk != nil && sk.uses.Add(1) <= maxSubkeyUses {
+	if sk != nil && now < sk.recheck.Load() && sk.uses.Add(1) <= maxSubkeyUses {
 		return sk, nil
 	}
-	dek, err := k.dek(ctx, tenant, false)
+	v, dek, err := k.newest(ctx, tenant, false)
 	if err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if cur := k.sealing[tenant]; cur != nil && cur != sk && cur.uses.Add(1) <= maxSubkeyUses {
-		return cur, nil // another goroutine rotated first
+	if cur := k.sealing[tenant]; cur != nil && cur.version == v && cur.uses.Add(1) <= maxSubkeyUses {
+		cur.recheck.Store(now + int64(refresh))
+		return cur, nil // still current, or another goroutine made it first
 	}
-	n := &subkey{}
+	n := &subkey{version: v}
 	if _, err := rand.Read(n.id[:]); err != nil {
 		return nil, fmt.Errorf("kms: subkey id: %w", err)
 	}
@@ -236,22 +358,24 @@ func (k *Keyring) sealKey(ctx context.Context, tenant string) (*subkey, error) {
 		return nil, err
 	}
 	n.uses.Store(1)
+	n.recheck.Store(now + int64(refresh))
 	k.sealing[tenant] = n
 	return n, nil
 }
 
-// openKey returns the subkey with the given id, deriving and caching it.
-func (k *Keyring) openKey(ctx context.Context, tenant string, id []byte) (cipher.AEAD, error) {
+// openKey returns the subkey with the given id of data key version v,
+// deriving and caching it.
+func (k *Keyring) openKey(ctx context.Context, tenant string, v uint32, id []byte) (cipher.AEAD, error) {
 	// The cache key is built on the stack; the lookup does not copy it.
 	var kb [64]byte
-	ck := append(append(append(kb[:0], tenant...), 0), id...)
+	ck := append(binary.BigEndian.AppendUint32(append(append(kb[:0], tenant...), 0), v), id...)
 	k.mu.RLock()
 	a, ok := k.opening[string(ck)]
 	k.mu.RUnlock()
 	if ok {
 		return a, nil
 	}
-	dek, err := k.dek(ctx, tenant, false)
+	dek, err := k.dek(ctx, tenant, v)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +427,7 @@ func seal[A string | []byte](ctx context.Context, k *Keyring, dst []byte, tenant
 	buf = buf[:at+n]
 	out := buf[at : at+sealHeaderLen+nonceLen : at+n]
 	out[0] = sealMagic
-	binary.BigEndian.PutUint32(out[1:], dekVersion)
+	binary.BigEndian.PutUint32(out[1:], sk.version)
 	copy(out[headerLen:], sk.id[:])
 	nonce := out[sealHeaderLen:]
 	if _, err := rand.Read(nonce); err != nil {
@@ -318,10 +442,17 @@ func (k *Keyring) Open(ctx context.Context, tenant string, sealed, aad []byte) (
 	if len(sealed) < sealHeaderLen+nonceLen || sealed[0] != sealMagic {
 		return nil, ErrOpen
 	}
-	if v := binary.BigEndian.Uint32(sealed[1:]); v != dekVersion {
-		return nil, fmt.Errorf("%w: unknown key version %d", ErrOpen, v)
+	v := binary.BigEndian.Uint32(sealed[1:])
+	if v == 0 {
+		return nil, fmt.Errorf("%w: key version 0", ErrOpen)
 	}
-	a, err := k.openKey(ctx, tenant, sealed[headerLen:sealHeaderLen])
+	a, err := k.openKey(ctx, tenant, v, sealed[headerLen:sealHeaderLen])
+	if errors.Is(err, ErrNoKey) {
+		if _, _, nerr := k.newest(ctx, tenant, false); nerr == nil {
+			// The tenant has keys, not this version: the header was changed.
+			return nil, fmt.Errorf("%w: unknown key version %d", ErrOpen, v)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

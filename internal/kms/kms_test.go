@@ -19,12 +19,53 @@ import (
 type memStore struct {
 	mu      sync.Mutex
 	m       map[string][]byte
+	rev     map[string]uint64
+	last    uint64
 	creates int // successful Create calls
 }
 
-var _ kms.KeyStore = (*memStore)(nil)
+var _ kms.ManagedKeyStore = (*memStore)(nil)
 
-func newMemStore() *memStore { return &memStore{m: map[string][]byte{}} }
+func newMemStore() *memStore { return &memStore{m: map[string][]byte{}, rev: map[string]uint64{}} }
+
+func (s *memStore) GetEntry(_ context.Context, key string) ([]byte, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	if !ok {
+		return nil, 0, kms.ErrKeyNotFound
+	}
+	return bytes.Clone(v), s.rev[key], nil
+}
+
+func (s *memStore) Update(_ context.Context, key string, value []byte, revision uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[key]; !ok || s.rev[key] != revision {
+		return kms.ErrKeyExists
+	}
+	s.last++
+	s.m[key], s.rev[key] = bytes.Clone(value), s.last
+	return nil
+}
+
+func (s *memStore) Entries(_ context.Context) ([]kms.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []kms.Entry
+	for k, v := range s.m {
+		out = append(out, kms.Entry{Key: k, Value: bytes.Clone(v), Revision: s.rev[k]})
+	}
+	return out, nil
+}
+
+func (s *memStore) Destroy(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, key)
+	delete(s.rev, key)
+	return nil
+}
 
 func (s *memStore) Get(_ context.Context, key string) ([]byte, error) {
 	s.mu.Lock()
@@ -42,7 +83,8 @@ func (s *memStore) Create(_ context.Context, key string, value []byte) error {
 	if _, ok := s.m[key]; ok {
 		return kms.ErrKeyExists
 	}
-	s.m[key] = bytes.Clone(value)
+	s.last++
+	s.m[key], s.rev[key] = bytes.Clone(value), s.last
 	s.creates++
 	return nil
 }

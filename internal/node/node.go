@@ -28,7 +28,6 @@ import (
 	"github.com/iotransit/iotransit/internal/api"
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone"
-	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/forward"
@@ -105,7 +104,10 @@ type Config struct {
 	Forward forward.Config
 	// Firmware tunes the firmware repositories (zero values: defaults).
 	Firmware firmware.Config
-	Logger   *slog.Logger
+	// KMS selects the root key provider (default: the file
+	// <data-dir>/root.key; rootkey.go).
+	KMS    KMSConfig
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the configuration of a node on the standard ports
@@ -180,6 +182,9 @@ func (c *Config) Validate() error {
 	if err := c.Ingest.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.KMS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	bb := c.backboneConfig()
 	if err := bb.Validate(); err != nil {
 		errs = append(errs, err)
@@ -227,6 +232,7 @@ func (c *Config) Check() error {
 			}
 		}
 	}
+	errs = append(errs, d.KMS.check(d.DataDir))
 	return errors.Join(errs...)
 }
 
@@ -296,10 +302,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.onClose(release)
-	root, err := kms.LoadOrCreateRootKey(filepath.Join(cfg.DataDir, "root.key"))
-	if err != nil {
-		return nil, err
-	}
 	if n.opKey, err = securefile.LoadOrCreateSecret(filepath.Join(cfg.DataDir, OperatorKeyFile), "itop_"); err != nil {
 		return nil, err
 	}
@@ -307,11 +309,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.onClose(n.bb.Close)
-	kmsKV, err := n.bb.KV(ctx, names.KMSBucket, 1)
-	if err != nil {
-		return nil, err
-	}
-	if n.keys, err = kms.New(root, backbone.KeyStore{KV: kmsKV}); err != nil {
+	// The root key, checked before anything else reads or writes a key.
+	if err := n.openKeys(ctx); err != nil {
 		return nil, err
 	}
 	if n.reg, err = registry.Open(ctx, n.bb, n.keys, n.log); err != nil {
@@ -431,6 +430,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected, MQTTPort: portOf(n.ing.Addr()),
 		Mesh: n.mesh, GatewayStates: n.gwState,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
+		KMS: n.keys,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}
