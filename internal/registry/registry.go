@@ -68,6 +68,7 @@ type Registry struct {
 
 type tenantEntry struct {
 	rec      Tenant
+	rev      uint64 // revision of rec in the tenants bucket
 	caCert   *x509.Certificate
 	ca       *pki.CA // loaded on first issue
 	kv       jetstream.KeyValue
