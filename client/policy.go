@@ -11,7 +11,7 @@ import (
 // operator sets it; a tenant credential reads it.
 type Policy struct {
 	// StrictValidation refuses Thingsee messages whose tsmId has no schema
-	// (stored as rejected, code thingsee.unknown_tsm_id). Default: the
+	// (stored as rejected, code thingsee.unknown_id). Default: the
 	// tenant record's rejectUnknownIds (false unless set before policies
 	// existed).
 	StrictValidation *bool `json:"strictValidation,omitempty"`

@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/forward"
@@ -49,6 +50,9 @@ type Config struct {
 	// streams open at once on this node (defaults 8 and 64): each holds a
 	// JetStream consumer.
 	MaxStreamsPerCredential, MaxStreamsPerTenant int
+	// PolicyDefaults are the node's ingest limits that a tenant's policy
+	// may replace (ingest.PolicyDefaults), shown by GET .../policy.
+	PolicyDefaults client.Quotas
 }
 
 // Registry is what the API uses of the registry (registry.Registry).
@@ -72,6 +76,8 @@ type Registry interface {
 	// Factory provisioning and claims.
 	Provision(ctx context.Context, model string, count int) (string, []registry.Provisioned, error)
 	Claim(ctx context.Context, tenant, serial, code string) (registry.Gateway, error)
+	// SetPolicy replaces a tenant's security policy.
+	SetPolicy(ctx context.Context, tenant string, p client.Policy) (before, after registry.Tenant, err error)
 }
 
 // Credentials is what the API uses of the credential store (credential.Store).

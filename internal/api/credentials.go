@@ -31,7 +31,16 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	tenant := r.PathValue("tenant")
-	k, token, err := s.deps.Credentials.CreateAPIKeyWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.ExpiresAt, p.Actor())
+	// Refusals by the tenant's policy are audited like the others.
+	ttl, err = s.credentialTTL(tenant, ttl)
+	if err == nil {
+		err = s.credentialQuota(r.Context(), tenant)
+	}
+	var k credential.APIKey
+	var token string
+	if err == nil {
+		k, token, err = s.deps.Credentials.CreateAPIKeyWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.ExpiresAt, p.Actor())
+	}
 	s.record(r.Context(), r, tenant, p, "credential.apikey.create", "apikey:"+k.ID, err, map[string]string{"scopes": strings.Join(k.Scopes, " ")})
 	if err != nil {
 		return err
@@ -92,7 +101,16 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	tenant := r.PathValue("tenant")
-	c, secret, err := s.deps.Credentials.CreateClientWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.ExpiresAt, p.Actor())
+	// Refusals by the tenant's policy are audited like the others.
+	ttl, err = s.credentialTTL(tenant, ttl)
+	if err == nil {
+		err = s.credentialQuota(r.Context(), tenant)
+	}
+	var c credential.Client
+	var secret string
+	if err == nil {
+		c, secret, err = s.deps.Credentials.CreateClientWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.ExpiresAt, p.Actor())
+	}
 	s.record(r.Context(), r, tenant, p, "credential.oauth2.create", "oauth2:"+c.ID, err, map[string]string{"scopes": strings.Join(c.Scopes, " ")})
 	if err != nil {
 		return err

@@ -400,7 +400,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("watch firmware notices: %w", err)
 	}
 	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
-		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant}, pki.ServerTLSConfig(certs), api.Deps{
+		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant,
+		PolicyDefaults: ingest.PolicyDefaults(cfg.Ingest)}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: creds, Messages: n.st, Audit: n.audit,
 		Integrations: n.fwdReg, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
