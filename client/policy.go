@@ -79,8 +79,9 @@ type PolicyView struct {
 	// out filled with the node's default; a count quota left out stays
 	// out (no bound), as do allowedTypes and allowedHosts (all).
 	Effective Policy `json:"effective"`
-	// Defaults names the members of Effective that are the node's
-	// defaults (e.g. "quotas.ingestMsgsPerSecond").
+	// Defaults names the members left out of Policy, whose value in
+	// Effective is the node's default (e.g. "quotas.ingestMsgsPerSecond"),
+	// or no bound for the members without one (e.g. "quotas.gateways").
 	Defaults []string `json:"defaults"`
 }
 

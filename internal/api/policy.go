@@ -109,7 +109,7 @@ func flatPolicy(p client.Policy) map[string]string {
 // viewPolicy is a tenant's policy, with what this node applies: every
 // member left out filled with the node's default, and named in Defaults.
 // Count quotas, allowed types and hosts and the API key lifetime left out
-// have no default: no bound.
+// stay out of Effective (no bound) and are named in Defaults too.
 func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	set := t.Policy
 	defaults := []string{}
@@ -149,6 +149,16 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 		ip.RequireAuth, defaults = &off, append(defaults, "integrations.requireAuth")
 	}
 	eff.Integrations = &ip
+	// The members without a default of the node's: left out, no bound.
+	for name, left := range map[string]bool{
+		"quotas.gateways": q.Gateways == nil, "quotas.integrations": q.Integrations == nil, "quotas.apiKeys": q.APIKeys == nil,
+		"integrations.allowedTypes": ip.AllowedTypes == nil, "integrations.allowedHosts": ip.AllowedHosts == nil,
+		"apiKeyMaxLifetime": set.APIKeyMaxLifetime == nil,
+	} {
+		if left {
+			defaults = append(defaults, name)
+		}
+	}
 	slices.Sort(defaults)
 	return client.PolicyView{Tenant: t.ID, Policy: set, Effective: eff, Defaults: defaults}
 }
