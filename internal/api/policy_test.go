@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"slices"
 	"strings"
@@ -254,5 +256,31 @@ func TestAPIPolicyCredentialLifetime(t *testing.T) {
 			}
 			wantProblem(t, "ttl past the maximum", create("720h1s"), 403, "policy.violation", "apiKeyMaxLifetime")
 		})
+	}
+}
+
+// certificateValidity: an enrollment issues a certificate of the policy's
+// lifetime, no longer; without it, of the node's --cert-validity.
+func TestAPIPolicyCertificateValidity(t *testing.T) {
+	w := newWorld(t)
+	lifetime := func() time.Duration {
+		t.Helper()
+		e, _ := enroll(t, w, "acme", w.gateway("acme"))
+		block, _ := pem.Decode([]byte(e.Certificate))
+		if block == nil {
+			t.Fatalf("no certificate in %q", e.Certificate)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return time.Until(cert.NotAfter)
+	}
+	if got := lifetime(); got < 364*24*time.Hour {
+		t.Fatalf("without a policy: %s, want the node's 365 days", got)
+	}
+	w.putPolicy("acme", map[string]any{"certificateValidity": "48h"})
+	if got := lifetime(); got > 48*time.Hour || got < 47*time.Hour {
+		t.Fatalf("with certificateValidity 48h: %s", got)
 	}
 }
