@@ -27,6 +27,22 @@ type Policy struct {
 	// client the tenant creates: one asked without a ttl gets it, one asked
 	// with a longer ttl is refused (policy.violation). Default: no bound.
 	APIKeyMaxLifetime *Duration `json:"apiKeyMaxLifetime,omitempty"`
+	// Retention bounds how long and how much of the tenant's accepted
+	// messages its message stream keeps; the oldest go first.
+	Retention *Retention `json:"retention,omitempty"`
+}
+
+// Retention is how long and how much of a tenant's accepted messages are
+// kept. A member left out takes the node's --retention or --max-bytes.
+// Lowering it discards the older messages at once, delivered by the
+// integrations or not.
+type Retention struct {
+	// MessagesMaxAge is the age past which messages are discarded (at
+	// least 1h).
+	MessagesMaxAge *Duration `json:"messagesMaxAge,omitempty"`
+	// MessagesMaxBytes bounds the message stream's size in bytes (at least
+	// 1 MiB).
+	MessagesMaxBytes *int64 `json:"messagesMaxBytes,omitempty"`
 }
 
 // Quotas bound a tenant's use. A member left out takes the node's default

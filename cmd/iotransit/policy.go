@@ -51,6 +51,8 @@ var policyGroup = &group{
 				auth := fs.Bool("require-auth", false, "integrations must authenticate to their endpoint")
 				validity := fs.Duration("cert-validity", 0, "longest lifetime of a gateway certificate")
 				keyLife := fs.Duration("api-key-max-lifetime", 0, "longest lifetime of an API key or OAuth2 client")
+				keep := fs.Duration("retention", 0, "how long the tenant's messages are kept")
+				maxBytes := fs.Int64("max-bytes", 0, "how many bytes of the tenant's messages are kept")
 				return func(ctx context.Context, e *env, _ []string) error {
 					var p client.Policy
 					given := map[string]bool{}
@@ -67,6 +69,16 @@ var policyGroup = &group{
 						}
 					} else {
 						p = policyFromFlags(given, *strict, *rate, *burst, counts, types, hosts, *auth, *validity, *keyLife)
+						if given["retention"] || given["max-bytes"] {
+							p.Retention = &client.Retention{}
+							if given["retention"] {
+								d := client.Duration(*keep)
+								p.Retention.MessagesMaxAge = &d
+							}
+							if given["max-bytes"] {
+								p.Retention.MessagesMaxBytes = maxBytes
+							}
+						}
 					}
 					v, err := e.api.SetPolicy(ctx, e.tenant, p)
 					if err != nil {
@@ -80,7 +92,7 @@ var policyGroup = &group{
 
 // policyFlags are the flags of policy set that make a policy.
 var policyFlags = []string{"strict-validation", "msg-rate", "msg-burst", "max-conns", "gateways", "integrations", "api-keys",
-	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime"}
+	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes"}
 
 // readPolicy reads a policy from a JSON file, refusing members it does
 // not know, as the server does.
@@ -188,6 +200,15 @@ func policyTable(v client.PolicyView) func(w io.Writer) error {
 		{"certificateValidity", dur(eff.CertificateValidity)},
 		{"apiKeyMaxLifetime", dur(eff.APIKeyMaxLifetime)},
 	}
+	rt := eff.Retention
+	if rt == nil {
+		rt = &client.Retention{}
+	}
+	bytes := "no bound"
+	if rt.MessagesMaxBytes != nil {
+		bytes = strconv.FormatInt(*rt.MessagesMaxBytes, 10)
+	}
+	members = append(members, member{"retention.messagesMaxAge", dur(rt.MessagesMaxAge)}, member{"retention.messagesMaxBytes", bytes})
 	return rows([]string{"MEMBER", "VALUE", "SOURCE"}, members, func(m member) []string {
 		src := "tenant policy"
 		if slices.Contains(v.Defaults, m.name) {

@@ -22,7 +22,7 @@ func TestAdminPolicy(t *testing.T) {
 		t.Fatalf("default rate row %q", row)
 	}
 
-	out = a.mustOp(t, "policy", "set", dev, "--msg-rate", "2.5", "--gateways", "3", "--allow-host", "*.example.com", "--require-auth", "--api-key-max-lifetime", "720h")
+	out = a.mustOp(t, "policy", "set", dev, "--msg-rate", "2.5", "--gateways", "3", "--allow-host", "*.example.com", "--require-auth", "--api-key-max-lifetime", "720h", "--retention", "48h")
 	for _, want := range []string{
 		"quotas.ingestMsgsPerSecond 2.5 tenant policy",
 		"quotas.ingestBurst 5000 node default",
@@ -31,6 +31,8 @@ func TestAdminPolicy(t *testing.T) {
 		"integrations.allowedHosts *.example.com tenant policy",
 		"integrations.requireAuth true tenant policy",
 		"apiKeyMaxLifetime 720h0m0s tenant policy",
+		"retention.messagesMaxAge 48h0m0s tenant policy",
+		"retention.messagesMaxBytes no bound node default",
 	} {
 		first := strings.Fields(want)[0]
 		if row := tableRow(t, out, first); strings.Join(row, " ") != want {

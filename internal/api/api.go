@@ -50,9 +50,10 @@ type Config struct {
 	// streams open at once on this node (defaults 8 and 64): each holds a
 	// JetStream consumer.
 	MaxStreamsPerCredential, MaxStreamsPerTenant int
-	// PolicyDefaults are the node's ingest limits that a tenant's policy
-	// may replace (ingest.PolicyDefaults), shown by GET .../policy.
-	PolicyDefaults client.Quotas
+	// PolicyDefaults are the node's values that a tenant's policy may
+	// replace (its Quotas: the ingest's rate, burst and connections; its
+	// Retention), shown by GET .../policy.
+	PolicyDefaults client.Policy
 }
 
 // Registry is what the API uses of the registry (registry.Registry).

@@ -126,7 +126,10 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	if set.Quotas != nil {
 		q = *set.Quotas
 	}
-	def := s.cfg.PolicyDefaults
+	def := client.Quotas{}
+	if s.cfg.PolicyDefaults.Quotas != nil {
+		def = *s.cfg.PolicyDefaults.Quotas
+	}
 	for _, f := range []struct {
 		name     string
 		v        **int
@@ -149,6 +152,21 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 		ip.RequireAuth, defaults = &off, append(defaults, "integrations.requireAuth")
 	}
 	eff.Integrations = &ip
+	rt := client.Retention{}
+	if set.Retention != nil {
+		rt = *set.Retention
+	}
+	var defRT client.Retention
+	if s.cfg.PolicyDefaults.Retention != nil {
+		defRT = *s.cfg.PolicyDefaults.Retention
+	}
+	if rt.MessagesMaxAge == nil {
+		rt.MessagesMaxAge, defaults = defRT.MessagesMaxAge, append(defaults, "retention.messagesMaxAge")
+	}
+	if rt.MessagesMaxBytes == nil {
+		rt.MessagesMaxBytes, defaults = defRT.MessagesMaxBytes, append(defaults, "retention.messagesMaxBytes")
+	}
+	eff.Retention = &rt
 	// The members without a default of the node's: left out, no bound.
 	for name, left := range map[string]bool{
 		"quotas.gateways": q.Gateways == nil, "quotas.integrations": q.Integrations == nil, "quotas.apiKeys": q.APIKeys == nil,

@@ -126,7 +126,29 @@ func ValidatePolicy(p client.Policy, lim PolicyLimits) error {
 	if v := p.APIKeyMaxLifetime; v != nil && time.Duration(*v) < time.Minute {
 		return bad("apiKeyMaxLifetime", "must be at least 1m")
 	}
+	if rt := p.Retention; rt != nil {
+		if v := rt.MessagesMaxAge; v != nil && time.Duration(*v) < time.Hour {
+			return bad("retention.messagesMaxAge", "must be at least 1h")
+		}
+		if v := rt.MessagesMaxBytes; v != nil && *v < 1<<20 {
+			return bad("retention.messagesMaxBytes", "must be at least 1048576 (1 MiB)")
+		}
+	}
 	return nil
+}
+
+// MessageRetention is the tenant's policy's bounds of its message stream:
+// its maximum age and bytes, each 0 when the policy leaves it to the node.
+func (t Tenant) MessageRetention() (maxAge time.Duration, maxBytes int64) {
+	if rt := t.Policy.Retention; rt != nil {
+		if rt.MessagesMaxAge != nil {
+			maxAge = time.Duration(*rt.MessagesMaxAge)
+		}
+		if rt.MessagesMaxBytes != nil {
+			maxBytes = *rt.MessagesMaxBytes
+		}
+	}
+	return maxAge, maxBytes
 }
 
 // validHostPattern reports whether h is a host name, an IP address, or
@@ -212,16 +234,33 @@ func (r *Registry) SetPolicy(ctx context.Context, tenant string, p client.Policy
 }
 
 // setTenant sets the record of a known tenant in memory to t, stored at
-// revision rev, unless memory holds that revision or a newer one. Only
-// what may change is taken: the policy (and the switch it replaces).
+// revision rev, unless memory holds that revision or a newer one, and
+// tells the OnTenantChange callbacks. Only what may change is taken: the
+// policy (and the switch it replaces).
 func (r *Registry) setTenant(te *tenantEntry, t Tenant, rev uint64) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if rev <= te.rev {
+		r.mu.Unlock()
 		return
 	}
 	te.rev = rev
 	te.rec.Policy, te.rec.RejectUnknownIDs = t.Policy, t.RejectUnknownIDs
+	rec, watchers := te.rec, slices.Clone(r.changeWatchers)
+	r.mu.Unlock()
+	for _, fn := range watchers {
+		fn(rec)
+	}
+}
+
+// OnTenantChange registers fn to be called with a known tenant's record
+// each time this node applies a change of it (its policy), made here or on
+// another node. fn runs in the registry's watch or in the writer: it must
+// not block or change the registry; calls may come in any order, so fn
+// should read the newest record (Tenant) when it acts.
+func (r *Registry) OnTenantChange(fn func(Tenant)) {
+	r.mu.Lock()
+	r.changeWatchers = append(r.changeWatchers, fn)
+	r.mu.Unlock()
 }
 
 // gatewayQuota refuses one more gateway of te's tenant when its policy's

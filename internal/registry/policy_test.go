@@ -162,6 +162,9 @@ func TestRegistryValidatePolicy(t *testing.T) {
 		{name: "hosts", p: client.Policy{Integrations: &client.IntegrationPolicy{AllowedHosts: []string{"*.example.com", "hooks.example.org", "192.0.2.1"}}}},
 		{name: "validity at the node's", p: client.Policy{CertificateValidity: ptr(client.Duration(lim.MaxCertificateValidity))}},
 		{name: "validity past the node's", p: client.Policy{CertificateValidity: ptr(client.Duration(lim.MaxCertificateValidity + time.Second))}, field: "certificateValidity"},
+		{name: "retention too short", p: client.Policy{Retention: &client.Retention{MessagesMaxAge: ptr(client.Duration(time.Hour - time.Second))}}, field: "retention.messagesMaxAge"},
+		{name: "retention at its least", p: client.Policy{Retention: &client.Retention{MessagesMaxAge: ptr(client.Duration(time.Hour)), MessagesMaxBytes: ptr(int64(1 << 20))}}},
+		{name: "retention bytes too few", p: client.Policy{Retention: &client.Retention{MessagesMaxBytes: ptr(int64(1<<20 - 1))}}, field: "retention.messagesMaxBytes"},
 		{name: "key lifetime too short", p: client.Policy{APIKeyMaxLifetime: ptr(client.Duration(time.Second))}, field: "apiKeyMaxLifetime"},
 	}
 	for _, tc := range tests {

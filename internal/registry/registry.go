@@ -64,6 +64,8 @@ type Registry struct {
 	watchers []func(Gateway)
 	// tenantWatchers are told of every tenant this node learns of.
 	tenantWatchers []func(Tenant)
+	// changeWatchers are told of every change of a known tenant's record.
+	changeWatchers []func(Tenant)
 }
 
 type tenantEntry struct {
