@@ -31,11 +31,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	tenant := r.PathValue("tenant")
-	// Refusals by the tenant's policy are audited like the others.
-	ttl, err = s.credentialTTL(tenant, ttl)
-	if err == nil {
-		err = s.credentialQuota(r.Context(), tenant)
-	}
+	ttl, err = s.admitCredential(r.Context(), tenant, ttl) // refusals are audited like the others
 	var k credential.APIKey
 	var token string
 	if err == nil {
@@ -101,11 +97,7 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	tenant := r.PathValue("tenant")
-	// Refusals by the tenant's policy are audited like the others.
-	ttl, err = s.credentialTTL(tenant, ttl)
-	if err == nil {
-		err = s.credentialQuota(r.Context(), tenant)
-	}
+	ttl, err = s.admitCredential(r.Context(), tenant, ttl) // refusals are audited like the others
 	var c credential.Client
 	var secret string
 	if err == nil {

@@ -311,6 +311,17 @@ func (s *Server) credentialQuota(ctx context.Context, tenant string) error {
 	})
 }
 
+// admitCredential applies the tenant's policy to a new API key or OAuth2
+// client asked with ttl: its lifetime (credentialTTL) and the quota of
+// both (credentialQuota); it returns the ttl to create it with.
+func (s *Server) admitCredential(ctx context.Context, tenant string, ttl time.Duration) (time.Duration, error) {
+	ttl, err := s.credentialTTL(tenant, ttl)
+	if err != nil {
+		return 0, err
+	}
+	return ttl, s.credentialQuota(ctx, tenant)
+}
+
 // credentialTTL applies the tenant's apiKeyMaxLifetime to the ttl asked
 // for a new API key or OAuth2 client: none asked gets the maximum, a
 // longer one is refused.

@@ -49,6 +49,16 @@ func policyPair(t *testing.T) (n1, n2 *node.Node, certs map[string]*tls.Certific
 	return n1, n2, certs
 }
 
+// dial connects the gateway serial to n (closed at cleanup).
+func dial(t *testing.T, n *node.Node, certs map[string]*tls.Certificate, serial string) *gateway.Uplink {
+	t.Helper()
+	up, err := nodetest.Dial(t, n, certs[serial], serial, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", serial, err)
+	}
+	return up
+}
+
 // setPolicy sets a tenant's policy through the first node's API and waits
 // until the second node applies it, which must take under a second.
 func setPolicy(t *testing.T, n1, n2 *node.Node, id string, p client.Policy) {
@@ -91,16 +101,7 @@ func policyString(p client.Policy) string {
 func TestIngestPolicyRateOnEveryNode(t *testing.T) {
 	n1, n2, certs := policyPair(t)
 	setPolicy(t, n1, n2, tenant, client.Policy{Quotas: &client.Quotas{IngestMsgsPerSecond: ptr(0.01), IngestBurst: ptr(3)}})
-	a, err := nodetest.Dial(t, n2, certs[gwA], gwA, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	c, err := nodetest.Dial(t, n2, certs[gwC], gwC, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	a, c := dial(t, n2, certs, gwA), dial(t, n2, certs, gwC)
 	for i := range 4 {
 		res, err := a.Publish(ctx(t), []byte(tu.Thingsee(sensor, 1700000000+int64(i), 20)), 1)
 		if err != nil {
@@ -140,22 +141,14 @@ func TestIngestPolicyRateOnEveryNode(t *testing.T) {
 func TestIngestPolicyConnectionsOnEveryNode(t *testing.T) {
 	n1, n2, certs := policyPair(t)
 	setPolicy(t, n1, n2, tenant, client.Policy{Quotas: &client.Quotas{ConcurrentConnections: ptr(1)}})
-	a, err := nodetest.Dial(t, n2, certs[gwA], gwA, nil)
-	if err != nil {
-		t.Fatalf("the connection at the quota: %v", err)
-	}
-	defer a.Close()
-	_, err = nodetest.Dial(t, n2, certs[gwB], gwB, nil)
+	dial(t, n2, certs, gwA) // the connection at the quota
+	_, err := nodetest.Dial(t, n2, certs[gwB], gwB, nil)
 	var ce *gateway.ConnectError
 	if !errors.As(err, &ce) || ce.ReasonCode != 0x97 {
 		t.Fatalf("the connection past the quota: %v, want CONNACK 0x97", err)
 	}
 	for _, s := range []string{gwC, gwD} {
-		up, err := nodetest.Dial(t, n2, certs[s], s, nil)
-		if err != nil {
-			t.Fatalf("beta's %s while acme is at its quota: %v", s, err)
-		}
-		defer up.Close()
+		dial(t, n2, certs, s) // beta's while acme is at its quota
 	}
 }
 
@@ -164,16 +157,7 @@ func TestIngestPolicyConnectionsOnEveryNode(t *testing.T) {
 func TestIngestPolicyStrictValidationOnEveryNode(t *testing.T) {
 	n1, n2, certs := policyPair(t)
 	unknown := []byte(`{"tsmId":99100,"tsmEv":10,"tsmTs":1700000000,"tsmTuid":"` + sensor + `"}`)
-	a, err := nodetest.Dial(t, n2, certs[gwA], gwA, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	c, err := nodetest.Dial(t, n2, certs[gwC], gwC, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	a, c := dial(t, n2, certs, gwA), dial(t, n2, certs, gwC)
 	if res, err := a.Publish(ctx(t), unknown, 1); err != nil || res.ReasonCode != 0 {
 		t.Fatalf("unknown tsmId before the policy: %v 0x%02x", err, res.ReasonCode)
 	}

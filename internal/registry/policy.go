@@ -34,6 +34,9 @@ var (
 	// ErrPolicyViolation refuses what the tenant's policy forbids; the
 	// detail names the rule.
 	ErrPolicyViolation = fault.Define("policy.violation", fault.PermissionDenied, "the tenant's security policy does not allow this")
+	// ErrTenantBusy is a policy change that kept losing to concurrent
+	// changes of the tenant's record.
+	ErrTenantBusy = fault.Define("registry.tenant_busy", fault.Unavailable, "the tenant is being changed by others at this moment; try again")
 )
 
 // StrictValidation reports whether the tenant's Thingsee messages whose
@@ -230,7 +233,7 @@ func (r *Registry) SetPolicy(ctx context.Context, tenant string, p client.Policy
 		r.setTenant(te, after, stored)
 		return before, after, nil
 	}
-	return Tenant{}, Tenant{}, ErrBusy.New()
+	return Tenant{}, Tenant{}, ErrTenantBusy.New()
 }
 
 // setTenant sets the record of a known tenant in memory to t, stored at
