@@ -183,6 +183,7 @@ func TestClientAgainstANode(t *testing.T) {
 	var gwCert *tls.Certificate
 	t.Run("health", e.health)
 	t.Run("tenants", e.tenants)
+	t.Run("policy", e.policy)
 	t.Run("gateways", e.gateways)
 	t.Run("factory", e.factory)
 	t.Run("enrollment", func(t *testing.T) { gwCert = e.enrollment(t) })

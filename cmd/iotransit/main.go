@@ -1,7 +1,7 @@
 // Command iotransit is the secure IoT transit cloud: one binary that runs
 // the server (serve), a self-contained demo (demo), the load generator
 // (bench), the administration commands that call the HTTPS API through the
-// public client package (tenant, gateway, token, apikey, audit,
+// public client package (tenant, gateway, token, apikey, audit, policy,
 // integration, messages, rejected, enroll), the command line's own
 // (login, logout, completion), and the customer's side of payload
 // encryption (keygen, decrypt). Each command parses its flags, builds a config and
@@ -42,6 +42,7 @@ Administration, through the HTTPS API (local or remote):
   iotransit oauth2-client create|list|get|revoke    a tenant's OAuth2 clients (client credentials)
   iotransit kms     rotate|status|rewrap            a tenant's data key versions; a new root key
   iotransit audit   list|verify                     the tenant's audit log (operator: --tenant _system)
+  iotransit policy  show|set [--file F]             the tenant's security policy (set: operator key)
   iotransit integration add|update|list|get|pause|resume|retry-now|delete|test|rotate-secret|dead-letters|redrive
                                                     forward messages: webhook, MQTT, Azure, AWS, WebSocket
   iotransit messages list|tail [--gateway S] [--tuid T] [--tsm-id N] [--limit N] [--follow]
@@ -103,6 +104,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"oauth2-client": oauth2ClientGroup.run,
 
 	"operator": operatorGroup.run,
+
+	"policy": policyGroup.run,
 }
 
 func main() {

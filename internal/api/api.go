@@ -60,6 +60,10 @@ type Config struct {
 	// streams open at once on this node (defaults 8 and 64): each holds a
 	// JetStream consumer.
 	MaxStreamsPerCredential, MaxStreamsPerTenant int
+	// PolicyDefaults are the node's values that a tenant's policy may
+	// replace (its Quotas: the ingest's rate, burst and connections; its
+	// Retention), shown by GET .../policy.
+	PolicyDefaults client.Policy
 }
 
 // Registry is what the API uses of the registry (registry.Registry).
@@ -83,6 +87,8 @@ type Registry interface {
 	// Factory provisioning and claims.
 	Provision(ctx context.Context, model string, count int) (string, []registry.Provisioned, error)
 	Claim(ctx context.Context, tenant, serial, code string) (registry.Gateway, error)
+	// SetPolicy replaces a tenant's security policy.
+	SetPolicy(ctx context.Context, tenant string, p client.Policy) (before, after registry.Tenant, err error)
 }
 
 // Credentials is what the API uses of the credential store (credential.Store).

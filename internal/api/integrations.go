@@ -15,6 +15,7 @@ import (
 
 // Integrations manages integrations (forward.Registry).
 type Integrations interface {
+	List(ctx context.Context, tenant string) ([]forward.Integration, error)
 	Create(ctx context.Context, tenant string, in forward.Integration) (forward.Integration, forward.Shown, error)
 	Views(ctx context.Context, tenant string) ([]forward.View, error)
 	Get(ctx context.Context, tenant, id string) (forward.View, error)
@@ -94,7 +95,17 @@ func (s *Server) createIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 			return err
 		}
 	}
-	out, shown, err := s.deps.Integrations.Create(r.Context(), r.PathValue("tenant"), in)
+	tenant := r.PathValue("tenant")
+	// Refusals by the tenant's policy are audited like the others.
+	err := s.checkIntegration(tenant, in)
+	if err == nil {
+		err = s.integrationQuota(r.Context(), tenant)
+	}
+	var out forward.Integration
+	var shown forward.Shown
+	if err == nil {
+		out, shown, err = s.deps.Integrations.Create(r.Context(), tenant, in)
+	}
 	s.recordIntegration(r, p, "create", out.ID, err, map[string]string{"type": in.Type, "name": in.Name})
 	if err != nil {
 		return err
@@ -163,7 +174,11 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 			return err
 		}
 	}
-	out, err := s.deps.Integrations.Update(r.Context(), tenant, id, in)
+	var out forward.Integration
+	err = s.checkIntegration(tenant, in)
+	if err == nil {
+		out, err = s.deps.Integrations.Update(r.Context(), tenant, id, in)
+	}
 	s.recordIntegration(r, p, "update", id, err, nil)
 	if err != nil {
 		return err

@@ -49,6 +49,11 @@ func (s *Server) routeTable() []Route {
 		{Method: "GET", Pattern: "/v1/tenants", Access: Operator, handle: s.listTenants},
 		t("GET", "/v1/tenants/{tenant}", credential.ScopeGatewaysRead, s.getTenant),
 
+		// The tenant's security policy: read by the tenant (with the scope
+		// that reads its tenant record), set by the operator only.
+		t("GET", "/v1/tenants/{tenant}/policy", credential.ScopeGatewaysRead, s.getPolicy),
+		{Method: "PUT", Pattern: "/v1/tenants/{tenant}/policy", Access: Operator, handle: s.putPolicy},
+
 		{Method: "POST", Pattern: "/v1/tenants/{tenant}/gateways", Access: Operator, handle: s.registerGateway},
 		t("GET", "/v1/tenants/{tenant}/gateways", credential.ScopeGatewaysRead, s.listGateways),
 		t("GET", "/v1/tenants/{tenant}/gateways/{serial}", credential.ScopeGatewaysRead, s.getGateway),

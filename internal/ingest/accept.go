@@ -112,6 +112,9 @@ type Outcome struct {
 	// Err is why the upload was not persisted (PersistFailed only). It is
 	// for logs, never for the gateway.
 	Err error
+	// MsgRate is the gateway's message rate, per second, that the upload
+	// went over (RateLimited only): the node's, or its tenant's policy's.
+	MsgRate float64
 }
 
 // Report is what a gateway learns of an upload's rejected messages (over
@@ -236,13 +239,16 @@ func (c *Core) begin(p *Pending, ctx context.Context, id Identity, payload []byt
 	u := uploads.Get().(*upload)
 	defer u.put()
 	var res thingsee.Result
+	// The tenant's policy (policy.go), as this node knows it now.
+	t, _ := c.dir.Tenant(id.Tenant)
+	msgRate, burst := c.cfg.msgRate(t)
 	tooLarge := len(payload) > c.cfg.MaxPayload
 	if tooLarge {
 		res.Rejected = []thingsee.Rejection{{Index: -1, Code: errPayloadTooLarge.Code(),
 			Reason: tooLargeReason(c.cfg.MaxPayload), Raw: payload[:min(len(payload), tooLargeKept)]}}
 	} else {
 		v := c.lenient
-		if t, ok := c.dir.Tenant(id.Tenant); ok && t.RejectUnknownIDs {
+		if t.StrictValidation() {
 			v = c.strict
 		}
 		res = v.ValidateAppend(u.msgs, payload, id.Serial)
@@ -250,9 +256,9 @@ func (c *Core) begin(p *Pending, ctx context.Context, id Identity, payload []byt
 	}
 	n := len(res.Accepted) + len(res.Rejected)
 	*p = Pending{c: c, id: id, tooLarge: tooLarge}
-	if !c.limiter(limiterKey{id.Tenant, id.Serial}, received).AllowN(received, min(n, c.cfg.MsgBurst)) {
+	if !c.limiter(limiterKey{id.Tenant, id.Serial}, received, msgRate, burst).AllowN(received, min(n, burst)) {
 		c.m.publishRefused.WithLabelValues("rate").Inc()
-		p.done, p.out = true, Outcome{Status: RateLimited}
+		p.done, p.out = true, Outcome{Status: RateLimited, MsgRate: msgRate}
 		return
 	}
 	p.start = time.Now()
@@ -419,23 +425,31 @@ func (p *Pending) Wait() Outcome {
 func tooLargeReason(max int) string { return fmt.Sprintf("payload larger than %d bytes", max) }
 
 // limiter returns the gateway's rate limiter, made at its first upload and
-// shared by all its connections. It is forgotten after 10 minutes without
-// an upload, once it has refilled: a new one is then no different.
-func (c *Core) limiter(key limiterKey, now time.Time) *rate.Limiter {
+// shared by all its connections, set to msgRate and burst (its tenant's
+// policy may have changed them since the last upload). It is forgotten
+// after 10 minutes without an upload, once it has refilled: a new one is
+// then no different.
+func (c *Core) limiter(key limiterKey, now time.Time, msgRate float64, burst int) *rate.Limiter {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if now.Sub(c.swept) > time.Minute {
 		c.swept = now
 		for k, e := range c.limiters {
-			if now.Sub(e.seen) > 10*time.Minute && e.l.TokensAt(now) >= float64(c.cfg.MsgBurst) {
+			if now.Sub(e.seen) > 10*time.Minute && e.l.TokensAt(now) >= float64(e.l.Burst()) {
 				delete(c.limiters, k)
 			}
 		}
 	}
 	e, ok := c.limiters[key]
 	if !ok {
-		e = &limiterEntry{l: rate.NewLimiter(rate.Limit(c.cfg.MsgRate), c.cfg.MsgBurst)}
+		e = &limiterEntry{l: rate.NewLimiter(rate.Limit(msgRate), burst)}
 		c.limiters[key] = e
+	}
+	if e.l.Limit() != rate.Limit(msgRate) {
+		e.l.SetLimitAt(now, rate.Limit(msgRate))
+	}
+	if e.l.Burst() != burst {
+		e.l.SetBurstAt(now, burst)
 	}
 	e.seen = now
 	return e.l

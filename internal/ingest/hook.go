@@ -347,8 +347,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	s := &session{id: id, cl: cl, statuses: rate.NewLimiter(rate.Every(statusEvery), statusBurst)}
 	s.pipe = newPipeline(h, s, cl)
+	tenant, _ := h.dir.Tenant(id.Tenant)
 	h.mu.Lock()
-	if h.perTenant[id.Tenant] >= h.cfg.MaxConnsPerTenant {
+	if h.perTenant[id.Tenant] >= h.cfg.maxConns(tenant) {
 		h.mu.Unlock()
 		return h.refuseConnect(cl, id, packets.ErrQuotaExceeded, "tenant_connections")
 	}
@@ -644,7 +645,7 @@ var answers = map[Status]answer{
 	// connection closed, and the gateway resends later.
 	RateLimited: {v5: reply{ack: true, code: packets.ErrMessageRateTooHigh}, v311: reply{code: packets.ErrMessageRateTooHigh},
 		reason: func(h *hook, out Outcome, serial string) string {
-			return fmt.Sprintf("over %g messages per second for this gateway; retry later", h.cfg.MsgRate)
+			return fmt.Sprintf("over %g messages per second for this gateway; retry later", out.MsgRate)
 		}},
 	// Not stored, never acknowledged: the gateway resends.
 	PersistFailed: {v5: reply{code: packets.ErrServerBusy}, v311: reply{code: packets.ErrServerBusy}},

@@ -323,6 +323,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.st = store.New(scfg, n.bb, n.bb.JS, n.keys)
 	n.metrics.MustRegister(n.st.Collectors()...)
 	n.onClose(n.st.Close) // after the ingest stopped: nothing is queued then
+	n.followPolicies()    // before the tenants' streams are ensured
 	creds, err := credential.Open(ctx, n.bb)
 	if err != nil {
 		return nil, err
@@ -423,7 +424,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, AdminAddr: cfg.AdminAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
-		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant}, pki.ServerTLSConfig(certs), api.Deps{
+		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant,
+		PolicyDefaults: n.policyDefaults(cfg)}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: creds, Operators: operators, Messages: n.st, Audit: n.audit,
 		Integrations: n.fwdReg, Stream: n.st, ParseKey: parseKey,
 		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),

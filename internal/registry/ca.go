@@ -102,6 +102,9 @@ func (r *Registry) issue(ctx context.Context, tenant, serial string, csrPEM []by
 		return nil, Certificate{}, err
 	}
 	now := r.now().UTC()
+	r.mu.RLock()
+	validity = te.rec.CertificateValidity(validity) // the tenant's policy may shorten it
+	r.mu.RUnlock()
 	cert, certPEM, err := ca.SignClient(csr, serial, validity, now)
 	if err != nil {
 		return nil, Certificate{}, err

@@ -88,14 +88,17 @@ func (r *Registry) applyTenant(ctx context.Context, e jetstream.KeyValueEntry) e
 	if err := json.Unmarshal(e.Value(), &t); err != nil {
 		return fmt.Errorf("registry: decode tenant %s: %w", e.Key(), err)
 	}
-	return r.addTenant(ctx, t)
+	return r.addTenant(ctx, t, e.Revision())
 }
 
-func (r *Registry) addTenant(ctx context.Context, t Tenant) error {
+// addTenant adds tenant t, stored at revision rev, to memory and starts
+// watching its gateways; a known tenant's record is updated (its policy).
+func (r *Registry) addTenant(ctx context.Context, t Tenant, rev uint64) error {
 	r.mu.RLock()
-	_, known := r.tenants[t.ID]
+	te, known := r.tenants[t.ID]
 	r.mu.RUnlock()
 	if known {
+		r.setTenant(te, t, rev)
 		return nil
 	}
 	caCert, err := pki.ParseCertPEM([]byte(t.CACert))
@@ -106,7 +109,7 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant) error {
 	if err != nil {
 		return err
 	}
-	te := &tenantEntry{rec: t, caCert: caCert, kv: kv, gateways: map[string]*Gateway{}, revs: map[string]uint64{}}
+	te = &tenantEntry{rec: t, rev: rev, caCert: caCert, kv: kv, gateways: map[string]*Gateway{}, revs: map[string]uint64{}}
 	// Bound to the registry's context, not the caller's (CreateTenant's
 	// request context used to end this tenant's watch on this node).
 	w, err := kv.WatchAll(r.ctx)
@@ -121,9 +124,10 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant) error {
 		return err
 	}
 	r.mu.Lock()
-	if _, known := r.tenants[t.ID]; known {
+	if cur, known := r.tenants[t.ID]; known {
 		r.mu.Unlock()
 		w.Stop()
+		r.setTenant(cur, t, rev)
 		return nil
 	}
 	r.tenants[t.ID] = te

@@ -167,6 +167,11 @@ func (r *Registry) Claim(ctx context.Context, tenant, serial, code string) (Gate
 	if err != nil {
 		return Gateway{}, err
 	}
+	// The quota depends on the tenant alone: refusing before the code is
+	// read tells nothing of the serial.
+	if err := r.gatewayQuota(te); err != nil {
+		return Gateway{}, err
+	}
 	norm, wellFormed := normalizeClaimCode(code)
 	hash := credential.HashSecret(claimHashDomain, norm)
 	if !ValidSerial(serial) {

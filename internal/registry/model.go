@@ -6,6 +6,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/iotransit/iotransit/client"
 )
 
 // Tenant is one customer's isolated environment.
@@ -18,7 +20,12 @@ type Tenant struct {
 	CAKey []byte `json:"caKey"`
 	// RejectUnknownIDs refuses Thingsee messages whose tsmId has no schema
 	// (default false: they are accepted with only the header checked).
+	// SetPolicy keeps it equal to the policy's strictValidation, for nodes
+	// that predate policies (read StrictValidation).
 	RejectUnknownIDs bool `json:"rejectUnknownIds"`
+	// Policy is the tenant's security policy (policy.go); members left out
+	// take the node's defaults.
+	Policy client.Policy `json:"policy,omitzero"`
 }
 
 // GatewayState is the lifecycle state of a gateway.

@@ -40,13 +40,14 @@ func (r *Registry) CreateTenant(ctx context.Context, id string) (Tenant, error) 
 	if err != nil {
 		return Tenant{}, err
 	}
-	if _, err := r.tenKV.Create(ctx, id, b); err != nil {
+	rev, err := r.tenKV.Create(ctx, id, b)
+	if err != nil {
 		if kverr.Conflict(err) {
 			return Tenant{}, ErrTenantExists.New()
 		}
 		return Tenant{}, fmt.Errorf("registry: store tenant: %w", err)
 	}
-	if err := r.addTenant(ctx, t); err != nil {
+	if err := r.addTenant(ctx, t, rev); err != nil {
 		return Tenant{}, err
 	}
 	r.mu.Lock()
@@ -63,6 +64,9 @@ func (r *Registry) RegisterGateway(ctx context.Context, tenant, serial string) (
 	}
 	te, err := r.entry(tenant)
 	if err != nil {
+		return Gateway{}, err
+	}
+	if err := r.gatewayQuota(te); err != nil {
 		return Gateway{}, err
 	}
 	if _, err := r.serKV.Create(ctx, serial, []byte(tenant)); err != nil {

@@ -64,10 +64,13 @@ type Registry struct {
 	watchers []func(Gateway)
 	// tenantWatchers are told of every tenant this node learns of.
 	tenantWatchers []func(Tenant)
+	// changeWatchers are told of every change of a known tenant's record.
+	changeWatchers []func(Tenant)
 }
 
 type tenantEntry struct {
 	rec      Tenant
+	rev      uint64 // revision of rec in the tenants bucket
 	caCert   *x509.Certificate
 	ca       *pki.CA // loaded on first issue
 	kv       jetstream.KeyValue

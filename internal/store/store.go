@@ -104,6 +104,10 @@ type Store struct {
 	batchSize  prometheus.Histogram
 	fallbacks  prometheus.Counter
 
+	// tenantLimits, when set, gives a tenant's own bounds of its message
+	// stream (SetTenantLimits).
+	tenantLimits atomic.Pointer[func(tenant string) (time.Duration, int64)]
+
 	// streamNames holds the tenants' message stream names (messageStream),
 	// replaced whole under namesMu when a tenant is added.
 	streamNames atomic.Pointer[map[string]string]
@@ -155,12 +159,13 @@ func (s *Store) Close() {
 
 // EnsureTenant creates or updates the tenant's streams. It is idempotent.
 func (s *Store) EnsureTenant(ctx context.Context, tenant string) error {
+	maxAge, maxBytes := s.MessageLimits(tenant)
 	if _, err := s.streams.Stream(ctx, jetstream.StreamConfig{
 		Name:        names.MessageStream(tenant),
 		Description: "accepted Thingsee messages of tenant " + tenant,
 		Subjects:    []string{names.Messages(tenant), names.Redriven(tenant)},
-		MaxAge:      s.cfg.Retention,
-		MaxBytes:    orUnlimited(s.cfg.MaxBytes),
+		MaxAge:      maxAge,
+		MaxBytes:    orUnlimited(maxBytes),
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  s.cfg.DedupeWindow,
 		AllowDirect: true,
@@ -181,6 +186,30 @@ func (s *Store) EnsureTenant(ctx context.Context, tenant string) error {
 		AllowAtomicPublish: s.cfg.GroupCommit,
 	})
 	return err
+}
+
+// SetTenantLimits sets where EnsureTenant reads a tenant's own bounds of
+// its message stream (age and bytes, each 0 for the node's Retention and
+// MaxBytes): a tenant's security policy. EnsureTenant applies them; call
+// it again when they change.
+func (s *Store) SetTenantLimits(fn func(tenant string) (maxAge time.Duration, maxBytes int64)) {
+	s.tenantLimits.Store(&fn)
+}
+
+// MessageLimits returns the bounds of tenant's message stream: its own
+// (SetTenantLimits), else the node's (0 bytes: unlimited).
+func (s *Store) MessageLimits(tenant string) (maxAge time.Duration, maxBytes int64) {
+	maxAge, maxBytes = s.cfg.Retention, s.cfg.MaxBytes
+	if fn := s.tenantLimits.Load(); fn != nil {
+		age, bytes := (*fn)(tenant)
+		if age > 0 {
+			maxAge = age
+		}
+		if bytes > 0 {
+			maxBytes = bytes
+		}
+	}
+	return maxAge, maxBytes
 }
 
 func orUnlimited(n int64) int64 {

@@ -1,0 +1,114 @@
+package client
+
+import (
+	"context"
+	"net/http"
+)
+
+// Policy is a tenant's security policy (GET and PUT
+// /v1/tenants/{tenant}/policy): every member is optional, and one left out
+// takes the node's default (PolicyView.Effective shows which). Only the
+// operator sets it; a tenant credential reads it.
+type Policy struct {
+	// StrictValidation refuses Thingsee messages whose tsmId has no schema
+	// (stored as rejected, code thingsee.unknown_id). Default: the
+	// tenant record's rejectUnknownIds (false unless set before policies
+	// existed).
+	StrictValidation *bool `json:"strictValidation,omitempty"`
+	// Quotas bound what the tenant may use.
+	Quotas *Quotas `json:"quotas,omitempty"`
+	// Integrations restricts where the tenant's integrations deliver.
+	Integrations *IntegrationPolicy `json:"integrations,omitempty"`
+	// CertificateValidity is the longest lifetime of a gateway certificate
+	// issued to the tenant, at most the node's --cert-validity (which
+	// applies when it is left out).
+	CertificateValidity *Duration `json:"certificateValidity,omitempty"`
+	// APIKeyMaxLifetime is the longest lifetime of an API key or OAuth2
+	// client the tenant creates: one asked without a ttl gets it, one asked
+	// with a longer ttl is refused (policy.violation). Default: no bound.
+	APIKeyMaxLifetime *Duration `json:"apiKeyMaxLifetime,omitempty"`
+	// Retention bounds how long and how much of the tenant's accepted
+	// messages its message stream keeps; the oldest go first.
+	Retention *Retention `json:"retention,omitempty"`
+}
+
+// Retention is how long and how much of a tenant's accepted messages are
+// kept. A member left out takes the node's --retention or --max-bytes.
+// Lowering it discards the older messages at once, delivered by the
+// integrations or not.
+type Retention struct {
+	// MessagesMaxAge is the age past which messages are discarded (at
+	// least 1h).
+	MessagesMaxAge *Duration `json:"messagesMaxAge,omitempty"`
+	// MessagesMaxBytes bounds the message stream's size in bytes (at least
+	// 1 MiB).
+	MessagesMaxBytes *int64 `json:"messagesMaxBytes,omitempty"`
+}
+
+// Quotas bound a tenant's use. A member left out takes the node's default
+// (for the counts: no bound).
+type Quotas struct {
+	// IngestMsgsPerSecond is the sustained Thingsee messages per second of
+	// each gateway (the node's --msg-rate), IngestBurst the burst above it
+	// (--msg-burst). A gateway over it gets PUBACK 0x96.
+	IngestMsgsPerSecond *float64 `json:"ingestMsgsPerSecond,omitempty"`
+	IngestBurst         *int     `json:"ingestBurst,omitempty"`
+	// ConcurrentConnections bounds the tenant's gateway connections on each
+	// node (--max-conns-per-tenant); one more gets CONNACK 0x97.
+	ConcurrentConnections *int `json:"concurrentConnections,omitempty"`
+	// Gateways, Integrations and APIKeys bound how many the tenant holds
+	// (APIKeys counts its API keys and OAuth2 clients that are neither
+	// revoked nor expired); creating one more is refused
+	// (policy.quota_exceeded).
+	Gateways     *int `json:"gateways,omitempty"`
+	Integrations *int `json:"integrations,omitempty"`
+	APIKeys      *int `json:"apiKeys,omitempty"`
+}
+
+// IntegrationPolicy restricts a tenant's integrations; an integration
+// against it is refused when created or changed (policy.violation).
+type IntegrationPolicy struct {
+	// AllowedTypes are the integration types the tenant may create
+	// (IntegrationTypes); left out, every type.
+	AllowedTypes []string `json:"allowedTypes,omitempty"`
+	// AllowedHosts are the hosts integrations may deliver to (and fetch
+	// OAuth2 tokens from): an exact host name or address, or "*.example.com"
+	// for any name under example.com (not example.com itself); no scheme,
+	// port or path. Left out, any host (the node's egress rules still
+	// apply).
+	AllowedHosts []string `json:"allowedHosts,omitempty"`
+	// RequireAuth makes every delivering integration authenticate to its
+	// endpoint: a webhook with auth (apikey, oauth2 or mtls) or a client
+	// certificate, an MQTT integration with a username or a client
+	// certificate; Azure IoT Hub (device key) and AWS IoT (certificate)
+	// always do.
+	RequireAuth *bool `json:"requireAuth,omitempty"`
+}
+
+// PolicyView is the answer of GET and PUT /v1/tenants/{tenant}/policy.
+type PolicyView struct {
+	Tenant string `json:"tenant"`
+	// Policy is what the operator set (members left out take the node's
+	// default).
+	Policy Policy `json:"policy"`
+	// Effective is what this node applies: Policy with every member left
+	// out filled with the node's default; a count quota left out stays
+	// out (no bound), as do allowedTypes and allowedHosts (all).
+	Effective Policy `json:"effective"`
+	// Defaults names the members left out of Policy, whose value in
+	// Effective is the node's default (e.g. "quotas.ingestMsgsPerSecond"),
+	// or no bound for the members without one (e.g. "quotas.gateways").
+	Defaults []string `json:"defaults"`
+}
+
+// GetPolicy returns a tenant's security policy and what this node
+// applies.
+func (c *Client) GetPolicy(ctx context.Context, tenant string) (*PolicyView, error) {
+	return get[PolicyView](ctx, c, path("tenants", tenant, "policy"), nil)
+}
+
+// SetPolicy replaces a tenant's security policy (operator only). It takes
+// effect on every node within a second.
+func (c *Client) SetPolicy(ctx context.Context, tenant string, p Policy) (*PolicyView, error) {
+	return call[PolicyView](ctx, c, request{method: http.MethodPut, path: path("tenants", tenant, "policy"), body: p, auth: true})
+}

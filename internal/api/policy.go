@@ -1,0 +1,340 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/audit"
+	"github.com/iotransit/iotransit/internal/forward"
+	"github.com/iotransit/iotransit/internal/registry"
+)
+
+// The tenant's security policy (registry.Tenant.Policy): read by the
+// tenant, set by the operator only (a tenant must not loosen its own
+// policy, and a tenant admin tightening it is left to the operator too),
+// and the rules the API applies when a tenant creates something.
+
+// getPolicy answers the tenant's policy and what this node applies.
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	t, _ := s.deps.Registry.Tenant(r.PathValue("tenant")) // authorize checked it exists
+	writeJSON(w, http.StatusOK, s.viewPolicy(t))
+	return nil
+}
+
+// putPolicy replaces the tenant's policy (operator only), audited in the
+// tenant's log and the platform's with each member changed, before and
+// after (a policy holds no secret); a refused change is audited too.
+func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	tenant := r.PathValue("tenant")
+	cur, ok := s.deps.Registry.Tenant(tenant)
+	if !ok {
+		return registry.ErrTenantNotFound.New()
+	}
+	var req client.Policy
+	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
+		return err
+	}
+	before := cur.Policy
+	err := registry.ValidatePolicy(req, registry.PolicyLimits{MaxCertificateValidity: s.cfg.CertValidity})
+	var after registry.Tenant
+	if err == nil {
+		var old registry.Tenant
+		if old, after, err = s.deps.Registry.SetPolicy(r.Context(), tenant, req); err == nil {
+			before = old.Policy
+		}
+	}
+	detail := policyChanges(before, req)
+	s.record(r.Context(), r, tenant, p, "registry.policy.update", "tenant:"+tenant, err, detail)
+	s.record(r.Context(), r, audit.SystemTenant, p, "registry.policy.update", "tenant:"+tenant, err, detail)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.viewPolicy(after))
+	return nil
+}
+
+// policyChanges names the members of a policy that differ from before
+// to after, each as "before -> after" in JSON ("default" for a member left
+// out): the audit detail of a change (at most the 11 members, each value
+// cut by the audit log at 256 bytes).
+func policyChanges(before, after client.Policy) map[string]string {
+	b, a := flatPolicy(before), flatPolicy(after)
+	out := map[string]string{}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			a[k] = "default"
+		}
+	}
+	for k, v := range a {
+		was, ok := b[k]
+		if !ok {
+			was = "default"
+		}
+		if was != v {
+			out[k] = was + " -> " + v
+		}
+	}
+	return out
+}
+
+// flatPolicy is a policy's members as "quotas.gateways" -> its JSON value,
+// without the members left out.
+func flatPolicy(p client.Policy) map[string]string {
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return nil
+	}
+	var tree map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &tree)
+	out := map[string]string{}
+	for k, v := range tree {
+		var sub map[string]json.RawMessage
+		if json.Unmarshal(v, &sub) == nil {
+			for sk, sv := range sub {
+				out[k+"."+sk] = string(sv)
+			}
+			continue
+		}
+		out[k] = string(v)
+	}
+	return out
+}
+
+// viewPolicy is a tenant's policy, with what this node applies: every
+// member left out filled with the node's default, and named in Defaults.
+// Count quotas, allowed types and hosts and the API key lifetime left out
+// stay out of Effective (no bound) and are named in Defaults too.
+func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
+	set := t.Policy
+	defaults := []string{}
+	strict := t.StrictValidation()
+	validity := client.Duration(t.CertificateValidity(s.cfg.CertValidity))
+	eff := client.Policy{StrictValidation: &strict, CertificateValidity: &validity, APIKeyMaxLifetime: set.APIKeyMaxLifetime}
+	if set.StrictValidation == nil {
+		defaults = append(defaults, "strictValidation")
+	}
+	if set.CertificateValidity == nil {
+		defaults = append(defaults, "certificateValidity")
+	}
+	q := client.Quotas{}
+	if set.Quotas != nil {
+		q = *set.Quotas
+	}
+	def := client.Quotas{}
+	if s.cfg.PolicyDefaults.Quotas != nil {
+		def = *s.cfg.PolicyDefaults.Quotas
+	}
+	for _, f := range []struct {
+		name     string
+		v        **int
+		fallback *int
+	}{{"quotas.ingestBurst", &q.IngestBurst, def.IngestBurst}, {"quotas.concurrentConnections", &q.ConcurrentConnections, def.ConcurrentConnections}} {
+		if *f.v == nil {
+			*f.v, defaults = f.fallback, append(defaults, f.name)
+		}
+	}
+	if q.IngestMsgsPerSecond == nil {
+		q.IngestMsgsPerSecond, defaults = def.IngestMsgsPerSecond, append(defaults, "quotas.ingestMsgsPerSecond")
+	}
+	eff.Quotas = &q
+	ip := client.IntegrationPolicy{}
+	if set.Integrations != nil {
+		ip = *set.Integrations
+	}
+	if ip.RequireAuth == nil {
+		off := false
+		ip.RequireAuth, defaults = &off, append(defaults, "integrations.requireAuth")
+	}
+	eff.Integrations = &ip
+	rt := client.Retention{}
+	if set.Retention != nil {
+		rt = *set.Retention
+	}
+	var defRT client.Retention
+	if s.cfg.PolicyDefaults.Retention != nil {
+		defRT = *s.cfg.PolicyDefaults.Retention
+	}
+	if rt.MessagesMaxAge == nil {
+		rt.MessagesMaxAge, defaults = defRT.MessagesMaxAge, append(defaults, "retention.messagesMaxAge")
+	}
+	if rt.MessagesMaxBytes == nil {
+		rt.MessagesMaxBytes, defaults = defRT.MessagesMaxBytes, append(defaults, "retention.messagesMaxBytes")
+	}
+	eff.Retention = &rt
+	// The members without a default of the node's: left out, no bound.
+	for name, left := range map[string]bool{
+		"quotas.gateways": q.Gateways == nil, "quotas.integrations": q.Integrations == nil, "quotas.apiKeys": q.APIKeys == nil,
+		"integrations.allowedTypes": ip.AllowedTypes == nil, "integrations.allowedHosts": ip.AllowedHosts == nil,
+		"apiKeyMaxLifetime": set.APIKeyMaxLifetime == nil,
+	} {
+		if left {
+			defaults = append(defaults, name)
+		}
+	}
+	slices.Sort(defaults)
+	return client.PolicyView{Tenant: t.ID, Policy: set, Effective: eff, Defaults: defaults}
+}
+
+// checkIntegration refuses an integration (new, or one as changed) that
+// the tenant's policy forbids: its type, a host it reaches, or missing
+// outbound authentication.
+func (s *Server) checkIntegration(tenant string, in forward.Integration) error {
+	t, _ := s.deps.Registry.Tenant(tenant)
+	ip := t.Policy.Integrations
+	if ip == nil {
+		return nil
+	}
+	if len(ip.AllowedTypes) > 0 && !slices.Contains(ip.AllowedTypes, in.Type) {
+		return registry.ErrPolicyViolation.WithDetail("integrations.allowedTypes: type %s is not allowed (allowed: %s)", quote(in.Type), strings.Join(ip.AllowedTypes, ", "))
+	}
+	if len(ip.AllowedHosts) > 0 {
+		for _, h := range integrationHosts(in) {
+			if h == "" || !registry.HostAllowed(ip.AllowedHosts, h) {
+				return registry.ErrPolicyViolation.WithDetail("integrations.allowedHosts: host %s is not allowed (allowed: %s)", quote(h), strings.Join(ip.AllowedHosts, ", "))
+			}
+		}
+	}
+	if ip.RequireAuth != nil && *ip.RequireAuth && !authenticates(in) {
+		return registry.ErrPolicyViolation.WithDetail("integrations.requireAuth: a %s integration must authenticate to its endpoint (%s)", in.Type, authHint[in.Type])
+	}
+	return nil
+}
+
+// integrationHosts are the hosts an integration connects to: its endpoint
+// and a webhook's OAuth2 token URL ("" for one that cannot be read).
+func integrationHosts(in forward.Integration) []string {
+	urlHost := func(v string) string {
+		u, err := url.Parse(v)
+		if err != nil {
+			return ""
+		}
+		return u.Hostname()
+	}
+	switch {
+	case in.Type == forward.TypeWebsocket:
+		return nil // the tenant's own client connects to the API
+	case in.Webhook != nil:
+		hosts := []string{urlHost(in.Webhook.URL)}
+		if a := in.Webhook.Auth; a != nil && a.TokenURL != "" {
+			hosts = append(hosts, urlHost(a.TokenURL))
+		}
+		return hosts
+	case in.MQTT != nil:
+		return []string{urlHost(in.MQTT.Broker)}
+	case in.Azure != nil:
+		return []string{in.Azure.HostName}
+	case in.AWS != nil:
+		return []string{in.AWS.Endpoint}
+	}
+	return []string{""} // no settings: the integration is refused below anyway
+}
+
+// authHint says how each type authenticates to its endpoint.
+var authHint = map[string]string{
+	client.IntegrationWebhook: "webhook.auth of kind apikey, oauth2 or mtls, or a client certificate",
+	client.IntegrationMQTT:    "mqtt.username with a password, or a client certificate",
+}
+
+// authenticates reports whether an integration authenticates to its
+// endpoint: a webhook by API key header, OAuth2 or a client certificate,
+// an MQTT integration by username or client certificate; Azure IoT Hub
+// (device key) and AWS IoT (certificate) always do, and a websocket stream
+// delivers to the API's own authenticated clients.
+func authenticates(in forward.Integration) bool {
+	switch in.Type {
+	case client.IntegrationWebhook:
+		if in.Webhook == nil {
+			return false
+		}
+		a := in.Webhook.Auth
+		return in.Webhook.ClientCertPEM != "" || a != nil && (a.Kind == "apikey" || a.Kind == "oauth2" || a.Kind == "mtls")
+	case client.IntegrationMQTT:
+		return in.MQTT != nil && (in.MQTT.Username != "" || in.MQTT.ClientCertPEM != "")
+	}
+	return true
+}
+
+// countQuota refuses one more of a tenant's things when its policy's count
+// quota (sel, named name) is set and reached; held counts them, and is
+// called only then.
+func (s *Server) countQuota(ctx context.Context, tenant, name string, sel func(*client.Quotas) *int, held func(context.Context) (int, error)) error {
+	t, _ := s.deps.Registry.Tenant(tenant)
+	if _, ok := t.Quota(sel); !ok {
+		return nil
+	}
+	n, err := held(ctx)
+	if err != nil {
+		return err
+	}
+	return registry.CheckQuota(t, name, sel, n)
+}
+
+// integrationQuota refuses one more integration past the tenant's quota.
+func (s *Server) integrationQuota(ctx context.Context, tenant string) error {
+	return s.countQuota(ctx, tenant, "integrations", func(q *client.Quotas) *int { return q.Integrations }, func(ctx context.Context) (int, error) {
+		l, err := s.deps.Integrations.List(ctx, tenant)
+		return len(l), err
+	})
+}
+
+// credentialQuota refuses one more API key or OAuth2 client past the
+// tenant's quota of both together (neither revoked nor expired).
+func (s *Server) credentialQuota(ctx context.Context, tenant string) error {
+	return s.countQuota(ctx, tenant, "apiKeys", func(q *client.Quotas) *int { return q.APIKeys }, func(ctx context.Context) (int, error) {
+		now := nowFunc()
+		keys, err := s.deps.Credentials.APIKeys(ctx, tenant)
+		if err != nil {
+			return 0, err
+		}
+		clients, err := s.deps.Credentials.Clients(ctx, tenant)
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for _, k := range keys {
+			if k.Active(now) {
+				n++
+			}
+		}
+		for _, c := range clients {
+			if c.Active(now) {
+				n++
+			}
+		}
+		return n, nil
+	})
+}
+
+// admitCredential applies the tenant's policy to a new API key or OAuth2
+// client asked with ttl: its lifetime (credentialTTL) and the quota of
+// both (credentialQuota); it returns the ttl to create it with.
+func (s *Server) admitCredential(ctx context.Context, tenant string, ttl time.Duration) (time.Duration, error) {
+	ttl, err := s.credentialTTL(tenant, ttl)
+	if err != nil {
+		return 0, err
+	}
+	return ttl, s.credentialQuota(ctx, tenant)
+}
+
+// credentialTTL applies the tenant's apiKeyMaxLifetime to the ttl asked
+// for a new API key or OAuth2 client: none asked gets the maximum, a
+// longer one is refused.
+func (s *Server) credentialTTL(tenant string, ttl time.Duration) (time.Duration, error) {
+	t, _ := s.deps.Registry.Tenant(tenant)
+	max := t.Policy.APIKeyMaxLifetime
+	switch {
+	case max == nil:
+		return ttl, nil
+	case ttl == 0:
+		return time.Duration(*max), nil
+	case ttl > time.Duration(*max):
+		return 0, registry.ErrPolicyViolation.WithDetail("apiKeyMaxLifetime: the ttl %s is longer than the tenant's maximum %s", ttl, time.Duration(*max))
+	}
+	return ttl, nil
+}

@@ -1,0 +1,110 @@
+package node_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/backbone/names"
+	tu "github.com/iotransit/iotransit/internal/testutil"
+	"github.com/iotransit/iotransit/internal/testutil/nodetest"
+)
+
+// A policy set through one node's API is what the other node's API shows
+// and enforces within a second: its count quota refuses the integration
+// past it there.
+func TestPolicyReachesOtherNodesAPI(t *testing.T) {
+	n1, n2 := nodetest.StartPair(t, nil)
+	api1, api2 := nodetest.NewAPI(t, n1).Client, nodetest.NewAPI(t, n2).Client
+	if _, err := api1.CreateTenant(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		_, err := api2.GetPolicy(t.Context(), "acme")
+		return err
+	})
+	one := 1
+	start := time.Now()
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{Quotas: &client.Quotas{Integrations: &one}}); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, time.Second, 5*time.Millisecond, func() error {
+		v, err := api2.GetPolicy(t.Context(), "acme")
+		if err != nil {
+			return err
+		}
+		if q := v.Policy.Quotas; q == nil || q.Integrations == nil || *q.Integrations != 1 {
+			return fmt.Errorf("the second node shows %+v", v.Policy)
+		}
+		return nil
+	})
+	t.Logf("the policy reached the second node's API in %s", time.Since(start))
+	ws := client.Integration{Name: "ws1", Type: client.IntegrationWebsocket}
+	if _, err := api2.CreateIntegration(t.Context(), "acme", ws); err != nil {
+		t.Fatalf("the integration at the quota: %v", err)
+	}
+	ws.Name = "ws2"
+	_, err := api2.CreateIntegration(t.Context(), "acme", ws)
+	var p *client.Problem
+	if !errors.As(err, &p) || p.Code != "policy.quota_exceeded" || p.Status != 409 {
+		t.Fatalf("the integration past the quota on the second node: %v", err)
+	}
+}
+
+// A tenant's retention set through one node is its message stream's
+// within a second; the other tenant's stream keeps the node's, and lifting
+// the policy gives the tenant the node's again.
+func TestPolicyRetentionOnMessageStream(t *testing.T) {
+	n1, n2 := nodetest.StartPair(t, nil)
+	api1 := nodetest.NewAPI(t, n1).Client
+	for _, id := range []string{"acme", "beta"} {
+		if _, err := api1.CreateTenant(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limits := func(tenant string) (time.Duration, int64, error) {
+		s, err := n2.JetStream().Stream(t.Context(), names.MessageStream(tenant))
+		if err != nil {
+			return 0, 0, err
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			return 0, 0, err
+		}
+		return info.Config.MaxAge, info.Config.MaxBytes, nil
+	}
+	want := func(tenant string, age time.Duration, bytes int64, within time.Duration) {
+		t.Helper()
+		tu.Eventually(t, within, 10*time.Millisecond, func() error {
+			a, b, err := limits(tenant)
+			if err != nil {
+				return err
+			}
+			if a != age || b != bytes {
+				return fmt.Errorf("%s's stream keeps %s and %d bytes, want %s and %d", tenant, a, b, age, bytes)
+			}
+			return nil
+		})
+	}
+	week := 7 * 24 * time.Hour // the node's default, no byte bound (-1)
+	want("acme", week, -1, 5*time.Second)
+	age, bytes := client.Duration(2*time.Hour), int64(64<<20)
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{Retention: &client.Retention{MessagesMaxAge: &age, MessagesMaxBytes: &bytes}}); err != nil {
+		t.Fatal(err)
+	}
+	want("acme", 2*time.Hour, 64<<20, time.Second)
+	want("beta", week, -1, time.Second)
+	v, err := nodetest.NewAPI(t, n2).Client.GetPolicy(t.Context(), "beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := v.Effective.Retention; r == nil || r.MessagesMaxAge == nil || time.Duration(*r.MessagesMaxAge) != week || r.MessagesMaxBytes != nil {
+		t.Fatalf("beta's effective retention %+v, want the node's week and no byte bound", v.Effective.Retention)
+	}
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	want("acme", week, -1, time.Second)
+}
