@@ -82,6 +82,7 @@ func TestOperatorRolesOverRouteTable(t *testing.T) {
 		"POST /v1/tenants/{tenant}/enrollment-tokens": true, "POST /v1/tenants/{tenant}/enrollment-tokens/{id}/revoke": true,
 		"GET /v1/tenants/{tenant}": true, "GET /v1/tenants/{tenant}/gateways": true, "GET /v1/tenants/{tenant}/gateways/{serial}": true,
 		"GET /v1/tenants/{tenant}/gateways/{serial}/certificates": true, "GET /v1/tenants/{tenant}/enrollment-tokens": true,
+		"GET /v1/tenants/{tenant}/policy": true, // read with gateways:read, as the tenant record
 	}
 	// want says, written out from the design (not from the code under
 	// test), whether role may call the route.
