@@ -58,6 +58,11 @@ func (s *Server) reenroll(w http.ResponseWriter, r *http.Request, p *Principal) 
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
+	// Written ahead to the tenant the certificate names, or refused.
+	r, err := s.writeAheadTo(w, r, p, p.Identity.Tenant, "route:POST /v1/reenroll")
+	if err != nil {
+		return err
+	}
 	e, err := s.deps.Registry.Reenroll(r.Context(), p.Identity, []byte(req.CSR), s.cfg.CertValidity)
 	s.record(r.Context(), r, p.Identity.Tenant, p, "pki.cert.renew", "gateway:"+p.Identity.Serial, err, map[string]string{"previous": p.Identity.CertSerial, "certificate": e.Certificate.Serial})
 	if err != nil {
