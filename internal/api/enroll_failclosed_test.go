@@ -5,11 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"io"
 	"net/http"
 	"testing"
 
 	"github.com/iotransit/iotransit/internal/pki"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
 // TestAPIReenrollFailsClosedWhenAuditCannotBeWritten: a certificate
@@ -40,21 +40,17 @@ func TestAPIReenrollFailsClosedWhenAuditCannotBeWritten(t *testing.T) {
 		r.Decode(t, &p)
 		return len(p.Items)
 	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{*kp}}}}
+	t.Cleanup(hc.CloseIdleConnections)
 	renew := func() (int, string) {
 		t.Helper()
 		csr, _ := csrFor(t, serial)
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{*kp}}}}
-		defer c.CloseIdleConnections()
 		body, _ := json.Marshal(map[string]string{"csr": csr})
-		resp, err := c.Post(w.api.Base()+"/v1/reenroll", "application/json", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		var p struct{ Code string }
-		_ = json.Unmarshal(b, &p)
-		return resp.StatusCode, p.Code
+		req, _ := http.NewRequest("POST", w.api.Base()+"/v1/reenroll", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		r := tu.Send(t, hc, req)
+		code, _ := r.Problem()
+		return r.Status, code
 	}
 	before := certificates()
 	restore := refuseAuditWrites(t, w, "acme")
