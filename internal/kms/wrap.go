@@ -40,9 +40,13 @@ func parseWrapped(stored []byte) wrappedKey {
 	return wrappedKey{Key: stored}
 }
 
+// NoRootID is how RootIDs names the root of a key wrapped by a file root
+// before root keys had ids.
+const NoRootID = "file (no id)"
+
 // RootIDs names the root keys that wrap the wrapped keys among entries
 // (of a ManagedKeyStore), for errors; a key wrapped by a file root before
-// root keys had ids is named "file (no id)".
+// root keys had ids is named NoRootID.
 func RootIDs(entries []Entry) []string {
 	var ids []string
 	for _, e := range entries {
@@ -51,7 +55,7 @@ func RootIDs(entries []Entry) []string {
 		}
 		id := parseWrapped(e.Value).Root
 		if id == "" {
-			id = "file (no id)"
+			id = NoRootID
 		}
 		if !slices.Contains(ids, id) {
 			ids = append(ids, id)
