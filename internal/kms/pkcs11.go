@@ -137,9 +137,11 @@ func (r *PKCS11Root) generate(label string) (*crypto11.SecretKey, error) {
 }
 
 // checkKept refuses a key that could be, or ever could have been, read out
-// of the token.
+// of the token, or used without the PIN (not private: a session that never
+// logged in may use it, and SoftHSM2 keeps it unencrypted).
 func (r *PKCS11Root) checkKept(label string, key *crypto11.SecretKey) error {
 	want := map[crypto11.AttributeType]bool{
+		crypto11.CkaPrivate:   true,
 		crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
 		crypto11.CkaAlwaysSensitive: true, crypto11.CkaNeverExtractable: true,
 	}
@@ -154,7 +156,7 @@ func (r *PKCS11Root) checkKept(label string, key *crypto11.SecretKey) error {
 	for t, w := range want {
 		a := attrs[t]
 		if a == nil || len(a.Value) != 1 || (a.Value[0] != 0) != w {
-			return fmt.Errorf("kms: the key %q on token %q was imported or can be exported (attribute %#x is not %t): refused", label, r.token, t, w)
+			return fmt.Errorf("kms: the key %q on token %q was imported, can be exported or is usable without the PIN (attribute %#x is not %t): refused", label, r.token, t, w)
 		}
 	}
 	return nil
