@@ -72,6 +72,8 @@ type tenantKeys struct {
 	deks    map[uint32][]byte
 	newest  uint32    // the newest version the store had when checked
 	checked time.Time // when newest was checked
+	// kept is when the store last showed no shred of the tenant's keys.
+	kept time.Time
 }
 
 // New returns a keyring under the root key held in rootKey (the file
@@ -296,6 +298,28 @@ func (k *Keyring) shredded(ctx context.Context, tenant string) error {
 	return fmt.Errorf("%w for tenant %s: its keys were shredded", ErrNoKey, tenant)
 }
 
+// checkKept returns ErrNoKey once the tenant's keys were shredded on any
+// node, asking the store at most once a refresh: a keyring stops opening
+// with the keys and subkeys it cached as it stops sealing with them.
+func (k *Keyring) checkKept(ctx context.Context, tenant string) error {
+	k.mu.RLock()
+	tk := k.tenants[tenant]
+	fresh := tk != nil && time.Since(tk.kept) < refresh
+	k.mu.RUnlock()
+	if fresh {
+		return nil
+	}
+	if err := k.shredded(ctx, tenant); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	if tk := k.tenants[tenant]; tk != nil {
+		tk.kept = time.Now()
+	}
+	k.mu.Unlock()
+	return nil
+}
+
 // Rotate makes a new version of the tenant's data key: from then on this
 // keyring seals under it, and every other keyring on the same store within
 // a second. Older versions stay for opening. When two nodes rotate at once,
@@ -481,6 +505,9 @@ func (k *Keyring) Open(ctx context.Context, tenant string, sealed, aad []byte) (
 		}
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := k.checkKept(ctx, tenant); err != nil {
 		return nil, err
 	}
 	body := sealed[sealHeaderLen:]

@@ -102,3 +102,36 @@ func TestKMSShredStopsSealingOnOtherKeyrings(t *testing.T) {
 		return nil
 	})
 }
+
+// TestKMSShredStopsOpeningOnOtherKeyrings: a keyring that cached the
+// tenant's key and subkeys before another one shredded it stops opening
+// the tenant's values within its refresh, without waiting for an Evict.
+func TestKMSShredStopsOpeningOnOtherKeyrings(t *testing.T) {
+	defer kms.SetRefresh(50 * time.Millisecond)()
+	ctx := context.Background()
+	store := newMemStore()
+	a := kms.NewKeyring(store, fileRoot(t))
+	b := kms.NewKeyring(store, a.Root())
+	sealed, err := a.Seal(ctx, "acme", []byte("x"), nil)
+	if err == nil {
+		t.Fatal("sealed for a tenant without a key")
+	}
+	if err := a.EnsureTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if sealed, err = a.Seal(ctx, "acme", []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Open(ctx, "acme", sealed, nil); err != nil || string(got) != "x" {
+		t.Fatalf("open before the shred: %q, %v", got, err)
+	}
+	if err := a.Shred(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if got, err := b.Open(ctx, "acme", sealed, nil); !errors.Is(err, kms.ErrNoKey) {
+			return fmt.Errorf("the other keyring opens after the shred: %q, %v", got, err)
+		}
+		return nil
+	})
+}
