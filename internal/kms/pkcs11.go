@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -95,6 +96,9 @@ func (r *PKCS11Root) find(label string, create bool) error {
 	}
 	if key.Cipher != crypto11.CipherAES {
 		return fmt.Errorf("kms: the key %q on token %q is not an AES key", label, r.token)
+	}
+	if n, err := r.ctx.GetAttribute(key, crypto11.CkaValueLen); err != nil || n == nil || bytesToUint(n.Value) != RootKeySize {
+		return fmt.Errorf("kms: the key %q on token %q is not an AES-256 key: refused", label, r.token)
 	}
 	if err := r.checkKept(label, key); err != nil {
 		return err
@@ -192,3 +196,16 @@ func (r *PKCS11Root) Unwrap(_ context.Context, wrapped, aad []byte) ([]byte, err
 
 // Close logs out of the token.
 func (r *PKCS11Root) Close() error { return r.ctx.Close() }
+
+// bytesToUint reads a CK_ULONG attribute value (native byte order, as the
+// module wrote it).
+func bytesToUint(b []byte) uint64 {
+	var v uint64
+	switch len(b) {
+	case 4:
+		v = uint64(binary.NativeEndian.Uint32(b))
+	case 8:
+		v = binary.NativeEndian.Uint64(b)
+	}
+	return v
+}

@@ -51,6 +51,41 @@ func TestKMSPKCS11RefusesAPublicKey(t *testing.T) {
 	}
 }
 
+// TestKMSPKCS11RefusesAShortKey: a root key found in the token that is an
+// AES key shorter than AES-256 is refused, though kept as it should be.
+func TestKMSPKCS11RefusesAShortKey(t *testing.T) {
+	module, pin := testutil.SoftHSMTokens(t, "kms-short")
+	ctx, err := crypto11.Configure(&crypto11.Config{Path: module, TokenLabel: "kms-short", Pin: testutil.SoftHSMPIN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := crypto11.NewAttributeSetWithIDAndLabel([]byte("short-root"), []byte("short"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a, v := range map[crypto11.AttributeType]bool{
+		crypto11.CkaPrivate: true, crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
+	} {
+		if err := tmpl.Set(a, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ctx.GenerateSecretKeyWithAttributes(tmpl, 128, crypto11.CipherAES); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctx.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := kms.OpenPKCS11Root(kms.PKCS11Config{Module: module, Token: "kms-short", PINFile: pin, KeyLabel: "short"}, false)
+	if err == nil {
+		r.Close()
+		t.Fatal("an AES-128 root key was accepted")
+	}
+	if !strings.Contains(err.Error(), "short") {
+		t.Fatalf("%v does not name the key", err)
+	}
+}
+
 // TestKMSPKCS11RefusesASharedPINFile: a PIN file that group or others may
 // read is refused, and the error does not show the PIN.
 func TestKMSPKCS11RefusesASharedPINFile(t *testing.T) {
