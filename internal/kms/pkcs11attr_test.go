@@ -14,75 +14,59 @@ import (
 	"github.com/iotransit/iotransit/internal/testutil"
 )
 
-// TestKMSPKCS11RefusesAPublicKey: a root key found in the token that is
-// not private (CKA_PRIVATE false: usable in a session that never logged in
-// with the PIN, and kept unencrypted by SoftHSM2) is refused, though it is
-// sensitive and never extractable.
-func TestKMSPKCS11RefusesAPublicKey(t *testing.T) {
-	module, pin := testutil.SoftHSMTokens(t, "kms-pub")
-	ctx, err := crypto11.Configure(&crypto11.Config{Path: module, TokenLabel: "kms-pub", Pin: testutil.SoftHSMPIN})
+// tokenKey generates an AES key of bits in the token, sensitive and never
+// extractable, private or not, as another program than the node could.
+func tokenKey(t *testing.T, module, token, label string, bits int, private bool) {
+	t.Helper()
+	ctx, err := crypto11.Configure(&crypto11.Config{Path: module, TokenLabel: token, Pin: testutil.SoftHSMPIN})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := crypto11.NewAttributeSetWithIDAndLabel([]byte("pub-root"), []byte("public"))
+	tmpl, err := crypto11.NewAttributeSetWithIDAndLabel([]byte(label+"-id"), []byte(label))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for a, v := range map[crypto11.AttributeType]bool{
-		crypto11.CkaPrivate: false, crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
+		crypto11.CkaPrivate: private, crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
 	} {
 		if err := tmpl.Set(a, v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := ctx.GenerateSecretKeyWithAttributes(tmpl, 256, crypto11.CipherAES); err != nil {
+	if _, err := ctx.GenerateSecretKeyWithAttributes(tmpl, bits, crypto11.CipherAES); err != nil {
 		t.Fatal(err)
 	}
 	if err := ctx.Close(); err != nil {
 		t.Fatal(err)
-	}
-	r, err := kms.OpenPKCS11Root(kms.PKCS11Config{Module: module, Token: "kms-pub", PINFile: pin, KeyLabel: "public"}, false)
-	if err == nil {
-		r.Close()
-		t.Fatal("a public (CKA_PRIVATE false) root key was accepted")
-	}
-	if !strings.Contains(err.Error(), "public") {
-		t.Fatalf("%v does not name the key", err)
 	}
 }
 
-// TestKMSPKCS11RefusesAShortKey: a root key found in the token that is an
-// AES key shorter than AES-256 is refused, though kept as it should be.
-func TestKMSPKCS11RefusesAShortKey(t *testing.T) {
-	module, pin := testutil.SoftHSMTokens(t, "kms-short")
-	ctx, err := crypto11.Configure(&crypto11.Config{Path: module, TokenLabel: "kms-short", Pin: testutil.SoftHSMPIN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := crypto11.NewAttributeSetWithIDAndLabel([]byte("short-root"), []byte("short"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for a, v := range map[crypto11.AttributeType]bool{
-		crypto11.CkaPrivate: true, crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
+// TestKMSPKCS11RefusesAWeakKey: a root key found in the token that is
+// sensitive and never extractable is still refused when it is not private
+// (CKA_PRIVATE false: usable in a session that never logged in with the
+// PIN, and kept unencrypted by SoftHSM2) or shorter than AES-256; the
+// error names the key.
+func TestKMSPKCS11RefusesAWeakKey(t *testing.T) {
+	module, pin := testutil.SoftHSMTokens(t, "kms-weak")
+	for _, tc := range []struct {
+		name    string
+		bits    int
+		private bool
+	}{
+		{name: "public", bits: 256, private: false},
+		{name: "aes128", bits: 128, private: true},
 	} {
-		if err := tmpl.Set(a, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := ctx.GenerateSecretKeyWithAttributes(tmpl, 128, crypto11.CipherAES); err != nil {
-		t.Fatal(err)
-	}
-	if err := ctx.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r, err := kms.OpenPKCS11Root(kms.PKCS11Config{Module: module, Token: "kms-short", PINFile: pin, KeyLabel: "short"}, false)
-	if err == nil {
-		r.Close()
-		t.Fatal("an AES-128 root key was accepted")
-	}
-	if !strings.Contains(err.Error(), "short") {
-		t.Fatalf("%v does not name the key", err)
+		t.Run(tc.name, func(t *testing.T) {
+			tokenKey(t, module, "kms-weak", tc.name, tc.bits, tc.private)
+			r, err := kms.OpenPKCS11Root(kms.PKCS11Config{Module: module, Token: "kms-weak", PINFile: pin, KeyLabel: tc.name}, false)
+			if err == nil {
+				r.Close()
+				t.Fatalf("the %s root key was accepted", tc.name)
+			}
+			if !strings.Contains(err.Error(), tc.name) {
+				t.Fatalf("%v does not name the key", err)
+			}
+		})
 	}
 }
 
