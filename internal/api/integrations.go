@@ -174,6 +174,12 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 			return err
 		}
 	}
+	// The type cannot change, and one left empty keeps the stored one:
+	// the policy is checked against that type, not against "" (which
+	// looked like a type that needs no authentication).
+	if in.Type == "" {
+		in.Type = cur.Integration.Type
+	}
 	var out forward.Integration
 	err = s.checkIntegration(tenant, in)
 	if err == nil {

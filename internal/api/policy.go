@@ -257,7 +257,7 @@ func authenticates(in forward.Integration) bool {
 	case client.IntegrationMQTT:
 		return in.MQTT != nil && (in.MQTT.Username != "" || in.MQTT.ClientCertPEM != "")
 	}
-	return true
+	return in.Type == client.IntegrationAzure || in.Type == client.IntegrationAWS || in.Type == client.IntegrationWebsocket
 }
 
 // countQuota refuses one more of a tenant's things when its policy's count
