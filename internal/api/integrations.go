@@ -97,7 +97,7 @@ func (s *Server) createIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 	}
 	tenant := r.PathValue("tenant")
 	// Refusals by the tenant's policy are audited like the others.
-	err := s.checkIntegration(tenant, in)
+	err := s.checkIntegration(tenant, in, nil)
 	if err == nil {
 		err = s.integrationQuota(r.Context(), tenant)
 	}
@@ -165,6 +165,7 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 	// The body is decoded over the current settings (sharing their type
 	// settings object): take the destination first.
 	before := destinationOf(cur.Integration)
+	stored := slices.Clone(cur.SecretsSet)
 	in := cur.Integration
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &in, false); err != nil {
 		return err
@@ -180,8 +181,14 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 	if in.Type == "" {
 		in.Type = cur.Integration.Type
 	}
+	// The stored secrets the update keeps: none cleared, and none when
+	// the endpoint moves (the registry forgets those sent there).
+	kept := slices.DeleteFunc(stored, func(n string) bool { return slices.Contains(in.ClearSecrets, n) })
+	if destinationOf(in).endpoint != before.endpoint {
+		kept = nil
+	}
 	var out forward.Integration
-	err = s.checkIntegration(tenant, in)
+	err = s.checkIntegration(tenant, in, kept)
 	if err == nil {
 		out, err = s.deps.Integrations.Update(r.Context(), tenant, id, in)
 	}

@@ -183,8 +183,9 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 
 // checkIntegration refuses an integration (new, or one as changed) that
 // the tenant's policy forbids: its type, a host it reaches, or missing
-// outbound authentication.
-func (s *Server) checkIntegration(tenant string, in forward.Integration) error {
+// outbound authentication. kept names the stored secrets an update keeps
+// (SecretsSet names; none at create).
+func (s *Server) checkIntegration(tenant string, in forward.Integration, kept []string) error {
 	t, _ := s.deps.Registry.Tenant(tenant)
 	ip := t.Policy.Integrations
 	if ip == nil {
@@ -200,7 +201,7 @@ func (s *Server) checkIntegration(tenant string, in forward.Integration) error {
 			}
 		}
 	}
-	if ip.RequireAuth != nil && *ip.RequireAuth && !authenticates(in) {
+	if ip.RequireAuth != nil && *ip.RequireAuth && !authenticates(in, kept) {
 		return registry.ErrPolicyViolation.WithDetail("integrations.requireAuth: a %s integration must authenticate to its endpoint (%s)", in.Type, authHint[in.Type])
 	}
 	return nil
@@ -242,11 +243,13 @@ var authHint = map[string]string{
 }
 
 // authenticates reports whether an integration authenticates to its
-// endpoint: a webhook by API key header, OAuth2 or a client certificate,
-// an MQTT integration by username or client certificate; Azure IoT Hub
-// (device key) and AWS IoT (certificate) always do, and a websocket stream
+// endpoint: a webhook by API key header, OAuth2 or a client certificate
+// (the webhook's own checks refuse these without their secret), an MQTT
+// integration by a user name with a password (given, or kept: a stored
+// secret named in kept) or a client certificate; Azure IoT Hub (device
+// key) and AWS IoT (certificate) always do, and a websocket stream
 // delivers to the API's own authenticated clients.
-func authenticates(in forward.Integration) bool {
+func authenticates(in forward.Integration, kept []string) bool {
 	switch in.Type {
 	case client.IntegrationWebhook:
 		if in.Webhook == nil {
@@ -255,7 +258,11 @@ func authenticates(in forward.Integration) bool {
 		a := in.Webhook.Auth
 		return in.Webhook.ClientCertPEM != "" || a != nil && (a.Kind == "apikey" || a.Kind == "oauth2" || a.Kind == "mtls")
 	case client.IntegrationMQTT:
-		return in.MQTT != nil && (in.MQTT.Username != "" || in.MQTT.ClientCertPEM != "")
+		if in.MQTT == nil {
+			return false
+		}
+		password := in.MQTT.Password != "" || slices.Contains(kept, "mqtt.password")
+		return in.MQTT.Username != "" && password || in.MQTT.ClientCertPEM != ""
 	}
 	return in.Type == client.IntegrationAzure || in.Type == client.IntegrationAWS || in.Type == client.IntegrationWebsocket
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"testing"
 
 	tu "github.com/iotransit/iotransit/internal/testutil"
@@ -24,4 +25,34 @@ func TestAPIPolicyUpdateEmptyTypeKeepsRequireAuth(t *testing.T) {
 	r = w.api.Do("PATCH", "/v1/tenants/acme/integrations/"+in.ID, w.api.Key(), map[string]any{"type": "",
 		"webhook": map[string]any{"url": rcv.URL, "caPem": rcv.CAPEM, "auth": map[string]any{"kind": "none"}}})
 	wantProblem(t, "update dropping auth with an empty type", r, 403, "policy.violation", "integrations.requireAuth")
+}
+
+// requireAuth: an MQTT integration authenticates with a user name and a
+// password, or a client certificate; a user name alone (no password) is
+// no authentication, at create or when an update clears the password.
+func TestAPIPolicyMQTTUsernameWithoutPassword(t *testing.T) {
+	w := newWorld(t)
+	w.putPolicy("acme", map[string]any{"integrations": map[string]any{"requireAuth": true}})
+	mqtt := func(m map[string]any) map[string]any {
+		return map[string]any{"name": fmt.Sprintf("mq%d", w.seq.Add(1)), "type": "mqtt", "mqtt": m}
+	}
+	r := w.api.Do("POST", "/v1/tenants/acme/integrations", w.api.Key(), mqtt(map[string]any{"broker": "mqtts://broker.example.com:8883", "username": "u"}))
+	wantProblem(t, "user name without a password", r, 403, "policy.violation", "integrations.requireAuth")
+
+	r = w.api.Do("POST", "/v1/tenants/acme/integrations", w.api.Key(), mqtt(map[string]any{"broker": "mqtts://broker.example.com:8883", "username": "u", "password": "p4ss"}))
+	if r.Status != 201 {
+		t.Fatalf("user name and password: %d %s", r.Status, r.Body)
+	}
+	var in struct{ ID string }
+	r.Decode(t, &in)
+	path := "/v1/tenants/acme/integrations/" + in.ID
+	if r := w.api.Do("PATCH", path, w.api.Key(), map[string]any{"batch": map[string]any{"maxMessages": 10}}); r.Status != 200 {
+		t.Fatalf("update keeping the password: %d %s", r.Status, r.Body)
+	}
+	r = w.api.Do("PATCH", path, w.api.Key(), map[string]any{"clearSecrets": []string{"mqtt.password"}})
+	wantProblem(t, "update clearing the password", r, 403, "policy.violation", "integrations.requireAuth")
+	r = w.api.Do("PATCH", path, w.api.Key(), map[string]any{"mqtt": map[string]any{"broker": "mqtts://other.example.com:8883", "username": "u"}})
+	if r.Status == 200 {
+		t.Fatalf("update moving the broker without a password: accepted %s", r.Body)
+	}
 }
