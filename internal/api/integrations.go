@@ -203,6 +203,11 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 func (s *Server) pauseIntegration(paused bool) handlerFunc {
 	return s.integrationAction(map[bool]string{true: "pause", false: "resume"}[paused],
 		func(ctx context.Context, tenant, id string) (forward.Integration, error) {
+			if !paused {
+				if err := s.sendAllowed(ctx, tenant, id); err != nil {
+					return forward.Integration{}, err
+				}
+			}
 			return s.deps.Integrations.SetPaused(ctx, tenant, id, paused)
 		})
 }
@@ -211,6 +216,9 @@ func (s *Server) pauseIntegration(paused bool) handlerFunc {
 // batch, on whichever node delivers it.
 func (s *Server) retryIntegrationNow() handlerFunc {
 	return s.integrationAction("retry_now", func(ctx context.Context, tenant, id string) (forward.Integration, error) {
+		if err := s.sendAllowed(ctx, tenant, id); err != nil {
+			return forward.Integration{}, err
+		}
 		return s.deps.Integrations.RetryNow(ctx, tenant, id) // at request time: deps may be set after the route table
 	})
 }
@@ -259,7 +267,11 @@ func (s *Server) testIntegration(w http.ResponseWriter, r *http.Request, p *Prin
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
 		return err
 	}
-	res, err := s.deps.Integrations.TestSend(r.Context(), r.PathValue("tenant"), id)
+	var res forward.TestResult
+	err = s.sendAllowed(r.Context(), r.PathValue("tenant"), id)
+	if err == nil {
+		res, err = s.deps.Integrations.TestSend(r.Context(), r.PathValue("tenant"), id)
+	}
 	outcome := err
 	if err == nil && !res.OK {
 		outcome = forward.ErrTestFailed.WithDetail("%s", res.Error)
@@ -385,7 +397,11 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request, p *Principal) e
 	if len(req.Seqs) > 10000 {
 		return forward.ErrIntegrationInvalid.WithDetail("at most 10000 dead letters at once")
 	}
-	n, err := s.deps.Integrations.Redrive(r.Context(), r.PathValue("tenant"), id, req.Seqs)
+	var n int
+	err = s.sendAllowed(r.Context(), r.PathValue("tenant"), id)
+	if err == nil {
+		n, err = s.deps.Integrations.Redrive(r.Context(), r.PathValue("tenant"), id, req.Seqs)
+	}
 	s.recordIntegration(r, p, "redrive", id, err, map[string]string{"count": strconv.Itoa(n)})
 	if err != nil {
 		return err

@@ -207,6 +207,23 @@ func (s *Server) checkIntegration(tenant string, in forward.Integration, kept []
 	return nil
 }
 
+// sendAllowed refuses sending on demand (test, resume, retry now,
+// redrive) through an integration that the tenant's policy forbids as it
+// is now: one made before the policy was tightened must not be pointed at
+// a forbidden host again by its tenant. Its background delivery is the
+// forwarder's.
+func (s *Server) sendAllowed(ctx context.Context, tenant, id string) error {
+	t, _ := s.deps.Registry.Tenant(tenant)
+	if t.Policy.Integrations == nil {
+		return nil
+	}
+	v, err := s.deps.Integrations.Get(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	return s.checkIntegration(tenant, v.Integration, v.SecretsSet)
+}
+
 // integrationHosts are the hosts an integration connects to: its endpoint
 // and a webhook's OAuth2 token URL ("" for one that cannot be read).
 func integrationHosts(in forward.Integration) []string {

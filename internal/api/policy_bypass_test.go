@@ -56,3 +56,34 @@ func TestAPIPolicyMQTTUsernameWithoutPassword(t *testing.T) {
 		t.Fatalf("update moving the broker without a password: accepted %s", r.Body)
 	}
 }
+
+// An integration made before its host was forbidden is not sent to on
+// demand once the policy forbids it: test-send, resume and retry-now are
+// refused naming the rule (redrive shares the check); pausing stays
+// possible.
+func TestAPIPolicyForbiddenHostNotSentOnDemand(t *testing.T) {
+	w := newWorld(t)
+	rcv := tu.NewReceiver(t)
+	r := w.api.Do("POST", "/v1/tenants/acme/integrations", w.api.Key(), map[string]any{"name": "wh", "type": "webhook",
+		"webhook": map[string]any{"url": rcv.URL, "caPem": rcv.CAPEM}})
+	if r.Status != 201 {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	var in struct{ ID string }
+	r.Decode(t, &in)
+	path := "/v1/tenants/acme/integrations/" + in.ID
+	if r := w.api.Do("POST", path+"/pause", w.api.Key(), nil); r.Status != 200 {
+		t.Fatalf("pause: %d %s", r.Status, r.Body)
+	}
+	w.putPolicy("acme", map[string]any{"integrations": map[string]any{"allowedHosts": []string{"*.example.com"}}})
+	for _, action := range []string{"test", "resume", "retry-now"} {
+		r := w.api.Do("POST", path+"/"+action, w.api.Key(), nil)
+		wantProblem(t, action, r, 403, "policy.violation", "integrations.allowedHosts")
+	}
+	if n := len(rcv.Got()); n != 0 {
+		t.Fatalf("the receiver got %d requests from a host the policy forbids", n)
+	}
+	if r := w.api.Do("POST", path+"/pause", w.api.Key(), nil); r.Status != 200 {
+		t.Fatalf("pause under the policy: %d %s", r.Status, r.Body)
+	}
+}
