@@ -98,13 +98,15 @@ func (s *Server) createIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 	tenant := r.PathValue("tenant")
 	// Refusals by the tenant's policy are audited like the others.
 	err := s.checkIntegration(tenant, in, nil)
+	release := func() {}
 	if err == nil {
-		err = s.integrationQuota(r.Context(), tenant)
+		release, err = s.integrationQuota(r.Context(), tenant)
 	}
 	var out forward.Integration
 	var shown forward.Shown
 	if err == nil {
 		out, shown, err = s.deps.Integrations.Create(r.Context(), tenant, in)
+		release()
 	}
 	s.recordIntegration(r, p, "create", out.ID, err, map[string]string{"type": in.Type, "name": in.Name})
 	if err != nil {

@@ -3,10 +3,12 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"hash/fnv"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/iotransit/iotransit/client"
@@ -286,21 +288,46 @@ func authenticates(in forward.Integration, kept []string) bool {
 
 // countQuota refuses one more of a tenant's things when its policy's count
 // quota (sel, named name) is set and reached; held counts them, and is
-// called only then.
-func (s *Server) countQuota(ctx context.Context, tenant, name string, sel func(*client.Quotas) *int, held func(context.Context) (int, error)) error {
+// called only then. While the quota is set, the count and the creation
+// are one at a time on this node (quotaLock): the caller calls release
+// once it created the thing (or failed to), so that concurrent creations
+// cannot each take the last place.
+func (s *Server) countQuota(ctx context.Context, tenant, name string, sel func(*client.Quotas) *int, held func(context.Context) (int, error)) (release func(), err error) {
 	t, _ := s.deps.Registry.Tenant(tenant)
 	if _, ok := t.Quota(sel); !ok {
-		return nil
+		return func() {}, nil
 	}
+	release = quotaLock(tenant, name)
 	n, err := held(ctx)
-	if err != nil {
-		return err
+	if err == nil {
+		t, _ = s.deps.Registry.Tenant(tenant) // the newest policy, now that we hold the lock
+		err = registry.CheckQuota(t, name, sel, n)
 	}
-	return registry.CheckQuota(t, name, sel, n)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
 
-// integrationQuota refuses one more integration past the tenant's quota.
-func (s *Server) integrationQuota(ctx context.Context, tenant string) error {
+// quotaLocks serialize the creations counted against a count quota on
+// this node (quotaLock); a tenant's quota takes one by its hash, so that
+// their number stays fixed whatever the number of tenants.
+var quotaLocks [64]sync.Mutex
+
+// quotaLock locks the creations of tenant's things counted by the quota
+// name and returns its unlock.
+func quotaLock(tenant, name string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name + "\x00" + tenant))
+	mu := &quotaLocks[h.Sum32()%uint32(len(quotaLocks))]
+	mu.Lock()
+	return mu.Unlock
+}
+
+// integrationQuota refuses one more integration past the tenant's quota;
+// release as countQuota's.
+func (s *Server) integrationQuota(ctx context.Context, tenant string) (release func(), err error) {
 	return s.countQuota(ctx, tenant, "integrations", func(q *client.Quotas) *int { return q.Integrations }, func(ctx context.Context) (int, error) {
 		l, err := s.deps.Integrations.List(ctx, tenant)
 		return len(l), err
@@ -308,8 +335,9 @@ func (s *Server) integrationQuota(ctx context.Context, tenant string) error {
 }
 
 // credentialQuota refuses one more API key or OAuth2 client past the
-// tenant's quota of both together (neither revoked nor expired).
-func (s *Server) credentialQuota(ctx context.Context, tenant string) error {
+// tenant's quota of both together (neither revoked nor expired); release
+// as countQuota's.
+func (s *Server) credentialQuota(ctx context.Context, tenant string) (release func(), err error) {
 	return s.countQuota(ctx, tenant, "apiKeys", func(q *client.Quotas) *int { return q.APIKeys }, func(ctx context.Context) (int, error) {
 		now := nowFunc()
 		keys, err := s.deps.Credentials.APIKeys(ctx, tenant)
@@ -337,13 +365,18 @@ func (s *Server) credentialQuota(ctx context.Context, tenant string) error {
 
 // admitCredential applies the tenant's policy to a new API key or OAuth2
 // client asked with ttl: its lifetime (credentialTTL) and the quota of
-// both (credentialQuota); it returns the ttl to create it with.
-func (s *Server) admitCredential(ctx context.Context, tenant string, ttl time.Duration) (time.Duration, error) {
+// both (credentialQuota); it returns the ttl to create it with, and
+// release (credentialQuota's) to call once it is created.
+func (s *Server) admitCredential(ctx context.Context, tenant string, ttl time.Duration) (time.Duration, func(), error) {
 	ttl, err := s.credentialTTL(tenant, ttl)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return ttl, s.credentialQuota(ctx, tenant)
+	release, err := s.credentialQuota(ctx, tenant)
+	if err != nil {
+		return 0, nil, err
+	}
+	return ttl, release, nil
 }
 
 // credentialTTL applies the tenant's apiKeyMaxLifetime to the ttl asked

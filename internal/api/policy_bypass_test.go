@@ -1,9 +1,14 @@
 package api_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
+	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/credential"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 )
 
@@ -85,5 +90,65 @@ func TestAPIPolicyForbiddenHostNotSentOnDemand(t *testing.T) {
 	}
 	if r := w.api.Do("POST", path+"/pause", w.api.Key(), nil); r.Status != 200 {
 		t.Fatalf("pause under the policy: %d %s", r.Status, r.Body)
+	}
+}
+
+// Count quotas are exact on one node: many creations at once (an
+// integration, an API key or OAuth2 client, a gateway) let exactly the
+// quota through.
+func TestAPIPolicyCountQuotasConcurrent(t *testing.T) {
+	w := newWorld(t)
+	const quota, tries = 2, 8
+	// beta holds one API key already (the world's).
+	w.putPolicy("beta", map[string]any{"quotas": map[string]any{"gateways": quota, "integrations": quota, "apiKeys": quota + 1}})
+	ctx := context.Background()
+	c := w.api.Client
+	for _, tc := range []struct {
+		name   string
+		create func(i int) error
+	}{
+		{name: "integrations", create: func(i int) error {
+			_, err := c.CreateIntegration(ctx, "beta", client.Integration{Name: fmt.Sprintf("ws%d", i), Type: client.IntegrationWebsocket})
+			return err
+		}},
+		{name: "apiKeys", create: func(i int) error {
+			if i%2 == 0 {
+				_, err := c.CreateOAuth2Client(ctx, "beta", client.CreateOAuth2ClientRequest{Scopes: []string{credential.ScopeMessagesRead}})
+				return err
+			}
+			_, err := c.CreateAPIKey(ctx, "beta", client.CreateAPIKeyRequest{Scopes: []string{credential.ScopeMessagesRead}})
+			return err
+		}},
+		{name: "gateways", create: func(i int) error {
+			_, err := c.RegisterGateway(ctx, "beta", client.RegisterGatewayRequest{Serial: fmt.Sprintf("TSGW06RAC%08d", w.seq.Add(1))})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := make([]error, tries)
+			var wg sync.WaitGroup
+			for i := range tries {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[i] = tc.create(i)
+				}()
+			}
+			wg.Wait()
+			ok := 0
+			for _, err := range errs {
+				var pe *client.Problem
+				switch {
+				case err == nil:
+					ok++
+				case errors.As(err, &pe) && pe.Code == "policy.quota_exceeded":
+				default:
+					t.Fatalf("create: %v", err)
+				}
+			}
+			if ok != quota {
+				t.Fatalf("%d of %d concurrent creations went through, want the quota %d", ok, tries, quota)
+			}
+		})
 	}
 }

@@ -266,12 +266,27 @@ func (r *Registry) OnTenantChange(fn func(Tenant)) {
 	r.mu.Unlock()
 }
 
-// gatewayQuota refuses one more gateway of te's tenant when its policy's
-// gateway quota is reached. The count is this node's copy: two nodes
-// registering at the same moment may each let one through.
-func (r *Registry) gatewayQuota(te *tenantEntry) error {
+// admitGateway refuses one more gateway of te's tenant when its policy's
+// gateway quota is reached. While the quota is set, the tenant's gateway
+// creations on this node are one at a time from this count to the
+// gateway in memory: the caller calls release once it created the gateway
+// (or failed to). Nodes count on their own: two nodes registering at the
+// same moment may each let one through.
+func (r *Registry) admitGateway(te *tenantEntry) (release func(), err error) {
+	sel := func(q *client.Quotas) *int { return q.Gateways }
+	r.mu.RLock()
+	_, bounded := te.rec.Quota(sel)
+	r.mu.RUnlock()
+	if !bounded {
+		return func() {}, nil
+	}
+	te.quotaMu.Lock()
 	r.mu.RLock()
 	t, held := te.rec, len(te.gateways)
 	r.mu.RUnlock()
-	return CheckQuota(t, "gateways", func(q *client.Quotas) *int { return q.Gateways }, held)
+	if err := CheckQuota(t, "gateways", sel, held); err != nil {
+		te.quotaMu.Unlock()
+		return nil, err
+	}
+	return te.quotaMu.Unlock, nil
 }
