@@ -152,3 +152,22 @@ func TestAPIPolicyCountQuotasConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// allowedHosts: an IPv6 literal whose zone looks like a name under an
+// allowed domain is an address, not that name, at create and update.
+func TestAPIPolicyAllowedHostsZonedAddress(t *testing.T) {
+	w := newWorld(t)
+	w.putPolicy("acme", map[string]any{"integrations": map[string]any{"allowedHosts": []string{"*.example.com"}}})
+	for _, tc := range []struct {
+		name string
+		body map[string]any
+	}{
+		{name: "webhook", body: map[string]any{"name": "wh", "type": "webhook", "webhook": map[string]any{"url": "https://[::1%25.example.com]:8443/hook"}}},
+		{name: "mqtt", body: map[string]any{"name": "mq", "type": "mqtt", "mqtt": map[string]any{"broker": "mqtts://[::1%25.example.com]:8883"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := w.api.Do("POST", "/v1/tenants/acme/integrations", w.api.Key(), tc.body)
+			wantProblem(t, tc.name, r, 403, "policy.violation", "integrations.allowedHosts")
+		})
+	}
+}

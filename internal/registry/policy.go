@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -179,9 +180,30 @@ func validHostPattern(h string) bool {
 
 // HostAllowed reports whether host matches one of the patterns (an exact
 // host, or "*.domain" for any name under domain), ignoring case and a
-// trailing dot.
+// trailing dot. An IP address matches only an address pattern equal to it
+// (in any form, an IPv4-mapped IPv6 address as its IPv4 one), never a
+// name or a wildcard, and never with a zone: "2001:db8::1%.example.com"
+// is an address with a zone, and dials 2001:db8::1. A host that is
+// neither an address nor a host name (letters, digits, '-', '_' and dots;
+// an international name in its xn-- form) matches nothing.
 func HostAllowed(patterns []string, host string) bool {
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return false
+		}
+		for _, p := range patterns {
+			if pa, err := netip.ParseAddr(p); err == nil && pa.Unmap() == a.Unmap() {
+				return true
+			}
+		}
+		return false
+	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "" || strings.ContainsFunc(host, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) {
+		return false
+	}
 	for _, p := range patterns {
 		p = strings.ToLower(p)
 		if suffix, ok := strings.CutPrefix(p, "*"); ok {
