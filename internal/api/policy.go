@@ -13,6 +13,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/audit"
+	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/registry"
 )
@@ -57,8 +58,40 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p *Principal)
 	if err != nil {
 		return err
 	}
+	s.pauseForbidden(r, p, tenant)
 	writeJSON(w, http.StatusOK, s.viewPolicy(after))
 	return nil
+}
+
+// pauseForbidden pauses the tenant's delivering integrations that its
+// policy, as just set, forbids (their type, a host they reach, missing
+// authentication): made before it, they would go on delivering where the
+// operator no longer allows. Each pause is audited with the rule it
+// breaks; resume stays refused until the integration is changed to comply
+// (sendAllowed). Their messages wait in the backlog, within retention. A
+// pause that fails is audited as failed and leaves the policy set.
+func (s *Server) pauseForbidden(r *http.Request, p *Principal, tenant string) {
+	t, _ := s.deps.Registry.Tenant(tenant)
+	if t.Policy.Integrations == nil {
+		return
+	}
+	ctx := r.Context()
+	ins, err := s.deps.Integrations.List(ctx, tenant)
+	if err != nil {
+		s.log.Warn("policy: list integrations to pause those it forbids", "tenant_id", tenant, "error", err)
+		return
+	}
+	for _, in := range ins {
+		if in.Paused || !delivers(in.Type) {
+			continue
+		}
+		why := s.checkIntegration(tenant, in, in.SecretsSet)
+		if why == nil {
+			continue
+		}
+		_, err := s.deps.Integrations.SetPaused(ctx, tenant, in.ID, true)
+		s.record(ctx, r, tenant, p, "forward.integration.pause", "integration:"+in.ID, err, map[string]string{"reason": fault.From(why).Detail()})
+	}
 }
 
 // policyChanges names the members of a policy that differ from before

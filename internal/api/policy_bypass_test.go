@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -169,5 +170,54 @@ func TestAPIPolicyAllowedHostsZonedAddress(t *testing.T) {
 			r := w.api.Do("POST", "/v1/tenants/acme/integrations", w.api.Key(), tc.body)
 			wantProblem(t, tc.name, r, 403, "policy.violation", "integrations.allowedHosts")
 		})
+	}
+}
+
+// A policy that forbids an integration made before it stops its delivery:
+// the PUT pauses the tenant's integrations it forbids (audited), and
+// leaves the ones within it delivering; resume stays refused until the
+// integration complies.
+func TestAPIPolicyPausesIntegrationsItForbids(t *testing.T) {
+	w := newWorld(t)
+	rcv := tu.NewReceiver(t)
+	create := func(body map[string]any) string {
+		t.Helper()
+		r := w.api.Do("POST", "/v1/tenants/acme/integrations", w.api.Key(), body)
+		if r.Status != 201 {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		var in struct{ ID string }
+		r.Decode(t, &in)
+		return in.ID
+	}
+	bare := create(map[string]any{"name": "bare", "type": "webhook", "webhook": map[string]any{"url": rcv.URL, "caPem": rcv.CAPEM}})
+	keyed := create(map[string]any{"name": "keyed", "type": "webhook", "webhook": map[string]any{"url": rcv.URL, "caPem": rcv.CAPEM,
+		"auth": map[string]any{"kind": "apikey", "headerName": "X-Key", "headerValue": "s3cret-value"}}})
+	mq := create(map[string]any{"name": "mq", "type": "mqtt", "mqtt": map[string]any{"broker": "mqtts://broker.example.com:8883", "username": "u", "password": "p4ss"}})
+	ws := create(map[string]any{"name": "ws", "type": "websocket"})
+
+	paused := func(id string) bool {
+		t.Helper()
+		r := w.api.Do("GET", "/v1/tenants/acme/integrations/"+id, w.api.Key(), nil)
+		var v struct{ Paused bool }
+		r.Decode(t, &v)
+		return v.Paused
+	}
+	w.putPolicy("acme", map[string]any{"integrations": map[string]any{"requireAuth": true}})
+	for id, want := range map[string]bool{bare: true, keyed: false, mq: false, ws: false} {
+		if got := paused(id); got != want {
+			t.Errorf("requireAuth: integration %s paused %v, want %v", id, got, want)
+		}
+	}
+	w.putPolicy("acme", map[string]any{"integrations": map[string]any{"allowedHosts": []string{"*.example.com"}}})
+	for id, want := range map[string]bool{bare: true, keyed: true, mq: false, ws: false} {
+		if got := paused(id); got != want {
+			t.Errorf("allowedHosts: integration %s paused %v, want %v", id, got, want)
+		}
+	}
+	wantProblem(t, "resume", w.api.Do("POST", "/v1/tenants/acme/integrations/"+keyed+"/resume", w.api.Key(), nil), 403, "policy.violation", "integrations.allowedHosts")
+	r := w.api.Do("GET", "/v1/tenants/acme/audit?action=forward.integration.pause", w.api.Key(), nil)
+	if r.Status != 200 || !strings.Contains(string(r.Body), "integration:"+keyed) || !strings.Contains(string(r.Body), "integrations.allowedHosts") {
+		t.Fatalf("the policy's pause of %s is not audited naming the rule: %d %s", keyed, r.Status, r.Body)
 	}
 }
