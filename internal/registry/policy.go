@@ -42,10 +42,14 @@ var (
 
 // StrictValidation reports whether the tenant's Thingsee messages whose
 // tsmId has no schema are refused: the policy's strictValidation, else
-// the record's RejectUnknownIDs (set before policies existed).
+// the record's own switch (set before policies existed; not the value a
+// former policy kept in RejectUnknownIDs).
 func (t Tenant) StrictValidation() bool {
 	if v := t.Policy.StrictValidation; v != nil {
 		return *v
+	}
+	if t.OwnRejectUnknownIDs != nil {
+		return *t.OwnRejectUnknownIDs
 	}
 	return t.RejectUnknownIDs
 }
@@ -239,7 +243,12 @@ func (r *Registry) SetPolicy(ctx context.Context, tenant string, p client.Policy
 		}
 		before, after = t, t
 		after.Policy = p
-		// Nodes that predate policies read the record's own switch.
+		// Nodes that predate policies read the record's switch: it is
+		// kept in step, and its own value kept apart as the default.
+		if after.OwnRejectUnknownIDs == nil {
+			own := t.RejectUnknownIDs
+			after.OwnRejectUnknownIDs = &own
+		}
 		after.RejectUnknownIDs = after.StrictValidation()
 		b, err := json.Marshal(after)
 		if err != nil {
@@ -269,7 +278,7 @@ func (r *Registry) setTenant(te *tenantEntry, t Tenant, rev uint64) {
 		return
 	}
 	te.rev = rev
-	te.rec.Policy, te.rec.RejectUnknownIDs = t.Policy, t.RejectUnknownIDs
+	te.rec.Policy, te.rec.RejectUnknownIDs, te.rec.OwnRejectUnknownIDs = t.Policy, t.RejectUnknownIDs, t.OwnRejectUnknownIDs
 	rec, watchers := te.rec, slices.Clone(r.changeWatchers)
 	r.mu.Unlock()
 	for _, fn := range watchers {

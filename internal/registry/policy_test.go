@@ -220,3 +220,28 @@ func TestRegistryHostAllowed(t *testing.T) {
 }
 
 func errorDetail(err error) string { return fault.From(err).Detail() }
+
+// strictValidation left out of a policy takes the record's own switch of
+// before policies, not the value a former policy set: a tenant made
+// strict by one policy is lenient again when a later policy leaves the
+// member out.
+func TestRegistryStrictValidationDefaultSurvivesPolicies(t *testing.T) {
+	c := newCluster(t)
+	n := c.open()
+	if _, err := n.reg.CreateTenant(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n.reg.SetPolicy(t.Context(), "acme", client.Policy{StrictValidation: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	_, after, err := n.reg.SetPolicy(t.Context(), "acme", client.Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.StrictValidation() || after.RejectUnknownIDs {
+		t.Fatalf("after the policy left strictValidation out: strict %v, rejectUnknownIds %v; want the record's own false", after.StrictValidation(), after.RejectUnknownIDs)
+	}
+	if got, _ := n.reg.Tenant("acme"); got.StrictValidation() {
+		t.Fatal("the registry's copy is still strict")
+	}
+}
