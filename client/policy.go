@@ -66,7 +66,11 @@ type Quotas struct {
 }
 
 // IntegrationPolicy restricts a tenant's integrations; an integration
-// against it is refused when created or changed (policy.violation).
+// against it is refused when created or changed (policy.violation). One
+// made before the policy that it forbids is paused by the PUT that sets
+// the policy (audited as forward.integration.pause with the rule), and
+// resume, test, retry-now and redrive of it are refused until it is
+// changed to comply; its messages wait in its backlog meanwhile.
 type IntegrationPolicy struct {
 	// AllowedTypes are the integration types the tenant may create
 	// (IntegrationTypes); left out, every type.

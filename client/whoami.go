@@ -18,9 +18,13 @@ const (
 type WhoAmI struct {
 	// Kind is KindOperator, KindAPIKey or KindOAuth2.
 	Kind string `json:"kind"`
-	// ID is the API key's id or the OAuth2 client's id; "operator" for the
-	// operator key.
+	// ID is the API key's id, the OAuth2 client's id or the named
+	// operator's id; "operator" for the bootstrap operator key.
 	ID string `json:"id"`
+	// Name and Role are a named operator's ("" for the bootstrap key and
+	// tenant credentials).
+	Name string `json:"name,omitempty"`
+	Role string `json:"role,omitempty"`
 	// Tenant is the credential's tenant, "" for the operator.
 	Tenant string `json:"tenant,omitempty"`
 	// Scopes are the credential's scopes; nil for the operator, who holds

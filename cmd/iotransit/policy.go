@@ -51,8 +51,8 @@ var policyGroup = &group{
 				auth := fs.Bool("require-auth", false, "integrations must authenticate to their endpoint")
 				validity := fs.Duration("cert-validity", 0, "longest lifetime of a gateway certificate")
 				keyLife := fs.Duration("api-key-max-lifetime", 0, "longest lifetime of an API key or OAuth2 client")
-				keep := fs.Duration("retention", 0, "how long the tenant's messages are kept")
-				maxBytes := fs.Int64("max-bytes", 0, "how many bytes of the tenant's messages are kept")
+				keep := fs.Duration("retention", 0, "how long the tenant's messages are kept; lowering it discards the older ones at once, delivered by the integrations or not")
+				maxBytes := fs.Int64("max-bytes", 0, "how many bytes of the tenant's messages are kept; lowering it discards the oldest at once, delivered or not")
 				return func(ctx context.Context, e *env, _ []string) error {
 					var p client.Policy
 					given := map[string]bool{}

@@ -81,7 +81,7 @@ type Registry interface {
 	CreateEnrollmentToken(ctx context.Context, tenant, serial string, ttl time.Duration, createdBy string) (registry.EnrollmentToken, string, error)
 	EnrollmentTokens(ctx context.Context, tenant string) ([]registry.EnrollmentToken, error)
 	RevokeEnrollmentToken(ctx context.Context, tenant, id string) (registry.EnrollmentToken, error)
-	Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
+	Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration, ahead func(tenant, serial string) error) (registry.Enrollment, error)
 	Reenroll(ctx context.Context, id registry.Identity, csrPEM []byte, validity time.Duration) (registry.Enrollment, error)
 	Authenticate(chain []*x509.Certificate, now time.Time) (registry.Identity, error)
 	// Factory provisioning and claims.

@@ -32,6 +32,9 @@ import (
 // operator changes naming an unknown tenant. If that append fails, the
 // handler does not run and the client gets 503 problem+json with code
 // audit.unavailable, its request id, and Retry-After: nothing changed.
+// A certificate renewal (POST /v1/reenroll, Gateway access) is written
+// ahead the same way by its handler, to the log of the tenant its
+// certificate names (writeAheadTo).
 //
 // The handler then writes the outcome as before (record: its own action
 // such as credential.apikey.create, outcome "ok" or the error code), with
@@ -85,7 +88,20 @@ func (s *Server) writeAhead(rt Route, w http.ResponseWriter, r *http.Request, p 
 	if s.deps.Audit == nil || !isChange(rt) {
 		return r, nil
 	}
-	tr := &changeTrail{tenant: s.changeLog(r), target: "route:" + rt.Method + " " + rt.Pattern}
+	return s.writeAheadTo(w, r, p, s.changeLog(r), "route:"+rt.Method+" "+rt.Pattern)
+}
+
+// writeAheadTo appends the write-ahead entry of a change to tenant's log
+// and returns the request to carry on with; it refuses the change with
+// audit.unavailable when the entry cannot be written. The routes whose
+// log the dispatcher cannot tell from the path (certificate issuance:
+// the token or certificate names the tenant) call it themselves before
+// they change anything.
+func (s *Server) writeAheadTo(w http.ResponseWriter, r *http.Request, p *Principal, tenant, target string) (*http.Request, error) {
+	if s.deps.Audit == nil {
+		return r, nil
+	}
+	tr := &changeTrail{tenant: tenant, target: target}
 	ev := audit.Event{Actor: p.Actor(), Action: actionChange, Target: tr.target, Source: r.RemoteAddr, Outcome: "started",
 		Detail: map[string]string{"requestId": requestID(r), "path": r.URL.Path}}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeAheadTimeout)

@@ -31,11 +31,12 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	tenant := r.PathValue("tenant")
-	ttl, err = s.admitCredential(r.Context(), tenant, ttl) // refusals are audited like the others
+	ttl, release, err := s.admitCredential(r.Context(), tenant, ttl) // refusals are audited like the others
 	var k credential.APIKey
 	var token string
 	if err == nil {
 		k, token, err = s.deps.Credentials.CreateAPIKeyWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.ExpiresAt, p.Actor())
+		release()
 	}
 	s.record(r.Context(), r, tenant, p, "credential.apikey.create", "apikey:"+k.ID, err, map[string]string{"scopes": strings.Join(k.Scopes, " ")})
 	if err != nil {
@@ -97,11 +98,12 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	tenant := r.PathValue("tenant")
-	ttl, err = s.admitCredential(r.Context(), tenant, ttl) // refusals are audited like the others
+	ttl, release, err := s.admitCredential(r.Context(), tenant, ttl) // refusals are audited like the others
 	var c credential.Client
 	var secret string
 	if err == nil {
 		c, secret, err = s.deps.Credentials.CreateClientWithin(r.Context(), tenant, req.Name, req.Scopes, p.held(), ttl, p.ExpiresAt, p.Actor())
+		release()
 	}
 	s.record(r.Context(), r, tenant, p, "credential.oauth2.create", "oauth2:"+c.ID, err, map[string]string{"scopes": strings.Join(c.Scopes, " ")})
 	if err != nil {

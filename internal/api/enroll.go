@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/gwproto"
 	"github.com/iotransit/iotransit/internal/registry"
@@ -34,9 +35,16 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request, _ *Principal) er
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
 		return err
 	}
-	e, err := s.deps.Registry.Enroll(r.Context(), req.Token, []byte(req.CSR), s.cfg.CertValidity)
+	// Written ahead to the tenant the token names once it has passed every
+	// check (nothing is spent or issued before), or refused.
+	ahead := func(tenant, serial string) error {
+		var err error
+		r, err = s.writeAheadTo(w, r, &Principal{Kind: "gateway", ID: serial}, tenant, "route:POST /v1/enroll")
+		return err
+	}
+	e, err := s.deps.Registry.Enroll(r.Context(), req.Token, []byte(req.CSR), s.cfg.CertValidity, ahead)
 	actor := &Principal{Kind: "gateway", ID: e.Serial}
-	if e.Tenant != "" {
+	if e.Tenant != "" && !audit.ErrUnavailable.Is(err) {
 		s.record(r.Context(), r, e.Tenant, actor, "pki.cert.enroll", "gateway:"+e.Serial, err, map[string]string{"certificate": e.Certificate.Serial})
 	}
 	if err != nil {
@@ -56,6 +64,11 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request, _ *Principal) er
 func (s *Server) reenroll(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	var req client.ReenrollRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req, false); err != nil {
+		return err
+	}
+	// Written ahead to the tenant the certificate names, or refused.
+	r, err := s.writeAheadTo(w, r, p, p.Identity.Tenant, "route:POST /v1/reenroll")
+	if err != nil {
 		return err
 	}
 	e, err := s.deps.Registry.Reenroll(r.Context(), p.Identity, []byte(req.CSR), s.cfg.CertValidity)

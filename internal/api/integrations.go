@@ -97,14 +97,16 @@ func (s *Server) createIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 	}
 	tenant := r.PathValue("tenant")
 	// Refusals by the tenant's policy are audited like the others.
-	err := s.checkIntegration(tenant, in)
+	err := s.checkIntegration(tenant, in, nil)
+	release := func() {}
 	if err == nil {
-		err = s.integrationQuota(r.Context(), tenant)
+		release, err = s.integrationQuota(r.Context(), tenant)
 	}
 	var out forward.Integration
 	var shown forward.Shown
 	if err == nil {
 		out, shown, err = s.deps.Integrations.Create(r.Context(), tenant, in)
+		release()
 	}
 	s.recordIntegration(r, p, "create", out.ID, err, map[string]string{"type": in.Type, "name": in.Name})
 	if err != nil {
@@ -165,6 +167,7 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 	// The body is decoded over the current settings (sharing their type
 	// settings object): take the destination first.
 	before := destinationOf(cur.Integration)
+	stored := slices.Clone(cur.SecretsSet)
 	in := cur.Integration
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &in, false); err != nil {
 		return err
@@ -174,8 +177,20 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 			return err
 		}
 	}
+	// The type cannot change, and one left empty keeps the stored one:
+	// the policy is checked against that type, not against "" (which
+	// looked like a type that needs no authentication).
+	if in.Type == "" {
+		in.Type = cur.Integration.Type
+	}
+	// The stored secrets the update keeps: none cleared, and none when
+	// the endpoint moves (the registry forgets those sent there).
+	kept := slices.DeleteFunc(stored, func(n string) bool { return slices.Contains(in.ClearSecrets, n) })
+	if destinationOf(in).endpoint != before.endpoint {
+		kept = nil
+	}
 	var out forward.Integration
-	err = s.checkIntegration(tenant, in)
+	err = s.checkIntegration(tenant, in, kept)
 	if err == nil {
 		out, err = s.deps.Integrations.Update(r.Context(), tenant, id, in)
 	}
@@ -190,6 +205,11 @@ func (s *Server) updateIntegration(w http.ResponseWriter, r *http.Request, p *Pr
 func (s *Server) pauseIntegration(paused bool) handlerFunc {
 	return s.integrationAction(map[bool]string{true: "pause", false: "resume"}[paused],
 		func(ctx context.Context, tenant, id string) (forward.Integration, error) {
+			if !paused {
+				if err := s.sendAllowed(ctx, tenant, id); err != nil {
+					return forward.Integration{}, err
+				}
+			}
 			return s.deps.Integrations.SetPaused(ctx, tenant, id, paused)
 		})
 }
@@ -198,6 +218,9 @@ func (s *Server) pauseIntegration(paused bool) handlerFunc {
 // batch, on whichever node delivers it.
 func (s *Server) retryIntegrationNow() handlerFunc {
 	return s.integrationAction("retry_now", func(ctx context.Context, tenant, id string) (forward.Integration, error) {
+		if err := s.sendAllowed(ctx, tenant, id); err != nil {
+			return forward.Integration{}, err
+		}
 		return s.deps.Integrations.RetryNow(ctx, tenant, id) // at request time: deps may be set after the route table
 	})
 }
@@ -246,7 +269,11 @@ func (s *Server) testIntegration(w http.ResponseWriter, r *http.Request, p *Prin
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &struct{}{}, true); err != nil {
 		return err
 	}
-	res, err := s.deps.Integrations.TestSend(r.Context(), r.PathValue("tenant"), id)
+	var res forward.TestResult
+	err = s.sendAllowed(r.Context(), r.PathValue("tenant"), id)
+	if err == nil {
+		res, err = s.deps.Integrations.TestSend(r.Context(), r.PathValue("tenant"), id)
+	}
 	outcome := err
 	if err == nil && !res.OK {
 		outcome = forward.ErrTestFailed.WithDetail("%s", res.Error)
@@ -372,7 +399,11 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request, p *Principal) e
 	if len(req.Seqs) > 10000 {
 		return forward.ErrIntegrationInvalid.WithDetail("at most 10000 dead letters at once")
 	}
-	n, err := s.deps.Integrations.Redrive(r.Context(), r.PathValue("tenant"), id, req.Seqs)
+	var n int
+	err = s.sendAllowed(r.Context(), r.PathValue("tenant"), id)
+	if err == nil {
+		n, err = s.deps.Integrations.Redrive(r.Context(), r.PathValue("tenant"), id, req.Seqs)
+	}
 	s.recordIntegration(r, p, "redrive", id, err, map[string]string{"count": strconv.Itoa(n)})
 	if err != nil {
 		return err

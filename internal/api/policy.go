@@ -3,14 +3,17 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"hash/fnv"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/audit"
+	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/registry"
 )
@@ -55,8 +58,40 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p *Principal)
 	if err != nil {
 		return err
 	}
+	s.pauseForbidden(r, p, tenant)
 	writeJSON(w, http.StatusOK, s.viewPolicy(after))
 	return nil
+}
+
+// pauseForbidden pauses the tenant's delivering integrations that its
+// policy, as just set, forbids (their type, a host they reach, missing
+// authentication): made before it, they would go on delivering where the
+// operator no longer allows. Each pause is audited with the rule it
+// breaks; resume stays refused until the integration is changed to comply
+// (sendAllowed). Their messages wait in the backlog, within retention. A
+// pause that fails is audited as failed and leaves the policy set.
+func (s *Server) pauseForbidden(r *http.Request, p *Principal, tenant string) {
+	t, _ := s.deps.Registry.Tenant(tenant)
+	if t.Policy.Integrations == nil {
+		return
+	}
+	ctx := r.Context()
+	ins, err := s.deps.Integrations.List(ctx, tenant)
+	if err != nil {
+		s.log.Warn("policy: list integrations to pause those it forbids", "tenant_id", tenant, "error", err)
+		return
+	}
+	for _, in := range ins {
+		if in.Paused || !delivers(in.Type) {
+			continue
+		}
+		why := s.checkIntegration(tenant, in, in.SecretsSet)
+		if why == nil {
+			continue
+		}
+		_, err := s.deps.Integrations.SetPaused(ctx, tenant, in.ID, true)
+		s.record(ctx, r, tenant, p, "forward.integration.pause", "integration:"+in.ID, err, map[string]string{"reason": fault.From(why).Detail()})
+	}
 }
 
 // policyChanges names the members of a policy that differ from before
@@ -183,8 +218,9 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 
 // checkIntegration refuses an integration (new, or one as changed) that
 // the tenant's policy forbids: its type, a host it reaches, or missing
-// outbound authentication.
-func (s *Server) checkIntegration(tenant string, in forward.Integration) error {
+// outbound authentication. kept names the stored secrets an update keeps
+// (SecretsSet names; none at create).
+func (s *Server) checkIntegration(tenant string, in forward.Integration, kept []string) error {
 	t, _ := s.deps.Registry.Tenant(tenant)
 	ip := t.Policy.Integrations
 	if ip == nil {
@@ -200,10 +236,27 @@ func (s *Server) checkIntegration(tenant string, in forward.Integration) error {
 			}
 		}
 	}
-	if ip.RequireAuth != nil && *ip.RequireAuth && !authenticates(in) {
+	if ip.RequireAuth != nil && *ip.RequireAuth && !authenticates(in, kept) {
 		return registry.ErrPolicyViolation.WithDetail("integrations.requireAuth: a %s integration must authenticate to its endpoint (%s)", in.Type, authHint[in.Type])
 	}
 	return nil
+}
+
+// sendAllowed refuses sending on demand (test, resume, retry now,
+// redrive) through an integration that the tenant's policy forbids as it
+// is now: one made before the policy was tightened must not be pointed at
+// a forbidden host again by its tenant. Its background delivery is the
+// forwarder's.
+func (s *Server) sendAllowed(ctx context.Context, tenant, id string) error {
+	t, _ := s.deps.Registry.Tenant(tenant)
+	if t.Policy.Integrations == nil {
+		return nil
+	}
+	v, err := s.deps.Integrations.Get(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	return s.checkIntegration(tenant, v.Integration, v.SecretsSet)
 }
 
 // integrationHosts are the hosts an integration connects to: its endpoint
@@ -242,11 +295,13 @@ var authHint = map[string]string{
 }
 
 // authenticates reports whether an integration authenticates to its
-// endpoint: a webhook by API key header, OAuth2 or a client certificate,
-// an MQTT integration by username or client certificate; Azure IoT Hub
-// (device key) and AWS IoT (certificate) always do, and a websocket stream
+// endpoint: a webhook by API key header, OAuth2 or a client certificate
+// (the webhook's own checks refuse these without their secret), an MQTT
+// integration by a user name with a password (given, or kept: a stored
+// secret named in kept) or a client certificate; Azure IoT Hub (device
+// key) and AWS IoT (certificate) always do, and a websocket stream
 // delivers to the API's own authenticated clients.
-func authenticates(in forward.Integration) bool {
+func authenticates(in forward.Integration, kept []string) bool {
 	switch in.Type {
 	case client.IntegrationWebhook:
 		if in.Webhook == nil {
@@ -255,28 +310,57 @@ func authenticates(in forward.Integration) bool {
 		a := in.Webhook.Auth
 		return in.Webhook.ClientCertPEM != "" || a != nil && (a.Kind == "apikey" || a.Kind == "oauth2" || a.Kind == "mtls")
 	case client.IntegrationMQTT:
-		return in.MQTT != nil && (in.MQTT.Username != "" || in.MQTT.ClientCertPEM != "")
+		if in.MQTT == nil {
+			return false
+		}
+		password := in.MQTT.Password != "" || slices.Contains(kept, "mqtt.password")
+		return in.MQTT.Username != "" && password || in.MQTT.ClientCertPEM != ""
 	}
-	return true
+	return in.Type == client.IntegrationAzure || in.Type == client.IntegrationAWS || in.Type == client.IntegrationWebsocket
 }
 
 // countQuota refuses one more of a tenant's things when its policy's count
 // quota (sel, named name) is set and reached; held counts them, and is
-// called only then.
-func (s *Server) countQuota(ctx context.Context, tenant, name string, sel func(*client.Quotas) *int, held func(context.Context) (int, error)) error {
+// called only then. While the quota is set, the count and the creation
+// are one at a time on this node (quotaLock): the caller calls release
+// once it created the thing (or failed to), so that concurrent creations
+// cannot each take the last place.
+func (s *Server) countQuota(ctx context.Context, tenant, name string, sel func(*client.Quotas) *int, held func(context.Context) (int, error)) (release func(), err error) {
 	t, _ := s.deps.Registry.Tenant(tenant)
 	if _, ok := t.Quota(sel); !ok {
-		return nil
+		return func() {}, nil
 	}
+	release = quotaLock(tenant, name)
 	n, err := held(ctx)
-	if err != nil {
-		return err
+	if err == nil {
+		t, _ = s.deps.Registry.Tenant(tenant) // the newest policy, now that we hold the lock
+		err = registry.CheckQuota(t, name, sel, n)
 	}
-	return registry.CheckQuota(t, name, sel, n)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
 
-// integrationQuota refuses one more integration past the tenant's quota.
-func (s *Server) integrationQuota(ctx context.Context, tenant string) error {
+// quotaLocks serialize the creations counted against a count quota on
+// this node (quotaLock); a tenant's quota takes one by its hash, so that
+// their number stays fixed whatever the number of tenants.
+var quotaLocks [64]sync.Mutex
+
+// quotaLock locks the creations of tenant's things counted by the quota
+// name and returns its unlock.
+func quotaLock(tenant, name string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name + "\x00" + tenant))
+	mu := &quotaLocks[h.Sum32()%uint32(len(quotaLocks))]
+	mu.Lock()
+	return mu.Unlock
+}
+
+// integrationQuota refuses one more integration past the tenant's quota;
+// release as countQuota's.
+func (s *Server) integrationQuota(ctx context.Context, tenant string) (release func(), err error) {
 	return s.countQuota(ctx, tenant, "integrations", func(q *client.Quotas) *int { return q.Integrations }, func(ctx context.Context) (int, error) {
 		l, err := s.deps.Integrations.List(ctx, tenant)
 		return len(l), err
@@ -284,8 +368,9 @@ func (s *Server) integrationQuota(ctx context.Context, tenant string) error {
 }
 
 // credentialQuota refuses one more API key or OAuth2 client past the
-// tenant's quota of both together (neither revoked nor expired).
-func (s *Server) credentialQuota(ctx context.Context, tenant string) error {
+// tenant's quota of both together (neither revoked nor expired); release
+// as countQuota's.
+func (s *Server) credentialQuota(ctx context.Context, tenant string) (release func(), err error) {
 	return s.countQuota(ctx, tenant, "apiKeys", func(q *client.Quotas) *int { return q.APIKeys }, func(ctx context.Context) (int, error) {
 		now := nowFunc()
 		keys, err := s.deps.Credentials.APIKeys(ctx, tenant)
@@ -313,13 +398,18 @@ func (s *Server) credentialQuota(ctx context.Context, tenant string) error {
 
 // admitCredential applies the tenant's policy to a new API key or OAuth2
 // client asked with ttl: its lifetime (credentialTTL) and the quota of
-// both (credentialQuota); it returns the ttl to create it with.
-func (s *Server) admitCredential(ctx context.Context, tenant string, ttl time.Duration) (time.Duration, error) {
+// both (credentialQuota); it returns the ttl to create it with, and
+// release (credentialQuota's) to call once it is created.
+func (s *Server) admitCredential(ctx context.Context, tenant string, ttl time.Duration) (time.Duration, func(), error) {
 	ttl, err := s.credentialTTL(tenant, ttl)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return ttl, s.credentialQuota(ctx, tenant)
+	release, err := s.credentialQuota(ctx, tenant)
+	if err != nil {
+		return 0, nil, err
+	}
+	return ttl, release, nil
 }
 
 // credentialTTL applies the tenant's apiKeyMaxLifetime to the ttl asked

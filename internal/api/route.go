@@ -266,14 +266,16 @@ func (s *Server) authorize(rt Route, p *Principal, r *http.Request) error {
 		if p.Kind != "operator" && p.Tenant != t {
 			return registry.ErrTenantNotFound.New()
 		}
+		// A role's refusal comes before the tenant is looked up: it does
+		// not tell which tenants exist.
+		if p.Kind == "operator" && !p.allows(rt) {
+			return ErrRoleDenied.WithDetail("%s may not %s %s", p.Role, rt.Method, rt.Pattern)
+		}
 		if !registry.ValidTenantID(t) {
 			return registry.ErrTenantNotFound.New()
 		}
 		if _, ok := s.deps.Registry.Tenant(t); !ok {
 			return registry.ErrTenantNotFound.New()
-		}
-		if p.Kind == "operator" && !p.allows(rt) {
-			return ErrRoleDenied.WithDetail("%s may not %s %s", p.Role, rt.Method, rt.Pattern)
 		}
 		if !p.can(rt.Scope) {
 			return ErrScopeMissing.WithDetail("this route needs %s", rt.Scope)

@@ -13,7 +13,12 @@ import (
 func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p *Principal) error {
 	v := client.WhoAmI{Kind: p.Kind, ID: p.ID, Tenant: p.Tenant}
 	if p.Kind == "operator" {
-		v.ID = "operator"
+		// A named operator by its id, name and role; the bootstrap key
+		// has none of them.
+		v.Name, v.Role = p.Name, p.Role
+		if v.ID == "" {
+			v.ID = "operator"
+		}
 	} else {
 		v.Scopes = append([]string{}, p.Scopes...)
 	}

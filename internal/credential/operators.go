@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/backbone/kverr"
 	"github.com/iotransit/iotransit/internal/fault"
 )
 
@@ -33,6 +34,7 @@ var (
 	ErrOperatorName      = fault.Define("credential.operator_name_invalid", fault.InvalidArgument, "an operator name is 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit")
 	ErrOperatorNameTaken = fault.Define("credential.operator_name_taken", fault.Conflict, "an operator of this name exists or existed; names are never reused")
 	ErrOperatorRevoked   = fault.Define("credential.operator_revoked", fault.Conflict, "the operator is revoked")
+	ErrOperatorBusy      = fault.Define("credential.operator_busy", fault.Unavailable, "other operator changes are being made at once; retry")
 	ErrOperatorLockout   = fault.Define("credential.operator_lockout", fault.Conflict, "this would leave no way to act as an admin: it needs another active, unexpired operator:admin")
 )
 
@@ -194,32 +196,105 @@ func (o *Operators) Rotate(ctx context.Context, id string) (Operator, string, er
 
 // Revoke revokes an operator; its key stops working at once. Revoking the
 // last active admin while the bootstrap key is retired is refused
-// (ErrOperatorLockout): nobody could manage operators any more.
+// (ErrOperatorLockout): nobody could manage operators any more. The
+// revocation of an admin is ordered with the others and with the
+// bootstrap key's retirement (guarded), so that two made at once cannot
+// each count the other's admin as the one left.
 func (o *Operators) Revoke(ctx context.Context, id string) (Operator, error) {
 	cur, err := o.Get(ctx, id)
 	if err != nil {
 		return Operator{}, err
 	}
-	if cur.Role == RoleAdmin && cur.RevokedAt == nil {
+	if cur.Role != RoleAdmin || cur.RevokedAt != nil {
+		op, _, err := o.revoke(ctx, id)
+		return op, err
+	}
+	out := cur
+	err = o.guarded(ctx, func() (func() error, error) {
 		retired, err := o.bootstrapRetired(ctx)
 		if err != nil {
-			return Operator{}, err
+			return nil, err
 		}
 		if retired {
 			if n, err := o.activeAdmins(ctx, id); err != nil {
-				return Operator{}, err
+				return nil, err
 			} else if n == 0 {
-				return cur, ErrOperatorLockout.WithDetail("the bootstrap key is retired and this is the last active operator:admin")
+				return nil, ErrOperatorLockout.WithDetail("the bootstrap key is retired and this is the last active operator:admin")
 			}
 		}
-	}
+		op, changed, err := o.revoke(ctx, id)
+		if err != nil || !changed {
+			return nil, err
+		}
+		out = op
+		return func() error {
+			_, err := update(ctx, o.s, operatorTenant, operatorKeyPrefix+id, func(op *Operator) { op.RevokedAt = nil })
+			return err
+		}, nil
+	})
+	return out, err
+}
+
+// revoke marks an operator revoked and reports whether it was not yet.
+func (o *Operators) revoke(ctx context.Context, id string) (Operator, bool, error) {
 	now := o.s.now().UTC()
+	changed := false
 	op, err := update(ctx, o.s, operatorTenant, operatorKeyPrefix+id, func(op *Operator) {
-		if op.RevokedAt == nil {
+		if changed = op.RevokedAt == nil; changed {
 			op.RevokedAt = &now
 		}
 	})
-	return op.Public(), err
+	return op.Public(), changed, err
+}
+
+// adminGuardKey is the record whose revision orders the changes that may
+// leave no way to act as an admin (guarded).
+const adminGuardKey = "adminguard"
+
+// guardAttempts bounds how often guarded retries a change that lost the
+// race to another.
+const guardAttempts = 20
+
+// guarded runs change, which may take away a way to act as an admin (the
+// revocation of an admin, the bootstrap key's retirement), so that such
+// changes made at once, on any node, are ordered: it reads the guard's
+// revision before change checks what it needs, and moves the guard on
+// after the change; when another change moved it meanwhile, the change is
+// undone (undo, nil when nothing changed) and made again over what the
+// other left.
+func (o *Operators) guarded(ctx context.Context, change func() (undo func() error, err error)) error {
+	kv, err := o.s.bucket(ctx, operatorTenant)
+	if err != nil {
+		return err
+	}
+	for range guardAttempts {
+		var rev uint64
+		switch e, err := kv.Get(ctx, adminGuardKey); {
+		case err == nil:
+			rev = e.Revision()
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return fmt.Errorf("credential: read the admin guard: %w", err)
+		}
+		undo, err := change()
+		if err != nil || undo == nil {
+			return err
+		}
+		if rev == 0 {
+			_, err = kv.Create(ctx, adminGuardKey, []byte("1"))
+		} else {
+			_, err = kv.Update(ctx, adminGuardKey, []byte("1"), rev)
+		}
+		if err == nil {
+			return nil
+		}
+		if uerr := undo(); uerr != nil {
+			return fmt.Errorf("credential: undo a change that lost to another: %w", errors.Join(err, uerr))
+		}
+		if !kverr.Conflict(err) {
+			return fmt.Errorf("credential: move the admin guard: %w", err)
+		}
+	}
+	return ErrOperatorBusy.New()
 }
 
 // Verify authenticates a named operator's token: it must be the current
@@ -290,25 +365,38 @@ func (o *Operators) RetireBootstrap(ctx context.Context, by string) (client.Boot
 	if cur, err := o.Bootstrap(ctx); err != nil || cur.Retired {
 		return cur, err
 	}
-	if n, err := o.activeAdmins(ctx, ""); err != nil {
-		return client.BootstrapOperator{}, err
-	} else if n == 0 {
-		return client.BootstrapOperator{}, ErrOperatorLockout.WithDetail("create an %s first (iotransit operator create)", RoleAdmin)
-	}
 	kv, err := o.s.bucket(ctx, operatorTenant)
 	if err != nil {
 		return client.BootstrapOperator{}, err
 	}
-	rec := bootstrapRecord{RetiredAt: o.s.now().UTC(), RetiredBy: by}
-	b, err := json.Marshal(rec)
+	var out client.BootstrapOperator
+	err = o.guarded(ctx, func() (func() error, error) {
+		if n, err := o.activeAdmins(ctx, ""); err != nil {
+			return nil, err
+		} else if n == 0 {
+			return nil, ErrOperatorLockout.WithDetail("create an %s first (iotransit operator create)", RoleAdmin)
+		}
+		rec := bootstrapRecord{RetiredAt: o.s.now().UTC(), RetiredBy: by}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return nil, err
+		}
+		rev, err := kv.Create(ctx, bootstrapKey, b)
+		if errors.Is(err, jetstream.ErrKeyExists) { // retired meanwhile
+			out, err = o.Bootstrap(ctx)
+			return nil, err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("credential: retire bootstrap: %w", err)
+		}
+		out = client.BootstrapOperator{Retired: true, RetiredAt: &rec.RetiredAt, RetiredBy: by}
+		return func() error { return kv.Delete(ctx, bootstrapKey, jetstream.LastRevision(rev)) }, nil
+	})
 	if err != nil {
 		return client.BootstrapOperator{}, err
 	}
-	if _, err := kv.Put(ctx, bootstrapKey, b); err != nil {
-		return client.BootstrapOperator{}, fmt.Errorf("credential: retire bootstrap: %w", err)
-	}
 	o.retired.Store(true)
-	return client.BootstrapOperator{Retired: true, RetiredAt: &rec.RetiredAt, RetiredBy: by}, nil
+	return out, nil
 }
 
 // ResetBootstrap makes the bootstrap key work again (recovery: serve

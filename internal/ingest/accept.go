@@ -256,10 +256,19 @@ func (c *Core) begin(p *Pending, ctx context.Context, id Identity, payload []byt
 	}
 	n := len(res.Accepted) + len(res.Rejected)
 	*p = Pending{c: c, id: id, tooLarge: tooLarge}
-	if !c.limiter(limiterKey{id.Tenant, id.Serial}, received, msgRate, burst).AllowN(received, min(n, burst)) {
+	lim := c.limiter(limiterKey{id.Tenant, id.Serial}, received, msgRate, burst)
+	if !lim.AllowN(received, min(n, burst)) {
 		c.m.publishRefused.WithLabelValues("rate").Inc()
 		p.done, p.out = true, Outcome{Status: RateLimited, MsgRate: msgRate}
 		return
+	}
+	// An upload larger than the burst is taken on a full bucket, and the
+	// messages past the burst are owed (the bucket goes below zero, a
+	// burst at a time), so that the gateway's next uploads wait for them:
+	// paying only the burst let such uploads through at many times the
+	// rate.
+	for owed := n - burst; owed > 0; owed -= burst {
+		lim.ReserveN(received, min(owed, burst))
 	}
 	p.start = time.Now()
 	if ctx.Done() == nil { // the caller's ctx never ends (the MQTT front end's)

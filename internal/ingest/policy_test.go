@@ -169,3 +169,38 @@ func TestIngestPolicyStrictValidationOnEveryNode(t *testing.T) {
 		t.Fatalf("unknown tsmId at the other tenant: %v 0x%02x", err, res.ReasonCode)
 	}
 }
+
+// A tenant's message rate holds for uploads larger than its burst: such an
+// upload is taken when the bucket is full, and the messages past the burst
+// are owed, so that the gateway's next uploads wait for them (it used to
+// pay only the burst for any upload: a burst of 2 let 40 messages through
+// each time the bucket refilled).
+func TestIngestPolicyRateUploadsLargerThanBurst(t *testing.T) {
+	n1, n2, certs := policyPair(t)
+	setPolicy(t, n1, n2, tenant, client.Policy{Quotas: &client.Quotas{IngestMsgsPerSecond: ptr(1.0), IngestBurst: ptr(2)}})
+	a := dial(t, n2, certs, gwA)
+	upload := func(from int64) []byte {
+		msgs := make([]string, 40)
+		for i := range msgs {
+			msgs[i] = tu.Thingsee(sensor, from+int64(i), 20)
+		}
+		return []byte("[" + strings.Join(msgs, ",") + "]")
+	}
+	res, err := a.Publish(ctx(t), upload(1700000000), 1)
+	if err != nil || res.ReasonCode != 0 {
+		t.Fatalf("first upload of 40 on a full bucket: %v 0x%02x %q", err, res.ReasonCode, res.Reason)
+	}
+	first := time.Now()
+	// 40 messages at 1/s are paid for 38 s later; the bucket of 2 refills
+	// in 2 s, when the old rule took another 40.
+	for i := int64(1); time.Since(first) < 3500*time.Millisecond; i++ {
+		res, err := a.Publish(ctx(t), upload(1700000000+100*i), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ReasonCode == 0 && time.Since(first) < 30*time.Second {
+			t.Fatalf("upload %d of 40 messages taken %s after the first, at 1 message/s", i, time.Since(first).Round(time.Millisecond))
+		}
+		time.Sleep(250 * time.Millisecond) // pacing the attempts, not a wait for a result
+	}
+}

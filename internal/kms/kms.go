@@ -72,6 +72,8 @@ type tenantKeys struct {
 	deks    map[uint32][]byte
 	newest  uint32    // the newest version the store had when checked
 	checked time.Time // when newest was checked
+	// kept is when the store last showed no shred of the tenant's keys.
+	kept time.Time
 }
 
 // New returns a keyring under the root key held in rootKey (the file
@@ -203,6 +205,13 @@ func (k *Keyring) newest(ctx context.Context, tenant string, create bool) (uint3
 	k.mu.RUnlock()
 	if !fresh {
 		known := v
+		if known != 0 {
+			// The keys may have been shredded on another node meanwhile:
+			// seal no more under the cached key.
+			if err := k.shredded(ctx, tenant); err != nil {
+				return 0, nil, err
+			}
+		}
 		var err error
 		if v, err = k.probe(ctx, tenant, v); err != nil {
 			if known == 0 {
@@ -246,10 +255,8 @@ func (k *Keyring) probe(ctx context.Context, tenant string, from uint32) (uint32
 // createVersion makes version v of the tenant's data key, unless another
 // node made it first. It returns the newest version then in the store.
 func (k *Keyring) createVersion(ctx context.Context, tenant string, v uint32) (uint32, error) {
-	if v == 1 {
-		if _, err := k.store.Get(ctx, shreddedName(tenant)); err == nil {
-			return 0, fmt.Errorf("%w for tenant %s: its keys were shredded", ErrNoKey, tenant)
-		}
+	if err := k.shredded(ctx, tenant); err != nil {
+		return 0, err
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
@@ -261,12 +268,56 @@ func (k *Keyring) createVersion(ctx context.Context, tenant string, v uint32) (u
 	}
 	switch err := k.store.Create(ctx, dekName(tenant, v), stored); {
 	case err == nil:
+		// A Shred that marked the tenant after the check above listed
+		// the keys before this one was stored: destroy it here, as the
+		// Shred would have (the mark is set before the Shred lists).
+		if err := k.shredded(ctx, tenant); err != nil {
+			if ms, ok := k.store.(ManagedKeyStore); ok {
+				if derr := ms.Destroy(ctx, dekName(tenant, v)); derr != nil {
+					return 0, fmt.Errorf("kms: destroy %s, made during its tenant's shred: %w", dekName(tenant, v), derr)
+				}
+			}
+			return 0, err
+		}
 		k.keep(tenant, v, raw, v)
 	case errors.Is(err, ErrKeyExists): // another node won the race
 	default:
 		return 0, fmt.Errorf("kms: store data key %s: %w", dekName(tenant, v), err)
 	}
 	return k.probe(ctx, tenant, v-1)
+}
+
+// shredded returns ErrNoKey, and forgets the tenant's cached keys, when
+// the tenant's keys were shredded (on any node). A store that does not
+// answer is not taken for a shred.
+func (k *Keyring) shredded(ctx context.Context, tenant string) error {
+	if _, err := k.store.Get(ctx, shreddedName(tenant)); err != nil {
+		return nil
+	}
+	k.Evict(tenant)
+	return fmt.Errorf("%w for tenant %s: its keys were shredded", ErrNoKey, tenant)
+}
+
+// checkKept returns ErrNoKey once the tenant's keys were shredded on any
+// node, asking the store at most once a refresh: a keyring stops opening
+// with the keys and subkeys it cached as it stops sealing with them.
+func (k *Keyring) checkKept(ctx context.Context, tenant string) error {
+	k.mu.RLock()
+	tk := k.tenants[tenant]
+	fresh := tk != nil && time.Since(tk.kept) < refresh
+	k.mu.RUnlock()
+	if fresh {
+		return nil
+	}
+	if err := k.shredded(ctx, tenant); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	if tk := k.tenants[tenant]; tk != nil {
+		tk.kept = time.Now()
+	}
+	k.mu.Unlock()
+	return nil
 }
 
 // Rotate makes a new version of the tenant's data key: from then on this
@@ -454,6 +505,9 @@ func (k *Keyring) Open(ctx context.Context, tenant string, sealed, aad []byte) (
 		}
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := k.checkKept(ctx, tenant); err != nil {
 		return nil, err
 	}
 	body := sealed[sealHeaderLen:]

@@ -90,6 +90,11 @@ func (s KVStore) Entries(ctx context.Context) ([]Entry, error) {
 		}
 		out = append(out, Entry{Key: key, Value: v, Revision: rev})
 	}
+	// The listing ends early, with no error of its own, when ctx ends: a
+	// short list must not pass for the whole bucket.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
 	return out, nil
 }
 

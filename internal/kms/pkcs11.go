@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -96,6 +97,9 @@ func (r *PKCS11Root) find(label string, create bool) error {
 	if key.Cipher != crypto11.CipherAES {
 		return fmt.Errorf("kms: the key %q on token %q is not an AES key", label, r.token)
 	}
+	if n, err := r.ctx.GetAttribute(key, crypto11.CkaValueLen); err != nil || n == nil || bytesToUint(n.Value) != RootKeySize {
+		return fmt.Errorf("kms: the key %q on token %q is not an AES-256 key: refused", label, r.token)
+	}
 	if err := r.checkKept(label, key); err != nil {
 		return err
 	}
@@ -137,9 +141,11 @@ func (r *PKCS11Root) generate(label string) (*crypto11.SecretKey, error) {
 }
 
 // checkKept refuses a key that could be, or ever could have been, read out
-// of the token.
+// of the token, or used without the PIN (not private: a session that never
+// logged in may use it, and SoftHSM2 keeps it unencrypted).
 func (r *PKCS11Root) checkKept(label string, key *crypto11.SecretKey) error {
 	want := map[crypto11.AttributeType]bool{
+		crypto11.CkaPrivate:   true,
 		crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
 		crypto11.CkaAlwaysSensitive: true, crypto11.CkaNeverExtractable: true,
 	}
@@ -154,7 +160,7 @@ func (r *PKCS11Root) checkKept(label string, key *crypto11.SecretKey) error {
 	for t, w := range want {
 		a := attrs[t]
 		if a == nil || len(a.Value) != 1 || (a.Value[0] != 0) != w {
-			return fmt.Errorf("kms: the key %q on token %q was imported or can be exported (attribute %#x is not %t): refused", label, r.token, t, w)
+			return fmt.Errorf("kms: the key %q on token %q was imported, can be exported or is usable without the PIN (attribute %#x is not %t): refused", label, r.token, t, w)
 		}
 	}
 	return nil
@@ -190,3 +196,16 @@ func (r *PKCS11Root) Unwrap(_ context.Context, wrapped, aad []byte) ([]byte, err
 
 // Close logs out of the token.
 func (r *PKCS11Root) Close() error { return r.ctx.Close() }
+
+// bytesToUint reads a CK_ULONG attribute value (native byte order, as the
+// module wrote it).
+func bytesToUint(b []byte) uint64 {
+	var v uint64
+	switch len(b) {
+	case 4:
+		v = uint64(binary.NativeEndian.Uint32(b))
+	case 8:
+		v = binary.NativeEndian.Uint64(b)
+	}
+	return v
+}

@@ -24,11 +24,16 @@ type wrappedKey struct {
 
 // wrapKey wraps raw under the keyring's root and lays it out for the store.
 func (k *Keyring) wrapKey(ctx context.Context, raw, aad []byte, created time.Time) ([]byte, error) {
-	w, err := k.root.Wrap(ctx, raw, aad)
+	return wrapUnder(ctx, k.root, raw, aad, created)
+}
+
+// wrapUnder wraps raw under root and lays it out for the store.
+func wrapUnder(ctx context.Context, root RootKey, raw, aad []byte, created time.Time) ([]byte, error) {
+	w, err := root.Wrap(ctx, raw, aad)
 	if err != nil {
-		return nil, fmt.Errorf("kms: wrap under root key %s: %w", k.root.ID(), err)
+		return nil, fmt.Errorf("kms: wrap under root key %s: %w", root.ID(), err)
 	}
-	return json.Marshal(wrappedKey{Root: k.root.ID(), Key: w, Created: created.UTC()})
+	return json.Marshal(wrappedKey{Root: root.ID(), Key: w, Created: created.UTC()})
 }
 
 // parseWrapped reads a stored wrapped key; an old value has no root id.
@@ -40,9 +45,13 @@ func parseWrapped(stored []byte) wrappedKey {
 	return wrappedKey{Key: stored}
 }
 
+// NoRootID is how RootIDs names the root of a key wrapped by a file root
+// before root keys had ids.
+const NoRootID = "file (no id)"
+
 // RootIDs names the root keys that wrap the wrapped keys among entries
 // (of a ManagedKeyStore), for errors; a key wrapped by a file root before
-// root keys had ids is named "file (no id)".
+// root keys had ids is named NoRootID.
 func RootIDs(entries []Entry) []string {
 	var ids []string
 	for _, e := range entries {
@@ -51,7 +60,7 @@ func RootIDs(entries []Entry) []string {
 		}
 		id := parseWrapped(e.Value).Root
 		if id == "" {
-			id = "file (no id)"
+			id = NoRootID
 		}
 		if !slices.Contains(ids, id) {
 			ids = append(ids, id)
@@ -75,6 +84,12 @@ func (k *Keyring) rootIDs() string {
 // unwrapKey opens the wrapped key stored under name with the root it
 // names (any root for an old value without a name).
 func (k *Keyring) unwrapKey(ctx context.Context, name string, stored, aad []byte) ([]byte, wrappedKey, error) {
+	raw, w, _, err := k.unwrapKeyRoot(ctx, name, stored, aad)
+	return raw, w, err
+}
+
+// unwrapKeyRoot is unwrapKey that also returns the root that opened the key.
+func (k *Keyring) unwrapKeyRoot(ctx context.Context, name string, stored, aad []byte) ([]byte, wrappedKey, RootKey, error) {
 	w := parseWrapped(stored)
 	for _, r := range k.roots() {
 		if w.Root != "" && r.ID() != w.Root {
@@ -82,16 +97,16 @@ func (k *Keyring) unwrapKey(ctx context.Context, name string, stored, aad []byte
 		}
 		raw, err := r.Unwrap(ctx, w.Key, aad)
 		if err == nil {
-			return raw, w, nil
+			return raw, w, r, nil
 		}
 		if w.Root != "" {
-			return nil, w, fmt.Errorf("kms: unwrap %s with root key %s: %w", name, r.ID(), err)
+			return nil, w, nil, fmt.Errorf("kms: unwrap %s with root key %s: %w", name, r.ID(), err)
 		}
 	}
 	if w.Root == "" {
-		return nil, w, fmt.Errorf("%w: root key %s does not open %s (%w)", ErrWrongRoot, k.rootIDs(), name, ErrOpen)
+		return nil, w, nil, fmt.Errorf("%w: root key %s does not open %s (%w)", ErrWrongRoot, k.rootIDs(), name, ErrOpen)
 	}
-	return nil, w, fmt.Errorf("%w: %s is wrapped under root key %s, this node has %s (%w)", ErrWrongRoot, name, w.Root, k.rootIDs(), ErrOpen)
+	return nil, w, nil, fmt.Errorf("%w: %s is wrapped under root key %s, this node has %s (%w)", ErrWrongRoot, name, w.Root, k.rootIDs(), ErrOpen)
 }
 
 // The root check is a known value wrapped under the root key, made at the
@@ -127,10 +142,13 @@ func (k *Keyring) CheckRoot(ctx context.Context) error {
 		if !errors.Is(err, ErrKeyNotFound) {
 			return fmt.Errorf("kms: read the root check: %w", err)
 		}
-		if err := k.checkOldKey(ctx); err != nil {
+		// The check goes under the root of the store's keys (a previous
+		// one during a change of root: Rewrap moves it last).
+		root, err := k.checkOldKey(ctx)
+		if err != nil {
 			return err
 		}
-		stored, err = k.wrapKey(ctx, rootCheckValue, rootCheckAAD(), time.Now())
+		stored, err = wrapUnder(ctx, root, rootCheckValue, rootCheckAAD(), time.Now())
 		if err != nil {
 			return err
 		}
@@ -141,27 +159,30 @@ func (k *Keyring) CheckRoot(ctx context.Context) error {
 	}
 }
 
-// checkOldKey unwraps one data key of a store that has no root check yet.
-func (k *Keyring) checkOldKey(ctx context.Context) error {
+// checkOldKey unwraps one data key of a store that has no root check yet
+// and returns the root that opened it (the current root for a store
+// without keys).
+func (k *Keyring) checkOldKey(ctx context.Context) (RootKey, error) {
 	ms, ok := k.store.(ManagedKeyStore)
 	if !ok {
-		return nil
+		return k.root, nil
 	}
 	entries, err := ms.Entries(ctx)
 	if err != nil {
-		return fmt.Errorf("kms: list wrapped keys: %w", err)
+		return nil, fmt.Errorf("kms: list wrapped keys: %w", err)
 	}
 	for _, e := range entries {
 		tenant, v, ok := parseDEKName(e.Key)
 		if !ok {
 			continue
 		}
-		if _, _, err := k.unwrapKey(ctx, e.Key, e.Value, dekAAD(tenant, v)); err != nil {
-			return fmt.Errorf("kms: root key check: %w", err)
+		_, _, root, err := k.unwrapKeyRoot(ctx, e.Key, e.Value, dekAAD(tenant, v))
+		if err != nil {
+			return nil, fmt.Errorf("kms: root key check: %w", err)
 		}
-		return nil
+		return root, nil
 	}
-	return nil
+	return k.root, nil
 }
 
 // parseDEKName splits the name of a wrapped data key into tenant and

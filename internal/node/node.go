@@ -29,6 +29,7 @@ import (
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone"
 	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/forward"
 	"github.com/iotransit/iotransit/internal/forward/egress"
@@ -581,13 +582,22 @@ func (n *Node) AdminAddr() string { return n.api.AdminAddr() }
 func (n *Node) operators(ctx context.Context, creds *credential.Store) (*credential.Operators, error) {
 	ops := credential.NewOperators(creds)
 	if n.cfg.ResetBootstrapOperator {
-		if err := ops.ResetBootstrap(ctx); err != nil {
-			return nil, err
-		}
-		ev := audit.Event{Actor: "node", Action: "operator.bootstrap.reset", Target: "operator", Outcome: "ok",
+		// Written ahead: the key works again only once _system says so.
+		ev := audit.Event{Actor: "node", Action: "operator.bootstrap.reset", Target: "operator", Outcome: "started",
 			Detail: map[string]string{"flag": "--reset-bootstrap-operator"}}
 		if _, err := n.audit.Append(ctx, audit.SystemTenant, ev); err != nil {
 			return nil, fmt.Errorf("audit the bootstrap reset: %w", err)
+		}
+		rerr := ops.ResetBootstrap(ctx)
+		ev.Outcome = "ok"
+		if rerr != nil {
+			ev.Outcome = fault.From(rerr).Code()
+		}
+		if _, err := n.audit.Append(ctx, audit.SystemTenant, ev); err != nil {
+			n.log.Error("audit of the bootstrap reset's outcome failed", "error", err)
+		}
+		if rerr != nil {
+			return nil, rerr
 		}
 		n.log.Warn("the bootstrap operator key works again (--reset-bootstrap-operator)")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/iotransit/iotransit/internal/backbone"
@@ -175,12 +176,38 @@ func openKeyring(ctx context.Context, cfg KMSConfig, dataDir string, store kms.M
 	if err := keys.CheckRoot(ctx); err != nil {
 		return nil, nil, 0, err
 	}
+	if err := checkStrays(entries, keys.Root(), prev); err != nil {
+		return nil, nil, 0, err
+	}
 	if len(prev) > 0 {
 		if moved, err = keys.Rewrap(ctx); err != nil {
 			return nil, nil, 0, fmt.Errorf("kms rewrap: %w", err)
 		}
 	}
 	return keys, closeAll, moved, nil
+}
+
+// checkStrays refuses a bucket holding keys wrapped under a root other than
+// root and prev: the root check alone does not show them (a node still on
+// the old root makes keys under it after the others re-wrapped every key,
+// the root check included). Started so, the node could not open them, and
+// the old root might be deleted with them still under it. A key wrapped
+// before root keys had ids is checked by CheckRoot's unwrap only.
+func checkStrays(entries []kms.Entry, root kms.RootKey, prev []kms.RootKey) error {
+	known := []string{root.ID()}
+	for _, r := range prev {
+		known = append(known, r.ID())
+	}
+	var strays []string
+	for _, id := range kms.RootIDs(entries) {
+		if !slices.Contains(known, id) && id != kms.NoRootID {
+			strays = append(strays, id)
+		}
+	}
+	if len(strays) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: the kms bucket holds keys wrapped under root key %s and this node has root key %s: start it with that root named by the --previous-* flags to move them (kms rewrap), then without", kms.ErrWrongRoot, strings.Join(strays, ", "), strings.Join(known, ", "))
 }
 
 // RewrapConfig is what "iotransit kms rewrap" needs: where the data is

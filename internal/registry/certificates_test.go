@@ -23,7 +23,7 @@ func mustToken(t *testing.T, n *node, tenant, serial string) string {
 func enroll(t *testing.T, n *node, tok, serial string) (registry.Enrollment, error) {
 	t.Helper()
 	csr, _ := csrFor(t, serial)
-	return call(func(c context.Context) (registry.Enrollment, error) { return n.reg.Enroll(c, tok, csr, time.Hour) })
+	return call(func(c context.Context) (registry.Enrollment, error) { return n.reg.Enroll(c, tok, csr, time.Hour, nil) })
 }
 
 // A token is bound to the gateway it was made for, not only to its serial:

@@ -226,7 +226,13 @@ type Enrollment struct {
 // serial, and the token works once. A CSR problem does not spend it. A
 // token whose gateway was deleted (even if the serial was registered again
 // since) is refused as ErrTokenInvalid, like an unknown token.
-func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration) (Enrollment, error) {
+//
+// ahead, when not nil, is called once the token and the CSR have passed
+// every check and before the token is spent, with the tenant and serial
+// the token names (the API writes the enrollment ahead to that tenant's
+// audit log there); its error refuses the enrollment with nothing spent
+// or issued.
+func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, validity time.Duration, ahead func(tenant, serial string) error) (Enrollment, error) {
 	id, secret, ok := credential.ParseToken(tokenPrefix, token)
 	if !ok {
 		return Enrollment{}, ErrTokenInvalid.New()
@@ -269,6 +275,11 @@ func (r *Registry) Enroll(ctx context.Context, token string, csrPEM []byte, vali
 			return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, ErrTokenSerialMismatch.New()
 		}
 		return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, pki.ErrCSRCNMismatch.New()
+	}
+	if ahead != nil {
+		if err := ahead(t.Tenant, t.Serial); err != nil {
+			return Enrollment{Tenant: t.Tenant, Serial: t.Serial}, err
+		}
 	}
 	// Spend the token: only one of concurrent requests wins the revision.
 	t.UsedAt = &now

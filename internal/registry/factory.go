@@ -169,9 +169,11 @@ func (r *Registry) Claim(ctx context.Context, tenant, serial, code string) (Gate
 	}
 	// The quota depends on the tenant alone: refusing before the code is
 	// read tells nothing of the serial.
-	if err := r.gatewayQuota(te); err != nil {
+	release, err := r.admitGateway(te)
+	if err != nil {
 		return Gateway{}, err
 	}
+	defer release()
 	norm, wellFormed := normalizeClaimCode(code)
 	hash := credential.HashSecret(claimHashDomain, norm)
 	if !ValidSerial(serial) {

@@ -23,6 +23,10 @@ type Tenant struct {
 	// SetPolicy keeps it equal to the policy's strictValidation, for nodes
 	// that predate policies (read StrictValidation).
 	RejectUnknownIDs bool `json:"rejectUnknownIds"`
+	// OwnRejectUnknownIDs is RejectUnknownIDs as it was before the first
+	// policy kept it in step (nil: no policy was set since): the default
+	// of a policy's strictValidation.
+	OwnRejectUnknownIDs *bool `json:"ownRejectUnknownIds,omitempty"`
 	// Policy is the tenant's security policy (policy.go); members left out
 	// take the node's defaults.
 	Policy client.Policy `json:"policy,omitzero"`

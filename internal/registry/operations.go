@@ -66,9 +66,11 @@ func (r *Registry) RegisterGateway(ctx context.Context, tenant, serial string) (
 	if err != nil {
 		return Gateway{}, err
 	}
-	if err := r.gatewayQuota(te); err != nil {
+	release, err := r.admitGateway(te)
+	if err != nil {
 		return Gateway{}, err
 	}
+	defer release()
 	if _, err := r.serKV.Create(ctx, serial, []byte(tenant)); err != nil {
 		if kverr.Conflict(err) {
 			return Gateway{}, ErrGatewayExists.New()

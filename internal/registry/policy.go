@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -41,10 +42,14 @@ var (
 
 // StrictValidation reports whether the tenant's Thingsee messages whose
 // tsmId has no schema are refused: the policy's strictValidation, else
-// the record's RejectUnknownIDs (set before policies existed).
+// the record's own switch (set before policies existed; not the value a
+// former policy kept in RejectUnknownIDs).
 func (t Tenant) StrictValidation() bool {
 	if v := t.Policy.StrictValidation; v != nil {
 		return *v
+	}
+	if t.OwnRejectUnknownIDs != nil {
+		return *t.OwnRejectUnknownIDs
 	}
 	return t.RejectUnknownIDs
 }
@@ -179,9 +184,30 @@ func validHostPattern(h string) bool {
 
 // HostAllowed reports whether host matches one of the patterns (an exact
 // host, or "*.domain" for any name under domain), ignoring case and a
-// trailing dot.
+// trailing dot. An IP address matches only an address pattern equal to it
+// (in any form, an IPv4-mapped IPv6 address as its IPv4 one), never a
+// name or a wildcard, and never with a zone: "2001:db8::1%.example.com"
+// is an address with a zone, and dials 2001:db8::1. A host that is
+// neither an address nor a host name (letters, digits, '-', '_' and dots;
+// an international name in its xn-- form) matches nothing.
 func HostAllowed(patterns []string, host string) bool {
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return false
+		}
+		for _, p := range patterns {
+			if pa, err := netip.ParseAddr(p); err == nil && pa.Unmap() == a.Unmap() {
+				return true
+			}
+		}
+		return false
+	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "" || strings.ContainsFunc(host, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) {
+		return false
+	}
 	for _, p := range patterns {
 		p = strings.ToLower(p)
 		if suffix, ok := strings.CutPrefix(p, "*"); ok {
@@ -217,7 +243,12 @@ func (r *Registry) SetPolicy(ctx context.Context, tenant string, p client.Policy
 		}
 		before, after = t, t
 		after.Policy = p
-		// Nodes that predate policies read the record's own switch.
+		// Nodes that predate policies read the record's switch: it is
+		// kept in step, and its own value kept apart as the default.
+		if after.OwnRejectUnknownIDs == nil {
+			own := t.RejectUnknownIDs
+			after.OwnRejectUnknownIDs = &own
+		}
 		after.RejectUnknownIDs = after.StrictValidation()
 		b, err := json.Marshal(after)
 		if err != nil {
@@ -247,7 +278,7 @@ func (r *Registry) setTenant(te *tenantEntry, t Tenant, rev uint64) {
 		return
 	}
 	te.rev = rev
-	te.rec.Policy, te.rec.RejectUnknownIDs = t.Policy, t.RejectUnknownIDs
+	te.rec.Policy, te.rec.RejectUnknownIDs, te.rec.OwnRejectUnknownIDs = t.Policy, t.RejectUnknownIDs, t.OwnRejectUnknownIDs
 	rec, watchers := te.rec, slices.Clone(r.changeWatchers)
 	r.mu.Unlock()
 	for _, fn := range watchers {
@@ -266,12 +297,27 @@ func (r *Registry) OnTenantChange(fn func(Tenant)) {
 	r.mu.Unlock()
 }
 
-// gatewayQuota refuses one more gateway of te's tenant when its policy's
-// gateway quota is reached. The count is this node's copy: two nodes
-// registering at the same moment may each let one through.
-func (r *Registry) gatewayQuota(te *tenantEntry) error {
+// admitGateway refuses one more gateway of te's tenant when its policy's
+// gateway quota is reached. While the quota is set, the tenant's gateway
+// creations on this node are one at a time from this count to the
+// gateway in memory: the caller calls release once it created the gateway
+// (or failed to). Nodes count on their own: two nodes registering at the
+// same moment may each let one through.
+func (r *Registry) admitGateway(te *tenantEntry) (release func(), err error) {
+	sel := func(q *client.Quotas) *int { return q.Gateways }
+	r.mu.RLock()
+	_, bounded := te.rec.Quota(sel)
+	r.mu.RUnlock()
+	if !bounded {
+		return func() {}, nil
+	}
+	te.quotaMu.Lock()
 	r.mu.RLock()
 	t, held := te.rec, len(te.gateways)
 	r.mu.RUnlock()
-	return CheckQuota(t, "gateways", func(q *client.Quotas) *int { return q.Gateways }, held)
+	if err := CheckQuota(t, "gateways", sel, held); err != nil {
+		te.quotaMu.Unlock()
+		return nil, err
+	}
+	return te.quotaMu.Unlock, nil
 }

@@ -187,7 +187,7 @@ func TestRegistryValidatePolicy(t *testing.T) {
 }
 
 func TestRegistryHostAllowed(t *testing.T) {
-	patterns := []string{"*.example.com", "hooks.example.org"}
+	patterns := []string{"*.example.com", "hooks.example.org", "2001:db8::10", "192.0.2.7"}
 	tests := []struct {
 		name string
 		host string
@@ -200,6 +200,15 @@ func TestRegistryHostAllowed(t *testing.T) {
 		{name: "suffix trick", host: "evilexample.com"},
 		{name: "exact", host: "hooks.example.org", want: true},
 		{name: "exact's subdomain", host: "x.hooks.example.org"},
+		// An IPv6 literal's zone is not a name: "[2001:db8::1%25.example.com]"
+		// dials 2001:db8::1.
+		{name: "zone under wildcard", host: "2001:db8::1%.example.com"},
+		{name: "zone of an allowed address", host: "2001:db8::10%eth0"},
+		{name: "address under a wildcard of numbers", host: "198.51.100.7", want: false},
+		{name: "address in another form", host: "2001:DB8:0::10", want: true},
+		{name: "IPv4-mapped address", host: "::ffff:192.0.2.7", want: true},
+		{name: "other address", host: "192.0.2.8"},
+		{name: "not a host name", host: "a%2f.example.com"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,3 +220,28 @@ func TestRegistryHostAllowed(t *testing.T) {
 }
 
 func errorDetail(err error) string { return fault.From(err).Detail() }
+
+// strictValidation left out of a policy takes the record's own switch of
+// before policies, not the value a former policy set: a tenant made
+// strict by one policy is lenient again when a later policy leaves the
+// member out.
+func TestRegistryStrictValidationDefaultSurvivesPolicies(t *testing.T) {
+	c := newCluster(t)
+	n := c.open()
+	if _, err := n.reg.CreateTenant(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n.reg.SetPolicy(t.Context(), "acme", client.Policy{StrictValidation: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	_, after, err := n.reg.SetPolicy(t.Context(), "acme", client.Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.StrictValidation() || after.RejectUnknownIDs {
+		t.Fatalf("after the policy left strictValidation out: strict %v, rejectUnknownIds %v; want the record's own false", after.StrictValidation(), after.RejectUnknownIDs)
+	}
+	if got, _ := n.reg.Tenant("acme"); got.StrictValidation() {
+		t.Fatal("the registry's copy is still strict")
+	}
+}

@@ -76,6 +76,9 @@ type tenantEntry struct {
 	kv       jetstream.KeyValue
 	gateways map[string]*Gateway
 	revs     map[string]uint64 // revision of each cached gateway record
+	// quotaMu holds the tenant's gateway creations on this node one at a
+	// time while its policy bounds their number (admitGateway).
+	quotaMu sync.Mutex
 }
 
 // Open opens the registry and starts watching for changes made anywhere.
