@@ -171,11 +171,11 @@ func (o *Operators) Rotate(ctx context.Context, id string) (Operator, string, er
 	if !validID(id) {
 		return Operator{}, "", ErrNotFound.New()
 	}
-	token, _, secret, err := NewToken(operatorPrefix)
+	_, _, secret, err := NewToken(operatorPrefix)
 	if err != nil {
 		return Operator{}, "", err
 	}
-	token = operatorPrefix + id + "_" + secret
+	token := operatorPrefix + id + "_" + secret
 	now := o.s.now().UTC()
 	revoked := false
 	op, err := update(ctx, o.s, operatorTenant, operatorKeyPrefix+id, func(op *Operator) {

@@ -112,14 +112,14 @@ func TestKMSShredStopsOpeningOnOtherKeyrings(t *testing.T) {
 	store := newMemStore()
 	a := kms.NewKeyring(store, fileRoot(t))
 	b := kms.NewKeyring(store, a.Root())
-	sealed, err := a.Seal(ctx, "acme", []byte("x"), nil)
-	if err == nil {
+	if _, err := a.Seal(ctx, "acme", []byte("x"), nil); err == nil {
 		t.Fatal("sealed for a tenant without a key")
 	}
 	if err := a.EnsureTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	if sealed, err = a.Seal(ctx, "acme", []byte("x"), nil); err != nil {
+	sealed, err := a.Seal(ctx, "acme", []byte("x"), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got, err := b.Open(ctx, "acme", sealed, nil); err != nil || string(got) != "x" {
