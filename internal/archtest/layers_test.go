@@ -17,6 +17,7 @@ var layers = map[string]int{
 	"internal/backbone/names": 0, "internal/backbone/kverr": 0, "internal/thingsee": 0, "internal/pki": 0,
 	"internal/kms": 0, "internal/forward/egress": 0, "internal/gwproto": 0,
 	"internal/mesh": 0, "internal/cli": 0,
+	"internal/pkcs11tok": 0,
 	// 1: the domains, each over JetStream or the network.
 	"internal/backbone": 1, "internal/registry": 1, "internal/credential": 1,
 	"internal/store": 1, "internal/audit": 1, "internal/ingest": 1,
@@ -42,9 +43,11 @@ var layers = map[string]int{
 
 // sameLayer lists the imports allowed inside a layer, each for a reason.
 var sameLayer = map[string][]string{
-	"internal/thingsee":       {"internal/fault"},
-	"internal/pki":            {"internal/fault"},
-	"internal/kms":            {"internal/securefile", "internal/backbone/kverr"},
+	"internal/thingsee": {"internal/fault"},
+	"internal/pki":      {"internal/fault"},
+	"internal/kms":      {"internal/securefile", "internal/backbone/kverr", "internal/pkcs11tok"},
+	// The PIN file is a secret file.
+	"internal/pkcs11tok":      {"internal/securefile"},
 	"internal/forward/egress": {"internal/fault"},
 	// The mesh keys travel sealed in the receiver's format.
 	"internal/gwproto": {"receiver"},

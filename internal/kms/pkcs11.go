@@ -10,10 +10,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/ThalesGroup/crypto11"
-	"github.com/miekg/pkcs11"
+
+	"github.com/iotransit/iotransit/internal/pkcs11tok"
 )
 
 // PKCS11Root is a root key generated in a PKCS#11 token (AES-256,
@@ -36,43 +36,15 @@ const pkcs11IDLen = 8
 // label. When the token has none, the key is generated there if create is
 // true; otherwise the result is ErrNoRootKey.
 func OpenPKCS11Root(cfg PKCS11Config, create bool) (*PKCS11Root, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	pin, err := readPIN(cfg.PINFile)
+	ctx, err := pkcs11tok.Open(cfg.token(), pkcs11Errors, 12)
 	if err != nil {
 		return nil, err
-	}
-	ctx, err := crypto11.Configure(&crypto11.Config{
-		Path: cfg.Module, TokenLabel: cfg.Token, Pin: pin, MaxSessions: 4, GCMIVLength: 12,
-	})
-	if err != nil {
-		return nil, pkcs11Error(cfg, err)
 	}
 	r := &PKCS11Root{ctx: ctx, token: cfg.Token}
 	if err := r.find(cfg.keyLabel(), create); err != nil {
 		return nil, errors.Join(err, ctx.Close())
 	}
 	return r, nil
-}
-
-// pkcs11Error says why the token could not be opened, naming the token and
-// the module, never the PIN.
-func pkcs11Error(cfg PKCS11Config, err error) error {
-	var code pkcs11.Error
-	if errors.As(err, &code) {
-		switch code {
-		case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
-			return fmt.Errorf("%w: token %q, PIN from %s", ErrWrongPIN, cfg.Token, cfg.PINFile)
-		case pkcs11.CKR_PIN_LOCKED:
-			return fmt.Errorf("kms: the PIN of PKCS#11 token %q is locked", cfg.Token)
-		}
-	}
-	// crypto11 reports a missing token with an unexported error of this text.
-	if strings.Contains(err.Error(), "could not find PKCS#11 token") {
-		return fmt.Errorf("%w: %q in module %s", ErrTokenNotFound, cfg.Token, cfg.Module)
-	}
-	return fmt.Errorf("kms: open PKCS#11 token %q with module %s: %w", cfg.Token, cfg.Module, err)
 }
 
 // find sets r's key to the one labelled label, generating it if allowed.
@@ -100,8 +72,8 @@ func (r *PKCS11Root) find(label string, create bool) error {
 	if n, err := r.ctx.GetAttribute(key, crypto11.CkaValueLen); err != nil || n == nil || bytesToUint(n.Value) != RootKeySize {
 		return fmt.Errorf("kms: the key %q on token %q is not an AES-256 key: refused", label, r.token)
 	}
-	if err := r.checkKept(label, key); err != nil {
-		return err
+	if err := pkcs11tok.CheckKept(r.ctx, key); err != nil {
+		return fmt.Errorf("kms: the key %q on token %q: %w", label, r.token, err)
 	}
 	id, err := r.ctx.GetAttribute(key, crypto11.CkaId)
 	if err != nil || len(id.Value) == 0 {
@@ -121,17 +93,9 @@ func (r *PKCS11Root) generate(label string) (*crypto11.SecretKey, error) {
 	if _, err := rand.Read(id); err != nil {
 		return nil, err
 	}
-	tmpl, err := crypto11.NewAttributeSetWithIDAndLabel(id, []byte(label))
+	tmpl, err := pkcs11tok.AESTemplate(id, []byte(label))
 	if err != nil {
 		return nil, err
-	}
-	for t, v := range map[crypto11.AttributeType]bool{
-		crypto11.CkaPrivate: true, crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
-		crypto11.CkaWrap: false, crypto11.CkaUnwrap: false,
-	} {
-		if err := tmpl.Set(t, v); err != nil {
-			return nil, err
-		}
 	}
 	key, err := r.ctx.GenerateSecretKeyWithAttributes(tmpl, 8*RootKeySize, crypto11.CipherAES)
 	if err != nil {
@@ -140,53 +104,18 @@ func (r *PKCS11Root) generate(label string) (*crypto11.SecretKey, error) {
 	return key, nil
 }
 
-// checkKept refuses a key that could be, or ever could have been, read out
-// of the token, or used without the PIN (not private: a session that never
-// logged in may use it, and SoftHSM2 keeps it unencrypted).
-func (r *PKCS11Root) checkKept(label string, key *crypto11.SecretKey) error {
-	want := map[crypto11.AttributeType]bool{
-		crypto11.CkaPrivate:   true,
-		crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
-		crypto11.CkaAlwaysSensitive: true, crypto11.CkaNeverExtractable: true,
-	}
-	types := make([]crypto11.AttributeType, 0, len(want))
-	for t := range want {
-		types = append(types, t)
-	}
-	attrs, err := r.ctx.GetAttributes(key, types)
-	if err != nil {
-		return fmt.Errorf("kms: read the attributes of key %q on token %q: %w", label, r.token, err)
-	}
-	for t, w := range want {
-		a := attrs[t]
-		if a == nil || len(a.Value) != 1 || (a.Value[0] != 0) != w {
-			return fmt.Errorf("kms: the key %q on token %q was imported, can be exported or is usable without the PIN (attribute %#x is not %t): refused", label, r.token, t, w)
-		}
-	}
-	return nil
-}
-
 // ID returns "pkcs11:" and the hex of the key's CKA_ID.
 func (r *PKCS11Root) ID() string { return r.id }
 
 // Wrap seals plain in the token.
-func (r *PKCS11Root) Wrap(_ context.Context, plain, aad []byte) (out []byte, err error) {
+func (r *PKCS11Root) Wrap(_ context.Context, plain, aad []byte) ([]byte, error) {
 	nonce := make([]byte, r.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("kms: nonce: %w", err)
 	}
-	// crypto11's Seal, bound by cipher.AEAD to return no error, panics
-	// with the token's error.
-	defer func() {
-		if p := recover(); p != nil {
-			perr, ok := p.(error)
-			if !ok {
-				panic(p)
-			}
-			out, err = nil, fmt.Errorf("kms: wrap with token %q: %w", r.token, perr)
-		}
-	}()
-	return r.aead.Seal(nonce, nonce, plain, aad), nil
+	return pkcs11tok.Seal(fmt.Sprintf("kms: wrap with token %q", r.token), func() ([]byte, error) {
+		return r.aead.Seal(nonce, nonce, plain, aad), nil
+	})
 }
 
 // Unwrap opens in the token what Wrap sealed.

@@ -5,8 +5,6 @@ package kms_test
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -71,10 +69,7 @@ func TestKMSPKCS11Root(t *testing.T) {
 // names it.
 func TestKMSPKCS11Errors(t *testing.T) {
 	module, pin := testutil.SoftHSMTokens(t, "kms-b")
-	badPIN := filepath.Join(t.TempDir(), "bad-pin")
-	if err := os.WriteFile(badPIN, []byte("9999"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	badPIN := testutil.SoftHSMWrongPINFile(t)
 	for _, tc := range []struct {
 		name    string
 		cfg     kms.PKCS11Config

@@ -2,11 +2,8 @@ package kms
 
 import (
 	"errors"
-	"fmt"
-	"io/fs"
-	"strings"
 
-	"github.com/iotransit/iotransit/internal/securefile"
+	"github.com/iotransit/iotransit/internal/pkcs11tok"
 )
 
 // DefaultPKCS11KeyLabel is the label of the root key in its token unless
@@ -37,39 +34,21 @@ type PKCS11Config struct {
 	KeyLabel string
 }
 
-// Validate reports every missing setting at once.
-func (c PKCS11Config) Validate() error {
-	var errs []error
-	if c.Module == "" {
-		errs = append(errs, errors.New("kms: the pkcs11 provider needs --pkcs11-module"))
-	}
-	if c.Token == "" {
-		errs = append(errs, errors.New("kms: the pkcs11 provider needs --pkcs11-token"))
-	}
-	if c.PINFile == "" {
-		errs = append(errs, errors.New("kms: the pkcs11 provider needs --pkcs11-pin-file"))
-	}
-	return errors.Join(errs...)
+// pkcs11Errors are the errors a token that will not open gives, in kms's
+// terms.
+var pkcs11Errors = pkcs11tok.Errors{Prefix: "kms", WrongPIN: ErrWrongPIN, TokenNotFound: ErrTokenNotFound}
+
+// token is the part of c that reaches the token.
+func (c PKCS11Config) token() pkcs11tok.Config {
+	return pkcs11tok.Config{Module: c.Module, Token: c.Token, PINFile: c.PINFile}
 }
+
+// Validate reports every missing setting at once.
+func (c PKCS11Config) Validate() error { return c.token().Validate(pkcs11Errors) }
 
 func (c PKCS11Config) keyLabel() string {
 	if c.KeyLabel == "" {
 		return DefaultPKCS11KeyLabel
 	}
 	return c.KeyLabel
-}
-
-// readPIN reads the PIN file, which must exist and be private.
-func readPIN(path string) (string, error) {
-	b, err := securefile.LoadOrCreate(path, func() ([]byte, error) {
-		return nil, fmt.Errorf("%s: %w", path, fs.ErrNotExist)
-	})
-	if err != nil {
-		return "", fmt.Errorf("kms: PIN file: %w", err)
-	}
-	pin := strings.TrimRight(string(b), "\r\n")
-	if pin == "" {
-		return "", fmt.Errorf("kms: PIN file %s is empty", path)
-	}
-	return pin, nil
 }

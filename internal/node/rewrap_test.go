@@ -99,10 +99,7 @@ func TestNodeRewrapFileToPKCS11(t *testing.T) {
 // use, saying why.
 func TestNodePKCS11StartErrors(t *testing.T) {
 	module, pin := testutil.SoftHSMTokens(t, "iotransit")
-	badPIN := filepath.Join(t.TempDir(), "bad-pin")
-	if err := os.WriteFile(badPIN, []byte("0000\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	badPIN := testutil.SoftHSMWrongPINFile(t)
 	for _, tc := range []struct {
 		name    string
 		cfg     node.KMSConfig

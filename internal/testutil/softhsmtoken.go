@@ -28,3 +28,14 @@ func SoftHSMTokens(t testing.TB, labels ...string) (module, pinFile string) {
 	}
 	return module, pinFile
 }
+
+// SoftHSMWrongPINFile returns a PIN file (0600) holding a PIN that is not
+// SoftHSMPIN, which the tokens of SoftHSMTokens refuse.
+func SoftHSMWrongPINFile(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "wrong-pin")
+	if err := os.WriteFile(path, []byte("9999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -19,10 +19,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io/fs"
-	"strings"
 
-	"github.com/iotransit/iotransit/internal/securefile"
+	"github.com/iotransit/iotransit/internal/pkcs11tok"
 )
 
 // Sealer seals small secrets at rest under the store's wrapping secret, with
@@ -98,20 +96,17 @@ type PKCS11Config struct {
 	PINFile string
 }
 
-// Validate reports every missing setting at once.
-func (c *PKCS11Config) Validate() error {
-	var errs []error
-	if c.Module == "" {
-		errs = append(errs, errors.New("keystore: a PKCS#11 module path is required"))
-	}
-	if c.TokenLabel == "" {
-		errs = append(errs, errors.New("keystore: a PKCS#11 token label is required"))
-	}
-	if c.PINFile == "" {
-		errs = append(errs, errors.New("keystore: a PKCS#11 PIN file is required"))
-	}
-	return errors.Join(errs...)
+// pkcs11Errors are the errors a token that will not open gives, in the
+// keystore's terms.
+var pkcs11Errors = pkcs11tok.Errors{Prefix: "keystore", WrongPIN: ErrWrongPIN, TokenNotFound: ErrTokenNotFound}
+
+// token is c as pkcs11tok takes it.
+func (c *PKCS11Config) token() pkcs11tok.Config {
+	return pkcs11tok.Config{Module: c.Module, Token: c.TokenLabel, PINFile: c.PINFile}
 }
+
+// Validate reports every missing setting at once.
+func (c *PKCS11Config) Validate() error { return c.token().Validate(pkcs11Errors) }
 
 // Open opens the store cfg selects: the token when cfg.PKCS11 is set, the
 // files in cfg.Dir otherwise.
@@ -124,23 +119,6 @@ func Open(cfg Config) (Store, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// readPIN returns the PIN kept in the private file path, without the line
-// end. A missing file is not created, and one readable by group or others
-// is refused.
-func readPIN(path string) (string, error) {
-	b, err := securefile.LoadOrCreate(path, func() ([]byte, error) {
-		return nil, fmt.Errorf("%s: %w", path, fs.ErrNotExist)
-	})
-	if err != nil {
-		return "", fmt.Errorf("keystore: PIN file: %w", err)
-	}
-	pin := strings.TrimRight(string(b), "\r\n")
-	if pin == "" {
-		return "", fmt.Errorf("keystore: PIN file %s is empty", path)
-	}
-	return pin, nil
 }
 
 // checkIdentityKey refuses a public key that is not ECDSA P-256, the one

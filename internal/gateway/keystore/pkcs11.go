@@ -16,7 +16,8 @@ import (
 	"sync"
 
 	"github.com/ThalesGroup/crypto11"
-	"github.com/miekg/pkcs11"
+
+	"github.com/iotransit/iotransit/internal/pkcs11tok"
 )
 
 // The token store's objects. Identity keys carry the identity label and an
@@ -54,43 +55,11 @@ type tokenKey struct {
 // OpenPKCS11 logs into the token cfg names with the PIN in cfg.PINFile.
 // Keys are made on first use.
 func OpenPKCS11(cfg PKCS11Config) (Store, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	pin, err := readPIN(cfg.PINFile)
+	ctx, err := pkcs11tok.Open(cfg.token(), pkcs11Errors, nonceSize)
 	if err != nil {
 		return nil, err
-	}
-	ctx, err := crypto11.Configure(&crypto11.Config{
-		Path:        cfg.Module,
-		TokenLabel:  cfg.TokenLabel,
-		Pin:         pin,
-		MaxSessions: tokenSessions,
-		GCMIVLength: nonceSize,
-	})
-	if err != nil {
-		return nil, configureError(cfg, err)
 	}
 	return &tokenStore{ctx: ctx, token: cfg.TokenLabel}, nil
-}
-
-// configureError says why the token could not be opened, naming the token
-// and the module, never the PIN.
-func configureError(cfg PKCS11Config, err error) error {
-	var code pkcs11.Error
-	if errors.As(err, &code) {
-		switch code {
-		case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
-			return fmt.Errorf("%w: token %q, PIN from %s", ErrWrongPIN, cfg.TokenLabel, cfg.PINFile)
-		case pkcs11.CKR_PIN_LOCKED:
-			return fmt.Errorf("keystore: the PIN of PKCS#11 token %q is locked", cfg.TokenLabel)
-		}
-	}
-	// crypto11 reports a missing token with an unexported error of this text.
-	if strings.Contains(err.Error(), "could not find PKCS#11 token") {
-		return fmt.Errorf("%w: %q in module %s", ErrTokenNotFound, cfg.TokenLabel, cfg.Module)
-	}
-	return fmt.Errorf("keystore: open PKCS#11 token %q with module %s: %w", cfg.TokenLabel, cfg.Module, err)
 }
 
 // Identity returns the identity key, generating it in the token on first
@@ -228,13 +197,8 @@ func (s *tokenStore) generate(gen uint64) (crypto.Signer, error) {
 		return nil, err
 	}
 	private := public.Copy()
-	for t, v := range map[crypto11.AttributeType]bool{
-		crypto11.CkaPrivate: true, crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
-		crypto11.CkaSign: true, crypto11.CkaDerive: false,
-	} {
-		if err := private.Set(t, v); err != nil {
-			return nil, err
-		}
+	if err := pkcs11tok.SetKept(private, map[crypto11.AttributeType]bool{crypto11.CkaSign: true, crypto11.CkaDerive: false}); err != nil {
+		return nil, err
 	}
 	sg, err := s.ctx.GenerateECDSAKeyPairWithAttributes(public, private, elliptic.P256())
 	if err != nil {
@@ -246,36 +210,11 @@ func (s *tokenStore) generate(gen uint64) (crypto.Signer, error) {
 	return sg, nil
 }
 
-// kept lists the attributes that make a key one that was generated in the
-// token and can never leave it, with the value each must have.
-var kept = []struct {
-	attr crypto11.AttributeType
-	name string
-	want bool
-}{
-	{crypto11.CkaPrivate, "CKA_PRIVATE", true},
-	{crypto11.CkaSensitive, "CKA_SENSITIVE", true},
-	{crypto11.CkaExtractable, "CKA_EXTRACTABLE", false},
-	{crypto11.CkaAlwaysSensitive, "CKA_ALWAYS_SENSITIVE", true},
-	{crypto11.CkaNeverExtractable, "CKA_NEVER_EXTRACTABLE", true},
-}
-
 // checkKept refuses a key that could be, or ever could have been, read out
-// of the token: one imported, made extractable, or not sensitive.
+// of the token, or used without the PIN (pkcs11tok.CheckKept).
 func (s *tokenStore) checkKept(what string, key any) error {
-	types := make([]crypto11.AttributeType, len(kept))
-	for i, k := range kept {
-		types[i] = k.attr
-	}
-	attrs, err := s.ctx.GetAttributes(key, types)
-	if err != nil {
-		return fmt.Errorf("keystore: read the attributes of the %s on token %q: %w", what, s.token, err)
-	}
-	for _, k := range kept {
-		a := attrs[k.attr]
-		if a == nil || len(a.Value) != 1 || (a.Value[0] != 0) != k.want {
-			return fmt.Errorf("keystore: the %s on token %q does not have %s=%t: a key that was imported or could be exported is refused", what, s.token, k.name, k.want)
-		}
+	if err := pkcs11tok.CheckKept(s.ctx, key); err != nil {
+		return fmt.Errorf("keystore: the %s on token %q: %w", what, s.token, err)
 	}
 	return nil
 }
@@ -320,17 +259,9 @@ func (s *tokenStore) wrapping() (cipher.AEAD, error) {
 // generateWrapping makes the AES-256 wrapping key in the token: private,
 // sensitive, not extractable, for encryption only (it wraps no other key).
 func (s *tokenStore) generateWrapping() (*crypto11.SecretKey, error) {
-	tmpl, err := crypto11.NewAttributeSetWithIDAndLabel([]byte(wrapID), []byte(wrapLabel))
+	tmpl, err := pkcs11tok.AESTemplate([]byte(wrapID), []byte(wrapLabel))
 	if err != nil {
 		return nil, err
-	}
-	for t, v := range map[crypto11.AttributeType]bool{
-		crypto11.CkaPrivate: true, crypto11.CkaSensitive: true, crypto11.CkaExtractable: false,
-		crypto11.CkaWrap: false, crypto11.CkaUnwrap: false,
-	} {
-		if err := tmpl.Set(t, v); err != nil {
-			return nil, err
-		}
 	}
 	key, err := s.ctx.GenerateSecretKeyWithAttributes(tmpl, 8*wrapKeySize, crypto11.CipherAES)
 	if err != nil {
@@ -340,23 +271,14 @@ func (s *tokenStore) generateWrapping() (*crypto11.SecretKey, error) {
 }
 
 // Seal seals plaintext with the token's wrapping key, bound to aad.
-func (s *tokenStore) Seal(plaintext, aad []byte) (sealed []byte, err error) {
+func (s *tokenStore) Seal(plaintext, aad []byte) ([]byte, error) {
 	aead, err := s.wrapping()
 	if err != nil {
 		return nil, err
 	}
-	// crypto11's Seal, bound by cipher.AEAD to return no error, panics
-	// with the token's error.
-	defer func() {
-		if r := recover(); r != nil {
-			perr, ok := r.(error)
-			if !ok {
-				panic(r)
-			}
-			sealed, err = nil, fmt.Errorf("keystore: seal with token %q: %w", s.token, perr)
-		}
-	}()
-	return seal(aead, plaintext, aad)
+	return pkcs11tok.Seal(fmt.Sprintf("keystore: seal with token %q", s.token), func() ([]byte, error) {
+		return seal(aead, plaintext, aad)
+	})
 }
 
 // Open opens what Seal sealed with the same aad, in the token.
