@@ -15,6 +15,7 @@ import (
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/fault"
 	"github.com/iotransit/iotransit/internal/forward"
+	"github.com/iotransit/iotransit/internal/forward/azure"
 	"github.com/iotransit/iotransit/internal/registry"
 )
 
@@ -260,7 +261,8 @@ func (s *Server) sendAllowed(ctx context.Context, tenant, id string) error {
 }
 
 // integrationHosts are the hosts an integration connects to: its endpoint
-// and a webhook's OAuth2 token URL ("" for one that cannot be read).
+// (an Azure hub's host name completed as its target completes it) and a
+// webhook's OAuth2 token URL ("" for one that cannot be read).
 func integrationHosts(in forward.Integration) []string {
 	urlHost := func(v string) string {
 		u, err := url.Parse(v)
@@ -281,7 +283,7 @@ func integrationHosts(in forward.Integration) []string {
 	case in.MQTT != nil:
 		return []string{urlHost(in.MQTT.Broker)}
 	case in.Azure != nil:
-		return []string{in.Azure.HostName}
+		return []string{azure.HostName(in.Azure.HostName)} // a bare hub name completed, as the target does
 	case in.AWS != nil:
 		return []string{in.AWS.Endpoint}
 	}

@@ -285,3 +285,34 @@ func TestAPIPolicyCertificateValidity(t *testing.T) {
 		t.Fatalf("with certificateValidity 48h: %s", got)
 	}
 }
+
+// integrations.allowedHosts holds an Azure IoT Hub integration to the host
+// the forwarder connects to: a bare hub name is checked as the hub's full
+// host name (myhub.azure-devices.net), like a full name.
+func TestAPIPolicyAzureHostCompleted(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct {
+		name, pattern, host string
+		allowed             bool
+	}{
+		{name: "bare hub name under the hub suffix", pattern: "*.azure-devices.net", host: "myhub", allowed: true},
+		{name: "bare hub name under another pattern", pattern: "*.example.com", host: "myhub"},
+		{name: "bare hub name matching as typed", pattern: "myhub", host: "myhub"},
+		{name: "full host name", pattern: "*.azure-devices.net", host: "myhub.azure-devices.net", allowed: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w.putPolicy("acme", map[string]any{"integrations": map[string]any{"allowedHosts": []string{tc.pattern}}})
+			r := w.api.Do("POST", "/v1/tenants/acme/integrations", w.api.Key(), map[string]any{
+				"name": fmt.Sprintf("hub%d", w.seq.Add(1)), "type": "azure-iothub",
+				"azureIothub": map[string]any{"hostName": tc.host, "deviceId": "gw-1", "deviceKey": "c2VjcmV0LWRldmljZS1rZXk="},
+			})
+			if !tc.allowed {
+				wantProblem(t, tc.name, r, 403, "policy.violation", "myhub.azure-devices.net")
+				return
+			}
+			if r.Status != 201 {
+				t.Fatalf("refused: %d %s", r.Status, r.Body)
+			}
+		})
+	}
+}

@@ -95,9 +95,11 @@ func SASToken(hostName, deviceID, key string, expiry time.Time) (string, error) 
 	return "SharedAccessSignature sr=" + sr + "&sig=" + url.QueryEscape(sig) + "&se=" + se, nil
 }
 
-// hostName completes a bare hub name. A trailing dot marks a name to take
-// as it is (DNS's fully qualified form), e.g. "localhost." in tests.
-func hostName(h string) string {
+// HostName is the host a Config's HostName h connects to: h in lower
+// case, a bare hub name completed with HostSuffix. A trailing dot marks a
+// name to take as it is (DNS's fully qualified form), e.g. "localhost." in
+// tests. The API checks a tenant's allowed hosts against it.
+func HostName(h string) string {
 	h = strings.ToLower(strings.TrimSpace(h))
 	if full, ok := strings.CutSuffix(h, "."); ok {
 		return full
@@ -128,7 +130,7 @@ func validDeviceID(id string) bool {
 }
 
 func (c Config) withDefaults() Config {
-	c.HostName = hostName(c.HostName)
+	c.HostName = HostName(c.HostName)
 	if c.TokenTTL == 0 {
 		c.TokenTTL = DefaultTokenTTL
 	}

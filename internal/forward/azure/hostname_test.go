@@ -12,8 +12,8 @@ func TestAzureHostNameCompletesBareHubNames(t *testing.T) {
 		"::1":                     "::1",
 		"":                        "",
 	} {
-		if got := hostName(in); got != want {
-			t.Errorf("hostName(%q) = %q, want %q", in, got, want)
+		if got := HostName(in); got != want {
+			t.Errorf("HostName(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
