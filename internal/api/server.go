@@ -205,7 +205,7 @@ func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			if k := fault.From(err).Kind(); k == fault.Unauthenticated {
 				s.limits.failed(ip, now)
-				s.recordRefusal(r, tenant, nil, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, now)
+				s.recordRefusal(r, tenant, p, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, now)
 			}
 			writeError(w, r, s.log, err)
 			return
