@@ -97,6 +97,17 @@ func operatorPrincipal(op credential.Operator) *Principal {
 	return p
 }
 
+// refusedOperator names, for the audit entry of a refusal, the existing
+// operator whose key was refused (by name, or by id when the name is not
+// known). It holds no scope and no role, and never the secret tried.
+func refusedOperator(op credential.Operator) *Principal {
+	name := op.Name
+	if name == "" {
+		name = op.ID
+	}
+	return &Principal{Kind: "operator", ID: op.ID, Name: name, Scopes: []string{}}
+}
+
 // viewOperator is a named operator as the API shows it, never with its
 // hash; the key is given only in the answers that create or rotate it.
 func viewOperator(op credential.Operator, token string) client.Operator {

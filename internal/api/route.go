@@ -157,7 +157,9 @@ func bearer(r *http.Request) string {
 }
 
 // authenticate resolves the request's credential. A failure names, where it
-// can, the tenant the credential belongs to (for that tenant's audit log).
+// can, the tenant the credential belongs to (for that tenant's audit log)
+// and, for a named operator's refused key, a principal that only names the
+// operator tried in that entry: it is never to be authorised.
 func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 	tok := bearer(r)
 	if tok == "" {
@@ -176,12 +178,12 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 		op, err := s.deps.Operators.Verify(ctx, tok)
 		if err != nil {
 			if fault.From(err).Kind() == fault.Unauthenticated {
-				// A refused operator that exists is audited in _system.
-				tenant := ""
-				if op.ID != "" {
-					tenant = audit.SystemTenant
+				// A refused operator that exists is audited in _system
+				// under the name it tried.
+				if op.ID == "" {
+					return nil, "", ErrUnauthenticated.Wrap(err)
 				}
-				return nil, tenant, ErrUnauthenticated.Wrap(err)
+				return refusedOperator(op), audit.SystemTenant, ErrUnauthenticated.Wrap(err)
 			}
 			return nil, "", err
 		}

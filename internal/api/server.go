@@ -141,26 +141,22 @@ func (s *Server) routeTable() []Route {
 // buildHandler assembles the mux of the routes serves takes: per-address
 // limit, authentication (with failed-authentication throttling),
 // per-credential limit, authorisation, then the route's handler. A route
-// it leaves out (served on the other listener) answers 404, as an unknown
-// path does, whatever its method: the listener does not tell it exists.
+// it leaves out (served on the other listener) is answered as if it did
+// not exist: 404 like an unknown path, or 405 with Allow naming only this
+// listener's methods where the path has routes here, so that the listener
+// does not tell it exists.
 func (s *Server) buildHandler(serves func(Route) bool) http.Handler {
-	mux, elsewhere := http.NewServeMux(), http.NewServeMux()
+	mux := http.NewServeMux()
 	for _, rt := range s.routes {
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.serveRoute(rt, w, r)
-		})
-		if serves(rt) {
-			mux.Handle(rt.Method+" "+rt.Pattern, h)
-		} else {
-			elsewhere.Handle(rt.Method+" "+rt.Pattern, h)
+		if !serves(rt) {
+			continue
 		}
+		mux.Handle(rt.Method+" "+rt.Pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.serveRoute(rt, w, r)
+		}))
 	}
 	return s.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern == "" {
-			if _, other := elsewhere.Handler(r); other != "" {
-				writeError(w, r, s.log, ErrNotFound.New())
-				return
-			}
 			s.unrouted(w, r, mux)
 			return
 		}
@@ -209,7 +205,7 @@ func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			if k := fault.From(err).Kind(); k == fault.Unauthenticated {
 				s.limits.failed(ip, now)
-				s.recordRefusal(r, tenant, nil, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, now)
+				s.recordRefusal(r, tenant, p, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, now)
 			}
 			writeError(w, r, s.log, err)
 			return
