@@ -207,8 +207,9 @@ func (k *Keyring) newest(ctx context.Context, tenant string, create bool) (uint3
 		known := v
 		if known != 0 {
 			// The keys may have been shredded on another node meanwhile:
-			// seal no more under the cached key.
-			if err := k.shredded(ctx, tenant); err != nil {
+			// seal no more under the cached key. (checkKept reads the
+			// store at most once a refresh for seals and opens together.)
+			if err := k.checkKept(ctx, tenant); err != nil {
 				return 0, nil, err
 			}
 		}
