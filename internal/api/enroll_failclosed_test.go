@@ -31,16 +31,7 @@ func TestAPIReenrollFailsClosedWhenAuditCannotBeWritten(t *testing.T) {
 		kp.Certificate = append(kp.Certificate, c.Raw)
 	}
 	kp.Leaf = chain[0]
-	certificates := func() int {
-		t.Helper()
-		var p struct{ Items []map[string]any }
-		r := w.api.Do("GET", "/v1/tenants/acme/gateways/"+serial+"/certificates", w.api.Key(), nil)
-		if r.Status != 200 {
-			t.Fatalf("certificates: %d %s", r.Status, r.Body)
-		}
-		r.Decode(t, &p)
-		return len(p.Items)
-	}
+	certificates := func() int { return certificateCount(t, w, "acme", serial) }
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{*kp}}}}
 	t.Cleanup(hc.CloseIdleConnections)
 	renew := func() (int, string) {
@@ -77,16 +68,7 @@ func TestAPIEnrollFailsClosedWhenAuditCannotBeWritten(t *testing.T) {
 	w := newWorld(t)
 	serial := w.gateway("acme")
 	tok := token(t, w, "acme", serial)
-	certificates := func() int {
-		t.Helper()
-		var p struct{ Items []map[string]any }
-		r := w.api.Do("GET", "/v1/tenants/acme/gateways/"+serial+"/certificates", w.api.Key(), nil)
-		if r.Status != 200 {
-			t.Fatalf("certificates: %d %s", r.Status, r.Body)
-		}
-		r.Decode(t, &p)
-		return len(p.Items)
-	}
+	certificates := func() int { return certificateCount(t, w, "acme", serial) }
 	csr, _ := csrFor(t, serial)
 	restore := refuseAuditWrites(t, w, "acme")
 	r := w.api.Do("POST", "/v1/enroll", "", map[string]string{"token": tok, "csr": csr})
@@ -111,4 +93,17 @@ func TestAPIEnrollFailsClosedWhenAuditCannotBeWritten(t *testing.T) {
 		t.Fatalf("unknown token: %d %s", r.Status, r.Body)
 	}
 	verified(t, w, "acme")
+}
+
+// certificateCount returns how many certificates the API lists for the
+// tenant's gateway.
+func certificateCount(t *testing.T, w *world, tenant, serial string) int {
+	t.Helper()
+	var p struct{ Items []map[string]any }
+	r := w.api.Do("GET", "/v1/tenants/"+tenant+"/gateways/"+serial+"/certificates", w.api.Key(), nil)
+	if r.Status != 200 {
+		t.Fatalf("certificates: %d %s", r.Status, r.Body)
+	}
+	r.Decode(t, &p)
+	return len(p.Items)
 }
