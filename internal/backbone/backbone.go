@@ -239,8 +239,12 @@ func (b *Backbone) KVWithTTL(ctx context.Context, bucket string, ttl time.Durati
 // the store over it. The stream allows deleting messages (the store erases
 // replaced and destroyed keys), denies purges (a purge removes messages
 // without erasing them), keeps every message of a key (a per-subject limit
-// would drop old values unerased) and is not compressed (erasing
-// overwrites a message where it lies in the block file).
+// would drop old values unerased, and should limits ever be set, DiscardNew
+// refuses a key rather than drop one) and is not compressed (erasing
+// overwrites a message where it lies in the block file). Reads go to the
+// stream leader, not to any replica (no direct get): an erase that looks
+// for a key's messages, or a keyring that looks for a shred mark, must not
+// read a replica that lags.
 func (b *Backbone) KMSStore(ctx context.Context) (kms.StreamStore, error) {
 	s, err := b.Stream(ctx, jetstream.StreamConfig{
 		Name:        names.KMSStream,
@@ -248,7 +252,7 @@ func (b *Backbone) KMSStore(ctx context.Context) (kms.StreamStore, error) {
 		Subjects:    []string{names.KMSKeys},
 		DenyDelete:  false,
 		DenyPurge:   true,
-		AllowDirect: true,
+		AllowDirect: false,
 		Discard:     jetstream.DiscardNew,
 		Compression: jetstream.NoCompression,
 	})

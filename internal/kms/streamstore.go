@@ -20,7 +20,8 @@ import (
 // (SecureDeleteMsg), so no wrapped key that was replaced or destroyed is
 // left on disk. The stream must allow deletes, keep every message of a
 // subject (no per-subject limit: JetStream would drop old values without
-// erasing them) and not compress.
+// erasing them), not compress, and answer reads at its leader (no direct
+// get: a lagging replica would hide a message from an erase).
 type StreamStore struct {
 	JS     jetstream.JetStream
 	Stream jetstream.Stream

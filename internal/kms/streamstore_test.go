@@ -192,3 +192,27 @@ func TestKMSStreamStoreEntriesErasesWhatAnUpdateLeft(t *testing.T) {
 		t.Fatalf("%d messages after Entries, want 1", m)
 	}
 }
+
+// TestKMSStreamStoreStreamCanErase pins what the erasure stands on: the
+// stream allows deletes, keeps every message of a key (no per-subject
+// limit, which would drop old values unerased), denies purges (which
+// remove without erasing), is not compressed, and is read at its leader
+// (a lagging replica would hide a message from an erase).
+func TestKMSStreamStoreStreamCanErase(t *testing.T) {
+	cfg := streamStore(t).Stream.CachedInfo().Config
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{name: "deletes allowed", ok: !cfg.DenyDelete},
+		{name: "purges denied", ok: cfg.DenyPurge},
+		{name: "no per-subject limit", ok: cfg.MaxMsgsPerSubject <= 0},
+		{name: "no age or size limit", ok: cfg.MaxAge == 0 && cfg.MaxBytes <= 0 && cfg.MaxMsgs <= 0},
+		{name: "not compressed", ok: cfg.Compression == jetstream.NoCompression},
+		{name: "no direct get", ok: !cfg.AllowDirect},
+	} {
+		if !tc.ok {
+			t.Errorf("%s: not so in %+v", tc.name, cfg)
+		}
+	}
+}
