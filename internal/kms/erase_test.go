@@ -4,89 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/iotransit/iotransit/internal/kms"
+	"github.com/iotransit/iotransit/internal/kms/kmstest"
 	"github.com/iotransit/iotransit/internal/store"
 	"github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
-
-// storedKeys returns, for every key of store whose name starts with
-// prefix, the bytes that must not outlive it: the value as stored, the
-// wrapped key inside it and that in base64 (as the stored JSON has it).
-func storedKeys(t *testing.T, s kms.ManagedKeyStore, prefix string) map[string][]byte {
-	t.Helper()
-	entries, err := s.Entries(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Key, prefix) {
-			continue
-		}
-		var w struct {
-			Key []byte `json:"key"`
-		}
-		if err := json.Unmarshal(e.Value, &w); err != nil || len(w.Key) < 16 {
-			t.Fatalf("%s: %q is not a wrapped key (%v)", e.Key, e.Value, err)
-		}
-		out[e.Key+" as stored"] = e.Value
-		out[e.Key+" wrapped"] = w.Key
-		out[e.Key+" wrapped, base64"] = []byte(base64.StdEncoding.EncodeToString(w.Key))
-	}
-	if len(out) == 0 {
-		t.Fatalf("no key %s* in the store", prefix)
-	}
-	return out
-}
-
-// asStored returns the values of needles as the store holds them.
-func asStored(needles map[string][]byte) map[string][]byte {
-	out := map[string][]byte{}
-	for name, b := range needles {
-		if strings.HasSuffix(name, " as stored") {
-			out[name] = b
-		}
-	}
-	return out
-}
-
-// filesHolding returns the needles found in a file under dir, each with
-// the file.
-func filesHolding(t *testing.T, dir string, needles map[string][]byte) []string {
-	t.Helper()
-	var found []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for name, n := range needles {
-			if bytes.Contains(b, n) {
-				found = append(found, name+" in "+strings.TrimPrefix(path, dir))
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
-}
 
 // TestKMSShredLeavesNoKeyOnDisk: after a tenant's data was written (two
 // data key versions, a stored message) and JetStream wrote it to its files
@@ -122,7 +51,7 @@ func TestKMSShredLeavesNoKeyOnDisk(t *testing.T) {
 	if _, err := k.Seal(ctx, "acme", []byte("under version 2"), nil); err != nil {
 		t.Fatal(err)
 	}
-	wrapped := storedKeys(t, ks, "acme.v")
+	wrapped := kmstest.WrappedKeys(t, ks, "acme.v")
 	gone := maps.Clone(wrapped)
 	for v := uint32(1); v <= 2; v++ {
 		raw, err := k.DataKey(ctx, "acme", v)
@@ -134,8 +63,8 @@ func TestKMSShredLeavesNoKeyOnDisk(t *testing.T) {
 	}
 	st.Close()
 	bb.Close() // JetStream writes out everything it holds
-	if stored := asStored(wrapped); len(filesHolding(t, dir, stored)) < len(stored) {
-		t.Fatalf("before the shred the files hold only %v of the tenant's keys: the search does not find what is there", filesHolding(t, dir, stored))
+	if stored := kmstest.Only(wrapped, kmstest.AsStored); len(kmstest.FilesHolding(t, dir, stored)) < len(stored) {
+		t.Fatalf("before the shred the files hold only %v of the tenant's keys: the search does not find what is there", kmstest.FilesHolding(t, dir, stored))
 	}
 
 	ks, bb = streamStoreIn(t, dir)
@@ -159,7 +88,7 @@ func TestKMSShredLeavesNoKeyOnDisk(t *testing.T) {
 		t.Errorf("the other tenant after the shred: %v", err)
 	}
 	bb.Close()
-	for _, f := range filesHolding(t, dir, gone) {
+	for _, f := range kmstest.FilesHolding(t, dir, gone) {
 		t.Errorf("after the shred: %s", f)
 	}
 }
@@ -185,10 +114,10 @@ func TestKMSRewrapLeavesNoOldWrappingOnDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := storedKeys(t, ks, "")
+	before := kmstest.WrappedKeys(t, ks, "")
 	bb.Close()
-	if stored := asStored(before); len(filesHolding(t, dir, stored)) < len(stored) {
-		t.Fatalf("before the rewrap the files hold only %v: the search does not find what is there", filesHolding(t, dir, stored))
+	if stored := kmstest.Only(before, kmstest.AsStored); len(kmstest.FilesHolding(t, dir, stored)) < len(stored) {
+		t.Fatalf("before the rewrap the files hold only %v: the search does not find what is there", kmstest.FilesHolding(t, dir, stored))
 	}
 
 	ks, bb = streamStoreIn(t, dir)
@@ -197,7 +126,7 @@ func TestKMSRewrapLeavesNoOldWrappingOnDisk(t *testing.T) {
 		t.Fatalf("rewrap: %d, %v; want 5 moved", moved, err)
 	}
 	bb.Close()
-	for _, f := range filesHolding(t, dir, before) {
+	for _, f := range kmstest.FilesHolding(t, dir, before) {
 		t.Errorf("after the rewrap, the old wrapping: %s", f)
 	}
 }

@@ -1,18 +1,13 @@
 package node_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
+	"github.com/iotransit/iotransit/internal/kms/kmstest"
 	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -25,57 +20,6 @@ func kmsStore(t *testing.T, n *node.Node) kms.StreamStore {
 		t.Fatal(err)
 	}
 	return kms.StreamStore{JS: n.JetStream(), Stream: s, Prefix: names.KMSKeyPrefix}
-}
-
-// wrappedKeys returns the stored values of the keys of the node's kms
-// stream that start with prefix, and the wrapped keys in them (base64, as
-// the stored JSON holds them).
-func wrappedKeys(t *testing.T, n *node.Node, prefix string) map[string][]byte {
-	t.Helper()
-	entries, err := kmsStore(t, n).Entries(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Key, prefix) {
-			continue
-		}
-		var w struct {
-			Key []byte `json:"key"`
-		}
-		if err := json.Unmarshal(e.Value, &w); err != nil || len(w.Key) == 0 {
-			t.Fatalf("%s: not a wrapped key: %v", e.Key, err)
-		}
-		out[e.Key] = e.Value
-		out[e.Key+" wrapped key"] = []byte(base64.StdEncoding.EncodeToString(w.Key))
-	}
-	if len(out) == 0 {
-		t.Fatalf("no key %s* in the kms stream", prefix)
-	}
-	return out
-}
-
-// holding returns which of needles the files under dir hold, with the file.
-func holding(t *testing.T, dir string, needles map[string][]byte) []string {
-	t.Helper()
-	var found []string
-	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		for name, needle := range needles {
-			if err == nil && bytes.Contains(b, needle) {
-				found = append(found, name+" in "+path)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
 }
 
 // TestNodeShredLeavesNoWrappedKeyOnDisk: a tenant's data written through a
@@ -95,9 +39,9 @@ func TestNodeShredLeavesNoWrappedKeyOnDisk(t *testing.T) {
 	}
 	n.Close()
 	n = mustStartAt(t, dir, node.KMSConfig{})
-	gone, kept := wrappedKeys(t, n, "acme.v"), wrappedKeys(t, n, "other.v")
-	if len(gone) != 4 {
-		t.Fatalf("%d values of acme's keys, want 2 versions", len(gone)/2)
+	gone, kept := kmstest.WrappedKeys(t, kmsStore(t, n), "acme.v"), kmstest.WrappedKeys(t, kmsStore(t, n), "other.v")
+	if v := len(kmstest.Only(gone, kmstest.AsStored)); v != 2 {
+		t.Fatalf("%d versions of acme's key, want 2", v)
 	}
 	root, err := kms.OpenFileRoot(filepath.Join(dir, node.RootKeyFile), false)
 	if err != nil {
@@ -107,10 +51,10 @@ func TestNodeShredLeavesNoWrappedKeyOnDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Close()
-	for _, f := range holding(t, dir, gone) {
+	for _, f := range kmstest.FilesHolding(t, dir, gone) {
 		t.Errorf("after the shred: %s", f)
 	}
-	if len(holding(t, dir, kept)) == 0 {
+	if len(kmstest.FilesHolding(t, dir, kept)) == 0 {
 		t.Error("the other tenant's wrapped keys are in no file: the scan missed the node's files")
 	}
 }
