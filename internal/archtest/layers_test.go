@@ -39,6 +39,7 @@ var layers = map[string]int{
 	"internal/testutil/lazyfs":    4,
 	"internal/archtest":           4, "internal/hostile": 4,
 	"internal/firmware/firmwaretest": 4,
+	"internal/kms/kmstest":           4,
 }
 
 // sameLayer lists the imports allowed inside a layer, each for a reason.

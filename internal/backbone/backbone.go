@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/iotransit/iotransit/internal/backbone/kverr"
+	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
 )
 
@@ -232,6 +233,60 @@ func (b *Backbone) KVWithTTL(ctx context.Context, bucket string, ttl time.Durati
 		return nil, fmt.Errorf("backbone: kv %s: %w", bucket, err)
 	}
 	return v.(jetstream.KeyValue), nil
+}
+
+// KMSStore creates (or opens) the stream of kms's wrapped keys and returns
+// the store over it. The stream allows deleting messages (the store erases
+// replaced and destroyed keys), denies purges (a purge removes messages
+// without erasing them), keeps every message of a key (a per-subject limit
+// would drop old values unerased, and should limits ever be set, DiscardNew
+// refuses a key rather than drop one) and is not compressed (erasing
+// overwrites a message where it lies in the block file). Reads go to the
+// stream leader, not to any replica (no direct get): an erase that looks
+// for a key's messages, or a keyring that looks for a shred mark, must not
+// read a replica that lags.
+func (b *Backbone) KMSStore(ctx context.Context) (kms.StreamStore, error) {
+	s, err := b.Stream(ctx, jetstream.StreamConfig{
+		Name:        names.KMSStream,
+		Description: "kms: wrapped data keys, erased when replaced or destroyed",
+		Subjects:    []string{names.KMSKeys},
+		DenyDelete:  false,
+		DenyPurge:   true,
+		AllowDirect: false,
+		Discard:     jetstream.DiscardNew,
+		Compression: jetstream.NoCompression,
+	})
+	if err != nil {
+		return kms.StreamStore{}, err
+	}
+	return kms.StreamStore{JS: b.JS, Stream: s, Prefix: names.KMSKeyPrefix}, nil
+}
+
+// LegacyKMS returns the KV bucket in which kms kept its wrapped keys
+// before KMSStore (names.KMSBucket), or nil when there is none. It never
+// makes the bucket.
+func (b *Backbone) LegacyKMS(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := b.JS.KeyValue(ctx, names.KMSBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backbone: kv %s: %w", names.KMSBucket, err)
+	}
+	return kv, nil
+}
+
+// DropLegacyKMS deletes the KV bucket LegacyKMS returns (its stream, and
+// with it the stream's files); a bucket already gone is fine.
+func (b *Backbone) DropLegacyKMS(ctx context.Context) error {
+	b.mu.Lock()
+	delete(b.kvs, names.KMSBucket)
+	b.mu.Unlock()
+	err := b.JS.DeleteKeyValue(ctx, names.KMSBucket)
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("backbone: delete kv %s: %w", names.KMSBucket, err)
+	}
+	return nil
 }
 
 // KeyStore adapts a KV bucket to kms.KeyStore.

@@ -4,8 +4,10 @@
 // sealed under the newest, and a value opens under the version recorded in
 // it. The data keys encrypt CA keys, integration secrets and stored message
 // payloads. Destroying a tenant's data keys (Shred) makes its data
-// unreadable (crypto-shredding). Wrapped data keys live in a KeyStore
-// (JetStream KV, KVStore), each naming the root key that wrapped it, so that
+// unreadable (crypto-shredding). Wrapped data keys live in a KeyStore (a
+// JetStream stream, StreamStore, which erases a replaced or destroyed key
+// from its files; KVStore is the KV bucket of older nodes, whose keys
+// CopyKeys moves), each naming the root key that wrapped it, so that
 // Rewrap can move them to another root.
 package kms
 

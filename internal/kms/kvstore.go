@@ -31,7 +31,10 @@ type Entry struct {
 	Revision uint64
 }
 
-// KVStore keeps wrapped keys in a JetStream KV bucket.
+// KVStore keeps wrapped keys in a JetStream KV bucket, as nodes did before
+// StreamStore: the bucket denies deletes, so a destroyed or replaced value
+// stays in its block files until JetStream compacts them. Nodes read it
+// once, to copy its keys into a StreamStore (CopyKeys).
 type KVStore struct{ KV jetstream.KeyValue }
 
 var _ ManagedKeyStore = KVStore{}
@@ -98,7 +101,8 @@ func (s KVStore) Entries(ctx context.Context) ([]Entry, error) {
 	return out, nil
 }
 
-// Destroy purges a key: the bucket keeps a marker and no earlier value.
+// Destroy purges a key: the bucket keeps a marker and no earlier value
+// (but its files keep the bytes until compaction).
 func (s KVStore) Destroy(ctx context.Context, key string) error {
 	return s.KV.Purge(ctx, key)
 }

@@ -52,10 +52,11 @@ func (k *Keyring) Status(ctx context.Context, tenant string) (Status, error) {
 func shreddedName(tenant string) string { return tenant + ".shredded" }
 
 // Shred destroys every version of the tenant's data keys in the store
-// (purged: the store keeps no earlier value) and forgets the keys and
-// subkeys this keyring cached. The tenant is marked, so that EnsureTenant
-// makes no new key for it: afterwards Seal, Open and EnsureTenant fail with
-// ErrNoKey. Other keyrings forget their cached keys when they restart
+// (a StreamStore erases every message of them from its files) and forgets
+// the keys and subkeys this keyring cached. The tenant is marked (its
+// shreddedName holds the time of the shred, no key material), so that no
+// new key is ever made for it and its id stays reserved: afterwards Seal,
+// Open and EnsureTenant fail with ErrNoKey. Other keyrings forget their cached keys when they restart
 // (tenant deletion evicts them through Evict).
 func (k *Keyring) Shred(ctx context.Context, tenant string) error {
 	ms, ok := k.store.(ManagedKeyStore)

@@ -98,7 +98,7 @@ func TestKMSRotateSealsUnderNewVersion(t *testing.T) {
 // the other seals under the new version within a second.
 func TestKMSRotateReachesOtherKeyringsWithinASecond(t *testing.T) {
 	ctx := context.Background()
-	store := kms.KVStore{KV: kvBucket(t)}
+	store := streamStore(t)
 	root := fileRoot(t)
 	a, b := kms.NewKeyring(store, root), kms.NewKeyring(store, root)
 	for _, k := range []*kms.Keyring{a, b} {
@@ -163,12 +163,11 @@ func TestKMSRotateReachesOtherKeyringsWithinASecond(t *testing.T) {
 }
 
 // TestKMSShredDestroysEveryVersion: after Shred no version of the tenant's
-// key is left in the bucket (nor in its history), Open, Seal and
+// key is left in the stream (no message of it at all), Open, Seal and
 // EnsureTenant fail with ErrNoKey, and another tenant is untouched.
 func TestKMSShredDestroysEveryVersion(t *testing.T) {
 	ctx := context.Background()
-	kv := kvBucket(t)
-	store := kms.KVStore{KV: kv}
+	store := streamStore(t)
 	k := kms.NewKeyring(store, fileRoot(t))
 	for _, tenant := range []string{"acme", "other"} {
 		if err := k.EnsureTenant(ctx, tenant); err != nil {
@@ -194,14 +193,8 @@ func TestKMSShredDestroysEveryVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"acme.v1", "acme.v2"} {
-		hist, err := kv.History(ctx, name)
-		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			t.Fatal(err)
-		}
-		for _, e := range hist {
-			if e.Operation() == jetstream.KeyValuePut || len(e.Value()) > 0 {
-				t.Errorf("%s: the bucket still holds a value (revision %d)", name, e.Revision())
-			}
+		if n := messagesOf(t, store, name); n != 0 {
+			t.Errorf("%s: the stream still holds %d messages of it", name, n)
 		}
 	}
 	for _, tc := range []struct {
@@ -334,7 +327,7 @@ func TestKMSRewrapMovesEveryKey(t *testing.T) {
 
 func testRewrap(t *testing.T, next kms.RootKey) {
 	ctx := context.Background()
-	store := kms.KVStore{KV: kvBucket(t)}
+	store := streamStore(t)
 	old := fileRoot(t)
 	k := kms.NewKeyring(store, old)
 	if err := k.CheckRoot(ctx); err != nil {

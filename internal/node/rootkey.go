@@ -115,14 +115,10 @@ func (c *KMSConfig) check(dataDir string) error {
 }
 
 // openKeys opens the node's keyring: the root key (a new one only when the
-// kms bucket holds no key yet, or as the target of a change of root), the
+// kms stream holds no key yet, or as the target of a change of root), the
 // root check, and, with a previous root, the rewrap of every key.
 func (n *Node) openKeys(ctx context.Context) error {
-	kv, err := n.bb.KV(ctx, names.KMSBucket, 1)
-	if err != nil {
-		return err
-	}
-	keys, closeFn, moved, err := openKeyring(ctx, n.cfg.KMS, n.cfg.DataDir, kms.KVStore{KV: kv})
+	keys, closeFn, moved, err := openBackboneKeyring(ctx, n.bb, n.cfg.KMS, n.cfg.DataDir, n.log)
 	if err != nil {
 		return err
 	}
@@ -132,6 +128,49 @@ func (n *Node) openKeys(ctx context.Context) error {
 		n.log.Info("kms keys rewrapped", "moved", moved, "root_key_id", keys.RootID())
 	}
 	return nil
+}
+
+// openBackboneKeyring opens the keyring of cfg over bb's kms stream. Keys
+// still in the kms bucket of an older node are copied into the stream
+// first (kms.CopyKeys: again after an interruption, on several nodes at
+// once); once the keyring passed its root check over the stream, the
+// bucket is deleted, and with it the files holding its wrapped keys and
+// every value they had (a KV bucket cannot erase them).
+func openBackboneKeyring(ctx context.Context, bb *backbone.Backbone, cfg KMSConfig, dataDir string, log *slog.Logger) (*kms.Keyring, func(), int, error) {
+	store, err := bb.KMSStore(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	legacy, err := bb.LegacyKMS(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if legacy != nil {
+		copied, err := kms.CopyKeys(ctx, kms.KVStore{KV: legacy}, store)
+		if err != nil {
+			// Another node may have moved the keys and deleted the bucket
+			// meanwhile (it deletes it only then).
+			if still, gerr := bb.LegacyKMS(ctx); gerr != nil || still != nil {
+				return nil, nil, 0, fmt.Errorf("kms: move the keys of bucket %s to stream %s: %w", names.KMSBucket, names.KMSStream, err)
+			}
+			legacy = nil
+		}
+		if copied > 0 {
+			log.Info("kms keys copied to the kms stream", "copied", copied, "bucket", names.KMSBucket, "stream", names.KMSStream)
+		}
+	}
+	keys, closeFn, moved, err := openKeyring(ctx, cfg, dataDir, store)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if legacy != nil {
+		if err := bb.DropLegacyKMS(ctx); err != nil {
+			closeFn()
+			return nil, nil, 0, err
+		}
+		log.Info("kms bucket deleted: its keys are in the kms stream", "bucket", names.KMSBucket, "stream", names.KMSStream)
+	}
+	return keys, closeFn, moved, nil
 }
 
 // openKeyring opens the keyring of cfg over store, checks its root, and
@@ -166,7 +205,7 @@ func openKeyring(ctx context.Context, cfg KMSConfig, dataDir string, store kms.M
 	// of a change of root (the previous root reads the keys meanwhile).
 	root, c, err := cfg.openRoot(dataDir, len(entries) == 0 || len(prev) > 0)
 	if errors.Is(err, kms.ErrNoRootKey) {
-		return nil, nil, 0, fmt.Errorf("%w; the kms bucket holds %d wrapped keys (root key %s): restore the root key, or point the node at it (--root-key-file, --pkcs11-*); a new root key would open none of the data", err, len(entries), strings.Join(kms.RootIDs(entries), ", "))
+		return nil, nil, 0, fmt.Errorf("%w; the kms stream holds %d wrapped keys (root key %s): restore the root key, or point the node at it (--root-key-file, --pkcs11-*); a new root key would open none of the data", err, len(entries), strings.Join(kms.RootIDs(entries), ", "))
 	}
 	if err != nil {
 		return nil, nil, 0, err
@@ -187,7 +226,7 @@ func openKeyring(ctx context.Context, cfg KMSConfig, dataDir string, store kms.M
 	return keys, closeAll, moved, nil
 }
 
-// checkStrays refuses a bucket holding keys wrapped under a root other than
+// checkStrays refuses a store holding keys wrapped under a root other than
 // root and prev: the root check alone does not show them (a node still on
 // the old root makes keys under it after the others re-wrapped every key,
 // the root check included). Started so, the node could not open them, and
@@ -207,7 +246,7 @@ func checkStrays(entries []kms.Entry, root kms.RootKey, prev []kms.RootKey) erro
 	if len(strays) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: the kms bucket holds keys wrapped under root key %s and this node has root key %s: start it with that root named by the --previous-* flags to move them (kms rewrap), then without", kms.ErrWrongRoot, strings.Join(strays, ", "), strings.Join(known, ", "))
+	return fmt.Errorf("%w: the kms stream holds keys wrapped under root key %s and this node has root key %s: start it with that root named by the --previous-* flags to move them (kms rewrap), then without", kms.ErrWrongRoot, strings.Join(strays, ", "), strings.Join(known, ", "))
 }
 
 // RewrapConfig is what "iotransit kms rewrap" needs: where the data is
@@ -217,7 +256,7 @@ type RewrapConfig struct {
 	DataDir   string
 	NATSURLs  []string
 	NATSCreds string
-	// Replicas of the kms bucket (as the nodes' --replicas; default 1).
+	// Replicas of the kms stream (as the nodes' --replicas; default 1).
 	Replicas int
 	KMS      KMSConfig
 }
@@ -248,11 +287,7 @@ func Rewrap(ctx context.Context, cfg RewrapConfig, log *slog.Logger) (moved int,
 		return 0, "", err
 	}
 	defer bb.Close()
-	kv, err := bb.KV(ctx, names.KMSBucket, 1)
-	if err != nil {
-		return 0, "", err
-	}
-	keys, closeFn, moved, err := openKeyring(ctx, cfg.KMS, cfg.DataDir, kms.KVStore{KV: kv})
+	keys, closeFn, moved, err := openBackboneKeyring(ctx, bb, cfg.KMS, cfg.DataDir, log)
 	if err != nil {
 		return 0, "", err
 	}

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
@@ -22,11 +21,10 @@ import (
 func TestNodeRootKeyRefusesKeysUnderAnotherRoot(t *testing.T) {
 	ctx := context.Background()
 	bb, _ := storetest.Backbone(t)
-	kv, err := bb.KV(ctx, names.KMSBucket, 1)
+	store, err := bb.KMSStore(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := kms.KVStore{KV: kv}
 	dir := t.TempDir()
 	oldFile, newFile := filepath.Join(dir, "old.key"), filepath.Join(dir, "new.key")
 	oldRoot, err := kms.OpenFileRoot(oldFile, true)

@@ -19,7 +19,8 @@ import (
 
 // Buckets shared by the whole deployment (not per tenant).
 const (
-	// KMSBucket holds the wrapped data keys of kms.
+	// KMSBucket held the wrapped data keys of kms before KMSStream: a node
+	// moves its keys into KMSStream at start and deletes it.
 	KMSBucket = "iotransit_kms"
 	// SystemBucket holds platform keys (JWT, audit signing) and the server CA, sealed.
 	SystemBucket = "iotransit_system"
@@ -46,6 +47,17 @@ const (
 	// FirmwareNoticesBucket holds the firmware notice of each gateway in a
 	// rollout (key {tenant}.{serial}); every node republishes it retained.
 	FirmwareNoticesBucket = "iotransit_firmware_notices"
+)
+
+// The stream of kms's wrapped data keys (kms.StreamStore): each key is the
+// subject KMSKeyPrefix + its name ("<tenant>.v<N>", "<tenant>.shredded",
+// "_root.check"), and its last message is its value. Unlike a KV bucket the
+// stream allows deleting messages, so that a replaced or destroyed key is
+// erased from the stream's files (SecureDeleteMsg).
+const (
+	KMSStream    = "KMS_KEYS"
+	KMSKeyPrefix = "kms.keys."
+	KMSKeys      = KMSKeyPrefix + ">"
 )
 
 // MeshKey is the key of one part ("network" or "nodes") of a tenant's mesh
