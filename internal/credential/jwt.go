@@ -38,7 +38,7 @@ type VerifyKey struct {
 	Public ed25519.PublicKey
 	// RetiredAt is when a newer key replaced it (zero: the current key).
 	// A retired key verifies tokens only while a token it signed can still
-	// be unexpired: until RetiredAt plus the issuer's ttl.
+	// be unexpired: until RetiredAt plus the issuer's ttl (and a minute).
 	RetiredAt time.Time
 	// NoKID makes the key verify tokens without a "kid" header too (those
 	// issued before tokens carried one, all signed by the first key).
@@ -124,6 +124,11 @@ func IsJWT(token string) bool {
 	return strings.Count(token, ".") == 2 && strings.HasPrefix(token, "eyJ")
 }
 
+// retiredGrace is how much longer than the token lifetime a retired key
+// verifies: other nodes sign with it until they read the rotation (within a
+// second), and clocks differ.
+const retiredGrace = time.Minute
+
 // errUnknownKey and errRetiredKey are why a token's key is refused.
 const (
 	unknownKeyText = "the token names an unknown signing key"
@@ -153,7 +158,7 @@ func (i *Issuer) verifyKey(tok *jwt.Token) (any, error) {
 			return nil, errUnknownKey
 		}
 	}
-	if !k.RetiredAt.IsZero() && !i.now().Before(k.RetiredAt.Add(i.ttl)) {
+	if !k.RetiredAt.IsZero() && !i.now().Before(k.RetiredAt.Add(i.ttl+retiredGrace)) {
 		return nil, errRetiredKey
 	}
 	return k.Public, nil

@@ -63,10 +63,10 @@ func TestJWTKeyRotation(t *testing.T) {
 	if err != nil || tokenKID(t, fresh) != "k2" {
 		t.Fatalf("token after rotation: kid %q, %v", tokenKID(t, fresh), err)
 	}
-	forge := func(kid string, key ed25519.PrivateKey) string {
+	forge := func(kid string, key ed25519.PrivateKey, at time.Time) string {
 		claims := Claims{Tenant: "acme", Scope: ScopeMessagesRead, RegisteredClaims: jwt.RegisteredClaims{
 			Issuer: "iotransit", Subject: "c1", Audience: jwt.ClaimStrings{"iotransit"},
-			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(10 * time.Minute)),
+			IssuedAt: jwt.NewNumericDate(at), ExpiresAt: jwt.NewNumericDate(at.Add(10 * time.Minute)),
 		}}
 		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 		if kid != "" {
@@ -89,10 +89,11 @@ func TestJWTKeyRotation(t *testing.T) {
 		{name: "a token of the old key once expired", token: old, at: now.Add(16 * time.Minute), ok: false},
 		{name: "a token without kid from before rotation", token: noKID, at: now.Add(time.Minute), ok: true},
 		{name: "a token of the new key", token: fresh, at: now.Add(14 * time.Minute), ok: true},
-		{name: "an unknown kid", token: forge("f00d", forger), at: now, ok: false},
-		{name: "a known kid on a token the key did not sign", token: forge("k2", forger), at: now, ok: false},
-		{name: "an empty kid", token: forge("", forger), at: now, ok: false},
-		{name: "the old key signing after its retirement window", token: forge("k1", k1), at: now.Add(16 * time.Minute), ok: false},
+		{name: "an unknown kid", token: forge("f00d", forger, now), at: now, ok: false},
+		{name: "a known kid on a token the key did not sign", token: forge("k2", forger, now), at: now, ok: false},
+		{name: "no kid, signed by another key", token: forge("", forger, now), at: now, ok: false},
+		{name: "the old key's token in its window", token: forge("k1", k1, now.Add(10*time.Minute)), at: now.Add(15 * time.Minute), ok: true},
+		{name: "the old key's token past its window", token: forge("k1", k1, now.Add(10*time.Minute)), at: now.Add(16 * time.Minute), ok: false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
