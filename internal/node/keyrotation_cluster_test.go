@@ -9,52 +9,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/credential"
-	"github.com/iotransit/iotransit/internal/node"
 	"github.com/iotransit/iotransit/internal/pki"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
-
-// twoNodes starts two nodes on one JetStream server, sharing the root key
-// (a cluster's nodes do).
-func twoNodes(t *testing.T) (*node.Node, *node.Node) {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: tu.FreePort(t), JetStream: true, StoreDir: filepath.Join(t.TempDir(), "js"), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
-	dir1, dir2 := t.TempDir(), t.TempDir()
-	start := func(dir string) *node.Node {
-		return nodetest.Start(t, func(c *node.Config) {
-			c.DataDir, c.Dev, c.ServerNames = dir, false, []string{"127.0.0.1"}
-			c.NATSURLs = []string{ns.ClientURL()}
-		})
-	}
-	n1 := start(dir1)
-	root, err := os.ReadFile(filepath.Join(dir1, node.RootKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir2, node.RootKeyFile), root, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return n1, start(dir2)
-}
 
 // kidOf returns the "kid" header of a JWT.
 func kidOf(tok string) string {
@@ -69,7 +33,7 @@ func kidOf(tok string) string {
 // tokens carry the new kid, it lists the new audit key, and it issues
 // certificates from the new tenant CA while still accepting node 1's.
 func TestNodeKeyRotationReachesTheOtherNode(t *testing.T) {
-	n1, n2 := twoNodes(t)
+	n1, n2 := nodetest.StartPair(t, nil)
 	ctx := context.Background()
 	api1, api2 := nodetest.NewAPI(t, n1).Client, nodetest.NewAPI(t, n2).Client
 	if _, err := api1.CreateTenant(ctx, "acme"); err != nil {
