@@ -78,9 +78,9 @@ func connects(t *testing.T, w *world, cert *tls.Certificate, serial string) bool
 // TestAPICARotationOverlapThenRetire walks a gateway across a CA rotation:
 // its old-CA certificate connects during the overlap, renews onto the new
 // CA (the chain it gets names the new CA), the new certificate connects;
-// once the old version is retired its certificates are refused over MQTT
-// and for renewal while the new one works; a certificate from another
-// tenant's CA is never accepted.
+// once the old version is retired its live session ends and its
+// certificates are refused over MQTT and for renewal while the new one
+// works; a certificate from another tenant's CA is never accepted.
 func TestAPICARotationOverlapThenRetire(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
@@ -148,6 +148,12 @@ func TestAPICARotationOverlapThenRetire(t *testing.T) {
 		t.Fatal("a certificate from another tenant's CA connects")
 	}
 
+	// A session open on the old certificate when its CA is retired ends.
+	live, err := nodetest.Dial(t, w.n, oldCert, serial, nil)
+	if err != nil {
+		t.Fatalf("a live session on the old certificate: %v", err)
+	}
+
 	// Retire the old version: refused at once, the new one accepted.
 	cases := []struct {
 		name   string
@@ -177,6 +183,11 @@ func TestAPICARotationOverlapThenRetire(t *testing.T) {
 				t.Fatalf("state after retirement: %+v", st)
 			}
 		})
+	}
+	select {
+	case <-live.Done():
+	case <-time.After(5 * time.Second * tu.Slowdown()):
+		t.Error("the session on the old-CA certificate goes on after its CA was retired")
 	}
 	if connects(t, w, oldCert, serial) {
 		t.Error("the old-CA certificate connects after its CA was retired")

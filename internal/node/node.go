@@ -422,6 +422,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.reg.OnGatewayChange(n.closeSessions)
+	go n.endRetiredCASessions(n.ctx) // caretire.go
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}

@@ -7,6 +7,7 @@ package registry
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"time"
@@ -127,6 +128,7 @@ func (r *Registry) issue(ctx context.Context, tenant, serial string, csrPEM []by
 	rec := Certificate{
 		Serial: pki.SerialHex(cert), Fingerprint: pki.Fingerprint(cert),
 		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), IssuedAt: now,
+		Issuer: hex.EncodeToString(cert.AuthorityKeyId),
 	}
 	if _, err := r.update(ctx, tenant, serial, func(g *Gateway) error {
 		if check != nil {

@@ -48,8 +48,9 @@ var (
 
 // previousCA is a PreviousCA parsed, in memory.
 type previousCA struct {
-	cert  *x509.Certificate
-	until time.Time
+	version int
+	cert    *x509.Certificate
+	until   time.Time
 }
 
 // caVersion returns the record's current CA version.
@@ -87,7 +88,7 @@ func (r *Registry) setCAsLocked(te *tenantEntry, t Tenant, rev uint64) {
 			r.log.Error("parse previous tenant CA", "tenant_id", t.ID, "version", p.Version, "error", err)
 			continue
 		}
-		te.previous = append(te.previous, previousCA{cert: c, until: p.TrustedUntil})
+		te.previous = append(te.previous, previousCA{version: p.Version, cert: c, until: p.TrustedUntil})
 		r.byCAKey[hex.EncodeToString(c.SubjectKeyId)] = t.ID
 	}
 	r.byCAKey[hex.EncodeToString(te.caCert.SubjectKeyId)] = t.ID
@@ -256,4 +257,50 @@ func (r *Registry) TenantCA(tenant string) (client.TenantCA, error) {
 		out.Versions = append(out.Versions, cv)
 	}
 	return out, nil
+}
+
+// UntrustedCAs returns, by tenant, the subject key ids (hex) of the
+// previous CA versions no longer trusted at now: their certificates' live
+// sessions must end (node).
+func (r *Registry) UntrustedCAs(now time.Time) map[string][]string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := map[string][]string{}
+	for id, te := range r.tenants {
+		for _, p := range te.previous {
+			if !now.Before(p.until) {
+				out[id] = append(out[id], hex.EncodeToString(p.cert.SubjectKeyId))
+			}
+		}
+	}
+	return out
+}
+
+// IssuedBy reports whether the gateway's certificate certSerial was issued
+// by the tenant's CA version with subject key id ski (hex). A certificate
+// recorded before issuers were is the first version's.
+func (r *Registry) IssuedBy(tenant, serial, certSerial, ski string) bool {
+	g, ok := r.Gateway(tenant, serial)
+	if !ok {
+		return false
+	}
+	c, ok := g.Certificate(certSerial)
+	if !ok {
+		return false
+	}
+	if c.Issuer != "" {
+		return c.Issuer == ski
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	te, ok := r.tenants[tenant]
+	if !ok {
+		return false
+	}
+	for _, p := range te.previous {
+		if p.version <= 1 {
+			return hex.EncodeToString(p.cert.SubjectKeyId) == ski
+		}
+	}
+	return false
 }

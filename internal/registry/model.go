@@ -66,6 +66,9 @@ type Certificate struct {
 	// RevocationReason says why RevokedAt is set: RevocationSuperseded or
 	// RevocationGatewayRevoked (empty in records written before it existed).
 	RevocationReason string `json:"revocationReason,omitempty"`
+	// Issuer is the subject key id (hex) of the CA version that issued it
+	// (empty in records written before CAs rotated: the first version).
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // Certificate revocation reasons.
