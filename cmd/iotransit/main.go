@@ -41,6 +41,8 @@ Administration, through the HTTPS API (local or remote):
   iotransit apikey  create|list|get|revoke          a tenant's API keys
   iotransit oauth2-client create|list|get|revoke    a tenant's OAuth2 clients (client credentials)
   iotransit kms     rotate|status|rewrap            a tenant's data key versions; a new root key
+  iotransit ca      rotate|retire|status            the tenant's CA versions and their overlap
+  iotransit keys    list|rotate-jwt|rotate-audit    the platform's token and audit signing keys (operator)
   iotransit audit   list|verify                     the tenant's audit log (operator: --tenant _system)
   iotransit policy  show|set [--file F]             the tenant's security policy (set: operator key)
   iotransit integration add|update|list|get|pause|resume|retry-now|delete|test|rotate-secret|dead-letters|redrive
@@ -106,6 +108,9 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"operator": operatorGroup.run,
 
 	"policy": policyGroup.run,
+
+	"ca":   caGroup.run,
+	"keys": keysGroup.run,
 }
 
 func main() {

@@ -192,6 +192,10 @@ type Deps struct {
 	// KMS rotates and shows the tenants' data keys (nil: the routes answer
 	// 404).
 	KMS KMS
+	// CAs rotates the tenants' CAs, and PlatformKeys the token and audit
+	// signing keys (nil: their routes answer 404; keyrotation.go).
+	CAs          CAs
+	PlatformKeys PlatformKeys
 }
 
 // Server is the running API.

@@ -91,6 +91,15 @@ func (s *Server) routeTable() []Route {
 		t("POST", "/v1/tenants/{tenant}/kms/rotate", credential.ScopeKeysWrite, s.rotateKMSKey),
 		t("GET", "/v1/tenants/{tenant}/kms", credential.ScopeKeysRead, s.getKMSStatus),
 
+		// Key rotation (keyrotation.go): the tenant's CA by the tenant's
+		// key holders, the platform's signing keys by the operator.
+		t("POST", "/v1/tenants/{tenant}/ca/rotate", credential.ScopeKeysWrite, s.rotateCA),
+		t("POST", "/v1/tenants/{tenant}/ca/retire", credential.ScopeKeysWrite, s.retireCA),
+		t("GET", "/v1/tenants/{tenant}/ca", credential.ScopeKeysRead, s.getCA),
+		{Method: "GET", Pattern: "/v1/system/keys", Access: Operator, handle: s.listPlatformKeys},
+		{Method: "POST", Pattern: "/v1/system/jwt/rotate", Access: Operator, handle: s.rotatePlatformKey("jwt")},
+		{Method: "POST", Pattern: "/v1/system/audit-key/rotate", Access: Operator, handle: s.rotatePlatformKey("audit")},
+
 		t("POST", "/v1/tenants/{tenant}/oauth2-clients", credential.ScopeKeysWrite, s.createClient),
 		t("GET", "/v1/tenants/{tenant}/oauth2-clients", credential.ScopeKeysRead, s.listClients),
 		t("GET", "/v1/tenants/{tenant}/oauth2-clients/{id}", credential.ScopeKeysRead, s.getClient),

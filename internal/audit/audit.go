@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -167,8 +168,7 @@ type Log struct {
 	cfg     Config
 	streams StreamProvider
 	js      jetstream.JetStream
-	signer  ed25519.PrivateKey
-	pub     ed25519.PublicKey
+	keys    atomic.Pointer[keySet] // the checkpoint keys (UseKeys)
 	log     *slog.Logger
 
 	mu      sync.Mutex
@@ -224,12 +224,13 @@ func Open(ctx context.Context, cfg Config, streams StreamProvider, js jetstream.
 		cfg:      cfg,
 		streams:  streams,
 		js:       js,
-		signer:   signer,
-		pub:      signer.Public().(ed25519.PublicKey),
 		log:      log.With("component", "audit"),
 		tenants:  map[string]*tenantState{},
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
+	}
+	if err := l.UseKeys(signer); err != nil {
+		return nil, err
 	}
 	if err := l.EnsureTenant(ctx, SystemTenant); err != nil {
 		return nil, err
@@ -253,8 +254,30 @@ func (l *Log) Close() {
 	})
 }
 
-// PublicKey returns the key that verifies this Log's checkpoints.
-func (l *Log) PublicKey() ed25519.PublicKey { return l.pub }
+// keySet is the key a Log signs checkpoints with and every key whose
+// checkpoints it verifies, by key id.
+type keySet struct {
+	signer ed25519.PrivateKey
+	pub    ed25519.PublicKey
+	known  map[string]ed25519.PublicKey
+}
+
+// UseKeys makes signer the key of the checkpoints this Log signs from now
+// on, and signer's public key with the retired ones the keys its
+// verification accepts (a checkpoint is checked against the key its keyId
+// names; any other key id fails). Retired keys stay known so that the
+// checkpoints they signed still verify after a rotation.
+func (l *Log) UseKeys(signer ed25519.PrivateKey, retired ...ed25519.PublicKey) error {
+	if len(signer) != ed25519.PrivateKeySize {
+		return errors.New("audit: the checkpoint signer is not an Ed25519 private key")
+	}
+	pub := signer.Public().(ed25519.PublicKey)
+	l.keys.Store(&keySet{signer: signer, pub: pub, known: keyMap(append([]ed25519.PublicKey{pub}, retired...))})
+	return nil
+}
+
+// PublicKey returns the key that verifies the checkpoints this Log signs now.
+func (l *Log) PublicKey() ed25519.PublicKey { return l.keys.Load().pub }
 
 // state returns the tenant's state, creating it on first use.
 func (l *Log) state(tenant string) (*tenantState, error) {
@@ -480,7 +503,7 @@ func (l *Log) loadHead(ctx context.Context, tenant string, ts *tenantState, st j
 		if err != nil {
 			return err
 		}
-		if c != nil && c.Seq <= ts.seq && checkSignature(c, l.pub) == "" {
+		if c != nil && c.Seq <= ts.seq && checkSignature(c, l.keys.Load().known) == "" {
 			ts.signedSeq = c.Seq
 		}
 	}
@@ -541,7 +564,7 @@ func (l *Log) checkpointLocked(ctx context.Context, tenant string, ts *tenantSta
 		return nil, nil
 	}
 	c := &Checkpoint{Tenant: tenant, Seq: ts.seq, Hash: ts.hash, Time: time.Now().UTC().Round(0)}
-	signCheckpoint(c, l.signer)
+	signCheckpoint(c, l.keys.Load().signer)
 	if _, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: names.AuditCheckpoint(tenant), Data: appendCheckpointJSON(nil, c)},
 		jetstream.WithExpectStream(names.AuditStream(tenant))); err != nil {
 		return nil, ErrUnavailable.Wrap(fmt.Errorf("audit: store checkpoint of %s: %w", tenant, err))

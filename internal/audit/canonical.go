@@ -116,19 +116,32 @@ func signCheckpoint(c *Checkpoint, key ed25519.PrivateKey) {
 	c.Signature = ed25519.Sign(key, checkpointMessage(c))
 }
 
-// checkSignature reports why a checkpoint's signature is not good under pub,
-// or "" when it is.
-func checkSignature(c *Checkpoint, pub ed25519.PublicKey) string {
-	if len(pub) != ed25519.PublicKeySize {
+// checkSignature reports why a checkpoint's signature is not good under the
+// key its KeyID names among known (key id -> public key), or "" when it is.
+// A checkpoint naming a key the system does not know fails.
+func checkSignature(c *Checkpoint, known map[string]ed25519.PublicKey) string {
+	if len(known) == 0 {
 		return fmt.Sprintf("checkpoint at %d cannot be checked: no valid public key was given", c.Seq)
 	}
-	if c.KeyID != KeyID(pub) {
-		return fmt.Sprintf("checkpoint at %d was signed by another key (key id %q)", c.Seq, clip(c.KeyID, 32))
+	pub, ok := known[c.KeyID]
+	if !ok {
+		return fmt.Sprintf("checkpoint at %d was signed by an unknown key (key id %q)", c.Seq, clip(c.KeyID, 32))
 	}
 	if len(c.Signature) != ed25519.SignatureSize || !ed25519.Verify(pub, checkpointMessage(c), c.Signature) {
 		return fmt.Sprintf("checkpoint at %d has a bad signature", c.Seq)
 	}
 	return ""
+}
+
+// keyMap indexes valid Ed25519 public keys by their KeyID.
+func keyMap(pubs []ed25519.PublicKey) map[string]ed25519.PublicKey {
+	m := make(map[string]ed25519.PublicKey, len(pubs))
+	for _, p := range pubs {
+		if len(p) == ed25519.PublicKeySize {
+			m[KeyID(p)] = p
+		}
+	}
+	return m
 }
 
 // clip shortens s for a report sentence.

@@ -20,17 +20,19 @@ import (
 type Report = client.AuditReport
 
 // VerifyEntries verifies a tenant's entries and checkpoints, in the order
-// they were stored, against the checkpoint signing key pub. It needs no
-// JetStream: an offline tool can run it on an export. The tenant is that of
-// the first entry (or checkpoint).
-func VerifyEntries(entries []Entry, checkpoints []Checkpoint, pub ed25519.PublicKey) Report {
+// they were stored, against the checkpoint signing keys pubs (the current
+// and retired ones, as GET /v1/system/keys lists them): each checkpoint
+// must be signed by the key its keyId names. It needs no JetStream: an
+// offline tool can run it on an export. The tenant is that of the first
+// entry (or checkpoint).
+func VerifyEntries(entries []Entry, checkpoints []Checkpoint, pubs ...ed25519.PublicKey) Report {
 	tenant := ""
 	if len(entries) > 0 {
 		tenant = entries[0].Tenant
 	} else if len(checkpoints) > 0 {
 		tenant = checkpoints[0].Tenant
 	}
-	v := newVerifier(tenant, pub, false)
+	v := newVerifier(tenant, keyMap(pubs), false)
 	for i := range entries {
 		v.addEntry(&entries[i], "")
 	}
@@ -88,7 +90,7 @@ func (l *Log) VerifyWithin(ctx context.Context, tenant string, admit func(reads 
 			return Report{}, err
 		}
 	}
-	v := newVerifier(tenant, l.pub, l.cfg.Retention > 0)
+	v := newVerifier(tenant, l.keys.Load().known, l.cfg.Retention > 0)
 	if info.State.Msgs > 0 {
 		entrySubj, cpSubj := names.AuditEntry(tenant), names.AuditCheckpoint(tenant)
 		err = readRange(ctx, st, "", info.State.FirstSeq, info.State.LastSeq, func(m rawMsg) bool {
@@ -149,8 +151,8 @@ type storedCheckpoint struct {
 // them.
 type verifier struct {
 	tenant  string
-	pub     ed25519.PublicKey
-	trimmed bool // retention may have removed the first entries
+	known   map[string]ed25519.PublicKey // key id -> checkpoint key
+	trimmed bool                         // retention may have removed the first entries
 
 	started   bool
 	start     uint64 // seq of the first entry (1 unless trimmed)
@@ -171,8 +173,8 @@ type verifier struct {
 	checkpoints []storedCheckpoint
 }
 
-func newVerifier(tenant string, pub ed25519.PublicKey, trimmed bool) *verifier {
-	return &verifier{tenant: tenant, pub: pub, trimmed: trimmed, start: 1, expect: 1, prev: zeroHash}
+func newVerifier(tenant string, known map[string]ed25519.PublicKey, trimmed bool) *verifier {
+	return &verifier{tenant: tenant, known: known, trimmed: trimmed, start: 1, expect: 1, prev: zeroHash}
 }
 
 // good returns the last seq of the verified prefix.
@@ -306,7 +308,7 @@ func (v *verifier) finish(w *anchor) Report {
 			failures = append(failures, failed{seq: c.Seq, text: fmt.Sprintf("checkpoint at %d belongs to tenant %q", c.Seq, clip(c.Tenant, 40))})
 			continue
 		}
-		if why := checkSignature(&c, v.pub); why != "" {
+		if why := checkSignature(&c, v.known); why != "" {
 			failures = append(failures, failed{seq: c.Seq, text: why})
 			continue
 		}

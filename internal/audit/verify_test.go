@@ -238,7 +238,7 @@ func TestAuditVerifyEntries(t *testing.T) {
 				es := chain("acme", 8)
 				return es, []Checkpoint{checkpoint(testKey, es, 4), checkpoint(otherKey, es, 8)}
 			},
-			firstBroken: 5, problem: fmt.Sprintf("checkpoint at 8 was signed by another key (key id %q)", KeyID(otherKey.Public().(ed25519.PublicKey))),
+			firstBroken: 5, problem: fmt.Sprintf("checkpoint at 8 was signed by an unknown key (key id %q)", KeyID(otherKey.Public().(ed25519.PublicKey))),
 			signed: 4,
 		},
 		{
@@ -248,7 +248,7 @@ func TestAuditVerifyEntries(t *testing.T) {
 				return es, []Checkpoint{checkpoint(testKey, es, 4)}
 			},
 			pub:         otherKey.Public().(ed25519.PublicKey),
-			firstBroken: 1, problem: "checkpoint at 4 was signed by another key",
+			firstBroken: 1, problem: "checkpoint at 4 was signed by an unknown key",
 		},
 		{
 			name: "a checkpoint with one flipped signature bit",
@@ -332,7 +332,7 @@ func TestAuditVerifyEntries(t *testing.T) {
 				es[6].Target = "x"
 				return slices.Delete(es, 3, 4), cps
 			},
-			firstBroken: 1, problem: "checkpoint at 10 was signed by another key",
+			firstBroken: 1, problem: "checkpoint at 10 was signed by an unknown key",
 		},
 	}
 	for _, tc := range cases {
@@ -373,7 +373,7 @@ func TestAuditVerifyAcceptsEntriesExpiredByRetention(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			v := newVerifier("acme", testPub, true)
+			v := newVerifier("acme", keyMap([]ed25519.PublicKey{testPub}), true)
 			for i := range tc.entries {
 				v.addEntry(&tc.entries[i], "")
 			}
@@ -567,7 +567,7 @@ func FuzzAuditVerifyDetectsChangedBytes(f *testing.F) {
 		data := bytes.Clone(stored[i])
 		data[int(pos)%len(data)] = b
 		changed := !bytes.Equal(data, stored[i])
-		v := newVerifier("acme", testPub, false)
+		v := newVerifier("acme", keyMap([]ed25519.PublicKey{testPub}), false)
 		for j := range stored {
 			if j != i {
 				v.addEntry(&entries[j], "")

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -19,20 +20,67 @@ type Claims struct {
 // Scopes returns the token's scopes.
 func (c Claims) Scopes() []string { return strings.Fields(c.Scope) }
 
-// Issuer signs and verifies access tokens (EdDSA, Ed25519).
+// Issuer signs and verifies access tokens (EdDSA, Ed25519). Its keys can
+// be rotated (SetKeys): tokens carry the id of the key that signed them
+// (JWS "kid"), and a retired key verifies the tokens it signed until they
+// expire.
 type Issuer struct {
-	key    ed25519.PrivateKey
+	keys   atomic.Pointer[jwtKeys]
 	issuer string
 	ttl    time.Duration
 	now    func() time.Time
 }
 
-// NewIssuer returns an issuer of tokens living ttl (default 15 minutes).
+// VerifyKey is a public key an Issuer accepts tokens of.
+type VerifyKey struct {
+	// ID is the key id tokens name in their "kid" header.
+	ID     string
+	Public ed25519.PublicKey
+	// RetiredAt is when a newer key replaced it (zero: the current key).
+	// A retired key verifies tokens only while a token it signed can still
+	// be unexpired: until RetiredAt plus the issuer's ttl (and a minute).
+	RetiredAt time.Time
+	// NoKID makes the key verify tokens without a "kid" header too (those
+	// issued before tokens carried one, all signed by the first key).
+	NoKID bool
+}
+
+type jwtKeys struct {
+	id     string
+	signer ed25519.PrivateKey
+	byID   map[string]VerifyKey
+	noKID  *VerifyKey
+}
+
+// NewIssuer returns an issuer of tokens living ttl (default 15 minutes),
+// signed by key; until SetKeys names it, the key has no id and its tokens
+// carry none.
 func NewIssuer(key ed25519.PrivateKey, issuer string, ttl time.Duration) *Issuer {
 	if ttl == 0 {
 		ttl = 15 * time.Minute
 	}
-	return &Issuer{key: key, issuer: issuer, ttl: ttl, now: time.Now}
+	i := &Issuer{issuer: issuer, ttl: ttl, now: time.Now}
+	i.SetKeys("", key, VerifyKey{Public: key.Public().(ed25519.PublicKey), NoKID: true})
+	return i
+}
+
+// SetKeys makes key, with id, the key new tokens are signed with, and
+// known (which should hold key's own entry too) the keys tokens are
+// verified with. A token naming a key id outside them is refused.
+func (i *Issuer) SetKeys(id string, key ed25519.PrivateKey, known ...VerifyKey) {
+	ks := &jwtKeys{id: id, signer: key, byID: map[string]VerifyKey{}}
+	for _, k := range known {
+		if k.ID != "" {
+			ks.byID[k.ID] = k
+		}
+		if k.NoKID {
+			ks.noKID = &k
+		}
+	}
+	if _, ok := ks.byID[id]; !ok && id != "" {
+		ks.byID[id] = VerifyKey{ID: id, Public: key.Public().(ed25519.PublicKey)}
+	}
+	i.keys.Store(ks)
 }
 
 // TTL returns the lifetime of issued tokens.
@@ -63,7 +111,12 @@ func (i *Issuer) Issue(c Client) (string, error) {
 			ID:        jti,
 		},
 	}
-	return jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(i.key)
+	ks := i.keys.Load()
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	if ks.id != "" {
+		tok.Header["kid"] = ks.id
+	}
+	return tok.SignedString(ks.signer)
 }
 
 // IsJWT reports whether a bearer token has the JWT form.
@@ -71,13 +124,51 @@ func IsJWT(token string) bool {
 	return strings.Count(token, ".") == 2 && strings.HasPrefix(token, "eyJ")
 }
 
-// Verify checks a token's signature (EdDSA only), issuer, audience and
-// times, and returns its claims.
+// retiredGrace is how much longer than the token lifetime a retired key
+// verifies: other nodes sign with it until they read the rotation (within a
+// second), and clocks differ.
+const retiredGrace = time.Minute
+
+// errUnknownKey and errRetiredKey are why a token's key is refused.
+const (
+	unknownKeyText = "the token names an unknown signing key"
+	retiredKeyText = "the token's signing key was retired"
+)
+
+var (
+	errUnknownKey = errors.New(unknownKeyText)
+	errRetiredKey = errors.New(retiredKeyText)
+)
+
+// verifyKey returns the public key that must have signed tok: the one its
+// "kid" names, or the first key for a token without one.
+func (i *Issuer) verifyKey(tok *jwt.Token) (any, error) {
+	ks := i.keys.Load()
+	var k VerifyKey
+	switch kid, present := tok.Header["kid"]; {
+	case !present:
+		if ks.noKID == nil {
+			return nil, errUnknownKey
+		}
+		k = *ks.noKID
+	default:
+		s, _ := kid.(string)
+		var ok bool
+		if k, ok = ks.byID[s]; !ok || s == "" {
+			return nil, errUnknownKey
+		}
+	}
+	if !k.RetiredAt.IsZero() && !i.now().Before(k.RetiredAt.Add(i.ttl+retiredGrace)) {
+		return nil, errRetiredKey
+	}
+	return k.Public, nil
+}
+
+// Verify checks a token's signature (EdDSA only, by the key its "kid"
+// names), issuer, audience and times, and returns its claims.
 func (i *Issuer) Verify(token string) (Claims, error) {
 	var c Claims
-	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
-		return i.key.Public(), nil
-	},
+	_, err := jwt.ParseWithClaims(token, &c, i.verifyKey,
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithIssuer(i.issuer),
 		jwt.WithAudience(i.issuer),
@@ -85,8 +176,13 @@ func (i *Issuer) Verify(token string) (Claims, error) {
 		jwt.WithTimeFunc(i.now),
 	)
 	if err != nil {
-		if errors.Is(err, jwt.ErrTokenExpired) {
+		switch {
+		case errors.Is(err, jwt.ErrTokenExpired):
 			return Claims{}, ErrInvalid.WithDetail("the token has expired")
+		case errors.Is(err, errUnknownKey):
+			return Claims{}, ErrInvalid.WithDetail(unknownKeyText)
+		case errors.Is(err, errRetiredKey):
+			return Claims{}, ErrInvalid.WithDetail(retiredKeyText)
 		}
 		return Claims{}, ErrInvalid.Wrap(err)
 	}

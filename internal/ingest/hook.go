@@ -51,6 +51,9 @@ const (
 	EndIsolated   = "isolated"
 	EndSuperseded = "superseded"
 	EndTakenOver  = "taken over"
+	// EndCARetired: the CA version that issued the session's certificate
+	// is no longer trusted (its overlap after a CA rotation ended).
+	EndCARetired = "ca_retired"
 )
 
 // EndReason says why a session on the certificate certSerial of g may no
@@ -82,6 +85,8 @@ var endings = map[string]packets.Code{
 		Reason: EndIsolated + ": connections are refused until the gateway is activated again"},
 	EndSuperseded: {Code: packets.ErrNotAuthorized.Code,
 		Reason: EndSuperseded + ": newer certificates replaced this one; reconnect with the newest"},
+	EndCARetired: {Code: packets.ErrNotAuthorized.Code,
+		Reason: EndCARetired + ": the CA that issued this certificate is retired; enroll again for a certificate of the tenant's current CA"},
 	EndTakenOver: {Code: packets.ErrSessionTakenOver.Code,
 		Reason: EndTakenOver + ": the gateway connected again with the same client id"},
 }

@@ -278,6 +278,9 @@ type Node struct {
 	opKey    string
 	metrics  *prometheus.Registry
 
+	// platformKeys are the rotatable token and audit signing keys.
+	platformKeys *platformKeys
+
 	// ctx ends the node's background work (tenant repair) at Close.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -352,6 +355,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.audit, err = audit.Open(ctx, cfg.Audit, n.bb, n.bb.JS, auditKey, n.log); err != nil {
 		return nil, err
 	}
+	// Key rotation (platformkeys.go): the versions made since, followed.
+	tokens := credential.NewIssuer(jwtKey, "iotransit", 0)
+	if n.platformKeys, err = n.startPlatformKeys(ctx, sec, tokens); err != nil {
+		return nil, err
+	}
 	n.onClose(n.audit.Close)
 	if err := n.audit.EnsureTenant(ctx, systemKeys); err != nil {
 		return nil, err
@@ -422,6 +430,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.reg.OnGatewayChange(n.closeSessions)
+	go n.endRetiredCASessions(n.ctx) // caretire.go
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}
@@ -441,11 +450,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		PolicyDefaults: n.policyDefaults(cfg)}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: creds, Operators: operators, Messages: n.st, Audit: n.audit,
 		Integrations: n.fwdReg, Stream: n.st, ParseKey: parseKey,
-		Tokens:       credential.NewIssuer(jwtKey, "iotransit", 0),
+		Tokens:       tokens,
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected, MQTTPort: portOf(n.ing.Addr()),
 		Mesh: n.mesh, GatewayStates: n.gwState,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
 		KMS: n.keys,
+		CAs: n.reg, PlatformKeys: n.platformKeys,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}

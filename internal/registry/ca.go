@@ -1,11 +1,15 @@
 // The tenant CAs: their keys sealed by kms, opened on first use, and the
-// certificates they issue to gateways from CSRs.
+// certificates they issue to gateways from CSRs. A tenant's CA rotates
+// (carotation.go): the current version issues, previous ones are trusted
+// until their overlap ends.
 
 package registry
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/iotransit/iotransit/internal/pki"
@@ -19,7 +23,17 @@ const (
 // newCA makes a CA for the tenant id, valid from now, and returns it with
 // its key sealed under the tenant's data key (Tenant.CAKey).
 func (r *Registry) newCA(ctx context.Context, id string, now time.Time) (*pki.CA, []byte, error) {
-	ca, err := pki.NewCA("iotransit tenant "+id+" CA", caValidity, now)
+	return r.newCAVersion(ctx, id, 1, now)
+}
+
+// newCAVersion is newCA for version v of the tenant's CA (its name says
+// the version from 2 on).
+func (r *Registry) newCAVersion(ctx context.Context, id string, v int, now time.Time) (*pki.CA, []byte, error) {
+	name := "iotransit tenant " + id + " CA"
+	if v > 1 {
+		name += " " + strconv.Itoa(v)
+	}
+	ca, err := pki.NewCA(name, caValidity, now)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -34,7 +48,7 @@ func (r *Registry) newCA(ctx context.Context, id string, now time.Time) (*pki.CA
 	return ca, sealed, nil
 }
 
-// CA returns the tenant's certificate authority with its key opened.
+// CA returns the tenant's current certificate authority with its key opened.
 func (r *Registry) CA(ctx context.Context, tenant string) (*pki.CA, error) {
 	te, err := r.entry(tenant)
 	if err != nil {
@@ -45,21 +59,23 @@ func (r *Registry) CA(ctx context.Context, tenant string) (*pki.CA, error) {
 
 func (r *Registry) loadCA(ctx context.Context, te *tenantEntry) (*pki.CA, error) {
 	r.mu.RLock()
-	ca := te.ca
+	ca, certPEM, sealed := te.ca, te.rec.CACert, te.rec.CAKey
 	r.mu.RUnlock()
 	if ca != nil {
 		return ca, nil
 	}
-	der, err := r.keys.Open(ctx, te.rec.ID, te.rec.CAKey, []byte(caKeyAAD))
+	der, err := r.keys.Open(ctx, te.rec.ID, sealed, []byte(caKeyAAD))
 	if err != nil {
 		return nil, fmt.Errorf("registry: open CA key of %s: %w", te.rec.ID, err)
 	}
-	ca, err = pki.LoadCA([]byte(te.rec.CACert), der)
+	ca, err = pki.LoadCA([]byte(certPEM), der)
 	if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
-	te.ca = ca
+	if te.rec.CACert == certPEM { // not rotated meanwhile
+		te.ca = ca
+	}
 	r.mu.Unlock()
 	return ca, nil
 }
@@ -112,6 +128,7 @@ func (r *Registry) issue(ctx context.Context, tenant, serial string, csrPEM []by
 	rec := Certificate{
 		Serial: pki.SerialHex(cert), Fingerprint: pki.Fingerprint(cert),
 		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), IssuedAt: now,
+		Issuer: hex.EncodeToString(cert.AuthorityKeyId),
 	}
 	if _, err := r.update(ctx, tenant, serial, func(g *Gateway) error {
 		if check != nil {

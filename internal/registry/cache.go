@@ -6,7 +6,6 @@ package registry
 import (
 	"context"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -98,6 +97,7 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant, rev uint64) error {
 	te, known := r.tenants[t.ID]
 	r.mu.RUnlock()
 	if known {
+		r.setCAs(te, t, rev)
 		r.setTenant(te, t, rev)
 		return nil
 	}
@@ -127,11 +127,12 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant, rev uint64) error {
 	if cur, known := r.tenants[t.ID]; known {
 		r.mu.Unlock()
 		w.Stop()
+		r.setCAs(cur, t, rev)
 		r.setTenant(cur, t, rev)
 		return nil
 	}
 	r.tenants[t.ID] = te
-	r.byCAKey[hex.EncodeToString(caCert.SubjectKeyId)] = t.ID
+	r.setCAsLocked(te, t, rev)
 	added := slices.Clone(r.tenantWatchers)
 	r.mu.Unlock()
 	for _, fn := range added {
@@ -232,16 +233,12 @@ func (r *Registry) Tenants() []Tenant {
 	return out
 }
 
-// TenantByCA returns the tenant whose CA has the given subject key id (a
-// client certificate's authority key id) and that CA's certificate.
+// TenantByCA returns the tenant whose CA (any version) has the given
+// subject key id (a client certificate's authority key id) and that CA's
+// certificate.
 func (r *Registry) TenantByCA(authorityKeyID []byte) (string, *x509.Certificate, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	id, ok := r.byCAKey[hex.EncodeToString(authorityKeyID)]
-	if !ok {
-		return "", nil, false
-	}
-	return id, r.tenants[id].caCert, true
+	id, ca, _, ok := r.caFor(authorityKeyID)
+	return id, ca, ok
 }
 
 // Gateway returns a copy of a gateway record from memory.

@@ -339,8 +339,7 @@ func (r *Registry) Reenroll(ctx context.Context, id Identity, csrPEM []byte, val
 }
 
 // enrollment is the result of issuing the certificate rec (PEM certPEM) to
-// a gateway: its chain ends with the tenant CA.
+// a gateway: its chain ends with the tenant CA version that issued it.
 func (r *Registry) enrollment(tenant, serial string, certPEM []byte, rec Certificate) Enrollment {
-	ten, _ := r.Tenant(tenant)
-	return Enrollment{Tenant: tenant, Serial: serial, Certificate: rec, Chain: append(certPEM, ten.CACert...)}
+	return Enrollment{Tenant: tenant, Serial: serial, Certificate: rec, Chain: append(certPEM, r.issuerPEM(tenant, certPEM)...)}
 }

@@ -45,13 +45,15 @@ const (
 	ReasonIsolated      = "isolated"
 	ReasonCertUnknown   = "cert_unknown"
 	ReasonCertRevoked   = "cert_revoked"
+	ReasonCARetired     = "ca_retired"
 )
 
 // Authenticate decides whether a presented chain (leaf first) belongs to a
 // registered, active gateway holding a current certificate that its
 // tenant's CA issued and the registry recorded and did not revoke. The
 // tenant is chosen by the leaf's authority key id, and the chain is
-// verified against that tenant's CA only, signatures first
+// verified against that tenant's CA only (the current version, or a previous
+// one until its overlap ends), signatures first
 // (pki.VerifyClient): until it verifies, a refusal names no tenant. It
 // checks a chain, not its holder: the caller must see the peer prove it
 // holds the leaf's key before it attributes a refusal (RefusedError).
@@ -60,7 +62,7 @@ func (r *Registry) Authenticate(chain []*x509.Certificate, now time.Time) (Ident
 		return Identity{}, &RefusedError{Reason: ReasonNoCertificate}
 	}
 	leaf := chain[0]
-	tenant, ca, ok := r.TenantByCA(leaf.AuthorityKeyId)
+	tenant, ca, trustedUntil, ok := r.caFor(leaf.AuthorityKeyId)
 	if !ok {
 		return Identity{}, &RefusedError{Reason: ReasonUnknownCA}
 	}
@@ -77,6 +79,9 @@ func (r *Registry) Authenticate(chain []*x509.Certificate, now time.Time) (Ident
 		return refuse(ReasonBadUsage)
 	default: // a key id that names the tenant CA without its signature
 		return Identity{}, &RefusedError{Reason: ReasonUnknownCA}
+	}
+	if !trustedUntil.IsZero() && !now.Before(trustedUntil) {
+		return refuse(ReasonCARetired) // a previous CA version past its overlap
 	}
 	serial := leaf.Subject.CommonName
 	gw, ok := r.Gateway(tenant, serial)

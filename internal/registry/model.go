@@ -18,6 +18,11 @@ type Tenant struct {
 	CACert string `json:"caCert"`
 	// CAKey is the CA's PKCS#8 key sealed by kms under the tenant's data key.
 	CAKey []byte `json:"caKey"`
+	// CAVersion is the version of CACert (0 in records made before CAs
+	// rotated: version 1), and PreviousCAs the versions it replaced, newest
+	// first, with how long their certificates stay accepted (ca.go).
+	CAVersion   int          `json:"caVersion,omitempty"`
+	PreviousCAs []PreviousCA `json:"previousCAs,omitempty"`
 	// RejectUnknownIDs refuses Thingsee messages whose tsmId has no schema
 	// (default false: they are accepted with only the header checked).
 	// SetPolicy keeps it equal to the policy's strictValidation, for nodes
@@ -61,6 +66,9 @@ type Certificate struct {
 	// RevocationReason says why RevokedAt is set: RevocationSuperseded or
 	// RevocationGatewayRevoked (empty in records written before it existed).
 	RevocationReason string `json:"revocationReason,omitempty"`
+	// Issuer is the subject key id (hex) of the CA version that issued it
+	// (empty in records written before CAs rotated: the first version).
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // Certificate revocation reasons.

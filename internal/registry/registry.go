@@ -72,7 +72,9 @@ type tenantEntry struct {
 	rec      Tenant
 	rev      uint64 // revision of rec in the tenants bucket
 	caCert   *x509.Certificate
-	ca       *pki.CA // loaded on first issue
+	ca       *pki.CA      // loaded on first issue
+	previous []previousCA // the parsed PreviousCAs (carotation.go)
+	caRev    uint64       // revision of the record they were taken from
 	kv       jetstream.KeyValue
 	gateways map[string]*Gateway
 	revs     map[string]uint64 // revision of each cached gateway record
