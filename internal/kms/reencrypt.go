@@ -6,6 +6,7 @@ package kms
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 )
 
@@ -79,4 +80,33 @@ func (k *Keyring) Reseal(ctx context.Context, tenant string, sealed, aad []byte)
 		return sealed, false, nil
 	}
 	return out, true, nil
+}
+
+// ResealFunc re-seals one sealed value bound to aad (Keyring.Reseal for one
+// tenant): out and true when it changed.
+type ResealFunc func(sealed, aad []byte) (out []byte, changed bool, err error)
+
+// ResealJSON re-seals the sealed field of a JSON record of type T stored as
+// stored: field returns where the record keeps its sealed value and the aad
+// it is bound to. It returns the record to store and true when the value
+// changed; a record without a sealed value is left as it is.
+func ResealJSON[T any](stored []byte, reseal ResealFunc, field func(*T) (sealed *[]byte, aad []byte)) ([]byte, bool, error) {
+	var rec T
+	if err := json.Unmarshal(stored, &rec); err != nil {
+		return nil, false, fmt.Errorf("kms: decode a sealed record: %w", err)
+	}
+	sealed, aad := field(&rec)
+	if len(*sealed) == 0 {
+		return nil, false, nil
+	}
+	out, changed, err := reseal(*sealed, aad)
+	if err != nil || !changed {
+		return nil, false, err
+	}
+	*sealed = out
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return nil, false, fmt.Errorf("kms: encode a sealed record: %w", err)
+	}
+	return b, true, nil
 }
