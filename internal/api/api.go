@@ -185,6 +185,9 @@ type Deps struct {
 	// KMS rotates and shows the tenants' data keys (nil: the routes answer
 	// 404).
 	KMS KMS
+	// Reencryption runs the re-encryption after a data key rotation (nil:
+	// its route answers 404).
+	Reencryption Reencryption
 }
 
 // Server is the running API.

@@ -89,6 +89,7 @@ func (s *Server) routeTable() []Route {
 
 		t("POST", "/v1/tenants/{tenant}/kms/rotate", credential.ScopeKeysWrite, s.rotateKMSKey),
 		t("GET", "/v1/tenants/{tenant}/kms", credential.ScopeKeysRead, s.getKMSStatus),
+		t("POST", "/v1/tenants/{tenant}/kms/reencrypt", credential.ScopeKeysWrite, s.reencryptKMS),
 
 		t("POST", "/v1/tenants/{tenant}/oauth2-clients", credential.ScopeKeysWrite, s.createClient),
 		t("GET", "/v1/tenants/{tenant}/oauth2-clients", credential.ScopeKeysRead, s.listClients),
