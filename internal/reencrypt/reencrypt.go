@@ -140,7 +140,9 @@ func New(cfg Config, keys Keys, kvs KVProvider, js jetstream.JetStream, sources 
 // Close stops the jobs running here (their state stays running: they
 // resume at the next start, or on another node) and waits for them.
 func (s *Service) Close() {
+	s.mu.Lock() // launch adds to wg under mu, before the end only
 	s.cancel()
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
@@ -191,6 +193,20 @@ func write(ctx context.Context, kv jetstream.KeyValue, j *job, rev uint64) (uint
 	return rev, true, nil
 }
 
+// clone returns a deep copy of a job's view.
+func clone(v client.KMSReencryption) client.KMSReencryption {
+	v.Records = slices.Clone(v.Records)
+	v.Streams = slices.Clone(v.Streams)
+	for i := range v.Streams {
+		v.Streams[i].Versions = slices.Clone(v.Streams[i].Versions)
+	}
+	if v.FinishedAt != nil {
+		t := *v.FinishedAt
+		v.FinishedAt = &t
+	}
+	return v
+}
+
 // stale reports whether a running job's node stopped writing its heartbeat.
 func (s *Service) stale(j *job) bool {
 	return time.Since(j.UpdatedAt) > s.cfg.LeaseTTL
@@ -239,8 +255,9 @@ func (s *Service) Start(ctx context.Context, tenant string) (client.KMSReencrypt
 			return client.KMSReencryption{}, err
 		}
 		if ok {
+			view := clone(j.KMSReencryption) // the job goes on changing j
 			s.launch(kv, j, nrev)
-			return j.KMSReencryption, nil
+			return view, nil
 		}
 	}
 }

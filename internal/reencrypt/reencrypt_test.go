@@ -70,15 +70,21 @@ func newFixture(t *testing.T, records, messages int) *fixture {
 // put stores plain sealed under the newest version at key.
 func (f *fixture) put(t *testing.T, key, plain string) {
 	t.Helper()
+	if err := f.write(key, plain); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// write is put for a goroutine of the job (no t.Fatal there).
+func (f *fixture) write(key, plain string) error {
 	ctx := context.Background()
 	s, err := f.keys.Seal(ctx, tenant, []byte(plain), []byte(key))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	b, _ := json.Marshal(stored{Sealed: s})
-	if _, err := f.kv.Put(ctx, key, b); err != nil {
-		t.Fatal(err)
-	}
+	_, err = f.kv.Put(ctx, key, b)
+	return err
 }
 
 func (f *fixture) publish(t *testing.T, plain string) {
@@ -306,7 +312,9 @@ func TestReencryptConcurrentWriterAndRotation(t *testing.T) {
 	f.hook = func(key string) {
 		switch key {
 		case "k003":
-			f.put(t, key, "written meanwhile") // between the job's read and its write
+			if err := f.write(key, "written meanwhile"); err != nil { // between the job's read and its write
+				t.Error(err)
+			}
 		case "k006":
 			once.Do(func() {
 				if _, err := f.keys.Rotate(ctx, tenant); err != nil {
