@@ -2,7 +2,11 @@ package node
 
 import (
 	"context"
+	"strconv"
+	"time"
 
+	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/firmware"
 	"github.com/iotransit/iotransit/internal/forward"
@@ -16,6 +20,7 @@ import (
 // the jobs this node left running (at once) and those of stopped nodes
 // (once their lease expired), until the node closes.
 func (n *Node) startReencryption(cfg reencrypt.Config) *reencrypt.Service {
+	cfg.OnEnd = n.auditReencryption
 	svc := reencrypt.New(cfg, n.keys, n.bb, n.bb.JS, n.sealedData, n.log)
 	n.onClose(svc.Close)
 	go svc.Run(n.ctx)
@@ -57,4 +62,26 @@ func (n *Node) sealedData(ctx context.Context, tenant string) ([]reencrypt.Recor
 		streams = append(streams, reencrypt.Stream{Kind: "deadletters", Name: names.DeadLetterStream(tenant, in.ID)})
 	}
 	return recs, streams, nil
+}
+
+// auditReencryption records the end of a tenant's re-encryption job in its
+// audit log (its start is audited by the API).
+func (n *Node) auditReencryption(tenant string, j client.KMSReencryption) {
+	resealed := 0
+	for _, r := range j.Records {
+		resealed += r.Resealed
+	}
+	ev := audit.Event{Actor: "system", Action: "kms.reencrypt.end", Target: "kms:data-key", Outcome: "ok",
+		Detail: map[string]string{
+			"state": j.State, "targetVersion": strconv.FormatUint(uint64(j.TargetVersion), 10),
+			"pass": strconv.Itoa(j.Pass), "resealed": strconv.Itoa(resealed), "node": j.Node,
+		}}
+	if j.State == client.ReencryptFailed {
+		ev.Outcome, ev.Detail["error"] = "reencrypt.failed", j.LastError
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.audit.Append(ctx, tenant, ev); err != nil {
+		n.log.Warn("re-encryption: audit of its end failed", "tenant_id", tenant, "error", err)
+	}
 }

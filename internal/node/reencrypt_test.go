@@ -170,15 +170,20 @@ func TestNodeReencryptMovesSealedRecordsToTheNewVersion(t *testing.T) {
 	if _, err := api.FirmwareOnlineKeys(ctx, "acme"); err != nil {
 		t.Errorf("firmware keys after the re-encryption: %v", err)
 	}
-	audit, err := api.ListAudit(ctx, "acme", client.AuditQuery{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, e := range audit.Items {
-		found = found || (e.Action == "kms.reencrypt.start" && e.Outcome == "ok")
-	}
-	if !found {
-		t.Error("the re-encryption's start is not in the tenant's audit log")
-	}
+	// The end is audited once stored: a moment after the status says so.
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		audit, err := api.ListAudit(ctx, "acme", client.AuditQuery{})
+		if err != nil {
+			return err
+		}
+		started, ended := false, false
+		for _, e := range audit.Items {
+			started = started || (e.Action == "kms.reencrypt.start" && e.Outcome == "ok")
+			ended = ended || (e.Action == "kms.reencrypt.end" && e.Outcome == "ok" && e.Detail["state"] == "done" && e.Detail["resealed"] == "5")
+		}
+		if !started || !ended {
+			return fmt.Errorf("the re-encryption's start (%v) or end (%v) is not in the tenant's audit log", started, ended)
+		}
+		return nil
+	})
 }

@@ -88,6 +88,9 @@ type Config struct {
 	// SaveEvery is how many records the job goes through between saves
 	// of its position (default 20; and at least every LeaseTTL/3).
 	SaveEvery int
+	// OnEnd, when set, hears of each job that ended (done or failed) on
+	// this node, once its end is stored (the node audits it).
+	OnEnd func(tenant string, job client.KMSReencryption)
 	// Settle is how long after a version was made the job waits before it
 	// counts stored messages, so that every node seals under it (default
 	// 3 s: a keyring follows a rotation within a second).
@@ -434,6 +437,10 @@ func (r *run) run(ctx context.Context) {
 	defer cancel()
 	if err := r.save(sctx); err != nil {
 		r.s.log.Warn("re-encryption: storing the end failed", "tenant_id", r.j.Tenant, "error", err)
+		return
+	}
+	if r.s.cfg.OnEnd != nil {
+		r.s.cfg.OnEnd(r.j.Tenant, clone(r.j.KMSReencryption))
 	}
 }
 
