@@ -19,6 +19,9 @@ type KMSStatus struct {
 	RootKeyID string `json:"rootKeyId"`
 	// Rotated is true in the answer of a rotation.
 	Rotated bool `json:"rotated,omitempty"`
+	// Reencryption is the tenant's latest re-encryption job (absent when
+	// none was started): see ReencryptKMS.
+	Reencryption *KMSReencryption `json:"reencryption,omitempty"`
 }
 
 // KMSKeyVersion is one version of a tenant's data key.

@@ -14,7 +14,7 @@ import (
 // kmsGroup is "iotransit kms".
 var kmsGroup = &group{
 	name:    "kms",
-	summary: "a tenant's data keys (rotate, status) and the move to another root key (rewrap)",
+	summary: "a tenant's data keys (rotate, status, reencrypt) and the move to another root key (rewrap)",
 	cmds: []command{
 		{name: "rotate", summary: "make a new version of the tenant's data key: new data is sealed under it, older data still opens", tenant: true,
 			run: func(ctx context.Context, e *env, _ []string) error {
@@ -30,12 +30,28 @@ var kmsGroup = &group{
 				if err != nil {
 					return err
 				}
-				return e.show(st, kmsTable(*st))
+				return e.show(st, kmsStatusTable(*st))
 			}},
+		kmsReencryptCmd,
 		{name: "rewrap", synopsis: "--data-dir DIR --previous-root-key-file F [root key flags]",
 			summary: "move every wrapped key to a new root key or provider (on a stopped node's data dir, or --nats-url)",
 			main:    kmsRewrap},
 	},
+}
+
+// kmsStatusTable writes the tenant's data key versions and, when one was
+// started, its re-encryption job.
+func kmsStatusTable(st client.KMSStatus) func(w io.Writer) error {
+	return func(w io.Writer) error {
+		if err := kmsTable(st)(w); err != nil {
+			return err
+		}
+		if st.Reencryption == nil {
+			return nil
+		}
+		fmt.Fprintln(w)
+		return reencryptTable(st.Reencryption)(w)
+	}
 }
 
 // kmsTable writes a tenant's data key versions, one a row.

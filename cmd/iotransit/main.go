@@ -40,7 +40,7 @@ Administration, through the HTTPS API (local or remote):
   iotransit token   create|list|revoke              one-time enrollment tokens for gateways
   iotransit apikey  create|list|get|revoke          a tenant's API keys
   iotransit oauth2-client create|list|get|revoke    a tenant's OAuth2 clients (client credentials)
-  iotransit kms     rotate|status|rewrap            a tenant's data key versions; a new root key
+  iotransit kms     rotate|status|reencrypt|rewrap  a tenant's data keys, re-encryption; a new root key
   iotransit ca      rotate|retire|status            the tenant's CA versions and their overlap
   iotransit keys    list|rotate-jwt|rotate-audit    the platform's token and audit signing keys (operator)
   iotransit audit   list|verify                     the tenant's audit log (operator: --tenant _system)

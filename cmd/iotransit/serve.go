@@ -55,6 +55,7 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", c.Store.MaxBytes, "bytes of messages kept per tenant; oldest go first (0: unlimited)")
 	fs.BoolVar(&c.AllowPrivateTargets, "allow-private-targets", c.AllowPrivateTargets, "let integrations reach loopback, private and link-local addresses (on with --dev)")
 	kmsFlags(fs, &c.KMS) // the root key (kms.go)
+	fs.Float64Var(&c.ReencryptRate, "reencrypt-rate", c.ReencryptRate, "stored records a re-encryption job (kms reencrypt) re-seals per second at most, so that live work is not starved (0: 100)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.check, "check-config", false, "check the configuration, report every problem, and exit")
 	return f

@@ -196,6 +196,9 @@ type Deps struct {
 	// signing keys (nil: their routes answer 404; keyrotation.go).
 	CAs          CAs
 	PlatformKeys PlatformKeys
+	// Reencryption runs the re-encryption after a data key rotation (nil:
+	// its route answers 404).
+	Reencryption Reencryption
 }
 
 // Server is the running API.

@@ -90,6 +90,7 @@ func (s *Server) routeTable() []Route {
 
 		t("POST", "/v1/tenants/{tenant}/kms/rotate", credential.ScopeKeysWrite, s.rotateKMSKey),
 		t("GET", "/v1/tenants/{tenant}/kms", credential.ScopeKeysRead, s.getKMSStatus),
+		t("POST", "/v1/tenants/{tenant}/kms/reencrypt", credential.ScopeKeysWrite, s.reencryptKMS),
 
 		// Key rotation (keyrotation.go): the tenant's CA by the tenant's
 		// key holders, the platform's signing keys by the operator.

@@ -27,6 +27,7 @@ var layers = map[string]int{
 	"internal/gateway/keystore": 1, "internal/gateway/queue": 1,
 	"internal/meshnet": 1, "internal/gwstate": 1,
 	"internal/firmware": 1, "internal/gateway/updater": 1,
+	"internal/reencrypt":     1,
 	"internal/gateway/agent": 1,
 	// 2: the HTTPS edge.
 	"internal/api": 2,

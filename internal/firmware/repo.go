@@ -108,8 +108,8 @@ func (r *Repos) onlineKey(ctx context.Context, tenant, role string) (ed25519.Pri
 	if err != nil {
 		return nil, err
 	}
-	rec := kms.Record{Store: backbone.KeyStore{KV: kv}, Name: tenant + "." + role, Owner: tenant,
-		AAD: []byte("firmware/online-key/" + tenant + "/" + role)}
+	rec := kms.Record{Store: backbone.KeyStore{KV: kv}, Name: onlineKeyName(tenant, role), Owner: tenant,
+		AAD: onlineKeyAAD(tenant, role)}
 	_, seed, err := r.keys.GetOrCreate(ctx, rec, func() ([]byte, []byte, error) {
 		seed := make([]byte, ed25519.SeedSize)
 		_, err := rand.Read(seed)

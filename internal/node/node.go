@@ -40,6 +40,7 @@ import (
 	"github.com/iotransit/iotransit/internal/kms"
 	"github.com/iotransit/iotransit/internal/meshnet"
 	"github.com/iotransit/iotransit/internal/pki"
+	"github.com/iotransit/iotransit/internal/reencrypt"
 	"github.com/iotransit/iotransit/internal/registry"
 	"github.com/iotransit/iotransit/internal/retry"
 	"github.com/iotransit/iotransit/internal/securefile"
@@ -112,8 +113,11 @@ type Config struct {
 	Firmware firmware.Config
 	// KMS selects the root key provider (default: the file
 	// <data-dir>/root.key; rootkey.go).
-	KMS    KMSConfig
-	Logger *slog.Logger
+	KMS KMSConfig
+	// ReencryptRate bounds the records a re-encryption job re-seals a
+	// second (0: 100), so that live work is not starved.
+	ReencryptRate float64
+	Logger        *slog.Logger
 }
 
 // DefaultConfig returns the configuration of a node on the standard ports
@@ -437,6 +441,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.fw.WatchNotices(n.ctx, n.retainFirmwareNotice); err != nil {
 		return nil, fmt.Errorf("watch firmware notices: %w", err)
 	}
+	reenc := n.startReencryption(reencrypt.Config{NodeID: fcfg.NodeID, RecordRate: cfg.ReencryptRate})
 	operators, err := n.operators(ctx, creds)
 	if err != nil {
 		return nil, err
@@ -454,7 +459,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected, MQTTPort: portOf(n.ing.Addr()),
 		Mesh: n.mesh, GatewayStates: n.gwState,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
-		KMS: n.keys,
+		KMS: n.keys, Reencryption: reenc,
 		CAs: n.reg, PlatformKeys: n.platformKeys,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
