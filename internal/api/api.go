@@ -185,6 +185,9 @@ type Deps struct {
 	// KMS rotates and shows the tenants' data keys (nil: the routes answer
 	// 404).
 	KMS KMS
+
+	// Erasure erases a sensor's stored data (nil: the route answers 404).
+	Erasure Erasure
 }
 
 // Server is the running API.
