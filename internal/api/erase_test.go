@@ -357,4 +357,3 @@ func clientFor(t *testing.T, n *node.Node, credential string) *client.Client {
 	t.Cleanup(c.Close)
 	return c
 }
-
