@@ -3,7 +3,6 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -19,6 +18,7 @@ import (
 	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
+	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
 
 const (
@@ -262,21 +262,7 @@ func inventory(t *testing.T, n *node.Node, op *client.Client) map[string]int {
 	out := map[string]int{}
 	each := func(stream string, fn func(*jetstream.RawStreamMsg)) {
 		t.Helper()
-		st, err := n.JetStream().Stream(ctx, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for seq := uint64(1); ; {
-			m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			fn(m)
-			seq = m.Sequence + 1
-		}
+		storetest.Walk(t, n.JetStream(), stream, fn)
 	}
 	each(names.MessageStream("acme"), func(m *jetstream.RawStreamMsg) {
 		part := "msg"

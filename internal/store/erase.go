@@ -358,7 +358,7 @@ func (e *eraser) scan(stream string, start uint64, headersOnly bool, match func(
 				break
 			}
 		}
-		if err := fb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		if err := fb.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
 			return pos, false, fmt.Errorf("store: erase: read %s: %w", stream, err)
 		}
 		if !end && got == 0 {

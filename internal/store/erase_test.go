@@ -151,21 +151,7 @@ func (f *erasureFixture) inventory(t *testing.T, tenant string) map[string]int {
 	out := map[string]int{}
 	each := func(stream string, fn func(*jetstream.RawStreamMsg)) {
 		t.Helper()
-		st, err := f.bb.JS.Stream(ctx, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for seq := uint64(1); ; {
-			m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			fn(m)
-			seq = m.Sequence + 1
-		}
+		storetest.Walk(t, f.bb.JS, stream, fn)
 	}
 	trace := func(m *jetstream.RawStreamMsg, opened []byte) {
 		if strings.Contains(m.Subject, eraseA) || bytes.Contains(opened, []byte(eraseA)) || m.Header.Get("Iot-Tuid") == eraseA {
