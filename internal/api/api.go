@@ -206,6 +206,7 @@ type Server struct {
 	streams  streamCount
 	counters *metrics
 	reads    *readAudit // audit of reads of customer data (readaudit.go)
+	erasures erasures   // erasures running (erase.go)
 }
 
 // New builds the API on a listener with tlsCfg (from pki.ServerTLSConfig).
