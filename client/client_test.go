@@ -197,6 +197,7 @@ func TestClientAgainstANode(t *testing.T) {
 	t.Run("firmware", func(t *testing.T) { e.firmware(t, gwCert) })
 	t.Run("kms", e.kms)
 	t.Run("key rotation", e.keyRotation)
+	t.Run("erase", e.erase)
 	t.Run("operators", e.operators) // last: it retires the bootstrap key
 	t.Run("every route", e.everyRoute)
 }

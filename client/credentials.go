@@ -33,6 +33,10 @@ const (
 	// firmware (signed by the publisher's offline targets key) and starts
 	// rollouts.
 	ScopeFirmwareWrite = "firmware:write"
+	// ScopeMessagesErase erases a sensor's stored data: its messages,
+	// re-driven copies, dead letters and rejected messages (GDPR Art. 17).
+	// It reads nothing: an erasure answers only counts.
+	ScopeMessagesErase = "messages:erase"
 )
 
 // Scopes lists every scope a tenant credential may hold.
@@ -41,6 +45,7 @@ var Scopes = []string{
 	ScopeKeysWrite, ScopeAuditRead, ScopeIntegrationsRead, ScopeIntegrationsWrite,
 	ScopeMeshRead, ScopeMeshWrite,
 	ScopeFirmwareRead, ScopeFirmwareWrite,
+	ScopeMessagesErase,
 }
 
 // APIKey is a tenant's API key, never with its hash.

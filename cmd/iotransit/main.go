@@ -49,6 +49,7 @@ Administration, through the HTTPS API (local or remote):
                                                     forward messages: webhook, MQTT, Azure, AWS, WebSocket
   iotransit messages list|tail [--gateway S] [--tuid T] [--tsm-id N] [--limit N] [--follow]
                                                     stored messages; tail --follow streams new ones
+  iotransit messages erase --tuid T                 erase one sensor's stored data (GDPR Art. 17)
   iotransit rejected list|tail [--gateway S] [--code C] [--limit N] [--follow]
                                                     messages the node refused, with the reason
   iotransit enroll  --token T --serial S --out DIR  enroll a gateway: key made here

@@ -17,8 +17,9 @@ import (
 )
 
 // The commands that read a tenant's data without curl: "iotransit messages"
-// (the stored messages, and the live WebSocket stream with tail --follow)
-// and "iotransit rejected" (the messages the node refused, with why).
+// (the stored messages, and the live WebSocket stream with tail --follow;
+// messages erase removes one sensor's data) and "iotransit rejected" (the
+// messages the node refused, with why).
 
 // tailDefault is how many messages tail shows before it follows.
 const tailDefault = 10
@@ -30,7 +31,7 @@ const rejectedPoll = 2 * time.Second
 // messagesGroup is "iotransit messages".
 var messagesGroup = &group{
 	name:    "messages",
-	summary: "read a tenant's stored messages, or follow them live",
+	summary: "read a tenant's stored messages, or follow them live; erase a sensor's",
 	cmds: []command{
 		{name: "list", synopsis: "[--gateway S] [--tuid T] [--tsm-id N] [--from T] [--to T] [--limit N] [--oldest] [--cursor C]",
 			summary: "list stored messages, newest first", tenant: true,
@@ -79,6 +80,29 @@ var messagesGroup = &group{
 						return usageError("--limit %d: want 0 or more", *limit)
 					}
 					return tailMessages(ctx, e, q, *limit, *follow)
+				}
+			}},
+		{name: "erase", synopsis: "--tuid T",
+			summary: "erase every stored record of one sensor: its messages, their re-driven copies, its dead letters and rejected messages (GDPR Art. 17; needs messages:erase)", tenant: true,
+			flags: func(fs *flag.FlagSet) action {
+				tuid := fs.String("tuid", "", "the sensor (tsmTuid) whose data is erased (required)")
+				return func(ctx context.Context, e *env, _ []string) error {
+					t := strings.TrimSpace(*tuid)
+					if t == "" {
+						return usageError("iotransit messages erase: --tuid is required")
+					}
+					res, err := e.api.EraseDevice(ctx, e.tenant, t)
+					if err != nil {
+						if res != nil && res.Messages+res.Redriven+res.DeadLetters+res.Rejected > 0 {
+							fmt.Fprintf(e.stderr, "erased before the error: %d messages, %d re-driven, %d dead letters, %d rejected; run the command again to finish\n",
+								res.Messages, res.Redriven, res.DeadLetters, res.Rejected)
+						}
+						return err
+					}
+					return e.show(res, rows([]string{"TSM-TUID", "MESSAGES", "REDRIVEN", "DEAD-LETTERS", "REJECTED", "OVERWRITTEN"},
+						[]client.DeviceErasure{*res}, func(r client.DeviceErasure) []string {
+							return []string{r.Tuid, strconv.Itoa(r.Messages), strconv.Itoa(r.Redriven), strconv.Itoa(r.DeadLetters), strconv.Itoa(r.Rejected), strconv.Itoa(r.Overwritten)}
+						}))
 				}
 			}},
 	},

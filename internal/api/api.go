@@ -199,6 +199,9 @@ type Deps struct {
 	// Reencryption runs the re-encryption after a data key rotation (nil:
 	// its route answers 404).
 	Reencryption Reencryption
+
+	// Erasure erases a sensor's stored data (nil: the route answers 404).
+	Erasure Erasure
 }
 
 // Server is the running API.
@@ -217,6 +220,7 @@ type Server struct {
 	streams  streamCount
 	counters *metrics
 	reads    *readAudit // audit of reads of customer data (readaudit.go)
+	erasures erasures   // erasures running (erase.go)
 }
 
 // New builds the API on a listener with tlsCfg (from pki.ServerTLSConfig).

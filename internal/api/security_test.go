@@ -137,6 +137,7 @@ func (w *world) request(rt api.Route, tenant string) (path string, body any) {
 		}
 		path = strings.ReplaceAll(path, "{id}", id)
 	}
+	path = strings.ReplaceAll(path, "{tsmTuid}", "TSEN01ABC12345678")
 	if strings.Contains(path, "/mesh/") {
 		w.meshNode(tenant, 42)
 		path = strings.ReplaceAll(path, "{nodeId}", "42")

@@ -82,6 +82,8 @@ func (s *Server) routeTable() []Route {
 
 		t("GET", "/v1/tenants/{tenant}/messages", credential.ScopeMessagesRead, s.listMessages),
 		t("GET", "/v1/tenants/{tenant}/rejected", credential.ScopeMessagesRead, s.listRejected),
+		// Erasure of one sensor's data (erase.go).
+		t("DELETE", "/v1/tenants/{tenant}/devices/{tsmTuid}/messages", credential.ScopeMessagesErase, s.eraseDevice),
 
 		t("POST", "/v1/tenants/{tenant}/api-keys", credential.ScopeKeysWrite, s.createAPIKey),
 		t("GET", "/v1/tenants/{tenant}/api-keys", credential.ScopeKeysRead, s.listAPIKeys),

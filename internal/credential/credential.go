@@ -39,6 +39,7 @@ const (
 	ScopeMeshWrite         = client.ScopeMeshWrite
 	ScopeFirmwareRead      = client.ScopeFirmwareRead
 	ScopeFirmwareWrite     = client.ScopeFirmwareWrite
+	ScopeMessagesErase     = client.ScopeMessagesErase
 )
 
 // TenantScopes are the scopes a tenant credential may hold (client.Scopes).

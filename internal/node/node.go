@@ -461,6 +461,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
 		KMS: n.keys, Reencryption: reenc,
 		CAs: n.reg, PlatformKeys: n.platformKeys,
+		// Erasure of a sensor's data (issue 12).
+		Erasure: n.st,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}

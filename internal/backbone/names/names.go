@@ -165,6 +165,17 @@ func DeadLetter(tenant, integration string) string {
 	return "iot." + tok(tenant) + ".dlq." + tok(integration)
 }
 
+// DeadLetters is the subject filter of the dead letters of all a tenant's
+// integrations (it finds their dead-letter streams, also of an integration
+// whose deletion was interrupted).
+func DeadLetters(tenant string) string { return "iot." + tok(tenant) + ".dlq.*" }
+
+// RedriveFilter is a subject filter of the messages re-driven to a tenant's
+// integrations; integration, gateway, tuid and tsmID may each be "*" (any).
+func RedriveFilter(tenant, integration, gateway, tuid, tsmID string) string {
+	return "iot." + tok(tenant) + ".redrive." + tokOrAny(integration) + "." + tokOrAny(gateway) + "." + tokOrAny(tuid) + "." + tokOrAny(tsmID)
+}
+
 // AuditEntry is the subject of a tenant's audit entries.
 func AuditEntry(tenant string) string { return "audit." + tok(tenant) + ".entry" }
 
