@@ -30,6 +30,14 @@ type Policy struct {
 	// Retention bounds how long and how much of the tenant's accepted
 	// messages its message stream keeps; the oldest go first.
 	Retention *Retention `json:"retention,omitempty"`
+	// APIAllowCIDRs are the networks (CIDR, IPv4 or IPv6, e.g.
+	// "10.0.0.0/8", "2001:db8::/32") from which the tenant's credentials
+	// (API keys, OAuth2 clients and their tokens) are taken: a request
+	// from another source address (the TCP peer's; no X-Forwarded-For is
+	// trusted) is refused with 403 api.source_not_allowed and audited.
+	// Left out or empty: from anywhere. It binds neither the operator nor
+	// the gateways' mutual-TLS routes (enroll, reenroll, firmware).
+	APIAllowCIDRs []string `json:"apiAllowCIDRs,omitempty"`
 }
 
 // Retention is how long and how much of a tenant's accepted messages are

@@ -48,6 +48,8 @@ var policyGroup = &group{
 				var types, hosts []string
 				fs.Var(listFlag{list: &types, repeatable: true}, "allow-type", "an integration type allowed (repeatable): "+strings.Join(client.IntegrationTypes, ", "))
 				fs.Var(listFlag{list: &hosts, repeatable: true}, "allow-host", "a host integrations may deliver to, or *.domain (repeatable)")
+				var cidrs []string
+				fs.Var(listFlag{list: &cidrs, repeatable: true}, "allow-cidr", "a network (CIDR) from which the tenant's API keys and OAuth2 tokens are taken (repeatable); none: any")
 				auth := fs.Bool("require-auth", false, "integrations must authenticate to their endpoint")
 				validity := fs.Duration("cert-validity", 0, "longest lifetime of a gateway certificate")
 				keyLife := fs.Duration("api-key-max-lifetime", 0, "longest lifetime of an API key or OAuth2 client")
@@ -69,6 +71,7 @@ var policyGroup = &group{
 						}
 					} else {
 						p = policyFromFlags(given, *strict, *rate, *burst, counts, types, hosts, *auth, *validity, *keyLife)
+						p.APIAllowCIDRs = cidrs
 						if given["retention"] || given["max-bytes"] {
 							p.Retention = &client.Retention{}
 							if given["retention"] {
@@ -92,7 +95,7 @@ var policyGroup = &group{
 
 // policyFlags are the flags of policy set that make a policy.
 var policyFlags = []string{"strict-validation", "msg-rate", "msg-burst", "max-conns", "gateways", "integrations", "api-keys",
-	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes"}
+	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes", "allow-cidr"}
 
 // readPolicy reads a policy from a JSON file, refusing members it does
 // not know, as the server does.
@@ -199,6 +202,7 @@ func policyTable(v client.PolicyView) func(w io.Writer) error {
 		{"integrations.requireAuth", flag(ip.RequireAuth)},
 		{"certificateValidity", dur(eff.CertificateValidity)},
 		{"apiKeyMaxLifetime", dur(eff.APIKeyMaxLifetime)},
+		{"apiAllowCIDRs", list(eff.APIAllowCIDRs)},
 	}
 	rt := eff.Retention
 	if rt == nil {

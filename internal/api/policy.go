@@ -151,7 +151,7 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	defaults := []string{}
 	strict := t.StrictValidation()
 	validity := client.Duration(t.CertificateValidity(s.cfg.CertValidity))
-	eff := client.Policy{StrictValidation: &strict, CertificateValidity: &validity, APIKeyMaxLifetime: set.APIKeyMaxLifetime}
+	eff := client.Policy{StrictValidation: &strict, CertificateValidity: &validity, APIKeyMaxLifetime: set.APIKeyMaxLifetime, APIAllowCIDRs: set.APIAllowCIDRs}
 	if set.StrictValidation == nil {
 		defaults = append(defaults, "strictValidation")
 	}
@@ -207,7 +207,7 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	for name, left := range map[string]bool{
 		"quotas.gateways": q.Gateways == nil, "quotas.integrations": q.Integrations == nil, "quotas.apiKeys": q.APIKeys == nil,
 		"integrations.allowedTypes": ip.AllowedTypes == nil, "integrations.allowedHosts": ip.AllowedHosts == nil,
-		"apiKeyMaxLifetime": set.APIKeyMaxLifetime == nil,
+		"apiKeyMaxLifetime": set.APIKeyMaxLifetime == nil, "apiAllowCIDRs": len(set.APIAllowCIDRs) == 0,
 	} {
 		if left {
 			defaults = append(defaults, name)

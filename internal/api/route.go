@@ -200,7 +200,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 		if k.ExpiresAt != nil {
 			p.ExpiresAt = *k.ExpiresAt
 		}
-		return p, "", nil
+		return s.allowSource(r, p)
 	case credential.IsJWT(tok):
 		c, err := s.deps.Tokens.Verify(tok)
 		if err != nil {
@@ -218,7 +218,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 		if cl.ExpiresAt != nil {
 			p.ExpiresAt = *cl.ExpiresAt
 		}
-		return p, "", nil
+		return s.allowSource(r, p)
 	}
 	return nil, "", ErrUnauthenticated.New()
 }

@@ -134,6 +134,18 @@ func ValidatePolicy(p client.Policy, lim PolicyLimits) error {
 	if v := p.APIKeyMaxLifetime; v != nil && time.Duration(*v) < time.Minute {
 		return bad("apiKeyMaxLifetime", "must be at least 1m")
 	}
+	if len(p.APIAllowCIDRs) > MaxAllowCIDRs {
+		return bad("apiAllowCIDRs", "at most %d networks", MaxAllowCIDRs)
+	}
+	for _, c := range p.APIAllowCIDRs {
+		pf, err := netip.ParsePrefix(c)
+		if err != nil {
+			return bad("apiAllowCIDRs", "%q is not a network in CIDR notation (e.g. 10.0.0.0/8, 2001:db8::/32)", c)
+		}
+		if pf != pf.Masked() {
+			return bad("apiAllowCIDRs", "%q has host bits set (the network is %s)", c, pf.Masked())
+		}
+	}
 	if rt := p.Retention; rt != nil {
 		if v := rt.MessagesMaxAge; v != nil && time.Duration(*v) < time.Hour {
 			return bad("retention.messagesMaxAge", "must be at least 1h")
@@ -143,6 +155,26 @@ func ValidatePolicy(p client.Policy, lim PolicyLimits) error {
 		}
 	}
 	return nil
+}
+
+// MaxAllowCIDRs bounds a policy's apiAllowCIDRs.
+const MaxAllowCIDRs = 100
+
+// SourceAllowed reports whether the tenant's credentials are taken from
+// addr: its policy's apiAllowCIDRs is empty, or one of them holds addr (an
+// IPv4-mapped IPv6 address as its IPv4 one). The policy was validated
+// (ValidatePolicy); a network that does not parse holds nothing.
+func (t Tenant) SourceAllowed(addr netip.Addr) bool {
+	if len(t.Policy.APIAllowCIDRs) == 0 {
+		return true
+	}
+	addr = addr.Unmap().WithZone("")
+	for _, c := range t.Policy.APIAllowCIDRs {
+		if pf, err := netip.ParsePrefix(c); err == nil && pf.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // MessageRetention is the tenant's policy's bounds of its message stream:
