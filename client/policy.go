@@ -71,6 +71,15 @@ type Quotas struct {
 	Gateways     *int `json:"gateways,omitempty"`
 	Integrations *int `json:"integrations,omitempty"`
 	APIKeys      *int `json:"apiKeys,omitempty"`
+	// StoredBytes bounds the bytes the tenant's message stream holds, and
+	// its rejected stream, each (at least 1 MiB; default the node's
+	// --tenant-stored-bytes, else none). When one is full, new messages
+	// are refused (the gateway gets PUBACK 0x97 and keeps them; MQTT
+	// 3.1.1: the connection is closed without an acknowledgement) and
+	// counted, while what is stored stays until its retention ages it
+	// out: nothing acknowledged is discarded. Not with
+	// retention.messagesMaxBytes.
+	StoredBytes *int64 `json:"storedBytes,omitempty"`
 }
 
 // IntegrationPolicy restricts a tenant's integrations; an integration
@@ -111,6 +120,29 @@ type PolicyView struct {
 	// Effective is the node's default (e.g. "quotas.ingestMsgsPerSecond"),
 	// or no bound for the members without one (e.g. "quotas.gateways").
 	Defaults []string `json:"defaults"`
+	// Usage is what the tenant uses of its bounds now (nil when the node
+	// cannot read it).
+	Usage *PolicyUsage `json:"usage,omitempty"`
+}
+
+// PolicyUsage is what a tenant uses of its policy's bounds.
+type PolicyUsage struct {
+	StoredBytes StoredBytesUsage `json:"storedBytes"`
+}
+
+// StoredBytesUsage is a tenant's stored-bytes quota and its use.
+type StoredBytesUsage struct {
+	// Limit is the quota of the message stream and of the rejected
+	// stream, each (0: none).
+	Limit int64 `json:"limit"`
+	// Used is what the message stream holds, RejectedUsed the rejected
+	// stream, in bytes.
+	Used         int64 `json:"used"`
+	RejectedUsed int64 `json:"rejectedUsed"`
+	// Refused counts the uploads refused because a stream was full, by the
+	// node that answers, since it started (the metric
+	// iotransit_ingest_quota_refusals_total counts them too).
+	Refused uint64 `json:"refused"`
 }
 
 // GetPolicy returns a tenant's security policy and what this node

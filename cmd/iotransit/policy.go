@@ -54,6 +54,7 @@ var policyGroup = &group{
 				validity := fs.Duration("cert-validity", 0, "longest lifetime of a gateway certificate")
 				keyLife := fs.Duration("api-key-max-lifetime", 0, "longest lifetime of an API key or OAuth2 client")
 				keep := fs.Duration("retention", 0, "how long the tenant's messages are kept; lowering it discards the older ones at once, delivered by the integrations or not")
+				stored := fs.Int64("stored-bytes", 0, "stored-bytes quota of the tenant's message and rejected streams, each: when full, new messages are refused (PUBACK 0x97), nothing stored is discarded")
 				maxBytes := fs.Int64("max-bytes", 0, "how many bytes of the tenant's messages are kept; lowering it discards the oldest at once, delivered or not")
 				return func(ctx context.Context, e *env, _ []string) error {
 					var p client.Policy
@@ -72,6 +73,12 @@ var policyGroup = &group{
 					} else {
 						p = policyFromFlags(given, *strict, *rate, *burst, counts, types, hosts, *auth, *validity, *keyLife)
 						p.APIAllowCIDRs = cidrs
+						if given["stored-bytes"] {
+							if p.Quotas == nil {
+								p.Quotas = &client.Quotas{}
+							}
+							p.Quotas.StoredBytes = stored
+						}
 						if given["retention"] || given["max-bytes"] {
 							p.Retention = &client.Retention{}
 							if given["retention"] {
@@ -95,7 +102,7 @@ var policyGroup = &group{
 
 // policyFlags are the flags of policy set that make a policy.
 var policyFlags = []string{"strict-validation", "msg-rate", "msg-burst", "max-conns", "gateways", "integrations", "api-keys",
-	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes", "allow-cidr"}
+	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes", "allow-cidr", "stored-bytes"}
 
 // readPolicy reads a policy from a JSON file, refusing members it does
 // not know, as the server does.
@@ -197,6 +204,7 @@ func policyTable(v client.PolicyView) func(w io.Writer) error {
 		{"quotas.gateways", count(q.Gateways)},
 		{"quotas.integrations", count(q.Integrations)},
 		{"quotas.apiKeys", count(q.APIKeys)},
+		{"quotas.storedBytes", bytesOrNone(q.StoredBytes)},
 		{"integrations.allowedTypes", list(ip.AllowedTypes)},
 		{"integrations.allowedHosts", list(ip.AllowedHosts)},
 		{"integrations.requireAuth", flag(ip.RequireAuth)},
@@ -208,11 +216,7 @@ func policyTable(v client.PolicyView) func(w io.Writer) error {
 	if rt == nil {
 		rt = &client.Retention{}
 	}
-	bytes := "no bound"
-	if rt.MessagesMaxBytes != nil {
-		bytes = strconv.FormatInt(*rt.MessagesMaxBytes, 10)
-	}
-	members = append(members, member{"retention.messagesMaxAge", dur(rt.MessagesMaxAge)}, member{"retention.messagesMaxBytes", bytes})
+	members = append(members, member{"retention.messagesMaxAge", dur(rt.MessagesMaxAge)}, member{"retention.messagesMaxBytes", bytesOrNone(rt.MessagesMaxBytes)})
 	return rows([]string{"MEMBER", "VALUE", "SOURCE"}, members, func(m member) []string {
 		src := "tenant policy"
 		if slices.Contains(v.Defaults, m.name) {
@@ -220,4 +224,12 @@ func policyTable(v client.PolicyView) func(w io.Writer) error {
 		}
 		return []string{m.name, m.value, src}
 	})
+}
+
+// bytesOrNone is a byte bound as the policy table shows it.
+func bytesOrNone(n *int64) string {
+	if n == nil {
+		return "no bound"
+	}
+	return strconv.FormatInt(*n, 10)
 }

@@ -185,6 +185,10 @@ type Deps struct {
 	// KMS rotates and shows the tenants' data keys (nil: the routes answer
 	// 404).
 	KMS KMS
+
+	// StoredBytes reads a tenant's stored-bytes quota and its use, shown
+	// with its policy (nil: not shown).
+	StoredBytes func(ctx context.Context, tenant string) (client.StoredBytesUsage, error)
 }
 
 // Server is the running API.

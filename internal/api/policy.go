@@ -27,7 +27,7 @@ import (
 // getPolicy answers the tenant's policy and what this node applies.
 func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 	t, _ := s.deps.Registry.Tenant(r.PathValue("tenant")) // authorize checked it exists
-	writeJSON(w, http.StatusOK, s.viewPolicy(t))
+	writeJSON(w, http.StatusOK, s.withUsage(r.Context(), s.viewPolicy(t)))
 	return nil
 }
 
@@ -60,7 +60,7 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p *Principal)
 		return err
 	}
 	s.pauseForbidden(r, p, tenant)
-	writeJSON(w, http.StatusOK, s.viewPolicy(after))
+	writeJSON(w, http.StatusOK, s.withUsage(r.Context(), s.viewPolicy(after)))
 	return nil
 }
 
@@ -175,6 +175,9 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 			*f.v, defaults = f.fallback, append(defaults, f.name)
 		}
 	}
+	if q.StoredBytes == nil {
+		q.StoredBytes, defaults = def.StoredBytes, append(defaults, "quotas.storedBytes")
+	}
 	if q.IngestMsgsPerSecond == nil {
 		q.IngestMsgsPerSecond, defaults = def.IngestMsgsPerSecond, append(defaults, "quotas.ingestMsgsPerSecond")
 	}
@@ -215,6 +218,21 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	}
 	slices.Sort(defaults)
 	return client.PolicyView{Tenant: t.ID, Policy: set, Effective: eff, Defaults: defaults}
+}
+
+// withUsage adds to v what its tenant uses of its bounds, when the node
+// can read it (a failure leaves it out, logged).
+func (s *Server) withUsage(ctx context.Context, v client.PolicyView) client.PolicyView {
+	if s.deps.StoredBytes == nil {
+		return v
+	}
+	sb, err := s.deps.StoredBytes(ctx, v.Tenant)
+	if err != nil {
+		s.log.Warn("policy: read the tenant's stored bytes", "tenant_id", v.Tenant, "error", err)
+		return v
+	}
+	v.Usage = &client.PolicyUsage{StoredBytes: sb}
+	return v
 }
 
 // checkIntegration refuses an integration (new, or one as changed) that

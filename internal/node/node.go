@@ -433,7 +433,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected, MQTTPort: portOf(n.ing.Addr()),
 		Mesh: n.mesh, GatewayStates: n.gwState,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
-		KMS: n.keys,
+		KMS:         n.keys,
+		StoredBytes: n.storedBytes, // policy.go
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}

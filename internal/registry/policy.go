@@ -113,6 +113,14 @@ func ValidatePolicy(p client.Policy, lim PolicyLimits) error {
 				return bad("quotas."+c.name, "must be an integer from %d to 1000000000", c.min)
 			}
 		}
+		if v := q.StoredBytes; v != nil {
+			if *v < 1<<20 {
+				return bad("quotas.storedBytes", "must be at least 1048576 (1 MiB)")
+			}
+			if p.Retention != nil && p.Retention.MessagesMaxBytes != nil {
+				return bad("quotas.storedBytes", "not with retention.messagesMaxBytes: a full message stream either refuses new messages (the quota) or discards its oldest (retention), not both")
+			}
+		}
 	}
 	if ip := p.Integrations; ip != nil {
 		for _, typ := range ip.AllowedTypes {

@@ -170,6 +170,9 @@ func TestRegistryValidatePolicy(t *testing.T) {
 		{name: "network without a length", p: client.Policy{APIAllowCIDRs: []string{"10.0.0.0"}}, field: "apiAllowCIDRs"},
 		{name: "network with host bits", p: client.Policy{APIAllowCIDRs: []string{"2001:db8::1/32"}}, field: "apiAllowCIDRs"},
 		{name: "too many networks", p: client.Policy{APIAllowCIDRs: make([]string, registry.MaxAllowCIDRs+1)}, field: "apiAllowCIDRs"},
+		{name: "stored bytes at its least", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1 << 20))}}},
+		{name: "stored bytes too few", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1<<20 - 1))}}, field: "quotas.storedBytes"},
+		{name: "stored bytes with retention bytes", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1 << 30))}, Retention: &client.Retention{MessagesMaxBytes: ptr(int64(1 << 30))}}, field: "quotas.storedBytes"},
 		{name: "key lifetime too short", p: client.Policy{APIKeyMaxLifetime: ptr(client.Duration(time.Second))}, field: "apiKeyMaxLifetime"},
 	}
 	for _, tc := range tests {
