@@ -40,9 +40,11 @@ type Policy struct {
 	APIAllowCIDRs []string `json:"apiAllowCIDRs,omitempty"`
 }
 
-// Retention is how long and how much of a tenant's accepted messages are
-// kept. A member left out takes the node's --retention or --max-bytes.
-// Lowering it discards the older messages at once, delivered by the
+// Retention is how long and how much of a tenant's messages, rejected
+// messages, dead letters and audit entries are kept, enforced by the
+// limits of their streams on every node. A member left out takes the
+// node's (--retention, --max-tenant-bytes, --dead-letter-retention).
+// Lowering one discards the older messages at once, delivered by the
 // integrations or not.
 type Retention struct {
 	// MessagesMaxAge is the age past which messages are discarded (at
@@ -51,6 +53,19 @@ type Retention struct {
 	// MessagesMaxBytes bounds the message stream's size in bytes (at least
 	// 1 MiB).
 	MessagesMaxBytes *int64 `json:"messagesMaxBytes,omitempty"`
+	// RejectedMaxAge is the age past which rejected messages are
+	// discarded (at least 1h; default the node's, 30 days).
+	RejectedMaxAge *Duration `json:"rejectedMaxAge,omitempty"`
+	// DeadLettersMaxAge is the age past which the dead letters of the
+	// tenant's integrations are discarded, re-driven or not (at least 1h;
+	// default the node's --dead-letter-retention).
+	DeadLettersMaxAge *Duration `json:"deadLettersMaxAge,omitempty"`
+	// AuditMinAge is how long the tenant's audit entries are kept (its
+	// audit stream's age limit): at least the node's audit retention, the
+	// platform's minimum (a shorter one is refused, policy.invalid; while
+	// the node keeps audit entries for ever, every value is). Default the
+	// node's.
+	AuditMinAge *Duration `json:"auditMinAge,omitempty"`
 }
 
 // Quotas bound a tenant's use. A member left out takes the node's default

@@ -55,6 +55,9 @@ var policyGroup = &group{
 				keyLife := fs.Duration("api-key-max-lifetime", 0, "longest lifetime of an API key or OAuth2 client")
 				keep := fs.Duration("retention", 0, "how long the tenant's messages are kept; lowering it discards the older ones at once, delivered by the integrations or not")
 				stored := fs.Int64("stored-bytes", 0, "stored-bytes quota of the tenant's message and rejected streams, each: when full, new messages are refused (PUBACK 0x97), nothing stored is discarded")
+				rejKeep := fs.Duration("rejected-retention", 0, "how long the tenant's rejected messages are kept")
+				dlqKeep := fs.Duration("dead-letter-retention", 0, "how long the dead letters of the tenant's integrations are kept, re-driven or not")
+				auditKeep := fs.Duration("audit-retention", 0, "how long the tenant's audit entries are kept: at least the node's --audit-retention")
 				maxBytes := fs.Int64("max-bytes", 0, "how many bytes of the tenant's messages are kept; lowering it discards the oldest at once, delivered or not")
 				return func(ctx context.Context, e *env, _ []string) error {
 					var p client.Policy
@@ -79,11 +82,17 @@ var policyGroup = &group{
 							}
 							p.Quotas.StoredBytes = stored
 						}
-						if given["retention"] || given["max-bytes"] {
+						if given["retention"] || given["max-bytes"] || given["rejected-retention"] || given["dead-letter-retention"] || given["audit-retention"] {
 							p.Retention = &client.Retention{}
-							if given["retention"] {
-								d := client.Duration(*keep)
-								p.Retention.MessagesMaxAge = &d
+							for name, dst := range map[string]struct {
+								v   time.Duration
+								dst **client.Duration
+							}{"retention": {*keep, &p.Retention.MessagesMaxAge}, "rejected-retention": {*rejKeep, &p.Retention.RejectedMaxAge},
+								"dead-letter-retention": {*dlqKeep, &p.Retention.DeadLettersMaxAge}, "audit-retention": {*auditKeep, &p.Retention.AuditMinAge}} {
+								if given[name] {
+									d := client.Duration(dst.v)
+									*dst.dst = &d
+								}
 							}
 							if given["max-bytes"] {
 								p.Retention.MessagesMaxBytes = maxBytes
@@ -102,7 +111,8 @@ var policyGroup = &group{
 
 // policyFlags are the flags of policy set that make a policy.
 var policyFlags = []string{"strict-validation", "msg-rate", "msg-burst", "max-conns", "gateways", "integrations", "api-keys",
-	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes", "allow-cidr", "stored-bytes"}
+	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes", "allow-cidr", "stored-bytes",
+	"rejected-retention", "dead-letter-retention", "audit-retention"}
 
 // readPolicy reads a policy from a JSON file, refusing members it does
 // not know, as the server does.
@@ -216,7 +226,9 @@ func policyTable(v client.PolicyView) func(w io.Writer) error {
 	if rt == nil {
 		rt = &client.Retention{}
 	}
-	members = append(members, member{"retention.messagesMaxAge", dur(rt.MessagesMaxAge)}, member{"retention.messagesMaxBytes", bytesOrNone(rt.MessagesMaxBytes)})
+	members = append(members, member{"retention.messagesMaxAge", dur(rt.MessagesMaxAge)}, member{"retention.messagesMaxBytes", bytesOrNone(rt.MessagesMaxBytes)},
+		member{"retention.rejectedMaxAge", dur(rt.RejectedMaxAge)}, member{"retention.deadLettersMaxAge", dur(rt.DeadLettersMaxAge)},
+		member{"retention.auditMinAge", dur(rt.AuditMinAge)})
 	return rows([]string{"MEMBER", "VALUE", "SOURCE"}, members, func(m member) []string {
 		src := "tenant policy"
 		if slices.Contains(v.Defaults, m.name) {

@@ -23,7 +23,8 @@ func TestAdminPolicy(t *testing.T) {
 	}
 
 	out = a.mustOp(t, "policy", "set", dev, "--msg-rate", "2.5", "--gateways", "3", "--allow-host", "*.example.com", "--require-auth", "--api-key-max-lifetime", "720h", "--retention", "48h",
-		"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "2001:db8::/32", "--stored-bytes", "1073741824")
+		"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "2001:db8::/32", "--stored-bytes", "1073741824",
+		"--rejected-retention", "72h", "--dead-letter-retention", "96h")
 	for _, want := range []string{
 		"quotas.ingestMsgsPerSecond 2.5 tenant policy",
 		"quotas.ingestBurst 5000 node default",
@@ -36,6 +37,8 @@ func TestAdminPolicy(t *testing.T) {
 		"retention.messagesMaxBytes no bound node default",
 		"apiAllowCIDRs 10.0.0.0/8,2001:db8::/32 tenant policy",
 		"quotas.storedBytes 1073741824 tenant policy",
+		"retention.rejectedMaxAge 72h0m0s tenant policy",
+		"retention.deadLettersMaxAge 96h0m0s tenant policy",
 	} {
 		first := strings.Fields(want)[0]
 		if row := tableRow(t, out, first); strings.Join(row, " ") != want {

@@ -52,6 +52,8 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.DurationVar(&c.Store.Retention, "retention", c.Store.Retention, "how long messages are kept")
 	fs.DurationVar(&c.Store.DedupeWindow, "dedupe-window", c.Store.DedupeWindow, "how long a message's content id is remembered to store resends once; each id held costs ~130 bytes of memory (rate × window)")
 	fs.Int64Var(&c.Store.MaxBytes, "max-tenant-bytes", c.Store.MaxBytes, "bytes of messages kept per tenant; oldest go first (0: unlimited)")
+	fs.DurationVar(&c.Audit.Retention, "audit-retention", c.Audit.Retention, "how long audit entries are kept, the platform's minimum: a tenant's policy may keep its own longer, never shorter (0: for ever)")
+	fs.DurationVar(&c.Forward.DeadLetterRetention, "dead-letter-retention", c.Forward.DeadLetterRetention, "how long dead letters are kept, re-driven or not, unless a tenant's policy says otherwise (0: until re-driven or deleted)")
 	fs.Int64Var(&c.Store.StoredBytes, "tenant-stored-bytes", c.Store.StoredBytes, "default stored-bytes quota of each tenant's message stream and rejected stream, each (a policy's quotas.storedBytes replaces it): when full, new messages are refused (PUBACK 0x97), nothing stored is discarded; wins over --max-tenant-bytes (0: none; JetStream's own bound of the node's storage, 75% of the free disk at start, still applies)")
 	fs.BoolVar(&c.AllowPrivateTargets, "allow-private-targets", c.AllowPrivateTargets, "let integrations reach loopback, private and link-local addresses (on with --dev)")
 	kmsFlags(fs, &c.KMS) // the root key (kms.go)

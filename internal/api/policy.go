@@ -45,7 +45,11 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p *Principal)
 		return err
 	}
 	before := cur.Policy
-	err := registry.ValidatePolicy(req, registry.PolicyLimits{MaxCertificateValidity: s.cfg.CertValidity})
+	lim := registry.PolicyLimits{MaxCertificateValidity: s.cfg.CertValidity}
+	if rt := s.cfg.PolicyDefaults.Retention; rt != nil && rt.AuditMinAge != nil {
+		lim.AuditRetention = time.Duration(*rt.AuditMinAge)
+	}
+	err := registry.ValidatePolicy(req, lim)
 	var after registry.Tenant
 	if err == nil {
 		var old registry.Tenant
@@ -201,6 +205,19 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	}
 	if rt.MessagesMaxAge == nil {
 		rt.MessagesMaxAge, defaults = defRT.MessagesMaxAge, append(defaults, "retention.messagesMaxAge")
+	}
+	for _, f := range []struct {
+		name     string
+		v        **client.Duration
+		fallback *client.Duration
+	}{
+		{"retention.rejectedMaxAge", &rt.RejectedMaxAge, defRT.RejectedMaxAge},
+		{"retention.deadLettersMaxAge", &rt.DeadLettersMaxAge, defRT.DeadLettersMaxAge},
+		{"retention.auditMinAge", &rt.AuditMinAge, defRT.AuditMinAge},
+	} {
+		if *f.v == nil {
+			*f.v, defaults = f.fallback, append(defaults, f.name)
+		}
 	}
 	if rt.MessagesMaxBytes == nil {
 		rt.MessagesMaxBytes, defaults = defRT.MessagesMaxBytes, append(defaults, "retention.messagesMaxBytes")

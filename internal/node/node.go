@@ -345,6 +345,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.onClose(n.audit.Close)
+	n.audit.SetTenantRetention(n.auditRetention) // the tenants' policies (policy.go)
 	if err := n.audit.EnsureTenant(ctx, systemKeys); err != nil {
 		return nil, err
 	}
@@ -380,6 +381,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	fcfg.ParseKey = parseKey
 	fdeps := forward.Deps{JetStream: n.bb.JS, KV: n.bb, Streams: n.bb, Keys: n.keys, Messages: n.st, Factories: factories(), Metrics: n.metrics, Logger: n.log}
 	n.fwd = forward.New(fcfg, fdeps)
+	n.fwd.SetDeadLetterRetention(n.deadLetterRetention) // the tenants' policies (policy.go)
 	n.onClose(n.fwd.Close)
 	n.fwdReg = forward.NewRegistry(fcfg, fdeps, n.fwd)
 	for _, t := range n.reg.Tenants() {

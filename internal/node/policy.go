@@ -13,14 +13,17 @@ import (
 )
 
 // The tenant's security policy where the node wires it: the ingest and the
-// API read it from the registry themselves; the store's message stream
-// takes the policy's retention when the stream is ensured, again at every
+// API read it from the registry themselves; the tenant's streams (message,
+// rejected, audit, its integrations' dead letters) take the policy's
+// retention and stored-bytes quota when they are made, again at every
 // change of the policy.
 
-// followPolicies makes the store read each tenant's retention from its
-// policy and re-applies it to the tenant's message stream whenever the
-// tenant's record changes (on every node: the stream's configuration is
-// the cluster's, and every node writes the same newest one).
+// followPolicies makes the store read each tenant's retention and
+// stored-bytes quota from its policy (the audit log and the forwarder read
+// theirs through auditRetention and deadLetterRetention) and re-applies
+// them to the tenant's streams whenever the tenant's record changes (on
+// every node: a stream's configuration is the cluster's, and every node
+// writes the same newest one).
 func (n *Node) followPolicies() {
 	n.st.SetTenantLimits(func(tenant string) store.TenantLimits {
 		t, _ := n.reg.Tenant(tenant)
@@ -34,7 +37,7 @@ func (n *Node) followPolicies() {
 			_ = retry.Until(n.ctx, retry.Backoff{Base: time.Second, Max: time.Minute}, func(ctx context.Context) error {
 				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				return n.st.EnsureTenant(ctx, t.ID)
+				return n.applyRetention(ctx, t.ID)
 			}, func(err error, wait time.Duration) {
 				n.log.Warn("tenant retention not applied; retrying", "tenant_id", t.ID, "error", err, "retry_in", wait.String())
 			})
@@ -55,13 +58,65 @@ func (n *Node) policyDefaults(cfg Config) client.Policy {
 	if l.Rejected.Quota {
 		q.StoredBytes = &l.Rejected.MaxBytes
 	}
+	rejected := client.Duration(l.Rejected.MaxAge)
+	rt.RejectedMaxAge = &rejected
+	if d := cfg.Forward.DeadLetterRetention; d > 0 {
+		dlq := client.Duration(d)
+		rt.DeadLettersMaxAge = &dlq
+	}
+	if d := cfg.Audit.Retention; d > 0 {
+		audit := client.Duration(d)
+		rt.AuditMinAge = &audit
+	}
 	return client.Policy{Quotas: &q, Retention: &rt}
+}
+
+// applyRetention applies the tenant's policy, as the registry holds it
+// now, to the limits of its streams; it is idempotent.
+func (n *Node) applyRetention(ctx context.Context, tenant string) error {
+	if err := n.st.EnsureTenant(ctx, tenant); err != nil {
+		return err
+	}
+	if n.audit != nil {
+		if err := n.audit.ApplyRetention(ctx, tenant); err != nil {
+			return err
+		}
+	}
+	if n.fwd == nil || n.fwdReg == nil {
+		return nil
+	}
+	ins, err := n.fwdReg.List(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(ins))
+	for i, in := range ins {
+		ids[i] = in.ID
+	}
+	return n.fwd.ApplyDeadLetterRetention(ctx, tenant, ids)
+}
+
+// auditRetention is the audit retention the tenant's policy asks for (0:
+// the node's; the audit log keeps the longer).
+func (n *Node) auditRetention(tenant string) time.Duration {
+	t, _ := n.reg.Tenant(tenant)
+	_, _, audit := t.RetentionAges()
+	return audit
+}
+
+// deadLetterRetention is the dead-letter retention the tenant's policy
+// sets (0: the node's).
+func (n *Node) deadLetterRetention(tenant string) time.Duration {
+	t, _ := n.reg.Tenant(tenant)
+	_, dlq, _ := t.RetentionAges()
+	return dlq
 }
 
 // tenantLimits are the bounds of t's streams that its policy sets.
 func tenantLimits(t registry.Tenant) store.TenantLimits {
 	var l store.TenantLimits
 	l.MessagesMaxAge, l.MessagesMaxBytes = t.MessageRetention()
+	l.RejectedMaxAge, _, _ = t.RetentionAges()
 	if q := t.Policy.Quotas; q != nil && q.StoredBytes != nil {
 		l.StoredBytes = *q.StoredBytes
 	}

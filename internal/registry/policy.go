@@ -88,6 +88,9 @@ func CheckQuota(t Tenant, name string, sel func(*client.Quotas) *int, held int) 
 type PolicyLimits struct {
 	// MaxCertificateValidity is the node's --cert-validity.
 	MaxCertificateValidity time.Duration
+	// AuditRetention is how long the node keeps audit entries (0: for
+	// ever): the least a policy's retention.auditMinAge may be.
+	AuditRetention time.Duration
 }
 
 // ValidatePolicy checks a policy against the rules and the node's limits;
@@ -161,6 +164,22 @@ func ValidatePolicy(p client.Policy, lim PolicyLimits) error {
 		if v := rt.MessagesMaxBytes; v != nil && *v < 1<<20 {
 			return bad("retention.messagesMaxBytes", "must be at least 1048576 (1 MiB)")
 		}
+		for _, a := range []struct {
+			name string
+			v    *client.Duration
+		}{{"rejectedMaxAge", rt.RejectedMaxAge}, {"deadLettersMaxAge", rt.DeadLettersMaxAge}} {
+			if a.v != nil && time.Duration(*a.v) < time.Hour {
+				return bad("retention."+a.name, "must be at least 1h")
+			}
+		}
+		if v := rt.AuditMinAge; v != nil {
+			if lim.AuditRetention == 0 {
+				return bad("retention.auditMinAge", "the node keeps audit entries for ever: a tenant's audit is never kept shorter than the platform's")
+			}
+			if time.Duration(*v) < lim.AuditRetention {
+				return bad("retention.auditMinAge", "must be at least the node's audit retention %s: a tenant's audit is never kept shorter than the platform's", lim.AuditRetention)
+			}
+		}
 	}
 	return nil
 }
@@ -197,6 +216,23 @@ func (t Tenant) MessageRetention() (maxAge time.Duration, maxBytes int64) {
 		}
 	}
 	return maxAge, maxBytes
+}
+
+// RetentionAges are the ages the tenant's policy sets for its rejected
+// messages, its integrations' dead letters and its audit entries, each 0
+// when the policy leaves it to the node.
+func (t Tenant) RetentionAges() (rejected, deadLetters, audit time.Duration) {
+	rt := t.Policy.Retention
+	if rt == nil {
+		return 0, 0, 0
+	}
+	age := func(d *client.Duration) time.Duration {
+		if d == nil {
+			return 0
+		}
+		return time.Duration(*d)
+	}
+	return age(rt.RejectedMaxAge), age(rt.DeadLettersMaxAge), age(rt.AuditMinAge)
 }
 
 // validHostPattern reports whether h is a host name, an IP address, or

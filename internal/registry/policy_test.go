@@ -144,7 +144,7 @@ func TestRegistryPolicyCertificateValidity(t *testing.T) {
 }
 
 func TestRegistryValidatePolicy(t *testing.T) {
-	lim := registry.PolicyLimits{MaxCertificateValidity: 365 * 24 * time.Hour}
+	lim := registry.PolicyLimits{MaxCertificateValidity: 365 * 24 * time.Hour, AuditRetention: 400 * 24 * time.Hour}
 	tests := []struct {
 		name  string
 		p     client.Policy
@@ -173,7 +173,16 @@ func TestRegistryValidatePolicy(t *testing.T) {
 		{name: "stored bytes at its least", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1 << 20))}}},
 		{name: "stored bytes too few", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1<<20 - 1))}}, field: "quotas.storedBytes"},
 		{name: "stored bytes with retention bytes", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1 << 30))}, Retention: &client.Retention{MessagesMaxBytes: ptr(int64(1 << 30))}}, field: "quotas.storedBytes"},
+		{name: "rejected at its least", p: client.Policy{Retention: &client.Retention{RejectedMaxAge: ptr(client.Duration(time.Hour)), DeadLettersMaxAge: ptr(client.Duration(time.Hour))}}},
+		{name: "rejected too short", p: client.Policy{Retention: &client.Retention{RejectedMaxAge: ptr(client.Duration(time.Hour - 1))}}, field: "retention.rejectedMaxAge"},
+		{name: "dead letters too short", p: client.Policy{Retention: &client.Retention{DeadLettersMaxAge: ptr(client.Duration(time.Minute))}}, field: "retention.deadLettersMaxAge"},
+		{name: "audit at the platform's", p: client.Policy{Retention: &client.Retention{AuditMinAge: ptr(client.Duration(lim.AuditRetention))}}},
+		{name: "audit below the platform's", p: client.Policy{Retention: &client.Retention{AuditMinAge: ptr(client.Duration(lim.AuditRetention - time.Second))}}, field: "retention.auditMinAge"},
 		{name: "key lifetime too short", p: client.Policy{APIKeyMaxLifetime: ptr(client.Duration(time.Second))}, field: "apiKeyMaxLifetime"},
+	}
+	forever := registry.PolicyLimits{MaxCertificateValidity: lim.MaxCertificateValidity}
+	if err := registry.ValidatePolicy(client.Policy{Retention: &client.Retention{AuditMinAge: ptr(client.Duration(100 * 365 * 24 * time.Hour))}}, forever); !registry.ErrPolicyInvalid.Is(err) {
+		t.Errorf("an audit age on a node that keeps audit for ever: %v, want policy.invalid", err)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
