@@ -8,6 +8,7 @@ import (
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/backbone/names"
+	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -89,4 +90,49 @@ func TestIngestPolicyStoredBytesOnEveryNode(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Under the node's default stored-bytes quota (--tenant-stored-bytes), an
+// MQTT 3.1.1 gateway, which has no reason code, gets no acknowledgement
+// once its tenant's stream is full and its connection is closed: it keeps
+// the upload to send again; every upload acknowledged before is stored.
+func TestIngestStoredBytesQuotaMQTT311(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.Store.StoredBytes = 1 << 20 })
+	lost := make(chan error, 1)
+	c, err := dial311(t, n, nodetest.Gateway(t, n, tenant, gwA), gwA, lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, acked := int64(1700000000), 0
+	for i := 0; ; i++ {
+		msgs := make([]string, 100)
+		for j := range msgs {
+			ts++
+			msgs[j] = tu.Thingsee(sensor, ts, 20)
+		}
+		ok, _ := publish311(c, "v1/gw/"+gwA+"/up", 1, "["+strings.Join(msgs, ",")+"]", 5*time.Second)
+		if !ok {
+			break
+		}
+		if i > 200 {
+			t.Fatal("still acknowledged past the quota")
+		}
+		acked += 100
+	}
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Error("connection not closed at the quota")
+	}
+	st, err := n.JetStream().Stream(ctx(t), names.MessageStream(tenant))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := int(info.State.Msgs); got < acked || acked == 0 {
+		t.Fatalf("the stream holds %d messages, %d acknowledged", got, acked)
+	}
 }

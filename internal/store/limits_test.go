@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/iotransit/iotransit/internal/backbone/names"
 	"github.com/iotransit/iotransit/internal/store"
+	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/storetest"
 )
 
@@ -114,4 +116,18 @@ func mustStream(t *testing.T, js jetstream.JetStream, name string) jetstream.Str
 		t.Fatal(err)
 	}
 	return st
+}
+
+// Retention still ages messages out of a stream full at its quota: once
+// they are gone, new writes are taken again.
+func TestStoreQuotaFreedByRetention(t *testing.T) {
+	bb, keys := storetest.Backbone(t, "acme")
+	s := storetest.StoreOn(t, bb, keys, store.Config{Retention: time.Second, DedupeWindow: 500 * time.Millisecond, StoredBytes: 1 << 20}, "acme")
+	if _, err := fill(t, s, "acme", 5000); !store.Full(err) {
+		t.Fatalf("filling the quota: %v", err)
+	}
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		_, err := s.Append(context.Background(), "acme", []store.Record{rec(fmt.Sprintf("late-%d", time.Now().UnixNano()), `{}`)})
+		return err
+	})
 }
