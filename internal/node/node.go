@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -260,15 +261,17 @@ type Node struct {
 	appender *audit.Appender
 	fwd      *forward.Engine
 	fwdReg   *forward.Registry
-	fw       *firmware.Repos
-	ing      *ingest.Server
-	api      *api.Server
-	gwState  *gwstate.Tracker
-	mesh     *meshnet.Service
-	delivery *meshnet.Delivery
-	serverCA []byte
-	opKey    string
-	metrics  *prometheus.Registry
+	// retentionParts is set once audit, fwd and fwdReg are (policy.go).
+	retentionParts atomic.Bool
+	fw             *firmware.Repos
+	ing            *ingest.Server
+	api            *api.Server
+	gwState        *gwstate.Tracker
+	mesh           *meshnet.Service
+	delivery       *meshnet.Delivery
+	serverCA       []byte
+	opKey          string
+	metrics        *prometheus.Registry
 
 	// ctx ends the node's background work (tenant repair) at Close.
 	ctx    context.Context
@@ -384,6 +387,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.fwd.SetDeadLetterRetention(n.deadLetterRetention) // the tenants' policies (policy.go)
 	n.onClose(n.fwd.Close)
 	n.fwdReg = forward.NewRegistry(fcfg, fdeps, n.fwd)
+	n.retentionParts.Store(true) // policy changes reach the audit and dead-letter streams from now on
 	for _, t := range n.reg.Tenants() {
 		n.fwd.AddTenant(t.ID)
 	}

@@ -77,13 +77,13 @@ func (n *Node) applyRetention(ctx context.Context, tenant string) error {
 	if err := n.st.EnsureTenant(ctx, tenant); err != nil {
 		return err
 	}
-	if n.audit != nil {
-		if err := n.audit.ApplyRetention(ctx, tenant); err != nil {
-			return err
-		}
-	}
-	if n.fwd == nil || n.fwdReg == nil {
+	// Before the node has made its audit log and forwarder, they are still
+	// to make the tenant's streams, reading the newest policy then.
+	if !n.retentionParts.Load() {
 		return nil
+	}
+	if err := n.audit.ApplyRetention(ctx, tenant); err != nil {
+		return err
 	}
 	ins, err := n.fwdReg.List(ctx, tenant)
 	if err != nil {
