@@ -185,3 +185,38 @@ func TestPolicyRetentionOnEveryStream(t *testing.T) {
 	}
 	want(30*day, 10*day, 30*day, time.Second)
 }
+
+// An API allowlist set through one node refuses the tenant's key on the
+// other node within a second (the test's peer, 127.0.0.1, is outside it),
+// and lifting it lets the key in there again.
+func TestPolicySourceAllowlistOnOtherNode(t *testing.T) {
+	n1, n2 := nodetest.StartPair(t, nil)
+	api1, api2 := nodetest.NewAPI(t, n1).Client, nodetest.NewAPI(t, n2).Client
+	if _, err := api1.CreateTenant(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	k, err := api1.CreateAPIKey(t.Context(), "acme", client.CreateAPIKeyRequest{Scopes: []string{"gateways:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key2 := api2.WithCredential(k.Key)
+	list := func() error {
+		_, err := key2.ListGateways(t.Context(), "acme", client.GatewayQuery{})
+		return err
+	}
+	tu.Eventually(t, 5*time.Second, 10*time.Millisecond, list)
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{APIAllowCIDRs: []string{"10.0.0.0/8"}}); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, time.Second, 5*time.Millisecond, func() error {
+		var p *client.Problem
+		if err := list(); !errors.As(err, &p) || p.Code != "api.source_not_allowed" || p.Status != 403 {
+			return fmt.Errorf("the key on the second node: %v", err)
+		}
+		return nil
+	})
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, time.Second, 5*time.Millisecond, list)
+}
