@@ -30,11 +30,21 @@ type Policy struct {
 	// Retention bounds how long and how much of the tenant's accepted
 	// messages its message stream keeps; the oldest go first.
 	Retention *Retention `json:"retention,omitempty"`
+	// APIAllowCIDRs are the networks (CIDR, IPv4 or IPv6, e.g.
+	// "10.0.0.0/8", "2001:db8::/32") from which the tenant's credentials
+	// (API keys, OAuth2 clients and their tokens) are taken: a request
+	// from another source address (the TCP peer's; no X-Forwarded-For is
+	// trusted) is refused with 403 api.source_not_allowed and audited.
+	// Left out or empty: from anywhere. It binds neither the operator nor
+	// the gateways' mutual-TLS routes (enroll, reenroll, firmware).
+	APIAllowCIDRs []string `json:"apiAllowCIDRs,omitempty"`
 }
 
-// Retention is how long and how much of a tenant's accepted messages are
-// kept. A member left out takes the node's --retention or --max-bytes.
-// Lowering it discards the older messages at once, delivered by the
+// Retention is how long and how much of a tenant's messages, rejected
+// messages, dead letters and audit entries are kept, enforced by the
+// limits of their streams on every node. A member left out takes the
+// node's (--retention, --max-tenant-bytes, --dead-letter-retention).
+// Lowering one discards the older messages at once, delivered by the
 // integrations or not.
 type Retention struct {
 	// MessagesMaxAge is the age past which messages are discarded (at
@@ -43,6 +53,19 @@ type Retention struct {
 	// MessagesMaxBytes bounds the message stream's size in bytes (at least
 	// 1 MiB).
 	MessagesMaxBytes *int64 `json:"messagesMaxBytes,omitempty"`
+	// RejectedMaxAge is the age past which rejected messages are
+	// discarded (at least 1h; default the node's, 30 days).
+	RejectedMaxAge *Duration `json:"rejectedMaxAge,omitempty"`
+	// DeadLettersMaxAge is the age past which the dead letters of the
+	// tenant's integrations are discarded, re-driven or not (at least 1h;
+	// default the node's --dead-letter-retention).
+	DeadLettersMaxAge *Duration `json:"deadLettersMaxAge,omitempty"`
+	// AuditMinAge is how long the tenant's audit entries are kept (its
+	// audit stream's age limit): at least the node's audit retention, the
+	// platform's minimum (a shorter one is refused, policy.invalid; while
+	// the node keeps audit entries for ever, every value is). Default the
+	// node's.
+	AuditMinAge *Duration `json:"auditMinAge,omitempty"`
 }
 
 // Quotas bound a tenant's use. A member left out takes the node's default
@@ -63,6 +86,15 @@ type Quotas struct {
 	Gateways     *int `json:"gateways,omitempty"`
 	Integrations *int `json:"integrations,omitempty"`
 	APIKeys      *int `json:"apiKeys,omitempty"`
+	// StoredBytes bounds the bytes the tenant's message stream holds, and
+	// its rejected stream, each (at least 1 MiB; default the node's
+	// --tenant-stored-bytes, else none). When one is full, new messages
+	// are refused (the gateway gets PUBACK 0x97 and keeps them; MQTT
+	// 3.1.1: the connection is closed without an acknowledgement) and
+	// counted, while what is stored stays until its retention ages it
+	// out: nothing acknowledged is discarded. Not with
+	// retention.messagesMaxBytes.
+	StoredBytes *int64 `json:"storedBytes,omitempty"`
 }
 
 // IntegrationPolicy restricts a tenant's integrations; an integration
@@ -103,6 +135,29 @@ type PolicyView struct {
 	// Effective is the node's default (e.g. "quotas.ingestMsgsPerSecond"),
 	// or no bound for the members without one (e.g. "quotas.gateways").
 	Defaults []string `json:"defaults"`
+	// Usage is what the tenant uses of its bounds now (nil when the node
+	// cannot read it).
+	Usage *PolicyUsage `json:"usage,omitempty"`
+}
+
+// PolicyUsage is what a tenant uses of its policy's bounds.
+type PolicyUsage struct {
+	StoredBytes StoredBytesUsage `json:"storedBytes"`
+}
+
+// StoredBytesUsage is a tenant's stored-bytes quota and its use.
+type StoredBytesUsage struct {
+	// Limit is the quota of the message stream and of the rejected
+	// stream, each (0: none).
+	Limit int64 `json:"limit"`
+	// Used is what the message stream holds, RejectedUsed the rejected
+	// stream, in bytes.
+	Used         int64 `json:"used"`
+	RejectedUsed int64 `json:"rejectedUsed"`
+	// Refused counts the uploads refused because a stream was full, by the
+	// node that answers, since it started (the metric
+	// iotransit_ingest_quota_refusals_total counts them too).
+	Refused uint64 `json:"refused"`
 }
 
 // GetPolicy returns a tenant's security policy and what this node

@@ -48,10 +48,16 @@ var policyGroup = &group{
 				var types, hosts []string
 				fs.Var(listFlag{list: &types, repeatable: true}, "allow-type", "an integration type allowed (repeatable): "+strings.Join(client.IntegrationTypes, ", "))
 				fs.Var(listFlag{list: &hosts, repeatable: true}, "allow-host", "a host integrations may deliver to, or *.domain (repeatable)")
+				var cidrs []string
+				fs.Var(listFlag{list: &cidrs, repeatable: true}, "allow-cidr", "a network (CIDR) from which the tenant's API keys and OAuth2 tokens are taken (repeatable); none: any")
 				auth := fs.Bool("require-auth", false, "integrations must authenticate to their endpoint")
 				validity := fs.Duration("cert-validity", 0, "longest lifetime of a gateway certificate")
 				keyLife := fs.Duration("api-key-max-lifetime", 0, "longest lifetime of an API key or OAuth2 client")
 				keep := fs.Duration("retention", 0, "how long the tenant's messages are kept; lowering it discards the older ones at once, delivered by the integrations or not")
+				stored := fs.Int64("stored-bytes", 0, "stored-bytes quota of the tenant's message and rejected streams, each: when full, new messages are refused (PUBACK 0x97), nothing stored is discarded")
+				rejKeep := fs.Duration("rejected-retention", 0, "how long the tenant's rejected messages are kept")
+				dlqKeep := fs.Duration("dead-letter-retention", 0, "how long the dead letters of the tenant's integrations are kept, re-driven or not")
+				auditKeep := fs.Duration("audit-retention", 0, "how long the tenant's audit entries are kept: at least the node's --audit-retention")
 				maxBytes := fs.Int64("max-bytes", 0, "how many bytes of the tenant's messages are kept; lowering it discards the oldest at once, delivered or not")
 				return func(ctx context.Context, e *env, _ []string) error {
 					var p client.Policy
@@ -69,11 +75,24 @@ var policyGroup = &group{
 						}
 					} else {
 						p = policyFromFlags(given, *strict, *rate, *burst, counts, types, hosts, *auth, *validity, *keyLife)
-						if given["retention"] || given["max-bytes"] {
+						p.APIAllowCIDRs = cidrs
+						if given["stored-bytes"] {
+							if p.Quotas == nil {
+								p.Quotas = &client.Quotas{}
+							}
+							p.Quotas.StoredBytes = stored
+						}
+						if given["retention"] || given["max-bytes"] || given["rejected-retention"] || given["dead-letter-retention"] || given["audit-retention"] {
 							p.Retention = &client.Retention{}
-							if given["retention"] {
-								d := client.Duration(*keep)
-								p.Retention.MessagesMaxAge = &d
+							for name, dst := range map[string]struct {
+								v   time.Duration
+								dst **client.Duration
+							}{"retention": {*keep, &p.Retention.MessagesMaxAge}, "rejected-retention": {*rejKeep, &p.Retention.RejectedMaxAge},
+								"dead-letter-retention": {*dlqKeep, &p.Retention.DeadLettersMaxAge}, "audit-retention": {*auditKeep, &p.Retention.AuditMinAge}} {
+								if given[name] {
+									d := client.Duration(dst.v)
+									*dst.dst = &d
+								}
 							}
 							if given["max-bytes"] {
 								p.Retention.MessagesMaxBytes = maxBytes
@@ -92,7 +111,8 @@ var policyGroup = &group{
 
 // policyFlags are the flags of policy set that make a policy.
 var policyFlags = []string{"strict-validation", "msg-rate", "msg-burst", "max-conns", "gateways", "integrations", "api-keys",
-	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes"}
+	"allow-type", "allow-host", "require-auth", "cert-validity", "api-key-max-lifetime", "retention", "max-bytes", "allow-cidr", "stored-bytes",
+	"rejected-retention", "dead-letter-retention", "audit-retention"}
 
 // readPolicy reads a policy from a JSON file, refusing members it does
 // not know, as the server does.
@@ -194,21 +214,21 @@ func policyTable(v client.PolicyView) func(w io.Writer) error {
 		{"quotas.gateways", count(q.Gateways)},
 		{"quotas.integrations", count(q.Integrations)},
 		{"quotas.apiKeys", count(q.APIKeys)},
+		{"quotas.storedBytes", bytesOrNone(q.StoredBytes)},
 		{"integrations.allowedTypes", list(ip.AllowedTypes)},
 		{"integrations.allowedHosts", list(ip.AllowedHosts)},
 		{"integrations.requireAuth", flag(ip.RequireAuth)},
 		{"certificateValidity", dur(eff.CertificateValidity)},
 		{"apiKeyMaxLifetime", dur(eff.APIKeyMaxLifetime)},
+		{"apiAllowCIDRs", list(eff.APIAllowCIDRs)},
 	}
 	rt := eff.Retention
 	if rt == nil {
 		rt = &client.Retention{}
 	}
-	bytes := "no bound"
-	if rt.MessagesMaxBytes != nil {
-		bytes = strconv.FormatInt(*rt.MessagesMaxBytes, 10)
-	}
-	members = append(members, member{"retention.messagesMaxAge", dur(rt.MessagesMaxAge)}, member{"retention.messagesMaxBytes", bytes})
+	members = append(members, member{"retention.messagesMaxAge", dur(rt.MessagesMaxAge)}, member{"retention.messagesMaxBytes", bytesOrNone(rt.MessagesMaxBytes)},
+		member{"retention.rejectedMaxAge", dur(rt.RejectedMaxAge)}, member{"retention.deadLettersMaxAge", dur(rt.DeadLettersMaxAge)},
+		member{"retention.auditMinAge", dur(rt.AuditMinAge)})
 	return rows([]string{"MEMBER", "VALUE", "SOURCE"}, members, func(m member) []string {
 		src := "tenant policy"
 		if slices.Contains(v.Defaults, m.name) {
@@ -216,4 +236,12 @@ func policyTable(v client.PolicyView) func(w io.Writer) error {
 		}
 		return []string{m.name, m.value, src}
 	})
+}
+
+// bytesOrNone is a byte bound as the policy table shows it.
+func bytesOrNone(n *int64) string {
+	if n == nil {
+		return "no bound"
+	}
+	return strconv.FormatInt(*n, 10)
 }

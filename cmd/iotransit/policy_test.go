@@ -22,7 +22,9 @@ func TestAdminPolicy(t *testing.T) {
 		t.Fatalf("default rate row %q", row)
 	}
 
-	out = a.mustOp(t, "policy", "set", dev, "--msg-rate", "2.5", "--gateways", "3", "--allow-host", "*.example.com", "--require-auth", "--api-key-max-lifetime", "720h", "--retention", "48h")
+	out = a.mustOp(t, "policy", "set", dev, "--msg-rate", "2.5", "--gateways", "3", "--allow-host", "*.example.com", "--require-auth", "--api-key-max-lifetime", "720h", "--retention", "48h",
+		"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "2001:db8::/32", "--stored-bytes", "1073741824",
+		"--rejected-retention", "72h", "--dead-letter-retention", "96h")
 	for _, want := range []string{
 		"quotas.ingestMsgsPerSecond 2.5 tenant policy",
 		"quotas.ingestBurst 5000 node default",
@@ -33,6 +35,10 @@ func TestAdminPolicy(t *testing.T) {
 		"apiKeyMaxLifetime 720h0m0s tenant policy",
 		"retention.messagesMaxAge 48h0m0s tenant policy",
 		"retention.messagesMaxBytes no bound node default",
+		"apiAllowCIDRs 10.0.0.0/8,2001:db8::/32 tenant policy",
+		"quotas.storedBytes 1073741824 tenant policy",
+		"retention.rejectedMaxAge 72h0m0s tenant policy",
+		"retention.deadLettersMaxAge 96h0m0s tenant policy",
 	} {
 		first := strings.Fields(want)[0]
 		if row := tableRow(t, out, first); strings.Join(row, " ") != want {
@@ -53,10 +59,10 @@ func TestAdminPolicy(t *testing.T) {
 	}
 
 	bad := filepath.Join(dir, "bad.json")
-	if err := os.WriteFile(bad, []byte(`{"quotas": {"storedBytes": 5}}`), 0o600); err != nil {
+	if err := os.WriteFile(bad, []byte(`{"quotas": {"diskBytes": 5}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.op(t, "policy", "set", dev, "--file", bad); err == nil || !strings.Contains(err.Error(), "storedBytes") {
+	if _, _, err := a.op(t, "policy", "set", dev, "--file", bad); err == nil || !strings.Contains(err.Error(), "diskBytes") {
 		t.Fatalf("a file with an unknown member: %v", err)
 	}
 	if _, _, err := a.op(t, "policy", "set", dev, "--file", file, "--gateways", "1"); err == nil || !strings.Contains(err.Error(), "--file") {

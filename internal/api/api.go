@@ -202,6 +202,10 @@ type Deps struct {
 
 	// Erasure erases a sensor's stored data (nil: the route answers 404).
 	Erasure Erasure
+
+	// StoredBytes reads a tenant's stored-bytes quota and its use, shown
+	// with its policy (nil: not shown).
+	StoredBytes func(ctx context.Context, tenant string) (client.StoredBytesUsage, error)
 }
 
 // Server is the running API.

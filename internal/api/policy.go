@@ -27,7 +27,7 @@ import (
 // getPolicy answers the tenant's policy and what this node applies.
 func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 	t, _ := s.deps.Registry.Tenant(r.PathValue("tenant")) // authorize checked it exists
-	writeJSON(w, http.StatusOK, s.viewPolicy(t))
+	writeJSON(w, http.StatusOK, s.withUsage(r.Context(), s.viewPolicy(t)))
 	return nil
 }
 
@@ -45,7 +45,11 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p *Principal)
 		return err
 	}
 	before := cur.Policy
-	err := registry.ValidatePolicy(req, registry.PolicyLimits{MaxCertificateValidity: s.cfg.CertValidity})
+	lim := registry.PolicyLimits{MaxCertificateValidity: s.cfg.CertValidity}
+	if rt := s.cfg.PolicyDefaults.Retention; rt != nil && rt.AuditMinAge != nil {
+		lim.AuditRetention = time.Duration(*rt.AuditMinAge)
+	}
+	err := registry.ValidatePolicy(req, lim)
 	var after registry.Tenant
 	if err == nil {
 		var old registry.Tenant
@@ -60,7 +64,7 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p *Principal)
 		return err
 	}
 	s.pauseForbidden(r, p, tenant)
-	writeJSON(w, http.StatusOK, s.viewPolicy(after))
+	writeJSON(w, http.StatusOK, s.withUsage(r.Context(), s.viewPolicy(after)))
 	return nil
 }
 
@@ -151,7 +155,7 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	defaults := []string{}
 	strict := t.StrictValidation()
 	validity := client.Duration(t.CertificateValidity(s.cfg.CertValidity))
-	eff := client.Policy{StrictValidation: &strict, CertificateValidity: &validity, APIKeyMaxLifetime: set.APIKeyMaxLifetime}
+	eff := client.Policy{StrictValidation: &strict, CertificateValidity: &validity, APIKeyMaxLifetime: set.APIKeyMaxLifetime, APIAllowCIDRs: set.APIAllowCIDRs}
 	if set.StrictValidation == nil {
 		defaults = append(defaults, "strictValidation")
 	}
@@ -174,6 +178,9 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 		if *f.v == nil {
 			*f.v, defaults = f.fallback, append(defaults, f.name)
 		}
+	}
+	if q.StoredBytes == nil {
+		q.StoredBytes, defaults = def.StoredBytes, append(defaults, "quotas.storedBytes")
 	}
 	if q.IngestMsgsPerSecond == nil {
 		q.IngestMsgsPerSecond, defaults = def.IngestMsgsPerSecond, append(defaults, "quotas.ingestMsgsPerSecond")
@@ -199,6 +206,19 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	if rt.MessagesMaxAge == nil {
 		rt.MessagesMaxAge, defaults = defRT.MessagesMaxAge, append(defaults, "retention.messagesMaxAge")
 	}
+	for _, f := range []struct {
+		name     string
+		v        **client.Duration
+		fallback *client.Duration
+	}{
+		{"retention.rejectedMaxAge", &rt.RejectedMaxAge, defRT.RejectedMaxAge},
+		{"retention.deadLettersMaxAge", &rt.DeadLettersMaxAge, defRT.DeadLettersMaxAge},
+		{"retention.auditMinAge", &rt.AuditMinAge, defRT.AuditMinAge},
+	} {
+		if *f.v == nil {
+			*f.v, defaults = f.fallback, append(defaults, f.name)
+		}
+	}
 	if rt.MessagesMaxBytes == nil {
 		rt.MessagesMaxBytes, defaults = defRT.MessagesMaxBytes, append(defaults, "retention.messagesMaxBytes")
 	}
@@ -207,7 +227,7 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	for name, left := range map[string]bool{
 		"quotas.gateways": q.Gateways == nil, "quotas.integrations": q.Integrations == nil, "quotas.apiKeys": q.APIKeys == nil,
 		"integrations.allowedTypes": ip.AllowedTypes == nil, "integrations.allowedHosts": ip.AllowedHosts == nil,
-		"apiKeyMaxLifetime": set.APIKeyMaxLifetime == nil,
+		"apiKeyMaxLifetime": set.APIKeyMaxLifetime == nil, "apiAllowCIDRs": len(set.APIAllowCIDRs) == 0,
 	} {
 		if left {
 			defaults = append(defaults, name)
@@ -215,6 +235,21 @@ func (s *Server) viewPolicy(t registry.Tenant) client.PolicyView {
 	}
 	slices.Sort(defaults)
 	return client.PolicyView{Tenant: t.ID, Policy: set, Effective: eff, Defaults: defaults}
+}
+
+// withUsage adds to v what its tenant uses of its bounds, when the node
+// can read it (a failure leaves it out, logged).
+func (s *Server) withUsage(ctx context.Context, v client.PolicyView) client.PolicyView {
+	if s.deps.StoredBytes == nil {
+		return v
+	}
+	sb, err := s.deps.StoredBytes(ctx, v.Tenant)
+	if err != nil {
+		s.log.Warn("policy: read the tenant's stored bytes", "tenant_id", v.Tenant, "error", err)
+		return v
+	}
+	v.Usage = &client.PolicyUsage{StoredBytes: sb}
+	return v
 }
 
 // checkIntegration refuses an integration (new, or one as changed) that

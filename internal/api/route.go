@@ -203,7 +203,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 		if k.ExpiresAt != nil {
 			p.ExpiresAt = *k.ExpiresAt
 		}
-		return p, "", nil
+		return s.allowSource(r, p)
 	case credential.IsJWT(tok):
 		c, err := s.deps.Tokens.Verify(tok)
 		if err != nil {
@@ -221,7 +221,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 		if cl.ExpiresAt != nil {
 			p.ExpiresAt = *cl.ExpiresAt
 		}
-		return p, "", nil
+		return s.allowSource(r, p)
 	}
 	return nil, "", ErrUnauthenticated.New()
 }

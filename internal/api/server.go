@@ -224,6 +224,8 @@ func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
 			if k := fault.From(err).Kind(); k == fault.Unauthenticated {
 				s.limits.failed(ip, now)
 				s.recordRefusal(r, tenant, p, "api.auth.refuse", "route:"+rt.Method+" "+rt.Pattern, err, now)
+			} else if ErrSourceNotAllowed.Is(err) {
+				s.recordRefusal(r, tenant, p, "api.source.refuse", "route:"+rt.Method+" "+rt.Pattern, err, now)
 			}
 			writeError(w, r, s.log, err)
 			return

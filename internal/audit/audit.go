@@ -180,6 +180,10 @@ type Log struct {
 	stop     chan struct{}
 	loopDone chan struct{}
 	once     sync.Once
+
+	// tenantRetention, when set, gives a tenant's own retention
+	// (retention.go).
+	tenantRetention atomic.Pointer[func(tenant string) time.Duration]
 }
 
 // tenantState is what a Log knows of one tenant. mu serializes appends and
@@ -324,7 +328,7 @@ func (l *Log) EnsureTenant(ctx context.Context, tenant string) error {
 		Description: "audit log of tenant " + tenant + ": hash-chained entries and signed checkpoints",
 		Subjects:    []string{names.AuditEntry(tenant), names.AuditCheckpoint(tenant)},
 		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      l.cfg.Retention,
+		MaxAge:      l.Retention(tenant),
 		MaxMsgs:     -1,
 		MaxBytes:    -1,
 		Discard:     jetstream.DiscardOld,

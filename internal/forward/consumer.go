@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -86,12 +85,7 @@ func StreamSubjects(tenant string, f Filter) ([]string, bool) {
 // ensureStreams makes the integration's durable consumer and dead-letter
 // stream. A new integration receives messages stored from its creation on.
 func (e *Engine) ensureStreams(ctx context.Context, r Integration, state State) (jetstream.Consumer, bool, error) {
-	if _, err := e.streams.Stream(ctx, jetstream.StreamConfig{
-		Name:        names.DeadLetterStream(r.Tenant, r.ID),
-		Description: "dead letters of integration " + r.ID + " of tenant " + r.Tenant,
-		Subjects:    []string{names.DeadLetter(r.Tenant, r.ID)},
-		Duplicates:  time.Hour,
-	}); err != nil {
+	if _, err := e.streams.Stream(ctx, e.deadLetterStream(r.Tenant, r.ID)); err != nil {
 		return nil, false, err
 	}
 	subjects, inProcess := filterSubjects(r.Tenant, r.ID, r.Filter)

@@ -35,6 +35,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// ParseKey turns a public key PEM into a Sealer and its key id.
 	ParseKey func(pemBytes []byte) (Sealer, string, error)
+	// DeadLetterRetention is how long dead letters are kept, re-driven or
+	// not, unless the tenant's policy says otherwise (0: until re-driven or
+	// deleted; DefaultConfig: 30 days).
+	DeadLetterRetention time.Duration
 }
 
 func (c *Config) defaults() {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +37,10 @@ type Engine struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// dlqRetention, when set, gives a tenant's own dead-letter retention
+	// (retention.go).
+	dlqRetention atomic.Pointer[func(tenant string) time.Duration]
 
 	mu      sync.Mutex
 	tenants map[string]bool

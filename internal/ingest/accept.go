@@ -79,11 +79,17 @@ const (
 	// PersistFailed means JetStream did not acknowledge every write: the
 	// upload must not be acknowledged, so that the gateway resends it.
 	PersistFailed
+	// QuotaExceeded means a stream of the tenant holds its stored-bytes
+	// quota (store.Full): the upload is not acknowledged (some of its
+	// messages may be stored; a resend stores them once), and the gateway
+	// may send it again once retention has made room.
+	QuotaExceeded
 )
 
 var statusNames = map[Status]string{
 	AllStored: "all_stored", SomeRejected: "some_rejected", AllRejected: "all_rejected",
 	TooLarge: "too_large", RateLimited: "rate_limited", PersistFailed: "persist_failed",
+	QuotaExceeded: "quota_exceeded",
 }
 
 // String returns the snake_case name of the status.
@@ -149,6 +155,10 @@ type Core struct {
 	// deadlines ends the uploads' persistence at Config.PersistTimeout
 	// without a context of their own.
 	deadlines deadlines
+
+	// storedBytesRefused counts each tenant's uploads refused by its
+	// stored-bytes quota (tenant -> *atomic.Uint64; policy.go).
+	storedBytesRefused sync.Map
 
 	mu       sync.Mutex
 	limiters map[limiterKey]*limiterEntry
@@ -361,9 +371,15 @@ func (u *upload) put() {
 	uploads.Put(u)
 }
 
-// fail settles the upload as PersistFailed: counted, logged, never to be
-// acknowledged.
+// fail settles the upload as PersistFailed, or QuotaExceeded when a
+// stream of the tenant is full: counted, logged, never to be acknowledged.
 func (p *Pending) fail(err error) {
+	if store.Full(err) {
+		p.c.quotaRefused(p.id.Tenant)
+		p.done, p.out = true, Outcome{Status: QuotaExceeded, Err: err}
+		p.release()
+		return
+	}
 	p.c.m.publishRefused.WithLabelValues("persist").Inc()
 	p.c.log.Error("publish not persisted", "tenant_id", p.id.Tenant, "gateway_id", p.id.Serial, "error", err)
 	p.done, p.out = true, Outcome{Status: PersistFailed, Err: err}

@@ -10,7 +10,7 @@ import (
 // status of the core has an answer, and what was not persisted is never
 // acknowledged (persist-before-ack, DESIGN §3).
 func TestIngestAnswersCoverEveryStatus(t *testing.T) {
-	for s := AllStored; s <= PersistFailed; s++ {
+	for s := AllStored; s <= QuotaExceeded; s++ {
 		a, ok := answers[s]
 		if !ok {
 			t.Errorf("status %s has no MQTT answer", s)
@@ -24,10 +24,10 @@ func TestIngestAnswersCoverEveryStatus(t *testing.T) {
 			t.Errorf("status %s: a connection closed without a reason code", s)
 		}
 	}
-	if len(answers) != int(PersistFailed) {
-		t.Errorf("%d answers for %d statuses", len(answers), int(PersistFailed))
+	if len(answers) != int(QuotaExceeded) {
+		t.Errorf("%d answers for %d statuses", len(answers), int(QuotaExceeded))
 	}
-	for _, s := range []Status{RateLimited, PersistFailed} {
+	for _, s := range []Status{RateLimited, PersistFailed, QuotaExceeded} {
 		a := answers[s]
 		if a.v311.ack || (a.v5.ack && a.v5.code.Code < packets.ErrUnspecifiedError.Code) {
 			t.Errorf("status %s is acknowledged as a success: %+v", s, a)

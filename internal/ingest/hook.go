@@ -654,6 +654,12 @@ var answers = map[Status]answer{
 		}},
 	// Not stored, never acknowledged: the gateway resends.
 	PersistFailed: {v5: reply{code: packets.ErrServerBusy}, v311: reply{code: packets.ErrServerBusy}},
+	// The tenant's stored-bytes quota is reached: refused like the rate
+	// (MQTT 3.1.1: no ack, the connection closed), with 0x97.
+	QuotaExceeded: {v5: reply{ack: true, code: packets.ErrQuotaExceeded}, v311: reply{code: packets.ErrQuotaExceeded},
+		reason: func(h *hook, out Outcome, serial string) string {
+			return "the tenant's stored-bytes quota is reached; retry later"
+		}},
 }
 
 // OnPublish hands a gateway upload to the accept core (Core.Begin), which

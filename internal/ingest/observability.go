@@ -17,8 +17,11 @@ type metrics struct {
 	// audit log (connection events) and the server log only in a summary.
 	eventsSummarized *prometheus.CounterVec
 	publishRefused   *prometheus.CounterVec
-	messages         *prometheus.CounterVec
-	persistDuration  prometheus.Histogram
+	// quotaRefused counts the uploads refused by a tenant's quota, by
+	// tenant and quota.
+	quotaRefused    *prometheus.CounterVec
+	messages        *prometheus.CounterVec
+	persistDuration prometheus.Histogram
 	// statuses counts the valid gateway statuses taken.
 	statuses prometheus.Counter
 }
@@ -45,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "iotransit_ingest_publishes_refused_total",
 			Help: "MQTT publishes and subscriptions refused, by reason.",
 		}, []string{"reason"}),
+		quotaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "iotransit_ingest_quota_refusals_total",
+			Help: "Gateway uploads refused by a tenant's quota, by tenant and quota (stored_bytes: a stream of the tenant holds its stored-bytes quota; PUBACK 0x97).",
+		}, []string{"tenant", "quota"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "iotransit_ingest_messages_total",
 			Help: "Thingsee messages by outcome (stored, duplicate, rejected).",
@@ -60,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connRefused, m.connAccepted, m.acceptErrors, m.eventsSummarized, m.publishRefused, m.messages, m.persistDuration, m.statuses)
+		reg.MustRegister(m.connRefused, m.connAccepted, m.acceptErrors, m.eventsSummarized, m.publishRefused, m.quotaRefused, m.messages, m.persistDuration, m.statuses)
 	}
 	return m
 }

@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"sync/atomic"
+
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/registry"
 )
@@ -39,4 +41,30 @@ func (c *Config) maxConns(t registry.Tenant) int {
 		return *q.ConcurrentConnections
 	}
 	return c.MaxConnsPerTenant
+}
+
+// quotaRefused counts an upload of tenant refused because a stream of the
+// tenant holds its stored-bytes quota (store.Full).
+func (c *Core) quotaRefused(tenant string) {
+	c.m.publishRefused.WithLabelValues("stored_bytes").Inc()
+	c.m.quotaRefused.WithLabelValues(tenant, "stored_bytes").Inc()
+	n, _ := c.storedBytesRefused.LoadOrStore(tenant, new(atomic.Uint64))
+	n.(*atomic.Uint64).Add(1)
+}
+
+// StoredBytesRefused returns how many uploads of tenant this node refused
+// because a stream of the tenant held its stored-bytes quota, since it
+// started.
+func (c *Core) StoredBytesRefused(tenant string) uint64 {
+	if n, ok := c.storedBytesRefused.Load(tenant); ok {
+		return n.(*atomic.Uint64).Load()
+	}
+	return 0
+}
+
+// StoredBytesRefused returns how many uploads of tenant this node refused
+// because a stream of the tenant held its stored-bytes quota, since it
+// started.
+func (s *Server) StoredBytesRefused(tenant string) uint64 {
+	return s.hook.core.StoredBytesRefused(tenant)
 }

@@ -91,6 +91,9 @@ func policyString(p client.Policy) string {
 		if q.ConcurrentConnections != nil {
 			fmt.Fprintf(&b, " conns %d", *q.ConcurrentConnections)
 		}
+		if q.StoredBytes != nil {
+			fmt.Fprintf(&b, " stored %d", *q.StoredBytes)
+		}
 	}
 	return b.String()
 }

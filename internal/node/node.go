@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -272,15 +273,17 @@ type Node struct {
 	appender *audit.Appender
 	fwd      *forward.Engine
 	fwdReg   *forward.Registry
-	fw       *firmware.Repos
-	ing      *ingest.Server
-	api      *api.Server
-	gwState  *gwstate.Tracker
-	mesh     *meshnet.Service
-	delivery *meshnet.Delivery
-	serverCA []byte
-	opKey    string
-	metrics  *prometheus.Registry
+	// retentionParts is set once audit, fwd and fwdReg are (policy.go).
+	retentionParts atomic.Bool
+	fw             *firmware.Repos
+	ing            *ingest.Server
+	api            *api.Server
+	gwState        *gwstate.Tracker
+	mesh           *meshnet.Service
+	delivery       *meshnet.Delivery
+	serverCA       []byte
+	opKey          string
+	metrics        *prometheus.Registry
 
 	// platformKeys are the rotatable token and audit signing keys.
 	platformKeys *platformKeys
@@ -365,6 +368,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.onClose(n.audit.Close)
+	n.audit.SetTenantRetention(n.auditRetention) // the tenants' policies (policy.go)
 	if err := n.audit.EnsureTenant(ctx, systemKeys); err != nil {
 		return nil, err
 	}
@@ -400,8 +404,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	fcfg.ParseKey = parseKey
 	fdeps := forward.Deps{JetStream: n.bb.JS, KV: n.bb, Streams: n.bb, Keys: n.keys, Messages: n.st, Factories: factories(), Metrics: n.metrics, Logger: n.log}
 	n.fwd = forward.New(fcfg, fdeps)
+	n.fwd.SetDeadLetterRetention(n.deadLetterRetention) // the tenants' policies (policy.go)
 	n.onClose(n.fwd.Close)
 	n.fwdReg = forward.NewRegistry(fcfg, fdeps, n.fwd)
+	n.retentionParts.Store(true) // policy changes reach the audit and dead-letter streams from now on
 	for _, t := range n.reg.Tenants() {
 		n.fwd.AddTenant(t.ID)
 	}
@@ -463,6 +469,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CAs: n.reg, PlatformKeys: n.platformKeys,
 		// Erasure of a sensor's data (issue 12).
 		Erasure: n.st,
+		StoredBytes: n.storedBytes, // policy.go
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}

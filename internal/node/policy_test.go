@@ -3,11 +3,13 @@ package node_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/backbone/names"
+	"github.com/iotransit/iotransit/internal/node"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -107,4 +109,114 @@ func TestPolicyRetentionOnMessageStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("acme", week, -1, time.Second)
+}
+
+// A tenant's retention of rejected messages, dead letters and audit
+// entries, set through one node, is the limit of those streams within a
+// second as the other node sees them; an audit retention below the
+// platform's is refused, and lifting the policy gives the node's again.
+func TestPolicyRetentionOnEveryStream(t *testing.T) {
+	const day = 24 * time.Hour
+	n1, n2 := nodetest.StartPair(t, func(c *node.Config) {
+		c.Audit.Retention = 30 * day
+		c.Forward.DeadLetterRetention = 10 * day
+		c.AllowPrivateTargets = true // the test's receiver
+	})
+	api1 := nodetest.NewAPI(t, n1).Client
+	if _, err := api1.CreateTenant(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	rcv := tu.NewReceiver(t)
+	in, err := api1.CreateIntegration(t.Context(), "acme", client.Integration{Name: "wh", Type: client.IntegrationWebhook,
+		Webhook: &client.WebhookConfig{URL: rcv.URL, CAPEM: rcv.CAPEM}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxAge := func(stream string) (time.Duration, error) {
+		s, err := n2.JetStream().Stream(t.Context(), stream)
+		if err != nil {
+			return 0, err
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			return 0, err
+		}
+		return info.Config.MaxAge, nil
+	}
+	want := func(rejected, dlq, audit time.Duration, within time.Duration) {
+		t.Helper()
+		tu.Eventually(t, within, 10*time.Millisecond, func() error {
+			for stream, age := range map[string]time.Duration{names.RejectedStream("acme"): rejected,
+				names.DeadLetterStream("acme", in.ID): dlq, names.AuditStream("acme"): audit} {
+				got, err := maxAge(stream)
+				if err != nil {
+					return err
+				}
+				if got != age {
+					return fmt.Errorf("%s keeps %s, want %s", stream, got, age)
+				}
+			}
+			return nil
+		})
+	}
+	want(30*day, 10*day, 30*day, 5*time.Second) // the node's
+	d := func(v time.Duration) *client.Duration { c := client.Duration(v); return &c }
+	start := time.Now()
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{Retention: &client.Retention{
+		RejectedMaxAge: d(2 * day), DeadLettersMaxAge: d(3 * day), AuditMinAge: d(60 * day)}}); err != nil {
+		t.Fatal(err)
+	}
+	want(2*day, 3*day, 60*day, time.Second)
+	t.Logf("the retention reached the streams in %s", time.Since(start))
+	v, err := nodetest.NewAPI(t, n2).Client.GetPolicy(t.Context(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := v.Effective.Retention; r == nil || r.AuditMinAge == nil || time.Duration(*r.AuditMinAge) != 60*day || time.Duration(*r.DeadLettersMaxAge) != 3*day {
+		t.Fatalf("the second node shows %+v", v.Effective.Retention)
+	}
+	_, err = api1.SetPolicy(t.Context(), "acme", client.Policy{Retention: &client.Retention{AuditMinAge: d(30*day - time.Second)}})
+	var p *client.Problem
+	if !errors.As(err, &p) || p.Code != "policy.invalid" || !strings.Contains(p.Detail, "retention.auditMinAge") {
+		t.Fatalf("an audit retention below the platform's: %v", err)
+	}
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	want(30*day, 10*day, 30*day, time.Second)
+}
+
+// An API allowlist set through one node refuses the tenant's key on the
+// other node within a second (the test's peer, 127.0.0.1, is outside it),
+// and lifting it lets the key in there again.
+func TestPolicySourceAllowlistOnOtherNode(t *testing.T) {
+	n1, n2 := nodetest.StartPair(t, nil)
+	api1, api2 := nodetest.NewAPI(t, n1).Client, nodetest.NewAPI(t, n2).Client
+	if _, err := api1.CreateTenant(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	k, err := api1.CreateAPIKey(t.Context(), "acme", client.CreateAPIKeyRequest{Scopes: []string{"gateways:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key2 := api2.WithCredential(k.Key)
+	list := func() error {
+		_, err := key2.ListGateways(t.Context(), "acme", client.GatewayQuery{})
+		return err
+	}
+	tu.Eventually(t, 5*time.Second, 10*time.Millisecond, list)
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{APIAllowCIDRs: []string{"10.0.0.0/8"}}); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, time.Second, 5*time.Millisecond, func() error {
+		var p *client.Problem
+		if err := list(); !errors.As(err, &p) || p.Code != "api.source_not_allowed" || p.Status != 403 {
+			return fmt.Errorf("the key on the second node: %v", err)
+		}
+		return nil
+	})
+	if _, err := api1.SetPolicy(t.Context(), "acme", client.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, time.Second, 5*time.Millisecond, list)
 }

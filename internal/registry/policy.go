@@ -88,6 +88,9 @@ func CheckQuota(t Tenant, name string, sel func(*client.Quotas) *int, held int) 
 type PolicyLimits struct {
 	// MaxCertificateValidity is the node's --cert-validity.
 	MaxCertificateValidity time.Duration
+	// AuditRetention is how long the node keeps audit entries (0: for
+	// ever): the least a policy's retention.auditMinAge may be.
+	AuditRetention time.Duration
 }
 
 // ValidatePolicy checks a policy against the rules and the node's limits;
@@ -113,6 +116,14 @@ func ValidatePolicy(p client.Policy, lim PolicyLimits) error {
 				return bad("quotas."+c.name, "must be an integer from %d to 1000000000", c.min)
 			}
 		}
+		if v := q.StoredBytes; v != nil {
+			if *v < 1<<20 {
+				return bad("quotas.storedBytes", "must be at least 1048576 (1 MiB)")
+			}
+			if p.Retention != nil && p.Retention.MessagesMaxBytes != nil {
+				return bad("quotas.storedBytes", "not with retention.messagesMaxBytes: a full message stream either refuses new messages (the quota) or discards its oldest (retention), not both")
+			}
+		}
 	}
 	if ip := p.Integrations; ip != nil {
 		for _, typ := range ip.AllowedTypes {
@@ -134,6 +145,18 @@ func ValidatePolicy(p client.Policy, lim PolicyLimits) error {
 	if v := p.APIKeyMaxLifetime; v != nil && time.Duration(*v) < time.Minute {
 		return bad("apiKeyMaxLifetime", "must be at least 1m")
 	}
+	if len(p.APIAllowCIDRs) > MaxAllowCIDRs {
+		return bad("apiAllowCIDRs", "at most %d networks", MaxAllowCIDRs)
+	}
+	for _, c := range p.APIAllowCIDRs {
+		pf, err := netip.ParsePrefix(c)
+		if err != nil {
+			return bad("apiAllowCIDRs", "%q is not a network in CIDR notation (e.g. 10.0.0.0/8, 2001:db8::/32)", c)
+		}
+		if pf != pf.Masked() {
+			return bad("apiAllowCIDRs", "%q has host bits set (the network is %s)", c, pf.Masked())
+		}
+	}
 	if rt := p.Retention; rt != nil {
 		if v := rt.MessagesMaxAge; v != nil && time.Duration(*v) < time.Hour {
 			return bad("retention.messagesMaxAge", "must be at least 1h")
@@ -141,8 +164,44 @@ func ValidatePolicy(p client.Policy, lim PolicyLimits) error {
 		if v := rt.MessagesMaxBytes; v != nil && *v < 1<<20 {
 			return bad("retention.messagesMaxBytes", "must be at least 1048576 (1 MiB)")
 		}
+		for _, a := range []struct {
+			name string
+			v    *client.Duration
+		}{{"rejectedMaxAge", rt.RejectedMaxAge}, {"deadLettersMaxAge", rt.DeadLettersMaxAge}} {
+			if a.v != nil && time.Duration(*a.v) < time.Hour {
+				return bad("retention."+a.name, "must be at least 1h")
+			}
+		}
+		if v := rt.AuditMinAge; v != nil {
+			if lim.AuditRetention == 0 {
+				return bad("retention.auditMinAge", "the node keeps audit entries for ever: a tenant's audit is never kept shorter than the platform's")
+			}
+			if time.Duration(*v) < lim.AuditRetention {
+				return bad("retention.auditMinAge", "must be at least the node's audit retention %s: a tenant's audit is never kept shorter than the platform's", lim.AuditRetention)
+			}
+		}
 	}
 	return nil
+}
+
+// MaxAllowCIDRs bounds a policy's apiAllowCIDRs.
+const MaxAllowCIDRs = 100
+
+// SourceAllowed reports whether the tenant's credentials are taken from
+// addr: its policy's apiAllowCIDRs is empty, or one of them holds addr (an
+// IPv4-mapped IPv6 address as its IPv4 one). The policy was validated
+// (ValidatePolicy); a network that does not parse holds nothing.
+func (t Tenant) SourceAllowed(addr netip.Addr) bool {
+	if len(t.Policy.APIAllowCIDRs) == 0 {
+		return true
+	}
+	addr = addr.Unmap().WithZone("")
+	for _, c := range t.Policy.APIAllowCIDRs {
+		if pf, err := netip.ParsePrefix(c); err == nil && pf.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // MessageRetention is the tenant's policy's bounds of its message stream:
@@ -157,6 +216,23 @@ func (t Tenant) MessageRetention() (maxAge time.Duration, maxBytes int64) {
 		}
 	}
 	return maxAge, maxBytes
+}
+
+// RetentionAges are the ages the tenant's policy sets for its rejected
+// messages, its integrations' dead letters and its audit entries, each 0
+// when the policy leaves it to the node.
+func (t Tenant) RetentionAges() (rejected, deadLetters, audit time.Duration) {
+	rt := t.Policy.Retention
+	if rt == nil {
+		return 0, 0, 0
+	}
+	age := func(d *client.Duration) time.Duration {
+		if d == nil {
+			return 0
+		}
+		return time.Duration(*d)
+	}
+	return age(rt.RejectedMaxAge), age(rt.DeadLettersMaxAge), age(rt.AuditMinAge)
 }
 
 // validHostPattern reports whether h is a host name, an IP address, or

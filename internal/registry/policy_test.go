@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -143,7 +144,7 @@ func TestRegistryPolicyCertificateValidity(t *testing.T) {
 }
 
 func TestRegistryValidatePolicy(t *testing.T) {
-	lim := registry.PolicyLimits{MaxCertificateValidity: 365 * 24 * time.Hour}
+	lim := registry.PolicyLimits{MaxCertificateValidity: 365 * 24 * time.Hour, AuditRetention: 400 * 24 * time.Hour}
 	tests := []struct {
 		name  string
 		p     client.Policy
@@ -165,7 +166,23 @@ func TestRegistryValidatePolicy(t *testing.T) {
 		{name: "retention too short", p: client.Policy{Retention: &client.Retention{MessagesMaxAge: ptr(client.Duration(time.Hour - time.Second))}}, field: "retention.messagesMaxAge"},
 		{name: "retention at its least", p: client.Policy{Retention: &client.Retention{MessagesMaxAge: ptr(client.Duration(time.Hour)), MessagesMaxBytes: ptr(int64(1 << 20))}}},
 		{name: "retention bytes too few", p: client.Policy{Retention: &client.Retention{MessagesMaxBytes: ptr(int64(1<<20 - 1))}}, field: "retention.messagesMaxBytes"},
+		{name: "networks", p: client.Policy{APIAllowCIDRs: []string{"10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"}}},
+		{name: "network without a length", p: client.Policy{APIAllowCIDRs: []string{"10.0.0.0"}}, field: "apiAllowCIDRs"},
+		{name: "network with host bits", p: client.Policy{APIAllowCIDRs: []string{"2001:db8::1/32"}}, field: "apiAllowCIDRs"},
+		{name: "too many networks", p: client.Policy{APIAllowCIDRs: make([]string, registry.MaxAllowCIDRs+1)}, field: "apiAllowCIDRs"},
+		{name: "stored bytes at its least", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1 << 20))}}},
+		{name: "stored bytes too few", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1<<20 - 1))}}, field: "quotas.storedBytes"},
+		{name: "stored bytes with retention bytes", p: client.Policy{Quotas: &client.Quotas{StoredBytes: ptr(int64(1 << 30))}, Retention: &client.Retention{MessagesMaxBytes: ptr(int64(1 << 30))}}, field: "quotas.storedBytes"},
+		{name: "rejected at its least", p: client.Policy{Retention: &client.Retention{RejectedMaxAge: ptr(client.Duration(time.Hour)), DeadLettersMaxAge: ptr(client.Duration(time.Hour))}}},
+		{name: "rejected too short", p: client.Policy{Retention: &client.Retention{RejectedMaxAge: ptr(client.Duration(time.Hour - 1))}}, field: "retention.rejectedMaxAge"},
+		{name: "dead letters too short", p: client.Policy{Retention: &client.Retention{DeadLettersMaxAge: ptr(client.Duration(time.Minute))}}, field: "retention.deadLettersMaxAge"},
+		{name: "audit at the platform's", p: client.Policy{Retention: &client.Retention{AuditMinAge: ptr(client.Duration(lim.AuditRetention))}}},
+		{name: "audit below the platform's", p: client.Policy{Retention: &client.Retention{AuditMinAge: ptr(client.Duration(lim.AuditRetention - time.Second))}}, field: "retention.auditMinAge"},
 		{name: "key lifetime too short", p: client.Policy{APIKeyMaxLifetime: ptr(client.Duration(time.Second))}, field: "apiKeyMaxLifetime"},
+	}
+	forever := registry.PolicyLimits{MaxCertificateValidity: lim.MaxCertificateValidity}
+	if err := registry.ValidatePolicy(client.Policy{Retention: &client.Retention{AuditMinAge: ptr(client.Duration(100 * 365 * 24 * time.Hour))}}, forever); !registry.ErrPolicyInvalid.Is(err) {
+		t.Errorf("an audit age on a node that keeps audit for ever: %v, want policy.invalid", err)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -243,5 +260,35 @@ func TestRegistryStrictValidationDefaultSurvivesPolicies(t *testing.T) {
 	}
 	if got, _ := n.reg.Tenant("acme"); got.StrictValidation() {
 		t.Fatal("the registry's copy is still strict")
+	}
+}
+
+// SourceAllowed: an address inside one of apiAllowCIDRs, IPv4 or IPv6 (an
+// IPv4-mapped IPv6 address as its IPv4 one), is allowed, one just outside
+// is not, and no list allows everything.
+func TestRegistrySourceAllowed(t *testing.T) {
+	tenant := func(cidrs ...string) registry.Tenant {
+		return registry.Tenant{Policy: client.Policy{APIAllowCIDRs: cidrs}}
+	}
+	for _, tc := range []struct {
+		name  string
+		t     registry.Tenant
+		addr  string
+		allow bool
+	}{
+		{name: "no list", t: tenant(), addr: "203.0.113.9", allow: true},
+		{name: "inside v4", t: tenant("10.0.0.0/8", "2001:db8::/32"), addr: "10.255.255.255", allow: true},
+		{name: "just outside v4", t: tenant("10.0.0.0/8", "2001:db8::/32"), addr: "11.0.0.0"},
+		{name: "inside v6", t: tenant("10.0.0.0/8", "2001:db8::/32"), addr: "2001:db8:ffff::1", allow: true},
+		{name: "just outside v6", t: tenant("10.0.0.0/8", "2001:db8::/32"), addr: "2001:db9::"},
+		{name: "v4-mapped inside", t: tenant("10.0.0.0/8"), addr: "::ffff:10.1.2.3", allow: true},
+		{name: "v4-mapped outside", t: tenant("10.0.0.0/8"), addr: "::ffff:192.0.2.1"},
+		{name: "v6 with zone", t: tenant("fe80::/10"), addr: "fe80::1%eth0", allow: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.t.SourceAllowed(netip.MustParseAddr(tc.addr)); got != tc.allow {
+				t.Fatalf("SourceAllowed(%s) = %v, want %v", tc.addr, got, tc.allow)
+			}
+		})
 	}
 }

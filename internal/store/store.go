@@ -52,6 +52,12 @@ type Config struct {
 	RejectedRetention time.Duration
 	// MaxBytes bounds each tenant's message stream; the oldest go first (0: unlimited).
 	MaxBytes int64
+	// StoredBytes is each tenant's stored-bytes quota, unless its policy
+	// sets one: its message stream, and its rejected stream, each hold at
+	// most this many bytes, and when one is full new writes to it are
+	// refused (Full) while what it holds stays until retention ages it
+	// out (0: none). It wins over MaxBytes.
+	StoredBytes int64
 	// DedupeWindow is how long a content id is remembered (default 2
 	// minutes, as JetStream's own). JetStream keeps every id of the window
 	// in memory, about 130 bytes of heap each, so the window bounds memory
@@ -104,9 +110,9 @@ type Store struct {
 	batchSize  prometheus.Histogram
 	fallbacks  prometheus.Counter
 
-	// tenantLimits, when set, gives a tenant's own bounds of its message
-	// stream (SetTenantLimits).
-	tenantLimits atomic.Pointer[func(tenant string) (time.Duration, int64)]
+	// tenantLimits, when set, gives a tenant's own bounds of its streams
+	// (SetTenantLimits).
+	tenantLimits atomic.Pointer[func(tenant string) TenantLimits]
 
 	// streamNames holds the tenants' message stream names (messageStream),
 	// replaced whole under namesMu when a tenant is added.
@@ -157,16 +163,17 @@ func (s *Store) Close() {
 	s.pub.close()
 }
 
-// EnsureTenant creates or updates the tenant's streams. It is idempotent.
+// EnsureTenant creates or updates the tenant's streams with their limits
+// (Limits). It is idempotent.
 func (s *Store) EnsureTenant(ctx context.Context, tenant string) error {
-	maxAge, maxBytes := s.MessageLimits(tenant)
+	l := s.Limits(tenant)
 	if _, err := s.streams.Stream(ctx, jetstream.StreamConfig{
 		Name:        names.MessageStream(tenant),
 		Description: "accepted Thingsee messages of tenant " + tenant,
 		Subjects:    []string{names.Messages(tenant), names.Redriven(tenant)},
-		MaxAge:      maxAge,
-		MaxBytes:    orUnlimited(maxBytes),
-		Discard:     jetstream.DiscardOld,
+		MaxAge:      l.Messages.MaxAge,
+		MaxBytes:    orUnlimited(l.Messages.MaxBytes),
+		Discard:     l.Messages.discard(),
 		Duplicates:  s.cfg.DedupeWindow,
 		AllowDirect: true,
 		// Group commit publishes atomic batches.
@@ -178,45 +185,14 @@ func (s *Store) EnsureTenant(ctx context.Context, tenant string) error {
 		Name:               names.RejectedStream(tenant),
 		Description:        "rejected messages of tenant " + tenant + ", with reasons",
 		Subjects:           []string{names.RejectedMessages(tenant)},
-		MaxAge:             s.cfg.RejectedRetention,
-		MaxBytes:           orUnlimited(s.cfg.MaxBytes),
-		Discard:            jetstream.DiscardOld,
+		MaxAge:             l.Rejected.MaxAge,
+		MaxBytes:           orUnlimited(l.Rejected.MaxBytes),
+		Discard:            l.Rejected.discard(),
 		Duplicates:         s.cfg.DedupeWindow,
 		AllowDirect:        true,
 		AllowAtomicPublish: s.cfg.GroupCommit,
 	})
 	return err
-}
-
-// SetTenantLimits sets where EnsureTenant reads a tenant's own bounds of
-// its message stream (age and bytes, each 0 for the node's Retention and
-// MaxBytes): a tenant's security policy. EnsureTenant applies them; call
-// it again when they change.
-func (s *Store) SetTenantLimits(fn func(tenant string) (maxAge time.Duration, maxBytes int64)) {
-	s.tenantLimits.Store(&fn)
-}
-
-// MessageLimits returns the bounds of tenant's message stream: its own
-// (SetTenantLimits), else the node's (0 bytes: unlimited).
-func (s *Store) MessageLimits(tenant string) (maxAge time.Duration, maxBytes int64) {
-	maxAge, maxBytes = s.cfg.Retention, s.cfg.MaxBytes
-	if fn := s.tenantLimits.Load(); fn != nil {
-		age, bytes := (*fn)(tenant)
-		if age > 0 {
-			maxAge = age
-		}
-		if bytes > 0 {
-			maxBytes = bytes
-		}
-	}
-	return maxAge, maxBytes
-}
-
-func orUnlimited(n int64) int64 {
-	if n <= 0 {
-		return -1
-	}
-	return n
 }
 
 // Headers of a stored message (metadata only; the body is sealed).
