@@ -468,7 +468,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		KMS: n.keys, Reencryption: reenc,
 		CAs: n.reg, PlatformKeys: n.platformKeys,
 		// Erasure of a sensor's data (issue 12).
-		Erasure: n.st,
+		Erasure:     n.st,
 		StoredBytes: n.storedBytes, // policy.go
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
