@@ -185,6 +185,8 @@ type Deps struct {
 	// KMS rotates and shows the tenants' data keys (nil: the routes answer
 	// 404).
 	KMS KMS
+	// TenantDeletion deletes tenants (nil: DELETE /v1/tenants/{t} answers 404).
+	TenantDeletion TenantDeletion
 }
 
 // Server is the running API.

@@ -51,6 +51,8 @@ const (
 	EndIsolated   = "isolated"
 	EndSuperseded = "superseded"
 	EndTakenOver  = "taken over"
+	// EndTenantDeleted: the gateway's tenant was deleted (DropTenant).
+	EndTenantDeleted = "tenant deleted"
 )
 
 // EndReason says why a session on the certificate certSerial of g may no
@@ -84,6 +86,8 @@ var endings = map[string]packets.Code{
 		Reason: EndSuperseded + ": newer certificates replaced this one; reconnect with the newest"},
 	EndTakenOver: {Code: packets.ErrSessionTakenOver.Code,
 		Reason: EndTakenOver + ": the gateway connected again with the same client id"},
+	EndTenantDeleted: {Code: packets.ErrAdministrativeAction.Code,
+		Reason: EndTenantDeleted + ": the gateway's tenant was deleted; its certificates are no longer accepted"},
 }
 
 // end ends s's connection because of reason (an End reason): the

@@ -270,6 +270,10 @@ type Node struct {
 	opKey    string
 	metrics  *prometheus.Registry
 
+	// deleteHook, set by tests, runs before each step of a tenant's
+	// deletion; its error fails the step (tenantdelete.go).
+	deleteHook func(step string) error
+
 	// ctx ends the node's background work (tenant repair) at Close.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -414,6 +418,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.reg.OnGatewayChange(n.closeSessions)
+	// A tenant deleted anywhere is dropped here too (tenantdelete.go).
+	n.reg.OnTenantDeleted(func(t registry.Tenant) { go n.dropTenantHere(t.ID) })
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}
@@ -433,7 +439,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CreateTenant: n.CreateTenant, ServerCA: n.serverCA, Connected: n.ing.Connected, MQTTPort: portOf(n.ing.Addr()),
 		Mesh: n.mesh, GatewayStates: n.gwState,
 		Ready: n.Ready, Gatherer: n.metrics, Registerer: n.metrics, Firmware: n.fw,
-		KMS: n.keys,
+		KMS:            n.keys,
+		TenantDeletion: n,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}
@@ -444,6 +451,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("dev bootstrap: %w", err)
 		}
 	}
+	n.resumeDeletions() // of tenants whose deletion was cut short
 	n.log.Info("iotransit started", "mqtt_addr", n.MQTTAddr(), "api_addr", n.APIAddr(), "admin_addr", n.AdminAddr(), "fsync", cfg.Fsync, "dev", cfg.Dev)
 	return n, nil
 }

@@ -1,0 +1,6 @@
+package node
+
+// SetTenantDeleteHook makes n call fn before each step of a tenant's
+// deletion ("shred", "streams", "buckets", "shared", "tombstone"); an
+// error from fn fails the deletion at that step.
+func SetTenantDeleteHook(n *Node, fn func(step string) error) { n.deleteHook = fn }
