@@ -509,6 +509,9 @@ func (n *Node) auditConnection(e ingest.Event) {
 	if tenant == "" {
 		tenant = systemKeys
 	}
+	if _, gone := n.reg.DeletedTenant(tenant); gone { // its log is being deleted
+		tenant = systemKeys
+	}
 	actor, target := "gateway:"+e.Serial, "gateway:"+e.Serial
 	if e.Serial == "" {
 		actor, target = "anonymous", "listener:mqtt"

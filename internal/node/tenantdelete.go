@@ -106,34 +106,32 @@ func (n *Node) finishDeletion(ctx context.Context, id string) (registry.Tenant, 
 }
 
 // dropTenantHere is what every node does when it sees a tenant marked for
-// deletion: its gateways' live sessions here end (their gateway state is
-// forgotten once they are gone), its integrations are no longer forwarded
-// from here, and this node's cached data keys of the tenant are evicted.
+// deletion: its gateways' live sessions here end, its integrations are no
+// longer forwarded from here, this node's cached data keys of the tenant
+// are evicted, and, once the sessions are gone, the state of its gateways
+// is dropped unwritten (a write would make its deleted bucket again).
 func (n *Node) dropTenantHere(id string) {
-	serials := n.ing.Sessions(id)
 	if k := n.ing.DropTenant(id); k > 0 {
 		n.log.Info("live sessions of a deleted tenant closed", "tenant_id", id, "sessions", k)
 	}
 	n.fwd.DropTenant(id)
 	n.keys.Evict(id)
-	if len(serials) == 0 {
-		return
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	defer cancel()
+	for len(n.ing.Sessions(id)) > 0 && retry.Sleep(ctx, 20*time.Millisecond) {
 	}
-	go func() { // the disconnects write the gateways' state: forget it after them
-		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-		defer cancel()
-		for len(n.ing.Sessions(id)) > 0 && retry.Sleep(ctx, 50*time.Millisecond) {
-		}
-		for _, s := range serials {
-			_ = n.gwState.Forget(ctx, id, s)
-		}
-	}()
+	n.gwState.DropTenant(id)
+	// Sign what this node appended to the tenant's log, so that it does
+	// not try again once the log is deleted.
+	if _, err := n.audit.Checkpoint(ctx, id); err != nil && !audit.ErrNotFound.Is(err) {
+		n.log.Warn("audit checkpoint of a deleted tenant", "tenant_id", id, "error", err)
+	}
 }
 
 // deleteTenantStreams deletes the tenant's streams, with their consumers:
 // messages, rejected, the integrations' dead letters, the audit index and,
-// last, the audit log (its pending checkpoint signed first, so that no
-// node keeps signing it).
+// last, the audit log (its pending checkpoint was signed when the tenant
+// was dropped here).
 func (n *Node) deleteTenantStreams(ctx context.Context, id string) error {
 	del := []string{names.MessageStream(id), names.RejectedStream(id), names.AuditIndexStream(id)}
 	prefix := names.DeadLetterStreamPrefix(id)
@@ -145,9 +143,6 @@ func (n *Node) deleteTenantStreams(ctx context.Context, id string) error {
 	}
 	if err := lister.Err(); err != nil {
 		return fmt.Errorf("list streams: %w", err)
-	}
-	if _, err := n.audit.Checkpoint(ctx, id); err != nil && !audit.ErrNotFound.Is(err) {
-		n.log.Warn("audit checkpoint of a deleted tenant", "tenant_id", id, "error", err)
 	}
 	del = append(del, names.AuditStream(id))
 	for _, name := range del {
