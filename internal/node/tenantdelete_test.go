@@ -450,3 +450,18 @@ func TestTenantDeleteReachesOtherNodes(t *testing.T) {
 		t.Error("node b still knows the tenant")
 	}
 }
+
+// TestTenantDeleteOfDevTenant: a dev node whose tenant dev was deleted
+// starts again (without it: its id stays reserved).
+func TestTenantDeleteOfDevTenant(t *testing.T) {
+	var dir string
+	n := nodetest.Start(t, func(c *node.Config) { dir = c.DataDir })
+	if _, err := nodetest.NewAPI(t, n).Client.DeleteTenant(context.Background(), node.DevTenant, node.DevTenant); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	n = nodetest.Start(t, func(c *node.Config) { c.DataDir = dir })
+	if _, ok := n.Registry().Tenant(node.DevTenant); ok {
+		t.Error("the deleted dev tenant is back")
+	}
+}
