@@ -465,3 +465,61 @@ func TestTenantDeleteOfDevTenant(t *testing.T) {
 		t.Error("the deleted dev tenant is back")
 	}
 }
+
+// TestTenantDeleteStopsForwarders: an integration of the tenant that keeps
+// retrying a failing endpoint stops with the deletion, and its lease is
+// gone.
+func TestTenantDeleteStopsForwarders(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) {
+		c.Forward.RetryBase, c.Forward.RetryMax = 10*time.Millisecond, 20*time.Millisecond
+	})
+	api := nodetest.NewAPI(t, n)
+	ctx := context.Background()
+	cert := nodetest.Gateway(t, n, "acme", "TSGW06ACM00000001")
+	rcv := tu.NewReceiver(t)
+	rcv.Handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+		w.WriteHeader(http.StatusInternalServerError)
+		return true
+	})
+	if _, err := api.Client.CreateIntegration(ctx, "acme", client.Integration{Name: "failing", Type: "webhook",
+		Webhook: &client.WebhookConfig{URL: rcv.URL, CAPEM: rcv.CAPEM}}); err != nil {
+		t.Fatal(err)
+	}
+	up, err := nodetest.Dial(t, n, cert, "TSGW06ACM00000001", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := up.Publish(ctx, []byte(tu.Thingsee("TSEN01ABC12345678", 1700000000, 20)), 1); err != nil || res.ReasonCode != 0 {
+		t.Fatalf("publish: %v 0x%02x", err, res.ReasonCode)
+	}
+	tu.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := len(rcv.Got()); got < 3 {
+			return fmt.Errorf("%d attempts so far", got)
+		}
+		return nil
+	})
+	if _, err := api.Client.DeleteTenant(ctx, "acme", "acme"); err != nil {
+		t.Fatal(err)
+	}
+	after := len(rcv.Got())
+	leases, err := n.JetStream().KeyValue(ctx, names.LeasesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Retries came every few milliseconds: a forwarder still running
+	// would have tried many times within this second.
+	deadline := time.Now().Add(time.Second * tu.Slowdown())
+	for time.Now().Before(deadline) {
+		if got := len(rcv.Got()); got > after+1 { // one attempt may have been in flight
+			t.Fatalf("%d delivery attempts after the deletion", got-after)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	keys, err := leases.ListKeysFiltered(ctx, "acme.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range keys.Keys() {
+		t.Errorf("lease %s left after the deletion", k)
+	}
+}
