@@ -3,7 +3,7 @@ package node
 import "github.com/iotransit/iotransit/internal/kms"
 
 // SetTenantDeleteHook makes n call fn before each step of a tenant's
-// deletion ("shred", "streams", "buckets", "shared", "tombstone"); an
+// deletion ("shred", "streams", "shared", "buckets", "tombstone"); an
 // error from fn fails the deletion at that step.
 func SetTenantDeleteHook(n *Node, fn func(step string) error) { n.deleteHook = fn }
 

@@ -25,9 +25,10 @@ import (
 //     evicts its cached data keys (dropTenantHere).
 //  2. Its key material is destroyed (kms Shred): from then on nothing
 //     sealed for it opens on any node, whatever copy of its data is left.
-//  3. Its streams (messages, rejected, audit index, dead letters, audit),
-//     consumers (they live on those streams), KV buckets and firmware object
-//     store are deleted, and its entries in the shared buckets purged.
+//  3. Its streams (messages, rejected, audit index, dead letters, audit)
+//     and consumers (they live on those streams) are deleted, its entries in
+//     the shared buckets purged, then its KV buckets and firmware object
+//     store deleted.
 //  4. The record becomes a tombstone (deleted, by whom, when): the id stays
 //     reserved.
 //
@@ -43,8 +44,8 @@ const deleteTimeout = 2 * time.Minute
 const (
 	stepShred   = "shred"
 	stepStreams = "streams"
-	stepBuckets = "buckets"
 	stepShared  = "shared"
+	stepBuckets = "buckets"
 	stepFinish  = "tombstone"
 )
 
@@ -79,8 +80,11 @@ func (n *Node) finishDeletion(ctx context.Context, id string) (registry.Tenant, 
 	}{
 		{stepShred, n.keys.Shred},
 		{stepStreams, n.deleteTenantStreams},
-		{stepBuckets, n.deleteTenantBuckets},
+		// The shared entries before the buckets: an index entry left to a
+		// deleted bucket would lead a reader (credential.Store) to make the
+		// bucket again.
 		{stepShared, n.purgeTenantShared},
+		{stepBuckets, n.deleteTenantBuckets},
 	}
 	for _, s := range steps {
 		if n.deleteHook != nil {

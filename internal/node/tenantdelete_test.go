@@ -338,7 +338,7 @@ func TestTenantDeleteRefusals(t *testing.T) {
 // refused the tenant everywhere; sending it again finishes it, and a node
 // started on the data of one cut short finishes it on its own.
 func TestTenantDeleteResumes(t *testing.T) {
-	for _, step := range []string{"shred", "streams", "buckets", "shared", "tombstone"} {
+	for _, step := range []string{"shred", "streams", "shared", "buckets", "tombstone"} {
 		t.Run(step, func(t *testing.T) {
 			var dir string
 			n := nodetest.Start(t, func(c *node.Config) { dir = c.DataDir })
@@ -414,6 +414,17 @@ func TestTenantDeleteReachesOtherNodes(t *testing.T) {
 		}
 		return nil
 	})
+	// An OAuth2 token made through a, used on b only after the deletion
+	// (b never read the tenant's credentials).
+	apiA := nodetest.NewAPI(t, a)
+	oc, err := apiA.Client.CreateOAuth2Client(ctx, "acme", client.CreateOAuth2ClientRequest{Name: "reader", Scopes: []string{"gateways:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := apiA.Client.Token(ctx, oc.ID, oc.ClientSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ended := mqtt5Session(t, b, cert, serial)
 	type end struct {
 		d  *paho.Disconnect
@@ -448,6 +459,14 @@ func TestTenantDeleteReachesOtherNodes(t *testing.T) {
 	}
 	if _, ok := b.Registry().Tenant("acme"); ok {
 		t.Error("node b still knows the tenant")
+	}
+	_, err = nodetest.NewAPI(t, b).Client.WithCredential(tok.AccessToken).GetTenant(ctx, "acme")
+	var p *client.Problem
+	if !errors.As(err, &p) || p.Status != http.StatusUnauthorized {
+		t.Errorf("the deleted tenant's token on node b: %v, want 401", err)
+	}
+	if _, err := b.JetStream().KeyValue(ctx, names.CredentialsBucket("acme")); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Errorf("credentials bucket after the token's use: %v, want not found", err)
 	}
 }
 
