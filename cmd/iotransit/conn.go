@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -64,6 +65,9 @@ type connFlags struct {
 	profile string
 	output  string
 	timeout time.Duration
+	// opCert and opCertKey are an operator's client certificate, the
+	// second factor of an operator key (serve --admin-client-ca).
+	opCert, opCertKey string
 	// fromProfile is the credential of the profile, when neither --key nor
 	// --key-file is set.
 	fromProfile string
@@ -85,6 +89,10 @@ func addConnFlags(fs *flag.FlagSet, withTenant, withKey bool) *connFlags {
 	fs.StringVar(&c.profile, "profile", "", "the login profile `NAME` to use (default: the current one; see iotransit login list)")
 	fs.StringVar(&c.output, "o", cli.FormatTable, cli.OutputUsage)
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "deadline of each request")
+	if withKey {
+		fs.StringVar(&c.opCert, "operator-cert", "", "PEM `FILE` of the operator's client certificate, when the admin listener asks for one (serve --admin-client-ca)")
+		fs.StringVar(&c.opCertKey, "operator-cert-key", "", "PEM `FILE` of that certificate's private key")
+	}
 	return c
 }
 
@@ -239,6 +247,16 @@ func (c *connFlags) client(credential string) (*client.Client, error) {
 	}
 	if c.timeout <= 0 {
 		return nil, errors.New("--timeout must be positive")
+	}
+	if (c.opCert == "") != (c.opCertKey == "") {
+		return nil, usageError("--operator-cert and --operator-cert-key go together")
+	}
+	if c.opCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.opCert, c.opCertKey)
+		if err != nil {
+			return nil, fmt.Errorf("--operator-cert %s, --operator-cert-key %s: %w", c.opCert, c.opCertKey, err)
+		}
+		cfg.Certificate = &cert
 	}
 	return client.New(cfg)
 }

@@ -29,6 +29,7 @@ func newServeFlags(fs *flag.FlagSet) *serveFlags {
 	fs.StringVar(&c.APIAddr, "api-addr", c.APIAddr, "HTTPS API listener")
 	// Operators (issue 12): the admin listener and the bootstrap key's recovery.
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "`HOST:PORT` of a separate HTTPS listener (same certificate) for the operator routes: /metrics, /v1/tenants create and list, /v1/factory, /v1/operators; they then answer 404 on --api-addr (default: none, all on --api-addr)")
+	fs.StringVar(&c.AdminClientCAFile, "admin-client-ca", c.AdminClientCAFile, "PEM `FILE` of the CA(s) issuing operators' client certificates: the admin listener then requires one, operator keys work only there, and a named operator's only with a certificate whose common name is its name (needs --admin-addr)")
 	fs.BoolVar(&c.ResetBootstrapOperator, "reset-bootstrap-operator", c.ResetBootstrapOperator, "make the data directory's "+node.OperatorKeyFile+" work again after it was retired (recovery when no operator:admin is left; audited)")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "development mode: create tenant "+node.DevTenant+", gateway "+node.DevGateway+" and its certificate files, certificates for localhost")
 	fs.Var(listFlag{list: &c.ServerNames}, "server-name", "comma-separated DNS names and IPs of the server certificate (dev: localhost,127.0.0.1)")

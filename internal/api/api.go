@@ -46,6 +46,13 @@ type Config struct {
 	// them 404, as unknown routes, and the admin listener serves no
 	// tenant, gateway or enrollment route. Health and whoami are on both.
 	AdminAddr string
+	// AdminClientCAs, when set (with AdminAddr), is the operators' second
+	// factor: the admin listener then completes a TLS handshake only with
+	// a client certificate these CAs issued, and serves the tenant routes
+	// too (for operators); an operator key works only there, a named
+	// operator's only with a certificate whose common name is its name
+	// (operatorCertificate). Nil: operator keys are bearer secrets alone.
+	AdminClientCAs *x509.CertPool
 	// OperatorKey is the operator credential (from the data directory).
 	OperatorKey string
 	// Limits are the rate limits; zero values take the defaults.
@@ -223,10 +230,19 @@ func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, 
 	}
 	s.routes = s.routeTable()
 	s.reads = newReadAudit(s)
+	if cfg.AdminClientCAs != nil && cfg.AdminAddr == "" {
+		return nil, errors.New("api: operator client certificates need the admin listener")
+	}
 	var adminHandler http.Handler
-	if cfg.AdminAddr == "" {
+	switch {
+	case cfg.AdminAddr == "":
 		s.handler = s.buildHandler(func(Route) bool { return true })
-	} else {
+	case cfg.AdminClientCAs != nil:
+		// Operators lose the public listener, so the admin one serves them
+		// the tenant routes too.
+		s.handler = s.buildHandler(onPublic)
+		adminHandler = s.buildHandler(func(rt Route) bool { return onAdmin(rt) || rt.Access == Tenant })
+	default:
 		s.handler = s.buildHandler(onPublic)
 		adminHandler = s.buildHandler(onAdmin)
 	}
@@ -238,7 +254,11 @@ func New(cfg Config, tlsCfg *tls.Config, deps Deps, log *slog.Logger) (*Server, 
 		return nil, err
 	}
 	if cfg.AdminAddr != "" {
-		if s.adminLn, s.admin, err = s.listen(cfg.AdminAddr, tlsCfg.Clone(), adminHandler); err != nil {
+		atc := tlsCfg.Clone()
+		if cfg.AdminClientCAs != nil {
+			atc.ClientAuth, atc.ClientCAs = tls.RequireAndVerifyClientCert, cfg.AdminClientCAs
+		}
+		if s.adminLn, s.admin, err = s.listen(cfg.AdminAddr, atc, adminHandler); err != nil {
 			_ = s.ln.Close()
 			s.reads.close()
 			return nil, fmt.Errorf("admin listener: %w", err)

@@ -32,9 +32,12 @@ import (
 // operator changes naming an unknown tenant. If that append fails, the
 // handler does not run and the client gets 503 problem+json with code
 // audit.unavailable, its request id, and Retry-After: nothing changed.
-// A certificate renewal (POST /v1/reenroll, Gateway access) is written
-// ahead the same way by its handler, to the log of the tenant its
-// certificate names (writeAheadTo).
+// A certificate renewal (POST /v1/reenroll, Gateway access) and a
+// gateway's firmware report are written ahead the same way by their
+// handlers, to the log of the tenant the certificate names (writeAheadTo).
+// An OAuth2 access token is handed out only once its entry
+// (credential.oauth2.token, naming the client, its scopes and the token's
+// id) is written: it is one entry, since nothing happened before it.
 //
 // The handler then writes the outcome as before (record: its own action
 // such as credential.apikey.create, outcome "ok" or the error code), with
@@ -108,14 +111,24 @@ func (s *Server) writeAheadTo(w http.ResponseWriter, r *http.Request, p *Princip
 	tr := &changeTrail{tenant: tenant, target: target}
 	ev := audit.Event{Actor: p.Actor(), Action: actionChange, Target: tr.target, Source: r.RemoteAddr, Outcome: "started",
 		Detail: map[string]string{"requestId": requestID(r), "path": r.URL.Path}}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeAheadTimeout)
-	defer cancel()
-	if _, err := s.deps.Audit.Append(ctx, tr.tenant, ev); err != nil {
-		s.counters.auditFailed.WithLabelValues("write_ahead").Inc()
-		retryAfter(w, 5*time.Second)
-		return r, audit.ErrUnavailable.Wrap(err).WithDetail("the change was not made: its audit entry could not be written; retry later")
+	if err := s.appendOrRefuse(w, r, tenant, ev, "the change was not made"); err != nil {
+		return r, err
 	}
 	return r.WithContext(context.WithValue(r.Context(), changeTrailKey{}, tr)), nil
+}
+
+// appendOrRefuse appends ev to tenant's log before what it records takes
+// effect, and returns audit.unavailable (503, Retry-After) when it cannot:
+// notDone says what did not happen then.
+func (s *Server) appendOrRefuse(w http.ResponseWriter, r *http.Request, tenant string, ev audit.Event, notDone string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeAheadTimeout)
+	defer cancel()
+	if _, err := s.deps.Audit.Append(ctx, tenant, ev); err != nil {
+		s.counters.auditFailed.WithLabelValues("write_ahead").Inc()
+		retryAfter(w, 5*time.Second)
+		return audit.ErrUnavailable.Wrap(err).WithDetail("%s: its audit entry could not be written; retry later", notDone)
+	}
+	return nil
 }
 
 // closeChange writes the outcome of a change whose handler recorded none.

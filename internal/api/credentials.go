@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/fault"
 )
@@ -212,6 +213,17 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, _ *Principal) err
 	tok, err := s.deps.Tokens.Issue(c)
 	if err != nil {
 		return err
+	}
+	if s.deps.Audit != nil {
+		detail := map[string]string{"requestId": requestID(r), "scope": strings.Join(c.Scopes, " ")}
+		if claims, err := s.deps.Tokens.Verify(tok); err == nil {
+			detail["tokenId"] = claims.ID
+		}
+		ev := audit.Event{Actor: (&Principal{Kind: "oauth2", ID: c.ID}).Actor(), Action: "credential.oauth2.token",
+			Target: "oauth2:" + c.ID, Source: r.RemoteAddr, Outcome: "ok", Detail: detail}
+		if err := s.appendOrRefuse(w, r, c.Tenant, ev, "no token was issued"); err != nil {
+			return err
+		}
 	}
 	// A token ends when its client does, if that is sooner.
 	life := s.deps.Tokens.TTL()

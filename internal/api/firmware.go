@@ -276,6 +276,10 @@ func (s *Server) reportFirmware(w http.ResponseWriter, r *http.Request, p *Princ
 		return err
 	}
 	tenant, serial := p.Identity.Tenant, p.Identity.Serial
+	// A report changes the rollout: written ahead like every change.
+	if r, err = s.writeAheadTo(w, r, p, tenant, "firmware-rollout:"+req.RolloutID); err != nil {
+		return err
+	}
 	_, err = fw.Report(r.Context(), tenant, serial, req)
 	detail := map[string]string{"state": req.State, "gateway": serial}
 	if req.Reason != "" {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"net/http"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/iotransit/iotransit/client"
 	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/credential"
+	"github.com/iotransit/iotransit/internal/fault"
 )
 
 // Operator roles, decided over the route table (docs/ARCHITECTURE.md,
@@ -222,5 +224,31 @@ func (s *Server) retireBootstrap(w http.ResponseWriter, r *http.Request, p *Prin
 		return err
 	}
 	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+// Faults of the operators' second factor (Config.AdminClientCAs).
+var (
+	ErrOperatorCertRequired = fault.Define("api.operator_certificate_required", fault.Unauthenticated,
+		"an operator key works only on the admin listener, with a client certificate of the operators' CA")
+	ErrOperatorCertMismatch = fault.Define("api.operator_certificate_mismatch", fault.Unauthenticated,
+		"the client certificate was not issued to the operator whose key was sent")
+)
+
+// operatorCertificate is the operators' second factor: with
+// Config.AdminClientCAs, an operator principal must come with a client
+// certificate those CAs verified (only the admin listener verifies one),
+// and a named operator's certificate must name it (common name = the
+// operator's name). The bootstrap key takes any certificate of the CAs.
+func (s *Server) operatorCertificate(r *http.Request, p *Principal) error {
+	if s.cfg.AdminClientCAs == nil || p == nil || p.Kind != "operator" {
+		return nil
+	}
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return ErrOperatorCertRequired.New()
+	}
+	if cn := r.TLS.VerifiedChains[0][0].Subject.CommonName; p.Name != "" && subtle.ConstantTimeCompare([]byte(cn), []byte(p.Name)) != 1 {
+		return ErrOperatorCertMismatch.New()
+	}
 	return nil
 }

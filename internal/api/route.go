@@ -168,7 +168,10 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 	got := sha256.Sum256([]byte(tok))
 	if subtle.ConstantTimeCompare(got[:], s.opKey[:]) == 1 {
 		if s.deps.Operators != nil && s.deps.Operators.BootstrapRetired() {
-			return nil, audit.SystemTenant, ErrUnauthenticated.WithDetail("the bootstrap operator key is retired")
+			// Audited under the key tried (the bootstrap operator); the
+			// principal holds no scope and is never authorised.
+			return &Principal{Kind: "operator", Scopes: []string{}}, audit.SystemTenant,
+				ErrUnauthenticated.WithDetail("the bootstrap operator key is retired")
 		}
 		return &Principal{Kind: "operator"}, "", nil
 	}

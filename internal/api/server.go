@@ -10,6 +10,7 @@ import (
 
 	"github.com/iotransit/iotransit/apispec"
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/audit"
 	"github.com/iotransit/iotransit/internal/credential"
 	"github.com/iotransit/iotransit/internal/fault"
 )
@@ -203,6 +204,11 @@ func (s *Server) serveRoute(rt Route, w http.ResponseWriter, r *http.Request) {
 			p, tenant, err = s.authenticateGateway(r)
 		} else {
 			p, tenant, err = s.authenticate(r)
+			if err == nil {
+				if err = s.operatorCertificate(r, p); err != nil {
+					tenant = audit.SystemTenant
+				}
+			}
 		}
 		if err != nil {
 			if k := fault.From(err).Kind(); k == fault.Unauthenticated {

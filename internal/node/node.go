@@ -11,6 +11,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +65,10 @@ type Config struct {
 	// AdminAddr, when set, serves the operator routes (and /metrics) on
 	// their own HTTPS listener, and no longer on APIAddr (api.Config).
 	AdminAddr string
+	// AdminClientCAFile, when set (with AdminAddr), is a PEM file of the
+	// CAs that issue operators' client certificates: the second factor of
+	// an operator key (api.Config.AdminClientCAs).
+	AdminClientCAFile string
 	// ResetBootstrapOperator makes the data directory's operator key work
 	// again after it was retired (recovery; audited in _system).
 	ResetBootstrapOperator bool
@@ -174,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if _, port, _ := net.SplitHostPort(c.AdminAddr); port != "0" && c.AdminAddr != "" && (c.AdminAddr == c.APIAddr || c.AdminAddr == c.MQTTAddr) {
 		errs = append(errs, fmt.Errorf("--admin-addr %q: must differ from --api-addr and --mqtt-addr", c.AdminAddr))
+	}
+	if c.AdminClientCAFile != "" && c.AdminAddr == "" {
+		errs = append(errs, errors.New("--admin-client-ca needs --admin-addr: operators' certificates are checked on the admin listener"))
 	}
 	if c.TLSCertFile != "" && c.TLSKeyFile != "" {
 		if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
@@ -430,7 +438,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, AdminAddr: cfg.AdminAddr, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
+	adminCAs, err := loadCertPool(cfg.AdminClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--admin-client-ca: %w", err)
+	}
+	if n.api, err = api.New(api.Config{Addr: cfg.APIAddr, AdminAddr: cfg.AdminAddr, AdminClientCAs: adminCAs, OperatorKey: n.opKey, Limits: cfg.APILimits, CertValidity: cfg.CertValidity, StreamRecheck: cfg.StreamRecheck,
 		MaxStreamsPerCredential: cfg.MaxStreamsPerCredential, MaxStreamsPerTenant: cfg.MaxStreamsPerTenant,
 		PolicyDefaults: n.policyDefaults(cfg)}, pki.ServerTLSConfig(certs), api.Deps{
 		Registry: n.reg, Credentials: creds, Operators: operators, Messages: n.st, Audit: n.audit,
@@ -647,3 +659,19 @@ func (n *Node) Forward() *forward.Registry { return n.fwdReg }
 // JetStream returns the node's JetStream context, for tests and operations
 // that read streams directly.
 func (n *Node) JetStream() jetstream.JetStream { return n.bb.JS }
+
+// loadCertPool reads a PEM file of CA certificates; "" is none (nil).
+func loadCertPool(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificate in the file", file)
+	}
+	return pool, nil
+}
