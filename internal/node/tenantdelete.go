@@ -242,8 +242,8 @@ func (n *Node) purgeShared(ctx context.Context, bucket, filter string, match fun
 
 // resumeDeletions finishes, in the background, the deletions of tenants
 // still marked deleting when the node started (the node that ran them
-// stopped midway), each audited in _system; it retries until it works or
-// the node stops.
+// stopped midway), each audited in _system (its end, and its first
+// failure); it retries until it works or the node stops.
 func (n *Node) resumeDeletions() {
 	for _, t := range n.reg.DeletedTenants() {
 		if t.State != registry.TenantDeleting {
@@ -251,11 +251,15 @@ func (n *Node) resumeDeletions() {
 		}
 		id := t.ID
 		go func() {
+			failed := false // a failure is audited once, not at every retry
 			_ = retry.Until(n.ctx, retry.Backoff{Base: time.Second, Max: time.Minute}, func(ctx context.Context) error {
 				_, err := n.finishDeletion(ctx, id)
 				outcome := "ok"
 				if err != nil {
-					outcome = fault.From(err).Code()
+					if failed {
+						return err
+					}
+					failed, outcome = true, fault.From(err).Code()
 				}
 				ev := audit.Event{Actor: "node", Action: actionTenantDelete, Target: "tenant:" + id, Outcome: outcome,
 					Detail: map[string]string{"resumed": "start-up sweep"}}
