@@ -57,10 +57,10 @@ func sealedMessages(t *testing.T, n *node.Node, tenant string) []sealedMessage {
 }
 
 // copyStreamFiles copies the files of the JetStream store under dir whose
-// path names stream to a new directory and returns their contents joined.
-func copyStreamFiles(t *testing.T, dir, stream string) []byte {
+// path names stream to the directory aside and returns their contents
+// joined.
+func copyStreamFiles(t *testing.T, dir, stream, aside string) []byte {
 	t.Helper()
-	aside := t.TempDir()
 	var all []byte
 	copied := 0
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -143,11 +143,18 @@ func TestTenantDeleteShredsDataAndEndsAccess(t *testing.T) {
 	if len(sealed) != 5 {
 		t.Fatalf("stored %d messages, want 5", len(sealed))
 	}
-	copies := copyStreamFiles(t, filepath.Join(dataDir, "jetstream"), names.MessageStream(doomed))
-	for i, m := range sealed {
-		if !bytes.Contains(copies, m.data) {
-			t.Fatalf("sealed message %d is not in the copied stream files", i)
+	// JetStream writes a stored message to its block file within moments.
+	aside := t.TempDir()
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		copies := copyStreamFiles(t, filepath.Join(dataDir, "jetstream"), names.MessageStream(doomed), aside)
+		for i, m := range sealed {
+			if !bytes.Contains(copies, m.data) {
+				return fmt.Errorf("sealed message %d is not in the copied stream files", i)
+			}
 		}
+		return nil
+	})
+	for i, m := range sealed {
 		if _, err := keys.Open(ctx, doomed, m.data, m.aad); err != nil {
 			t.Fatalf("message %d does not open before the deletion: %v", i, err)
 		}
