@@ -252,6 +252,23 @@ func (e *env) tenants(t *testing.T) {
 	wantProblem(t, err, 400, "registry.tenant_invalid")
 	_, err = e.op.CreateTenant(ctx(t), tenant)
 	wantProblem(t, err, 409, "registry.tenant_exists")
+
+	// Deletion: confirmed, tombstoned, the id reserved.
+	must[*client.Tenant](t)(e.op.CreateTenant(ctx(t), "gone"))
+	_, err = e.op.DeleteTenant(ctx(t), "gone", tenant)
+	wantProblem(t, err, 400, "api.tenant_delete_unconfirmed")
+	tomb := must[*client.Tenant](t)(e.op.DeleteTenant(ctx(t), "gone", "gone"))
+	e.sameAsSent(t, tomb)
+	if tomb.ID != "gone" || tomb.State != client.TenantDeleted || tomb.DeletedBy != "operator" || tomb.DeletedAt == nil {
+		t.Errorf("tombstone %+v", tomb)
+	}
+	deleted := must[[]client.Tenant](t)(e.op.ListDeletedTenants(ctx(t)))
+	e.sameAsSent(t, client.List[client.Tenant]{Items: deleted})
+	if len(deleted) != 1 || deleted[0].ID != "gone" {
+		t.Errorf("deleted tenants %+v", deleted)
+	}
+	_, err = e.op.CreateTenant(ctx(t), "gone")
+	wantProblem(t, err, 409, "registry.tenant_deleted")
 }
 
 func (e *env) gateways(t *testing.T) {

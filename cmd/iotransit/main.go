@@ -31,7 +31,7 @@ Usage:
   iotransit --version       the version of this binary
 
 Administration, through the HTTPS API (local or remote):
-  iotransit tenant  create|list|get                 tenants (operator key)
+  iotransit tenant  create|list|get|delete          tenants (operator key)
   iotransit gateway register|claim|list|get|label|watch|isolate|activate|revoke|delete|run
   iotransit factory provision --count N --model M --out DIR   gateways with claim codes (operator);
                     a tenant claims one: iotransit gateway claim --serial S --code-file F

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"io"
 	"strconv"
 
@@ -11,7 +12,7 @@ import (
 // tenantGroup is "iotransit tenant".
 var tenantGroup = &group{
 	name:    "tenant",
-	summary: "create and list tenants (operator key), show one",
+	summary: "create, list and delete tenants (operator key), show one",
 	cmds: []command{
 		{name: "create", args: []string{"id"}, summary: "create a tenant with its CA, streams and audit log",
 			run: func(ctx context.Context, e *env, args []string) error {
@@ -21,13 +22,23 @@ var tenantGroup = &group{
 				}
 				return e.show(t, tenantTable(*t))
 			}},
-		{name: "list", summary: "list the tenants",
-			run: func(ctx context.Context, e *env, _ []string) error {
-				ts, err := e.api.ListTenants(ctx)
-				if err != nil {
-					return err
+		{name: "list", synopsis: "[--deleted]", summary: "list the tenants (--deleted: the deleted ones)",
+			flags: func(fs *flag.FlagSet) action {
+				deleted := fs.Bool("deleted", false, "list the deleted tenants (and those being deleted) instead")
+				return func(ctx context.Context, e *env, _ []string) error {
+					if *deleted {
+						ts, err := e.api.ListDeletedTenants(ctx)
+						if err != nil {
+							return err
+						}
+						return e.show(client.List[client.Tenant]{Items: ts}, deletedTenantTable(ts...))
+					}
+					ts, err := e.api.ListTenants(ctx)
+					if err != nil {
+						return err
+					}
+					return e.show(client.List[client.Tenant]{Items: ts}, tenantTable(ts...))
 				}
-				return e.show(client.List[client.Tenant]{Items: ts}, tenantTable(ts...))
 			}},
 		{name: "get", args: []string{"id"}, summary: "show a tenant",
 			run: func(ctx context.Context, e *env, args []string) error {
@@ -37,6 +48,21 @@ var tenantGroup = &group{
 				}
 				return e.show(t, tenantTable(*t))
 			}},
+		{name: "delete", synopsis: "--tenant T --confirm T", tenant: true,
+			summary: "delete a tenant for good (operator:admin): its keys are destroyed, then its data; run again to finish one cut short",
+			flags: func(fs *flag.FlagSet) action {
+				confirm := fs.String("confirm", "", "the tenant's id again (required): nothing is deleted without it")
+				return func(ctx context.Context, e *env, _ []string) error {
+					if *confirm == "" {
+						return usageError("tenant delete needs --confirm with the tenant's id")
+					}
+					t, err := e.api.DeleteTenant(ctx, e.tenant, *confirm)
+					if err != nil {
+						return err
+					}
+					return e.show(t, deletedTenantTable(*t))
+				}
+			}},
 	},
 }
 
@@ -44,5 +70,13 @@ var tenantGroup = &group{
 func tenantTable(ts ...client.Tenant) func(w io.Writer) error {
 	return rows([]string{"ID", "CREATED", "REJECT-UNKNOWN-IDS"}, ts, func(t client.Tenant) []string {
 		return []string{t.ID, fmtTime(&t.CreatedAt), strconv.FormatBool(t.RejectUnknownIDs)}
+	})
+}
+
+// deletedTenantTable writes deleted tenants (or tenants being deleted),
+// one a row.
+func deletedTenantTable(ts ...client.Tenant) func(w io.Writer) error {
+	return rows([]string{"ID", "STATE", "DELETED-BY", "DELETED-AT"}, ts, func(t client.Tenant) []string {
+		return []string{t.ID, t.State, t.DeletedBy, fmtTime(t.DeletedAt)}
 	})
 }

@@ -206,6 +206,8 @@ type Deps struct {
 	// StoredBytes reads a tenant's stored-bytes quota and its use, shown
 	// with its policy (nil: not shown).
 	StoredBytes func(ctx context.Context, tenant string) (client.StoredBytesUsage, error)
+	// TenantDeletion deletes tenants (nil: DELETE /v1/tenants/{t} answers 404).
+	TenantDeletion TenantDeletion
 }
 
 // Server is the running API.

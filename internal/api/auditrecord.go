@@ -91,7 +91,11 @@ func (s *Server) writeAhead(rt Route, w http.ResponseWriter, r *http.Request, p 
 	if s.deps.Audit == nil || !isChange(rt) {
 		return r, nil
 	}
-	return s.writeAheadTo(w, r, p, s.changeLog(r), "route:"+rt.Method+" "+rt.Pattern)
+	log := s.changeLog(r)
+	if changeInSystemLog(rt) {
+		log = audit.SystemTenant
+	}
+	return s.writeAheadTo(w, r, p, log, "route:"+rt.Method+" "+rt.Pattern)
 }
 
 // writeAheadTo appends the write-ahead entry of a change to tenant's log

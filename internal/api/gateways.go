@@ -71,6 +71,10 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, p *Princip
 }
 
 func (s *Server) listTenants(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	if r.URL.Query().Get("state") == registry.TenantDeleted {
+		s.listDeletedTenants(w)
+		return nil
+	}
 	writeList(w, s.deps.Registry.Tenants(), viewTenant)
 	return nil
 }

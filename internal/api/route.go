@@ -209,6 +209,11 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 		if err != nil {
 			return nil, "", ErrUnauthenticated.Wrap(err)
 		}
+		// A deleted tenant's tokens stop at once (and its deleted
+		// buckets are not read, which would make them again).
+		if _, ok := s.deps.Registry.Tenant(c.Tenant); !ok {
+			return nil, "", ErrUnauthenticated.WithDetail("the token's tenant does not exist")
+		}
 		// A revoked client's tokens stop working at once.
 		cl, err := s.deps.Credentials.ActiveClient(ctx, c.Tenant, c.Subject)
 		if err != nil {

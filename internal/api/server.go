@@ -49,6 +49,8 @@ func (s *Server) routeTable() []Route {
 		{Method: "POST", Pattern: "/v1/tenants", Access: Operator, handle: s.createTenant},
 		{Method: "GET", Pattern: "/v1/tenants", Access: Operator, handle: s.listTenants},
 		t("GET", "/v1/tenants/{tenant}", credential.ScopeGatewaysRead, s.getTenant),
+		// Tenant deletion (operator:admin, audited in _system: tenants_delete.go).
+		{Method: "DELETE", Pattern: routeDeleteTenant, Access: Operator, handle: s.deleteTenant},
 
 		// The tenant's security policy: read by the tenant (with the scope
 		// that reads its tenant record), set by the operator only.

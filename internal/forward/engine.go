@@ -42,8 +42,10 @@ type Engine struct {
 	// (retention.go).
 	dlqRetention atomic.Pointer[func(tenant string) time.Duration]
 
-	mu      sync.Mutex
-	tenants map[string]bool
+	mu sync.Mutex
+	// tenants holds the stop of each followed tenant's watch; a dropped
+	// tenant (DropTenant) stays with a nil stop, so it is not added again.
+	tenants map[string]context.CancelFunc
 	workers map[string]*worker // tenant/id
 	leases  jetstream.KeyValue
 }
@@ -60,7 +62,7 @@ func New(cfg Config, deps Deps) *Engine {
 	return &Engine{
 		records: newRecords(deps), cfg: cfg, js: deps.JetStream, streams: deps.Streams, msgs: deps.Messages, factories: deps.Factories,
 		log: deps.Logger.With("component", "forward"), m: newMetrics(deps.Metrics), ctx: ctx, cancel: cancel,
-		tenants: map[string]bool{}, workers: map[string]*worker{},
+		tenants: map[string]context.CancelFunc{}, workers: map[string]*worker{},
 	}
 }
 
@@ -73,28 +75,30 @@ func (e *Engine) Close() {
 // AddTenant starts following a tenant's integrations. Idempotent.
 func (e *Engine) AddTenant(tenant string) {
 	e.mu.Lock()
-	if e.tenants[tenant] {
+	if _, ok := e.tenants[tenant]; ok {
 		e.mu.Unlock()
 		return
 	}
-	e.tenants[tenant] = true
+	ctx, stop := context.WithCancel(e.ctx)
+	e.tenants[tenant] = stop
 	e.mu.Unlock()
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		retry.Forever(e.ctx, restarts, func(context.Context) error { return e.watch(tenant) }, func(err error, _ time.Duration) {
+		retry.Forever(ctx, restarts, func(context.Context) error { return e.watch(ctx, tenant) }, func(err error, _ time.Duration) {
 			e.log.Warn("integration watch ended; restarting", "tenant_id", tenant, "error", err)
 		})
 	}()
 }
 
-// watch follows a tenant's integration bucket and reconciles workers.
-func (e *Engine) watch(tenant string) error {
-	kv, err := e.bucket(e.ctx, tenant)
+// watch follows a tenant's integration bucket and reconciles workers until
+// ctx ends.
+func (e *Engine) watch(ctx context.Context, tenant string) error {
+	kv, err := e.bucket(ctx, tenant)
 	if err != nil {
 		return err
 	}
-	w, err := kv.WatchAll(e.ctx)
+	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
 	}
@@ -103,7 +107,7 @@ func (e *Engine) watch(tenant string) error {
 	initial := true
 	for {
 		select {
-		case <-e.ctx.Done():
+		case <-ctx.Done():
 			return nil
 		case ent, ok := <-w.Updates():
 			if !ok {
@@ -156,6 +160,11 @@ func (e *Engine) reconcile(r record, rev uint64) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	w := &worker{e: e, tenant: r.Tenant, id: r.ID, rev: rev, cancel: cancel, done: make(chan struct{}), poke: make(chan struct{}, 1)}
 	e.mu.Lock()
+	if stop, ok := e.tenants[r.Tenant]; ok && stop == nil { // dropped meanwhile
+		e.mu.Unlock()
+		cancel()
+		return
+	}
 	e.workers[key] = w
 	e.mu.Unlock()
 	e.wg.Add(1)

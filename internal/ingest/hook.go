@@ -54,6 +54,8 @@ const (
 	// EndCARetired: the CA version that issued the session's certificate
 	// is no longer trusted (its overlap after a CA rotation ended).
 	EndCARetired = "ca_retired"
+	// EndTenantDeleted: the gateway's tenant was deleted (DropTenant).
+	EndTenantDeleted = "tenant deleted"
 )
 
 // EndReason says why a session on the certificate certSerial of g may no
@@ -89,6 +91,8 @@ var endings = map[string]packets.Code{
 		Reason: EndCARetired + ": the CA that issued this certificate is retired; enroll again for a certificate of the tenant's current CA"},
 	EndTakenOver: {Code: packets.ErrSessionTakenOver.Code,
 		Reason: EndTakenOver + ": the gateway connected again with the same client id"},
+	EndTenantDeleted: {Code: packets.ErrAdministrativeAction.Code,
+		Reason: EndTenantDeleted + ": the gateway's tenant was deleted; its certificates are no longer accepted"},
 }
 
 // end ends s's connection because of reason (an End reason): the

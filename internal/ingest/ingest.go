@@ -373,6 +373,20 @@ func (s *Server) KickStale(tenant, serial string, stale func(certSerial string) 
 	return s.hook.kick(tenant, serial, stale)
 }
 
+// DropTenant closes every live session of the tenant's gateways on this
+// node (EndTenantDeleted) and returns how many it closed. It is called when
+// the tenant is deleted, after the registry forgot the tenant, so that the
+// gateways' reconnects are refused at the handshake.
+func (s *Server) DropTenant(tenant string) int {
+	n := 0
+	for _, serial := range s.hook.sessions(tenant) {
+		if s.hook.kick(tenant, serial, func(string) string { return EndTenantDeleted }) {
+			n++
+		}
+	}
+	return n
+}
+
 // Connected reports whether the gateway has a live session here.
 func (s *Server) Connected(tenant, serial string) bool {
 	_, ok := s.hook.session(tenant, serial)

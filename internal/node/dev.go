@@ -36,6 +36,10 @@ func (n *Node) DevGatewayDir() string {
 // devBootstrap creates (or reuses) tenant dev, gateway DevGateway, its key,
 // CSR and certificate, and writes ca.pem, cert.pem and key.pem (0600).
 func (n *Node) devBootstrap(ctx context.Context) error {
+	if _, gone := n.reg.DeletedTenant(DevTenant); gone { // its id stays reserved
+		n.log.Warn("tenant dev was deleted: dev mode starts without it and its gateway")
+		return nil
+	}
 	record := func(tenant, action, target string) error {
 		_, err := n.audit.Append(ctx, tenant, audit.Event{Actor: "system", Action: action, Target: target, Outcome: "ok", Detail: map[string]string{"by": "dev bootstrap"}})
 		return err

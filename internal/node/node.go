@@ -288,6 +288,10 @@ type Node struct {
 	// platformKeys are the rotatable token and audit signing keys.
 	platformKeys *platformKeys
 
+	// deleteHook, set by tests, runs before each step of a tenant's
+	// deletion; its error fails the step (tenantdelete.go).
+	deleteHook func(step string) error
+
 	// ctx ends the node's background work (tenant repair) at Close.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -441,6 +445,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.reg.OnGatewayChange(n.closeSessions)
 	go n.endRetiredCASessions(n.ctx) // caretire.go
+	// A tenant deleted anywhere is dropped here too (tenantdelete.go).
+	n.reg.OnTenantDeleted(func(t registry.Tenant) { go n.dropTenantHere(t.ID) })
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}
@@ -470,6 +476,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		// Erasure of a sensor's data (issue 12).
 		Erasure:     n.st,
 		StoredBytes: n.storedBytes, // policy.go
+		TenantDeletion: n,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
 	}
@@ -480,6 +487,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("dev bootstrap: %w", err)
 		}
 	}
+	n.resumeDeletions() // of tenants whose deletion was cut short
 	n.log.Info("iotransit started", "mqtt_addr", n.MQTTAddr(), "api_addr", n.APIAddr(), "admin_addr", n.AdminAddr(), "fsync", cfg.Fsync, "dev", cfg.Dev)
 	return n, nil
 }
@@ -535,6 +543,9 @@ func (p presence) Status(id ingest.Identity, st gwproto.Status) {
 func (n *Node) auditConnection(e ingest.Event) {
 	tenant := e.Tenant
 	if tenant == "" {
+		tenant = systemKeys
+	}
+	if _, gone := n.reg.DeletedTenant(tenant); gone { // its log is being deleted
 		tenant = systemKeys
 	}
 	actor, target := "gateway:"+e.Serial, "gateway:"+e.Serial

@@ -38,13 +38,19 @@ func initialValues(ctx context.Context, w jetstream.KeyWatcher, apply func(jetst
 // follow applies, in a goroutine, every change w delivers after its initial
 // values until the registry closes, then stops w.
 func (r *Registry) follow(w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry)) {
+	r.followUntil(r.ctx, w, apply)
+}
+
+// followUntil is follow until ctx ends (a deleted tenant's gateway watch
+// ends with the tenant).
+func (r *Registry) followUntil(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry)) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		defer w.Stop()
 		for {
 			select {
-			case <-r.ctx.Done():
+			case <-ctx.Done():
 				return
 			case e, ok := <-w.Updates():
 				if !ok {
@@ -81,11 +87,15 @@ func (r *Registry) OnGatewayChange(fn func(Gateway)) {
 
 func (r *Registry) applyTenant(ctx context.Context, e jetstream.KeyValueEntry) error {
 	if e.Operation() != jetstream.KeyValuePut {
-		return nil // tenant deletion is a later issue
+		return nil // a tenant's record stays (a tombstone once deleted)
 	}
 	var t Tenant
 	if err := json.Unmarshal(e.Value(), &t); err != nil {
 		return fmt.Errorf("registry: decode tenant %s: %w", e.Key(), err)
+	}
+	if t.State != "" {
+		r.dropTenant(t)
+		return nil
 	}
 	return r.addTenant(ctx, t, e.Revision())
 }
@@ -111,9 +121,12 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant, rev uint64) error {
 	}
 	te = &tenantEntry{rec: t, rev: rev, caCert: caCert, kv: kv, gateways: map[string]*Gateway{}, revs: map[string]uint64{}}
 	// Bound to the registry's context, not the caller's (CreateTenant's
-	// request context used to end this tenant's watch on this node).
-	w, err := kv.WatchAll(r.ctx)
+	// request context used to end this tenant's watch on this node), and
+	// ended when the tenant is deleted.
+	wctx, stop := context.WithCancel(r.ctx)
+	w, err := kv.WatchAll(wctx)
 	if err != nil {
+		stop()
 		return fmt.Errorf("registry: watch gateways of %s: %w", t.ID, err)
 	}
 	if err := initialValues(ctx, w, func(e jetstream.KeyValueEntry) error {
@@ -121,12 +134,21 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant, rev uint64) error {
 		return nil
 	}); err != nil {
 		w.Stop()
+		stop()
 		return err
 	}
+	te.stop = stop
 	r.mu.Lock()
+	if _, gone := r.gone[t.ID]; gone { // deleted meanwhile
+		r.mu.Unlock()
+		w.Stop()
+		stop()
+		return nil
+	}
 	if cur, known := r.tenants[t.ID]; known {
 		r.mu.Unlock()
 		w.Stop()
+		stop()
 		r.setCAs(cur, t, rev)
 		r.setTenant(cur, t, rev)
 		return nil
@@ -138,7 +160,7 @@ func (r *Registry) addTenant(ctx context.Context, t Tenant, rev uint64) error {
 	for _, fn := range added {
 		fn(t)
 	}
-	r.follow(w, func(e jetstream.KeyValueEntry) { r.applyGateway(te, e, true) })
+	r.followUntil(wctx, w, func(e jetstream.KeyValueEntry) { r.applyGateway(te, e, true) })
 	return nil
 }
 

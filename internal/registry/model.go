@@ -35,6 +35,15 @@ type Tenant struct {
 	// Policy is the tenant's security policy (policy.go); members left out
 	// take the node's defaults.
 	Policy client.Policy `json:"policy,omitzero"`
+	// State is "" for a live tenant, TenantDeleting while its deletion
+	// runs and TenantDeleted once it is done (delete.go): the record
+	// stays as a tombstone, so that its id is never given again.
+	State string `json:"state,omitempty"`
+	// DeletedBy names who deleted the tenant (an audit actor); DeletedAt
+	// is when the deletion started (TenantDeleting) or ended
+	// (TenantDeleted).
+	DeletedBy string     `json:"deletedBy,omitempty"`
+	DeletedAt *time.Time `json:"deletedAt,omitempty"`
 }
 
 // GatewayState is the lifecycle state of a gateway.

@@ -24,6 +24,9 @@ func (r *Registry) CreateTenant(ctx context.Context, id string) (Tenant, error) 
 	if !ValidTenantID(id) {
 		return Tenant{}, ErrTenantInvalid.New()
 	}
+	if _, gone := r.DeletedTenant(id); gone { // its id stays reserved
+		return Tenant{}, ErrTenantDeleted.New()
+	}
 	if _, ok := r.Tenant(id); ok {
 		return Tenant{}, ErrTenantExists.New()
 	}
@@ -43,6 +46,9 @@ func (r *Registry) CreateTenant(ctx context.Context, id string) (Tenant, error) 
 	rev, err := r.tenKV.Create(ctx, id, b)
 	if err != nil {
 		if kverr.Conflict(err) {
+			if cur, _, rerr := read[Tenant](ctx, r.tenKV, id, "tenant"); rerr == nil && cur.State != "" {
+				return Tenant{}, ErrTenantDeleted.New()
+			}
 			return Tenant{}, ErrTenantExists.New()
 		}
 		return Tenant{}, fmt.Errorf("registry: store tenant: %w", err)

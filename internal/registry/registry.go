@@ -66,6 +66,11 @@ type Registry struct {
 	tenantWatchers []func(Tenant)
 	// changeWatchers are told of every change of a known tenant's record.
 	changeWatchers []func(Tenant)
+	// gone holds the records of deleted tenants and of those being
+	// deleted (delete.go), by id; deleteWatchers are told of each tenant
+	// this node sees deleted.
+	gone           map[string]Tenant
+	deleteWatchers []func(Tenant)
 }
 
 type tenantEntry struct {
@@ -81,6 +86,8 @@ type tenantEntry struct {
 	// quotaMu holds the tenant's gateway creations on this node one at a
 	// time while its policy bounds their number (admitGateway).
 	quotaMu sync.Mutex
+	// stop ends the watch of the tenant's gateways (at its deletion).
+	stop context.CancelFunc
 }
 
 // Open opens the registry and starts watching for changes made anywhere.
@@ -97,7 +104,7 @@ func Open(ctx context.Context, kvs KVProvider, keys Sealer, log *slog.Logger) (*
 	r := &Registry{
 		kvs: kvs, keys: keys, log: log.With("component", "registry"), now: time.Now,
 		ctx: wctx, stop: stop, tenKV: tenKV, serKV: serKV,
-		tenants: map[string]*tenantEntry{}, byCAKey: map[string]string{},
+		tenants: map[string]*tenantEntry{}, byCAKey: map[string]string{}, gone: map[string]Tenant{},
 	}
 	// Load what exists, then follow changes. The watch lives as long as the
 	// registry: it is bound to wctx, not to ctx, because nats.go unsubscribes

@@ -88,6 +88,10 @@ func DeadLetterStream(tenant, integration string) string {
 	return "DLQ_" + tok(tenant) + "_" + tok(integration)
 }
 
+// DeadLetterStreamPrefix is what the names of a tenant's dead-letter
+// streams start with (tenant ids hold no '_': no other tenant's do).
+func DeadLetterStreamPrefix(tenant string) string { return "DLQ_" + tok(tenant) + "_" }
+
 // GatewaysBucket is the name of a tenant's gateway registry bucket.
 func GatewaysBucket(tenant string) string { return "iot_" + tok(tenant) + "_gateways" }
 
