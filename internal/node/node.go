@@ -474,8 +474,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		KMS: n.keys, Reencryption: reenc,
 		CAs: n.reg, PlatformKeys: n.platformKeys,
 		// Erasure of a sensor's data (issue 12).
-		Erasure:     n.st,
-		StoredBytes: n.storedBytes, // policy.go
+		Erasure:        n.st,
+		StoredBytes:    n.storedBytes, // policy.go
 		TenantDeletion: n,
 	}, n.log); err != nil {
 		return nil, fmt.Errorf("api on %s: %w", cfg.APIAddr, err)
