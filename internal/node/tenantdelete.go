@@ -178,7 +178,7 @@ func (n *Node) deleteTenantBuckets(ctx context.Context, id string) error {
 // purgeTenantShared purges the tenant's entries from the deployment's
 // shared buckets: the registry's (serials, enrollment tokens, claimed
 // factory gateways), the credential index, its mesh, its online firmware
-// keys and notices, and its forwarding leases. A value and its history are
+// keys and notices, its forwarding leases and its re-encryption job. A value and its history are
 // purged, not only marked deleted.
 func (n *Node) purgeTenantShared(ctx context.Context, id string) error {
 	if err := n.reg.EraseTenant(ctx, id); err != nil {
@@ -194,7 +194,8 @@ func (n *Node) purgeTenantShared(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	return nil
+	// Its re-encryption job, under the key "{tenant}" (names.ReencryptBucket).
+	return n.purgeShared(ctx, names.ReencryptBucket, id, nil)
 }
 
 // purgeShared purges the keys of a shared bucket (if it exists) that

@@ -132,6 +132,14 @@ func TestTenantDeleteShredsDataAndEndsAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	tenantAPI := api.Client.WithCredential(key.Key)
+	// A re-encryption job of the tenant leaves its record, which the
+	// deletion must take too.
+	if _, err := api.Client.RotateKMSKey(ctx, doomed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.Client.ReencryptKMS(ctx, doomed); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tenantAPI.ListMessages(ctx, doomed, client.MessageQuery{Limit: 10}); err != nil {
 		t.Fatalf("the tenant's key before the deletion: %v", err)
 	}
@@ -218,6 +226,13 @@ func TestTenantDeleteShredsDataAndEndsAccess(t *testing.T) {
 		}
 		if _, err := serials.Get(ctx, doomedGW); !errors.Is(err, jetstream.ErrKeyNotFound) {
 			t.Errorf("serial %s still reserved: %v", doomedGW, err)
+		}
+		jobs, err := js.KeyValue(ctx, names.ReencryptBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jobs.Get(ctx, doomed); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("the tenant's re-encryption job record: %v, want gone", err)
 		}
 	})
 	t.Run("id reserved and hidden", func(t *testing.T) {
