@@ -1,3 +1,5 @@
+//go:build unix
+
 package backbone_test
 
 // Per-tenant NATS accounts: an experiment (issue 12, "where feasible each
@@ -21,6 +23,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,6 +107,16 @@ func startAccounts(tb testing.TB, tenants int, perTenant bool) *accountsSetup {
 	return s
 }
 
+// processCPU is the CPU time (user and system) this process has used: the
+// embedded server and the publishers together, the same in both setups.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // TestTenantAccountsIsolateSubjects: in an account of its own, a tenant's
 // connection publishing to another tenant's subject reaches no stream (no
 // acknowledgement), and cannot read, list or delete the other's stream;
@@ -171,6 +184,7 @@ func BenchmarkTenantAccounts(b *testing.B) {
 				subjects[i] = fmt.Sprintf("iot.t%d.msg.GW.TUID.1", i)
 			}
 			b.ResetTimer()
+			cpu0 := processCPU(b)
 			const window = 4096
 			futures := make([]jetstream.PubAckFuture, 0, window)
 			flush := func() {
@@ -194,6 +208,7 @@ func BenchmarkTenantAccounts(b *testing.B) {
 				}
 			}
 			flush()
+			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 			// After the loop: ResetTimer drops metrics reported before it.
 			b.ReportMetric(float64(after.HeapInuse-min(before.HeapInuse, after.HeapInuse))/(1<<20), "heap-MiB")
 			b.ReportMetric(setup.Seconds(), "setup-s")
