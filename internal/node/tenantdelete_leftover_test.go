@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,5 +147,56 @@ func TestTenantBeingDeletedRefusesItsCredentials(t *testing.T) {
 				t.Errorf("the credential of a tenant being deleted: %v, want 401", err)
 			}
 		})
+	}
+}
+
+// TestTenantDeleteRunsThatOverlapBothEnd: two runs of one tenant's
+// deletion overlap (a DELETE sent again while the first still runs, or the
+// start-up sweeps of several nodes started at once): the one that comes to
+// the shared buckets after the other wrote the tombstone must end with
+// the tombstone too, not fail for good (the sweep would retry it for ever).
+func TestTenantDeleteRunsThatOverlapBothEnd(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	ctx := context.Background()
+	nodetest.Gateway(t, n, "acme", "TSGW06ACM00000001")
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	node.SetTenantDeleteHook(n, func(step string) error {
+		if step == "shared" {
+			first := false
+			once.Do(func() { first = true })
+			if first {
+				close(reached)
+				<-release
+			}
+		}
+		return nil
+	})
+	type result struct {
+		state string
+		err   error
+	}
+	firstRun := make(chan result, 1)
+	go func() {
+		tomb, err := n.DeleteTenant(ctx, "acme", "operator")
+		firstRun <- result{tomb.State, err}
+	}()
+	select {
+	case <-reached:
+	case <-time.After(30 * time.Second * tu.Slowdown()):
+		t.Fatal("the first run did not reach the shared buckets")
+	}
+	tomb, err := n.DeleteTenant(ctx, "acme", "operator")
+	if err != nil || tomb.State != "deleted" {
+		t.Fatalf("the second run: %+v, %v", tomb, err)
+	}
+	close(release)
+	select {
+	case r := <-firstRun:
+		if r.err != nil || r.state != "deleted" {
+			t.Errorf("the first run, ending after the second: state %q, %v; want the tombstone", r.state, r.err)
+		}
+	case <-time.After(30 * time.Second * tu.Slowdown()):
+		t.Fatal("the first run did not end")
 	}
 }
