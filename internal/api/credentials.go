@@ -201,6 +201,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, _ *Principal) err
 		writeOAuthError(w, r, http.StatusUnauthorized, "invalid_client", "client authentication failed")
 		return nil
 	}
+	if s.tenantGone(c.Tenant) {
+		writeOAuthError(w, r, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return nil
+	}
 	if err := s.sourceAllowed(r, c.Tenant); err != nil {
 		s.recordRefusal(r, c.Tenant, &Principal{Kind: "oauth2", ID: c.ID}, "api.source.refuse", "oauth2:"+c.ID, err, now)
 		return err

@@ -199,6 +199,9 @@ func (s *Server) authenticate(r *http.Request) (*Principal, string, error) {
 			}
 			return nil, "", err
 		}
+		if s.tenantGone(k.Tenant) {
+			return nil, "", ErrUnauthenticated.WithDetail("the key's tenant does not exist")
+		}
 		p := &Principal{Kind: "apikey", ID: k.ID, Tenant: k.Tenant, Scopes: k.Scopes}
 		if k.ExpiresAt != nil {
 			p.ExpiresAt = *k.ExpiresAt

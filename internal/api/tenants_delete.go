@@ -75,3 +75,13 @@ func (s *Server) listDeletedTenants(w http.ResponseWriter) {
 func viewDeletedTenant(t registry.Tenant) client.Tenant {
 	return client.Tenant{ID: t.ID, CreatedAt: t.CreatedAt, State: t.State, DeletedBy: t.DeletedBy, DeletedAt: t.DeletedAt}
 }
+
+// tenantGone reports whether a credential's tenant is no longer known here:
+// deleted, or being deleted (its record marked before its credentials are
+// purged, and a deletion cut short leaves them until it is finished). Its
+// API keys and OAuth2 clients are refused from the mark on, as its tokens
+// and gateways are.
+func (s *Server) tenantGone(tenant string) bool {
+	_, ok := s.deps.Registry.Tenant(tenant)
+	return !ok
+}

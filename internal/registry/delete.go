@@ -178,9 +178,11 @@ func (r *Registry) changeState(ctx context.Context, id string, fn func(*Tenant) 
 // the deployment's shared buckets: the serials it holds (released), its enrollment
 // tokens, and the factory records of the gateways it claimed (their
 // serials are retired with them: a claimed gateway's code is spent). It
-// may be called again after a failure; what is gone stays gone.
+// may be called again after a failure; what is gone stays gone. A tenant
+// already deleted is fine too: another run of its deletion (a DELETE sent
+// again, another node's start-up sweep) may have finished meanwhile.
 func (r *Registry) EraseTenant(ctx context.Context, tenant string) error {
-	if t, ok := r.DeletedTenant(tenant); !ok || t.State != TenantDeleting {
+	if t, ok := r.DeletedTenant(tenant); !ok || (t.State != TenantDeleting && t.State != TenantDeleted) {
 		return fmt.Errorf("registry: tenant %s is not being deleted", tenant)
 	}
 	if err := purgeWhere(ctx, r.serKV, func(_ string, v []byte) bool { return string(v) == tenant }); err != nil {
