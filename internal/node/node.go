@@ -447,6 +447,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	go n.endRetiredCASessions(n.ctx) // caretire.go
 	// A tenant deleted anywhere is dropped here too (tenantdelete.go).
 	n.reg.OnTenantDeleted(func(t registry.Tenant) { go n.dropTenantHere(t.ID) })
+	// One marked before that, while this node made its tenants' streams
+	// and started their forwarding, is dropped too (each step may run twice).
+	for _, t := range n.reg.DeletedTenants() {
+		go n.dropTenantHere(t.ID)
+	}
 	if err := n.ing.Start(); err != nil {
 		return nil, fmt.Errorf("start ingest: %w", err)
 	}

@@ -74,6 +74,11 @@ func (n *Node) policyDefaults(cfg Config) client.Policy {
 // applyRetention applies the tenant's policy, as the registry holds it
 // now, to the limits of its streams; it is idempotent.
 func (n *Node) applyRetention(ctx context.Context, tenant string) error {
+	// A tenant deleted meanwhile: making its streams again would undo the
+	// deletion.
+	if _, live := n.reg.Tenant(tenant); !live {
+		return nil
+	}
 	if err := n.st.EnsureTenant(ctx, tenant); err != nil {
 		return err
 	}

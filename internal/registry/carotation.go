@@ -204,7 +204,8 @@ func (r *Registry) changeCAs(ctx context.Context, tenant string, change func(t *
 			return client.TenantCA{}, ctx.Err()
 		}
 		t, rev, err := read[Tenant](ctx, r.tenKV, tenant, "tenant")
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && t.State != "") {
+			// Gone, or being deleted: no new CA key for it.
 			return client.TenantCA{}, ErrTenantNotFound.New()
 		}
 		if err != nil {

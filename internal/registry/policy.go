@@ -311,7 +311,9 @@ func (r *Registry) SetPolicy(ctx context.Context, tenant string, p client.Policy
 			return Tenant{}, Tenant{}, ctx.Err()
 		}
 		t, rev, err := read[Tenant](ctx, r.tenKV, tenant, "tenant")
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && t.State != "") {
+			// Gone, or marked for deletion since this node looked: a
+			// change must not be written into its record.
 			return Tenant{}, Tenant{}, ErrTenantNotFound.New()
 		}
 		if err != nil {
