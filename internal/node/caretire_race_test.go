@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/iotransit/iotransit/client"
+	"github.com/iotransit/iotransit/internal/registry"
 	tu "github.com/iotransit/iotransit/internal/testutil"
 	"github.com/iotransit/iotransit/internal/testutil/nodetest"
 )
@@ -74,5 +77,40 @@ func TestCARetiredBetweenHandshakeAndConnect(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second * tu.Slowdown()):
 		t.Fatal("a session on a retired CA's certificate, connected after the retirement's sweep, lives on")
+	}
+}
+
+// TestCARetiredOnTheOtherNode: a retirement made through one node ends
+// the live session a gateway holds on the other node with a certificate
+// of the retired version, and that node refuses its next connection.
+func TestCARetiredOnTheOtherNode(t *testing.T) {
+	const tenant, serial = "acme", "TSGW06CAR00000003"
+	n1, n2 := nodetest.StartPair(t, nil)
+	api1 := nodetest.NewAPI(t, n1).Client
+	ctx := context.Background()
+	cert := nodetest.Gateway(t, n1, tenant, serial)
+	tu.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		_, err := n2.Registry().Authenticate([]*x509.Certificate{cert.Leaf}, time.Now())
+		return err
+	})
+	disconnected := mqtt5Session(t, n2, cert, serial)
+	if _, err := api1.RotateCA(ctx, tenant, client.RotateCARequest{Overlap: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api1.RetireCA(ctx, tenant, client.RetireCARequest{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-disconnected:
+		if d.Properties == nil || !strings.Contains(d.Properties.ReasonString, "ca_retired") {
+			t.Fatalf("session on node 2 ended with %+v, want ca_retired", d.Properties)
+		}
+	case <-time.After(10 * time.Second * tu.Slowdown()):
+		t.Fatal("node 2 kept the session of a retired CA's certificate")
+	}
+	_, err := n2.Registry().Authenticate([]*x509.Certificate{cert.Leaf}, time.Now())
+	var re *registry.RefusedError
+	if !errors.As(err, &re) || re.Reason != registry.ReasonCARetired {
+		t.Fatalf("node 2 authenticates the retired CA's certificate: %v, want %s", err, registry.ReasonCARetired)
 	}
 }
