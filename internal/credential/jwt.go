@@ -25,10 +25,13 @@ func (c Claims) Scopes() []string { return strings.Fields(c.Scope) }
 // (JWS "kid"), and a retired key verifies the tokens it signed until they
 // expire.
 type Issuer struct {
-	keys   atomic.Pointer[jwtKeys]
-	issuer string
-	ttl    time.Duration
-	now    func() time.Time
+	keys atomic.Pointer[jwtKeys]
+	// unknown, when set, is called before a token naming an unknown key
+	// id is refused (OnUnknownKey).
+	unknown atomic.Pointer[func()]
+	issuer  string
+	ttl     time.Duration
+	now     func() time.Time
 }
 
 // VerifyKey is a public key an Issuer accepts tokens of.
@@ -82,6 +85,12 @@ func (i *Issuer) SetKeys(id string, key ed25519.PrivateKey, known ...VerifyKey) 
 	}
 	i.keys.Store(ks)
 }
+
+// OnUnknownKey makes the issuer call fn before it refuses a token that
+// names a key id it does not know: fn may read key versions made elsewhere
+// meanwhile and hand them over (SetKeys), and the token is checked again.
+// fn runs for unauthenticated tokens: it must bound its own rate.
+func (i *Issuer) OnUnknownKey(fn func()) { i.unknown.Store(&fn) }
 
 // TTL returns the lifetime of issued tokens.
 func (i *Issuer) TTL() time.Duration { return i.ttl }
@@ -153,9 +162,18 @@ func (i *Issuer) verifyKey(tok *jwt.Token) (any, error) {
 		k = *ks.noKID
 	default:
 		s, _ := kid.(string)
-		var ok bool
-		if k, ok = ks.byID[s]; !ok || s == "" {
+		if s == "" {
 			return nil, errUnknownKey
+		}
+		var ok bool
+		if k, ok = ks.byID[s]; !ok {
+			if fn := i.unknown.Load(); fn != nil {
+				(*fn)() // a version made on another node, not read yet
+				k, ok = i.keys.Load().byID[s]
+			}
+			if !ok {
+				return nil, errUnknownKey
+			}
 		}
 	}
 	if !k.RetiredAt.IsZero() && !i.now().Before(k.RetiredAt.Add(i.ttl+retiredGrace)) {

@@ -18,17 +18,30 @@ const caRetirementPoll = 250 * time.Millisecond
 // endRetiredCASessions ends, until ctx ends, every live session whose
 // certificate a CA version issued once that version is no longer trusted.
 // Versions untrusted when it starts need nothing: no session is open yet
-// and the handshake refuses their certificates.
+// and the handshake refuses their certificates. A version that stops being
+// trusted is swept again on every tick for as long as a connection whose
+// handshake verified before then may still send its CONNECT (the ingest
+// ConnectTimeout bounds both): such a session registers after the first
+// sweep, and no later one would otherwise find it.
 func (n *Node) endRetiredCASessions(ctx context.Context) {
-	done := map[string]bool{} // tenant + "/" + CA subject key id
+	window := n.cfg.Ingest.ConnectTimeout
+	if window <= 0 {
+		window = 10 * time.Second // ingest's default
+	}
+	window += 2 * caRetirementPoll
+	seen := map[string]time.Time{} // tenant + "/" + CA subject key id → when first seen untrusted
 	mark := func(now time.Time, act bool) {
 		for tenant, skis := range n.reg.UntrustedCAs(now) {
 			for _, ski := range skis {
-				if done[tenant+"/"+ski] {
-					continue
+				k := tenant + "/" + ski
+				first, ok := seen[k]
+				if !ok {
+					first, seen[k] = now, now
+					if !act {
+						seen[k] = now.Add(-window) // untrusted at start: nothing to sweep
+					}
 				}
-				done[tenant+"/"+ski] = true
-				if act {
+				if act && now.Sub(first) <= window {
 					n.endSessionsOf(tenant, ski)
 				}
 			}

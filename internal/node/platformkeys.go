@@ -45,6 +45,36 @@ type platformKey struct {
 
 	mu       sync.Mutex
 	versions []keyVersion
+
+	// applyMu makes each apply hand over its snapshot before the next
+	// takes one: an older snapshot handed over last would stay in use.
+	applyMu sync.Mutex
+	// refreshMu and refreshed bound the reads asked for by tokens that name
+	// an unknown key (refresh).
+	refreshMu sync.Mutex
+	refreshed time.Time
+}
+
+// platformKeyRefreshEvery bounds how often tokens naming an unknown key
+// make a node read the key versions (refresh): such tokens need no
+// signature to ask.
+const platformKeyRefreshEvery = 100 * time.Millisecond
+
+// refresh reads and applies the versions made since the last read, at
+// most once per platformKeyRefreshEvery (the other callers meanwhile wait
+// for the read in progress, or return at once).
+func (pk *platformKey) refresh(ctx context.Context) {
+	pk.refreshMu.Lock()
+	defer pk.refreshMu.Unlock()
+	if time.Since(pk.refreshed) < platformKeyRefreshEvery {
+		return
+	}
+	pk.refreshed = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if found, err := pk.loadNew(ctx); err == nil && found {
+		pk.apply()
+	}
 }
 
 func (n *Node) platformKey(ctx context.Context, sec secrets, name string, use func([]keyVersion)) (*platformKey, error) {
@@ -139,6 +169,8 @@ func (pk *platformKey) loadNew(ctx context.Context) (bool, error) {
 
 // apply hands the versions to use.
 func (pk *platformKey) apply() {
+	pk.applyMu.Lock()
+	defer pk.applyMu.Unlock()
 	pk.mu.Lock()
 	vs := append([]keyVersion(nil), pk.versions...)
 	pk.mu.Unlock()
@@ -249,6 +281,7 @@ func (n *Node) startPlatformKeys(ctx context.Context, sec secrets, tokens *crede
 	if err != nil {
 		return nil, err
 	}
+	tokens.OnUnknownKey(func() { jwtKey.refresh(n.ctx) })
 	auditKey, err := n.platformKey(ctx, sec, "audit-ed25519", func(vs []keyVersion) {
 		retired := make([]ed25519.PublicKey, 0, len(vs)-1)
 		for _, v := range vs[:len(vs)-1] {

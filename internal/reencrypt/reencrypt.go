@@ -92,8 +92,9 @@ type Config struct {
 	// this node, once its end is stored (the node audits it).
 	OnEnd func(tenant string, job client.KMSReencryption)
 	// Settle is how long after a version was made the job waits before it
-	// counts stored messages, so that every node seals under it (default
-	// 3 s: a keyring follows a rotation within a second).
+	// goes through the records and counts stored messages, so that every
+	// node seals under it (default 3 s: a keyring follows a rotation
+	// within a second).
 	Settle time.Duration
 }
 
@@ -482,6 +483,12 @@ func (r *run) pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A node that has not read the rotation yet still seals under the
+	// older version: a record it writes behind the job's position would
+	// stay there, so the records wait for the version to settle too.
+	if err := r.settle(ctx); err != nil {
+		return err
+	}
 	for _, rec := range recs {
 		p := r.records(rec.Kind)
 		if p.Finished {
@@ -489,11 +496,6 @@ func (r *run) pass(ctx context.Context) error {
 		}
 		if err := r.reseal(ctx, rec, p); err != nil {
 			return fmt.Errorf("%s: %w", rec.Kind, err)
-		}
-	}
-	if len(streams) > 0 {
-		if err := r.settle(ctx); err != nil {
-			return err
 		}
 	}
 	for _, st := range streams {
@@ -642,7 +644,7 @@ func (r *run) resealOne(ctx context.Context, kv jetstream.KeyValue, rec Records,
 }
 
 // settle waits until the target version is Settle old, so that every node
-// seals new messages under it before the streams are counted.
+// seals under it before the records are gone through and the streams counted.
 func (r *run) settle(ctx context.Context) error {
 	st, err := r.s.keys.Status(ctx, r.j.Tenant)
 	if err != nil {

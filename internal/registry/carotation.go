@@ -36,6 +36,12 @@ type PreviousCA struct {
 // oldest, long untrusted, are dropped).
 const maxPreviousCAs = 8
 
+// caDropGrace is how long a previous version stays in the record once it
+// is no longer trusted, at least: every node's sweep (node/caretire.go)
+// must see it untrusted to end its sessions, which it cannot once the
+// version is forgotten.
+const caDropGrace = time.Minute
+
 var (
 	// ErrCAVersionNotFound answers a retirement of a CA version the
 	// tenant does not have among its previous ones.
@@ -44,6 +50,11 @@ var (
 	// ErrCACurrent answers a retirement of the current CA version.
 	ErrCACurrent = fault.Define("registry.ca_current", fault.InvalidArgument,
 		"the current CA version cannot be retired: rotate the CA first")
+	// ErrCAVersionsTrusted answers a rotation that would make the tenant
+	// forget a previous CA version still trusted (or retired just now,
+	// its sessions not yet ended): retire older versions first.
+	ErrCAVersionsTrusted = fault.Define("registry.ca_versions_trusted", fault.Conflict,
+		"the tenant has as many previous CA versions still trusted as it keeps: retire the older ones, then rotate again a minute later")
 )
 
 // previousCA is a PreviousCA parsed, in memory.
@@ -152,15 +163,24 @@ func (r *Registry) issuerPEM(tenant string, certPEM []byte) []byte {
 func (r *Registry) RotateCA(ctx context.Context, tenant string, overlap time.Duration) (client.TenantCA, error) {
 	return r.changeCAs(ctx, tenant, func(t *Tenant, now time.Time) error {
 		v := t.caVersion() + 1
+		prev := PreviousCA{Version: v - 1, Cert: t.CACert, SupersededAt: now, TrustedUntil: now.Add(overlap)}
+		previous := append([]PreviousCA{prev}, t.PreviousCAs...)
+		// Beyond the bound, the oldest versions untrusted for caDropGrace
+		// go; a version still trusted is never dropped (its certificates
+		// would be refused as of an unknown CA, its sessions never ended).
+		for i := len(previous) - 1; i >= 0 && len(previous) > maxPreviousCAs; i-- {
+			if now.Sub(previous[i].TrustedUntil) >= caDropGrace {
+				previous = append(previous[:i], previous[i+1:]...)
+			}
+		}
+		if len(previous) > maxPreviousCAs {
+			return ErrCAVersionsTrusted.New()
+		}
 		ca, sealed, err := r.newCAVersion(ctx, tenant, v, now)
 		if err != nil {
 			return err
 		}
-		prev := PreviousCA{Version: v - 1, Cert: t.CACert, SupersededAt: now, TrustedUntil: now.Add(overlap)}
-		t.PreviousCAs = append([]PreviousCA{prev}, t.PreviousCAs...)
-		if len(t.PreviousCAs) > maxPreviousCAs {
-			t.PreviousCAs = t.PreviousCAs[:maxPreviousCAs]
-		}
+		t.PreviousCAs = previous
 		t.CACert, t.CAKey, t.CAVersion = string(ca.CertPEM), sealed, v
 		return nil
 	})
