@@ -38,8 +38,9 @@ import (
 //  4. its rejected messages: their subject names only the gateway, so each
 //     record is opened (sealed under the tenant key, AAD "store/rejected")
 //     and matches when its tsmTuid (or, for a whole payload, the tsmTuid of
-//     any message in it) is the sensor's, or when a payload that is not
-//     JSON holds the TUID's 17 characters.
+//     any message in it, at any depth) is the sensor's, or when a payload
+//     that is not a message (not JSON, a JSON string, an object without a
+//     tsmTuid) holds the TUID's 17 characters.
 //
 // Delete, not purge. A subject-filtered purge is one operation, but the
 // store holds the stream's lock while it loads every block the subjects
@@ -407,29 +408,34 @@ func (e *eraser) rejectedMatch(m jetstream.Msg) (bool, error) {
 }
 
 // namesTuid reports whether a rejected payload is the sensor's: a message
-// (JSON object) whose tsmTuid is tuid, a payload (JSON array) holding one,
-// or bytes that are not JSON holding the TUID's characters. A JSON message
-// of another sensor that mentions tuid elsewhere is not.
+// (JSON object with a tsmTuid) whose tsmTuid is tuid, a payload (JSON
+// array, at any depth) holding one, or any other bytes (not JSON, or a
+// JSON value that is not a message: a string, an object without a string
+// tsmTuid) holding the TUID's characters. A JSON message of another sensor
+// that mentions tuid elsewhere is not.
 func namesTuid(raw []byte, tuid string) bool {
-	type msg struct {
-		Tuid string `json:"tsmTuid"`
+	raw = bytes.TrimSpace(raw)
+	if !json.Valid(raw) || len(raw) == 0 {
+		return bytes.Contains(raw, []byte(tuid))
 	}
-	var one msg
-	if err := json.Unmarshal(raw, &one); err == nil {
-		return one.Tuid == tuid
-	}
-	var many []json.RawMessage
-	if err := json.Unmarshal(raw, &many); err == nil {
-		for _, el := range many {
-			var m msg
-			if json.Unmarshal(el, &m) == nil && m.Tuid == tuid {
-				return true
-			}
+	switch raw[0] {
+	case '{':
+		var one struct {
+			Tuid *string `json:"tsmTuid"`
 		}
-		return false
-	}
-	if json.Valid(raw) {
-		return false // a JSON value of another shape: not a message
+		if json.Unmarshal(raw, &one) == nil && one.Tuid != nil {
+			return *one.Tuid == tuid
+		}
+	case '[':
+		var many []json.RawMessage
+		if json.Unmarshal(raw, &many) == nil {
+			for _, el := range many {
+				if namesTuid(el, tuid) {
+					return true
+				}
+			}
+			return false
+		}
 	}
 	return bytes.Contains(raw, []byte(tuid))
 }
