@@ -119,7 +119,7 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 	if !thingsee.ValidTUID(tuid) {
 		return out, ErrQueryInvalid.WithDetail("tsmTuid must be 17 characters: 4 uppercase letters, 2 digits, then 11 of A-Z and 0-9")
 	}
-	pos, err := decodeErasePos(opt.Next, tuid)
+	pos, err := decodeErasePos(opt.Next, tenant+"/"+tuid)
 	if err != nil {
 		return out, err
 	}
@@ -162,7 +162,7 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 		next, done, err := e.scan(name, start, true, e.deadLetterMatch, &out.DeadLetters)
 		if err != nil || !done {
 			if err == nil {
-				out.Next = erasePos{tuid: tuid, stream: name, seq: next}.encode()
+				out.Next = erasePos{owner: pos.owner, stream: name, seq: next}.encode()
 			}
 			return out, err
 		}
@@ -175,7 +175,7 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 	next, done, err := e.scan(names.RejectedStream(tenant), start, false, e.rejectedMatch, &out.Rejected)
 	if err != nil || !done {
 		if err == nil {
-			out.Next = erasePos{tuid: tuid, rejected: true, seq: next}.encode()
+			out.Next = erasePos{owner: pos.owner, rejected: true, seq: next}.encode()
 		}
 		return out, err
 	}
@@ -440,11 +440,11 @@ func namesTuid(raw []byte, tuid string) bool {
 	return bytes.Contains(raw, []byte(tuid))
 }
 
-// erasePos is where an erasure of sensor tuid goes on: a dead-letter
-// stream and sequence, or the rejected stream and sequence (no stream nor
-// rejected: from the start).
+// erasePos is where an erasure of a sensor (owner: "{tenant}/{tuid}")
+// goes on: a dead-letter stream and sequence, or the rejected stream and
+// sequence (no stream nor rejected: from the start).
 type erasePos struct {
-	tuid     string
+	owner    string
 	stream   string
 	rejected bool
 	seq      uint64
@@ -453,38 +453,40 @@ type erasePos struct {
 const erasePosPrefix = "erase2:"
 
 // encode returns the continuation (base64url of
-// "erase2:{tuid}:d:{stream}:{seq}" or "erase2:{tuid}:r:{seq}"): it
+// "erase2:{owner}:d:{stream}:{seq}" or "erase2:{owner}:r:{seq}"): it
 // positions the walk only within the tenant's own streams, which the
-// erasure lists itself, and only of the sensor it names, so an edited one
-// can make an erasure skip part of the caller's own data but reach nothing
-// else, and one of another sensor's erasure is refused (it would skip
-// that sensor's dead letters and answer complete).
+// erasure lists itself, and only of the tenant and sensor it names, so an
+// edited one can make an erasure skip part of the caller's own data but
+// reach nothing else, and one of another erasure (another sensor, or
+// another tenant's) is refused: it would skip that erasure's dead letters
+// and answer complete.
 func (p erasePos) encode() string {
 	var s string
 	switch {
 	case p.rejected:
-		s = erasePosPrefix + p.tuid + ":r:" + strconv.FormatUint(p.seq, 10)
+		s = erasePosPrefix + p.owner + ":r:" + strconv.FormatUint(p.seq, 10)
 	case p.stream != "":
-		s = erasePosPrefix + p.tuid + ":d:" + p.stream + ":" + strconv.FormatUint(p.seq, 10)
+		s = erasePosPrefix + p.owner + ":d:" + p.stream + ":" + strconv.FormatUint(p.seq, 10)
 	default:
 		return ""
 	}
 	return base64.RawURLEncoding.EncodeToString([]byte(s))
 }
 
-// decodeErasePos reads next, a continuation of an erasure of sensor tuid.
-func decodeErasePos(next, tuid string) (erasePos, error) {
-	p := erasePos{tuid: tuid}
+// decodeErasePos reads next, a continuation of an erasure of owner
+// ("{tenant}/{tuid}").
+func decodeErasePos(next, owner string) (erasePos, error) {
+	p := erasePos{owner: owner}
 	if next == "" {
 		return p, nil
 	}
-	bad := ErrEraseCursor.WithDetail("next must be the value a previous erasure of this sensor returned, unchanged")
+	bad := ErrEraseCursor.WithDetail("next must be the value a previous erasure of this tenant's sensor returned, unchanged")
 	b, err := base64.RawURLEncoding.DecodeString(next)
 	if err != nil || !strings.HasPrefix(string(b), erasePosPrefix) {
 		return p, bad
 	}
 	parts := strings.Split(strings.TrimPrefix(string(b), erasePosPrefix), ":")
-	if len(parts) < 3 || parts[0] != tuid {
+	if len(parts) < 3 || parts[0] != owner {
 		return p, bad
 	}
 	parts = parts[1:]

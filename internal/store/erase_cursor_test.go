@@ -10,8 +10,9 @@ import (
 
 // TestStoreEraseDeviceRefusesAnotherSensorsContinuation: a continuation
 // an erasure of one sensor returned does not position the erasure of
-// another (it would skip that sensor's dead letters and answer complete):
-// it is refused, and the other sensor's erasure from the start is whole.
+// another, nor of the same sensor of another tenant (it would skip that
+// sensor's dead letters and answer complete): it is refused, and the
+// other sensor's erasure from the start is whole.
 func TestStoreEraseDeviceRefusesAnotherSensorsContinuation(t *testing.T) {
 	defer store.SetEraseBounds(store.SecureEraseMax, 1)()
 	// Each look at the clock is a second later.
@@ -38,6 +39,10 @@ func TestStoreEraseDeviceRefusesAnotherSensorsContinuation(t *testing.T) {
 	_, err := f.s.EraseDevice(ctx, "acme", eraseB, store.EraseOptions{Next: next})
 	if !store.ErrEraseCursor.Is(err) {
 		t.Errorf("erasing B with A's continuation: %v, want %s", err, store.ErrEraseCursor.Code())
+	}
+	_, err = f.s.EraseDevice(ctx, "beta", eraseA, store.EraseOptions{Next: next})
+	if !store.ErrEraseCursor.Is(err) {
+		t.Errorf("erasing A of another tenant with acme's continuation: %v, want %s", err, store.ErrEraseCursor.Code())
 	}
 	got, err := f.s.EraseDevice(ctx, "acme", eraseB, store.EraseOptions{})
 	if err != nil {
