@@ -29,12 +29,13 @@ import (
 // operation of the stream's group, applied by each replica's store):
 //
 //  1. its accepted messages, iot.{t}.msg.*.{tuid}.*: found by subject;
-//  2. the copies of them re-driven to integrations,
-//     iot.{t}.redrive.*.*.{tuid}.*: found by subject;
-//  3. its dead letters, in the dead-letter stream of every integration of
+//  2. its dead letters, in the dead-letter stream of every integration of
 //     the tenant (every stream on iot.{t}.dlq.*, also one an interrupted
 //     integration deletion left): each carries the stored message's
 //     Iot-Tuid header (forward/deadletters.go), read without the payload;
+//  3. the copies of them re-driven to integrations,
+//     iot.{t}.redrive.*.*.{tuid}.*: found by subject, after the dead
+//     letters, so that a redrive running meanwhile leaves no copy;
 //  4. its rejected messages: their subject names only the gateway, so each
 //     record is opened (sealed under the tenant key, AAD "store/rejected")
 //     and matches when its tsmTuid (or, for a whole payload, the tsmTuid of
@@ -61,9 +62,9 @@ import (
 // thousand while ingest waits (docs/SECURITY.md says what stays on disk).
 //
 // Idempotent and resumable. A second erasure finds nothing and returns
-// zeros. Parts 1 and 2 need no position: a "next by subject" read from the
+// zeros. Parts 1 and 3 need no position: a "next by subject" read from the
 // stream's start steps over deleted messages, so they always start afresh
-// (and so also catch a message stored since the last call). Parts 3 and 4
+// (and so also catch a message stored since the last call). Parts 2 and 4
 // read every record; when the deadline stops them, Erasure.Next is the
 // position (stream and sequence) where the next call goes on. Each scan
 // stops at the stream's last sequence of when it started: a record stored
@@ -132,19 +133,11 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 	if err != nil {
 		return out, fmt.Errorf("store: erase: %w", err)
 	}
-	for _, part := range []struct {
-		filter string
-		n      *int
-	}{
-		{names.MessageFilter(tenant, "*", tuid, "*"), &out.Messages},
-		{names.RedriveFilter(tenant, "*", "*", tuid, "*"), &out.Redriven},
-	} {
-		if done, err := e.bySubject(msgs, part.filter, part.n); err != nil || !done {
-			if err == nil {
-				out.Next = pos.encode() // nothing of the scans done yet
-			}
-			return out, err
+	if done, err := e.bySubject(msgs, names.MessageFilter(tenant, "*", tuid, "*"), &out.Messages); err != nil || !done {
+		if err == nil {
+			out.Next = pos.encode() // nothing of the scans done yet
 		}
+		return out, err
 	}
 
 	dlqs, err := s.deadLetterStreams(ctx, tenant)
@@ -166,6 +159,20 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 			}
 			return out, err
 		}
+	}
+
+	// The re-driven copies after the dead letters: a redrive that read a
+	// dead letter before the scan above deleted it has stored its copy by
+	// now, and it is erased here.
+	if done, err := e.bySubject(msgs, names.RedriveFilter(tenant, "*", "*", tuid, "*"), &out.Redriven); err != nil || !done {
+		if err == nil {
+			rej := pos
+			if !rej.rejected {
+				rej = erasePos{owner: pos.owner, rejected: true, seq: 1} // the dead letters are done
+			}
+			out.Next = rej.encode()
+		}
+		return out, err
 	}
 
 	start := uint64(1)
