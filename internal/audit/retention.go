@@ -2,7 +2,13 @@ package audit
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/iotransit/iotransit/internal/backbone/names"
 )
 
 // A tenant's audit retention: the node's (Config.Retention, the platform's
@@ -34,7 +40,10 @@ func (l *Log) Retention(tenant string) time.Duration {
 }
 
 // ApplyRetention updates the tenant's audit stream to its retention now
-// (Retention): after a change of the tenant's policy. It is idempotent.
+// (Retention): after a change of the tenant's policy. Its index stream,
+// when made, takes the same retention at once: an index kept shorter than
+// its log would lose, for good, the entries a filtered listing finds. It
+// is idempotent.
 func (l *Log) ApplyRetention(ctx context.Context, tenant string) error {
 	if err := checkTenant(tenant); err != nil {
 		return err
@@ -46,5 +55,32 @@ func (l *Log) ApplyRetention(ctx context.Context, tenant string) error {
 	ts.mu.Lock()
 	ts.ensured = false
 	ts.mu.Unlock()
-	return l.EnsureTenant(ctx, tenant)
+	if err := l.EnsureTenant(ctx, tenant); err != nil {
+		return err
+	}
+	return l.applyIndexRetention(ctx, tenant)
+}
+
+// applyIndexRetention gives the tenant's index stream, when it exists, the
+// retention of its log.
+func (l *Log) applyIndexRetention(ctx context.Context, tenant string) error {
+	is := l.idx.state(tenant)
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	st, err := l.js.Stream(ctx, names.AuditIndexStream(tenant))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil // made with the log's retention when first needed
+	}
+	if err != nil {
+		return ErrUnavailable.Wrap(fmt.Errorf("audit: index stream of %s: %w", tenant, err))
+	}
+	cfg := st.CachedInfo().Config
+	if want := l.Retention(tenant); cfg.MaxAge != want {
+		cfg.MaxAge = want
+		if st, err = l.streams.Stream(ctx, cfg); err != nil {
+			return ErrUnavailable.Wrap(fmt.Errorf("audit: index retention of %s: %w", tenant, err))
+		}
+	}
+	is.st = st
+	return nil
 }

@@ -72,11 +72,11 @@ func (n *Node) policyDefaults(cfg Config) client.Policy {
 }
 
 // applyRetention applies the tenant's policy, as the registry holds it
-// now, to the limits of its streams; it is idempotent.
+// now, to the limits of its streams; it is idempotent. A tenant the
+// registry no longer knows (being deleted, or deleted) has nothing to
+// apply: making its streams would bring back what its deletion removed.
 func (n *Node) applyRetention(ctx context.Context, tenant string) error {
-	// A tenant deleted meanwhile: making its streams again would undo the
-	// deletion.
-	if _, live := n.reg.Tenant(tenant); !live {
+	if _, ok := n.reg.Tenant(tenant); !ok {
 		return nil
 	}
 	if err := n.st.EnsureTenant(ctx, tenant); err != nil {

@@ -189,15 +189,23 @@ const MaxAllowCIDRs = 100
 
 // SourceAllowed reports whether the tenant's credentials are taken from
 // addr: its policy's apiAllowCIDRs is empty, or one of them holds addr (an
-// IPv4-mapped IPv6 address as its IPv4 one). The policy was validated
-// (ValidatePolicy); a network that does not parse holds nothing.
+// IPv4-mapped IPv6 address, and a network written as one, as its IPv4
+// one). The policy was validated (ValidatePolicy); a network that does
+// not parse holds nothing.
 func (t Tenant) SourceAllowed(addr netip.Addr) bool {
 	if len(t.Policy.APIAllowCIDRs) == 0 {
 		return true
 	}
 	addr = addr.Unmap().WithZone("")
 	for _, c := range t.Policy.APIAllowCIDRs {
-		if pf, err := netip.ParsePrefix(c); err == nil && pf.Contains(addr) {
+		pf, err := netip.ParsePrefix(c)
+		if err != nil {
+			continue
+		}
+		if pf.Addr().Is4In6() && pf.Bits() >= 96 {
+			pf = netip.PrefixFrom(pf.Addr().Unmap(), pf.Bits()-96)
+		}
+		if pf.Contains(addr) {
 			return true
 		}
 	}

@@ -29,17 +29,19 @@ import (
 // operation of the stream's group, applied by each replica's store):
 //
 //  1. its accepted messages, iot.{t}.msg.*.{tuid}.*: found by subject;
-//  2. the copies of them re-driven to integrations,
-//     iot.{t}.redrive.*.*.{tuid}.*: found by subject;
-//  3. its dead letters, in the dead-letter stream of every integration of
+//  2. its dead letters, in the dead-letter stream of every integration of
 //     the tenant (every stream on iot.{t}.dlq.*, also one an interrupted
 //     integration deletion left): each carries the stored message's
 //     Iot-Tuid header (forward/deadletters.go), read without the payload;
+//  3. the copies of them re-driven to integrations,
+//     iot.{t}.redrive.*.*.{tuid}.*: found by subject, after the dead
+//     letters, so that a redrive running meanwhile leaves no copy;
 //  4. its rejected messages: their subject names only the gateway, so each
 //     record is opened (sealed under the tenant key, AAD "store/rejected")
 //     and matches when its tsmTuid (or, for a whole payload, the tsmTuid of
-//     any message in it) is the sensor's, or when a payload that is not
-//     JSON holds the TUID's 17 characters.
+//     any message in it, at any depth) is the sensor's, or when a payload
+//     that is not a message (not JSON, a JSON string, an object without a
+//     tsmTuid) holds the TUID's 17 characters.
 //
 // Delete, not purge. A subject-filtered purge is one operation, but the
 // store holds the stream's lock while it loads every block the subjects
@@ -60,9 +62,9 @@ import (
 // thousand while ingest waits (docs/SECURITY.md says what stays on disk).
 //
 // Idempotent and resumable. A second erasure finds nothing and returns
-// zeros. Parts 1 and 2 need no position: a "next by subject" read from the
+// zeros. Parts 1 and 3 need no position: a "next by subject" read from the
 // stream's start steps over deleted messages, so they always start afresh
-// (and so also catch a message stored since the last call). Parts 3 and 4
+// (and so also catch a message stored since the last call). Parts 2 and 4
 // read every record; when the deadline stops them, Erasure.Next is the
 // position (stream and sequence) where the next call goes on. Each scan
 // stops at the stream's last sequence of when it started: a record stored
@@ -118,7 +120,7 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 	if !thingsee.ValidTUID(tuid) {
 		return out, ErrQueryInvalid.WithDetail("tsmTuid must be 17 characters: 4 uppercase letters, 2 digits, then 11 of A-Z and 0-9")
 	}
-	pos, err := decodeErasePos(opt.Next)
+	pos, err := decodeErasePos(opt.Next, tenant+"/"+tuid)
 	if err != nil {
 		return out, err
 	}
@@ -131,19 +133,11 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 	if err != nil {
 		return out, fmt.Errorf("store: erase: %w", err)
 	}
-	for _, part := range []struct {
-		filter string
-		n      *int
-	}{
-		{names.MessageFilter(tenant, "*", tuid, "*"), &out.Messages},
-		{names.RedriveFilter(tenant, "*", "*", tuid, "*"), &out.Redriven},
-	} {
-		if done, err := e.bySubject(msgs, part.filter, part.n); err != nil || !done {
-			if err == nil {
-				out.Next = pos.encode() // nothing of the scans done yet
-			}
-			return out, err
+	if done, err := e.bySubject(msgs, names.MessageFilter(tenant, "*", tuid, "*"), &out.Messages); err != nil || !done {
+		if err == nil {
+			out.Next = pos.encode() // nothing of the scans done yet
 		}
+		return out, err
 	}
 
 	dlqs, err := s.deadLetterStreams(ctx, tenant)
@@ -161,10 +155,24 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 		next, done, err := e.scan(name, start, true, e.deadLetterMatch, &out.DeadLetters)
 		if err != nil || !done {
 			if err == nil {
-				out.Next = erasePos{stream: name, seq: next}.encode()
+				out.Next = erasePos{owner: pos.owner, stream: name, seq: next}.encode()
 			}
 			return out, err
 		}
+	}
+
+	// The re-driven copies after the dead letters: a redrive that read a
+	// dead letter before the scan above deleted it has stored its copy by
+	// now, and it is erased here.
+	if done, err := e.bySubject(msgs, names.RedriveFilter(tenant, "*", "*", tuid, "*"), &out.Redriven); err != nil || !done {
+		if err == nil {
+			rej := pos
+			if !rej.rejected {
+				rej = erasePos{owner: pos.owner, rejected: true, seq: 1} // the dead letters are done
+			}
+			out.Next = rej.encode()
+		}
+		return out, err
 	}
 
 	start := uint64(1)
@@ -174,7 +182,7 @@ func (s *Store) EraseDevice(ctx context.Context, tenant, tuid string, opt EraseO
 	next, done, err := e.scan(names.RejectedStream(tenant), start, false, e.rejectedMatch, &out.Rejected)
 	if err != nil || !done {
 		if err == nil {
-			out.Next = erasePos{rejected: true, seq: next}.encode()
+			out.Next = erasePos{owner: pos.owner, rejected: true, seq: next}.encode()
 		}
 		return out, err
 	}
@@ -407,71 +415,88 @@ func (e *eraser) rejectedMatch(m jetstream.Msg) (bool, error) {
 }
 
 // namesTuid reports whether a rejected payload is the sensor's: a message
-// (JSON object) whose tsmTuid is tuid, a payload (JSON array) holding one,
-// or bytes that are not JSON holding the TUID's characters. A JSON message
-// of another sensor that mentions tuid elsewhere is not.
+// (JSON object with a tsmTuid) whose tsmTuid is tuid, a payload (JSON
+// array, at any depth) holding one, or any other bytes (not JSON, or a
+// JSON value that is not a message: a string, an object without a string
+// tsmTuid) holding the TUID's characters. A JSON message of another sensor
+// that mentions tuid elsewhere is not.
 func namesTuid(raw []byte, tuid string) bool {
-	type msg struct {
-		Tuid string `json:"tsmTuid"`
+	raw = bytes.TrimSpace(raw)
+	if !json.Valid(raw) || len(raw) == 0 {
+		return bytes.Contains(raw, []byte(tuid))
 	}
-	var one msg
-	if err := json.Unmarshal(raw, &one); err == nil {
-		return one.Tuid == tuid
-	}
-	var many []json.RawMessage
-	if err := json.Unmarshal(raw, &many); err == nil {
-		for _, el := range many {
-			var m msg
-			if json.Unmarshal(el, &m) == nil && m.Tuid == tuid {
-				return true
-			}
+	switch raw[0] {
+	case '{':
+		var one struct {
+			Tuid *string `json:"tsmTuid"`
 		}
-		return false
-	}
-	if json.Valid(raw) {
-		return false // a JSON value of another shape: not a message
+		if json.Unmarshal(raw, &one) == nil && one.Tuid != nil {
+			return *one.Tuid == tuid
+		}
+	case '[':
+		var many []json.RawMessage
+		if json.Unmarshal(raw, &many) == nil {
+			for _, el := range many {
+				if namesTuid(el, tuid) {
+					return true
+				}
+			}
+			return false
+		}
 	}
 	return bytes.Contains(raw, []byte(tuid))
 }
 
-// erasePos is where an erasure goes on: a dead-letter stream and sequence,
-// or the rejected stream and sequence (the zero value: from the start).
+// erasePos is where an erasure of a sensor (owner: "{tenant}/{tuid}")
+// goes on: a dead-letter stream and sequence, or the rejected stream and
+// sequence (no stream nor rejected: from the start).
 type erasePos struct {
+	owner    string
 	stream   string
 	rejected bool
 	seq      uint64
 }
 
-const erasePosPrefix = "erase1:"
+const erasePosPrefix = "erase2:"
 
-// encode returns the continuation (base64url of "erase1:d:{stream}:{seq}"
-// or "erase1:r:{seq}"): it positions the walk only within the tenant's own
-// streams, which the erasure lists itself, so an edited one can make an
-// erasure skip part of the caller's own data but reach nothing else.
+// encode returns the continuation (base64url of
+// "erase2:{owner}:d:{stream}:{seq}" or "erase2:{owner}:r:{seq}"): it
+// positions the walk only within the tenant's own streams, which the
+// erasure lists itself, and only of the tenant and sensor it names, so an
+// edited one can make an erasure skip part of the caller's own data but
+// reach nothing else, and one of another erasure (another sensor, or
+// another tenant's) is refused: it would skip that erasure's dead letters
+// and answer complete.
 func (p erasePos) encode() string {
 	var s string
 	switch {
 	case p.rejected:
-		s = erasePosPrefix + "r:" + strconv.FormatUint(p.seq, 10)
+		s = erasePosPrefix + p.owner + ":r:" + strconv.FormatUint(p.seq, 10)
 	case p.stream != "":
-		s = erasePosPrefix + "d:" + p.stream + ":" + strconv.FormatUint(p.seq, 10)
+		s = erasePosPrefix + p.owner + ":d:" + p.stream + ":" + strconv.FormatUint(p.seq, 10)
 	default:
 		return ""
 	}
 	return base64.RawURLEncoding.EncodeToString([]byte(s))
 }
 
-func decodeErasePos(next string) (erasePos, error) {
+// decodeErasePos reads next, a continuation of an erasure of owner
+// ("{tenant}/{tuid}").
+func decodeErasePos(next, owner string) (erasePos, error) {
+	p := erasePos{owner: owner}
 	if next == "" {
-		return erasePos{}, nil
+		return p, nil
 	}
-	bad := ErrEraseCursor.WithDetail("next must be the value a previous erasure returned, unchanged")
+	bad := ErrEraseCursor.WithDetail("next must be the value a previous erasure of this tenant's sensor returned, unchanged")
 	b, err := base64.RawURLEncoding.DecodeString(next)
 	if err != nil || !strings.HasPrefix(string(b), erasePosPrefix) {
-		return erasePos{}, bad
+		return p, bad
 	}
 	parts := strings.Split(strings.TrimPrefix(string(b), erasePosPrefix), ":")
-	var p erasePos
+	if len(parts) < 3 || parts[0] != owner {
+		return p, bad
+	}
+	parts = parts[1:]
 	var seqText string
 	switch {
 	case len(parts) == 2 && parts[0] == "r":
@@ -479,10 +504,10 @@ func decodeErasePos(next string) (erasePos, error) {
 	case len(parts) == 3 && parts[0] == "d" && names.ValidToken(parts[1]):
 		p.stream, seqText = parts[1], parts[2]
 	default:
-		return erasePos{}, bad
+		return p, bad
 	}
 	if p.seq, err = strconv.ParseUint(seqText, 10, 64); err != nil || p.seq == 0 {
-		return erasePos{}, bad
+		return p, bad
 	}
 	return p, nil
 }
