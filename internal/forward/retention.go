@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -51,8 +52,11 @@ func (e *Engine) deadLetterStream(tenant, id string) jetstream.StreamConfig {
 func (e *Engine) ApplyDeadLetterRetention(ctx context.Context, tenant string, ids []string) error {
 	for _, id := range ids {
 		st, err := e.js.Stream(ctx, names.DeadLetterStream(tenant, id))
-		if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue // not made yet: its worker makes it with the retention
+		}
+		if err != nil {
+			return fmt.Errorf("forward: dead-letter stream of %s: %w", id, err)
 		}
 		want := e.deadLetterMaxAge(tenant)
 		if st.CachedInfo().Config.MaxAge == want {
