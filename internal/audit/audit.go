@@ -169,6 +169,8 @@ type Log struct {
 	streams StreamProvider
 	js      jetstream.JetStream
 	keys    atomic.Pointer[keySet] // the checkpoint keys (UseKeys)
+	// unknown, when set, reads the platform's keys again (OnUnknownKey).
+	unknown atomic.Pointer[func()]
 	log     *slog.Logger
 
 	mu      sync.Mutex
@@ -279,6 +281,12 @@ func (l *Log) UseKeys(signer ed25519.PrivateKey, retired ...ed25519.PublicKey) e
 	l.keys.Store(&keySet{signer: signer, pub: pub, known: keyMap(append([]ed25519.PublicKey{pub}, retired...))})
 	return nil
 }
+
+// OnUnknownKey makes a verification that meets a checkpoint naming a key
+// this Log does not know call fn (which reads the platform's keys and calls
+// UseKeys) and verify once more before it reports the key unknown: a key
+// rotated on another node a moment ago is not tampering.
+func (l *Log) OnUnknownKey(fn func()) { l.unknown.Store(&fn) }
 
 // PublicKey returns the key that verifies the checkpoints this Log signs now.
 func (l *Log) PublicKey() ed25519.PublicKey { return l.keys.Load().pub }

@@ -294,5 +294,8 @@ func (n *Node) startPlatformKeys(ctx context.Context, sec secrets, tokens *crede
 	if err != nil {
 		return nil, err
 	}
+	// A checkpoint of an audit key rotated on another node a moment ago:
+	// read the keys before calling it unknown (at most every 100 ms).
+	n.audit.OnUnknownKey(func() { auditKey.refresh(n.ctx) })
 	return &platformKeys{jwt: jwtKey, audit: auditKey}, nil
 }
